@@ -1,0 +1,40 @@
+// marshal engine: the context.
+// Explicit state: the type registry and every typemap loaded into it. No globals.
+#pragma once
+
+#include "registry.hpp"
+#include "typemap.hpp"
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace marshal {
+
+struct LoadResult {
+  const Typemap* typemap = nullptr;  // set when errors is empty
+  std::vector<Diagnostic> errors;
+  bool ok() const { return typemap != nullptr; }
+};
+
+class Context {
+ public:
+  Context() = default;
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  // Reads, validates and resolves a typemap; on failure reports every error found.
+  LoadResult load_file(const std::string& path);
+  LoadResult load_text(std::string_view text, const std::string& file);
+
+  const TypeRegistry& types() const { return registry_; }
+
+ private:
+  TypeRegistry registry_;
+  std::mutex load_mutex_;
+  std::vector<std::unique_ptr<Typemap>> typemaps_;
+};
+
+}  // namespace marshal
