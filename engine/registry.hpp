@@ -25,6 +25,7 @@ class TypeRegistry {
   const TypeDesc& get(TypeId id) const;
   TypeId primitive(Prim p) const { return prim_ids_[static_cast<std::size_t>(p)]; }
   TypeId void_type() const { return void_id_; }
+  TypeId pointer_type() const { return pointer_id_; }
   TypeId find_primitive(std::string_view spelling) const;  // no_type if not one
   std::size_t size() const { return count_.load(std::memory_order_acquire); }
 
@@ -45,6 +46,7 @@ class TypeRegistry {
   std::unordered_map<std::string, TypeId> interned_;
   std::array<TypeId, 64> prim_ids_{};
   TypeId void_id_ = no_type;
+  TypeId pointer_id_ = no_type;
 };
 
 }  // namespace marshal

@@ -65,6 +65,13 @@ TypeRegistry::TypeRegistry() {
   v.name = "void";
   v.flags = flag_complete;
   void_id_ = add(std::move(v));
+  TypeDesc ptr;
+  ptr.kind = Kind::pointer;
+  ptr.name = "pointer";
+  ptr.size = sizeof(void*);
+  ptr.align = member_align<void*>();
+  ptr.flags = flag_complete | flag_blittable;
+  pointer_id_ = add(std::move(ptr));
 #define MARSHAL_PRIM_ADD(id, spelling, k, ctype)                                    \
   {                                                                                 \
     TypeDesc d;                                                                     \
@@ -95,6 +102,7 @@ TypeDesc& TypeRegistry::edit(TypeId id) { return const_cast<TypeDesc&>(get(id));
 
 TypeId TypeRegistry::find_primitive(std::string_view spelling) const {
   if (spelling == "void") return void_id_;
+  if (spelling == "pointer") return pointer_id_;
 #define MARSHAL_PRIM_FIND(id, sp, k, ctype) \
   if (spelling == sp) return prim_ids_[static_cast<std::size_t>(Prim::id)];
   MARSHAL_PRIMITIVES(MARSHAL_PRIM_FIND)
