@@ -55,12 +55,12 @@ std::optional<LayoutError> compute_layout(bool is_union, LayoutRule rule, std::u
     std::uint32_t fa = pack != 0 ? std::min(s.align, pack) : s.align;
 
     if (f.is_bitfield && f.bits > s.size * 8)
-      return LayoutError{i, "bitfield width " + std::to_string(f.bits) + " exceeds its type (" +
+      return LayoutError{i, "bits", "bitfield width " + std::to_string(f.bits) + " exceeds its type (" +
                                 std::to_string(s.size * 8) + " bits)"};
 
     if (is_union) {
       if (f.has_explicit_offset)
-        return LayoutError{i, "'offset' is not allowed in a union (every member starts at 0)"};
+        return LayoutError{i, "offset", "'offset' is not allowed in a union (every member starts at 0)"};
       f.offset = 0;
       f.bit_offset = 0;
       std::uint64_t sz = f.is_bitfield ? (f.bits + 7) / 8 : s.size;
@@ -75,14 +75,14 @@ std::optional<LayoutError> compute_layout(bool is_union, LayoutRule rule, std::u
       // member's alignment and may not overlap another member.
       close_run();
       if (f.explicit_offset % fa != 0)
-        return LayoutError{i, "offset " + std::to_string(f.explicit_offset) +
+        return LayoutError{i, "offset", "offset " + std::to_string(f.explicit_offset) +
                                   " is not a multiple of the field's alignment " + std::to_string(fa)};
       f.offset = f.explicit_offset;
       f.bit_offset = 0;
       auto [b, e] = byte_span(f, s);
       for (const Placed& p : placed)
         if (b < p.end && p.begin < e && s.size != 0)
-          return LayoutError{i, "offset " + std::to_string(b) + " overlaps field '" + fields[p.field].name +
+          return LayoutError{i, "offset", "offset " + std::to_string(b) + " overlaps field '" + fields[p.field].name +
                                     "' (bytes " + std::to_string(p.begin) + " to " +
                                     std::to_string(p.end - 1) + ")"};
       placed.push_back({b, e, i});
@@ -151,7 +151,7 @@ std::optional<LayoutError> compute_layout(bool is_union, LayoutRule rule, std::u
 
   // The size is a multiple of the record's alignment (tail padding).
   std::uint64_t size = round_up(extent, max_align);
-  if (size > 0x7fffffffu) return LayoutError{fields.empty() ? 0 : fields.size() - 1, "record is larger than 2 GiB"};
+  if (size > 0x7fffffffu) return LayoutError{fields.empty() ? 0 : fields.size() - 1, "", "record is larger than 2 GiB"};
   out.size = static_cast<std::uint32_t>(size);
   out.align = max_align;
   return std::nullopt;

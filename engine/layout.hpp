@@ -20,6 +20,7 @@ struct MemberShape {
 
 struct LayoutError {
   std::size_t field;     // index of the offending field
+  std::string key;       // the field's key at fault ("offset", "bits"), or "" for the field
   std::string message;
 };
 

@@ -120,6 +120,7 @@ class Loader {
     enum class State : std::uint8_t { pending, resolving, done, failed } state = State::pending;
   };
   std::map<std::string, Named> named_;
+  std::vector<std::string> alias_stack_;  // aliases being resolved, for cycle messages
   std::set<std::string> interface_names_;
   std::set<std::string> callback_names_;
 

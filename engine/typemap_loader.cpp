@@ -788,7 +788,9 @@ void Loader::read_classes(const json& all) {
       }
     if (!ok) continue;
     std::string fn, in;
-    if (read_string(j.at("create"), pointer_join(p, "create"), fn)) {
+    if (!read_string(j.at("create"), pointer_join(p, "create"), fn)) {
+      ok = false;
+    } else {
       auto it = tm_.functions.find(fn);
       if (it == tm_.functions.end()) {
         std::vector<std::string> choices;
@@ -799,7 +801,9 @@ void Loader::read_classes(const json& all) {
         c.create = &it->second;
       }
     }
-    if (read_string(j.at("interface"), pointer_join(p, "interface"), in)) {
+    if (!read_string(j.at("interface"), pointer_join(p, "interface"), in)) {
+      ok = false;
+    } else {
       auto it = tm_.interfaces.find(in);
       if (it == tm_.interfaces.end()) {
         std::vector<std::string> choices(interface_names_.begin(), interface_names_.end());
@@ -813,7 +817,7 @@ void Loader::read_classes(const json& all) {
                               {{"apartment", Threading::apartment}, {"free", Threading::free},
                                {"both", Threading::both}, {"neutral", Threading::neutral}},
                               c.threading) && ok;
-    if (ok && c.create->returns != no_type) {
+    if (ok && c.create != nullptr && c.iface != nullptr && c.create->returns != no_type) {
       // The factory yields the object as its return value or through one out pointer.
       auto yields = [&](TypeId t) { return t != no_type && reg_.get(t).kind == Kind::interface; };
       bool found = yields(c.create->returns);

@@ -500,13 +500,19 @@ TypeId Loader::resolve_alias(const std::string& name) {
   switch (n.state) {
     case Named::State::done: return n.id;
     case Named::State::failed: return no_type;
-    case Named::State::resolving:
-      error(pointer_join(n.pointer, "alias"), "alias cycle: '" + name + "' refers back to itself");
+    case Named::State::resolving: {
+      std::string path;
+      auto from = std::find(alias_stack_.begin(), alias_stack_.end(), name);
+      for (auto it = from; it != alias_stack_.end(); ++it) path += *it + " -> ";
+      error(pointer_join(n.pointer, "alias"), "alias cycle: " + path + name);
       n.state = Named::State::failed;
       return no_type;
+    }
     case Named::State::pending: break;
   }
   n.state = Named::State::resolving;
+  alias_stack_.push_back(name);
+  struct Pop { std::vector<std::string>& s; ~Pop() { s.pop_back(); } } pop{alias_stack_};
   if (!check_keys(*n.j, n.pointer, {"alias"})) {
     n.state = Named::State::failed;
     return no_type;
@@ -883,7 +889,8 @@ bool Loader::complete(TypeId id) {
       RecordInfo& info = d.as<RecordInfo>();
       LayoutResult out;
       if (auto err = compute_layout(is_union, info.rule, info.pack, info.fields, shapes, out)) {
-        error(err->field < site.field_pointers.size() ? site.field_pointers[err->field] : site.pointer, err->message);
+        std::string where = err->field < site.field_pointers.size() ? site.field_pointers[err->field] : site.pointer;
+        error(err->key.empty() ? where : pointer_join(where, err->key), err->message);
         failed_.insert(id);
         return false;
       }

@@ -1,0 +1,174 @@
+// marshal tests: what the loader builds from a valid typemap.
+// Descriptors, signatures, resolved counts, ownership, interfaces with their
+// vtable slots, classes and constants of tests/typemaps/good/everything.json.
+#include <doctest/doctest.h>
+
+#include "context.hpp"
+#include "support.hpp"
+
+using namespace marshal;
+
+namespace {
+
+struct Loaded {
+  Context ctx;
+  const Typemap* tm = nullptr;
+  Loaded() {
+    LoadResult r = ctx.load_file(test::source_path("tests/typemaps/good/everything.json"));
+    for (const auto& e : r.errors) MESSAGE(e.text());
+    REQUIRE(r.ok());
+    tm = r.typemap;
+  }
+  const TypeDesc& type(TypeId id) const { return ctx.types().get(id); }
+  const TypeDesc& named(const char* n) const { return type(tm->find_type(n)); }
+  const Function& fn(const char* n) const { return tm->functions.at(n); }
+};
+
+}  // namespace
+
+TEST_SUITE("typemap") {
+  TEST_CASE("named types resolve to complete descriptors") {
+    Loaded l;
+    const TypeDesc& header = l.named("Header");
+    CHECK(header.kind == Kind::struct_);
+    CHECK(header.size == 48);  // 4 + 32 (inline char[32]) + 4 + pointer
+    const RecordInfo& rec = header.as<RecordInfo>();
+    CHECK(rec.size_field == 0);
+    const TypeDesc& name = l.type(rec.fields[1].type);
+    CHECK(name.kind == Kind::string);
+    CHECK(name.as<StringInfo>().inline_storage);
+    const TypeDesc& items = l.type(rec.fields[3].type);
+    REQUIRE(items.kind == Kind::ptr);
+    const ArrayInfo& arr = l.type(items.ref).as<ArrayInfo>();
+    CHECK(arr.count.source == Count::Source::field);
+    CHECK(arr.count.index == 2);
+    CHECK(rec.fields[3].nullable);
+
+    CHECK(l.named("Value").kind == Kind::union_);
+    CHECK(l.named("Value").size == 8);
+    const TypeDesc& flags = l.named("Flags");
+    CHECK(flags.as<EnumInfo>().flags);
+    CHECK(flags.size == 4);
+    CHECK_FALSE(flags.has(flag_signed));
+    const TypeDesc& fd = l.named("Fd");
+    CHECK(fd.kind == Kind::handle);
+    CHECK_FALSE(fd.as<HandleInfo>().by_pointer);
+    CHECK(fd.as<HandleInfo>().invalid == std::vector<std::int64_t>{-1});
+    CHECK(fd.as<HandleInfo>().release == "close");
+    CHECK(l.named("File").as<HandleInfo>().by_pointer);
+    // An alias is another name for the same descriptor.
+    CHECK(l.tm->find_type("ssize") == l.ctx.types().find_primitive("ssize_t"));
+    const TypeDesc& vb = l.named("VBool");
+    CHECK(vb.kind == Kind::boolean);
+    CHECK(vb.size == 2);
+    CHECK(vb.as<BoolInfo>().true_value == -1);
+  }
+
+  TEST_CASE("function signatures: directions, counts, ownership, errno, variadics") {
+    Loaded l;
+    const Function& rd = l.fn("read_items");
+    REQUIRE(rd.params.size() == 2);
+    CHECK(rd.params[0].dir == Dir::out);
+    const ArrayInfo& a = l.type(rd.params[0].type).as<ArrayInfo>();
+    CHECK(a.count.source == Count::Source::param);
+    CHECK(a.count.index == 1);
+    CHECK(a.length.source == Count::Source::return_value);
+
+    const Function& fopen = l.fn("fopen");
+    CHECK(fopen.capture_errno);
+    CHECK(fopen.check.when == Check::When::null);
+    CHECK(fopen.check.error_errno);
+    CHECK(fopen.return_nullable);
+
+    const Function& names = l.fn("list_names");
+    CHECK(names.free_with.how == FreeWith::How::symbol);
+    CHECK(names.free_with.library == "libc");
+    CHECK(names.free_with.name == "free");
+    const TypeDesc& arr = l.type(names.returns);
+    CHECK(arr.as<ArrayInfo>().count.source == Count::Source::sentinel);
+    CHECK(arr.as<ArrayInfo>().count.sentinel_null);
+
+    const Function& alloc = l.fn("alloc_points");
+    CHECK(alloc.params[0].free_with.how == FreeWith::How::free);
+
+    const Function& memcpy_v = l.fn("memcpy_v");
+    CHECK(memcpy_v.symbol == "memcpy");
+    CHECK(memcpy_v.version == "GLIBC_2.14");
+    CHECK(l.fn("printf").variadic_from == 1);
+    CHECK(l.type(l.fn("subscribe").returns).name == "cbool");  // defaults.bool
+
+    const TypeDesc& cb = l.type(l.fn("sort_points").params[2].type);
+    REQUIRE(cb.kind == Kind::callback);
+    CHECK(cb.as<CallbackInfo>().scope == Scope::call);
+    CHECK(cb.as<CallbackInfo>().sig == &l.tm->callbacks.at("Compare"));
+    CHECK(l.tm->callbacks.at("Compare").on_error.present);
+    CHECK(l.tm->callbacks.at("Compare").on_error.value == 0);
+    CHECK(l.tm->callbacks.at("OnEvent").delivery == Delivery::owner);
+  }
+
+  TEST_CASE("strings carry encoding, terminator, capacity and length") {
+    Loaded l;
+    const StringInfo& name = l.type(l.fn("get_name").params[0].type).as<StringInfo>();
+    CHECK(name.encoding == Encoding::utf16);
+    CHECK(name.capacity.constant == 64);
+    CHECK(name.length.source == Count::Source::return_value);
+    CHECK_FALSE(name.inline_storage);
+    const StringInfo& env = l.type(l.fn("env_block").returns).as<StringInfo>();
+    CHECK(env.terminator == Terminator::double_nul);
+    const auto& p = l.fn("to_latin1").params;
+    CHECK(l.type(p[0].type).as<StringInfo>().unmappable == Unmappable::replace);
+    CHECK(l.type(p[1].type).as<StringInfo>().terminator == Terminator::none);
+    CHECK(l.type(p[1].type).as<StringInfo>().length.index == 2);
+  }
+
+  TEST_CASE("interfaces: bases first, slots, refcounting, iids; classes") {
+    Loaded l;
+    const Interface& unk = l.tm->interfaces.at("IUnknown");
+    const Interface& counter = l.tm->interfaces.at("ICounter");
+    const Interface& shape = l.tm->interfaces.at("IShape");
+    CHECK(unk.refcounted);
+    CHECK(counter.refcounted);
+    CHECK(shape.refcounted);
+    CHECK(counter.base == &unk);
+    CHECK(counter.first_slot == 3);
+    CHECK(counter.methods[1].slot == 4);
+    CHECK(shape.first_slot == 5);
+    CHECK(shape.methods[0].slot == 5);
+    CHECK(counter.methods[0].hresult);
+    CHECK(counter.methods[1].on_error.value == -1);
+    REQUIRE(counter.iid.has_value());
+    CHECK((*counter.iid)[0] == 0x3e);  // Data1 is stored little-endian
+    CHECK((*counter.iid)[3] == 0x6c);
+    CHECK((*counter.iid)[8] == 0x9a);  // Data4 in text order
+    CHECK(l.type(counter.type).has(flag_refcounted));
+    const ClassDesc& c = l.tm->classes.at("Counter");
+    CHECK(c.threading == Threading::apartment);
+    CHECK(c.iface == &counter);
+    CHECK(c.create == &l.fn("make_counter"));
+    CHECK(l.tm->classes.at("Shape").threading == Threading::both);
+    CHECK(l.tm->constants.at("MAX_POINTS") == 64);
+    CHECK(l.tm->constants.at("NAME") == "everything");
+  }
+
+  TEST_CASE("names resolve in any order (forward references)") {
+    Context ctx;
+    LoadResult r = ctx.load_text(R"({"typemap": 1, "types": {
+      "A": {"struct": [{"name": "z", "type": "Z"}, {"name": "m", "type": "M"}]},
+      "M": {"alias": "Z"},
+      "Z": {"struct": [{"name": "v", "type": "int64"}, {"name": "e", "type": "E"}]},
+      "E": {"enum": {"X": 1}, "underlying": "uint8"}}})", "fwd.json");
+    REQUIRE(r.ok());
+    CHECK(ctx.types().get(r.typemap->find_type("A")).size == 32);
+    CHECK(r.typemap->find_type("M") == r.typemap->find_type("Z"));
+  }
+
+  TEST_CASE("two typemaps may use the same names independently") {
+    Context ctx;
+    LoadResult a = ctx.load_text(R"({"typemap": 1, "types": {"P": {"struct": [{"name": "x", "type": "int8"}]}}})", "a.json");
+    LoadResult b = ctx.load_text(R"({"typemap": 1, "types": {"P": {"struct": [{"name": "x", "type": "int64"}]}}})", "b.json");
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    CHECK(ctx.types().get(a.typemap->find_type("P")).size == 1);
+    CHECK(ctx.types().get(b.typemap->find_type("P")).size == 8);
+  }
+}
