@@ -1,0 +1,154 @@
+// marshal tests: the `marshal` command.
+// Runs the built binary: check on good and bad typemaps (exit codes, one error
+// per bad file, FILE: /pointer: prefixes), layout output against the compiler,
+// and --help on every command.
+#include <doctest/doctest.h>
+
+#include "fixtures/layout_table.h"
+#include "support.hpp"
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <sstream>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
+
+#ifndef MARSHAL_EXE
+#error "MARSHAL_EXE must be defined by the build"
+#endif
+
+namespace {
+
+struct Run {
+  int status;
+  std::string out;
+};
+
+// Runs marshal with arguments (already shell-quoted), stdout and stderr captured
+// separately through a temporary file for stderr.
+Run marshal_run(const std::string& args, std::string* err = nullptr) {
+  const std::string err_file = std::filesystem::temp_directory_path() / ("marshal-cli-" + std::to_string(::getpid()) + ".err");
+  std::string cmd = std::string(MARSHAL_EXE) + " " + args + " 2>" + err_file;
+  Run r{-1, {}};
+  FILE* p = ::popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::array<char, 4096> buf{};
+  std::size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  if (err) *err = marshal::test::read_text(err_file);
+  std::filesystem::remove(err_file);
+  return r;
+}
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) out.push_back(l);
+  return out;
+}
+
+}  // namespace
+
+TEST_SUITE("cli") {
+  TEST_CASE("check: valid typemaps exit 0 with a summary line each") {
+    std::string err;
+    Run r = marshal_run("check typemaps/libc.json typemaps/libm.json typemaps/zlib.json tests/fixtures/layout.json", &err);
+    CHECK(r.status == 0);
+    CHECK(err.empty());
+    auto ls = lines(r.out);
+    REQUIRE(ls.size() == 4);
+    CHECK(ls[0].rfind("typemaps/libc.json: ok: ", 0) == 0);
+    CHECK(ls[3].find("38 types") != std::string::npos);
+  }
+
+  TEST_CASE("check: every bad typemap gives one error line starting with FILE: /pointer") {
+    std::vector<std::string> files;
+    for (const auto& e : std::filesystem::directory_iterator("tests/typemaps/bad"))
+      if (e.path().extension() == ".json") files.push_back("tests/typemaps/bad/" + e.path().filename().string());
+    std::sort(files.begin(), files.end());
+    std::string args = "check";
+    for (const auto& f : files) args += " " + f;
+    std::string err;
+    Run r = marshal_run(args, &err);
+    CHECK(r.status == 1);
+    CHECK(r.out.empty());
+    auto ls = lines(err);
+    REQUIRE(ls.size() == files.size());
+    for (std::size_t i = 0; i < files.size(); ++i) {
+      CAPTURE(ls[i]);
+      CHECK(ls[i].rfind(files[i] + ": /", 0) == 0);
+    }
+  }
+
+  TEST_CASE("check: a mix of good and bad files fails and still summarizes the good ones") {
+    std::string err;
+    Run r = marshal_run("check typemaps/libm.json tests/typemaps/bad/bare_bool.json", &err);
+    CHECK(r.status == 1);
+    CHECK(r.out.rfind("typemaps/libm.json: ok", 0) == 0);
+    CHECK(err.find("tests/typemaps/bad/bare_bool.json: /types/S/struct/0/type: 'bool' is ambiguous") == 0);
+  }
+
+  TEST_CASE("layout of a packed nested struct equals the compiler's offsets") {
+    Run r = marshal_run("layout tests/fixtures/layout.json OuterPacked");
+    REQUIRE(r.status == 0);
+    std::size_t count = 0;
+    const fx_record* recs = fx_layouts(&count);
+    const fx_record* outer = nullptr;
+    for (std::size_t i = 0; i < count; ++i)
+      if (std::string(recs[i].name) == "OuterPacked") outer = &recs[i];
+    REQUIRE(outer != nullptr);
+    CHECK(r.out.find("size " + std::to_string(outer->size) + ", align " + std::to_string(outer->align)) != std::string::npos);
+    for (std::size_t k = 0; k < outer->nfields; ++k) {
+      const fx_field& f = outer->fields[k];
+      CAPTURE(f.name);
+      bool found = false;
+      for (const auto& l : lines(r.out)) {
+        std::istringstream in(l);
+        std::size_t off, size;
+        std::string name;
+        if (in >> off >> size >> name && name == f.name) {
+          found = true;
+          CHECK(off == f.offset);
+          CHECK(size == f.size);
+        }
+      }
+      CHECK(found);
+    }
+  }
+
+  TEST_CASE("layout shows bit ranges and padding") {
+    Run r = marshal_run("layout tests/fixtures/layout.json Bits2");
+    REQUIRE(r.status == 0);
+    CHECK(r.out.find("blittable no") != std::string::npos);
+    CHECK(r.out.find("0..3") != std::string::npos);  // a:4 in byte 1
+    Run m = marshal_run("layout tests/fixtures/layout.json Mixed");
+    CHECK(m.out.find("padding: 7 bytes at offset 1") != std::string::npos);
+    CHECK(m.out.find("padding: 6 bytes at offset 18 (tail)") != std::string::npos);
+  }
+
+  TEST_CASE("layout names the available types when one is unknown") {
+    std::string err;
+    Run r = marshal_run("layout tests/fixtures/layout.json Nope", &err);
+    CHECK(r.status == 1);
+    CHECK(err.find("no type 'Nope'") != std::string::npos);
+    CHECK(err.find("OuterPacked") != std::string::npos);
+  }
+
+  TEST_CASE("--help on every command, and usage errors") {
+    for (const char* cmd : {"--help", "check --help", "layout --help"}) {
+      CAPTURE(cmd);
+      Run r = marshal_run(cmd);
+      CHECK(r.status == 0);
+      CHECK(r.out.find("usage: marshal") != std::string::npos);
+    }
+    CHECK(marshal_run("").status == 2);
+    CHECK(marshal_run("frobnicate").status == 2);
+    CHECK(marshal_run("check").status == 2);
+    CHECK(marshal_run("layout typemaps/libc.json").status == 2);
+  }
+}
