@@ -66,6 +66,15 @@ TEST_SUITE("cli") {
     CHECK(ls[3].find("38 types") != std::string::npos);
   }
 
+  TEST_CASE("check: typemaps/*.json passes, skipping the schema beside them") {
+    std::string err;
+    Run r = marshal_run("check typemaps/*.json", &err);
+    CHECK(r.status == 0);
+    CHECK(err.empty());
+    CHECK(r.out.find("typemaps/typemap.schema.json: skipped: a JSON Schema, not a typemap") != std::string::npos);
+    CHECK(r.out.find("typemaps/zlib.json: ok") != std::string::npos);
+  }
+
   TEST_CASE("check: every bad typemap gives one error line starting with FILE: /pointer") {
     std::vector<std::string> files;
     for (const auto& e : std::filesystem::directory_iterator("tests/typemaps/bad"))

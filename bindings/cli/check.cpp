@@ -6,8 +6,24 @@
 #include "context.hpp"
 
 #include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
 
 namespace marshal::cli {
+
+namespace {
+
+// typemaps/ holds the JSON Schema beside the typemaps, so `check typemaps/*.json`
+// meets it: a document that declares a json-schema.org $schema and has no
+// "typemap" key is reported as skipped, not as a broken typemap.
+bool is_json_schema(const std::string& path) {
+  std::ifstream in(path);
+  nlohmann::json j = nlohmann::json::parse(in, nullptr, false);
+  return j.is_object() && !j.contains("typemap") && j.contains("$schema") && j["$schema"].is_string() &&
+         j["$schema"].get<std::string>().find("json-schema.org") != std::string::npos;
+}
+
+}  // namespace
 
 int cmd_check(const Args& args) {
   if (wants_help(args)) {
@@ -17,7 +33,8 @@ int cmd_check(const Args& args) {
         "Validates each typemap (JSON syntax, keys, names, types, layouts, counts,\n"
         "ownership) without loading its library. Prints one summary line per valid\n"
         "file on stdout; for an invalid file, every error found on stderr, each as\n"
-        "FILE: /json/pointer: message. Exits 0 when all files are valid, 1 otherwise.\n");
+        "FILE: /json/pointer: message. Exits 0 when all files are valid, 1 otherwise.\n"
+        "A JSON Schema document (such as typemaps/typemap.schema.json) is skipped.\n");
     return 0;
   }
   if (args.empty()) {
@@ -27,6 +44,10 @@ int cmd_check(const Args& args) {
   Context ctx;
   int status = 0;
   for (const std::string& path : args) {
+    if (is_json_schema(path)) {
+      std::printf("%s: skipped: a JSON Schema, not a typemap\n", path.c_str());
+      continue;
+    }
     LoadResult r = ctx.load_file(path);
     if (!r.ok()) {
       for (const Diagnostic& d : r.errors) std::fprintf(stderr, "%s\n", d.text().c_str());
