@@ -2,6 +2,7 @@
 // Explicit state: the type registry and every typemap loaded into it. No globals.
 #pragma once
 
+#include "abi.hpp"
 #include "registry.hpp"
 #include "typemap.hpp"
 
@@ -30,9 +31,13 @@ class Context {
   LoadResult load_text(std::string_view text, const std::string& file);
 
   const TypeRegistry& types() const { return registry_; }
+  FfiTypes& ffi() { return ffi_; }
+  // A nul-terminated string type of an encoding (for variadic string arguments).
+  TypeId string_type(Encoding e);
 
  private:
   TypeRegistry registry_;
+  FfiTypes ffi_;
   std::mutex load_mutex_;
   std::vector<std::unique_ptr<Typemap>> typemaps_;
 };

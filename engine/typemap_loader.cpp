@@ -883,6 +883,19 @@ LoadResult Context::load_text(std::string_view text, const std::string& file) {
   return result;
 }
 
+TypeId Context::string_type(Encoding e) {
+  std::lock_guard lock(load_mutex_);
+  TypeDesc d;
+  d.kind = Kind::string;
+  d.size = sizeof(void*);
+  d.align = alignof(void*);
+  d.flags = flag_complete;
+  StringInfo info;
+  info.encoding = e;
+  d.info = info;
+  return registry_.intern("string:" + std::to_string(int(e)) + ":0:0:-:-", std::move(d));
+}
+
 LoadResult Context::load_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {

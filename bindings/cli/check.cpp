@@ -4,6 +4,7 @@
 #include "commands.hpp"
 
 #include "context.hpp"
+#include "plan.hpp"
 
 #include <cstdio>
 #include <fstream>
@@ -28,22 +29,30 @@ bool is_json_schema(const std::string& path) {
 int cmd_check(const Args& args) {
   if (wants_help(args)) {
     std::printf(
-        "usage: marshal check TYPEMAP...\n"
+        "usage: marshal check [--resolve] TYPEMAP...\n"
         "\n"
         "Validates each typemap (JSON syntax, keys, names, types, layouts, counts,\n"
         "ownership) without loading its library. Prints one summary line per valid\n"
         "file on stdout; for an invalid file, every error found on stderr, each as\n"
         "FILE: /json/pointer: message. Exits 0 when all files are valid, 1 otherwise.\n"
-        "A JSON Schema document (such as typemaps/typemap.schema.json) is skipped.\n");
+        "A JSON Schema document (such as typemaps/typemap.schema.json) is skipped.\n"
+        "\n"
+        "--resolve  also load each library and report every symbol it lacks.\n");
     return 0;
   }
-  if (args.empty()) {
+  Args files;
+  bool resolve = false;
+  for (const auto& a : args) {
+    if (a == "--resolve") resolve = true;
+    else files.push_back(a);
+  }
+  if (files.empty()) {
     std::fprintf(stderr, "marshal check: no typemap given (see marshal check --help)\n");
     return 2;
   }
   Context ctx;
   int status = 0;
-  for (const std::string& path : args) {
+  for (const std::string& path : files) {
     if (is_json_schema(path)) {
       std::printf("%s: skipped: a JSON Schema, not a typemap\n", path.c_str());
       continue;
@@ -55,6 +64,21 @@ int cmd_check(const Args& args) {
       continue;
     }
     const Typemap& tm = *r.typemap;
+    if (resolve && tm.library.present) {
+      std::string error;
+      auto lib = Library::open(ctx, tm, error);
+      if (!lib) {
+        std::fprintf(stderr, "%s: /library: %s\n", path.c_str(), error.c_str());
+        status = 1;
+        continue;
+      }
+      auto missing = lib->missing_symbols();
+      for (const auto& m : missing) std::fprintf(stderr, "%s\n", m.c_str());
+      if (!missing.empty()) {
+        status = 1;
+        continue;
+      }
+    }
     std::printf("%s: ok: %zu types, %zu functions, %zu callbacks, %zu interfaces, %zu classes, %zu constants\n",
                 path.c_str(), tm.types.size(), tm.functions.size(), tm.callbacks.size(), tm.interfaces.size(),
                 tm.classes.size(), tm.constants.size());

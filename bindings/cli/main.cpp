@@ -1,5 +1,5 @@
 // marshal command line: dispatch to subcommands.
-// `marshal check`, `marshal layout` (and later `call`); each has --help.
+// `marshal check`, `marshal layout`, `marshal call`; each has --help.
 #include "commands.hpp"
 
 #include <cstdio>
@@ -18,6 +18,7 @@ struct Command {
 constexpr Command commands[] = {
     {"check", marshal::cli::cmd_check, "validate typemaps and report every error"},
     {"layout", marshal::cli::cmd_layout, "print the C layout of a struct or union"},
+    {"call", marshal::cli::cmd_call, "call a function of a typemap's library"},
 };
 
 void usage(std::FILE* out) {

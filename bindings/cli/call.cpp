@@ -1,0 +1,83 @@
+// marshal command line: `marshal call TYPEMAP FUNCTION [ARG...]`.
+// Each ARG is one JSON value for the next in/inout parameter; prints exactly one
+// JSON object {"return": R, "out": {...}} (plus "errno" when captured). Any
+// error is one line on stderr and exit status 1.
+#include "commands.hpp"
+
+#include "context.hpp"
+#include "plan.hpp"
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+namespace marshal::cli {
+
+int cmd_call(const Args& args) {
+  if (wants_help(args)) {
+    std::printf(
+        "usage: marshal call TYPEMAP FUNCTION [ARG...]\n"
+        "\n"
+        "Calls FUNCTION of TYPEMAP's library. Each ARG is one JSON value for the next\n"
+        "in or inout parameter, in order (out parameters are not given). Variadic\n"
+        "arguments are given as {\"type\": T, \"value\": V}. Bytes are\n"
+        "{\"base64\": \"...\"}, addresses {\"address\": \"0x...\"}, structs objects.\n"
+        "\n"
+        "Prints one JSON object: {\"return\": R, \"out\": {NAME: V, ...}}, with\n"
+        "\"errno\": N when the function captures errno. Errors go to stderr, exit 1.\n"
+        "\n"
+        "example: marshal call typemaps/libm.json frexp 8.0\n");
+    return 0;
+  }
+  if (args.size() < 2) {
+    std::fprintf(stderr, "marshal call: expected TYPEMAP FUNCTION [ARG...] (see marshal call --help)\n");
+    return 2;
+  }
+  Context ctx;
+  LoadResult r = ctx.load_file(args[0]);
+  if (!r.ok()) {
+    std::fprintf(stderr, "%s\n", r.errors.front().text().c_str());
+    return 1;
+  }
+  std::string error;
+  auto lib = Library::open(ctx, *r.typemap, error);
+  if (!lib) {
+    std::fprintf(stderr, "%s\n", error.c_str());
+    return 1;
+  }
+  const Plan* plan = lib->bind(args[1], error);
+  if (!plan) {
+    std::fprintf(stderr, "%s\n", error.c_str());
+    return 1;
+  }
+  // Arguments: one JSON value each, named by the parameter it is for.
+  std::vector<std::string> names;
+  for (const Param& p : plan->function().params)
+    if (p.dir != Dir::out) names.push_back(p.name);
+  std::vector<Value> values;
+  for (std::size_t i = 2; i < args.size(); ++i) {
+    const std::size_t k = i - 2;
+    const std::string who = k < names.size() ? "parameter " + std::to_string(k) + " '" + names[k] + "'"
+                                             : "variadic argument " + std::to_string(k);
+    nlohmann::json j = nlohmann::json::parse(args[i], nullptr, false);
+    if (j.is_discarded()) {
+      std::fprintf(stderr, "%s: %s: argument is not JSON: %s (write strings in quotes, e.g. '\"text\"')\n",
+                   args[0].c_str(), who.c_str(), args[i].c_str());
+      return 1;
+    }
+    values.push_back(Value::from_json(j));
+  }
+  CallResult result;
+  if (!plan->call(values, result, error)) {
+    std::fprintf(stderr, "%s\n", error.c_str());
+    return 1;
+  }
+  nlohmann::ordered_json out;
+  out["return"] = result.ret.to_json();
+  out["out"] = nlohmann::ordered_json::object();
+  for (const auto& [name, v] : result.out) out["out"][name] = v.to_json();
+  if (result.error_number) out["errno"] = *result.error_number;
+  std::printf("%s\n", out.dump().c_str());
+  return 0;
+}
+
+}  // namespace marshal::cli

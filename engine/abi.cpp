@@ -1,0 +1,236 @@
+// marshal engine: ABI knowledge, quarantined.
+#include "abi.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace marshal {
+
+ffi_type* scalar_ffi_type(const TypeRegistry& reg, const TypeDesc& d) {
+  auto integer = [](std::uint32_t size, bool is_signed) -> ffi_type* {
+    switch (size) {
+      case 1: return is_signed ? &ffi_type_sint8 : &ffi_type_uint8;
+      case 2: return is_signed ? &ffi_type_sint16 : &ffi_type_uint16;
+      case 4: return is_signed ? &ffi_type_sint32 : &ffi_type_uint32;
+      case 8: return is_signed ? &ffi_type_sint64 : &ffi_type_uint64;
+      default: return nullptr;
+    }
+  };
+  switch (d.kind) {
+    case Kind::void_: return &ffi_type_void;
+    case Kind::integer: return integer(d.size, d.has(flag_signed));
+    case Kind::floating: return d.size == 4 ? &ffi_type_float : &ffi_type_double;
+    case Kind::boolean: return integer(d.size, false);
+    case Kind::enum_: return integer(d.size, d.has(flag_signed));
+    case Kind::handle:
+      return d.as<HandleInfo>().by_pointer ? &ffi_type_pointer : integer(d.size, reg.get(d.ref).has(flag_signed));
+    case Kind::pointer: case Kind::ptr: case Kind::string: case Kind::callback: case Kind::interface:
+    case Kind::array:  // a parameter of array type decays to a pointer
+      return &ffi_type_pointer;
+    case Kind::struct_: case Kind::union_: return nullptr;
+  }
+  return nullptr;
+}
+
+ffi_type* FfiTypes::make_struct(std::vector<ffi_type*> elements) {
+  elements.push_back(nullptr);
+  elements_.push_back(std::move(elements));
+  ffi_type& t = types_.emplace_back();
+  t.size = 0;
+  t.alignment = 0;
+  t.type = FFI_TYPE_STRUCT;
+  t.elements = elements_.back().data();
+  return &t;
+}
+
+namespace {
+
+// A scalar piece of an aggregate at its absolute offset.
+struct Leaf {
+  std::uint64_t offset;
+  std::uint32_t size;
+  bool is_float;
+};
+
+// Collects leaves; reports whether the aggregate is "regular": no unions, no
+// bitfields and every leaf at its natural alignment, so that libffi's own
+// classification of a struct of its leaves equals the C ABI's.
+void collect(const TypeRegistry& reg, TypeId t, std::uint64_t base, std::vector<Leaf>& out, bool& regular,
+             bool& misaligned) {
+  const TypeDesc& d = reg.get(t);
+  switch (d.kind) {
+    case Kind::struct_: case Kind::union_:
+      if (d.kind == Kind::union_) regular = false;
+      for (const Field& f : d.as<RecordInfo>().fields) {
+        if (f.is_bitfield) {
+          regular = false;
+          if (f.bits == 0) continue;
+          std::uint64_t first = (base + f.offset) * 8 + f.bit_offset;
+          for (std::uint64_t b = first / 8; b < (first + f.bits + 7) / 8; ++b) out.push_back({b, 1, false});
+          continue;
+        }
+        collect(reg, f.type, base + f.offset, out, regular, misaligned);
+      }
+      return;
+    case Kind::array: {
+      const TypeDesc& e = reg.get(d.ref);
+      const std::uint64_t n = d.as<ArrayInfo>().count.constant;
+      for (std::uint64_t i = 0; i < n; ++i) collect(reg, d.ref, base + i * e.size, out, regular, misaligned);
+      return;
+    }
+    case Kind::string: {  // an inline char[N] in a struct: N units
+      const std::uint32_t unit = d.align;
+      for (std::uint32_t i = 0; i < d.size / unit; ++i) out.push_back({base + i * unit, unit, false});
+      return;
+    }
+    case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
+    case Kind::ptr: case Kind::enum_: case Kind::handle: case Kind::callback: case Kind::interface:
+      if (base % d.size != 0) misaligned = true;
+      out.push_back({base, d.size, d.kind == Kind::floating});
+      return;
+  }
+}
+
+}  // namespace
+
+ffi_type* FfiTypes::lower(const TypeRegistry& reg, TypeId t, std::string& error) {
+  std::lock_guard lock(mutex_);
+  return lower_locked(reg, t, error);
+}
+
+ffi_type* FfiTypes::lower_locked(const TypeRegistry& reg, TypeId t, std::string& error) {
+  const TypeDesc& d = reg.get(t);
+  if (d.kind != Kind::struct_ && d.kind != Kind::union_) {
+    ffi_type* s = scalar_ffi_type(reg, d);
+    if (!s) error = "no libffi type for " + reg.spell(t);
+    return s;
+  }
+  if (auto it = cache_.find(t); it != cache_.end()) return it->second;
+  if (d.has(flag_variable_size)) {
+    error = reg.spell(t) + " ends in a flexible array member and cannot be passed by value";
+    return nullptr;
+  }
+  std::vector<Leaf> leaves;
+  bool regular = true, misaligned = false;
+  collect(reg, t, 0, leaves, regular, misaligned);
+  ffi_type* result = nullptr;
+  if (regular && !misaligned) {
+    // Natural layout: a struct of the members, nested structs as nested ffi
+    // structs and inline arrays as repeated elements (libffi's documented way).
+    std::vector<ffi_type*> elements;
+    for (const Field& f : d.as<RecordInfo>().fields) {
+      TypeId ft = f.type;
+      std::uint64_t repeat = 1;
+      while (reg.get(ft).kind == Kind::array) {
+        repeat *= reg.get(ft).as<ArrayInfo>().count.constant;
+        ft = reg.get(ft).ref;
+      }
+      ffi_type* e = nullptr;
+      const TypeDesc& fd = reg.get(ft);
+      if (fd.kind == Kind::string) {  // inline char[N]
+        e = fd.align == 1 ? &ffi_type_uint8 : fd.align == 2 ? &ffi_type_uint16 : &ffi_type_uint32;
+        repeat *= fd.size / fd.align;
+      } else {
+        e = lower_locked(reg, ft, error);
+      }
+      if (!e) return nullptr;
+      for (std::uint64_t i = 0; i < repeat; ++i) elements.push_back(e);
+    }
+    result = make_struct(std::move(elements));
+  } else {
+    result = lower_by_eightbytes(reg, t, error);
+    if (!result) return nullptr;
+  }
+  // libffi computes the aggregate's size and alignment; they must be C's.
+  if (ffi_get_struct_offsets(FFI_DEFAULT_ABI, result, nullptr) != FFI_OK || result->size != d.size ||
+      result->alignment != d.align) {
+    error = "libffi lays out " + reg.spell(t) + " as " + std::to_string(result->size) + " bytes aligned to " +
+            std::to_string(result->alignment) + ", not " + std::to_string(d.size) + " aligned to " +
+            std::to_string(d.align) + "; pass it by pointer";
+    return nullptr;
+  }
+  cache_[t] = result;
+  return result;
+}
+
+// Unions, bitfields and packed layouts: libffi has no such types, so build a
+// struct that the System V x86-64 classifier (psABI 3.2.3) sorts into the same
+// classes: each eightbyte is SSE when every leaf in it is floating point, else
+// INTEGER; aggregates over 16 bytes are MEMORY, where only size and alignment
+// matter. An aggregate with unaligned fields is MEMORY even when small, which
+// libffi cannot express, so it is refused.
+ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::string& error) {
+#if defined(__x86_64__) && !defined(_WIN64)
+  const TypeDesc& d = reg.get(t);
+  std::vector<Leaf> leaves;
+  bool regular = true, misaligned = false;
+  collect(reg, t, 0, leaves, regular, misaligned);
+  ffi_type* unit_int = d.align >= 8 ? &ffi_type_uint64 : d.align == 4 ? &ffi_type_uint32
+                       : d.align == 2 ? &ffi_type_uint16 : &ffi_type_uint8;
+  std::vector<ffi_type*> elements;
+  if (d.size > 16) {
+    for (std::uint32_t i = 0; i < d.size / d.align; ++i) elements.push_back(unit_int);
+    return make_struct(std::move(elements));
+  }
+  if (misaligned) {
+    error = reg.spell(t) + " has unaligned fields (pack), which the System V ABI passes in memory; libffi cannot "
+            "express that by value: pass it by pointer";
+    return nullptr;
+  }
+  for (std::uint32_t eb = 0; eb * 8 < d.size; ++eb) {
+    const std::uint64_t lo = eb * 8, hi = std::min<std::uint64_t>(lo + 8, d.size);
+    bool any = false, all_float = true, has_double = false;
+    for (const Leaf& l : leaves)
+      if (l.offset < hi && l.offset + l.size > lo) {
+        any = true;
+        all_float = all_float && l.is_float;
+        has_double = has_double || (l.is_float && l.size == 8);
+      }
+    const std::uint64_t n = hi - lo;
+    if (any && all_float) {
+      if (has_double) elements.push_back(&ffi_type_double);
+      else for (std::uint64_t k = 0; k < n / 4; ++k) elements.push_back(&ffi_type_float);
+    } else {
+      const std::uint64_t unit = unit_int->size;
+      for (std::uint64_t k = 0; k < n / unit; ++k) elements.push_back(unit_int);
+    }
+  }
+  return make_struct(std::move(elements));
+#else
+  error = reg.spell(t) + " contains a union, bitfields or unaligned fields; passing it by value is only "
+          "supported on x86-64 System V so far: pass it by pointer";
+  (void)t;
+  return nullptr;
+#endif
+}
+
+void read_return(const TypeDesc& d, const void* rvalue, void* dst) {
+  const bool small_int = (d.kind == Kind::integer || d.kind == Kind::boolean || d.kind == Kind::enum_ ||
+                          (d.kind == Kind::handle && !d.as<HandleInfo>().by_pointer)) &&
+                         d.size < sizeof(ffi_arg);
+  if (!small_int) {
+    std::memcpy(dst, rvalue, d.size);
+    return;
+  }
+  // libffi widens integral returns narrower than a register to ffi_arg.
+  ffi_arg wide;
+  std::memcpy(&wide, rvalue, sizeof wide);
+  switch (d.size) {
+    case 1: { std::uint8_t v = static_cast<std::uint8_t>(wide); std::memcpy(dst, &v, 1); break; }
+    case 2: { std::uint16_t v = static_cast<std::uint16_t>(wide); std::memcpy(dst, &v, 2); break; }
+    case 4: { std::uint32_t v = static_cast<std::uint32_t>(wide); std::memcpy(dst, &v, 4); break; }
+    default: std::memcpy(dst, &wide, d.size);
+  }
+}
+
+std::size_t return_buffer_size(const TypeDesc& d) { return std::max<std::size_t>({d.size, sizeof(ffi_arg), 16}); }
+
+TypeId promote_variadic(const TypeRegistry& reg, TypeId t) {
+  const TypeDesc& d = reg.get(t);
+  if (d.kind == Kind::floating && d.size < sizeof(double)) return reg.primitive(Prim::c_double);
+  if ((d.kind == Kind::integer || d.kind == Kind::boolean || d.kind == Kind::enum_) && d.size < sizeof(int))
+    return reg.primitive(Prim::c_int);
+  return t;
+}
+
+}  // namespace marshal

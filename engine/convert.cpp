@@ -1,0 +1,700 @@
+// marshal engine: marshalers, one case per kind in each direction.
+#include "convert.hpp"
+
+#include "handles.hpp"
+#include "strings.hpp"
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+namespace marshal {
+
+// ---- native integers ---------------------------------------------------------------
+
+std::int64_t load_signed(const void* p, std::uint32_t size) {
+  switch (size) {
+    case 1: { std::int8_t v; std::memcpy(&v, p, 1); return v; }
+    case 2: { std::int16_t v; std::memcpy(&v, p, 2); return v; }
+    case 4: { std::int32_t v; std::memcpy(&v, p, 4); return v; }
+    default: { std::int64_t v; std::memcpy(&v, p, 8); return v; }
+  }
+}
+
+std::uint64_t load_unsigned(const void* p, std::uint32_t size) {
+  switch (size) {
+    case 1: { std::uint8_t v; std::memcpy(&v, p, 1); return v; }
+    case 2: { std::uint16_t v; std::memcpy(&v, p, 2); return v; }
+    case 4: { std::uint32_t v; std::memcpy(&v, p, 4); return v; }
+    default: { std::uint64_t v; std::memcpy(&v, p, 8); return v; }
+  }
+}
+
+void store_bits(void* p, std::uint32_t size, std::uint64_t bits) {
+  switch (size) {
+    case 1: { std::uint8_t v = static_cast<std::uint8_t>(bits); std::memcpy(p, &v, 1); break; }
+    case 2: { std::uint16_t v = static_cast<std::uint16_t>(bits); std::memcpy(p, &v, 2); break; }
+    case 4: { std::uint32_t v = static_cast<std::uint32_t>(bits); std::memcpy(p, &v, 4); break; }
+    default: std::memcpy(p, &bits, 8);
+  }
+}
+
+namespace {
+
+std::string range_of(std::uint32_t bits, bool is_signed) {
+  if (is_signed) {
+    if (bits >= 64) return "-9223372036854775808 to 9223372036854775807";
+    return std::to_string(-(std::int64_t{1} << (bits - 1))) + " to " + std::to_string((std::int64_t{1} << (bits - 1)) - 1);
+  }
+  if (bits >= 64) return "0 to 18446744073709551615";
+  return "0 to " + std::to_string((std::uint64_t{1} << bits) - 1);
+}
+
+// A host integer (or an integral number) that fits `bits` bits of the given
+// signedness, as its two's complement bit pattern.
+bool integer_bits(const Value& v, std::uint32_t bits, bool is_signed, std::uint64_t& out, std::string& error,
+                  const std::string& type_name) {
+  bool negative = false;
+  std::uint64_t mag = 0;
+  if (v.is<std::int64_t>()) {
+    std::int64_t i = v.as<std::int64_t>();
+    negative = i < 0;
+    mag = negative ? 0 - static_cast<std::uint64_t>(i) : static_cast<std::uint64_t>(i);
+  } else if (v.is<std::uint64_t>()) {
+    mag = v.as<std::uint64_t>();
+  } else if (v.is<double>()) {
+    double d = v.as<double>();
+    if (!(std::floor(d) == d) || std::fabs(d) > 1.8446744073709552e19) {
+      error = "expected an integer for " + type_name + ", got " + v.describe() + " (not integral)";
+      return false;
+    }
+    negative = d < 0;
+    mag = static_cast<std::uint64_t>(std::fabs(d));
+  } else {
+    error = "expected an integer for " + type_name + ", got " + v.describe();
+    return false;
+  }
+  bool fits;
+  if (is_signed) {
+    const std::uint64_t pos_max = bits >= 64 ? std::uint64_t{INT64_MAX} : (std::uint64_t{1} << (bits - 1)) - 1;
+    fits = negative ? mag <= pos_max + 1 : mag <= pos_max;
+  } else {
+    fits = !negative && (bits >= 64 || mag < (std::uint64_t{1} << bits));
+  }
+  if (!fits) {
+    std::string shown = v.is<double>() ? v.describe() : (negative ? "-" : "") + std::to_string(mag);
+    error = shown + " is out of range for " + type_name + " (" + range_of(bits, is_signed) + ")";
+    return false;
+  }
+  out = negative ? 0 - mag : mag;
+  return true;
+}
+
+Value int_value(std::uint64_t bits, std::uint32_t size, bool is_signed) {
+  if (is_signed) {
+    std::int64_t v;
+    switch (size) {
+      case 1: v = static_cast<std::int8_t>(bits); break;
+      case 2: v = static_cast<std::int16_t>(bits); break;
+      case 4: v = static_cast<std::int32_t>(bits); break;
+      default: v = static_cast<std::int64_t>(bits);
+    }
+    return Value(v);
+  }
+  return Value(static_cast<std::uint64_t>(size >= 8 ? bits : bits & ((std::uint64_t{1} << (size * 8)) - 1)));
+}
+
+// Bitfields: bits [first, first + width) counted from the record's start.
+void write_bitfield(std::byte* base, std::uint64_t first, std::uint32_t width, std::uint64_t value) {
+  for (std::uint32_t k = 0; k < width; ++k) {
+    const std::uint64_t bit = first + k;
+    auto& byte = reinterpret_cast<unsigned char&>(base[bit / 8]);
+    if ((value >> k) & 1) byte = static_cast<unsigned char>(byte | (1u << (bit % 8)));
+    else byte = static_cast<unsigned char>(byte & ~(1u << (bit % 8)));
+  }
+}
+
+std::uint64_t read_bitfield(const std::byte* base, std::uint64_t first, std::uint32_t width) {
+  std::uint64_t v = 0;
+  for (std::uint32_t k = 0; k < width; ++k) {
+    const std::uint64_t bit = first + k;
+    if ((static_cast<unsigned char>(base[bit / 8]) >> (bit % 8)) & 1) v |= std::uint64_t{1} << k;
+  }
+  return v;
+}
+
+}  // namespace
+
+// ---- counts -------------------------------------------------------------------------
+
+bool Marshaler::count(const Count& n, const Ctx& c, std::uint64_t& out) {
+  switch (n.source) {
+    case Count::Source::none: return fail("no count");
+    case Count::Source::constant: out = n.constant; return true;
+    case Count::Source::sentinel: return fail("a sentinel count has no value before the data is read");
+    case Count::Source::return_value:
+      if (!c.frame || !c.frame->after) return fail("the return value is not known before the call");
+      if (c.frame->return_int < 0) return fail("the function returned a negative count (" + std::to_string(c.frame->return_int) + ")");
+      out = static_cast<std::uint64_t>(c.frame->return_int);
+      return true;
+    case Count::Source::field: {
+      if (!c.rec) return fail("count refers to field '" + n.name + "' outside a struct");
+      const Field& f = c.rec->fields[n.index];
+      const TypeDesc& fd = reg_.get(f.type);
+      if (c.native_rec) {
+        std::int64_t v = fd.has(flag_signed) ? load_signed(c.native_rec + f.offset, fd.size)
+                                             : static_cast<std::int64_t>(load_unsigned(c.native_rec + f.offset, fd.size));
+        if (v < 0) return fail("count field '" + n.name + "' is negative (" + std::to_string(v) + ")");
+        out = static_cast<std::uint64_t>(v);
+        return true;
+      }
+      const Value* hv = c.host_rec ? c.host_rec->field(f.name) : nullptr;
+      std::uint64_t bits = 0;
+      if (!hv || !integer_bits(*hv, 63, false, bits, error, "count field '" + n.name + "'"))
+        return hv ? false : fail("count field '" + n.name + "' is missing");
+      out = bits;
+      return true;
+    }
+    case Count::Source::param: {
+      if (!c.frame) return fail("count refers to parameter '" + n.name + "' outside a call");
+      const Param& p = c.frame->sig->params[n.index];
+      const TypeDesc& pd = reg_.get(p.type);
+      if (pd.kind == Kind::ptr && c.frame->after && c.frame->pointee[n.index]) {
+        const TypeDesc& id = reg_.get(pd.ref);
+        std::int64_t v = id.has(flag_signed) ? load_signed(c.frame->pointee[n.index], id.size)
+                                             : static_cast<std::int64_t>(load_unsigned(c.frame->pointee[n.index], id.size));
+        if (v < 0) return fail("count parameter '" + n.name + "' is negative after the call");
+        out = static_cast<std::uint64_t>(v);
+        return true;
+      }
+      const Value* hv = c.frame->host[n.index];
+      if (!hv) return fail("count parameter '" + n.name + "' has no value before the call");
+      std::uint64_t bits = 0;
+      if (!integer_bits(*hv, 63, false, bits, error, "count parameter '" + n.name + "'")) return false;
+      out = bits;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Marshaler::native_size(TypeId t, const Value& v, std::size_t& out) {
+  const TypeDesc& d = reg_.get(t);
+  out = d.size;
+  if (!d.has(flag_variable_size) || d.kind != Kind::struct_) return true;
+  // A flexible array member: its count comes from a sibling field of the host record.
+  const RecordInfo& rec = d.as<RecordInfo>();
+  const Field& last = rec.fields.back();
+  const TypeDesc& arr = reg_.get(last.type);
+  std::uint64_t n = 0;
+  Ctx c;
+  c.rec = &rec;
+  c.host_rec = &v;
+  if (!count(arr.as<ArrayInfo>().count, c, n)) return false;
+  out = std::max<std::size_t>(d.size, last.offset + n * reg_.get(arr.ref).size);
+  return true;
+}
+
+// ---- strings ------------------------------------------------------------------------
+
+bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out) {
+  const std::size_t unit = encoding_unit(s.encoding);
+  std::vector<std::uint8_t> units;
+  auto encode_one = [&](const Value& item) -> bool {
+    if (s.encoding == Encoding::bytes && item.is<Bytes>()) {
+      units.insert(units.end(), item.as<Bytes>().data.begin(), item.as<Bytes>().data.end());
+    } else if (item.is<std::string>()) {
+      const std::string& text = item.as<std::string>();
+      if (s.terminator != Terminator::none)
+        if (auto z = text.find('\0'); z != std::string::npos)
+          return fail("the string contains a NUL character at byte " + std::to_string(z) +
+                      ", which would end a nul-terminated string");
+      if (!encode_text(s.encoding, s.unmappable, text, units, error)) return false;
+    } else {
+      return fail("expected a string, got " + item.describe());
+    }
+    return true;
+  };
+  if (s.terminator == Terminator::double_nul) {
+    if (!v.is<List>()) return fail("expected a list of strings (terminator double_nul), got " + v.describe());
+    for (const Value& item : v.as<List>()) {
+      if (!encode_one(item)) return false;
+      if (item.is<std::string>() && item.as<std::string>().empty()) return fail("an empty string cannot be part of a double_nul list");
+      units.insert(units.end(), unit, 0);
+    }
+  } else if (!encode_one(v)) {
+    return false;
+  }
+  const std::size_t n = units.size() / unit;
+  const std::size_t term = s.terminator == Terminator::none ? 0 : 1;
+  if (capacity_units && n + term > capacity_units)
+    return fail("the string needs " + std::to_string(n + term) + " units" + (term ? " with its terminator" : "") +
+                " but the buffer holds " + std::to_string(capacity_units));
+  const std::size_t total = std::max(capacity_units, n + term) * unit;
+  if (!out) out = arena_.alloc(total ? total : unit, unit);
+  std::memset(out, 0, total ? total : unit);
+  std::memcpy(out, units.data(), units.size());
+  return true;
+}
+
+bool Marshaler::string_to_host(const StringInfo& s, const void* data, std::size_t max_units, const Ctx& c, Value& out) {
+  const std::size_t unit = encoding_unit(s.encoding);
+  std::size_t n;
+  if (s.length.present()) {
+    std::uint64_t len = 0;
+    if (!count(s.length, c, len)) return false;
+    if (max_units && len > max_units) return fail("length " + std::to_string(len) + " exceeds the buffer of " + std::to_string(max_units) + " units");
+    n = len;
+  } else if (s.terminator == Terminator::none) {
+    n = max_units;
+  } else if (s.terminator == Terminator::double_nul) {
+    List items;
+    const auto* p = static_cast<const std::uint8_t*>(data);
+    for (;;) {
+      std::size_t k = units_until_nul(s.encoding, p, max_units ? max_units : SIZE_MAX / unit);
+      if (k == 0) break;
+      std::string text;
+      if (!decode_text(s.encoding, p, k, text, error)) return false;
+      items.push_back(Value(std::move(text)));
+      p += (k + 1) * unit;
+    }
+    out = Value(std::move(items));
+    return true;
+  } else {
+    n = units_until_nul(s.encoding, data, max_units ? max_units : SIZE_MAX / unit);
+  }
+  if (s.encoding == Encoding::bytes) {
+    const auto* p = static_cast<const std::uint8_t*>(data);
+    out = Value(Bytes{std::vector<std::uint8_t>(p, p + n)});
+    return true;
+  }
+  std::string text;
+  if (!decode_text(s.encoding, data, n, text, error)) return false;
+  out = Value(std::move(text));
+  return true;
+}
+
+// ---- arrays behind a pointer ----------------------------------------------------------
+
+bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out) {
+  const TypeDesc& d = reg_.get(array);
+  const ArrayInfo& a = d.as<ArrayInfo>();
+  const TypeDesc& e = reg_.get(d.ref);
+  const bool is_bytes = v.is<Bytes>() && e.size == 1 && (e.kind == Kind::integer);
+  if (!is_bytes && !v.is<List>()) return fail("expected a list" + std::string(e.size == 1 && e.kind == Kind::integer ? " or bytes" : "") + ", got " + v.describe());
+  const std::size_t have = is_bytes ? v.as<Bytes>().data.size() : v.as<List>().size();
+  std::uint64_t n = have;
+  const bool sentinel = a.count.source == Count::Source::sentinel;
+  if (!sentinel) {
+    if (!count(a.count, c, n)) return false;
+    if (have < n) return fail("the array has " + std::to_string(have) + " elements but its count is " + std::to_string(n));
+  }
+  const std::size_t total = (n + (sentinel ? 1 : 0)) * e.size;
+  std::byte* mem = static_cast<std::byte*>(arena_.alloc_zeroed(total ? total : 1, std::max<std::size_t>(e.align, 1)));
+  if (is_bytes) {
+    std::memcpy(mem, v.as<Bytes>().data.data(), n);  // blittable: one copy, no per-element work
+  } else {
+    Ctx ec;
+    ec.frame = c.frame;
+    for (std::uint64_t i = 0; i < n; ++i)
+      if (!to_native(d.ref, v.as<List>()[i], mem + i * e.size, ec)) return prefix("element " + std::to_string(i));
+  }
+  if (sentinel && !a.count.sentinel_null) store_bits(mem + n * e.size, e.size, static_cast<std::uint64_t>(a.count.sentinel));
+  out = mem;
+  return true;
+}
+
+bool Marshaler::array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length) {
+  const TypeDesc& d = reg_.get(array);
+  const ArrayInfo& a = d.as<ArrayInfo>();
+  const TypeDesc& e = reg_.get(d.ref);
+  const auto* mem = static_cast<const std::byte*>(data);
+  std::uint64_t n = 0;
+  const Count& which = length && length->present() ? *length : a.count;
+  if (which.source == Count::Source::sentinel) {
+    // Scan for the sentinel: a null pointer or the integer value.
+    for (;; ++n) {
+      const std::byte* p = mem + n * e.size;
+      std::uint64_t bits = load_unsigned(p, e.size > 8 ? 8 : e.size);
+      if (which.sentinel_null ? bits == 0 : bits == (static_cast<std::uint64_t>(which.sentinel) & (e.size >= 8 ? ~0ull : ((1ull << (e.size * 8)) - 1))))
+        break;
+    }
+  } else if (!count(which, c, n)) {
+    return false;
+  }
+  if (length && length->present() && a.count.source != Count::Source::sentinel) {
+    std::uint64_t cap = 0;
+    if (count(a.count, c, cap) && n > cap)
+      return fail("the callee reports " + std::to_string(n) + " elements written into a buffer of " + std::to_string(cap));
+  }
+  if (e.kind == Kind::integer && e.size == 1 && !e.has(flag_signed)) {
+    const auto* p = reinterpret_cast<const std::uint8_t*>(mem);
+    out = Value(Bytes{std::vector<std::uint8_t>(p, p + n)});
+    return true;
+  }
+  List items;
+  items.reserve(n);
+  Ctx ec;
+  ec.frame = c.frame;
+  for (std::uint64_t i = 0; i < n; ++i) {
+    Value item;
+    if (!to_host(d.ref, mem + i * e.size, item, ec)) return prefix("element " + std::to_string(i));
+    items.push_back(std::move(item));
+  }
+  out = Value(std::move(items));
+  return true;
+}
+
+// ---- records ----------------------------------------------------------------------------
+
+bool Marshaler::record_to_native(const TypeDesc& d, const Value& v, std::byte* dst, const Ctx& c) {
+  const std::string type_name = d.name.empty() ? std::string(kind_name(d.kind)) : d.name;
+  if (!v.is<Record>()) return fail("expected a record of fields for " + type_name + ", got " + v.describe());
+  const RecordInfo& rec = d.as<RecordInfo>();
+  for (const auto& [name, _] : v.as<Record>()) {
+    bool known = false;
+    for (const Field& f : rec.fields) known = known || (f.name == name && !(f.is_bitfield && f.bits == 0));
+    if (!known) {
+      std::string list;
+      for (const Field& f : rec.fields)
+        if (!(f.is_bitfield && f.bits == 0)) list += (list.empty() ? "" : ", ") + f.name;
+      return fail("unknown field '" + name + "' for " + type_name + " (fields: " + list + ")");
+    }
+  }
+  if (d.kind == Kind::union_ && v.as<Record>().size() != 1)
+    return fail("a union takes exactly one field, got " + std::to_string(v.as<Record>().size()));
+  Ctx fc;
+  fc.frame = c.frame;
+  fc.rec = &rec;
+  fc.host_rec = &v;
+  for (std::size_t i = 0; i < rec.fields.size(); ++i) {
+    const Field& f = rec.fields[i];
+    if (f.is_bitfield && f.bits == 0) continue;
+    const Value* fv = v.field(f.name);
+    if (static_cast<int>(i) == rec.size_field && !fv) {
+      store_bits(dst + f.offset, reg_.get(f.type).size, d.size);
+      continue;
+    }
+    if (!fv) {
+      if (d.kind == Kind::union_) continue;
+      return fail("missing field '" + f.name + "' of " + type_name);
+    }
+    fc.nullable = f.nullable;
+    if (f.is_bitfield) {
+      const TypeDesc& ft = reg_.get(f.type);
+      std::uint64_t bits = 0;
+      if (ft.kind == Kind::boolean) {
+        if (!fv->is<bool>()) return fail("field '" + f.name + "': expected true or false, got " + fv->describe());
+        bits = fv->as<bool>() ? static_cast<std::uint64_t>(ft.as<BoolInfo>().true_value) : 0;
+      } else {
+        std::byte tmp[8] = {};
+        if (!to_native(f.type, *fv, tmp, fc)) return prefix("field '" + f.name + "'");
+        bits = load_unsigned(tmp, ft.size);
+        // The value must fit the field's width.
+        const bool is_signed = ft.has(flag_signed);
+        std::uint64_t check = 0;
+        if (!integer_bits(ft.has(flag_signed) ? Value(load_signed(tmp, ft.size)) : Value(bits), f.bits, is_signed, check, error,
+                          "a " + std::to_string(f.bits) + "-bit field"))
+          return prefix("field '" + f.name + "'");
+      }
+      write_bitfield(dst, std::uint64_t{f.offset} * 8 + f.bit_offset, f.bits, bits);
+      continue;
+    }
+    if (!to_native(f.type, *fv, dst + f.offset, fc)) return prefix("field '" + f.name + "'");
+  }
+  return true;
+}
+
+bool Marshaler::record_to_host(const TypeDesc& d, const std::byte* src, Value& out, const Ctx& c) {
+  const RecordInfo& rec = d.as<RecordInfo>();
+  Record r;
+  r.reserve(rec.fields.size());
+  Ctx fc;
+  fc.frame = c.frame;
+  fc.rec = &rec;
+  fc.native_rec = src;
+  for (const Field& f : rec.fields) {
+    if (f.is_bitfield) {
+      if (f.bits == 0) continue;
+      const TypeDesc& ft = reg_.get(f.type);
+      std::uint64_t bits = read_bitfield(src, std::uint64_t{f.offset} * 8 + f.bit_offset, f.bits);
+      if (ft.kind == Kind::boolean) {
+        r.emplace_back(f.name, Value(bits != 0));
+        continue;
+      }
+      if (ft.has(flag_signed) && f.bits < 64 && (bits >> (f.bits - 1)) & 1) bits |= ~0ull << f.bits;  // sign-extend
+      std::byte tmp[8];
+      store_bits(tmp, ft.size, bits);
+      Value fv;
+      if (!to_host(f.type, tmp, fv, fc)) return prefix("field '" + f.name + "'");
+      r.emplace_back(f.name, std::move(fv));
+      continue;
+    }
+    Value fv;
+    fc.nullable = f.nullable;
+    if (!to_host(f.type, src + f.offset, fv, fc)) return prefix("field '" + f.name + "'");
+    r.emplace_back(f.name, std::move(fv));
+  }
+  out = Value(std::move(r));
+  return true;
+}
+
+// ---- one value ---------------------------------------------------------------------------
+
+bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
+  const TypeDesc& d = reg_.get(t);
+  auto* dst = static_cast<std::byte*>(dst_v);
+  switch (d.kind) {
+    case Kind::void_: return fail("void has no values");
+    case Kind::integer: {
+      std::uint64_t bits = 0;
+      if (!integer_bits(v, d.size * 8, d.has(flag_signed), bits, error, reg_.spell(t))) return false;
+      store_bits(dst, d.size, bits);
+      return true;
+    }
+    case Kind::floating: {
+      double x;
+      if (v.is<double>()) x = v.as<double>();
+      else if (v.is<std::int64_t>()) x = static_cast<double>(v.as<std::int64_t>());
+      else if (v.is<std::uint64_t>()) x = static_cast<double>(v.as<std::uint64_t>());
+      else return fail("expected a number for " + reg_.spell(t) + ", got " + v.describe());
+      if (d.size == 4) {
+        float f = static_cast<float>(x);
+        std::memcpy(dst, &f, 4);
+      } else {
+        std::memcpy(dst, &x, 8);
+      }
+      return true;
+    }
+    case Kind::boolean:
+      if (!v.is<bool>()) return fail("expected true or false for " + reg_.spell(t) + ", got " + v.describe());
+      store_bits(dst, d.size, v.as<bool>() ? static_cast<std::uint64_t>(d.as<BoolInfo>().true_value) : 0);
+      return true;
+    case Kind::enum_: {
+      const EnumInfo& info = d.as<EnumInfo>();
+      const TypeDesc& u = reg_.get(d.ref);
+      auto by_name = [&](const Value& item, std::uint64_t& bits) -> bool {
+        if (item.is<std::string>()) {
+          for (const EnumItem& e : info.items)
+            if (e.name == item.as<std::string>()) { bits = static_cast<std::uint64_t>(e.value); return true; }
+          std::string names;
+          for (const EnumItem& e : info.items) names += (names.empty() ? "" : ", ") + e.name;
+          return fail("'" + item.as<std::string>() + "' is not a value of " + reg_.spell(t) + " (" + names + ")");
+        }
+        return integer_bits(item, u.size * 8, u.has(flag_signed), bits, error, reg_.spell(t));
+      };
+      std::uint64_t bits = 0;
+      if (info.flags && v.is<List>()) {
+        for (const Value& item : v.as<List>()) {
+          std::uint64_t one = 0;
+          if (!by_name(item, one)) return false;
+          bits |= one;
+        }
+      } else if (!by_name(v, bits)) {
+        return false;
+      }
+      store_bits(dst, d.size, bits);
+      return true;
+    }
+    case Kind::pointer: {
+      std::uintptr_t a = 0;
+      if (v.is_null()) a = 0;
+      else if (v.is<Address>()) a = v.as<Address>().value;
+      else if (v.is<std::shared_ptr<NativeBox>>()) a = reinterpret_cast<std::uintptr_t>(v.as<std::shared_ptr<NativeBox>>()->data());
+      else return fail("expected an address ({\"address\": \"0x...\"}), native memory or null, got " + v.describe());
+      std::memcpy(dst, &a, sizeof a);
+      return true;
+    }
+    case Kind::handle: {
+      const HandleInfo& h = d.as<HandleInfo>();
+      std::int64_t value = 0;
+      if (v.is_null()) {
+        if (!c.nullable) return fail("null is not allowed for " + reg_.spell(t) + " (not nullable)");
+      } else if (v.is<std::shared_ptr<HandleBox>>() && v.as<std::shared_ptr<HandleBox>>()->type == t) {
+        value = v.as<std::shared_ptr<HandleBox>>()->value;
+        for (std::int64_t bad : h.invalid)
+          if (bad == value) return fail("an invalid " + reg_.spell(t) + " handle (" + std::to_string(value) + ")");
+      } else {
+        return fail("expected a " + reg_.spell(t) + " handle, got " + v.describe());
+      }
+      store_bits(dst, d.size, static_cast<std::uint64_t>(value));
+      return true;
+    }
+    case Kind::ptr: {
+      void* p = nullptr;
+      if (v.is_null()) {
+        if (!c.nullable) return fail("null is not allowed here (not nullable)");
+      } else if (v.is<std::shared_ptr<NativeBox>>() && v.as<std::shared_ptr<NativeBox>>()->type == d.ref) {
+        p = v.as<std::shared_ptr<NativeBox>>()->data();  // pinned: the host's own native memory
+      } else if (reg_.get(d.ref).kind == Kind::array && reg_.get(d.ref).as<ArrayInfo>().count.source != Count::Source::constant) {
+        if (!array_to_native(d.ref, v, c, p)) return false;
+      } else {
+        std::size_t size = 0;
+        if (!native_size(d.ref, v, size)) return false;
+        p = arena_.alloc_zeroed(size ? size : 1, std::max<std::uint32_t>(reg_.get(d.ref).align, 1));
+        Ctx pc;
+        pc.frame = c.frame;
+        if (!to_native(d.ref, v, p, pc)) return false;
+      }
+      std::memcpy(dst, &p, sizeof p);
+      return true;
+    }
+    case Kind::string: {
+      const StringInfo& s = d.as<StringInfo>();
+      if (s.inline_storage) {
+        void* out = dst;
+        return string_to_native(s, v, d.size / encoding_unit(s.encoding), out);
+      }
+      void* p = nullptr;
+      if (v.is_null()) {
+        if (!c.nullable) return fail("null is not allowed here (not nullable)");
+      } else {
+        std::size_t cap = 0;
+        if (s.capacity.present()) {
+          std::uint64_t n = 0;
+          if (!count(s.capacity, c, n)) return false;
+          cap = n;
+        }
+        if (!string_to_native(s, v, cap, p)) return false;
+      }
+      std::memcpy(dst, &p, sizeof p);
+      return true;
+    }
+    case Kind::array: {  // inline storage: T[N], or a flexible array member
+      const TypeDesc& e = reg_.get(d.ref);
+      std::uint64_t n = 0;
+      if (!count(d.as<ArrayInfo>().count, c, n)) return false;
+      if (v.is<Bytes>() && e.kind == Kind::integer && e.size == 1) {
+        if (v.as<Bytes>().data.size() != n) return fail("expected " + std::to_string(n) + " bytes, got " + std::to_string(v.as<Bytes>().data.size()));
+        std::memcpy(dst, v.as<Bytes>().data.data(), n);
+        return true;
+      }
+      if (!v.is<List>()) return fail("expected a list of " + std::to_string(n) + " elements, got " + v.describe());
+      if (v.as<List>().size() != n)
+        return fail("expected " + std::to_string(n) + " elements, got " + std::to_string(v.as<List>().size()));
+      Ctx ec;
+      ec.frame = c.frame;
+      for (std::uint64_t i = 0; i < n; ++i)
+        if (!to_native(d.ref, v.as<List>()[i], dst + i * e.size, ec)) return prefix("element " + std::to_string(i));
+      return true;
+    }
+    case Kind::struct_: case Kind::union_:
+      return record_to_native(d, v, dst, c);
+    case Kind::callback:
+      return fail("callback arguments need the callbacks part of the engine, which this version does not have");
+    case Kind::interface:
+      return fail("interface arguments need the objects part of the engine, which this version does not have");
+  }
+  return fail("unhandled kind");
+}
+
+bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
+  const TypeDesc& d = reg_.get(t);
+  const auto* src = static_cast<const std::byte*>(src_v);
+  switch (d.kind) {
+    case Kind::void_: out = Value(); return true;
+    case Kind::integer:
+      out = int_value(load_unsigned(src, d.size), d.size, d.has(flag_signed));
+      return true;
+    case Kind::floating:
+      if (d.size == 4) { float f; std::memcpy(&f, src, 4); out = Value(static_cast<double>(f)); }
+      else { double x; std::memcpy(&x, src, 8); out = Value(x); }
+      return true;
+    case Kind::boolean: out = Value(load_unsigned(src, d.size) != 0); return true;
+    case Kind::enum_: {
+      const EnumInfo& info = d.as<EnumInfo>();
+      const TypeDesc& u = reg_.get(d.ref);
+      const std::uint64_t raw = load_unsigned(src, d.size);
+      const std::int64_t value = u.has(flag_signed) ? load_signed(src, d.size) : static_cast<std::int64_t>(raw);
+      if (!info.flags) {
+        for (const EnumItem& e : info.items)
+          if (e.value == value) { out = Value(e.name); return true; }
+        out = int_value(raw, d.size, u.has(flag_signed));
+        return true;
+      }
+      // Flags: the names of the set bits, then the number of any leftover bits.
+      List names;
+      std::uint64_t left = raw;
+      for (const EnumItem& e : info.items) {
+        const std::uint64_t bits = static_cast<std::uint64_t>(e.value);
+        if (bits != 0 && (raw & bits) == bits) { names.push_back(Value(e.name)); left &= ~bits; }
+      }
+      if (left) names.push_back(Value(left));
+      out = Value(std::move(names));
+      return true;
+    }
+    case Kind::pointer: {
+      std::uintptr_t a;
+      std::memcpy(&a, src, sizeof a);
+      out = a ? Value(Address{a}) : Value();
+      return true;
+    }
+    case Kind::handle: {
+      const HandleInfo& h = d.as<HandleInfo>();
+      const std::int64_t value = h.by_pointer ? static_cast<std::int64_t>(load_unsigned(src, d.size)) : load_signed(src, d.size);
+      for (std::int64_t bad : h.invalid)
+        if (bad == value) { out = Value(); return true; }  // the caller decides whether null is allowed
+      if (!handles_) return fail("no handle table");
+      out = Value(handles_->wrap(t, d.name, value));
+      return true;
+    }
+    case Kind::ptr: {
+      void* p;
+      std::memcpy(&p, src, sizeof p);
+      if (!p) { out = Value(); return true; }
+      const TypeDesc& pd = reg_.get(d.ref);
+      if (pd.kind == Kind::array && pd.as<ArrayInfo>().count.source != Count::Source::constant)
+        return array_to_host(d.ref, p, c, out);
+      Ctx pc;
+      pc.frame = c.frame;
+      return to_host(d.ref, p, out, pc);
+    }
+    case Kind::string: {
+      const StringInfo& s = d.as<StringInfo>();
+      if (s.inline_storage) return string_to_host(s, src, d.size / encoding_unit(s.encoding), c, out);
+      void* p;
+      std::memcpy(&p, src, sizeof p);
+      if (!p) { out = Value(); return true; }
+      std::size_t max = 0;
+      if (s.capacity.present()) {
+        std::uint64_t n = 0;
+        if (!count(s.capacity, c, n)) return false;
+        max = n;
+      }
+      return string_to_host(s, p, max, c, out);
+    }
+    case Kind::array: {
+      const TypeDesc& e = reg_.get(d.ref);
+      std::uint64_t n = 0;
+      if (!count(d.as<ArrayInfo>().count, c, n)) return false;
+      if (e.kind == Kind::integer && e.size == 1 && !e.has(flag_signed)) {
+        const auto* p = reinterpret_cast<const std::uint8_t*>(src);
+        out = Value(Bytes{std::vector<std::uint8_t>(p, p + n)});
+        return true;
+      }
+      List items;
+      items.reserve(n);
+      Ctx ec;
+      ec.frame = c.frame;
+      for (std::uint64_t i = 0; i < n; ++i) {
+        Value item;
+        if (!to_host(d.ref, src + i * e.size, item, ec)) return prefix("element " + std::to_string(i));
+        items.push_back(std::move(item));
+      }
+      out = Value(std::move(items));
+      return true;
+    }
+    case Kind::struct_: case Kind::union_:
+      // A union reads back as every member: the host knows which one is live.
+      return record_to_host(d, src, out, c);
+    case Kind::callback: case Kind::interface: {
+      std::uintptr_t a;
+      std::memcpy(&a, src, sizeof a);
+      out = a ? Value(Address{a}) : Value();
+      return true;
+    }
+  }
+  return fail("unhandled kind");
+}
+
+}  // namespace marshal

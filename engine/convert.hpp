@@ -1,0 +1,80 @@
+// marshal engine: marshalers.
+// to_native writes a host value as a type's native representation (allocating
+// what pointers point to in the call's arena); to_host reads it back. Counts come
+// from sibling fields or from the call's parameters (CallFrame). Errors are
+// values: a false return, and a message built innermost-first.
+#pragma once
+
+#include "arena.hpp"
+#include "registry.hpp"
+#include "typemap.hpp"
+#include "value.hpp"
+
+#include <span>
+#include <string>
+
+namespace marshal {
+
+class HandleTable;
+
+// The parameters of the call being made, for {"param": ...} and {"return": true} counts.
+struct CallFrame {
+  const Signature* sig = nullptr;
+  std::span<const Value* const> host;   // per parameter index (nullptr for out parameters)
+  std::span<void* const> pointee;       // per parameter: native storage behind a ptr parameter
+  bool after = false;                   // the call has returned
+  std::int64_t return_int = 0;          // the return value, when it is an integer
+};
+
+// Where a value sits: for counts that name sibling fields.
+struct Ctx {
+  const CallFrame* frame = nullptr;
+  const RecordInfo* rec = nullptr;
+  const Value* host_rec = nullptr;        // to_native: the host record being written
+  const std::byte* native_rec = nullptr;  // to_host: the native record being read
+  bool nullable = false;
+};
+
+class Marshaler {
+ public:
+  Marshaler(const TypeRegistry& reg, Arena& arena, HandleTable* handles) : reg_(reg), arena_(arena), handles_(handles) {}
+
+  bool to_native(TypeId t, const Value& v, void* dst, const Ctx& c);
+  bool to_host(TypeId t, const void* src, Value& out, const Ctx& c);
+
+  // Arrays and strings behind a pointer (parameters, ptr pointees, pointer fields).
+  bool array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out);
+  bool array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length = nullptr);
+  bool string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out);
+  bool string_to_host(const StringInfo& s, const void* data, std::size_t max_units, const Ctx& c, Value& out);
+
+  // The value of a count; for sentinel counts of host lists, the list's size.
+  bool count(const Count& n, const Ctx& c, std::uint64_t& out);
+  // Native bytes a value of type t needs (variable-size structs: with their tail).
+  bool native_size(TypeId t, const Value& v, std::size_t& out);
+
+  std::string error;
+
+ private:
+  bool fail(std::string message) {
+    error = std::move(message);
+    return false;
+  }
+  bool prefix(const std::string& where) {
+    error = where + ": " + error;
+    return false;
+  }
+  bool record_to_native(const TypeDesc& d, const Value& v, std::byte* dst, const Ctx& c);
+  bool record_to_host(const TypeDesc& d, const std::byte* src, Value& out, const Ctx& c);
+
+  const TypeRegistry& reg_;
+  Arena& arena_;
+  HandleTable* handles_;
+};
+
+// Integers in native memory of a descriptor's size and signedness.
+std::int64_t load_signed(const void* p, std::uint32_t size);
+std::uint64_t load_unsigned(const void* p, std::uint32_t size);
+void store_bits(void* p, std::uint32_t size, std::uint64_t bits);
+
+}  // namespace marshal

@@ -1,0 +1,503 @@
+// marshal engine: call plans and bound libraries.
+#include "plan.hpp"
+
+#include "abi.hpp"
+#include "convert.hpp"
+#include "strings.hpp"
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+namespace marshal {
+
+// ---- releasers ---------------------------------------------------------------------------
+
+void Releaser::operator()(std::uint64_t value) const {
+  if (!fn) return;
+  ffi_cif cif;
+  ffi_type* args[1] = {arg};
+  if (ffi_prep_cif(&cif, FFI_DEFAULT_ABI, 1, ret, args) != FFI_OK) return;
+  alignas(16) std::byte rvalue[16];
+  void* avalues[1] = {&value};  // little- and big-endian: value holds the argument's bits
+  std::uint64_t narrowed = value;
+  if (arg->size < 8) {
+    std::byte tmp[8];
+    store_bits(tmp, static_cast<std::uint32_t>(arg->size), value);
+    std::memcpy(&narrowed, tmp, 8);
+    avalues[0] = &narrowed;
+  }
+  ffi_call(&cif, FFI_FN(fn), rvalue, avalues);
+}
+
+// ---- the library ---------------------------------------------------------------------------
+
+Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary> so)
+    : ctx_(ctx), tm_(tm), so_(std::move(so)), handles_([this](TypeId t) { return handle_releaser(t); }) {}
+
+std::shared_ptr<Library> Library::open(Context& ctx, const Typemap& tm, std::string& error) {
+  if (!tm.library.present) {
+    error = tm.file + ": the typemap has no library";
+    return nullptr;
+  }
+  auto so = SharedLibrary::open(tm.library, error);
+  if (!so) return nullptr;
+  return std::make_shared<Library>(ctx, tm, std::move(so));
+}
+
+bool Library::resolve_free(const FreeWith& fw, Releaser& out, std::string& error) {
+  switch (fw.how) {
+    case FreeWith::How::unset: case FreeWith::How::none: return true;
+    case FreeWith::How::free: out.fn = reinterpret_cast<void*>(&std::free); return true;
+    case FreeWith::How::symbol: {
+      SharedLibrary* lib = nullptr;
+      if (fw.library == tm_.library.name || fw.library == so_->file()) {
+        lib = so_.get();
+      } else {
+        auto& slot = others_[fw.library];
+        if (!slot) slot = SharedLibrary::open_file(fw.library, error);
+        if (!slot) {
+          error = "cannot load '" + fw.library + "' for " + fw.library + "!" + fw.name + ": " + error;
+          return false;
+        }
+        lib = slot.get();
+      }
+      out.fn = lib->symbol(fw.name, "", error);
+      return out.fn != nullptr;
+    }
+    case FreeWith::How::function: {
+      const Function& f = tm_.functions.at(fw.name);
+      out.fn = so_->symbol(f.symbol, f.version, error);
+      if (!out.fn) return false;
+      const TypeDesc& pd = ctx_.types().get(f.params.at(0).type);
+      out.arg = scalar_ffi_type(ctx_.types(), pd);
+      out.ret = f.returns == no_type ? &ffi_type_void : scalar_ffi_type(ctx_.types(), ctx_.types().get(f.returns));
+      if (!out.arg || !out.ret) {
+        error = "function '" + fw.name + "' cannot be used to free memory (its parameter or return is an aggregate)";
+        return false;
+      }
+      return true;
+    }
+  }
+  return false;
+}
+
+std::function<void(std::int64_t)> Library::handle_releaser(TypeId type) {
+  const TypeDesc& d = ctx_.types().get(type);
+  const std::string& name = d.as<HandleInfo>().release;
+  if (name.empty()) return {};
+  FreeWith fw;
+  if (name == "free") fw.how = FreeWith::How::free;
+  else if (auto bang = name.find('!'); bang != std::string::npos) {
+    fw.how = FreeWith::How::symbol;
+    fw.library = name.substr(0, bang);
+    fw.name = name.substr(bang + 1);
+  } else {
+    fw.how = FreeWith::How::function;
+    fw.name = name;
+  }
+  Releaser r;
+  std::string error;
+  std::lock_guard lock(mutex_);
+  if (!resolve_free(fw, r, error)) return {};
+  if (fw.how == FreeWith::How::free) r.arg = scalar_ffi_type(ctx_.types(), d);
+  // The release may run after the host dropped the library: keep it alive.
+  auto self = shared_from_this();
+  return [self, r](std::int64_t value) { r(static_cast<std::uint64_t>(value)); };
+}
+
+std::vector<std::string> Library::missing_symbols() {
+  std::vector<std::string> missing;
+  for (const auto& [name, f] : tm_.functions) {
+    std::string error;
+    if (!so_->symbol(f.symbol, f.version, error)) missing.push_back(tm_.file + ": /functions/" + name + ": " + error);
+  }
+  return missing;
+}
+
+const Plan* Library::bind(const std::string& function, std::string& error) {
+  std::lock_guard lock(mutex_);
+  if (auto it = plans_.find(function); it != plans_.end()) return it->second.get();
+  auto fit = tm_.functions.find(function);
+  if (fit == tm_.functions.end()) {
+    std::string names;
+    for (const auto& [n, _] : tm_.functions) names += (names.empty() ? "" : ", ") + n;
+    error = tm_.file + ": no function '" + function + "' (functions: " + names + ")";
+    return nullptr;
+  }
+  const Function& fn = fit->second;
+  const TypeRegistry& reg = ctx_.types();
+  auto plan = std::make_unique<Plan>();
+  plan->lib_ = this;
+  plan->fn_ = &fn;
+  plan->reg_ = &reg;
+  plan->symbol_ = so_->symbol(fn.symbol, fn.version, error);
+  if (!plan->symbol_) return nullptr;
+
+  auto where = [&](std::size_t i) {
+    return tm_.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" + fn.params[i].name + "' (" +
+           reg.spell(fn.params[i].type) + "): ";
+  };
+  for (std::size_t i = 0; i < fn.params.size(); ++i) {
+    const Param& p = fn.params[i];
+    const TypeDesc& d = reg.get(p.type);
+    Plan::Step s;
+    s.type = p.type;
+    s.host_index = p.dir == Dir::out ? -1 : static_cast<int>(plan->host_count_++);
+    switch (d.kind) {
+      case Kind::ptr: s.op = Plan::Step::Op::ptr; break;
+      case Kind::array: s.op = Plan::Step::Op::array; break;
+      case Kind::string: s.op = Plan::Step::Op::string; break;
+      case Kind::callback: case Kind::interface:
+        error = where(i) + std::string(kind_name(d.kind)) + " parameters need the " +
+                (d.kind == Kind::callback ? "callbacks" : "objects") + " part of the engine, which this version does not have";
+        return nullptr;
+      case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
+      case Kind::struct_: case Kind::union_: case Kind::enum_: case Kind::handle:
+        s.op = Plan::Step::Op::value;
+        break;
+    }
+    std::string why;
+    ffi_type* t = s.op == Plan::Step::Op::value ? ctx_.ffi().lower(reg, p.type, why) : &ffi_type_pointer;
+    if (!t) {
+      error = where(i) + why;
+      return nullptr;
+    }
+    if (d.kind == Kind::struct_ || d.kind == Kind::union_) {
+      s.slot_size = d.size;
+      s.slot_align = d.align;
+    } else {
+      s.slot_size = s.op == Plan::Step::Op::value ? d.size : sizeof(void*);
+      s.slot_align = s.op == Plan::Step::Op::value ? d.align : alignof(void*);
+    }
+    if (!resolve_free(p.free_with, s.free_with, why)) {
+      error = where(i) + "free_with: " + why;
+      return nullptr;
+    }
+    plan->atypes_.push_back(t);
+    plan->steps_.push_back(s);
+  }
+  std::string why;
+  ffi_type* rtype = ctx_.ffi().lower(reg, fn.returns, why);
+  const TypeDesc& rd = reg.get(fn.returns);
+  if (rd.kind == Kind::array || rd.kind == Kind::string || rd.kind == Kind::ptr) rtype = &ffi_type_pointer;
+  if (rd.kind == Kind::callback || rd.kind == Kind::interface) {
+    error = tm_.file + ": " + fn.name + ": returning " + std::string(kind_name(rd.kind)) +
+            " values needs a later part of the engine, which this version does not have";
+    return nullptr;
+  }
+  if (!rtype) {
+    error = tm_.file + ": " + fn.name + ": return type: " + why;
+    return nullptr;
+  }
+  if (!resolve_free(fn.free_with, plan->ret_free_, why)) {
+    error = tm_.file + ": " + fn.name + ": free_with: " + why;
+    return nullptr;
+  }
+  ffi_status st;
+  if (fn.variadic_from >= 0) {
+    // The variadic part is prepared per call; here only the fixed part is checked.
+    st = FFI_OK;
+  } else {
+    st = ffi_prep_cif(&plan->cif_, FFI_DEFAULT_ABI, static_cast<unsigned>(plan->atypes_.size()), rtype,
+                      plan->atypes_.data());
+  }
+  plan->cif_.rtype = rtype;
+  if (st != FFI_OK) {
+    error = tm_.file + ": " + fn.name + ": libffi cannot prepare this signature (status " + std::to_string(st) + ")";
+    return nullptr;
+  }
+  const Plan* out = plan.get();
+  plans_[function] = std::move(plan);
+  return out;
+}
+
+// ---- the call --------------------------------------------------------------------------------
+
+bool Plan::marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<void*>& values,
+                            Marshaler& m, Arena& arena, std::string& error) const {
+  const Typemap& tm = lib_->typemap();
+  for (std::size_t k = 0; k < extra.size(); ++k) {
+    const std::size_t index = host_count_ + k;
+    const std::string where = tm.file + ": " + fn_->name + ": variadic argument " + std::to_string(index) + ": ";
+    const Value* type = extra[k].field("type");
+    const Value* value = extra[k].field("value");
+    if (!extra[k].is<Record>() || !type || !value || extra[k].as<Record>().size() != 2 || !type->is<std::string>()) {
+      error = where + "expected {\"type\": T, \"value\": V}, got " + extra[k].describe();
+      return false;
+    }
+    const std::string& tn = type->as<std::string>();
+    TypeId t = reg_->find_primitive(tn);
+    if (t == no_type) t = tm.find_type(tn);
+    if (t == no_type && (tn == "string" || tn == "utf8")) t = lib_->context().string_type(Encoding::utf8);
+    if (t == no_type && tn == "wchar") t = lib_->context().string_type(Encoding::wchar);
+    if (t == no_type || t == reg_->void_type()) {
+      error = where + "unknown type '" + tn + "' (a primitive, a type of this typemap, \"string\" or \"wchar\")";
+      return false;
+    }
+    t = promote_variadic(*reg_, t);
+    const TypeDesc& d = reg_->get(t);
+    std::string why;
+    ffi_type* ft = lib_->context().ffi().lower(*reg_, t, why);
+    if (!ft) {
+      error = where + why;
+      return false;
+    }
+    void* slot = arena.alloc_zeroed(std::max<std::size_t>(d.size, sizeof(void*)), 16);
+    Ctx c;
+    if (!m.to_native(t, *value, slot, c)) {
+      error = where + "(" + reg_->spell(t) + "): " + m.error;
+      return false;
+    }
+    types.push_back(ft);
+    values.push_back(slot);
+  }
+  return true;
+}
+
+bool Plan::call(std::span<const Value> args, CallResult& result, std::string& error) const {
+  // ---- setup ----
+  const Function& fn = *fn_;
+  const TypeRegistry& reg = *reg_;
+  const Typemap& tm = lib_->typemap();
+  const std::size_t n = steps_.size();
+  const bool variadic = fn.variadic_from >= 0;
+  if (args.size() < host_count_ || (!variadic && args.size() != host_count_)) {
+    std::string names;
+    for (const Param& p : fn.params)
+      if (p.dir != Dir::out) names += (names.empty() ? "" : ", ") + p.name;
+    error = tm.file + ": " + fn.name + ": expects " + std::to_string(host_count_) + " argument" +
+            (host_count_ == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") +
+            (variadic ? " and then variadic ones" : "") + ", got " + std::to_string(args.size());
+    return false;
+  }
+  Arena arena;
+  Marshaler m(reg, arena, &lib_->handles());
+  const Value* host_small[16];
+  void* pointee_small[16];
+  void* avalue_small[16];
+  std::vector<const Value*> host_big;
+  std::vector<void*> pointee_big, avalue_big;
+  const Value** host = host_small;
+  void** pointee = pointee_small;
+  void** avalues = avalue_small;
+  if (n > 16) {
+    host_big.resize(n);
+    pointee_big.resize(n);
+    avalue_big.resize(n);
+    host = host_big.data();
+    pointee = pointee_big.data();
+    avalues = avalue_big.data();
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    host[i] = steps_[i].host_index >= 0 ? &args[static_cast<std::size_t>(steps_[i].host_index)] : nullptr;
+    pointee[i] = nullptr;
+  }
+  CallFrame frame;
+  frame.sig = &fn;
+  frame.host = std::span<const Value* const>(host, n);
+  frame.pointee = std::span<void* const>(pointee, n);
+
+  // ---- marshal: every argument is converted before any native code runs ----
+  auto fail = [&](std::size_t i) {
+    error = tm.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" + fn.params[i].name + "' (" +
+            reg.spell(fn.params[i].type) + "): " + m.error;
+    return false;
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    const Step& s = steps_[i];
+    const Param& p = fn.params[i];
+    const TypeDesc& d = reg.get(s.type);
+    void* slot = arena.alloc(std::max<std::size_t>(s.slot_size, sizeof(void*)), std::max<std::size_t>(s.slot_align, alignof(void*)));
+    avalues[i] = slot;
+    Ctx c;
+    c.frame = &frame;
+    c.nullable = p.nullable;
+    void* ptr = nullptr;
+    switch (s.op) {
+      case Step::Op::value:
+        if (!m.to_native(s.type, *host[i], slot, c)) return fail(i);
+        continue;
+      case Step::Op::ptr:
+        if (p.dir == Dir::out) {
+          std::size_t size = reg.get(d.ref).size;
+          ptr = arena.alloc_zeroed(size ? size : 1, std::max<std::uint32_t>(reg.get(d.ref).align, 1));
+        } else {
+          if (!m.to_native(s.type, *host[i], slot, c)) return fail(i);
+          std::memcpy(&ptr, slot, sizeof ptr);
+        }
+        break;
+      case Step::Op::array:
+        if (p.dir == Dir::out) {
+          std::uint64_t count = 0;
+          if (!m.count(d.as<ArrayInfo>().count, c, count)) return fail(i);
+          const TypeDesc& e = reg.get(d.ref);
+          ptr = arena.alloc_zeroed(count * e.size != 0 ? count * e.size : 1, std::max<std::uint32_t>(e.align, 1));
+        } else if (host[i]->is_null()) {
+          if (!p.nullable) { m.error = "null is not allowed here (not nullable)"; return fail(i); }
+        } else if (!m.array_to_native(s.type, *host[i], c, ptr)) {
+          return fail(i);
+        }
+        break;
+      case Step::Op::string: {
+        const StringInfo& si = d.as<StringInfo>();
+        std::uint64_t cap = 0;
+        if (si.capacity.present() && !m.count(si.capacity, c, cap)) return fail(i);
+        if (p.dir == Dir::out) {
+          const std::size_t unit = encoding_unit(si.encoding);
+          ptr = arena.alloc_zeroed(cap ? cap * unit : unit, unit);
+        } else if (host[i]->is_null()) {
+          if (!p.nullable) { m.error = "null is not allowed here (not nullable)"; return fail(i); }
+        } else if (!m.string_to_native(si, *host[i], cap, ptr)) {
+          return fail(i);
+        }
+        break;
+      }
+    }
+    std::memcpy(slot, &ptr, sizeof ptr);
+    pointee[i] = ptr;
+  }
+
+  // Variadic arguments: promoted and prepared per call.
+  ffi_cif var_cif;
+  const ffi_cif* cif = &cif_;
+  std::vector<ffi_type*> var_types;
+  std::vector<void*> var_values;
+  if (variadic) {
+    var_types.assign(atypes_.begin(), atypes_.end());
+    var_values.assign(avalues, avalues + n);
+    if (!marshal_variadic(args.subspan(host_count_), var_types, var_values, m, arena, error)) return false;
+    if (ffi_prep_cif_var(&var_cif, FFI_DEFAULT_ABI, static_cast<unsigned>(fn.variadic_from),
+                         static_cast<unsigned>(var_types.size()), cif_.rtype, var_types.data()) != FFI_OK) {
+      error = tm.file + ": " + fn.name + ": libffi cannot prepare this variadic call";
+      return false;
+    }
+    cif = &var_cif;
+    avalues = var_values.data();
+  }
+
+  // ---- pin: host-owned native memory (NativeBox) was passed by address above;
+  // everything else is a copy in the arena, so `in` data of the host is never
+  // touched by the callee.
+
+  // ---- invoke ----
+  const TypeDesc& rd = reg.get(fn.returns);
+  void* rvalue = arena.alloc(return_buffer_size(rd), 16);
+  errno = 0;
+  ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(symbol_), rvalue, avalues);
+  const int saved_errno = errno;
+  if (fn.capture_errno) result.error_number = saved_errno;
+
+  // ---- unmarshal: the return value, then out/inout parameters ----
+  frame.after = true;
+  void* ret = arena.alloc(std::max<std::size_t>(rd.size, 8), 16);
+  std::memset(ret, 0, std::max<std::size_t>(rd.size, 8));
+  if (rd.kind != Kind::void_) read_return(rd, rvalue, ret);
+  if (rd.kind == Kind::integer || rd.kind == Kind::enum_)
+    frame.return_int = rd.has(flag_signed) ? load_signed(ret, rd.size) : static_cast<std::int64_t>(load_unsigned(ret, rd.size));
+  Ctx rc;
+  rc.frame = &frame;
+  std::string fail_text;
+  // check: a declared failure value is an error carrying errno.
+  if (fn.check.when != Check::When::never) {
+    bool failed = false;
+    const std::uint64_t raw = rd.size ? load_unsigned(ret, rd.size) : 0;
+    switch (fn.check.when) {
+      case Check::When::never: break;
+      case Check::When::equals: failed = frame.return_int == fn.check.value; break;
+      case Check::When::null: failed = raw == 0; break;
+      case Check::When::nonzero: failed = raw != 0; break;
+      case Check::When::negative: failed = rd.has(flag_signed) && frame.return_int < 0; break;
+    }
+    if (failed) {
+      fail_text = tm.file + ": " + fn.name + " failed (returned " +
+                  (fn.check.when == Check::When::null ? std::string("NULL") : std::to_string(frame.return_int)) + ")";
+      if (fn.check.error_errno)
+        fail_text += ": errno " + std::to_string(saved_errno) + " (" + std::strerror(saved_errno) + ")";
+    }
+  }
+  const bool owned = rd.kind == Kind::string || rd.kind == Kind::array || rd.kind == Kind::ptr;
+  if (owned) {
+    void* p;
+    std::memcpy(&p, ret, sizeof p);
+    bool ok = true;
+    if (!p) {
+      result.ret = Value();
+      if (!fn.return_nullable && fail_text.empty()) {
+        error = tm.file + ": " + fn.name + " returned NULL, and its return is not nullable";
+        return false;
+      }
+    } else if (rd.kind == Kind::string) {
+      ok = m.string_to_host(rd.as<StringInfo>(), p, 0, rc, result.ret);
+    } else if (rd.kind == Kind::array) {
+      ok = m.array_to_host(fn.returns, p, rc, result.ret);
+    } else {
+      ok = m.to_host(fn.returns, ret, result.ret, rc);
+    }
+    if (p && ret_free_) ret_free_(reinterpret_cast<std::uintptr_t>(p));  // converted first, then freed
+    if (!ok) {
+      error = tm.file + ": " + fn.name + ": return value: " + m.error;
+      return false;
+    }
+  } else if (rd.kind != Kind::void_) {
+    if (!m.to_host(fn.returns, ret, result.ret, rc)) {
+      error = tm.file + ": " + fn.name + ": return value: " + m.error;
+      return false;
+    }
+    if (rd.kind == Kind::handle && result.ret.is_null() && !fn.return_nullable && fail_text.empty()) {
+      error = tm.file + ": " + fn.name + " returned an invalid " + rd.name + " handle";
+      return false;
+    }
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    const Param& p = fn.params[i];
+    if (p.dir == Dir::in) continue;
+    const Step& s = steps_[i];
+    const TypeDesc& d = reg.get(s.type);
+    Value v;
+    bool ok = true;
+    Ctx c;
+    c.frame = &frame;
+    switch (s.op) {
+      case Step::Op::value: break;
+      case Step::Op::ptr: {
+        if (!pointee[i]) break;
+        ok = m.to_host(d.ref, pointee[i], v, c);
+        if (s.free_with) {
+          void* inner;
+          std::memcpy(&inner, pointee[i], sizeof inner);
+          if (inner) s.free_with(reinterpret_cast<std::uintptr_t>(inner));
+        }
+        break;
+      }
+      case Step::Op::array:
+        if (pointee[i]) ok = m.array_to_host(s.type, pointee[i], c, v, &d.as<ArrayInfo>().length);
+        break;
+      case Step::Op::string: {
+        if (!pointee[i]) break;
+        const StringInfo& si = d.as<StringInfo>();
+        std::uint64_t cap = 0;
+        if (si.capacity.present()) {
+          Ctx before = c;
+          ok = m.count(si.capacity, before, cap);
+        }
+        ok = ok && m.string_to_host(si, pointee[i], cap, c, v);
+        break;
+      }
+    }
+    if (!ok) {
+      error = tm.file + ": " + fn.name + ": " + std::string(dir_name(p.dir)) + " parameter " + std::to_string(i) + " '" +
+              p.name + "': " + m.error;
+      return false;
+    }
+    result.out.emplace_back(p.name, std::move(v));
+  }
+  if (!fail_text.empty()) {
+    error = fail_text;
+    return false;
+  }
+  // ---- cleanup: the arena releases all scratch memory when it goes out of scope.
+  return true;
+}
+
+}  // namespace marshal

@@ -1,0 +1,110 @@
+// marshal engine: call plans and bound libraries.
+// Binding a function builds its Plan once: the prepared ffi_cif, one step per
+// parameter, the resolved symbol and free functions. A call only executes it,
+// through the fixed stages setup, marshal, pin, invoke, unmarshal, cleanup.
+// Plans are immutable and may be called from many threads at once.
+#pragma once
+
+#include "arena.hpp"
+#include "context.hpp"
+#include "handles.hpp"
+#include "library.hpp"
+#include "value.hpp"
+
+#include <ffi.h>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace marshal {
+
+// What the host sees of a call: the return value, every out/inout parameter by
+// name, and errno when the function captures it.
+struct CallResult {
+  Value ret;
+  Record out;
+  std::optional<int> error_number;
+};
+
+// A function that frees memory or releases a handle: called as fn(value).
+struct Releaser {
+  void* fn = nullptr;
+  ffi_type* arg = &ffi_type_pointer;
+  ffi_type* ret = &ffi_type_void;
+  explicit operator bool() const { return fn != nullptr; }
+  void operator()(std::uint64_t value) const;
+};
+
+class Library;
+
+class Plan {
+ public:
+  // in/inout parameter values in order (out parameters are not given), then for
+  // a variadic function one record {"type": T, "value": V} per extra argument.
+  bool call(std::span<const Value> args, CallResult& result, std::string& error) const;
+
+  const Function& function() const { return *fn_; }
+  std::size_t host_arity() const { return host_count_; }
+
+ private:
+  friend class Library;
+  struct Step {
+    enum class Op : std::uint8_t { value, ptr, array, string };
+    Op op = Op::value;
+    TypeId type = no_type;
+    std::uint32_t slot_size = 0;  // bytes of the argument itself
+    std::uint32_t slot_align = 1;
+    int host_index = -1;          // position among host arguments; -1 for out
+    Releaser free_with;           // out ptr to callee-allocated memory
+  };
+  bool marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<void*>& values,
+                        class Marshaler& m, Arena& arena, std::string& error) const;
+
+  Library* lib_ = nullptr;
+  const Function* fn_ = nullptr;
+  const TypeRegistry* reg_ = nullptr;
+  void* symbol_ = nullptr;
+  ffi_cif cif_{};
+  std::vector<ffi_type*> atypes_;
+  std::vector<Step> steps_;
+  std::size_t host_count_ = 0;
+  Releaser ret_free_;
+};
+
+// A typemap's library, loaded: binds functions to plans (lazily, once each),
+// keeps handle identity, and resolves free/release functions.
+class Library : public std::enable_shared_from_this<Library> {
+ public:
+  static std::shared_ptr<Library> open(Context& ctx, const Typemap& tm, std::string& error);
+
+  // The plan for a function of the typemap, built on first use; nullptr with a
+  // message (unknown function, missing symbol, a type libffi cannot express).
+  const Plan* bind(const std::string& function, std::string& error);
+  // Every symbol of the typemap that cannot be resolved, as messages.
+  std::vector<std::string> missing_symbols();
+
+  const Typemap& typemap() const { return tm_; }
+  Context& context() { return ctx_; }
+  HandleTable& handles() { return handles_; }
+
+  Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary> so);
+
+ private:
+  friend class Plan;
+  bool resolve_free(const FreeWith& fw, Releaser& out, std::string& error);
+  std::function<void(std::int64_t)> handle_releaser(TypeId type);
+
+  Context& ctx_;
+  const Typemap& tm_;
+  std::unique_ptr<SharedLibrary> so_;
+  HandleTable handles_;
+  std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<Plan>> plans_;
+  std::map<std::string, std::unique_ptr<SharedLibrary>> others_;  // "lib!symbol" owners
+};
+
+}  // namespace marshal

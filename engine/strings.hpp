@@ -1,0 +1,27 @@
+// marshal engine: text encodings.
+// UTF-8 host strings to and from utf8, utf16, utf32, wchar, latin1, ascii and
+// bytes code units, validating both ways; errors say what and where.
+#pragma once
+
+#include "type_desc.hpp"
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace marshal {
+
+// Encodes UTF-8 text into code units of `e` (appended to out, unit-sized,
+// native byte order), without a terminator. Returns false with a message.
+bool encode_text(Encoding e, Unmappable policy, std::string_view utf8, std::vector<std::uint8_t>& out,
+                 std::string& error);
+
+// Decodes `units` code units of `e` at data into UTF-8. Invalid input (a lone
+// surrogate, a code point past U+10FFFF) is an error, never a silent guess.
+bool decode_text(Encoding e, const void* data, std::size_t units, std::string& out, std::string& error);
+
+// Number of code units before the first zero unit, looking at most max units.
+std::size_t units_until_nul(Encoding e, const void* data, std::size_t max);
+
+}  // namespace marshal

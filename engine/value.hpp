@@ -1,0 +1,101 @@
+// marshal engine: host values.
+// One dynamic value type for the host side of a call: null, bool, exact signed
+// and unsigned 64-bit integers, double, UTF-8 string, bytes, list, record (ordered
+// name -> value), address, handle, and native memory. Converts to and from JSON.
+#pragma once
+
+#include "type_desc.hpp"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace marshal {
+
+class Value;
+using List = std::vector<Value>;
+using Record = std::vector<std::pair<std::string, Value>>;
+struct Bytes { std::vector<std::uint8_t> data; };
+struct Address { std::uintptr_t value = 0; };
+
+// A native handle with identity: the same (type, value) maps to one HandleBox
+// while the host holds it; dropping the last reference calls the release.
+struct HandleBox {
+  TypeId type = no_type;
+  std::int64_t value = 0;
+  std::string type_name;
+  std::function<void(std::int64_t)> release;  // empty: nothing to release
+  ~HandleBox() { if (release) release(value); }
+};
+
+// Native memory owned by the host (like ctypes' structure instances): passed to
+// a ptr parameter of its type by address, without a copy, so a callee may keep
+// the address across calls (zlib's z_stream).
+struct NativeBox {
+  TypeId type = no_type;
+  std::size_t count = 1;
+  std::vector<std::unique_ptr<std::byte[]>> keep_alive;  // memory its pointer fields refer to
+  std::unique_ptr<std::byte[]> storage;
+  std::size_t size = 0;
+  void* data() const { return storage.get(); }
+};
+
+class Value {
+ public:
+  using Storage = std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Bytes, List,
+                               Record, Address, std::shared_ptr<HandleBox>, std::shared_ptr<NativeBox>>;
+  enum class Type : std::uint8_t { null, boolean, int64, uint64, real, string, bytes, list, record, address, handle, native };
+
+  Value() = default;
+  Value(std::nullptr_t) {}
+  Value(bool b) : v_(b) {}
+  Value(int i) : v_(std::int64_t{i}) {}
+  Value(std::int64_t i) : v_(i) {}
+  Value(std::uint64_t u) { set_unsigned(u); }
+  Value(double d) : v_(d) {}
+  Value(std::string s) : v_(std::move(s)) {}
+  Value(const char* s) : v_(std::string(s)) {}
+  Value(Bytes b) : v_(std::move(b)) {}
+  Value(List l) : v_(std::move(l)) {}
+  Value(Record r) : v_(std::move(r)) {}
+  Value(Address a) : v_(a) {}
+  Value(std::shared_ptr<HandleBox> h) : v_(std::move(h)) {}
+  Value(std::shared_ptr<NativeBox> n) : v_(std::move(n)) {}
+
+  Type type() const { return static_cast<Type>(v_.index()); }
+  bool is_null() const { return type() == Type::null; }
+  bool is_integer() const { return type() == Type::int64 || type() == Type::uint64; }
+  template <class T> bool is() const { return std::holds_alternative<T>(v_); }
+  template <class T> const T& as() const { return std::get<T>(v_); }
+  template <class T> T& as() { return std::get<T>(v_); }
+
+  // A record's field, or nullptr.
+  const Value* field(std::string_view name) const;
+  // For messages: "an integer", "a string", ...
+  std::string describe() const;
+
+  // JSON form (TYPEMAP.md "Host values in JSON"): bytes are {"base64": "..."},
+  // addresses {"address": "0x..."}, records keep their order.
+  nlohmann::ordered_json to_json() const;
+  static Value from_json(const nlohmann::json& j);
+  static Value from_json(const nlohmann::ordered_json& j);
+
+  friend bool operator==(const Value& a, const Value& b);
+
+ private:
+  void set_unsigned(std::uint64_t u) {
+    if (u <= static_cast<std::uint64_t>(INT64_MAX)) v_ = static_cast<std::int64_t>(u);
+    else v_ = u;
+  }
+  Storage v_;
+};
+
+std::string base64_encode(const std::uint8_t* data, std::size_t n);
+bool base64_decode(std::string_view text, std::vector<std::uint8_t>& out);
+
+}  // namespace marshal
