@@ -22,7 +22,7 @@ std::string pointer_join(const std::string& base, std::size_t index) {
 
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;
 
 // Builds the DOM while tracking where it is, so an error can name its pointer.
 class StrictBuilder {

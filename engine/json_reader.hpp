@@ -15,7 +15,7 @@ namespace marshal {
 inline constexpr std::size_t max_json_depth = 64;
 
 struct JsonRead {
-  nlohmann::json doc;
+  nlohmann::ordered_json doc;  // keys in document order
   std::optional<Diagnostic> error;
 };
 

@@ -20,7 +20,7 @@
 
 namespace marshal::detail {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // declaration order matters (enum items, fields)
 
 // Where a type expression stands: decides which counts it may use and whether
 // arrays/strings are inline storage.

@@ -392,7 +392,8 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   frame.after = true;
   void* ret = arena.alloc(std::max<std::size_t>(rd.size, 8), 16);
   std::memset(ret, 0, std::max<std::size_t>(rd.size, 8));
-  if (rd.kind != Kind::void_) read_return(rd, rvalue, ret);
+  if (rd.kind == Kind::string || rd.kind == Kind::array || rd.kind == Kind::ptr) std::memcpy(ret, rvalue, sizeof(void*));
+  else if (rd.kind != Kind::void_) read_return(rd, rvalue, ret);
   if (rd.kind == Kind::integer || rd.kind == Kind::enum_)
     frame.return_int = rd.has(flag_signed) ? load_signed(ret, rd.size) : static_cast<std::int64_t>(load_unsigned(ret, rd.size));
   Ctx rc;

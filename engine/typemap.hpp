@@ -45,7 +45,7 @@ struct Check {
 
 struct OnError {
   bool present = false;
-  nlohmann::json value;  // what native code receives when the host function fails
+  nlohmann::ordered_json value;  // what native code receives when the host function fails
 };
 
 // What functions, callbacks and interface methods share.
@@ -116,7 +116,7 @@ struct Typemap {
   std::map<std::string, CallbackSig> callbacks;
   std::map<std::string, Interface> interfaces;
   std::map<std::string, ClassDesc> classes;
-  std::map<std::string, nlohmann::json> constants;
+  std::map<std::string, nlohmann::ordered_json> constants;
 
   TypeId find_type(const std::string& name) const {
     auto it = types.find(name);
