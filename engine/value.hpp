@@ -39,7 +39,7 @@ struct HandleBox {
 struct NativeBox {
   TypeId type = no_type;
   std::size_t count = 1;
-  std::vector<std::unique_ptr<std::byte[]>> keep_alive;  // memory its pointer fields refer to
+  std::vector<std::shared_ptr<void>> keep_alive;  // memory its pointer fields refer to
   std::unique_ptr<std::byte[]> storage;
   std::size_t size = 0;
   void* data() const { return storage.get(); }

@@ -8,6 +8,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <atomic>
+#include <thread>
 
 using namespace marshal;
 using namespace marshal::test;
@@ -323,6 +325,26 @@ TEST_SUITE("call") {
     int32_t raw[] = {1, 2, 3};
     scribble_in_i32_array(raw, 3);
     CHECK(raw[0] == -1);
+  }
+
+  TEST_CASE("one plan is called from many threads at once") {
+    auto& f = fx();
+    std::string error;
+    const Plan* add = f.lib->bind("sum_in_point_array", error);
+    REQUIRE(add);
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 2000; ++i) {
+          std::vector<Value> args{List{pt(t, i), pt(i, t)}, 2};
+          CallResult r;
+          std::string e;
+          if (!add->call(args, r, e) || I(r.ret) != (t * 10 + i) + (i * 10 + t)) ++wrong;
+        }
+      });
+    for (auto& th : threads) th.join();
+    CHECK(wrong == 0);
   }
 
   TEST_CASE("a failed call leaves the host's values as they were") {

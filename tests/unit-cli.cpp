@@ -11,6 +11,8 @@
 #include <array>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -148,8 +150,78 @@ TEST_SUITE("cli") {
     CHECK(err.find("OuterPacked") != std::string::npos);
   }
 
+  TEST_CASE("call: the acceptance examples, exactly one JSON object on stdout") {
+    CHECK(marshal_run("call typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 5").out == "{\"return\":907060870,\"out\":{}}\n");
+    CHECK(marshal_run("call typemaps/libm.json frexp 8.0").out == "{\"return\":0.5,\"out\":{\"exp\":4}}\n");
+    CHECK(marshal_run("call typemaps/libc.json div 17 5").out == "{\"return\":{\"quot\":3,\"rem\":2},\"out\":{}}\n");
+    CHECK(marshal_run("call typemaps/libc.json toupper 97").out == "{\"return\":65,\"out\":{}}\n");
+    Run v = marshal_run("call typemaps/libc.json free null");
+    CHECK(v.out == "{\"return\":null,\"out\":{}}\n");  // void returns print null
+    Run e = marshal_run("call typemaps/libc.json strtol '\"12\"' 10");
+    CHECK(e.out.find("\"errno\":0}") != std::string::npos);
+    Run s = marshal_run("call typemaps/libc.json snprintf 16 '\"%d-%s\"' '{\"type\":\"int\",\"value\":5}' '{\"type\":\"string\",\"value\":\"x\"}'");
+    CHECK(s.out == "{\"return\":3,\"out\":{\"str\":\"5-x\"}}\n");
+  }
+
+  TEST_CASE("call: a compress2 then uncompress round trip returns the input") {
+    Run c = marshal_run("call typemaps/zlib.json compress2 128 '{\"base64\":\"aGVsbG8gaGVsbG8gaGVsbG8gaGVsbG8=\"}' 23 9");
+    REQUIRE(c.status == 0);
+    auto j = nlohmann::json::parse(c.out);
+    CHECK(j["return"] == 0);
+    const std::string packed = j["out"]["dest"]["base64"];
+    const int len = j["out"]["destLen"];
+    Run u = marshal_run("call typemaps/zlib.json uncompress 128 '{\"base64\":\"" + packed + "\"}' " + std::to_string(len));
+    REQUIRE(u.status == 0);
+    auto k = nlohmann::json::parse(u.out);
+    CHECK(k["out"]["dest"]["base64"] == "aGVsbG8gaGVsbG8gaGVsbG8gaGVsbG8=");
+    CHECK(k["out"]["destLen"] == 23);
+  }
+
+  TEST_CASE("call: every error is one line on stderr naming the place, exit 1") {
+    struct Case { const char* args; const char* expected; };
+    const Case cases[] = {
+        {"call typemaps/libc.json div 17", "typemaps/libc.json: div: expects 2 arguments (numer, denom), got 1"},
+        {"call typemaps/libc.json div 1 2 3", "expects 2 arguments"},
+        {"call typemaps/zlib.json compressBound -1", "parameter 0 'sourceLen' (ulong): -1 is out of range for ulong"},
+        {"call typemaps/libc.json toupper '\"a\"'", "parameter 0 'c' (int): expected an integer for int, got a string"},
+        {"call typemaps/libc.json strlen null", "parameter 0 's' (string<utf8>): null is not allowed here (not nullable)"},
+        {"call typemaps/libc.json strlen hello", "parameter 0 's': argument is not JSON: hello"},
+        {"call typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 6", "parameter 1 'buf' (array<uint8>): the array has 5 elements but its count is 6"},
+        {"call typemaps/libc.json strlen '\"a\\u0000b\"'", "NUL character at byte 1"},
+        {"call typemaps/libc.json nosuch", "no function 'nosuch'"},
+        {"call tests/typemaps/bad/bare_bool.json f", "tests/typemaps/bad/bare_bool.json: /types/S/struct/0/type:"},
+    };
+    for (const Case& c : cases) {
+      CAPTURE(c.args);
+      std::string err;
+      Run r = marshal_run(c.args, &err);
+      CHECK(r.status == 1);
+      CHECK(r.out.empty());
+      CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+      CHECK(err.find(c.expected) != std::string::npos);
+    }
+  }
+
+  TEST_CASE("check --resolve reports missing symbols") {
+    std::string err;
+    CHECK(marshal_run("check --resolve typemaps/libc.json typemaps/libm.json typemaps/zlib.json", &err).status == 0);
+    CHECK(err.empty());
+    const std::string path = std::filesystem::temp_directory_path() / "marshal-resolve.json";
+    {
+      std::ofstream f(path);
+      f << R"({"typemap": 1, "library": {"name": "libc", "load": {"linux": ["libc.so.6"]}},
+               "functions": {"strlen": {"returns": "size_t", "params": [{"name": "s", "type": {"string": "utf8"}}]},
+                             "nope_one": {"returns": "void"}, "nope_two": {"returns": "void"}}})";
+    }
+    Run r = marshal_run("check --resolve " + path, &err);
+    CHECK(r.status == 1);
+    CHECK(err.find("/functions/nope_one: symbol 'nope_one' not found in library 'libc'") != std::string::npos);
+    CHECK(err.find("/functions/nope_two: symbol 'nope_two' not found") != std::string::npos);
+    std::filesystem::remove(path);
+  }
+
   TEST_CASE("--help on every command, and usage errors") {
-    for (const char* cmd : {"--help", "check --help", "layout --help"}) {
+    for (const char* cmd : {"--help", "check --help", "layout --help", "call --help"}) {
       CAPTURE(cmd);
       Run r = marshal_run(cmd);
       CHECK(r.status == 0);
