@@ -276,10 +276,25 @@ bool Marshaler::string_to_host(const StringInfo& s, const void* data, std::size_
 
 // ---- arrays behind a pointer ----------------------------------------------------------
 
-bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out) {
+bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out, bool pin) {
   const TypeDesc& d = reg_.get(array);
   const ArrayInfo& a = d.as<ArrayInfo>();
   const TypeDesc& e = reg_.get(d.ref);
+  if (v.is<std::shared_ptr<NativeBox>>() && a.count.source != Count::Source::sentinel) {
+    // Host-owned native memory already has the native layout: no conversion.
+    const NativeBox& box = *v.as<std::shared_ptr<NativeBox>>();
+    if (box.type != d.ref) return fail("native memory of " + reg_.spell(box.type) + " given for an array of " + reg_.spell(d.ref));
+    std::uint64_t n = 0;
+    if (!count(a.count, c, n)) return false;
+    if (box.count < n) return fail("the native memory holds " + std::to_string(box.count) + " elements but the count is " + std::to_string(n));
+    if (pin) {
+      out = box.data();
+    } else {
+      out = arena_.alloc(n * e.size ? n * e.size : 1, std::max<std::size_t>(e.align, 1));
+      std::memcpy(out, box.data(), n * e.size);
+    }
+    return true;
+  }
   const bool is_bytes = v.is<Bytes>() && e.size == 1 && (e.kind == Kind::integer);
   if (!is_bytes && !v.is<List>()) return fail("expected a list" + std::string(e.size == 1 && e.kind == Kind::integer ? " or bytes" : "") + ", got " + v.describe());
   const std::size_t have = is_bytes ? v.as<Bytes>().data.size() : v.as<List>().size();
@@ -511,6 +526,8 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       if (v.is_null()) {
         if (!c.nullable) return fail("null is not allowed for " + reg_.spell(t) + " (not nullable)");
       } else if (v.is<std::shared_ptr<HandleBox>>() && v.as<std::shared_ptr<HandleBox>>()->type == t) {
+        if (v.as<std::shared_ptr<HandleBox>>()->released)
+          return fail("the " + reg_.spell(t) + " handle was already released");
         value = v.as<std::shared_ptr<HandleBox>>()->value;
         for (std::int64_t bad : h.invalid)
           if (bad == value) return fail("an invalid " + reg_.spell(t) + " handle (" + std::to_string(value) + ")");

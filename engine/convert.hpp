@@ -43,7 +43,10 @@ class Marshaler {
   bool to_host(TypeId t, const void* src, Value& out, const Ctx& c);
 
   // Arrays and strings behind a pointer (parameters, ptr pointees, pointer fields).
-  bool array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out);
+  // pin: host-owned native memory of the element type is passed by address
+  // (inout: the callee writes the host's memory, which is the copy-back);
+  // otherwise it is copied once, as all `in` data is.
+  bool array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out, bool pin = false);
   bool array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length = nullptr);
   bool string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out);
   bool string_to_host(const StringInfo& s, const void* data, std::size_t max_units, const Ctx& c, Value& out);

@@ -174,6 +174,9 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
       error = where(i) + "free_with: " + why;
       return nullptr;
     }
+    // Calling a handle type's release function by hand releases that handle: the
+    // engine will not release it again, and later uses are errors.
+    s.releases_handle = d.kind == Kind::handle && d.as<HandleInfo>().release == fn.name;
     plan->atypes_.push_back(t);
     plan->steps_.push_back(s);
   }
@@ -335,7 +338,7 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
           ptr = arena.alloc_zeroed(count * e.size != 0 ? count * e.size : 1, std::max<std::uint32_t>(e.align, 1));
         } else if (host[i]->is_null()) {
           if (!p.nullable) { m.error = "null is not allowed here (not nullable)"; return fail(i); }
-        } else if (!m.array_to_native(s.type, *host[i], c, ptr)) {
+        } else if (!m.array_to_native(s.type, *host[i], c, ptr, p.dir == Dir::inout)) {
           return fail(i);
         }
         break;
@@ -387,6 +390,9 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(symbol_), rvalue, avalues);
   const int saved_errno = errno;
   if (fn.capture_errno) result.error_number = saved_errno;
+  for (std::size_t i = 0; i < n; ++i)
+    if (steps_[i].releases_handle && host[i]->is<std::shared_ptr<HandleBox>>())
+      host[i]->as<std::shared_ptr<HandleBox>>()->released = true;
 
   // ---- unmarshal: the return value, then out/inout parameters ----
   frame.after = true;

@@ -60,6 +60,7 @@ class Plan {
     std::uint32_t slot_align = 1;
     int host_index = -1;          // position among host arguments; -1 for out
     Releaser free_with;           // out ptr to callee-allocated memory
+    bool releases_handle = false; // this function is the release of the handle passed here
   };
   bool marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<void*>& values,
                         class Marshaler& m, Arena& arena, std::string& error) const;

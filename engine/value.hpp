@@ -30,7 +30,8 @@ struct HandleBox {
   std::int64_t value = 0;
   std::string type_name;
   std::function<void(std::int64_t)> release;  // empty: nothing to release
-  ~HandleBox() { if (release) release(value); }
+  bool released = false;  // its release function was called explicitly; using it is an error
+  ~HandleBox() { if (release && !released) release(value); }
 };
 
 // Native memory owned by the host (like ctypes' structure instances): passed to

@@ -4,9 +4,11 @@
 #include "call_support.hpp"
 
 #include "fixtures/pinvoke.h"
+#include "native.hpp"
 
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <atomic>
 #include <thread>
@@ -106,10 +108,23 @@ TEST_SUITE("call") {
     char16_t b16[16];
     CHECK(I(u.ret) == static_cast<std::int64_t>(fill_out_utf16(b16, 16)));
     CHECK(f.out(f.call("greet_out_latin1"), "out").as<std::string>() == "gr\xc3\xbc\xc3\x9f" "e");
-    CHECK(f.out(f.call("upper_inout_ascii", {"Hello, marshal"}), "s").as<std::string>() == "HELLO, MARSHAL");
-    CHECK(f.call("dup_ret_utf8", {"copy me"}).ret.as<std::string>() == "copy me");
+    char greet[6];
+    greet_out_latin1(greet);
+    CHECK(std::memcmp(greet, "gr\xfc\xdf" "e", 6) == 0);
+    char up[] = "Hello, marshal";
+    upper_inout_ascii(up);
+    CHECK(f.out(f.call("upper_inout_ascii", {"Hello, marshal"}), "s").as<std::string>() == up);
+    char* dup = dup_ret_utf8("copy me");
+    CHECK(f.call("dup_ret_utf8", {"copy me"}).ret.as<std::string>() == dup);
+    std::free(dup);
     CHECK(f.call("static_ret_name").ret.as<std::string>() == static_ret_name());
+    char16_t* d16 = dup_ret_utf16(u"\u00e9t\u00e9");
+    CHECK(d16[0] == 0xE9);
+    fixture_free(d16);
     CHECK(f.call("dup_ret_utf16", {"\xc3\xa9t\xc3\xa9"}).ret.as<std::string>() == "\xc3\xa9t\xc3\xa9");
+    char* dn = make_ret_double_nul();
+    CHECK(std::memcmp(dn, "ab\0cde\0f\0\0", 10) == 0);
+    std::free(dn);
     CHECK(f.call("make_ret_double_nul").ret == Value(List{"ab", "cde", "f"}));
   }
 
@@ -139,14 +154,30 @@ TEST_SUITE("call") {
     uint8_t ob[4];
     fill_out_u8_bytes(ob, 4);
     CHECK(f.out(f.call("fill_out_u8_bytes", {4}), "out") == Value(Bytes{{ob[0], ob[1], ob[2], ob[3]}}));  // uint8 out: bytes
+    Point direct_pts[8];
+    CHECK(fill_out_points_len(direct_pts, 8) == 3);
+    CHECK(direct_pts[2].y == -2);
     CallResult pl = f.call("fill_out_points_len", {8});
     CHECK(f.out(pl, "out") == Value(List{pt(0, 0), pt(1, -1), pt(2, -2)}));  // length from the return value
     int32_t io[] = {1, 2, 3};
     fill_inout_i32_array(io, 3);
     CHECK(f.out(f.call("fill_inout_i32_array", {List{1, 2, 3}, 3}), "v") == Value(List{io[0], io[1], io[2]}));
-    CHECK(f.out(f.call("reverse_inout_f32_array", {List{1.0, 2.0, 3.5}, 3}), "v") == Value(List{3.5, 2.0, 1.0}));
-    CHECK(f.call("range_ret_i32", {4}).ret == Value(List{0, 10, 20, 30}));
-    CHECK(f.call("names_ret_sentinel").ret == Value(List{"alpha", "beta", "gamma"}));
+    float rv[] = {1.0f, 2.0f, 3.5f};
+    reverse_inout_f32_array(rv, 3);
+    CHECK(f.out(f.call("reverse_inout_f32_array", {List{1.0, 2.0, 3.5}, 3}), "v") == Value(List{double(rv[0]), double(rv[1]), double(rv[2])}));
+    int32_t* range = range_ret_i32(4);
+    CHECK(f.call("range_ret_i32", {4}).ret == Value(List{range[0], range[1], range[2], range[3]}));
+    std::free(range);
+    char** nv = names_ret_sentinel();
+    CHECK(f.call("names_ret_sentinel").ret == Value(List{nv[0], nv[1], nv[2]}));
+    CHECK(nv[3] == nullptr);
+    fixture_free(nv);
+    Point* direct_alloc = nullptr;
+    size_t direct_n = 0;
+    CHECK(alloc_out_points(&direct_alloc, &direct_n) == 0);
+    CHECK(direct_n == 4);
+    CHECK(direct_alloc[3].y == 400);
+    std::free(direct_alloc);
     CallResult ap = f.call("alloc_out_points");
     CHECK(I(ap.ret) == 0);
     CHECK(f.out(ap, "n") == Value(4));
@@ -160,7 +191,9 @@ TEST_SUITE("call") {
     int32_t o = 0;
     get_out_i32(&o);
     CHECK(f.out(f.call("get_out_i32"), "out") == Value(o));
-    CHECK(f.out(f.call("incr_inout_i64", {Value(std::int64_t{1} << 40)}), "v") == Value((std::int64_t{1} << 40) + 1));
+    int64_t big = std::int64_t{1} << 40;
+    incr_inout_i64(&big);
+    CHECK(f.out(f.call("incr_inout_i64", {Value(std::int64_t{1} << 40)}), "v") == Value(big));
     Point p{7, 9};
     CHECK(I(f.call("read_in_point", {pt(7, 9)}).ret) == read_in_point(&p));
     scale_inout_point(&p, 3);
@@ -175,7 +208,8 @@ TEST_SUITE("call") {
   TEST_CASE("structs by value: 1-4 int and float fields, mixed, 100 bytes, union, bitfields, inline arrays") {
     auto& f = fx();
     CHECK(I(f.call("sum_in_point", {pt(3, 4)}).ret) == sum_in_point(Point{3, 4}));
-    CHECK(f.call("make_ret_point", {-1, 2}).ret == pt(-1, 2));
+    Point mp = make_ret_point(-1, 2);
+    CHECK(f.call("make_ret_point", {-1, 2}).ret == pt(mp.x, mp.y));
     Vec2 va{1.5, 2}, vb{0.25, -4};
     Vec2 vs = add_vec2(va, vb);
     CHECK(f.call("add_vec2", {Value(rec({{"x", 1.5}, {"y", 2.0}})), Value(rec({{"x", 0.25}, {"y", -4.0}}))}).ret ==
@@ -269,10 +303,16 @@ TEST_SUITE("call") {
 
   TEST_CASE("handles: identity, invalid values, release when the host drops them") {
     auto& f = fx();
+    Res* direct = res_open(41);
+    CHECK(res_value(direct) == 41);
+    CHECK(res_open(-1) == nullptr);
+    CHECK(res_close(direct) == 0);
     const int32_t before = res_live();
+    CHECK(I(f.call("res_live").ret) == before);
     {
       CallResult a = f.call("res_open", {41});
       CHECK(res_live() == before + 1);
+      CHECK(I(f.call("res_live").ret) == before + 1);
       Value h = a.ret;
       REQUIRE(h.is<std::shared_ptr<HandleBox>>());
       CHECK(I(f.call("res_value", {h}).ret) == 41);
@@ -281,6 +321,14 @@ TEST_SUITE("call") {
       CHECK(f.call("res_open", {-1}).ret.is_null());  // NULL is the invalid value: null when nullable
     }
     CHECK(res_live() == before);  // the release function ran exactly once
+    {
+      // Closing by hand releases the handle: not again when dropped, and not usable.
+      Value h = f.call("res_open", {7}).ret;
+      CHECK(I(f.call("res_close", {h}).ret) == 0);
+      CHECK(res_live() == before);
+      CHECK(f.error_of("res_value", {h}).find("the Res handle was already released") != std::string::npos);
+    }
+    CHECK(res_live() == before);
   }
 
   TEST_CASE("errno capture and declarative checks") {
@@ -313,18 +361,73 @@ TEST_SUITE("call") {
     CHECK(I(f.call("scribble_in_i32_array", {arr, 3}).ret) == 6);
     CHECK(arr == Value(List{1, 2, 3}));
     Value s("untouched");
+    char direct_s[] = "untouched";
+    CHECK(scribble_in_utf8(direct_s) == 9);
+    CHECK(direct_s[0] == 'X');
     CHECK(I(f.call("scribble_in_utf8", {s}).ret) == 9);
     CHECK(s.as<std::string>() == "untouched");
     Value p = pt(2, 3);
+    Point direct_p{2, 3};
+    CHECK(scribble_in_point(&direct_p) == 5);
+    CHECK(direct_p.x == 0);
     CHECK(I(f.call("scribble_in_point", {p}).ret) == 5);
     CHECK(p == pt(2, 3));
     Value b = Bytes{{9, 8, 7}};
+    uint8_t direct_b[] = {9, 8, 7};
+    CHECK(scribble_in_bytes(direct_b, 3) == 24);
+    CHECK(direct_b[0] == 0);
     CHECK(I(f.call("scribble_in_bytes", {b, 3}).ret) == 24);
     CHECK(b == Value(Bytes{{9, 8, 7}}));
     // The direct calls do scribble: the engine's copies absorbed it.
     int32_t raw[] = {1, 2, 3};
     scribble_in_i32_array(raw, 3);
     CHECK(raw[0] == -1);
+  }
+
+  TEST_CASE("host-owned native memory: pinned for inout arrays, copied once for in arrays") {
+    auto& f = fx();
+    const TypeRegistry& reg = f.ctx.types();
+    auto box = native_new(reg, reg.primitive(Prim::int32), 4);
+    std::string err;
+    REQUIRE(native_store(reg, *box, Value(List{1, 2, 3, 4}), err));
+    const void* address = box->data();
+    CallResult r = f.call("fill_inout_i32_array", {Value(box), 4});
+    CHECK(box->data() == address);
+    Value now;
+    REQUIRE(native_load(reg, *box, now, err));
+    CHECK(now == Value(List{2, 4, 6, 8}));  // the callee wrote the host's memory directly
+    CHECK(f.out(r, "v") == now);            // and the copy-back reports it
+    CHECK(I(f.call("scribble_in_i32_array", {Value(box), 4}).ret) == 20);
+    REQUIRE(native_load(reg, *box, now, err));
+    CHECK(now == Value(List{2, 4, 6, 8}));  // `in`: the scribbling hit a copy
+    auto small = native_new(reg, reg.primitive(Prim::int32), 2);
+    CHECK(f.error_of("sum_in_i32_array", {Value(small), 3}).find("holds 2 elements but the count is 3") != std::string::npos);
+    auto wrong = native_new(reg, reg.primitive(Prim::int64), 4);
+    CHECK(f.error_of("sum_in_i32_array", {Value(wrong), 1}).find("native memory of int64 given for an array of int32") != std::string::npos);
+  }
+
+  TEST_CASE("unmappable characters replaced on request; lib!symbol ownership") {
+    Context ctx;
+    LoadResult r = ctx.load_text(R"({"typemap": 1,
+      "library": {"name": "fx", "load": {"linux": ["libmarshal_fixture.so", "build/tests/libmarshal_fixture.so"]}},
+      "functions": {
+        "sum_in_latin1": {"returns": "uint32", "params": [{"name": "s", "type": {"string": "latin1", "unmappable": "replace"}}]},
+        "dup_ret_utf8": {"returns": {"type": {"string": "utf8"}, "free_with": "libc.so.6!free"},
+                         "params": [{"name": "s", "type": {"string": "utf8"}}]}}})", "inline.json");
+    REQUIRE(r.ok());
+    std::string error;
+    auto lib = Library::open(ctx, *r.typemap, error);
+    REQUIRE(lib);
+    const Plan* latin = lib->bind("sum_in_latin1", error);
+    REQUIRE(latin);
+    CallResult out;
+    REQUIRE(latin->call(std::vector<Value>{"a\xe2\x82\xac"}, out, error));  // a€ -> a?
+    CHECK(I(out.ret) == sum_in_latin1("a?"));
+    const Plan* dup = lib->bind("dup_ret_utf8", error);
+    INFO(error);
+    REQUIRE(dup);
+    REQUIRE(dup->call(std::vector<Value>{"owned"}, out, error));
+    CHECK(out.ret.as<std::string>() == "owned");
   }
 
   TEST_CASE("one plan is called from many threads at once") {
