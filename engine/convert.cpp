@@ -290,7 +290,7 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
     if (pin) {
       out = box.data();
     } else {
-      out = arena_.alloc(n * e.size ? n * e.size : 1, std::max<std::size_t>(e.align, 1));
+      out = arena_.alloc(n * e.size != 0 ? n * e.size : 1, std::max<std::size_t>(e.align, 1));
       std::memcpy(out, box.data(), n * e.size);
     }
     return true;

@@ -1,0 +1,139 @@
+/* marshal: the stable C API (C99).
+ *
+ * Calls exports of native libraries described by a JSON typemap, from any host
+ * that can call C. Opaque handles; every function that can fail returns a
+ * marshal_status and leaves a message for marshal_last_error() on the calling
+ * thread. No C++ exception ever crosses this API.
+ *
+ * Ownership, in the HarfBuzz style:
+ * - *_create / *_open / marshal_value_* constructors return a new reference;
+ *   *_retain adds one, *_release drops one; the object dies with its last.
+ * - a marshal_typemap belongs to its context and lives as long as it;
+ * - a marshal_function belongs to its library and lives as long as it;
+ * - a marshal_library keeps its context alive;
+ * - values read from a result, a list or a record are borrowed: valid while
+ *   the result / container is, unless retained.
+ * Release functions accept NULL. */
+#ifndef MARSHAL_H
+#define MARSHAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MARSHAL_API __attribute__((visibility("default")))
+#else
+#define MARSHAL_API
+#endif
+
+typedef enum marshal_status {
+  MARSHAL_OK = 0,
+  MARSHAL_ERROR_ARGUMENT = 1, /* a NULL or ill-typed argument to this API */
+  MARSHAL_ERROR_TYPEMAP = 2,  /* the typemap failed to load (every error is in the message) */
+  MARSHAL_ERROR_LIBRARY = 3,  /* the native library could not be loaded */
+  MARSHAL_ERROR_BIND = 4,     /* unknown function, missing symbol, inexpressible signature */
+  MARSHAL_ERROR_CALL = 5,     /* a wrong argument (before any native code ran) or a failed check */
+  MARSHAL_ERROR_INTERNAL = 6  /* out of memory or an engine fault */
+} marshal_status;
+
+typedef enum marshal_kind {
+  MARSHAL_NULL = 0,
+  MARSHAL_BOOL,
+  MARSHAL_INT64,
+  MARSHAL_UINT64,
+  MARSHAL_DOUBLE,
+  MARSHAL_STRING,
+  MARSHAL_BYTES,
+  MARSHAL_LIST,
+  MARSHAL_RECORD,
+  MARSHAL_ADDRESS,
+  MARSHAL_HANDLE,
+  MARSHAL_NATIVE
+} marshal_kind;
+
+typedef struct marshal_context marshal_context;
+typedef struct marshal_typemap marshal_typemap;
+typedef struct marshal_library marshal_library;
+typedef struct marshal_function marshal_function;
+typedef struct marshal_value marshal_value;
+typedef struct marshal_result marshal_result;
+
+/* The last error on this thread (never NULL; "" when none). Valid until the
+ * next failing call on this thread. */
+MARSHAL_API const char *marshal_last_error(void);
+
+/* ---- contexts and typemaps ---- */
+MARSHAL_API marshal_status marshal_context_create(marshal_context **out);
+MARSHAL_API marshal_context *marshal_context_retain(marshal_context *ctx);
+MARSHAL_API void marshal_context_release(marshal_context *ctx);
+MARSHAL_API marshal_status marshal_typemap_load(marshal_context *ctx, const char *path, marshal_typemap **out);
+MARSHAL_API marshal_status marshal_typemap_load_text(marshal_context *ctx, const char *json, size_t length,
+                                                     const char *name, marshal_typemap **out);
+
+/* ---- libraries and functions ---- */
+MARSHAL_API marshal_status marshal_library_open(marshal_typemap *tm, marshal_library **out);
+MARSHAL_API marshal_library *marshal_library_retain(marshal_library *lib);
+MARSHAL_API void marshal_library_release(marshal_library *lib);
+MARSHAL_API marshal_status marshal_library_function(marshal_library *lib, const char *name, marshal_function **out);
+/* How many in/inout arguments a call takes (variadic ones come after). */
+MARSHAL_API size_t marshal_function_arity(const marshal_function *fn);
+
+/* Calls fn with args (borrowed) and returns a new result. */
+MARSHAL_API marshal_status marshal_function_call(const marshal_function *fn, marshal_value *const *args, size_t nargs,
+                                                 marshal_result **out);
+MARSHAL_API const marshal_value *marshal_result_return(const marshal_result *r);
+MARSHAL_API size_t marshal_result_out_count(const marshal_result *r);
+MARSHAL_API const char *marshal_result_out_name(const marshal_result *r, size_t i);
+/* The out/inout parameter by name, or NULL. */
+MARSHAL_API const marshal_value *marshal_result_out(const marshal_result *r, const char *name);
+/* 1 and *err set when the function captures errno, else 0. */
+MARSHAL_API int marshal_result_errno(const marshal_result *r, int *err);
+MARSHAL_API void marshal_result_release(marshal_result *r);
+
+/* ---- values ---- */
+MARSHAL_API marshal_value *marshal_value_null(void);
+MARSHAL_API marshal_value *marshal_value_bool(int b);
+MARSHAL_API marshal_value *marshal_value_int64(int64_t v);
+MARSHAL_API marshal_value *marshal_value_uint64(uint64_t v);
+MARSHAL_API marshal_value *marshal_value_double(double v);
+MARSHAL_API marshal_value *marshal_value_string(const char *utf8, size_t length);
+MARSHAL_API marshal_value *marshal_value_bytes(const void *data, size_t length);
+MARSHAL_API marshal_value *marshal_value_list(void);
+MARSHAL_API marshal_value *marshal_value_record(void);
+MARSHAL_API marshal_value *marshal_value_retain(marshal_value *v);
+MARSHAL_API void marshal_value_release(marshal_value *v);
+
+/* Containers copy the item in; the caller keeps its reference. */
+MARSHAL_API marshal_status marshal_list_append(marshal_value *list, const marshal_value *item);
+MARSHAL_API marshal_status marshal_record_set(marshal_value *record, const char *name, const marshal_value *item);
+
+MARSHAL_API marshal_kind marshal_value_kind(const marshal_value *v);
+MARSHAL_API marshal_status marshal_value_get_bool(const marshal_value *v, int *out);
+/* Integers convert between int64 and uint64 when the value fits. */
+MARSHAL_API marshal_status marshal_value_get_int64(const marshal_value *v, int64_t *out);
+MARSHAL_API marshal_status marshal_value_get_uint64(const marshal_value *v, uint64_t *out);
+MARSHAL_API marshal_status marshal_value_get_double(const marshal_value *v, double *out);
+/* Borrowed data, valid while v is. */
+MARSHAL_API marshal_status marshal_value_get_string(const marshal_value *v, const char **data, size_t *length);
+MARSHAL_API marshal_status marshal_value_get_bytes(const marshal_value *v, const uint8_t **data, size_t *length);
+MARSHAL_API size_t marshal_list_size(const marshal_value *list);
+MARSHAL_API const marshal_value *marshal_list_get(const marshal_value *list, size_t i);
+MARSHAL_API size_t marshal_record_size(const marshal_value *record);
+MARSHAL_API const char *marshal_record_name(const marshal_value *record, size_t i);
+MARSHAL_API const marshal_value *marshal_record_get(const marshal_value *record, const char *name);
+
+/* JSON forms (TYPEMAP.md "Host values in JSON"). to_json returns a string to
+ * free with marshal_free. */
+MARSHAL_API marshal_status marshal_value_from_json(const char *json, marshal_value **out);
+MARSHAL_API char *marshal_value_to_json(const marshal_value *v);
+MARSHAL_API void marshal_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

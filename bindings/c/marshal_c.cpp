@@ -1,0 +1,426 @@
+// marshal: the stable C API over the engine.
+// Each entry point catches every exception and turns it into a status plus a
+// per-thread message; objects are reference counted; values read out of
+// containers are wrappers cached in (and owned by) their container.
+#include "marshal.h"
+
+#include "context.hpp"
+#include "plan.hpp"
+#include "value.hpp"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+struct marshal_context {
+  std::atomic<int> refs{1};
+  marshal::Context ctx;
+  std::mutex mutex;
+  std::vector<std::unique_ptr<marshal_typemap>> typemaps;
+};
+
+struct marshal_typemap {
+  marshal_context* ctx;
+  const marshal::Typemap* tm;
+};
+
+struct marshal_function {
+  const marshal::Plan* plan;
+};
+
+struct marshal_library {
+  std::atomic<int> refs{1};
+  marshal_context* ctx;  // retained
+  std::shared_ptr<marshal::Library> lib;
+  std::mutex mutex;
+  std::map<std::string, std::unique_ptr<marshal_function>> functions;
+};
+
+struct marshal_value {
+  std::atomic<int> refs{1};
+  marshal::Value v;
+  // Wrappers handed out for list items or record fields, each holding one
+  // reference owned by this value; rebuilt after the container changes.
+  mutable std::vector<marshal_value*> kids;
+};
+
+struct marshal_result {
+  marshal_value* ret = nullptr;
+  std::vector<std::pair<std::string, marshal_value*>> outs;
+  bool has_errno = false;
+  int err = 0;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+marshal_status fail(marshal_status s, std::string message) {
+  last_error = std::move(message);
+  return s;
+}
+
+// Runs body, turning any exception into MARSHAL_ERROR_INTERNAL.
+template <class F>
+marshal_status guarded(F&& body) {
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    return fail(MARSHAL_ERROR_INTERNAL, "out of memory");
+  } catch (const std::exception& e) {
+    return fail(MARSHAL_ERROR_INTERNAL, std::string("internal error: ") + e.what());
+  } catch (...) {
+    return fail(MARSHAL_ERROR_INTERNAL, "internal error");
+  }
+}
+
+marshal_value* wrap(marshal::Value v) {
+  try {
+    auto* w = new marshal_value;
+    w->v = std::move(v);
+    return w;
+  } catch (...) {
+    last_error = "out of memory";
+    return nullptr;
+  }
+}
+
+void drop_kids(const marshal_value* v) {
+  for (marshal_value* k : v->kids) marshal_value_release(k);
+  v->kids.clear();
+}
+
+// Builds the wrappers of a list's items or a record's fields, once.
+bool build_kids(const marshal_value* v) {
+  if (!v->kids.empty()) return true;
+  try {
+    if (v->v.is<marshal::List>())
+      for (const auto& item : v->v.as<marshal::List>()) v->kids.push_back(wrap(item));
+    else if (v->v.is<marshal::Record>())
+      for (const auto& [name, item] : v->v.as<marshal::Record>()) v->kids.push_back(wrap(item));
+    return true;
+  } catch (...) {
+    drop_kids(v);
+    return false;
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* marshal_last_error(void) { return last_error.c_str(); }
+
+// ---- contexts and typemaps ----
+
+marshal_status marshal_context_create(marshal_context** out) {
+  if (!out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_context_create: out is NULL");
+  return guarded([&] {
+    *out = new marshal_context;
+    return MARSHAL_OK;
+  });
+}
+
+marshal_context* marshal_context_retain(marshal_context* ctx) {
+  if (ctx) ctx->refs.fetch_add(1, std::memory_order_relaxed);
+  return ctx;
+}
+
+void marshal_context_release(marshal_context* ctx) {
+  if (ctx && ctx->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete ctx;
+}
+
+static marshal_status finish_load(marshal_context* ctx, marshal::LoadResult r, marshal_typemap** out) {
+  if (!r.ok()) {
+    std::string all;
+    for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e.text();
+    return fail(MARSHAL_ERROR_TYPEMAP, all);
+  }
+  std::lock_guard lock(ctx->mutex);
+  ctx->typemaps.push_back(std::make_unique<marshal_typemap>(marshal_typemap{ctx, r.typemap}));
+  *out = ctx->typemaps.back().get();
+  return MARSHAL_OK;
+}
+
+marshal_status marshal_typemap_load(marshal_context* ctx, const char* path, marshal_typemap** out) {
+  if (!ctx || !path || !out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_typemap_load: ctx, path and out must not be NULL");
+  return guarded([&] { return finish_load(ctx, ctx->ctx.load_file(path), out); });
+}
+
+marshal_status marshal_typemap_load_text(marshal_context* ctx, const char* json, size_t length, const char* name,
+                                         marshal_typemap** out) {
+  if (!ctx || !json || !out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_typemap_load_text: ctx, json and out must not be NULL");
+  return guarded([&] {
+    return finish_load(ctx, ctx->ctx.load_text(std::string_view(json, length), name ? name : "<text>"), out);
+  });
+}
+
+// ---- libraries and functions ----
+
+marshal_status marshal_library_open(marshal_typemap* tm, marshal_library** out) {
+  if (!tm || !out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_library_open: tm and out must not be NULL");
+  return guarded([&] {
+    std::string error;
+    auto lib = marshal::Library::open(tm->ctx->ctx, *tm->tm, error);
+    if (!lib) return fail(MARSHAL_ERROR_LIBRARY, error);
+    auto* l = new marshal_library;
+    l->ctx = marshal_context_retain(tm->ctx);
+    l->lib = std::move(lib);
+    *out = l;
+    return MARSHAL_OK;
+  });
+}
+
+marshal_library* marshal_library_retain(marshal_library* lib) {
+  if (lib) lib->refs.fetch_add(1, std::memory_order_relaxed);
+  return lib;
+}
+
+void marshal_library_release(marshal_library* lib) {
+  if (!lib || lib->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  marshal_context* ctx = lib->ctx;
+  delete lib;  // handles still held by the host keep the engine's library alive
+  marshal_context_release(ctx);
+}
+
+marshal_status marshal_library_function(marshal_library* lib, const char* name, marshal_function** out) {
+  if (!lib || !name || !out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_library_function: lib, name and out must not be NULL");
+  return guarded([&] {
+    std::lock_guard lock(lib->mutex);
+    auto& slot = lib->functions[name];
+    if (!slot) {
+      std::string error;
+      const marshal::Plan* plan = lib->lib->bind(name, error);
+      if (!plan) {
+        lib->functions.erase(name);
+        return fail(MARSHAL_ERROR_BIND, error);
+      }
+      slot = std::make_unique<marshal_function>(marshal_function{plan});
+    }
+    *out = slot.get();
+    return MARSHAL_OK;
+  });
+}
+
+size_t marshal_function_arity(const marshal_function* fn) { return fn ? fn->plan->host_arity() : 0; }
+
+marshal_status marshal_function_call(const marshal_function* fn, marshal_value* const* args, size_t nargs,
+                                     marshal_result** out) {
+  if (!fn || !out || (nargs && !args)) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_function_call: fn, out (and args) must not be NULL");
+  return guarded([&] {
+    std::vector<marshal::Value> values;
+    values.reserve(nargs);
+    for (size_t i = 0; i < nargs; ++i) {
+      if (!args[i]) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_function_call: argument " + std::to_string(i) + " is NULL (use marshal_value_null())");
+      values.push_back(args[i]->v);
+    }
+    marshal::CallResult r;
+    std::string error;
+    if (!fn->plan->call(values, r, error)) return fail(MARSHAL_ERROR_CALL, error);
+    auto res = std::make_unique<marshal_result>();
+    res->ret = wrap(std::move(r.ret));
+    for (auto& [name, v] : r.out) res->outs.emplace_back(name, wrap(std::move(v)));
+    res->has_errno = r.error_number.has_value();
+    res->err = r.error_number.value_or(0);
+    *out = res.release();
+    return MARSHAL_OK;
+  });
+}
+
+const marshal_value* marshal_result_return(const marshal_result* r) { return r ? r->ret : nullptr; }
+size_t marshal_result_out_count(const marshal_result* r) { return r ? r->outs.size() : 0; }
+const char* marshal_result_out_name(const marshal_result* r, size_t i) {
+  return r && i < r->outs.size() ? r->outs[i].first.c_str() : nullptr;
+}
+const marshal_value* marshal_result_out(const marshal_result* r, const char* name) {
+  if (!r || !name) return nullptr;
+  for (const auto& [n, v] : r->outs)
+    if (n == name) return v;
+  return nullptr;
+}
+int marshal_result_errno(const marshal_result* r, int* err) {
+  if (!r || !r->has_errno) return 0;
+  if (err) *err = r->err;
+  return 1;
+}
+void marshal_result_release(marshal_result* r) {
+  if (!r) return;
+  marshal_value_release(r->ret);
+  for (auto& [n, v] : r->outs) marshal_value_release(v);
+  delete r;
+}
+
+// ---- values ----
+
+marshal_value* marshal_value_null(void) { return wrap(marshal::Value()); }
+marshal_value* marshal_value_bool(int b) { return wrap(marshal::Value(b != 0)); }
+marshal_value* marshal_value_int64(int64_t v) { return wrap(marshal::Value(std::int64_t{v})); }
+marshal_value* marshal_value_uint64(uint64_t v) { return wrap(marshal::Value(std::uint64_t{v})); }
+marshal_value* marshal_value_double(double v) { return wrap(marshal::Value(v)); }
+marshal_value* marshal_value_string(const char* utf8, size_t length) {
+  return wrap(marshal::Value(utf8 ? std::string(utf8, length) : std::string()));
+}
+marshal_value* marshal_value_bytes(const void* data, size_t length) {
+  const auto* p = static_cast<const std::uint8_t*>(data);
+  return wrap(marshal::Value(marshal::Bytes{p ? std::vector<std::uint8_t>(p, p + length) : std::vector<std::uint8_t>{}}));
+}
+marshal_value* marshal_value_list(void) { return wrap(marshal::Value(marshal::List{})); }
+marshal_value* marshal_value_record(void) { return wrap(marshal::Value(marshal::Record{})); }
+
+marshal_value* marshal_value_retain(marshal_value* v) {
+  if (v) v->refs.fetch_add(1, std::memory_order_relaxed);
+  return v;
+}
+
+void marshal_value_release(marshal_value* v) {
+  if (!v || v->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  drop_kids(v);
+  delete v;
+}
+
+marshal_status marshal_list_append(marshal_value* list, const marshal_value* item) {
+  if (!list || !item || !list->v.is<marshal::List>()) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_list_append: expected a list and an item");
+  return guarded([&] {
+    drop_kids(list);
+    list->v.as<marshal::List>().push_back(item->v);
+    return MARSHAL_OK;
+  });
+}
+
+marshal_status marshal_record_set(marshal_value* record, const char* name, const marshal_value* item) {
+  if (!record || !name || !item || !record->v.is<marshal::Record>())
+    return fail(MARSHAL_ERROR_ARGUMENT, "marshal_record_set: expected a record, a name and an item");
+  return guarded([&] {
+    drop_kids(record);
+    auto& r = record->v.as<marshal::Record>();
+    for (auto& [n, v] : r)
+      if (n == name) {
+        v = item->v;
+        return MARSHAL_OK;
+      }
+    r.emplace_back(name, item->v);
+    return MARSHAL_OK;
+  });
+}
+
+marshal_kind marshal_value_kind(const marshal_value* v) {
+  if (!v) return MARSHAL_NULL;
+  switch (v->v.type()) {
+    case marshal::Value::Type::null: return MARSHAL_NULL;
+    case marshal::Value::Type::boolean: return MARSHAL_BOOL;
+    case marshal::Value::Type::int64: return MARSHAL_INT64;
+    case marshal::Value::Type::uint64: return MARSHAL_UINT64;
+    case marshal::Value::Type::real: return MARSHAL_DOUBLE;
+    case marshal::Value::Type::string: return MARSHAL_STRING;
+    case marshal::Value::Type::bytes: return MARSHAL_BYTES;
+    case marshal::Value::Type::list: return MARSHAL_LIST;
+    case marshal::Value::Type::record: return MARSHAL_RECORD;
+    case marshal::Value::Type::address: return MARSHAL_ADDRESS;
+    case marshal::Value::Type::handle: return MARSHAL_HANDLE;
+    case marshal::Value::Type::native: return MARSHAL_NATIVE;
+  }
+  return MARSHAL_NULL;
+}
+
+static marshal_status wrong_kind(const char* fn, const marshal_value* v, const char* want) {
+  return fail(MARSHAL_ERROR_ARGUMENT, std::string(fn) + ": expected " + want + ", got " + (v ? v->v.describe() : "NULL"));
+}
+
+marshal_status marshal_value_get_bool(const marshal_value* v, int* out) {
+  if (!v || !out || !v->v.is<bool>()) return wrong_kind("marshal_value_get_bool", v, "a bool");
+  *out = v->v.as<bool>() ? 1 : 0;
+  return MARSHAL_OK;
+}
+
+marshal_status marshal_value_get_int64(const marshal_value* v, int64_t* out) {
+  if (v && out && v->v.is<std::int64_t>()) { *out = v->v.as<std::int64_t>(); return MARSHAL_OK; }
+  return wrong_kind("marshal_value_get_int64", v, "an integer from INT64_MIN to INT64_MAX");
+}
+
+marshal_status marshal_value_get_uint64(const marshal_value* v, uint64_t* out) {
+  if (v && out && v->v.is<std::uint64_t>()) { *out = v->v.as<std::uint64_t>(); return MARSHAL_OK; }
+  if (v && out && v->v.is<std::int64_t>() && v->v.as<std::int64_t>() >= 0) {
+    *out = static_cast<std::uint64_t>(v->v.as<std::int64_t>());
+    return MARSHAL_OK;
+  }
+  return wrong_kind("marshal_value_get_uint64", v, "a non-negative integer");
+}
+
+marshal_status marshal_value_get_double(const marshal_value* v, double* out) {
+  if (!v || !out || !v->v.is<double>()) return wrong_kind("marshal_value_get_double", v, "a double");
+  *out = v->v.as<double>();
+  return MARSHAL_OK;
+}
+
+marshal_status marshal_value_get_string(const marshal_value* v, const char** data, size_t* length) {
+  if (!v || !data || !v->v.is<std::string>()) return wrong_kind("marshal_value_get_string", v, "a string");
+  *data = v->v.as<std::string>().c_str();
+  if (length) *length = v->v.as<std::string>().size();
+  return MARSHAL_OK;
+}
+
+marshal_status marshal_value_get_bytes(const marshal_value* v, const uint8_t** data, size_t* length) {
+  if (!v || !data || !length || !v->v.is<marshal::Bytes>()) return wrong_kind("marshal_value_get_bytes", v, "bytes");
+  *data = v->v.as<marshal::Bytes>().data.data();
+  *length = v->v.as<marshal::Bytes>().data.size();
+  return MARSHAL_OK;
+}
+
+size_t marshal_list_size(const marshal_value* list) {
+  return list && list->v.is<marshal::List>() ? list->v.as<marshal::List>().size() : 0;
+}
+
+const marshal_value* marshal_list_get(const marshal_value* list, size_t i) {
+  if (!list || !list->v.is<marshal::List>() || i >= list->v.as<marshal::List>().size() || !build_kids(list)) return nullptr;
+  return list->kids[i];
+}
+
+size_t marshal_record_size(const marshal_value* record) {
+  return record && record->v.is<marshal::Record>() ? record->v.as<marshal::Record>().size() : 0;
+}
+
+const char* marshal_record_name(const marshal_value* record, size_t i) {
+  if (!record || !record->v.is<marshal::Record>() || i >= record->v.as<marshal::Record>().size()) return nullptr;
+  return record->v.as<marshal::Record>()[i].first.c_str();
+}
+
+const marshal_value* marshal_record_get(const marshal_value* record, const char* name) {
+  if (!record || !name || !record->v.is<marshal::Record>() || !build_kids(record)) return nullptr;
+  const auto& r = record->v.as<marshal::Record>();
+  for (size_t i = 0; i < r.size(); ++i)
+    if (r[i].first == name) return record->kids[i];
+  return nullptr;
+}
+
+marshal_status marshal_value_from_json(const char* json, marshal_value** out) {
+  if (!json || !out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_value_from_json: json and out must not be NULL");
+  return guarded([&] {
+    auto j = nlohmann::ordered_json::parse(json, nullptr, false);
+    if (j.is_discarded()) return fail(MARSHAL_ERROR_ARGUMENT, std::string("marshal_value_from_json: not JSON: ") + json);
+    *out = wrap(marshal::Value::from_json(j));
+    return *out ? MARSHAL_OK : MARSHAL_ERROR_INTERNAL;
+  });
+}
+
+char* marshal_value_to_json(const marshal_value* v) {
+  if (!v) return nullptr;
+  try {
+    std::string s = v->v.to_json().dump();
+    char* out = static_cast<char*>(std::malloc(s.size() + 1));
+    if (out) std::memcpy(out, s.c_str(), s.size() + 1);
+    return out;
+  } catch (...) {
+    last_error = "marshal_value_to_json: failed";
+    return nullptr;
+  }
+}
+
+void marshal_free(void* p) { std::free(p); }
+
+}  // extern "C"

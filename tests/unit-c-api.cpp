@@ -1,0 +1,203 @@
+// marshal tests: the stable C API (bindings/c/marshal.h), through libmarshal_c only.
+// Statuses and per-thread messages, NULL arguments, values and containers,
+// reference counting, and calls whose results match direct C calls.
+#include <doctest/doctest.h>
+
+#include "fixtures/pinvoke.h"
+#include "marshal.h"
+
+#include <cstring>
+#include <string>
+#include <thread>
+#include <zlib.h>
+
+namespace {
+
+struct Api {
+  marshal_context* ctx = nullptr;
+  marshal_library* lib = nullptr;
+  explicit Api(const char* typemap) {
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* tm = nullptr;
+    INFO(marshal_last_error());
+    REQUIRE(marshal_typemap_load(ctx, typemap, &tm) == MARSHAL_OK);
+    REQUIRE(marshal_library_open(tm, &lib) == MARSHAL_OK);
+  }
+  ~Api() {
+    marshal_library_release(lib);
+    marshal_context_release(ctx);
+  }
+  marshal_function* fn(const char* name) {
+    marshal_function* f = nullptr;
+    INFO(marshal_last_error());
+    REQUIRE(marshal_library_function(lib, name, &f) == MARSHAL_OK);
+    return f;
+  }
+};
+
+}  // namespace
+
+TEST_SUITE("c-api") {
+  TEST_CASE("zlib crc32 and compress2 through the C API match zlib") {
+    Api z("typemaps/zlib.json");
+    const char* text = "the C API calls zlib";
+    marshal_value* args[3] = {marshal_value_uint64(0), marshal_value_bytes(text, std::strlen(text)),
+                              marshal_value_uint64(std::strlen(text))};
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_function_call(z.fn("crc32"), args, 3, &r) == MARSHAL_OK);
+    uint64_t crc = 0;
+    REQUIRE(marshal_value_get_uint64(marshal_result_return(r), &crc) == MARSHAL_OK);
+    CHECK(crc == ::crc32(0, reinterpret_cast<const Bytef*>(text), static_cast<uInt>(std::strlen(text))));
+    CHECK(marshal_result_out_count(r) == 0);
+    marshal_result_release(r);
+    for (auto* a : args) marshal_value_release(a);
+
+    marshal_value* cargs[4] = {marshal_value_uint64(128), marshal_value_bytes(text, std::strlen(text)),
+                               marshal_value_uint64(std::strlen(text)), marshal_value_int64(6)};
+    REQUIRE(marshal_function_call(z.fn("compress2"), cargs, 4, &r) == MARSHAL_OK);
+    CHECK(marshal_result_out_count(r) == 2);
+    CHECK(std::string(marshal_result_out_name(r, 0)) == "dest");
+    const uint8_t* data = nullptr;
+    size_t n = 0;
+    REQUIRE(marshal_value_get_bytes(marshal_result_out(r, "dest"), &data, &n) == MARSHAL_OK);
+    Bytef direct[128];
+    uLongf dlen = sizeof direct;
+    REQUIRE(::compress2(direct, &dlen, reinterpret_cast<const Bytef*>(text), std::strlen(text), 6) == Z_OK);
+    CHECK(n == dlen);
+    CHECK(std::memcmp(data, direct, n) == 0);
+    int64_t dest_len = 0;
+    CHECK(marshal_value_get_int64(marshal_result_out(r, "destLen"), &dest_len) == MARSHAL_OK);
+    CHECK(dest_len == static_cast<int64_t>(dlen));
+    CHECK(marshal_result_out(r, "nope") == nullptr);
+    marshal_result_release(r);
+    for (auto* a : cargs) marshal_value_release(a);
+  }
+
+  TEST_CASE("errors: statuses, messages naming the place, NULL arguments") {
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* tm = nullptr;
+    CHECK(marshal_typemap_load(ctx, "tests/typemaps/bad/bare_bool.json", &tm) == MARSHAL_ERROR_TYPEMAP);
+    CHECK(std::string(marshal_last_error()).rfind("tests/typemaps/bad/bare_bool.json: /types/S/struct/0/type: 'bool' is ambiguous", 0) == 0);
+    CHECK(marshal_typemap_load(nullptr, "x", &tm) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_context_create(nullptr) == MARSHAL_ERROR_ARGUMENT);
+    const char* missing = R"({"typemap": 1, "library": {"name": "gone", "load": {"linux": ["libgone.so.7"]}}})";
+    REQUIRE(marshal_typemap_load_text(ctx, missing, std::strlen(missing), "gone.json", &tm) == MARSHAL_OK);
+    marshal_library* lib = nullptr;
+    CHECK(marshal_library_open(tm, &lib) == MARSHAL_ERROR_LIBRARY);
+    CHECK(std::string(marshal_last_error()).find("cannot load library 'gone': tried libgone.so.7") != std::string::npos);
+    REQUIRE(marshal_typemap_load(ctx, "typemaps/libc.json", &tm) == MARSHAL_OK);
+    REQUIRE(marshal_library_open(tm, &lib) == MARSHAL_OK);
+    marshal_function* fn = nullptr;
+    CHECK(marshal_library_function(lib, "no_such", &fn) == MARSHAL_ERROR_BIND);
+    CHECK(std::string(marshal_last_error()).find("no function 'no_such'") != std::string::npos);
+    REQUIRE(marshal_library_function(lib, "div", &fn) == MARSHAL_OK);
+    CHECK(marshal_function_arity(fn) == 2);
+    marshal_value* one = marshal_value_int64(1);
+    marshal_result* r = nullptr;
+    CHECK(marshal_function_call(fn, &one, 1, &r) == MARSHAL_ERROR_CALL);
+    CHECK(std::string(marshal_last_error()).find("div: expects 2 arguments (numer, denom), got 1") != std::string::npos);
+    CHECK(r == nullptr);
+    marshal_value* bad[2] = {one, nullptr};
+    CHECK(marshal_function_call(fn, bad, 2, &r) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_last_error()).find("argument 1 is NULL") != std::string::npos);
+    marshal_value* big = marshal_value_uint64(UINT64_MAX);
+    marshal_value* args[2] = {big, one};
+    CHECK(marshal_function_call(fn, args, 2, &r) == MARSHAL_ERROR_CALL);
+    CHECK(std::string(marshal_last_error()).find("parameter 0 'numer' (int): 18446744073709551615 is out of range for int") != std::string::npos);
+    marshal_value_release(big);
+    marshal_value_release(one);
+    marshal_library_release(lib);
+    marshal_context_release(ctx);
+  }
+
+  TEST_CASE("the last error is per thread") {
+    marshal_context* ctx = nullptr;
+    marshal_typemap* tm = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    CHECK(marshal_typemap_load(ctx, "no/such/file.json", &tm) == MARSHAL_ERROR_TYPEMAP);
+    std::string other;
+    std::thread t([&] {
+      other = marshal_last_error();
+      marshal_value* v = marshal_value_null();
+      int b;
+      CHECK(marshal_value_get_bool(v, &b) == MARSHAL_ERROR_ARGUMENT);
+      marshal_value_release(v);
+    });
+    t.join();
+    CHECK(other.empty());
+    CHECK(std::string(marshal_last_error()).find("no/such/file.json: /: cannot read the file") == 0);
+    marshal_context_release(ctx);
+  }
+
+  TEST_CASE("values: scalars, strings, bytes, lists, records, JSON, reference counts") {
+    marshal_value* rec = marshal_value_record();
+    marshal_value* x = marshal_value_int64(-3);
+    marshal_value* s = marshal_value_string("h\xc3\xa9", 3);
+    REQUIRE(marshal_record_set(rec, "x", x) == MARSHAL_OK);
+    REQUIRE(marshal_record_set(rec, "s", s) == MARSHAL_OK);
+    marshal_value* list = marshal_value_list();
+    REQUIRE(marshal_list_append(list, x) == MARSHAL_OK);
+    REQUIRE(marshal_list_append(list, rec) == MARSHAL_OK);
+    CHECK(marshal_list_append(x, x) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_list_size(list) == 2);
+    CHECK(marshal_value_kind(marshal_list_get(list, 1)) == MARSHAL_RECORD);
+    const marshal_value* inner = marshal_record_get(marshal_list_get(list, 1), "s");
+    const char* data = nullptr;
+    size_t n = 0;
+    REQUIRE(marshal_value_get_string(inner, &data, &n) == MARSHAL_OK);
+    CHECK(std::string(data, n) == "h\xc3\xa9");
+    CHECK(marshal_record_size(rec) == 2);
+    CHECK(std::string(marshal_record_name(rec, 1)) == "s");
+    CHECK(marshal_list_get(list, 2) == nullptr);
+    // A borrowed item may be retained past its container.
+    marshal_value* kept = marshal_value_retain(const_cast<marshal_value*>(marshal_list_get(list, 0)));
+    char* json = marshal_value_to_json(list);
+    CHECK(std::string(json) == R"([-3,{"x":-3,"s":"hé"}])");
+    marshal_free(json);
+    marshal_value_release(list);
+    int64_t k = 0;
+    CHECK(marshal_value_get_int64(kept, &k) == MARSHAL_OK);
+    CHECK(k == -3);
+    marshal_value_release(kept);
+    uint64_t u = 0;
+    CHECK(marshal_value_get_uint64(x, &u) == MARSHAL_ERROR_ARGUMENT);  // negative
+    double d = 0;
+    CHECK(marshal_value_get_double(x, &d) == MARSHAL_ERROR_ARGUMENT);
+    marshal_value* parsed = nullptr;
+    REQUIRE(marshal_value_from_json(R"({"base64":"AAEC"})", &parsed) == MARSHAL_OK);
+    const uint8_t* bytes = nullptr;
+    REQUIRE(marshal_value_get_bytes(parsed, &bytes, &n) == MARSHAL_OK);
+    CHECK(n == 3);
+    CHECK(bytes[2] == 2);
+    marshal_value_release(parsed);
+    CHECK(marshal_value_from_json("{nope", &parsed) == MARSHAL_ERROR_ARGUMENT);
+    marshal_value_release(x);
+    marshal_value_release(s);
+    marshal_value_release(rec);
+    marshal_value_release(nullptr);  // accepted
+    CHECK(marshal_value_kind(nullptr) == MARSHAL_NULL);
+  }
+
+  TEST_CASE("a struct out parameter and errno through the C API") {
+    Api f("tests/fixtures/pinvoke.json");
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_function_call(f.fn("fill_out_header"), nullptr, 0, &r) == MARSHAL_OK);
+    const marshal_value* h = marshal_result_out(r, "h");
+    int64_t n = 0;
+    REQUIRE(marshal_value_get_int64(marshal_record_get(h, "n"), &n) == MARSHAL_OK);
+    Header direct{};
+    fill_out_header(&direct);
+    CHECK(n == direct.n);
+    CHECK(marshal_list_size(marshal_record_get(h, "items")) == 3);
+    CHECK(marshal_value_kind(marshal_result_return(r)) == MARSHAL_NULL);
+    marshal_result_release(r);
+    marshal_value* zero = marshal_value_int64(0);
+    REQUIRE(marshal_function_call(f.fn("fail_with_errno"), &zero, 1, &r) == MARSHAL_OK);
+    int err = -1;
+    CHECK(marshal_result_errno(r, &err) == 1);
+    CHECK(err == 0);
+    marshal_result_release(r);
+    marshal_value_release(zero);
+  }
+}
