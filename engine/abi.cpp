@@ -225,6 +225,79 @@ void read_return(const TypeDesc& d, const void* rvalue, void* dst) {
 
 std::size_t return_buffer_size(const TypeDesc& d) { return std::max<std::size_t>({d.size, sizeof(ffi_arg), 16}); }
 
+namespace {
+
+enum class EightbyteClass { integer, sse };
+
+// psABI 3.2.3 classes of an aggregate of at most 16 bytes that is not MEMORY;
+// false when it is MEMORY (too large or with unaligned fields).
+bool classify(const TypeRegistry& reg, TypeId t, std::vector<EightbyteClass>& classes) {
+  const TypeDesc& d = reg.get(t);
+  if (d.size > 16 || d.size == 0) return false;
+  std::vector<Leaf> leaves;
+  bool regular = true, misaligned = false;
+  collect(reg, t, 0, leaves, regular, misaligned);
+  if (misaligned) return false;
+  for (std::uint32_t eb = 0; eb * 8 < d.size; ++eb) {
+    bool all_float = true, any = false;
+    for (const Leaf& l : leaves)
+      if (l.offset < eb * 8 + 8 && l.offset + l.size > eb * 8) {
+        any = true;
+        all_float = all_float && l.is_float;
+      }
+    classes.push_back(any && all_float ? EightbyteClass::sse : EightbyteClass::integer);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool lower_arguments(const TypeRegistry& reg, const std::vector<TypeId>& by_value, const std::vector<ffi_type*>& types,
+                     std::vector<LoweredArg>& out) {
+  bool split_any = false;
+#if defined(__x86_64__) && !defined(_WIN64)
+  int gpr = 0, sse = 0;  // registers used so far, as libffi counts them
+  for (std::uint32_t i = 0; i < by_value.size(); ++i) {
+    const TypeDesc& d = reg.get(by_value[i]);
+    if (d.kind == Kind::struct_ || d.kind == Kind::union_) {
+      std::vector<EightbyteClass> classes;
+      if (!classify(reg, by_value[i], classes)) {
+        out.push_back({i, 0, types[i]});  // MEMORY: on the stack
+        continue;
+      }
+      int need_gpr = 0, need_sse = 0;
+      for (EightbyteClass c : classes) (c == EightbyteClass::integer ? need_gpr : need_sse)++;
+      if (gpr + need_gpr > 6 || sse + need_sse > 8) {
+        out.push_back({i, 0, types[i]});  // does not fit: the whole struct goes on the stack
+        continue;
+      }
+      const bool affected = classes.size() == 2 && classes[0] == EightbyteClass::integer &&
+                            classes[1] == EightbyteClass::sse && gpr == 5 && sse >= 1;
+      if (affected) {
+        // Two scalars in the same registers: a full INTEGER eightbyte, then the SSE one.
+        out.push_back({i, 0, &ffi_type_uint64});
+        out.push_back({i, 8, d.size - 8 <= 4 ? &ffi_type_float : &ffi_type_double});
+        split_any = true;
+      } else {
+        out.push_back({i, 0, types[i]});
+      }
+      gpr += need_gpr;
+      sse += need_sse;
+      continue;
+    }
+    out.push_back({i, 0, types[i]});
+    if (d.kind == Kind::floating) {
+      if (sse < 8) ++sse;
+    } else if (gpr < 6) {
+      ++gpr;
+    }
+  }
+#else
+  for (std::uint32_t i = 0; i < by_value.size(); ++i) out.push_back({i, 0, types[i]});
+#endif
+  return split_any;
+}
+
 TypeId promote_variadic(const TypeRegistry& reg, TypeId t) {
   const TypeDesc& d = reg.get(t);
   if (d.kind == Kind::floating && d.size < sizeof(double)) return reg.primitive(Prim::c_double);

@@ -40,6 +40,24 @@ ffi_type* scalar_ffi_type(const TypeRegistry& reg, const TypeDesc& d);
 void read_return(const TypeDesc& d, const void* rvalue, void* dst);
 std::size_t return_buffer_size(const TypeDesc& d);
 
+// One libffi argument of a call: which parameter it comes from, at which byte
+// offset of that parameter's native value, and its libffi type.
+struct LoweredArg {
+  std::uint32_t param;
+  std::uint32_t offset;
+  ffi_type* type;
+};
+
+// The arguments to give libffi for parameters of these types (by value). Usually
+// one per parameter. Works around libffi before 3.4.7 on x86-64 System V
+// (libffi PR #848): a struct of 9 to 16 bytes passed in registers whose first
+// eightbyte is INTEGER and lands in the sixth general register was copied whole
+// into that register's slot, overwriting the first SSE register. Such a struct
+// is passed as its two eightbytes, as separate scalars: the psABI assigns them
+// the very same registers. Returns true when any argument was split.
+bool lower_arguments(const TypeRegistry& reg, const std::vector<TypeId>& by_value, const std::vector<ffi_type*>& types,
+                     std::vector<LoweredArg>& out);
+
 // C default argument promotions for arguments past the last named parameter:
 // float becomes double, integers narrower than int (and bools, enums) become int.
 TypeId promote_variadic(const TypeRegistry& reg, TypeId t);

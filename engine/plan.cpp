@@ -178,6 +178,7 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
     // engine will not release it again, and later uses are errors.
     s.releases_handle = d.kind == Kind::handle && d.as<HandleInfo>().release == fn.name;
     plan->atypes_.push_back(t);
+    plan->value_types_.push_back(p.type);
     plan->steps_.push_back(s);
   }
   std::string why;
@@ -202,8 +203,13 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
     // The variadic part is prepared per call; here only the fixed part is checked.
     st = FFI_OK;
   } else {
-    st = ffi_prep_cif(&plan->cif_, FFI_DEFAULT_ABI, static_cast<unsigned>(plan->atypes_.size()), rtype,
-                      plan->atypes_.data());
+    std::vector<LoweredArg> lowered;
+    if (lower_arguments(reg, plan->value_types_, plan->atypes_, lowered)) {
+      plan->lowered_ = lowered;
+      for (const LoweredArg& a : lowered) plan->lowered_types_.push_back(a.type);
+    }
+    auto& types = plan->lowered_.empty() ? plan->atypes_ : plan->lowered_types_;
+    st = ffi_prep_cif(&plan->cif_, FFI_DEFAULT_ABI, static_cast<unsigned>(types.size()), rtype, types.data());
   }
   plan->cif_.rtype = rtype;
   if (st != FFI_OK) {
@@ -217,7 +223,8 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
 
 // ---- the call --------------------------------------------------------------------------------
 
-bool Plan::marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<void*>& values,
+bool Plan::marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
+                            std::vector<void*>& values,
                             Marshaler& m, Arena& arena, std::string& error) const {
   const Typemap& tm = lib_->typemap();
   for (std::size_t k = 0; k < extra.size(); ++k) {
@@ -253,6 +260,7 @@ bool Plan::marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>
       return false;
     }
     types.push_back(ft);
+    ids.push_back(t);
     values.push_back(slot);
   }
   return true;
@@ -311,7 +319,10 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
     const Step& s = steps_[i];
     const Param& p = fn.params[i];
     const TypeDesc& d = reg.get(s.type);
-    void* slot = arena.alloc(std::max<std::size_t>(s.slot_size, sizeof(void*)), std::max<std::size_t>(s.slot_align, alignof(void*)));
+    // Slots are zeroed and rounded up to 16 bytes: a struct split into eightbytes
+    // (abi.hpp) is read 8 bytes at a time.
+    void* slot = arena.alloc_zeroed((std::max<std::size_t>(s.slot_size, sizeof(void*)) + 15) & ~std::size_t{15},
+                                    std::max<std::size_t>(s.slot_align, alignof(void*)));
     avalues[i] = slot;
     Ctx c;
     c.frame = &frame;
@@ -366,17 +377,35 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   const ffi_cif* cif = &cif_;
   std::vector<ffi_type*> var_types;
   std::vector<void*> var_values;
+  std::vector<void*> split_values;
   if (variadic) {
     var_types.assign(atypes_.begin(), atypes_.end());
+    std::vector<TypeId> ids(value_types_);
     var_values.assign(avalues, avalues + n);
-    if (!marshal_variadic(args.subspan(host_count_), var_types, var_values, m, arena, error)) return false;
-    if (ffi_prep_cif_var(&var_cif, FFI_DEFAULT_ABI, static_cast<unsigned>(fn.variadic_from),
-                         static_cast<unsigned>(var_types.size()), cif_.rtype, var_types.data()) != FFI_OK) {
+    if (!marshal_variadic(args.subspan(host_count_), var_types, ids, var_values, m, arena, error)) return false;
+    std::vector<LoweredArg> lowered;
+    unsigned fixed = static_cast<unsigned>(fn.variadic_from);
+    if (lower_arguments(reg, ids, var_types, lowered)) {
+      std::vector<ffi_type*> types;
+      fixed = 0;
+      for (const LoweredArg& a : lowered) {
+        types.push_back(a.type);
+        split_values.push_back(static_cast<std::byte*>(var_values[a.param]) + a.offset);
+        if (a.param < static_cast<std::uint32_t>(fn.variadic_from)) ++fixed;
+      }
+      var_types = std::move(types);
+      var_values = split_values;
+    }
+    if (ffi_prep_cif_var(&var_cif, FFI_DEFAULT_ABI, fixed, static_cast<unsigned>(var_types.size()), cif_.rtype,
+                         var_types.data()) != FFI_OK) {
       error = tm.file + ": " + fn.name + ": libffi cannot prepare this variadic call";
       return false;
     }
     cif = &var_cif;
     avalues = var_values.data();
+  } else if (!lowered_.empty()) {
+    for (const LoweredArg& a : lowered_) split_values.push_back(static_cast<std::byte*>(avalues[a.param]) + a.offset);
+    avalues = split_values.data();
   }
 
   // ---- pin: host-owned native memory (NativeBox) was passed by address above;

@@ -49,6 +49,13 @@ class Plan {
 
   const Function& function() const { return *fn_; }
   std::size_t host_arity() const { return host_count_; }
+  // For callers that marshal on their own (the typed C++ fast path): the
+  // prepared CIF (fixed-arity functions only) and the resolved symbol.
+  // nullptr when the call needs more than "each argument by address" (a
+  // variadic function, or arguments lowered to several libffi arguments).
+  const ffi_cif* cif() const { return fn_->variadic_from >= 0 || !lowered_.empty() ? nullptr : &cif_; }
+  void* symbol() const { return symbol_; }
+  const TypeRegistry& types() const { return *reg_; }
 
  private:
   friend class Library;
@@ -62,7 +69,8 @@ class Plan {
     Releaser free_with;           // out ptr to callee-allocated memory
     bool releases_handle = false; // this function is the release of the handle passed here
   };
-  bool marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<void*>& values,
+  bool marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
+                        std::vector<void*>& values,
                         class Marshaler& m, Arena& arena, std::string& error) const;
 
   Library* lib_ = nullptr;
@@ -70,7 +78,10 @@ class Plan {
   const TypeRegistry* reg_ = nullptr;
   void* symbol_ = nullptr;
   ffi_cif cif_{};
-  std::vector<ffi_type*> atypes_;
+  std::vector<ffi_type*> atypes_;     // one per parameter
+  std::vector<TypeId> value_types_;   // what each parameter passes by value (ptr kinds: the pointer)
+  std::vector<LoweredArg> lowered_;   // empty unless an argument is split (abi.hpp)
+  std::vector<ffi_type*> lowered_types_;
   std::vector<Step> steps_;
   std::size_t host_count_ = 0;
   Releaser ret_free_;

@@ -1,0 +1,52 @@
+// marshal: the typed C++ API (the parts that are not templates).
+#include "marshal/marshal.hpp"
+
+namespace marshal {
+
+library::library(const std::string& typemap_path) : state_(std::make_shared<detail::State>()) {
+  state_->ctx = std::make_unique<Context>();
+  LoadResult r = state_->ctx->load_file(typemap_path);
+  if (!r.ok()) {
+    std::string all;
+    for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e.text();
+    throw error(all);
+  }
+  state_->typemap = r.typemap;
+  std::string err;
+  state_->lib = Library::open(*state_->ctx, *r.typemap, err);
+  if (!state_->lib) throw error(err);
+}
+
+Context& library::context() { return *state_->ctx; }
+const Typemap& library::typemap() const { return *state_->typemap; }
+
+const Plan* library::plan_of(const std::string& name) const {
+  std::string err;
+  const Plan* plan = state_->lib->bind(name, err);
+  if (!plan) throw error(err);
+  return plan;
+}
+
+plain_library::plain_library(const std::string& file) : state_(std::make_shared<detail::State>()) {
+  std::string err;
+  state_->so = SharedLibrary::open_file(file, err);
+  if (!state_->so) throw error("cannot load library '" + file + "': " + err);
+}
+
+void* plain_library::symbol_of(const std::string& name) const {
+  std::string err;
+  void* p = state_->so->symbol(name, "", err);
+  if (!p) throw error(err);
+  return p;
+}
+
+const ffi_cif* plain_library::prepare(ffi_type* r, std::size_t n, ffi_type** args) const {
+  std::lock_guard lock(state_->mutex);
+  auto& types = state_->arg_types.emplace_back(args, args + n);
+  ffi_cif& cif = state_->cifs.emplace_back();
+  if (ffi_prep_cif(&cif, FFI_DEFAULT_ABI, static_cast<unsigned>(n), r, types.data()) != FFI_OK)
+    throw error("libffi cannot prepare this signature");
+  return &cif;
+}
+
+}  // namespace marshal
