@@ -179,6 +179,27 @@ TEST_SUITE("c-api") {
     CHECK(marshal_value_kind(nullptr) == MARSHAL_NULL);
   }
 
+  TEST_CASE("the C API passes the same bytes as a direct call (checksum)") {
+    Api f("tests/fixtures/pinvoke.json");
+    const int32_t v[] = {5, -6, 7};
+    const uint64_t direct = checksum_args(-7, 2.5, Point{1, 2}, v, 3, "bytes", MixBD{9, -1.5});
+    marshal_value* point = nullptr;
+    marshal_value* list = nullptr;
+    marshal_value* mix = nullptr;
+    REQUIRE(marshal_value_from_json(R"({"x": 1, "y": 2})", &point) == MARSHAL_OK);
+    REQUIRE(marshal_value_from_json("[5, -6, 7]", &list) == MARSHAL_OK);
+    REQUIRE(marshal_value_from_json(R"({"tag": 9, "v": -1.5})", &mix) == MARSHAL_OK);
+    marshal_value* args[7] = {marshal_value_int64(-7), marshal_value_double(2.5), point, list, marshal_value_uint64(3),
+                              marshal_value_string("bytes", 5), mix};
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_function_call(f.fn("checksum_args"), args, 7, &r) == MARSHAL_OK);
+    uint64_t sum = 0;
+    REQUIRE(marshal_value_get_uint64(marshal_result_return(r), &sum) == MARSHAL_OK);
+    CHECK(sum == direct);
+    marshal_result_release(r);
+    for (auto* a : args) marshal_value_release(a);
+  }
+
   TEST_CASE("a struct out parameter and errno through the C API") {
     Api f("tests/fixtures/pinvoke.json");
     marshal_result* r = nullptr;

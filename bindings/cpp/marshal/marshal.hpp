@@ -166,6 +166,7 @@ inline TypeId value_type(const TypeRegistry& reg, TypeId t) {
 }
 
 template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v) {
+  if (reg.get(t).kind == Kind::ptr) return to_value(reg, reg.get(t).ref, v);  // the engine allocates the pointee
   const TypeDesc& d = reg.get(t);
   if constexpr (is_optional<T>::value) {
     return v ? to_value(reg, t, *v) : Value();
@@ -210,6 +211,7 @@ template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v)
 }
 
 template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& v) {
+  if (reg.get(t).kind == Kind::ptr && !std::is_same_v<T, address>) return from_value<T>(reg, reg.get(t).ref, v);
   const TypeDesc& d = reg.get(t);
   auto integer = [&]() -> std::int64_t {
     if (v.is<std::int64_t>()) return v.as<std::int64_t>();
@@ -293,6 +295,8 @@ template <class T> std::string cpp_name() {
 
 // Returns "" when T can stand for the typemap type t, else why not.
 template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
+  if constexpr (!std::is_same_v<T, address> && !std::is_void_v<T>)
+    if (reg.get(t).kind == Kind::ptr && !blittable<T>()) return mismatch<T>(reg, reg.get(t).ref);
   const TypeDesc& d = reg.get(t);
   auto no = [&] { return "C++ type " + cpp_name<T>() + " does not match typemap type " + reg.spell(t); };
   if constexpr (std::is_void_v<T>) {
@@ -324,7 +328,12 @@ template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
       return no();
     return mismatch<typename T::value_type>(reg, d.ref);
   } else if constexpr (is_record_v<T>) {
-    if ((d.kind != Kind::struct_ && d.kind != Kind::union_) || d.size != sizeof(T) || d.align != alignof(T)) return no();
+    // A blittable C++ struct is the native struct: same size, alignment and
+    // offsets. Any other (std::string, std::vector fields) is converted field by
+    // field, matched by position and type.
+    constexpr bool same_bits = blittable<T>();
+    if (d.kind != Kind::struct_ && d.kind != Kind::union_) return no();
+    if (same_bits && (d.size != sizeof(T) || d.align != alignof(T))) return no();
     const auto& fields = d.as<RecordInfo>().fields;
     std::vector<const Field*> real;
     for (const Field& f : fields)
@@ -338,7 +347,7 @@ template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
       const Field& tf = *real[i];
       const auto offset = static_cast<std::size_t>(reinterpret_cast<const char*>(&f) - reinterpret_cast<const char*>(&probe));
       if (why.empty() && tf.is_bitfield) why = "field '" + tf.name + "' is a bitfield, which C++ reflection cannot see";
-      if (why.empty() && offset != tf.offset)
+      if (why.empty() && same_bits && offset != tf.offset)
         why = "field '" + tf.name + "' is at offset " + std::to_string(offset) + " in C++ but " + std::to_string(tf.offset) + " in the typemap";
       if (why.empty()) {
         std::string inner = mismatch<F>(reg, tf.type);

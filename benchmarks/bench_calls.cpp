@@ -1,0 +1,227 @@
+// marshal benchmarks: scenario x implementation, each figure a ratio to a direct
+// C call measured in the same run. Scenarios: add_i32(a, b) and vec2_add(Vec2,
+// Vec2) by value, from the fixture library. Implementations: direct C, raw
+// libffi (prepared CIF), the typed C++ fast path, dynamic values, the C API.
+// Usage: bench-calls [--iterations N] [--repetitions R]. Prints a table with the
+// median ns per call of R repetitions, the spread, and the ratios.
+#include "fixtures/pinvoke.h"
+#include "marshal.h"
+#include "marshal/marshal.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace {
+
+volatile double sink;
+
+struct Stat { double median, low, high; };
+
+Stat measure(long iterations, int reps, const std::function<double(long)>& body) {
+  body(std::max(1L, iterations / 20));  // warm up
+  std::vector<double> ns;
+  for (int r = 0; r < reps; ++r) {
+    auto t0 = std::chrono::steady_clock::now();
+    sink = body(iterations);
+    auto t1 = std::chrono::steady_clock::now();
+    ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(iterations));
+  }
+  std::sort(ns.begin(), ns.end());
+  return {ns[ns.size() / 2], ns.front(), ns.back()};
+}
+
+struct V2 { double x, y; };
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  long iterations = 2000000;
+  int reps = 5;
+  std::string root = ".";
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atol(argv[++i]);
+    else if (!std::strcmp(argv[i], "--repetitions") && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (!std::strcmp(argv[i], "--root") && i + 1 < argc) root = argv[++i];
+  }
+  const std::string typemap = root + "/tests/fixtures/pinvoke.json";
+
+  // Each implementation checks its result once, then consumes every result.
+  int failures = 0;
+  auto expect = [&](bool ok, const char* what) {
+    if (!ok) { std::fprintf(stderr, "wrong result: %s\n", what); ++failures; }
+  };
+
+  // raw libffi
+  ffi_cif cif_add, cif_vec;
+  ffi_type* add_args[] = {&ffi_type_sint32, &ffi_type_sint32};
+  ffi_prep_cif(&cif_add, FFI_DEFAULT_ABI, 2, &ffi_type_sint32, add_args);
+  ffi_type* v2_elems[] = {&ffi_type_double, &ffi_type_double, nullptr};
+  ffi_type v2_type{0, 0, FFI_TYPE_STRUCT, v2_elems};
+  ffi_type* vec_args[] = {&v2_type, &v2_type};
+  ffi_prep_cif(&cif_vec, FFI_DEFAULT_ABI, 2, &v2_type, vec_args);
+
+  // marshal: typed, dynamic, C API
+  marshal::library lib(typemap);
+  auto typed_add = lib.function<int32_t(int32_t, int32_t)>("add_i32");
+  auto typed_vec = lib.function<V2(V2, V2)>("add_vec2");
+  marshal::Context ctx;
+  marshal::LoadResult lr = ctx.load_file(typemap);
+  std::string err;
+  auto dyn_lib = marshal::Library::open(ctx, *lr.typemap, err);
+  const marshal::Plan* dyn_add = dyn_lib->bind("add_i32", err);
+  const marshal::Plan* dyn_vec = dyn_lib->bind("add_vec2", err);
+  marshal_context* cctx = nullptr;
+  marshal_typemap* ctm = nullptr;
+  marshal_library* clib = nullptr;
+  marshal_function *c_add = nullptr, *c_vec = nullptr;
+  marshal_context_create(&cctx);
+  marshal_typemap_load(cctx, typemap.c_str(), &ctm);
+  marshal_library_open(ctm, &clib);
+  marshal_library_function(clib, "add_i32", &c_add);
+  marshal_library_function(clib, "add_vec2", &c_vec);
+
+  struct Row { const char* scenario; const char* impl; Stat s; };
+  std::vector<Row> rows;
+
+  // ---- add_i32 ----
+  rows.push_back({"add_i32", "direct C", measure(iterations, reps, [](long n) {
+    int64_t t = 0;
+    for (long i = 0; i < n; ++i) t += add_i32(static_cast<int32_t>(i), 3);
+    return static_cast<double>(t);
+  })});
+  {
+    int32_t a = 1, b = 2;
+    ffi_arg r;
+    void* av[] = {&a, &b};
+    ffi_call(&cif_add, FFI_FN(add_i32), &r, av);
+    expect(static_cast<int32_t>(r) == 3, "raw libffi add_i32");
+  }
+  rows.push_back({"add_i32", "raw libffi", measure(iterations, reps, [&](long n) {
+    int64_t t = 0;
+    for (long i = 0; i < n; ++i) {
+      int32_t a = static_cast<int32_t>(i), b = 3;
+      ffi_arg r;
+      void* av[] = {&a, &b};
+      ffi_call(&cif_add, FFI_FN(add_i32), &r, av);
+      t += static_cast<int32_t>(r);
+    }
+    return static_cast<double>(t);
+  })});
+  expect(typed_add(1, 2) == 3, "typed add_i32");
+  rows.push_back({"add_i32", "marshal typed C++", measure(iterations, reps, [&](long n) {
+    int64_t t = 0;
+    for (long i = 0; i < n; ++i) t += typed_add(static_cast<int32_t>(i), 3);
+    return static_cast<double>(t);
+  })});
+  {
+    marshal::CallResult r;
+    std::vector<marshal::Value> args{1, 2};
+    expect(dyn_add->call(args, r, err) && r.ret.as<std::int64_t>() == 3, "dynamic add_i32");
+  }
+  const long slow_n = std::max(1L, iterations / 10);
+  rows.push_back({"add_i32", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
+    int64_t t = 0;
+    std::vector<marshal::Value> args{0, 3};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) {
+      args[0] = marshal::Value(static_cast<std::int64_t>(i));
+      r.out.clear();
+      dyn_add->call(args, r, err);
+      t += r.ret.as<std::int64_t>();
+    }
+    return static_cast<double>(t);
+  })});
+  rows.push_back({"add_i32", "marshal C API", measure(slow_n, reps, [&](long n) {
+    int64_t t = 0;
+    marshal_value* three = marshal_value_int64(3);
+    for (long i = 0; i < n; ++i) {
+      marshal_value* a = marshal_value_int64(i);
+      marshal_value* args[] = {a, three};
+      marshal_result* r = nullptr;
+      marshal_function_call(c_add, args, 2, &r);
+      int64_t v = 0;
+      marshal_value_get_int64(marshal_result_return(r), &v);
+      t += v;
+      marshal_result_release(r);
+      marshal_value_release(a);
+    }
+    marshal_value_release(three);
+    return static_cast<double>(t);
+  })});
+
+  // ---- vec2_add by value ----
+  rows.push_back({"vec2_add", "direct C", measure(iterations, reps, [](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += add_vec2(Vec2{static_cast<double>(i), 1}, Vec2{2, 3}).x;
+    return t;
+  })});
+  rows.push_back({"vec2_add", "raw libffi", measure(iterations, reps, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) {
+      Vec2 a{static_cast<double>(i), 1}, b{2, 3}, r;
+      void* av[] = {&a, &b};
+      ffi_call(&cif_vec, FFI_FN(add_vec2), &r, av);
+      t += r.x;
+    }
+    return t;
+  })});
+  expect(typed_vec({1, 2}, {3, 4}).y == 6, "typed vec2_add");
+  rows.push_back({"vec2_add", "marshal typed C++", measure(iterations, reps, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += typed_vec({static_cast<double>(i), 1}, {2, 3}).x;
+    return t;
+  })});
+  rows.push_back({"vec2_add", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
+    double t = 0;
+    marshal::Record a{{"x", 0.0}, {"y", 1.0}}, b{{"x", 2.0}, {"y", 3.0}};
+    std::vector<marshal::Value> args{a, b};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) {
+      args[0].as<marshal::Record>()[0].second = marshal::Value(static_cast<double>(i));
+      r.out.clear();
+      dyn_vec->call(args, r, err);
+      t += r.ret.field("x")->as<double>();
+    }
+    return t;
+  })});
+  rows.push_back({"vec2_add", "marshal C API", measure(slow_n, reps, [&](long n) {
+    double t = 0;
+    marshal_value *a = nullptr, *b = nullptr;
+    marshal_value_from_json(R"({"x": 1.0, "y": 1.0})", &a);
+    marshal_value_from_json(R"({"x": 2.0, "y": 3.0})", &b);
+    marshal_value* args[] = {a, b};
+    for (long i = 0; i < n; ++i) {
+      marshal_result* r = nullptr;
+      marshal_function_call(c_vec, args, 2, &r);
+      double x = 0;
+      marshal_value_get_double(marshal_record_get(marshal_result_return(r), "x"), &x);
+      t += x;
+      marshal_result_release(r);
+    }
+    marshal_value_release(a);
+    marshal_value_release(b);
+    return t;
+  })});
+
+  std::printf("%-10s %-24s %10s %14s %8s %10s\n", "scenario", "implementation", "ns/call", "spread (min-max)",
+              "x direct", "x libffi");
+  for (const Row& r : rows) {
+    double direct = 0, ffi = 0;
+    for (const Row& q : rows)
+      if (!std::strcmp(q.scenario, r.scenario)) {
+        if (!std::strcmp(q.impl, "direct C")) direct = q.s.median;
+        if (!std::strcmp(q.impl, "raw libffi")) ffi = q.s.median;
+      }
+    std::printf("%-10s %-24s %10.1f %6.1f-%-7.1f %8.2f %10.2f\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
+                r.s.median / direct, r.s.median / ffi);
+  }
+  marshal_library_release(clib);
+  marshal_context_release(cctx);
+  return failures == 0 ? 0 : 1;
+}

@@ -1,0 +1,163 @@
+// marshal tests: the typed C++ API (bindings/cpp/marshal/marshal.hpp).
+// Fast path for blittable signatures, the engine path for the rest, signature
+// checks against the typemap at bind time, plain libraries without a typemap,
+// and conformance: the typed, dynamic and C APIs pass the same bytes.
+#include <doctest/doctest.h>
+
+#include "call_support.hpp"
+#include "fixtures/pinvoke.h"
+#include "marshal/marshal.hpp"
+
+#include <cmath>
+#include <cstring>
+
+using namespace marshal::test;
+
+namespace {
+const std::string fixture = marshal::test::source_path("tests/fixtures/pinvoke.json");
+
+struct P { int32_t x, y; };                  // matches Point
+struct V2 { double x, y; };                  // matches Vec2
+struct BD { uint8_t tag; double v; };        // matches MixBD
+struct Big { std::array<uint8_t, 100> data; };  // matches Big100
+struct H { uint32_t cb; std::string name; int32_t n; std::vector<int32_t> items; };
+enum class Col : uint32_t { red, green, blue };
+}  // namespace
+
+TEST_SUITE("cpp-api") {
+  TEST_CASE("blittable signatures take the fast path and match direct calls") {
+    marshal::library lib(fixture);
+    auto add = lib.function<int32_t(int32_t, int32_t)>("add_i32");
+    static_assert(decltype(add)::fast);
+    CHECK(add(2, 40) == add_i32(2, 40));
+    CHECK(add(INT32_MAX, 1) == add_i32(INT32_MAX, 1));
+    CHECK(lib.function<int8_t(int8_t)>("echo_i8")(-100) == -100);          // widened small returns
+    CHECK(lib.function<uint16_t(uint16_t)>("echo_u16")(65535) == 65535);
+    CHECK(lib.function<double(int8_t, double, int16_t, float, int64_t)>("add_mixed")(-3, 1.25, 300, 0.5f, 1ll << 40) ==
+          add_mixed(-3, 1.25, 300, 0.5f, 1ll << 40));
+    auto vadd = lib.function<V2(V2, V2)>("add_vec2");
+    static_assert(decltype(vadd)::fast);
+    V2 r = vadd({1.5, 2}, {0.25, -4});
+    Vec2 d = add_vec2({1.5, 2}, {0.25, -4});
+    CHECK(r.x == d.x);
+    CHECK(r.y == d.y);
+    Big b{};
+    for (int i = 0; i < 100; ++i) b.data[i] = static_cast<uint8_t>(i);
+    Big100 db;
+    std::memcpy(db.data, b.data.data(), 100);
+    CHECK(lib.function<uint32_t(Big)>("sum_in_big100")(b) == sum_in_big100(db));
+    Big e = lib.function<Big(Big)>("echo_big100")(b);
+    Big100 de = echo_big100(db);
+    CHECK(std::memcmp(e.data.data(), de.data, 100) == 0);
+    CHECK(lib.function<int64_t(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                               int64_t, int64_t)>("spill12_i64")(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12) ==
+          spill12_i64(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12));
+    CHECK(lib.function<Col(Col)>("next_color")(Col::blue) == Col::red);
+  }
+
+  TEST_CASE("strings, vectors, spans, optionals, out and inout go through the engine") {
+    marshal::library lib(fixture);
+    auto len = lib.function<size_t(std::string)>("len_in_utf8");
+    static_assert(!decltype(len)::fast);
+    CHECK(len("h\xc3\xa9llo") == 6);
+    CHECK(lib.function<size_t(std::u16string)>("len_in_utf16")(u"h\u00e9llo \U0001F600") == 8);
+    CHECK(lib.function<size_t(std::u32string)>("len_in_utf32")(U"h\u00e9llo \U0001F600") == 7);
+    CHECK(lib.function<size_t(std::wstring)>("len_in_wchar")(L"h\u00e9llo") == 5);
+    std::vector<int32_t> v{1, 2, 3, 400};
+    CHECK(lib.function<int64_t(std::vector<int32_t>, size_t)>("sum_in_i32_array")(v, v.size()) == sum_in_i32_array(v.data(), 4));
+    CHECK(lib.function<int64_t(std::span<const int32_t>, size_t)>("sum_in_i32_array")(v, 2) == 3);
+    std::vector<P> pts{{1, 2}, {3, 4}};
+    const Point dpts[] = {{1, 2}, {3, 4}};
+    CHECK(lib.function<int64_t(std::vector<P>, size_t)>("sum_in_point_array")(pts, 2) == sum_in_point_array(dpts, 2));
+    auto maybe = lib.function<int32_t(std::optional<int32_t>)>("maybe_null_in_i32");
+    CHECK(maybe(std::nullopt) == -1);
+    CHECK(maybe(7) == 7);
+    int32_t got = 0;
+    lib.function<void(marshal::out<int32_t>)>("get_out_i32")(got);
+    CHECK(got == 4242);
+    int64_t counter = 41;
+    lib.function<void(marshal::inout<int64_t>)>("incr_inout_i64")(counter);
+    CHECK(counter == 42);
+    P p{7, 9};
+    lib.function<void(marshal::inout<P>, int32_t)>("scale_inout_point")(p, 3);
+    CHECK(p.x == 21);
+    CHECK(p.y == 27);
+    std::vector<int32_t> filled;
+    lib.function<void(marshal::out<std::vector<int32_t>>, size_t)>("fill_out_i32_array")(filled, 4);
+    int32_t direct[4];
+    fill_out_i32_array(direct, 4);
+    CHECK(filled == std::vector<int32_t>(direct, direct + 4));
+    std::string reversed;
+    lib.function<size_t(std::string, marshal::out<std::string>, size_t)>("reverse_out_utf8")("marshal", reversed, 32);
+    CHECK(reversed == "lahsram");
+    CHECK(lib.function<std::string(std::string)>("dup_ret_utf8")("owned") == "owned");
+    H h;
+    lib.function<void(marshal::out<H>)>("fill_out_header")(h);
+    CHECK(h.name == "filled");
+    CHECK(h.items == std::vector<int32_t>{7, 8, 9});
+    CHECK(lib.function<bool(bool)>("not_cbool")(false));  // bool is fine with a typemap (cbool there)
+  }
+
+  TEST_CASE("a C++ signature that contradicts the typemap is an error naming the parameter and both types") {
+    marshal::library lib(fixture);
+    auto message = [&](auto bind) {
+      try {
+        bind();
+      } catch (const marshal::error& e) {
+        return std::string(e.what());
+      }
+      return std::string("no error");
+    };
+    CHECK(message([&] { lib.function<int32_t(int64_t, int32_t)>("add_i32"); })
+              .find("add_i32: parameter 0 'a': C++ type int64_t does not match typemap type int32") != std::string::npos);
+    CHECK(message([&] { lib.function<int32_t(int32_t)>("add_i32"); }).find("the C++ signature has 1 parameters, the typemap 2") !=
+          std::string::npos);
+    CHECK(message([&] { lib.function<int64_t(int32_t, int32_t)>("add_i32"); })
+              .find("return: C++ type int64_t does not match typemap type int32") != std::string::npos);
+    CHECK(message([&] { lib.function<void(int32_t)>("get_out_i32"); })
+              .find("parameter 0 'out': the typemap says out, the C++ signature in") != std::string::npos);
+    CHECK(message([&] { lib.function<int32_t(BD)>("sum_in_point"); })
+              .find("C++ type struct of 2 fields (16 bytes) does not match typemap type Point") != std::string::npos);
+    struct Swapped { int32_t y; int64_t x; };
+    CHECK(message([&] { lib.function<int32_t(Swapped)>("sum_in_point"); }).find("does not match typemap type Point") != std::string::npos);
+    CHECK(message([&] { lib.function<int32_t(std::string)>("echo_i32"); })
+              .find("C++ type std::string does not match typemap type int32") != std::string::npos);
+    CHECK(message([&] { lib.function<int(int)>("no_such_function"); }).find("no function 'no_such_function'") != std::string::npos);
+    CHECK(message([&] { lib.function<int64_t(int32_t)>("sum_var_i32"); }).find("variadic") != std::string::npos);
+  }
+
+  TEST_CASE("errors at call time surface as marshal::error, nothing runs") {
+    marshal::library lib(fixture);
+    auto f = lib.function<size_t(std::string)>("len_in_utf8");
+    CHECK_THROWS_WITH_AS(f(std::string("a\0b", 3)), doctest::Contains("NUL character at byte 1"), marshal::error);
+    auto sum = lib.function<int64_t(std::vector<int32_t>, size_t)>("sum_in_i32_array");
+    CHECK_THROWS_WITH_AS(sum({1}, 3), doctest::Contains("the array has 1 elements but its count is 3"), marshal::error);
+  }
+
+  TEST_CASE("a plain library without a typemap: blittable signatures") {
+    marshal::plain_library m("libm.so.6");
+    auto cos = m.function<double(double)>("cos");
+    CHECK(cos(0.5) == std::cos(0.5));
+    CHECK(m.function<double(double, double)>("pow")(2.0, 10.0) == 1024.0);
+    marshal::plain_library fx("libmarshal_fixture.so");
+    CHECK(fx.function<P(int32_t, int32_t)>("make_ret_point")(3, -4).y == -4);
+    CHECK(fx.function<V2(V2, V2)>("add_vec2")({1, 2}, {3, 4}).y == 6);
+    CHECK_THROWS_WITH_AS(m.function<double(double)>("no_such_symbol"), doctest::Contains("no_such_symbol"), marshal::error);
+    CHECK_THROWS_AS(marshal::plain_library("libnothere.so.3"), marshal::error);
+  }
+
+  TEST_CASE("the typed, dynamic and C APIs make byte-identical native calls") {
+    const int32_t v[] = {5, -6, 7};
+    const uint64_t direct = checksum_args(-7, 2.5, Point{1, 2}, v, 3, "bytes", MixBD{9, -1.5});
+    marshal::library lib(fixture);
+    auto typed = lib.function<uint64_t(int8_t, double, P, std::vector<int32_t>, size_t, std::string, BD)>("checksum_args");
+    CHECK(typed(-7, 2.5, {1, 2}, {5, -6, 7}, 3, "bytes", {9, -1.5}) == direct);
+    Bound dyn("tests/fixtures/pinvoke.json");
+    CHECK(dyn.call("checksum_args", {-7, 2.5, marshal::Value(rec({{"x", 1}, {"y", 2}})), marshal::List{5, -6, 7}, 3, "bytes",
+                                     marshal::Value(rec({{"tag", 9}, {"v", -1.5}}))})
+              .ret.as<uint64_t>() == direct);
+    // The C API is tested through libmarshal_c in unit-c-api.cpp (same export, same check).
+    auto add = lib.function<int32_t(int32_t, int32_t)>("add_i32");
+    CHECK(add(-5, 9) == dyn.call("add_i32", {-5, 9}).ret.as<int64_t>());
+  }
+}
