@@ -8,8 +8,21 @@
 #include "fixtures/pinvoke.h"
 #include "marshal/marshal.hpp"
 
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
+
+// Counts every allocation of this test program, to prove the fast path makes none.
+static std::atomic<long> allocations{0};
+void* operator new(std::size_t n) {
+  allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 using namespace marshal::test;
 
@@ -53,6 +66,22 @@ TEST_SUITE("cpp-api") {
                                int64_t, int64_t)>("spill12_i64")(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12) ==
           spill12_i64(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12));
     CHECK(lib.function<Col(Col)>("next_color")(Col::blue) == Col::red);
+  }
+
+  TEST_CASE("the fast path converts nothing and allocates nothing") {
+    marshal::library lib(fixture);
+    auto add = lib.function<int32_t(int32_t, int32_t)>("add_i32");
+    auto vadd = lib.function<V2(V2, V2)>("add_vec2");
+    long sum = 0;
+    const long before = allocations.load();
+    for (int i = 0; i < 1000; ++i) sum += add(i, 1) + static_cast<long>(vadd({1.0 * i, 0}, {1, 1}).x);
+    CHECK(allocations.load() == before);
+    CHECK(sum == 999 * 1000 / 2 + 1000 + 999 * 1000 / 2 + 1000);
+    // The engine path, for contrast, does allocate (host values).
+    auto len = lib.function<size_t(std::string)>("len_in_utf8");
+    const long mid = allocations.load();
+    CHECK(len("a string long enough to leave the small-string buffer") == 53);
+    CHECK(allocations.load() > mid);
   }
 
   TEST_CASE("strings, vectors, spans, optionals, out and inout go through the engine") {
