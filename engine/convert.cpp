@@ -342,7 +342,12 @@ bool Marshaler::array_to_host(TypeId array, const void* data, const Ctx& c, Valu
     if (count(a.count, c, cap) && n > cap)
       return fail("the callee reports " + std::to_string(n) + " elements written into a buffer of " + std::to_string(cap));
   }
-  if (e.kind == Kind::integer && e.size == 1 && !e.has(flag_signed)) {
+  return elements_to_host(d.ref, mem, n, c, out);
+}
+
+bool Marshaler::elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out) {
+  const TypeDesc& e = reg_.get(elem);
+  if (e.kind == Kind::integer && e.size == 1 && !e.has(flag_signed)) {  // uint8 comes back as bytes
     const auto* p = reinterpret_cast<const std::uint8_t*>(mem);
     out = Value(Bytes{std::vector<std::uint8_t>(p, p + n)});
     return true;
@@ -353,7 +358,7 @@ bool Marshaler::array_to_host(TypeId array, const void* data, const Ctx& c, Valu
   ec.frame = c.frame;
   for (std::uint64_t i = 0; i < n; ++i) {
     Value item;
-    if (!to_host(d.ref, mem + i * e.size, item, ec)) return prefix("element " + std::to_string(i));
+    if (!to_host(elem, mem + i * e.size, item, ec)) return prefix("element " + std::to_string(i));
     items.push_back(std::move(item));
   }
   out = Value(std::move(items));
@@ -680,26 +685,10 @@ bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
       }
       return string_to_host(s, p, max, c, out);
     }
-    case Kind::array: {
-      const TypeDesc& e = reg_.get(d.ref);
+    case Kind::array: {  // inline storage
       std::uint64_t n = 0;
       if (!count(d.as<ArrayInfo>().count, c, n)) return false;
-      if (e.kind == Kind::integer && e.size == 1 && !e.has(flag_signed)) {
-        const auto* p = reinterpret_cast<const std::uint8_t*>(src);
-        out = Value(Bytes{std::vector<std::uint8_t>(p, p + n)});
-        return true;
-      }
-      List items;
-      items.reserve(n);
-      Ctx ec;
-      ec.frame = c.frame;
-      for (std::uint64_t i = 0; i < n; ++i) {
-        Value item;
-        if (!to_host(d.ref, src + i * e.size, item, ec)) return prefix("element " + std::to_string(i));
-        items.push_back(std::move(item));
-      }
-      out = Value(std::move(items));
-      return true;
+      return elements_to_host(d.ref, src, n, c, out);
     }
     case Kind::struct_: case Kind::union_:
       // A union reads back as every member: the host knows which one is live.

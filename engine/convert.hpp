@@ -68,6 +68,7 @@ class Marshaler {
     return false;
   }
   bool record_to_native(const TypeDesc& d, const Value& v, std::byte* dst, const Ctx& c);
+  bool elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out);
   bool record_to_host(const TypeDesc& d, const std::byte* src, Value& out, const Ctx& c);
 
   const TypeRegistry& reg_;

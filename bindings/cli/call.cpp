@@ -33,13 +33,10 @@ int cmd_call(const Args& args) {
     return 2;
   }
   Context ctx;
-  LoadResult r = ctx.load_file(args[0]);
-  if (!r.ok()) {
-    std::fprintf(stderr, "%s\n", r.errors.front().text().c_str());
-    return 1;
-  }
+  const Typemap* tm = load_or_report(ctx, args[0], false);  // one line on stderr, as documented
+  if (!tm) return 1;
   std::string error;
-  auto lib = Library::open(ctx, *r.typemap, error);
+  auto lib = Library::open(ctx, *tm, error);
   if (!lib) {
     std::fprintf(stderr, "%s\n", error.c_str());
     return 1;

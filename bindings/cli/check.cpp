@@ -57,13 +57,12 @@ int cmd_check(const Args& args) {
       std::printf("%s: skipped: a JSON Schema, not a typemap\n", path.c_str());
       continue;
     }
-    LoadResult r = ctx.load_file(path);
-    if (!r.ok()) {
-      for (const Diagnostic& d : r.errors) std::fprintf(stderr, "%s\n", d.text().c_str());
+    const Typemap* loaded = load_or_report(ctx, path, true);
+    if (!loaded) {
       status = 1;
       continue;
     }
-    const Typemap& tm = *r.typemap;
+    const Typemap& tm = *loaded;
     if (resolve && tm.library.present) {
       std::string error;
       auto lib = Library::open(ctx, tm, error);

@@ -58,16 +58,13 @@ int cmd_layout(const Args& args) {
     return 2;
   }
   Context ctx;
-  LoadResult r = ctx.load_file(args[0]);
-  if (!r.ok()) {
-    for (const Diagnostic& d : r.errors) std::fprintf(stderr, "%s\n", d.text().c_str());
-    return 1;
-  }
+  const Typemap* tm = load_or_report(ctx, args[0], true);
+  if (!tm) return 1;
   const TypeRegistry& reg = ctx.types();
-  TypeId id = r.typemap->find_type(args[1]);
+  TypeId id = tm->find_type(args[1]);
   if (id == no_type) {
     std::string names;
-    for (const auto& [n, t] : r.typemap->types)
+    for (const auto& [n, t] : tm->types)
       if (reg.get(t).kind == Kind::struct_ || reg.get(t).kind == Kind::union_) names += (names.empty() ? "" : ", ") + n;
     std::fprintf(stderr, "marshal layout: %s: no type '%s' (structs and unions: %s)\n", args[0].c_str(),
                  args[1].c_str(), names.empty() ? "none" : names.c_str());

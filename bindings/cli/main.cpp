@@ -34,6 +34,16 @@ void usage(std::FILE* out) {
 
 }  // namespace
 
+const marshal::Typemap* marshal::cli::load_or_report(Context& ctx, const std::string& path, bool all_errors) {
+  LoadResult r = ctx.load_file(path);
+  if (r.ok()) return r.typemap;
+  for (const Diagnostic& d : r.errors) {
+    std::fprintf(stderr, "%s\n", d.text().c_str());
+    if (!all_errors) break;
+  }
+  return nullptr;
+}
+
 bool marshal::cli::wants_help(const Args& args) {
   for (const auto& a : args)
     if (a == "--help" || a == "-h") return true;

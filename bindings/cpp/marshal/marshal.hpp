@@ -38,24 +38,19 @@ class error : public std::runtime_error {
 // read before the call, inout<T> is; both are assigned after it. A signature
 // says int(marshal::out<std::vector<uint8_t>>, ...) and a call passes the
 // variable itself: f(buffer, ...).
-template <class T> class out {
+namespace detail {
+template <class T, bool ReadFirst> class written {
  public:
   using type = T;
-  out(T& target) : target_(&target) {}
+  written(T& target) : target_(&target) {}
   T& get() const { return *target_; }
 
  private:
   T* target_;
 };
-template <class T> class inout {
- public:
-  using type = T;
-  inout(T& target) : target_(&target) {}
-  T& get() const { return *target_; }
-
- private:
-  T* target_;
-};
+}  // namespace detail
+template <class T> using out = detail::written<T, false>;
+template <class T> using inout = detail::written<T, true>;
 // An opaque address (C void*), explicit because a raw pointer is ambiguous.
 struct address { std::uintptr_t value = 0; };
 
@@ -70,9 +65,9 @@ template <class U, std::size_t E> struct is_span<std::span<U, E>> : std::true_ty
 template <class T> struct is_optional : std::false_type {};
 template <class U> struct is_optional<std::optional<U>> : std::true_type {};
 template <class T> struct is_out : std::false_type {};
-template <class U> struct is_out<out<U>> : std::true_type {};
+template <class U> struct is_out<written<U, false>> : std::true_type {};
 template <class T> struct is_inout : std::false_type {};
-template <class U> struct is_inout<inout<U>> : std::true_type {};
+template <class U> struct is_inout<written<U, true>> : std::true_type {};
 template <class T> inline constexpr bool is_string_v =
     std::is_same_v<T, std::string> || std::is_same_v<T, std::u16string> || std::is_same_v<T, std::u32string> ||
     std::is_same_v<T, std::wstring>;
