@@ -1,6 +1,7 @@
 // marshal engine: marshalers, one case per kind in each direction.
 #include "convert.hpp"
 
+#include "callback.hpp"
 #include "handles.hpp"
 #include "strings.hpp"
 
@@ -602,8 +603,32 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
     }
     case Kind::struct_: case Kind::union_:
       return record_to_native(d, v, dst, c);
-    case Kind::callback:
-      return fail("callback arguments need the callbacks part of the engine, which this version does not have");
+    case Kind::callback: {
+      const CallbackInfo& info = d.as<CallbackInfo>();
+      void* code = nullptr;
+      if (v.is_null()) {
+        if (!c.nullable) return fail("null is not allowed here (not nullable)");
+      } else if (v.is<std::shared_ptr<Callback>>()) {
+        const Callback& cb = *v.as<std::shared_ptr<Callback>>();
+        if (cb.name() != info.sig->name) return fail("a callback of '" + cb.name() + "' given for '" + info.sig->name + "'");
+        if (!cb.active()) return fail("callback '" + cb.name() + "' was already released");
+        code = cb.code();
+      } else if (v.is<std::shared_ptr<HostFunction>>()) {
+        if (info.scope == Scope::registered)
+          return fail("a registered callback outlives the call: create it with Library::callback() and release it "
+                      "when native code is done with it");
+        if (!callbacks || !call_scoped) return fail("callbacks are not available here");
+        std::string why;
+        auto cb = callbacks->acquire(*info.sig, v.as<std::shared_ptr<HostFunction>>(), why);
+        if (!cb) return fail(why);
+        call_scoped->push_back(cb);
+        code = cb->code();
+      } else {
+        return fail("expected a host function for callback '" + info.sig->name + "', got " + v.describe());
+      }
+      std::memcpy(dst, &code, sizeof code);
+      return true;
+    }
     case Kind::interface:
       return fail("interface arguments need the objects part of the engine, which this version does not have");
   }

@@ -16,6 +16,8 @@
 namespace marshal {
 
 class HandleTable;
+class CallbackPool;
+class Callback;
 
 // The parameters of the call being made, for {"param": ...} and {"return": true} counts.
 struct CallFrame {
@@ -57,6 +59,10 @@ class Marshaler {
   bool native_size(TypeId t, const Value& v, std::size_t& out);
 
   std::string error;
+  // Callbacks: where closures come from, and the scope "call" ones this call
+  // activated (the plan deactivates them when the call returns).
+  CallbackPool* callbacks = nullptr;
+  std::vector<std::shared_ptr<Callback>>* call_scoped = nullptr;
 
  private:
   bool fail(std::string message) {

@@ -33,7 +33,21 @@ void Releaser::operator()(std::uint64_t value) const {
 // ---- the library ---------------------------------------------------------------------------
 
 Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary> so)
-    : ctx_(ctx), tm_(tm), so_(std::move(so)), handles_([this](TypeId t) { return handle_releaser(t); }) {}
+    : ctx_(ctx), tm_(tm), so_(std::move(so)), handles_([this](TypeId t) { return handle_releaser(t); }),
+      callbacks_(ctx.types(), ctx.ffi(), &handles_) {}
+
+std::shared_ptr<Callback> Library::callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error) {
+  auto it = tm_.callbacks.find(sig);
+  if (it == tm_.callbacks.end()) {
+    error = tm_.file + ": no callback signature '" + sig + "'";
+    return nullptr;
+  }
+  if (!fn) {
+    error = tm_.file + ": callback '" + sig + "': no host function";
+    return nullptr;
+  }
+  return callbacks_.acquire(it->second, fn, error);
+}
 
 std::shared_ptr<Library> Library::open(Context& ctx, const Typemap& tm, std::string& error) {
   if (!tm.library.present) {
@@ -148,11 +162,10 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
       case Kind::ptr: s.op = Plan::Step::Op::ptr; break;
       case Kind::array: s.op = Plan::Step::Op::array; break;
       case Kind::string: s.op = Plan::Step::Op::string; break;
-      case Kind::callback: case Kind::interface:
-        error = where(i) + std::string(kind_name(d.kind)) + " parameters need the " +
-                (d.kind == Kind::callback ? "callbacks" : "objects") + " part of the engine, which this version does not have";
+      case Kind::interface:
+        error = where(i) + "interface parameters need the objects part of the engine, which this version does not have";
         return nullptr;
-      case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
+      case Kind::callback: case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
       case Kind::struct_: case Kind::union_: case Kind::enum_: case Kind::handle:
         s.op = Plan::Step::Op::value;
         break;
@@ -284,6 +297,14 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   }
   Arena arena;
   Marshaler m(reg, arena, &lib_->handles());
+  // Callbacks of scope "call" live until this call returns, whatever path it takes.
+  std::vector<std::shared_ptr<Callback>> call_scoped;
+  struct ReleaseAtExit {
+    std::vector<std::shared_ptr<Callback>>& list;
+    ~ReleaseAtExit() { for (auto& cb : list) cb->release(); }
+  } release_at_exit{call_scoped};
+  m.callbacks = &lib_->callbacks();
+  m.call_scoped = &call_scoped;
   const Value* host_small[16];
   void* pointee_small[16];
   void* avalue_small[16];
@@ -415,10 +436,18 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   // ---- invoke ----
   const TypeDesc& rd = reg.get(fn.returns);
   void* rvalue = arena.alloc(return_buffer_size(rd), 16);
+  std::string stale;
+  callback_take_error(stale);  // a failure from an earlier call is not this call's
   errno = 0;
   ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(symbol_), rvalue, avalues);
   const int saved_errno = errno;
   if (fn.capture_errno) result.error_number = saved_errno;
+  // A host function that failed inside this call: native code got its on_error
+  // value; now the host caller gets the error.
+  if (std::string failure; callback_take_error(failure)) {
+    error = tm.file + ": " + fn.name + ": " + failure;
+    return false;
+  }
   for (std::size_t i = 0; i < n; ++i)
     if (steps_[i].releases_handle && host[i]->is<std::shared_ptr<HandleBox>>())
       host[i]->as<std::shared_ptr<HandleBox>>()->released = true;

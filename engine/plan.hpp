@@ -6,6 +6,7 @@
 #pragma once
 
 #include "arena.hpp"
+#include "callback.hpp"
 #include "context.hpp"
 #include "handles.hpp"
 #include "library.hpp"
@@ -100,6 +101,9 @@ class Library : public std::enable_shared_from_this<Library> {
   std::vector<std::string> missing_symbols();
 
   const Typemap& typemap() const { return tm_; }
+  // A registered callback of signature `sig` calling fn, active until released.
+  std::shared_ptr<Callback> callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error);
+  CallbackPool& callbacks() { return callbacks_; }
   Context& context() { return ctx_; }
   HandleTable& handles() { return handles_; }
 
@@ -114,6 +118,7 @@ class Library : public std::enable_shared_from_this<Library> {
   const Typemap& tm_;
   std::unique_ptr<SharedLibrary> so_;
   HandleTable handles_;
+  CallbackPool callbacks_;
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Plan>> plans_;
   std::map<std::string, std::unique_ptr<SharedLibrary>> others_;  // "lib!symbol" owners

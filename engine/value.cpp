@@ -30,6 +30,8 @@ std::string Value::describe() const {
     case Type::address: return "an address";
     case Type::handle: return "a handle";
     case Type::native: return "native memory";
+    case Type::function: return "a host function";
+    case Type::callback: return "a callback";
   }
   return "?";
 }
@@ -49,6 +51,8 @@ bool operator==(const Value& a, const Value& b) {
     case Value::Type::address: return a.as<Address>().value == b.as<Address>().value;
     case Value::Type::handle: return a.as<std::shared_ptr<HandleBox>>() == b.as<std::shared_ptr<HandleBox>>();
     case Value::Type::native: return a.as<std::shared_ptr<NativeBox>>() == b.as<std::shared_ptr<NativeBox>>();
+    case Value::Type::function: return a.as<std::shared_ptr<HostFunction>>() == b.as<std::shared_ptr<HostFunction>>();
+    case Value::Type::callback: return a.as<std::shared_ptr<Callback>>() == b.as<std::shared_ptr<Callback>>();
   }
   return false;
 }
@@ -137,6 +141,8 @@ nlohmann::ordered_json Value::to_json() const {
       std::snprintf(buf, sizeof buf, "0x%jx", static_cast<std::uintmax_t>(reinterpret_cast<std::uintptr_t>(as<std::shared_ptr<NativeBox>>()->data())));
       return oj{{"native", buf}};
     }
+    case Type::function: return oj{{"function", as<std::shared_ptr<HostFunction>>()->name}};
+    case Type::callback: return oj{{"callback", "registered"}};
   }
   return nullptr;
 }

@@ -34,6 +34,17 @@ struct HandleBox {
   ~HandleBox() { if (release && !released) release(value); }
 };
 
+class Value;
+class Callback;  // callback.hpp
+
+// A host function that native code can call back (through a callback type).
+// It returns false with a message to fail; a throw is caught and treated the
+// same way: exceptions never unwind through native frames.
+struct HostFunction {
+  std::string name;
+  std::function<bool(const std::vector<Value>& args, Value& result, std::string& error)> fn;
+};
+
 // Native memory owned by the host (like ctypes' structure instances): passed to
 // a ptr parameter of its type by address, without a copy, so a callee may keep
 // the address across calls (zlib's z_stream).
@@ -49,8 +60,11 @@ struct NativeBox {
 class Value {
  public:
   using Storage = std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Bytes, List,
-                               Record, Address, std::shared_ptr<HandleBox>, std::shared_ptr<NativeBox>>;
-  enum class Type : std::uint8_t { null, boolean, int64, uint64, real, string, bytes, list, record, address, handle, native };
+                               Record, Address, std::shared_ptr<HandleBox>, std::shared_ptr<NativeBox>,
+                               std::shared_ptr<HostFunction>, std::shared_ptr<Callback>>;
+  enum class Type : std::uint8_t {
+    null, boolean, int64, uint64, real, string, bytes, list, record, address, handle, native, function, callback
+  };
 
   Value() = default;
   Value(std::nullptr_t) {}
@@ -67,6 +81,8 @@ class Value {
   Value(Address a) : v_(a) {}
   Value(std::shared_ptr<HandleBox> h) : v_(std::move(h)) {}
   Value(std::shared_ptr<NativeBox> n) : v_(std::move(n)) {}
+  Value(std::shared_ptr<HostFunction> f) : v_(std::move(f)) {}
+  Value(std::shared_ptr<Callback> c) : v_(std::move(c)) {}
 
   Type type() const { return static_cast<Type>(v_.index()); }
   bool is_null() const { return type() == Type::null; }

@@ -15,6 +15,7 @@
 #include <new>
 
 // Counts every allocation of this test program, to prove the fast path makes none.
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // ours pair malloc with free
 static std::atomic<long> allocations{0};
 void* operator new(std::size_t n) {
   allocations.fetch_add(1, std::memory_order_relaxed);

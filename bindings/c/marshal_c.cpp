@@ -324,6 +324,7 @@ marshal_kind marshal_value_kind(const marshal_value* v) {
     case marshal::Value::Type::address: return MARSHAL_ADDRESS;
     case marshal::Value::Type::handle: return MARSHAL_HANDLE;
     case marshal::Value::Type::native: return MARSHAL_NATIVE;
+    case marshal::Value::Type::function: case marshal::Value::Type::callback: return MARSHAL_ADDRESS;
   }
   return MARSHAL_NULL;
 }

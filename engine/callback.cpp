@@ -1,0 +1,214 @@
+// marshal engine: callbacks (libffi closures, trap, error policy).
+#include "callback.hpp"
+
+#include "abi.hpp"
+#include "arena.hpp"
+#include "convert.hpp"
+
+#include <cstdio>
+#include <cstdlib>
+#include <algorithm>
+#include <cstring>
+
+namespace marshal {
+
+namespace {
+thread_local std::string pending_error;
+thread_local bool has_pending = false;
+}  // namespace
+
+void callback_note_error(const std::string& message) {
+  if (has_pending) return;  // the first failure is the cause
+  pending_error = message;
+  has_pending = true;
+}
+
+bool callback_take_error(std::string& message) {
+  if (!has_pending) return false;
+  message = std::move(pending_error);
+  pending_error.clear();
+  has_pending = false;
+  return true;
+}
+
+void Callback::release() {
+  if (active_.exchange(false, std::memory_order_acq_rel)) pool_->live_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Callback::write_on_error(void* ret) const {
+  if (returns_value_) std::memcpy(ret, on_error_bytes_, ret_size_);
+}
+
+namespace {
+// Writes a native return value for libffi: integral returns narrower than a
+// register are stored widened to ffi_arg.
+void store_return(const TypeDesc& rd, const std::byte* value, void* ret) {
+  if ((rd.kind == Kind::integer || rd.kind == Kind::boolean || rd.kind == Kind::enum_) && rd.size < sizeof(ffi_arg)) {
+    ffi_arg wide = rd.has(flag_signed) ? static_cast<ffi_arg>(load_signed(value, rd.size)) : load_unsigned(value, rd.size);
+    std::memcpy(ret, &wide, sizeof wide);
+  } else {
+    std::memcpy(ret, value, rd.size);
+  }
+}
+
+// Closures live as long as the process: a native library may call one at any
+// time, even at exit. This is the one process-wide store, and it only grows.
+std::vector<std::shared_ptr<Callback>>& graveyard() {
+  static auto* kept = new std::vector<std::shared_ptr<Callback>>;
+  return *kept;
+}
+std::mutex graveyard_mutex;
+}  // namespace
+
+void Callback::trampoline(ffi_cif*, void* ret, void** args, void* self) {
+  static_cast<Callback*>(self)->run(ret, args);
+}
+
+void Callback::run(void* ret, void** args) {
+  if (!active()) {
+    // The trap: native code called a callback the host released.
+    std::fprintf(stderr, "marshal: callback '%s' was called after it was released\n", name_.c_str());
+    if (!has_on_error_ && returns_value_) {
+      std::fprintf(stderr, "marshal: callback '%s' has no on_error value to return; aborting\n", name_.c_str());
+      std::abort();
+    }
+    callback_note_error("callback '" + name_ + "' was called after it was released");
+    write_on_error(ret);
+    return;
+  }
+  Arena arena;
+  Marshaler m(*reg_, arena, handles_);
+  std::vector<Value> host_args;
+  host_args.reserve(sig_->params.size());
+  std::string error;
+  bool ok = true;
+  for (std::size_t i = 0; i < sig_->params.size() && ok; ++i) {
+    Value v;
+    Ctx c;
+    c.nullable = true;
+    if (!m.to_host(sig_->params[i].type, args[i], v, c)) {
+      error = "argument " + std::to_string(i) + " '" + sig_->params[i].name + "': " + m.error;
+      ok = false;
+    }
+    host_args.push_back(std::move(v));
+  }
+  Value result;
+  if (ok) {
+    try {
+      ok = fn_->fn(host_args, result, error);
+    } catch (const std::exception& e) {
+      ok = false;
+      error = std::string("threw: ") + e.what();
+    } catch (...) {
+      ok = false;
+      error = "threw a non-standard exception";
+    }
+  }
+  const TypeDesc& rd = reg_->get(sig_->returns);
+  if (ok && rd.kind != Kind::void_) {
+    std::byte tmp[256] = {};
+    Ctx c;
+    if (rd.size > sizeof tmp || !m.to_native(sig_->returns, result, tmp, c)) {
+      ok = false;
+      error = "return value: " + (rd.size > sizeof tmp ? std::string("too large") : m.error);
+    } else {
+      store_return(rd, tmp, ret);
+    }
+  }
+  if (!ok) {
+    callback_note_error("callback '" + name_ + "' failed: " + error);
+    write_on_error(ret);
+  }
+}
+
+CallbackPool::~CallbackPool() {
+  // The closures stay (as traps); the host functions and the typemap go.
+  std::lock_guard lock(graveyard_mutex);
+  for (auto& cb : all_) {
+    cb->active_.store(false);
+    cb->fn_.reset();
+    graveyard().push_back(cb);
+  }
+}
+
+std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const std::shared_ptr<HostFunction>& fn,
+                                                std::string& error) {
+  std::lock_guard lock(mutex_);
+  auto& mine = by_function_[{&sig, fn.get()}];
+  for (Callback* cb : mine) {
+    bool expected = false;
+    if (cb->fn_ == fn && cb->active_.compare_exchange_strong(expected, true)) {
+      live_.fetch_add(1, std::memory_order_relaxed);
+      for (auto& s : all_)
+        if (s.get() == cb) return s;
+    }
+  }
+  if (all_.size() >= limit_) {
+    error = "too many callbacks: " + std::to_string(limit_) + " closures exist (callbacks are never freed, so a late "
+            "call cannot reach freed memory; reuse host functions, or raise the limit)";
+    return nullptr;
+  }
+  for (const Param& p : sig.params)
+    if (p.dir != Dir::in) {
+      error = "callback '" + sig.name + "': out parameters in callbacks are not supported by this engine version";
+      return nullptr;
+    }
+  auto cb = std::shared_ptr<Callback>(new Callback);
+  cb->reg_ = &reg_;
+  cb->sig_ = &sig;
+  cb->handles_ = handles_;
+  cb->pool_ = this;
+  cb->name_ = sig.name;
+  cb->fn_ = fn;
+  for (const Param& p : sig.params) {
+    ffi_type* t = ffi_.lower(reg_, p.type, error);
+    if (!t) return nullptr;
+    cb->atypes_.push_back(t);
+  }
+  ffi_type* rt = ffi_.lower(reg_, sig.returns, error);
+  if (!rt) return nullptr;
+  if (ffi_prep_cif(&cb->cif_, FFI_DEFAULT_ABI, static_cast<unsigned>(cb->atypes_.size()), rt, cb->atypes_.data()) != FFI_OK) {
+    error = "callback '" + sig.name + "': libffi cannot prepare its signature";
+    return nullptr;
+  }
+  const TypeDesc& rd = reg_.get(sig.returns);
+  cb->returns_value_ = rd.kind != Kind::void_;
+  cb->ret_size_ = std::max<std::size_t>(rd.size, sizeof(ffi_arg));
+  cb->has_on_error_ = sig.on_error.present;
+  if (cb->returns_value_) {
+    if (rd.size > 16) {
+      error = "callback '" + sig.name + "': returns of more than 16 bytes are not supported by this engine version";
+      return nullptr;
+    }
+    std::byte value[32] = {};
+    if (sig.on_error.present) {
+      Arena arena;
+      Marshaler m(reg_, arena, handles_);
+      Ctx c;
+      c.nullable = true;
+      if (!m.to_native(sig.returns, Value::from_json(sig.on_error.value), value, c)) {
+        error = "callback '" + sig.name + "': on_error: " + m.error;
+        return nullptr;
+      }
+    }
+    store_return(rd, value, cb->on_error_bytes_);
+  }
+  cb->closure_ = static_cast<ffi_closure*>(ffi_closure_alloc(sizeof(ffi_closure), &cb->code_));
+  if (!cb->closure_ ||
+      ffi_prep_closure_loc(cb->closure_, &cb->cif_, &Callback::trampoline, cb.get(), cb->code_) != FFI_OK) {
+    error = "callback '" + sig.name + "': cannot allocate a closure";
+    return nullptr;
+  }
+  cb->active_.store(true);
+  live_.fetch_add(1, std::memory_order_relaxed);
+  all_.push_back(cb);
+  mine.push_back(cb.get());
+  return cb;
+}
+
+CallbackStats CallbackPool::stats() {
+  std::lock_guard lock(mutex_);
+  return {live_.load(), all_.size(), limit_};
+}
+
+}  // namespace marshal

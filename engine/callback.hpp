@@ -1,0 +1,97 @@
+// marshal engine: callbacks.
+// Host functions as native function pointers, through libffi closures
+// (ffi_closure_alloc: never writable and executable memory of our own). A
+// callback is active while it may be called: during the call for scope "call",
+// until the host releases it for "registered". Its closure is never freed, so a
+// late call from native code lands in a trap that names the callback, never in
+// freed memory; a host function is reused with its closure, so a loop that
+// passes the same comparator does not grow memory. Host failures (false or a
+// throw) return the signature's on_error value to native code and are re-raised
+// to the host when the outer native call returns.
+#pragma once
+
+#include "registry.hpp"
+#include "typemap.hpp"
+#include "value.hpp"
+
+#include <atomic>
+#include <ffi.h>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace marshal {
+
+class HandleTable;
+class CallbackPool;
+
+class Callback {
+ public:
+  void* code() const { return code_; }
+  const std::string& name() const { return name_; }
+  bool active() const { return active_.load(std::memory_order_acquire); }
+  // The host is done with a registered callback: later calls reach the trap.
+  void release();
+
+ private:
+  friend class CallbackPool;
+  static void trampoline(ffi_cif* cif, void* ret, void** args, void* self);
+  void run(void* ret, void** args);
+  void write_on_error(void* ret) const;
+
+  const TypeRegistry* reg_ = nullptr;
+  const CallbackSig* sig_ = nullptr;
+  HandleTable* handles_ = nullptr;
+  CallbackPool* pool_ = nullptr;
+  std::string name_;
+  std::shared_ptr<HostFunction> fn_;
+  std::atomic<bool> active_{false};
+  ffi_cif cif_{};
+  std::vector<ffi_type*> atypes_;
+  ffi_closure* closure_ = nullptr;
+  void* code_ = nullptr;
+  // What the trap needs, owned here: the trap may run after the typemap is gone.
+  bool returns_value_ = false;
+  bool has_on_error_ = false;
+  std::size_t ret_size_ = 0;
+  alignas(16) std::byte on_error_bytes_[32] = {};  // already widened for libffi
+};
+
+struct CallbackStats {
+  std::size_t live = 0;     // active now
+  std::size_t created = 0;  // closures allocated (never freed)
+  std::size_t limit = 0;
+};
+
+// Owns every closure of a library. Closures are allocated on demand up to a
+// limit (exhaustion is an error, never a crash) and kept for the process's life.
+class CallbackPool {
+ public:
+  CallbackPool(const TypeRegistry& reg, class FfiTypes& ffi, HandleTable* handles, std::size_t limit = 65536)
+      : reg_(reg), ffi_(ffi), handles_(handles), limit_(limit) {}
+  ~CallbackPool();
+
+  // An active callback for fn with signature sig (the same closure as before for
+  // the same function and signature when it is not active elsewhere).
+  std::shared_ptr<Callback> acquire(const CallbackSig& sig, const std::shared_ptr<HostFunction>& fn, std::string& error);
+  CallbackStats stats();
+
+ private:
+  friend class Callback;
+  const TypeRegistry& reg_;
+  FfiTypes& ffi_;
+  HandleTable* handles_;
+  std::size_t limit_;
+  std::mutex mutex_;
+  std::vector<std::shared_ptr<Callback>> all_;
+  std::map<std::pair<const CallbackSig*, const HostFunction*>, std::vector<Callback*>> by_function_;
+  std::atomic<std::size_t> live_{0};
+};
+
+// The first host failure inside callbacks on this thread since the last take.
+void callback_note_error(const std::string& message);
+bool callback_take_error(std::string& message);
+
+}  // namespace marshal

@@ -1,0 +1,172 @@
+// marshal tests: callbacks.
+// Host functions as native function pointers (scope "call" and "registered"),
+// every argument form the fixture exercises, host failures returned as on_error
+// to native code and re-raised to the host, the trap after release, nested
+// callbacks, and calls from threads the native library starts itself.
+#include "call_support.hpp"
+
+#include "fixtures/callbacks.h"
+
+#include <atomic>
+#include <stdexcept>
+
+using namespace marshal;
+using namespace marshal::test;
+
+namespace {
+
+Bound& cb() {
+  static Bound b("tests/fixtures/callbacks.json");
+  return b;
+}
+
+std::shared_ptr<HostFunction> host(std::string name, std::function<bool(const std::vector<Value>&, Value&, std::string&)> fn) {
+  return std::make_shared<HostFunction>(HostFunction{std::move(name), std::move(fn)});
+}
+
+int32_t triple(int32_t v) { return v * 3; }
+double sum_squares(double acc, double x) { return acc + x * x; }
+
+}  // namespace
+
+TEST_SUITE("callbacks") {
+  TEST_CASE("scope call: a host function as a function pointer, compared with a C one") {
+    auto& f = cb();
+    auto h = host("triple", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) * 3);
+      return true;
+    });
+    CHECK(I(f.call("apply_i32", {Value(h), 14}).ret) == apply_i32(triple, 14));
+    const double v[] = {1, 2, 3.5};
+    auto fold = host("squares", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(D(a[0]) + D(a[1]) * D(a[1]));
+      return true;
+    });
+    CHECK(D(f.call("fold_f64", {Value(fold), List{1.0, 2.0, 3.5}, 3}).ret) == fold_f64(sum_squares, v, 3));
+    auto point = host("point", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(*a[0].field("x")) * 100 + I(*a[0].field("y")));
+      return true;
+    });
+    CHECK(I(f.call("apply_point", {Value(point), 4, 2}).ret) == 402);
+    auto text = host("text", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(static_cast<std::int64_t>(a[0].as<std::string>().size()));
+      return true;
+    });
+    CHECK(I(f.call("apply_text", {Value(text), "h\xc3\xa9llo"}).ret) == 6);
+    auto byte = host("byte", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) + 100);
+      return true;
+    });
+    CHECK(I(f.call("apply_u8", {Value(byte), 100}).ret) == 201);  // small return widened both ways
+    CHECK(f.lib->callbacks().stats().live == 0);  // released when the call returned
+  }
+
+  TEST_CASE("the same host function reuses its closure: no growth in a loop") {
+    auto& f = cb();
+    auto h = host("inc", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) + 1);
+      return true;
+    });
+    f.call("apply_i32", {Value(h), 1});
+    const std::size_t created = f.lib->callbacks().stats().created;
+    for (int i = 0; i < 1000; ++i) CHECK(I(f.call("apply_i32", {Value(h), i}).ret) == i + 1);
+    CHECK(f.lib->callbacks().stats().created == created);
+  }
+
+  TEST_CASE("host failures: native code gets on_error, the host caller gets the error") {
+    auto& f = cb();
+    auto failing = host("failing", [](const std::vector<Value>&, Value&, std::string& e) {
+      e = "no thanks";
+      return false;
+    });
+    std::string e = f.error_of("apply_i32", {Value(failing), 1});
+    CHECK(e.find("apply_i32: callback 'IntFn' failed: no thanks") != std::string::npos);
+    auto throwing = host("throwing", [](const std::vector<Value>&, Value&, std::string&) -> bool {
+      throw std::runtime_error("boom");
+    });
+    CHECK(f.error_of("apply_i32", {Value(throwing), 1}).find("callback 'IntFn' failed: threw: boom") != std::string::npos);
+    auto bad = host("bad", [](const std::vector<Value>&, Value& r, std::string&) {
+      r = Value("not a number");
+      return true;
+    });
+    CHECK(f.error_of("apply_u8", {Value(bad), 1}).find("callback 'ByteFn' failed: return value: expected an integer") !=
+          std::string::npos);
+    // The next call is clean: the failure was this call's.
+    auto ok = host("ok", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = a[0];
+      return true;
+    });
+    CHECK(I(f.call("apply_i32", {Value(ok), 5}).ret) == 5);
+  }
+
+  TEST_CASE("registered callbacks live until released; a late call reaches the trap") {
+    auto& f = cb();
+    std::atomic<int> calls{0};
+    std::string error;
+    auto h = host("plus_ten", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      ++calls;
+      r = Value(I(a[0]) + 10);
+      return true;
+    });
+    CHECK(f.error_of("register_i32", {Value(h)}).find("a registered callback outlives the call") != std::string::npos);
+    std::shared_ptr<Callback> registered = f.lib->callback("IntFn", h, error);
+    REQUIRE(registered);
+    f.call("register_i32", {Value(registered)});
+    CHECK(I(f.call("fire_registered", {5}).ret) == 15);
+    CHECK(I(f.call("fire_registered", {6}).ret) == 16);
+    CHECK(f.lib->callbacks().stats().live >= 1);
+    registered->release();
+    // Native code still holds the pointer: the trap names the callback, returns
+    // on_error (-1) to native code, and the outer call reports it.
+    std::string late = f.error_of("fire_registered", {7});
+    CHECK(late.find("callback 'IntFn' was called after it was released") != std::string::npos);
+    CHECK(calls == 2);
+    CHECK(f.error_of("register_i32", {Value(registered)}).find("callback 'IntFn' was already released") != std::string::npos);
+    f.call("register_i32", {Value()});  // nullable: native code forgets it
+    CHECK(I(f.call("fire_registered", {1}).ret) == -999);
+    CHECK(f.lib->callback("NoSuchSig", h, error) == nullptr);
+    CHECK(error.find("no callback signature 'NoSuchSig'") != std::string::npos);
+  }
+
+  TEST_CASE("nested callbacks: a host function that calls native code that calls back") {
+    auto& f = cb();
+    auto inner = host("inner", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) * 2);
+      return true;
+    });
+    auto outer = host("outer", [&](const std::vector<Value>& a, Value& r, std::string& e) {
+      std::string err;
+      const Plan* apply = f.lib->bind("apply_i32", err);
+      CallResult inside;
+      if (!apply->call(std::vector<Value>{Value(inner), Value(I(a[0]) + 1)}, inside, err)) {
+        e = err;
+        return false;
+      }
+      r = Value(I(inside.ret) + 1000);
+      return true;
+    });
+    CHECK(I(f.call("apply_i32", {Value(outer), 4}).ret) == 1010);
+  }
+
+  TEST_CASE("calls from 8 threads the library started itself, 100000 in total") {
+    auto& f = cb();
+    std::atomic<long> calls{0};
+    auto counting = host("counting", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      calls.fetch_add(1, std::memory_order_relaxed);
+      r = Value(I(a[0]) % 7);
+      return true;
+    });
+    const int threads = 8, per = 12500;
+    std::int64_t expected = 0;
+    for (int i = 0; i < per; ++i) expected += i % 7;
+    CHECK(I(f.call("call_from_threads", {Value(counting), threads, per}).ret) == expected * threads);
+    CHECK(calls.load() == threads * per);
+  }
+
+  TEST_CASE("a wrong value for a callback parameter is an error before the call") {
+    auto& f = cb();
+    CHECK(f.error_of("apply_i32", {5, 1}).find("parameter 0 'f' (callback): expected a host function for callback 'IntFn', got the integer 5") !=
+          std::string::npos);
+    CHECK(f.error_of("apply_i32", {Value(), 1}).find("null is not allowed") != std::string::npos);
+  }
+}
