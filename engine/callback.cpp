@@ -78,20 +78,35 @@ void Callback::run(void* ret, void** args) {
   }
   Arena arena;
   Marshaler m(*reg_, arena, handles_);
-  std::vector<Value> host_args;
-  host_args.reserve(sig_->params.size());
+  const std::size_t n = sig_->params.size();
+  std::vector<Value> host_args(n);
+  // Arrays last: their counts may name other parameters (sqlite3's row values).
+  std::vector<const Value*> by_index(n);
+  std::vector<void*> no_pointees(n, nullptr);
+  for (std::size_t i = 0; i < n; ++i) by_index[i] = &host_args[i];
+  CallFrame frame;
+  frame.sig = sig_;
+  frame.host = std::span<const Value* const>(by_index.data(), n);
+  frame.pointee = std::span<void* const>(no_pointees.data(), n);
   std::string error;
   bool ok = true;
-  for (std::size_t i = 0; i < sig_->params.size() && ok; ++i) {
-    Value v;
-    Ctx c;
-    c.nullable = true;
-    if (!m.to_host(sig_->params[i].type, args[i], v, c)) {
-      error = "argument " + std::to_string(i) + " '" + sig_->params[i].name + "': " + m.error;
-      ok = false;
+  for (int pass = 0; pass < 2 && ok; ++pass)
+    for (std::size_t i = 0; i < n && ok; ++i) {
+      const TypeId t = sig_->params[i].type;
+      const bool is_array = reg_->get(t).kind == Kind::array;
+      if (is_array != (pass == 1)) continue;
+      Ctx c;
+      c.frame = &frame;
+      c.nullable = true;
+      if (is_array) {  // a parameter of array type is a pointer to its first element
+        void* p;
+        std::memcpy(&p, args[i], sizeof p);
+        ok = !p || m.array_to_host(t, p, c, host_args[i]);
+      } else {
+        ok = m.to_host(t, args[i], host_args[i], c);
+      }
+      if (!ok) error = "argument " + std::to_string(i) + " '" + sig_->params[i].name + "': " + m.error;
     }
-    host_args.push_back(std::move(v));
-  }
   Value result;
   if (ok) {
     try {

@@ -12,7 +12,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <cwchar>
+#include <sqlite3.h>
 #include <zlib.h>
+#include <algorithm>
 
 using namespace marshal;
 using namespace marshal::test;
@@ -148,6 +150,101 @@ TEST_SUITE("real-libs") {
     Value restored;
     REQUIRE(native_load(reg, *back, restored, err));
     CHECK(restored == Value(Bytes{{text.begin(), text.end()}}));
+  }
+
+  TEST_CASE("libc qsort and bsearch over structs with a host comparator") {
+    Bound c("typemaps/libc.json");
+    int compared = 0;
+    auto by_key = std::make_shared<HostFunction>(HostFunction{"by_key", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      ++compared;
+      const std::int64_t x = I(*a[0].field("key")), y = I(*a[1].field("key"));
+      r = Value(x < y ? -1 : x > y ? 1 : 0);
+      return true;
+    }});
+    struct Item { int32_t key, value; };
+    std::vector<Item> direct{{5, 50}, {1, 10}, {4, 40}, {2, 20}, {3, 30}};
+    List items;
+    for (const Item& it : direct) items.push_back(Value(rec({{"key", it.key}, {"value", it.value}})));
+    CallResult r = c.call("qsort", {items, 5, 8, Value(by_key)});
+    std::qsort(direct.data(), direct.size(), sizeof(Item), [](const void* a, const void* b) {
+      const int32_t x = static_cast<const Item*>(a)->key, y = static_cast<const Item*>(b)->key;
+      return x < y ? -1 : x > y ? 1 : 0;
+    });
+    const List& sorted = c.out(r, "base").as<List>();
+    REQUIRE(sorted.size() == 5);
+    for (std::size_t i = 0; i < 5; ++i) {
+      CHECK(I(*sorted[i].field("key")) == direct[i].key);
+      CHECK(I(*sorted[i].field("value")) == direct[i].value);
+    }
+    CHECK(compared > 0);
+    CHECK(c.call("bsearch", {Value(rec({{"key", 4}, {"value", 0}})), c.out(r, "base"), 5, 8, Value(by_key)}).ret ==
+          Value(rec({{"key", 4}, {"value", 40}})));
+    CHECK(c.call("bsearch", {Value(rec({{"key", 9}, {"value", 0}})), c.out(r, "base"), 5, 8, Value(by_key)}).ret.is_null());
+  }
+
+  TEST_CASE("sqlite3: exec with a row callback, prepared statements, handles that close") {
+    Bound s("typemaps/sqlite3.json");
+    CHECK(s.call("sqlite3_libversion").ret.as<std::string>() == sqlite3_libversion());
+    CallResult open = s.call("sqlite3_open", {":memory:"});
+    CHECK(I(open.ret) == SQLITE_OK);
+    Value db = s.out(open, "db");
+    REQUIRE(db.is<std::shared_ptr<HandleBox>>());
+    CallResult created = s.call("sqlite3_exec", {db, "create table t(id integer, name text);"
+                                                     "insert into t values (1, 'one'), (2, 'two'), (3, NULL);",
+                                                 Value(), Value()});
+    CHECK(I(created.ret) == SQLITE_OK);
+    CHECK(s.out(created, "errmsg").is_null());
+    std::vector<std::string> rows;
+    auto row = std::make_shared<HostFunction>(HostFunction{"row", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      std::string line;
+      const List& values = a[2].as<List>();
+      const List& names = a[3].as<List>();
+      for (std::size_t i = 0; i < values.size(); ++i)
+        line += names[i].as<std::string>() + "=" + (values[i].is_null() ? std::string("NULL") : values[i].as<std::string>()) + ";";
+      rows.push_back(line);
+      r = Value(0);
+      return true;
+    }});
+    CHECK(I(s.call("sqlite3_exec", {db, "select id, name from t order by id;", Value(row), Value()}).ret) == SQLITE_OK);
+    CHECK(rows == std::vector<std::string>{"id=1;name=one;", "id=2;name=two;", "id=3;name=NULL;"});
+
+    // The same rows through sqlite3 directly.
+    sqlite3* direct = nullptr;
+    REQUIRE(sqlite3_open(":memory:", &direct) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(direct, "create table t(id integer, name text); insert into t values (1, 'one'), (2, 'two'), (3, NULL);",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    std::vector<std::string> direct_rows;
+    sqlite3_exec(direct, "select id, name from t order by id;", [](void* p, int n, char** v, char** names) {
+      std::string line;
+      for (int i = 0; i < n; ++i) line += std::string(names[i]) + "=" + (v[i] ? v[i] : "NULL") + ";";
+      static_cast<std::vector<std::string>*>(p)->push_back(line);
+      return 0;
+    }, &direct_rows, nullptr);
+    sqlite3_close(direct);
+    CHECK(rows == direct_rows);
+
+    // A row callback that fails stops sqlite3 (on_error returns 1: abort) and the error reaches the host.
+    auto failing = std::make_shared<HostFunction>(HostFunction{"failing", [](const std::vector<Value>&, Value&, std::string& e) {
+      e = "stop here";
+      return false;
+    }});
+    CHECK(s.error_of("sqlite3_exec", {db, "select id from t;", Value(failing), Value()}).find("callback 'ExecRow' failed: stop here") !=
+          std::string::npos);
+
+    CallResult bad = s.call("sqlite3_exec", {db, "select nope from t;", Value(), Value()});
+    CHECK(I(bad.ret) != SQLITE_OK);
+    CHECK(s.out(bad, "errmsg").as<std::string>() == "no such column: nope");  // freed with sqlite3_free after conversion
+
+    CallResult prep = s.call("sqlite3_prepare_v2", {db, "select name from t where id = ?;", -1});
+    CHECK(I(prep.ret) == SQLITE_OK);
+    Value stmt = s.out(prep, "stmt");
+    CHECK(I(s.call("sqlite3_bind_int", {stmt, 1, 2}).ret) == SQLITE_OK);
+    CHECK(I(s.call("sqlite3_step", {stmt}).ret) == SQLITE_ROW);
+    CHECK(s.call("sqlite3_column_text", {stmt, 0}).ret.as<std::string>() == "two");
+    CHECK(I(s.call("sqlite3_step", {stmt}).ret) == SQLITE_DONE);
+    CHECK(I(s.call("sqlite3_finalize", {stmt}).ret) == SQLITE_OK);  // finalized by hand: not again at drop
+    CHECK(s.error_of("sqlite3_step", {stmt}).find("the Stmt handle was already released") != std::string::npos);
+    CHECK(s.call("sqlite3_errmsg", {db}).ret.as<std::string>() == "not an error");
   }
 
   TEST_CASE("a missing library or symbol is a clear error naming it") {
