@@ -4,6 +4,7 @@
 // libffi (prepared CIF), the typed C++ fast path, dynamic values, the C API.
 // Usage: bench-calls [--iterations N] [--repetitions R]. Prints a table with the
 // median ns per call of R repetitions, the spread, and the ratios.
+#include "fixtures/callbacks.h"
 #include "fixtures/pinvoke.h"
 #include "marshal.h"
 #include "marshal/marshal.hpp"
@@ -37,6 +38,8 @@ Stat measure(long iterations, int reps, const std::function<double(long)>& body)
 }
 
 struct V2 { double x, y; };
+
+int32_t plus_one(int32_t v) { return v + 1; }
 
 }  // namespace
 
@@ -209,6 +212,39 @@ int main(int argc, char** argv) {
     return t;
   })});
 
+  // ---- call_cb: native code calls a host function ----
+  marshal::Context cb_ctx;
+  marshal::LoadResult cb_tm = cb_ctx.load_file(root + "/tests/fixtures/callbacks.json");
+  auto cb_lib = marshal::Library::open(cb_ctx, *cb_tm.typemap, err);
+  const marshal::Plan* apply = cb_lib->bind("apply_i32", err);
+  auto host_plus_one = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
+      "plus_one", [](const std::vector<marshal::Value>& a, marshal::Value& r, std::string&) {
+        r = marshal::Value(a[0].as<std::int64_t>() + 1);
+        return true;
+      }});
+  rows.push_back({"call_cb", "direct C", measure(iterations, reps, [](long n) {
+    int64_t t = 0;
+    for (long i = 0; i < n; ++i) t += apply_i32(plus_one, static_cast<int32_t>(i));
+    return static_cast<double>(t);
+  })});
+  {
+    std::vector<marshal::Value> args{marshal::Value(host_plus_one), 41};
+    marshal::CallResult r;
+    expect(apply->call(args, r, err) && r.ret.as<std::int64_t>() == 42, "dynamic call_cb");
+  }
+  rows.push_back({"call_cb", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
+    int64_t t = 0;
+    std::vector<marshal::Value> args{marshal::Value(host_plus_one), 0};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) {
+      args[1] = marshal::Value(static_cast<std::int64_t>(i));
+      r.out.clear();
+      apply->call(args, r, err);
+      t += r.ret.as<std::int64_t>();
+    }
+    return static_cast<double>(t);
+  })});
+
   std::printf("%-10s %-24s %10s %14s %8s %10s\n", "scenario", "implementation", "ns/call", "spread (min-max)",
               "x direct", "x libffi");
   for (const Row& r : rows) {
@@ -218,8 +254,12 @@ int main(int argc, char** argv) {
         if (!std::strcmp(q.impl, "direct C")) direct = q.s.median;
         if (!std::strcmp(q.impl, "raw libffi")) ffi = q.s.median;
       }
-    std::printf("%-10s %-24s %10.1f %6.1f-%-7.1f %8.2f %10.2f\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
-                r.s.median / direct, r.s.median / ffi);
+    if (ffi > 0)
+      std::printf("%-10s %-24s %10.1f %6.1f-%-7.1f %8.2f %10.2f\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
+                  r.s.median / direct, r.s.median / ffi);
+    else
+      std::printf("%-10s %-24s %10.1f %6.1f-%-7.1f %8.2f %10s\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
+                  r.s.median / direct, "-");
   }
   marshal_library_release(clib);
   marshal_context_release(cctx);
