@@ -418,10 +418,10 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("unmappable characters replaced on request; lib!symbol ownership") {
-    // "lib!symbol" resolves in that very file, bypassing interposition: under
-    // AddressSanitizer glibc's own free cannot free ASan's allocations, so the
-    // sanitized build names the fixture's free (which calls the interposed one).
-#if defined(__SANITIZE_ADDRESS__)
+    // "lib!symbol" resolves in that very file, bypassing interposition: under a
+    // sanitizer glibc's own free cannot free the sanitizer's allocations, so the
+    // sanitized builds name the fixture's free (which calls the interposed one).
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     const std::string owner = "libmarshal_fixture.so!fixture_free";
 #else
     const std::string owner = "libc.so.6!free";

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <stdexcept>
 
 // Counts every allocation of this test program, to prove the fast path makes none.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // ours pair malloc with free
@@ -174,6 +175,32 @@ TEST_SUITE("cpp-api") {
     CHECK(fx.function<V2(V2, V2)>("add_vec2")({1, 2}, {3, 4}).y == 6);
     CHECK_THROWS_WITH_AS(m.function<double(double)>("no_such_symbol"), doctest::Contains("no_such_symbol"), marshal::error);
     CHECK_THROWS_AS(marshal::plain_library("libnothere.so.3"), marshal::error);
+  }
+
+  TEST_CASE("callbacks from C++: any callable, capturing lambdas included") {
+    marshal::library lib(marshal::test::source_path("tests/fixtures/callbacks.json"));
+    auto apply = lib.function<int32_t(marshal::callback<int32_t(int32_t)>, int32_t)>("apply_i32");
+    int32_t offset = 10;
+    CHECK(apply([&](int32_t v) { return v + offset; }, 5) == 15);
+    marshal::callback<int32_t(int32_t)> tripler([](int32_t v) { return v * 3; });  // kept: one closure, reused
+    for (int32_t i = 0; i < 100; ++i) CHECK(apply(tripler, i) == 3 * i);
+    auto point = lib.function<int32_t(marshal::callback<int32_t(P)>, int32_t, int32_t)>("apply_point");
+    CHECK(point([](P p) { return p.x * 100 + p.y; }, 4, 2) == 402);
+    auto text = lib.function<int32_t(marshal::callback<int32_t(std::string)>, std::string)>("apply_text");
+    CHECK(text([](const std::string& s) { return static_cast<int32_t>(s.size()); }, "h\xc3\xa9llo") == 6);
+    auto fold = lib.function<double(marshal::callback<double(double, double)>, std::vector<double>, size_t)>("fold_f64");
+    CHECK(fold([](double acc, double x) { return acc + x; }, {1.5, 2.5}, 2) == 4.0);
+    // An exception in the callable: native code gets on_error, the caller gets marshal::error.
+    CHECK_THROWS_WITH_AS(apply([](int32_t) -> int32_t { throw std::runtime_error("nope"); }, 1),
+                         doctest::Contains("callback 'IntFn' failed: threw: nope"), marshal::error);
+    // A callable whose signature contradicts the typemap's callback is refused at bind time.
+    try {
+      lib.function<int32_t(marshal::callback<int32_t(double)>, int32_t)>("apply_i32");
+      FAIL("bound");
+    } catch (const marshal::error& e) {
+      CHECK(std::string(e.what()).find("parameter 0 'f': callback 'IntFn' parameter 0: C++ type double does not match typemap type int32") !=
+            std::string::npos);
+    }
   }
 
   TEST_CASE("the typed, dynamic and C APIs make byte-identical native calls") {

@@ -54,6 +54,24 @@ template <class T> using inout = detail::written<T, true>;
 // An opaque address (C void*), explicit because a raw pointer is ambiguous.
 struct address { std::uintptr_t value = 0; };
 
+// A host function passed where the typemap has a callback: any callable,
+// capturing lambdas included. Its closure is made on first use and reused while
+// this object (or a copy) lives; keep one object to call many times without
+// making a closure per call. An exception thrown by the callable reaches native
+// code as the signature's on_error value and the host as marshal::error.
+template <class Sig> class callback;
+template <class R, class... A> class callback<R(A...)> {
+ public:
+  template <class F, class = std::enable_if_t<std::is_invocable_r_v<R, F&, A...>>>
+  callback(F f) : fn_(std::move(f)), host_(std::make_shared<std::shared_ptr<HostFunction>>()) {}
+  const std::function<R(A...)>& fn() const { return fn_; }
+  std::shared_ptr<HostFunction>& host() const { return *host_; }
+
+ private:
+  std::function<R(A...)> fn_;
+  std::shared_ptr<std::shared_ptr<HostFunction>> host_;  // shared by copies
+};
+
 namespace detail {
 
 template <class T> struct is_std_array : std::false_type {};
@@ -62,6 +80,8 @@ template <class T> struct is_vector : std::false_type {};
 template <class U, class A> struct is_vector<std::vector<U, A>> : std::true_type {};
 template <class T> struct is_span : std::false_type {};
 template <class U, std::size_t E> struct is_span<std::span<U, E>> : std::true_type {};
+template <class T> struct is_callback : std::false_type {};
+template <class S> struct is_callback<callback<S>> : std::true_type {};
 template <class T> struct is_optional : std::false_type {};
 template <class U> struct is_optional<std::optional<U>> : std::true_type {};
 template <class T> struct is_out : std::false_type {};
@@ -75,7 +95,7 @@ template <class T> inline constexpr bool is_string_v =
 // A struct the engine reflects: an aggregate class of plain fields.
 template <class T> inline constexpr bool is_record_v =
     std::is_class_v<T> && std::is_aggregate_v<T> && !is_std_array<T>::value && !is_string_v<T> &&
-    !is_out<T>::value && !is_inout<T>::value && !std::is_same_v<T, address>;
+    !is_out<T>::value && !is_inout<T>::value && !std::is_same_v<T, address> && !is_callback<T>::value;
 
 template <class T> constexpr bool blittable();
 template <class T, std::size_t... I> constexpr bool fields_blittable(std::index_sequence<I...>) {
@@ -99,6 +119,8 @@ template <class T, bool Typemap> constexpr void check_usable() {
     check_usable<typename U::value_type, Typemap>();
   } else if constexpr (is_vector<U>::value || is_span<U>::value || is_std_array<U>::value) {
     check_usable<typename U::value_type, Typemap>();
+  } else if constexpr (is_callback<U>::value) {
+    static_assert(Typemap, "marshal: callbacks need a typemap (lifetime, error value, thread delivery)");
   } else {
     static_assert(!std::is_pointer_v<U>,
                   "marshal: a raw pointer is ambiguous (one value? an array? a string? who owns it?): "
@@ -126,6 +148,29 @@ std::string describe_type(const TypeRegistry& reg, TypeId t);
 
 template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v);
 template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& v);
+
+// A HostFunction that converts native arguments to A..., calls fn, and converts
+// its result back; failures (and exceptions) become the engine's callback errors.
+template <class R, class... A>
+std::shared_ptr<HostFunction> make_host_function(const TypeRegistry& reg, const CallbackSig* sig,
+                                                 std::function<R(A...)> fn) {
+  return std::make_shared<HostFunction>(HostFunction{
+      sig->name, [&reg, sig, fn = std::move(fn)](const std::vector<Value>& args, Value& result, std::string& error) {
+        if (args.size() != sizeof...(A)) {
+          error = "expected " + std::to_string(sizeof...(A)) + " arguments, got " + std::to_string(args.size());
+          return false;
+        }
+        auto call = [&]<std::size_t... I>(std::index_sequence<I...>) {
+          if constexpr (std::is_void_v<R>) {
+            fn(from_value<std::remove_cvref_t<A>>(reg, sig->params[I].type, args[I])...);
+          } else {
+            result = to_value(reg, sig->returns, fn(from_value<std::remove_cvref_t<A>>(reg, sig->params[I].type, args[I])...));
+          }
+        };
+        call(std::index_sequence_for<A...>{});
+        return true;
+      }});
+}
 
 template <class T> std::string utf8_of(const T& s) {
   if constexpr (std::is_same_v<T, std::string>) {
@@ -177,6 +222,9 @@ template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v)
     return Value(static_cast<std::uint64_t>(v));
   } else if constexpr (std::is_same_v<T, address>) {
     return Value(Address{v.value});
+  } else if constexpr (is_callback<T>::value) {
+    if (!v.host()) v.host() = make_host_function(reg, d.as<CallbackInfo>().sig, v.fn());
+    return Value(v.host());
   } else if constexpr (is_string_v<T>) {
     return Value(utf8_of(v));
   } else if constexpr (is_vector<T>::value || is_span<T>::value || is_std_array<T>::value) {
@@ -283,9 +331,32 @@ template <class T> std::string cpp_name() {
   else if constexpr (is_std_array<T>::value) return "std::array<" + cpp_name<typename T::value_type>() + ", " + std::to_string(std::tuple_size_v<T>) + ">";
   else if constexpr (is_optional<T>::value) return "std::optional<" + cpp_name<typename T::value_type>() + ">";
   else if constexpr (std::is_same_v<T, address>) return "marshal::address";
+  else if constexpr (is_callback<T>::value) return "marshal::callback";
   else if constexpr (is_record_v<T>) return "struct of " + std::to_string(boost::pfr::tuple_size_v<T>) + " fields (" + std::to_string(sizeof(T)) + " bytes)";
   else if constexpr (std::is_void_v<T>) return "void";
   else return "an unsupported C++ type";
+}
+
+template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t);
+
+template <class R, class... A>
+std::string callback_mismatch(const TypeRegistry& reg, const CallbackSig& sig, callback<R(A...)>*) {
+  if (sig.params.size() != sizeof...(A))
+    return "callback '" + sig.name + "' takes " + std::to_string(sig.params.size()) + " parameters, the C++ callback " +
+           std::to_string(sizeof...(A));
+  std::string why;
+  std::size_t i = 0;
+  // A ptr parameter reaches the callable as the value it points to.
+  auto value_of = [&](std::size_t k) { return value_type(reg, sig.params[k].type); };
+  ((why.empty() ? (why = mismatch<std::remove_cvref_t<A>>(reg, value_of(i)),
+                   why = why.empty() ? why : "callback '" + sig.name + "' parameter " + std::to_string(i) + ": " + why, ++i)
+                : ++i),
+   ...);
+  if (why.empty()) {
+    std::string r = mismatch<R>(reg, sig.returns);
+    if (!r.empty()) why = "callback '" + sig.name + "' return: " + r;
+  }
+  return why;
 }
 
 // Returns "" when T can stand for the typemap type t, else why not.
@@ -311,6 +382,9 @@ template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
     return "";
   } else if constexpr (std::is_same_v<T, address>) {
     return d.kind == Kind::pointer ? "" : no();
+  } else if constexpr (is_callback<T>::value) {
+    if (d.kind != Kind::callback) return no();
+    return callback_mismatch(reg, *d.as<CallbackInfo>().sig, static_cast<T*>(nullptr));
   } else if constexpr (is_string_v<T>) {
     return d.kind == Kind::string ? "" : no();
   } else if constexpr (is_vector<T>::value || is_span<T>::value) {
