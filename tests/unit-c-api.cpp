@@ -3,6 +3,7 @@
 // reference counting, and calls whose results match direct C calls.
 #include <doctest/doctest.h>
 
+#include "fixtures/callbacks.h"
 #include "fixtures/pinvoke.h"
 #include "marshal.h"
 
@@ -198,6 +199,69 @@ TEST_SUITE("c-api") {
     CHECK(sum == direct);
     marshal_result_release(r);
     for (auto* a : args) marshal_value_release(a);
+  }
+
+  TEST_CASE("callbacks from C: function pointer, user data, destroy always called") {
+    static int destroyed = 0;
+    destroyed = 0;
+    struct Data { int32_t offset; int calls; };
+    Data data{100, 0};
+    auto add_offset = [](void* user, const marshal_value* const* args, size_t n, marshal_value** result, const char** error) -> int {
+      auto* d = static_cast<Data*>(user);
+      int64_t v = 0;
+      if (n != 1 || marshal_value_get_int64(args[0], &v) != MARSHAL_OK) {
+        *error = "bad arguments";
+        return 1;
+      }
+      ++d->calls;
+      if (v < 0) {
+        *error = "negative input";
+        return 1;
+      }
+      *result = marshal_value_int64(v + d->offset);
+      return 0;
+    };
+    {
+      Api f("tests/fixtures/callbacks.json");
+      marshal_value* fn = marshal_value_function("add_offset", add_offset, &data, [](void*) { ++destroyed; });
+      REQUIRE(fn);
+      CHECK(marshal_value_kind(fn) == MARSHAL_FUNCTION);
+      marshal_value* five = marshal_value_int64(5);
+      marshal_value* args[2] = {fn, five};
+      marshal_result* r = nullptr;
+      REQUIRE(marshal_function_call(f.fn("apply_i32"), args, 2, &r) == MARSHAL_OK);
+      int64_t got = 0;
+      REQUIRE(marshal_value_get_int64(marshal_result_return(r), &got) == MARSHAL_OK);
+      CHECK(got == apply_i32([](int32_t v) { return v + 100; }, 5));
+      marshal_result_release(r);
+      marshal_value* minus = marshal_value_int64(-1);
+      args[1] = minus;
+      CHECK(marshal_function_call(f.fn("apply_i32"), args, 2, &r) == MARSHAL_ERROR_CALL);
+      CHECK(std::string(marshal_last_error()).find("callback 'IntFn' failed: negative input") != std::string::npos);
+      // Registered: created by the host, released by the host.
+      marshal_value* cb = nullptr;
+      REQUIRE(marshal_library_callback(f.lib, "IntFn", fn, &cb) == MARSHAL_OK);
+      CHECK(marshal_value_kind(cb) == MARSHAL_CALLBACK);
+      REQUIRE(marshal_function_call(f.fn("register_i32"), &cb, 1, &r) == MARSHAL_OK);
+      marshal_result_release(r);
+      marshal_value* seven = marshal_value_int64(7);
+      REQUIRE(marshal_function_call(f.fn("fire_registered"), &seven, 1, &r) == MARSHAL_OK);
+      REQUIRE(marshal_value_get_int64(marshal_result_return(r), &got) == MARSHAL_OK);
+      CHECK(got == 107);
+      marshal_result_release(r);
+      marshal_callback_release(cb);
+      CHECK(marshal_function_call(f.fn("fire_registered"), &seven, 1, &r) == MARSHAL_ERROR_CALL);
+      CHECK(std::string(marshal_last_error()).find("callback 'IntFn' was called after it was released") != std::string::npos);
+      marshal_value* none = marshal_value_null();
+      REQUIRE(marshal_function_call(f.fn("register_i32"), &none, 1, &r) == MARSHAL_OK);
+      marshal_result_release(r);
+      for (auto* v : {fn, five, minus, cb, seven, none}) marshal_value_release(v);
+      CHECK(destroyed == 0);  // the library still holds the function (its closure is reused)
+    }
+    CHECK(destroyed == 1);  // exactly once, when the library let go
+    CHECK(data.calls == 3);
+    CHECK(marshal_value_function("x", nullptr, &data, [](void*) { ++destroyed; }) == nullptr);
+    CHECK(destroyed == 2);  // also when creation fails
   }
 
   TEST_CASE("a struct out parameter and errno through the C API") {

@@ -52,7 +52,9 @@ typedef enum marshal_kind {
   MARSHAL_RECORD,
   MARSHAL_ADDRESS,
   MARSHAL_HANDLE,
-  MARSHAL_NATIVE
+  MARSHAL_NATIVE,
+  MARSHAL_FUNCTION,
+  MARSHAL_CALLBACK
 } marshal_kind;
 
 typedef struct marshal_context marshal_context;
@@ -125,6 +127,28 @@ MARSHAL_API const marshal_value *marshal_list_get(const marshal_value *list, siz
 MARSHAL_API size_t marshal_record_size(const marshal_value *record);
 MARSHAL_API const char *marshal_record_name(const marshal_value *record, size_t i);
 MARSHAL_API const marshal_value *marshal_record_get(const marshal_value *record, const char *name);
+
+/* ---- callbacks ----
+ * A host function for callback parameters. It receives the arguments
+ * (borrowed), sets *result to a new value (leave it NULL for void) and returns
+ * 0; or returns non-zero to fail, optionally setting *error to a message (it
+ * is copied). Native code then receives the signature's on_error value and the
+ * outer call fails with MARSHAL_ERROR_CALL naming the callback. */
+typedef int (*marshal_host_fn)(void *user, const marshal_value *const *args, size_t nargs, marshal_value **result,
+                               const char **error);
+/* A function value; pass it where a callback of scope "call" is expected.
+ * destroy(user), when not NULL, is always called exactly once: when the last
+ * reference to the function is gone (the library may keep one to reuse its
+ * closure), or right away if creation fails. */
+MARSHAL_API marshal_value *marshal_value_function(const char *name, marshal_host_fn fn, void *user,
+                                                  void (*destroy)(void *user));
+/* A registered callback of signature sig calling the function value fn: pass it
+ * where a callback of scope "registered" is expected; release it with
+ * marshal_callback_release when native code no longer calls it (a later call
+ * reaches the trap, which names the callback). */
+MARSHAL_API marshal_status marshal_library_callback(marshal_library *lib, const char *sig, const marshal_value *fn,
+                                                    marshal_value **out);
+MARSHAL_API void marshal_callback_release(marshal_value *callback);
 
 /* JSON forms (TYPEMAP.md "Host values in JSON"). to_json returns a string to
  * free with marshal_free. */

@@ -324,7 +324,8 @@ marshal_kind marshal_value_kind(const marshal_value* v) {
     case marshal::Value::Type::address: return MARSHAL_ADDRESS;
     case marshal::Value::Type::handle: return MARSHAL_HANDLE;
     case marshal::Value::Type::native: return MARSHAL_NATIVE;
-    case marshal::Value::Type::function: case marshal::Value::Type::callback: return MARSHAL_ADDRESS;
+    case marshal::Value::Type::function: return MARSHAL_FUNCTION;
+    case marshal::Value::Type::callback: return MARSHAL_CALLBACK;
   }
   return MARSHAL_NULL;
 }
@@ -397,6 +398,71 @@ const marshal_value* marshal_record_get(const marshal_value* record, const char*
   for (size_t i = 0; i < r.size(); ++i)
     if (r[i].first == name) return record->kids[i];
   return nullptr;
+}
+
+// ---- callbacks ----
+
+namespace {
+// The user's function and data; destroy runs when the last holder lets go.
+struct UserFunction {
+  UserFunction(marshal_host_fn f, void* u, void (*d)(void*)) : fn(f), user(u), destroy(d) {}
+  UserFunction(const UserFunction&) = delete;  // destroy must run exactly once
+  UserFunction& operator=(const UserFunction&) = delete;
+  marshal_host_fn fn;
+  void* user;
+  void (*destroy)(void*);
+  ~UserFunction() {
+    if (destroy) destroy(user);
+  }
+};
+}  // namespace
+
+marshal_value* marshal_value_function(const char* name, marshal_host_fn fn, void* user, void (*destroy)(void*)) {
+  if (!fn) {
+    if (destroy) destroy(user);
+    last_error = "marshal_value_function: fn is NULL";
+    return nullptr;
+  }
+  try {
+    auto data = std::make_shared<UserFunction>(fn, user, destroy);
+    auto host = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
+        name ? name : "c_function",
+        [data](const std::vector<marshal::Value>& args, marshal::Value& result, std::string& error) {
+          std::vector<marshal_value*> wrapped;
+          for (const auto& a : args) wrapped.push_back(wrap(a));
+          marshal_value* out = nullptr;
+          const char* message = nullptr;
+          const int status = data->fn(data->user, wrapped.data(), wrapped.size(), &out, &message);
+          for (auto* w : wrapped) marshal_value_release(w);
+          if (out) result = out->v;
+          marshal_value_release(out);
+          if (status != 0) {
+            error = message ? message : "the C host function returned " + std::to_string(status);
+            return false;
+          }
+          return true;
+        }});
+    return wrap(marshal::Value(std::move(host)));
+  } catch (...) {
+    last_error = "out of memory";
+    return nullptr;
+  }
+}
+
+marshal_status marshal_library_callback(marshal_library* lib, const char* sig, const marshal_value* fn, marshal_value** out) {
+  if (!lib || !sig || !fn || !out || !fn->v.is<std::shared_ptr<marshal::HostFunction>>())
+    return fail(MARSHAL_ERROR_ARGUMENT, "marshal_library_callback: expected a library, a signature name and a function value");
+  return guarded([&] {
+    std::string error;
+    auto cb = lib->lib->callback(sig, fn->v.as<std::shared_ptr<marshal::HostFunction>>(), error);
+    if (!cb) return fail(MARSHAL_ERROR_BIND, error);
+    *out = wrap(marshal::Value(std::move(cb)));
+    return MARSHAL_OK;
+  });
+}
+
+void marshal_callback_release(marshal_value* callback) {
+  if (callback && callback->v.is<std::shared_ptr<marshal::Callback>>()) callback->v.as<std::shared_ptr<marshal::Callback>>()->release();
 }
 
 marshal_status marshal_value_from_json(const char* json, marshal_value** out) {
