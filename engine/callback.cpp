@@ -65,6 +65,47 @@ void Callback::trampoline(ffi_cif*, void* ret, void** args, void* self) {
 }
 
 void Callback::run(void* ret, void** args) {
+  if (active() && deliver_to_owner_ && std::this_thread::get_id() != owner_.load()) {
+    // delivery "owner": queue the call to the thread that owns the callback and
+    // block this (native) thread until the owner ran it.
+    CallbackPool::Task task{this, ret, args, owner_.load()};
+    pool_->post_and_wait(task);
+    return;
+  }
+  run_here(ret, args);
+}
+
+void CallbackPool::post_and_wait(Task& task) {
+  std::unique_lock lock(mail_mutex_);
+  mail_.push_back(&task);
+  posted_.notify_all();
+  finished_.wait(lock, [&] { return task.done; });
+}
+
+std::size_t CallbackPool::pump(std::chrono::milliseconds wait) {
+  const auto me = std::this_thread::get_id();
+  std::size_t ran = 0;
+  std::unique_lock lock(mail_mutex_);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  for (;;) {
+    auto it = std::find_if(mail_.begin(), mail_.end(), [&](const Task* t) { return t->owner == me; });
+    if (it == mail_.end()) {
+      if (ran > 0 || std::chrono::steady_clock::now() >= deadline) return ran;
+      posted_.wait_until(lock, deadline);
+      continue;
+    }
+    Task* task = *it;
+    mail_.erase(it);
+    lock.unlock();
+    task->cb->run_here(task->ret, task->args);
+    lock.lock();
+    task->done = true;
+    finished_.notify_all();
+    ++ran;
+  }
+}
+
+void Callback::run_here(void* ret, void** args) {
   if (!active()) {
     // The trap: native code called a callback the host released.
     std::fprintf(stderr, "marshal: callback '%s' was called after it was released\n", name_.c_str());
@@ -153,6 +194,7 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
   for (Callback* cb : mine) {
     bool expected = false;
     if (cb->fn_ == fn && cb->active_.compare_exchange_strong(expected, true)) {
+      cb->owner_.store(std::this_thread::get_id());
       live_.fetch_add(1, std::memory_order_relaxed);
       for (auto& s : all_)
         if (s.get() == cb) return s;
@@ -214,6 +256,8 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
     error = "callback '" + sig.name + "': cannot allocate a closure";
     return nullptr;
   }
+  cb->deliver_to_owner_ = sig.delivery == Delivery::owner;
+  cb->owner_.store(std::this_thread::get_id());
   cb->active_.store(true);
   live_.fetch_add(1, std::memory_order_relaxed);
   all_.push_back(cb);

@@ -15,6 +15,10 @@
 #include "value.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <thread>
 #include <ffi.h>
 #include <map>
 #include <memory>
@@ -39,6 +43,7 @@ class Callback {
   friend class CallbackPool;
   static void trampoline(ffi_cif* cif, void* ret, void** args, void* self);
   void run(void* ret, void** args);
+  void run_here(void* ret, void** args);
   void write_on_error(void* ret) const;
 
   const TypeRegistry* reg_ = nullptr;
@@ -48,6 +53,8 @@ class Callback {
   std::string name_;
   std::shared_ptr<HostFunction> fn_;
   std::atomic<bool> active_{false};
+  bool deliver_to_owner_ = false;
+  std::atomic<std::thread::id> owner_{};  // the thread that made it active
   ffi_cif cif_{};
   std::vector<ffi_type*> atypes_;
   ffi_closure* closure_ = nullptr;
@@ -78,6 +85,12 @@ class CallbackPool {
   std::shared_ptr<Callback> acquire(const CallbackSig& sig, const std::shared_ptr<HostFunction>& fn, std::string& error);
   CallbackStats stats();
 
+  // delivery "owner": runs the calls other threads queued for callbacks owned
+  // by the calling thread, waiting up to `wait` for the first one. Returns how
+  // many ran. The owner must pump while native code may call from elsewhere;
+  // a thread blocked inside a native call cannot pump.
+  std::size_t pump(std::chrono::milliseconds wait = std::chrono::milliseconds(0));
+
  private:
   friend class Callback;
   const TypeRegistry& reg_;
@@ -88,6 +101,18 @@ class CallbackPool {
   std::vector<std::shared_ptr<Callback>> all_;
   std::map<std::pair<const CallbackSig*, const HostFunction*>, std::vector<Callback*>> by_function_;
   std::atomic<std::size_t> live_{0};
+
+  struct Task {
+    Callback* cb;
+    void* ret;
+    void** args;
+    std::thread::id owner;
+    bool done = false;
+  };
+  void post_and_wait(Task& task);
+  std::mutex mail_mutex_;
+  std::condition_variable posted_, finished_;
+  std::deque<Task*> mail_;
 };
 
 // The first host failure inside callbacks on this thread since the last take.

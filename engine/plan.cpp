@@ -443,11 +443,10 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   const int saved_errno = errno;
   if (fn.capture_errno) result.error_number = saved_errno;
   // A host function that failed inside this call: native code got its on_error
-  // value; now the host caller gets the error.
-  if (std::string failure; callback_take_error(failure)) {
-    error = tm.file + ": " + fn.name + ": " + failure;
-    return false;
-  }
+  // value; the host caller gets the error once unmarshal has run, so memory the
+  // callee handed over (an error message to free, say) is still freed.
+  std::string callback_failure;
+  if (callback_take_error(callback_failure)) callback_failure = tm.file + ": " + fn.name + ": " + callback_failure;
   for (std::size_t i = 0; i < n; ++i)
     if (steps_[i].releases_handle && host[i]->is<std::shared_ptr<HandleBox>>())
       host[i]->as<std::shared_ptr<HandleBox>>()->released = true;
@@ -481,6 +480,12 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
         fail_text += ": errno " + std::to_string(saved_errno) + " (" + std::strerror(saved_errno) + ")";
     }
   }
+  // Unmarshal always runs to the end, so that every pointer the callee handed
+  // over is converted and freed; the first problem is reported afterwards.
+  std::string unmarshal_error;
+  auto note = [&](std::string e) {
+    if (unmarshal_error.empty()) unmarshal_error = std::move(e);
+  };
   const bool owned = rd.kind == Kind::string || rd.kind == Kind::array || rd.kind == Kind::ptr;
   if (owned) {
     void* p;
@@ -488,10 +493,8 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
     bool ok = true;
     if (!p) {
       result.ret = Value();
-      if (!fn.return_nullable && fail_text.empty()) {
-        error = tm.file + ": " + fn.name + " returned NULL, and its return is not nullable";
-        return false;
-      }
+      if (!fn.return_nullable && fail_text.empty())
+        note(tm.file + ": " + fn.name + " returned NULL, and its return is not nullable");
     } else if (rd.kind == Kind::string) {
       ok = m.string_to_host(rd.as<StringInfo>(), p, 0, rc, result.ret);
     } else if (rd.kind == Kind::array) {
@@ -500,19 +503,11 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
       ok = m.to_host(fn.returns, ret, result.ret, rc);
     }
     if (p && ret_free_) ret_free_(reinterpret_cast<std::uintptr_t>(p));  // converted first, then freed
-    if (!ok) {
-      error = tm.file + ": " + fn.name + ": return value: " + m.error;
-      return false;
-    }
+    if (!ok) note(tm.file + ": " + fn.name + ": return value: " + m.error);
   } else if (rd.kind != Kind::void_) {
-    if (!m.to_host(fn.returns, ret, result.ret, rc)) {
-      error = tm.file + ": " + fn.name + ": return value: " + m.error;
-      return false;
-    }
-    if (rd.kind == Kind::handle && result.ret.is_null() && !fn.return_nullable && fail_text.empty()) {
-      error = tm.file + ": " + fn.name + " returned an invalid " + rd.name + " handle";
-      return false;
-    }
+    if (!m.to_host(fn.returns, ret, result.ret, rc)) note(tm.file + ": " + fn.name + ": return value: " + m.error);
+    if (rd.kind == Kind::handle && result.ret.is_null() && !fn.return_nullable && fail_text.empty())
+      note(tm.file + ": " + fn.name + " returned an invalid " + rd.name + " handle");
   }
   for (std::size_t i = 0; i < n; ++i) {
     const Param& p = fn.params[i];
@@ -550,17 +545,17 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
         break;
       }
     }
-    if (!ok) {
-      error = tm.file + ": " + fn.name + ": " + std::string(dir_name(p.dir)) + " parameter " + std::to_string(i) + " '" +
-              p.name + "': " + m.error;
-      return false;
-    }
+    if (!ok)
+      note(tm.file + ": " + fn.name + ": " + std::string(dir_name(p.dir)) + " parameter " + std::to_string(i) + " '" +
+           p.name + "': " + m.error);
     result.out.emplace_back(p.name, std::move(v));
   }
-  if (!fail_text.empty()) {
-    error = fail_text;
-    return false;
-  }
+  // The first failure wins: a host callback's is the cause of what follows it.
+  for (const std::string* e : {&callback_failure, &fail_text, &unmarshal_error})
+    if (!e->empty()) {
+      error = *e;
+      return false;
+    }
   // ---- cleanup: the arena releases all scratch memory when it goes out of scope.
   return true;
 }

@@ -8,6 +8,8 @@
 #include "fixtures/callbacks.h"
 
 #include <atomic>
+#include <chrono>
+#include <thread>
 #include <stdexcept>
 
 using namespace marshal;
@@ -161,6 +163,34 @@ TEST_SUITE("callbacks") {
     for (int i = 0; i < per; ++i) expected += i % 7;
     CHECK(I(f.call("call_from_threads", {Value(counting), threads, per}).ret) == expected * threads);
     CHECK(calls.load() == threads * per);
+  }
+
+  TEST_CASE("delivery owner: calls from native threads run on the owner thread while it pumps") {
+    auto& f = cb();
+    const auto owner = std::this_thread::get_id();
+    std::atomic<long> calls{0};
+    std::atomic<long> elsewhere{0};
+    auto on_owner = host("on_owner", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      if (std::this_thread::get_id() != owner) ++elsewhere;
+      ++calls;
+      r = Value(I(a[0]) + 1);
+      return true;
+    });
+    std::string error;
+    auto registered = f.lib->callback("OwnerFn", on_owner, error);
+    REQUIRE(registered);
+    const int threads = 4, per = 250;
+    f.call("start_async", {Value(registered), threads, per});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (calls.load() < threads * per && std::chrono::steady_clock::now() < deadline)
+      f.lib->callbacks().pump(std::chrono::milliseconds(50));
+    std::int64_t expected = 0;
+    for (int i = 0; i < per; ++i) expected += i + 1;
+    CHECK(I(f.call("join_async").ret) == expected * threads);
+    CHECK(calls.load() == threads * per);
+    CHECK(elsewhere.load() == 0);  // every call ran on the owner thread
+    CHECK(f.lib->callbacks().pump() == 0);  // nothing left
+    registered->release();
   }
 
   TEST_CASE("a wrong value for a callback parameter is an error before the call") {
