@@ -139,7 +139,12 @@ void Callback::run_here(void* ret, void** args) {
       Ctx c;
       c.frame = &frame;
       c.nullable = true;
-      if (is_array) {  // a parameter of array type is a pointer to its first element
+      if (sig_->params[i].dir == Dir::out) continue;  // the host writes it; it reads nothing
+      if (sig_->params[i].dir == Dir::inout) {  // the host sees the value it may replace
+        void* p;
+        std::memcpy(&p, args[i], sizeof p);
+        ok = !p || m.to_host(reg_->get(t).ref, p, host_args[i], c);
+      } else if (is_array) {  // a parameter of array type is a pointer to its first element
         void* p;
         std::memcpy(&p, args[i], sizeof p);
         ok = !p || m.array_to_host(t, p, c, host_args[i]);
@@ -158,6 +163,39 @@ void Callback::run_here(void* ret, void** args) {
     } catch (...) {
       ok = false;
       error = "threw a non-standard exception";
+    }
+  }
+  // With out/inout parameters the host returns {"return": R, NAME: V, ...}.
+  bool has_out = false;
+  for (const Param& p : sig_->params) has_out = has_out || p.dir != Dir::in;
+  if (ok && has_out) {
+    if (!result.is<Record>()) {
+      ok = false;
+      error = "a callback with out parameters returns a record {\"return\": R, NAME: V, ...}, got " + result.describe();
+    }
+    for (std::size_t i = 0; i < n && ok; ++i) {
+      const Param& p = sig_->params[i];
+      if (p.dir == Dir::in) continue;
+      const Value* v = result.field(p.name);
+      void* target;
+      std::memcpy(&target, args[i], sizeof target);
+      if (!v) {
+        if (p.dir == Dir::out) {
+          ok = false;
+          error = "the result has no value for out parameter '" + p.name + "'";
+        }
+        continue;  // inout: unchanged
+      }
+      if (!target) continue;  // native code passed NULL: nothing to write
+      Ctx c;
+      if (!m.to_native(reg_->get(p.type).ref, *v, target, c)) {
+        ok = false;
+        error = "out parameter '" + p.name + "': " + m.error;
+      }
+    }
+    if (ok) {
+      const Value* r = result.field("return");
+      result = r ? *r : Value();
     }
   }
   const TypeDesc& rd = reg_->get(sig_->returns);
@@ -206,8 +244,9 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
     return nullptr;
   }
   for (const Param& p : sig.params)
-    if (p.dir != Dir::in) {
-      error = "callback '" + sig.name + "': out parameters in callbacks are not supported by this engine version";
+    if (p.dir != Dir::in && reg_.get(p.type).kind != Kind::ptr) {
+      error = "callback '" + sig.name + "': parameter '" + p.name + "': out and inout parameters of callbacks must be "
+              "{\"ptr\": T} (the host writes one value)";
       return nullptr;
     }
   auto cb = std::shared_ptr<Callback>(new Callback);

@@ -63,6 +63,39 @@ TEST_SUITE("callbacks") {
     CHECK(f.lib->callbacks().stats().live == 0);  // released when the call returned
   }
 
+  TEST_CASE("out parameters written by the host") {
+    auto& f = cb();
+    auto writes = host("writes", [](const std::vector<Value>& a, Value& r, std::string&) {
+      CHECK(a[1].is_null());  // an out parameter has no value for the host
+      r = Value(rec({{"return", 4}, {"result", I(a[0]) * 2}}));
+      return true;
+    });
+    CHECK(I(f.call("apply_out", {Value(writes), 21}).ret) ==
+          apply_out([](int32_t v, int32_t* out) { *out = v * 2; return 4; }, 21));
+    auto forgets = host("forgets", [](const std::vector<Value>&, Value& r, std::string&) {
+      r = Value(rec({{"return", 4}}));
+      return true;
+    });
+    CHECK(f.error_of("apply_out", {Value(forgets), 1}).find("the result has no value for out parameter 'result'") != std::string::npos);
+  }
+
+  TEST_CASE("exhausting the closures is an error naming the cause") {
+    auto& f = cb();
+    CallbackPool small(f.ctx.types(), f.ctx.ffi(), nullptr, 2);
+    const CallbackSig& sig = f.tm->callbacks.at("IntFn");
+    std::string error;
+    auto a = small.acquire(sig, host("a", [](const std::vector<Value>&, Value&, std::string&) { return true; }), error);
+    auto b = small.acquire(sig, host("b", [](const std::vector<Value>&, Value&, std::string&) { return true; }), error);
+    CHECK(a);
+    CHECK(b);
+    CHECK(small.acquire(sig, host("c", [](const std::vector<Value>&, Value&, std::string&) { return true; }), error) == nullptr);
+    CHECK(error.find("too many callbacks: 2 closures exist") != std::string::npos);
+    CHECK(small.stats().created == 2);
+    CHECK(small.stats().live == 2);
+    a->release();
+    CHECK(small.stats().live == 1);
+  }
+
   TEST_CASE("the same host function reuses its closure: no growth in a loop") {
     auto& f = cb();
     auto h = host("inc", [](const std::vector<Value>& a, Value& r, std::string&) {
