@@ -1,0 +1,460 @@
+// marshal: the typed C++ API, internals.
+// Compile-time classification of C++ types (blittable, usable), conversions
+// between C++ values and engine values, and the bind-time check of a C++ type
+// against a typemap type. Included by marshal.hpp; not an API of its own.
+#pragma once
+
+#include "context.hpp"
+#include "plan.hpp"
+#include "strings.hpp"
+#include "marshal/wrappers.hpp"
+
+#include <array>
+#include <boost/pfr.hpp>
+#include <cstring>
+#include <deque>
+#include <ffi.h>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <vector>
+
+namespace marshal {
+
+namespace detail {
+
+template <class T> struct is_std_array : std::false_type {};
+template <class U, std::size_t N> struct is_std_array<std::array<U, N>> : std::true_type {};
+template <class T> struct is_vector : std::false_type {};
+template <class U, class A> struct is_vector<std::vector<U, A>> : std::true_type {};
+template <class T> struct is_span : std::false_type {};
+template <class U, std::size_t E> struct is_span<std::span<U, E>> : std::true_type {};
+template <class T> struct is_callback : std::false_type {};
+template <class S> struct is_callback<callback<S>> : std::true_type {};
+template <class T> struct is_optional : std::false_type {};
+template <class U> struct is_optional<std::optional<U>> : std::true_type {};
+template <class T> struct is_out : std::false_type {};
+template <class U> struct is_out<written<U, false>> : std::true_type {};
+template <class T> struct is_inout : std::false_type {};
+template <class U> struct is_inout<written<U, true>> : std::true_type {};
+template <class T> inline constexpr bool is_string_v =
+    std::is_same_v<T, std::string> || std::is_same_v<T, std::u16string> || std::is_same_v<T, std::u32string> ||
+    std::is_same_v<T, std::wstring>;
+
+// A struct the engine reflects: an aggregate class of plain fields.
+template <class T> inline constexpr bool is_record_v =
+    std::is_class_v<T> && std::is_aggregate_v<T> && !is_std_array<T>::value && !is_string_v<T> &&
+    !is_out<T>::value && !is_inout<T>::value && !std::is_same_v<T, address> && !is_callback<T>::value;
+
+template <class T> constexpr bool blittable();
+template <class T, std::size_t... I> constexpr bool fields_blittable(std::index_sequence<I...>) {
+  return (blittable<boost::pfr::tuple_element_t<I, T>>() && ...);
+}
+// Same bits on both sides: passed and returned as is by the fast path.
+template <class T> constexpr bool blittable() {
+  if constexpr (std::is_same_v<T, bool>) return false;
+  else if constexpr (std::is_arithmetic_v<T> || std::is_enum_v<T>) return true;
+  else if constexpr (is_std_array<T>::value) return blittable<typename T::value_type>();
+  else if constexpr (is_record_v<T>) return fields_blittable<T>(std::make_index_sequence<boost::pfr::tuple_size_v<T>>{});
+  else return false;
+}
+
+// Compile-time rules every C++ type must pass, with a readable message.
+template <class T, bool Typemap> constexpr void check_usable() {
+  using U = std::remove_cvref_t<T>;
+  if constexpr (is_out<U>::value || is_inout<U>::value) {
+    check_usable<typename U::type, Typemap>();
+  } else if constexpr (is_optional<U>::value) {
+    check_usable<typename U::value_type, Typemap>();
+  } else if constexpr (is_vector<U>::value || is_span<U>::value || is_std_array<U>::value) {
+    check_usable<typename U::value_type, Typemap>();
+  } else if constexpr (is_callback<U>::value) {
+    static_assert(Typemap, "marshal: callbacks need a typemap (lifetime, error value, thread delivery)");
+  } else {
+    static_assert(!std::is_pointer_v<U>,
+                  "marshal: a raw pointer is ambiguous (one value? an array? a string? who owns it?): "
+                  "use std::string, std::vector/std::span, out<T>/inout<T>, or marshal::address");
+    static_assert(!std::is_same_v<U, bool> || Typemap,
+                  "marshal: bool is ambiguous without a typemap (1-byte _Bool or 4-byte BOOL?): "
+                  "describe the function in a typemap, or use uint8_t / int32_t");
+    static_assert(!std::is_reference_v<T> || std::is_const_v<std::remove_reference_t<T>>,
+                  "marshal: pass values, const references, or out<T>/inout<T> for parameters the callee writes");
+    if constexpr (std::is_class_v<U> && !is_string_v<U> && !std::is_same_v<U, address>) {
+      static_assert(std::is_aggregate_v<U>,
+                    "marshal: a struct passed to native code must be an aggregate (no constructors, "
+                    "no virtual functions, no private fields) so its fields can be reflected");
+      static_assert(std::is_copy_assignable_v<U>,
+                    "marshal: a struct passed to native code must hold plain fields, not references or "
+                    "const members");
+    }
+    static_assert(!is_string_v<U> || Typemap, "marshal: strings need a typemap (encoding, ownership)");
+  }
+}
+
+// ---- C++ values <-> engine values (the typemap path) ----
+
+std::string describe_type(const TypeRegistry& reg, TypeId t);
+
+template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v);
+template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& v);
+
+// A HostFunction that converts native arguments to A..., calls fn, and converts
+// its result back; failures (and exceptions) become the engine's callback errors.
+template <class R, class... A>
+std::shared_ptr<HostFunction> make_host_function(const TypeRegistry& reg, const CallbackSig* sig,
+                                                 std::function<R(A...)> fn) {
+  return std::make_shared<HostFunction>(HostFunction{
+      sig->name, [&reg, sig, fn = std::move(fn)](const std::vector<Value>& args, Value& result, std::string& error) {
+        if (args.size() != sizeof...(A)) {
+          error = "expected " + std::to_string(sizeof...(A)) + " arguments, got " + std::to_string(args.size());
+          return false;
+        }
+        auto call = [&]<std::size_t... I>(std::index_sequence<I...>) {
+          if constexpr (std::is_void_v<R>) {
+            fn(from_value<std::remove_cvref_t<A>>(reg, sig->params[I].type, args[I])...);
+          } else {
+            result = to_value(reg, sig->returns, fn(from_value<std::remove_cvref_t<A>>(reg, sig->params[I].type, args[I])...));
+          }
+        };
+        call(std::index_sequence_for<A...>{});
+        return true;
+      }});
+}
+
+template <class T> std::string utf8_of(const T& s) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    return s;
+  } else {
+    constexpr Encoding e = std::is_same_v<T, std::u16string> ? Encoding::utf16
+                           : std::is_same_v<T, std::u32string> ? Encoding::utf32 : Encoding::wchar;
+    std::string out, err;
+    if (!decode_text(e, s.data(), s.size(), out, err)) throw error("marshal: " + err);
+    return out;
+  }
+}
+
+template <class T> T string_from_utf8(const std::string& s) {
+  if constexpr (std::is_same_v<T, std::string>) {
+    return s;
+  } else {
+    constexpr Encoding e = std::is_same_v<T, std::u16string> ? Encoding::utf16
+                           : std::is_same_v<T, std::u32string> ? Encoding::utf32 : Encoding::wchar;
+    std::vector<std::uint8_t> units;
+    std::string err;
+    if (!encode_text(e, Unmappable::error, s, units, err)) throw error("marshal: " + err);
+    T out(units.size() / sizeof(typename T::value_type), typename T::value_type{});
+    std::memcpy(out.data(), units.data(), units.size());
+    return out;
+  }
+}
+
+// The type a parameter's value has: its pointee for ptr types.
+inline TypeId value_type(const TypeRegistry& reg, TypeId t) {
+  const TypeDesc& d = reg.get(t);
+  return d.kind == Kind::ptr ? d.ref : t;
+}
+
+template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v) {
+  if (reg.get(t).kind == Kind::ptr) return to_value(reg, reg.get(t).ref, v);  // the engine allocates the pointee
+  const TypeDesc& d = reg.get(t);
+  if constexpr (is_optional<T>::value) {
+    return v ? to_value(reg, t, *v) : Value();
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return Value(v);
+  } else if constexpr (std::is_enum_v<T>) {
+    return Value(static_cast<std::int64_t>(static_cast<std::underlying_type_t<T>>(v)));
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return Value(static_cast<double>(v));
+  } else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) {
+    return Value(static_cast<std::int64_t>(v));
+  } else if constexpr (std::is_integral_v<T>) {
+    return Value(static_cast<std::uint64_t>(v));
+  } else if constexpr (std::is_same_v<T, address>) {
+    return Value(Address{v.value});
+  } else if constexpr (is_callback<T>::value) {
+    if (!v.host()) v.host() = make_host_function(reg, d.as<CallbackInfo>().sig, v.fn());
+    return Value(v.host());
+  } else if constexpr (is_string_v<T>) {
+    return Value(utf8_of(v));
+  } else if constexpr (is_vector<T>::value || is_span<T>::value || is_std_array<T>::value) {
+    using E = std::remove_cv_t<typename T::value_type>;
+    if constexpr (std::is_same_v<E, std::uint8_t>) {
+      return Value(Bytes{std::vector<std::uint8_t>(v.begin(), v.end())});
+    } else {
+      TypeId elem = d.kind == Kind::array ? d.ref : t;
+      List items;
+      items.reserve(v.size());
+      for (const auto& x : v) items.push_back(to_value(reg, elem, x));
+      return Value(std::move(items));
+    }
+  } else if constexpr (is_record_v<T>) {
+    const auto& fields = d.as<RecordInfo>().fields;
+    Record r;
+    std::size_t i = 0;
+    boost::pfr::for_each_field(v, [&](const auto& f) {
+      while (i < fields.size() && fields[i].is_bitfield && fields[i].bits == 0) ++i;
+      r.emplace_back(fields[i].name, to_value(reg, fields[i].type, f));
+      ++i;
+    });
+    return Value(std::move(r));
+  } else {
+    static_assert(sizeof(T) == 0, "marshal: no conversion for this C++ type");
+  }
+}
+
+template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& v) {
+  if (reg.get(t).kind == Kind::ptr && !std::is_same_v<T, address>) return from_value<T>(reg, reg.get(t).ref, v);
+  const TypeDesc& d = reg.get(t);
+  auto integer = [&]() -> std::int64_t {
+    if (v.is<std::int64_t>()) return v.as<std::int64_t>();
+    if (v.is<std::uint64_t>()) return static_cast<std::int64_t>(v.as<std::uint64_t>());
+    throw error("marshal: expected an integer, got " + v.describe());
+  };
+  if constexpr (is_optional<T>::value) {
+    if (v.is_null()) return std::nullopt;
+    return from_value<typename T::value_type>(reg, t, v);
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return v.as<bool>();
+  } else if constexpr (std::is_enum_v<T>) {
+    if (v.is<std::string>())
+      for (const EnumItem& e : d.as<EnumInfo>().items)
+        if (e.name == v.as<std::string>()) return static_cast<T>(e.value);
+    return static_cast<T>(integer());
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return static_cast<T>(v.as<double>());
+  } else if constexpr (std::is_integral_v<T>) {
+    return static_cast<T>(integer());
+  } else if constexpr (std::is_same_v<T, address>) {
+    return address{v.is_null() ? 0 : v.as<Address>().value};
+  } else if constexpr (is_string_v<T>) {
+    return string_from_utf8<T>(v.as<std::string>());
+  } else if constexpr (is_vector<T>::value) {
+    using E = typename T::value_type;
+    if constexpr (std::is_same_v<E, std::uint8_t>) {
+      if (v.is<Bytes>()) return T(v.as<Bytes>().data.begin(), v.as<Bytes>().data.end());
+    }
+    TypeId elem = d.kind == Kind::array ? d.ref : t;
+    T out;
+    for (const Value& x : v.as<List>()) out.push_back(from_value<E>(reg, elem, x));
+    return out;
+  } else if constexpr (is_std_array<T>::value) {
+    T out{};
+    TypeId elem = d.ref;
+    if (v.is<Bytes>()) {
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<typename T::value_type>(v.as<Bytes>().data.at(i));
+    } else {
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] = from_value<typename T::value_type>(reg, elem, v.as<List>().at(i));
+    }
+    return out;
+  } else if constexpr (is_record_v<T>) {
+    T out{};
+    const auto& fields = d.as<RecordInfo>().fields;
+    std::size_t i = 0;
+    boost::pfr::for_each_field(out, [&](auto& f) {
+      while (i < fields.size() && fields[i].is_bitfield && fields[i].bits == 0) ++i;
+      const Value* fv = v.field(fields[i].name);
+      if (!fv) throw error("marshal: missing field '" + fields[i].name + "'");
+      f = from_value<std::remove_cvref_t<decltype(f)>>(reg, fields[i].type, *fv);
+      ++i;
+    });
+    return out;
+  } else {
+    static_assert(sizeof(T) == 0, "marshal: no conversion for this C++ type");
+  }
+}
+
+// ---- checking a C++ type against a typemap type, at bind time ----
+
+template <class T> std::string cpp_name() {
+  if constexpr (std::is_same_v<T, bool>) return "bool";
+  else if constexpr (std::is_floating_point_v<T>) return sizeof(T) == 4 ? "float" : "double";
+  else if constexpr (std::is_integral_v<T>)
+    return std::string(std::is_signed_v<T> ? "int" : "uint") + std::to_string(sizeof(T) * 8) + "_t";
+  else if constexpr (std::is_enum_v<T>) return "enum (" + std::to_string(sizeof(T)) + " bytes)";
+  else if constexpr (std::is_same_v<T, std::string>) return "std::string";
+  else if constexpr (std::is_same_v<T, std::u16string>) return "std::u16string";
+  else if constexpr (std::is_same_v<T, std::u32string>) return "std::u32string";
+  else if constexpr (std::is_same_v<T, std::wstring>) return "std::wstring";
+  else if constexpr (is_vector<T>::value) return "std::vector<" + cpp_name<typename T::value_type>() + ">";
+  else if constexpr (is_span<T>::value) return "std::span<" + cpp_name<std::remove_cv_t<typename T::value_type>>() + ">";
+  else if constexpr (is_std_array<T>::value) return "std::array<" + cpp_name<typename T::value_type>() + ", " + std::to_string(std::tuple_size_v<T>) + ">";
+  else if constexpr (is_optional<T>::value) return "std::optional<" + cpp_name<typename T::value_type>() + ">";
+  else if constexpr (std::is_same_v<T, address>) return "marshal::address";
+  else if constexpr (is_callback<T>::value) return "marshal::callback";
+  else if constexpr (is_record_v<T>) return "struct of " + std::to_string(boost::pfr::tuple_size_v<T>) + " fields (" + std::to_string(sizeof(T)) + " bytes)";
+  else if constexpr (std::is_void_v<T>) return "void";
+  else return "an unsupported C++ type";
+}
+
+template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t);
+
+template <class R, class... A>
+std::string callback_mismatch(const TypeRegistry& reg, const CallbackSig& sig, callback<R(A...)>*) {
+  if (sig.params.size() != sizeof...(A))
+    return "callback '" + sig.name + "' takes " + std::to_string(sig.params.size()) + " parameters, the C++ callback " +
+           std::to_string(sizeof...(A));
+  std::string why;
+  std::size_t i = 0;
+  // A ptr parameter reaches the callable as the value it points to.
+  auto value_of = [&](std::size_t k) { return value_type(reg, sig.params[k].type); };
+  ((why.empty() ? (why = mismatch<std::remove_cvref_t<A>>(reg, value_of(i)),
+                   why = why.empty() ? why : "callback '" + sig.name + "' parameter " + std::to_string(i) + ": " + why, ++i)
+                : ++i),
+   ...);
+  if (why.empty()) {
+    std::string r = mismatch<R>(reg, sig.returns);
+    if (!r.empty()) why = "callback '" + sig.name + "' return: " + r;
+  }
+  return why;
+}
+
+// Returns "" when T can stand for the typemap type t, else why not.
+template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
+  if constexpr (!std::is_same_v<T, address> && !std::is_void_v<T>)
+    if (reg.get(t).kind == Kind::ptr && !blittable<T>()) return mismatch<T>(reg, reg.get(t).ref);
+  const TypeDesc& d = reg.get(t);
+  auto no = [&] { return "C++ type " + cpp_name<T>() + " does not match typemap type " + reg.spell(t); };
+  if constexpr (std::is_void_v<T>) {
+    return d.kind == Kind::void_ ? "" : no();
+  } else if constexpr (is_optional<T>::value) {
+    return mismatch<typename T::value_type>(reg, t);
+  } else if constexpr (std::is_same_v<T, bool>) {
+    return d.kind == Kind::boolean ? "" : no();
+  } else if constexpr (std::is_arithmetic_v<T> || std::is_enum_v<T>) {
+    const bool fl = std::is_floating_point_v<T>;
+    const bool kind_ok = fl ? d.kind == Kind::floating
+                            : (d.kind == Kind::integer || d.kind == Kind::enum_ ||
+                               (d.kind == Kind::handle && !d.as<HandleInfo>().by_pointer));
+    if (!kind_ok || d.size != sizeof(T)) return no();
+    if constexpr (std::is_integral_v<T>)
+      if (d.kind == Kind::integer && d.has(flag_signed) != std::is_signed_v<T> && sizeof(T) > 1) return no();
+    return "";
+  } else if constexpr (std::is_same_v<T, address>) {
+    return d.kind == Kind::pointer ? "" : no();
+  } else if constexpr (is_callback<T>::value) {
+    if (d.kind != Kind::callback) return no();
+    return callback_mismatch(reg, *d.as<CallbackInfo>().sig, static_cast<T*>(nullptr));
+  } else if constexpr (is_string_v<T>) {
+    return d.kind == Kind::string ? "" : no();
+  } else if constexpr (is_vector<T>::value || is_span<T>::value) {
+    if (d.kind != Kind::array) return no();
+    std::string inner = mismatch<std::remove_cv_t<typename T::value_type>>(reg, d.ref);
+    return inner.empty() ? "" : no() + ": elements: " + inner;
+  } else if constexpr (is_std_array<T>::value) {
+    if (d.kind != Kind::array || d.as<ArrayInfo>().count.source != Count::Source::constant ||
+        d.as<ArrayInfo>().count.constant != std::tuple_size_v<T>)
+      return no();
+    return mismatch<typename T::value_type>(reg, d.ref);
+  } else if constexpr (is_record_v<T>) {
+    // A blittable C++ struct is the native struct: same size, alignment and
+    // offsets. Any other (std::string, std::vector fields) is converted field by
+    // field, matched by position and type.
+    constexpr bool same_bits = blittable<T>();
+    if (d.kind != Kind::struct_ && d.kind != Kind::union_) return no();
+    if (same_bits && (d.size != sizeof(T) || d.align != alignof(T))) return no();
+    const auto& fields = d.as<RecordInfo>().fields;
+    std::vector<const Field*> real;
+    for (const Field& f : fields)
+      if (!(f.is_bitfield && f.bits == 0)) real.push_back(&f);
+    if (real.size() != boost::pfr::tuple_size_v<T>) return no() + ": " + std::to_string(real.size()) + " fields in the typemap";
+    std::string why;
+    const T probe{};
+    std::size_t i = 0;
+    boost::pfr::for_each_field(probe, [&](const auto& f) {
+      using F = std::remove_cvref_t<decltype(f)>;
+      const Field& tf = *real[i];
+      const auto offset = static_cast<std::size_t>(reinterpret_cast<const char*>(&f) - reinterpret_cast<const char*>(&probe));
+      if (why.empty() && tf.is_bitfield) why = "field '" + tf.name + "' is a bitfield, which C++ reflection cannot see";
+      if (why.empty() && same_bits && offset != tf.offset)
+        why = "field '" + tf.name + "' is at offset " + std::to_string(offset) + " in C++ but " + std::to_string(tf.offset) + " in the typemap";
+      if (why.empty()) {
+        std::string inner = mismatch<F>(reg, tf.type);
+        if (!inner.empty()) why = "field '" + tf.name + "': " + inner;
+      }
+      ++i;
+    });
+    return why.empty() ? "" : no() + ": " + why;
+  } else {
+    return no();
+  }
+}
+
+// Reads a fast-path return of type R from libffi's return buffer (integers
+// narrower than a register come back widened to ffi_arg).
+template <class R> R read_return(const void* rbuf) {
+  if constexpr ((std::is_integral_v<R> || std::is_enum_v<R>) && sizeof(R) < sizeof(ffi_arg)) {
+    ffi_arg wide;
+    std::memcpy(&wide, rbuf, sizeof wide);
+    if constexpr (std::is_enum_v<R>) return static_cast<R>(static_cast<std::underlying_type_t<R>>(wide));
+    else return static_cast<R>(wide);
+  } else {
+    R r;
+    std::memcpy(&r, rbuf, sizeof r);
+    return r;
+  }
+}
+
+// ---- libffi types from C++ types (plain libraries, no typemap) ----
+class FfiFromCpp {
+ public:
+  template <class T> ffi_type* get() {
+    if constexpr (std::is_void_v<T>) return &ffi_type_void;
+    else if constexpr (std::is_enum_v<T>) return get<std::underlying_type_t<T>>();
+    else if constexpr (std::is_floating_point_v<T>) return sizeof(T) == 4 ? &ffi_type_float : &ffi_type_double;
+    else if constexpr (std::is_integral_v<T>) {
+      switch (sizeof(T)) {
+        case 1: return std::is_signed_v<T> ? &ffi_type_sint8 : &ffi_type_uint8;
+        case 2: return std::is_signed_v<T> ? &ffi_type_sint16 : &ffi_type_uint16;
+        case 4: return std::is_signed_v<T> ? &ffi_type_sint32 : &ffi_type_uint32;
+        default: return std::is_signed_v<T> ? &ffi_type_sint64 : &ffi_type_uint64;
+      }
+    } else if constexpr (is_std_array<T>::value) {
+      return nullptr;  // only inside records
+    } else {
+      auto& elements = elements_.emplace_back();
+      add_fields<T>(elements);
+      elements.push_back(nullptr);
+      ffi_type& t = types_.emplace_back();
+      t.size = 0;
+      t.alignment = 0;
+      t.type = FFI_TYPE_STRUCT;
+      t.elements = elements.data();
+      return &t;
+    }
+  }
+
+ private:
+  template <class T> void add_fields(std::vector<ffi_type*>& out) {
+    boost::pfr::for_each_field(T{}, [&](const auto& f) {
+      using F = std::remove_cvref_t<decltype(f)>;
+      if constexpr (is_std_array<F>::value) {
+        ffi_type* e = get<typename F::value_type>();
+        for (std::size_t i = 0; i < std::tuple_size_v<F>; ++i) out.push_back(e);
+      } else {
+        out.push_back(get<F>());
+      }
+    });
+  }
+  std::deque<ffi_type> types_;
+  std::deque<std::vector<ffi_type*>> elements_;
+};
+
+// What a library handle shares with the functions bound from it.
+struct State {
+  std::unique_ptr<Context> ctx;
+  const Typemap* typemap = nullptr;
+  std::shared_ptr<Library> lib;        // typemap libraries
+  std::unique_ptr<SharedLibrary> so;   // plain libraries
+  std::mutex mutex;
+  FfiFromCpp ffi;
+  std::deque<ffi_cif> cifs;
+  std::deque<std::vector<ffi_type*>> arg_types;
+};
+
+}  // namespace detail
+
+}  // namespace marshal
