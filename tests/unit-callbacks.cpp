@@ -63,6 +63,18 @@ TEST_SUITE("callbacks") {
     CHECK(f.lib->callbacks().stats().live == 0);  // released when the call returned
   }
 
+  TEST_CASE("structs by value into and out of a callback") {
+    auto& f = cb();
+    auto scale = host("scale", [](const std::vector<Value>& a, Value& r, std::string&) {
+      const double k = static_cast<double>(I(a[1]));
+      r = Value(rec({{"x", D(*a[0].field("x")) * k}, {"y", D(*a[0].field("y")) * k}}));
+      return true;
+    });
+    Vec2 direct = apply_vec([](Vec2 v, int32_t k) { return Vec2{v.x * k, v.y * k}; }, Vec2{1.5, -2});
+    CHECK(f.call("apply_vec", {Value(scale), Value(rec({{"x", 1.5}, {"y", -2.0}}))}).ret ==
+          Value(rec({{"x", direct.x}, {"y", direct.y}})));
+  }
+
   TEST_CASE("out parameters written by the host") {
     auto& f = cb();
     auto writes = host("writes", [](const std::vector<Value>& a, Value& r, std::string&) {
