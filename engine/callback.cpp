@@ -122,13 +122,14 @@ void Callback::run_here(void* ret, void** args) {
   const std::size_t n = sig_->params.size();
   std::vector<Value> host_args(n);
   // Arrays last: their counts may name other parameters (sqlite3's row values).
-  std::vector<const Value*> by_index(n);
-  std::vector<void*> no_pointees(n, nullptr);
+  // Per-call scratch comes from the arena (inline buffer), not the heap.
+  auto** by_index = static_cast<const Value**>(arena.alloc(sizeof(Value*) * (n ? n : 1), alignof(Value*)));
+  auto** no_pointees = static_cast<void**>(arena.alloc_zeroed(sizeof(void*) * (n ? n : 1), alignof(void*)));
   for (std::size_t i = 0; i < n; ++i) by_index[i] = &host_args[i];
   CallFrame frame;
   frame.sig = sig_;
-  frame.host = std::span<const Value* const>(by_index.data(), n);
-  frame.pointee = std::span<void* const>(no_pointees.data(), n);
+  frame.host = std::span<const Value* const>(by_index, n);
+  frame.pointee = std::span<void* const>(no_pointees, n);
   std::string error;
   bool ok = true;
   for (int pass = 0; pass < 2 && ok; ++pass)
