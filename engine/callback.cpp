@@ -39,7 +39,6 @@ void Callback::write_on_error(void* ret) const {
   if (returns_value_) std::memcpy(ret, on_error_bytes_, ret_size_);
 }
 
-namespace {
 // Writes a native return value for libffi: integral returns narrower than a
 // register are stored widened to ffi_arg.
 void store_return(const TypeDesc& rd, const std::byte* value, void* ret) {
@@ -51,6 +50,7 @@ void store_return(const TypeDesc& rd, const std::byte* value, void* ret) {
   }
 }
 
+namespace {
 // Closures live as long as the process: a native library may call one at any
 // time, even at exit. This is the one process-wide store, and it only grows.
 std::vector<std::shared_ptr<Callback>>& graveyard() {
@@ -119,7 +119,19 @@ void Callback::run_here(void* ret, void** args) {
   }
   Arena arena;
   Marshaler m(*reg_, arena, handles_);
-  const std::size_t n = sig_->params.size();
+  m.objects = objects_;
+  std::string error;
+  if (!run_host_function(m, *sig_, args, ret, *fn_, error)) {
+    callback_note_error("callback '" + name_ + "' failed: " + error);
+    write_on_error(ret);
+  }
+}
+
+bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* ret, const HostFunction& fn,
+                       std::string& error) {
+  const TypeRegistry& reg = m.types();
+  Arena& arena = m.arena();
+  const std::size_t n = sig.params.size();
   std::vector<Value> host_args(n);
   // Arrays last: their counts may name other parameters (sqlite3's row values).
   // Per-call scratch comes from the arena (inline buffer), not the heap.
@@ -127,24 +139,23 @@ void Callback::run_here(void* ret, void** args) {
   auto** no_pointees = static_cast<void**>(arena.alloc_zeroed(sizeof(void*) * (n ? n : 1), alignof(void*)));
   for (std::size_t i = 0; i < n; ++i) by_index[i] = &host_args[i];
   CallFrame frame;
-  frame.sig = sig_;
+  frame.sig = &sig;
   frame.host = std::span<const Value* const>(by_index, n);
   frame.pointee = std::span<void* const>(no_pointees, n);
-  std::string error;
   bool ok = true;
   for (int pass = 0; pass < 2 && ok; ++pass)
     for (std::size_t i = 0; i < n && ok; ++i) {
-      const TypeId t = sig_->params[i].type;
-      const bool is_array = reg_->get(t).kind == Kind::array;
+      const TypeId t = sig.params[i].type;
+      const bool is_array = reg.get(t).kind == Kind::array;
       if (is_array != (pass == 1)) continue;
       Ctx c;
       c.frame = &frame;
       c.nullable = true;
-      if (sig_->params[i].dir == Dir::out) continue;  // the host writes it; it reads nothing
-      if (sig_->params[i].dir == Dir::inout) {  // the host sees the value it may replace
+      if (sig.params[i].dir == Dir::out) continue;  // the host writes it; it reads nothing
+      if (sig.params[i].dir == Dir::inout) {  // the host sees the value it may replace
         void* p;
         std::memcpy(&p, args[i], sizeof p);
-        ok = !p || m.to_host(reg_->get(t).ref, p, host_args[i], c);
+        ok = !p || m.to_host(reg.get(t).ref, p, host_args[i], c);
       } else if (is_array) {  // a parameter of array type is a pointer to its first element
         void* p;
         std::memcpy(&p, args[i], sizeof p);
@@ -152,12 +163,12 @@ void Callback::run_here(void* ret, void** args) {
       } else {
         ok = m.to_host(t, args[i], host_args[i], c);
       }
-      if (!ok) error = "argument " + std::to_string(i) + " '" + sig_->params[i].name + "': " + m.error;
+      if (!ok) error = "argument " + std::to_string(i) + " '" + sig.params[i].name + "': " + m.error;
     }
   Value result;
   if (ok) {
     try {
-      ok = fn_->fn(host_args, result, error);
+      ok = fn.fn(host_args, result, error);
     } catch (const std::exception& e) {
       ok = false;
       error = std::string("threw: ") + e.what();
@@ -168,14 +179,14 @@ void Callback::run_here(void* ret, void** args) {
   }
   // With out/inout parameters the host returns {"return": R, NAME: V, ...}.
   bool has_out = false;
-  for (const Param& p : sig_->params) has_out = has_out || p.dir != Dir::in;
+  for (const Param& p : sig.params) has_out = has_out || p.dir != Dir::in;
   if (ok && has_out) {
     if (!result.is<Record>()) {
       ok = false;
-      error = "a callback with out parameters returns a record {\"return\": R, NAME: V, ...}, got " + result.describe();
+      error = "with out parameters the host returns a record {\"return\": R, NAME: V, ...}, got " + result.describe();
     }
     for (std::size_t i = 0; i < n && ok; ++i) {
-      const Param& p = sig_->params[i];
+      const Param& p = sig.params[i];
       if (p.dir == Dir::in) continue;
       const Value* v = result.field(p.name);
       void* target;
@@ -189,7 +200,9 @@ void Callback::run_here(void* ret, void** args) {
       }
       if (!target) continue;  // native code passed NULL: nothing to write
       Ctx c;
-      if (!m.to_native(reg_->get(p.type).ref, *v, target, c)) {
+      c.transfer = true;  // an object written to an out pointer carries a reference
+      c.nullable = true;
+      if (!m.to_native(reg.get(p.type).ref, *v, target, c)) {
         ok = false;
         error = "out parameter '" + p.name + "': " + m.error;
       }
@@ -199,21 +212,20 @@ void Callback::run_here(void* ret, void** args) {
       result = r ? *r : Value();
     }
   }
-  const TypeDesc& rd = reg_->get(sig_->returns);
+  const TypeDesc& rd = reg.get(sig.returns);
   if (ok && rd.kind != Kind::void_) {
     std::byte tmp[256] = {};
     Ctx c;
-    if (rd.size > sizeof tmp || !m.to_native(sig_->returns, result, tmp, c)) {
+    c.transfer = true;  // a returned object carries a reference
+    c.nullable = sig.return_nullable;
+    if (rd.size > sizeof tmp || !m.to_native(sig.returns, result, tmp, c)) {
       ok = false;
       error = "return value: " + (rd.size > sizeof tmp ? std::string("too large") : m.error);
     } else {
       store_return(rd, tmp, ret);
     }
   }
-  if (!ok) {
-    callback_note_error("callback '" + name_ + "' failed: " + error);
-    write_on_error(ret);
-  }
+  return ok;
 }
 
 CallbackPool::~CallbackPool() {
@@ -254,6 +266,7 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
   cb->reg_ = &reg_;
   cb->sig_ = &sig;
   cb->handles_ = handles_;
+  cb->objects_ = objects_;
   cb->pool_ = this;
   cb->name_ = sig.name;
   cb->fn_ = fn;

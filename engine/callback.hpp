@@ -30,6 +30,8 @@ namespace marshal {
 
 class HandleTable;
 class CallbackPool;
+class ObjectSpace;
+class Marshaler;
 
 class Callback {
  public:
@@ -49,6 +51,7 @@ class Callback {
   const TypeRegistry* reg_ = nullptr;
   const CallbackSig* sig_ = nullptr;
   HandleTable* handles_ = nullptr;
+  ObjectSpace* objects_ = nullptr;
   CallbackPool* pool_ = nullptr;
   std::string name_;
   std::shared_ptr<HostFunction> fn_;
@@ -84,6 +87,8 @@ class CallbackPool {
   // the same function and signature when it is not active elsewhere).
   std::shared_ptr<Callback> acquire(const CallbackSig& sig, const std::shared_ptr<HostFunction>& fn, std::string& error);
   CallbackStats stats();
+  // Objects passed to and from host functions are wrapped in this space.
+  void set_objects(ObjectSpace* objects) { objects_ = objects; }
 
   // delivery "owner": runs the calls other threads queued for callbacks owned
   // by the calling thread, waiting up to `wait` for the first one. Returns how
@@ -96,6 +101,7 @@ class CallbackPool {
   const TypeRegistry& reg_;
   FfiTypes& ffi_;
   HandleTable* handles_;
+  ObjectSpace* objects_ = nullptr;
   std::size_t limit_;
   std::mutex mutex_;
   std::vector<std::shared_ptr<Callback>> all_;
@@ -114,6 +120,15 @@ class CallbackPool {
   std::condition_variable posted_, finished_;
   std::deque<Task*> mail_;
 };
+
+// Runs host function fn for a native call of signature sig: converts the
+// native arguments (args: one pointer per parameter, as libffi gives them),
+// calls fn, writes out/inout pointees and the return value to ret. false with
+// a message when a step fails; ret is then the caller's to fill.
+bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* ret, const HostFunction& fn,
+                       std::string& error);
+// Stores a native return value for libffi (narrow integers widened to ffi_arg).
+void store_return(const TypeDesc& rd, const std::byte* value, void* ret);
 
 // The first host failure inside callbacks on this thread since the last take.
 void callback_note_error(const std::string& message);

@@ -1,6 +1,8 @@
 // marshal engine: marshalers, one case per kind in each direction.
 #include "convert.hpp"
 
+#include "object.hpp"
+
 #include "callback.hpp"
 #include "handles.hpp"
 #include "strings.hpp"
@@ -158,17 +160,18 @@ bool Marshaler::count(const Count& n, const Ctx& c, std::uint64_t& out) {
     }
     case Count::Source::param: {
       if (!c.frame) return fail("count refers to parameter '" + n.name + "' outside a call");
-      const Param& p = c.frame->sig->params[n.index];
+      const std::size_t index = n.index + c.frame->param_offset;
+      const Param& p = c.frame->sig->params[index];
       const TypeDesc& pd = reg_.get(p.type);
-      if (pd.kind == Kind::ptr && c.frame->after && c.frame->pointee[n.index]) {
+      if (pd.kind == Kind::ptr && c.frame->after && c.frame->pointee[index]) {
         const TypeDesc& id = reg_.get(pd.ref);
-        std::int64_t v = id.has(flag_signed) ? load_signed(c.frame->pointee[n.index], id.size)
-                                             : static_cast<std::int64_t>(load_unsigned(c.frame->pointee[n.index], id.size));
+        std::int64_t v = id.has(flag_signed) ? load_signed(c.frame->pointee[index], id.size)
+                                             : static_cast<std::int64_t>(load_unsigned(c.frame->pointee[index], id.size));
         if (v < 0) return fail("count parameter '" + n.name + "' is negative after the call");
         out = static_cast<std::uint64_t>(v);
         return true;
       }
-      const Value* hv = c.frame->host[n.index];
+      const Value* hv = c.frame->host[index];
       if (!hv) return fail("count parameter '" + n.name + "' has no value before the call");
       std::uint64_t bits = 0;
       if (!integer_bits(*hv, 63, false, bits, error, "count parameter '" + n.name + "'")) return false;
@@ -557,6 +560,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
         p = arena_.alloc_zeroed(size ? size : 1, std::max<std::uint32_t>(reg_.get(d.ref).align, 1));
         Ctx pc;
         pc.frame = c.frame;
+        pc.transfer = c.transfer;
         if (!to_native(d.ref, v, p, pc)) return false;
       }
       std::memcpy(dst, &p, sizeof p);
@@ -629,8 +633,14 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       std::memcpy(dst, &code, sizeof code);
       return true;
     }
-    case Kind::interface:
-      return fail("interface arguments need the objects part of the engine, which this version does not have");
+    case Kind::interface: {
+      if (!objects) return fail("objects are not available here");
+      void* p = nullptr;
+      std::string why;
+      if (!objects->to_native(v, *d.as<InterfaceInfo>().iface, c.transfer, c.nullable, p, why)) return fail(why);
+      std::memcpy(dst, &p, sizeof p);
+      return true;
+    }
   }
   return fail("unhandled kind");
 }
@@ -694,6 +704,7 @@ bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
         return array_to_host(d.ref, p, c, out);
       Ctx pc;
       pc.frame = c.frame;
+      pc.transfer = c.transfer;
       return to_host(d.ref, p, out, pc);
     }
     case Kind::string: {
@@ -718,10 +729,19 @@ bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
     case Kind::struct_: case Kind::union_:
       // A union reads back as every member: the host knows which one is live.
       return record_to_host(d, src, out, c);
-    case Kind::callback: case Kind::interface: {
+    case Kind::callback: {
       std::uintptr_t a;
       std::memcpy(&a, src, sizeof a);
       out = a ? Value(Address{a}) : Value();
+      return true;
+    }
+    case Kind::interface: {
+      void* p;
+      std::memcpy(&p, src, sizeof p);
+      if (!p) { out = Value(); return true; }
+      if (!objects) return fail("objects are not available here");
+      std::string why;
+      if (!objects->to_host(p, *d.as<InterfaceInfo>().iface, c.transfer, out, why)) return fail(why);
       return true;
     }
   }

@@ -17,6 +17,7 @@ namespace marshal {
 
 class HandleTable;
 class CallbackPool;
+class ObjectSpace;
 class Callback;
 
 // The parameters of the call being made, for {"param": ...} and {"return": true} counts.
@@ -26,6 +27,7 @@ struct CallFrame {
   std::span<void* const> pointee;       // per parameter: native storage behind a ptr parameter
   bool after = false;                   // the call has returned
   std::int64_t return_int = 0;          // the return value, when it is an integer
+  std::uint32_t param_offset = 0;       // 1 for methods: counts index the method's params, sig has `this` first
 };
 
 // Where a value sits: for counts that name sibling fields.
@@ -35,6 +37,9 @@ struct Ctx {
   const Value* host_rec = nullptr;        // to_native: the host record being written
   const std::byte* native_rec = nullptr;  // to_host: the native record being read
   bool nullable = false;
+  // Objects: the pointer carries one reference from the writer to the reader
+  // (returns and out parameters, as in COM); otherwise it is borrowed.
+  bool transfer = false;
 };
 
 class Marshaler {
@@ -63,6 +68,11 @@ class Marshaler {
   // activated (the plan deactivates them when the call returns).
   CallbackPool* callbacks = nullptr;
   std::vector<std::shared_ptr<Callback>>* call_scoped = nullptr;
+  // Objects: wrappers and host objects for interface values.
+  ObjectSpace* objects = nullptr;
+
+  const TypeRegistry& types() const { return reg_; }
+  Arena& arena() { return arena_; }
 
  private:
   bool fail(std::string message) {

@@ -6,10 +6,27 @@
 #include "strings.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 namespace marshal {
+
+namespace {
+const char* hresult_name(std::int32_t code) {
+  switch (static_cast<std::uint32_t>(code)) {
+    case 0x80004001u: return " E_NOTIMPL";
+    case 0x80004002u: return " E_NOINTERFACE";
+    case 0x80004003u: return " E_POINTER";
+    case 0x80004004u: return " E_ABORT";
+    case 0x80004005u: return " E_FAIL";
+    case 0x8000FFFFu: return " E_UNEXPECTED";
+    case 0x80070057u: return " E_INVALIDARG";
+    case 0x8007000Eu: return " E_OUTOFMEMORY";
+    default: return "";
+  }
+}
+}  // namespace
 
 // ---- releasers ---------------------------------------------------------------------------
 
@@ -34,7 +51,9 @@ void Releaser::operator()(std::uint64_t value) const {
 
 Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary> so)
     : ctx_(ctx), tm_(tm), so_(std::move(so)), handles_([this](TypeId t) { return handle_releaser(t); }),
-      callbacks_(ctx.types(), ctx.ffi(), &handles_) {}
+      callbacks_(ctx.types(), ctx.ffi(), &handles_) {
+  callbacks_.set_objects(&objects_);
+}
 
 std::shared_ptr<Callback> Library::callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error) {
   auto it = tm_.callbacks.find(sig);
@@ -140,13 +159,49 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
     return nullptr;
   }
   const Function& fn = fit->second;
+  void* symbol = so_->symbol(fn.symbol, fn.version, error);
+  if (!symbol) return nullptr;
+  auto plan = build(fn, symbol, false, error);
+  if (!plan) return nullptr;
+  const Plan* out = plan.get();
+  plans_[function] = std::move(plan);
+  return out;
+}
+
+const Plan* Library::bind_method(const Interface& iface, const Method& method, std::string& error) {
+  std::lock_guard lock(mutex_);
+  auto& slot = method_plans_[&method];
+  if (slot.second) return slot.second.get();
+  // A method is called as a function whose parameter 0 is `this`.
+  auto fn = std::make_unique<Function>();
+  static_cast<Signature&>(*fn) = method;
+  fn->name = iface.name + "." + method.name;
+  Param self;
+  self.name = "this";
+  self.type = ctx_.types().find_primitive("pointer");
+  fn->params.insert(fn->params.begin(), self);
+  if (method.hresult) {
+    fn->check.when = Check::When::negative;
+    fn->check.hresult = true;
+  }
+  auto plan = build(*fn, nullptr, true, error);
+  if (!plan) {
+    method_plans_.erase(&method);
+    return nullptr;
+  }
+  slot.first = std::move(fn);
+  slot.second = std::move(plan);
+  return slot.second.get();
+}
+
+std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool method, std::string& error) {
   const TypeRegistry& reg = ctx_.types();
   auto plan = std::make_unique<Plan>();
   plan->lib_ = this;
   plan->fn_ = &fn;
   plan->reg_ = &reg;
-  plan->symbol_ = so_->symbol(fn.symbol, fn.version, error);
-  if (!plan->symbol_) return nullptr;
+  plan->symbol_ = symbol;
+  plan->method_ = method;
 
   auto where = [&](std::size_t i) {
     return tm_.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" + fn.params[i].name + "' (" +
@@ -157,15 +212,12 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
     const TypeDesc& d = reg.get(p.type);
     Plan::Step s;
     s.type = p.type;
-    s.host_index = p.dir == Dir::out ? -1 : static_cast<int>(plan->host_count_++);
+    s.host_index = p.dir == Dir::out || (method && i == 0) ? -1 : static_cast<int>(plan->host_count_++);
     switch (d.kind) {
       case Kind::ptr: s.op = Plan::Step::Op::ptr; break;
       case Kind::array: s.op = Plan::Step::Op::array; break;
       case Kind::string: s.op = Plan::Step::Op::string; break;
-      case Kind::interface:
-        error = where(i) + "interface parameters need the objects part of the engine, which this version does not have";
-        return nullptr;
-      case Kind::callback: case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
+      case Kind::interface: case Kind::callback: case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
       case Kind::struct_: case Kind::union_: case Kind::enum_: case Kind::handle:
         s.op = Plan::Step::Op::value;
         break;
@@ -198,9 +250,9 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
   ffi_type* rtype = ctx_.ffi().lower(reg, fn.returns, why);
   const TypeDesc& rd = reg.get(fn.returns);
   if (rd.kind == Kind::array || rd.kind == Kind::string || rd.kind == Kind::ptr) rtype = &ffi_type_pointer;
-  if (rd.kind == Kind::callback || rd.kind == Kind::interface) {
-    error = tm_.file + ": " + fn.name + ": returning " + std::string(kind_name(rd.kind)) +
-            " values needs a later part of the engine, which this version does not have";
+  if (rd.kind == Kind::callback) {
+    error = tm_.file + ": " + fn.name + ": returning callbacks (native function pointers) to the host is not supported; "
+            "return a pointer instead";
     return nullptr;
   }
   if (!rtype) {
@@ -229,9 +281,7 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
     error = tm_.file + ": " + fn.name + ": libffi cannot prepare this signature (status " + std::to_string(st) + ")";
     return nullptr;
   }
-  const Plan* out = plan.get();
-  plans_[function] = std::move(plan);
-  return out;
+  return plan;
 }
 
 // ---- the call --------------------------------------------------------------------------------
@@ -280,6 +330,19 @@ bool Plan::marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>
 }
 
 bool Plan::call(std::span<const Value> args, CallResult& result, std::string& error) const {
+  if (method_) {
+    error = lib_->typemap().file + ": " + fn_->name + " is a method: call it on an object";
+    return false;
+  }
+  return run(nullptr, symbol_, args, result, error);
+}
+
+bool Plan::call_method(void* self, void* target, std::span<const Value> args, CallResult& result,
+                       std::string& error) const {
+  return run(self, target, args, result, error);
+}
+
+bool Plan::run(void* self, void* target, std::span<const Value> args, CallResult& result, std::string& error) const {
   // ---- setup ----
   const Function& fn = *fn_;
   const TypeRegistry& reg = *reg_;
@@ -305,6 +368,7 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   } release_at_exit{call_scoped};
   m.callbacks = &lib_->callbacks();
   m.call_scoped = &call_scoped;
+  m.objects = &lib_->objects();
   const Value* host_small[16];
   void* pointee_small[16];
   void* avalue_small[16];
@@ -327,6 +391,7 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   }
   CallFrame frame;
   frame.sig = &fn;
+  frame.param_offset = method_ ? 1 : 0;
   frame.host = std::span<const Value* const>(host, n);
   frame.pointee = std::span<void* const>(pointee, n);
 
@@ -349,6 +414,10 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
     c.frame = &frame;
     c.nullable = p.nullable;
     void* ptr = nullptr;
+    if (method_ && i == 0) {  // `this`
+      std::memcpy(slot, &self, sizeof self);
+      continue;
+    }
     switch (s.op) {
       case Step::Op::value:
         if (!m.to_native(s.type, *host[i], slot, c)) return fail(i);
@@ -358,6 +427,7 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
           std::size_t size = reg.get(d.ref).size;
           ptr = arena.alloc_zeroed(size ? size : 1, std::max<std::uint32_t>(reg.get(d.ref).align, 1));
         } else {
+          c.transfer = p.dir == Dir::inout;  // the callee may replace an object it is given
           if (!m.to_native(s.type, *host[i], slot, c)) return fail(i);
           std::memcpy(&ptr, slot, sizeof ptr);
         }
@@ -439,7 +509,7 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
   std::string stale;
   callback_take_error(stale);  // a failure from an earlier call is not this call's
   errno = 0;
-  ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(symbol_), rvalue, avalues);
+  ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(target), rvalue, avalues);
   const int saved_errno = errno;
   if (fn.capture_errno) result.error_number = saved_errno;
   // A host function that failed inside this call: native code got its on_error
@@ -461,6 +531,7 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
     frame.return_int = rd.has(flag_signed) ? load_signed(ret, rd.size) : static_cast<std::int64_t>(load_unsigned(ret, rd.size));
   Ctx rc;
   rc.frame = &frame;
+  rc.transfer = true;  // a returned object carries a reference for the caller
   std::string fail_text;
   // check: a declared failure value is an error carrying errno.
   if (fn.check.when != Check::When::never) {
@@ -473,7 +544,11 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
       case Check::When::nonzero: failed = raw != 0; break;
       case Check::When::negative: failed = rd.has(flag_signed) && frame.return_int < 0; break;
     }
-    if (failed) {
+    if (failed && fn.check.hresult) {
+      char code[16];
+      std::snprintf(code, sizeof code, "0x%08X", static_cast<unsigned>(frame.return_int));
+      fail_text = tm.file + ": " + fn.name + " failed (HRESULT " + code + hresult_name(static_cast<std::int32_t>(frame.return_int)) + ")";
+    } else if (failed) {
       fail_text = tm.file + ": " + fn.name + " failed (returned " +
                   (fn.check.when == Check::When::null ? std::string("NULL") : std::to_string(frame.return_int)) + ")";
       if (fn.check.error_errno)
@@ -518,6 +593,7 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
     bool ok = true;
     Ctx c;
     c.frame = &frame;
+    c.transfer = true;  // an object written to an out pointer carries a reference
     switch (s.op) {
       case Step::Op::value: break;
       case Step::Op::ptr: {

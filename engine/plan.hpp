@@ -10,6 +10,7 @@
 #include "context.hpp"
 #include "handles.hpp"
 #include "library.hpp"
+#include "object.hpp"
 #include "value.hpp"
 
 #include <ffi.h>
@@ -47,6 +48,9 @@ class Plan {
   // in/inout parameter values in order (out parameters are not given), then for
   // a variadic function one record {"type": T, "value": V} per extra argument.
   bool call(std::span<const Value> args, CallResult& result, std::string& error) const;
+  // A method plan (Library::bind_method): `self` is the interface pointer
+  // passed as `this`, `target` the vtable slot's code.
+  bool call_method(void* self, void* target, std::span<const Value> args, CallResult& result, std::string& error) const;
 
   const Function& function() const { return *fn_; }
   std::size_t host_arity() const { return host_count_; }
@@ -70,6 +74,7 @@ class Plan {
     Releaser free_with;           // out ptr to callee-allocated memory
     bool releases_handle = false; // this function is the release of the handle passed here
   };
+  bool run(void* self, void* target, std::span<const Value> args, CallResult& result, std::string& error) const;
   bool marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
                         std::vector<void*>& values,
                         class Marshaler& m, Arena& arena, std::string& error) const;
@@ -86,6 +91,7 @@ class Plan {
   std::vector<Step> steps_;
   std::size_t host_count_ = 0;
   Releaser ret_free_;
+  bool method_ = false;  // parameter 0 is `this`, given by call_method
 };
 
 // A typemap's library, loaded: binds functions to plans (lazily, once each),
@@ -97,6 +103,8 @@ class Library : public std::enable_shared_from_this<Library> {
   // The plan for a function of the typemap, built on first use; nullptr with a
   // message (unknown function, missing symbol, a type libffi cannot express).
   const Plan* bind(const std::string& function, std::string& error);
+  // The plan for a method of an interface (`iface` declares it), built on first use.
+  const Plan* bind_method(const Interface& iface, const Method& method, std::string& error);
   // Every symbol of the typemap that cannot be resolved, as messages.
   std::vector<std::string> missing_symbols();
 
@@ -106,6 +114,7 @@ class Library : public std::enable_shared_from_this<Library> {
   CallbackPool& callbacks() { return callbacks_; }
   Context& context() { return ctx_; }
   HandleTable& handles() { return handles_; }
+  ObjectSpace& objects() { return objects_; }
 
   Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary> so);
 
@@ -113,6 +122,7 @@ class Library : public std::enable_shared_from_this<Library> {
   friend class Plan;
   bool resolve_free(const FreeWith& fw, Releaser& out, std::string& error);
   std::function<void(std::int64_t)> handle_releaser(TypeId type);
+  std::unique_ptr<Plan> build(const Function& fn, void* symbol, bool method, std::string& error);
 
   Context& ctx_;
   const Typemap& tm_;
@@ -121,7 +131,9 @@ class Library : public std::enable_shared_from_this<Library> {
   CallbackPool callbacks_;
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Plan>> plans_;
+  std::map<const Method*, std::pair<std::unique_ptr<Function>, std::unique_ptr<Plan>>> method_plans_;
   std::map<std::string, std::unique_ptr<SharedLibrary>> others_;  // "lib!symbol" owners
+  ObjectSpace objects_{*this};  // last: its wrappers use everything above
 };
 
 }  // namespace marshal

@@ -41,6 +41,7 @@ struct Check {
   When when = When::never;
   std::int64_t value = 0;
   bool error_errno = false;
+  bool hresult = false;  // a method's HRESULT: failures are negative, shown in hex
 };
 
 struct OnError {

@@ -748,7 +748,7 @@ void Loader::read_interfaces(const json& all) {
         for (const Method& other : in->methods)
           if (other.name == m.name)
             error(pointer_join(ip, "name"), "duplicate method name '" + m.name + "' (also in interface '" + in->name + "')");
-      read_signature(mj, ip, m, {"name", "hresult", "on_error"}, true);
+      read_signature(mj, ip, m, {"name", "hresult", "on_error"}, false);
       if (mj.contains("hresult") && read_bool(mj.at("hresult"), pointer_join(ip, "hresult"), m.hresult) && m.hresult &&
           m.returns != no_type) {
         const TypeDesc& r = reg_.get(m.returns);

@@ -1,6 +1,9 @@
 // marshal engine: host values and their JSON form.
 #include "value.hpp"
 
+#include "object.hpp"
+#include "typemap.hpp"
+
 #include <cstdio>
 
 namespace marshal {
@@ -32,6 +35,8 @@ std::string Value::describe() const {
     case Type::native: return "native memory";
     case Type::function: return "a host function";
     case Type::callback: return "a callback";
+    case Type::object: return "a native object";
+    case Type::host_object: return "a host object";
   }
   return "?";
 }
@@ -53,6 +58,8 @@ bool operator==(const Value& a, const Value& b) {
     case Value::Type::native: return a.as<std::shared_ptr<NativeBox>>() == b.as<std::shared_ptr<NativeBox>>();
     case Value::Type::function: return a.as<std::shared_ptr<HostFunction>>() == b.as<std::shared_ptr<HostFunction>>();
     case Value::Type::callback: return a.as<std::shared_ptr<Callback>>() == b.as<std::shared_ptr<Callback>>();
+    case Value::Type::object: return a.as<ObjectRef>().object == b.as<ObjectRef>().object;  // COM identity
+    case Value::Type::host_object: return a.as<std::shared_ptr<HostObject>>() == b.as<std::shared_ptr<HostObject>>();
   }
   return false;
 }
@@ -143,6 +150,13 @@ nlohmann::ordered_json Value::to_json() const {
     }
     case Type::function: return oj{{"function", as<std::shared_ptr<HostFunction>>()->name}};
     case Type::callback: return oj{{"callback", "registered"}};
+    case Type::object: {
+      const ObjectRef& o = as<ObjectRef>();
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "0x%jx", static_cast<std::uintmax_t>(reinterpret_cast<std::uintptr_t>(o.object->identity())));
+      return oj{{"object", o.iface ? o.iface->name : std::string()}, {"identity", buf}};
+    }
+    case Type::host_object: return oj{{"host_object", as<std::shared_ptr<HostObject>>()->name()}};
   }
   return nullptr;
 }

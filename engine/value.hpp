@@ -35,7 +35,18 @@ struct HandleBox {
 };
 
 class Value;
-class Callback;  // callback.hpp
+class Callback;      // callback.hpp
+class NativeObject;  // object.hpp
+class HostObject;    // object.hpp
+struct Interface;    // typemap.hpp
+
+// A native object as the host holds it: the object (one per COM identity, so
+// two references to one object compare equal) and the interface it was
+// obtained as, which decides how method names resolve.
+struct ObjectRef {
+  std::shared_ptr<NativeObject> object;
+  const Interface* iface = nullptr;
+};
 
 // A host function that native code can call back (through a callback type).
 // It returns false with a message to fail; a throw is caught and treated the
@@ -61,9 +72,11 @@ class Value {
  public:
   using Storage = std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Bytes, List,
                                Record, Address, std::shared_ptr<HandleBox>, std::shared_ptr<NativeBox>,
-                               std::shared_ptr<HostFunction>, std::shared_ptr<Callback>>;
+                               std::shared_ptr<HostFunction>, std::shared_ptr<Callback>, ObjectRef,
+                               std::shared_ptr<HostObject>>;
   enum class Type : std::uint8_t {
-    null, boolean, int64, uint64, real, string, bytes, list, record, address, handle, native, function, callback
+    null, boolean, int64, uint64, real, string, bytes, list, record, address, handle, native, function, callback,
+    object, host_object
   };
 
   Value() = default;
@@ -83,6 +96,8 @@ class Value {
   Value(std::shared_ptr<NativeBox> n) : v_(std::move(n)) {}
   Value(std::shared_ptr<HostFunction> f) : v_(std::move(f)) {}
   Value(std::shared_ptr<Callback> c) : v_(std::move(c)) {}
+  Value(ObjectRef o) : v_(std::move(o)) {}
+  Value(std::shared_ptr<HostObject> h) : v_(std::move(h)) {}
 
   Type type() const { return static_cast<Type>(v_.index()); }
   bool is_null() const { return type() == Type::null; }

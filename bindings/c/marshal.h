@@ -54,7 +54,9 @@ typedef enum marshal_kind {
   MARSHAL_HANDLE,
   MARSHAL_NATIVE,
   MARSHAL_FUNCTION,
-  MARSHAL_CALLBACK
+  MARSHAL_CALLBACK,
+  MARSHAL_OBJECT,     /* a native object (one per COM identity) */
+  MARSHAL_HOST_OBJECT /* a host object made with marshal_value_host_object */
 } marshal_kind;
 
 typedef struct marshal_context marshal_context;
@@ -149,6 +151,44 @@ MARSHAL_API marshal_value *marshal_value_function(const char *name, marshal_host
 MARSHAL_API marshal_status marshal_library_callback(marshal_library *lib, const char *sig, const marshal_value *fn,
                                                     marshal_value **out);
 MARSHAL_API void marshal_callback_release(marshal_value *callback);
+
+/* ---- objects (COM-style interfaces) ----
+ * A native object value holds one reference per interface it was obtained as
+ * and releases each once, with its last marshal_value reference. The same
+ * native object always gives the same object value while one is alive,
+ * whichever interface it came through (marshal_object_same). */
+/* An instance of a class of the typemap, through its factory function. */
+MARSHAL_API marshal_status marshal_library_create(marshal_library *lib, const char *cls, marshal_value *const *args,
+                                                  size_t nargs, marshal_value **out);
+/* Calls a method ("Add", or "ICounter.Add" to name the interface); out
+ * parameters and the return are in the result, as for functions. A method
+ * declared "hresult" fails with MARSHAL_ERROR_CALL when it returns a negative code. */
+MARSHAL_API marshal_status marshal_object_call(const marshal_value *obj, const char *method, marshal_value *const *args,
+                                               size_t nargs, marshal_result **out);
+/* The same object as another interface (QueryInterface by the typemap's iid). */
+MARSHAL_API marshal_status marshal_object_query(const marshal_value *obj, const char *iface, marshal_value **out);
+/* 1 when a and b are the same object (native: COM identity; host: the same host object). */
+MARSHAL_API int marshal_object_same(const marshal_value *a, const marshal_value *b);
+/* The interface a native object value was obtained as (borrowed), or NULL. */
+MARSHAL_API const char *marshal_object_interface(const marshal_value *obj);
+
+/* A host object: native code calls its methods through a vtable the engine
+ * builds. Methods are named "Add" or "ICounter.Add" and called like host
+ * functions (arguments without `this`). interfaces lists what it implements
+ * (their bases too); none means: the interfaces it is passed as. Native
+ * references (AddRef/Release) keep it alive; when native code hands it back,
+ * the host gets this same value. destroy(user) runs exactly once, when the
+ * object is gone (or right away if creation fails). A failing method returns
+ * E_FAIL to native code for "hresult" methods, else the method's on_error. */
+typedef struct marshal_host_method {
+  const char *name;
+  marshal_host_fn fn;
+} marshal_host_method;
+MARSHAL_API marshal_value *marshal_value_host_object(const char *name, const char *const *interfaces, size_t ninterfaces,
+                                                     const marshal_host_method *methods, size_t nmethods, void *user,
+                                                     void (*destroy)(void *user));
+/* References native code holds on a host object now. */
+MARSHAL_API uint32_t marshal_host_object_refs(const marshal_value *obj);
 
 /* JSON forms (TYPEMAP.md "Host values in JSON"). to_json returns a string to
  * free with marshal_free. */

@@ -210,25 +210,36 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
 
 size_t marshal_function_arity(const marshal_function* fn) { return fn ? fn->plan->host_arity() : 0; }
 
+static marshal_result* make_result(marshal::CallResult&& r) {
+  auto res = std::make_unique<marshal_result>();
+  res->ret = wrap(std::move(r.ret));
+  for (auto& [name, v] : r.out) res->outs.emplace_back(name, wrap(std::move(v)));
+  res->has_errno = r.error_number.has_value();
+  res->err = r.error_number.value_or(0);
+  return res.release();
+}
+
+static marshal_status collect_args(const char* api, marshal_value* const* args, size_t nargs,
+                                   std::vector<marshal::Value>& values) {
+  values.reserve(nargs);
+  for (size_t i = 0; i < nargs; ++i) {
+    if (!args[i])
+      return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": argument " + std::to_string(i) + " is NULL (use marshal_value_null())");
+    values.push_back(args[i]->v);
+  }
+  return MARSHAL_OK;
+}
+
 marshal_status marshal_function_call(const marshal_function* fn, marshal_value* const* args, size_t nargs,
                                      marshal_result** out) {
   if (!fn || !out || (nargs && !args)) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_function_call: fn, out (and args) must not be NULL");
   return guarded([&] {
     std::vector<marshal::Value> values;
-    values.reserve(nargs);
-    for (size_t i = 0; i < nargs; ++i) {
-      if (!args[i]) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_function_call: argument " + std::to_string(i) + " is NULL (use marshal_value_null())");
-      values.push_back(args[i]->v);
-    }
+    if (marshal_status st = collect_args("marshal_function_call", args, nargs, values); st != MARSHAL_OK) return st;
     marshal::CallResult r;
     std::string error;
     if (!fn->plan->call(values, r, error)) return fail(MARSHAL_ERROR_CALL, error);
-    auto res = std::make_unique<marshal_result>();
-    res->ret = wrap(std::move(r.ret));
-    for (auto& [name, v] : r.out) res->outs.emplace_back(name, wrap(std::move(v)));
-    res->has_errno = r.error_number.has_value();
-    res->err = r.error_number.value_or(0);
-    *out = res.release();
+    *out = make_result(std::move(r));
     return MARSHAL_OK;
   });
 }
@@ -326,6 +337,8 @@ marshal_kind marshal_value_kind(const marshal_value* v) {
     case marshal::Value::Type::native: return MARSHAL_NATIVE;
     case marshal::Value::Type::function: return MARSHAL_FUNCTION;
     case marshal::Value::Type::callback: return MARSHAL_CALLBACK;
+    case marshal::Value::Type::object: return MARSHAL_OBJECT;
+    case marshal::Value::Type::host_object: return MARSHAL_HOST_OBJECT;
   }
   return MARSHAL_NULL;
 }
@@ -417,6 +430,24 @@ struct UserFunction {
 };
 }  // namespace
 
+// Calls a C host function: arguments wrapped (borrowed by it), its result taken.
+static bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::Value>& args, marshal::Value& result,
+                        std::string& error) {
+  std::vector<marshal_value*> wrapped;
+  for (const auto& a : args) wrapped.push_back(wrap(a));
+  marshal_value* out = nullptr;
+  const char* message = nullptr;
+  const int status = fn(user, wrapped.data(), wrapped.size(), &out, &message);
+  for (auto* w : wrapped) marshal_value_release(w);
+  if (out) result = out->v;
+  marshal_value_release(out);
+  if (status != 0) {
+    error = message ? message : "the C host function returned " + std::to_string(status);
+    return false;
+  }
+  return true;
+}
+
 marshal_value* marshal_value_function(const char* name, marshal_host_fn fn, void* user, void (*destroy)(void*)) {
   if (!fn) {
     if (destroy) destroy(user);
@@ -428,19 +459,7 @@ marshal_value* marshal_value_function(const char* name, marshal_host_fn fn, void
     auto host = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
         name ? name : "c_function",
         [data](const std::vector<marshal::Value>& args, marshal::Value& result, std::string& error) {
-          std::vector<marshal_value*> wrapped;
-          for (const auto& a : args) wrapped.push_back(wrap(a));
-          marshal_value* out = nullptr;
-          const char* message = nullptr;
-          const int status = data->fn(data->user, wrapped.data(), wrapped.size(), &out, &message);
-          for (auto* w : wrapped) marshal_value_release(w);
-          if (out) result = out->v;
-          marshal_value_release(out);
-          if (status != 0) {
-            error = message ? message : "the C host function returned " + std::to_string(status);
-            return false;
-          }
-          return true;
+          return call_c_host(data->fn, data->user, args, result, error);
         }});
     return wrap(marshal::Value(std::move(host)));
   } catch (...) {
@@ -463,6 +482,111 @@ marshal_status marshal_library_callback(marshal_library* lib, const char* sig, c
 
 void marshal_callback_release(marshal_value* callback) {
   if (callback && callback->v.is<std::shared_ptr<marshal::Callback>>()) callback->v.as<std::shared_ptr<marshal::Callback>>()->release();
+}
+
+// ---- objects ----
+
+marshal_status marshal_library_create(marshal_library* lib, const char* cls, marshal_value* const* args, size_t nargs,
+                                      marshal_value** out) {
+  if (!lib || !cls || !out || (nargs && !args))
+    return fail(MARSHAL_ERROR_ARGUMENT, "marshal_library_create: lib, cls, out (and args) must not be NULL");
+  return guarded([&] {
+    std::vector<marshal::Value> values;
+    if (marshal_status st = collect_args("marshal_library_create", args, nargs, values); st != MARSHAL_OK) return st;
+    marshal::Value obj;
+    std::string error;
+    if (!lib->lib->objects().create(cls, values, obj, error)) return fail(MARSHAL_ERROR_CALL, error);
+    *out = wrap(std::move(obj));
+    return MARSHAL_OK;
+  });
+}
+
+marshal_status marshal_object_call(const marshal_value* obj, const char* method, marshal_value* const* args,
+                                   size_t nargs, marshal_result** out) {
+  if (!obj || !method || !out || (nargs && !args))
+    return fail(MARSHAL_ERROR_ARGUMENT, "marshal_object_call: obj, method, out (and args) must not be NULL");
+  if (!obj->v.is<marshal::ObjectRef>()) return wrong_kind("marshal_object_call", obj, "a native object");
+  return guarded([&] {
+    std::vector<marshal::Value> values;
+    if (marshal_status st = collect_args("marshal_object_call", args, nargs, values); st != MARSHAL_OK) return st;
+    const marshal::ObjectRef& ref = obj->v.as<marshal::ObjectRef>();
+    marshal::CallResult r;
+    std::string error;
+    if (!ref.object->library().objects().call(ref, method, values, r, error)) return fail(MARSHAL_ERROR_CALL, error);
+    *out = make_result(std::move(r));
+    return MARSHAL_OK;
+  });
+}
+
+marshal_status marshal_object_query(const marshal_value* obj, const char* iface, marshal_value** out) {
+  if (!obj || !iface || !out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_object_query: obj, iface and out must not be NULL");
+  if (!obj->v.is<marshal::ObjectRef>()) return wrong_kind("marshal_object_query", obj, "a native object");
+  return guarded([&] {
+    const marshal::ObjectRef& ref = obj->v.as<marshal::ObjectRef>();
+    marshal::Value v;
+    std::string error;
+    if (!ref.object->library().objects().query(ref, iface, v, error)) return fail(MARSHAL_ERROR_CALL, error);
+    *out = wrap(std::move(v));
+    return MARSHAL_OK;
+  });
+}
+
+int marshal_object_same(const marshal_value* a, const marshal_value* b) {
+  if (!a || !b) return 0;
+  if (a->v.is<marshal::ObjectRef>() && b->v.is<marshal::ObjectRef>())
+    return a->v.as<marshal::ObjectRef>().object == b->v.as<marshal::ObjectRef>().object;
+  if (a->v.is<std::shared_ptr<marshal::HostObject>>() && b->v.is<std::shared_ptr<marshal::HostObject>>())
+    return a->v.as<std::shared_ptr<marshal::HostObject>>() == b->v.as<std::shared_ptr<marshal::HostObject>>();
+  return 0;
+}
+
+const char* marshal_object_interface(const marshal_value* obj) {
+  if (!obj || !obj->v.is<marshal::ObjectRef>()) return nullptr;
+  return obj->v.as<marshal::ObjectRef>().iface->name.c_str();
+}
+
+marshal_value* marshal_value_host_object(const char* name, const char* const* interfaces, size_t ninterfaces,
+                                         const marshal_host_method* methods, size_t nmethods, void* user,
+                                         void (*destroy)(void* user)) {
+  if ((nmethods && !methods) || (ninterfaces && !interfaces)) {
+    if (destroy) destroy(user);
+    last_error = "marshal_value_host_object: methods and interfaces must not be NULL when counted";
+    return nullptr;
+  }
+  try {
+    // One owner of the user data for all methods: destroy runs once, with the last of them.
+    auto data = std::make_shared<UserFunction>(nullptr, user, destroy);
+    std::map<std::string, std::shared_ptr<marshal::HostFunction>> table;
+    for (size_t i = 0; i < nmethods; ++i) {
+      if (!methods[i].name || !methods[i].fn) {
+        last_error = "marshal_value_host_object: method " + std::to_string(i) + " has no name or no function";
+        return nullptr;
+      }
+      marshal_host_fn fn = methods[i].fn;
+      table[methods[i].name] = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
+          methods[i].name, [data, fn](const std::vector<marshal::Value>& args, marshal::Value& result, std::string& error) {
+            return call_c_host(fn, data->user, args, result, error);
+          }});
+    }
+    std::vector<std::string> names;
+    for (size_t i = 0; i < ninterfaces; ++i) {
+      if (!interfaces[i]) {
+        last_error = "marshal_value_host_object: interface name " + std::to_string(i) + " is NULL";
+        return nullptr;
+      }
+      names.emplace_back(interfaces[i]);
+    }
+    auto host = std::make_shared<marshal::HostObject>(name ? name : "c_object", std::move(names), std::move(table));
+    return wrap(marshal::Value(std::move(host)));
+  } catch (...) {
+    last_error = "out of memory";
+    return nullptr;
+  }
+}
+
+uint32_t marshal_host_object_refs(const marshal_value* obj) {
+  if (!obj || !obj->v.is<std::shared_ptr<marshal::HostObject>>()) return 0;
+  return obj->v.as<std::shared_ptr<marshal::HostObject>>()->native_refs();
 }
 
 marshal_status marshal_value_from_json(const char* json, marshal_value** out) {

@@ -1,0 +1,605 @@
+// marshal engine: objects (runtime- and COM-callable wrappers, identity).
+#include "object.hpp"
+
+#include "abi.hpp"
+#include "arena.hpp"
+#include "callback.hpp"
+#include "convert.hpp"
+#include "plan.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <shared_mutex>
+#include <unordered_set>
+
+namespace marshal {
+
+namespace {
+
+// IUnknown's three slots, called directly: their C signatures are fixed by COM.
+using QueryFn = std::int32_t (*)(void*, const void*, void**);
+using RefFn = std::uint32_t (*)(void*);
+
+void* const* vtable_of(void* p) {
+  void* const* v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+std::int32_t native_query(void* p, const Guid& iid, void** out) {
+  *out = nullptr;
+  return reinterpret_cast<QueryFn>(vtable_of(p)[0])(p, iid.data(), out);
+}
+void native_add_ref(void* p) { reinterpret_cast<RefFn>(vtable_of(p)[1])(p); }
+void native_release(void* p) { reinterpret_cast<RefFn>(vtable_of(p)[2])(p); }
+
+std::string hex32(std::int32_t code) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%08X", static_cast<unsigned>(code));
+  return buf;
+}
+
+bool derives(const Interface* a, const Interface* b) {
+  for (; a; a = a->base)
+    if (a == b) return true;
+  return false;
+}
+
+// The root of a chain that derives from IUnknown (its three slots are the engine's).
+bool is_iunknown(const Interface& i) { return i.refcounted && i.base == nullptr; }
+
+// Every vtable of a host object wrapper, so that a pointer native code hands
+// back is recognized as the host's own object (round-trip identity).
+std::shared_mutex ccw_vtables_mutex;
+std::unordered_set<const void*>& ccw_vtables() {
+  static auto* set = new std::unordered_set<const void*>;
+  return *set;
+}
+
+}  // namespace
+
+const Guid& iid_iunknown() {
+  static const Guid g = *parse_guid("00000000-0000-0000-c000-000000000046");
+  return g;
+}
+
+HostObject* host_object_of(void* p) {
+  if (!p) return nullptr;
+  void* const* v = vtable_of(p);
+  std::shared_lock lock(ccw_vtables_mutex);
+  if (!ccw_vtables().count(v)) return nullptr;
+  return static_cast<HostObject::Ccw*>(p)->owner;
+}
+
+// ---- native objects ----------------------------------------------------------------------
+
+NativeObject::~NativeObject() {
+  if (space_) space_->forget(this);
+  // Each held interface pointer carries one reference: released exactly once.
+  if (refcounted_)
+    for (auto& [iface, p] : ptrs_) native_release(p);
+}
+
+std::vector<const Interface*> NativeObject::interfaces() const {
+  std::lock_guard lock(mutex_);
+  std::vector<const Interface*> out;
+  for (const auto& [i, p] : ptrs_) out.push_back(i);
+  return out;
+}
+
+void* NativeObject::pointer(const Interface& want, std::string& error) {
+  void* any = nullptr;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [i, p] : ptrs_)
+      if (derives(i, &want)) return p;  // a derived interface's pointer is also one of its base
+    if (!ptrs_.empty()) any = ptrs_.front().second;
+  }
+  if (!refcounted_ || !want.refcounted) {
+    error = "the object does not implement " + want.name + " (it was obtained as another interface, and " +
+            (refcounted_ ? want.name : std::string("its interface")) + " does not derive from IUnknown, so it cannot "
+            "be asked for others)";
+    return nullptr;
+  }
+  if (!want.iid) {
+    error = "interface " + want.name + " has no iid, so the object cannot be asked for it (QueryInterface)";
+    return nullptr;
+  }
+  void* got = nullptr;
+  const std::int32_t status = native_query(any, *want.iid, &got);
+  if (status < 0 || !got) {
+    if (got) native_release(got);
+    error = "the object does not implement " + want.name + " (QueryInterface returned " + hex32(status) +
+            (status == hr::no_interface ? " E_NOINTERFACE" : "") + ")";
+    return nullptr;
+  }
+  std::lock_guard lock(mutex_);
+  for (const auto& [i, p] : ptrs_)
+    if (i == &want) {  // another thread got it first: keep one reference
+      native_release(got);
+      return p;
+    }
+  ptrs_.emplace_back(&want, got);
+  return got;
+}
+
+// ---- host objects ------------------------------------------------------------------------
+
+HostObject::~HostObject() = default;
+
+std::uint32_t HostObject::native_refs() const {
+  std::lock_guard lock(mutex_);
+  return refs_;
+}
+
+const HostFunction* HostObject::method(const Interface& iface, const std::string& name) const {
+  if (auto it = methods_.find(iface.name + "." + name); it != methods_.end()) return it->second.get();
+  if (auto it = methods_.find(name); it != methods_.end()) return it->second.get();
+  return nullptr;
+}
+
+std::uint32_t HostObject::add_ref() {
+  std::lock_guard lock(mutex_);
+  if (refs_++ == 0) keep_ = shared_from_this();  // native code keeps the host object alive
+  return refs_;
+}
+
+std::uint32_t HostObject::release() {
+  std::shared_ptr<HostObject> last;
+  std::uint32_t left;
+  {
+    std::lock_guard lock(mutex_);
+    if (refs_ == 0) {
+      // A Release past zero: a native bug, counted and never a second free.
+      if (!ccws_.empty()) ccws_.front()->space->faults_.fetch_add(1);
+      std::fprintf(stderr, "marshal: host object '%s' was released more times than it was referenced\n", name_.c_str());
+      return 0;
+    }
+    left = --refs_;
+    if (left == 0) last = std::move(keep_);
+  }
+  return left;  // `last` may destroy this object now; nothing touches it after
+}
+
+std::int32_t HostObject::ccw_query(void* self, const void* iid, void** out) {
+  if (!out) return hr::pointer;
+  *out = nullptr;
+  if (!iid) return hr::pointer;
+  auto* c = static_cast<Ccw*>(self);
+  HostObject* h = c->owner;
+  ObjectSpace* space = c->space;
+  Guid want;
+  std::memcpy(want.data(), iid, want.size());
+  void* target = nullptr;
+  if (want == iid_iunknown()) {
+    // COM identity: the same IUnknown pointer every time (the first wrapper in this space).
+    std::lock_guard lock(h->mutex_);
+    for (auto& w : h->ccws_)
+      if (w->space == space) { target = w.get(); break; }
+  } else {
+    const Interface* iface = space->find_by_iid(iid);
+    std::string error;
+    if (iface) target = space->ccw_for(*h, *iface, error);
+  }
+  if (!target) return hr::no_interface;
+  h->add_ref();
+  *out = target;
+  return hr::ok;
+}
+
+std::uint32_t HostObject::ccw_add_ref(void* self) { return static_cast<Ccw*>(self)->owner->add_ref(); }
+std::uint32_t HostObject::ccw_release(void* self) { return static_cast<Ccw*>(self)->owner->release(); }
+
+// ---- the object space ----------------------------------------------------------------------
+
+ObjectSpace::~ObjectSpace() {
+  std::unique_lock lock(ccw_vtables_mutex);
+  for (auto& [iface, v] : vtables_) ccw_vtables().erase(v.data());
+  for (auto& t : thunks_)
+    if (t->closure) ffi_closure_free(t->closure);
+}
+
+ObjectStats ObjectSpace::stats() {
+  std::lock_guard lock(mutex_);
+  ObjectStats s;
+  for (auto& [id, w] : identities_)
+    if (!w.expired()) ++s.wrappers;
+  s.vtables = vtables_.size();
+  s.faults = faults_.load();
+  return s;
+}
+
+void ObjectSpace::forget(NativeObject* obj) {
+  std::lock_guard lock(mutex_);
+  auto it = identities_.find(obj->identity_);
+  if (it != identities_.end() && it->second.expired()) identities_.erase(it);
+}
+
+const Interface* ObjectSpace::find_by_iid(const void* iid) const {
+  for (const auto& [name, i] : lib_.typemap().interfaces)
+    if (i.iid && std::memcmp(i.iid->data(), iid, i.iid->size()) == 0) return &i;
+  return nullptr;
+}
+
+bool ObjectSpace::wrap(void* p, const Interface& iface, bool transfer, ObjectRef& out, std::string& error) {
+  void* identity = p;
+  void* unknown = nullptr;
+  if (iface.refcounted) {
+    const std::int32_t status = native_query(p, iid_iunknown(), &unknown);
+    if (status < 0 || !unknown) {
+      if (transfer) native_release(p);
+      error = "the object's QueryInterface(IUnknown) failed (" + hex32(status) + "), so it has no identity";
+      return false;
+    }
+    identity = unknown;
+    if (!transfer) native_add_ref(p);  // the wrapper holds a reference of its own
+  }
+  void* extra = nullptr;  // a reference the wrapper does not need
+  std::shared_ptr<NativeObject> obj;
+  {
+    std::lock_guard lock(mutex_);
+    auto& slot = identities_[identity];
+    obj = slot.lock();
+    if (obj) {
+      std::lock_guard olock(obj->mutex_);
+      bool held = false;
+      for (const auto& [i, q] : obj->ptrs_) held = held || i == &iface;
+      if (held) extra = p;
+      else obj->ptrs_.emplace_back(&iface, p);
+    } else {
+      obj = std::make_shared<NativeObject>();
+      obj->lib_ = lib_.shared_from_this();
+      obj->space_ = this;
+      obj->identity_ = identity;
+      obj->refcounted_ = iface.refcounted;
+      obj->ptrs_.emplace_back(&iface, p);
+      slot = obj;
+    }
+  }
+  // Native Release runs outside every engine lock: it may call back into the host.
+  if (iface.refcounted) {
+    if (extra) native_release(extra);
+    native_release(unknown);
+  }
+  out.object = std::move(obj);
+  out.iface = &iface;
+  return true;
+}
+
+bool ObjectSpace::to_host(void* p, const Interface& iface, bool transfer, Value& out, std::string& error) {
+  if (!p) {
+    out = Value();
+    return true;
+  }
+  if (HostObject* h = host_object_of(p)) {
+    // The host's own object came back: the host gets it, not a wrapper of a wrapper.
+    std::shared_ptr<HostObject> mine = h->weak_from_this().lock();
+    if (!mine) {
+      error = "native code handed back host object '" + h->name_ + "' after it was destroyed";
+      return false;
+    }
+    if (transfer && iface.refcounted) h->release();  // the host holds it; native's reference is returned
+    out = Value(std::move(mine));
+    return true;
+  }
+  ObjectRef ref;
+  if (!wrap(p, iface, transfer, ref, error)) return false;
+  out = Value(std::move(ref));
+  return true;
+}
+
+bool ObjectSpace::to_native(const Value& v, const Interface& iface, bool transfer, bool nullable, void*& out,
+                            std::string& error) {
+  out = nullptr;
+  if (v.is_null()) {
+    if (nullable) return true;
+    error = "null is not allowed here (not nullable)";
+    return false;
+  }
+  if (v.is<ObjectRef>()) {
+    const ObjectRef& r = v.as<ObjectRef>();
+    if (!r.object) {
+      error = "an empty object reference";
+      return false;
+    }
+    out = r.object->pointer(iface, error);
+    if (!out) return false;
+    if (transfer && iface.refcounted) native_add_ref(out);
+    return true;
+  }
+  if (v.is<std::shared_ptr<HostObject>>()) {
+    HostObject& h = *v.as<std::shared_ptr<HostObject>>();
+    out = ccw_for(h, iface, error);
+    if (!out) return false;
+    if (transfer && iface.refcounted) h.add_ref();
+    return true;
+  }
+  error = "expected an object implementing " + iface.name + " (a native object or a host object), got " + v.describe();
+  return false;
+}
+
+void* ObjectSpace::ccw_for(HostObject& h, const Interface& iface, std::string& error) {
+  const Typemap& tm = lib_.typemap();
+  std::lock_guard lock(h.mutex_);
+  for (auto& c : h.ccws_)
+    if (c->space == this && c->iface == &iface) return c.get();
+  // What the host object implements: its declared interfaces (and their
+  // bases), or, when it declares none, the interfaces it is passed as.
+  if (!h.interface_names_.empty()) {
+    bool found = false;
+    for (const std::string& n : h.interface_names_) {
+      auto it = tm.interfaces.find(n);
+      if (it == tm.interfaces.end()) {
+        error = "host object '" + h.name_ + "' declares interface '" + n + "', which " + tm.file + " does not have";
+        return nullptr;
+      }
+      found = found || derives(&it->second, &iface);
+    }
+    if (!found) {
+      std::string list;
+      for (const std::string& n : h.interface_names_) list += (list.empty() ? "" : ", ") + n;
+      error = "host object '" + h.name_ + "' does not implement " + iface.name + " (it implements " + list + ")";
+      return nullptr;
+    }
+  }
+  for (const Interface* i = &iface; i; i = i->base) {
+    if (is_iunknown(*i)) continue;
+    for (const Method& m : i->methods)
+      if (!h.method(*i, m.name)) {
+        error = "host object '" + h.name_ + "' does not implement " + i->name + "." + m.name + " (give it a method '" +
+                m.name + "' or '" + i->name + "." + m.name + "')";
+        return nullptr;
+      }
+  }
+  void* const* vt = vtable(iface, error);
+  if (!vt) return nullptr;
+  auto c = std::make_unique<HostObject::Ccw>();
+  c->vtbl = vt;
+  c->owner = &h;
+  c->iface = &iface;
+  c->space = this;
+  c->lib = lib_.shared_from_this();
+  h.ccws_.push_back(std::move(c));
+  if (h.interface_names_.empty() &&
+      std::find(h.implemented_.begin(), h.implemented_.end(), &iface) == h.implemented_.end())
+    h.implemented_.push_back(&iface);
+  return h.ccws_.back().get();
+}
+
+void* const* ObjectSpace::vtable(const Interface& iface, std::string& error) {
+  std::lock_guard lock(mutex_);
+  if (auto it = vtables_.find(&iface); it != vtables_.end()) return it->second.data();
+  const TypeRegistry& reg = lib_.context().types();
+  std::vector<void*> slots(iface.slot_count(), nullptr);
+  std::vector<const Interface*> chain;
+  for (const Interface* i = &iface; i; i = i->base) chain.insert(chain.begin(), i);
+  std::vector<std::unique_ptr<MethodThunk>> made;
+  for (const Interface* i : chain) {
+    if (is_iunknown(*i)) {
+      slots[0] = reinterpret_cast<void*>(&HostObject::ccw_query);
+      slots[1] = reinterpret_cast<void*>(&HostObject::ccw_add_ref);
+      slots[2] = reinterpret_cast<void*>(&HostObject::ccw_release);
+      continue;
+    }
+    for (const Method& m : i->methods) {
+      const std::string where = "host object method " + i->name + "." + m.name + ": ";
+      auto t = std::make_unique<MethodThunk>();
+      t->space = this;
+      t->iface = i;
+      t->method = &m;
+      t->atypes.push_back(&ffi_type_pointer);  // this
+      for (const Param& p : m.params) {
+        if (p.dir != Dir::in && reg.get(p.type).kind != Kind::ptr) {
+          error = where + "parameter '" + p.name + "': host objects write out and inout parameters through "
+                  "{\"ptr\": T} only (one value)";
+          return nullptr;
+        }
+        ffi_type* ft = lib_.context().ffi().lower(reg, p.type, error);
+        if (!ft) return nullptr;
+        t->atypes.push_back(ft);
+      }
+      const TypeDesc& rd = reg.get(m.returns);
+      if (rd.kind == Kind::string || rd.kind == Kind::array) {
+        error = where + "a host object cannot return a " + std::string(kind_name(rd.kind)) +
+                " (native code could not know how to free it; use an out parameter)";
+        return nullptr;
+      }
+      if (rd.kind != Kind::void_ && rd.size > 16) {
+        error = where + "returns of more than 16 bytes are not supported by this engine version";
+        return nullptr;
+      }
+      ffi_type* rt = lib_.context().ffi().lower(reg, m.returns, error);
+      if (!rt) return nullptr;
+      if (ffi_prep_cif(&t->cif, FFI_DEFAULT_ABI, static_cast<unsigned>(t->atypes.size()), rt, t->atypes.data()) != FFI_OK) {
+        error = where + "libffi cannot prepare its signature";
+        return nullptr;
+      }
+      t->returns_value = rd.kind != Kind::void_;
+      t->ret_size = std::max<std::size_t>(rd.size, sizeof(ffi_arg));
+      if (t->returns_value) {
+        // What native code receives when the host method fails: E_FAIL for an
+        // HRESULT, else the method's on_error value, else zero.
+        std::byte value[32] = {};
+        if (m.hresult) {
+          std::memcpy(value, &hr::fail, sizeof hr::fail);
+        } else if (m.on_error.present) {
+          Arena arena;
+          Marshaler mm(reg, arena, &lib_.handles());
+          Ctx c;
+          c.nullable = true;
+          if (!mm.to_native(m.returns, Value::from_json(m.on_error.value), value, c)) {
+            error = where + "on_error: " + mm.error;
+            return nullptr;
+          }
+        }
+        store_return(rd, value, t->on_error);
+      }
+      void* code = nullptr;
+      t->closure = static_cast<ffi_closure*>(ffi_closure_alloc(sizeof(ffi_closure), &code));
+      if (!t->closure || ffi_prep_closure_loc(t->closure, &t->cif, &ObjectSpace::method_trampoline, t.get(), code) != FFI_OK) {
+        error = where + "cannot allocate a closure";
+        if (t->closure) ffi_closure_free(t->closure);
+        return nullptr;
+      }
+      slots[m.slot] = code;
+      made.push_back(std::move(t));
+    }
+  }
+  for (auto& t : made) thunks_.push_back(std::move(t));
+  auto& stored = vtables_[&iface] = std::move(slots);
+  std::unique_lock vlock(ccw_vtables_mutex);
+  ccw_vtables().insert(stored.data());
+  return stored.data();
+}
+
+void ObjectSpace::method_trampoline(ffi_cif*, void* ret, void** args, void* user) {
+  auto* t = static_cast<MethodThunk*>(user);
+  void* self;
+  std::memcpy(&self, args[0], sizeof self);
+  auto* c = static_cast<HostObject::Ccw*>(self);
+  HostObject* h = c->owner;
+  ObjectSpace& space = *t->space;
+  const Method& m = *t->method;
+  const HostFunction* fn = h->method(*t->iface, m.name);
+  std::string error;
+  bool ok = fn != nullptr;
+  if (!ok) error = "no host method";
+  if (ok) {
+    Arena arena;
+    Marshaler mm(space.lib_.context().types(), arena, &space.lib_.handles());
+    mm.objects = &space;
+    ok = run_host_function(mm, m, args + 1, ret, *fn, error);
+  }
+  if (!ok) {
+    callback_note_error("method " + t->iface->name + "." + m.name + " of host object '" + h->name_ + "' failed: " + error);
+    if (t->returns_value) std::memcpy(ret, t->on_error, t->ret_size);
+  }
+}
+
+// ---- calls ---------------------------------------------------------------------------------
+
+bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
+                       std::string& error) {
+  const Typemap& tm = lib_.typemap();
+  if (!obj.object || !obj.iface) {
+    error = tm.file + ": an empty object reference";
+    return false;
+  }
+  // "I.M" names the interface; a bare name resolves on the reference's own
+  // interface first, then on the others the object was obtained as.
+  const Interface* view = nullptr;
+  const Interface* owner = nullptr;
+  const Method* m = nullptr;
+  std::string name(method);
+  auto search = [&](const Interface* v) {
+    for (const Interface* i = v; i && !m; i = i->base)
+      for (const Method& x : i->methods)
+        if (x.name == name) {
+          view = v;
+          owner = i;
+          m = &x;
+          break;
+        }
+  };
+  if (auto dot = name.find('.'); dot != std::string::npos) {
+    auto it = tm.interfaces.find(name.substr(0, dot));
+    if (it == tm.interfaces.end()) {
+      error = tm.file + ": no interface '" + name.substr(0, dot) + "' (in method name '" + name + "')";
+      return false;
+    }
+    name = name.substr(dot + 1);
+    search(&it->second);
+  } else {
+    search(obj.iface);
+    if (!m)
+      for (const Interface* other : obj.object->interfaces()) search(other);
+  }
+  if (!m) {
+    std::string names;
+    for (const Interface* i = obj.iface; i; i = i->base)
+      for (const Method& x : i->methods) names += (names.empty() ? "" : ", ") + x.name;
+    error = tm.file + ": " + obj.iface->name + " has no method '" + std::string(method) + "' (methods: " + names + ")";
+    return false;
+  }
+  if (is_iunknown(*owner)) {
+    error = tm.file + ": " + owner->name + "." + m->name + " is the engine's: wrappers count references themselves "
+            "(drop the reference to release it; ask for another interface with query)";
+    return false;
+  }
+  void* self = obj.object->pointer(*view, error);
+  if (!self) {
+    error = tm.file + ": " + view->name + "." + m->name + ": " + error;
+    return false;
+  }
+  const Plan* plan = lib_.bind_method(*owner, *m, error);
+  if (!plan) return false;
+  if (args.size() != plan->host_arity()) {
+    std::string names;
+    for (const Param& p : m->params)
+      if (p.dir != Dir::out) names += (names.empty() ? "" : ", ") + p.name;
+    error = tm.file + ": " + owner->name + "." + m->name + ": expects " + std::to_string(plan->host_arity()) +
+            " argument" + (plan->host_arity() == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") + ", got " +
+            std::to_string(args.size());
+    return false;
+  }
+  return plan->call_method(self, vtable_of(self)[m->slot], args, result, error);
+}
+
+bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& out, std::string& error) {
+  const Typemap& tm = lib_.typemap();
+  auto it = tm.interfaces.find(iface);
+  if (it == tm.interfaces.end()) {
+    std::string names;
+    for (const auto& [n, _] : tm.interfaces) names += (names.empty() ? "" : ", ") + n;
+    error = tm.file + ": no interface '" + iface + "' (interfaces: " + names + ")";
+    return false;
+  }
+  if (!obj.object) {
+    error = tm.file + ": an empty object reference";
+    return false;
+  }
+  if (!obj.object->pointer(it->second, error)) {
+    error = tm.file + ": " + error;
+    return false;
+  }
+  out = Value(ObjectRef{obj.object, &it->second});
+  return true;
+}
+
+bool ObjectSpace::create(const std::string& cls, std::span<const Value> args, Value& out, std::string& error) {
+  const Typemap& tm = lib_.typemap();
+  auto it = tm.classes.find(cls);
+  if (it == tm.classes.end()) {
+    std::string names;
+    for (const auto& [n, _] : tm.classes) names += (names.empty() ? "" : ", ") + n;
+    error = tm.file + ": no class '" + cls + "' (classes: " + names + ")";
+    return false;
+  }
+  const ClassDesc& c = it->second;
+  const Plan* plan = lib_.bind(c.create->name, error);
+  if (!plan) return false;
+  CallResult r;
+  if (!plan->call(args, r, error)) return false;
+  // The factory yields the object as its return value or through an out pointer.
+  Value obj = std::move(r.ret);
+  if (!obj.is<ObjectRef>())
+    for (auto& [name, v] : r.out)
+      if (v.is<ObjectRef>()) obj = std::move(v);
+  if (!obj.is<ObjectRef>()) {
+    error = tm.file + ": class " + cls + ": " + c.create->name + " returned no object";
+    return false;
+  }
+  ObjectRef ref = obj.as<ObjectRef>();
+  ref.object->cls_ = &c;
+  if (ref.iface != c.iface) {
+    if (!ref.object->pointer(*c.iface, error)) {
+      error = tm.file + ": class " + cls + ": " + error;
+      return false;
+    }
+    ref.iface = c.iface;
+  }
+  out = Value(std::move(ref));
+  return true;
+}
+
+}  // namespace marshal

@@ -1,0 +1,196 @@
+// marshal engine: objects (COM-style interfaces) in both directions.
+//
+// Native objects for the host (runtime-callable wrappers): a pointer to an
+// interface becomes a NativeObject, one per COM identity (the IUnknown pointer
+// QueryInterface returns) and library while the host holds it, so the same
+// object always maps to the same wrapper, whichever interface it came through.
+// The wrapper holds one reference per interface pointer it keeps and releases
+// each exactly once when the host drops it. Methods are vtable slots called
+// through the same plans as functions, `this` first.
+//
+// Host objects for native code (COM-callable wrappers): a HostObject (named
+// host functions, one per method) passed where an interface is expected gets
+// a vtable whose slots are libffi closures, plus an engine IUnknown
+// (QueryInterface by iid, AddRef, Release). Native references keep the host
+// object alive; when native code hands the pointer back the host receives its
+// own object, never a wrapper of a wrapper.
+#pragma once
+
+#include "typemap.hpp"
+#include "value.hpp"
+
+#include <atomic>
+#include <ffi.h>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace marshal {
+
+class Library;
+class ObjectSpace;
+class HostObject;
+struct CallResult;
+HostObject* host_object_of(void* p);
+
+// HRESULT-style status codes (as in COM).
+namespace hr {
+constexpr std::int32_t ok = 0;
+constexpr std::int32_t no_interface = static_cast<std::int32_t>(0x80004002u);
+constexpr std::int32_t pointer = static_cast<std::int32_t>(0x80004003u);
+constexpr std::int32_t fail = static_cast<std::int32_t>(0x80004005u);
+}  // namespace hr
+
+// The IID of IUnknown (00000000-0000-0000-C000-000000000046), GUID byte order.
+const Guid& iid_iunknown();
+
+// A native object as the host sees it (one per identity and library).
+class NativeObject {
+ public:
+  NativeObject() = default;
+  NativeObject(const NativeObject&) = delete;
+  NativeObject& operator=(const NativeObject&) = delete;
+  ~NativeObject();
+
+  // The COM identity: the IUnknown pointer (the object pointer itself for
+  // interfaces that do not derive from IUnknown).
+  void* identity() const { return identity_; }
+  // The class it was created through (classes), or nullptr.
+  const ClassDesc* cls() const { return cls_; }
+  bool refcounted() const { return refcounted_; }
+  // The pointer for interface `want`: one held already (for `want` or an
+  // interface derived from it), or obtained now by QueryInterface and held.
+  // nullptr with a message when the object does not implement it.
+  void* pointer(const Interface& want, std::string& error);
+  // The interfaces held now, in the order they were obtained.
+  std::vector<const Interface*> interfaces() const;
+  Library& library() { return *lib_; }
+
+ private:
+  friend class ObjectSpace;
+  std::shared_ptr<Library> lib_;  // the library stays loaded while wrappers exist
+  ObjectSpace* space_ = nullptr;
+  void* identity_ = nullptr;
+  bool refcounted_ = false;
+  const ClassDesc* cls_ = nullptr;
+  mutable std::mutex mutex_;
+  std::vector<std::pair<const Interface*, void*>> ptrs_;  // each holds one reference
+};
+
+// A host object that native code can call: methods by name ("Add" or, to
+// tell interfaces apart, "ICounter.Add"), and the interfaces it implements
+// (their bases too). An empty list means: the interfaces it is passed as.
+class HostObject : public std::enable_shared_from_this<HostObject> {
+ public:
+  HostObject(std::string name, std::vector<std::string> interfaces,
+             std::map<std::string, std::shared_ptr<HostFunction>> methods)
+      : name_(std::move(name)), interface_names_(std::move(interfaces)), methods_(std::move(methods)) {}
+  HostObject(const HostObject&) = delete;
+  HostObject& operator=(const HostObject&) = delete;
+  ~HostObject();
+
+  const std::string& name() const { return name_; }
+  // References native code holds now (AddRef minus Release).
+  std::uint32_t native_refs() const;
+  const HostFunction* method(const Interface& iface, const std::string& name) const;
+
+ private:
+  friend class ObjectSpace;
+  friend HostObject* host_object_of(void* p);
+  // A COM-callable wrapper: what native code points at for one interface.
+  // vtbl must stay the first member.
+  struct Ccw {
+    void* const* vtbl = nullptr;
+    HostObject* owner = nullptr;
+    const Interface* iface = nullptr;
+    ObjectSpace* space = nullptr;
+    std::shared_ptr<Library> lib;  // its vtable's closures and typemap
+  };
+  static std::int32_t ccw_query(void* self, const void* iid, void** out);
+  static std::uint32_t ccw_add_ref(void* self);
+  static std::uint32_t ccw_release(void* self);
+  std::uint32_t add_ref();
+  std::uint32_t release();
+
+  std::string name_;
+  std::vector<std::string> interface_names_;
+  std::map<std::string, std::shared_ptr<HostFunction>> methods_;
+  mutable std::mutex mutex_;
+  std::vector<std::unique_ptr<Ccw>> ccws_;      // the first one per space is the identity
+  std::vector<const Interface*> implemented_;   // resolved: declared, or passed as
+  std::uint32_t refs_ = 0;
+  std::shared_ptr<HostObject> keep_;            // set while refs_ > 0
+};
+
+struct ObjectStats {
+  std::size_t wrappers = 0;       // native objects wrapped for the host, alive
+  std::size_t vtables = 0;        // host-object vtables built (one per interface)
+  std::size_t faults = 0;         // Release calls on host objects already at zero
+};
+
+// The objects of one library: the identity table of wrappers, the vtables of
+// host objects, method plans, classes.
+class ObjectSpace {
+ public:
+  explicit ObjectSpace(Library& lib) : lib_(lib) {}
+  ObjectSpace(const ObjectSpace&) = delete;
+  ObjectSpace& operator=(const ObjectSpace&) = delete;
+  ~ObjectSpace();
+
+  // A native interface pointer to its host value: the host's own object when
+  // p points into a host object (round trip), else the wrapper of p's
+  // identity. transfer: p carries a reference the host now owns.
+  bool to_host(void* p, const Interface& iface, bool transfer, Value& out, std::string& error);
+  // A host value (native object, host object or null) for an interface
+  // parameter; with transfer the receiver gets a reference of its own.
+  bool to_native(const Value& v, const Interface& iface, bool transfer, bool nullable, void*& out, std::string& error);
+
+  // Calls a method by name ("Add" or "ICounter.Add") on a native object.
+  bool call(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
+            std::string& error);
+  // The same object seen as another interface (QueryInterface by its iid).
+  bool query(const ObjectRef& obj, const std::string& iface, Value& out, std::string& error);
+  // An instance of a class of the typemap, through its factory function.
+  bool create(const std::string& cls, std::span<const Value> args, Value& out, std::string& error);
+
+  ObjectStats stats();
+  Library& library() { return lib_; }
+
+ private:
+  friend class NativeObject;
+  friend class HostObject;
+  void* const* vtable(const Interface& iface, std::string& error);
+  void* ccw_for(HostObject& h, const Interface& iface, std::string& error);
+  bool wrap(void* p, const Interface& iface, bool transfer, ObjectRef& out, std::string& error);
+  void forget(NativeObject* obj);
+  const Interface* find_by_iid(const void* iid) const;
+
+  struct MethodThunk {
+    ObjectSpace* space = nullptr;
+    const Interface* iface = nullptr;  // the interface that declares the method
+    const Method* method = nullptr;
+    ffi_cif cif{};
+    std::vector<ffi_type*> atypes;
+    ffi_closure* closure = nullptr;
+    std::size_t ret_size = 0;
+    bool returns_value = false;
+    alignas(16) std::byte on_error[32] = {};  // already widened for libffi
+  };
+  static void method_trampoline(ffi_cif* cif, void* ret, void** args, void* self);
+
+  Library& lib_;
+  std::mutex mutex_;
+  std::unordered_map<void*, std::weak_ptr<NativeObject>> identities_;
+  std::map<const Interface*, std::vector<void*>> vtables_;   // slot code pointers, per interface
+  std::vector<std::unique_ptr<MethodThunk>> thunks_;
+  std::atomic<std::size_t> faults_{0};
+};
+
+// Whether p points at a host object's wrapper (any library): its owner, or nullptr.
+HostObject* host_object_of(void* p);
+
+}  // namespace marshal
