@@ -478,8 +478,7 @@ void ObjectSpace::method_trampoline(ffi_cif*, void* ret, void** args, void* user
 
 // ---- calls ---------------------------------------------------------------------------------
 
-bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
-                       std::string& error) {
+bool ObjectSpace::find_method(const ObjectRef& obj, std::string_view method, MethodRef& out, std::string& error) {
   const Typemap& tm = lib_.typemap();
   if (!obj.object || !obj.iface) {
     error = tm.file + ": an empty object reference";
@@ -526,6 +525,18 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
             "(drop the reference to release it; ask for another interface with query)";
     return false;
   }
+  out = {view, owner, m};
+  return true;
+}
+
+bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
+                       std::string& error) {
+  const Typemap& tm = lib_.typemap();
+  MethodRef ref;
+  if (!find_method(obj, method, ref, error)) return false;
+  const Interface* view = ref.view;
+  const Interface* owner = ref.owner;
+  const Method* m = ref.method;
   void* self = obj.object->pointer(*view, error);
   if (!self) {
     error = tm.file + ": " + view->name + "." + m->name + ": " + error;

@@ -149,6 +149,14 @@ class ObjectSpace {
   // parameter; with transfer the receiver gets a reference of its own.
   bool to_native(const Value& v, const Interface& iface, bool transfer, bool nullable, void*& out, std::string& error);
 
+  // A method by name ("Add" or "ICounter.Add") of a native object: the
+  // interface whose pointer is `this`, the interface declaring the method.
+  struct MethodRef {
+    const Interface* view = nullptr;
+    const Interface* owner = nullptr;
+    const Method* method = nullptr;
+  };
+  bool find_method(const ObjectRef& obj, std::string_view name, MethodRef& out, std::string& error);
   // Calls a method by name ("Add" or "ICounter.Add") on a native object.
   bool call(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
             std::string& error);

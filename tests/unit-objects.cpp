@@ -8,6 +8,7 @@
 #include "call_support.hpp"
 
 #include "fixtures/objects.h"
+#include "marshal/marshal.hpp"
 
 #include <atomic>
 #include <stdexcept>
@@ -95,6 +96,13 @@ struct HostCounter {
     });
     return std::make_shared<HostObject>(std::move(name), std::move(ifaces), std::move(m));
   }
+};
+
+struct CppCounter {
+  std::int32_t value = 0;
+  std::int32_t Add(std::int32_t by) { return value += by; }
+  std::int32_t Get() const { return value; }
+  double Wrong(std::int32_t by) { return by; }
 };
 
 }  // namespace
@@ -354,5 +362,64 @@ TEST_SUITE("objects") {
     CHECK(e.find("square_create failed") != std::string::npos);
     CHECK_FALSE(space().create("Nope", {}, none, e));
     CHECK(e.find("no class 'Nope' (classes: Counter, Square, Store)") != std::string::npos);
+  }
+
+  TEST_CASE("typed C++: native objects with typed methods, host objects from member functions") {
+    NoLeaks check;
+    marshal::library lib(source_path("tests/fixtures/objects.json"));
+    {
+      marshal::object c = lib.create("Counter", 5);
+      CHECK(c.interface_name() == "ICounter");
+      CHECK(c.call<std::int32_t>("Add", 3) == 8);
+      marshal::object w = c.as("IWidget");
+      CHECK(w == c);
+      Vec2 scaled{};
+      CHECK(w.call<std::int32_t>("Scale", Vec2{1, -2}, 3.0, marshal::out<Vec2>(scaled)) == 0);
+      CHECK(scaled.x == 3.0);
+      CHECK(scaled.y == -6.0);
+      std::string name;
+      CHECK(w.call<std::int32_t>("GetName", marshal::out<std::string>(name), 32) == 7);
+      CHECK(name == "counter");
+      CHECK(w.call<std::int64_t>("Sum", std::vector<std::int32_t>{1, 2, 3}, 3) == 8 + 6);
+      CHECK(w.call<std::string>("Describe") == "counter=8");
+      CHECK_THROWS_WITH_AS(w.call<std::int32_t>("Fail", static_cast<std::int32_t>(FX_E_FAIL)),
+                           doctest::Contains("IWidget.Fail failed (HRESULT 0x80004005 E_FAIL)"), marshal::error);
+      CHECK_THROWS_WITH_AS(c.call<double>("Add", 1), doctest::Contains("does not match typemap type int32"), marshal::error);
+      CHECK_THROWS_WITH_AS(c.call<std::int32_t>("Add", 1.5), doctest::Contains("parameter 0 'by'"), marshal::error);
+      CHECK_THROWS_WITH_AS(c.call<std::int32_t>("Add"), doctest::Contains("takes 1 parameters, the call passes 0"),
+                           marshal::error);
+      CHECK(w.call<marshal::object>("Self") == c);
+      marshal::object twin;
+      w.call<std::int32_t>("Twin", marshal::out<marshal::object>(twin));
+      CHECK_FALSE(twin == c);
+      CHECK(twin.call<std::int32_t>("Get") == 8);
+      marshal::object sq = lib.create("Square", 2.0);
+      CHECK(sq.as("IShape").call<double>("Area") == 4.0);
+
+      auto impl = std::make_shared<CppCounter>();
+      marshal::object h =
+          lib.implement(impl, {"ICounter"}).method("Add", &CppCounter::Add).method("ICounter.Get", &CppCounter::Get).make();
+      CHECK(h.is_host());
+      marshal::object store = lib.create("Store");
+      store.call<std::int32_t>("Put", h);
+      store.call<std::int32_t>("Put", c);
+      CHECK(store.call<std::int64_t>("AddAll", 4) == 4 + 12);
+      CHECK(impl->value == 4);
+      marshal::object back;
+      store.call<std::int32_t>("Get", 0, marshal::out<marshal::object>(back));
+      CHECK(back == h);  // the host object itself
+      store.call<std::int32_t>("Get", 1, marshal::out<marshal::object>(back));
+      CHECK(back == c);  // the native object's one wrapper
+      auto get = lib.function<std::int32_t(marshal::object)>("counter_get");
+      CHECK(get(h) == 4);
+      CHECK(get(c) == 12);
+      store.call<std::int32_t>("Clear");
+      CHECK_THROWS_WITH_AS(lib.implement(impl, {"ICounter"}).method("Add", &CppCounter::Wrong),
+                           doctest::Contains("ICounter.Add: C++ type double does not match typemap type int32"),
+                           marshal::error);
+      CHECK_THROWS_WITH_AS(lib.implement(impl, {"ICounter"}).method("Area", &CppCounter::Get),
+                           doctest::Contains("no method 'Area' in ICounter"), marshal::error);
+      CHECK_THROWS_WITH_AS(lib.create("Counter", std::string("five")), doctest::Contains("counter_create"), marshal::error);
+    }
   }
 }

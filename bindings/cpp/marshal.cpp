@@ -27,6 +27,19 @@ const Plan* library::plan_of(const std::string& name) const {
   return plan;
 }
 
+object object::as(const std::string& iface) const {
+  if (!v_.is<ObjectRef>()) throw error("marshal: as(" + iface + "): not a native object");
+  const ObjectRef& ref = v_.as<ObjectRef>();
+  Value out;
+  std::string err;
+  if (!ref.object->library().objects().query(ref, iface, out, err)) throw error(err);
+  return object(std::move(out));
+}
+
+std::string object::interface_name() const {
+  return v_.is<ObjectRef>() && v_.as<ObjectRef>().iface ? v_.as<ObjectRef>().iface->name : std::string();
+}
+
 plain_library::plain_library(const std::string& file) : state_(std::make_shared<detail::State>()) {
   std::string err;
   state_->so = SharedLibrary::open_file(file, err);

@@ -48,7 +48,8 @@ template <class T> inline constexpr bool is_string_v =
 // A struct the engine reflects: an aggregate class of plain fields.
 template <class T> inline constexpr bool is_record_v =
     std::is_class_v<T> && std::is_aggregate_v<T> && !is_std_array<T>::value && !is_string_v<T> &&
-    !is_out<T>::value && !is_inout<T>::value && !std::is_same_v<T, address> && !is_callback<T>::value;
+    !is_out<T>::value && !is_inout<T>::value && !std::is_same_v<T, address> && !is_callback<T>::value &&
+    !std::is_same_v<T, object>;
 
 template <class T> constexpr bool blittable();
 template <class T, std::size_t... I> constexpr bool fields_blittable(std::index_sequence<I...>) {
@@ -74,6 +75,8 @@ template <class T, bool Typemap> constexpr void check_usable() {
     check_usable<typename U::value_type, Typemap>();
   } else if constexpr (is_callback<U>::value) {
     static_assert(Typemap, "marshal: callbacks need a typemap (lifetime, error value, thread delivery)");
+  } else if constexpr (std::is_same_v<U, object>) {
+    static_assert(Typemap, "marshal: objects need a typemap (their interfaces)");
   } else {
     static_assert(!std::is_pointer_v<U>,
                   "marshal: a raw pointer is ambiguous (one value? an array? a string? who owns it?): "
@@ -105,7 +108,7 @@ template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& 
 // A HostFunction that converts native arguments to A..., calls fn, and converts
 // its result back; failures (and exceptions) become the engine's callback errors.
 template <class R, class... A>
-std::shared_ptr<HostFunction> make_host_function(const TypeRegistry& reg, const CallbackSig* sig,
+std::shared_ptr<HostFunction> make_host_function(const TypeRegistry& reg, const Signature* sig,
                                                  std::function<R(A...)> fn) {
   return std::make_shared<HostFunction>(HostFunction{
       sig->name, [&reg, sig, fn = std::move(fn)](const std::vector<Value>& args, Value& result, std::string& error) {
@@ -178,6 +181,8 @@ template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v)
   } else if constexpr (is_callback<T>::value) {
     if (!v.host()) v.host() = make_host_function(reg, d.as<CallbackInfo>().sig, v.fn());
     return Value(v.host());
+  } else if constexpr (std::is_same_v<T, object>) {
+    return v.value();
   } else if constexpr (is_string_v<T>) {
     return Value(utf8_of(v));
   } else if constexpr (is_vector<T>::value || is_span<T>::value || is_std_array<T>::value) {
@@ -230,6 +235,10 @@ template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& 
     return static_cast<T>(integer());
   } else if constexpr (std::is_same_v<T, address>) {
     return address{v.is_null() ? 0 : v.as<Address>().value};
+  } else if constexpr (std::is_same_v<T, object>) {
+    if (!v.is_null() && !v.is<ObjectRef>() && !v.is<std::shared_ptr<HostObject>>())
+      throw error("marshal: expected an object, got " + v.describe());
+    return object(v);
   } else if constexpr (is_string_v<T>) {
     return string_from_utf8<T>(v.as<std::string>());
   } else if constexpr (is_vector<T>::value) {
@@ -267,6 +276,32 @@ template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& 
   }
 }
 
+// ---- arguments of a signature (functions and methods) ----
+
+// Appends the engine value of argument i (out<T> passes nothing).
+template <class T>
+void push_arg(const TypeRegistry& reg, const Signature& sig, std::size_t i, T& a, std::vector<Value>& values) {
+  using U = std::remove_cvref_t<T>;
+  if constexpr (is_out<U>::value) {
+    return;
+  } else if constexpr (is_inout<U>::value) {
+    values.push_back(to_value(reg, value_type(reg, sig.params[i].type), a.get()));
+  } else {
+    values.push_back(to_value(reg, value_type(reg, sig.params[i].type), a));
+  }
+}
+
+// Assigns out<T>/inout<T> argument i from the call's result.
+template <class T>
+void copy_back(const TypeRegistry& reg, const Signature& sig, std::size_t i, T& a, const CallResult& result,
+               std::size_t& out_index) {
+  using U = std::remove_cvref_t<T>;
+  if constexpr (is_out<U>::value || is_inout<U>::value) {
+    const Value& v = result.out.at(out_index++).second;
+    a.get() = from_value<typename U::type>(reg, value_type(reg, sig.params[i].type), v);
+  }
+}
+
 // ---- checking a C++ type against a typemap type, at bind time ----
 
 template <class T> std::string cpp_name() {
@@ -285,6 +320,7 @@ template <class T> std::string cpp_name() {
   else if constexpr (is_optional<T>::value) return "std::optional<" + cpp_name<typename T::value_type>() + ">";
   else if constexpr (std::is_same_v<T, address>) return "marshal::address";
   else if constexpr (is_callback<T>::value) return "marshal::callback";
+  else if constexpr (std::is_same_v<T, object>) return "marshal::object";
   else if constexpr (is_record_v<T>) return "struct of " + std::to_string(boost::pfr::tuple_size_v<T>) + " fields (" + std::to_string(sizeof(T)) + " bytes)";
   else if constexpr (std::is_void_v<T>) return "void";
   else return "an unsupported C++ type";
@@ -338,6 +374,8 @@ template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
   } else if constexpr (is_callback<T>::value) {
     if (d.kind != Kind::callback) return no();
     return callback_mismatch(reg, *d.as<CallbackInfo>().sig, static_cast<T*>(nullptr));
+  } else if constexpr (std::is_same_v<T, object>) {
+    return d.kind == Kind::interface ? "" : no();
   } else if constexpr (is_string_v<T>) {
     return d.kind == Kind::string ? "" : no();
   } else if constexpr (is_vector<T>::value || is_span<T>::value) {

@@ -16,6 +16,7 @@ namespace marshal {
 template <class Sig> class function;
 class library;
 class plain_library;
+template <class C> class host_object;
 
 template <class R, class... A>
 class function<R(A...)> {
@@ -47,36 +48,14 @@ class function<R(A...)> {
     std::vector<Value> values;
     values.reserve(sizeof...(A));
     std::size_t i = 0;
-    (push_arg(reg, fn, i++, args, values), ...);
+    (detail::push_arg(reg, fn, i++, args, values), ...);
     CallResult result;
     std::string err;
     if (!plan_->call(values, result, err)) throw error(err);
     i = 0;
     std::size_t out_index = 0;
-    (copy_back(reg, fn, i++, args, result, out_index), ...);
+    (detail::copy_back(reg, fn, i++, args, result, out_index), ...);
     if constexpr (!std::is_void_v<R>) return detail::from_value<R>(reg, fn.returns, result.ret);
-  }
-
-  template <class T>
-  static void push_arg(const TypeRegistry& reg, const Function& fn, std::size_t i, T& a, std::vector<Value>& values) {
-    using U = std::remove_cvref_t<T>;
-    if constexpr (detail::is_out<U>::value) {
-      return;
-    } else if constexpr (detail::is_inout<U>::value) {
-      values.push_back(detail::to_value(reg, detail::value_type(reg, fn.params[i].type), a.get()));
-    } else {
-      values.push_back(detail::to_value(reg, detail::value_type(reg, fn.params[i].type), a));
-    }
-  }
-
-  template <class T>
-  static void copy_back(const TypeRegistry& reg, const Function& fn, std::size_t i, T& a, const CallResult& result,
-                        std::size_t& out_index) {
-    using U = std::remove_cvref_t<T>;
-    if constexpr (detail::is_out<U>::value || detail::is_inout<U>::value) {
-      const Value& v = result.out.at(out_index++).second;
-      a.get() = detail::from_value<typename U::type>(reg, detail::value_type(reg, fn.params[i].type), v);
-    }
   }
 
   const Plan* plan_ = nullptr;
@@ -94,6 +73,39 @@ class library {
 
   template <class Sig> marshal::function<Sig> function(const std::string& name) const {
     return bind(name, static_cast<Sig*>(nullptr));
+  }
+
+  // An instance of a class of the typemap, through its factory function:
+  // lib.create("Counter", 5). The object records the class (and its threading).
+  template <class... A> object create(const std::string& cls, const A&... args) const {
+    auto it = typemap().classes.find(cls);
+    std::vector<Value> values;
+    if (it != typemap().classes.end()) {
+      const Function& fn = *it->second.create;
+      const TypeRegistry& reg = state_->ctx->types();
+      // The arguments are the factory's in/inout parameters, in order (its out
+      // parameter yields the object); extra ones go to the engine's arity check.
+      std::size_t i = 0;
+      auto push = [&](const auto& a) {
+        while (i < fn.params.size() && fn.params[i].dir == Dir::out) ++i;
+        if (i < fn.params.size()) detail::push_arg(reg, fn, i++, a, values);
+        else values.push_back(Value());
+      };
+      (push(args), ...);
+      (void)push;
+    }
+    Value out;
+    std::string err;
+    if (!state_->lib->objects().create(cls, values, out, err)) throw error(err);
+    return object(std::move(out));
+  }
+
+  // A host object for native code: the member functions of C (bound with
+  // .method("Add", &C::Add)) implement the typemap's interfaces. The host
+  // object keeps self alive; native references (AddRef) keep the host object
+  // alive; native code handing it back gives the same marshal::object.
+  template <class C> host_object<C> implement(std::shared_ptr<C> self, std::vector<std::string> interfaces) const {
+    return host_object<C>(state_, std::move(self), std::move(interfaces));
   }
 
  private:
@@ -175,5 +187,131 @@ class plain_library {
   void* symbol_of(const std::string& name) const;
   std::shared_ptr<detail::State> state_;
 };
+
+// Builds a host object from the member functions of C, each checked against
+// the typemap's method signature when bound.
+template <class C> class host_object {
+ public:
+  host_object(std::shared_ptr<detail::State> state, std::shared_ptr<C> self, std::vector<std::string> interfaces)
+      : state_(std::move(state)), self_(std::move(self)), interfaces_(std::move(interfaces)) {
+    if (!self_) throw error("marshal: implement() needs an object");
+    for (const std::string& n : interfaces_)
+      if (!state_->typemap->interfaces.count(n)) throw error(state_->typemap->file + ": no interface '" + n + "'");
+  }
+  template <class R, class... A> host_object& method(const std::string& name, R (C::*pm)(A...)) {
+    auto self = self_;
+    return add<R, A...>(name, std::function<R(A...)>([self, pm](A... a) -> R { return ((*self).*pm)(std::forward<A>(a)...); }));
+  }
+  template <class R, class... A> host_object& method(const std::string& name, R (C::*pm)(A...) const) {
+    auto self = self_;
+    return add<R, A...>(name, std::function<R(A...)>([self, pm](A... a) -> R { return ((*self).*pm)(std::forward<A>(a)...); }));
+  }
+  // The object to pass where the interfaces are expected.
+  object make() const {
+    return object(Value(std::make_shared<HostObject>(typeid(C).name(), interfaces_, methods_)));
+  }
+
+ private:
+  template <class R, class... A> host_object& add(const std::string& name, std::function<R(A...)> fn) {
+    (detail::check_usable<A, true>(), ...);
+    if constexpr (!std::is_void_v<R>) detail::check_usable<R, true>();
+    const Typemap& tm = *state_->typemap;
+    const TypeRegistry& reg = state_->ctx->types();
+    // "Add" or "ICounter.Add", among the interfaces this object implements.
+    const Method* m = nullptr;
+    const Interface* owner = nullptr;
+    const auto dot = name.find('.');
+    for (const std::string& n : interfaces_)
+      for (const Interface* i = &tm.interfaces.at(n); i && !m; i = i->base)
+        for (const Method& x : i->methods)
+          if ((dot == std::string::npos && x.name == name) || (dot != std::string::npos && i->name + "." + x.name == name)) {
+            m = &x;
+            owner = i;
+            break;
+          }
+    std::string list;
+    for (const std::string& n : interfaces_) list += (list.empty() ? "" : ", ") + n;
+    if (!m) throw error(tm.file + ": no method '" + name + "' in " + list);
+    const std::string where = tm.file + ": " + owner->name + "." + m->name + ": ";
+    if (m->params.size() != sizeof...(A))
+      throw error(where + "the method takes " + std::to_string(m->params.size()) + " parameters, the C++ member function " +
+                  std::to_string(sizeof...(A)));
+    std::size_t i = 0;
+    std::string why;
+    ((why.empty() ? (m->params[i].dir != Dir::in
+                         ? why = "parameter '" + m->params[i].name + "' is " + std::string(dir_name(m->params[i].dir)) +
+                                 ": host methods with out parameters return a record; implement them with the dynamic API"
+                         : (why = detail::mismatch<std::remove_cvref_t<A>>(reg, m->params[i].type),
+                            why = why.empty() ? why : "parameter '" + m->params[i].name + "': " + why),
+                     ++i)
+                  : ++i),
+     ...);
+    if (why.empty()) why = detail::mismatch<R>(reg, m->returns);
+    if (!why.empty()) throw error(where + why);
+    // The state (registry) stays alive as long as the host function does.
+    auto keep = state_;
+    auto inner = detail::make_host_function<R, A...>(reg, m, std::move(fn));
+    methods_[owner->name + "." + m->name] = std::make_shared<HostFunction>(HostFunction{
+        inner->name, [keep, inner](const std::vector<Value>& args, Value& result, std::string& err) {
+          return inner->fn(args, result, err);
+        }});
+    return *this;
+  }
+
+  std::shared_ptr<detail::State> state_;
+  std::shared_ptr<C> self_;
+  std::vector<std::string> interfaces_;
+  std::map<std::string, std::shared_ptr<HostFunction>> methods_;
+};
+
+template <class R, class... A> R object::call(const std::string& method, A&&... args) const {
+  if (!v_.is<ObjectRef>())
+    throw error(is_host() ? "marshal: '" + method + "' on a host object: call your own object directly"
+                          : "marshal: '" + method + "' called on an empty object");
+  const ObjectRef& ref = v_.as<ObjectRef>();
+  ObjectSpace& space = ref.object->library().objects();
+  const TypeRegistry& reg = ref.object->library().context().types();
+  ObjectSpace::MethodRef m;
+  std::string err;
+  if (!space.find_method(ref, method, m, err)) throw error(err);
+  const Method& sig = *m.method;
+  const std::string where = ref.object->library().typemap().file + ": " + m.owner->name + "." + sig.name + ": ";
+  if (sig.params.size() != sizeof...(A))
+    throw error(where + "the method takes " + std::to_string(sig.params.size()) + " parameters, the call passes " +
+                std::to_string(sizeof...(A)) + " (out parameters are passed as marshal::out<T>)");
+  std::size_t i = 0;
+  std::string why;
+  auto check = [&]<class T>(T*) {
+    using U = std::remove_cvref_t<T>;
+    const Param& p = sig.params[i];
+    const Dir want = detail::is_out<U>::value ? Dir::out : detail::is_inout<U>::value ? Dir::inout : Dir::in;
+    if (why.empty() && p.dir != want)
+      why = "parameter " + std::to_string(i) + " '" + p.name + "': the typemap says " + std::string(dir_name(p.dir)) +
+            ", the call passes " + std::string(dir_name(want));
+    if (why.empty()) {
+      if constexpr (detail::is_out<U>::value || detail::is_inout<U>::value)
+        why = detail::mismatch<typename U::type>(reg, detail::value_type(reg, p.type));
+      else
+        why = detail::mismatch<U>(reg, p.type);
+      if (!why.empty()) why = "parameter " + std::to_string(i) + " '" + p.name + "': " + why;
+    }
+    ++i;
+  };
+  (check(static_cast<std::remove_reference_t<A>*>(nullptr)), ...);
+  (void)check;
+  if (why.empty()) why = detail::mismatch<R>(reg, sig.returns);
+  if (!why.empty()) throw error(where + why);
+  std::vector<Value> values;
+  values.reserve(sizeof...(A));
+  i = 0;
+  (detail::push_arg(reg, sig, i++, args, values), ...);
+  CallResult result;
+  if (!space.call(ref, method, values, result, err)) throw error(err);
+  i = 0;
+  std::size_t out_index = 0;
+  (detail::copy_back(reg, sig, i++, args, result, out_index), ...);
+  (void)out_index;
+  if constexpr (!std::is_void_v<R>) return detail::from_value<R>(reg, sig.returns, result.ret);
+}
 
 }  // namespace marshal

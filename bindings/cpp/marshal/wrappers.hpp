@@ -57,4 +57,29 @@ template <class R, class... A> class callback<R(A...)> {
   std::shared_ptr<std::shared_ptr<HostFunction>> host_;  // shared by copies
 };
 
+// A COM-style object held by the host: a native object (one per COM identity,
+// so == is identity, whichever interface each side came through) or a host
+// object. Methods are called by name with typed arguments: the typemap's
+// signature converts them, as for functions. Copies share the object; the
+// native reference is released with the last copy.
+class object {
+ public:
+  object() = default;
+  explicit object(Value v) : v_(std::move(v)) {}
+  // A method of a native object: c.call<int32_t>("Add", 5). out<T>/inout<T>
+  // parameters work as for functions; a failed HRESULT throws marshal::error.
+  template <class R = void, class... A> R call(const std::string& method, A&&... args) const;
+  // The same object as another interface (QueryInterface by the typemap's iid).
+  object as(const std::string& iface) const;
+  // The interface a native object was obtained as ("" for host objects).
+  std::string interface_name() const;
+  bool is_host() const { return v_.is<std::shared_ptr<HostObject>>(); }
+  explicit operator bool() const { return !v_.is_null(); }
+  const Value& value() const { return v_; }
+  friend bool operator==(const object& a, const object& b) { return a.v_ == b.v_; }
+
+ private:
+  Value v_;
+};
+
 }  // namespace marshal
