@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include "fixtures/callbacks.h"
+#include "fixtures/objects.h"
 #include "fixtures/pinvoke.h"
 #include "marshal.h"
 
@@ -284,5 +285,96 @@ TEST_SUITE("c-api") {
     CHECK(err == 0);
     marshal_result_release(r);
     marshal_value_release(zero);
+  }
+
+  TEST_CASE("objects from C: a class, methods, identity, a host object from a function table") {
+    {
+      Api o("tests/fixtures/objects.json");
+      marshal_value* five = marshal_value_int64(5);
+      marshal_value* counter = nullptr;
+      INFO(marshal_last_error());
+      REQUIRE(marshal_library_create(o.lib, "Counter", &five, 1, &counter) == MARSHAL_OK);
+      CHECK(marshal_value_kind(counter) == MARSHAL_OBJECT);
+      CHECK(std::string(marshal_object_interface(counter)) == "ICounter");
+      marshal_value* three = marshal_value_int64(3);
+      marshal_result* r = nullptr;
+      REQUIRE(marshal_object_call(counter, "Add", &three, 1, &r) == MARSHAL_OK);
+      int64_t v = 0;
+      REQUIRE(marshal_value_get_int64(marshal_result_return(r), &v) == MARSHAL_OK);
+      CHECK(v == 8);
+      marshal_result_release(r);
+      marshal_value* widget = nullptr;
+      REQUIRE(marshal_object_query(counter, "IWidget", &widget) == MARSHAL_OK);
+      CHECK(marshal_object_same(counter, widget));
+      marshal_value* fail = marshal_value_int64(FX_E_FAIL);
+      CHECK(marshal_object_call(widget, "Fail", &fail, 1, &r) == MARSHAL_ERROR_CALL);
+      CHECK(std::string(marshal_last_error()).find("HRESULT 0x80004005 E_FAIL") != std::string::npos);
+      CHECK(marshal_object_query(counter, "IShape", nullptr) == MARSHAL_ERROR_ARGUMENT);
+      marshal_value* none = nullptr;
+      CHECK(marshal_object_query(counter, "IShape", &none) == MARSHAL_ERROR_CALL);
+      CHECK(std::string(marshal_last_error()).find("does not implement IShape") != std::string::npos);
+
+      // A host object: a function table plus user data, destroy called once.
+      struct State {
+        int64_t value = 0;
+        int destroyed = 0;
+      } state;
+      marshal_host_method methods[2] = {
+          {"Add",
+           [](void* user, const marshal_value* const* args, size_t, marshal_value** result, const char**) {
+             auto* st = static_cast<State*>(user);
+             int64_t by = 0;
+             marshal_value_get_int64(args[0], &by);
+             st->value += by;
+             *result = marshal_value_int64(st->value);
+             return 0;
+           }},
+          {"Get",
+           [](void* user, const marshal_value* const*, size_t, marshal_value** result, const char**) {
+             *result = marshal_value_int64(static_cast<State*>(user)->value);
+             return 0;
+           }}};
+      const char* ifaces[1] = {"ICounter"};
+      marshal_value* host = marshal_value_host_object("c-counter", ifaces, 1, methods, 2, &state,
+                                                      [](void* user) { static_cast<State*>(user)->destroyed++; });
+      REQUIRE(host);
+      CHECK(marshal_value_kind(host) == MARSHAL_HOST_OBJECT);
+      marshal_value* store = nullptr;
+      REQUIRE(marshal_library_create(o.lib, "Store", nullptr, 0, &store) == MARSHAL_OK);
+      REQUIRE(marshal_object_call(store, "Put", &host, 1, &r) == MARSHAL_OK);
+      marshal_result_release(r);
+      CHECK(marshal_host_object_refs(host) == 1);
+      marshal_value* two = marshal_value_int64(2);
+      REQUIRE(marshal_object_call(store, "AddAll", &two, 1, &r) == MARSHAL_OK);
+      marshal_result_release(r);
+      CHECK(state.value == 2);
+      marshal_value* zero = marshal_value_int64(0);
+      REQUIRE(marshal_object_call(store, "Get", &zero, 1, &r) == MARSHAL_OK);
+      CHECK(marshal_object_same(marshal_result_out(r, "item"), host));  // the same host object back
+      marshal_result_release(r);
+      marshal_value_release(host);  // the store still holds it
+      CHECK(state.destroyed == 0);
+      REQUIRE(marshal_object_call(store, "Clear", nullptr, 0, &r) == MARSHAL_OK);
+      marshal_result_release(r);
+      CHECK(state.destroyed == 1);
+      for (marshal_value* x : {five, counter, three, widget, fail, store, two, zero}) marshal_value_release(x);
+      marshal_function* live = o.fn("objects_live");
+      REQUIRE(marshal_function_call(live, nullptr, 0, &r) == MARSHAL_OK);
+      REQUIRE(marshal_value_get_int64(marshal_result_return(r), &v) == MARSHAL_OK);
+      CHECK(v == 0);
+      marshal_result_release(r);
+    }
+    // Bad input names the problem.
+    CHECK(marshal_object_call(nullptr, "Add", nullptr, 0, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    marshal_value* num = marshal_value_int64(1);
+    marshal_result* r = nullptr;
+    CHECK(marshal_object_call(num, "Add", nullptr, 0, &r) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_last_error()).find("expected a native object, got the integer 1") != std::string::npos);
+    marshal_value_release(num);
+    int destroyed = 0;
+    marshal_host_method broken[1] = {{nullptr, nullptr}};
+    CHECK(marshal_value_host_object("x", nullptr, 0, broken, 1, &destroyed, [](void* u) { ++*static_cast<int*>(u); }) ==
+          nullptr);
+    CHECK(destroyed == 1);
   }
 }
