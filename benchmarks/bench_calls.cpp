@@ -1,10 +1,13 @@
 // marshal benchmarks: scenario x implementation, each figure a ratio to a direct
 // C call measured in the same run. Scenarios: add_i32(a, b) and vec2_add(Vec2,
-// Vec2) by value, from the fixture library. Implementations: direct C, raw
-// libffi (prepared CIF), the typed C++ fast path, dynamic values, the C API.
+// Vec2) by value, a host callback, a vtable method of a native object
+// (ICounter::Add) and a host object's method called by native code, from the
+// fixture library. Implementations: direct C, raw libffi (prepared CIF), the
+// typed C++ fast path, dynamic values, the C API.
 // Usage: bench-calls [--iterations N] [--repetitions R]. Prints a table with the
 // median ns per call of R repetitions, the spread, and the ratios.
 #include "fixtures/callbacks.h"
+#include "fixtures/objects.h"
 #include "fixtures/pinvoke.h"
 #include "marshal.h"
 #include "marshal/marshal.hpp"
@@ -245,7 +248,118 @@ int main(int argc, char** argv) {
     return static_cast<double>(t);
   })});
 
-  std::printf("%-10s %-24s %10s %14s %8s %10s\n", "scenario", "implementation", "ns/call", "spread (min-max)",
+  // ---- vtable_method: ICounter::Add through the object's vtable ----
+  marshal::library olib(root + "/tests/fixtures/objects.json");
+  {
+    ICounter* c = counter_create(0);
+    rows.push_back({"vtable_method", "direct C", measure(iterations, reps, [c](long n) {
+      int64_t t = 0;
+      for (long i = 0; i < n; ++i) t += c->vtbl->Add(c, 1);
+      return static_cast<double>(t);
+    })});
+    ffi_cif cif_m;
+    ffi_type* m_args[] = {&ffi_type_pointer, &ffi_type_sint32};
+    ffi_prep_cif(&cif_m, FFI_DEFAULT_ABI, 2, &ffi_type_sint32, m_args);
+    rows.push_back({"vtable_method", "raw libffi", measure(iterations, reps, [&](long n) {
+      int64_t t = 0;
+      for (long i = 0; i < n; ++i) {
+        int32_t by = 1;
+        ffi_arg r;
+        void* av[] = {&c, &by};
+        ffi_call(&cif_m, FFI_FN(c->vtbl->Add), &r, av);
+        t += static_cast<int32_t>(r);
+      }
+      return static_cast<double>(t);
+    })});
+    c->vtbl->Release(c);
+  }
+  {
+    marshal::object obj = olib.create("Counter", 0);
+    auto add = obj.bind<int32_t(int32_t)>("Add");
+    expect(add(1) == 1, "typed vtable_method");
+    rows.push_back({"vtable_method", "marshal typed C++", measure(iterations, reps, [&](long n) {
+      int64_t t = 0;
+      for (long i = 0; i < n; ++i) t += add(1);
+      return static_cast<double>(t);
+    })});
+    const marshal::ObjectRef& ref = obj.value().as<marshal::ObjectRef>();
+    marshal::ObjectSpace& space = ref.object->library().objects();
+    rows.push_back({"vtable_method", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
+      int64_t t = 0;
+      std::vector<marshal::Value> args{1};
+      marshal::CallResult r;
+      for (long i = 0; i < n; ++i) {
+        r.out.clear();
+        space.call(ref, "Add", args, r, err);
+        t += r.ret.as<std::int64_t>();
+      }
+      return static_cast<double>(t);
+    })});
+    marshal_typemap* otm = nullptr;
+    marshal_library* olib_c = nullptr;
+    marshal_typemap_load(cctx, (root + "/tests/fixtures/objects.json").c_str(), &otm);
+    marshal_library_open(otm, &olib_c);
+    marshal_value* cobj = nullptr;
+    marshal_value* zero = marshal_value_int64(0);
+    marshal_library_create(olib_c, "Counter", &zero, 1, &cobj);
+    rows.push_back({"vtable_method", "marshal C API", measure(slow_n, reps, [&](long n) {
+      int64_t t = 0;
+      marshal_value* one = marshal_value_int64(1);
+      for (long i = 0; i < n; ++i) {
+        marshal_result* r = nullptr;
+        marshal_object_call(cobj, "Add", &one, 1, &r);
+        int64_t v = 0;
+        marshal_value_get_int64(marshal_result_return(r), &v);
+        t += v;
+        marshal_result_release(r);
+      }
+      marshal_value_release(one);
+      return static_cast<double>(t);
+    })});
+    marshal_value_release(cobj);
+    marshal_value_release(zero);
+    marshal_library_release(olib_c);
+  }
+
+  // ---- host_method: native code calls a method of a host object (IStore::AddAll over one item) ----
+  {
+    IStore* st = store_create();
+    ICounter* native = counter_create(0);
+    st->vtbl->Put(st, native);
+    rows.push_back({"host_method", "direct C", measure(iterations, reps, [st](long n) {
+      int64_t t = 0;
+      for (long i = 0; i < n; ++i) t += st->vtbl->AddAll(st, 1);
+      return static_cast<double>(t);
+    })});
+    st->vtbl->Release(st);
+    native->vtbl->Release(native);
+    marshal::object store = olib.create("Store");
+    auto value = std::make_shared<int64_t>(0);
+    std::map<std::string, std::shared_ptr<marshal::HostFunction>> m;
+    m["Add"] = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
+        "Add", [value](const std::vector<marshal::Value>& a, marshal::Value& r, std::string&) {
+          *value += a[0].as<std::int64_t>();
+          r = marshal::Value(*value);
+          return true;
+        }});
+    m["Get"] = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
+        "Get", [value](const std::vector<marshal::Value>&, marshal::Value& r, std::string&) {
+          r = marshal::Value(*value);
+          return true;
+        }});
+    marshal::object host(marshal::Value(std::make_shared<marshal::HostObject>("bench", std::vector<std::string>{"ICounter"}, m)));
+    store.call<int32_t>("Put", host);
+    auto add_all = store.bind<int64_t(int32_t)>("AddAll");
+    expect(add_all(1) == 1, "host_method");
+    rows.push_back({"host_method", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
+      int64_t t = 0;
+      for (long i = 0; i < n; ++i) t += add_all(1);
+      return static_cast<double>(t);
+    })});
+    store.call<int32_t>("Clear");
+  }
+
+  std::printf("%-14s %-24s %10s %14s %8s %10s\n", "scenario", "implementation", "ns/call", "spread (min-max)",
               "x direct", "x libffi");
   for (const Row& r : rows) {
     double direct = 0, ffi = 0;
@@ -255,10 +369,10 @@ int main(int argc, char** argv) {
         if (!std::strcmp(q.impl, "raw libffi")) ffi = q.s.median;
       }
     if (ffi > 0)
-      std::printf("%-10s %-24s %10.1f %6.1f-%-7.1f %8.2f %10.2f\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
+      std::printf("%-14s %-24s %10.1f %6.1f-%-7.1f %8.2f %10.2f\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
                   r.s.median / direct, r.s.median / ffi);
     else
-      std::printf("%-10s %-24s %10.1f %6.1f-%-7.1f %8.2f %10s\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
+      std::printf("%-14s %-24s %10.1f %6.1f-%-7.1f %8.2f %10s\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
                   r.s.median / direct, "-");
   }
   marshal_library_release(clib);

@@ -389,6 +389,17 @@ TEST_SUITE("objects") {
       CHECK_THROWS_WITH_AS(c.call<std::int32_t>("Add"), doctest::Contains("takes 1 parameters, the call passes 0"),
                            marshal::error);
       CHECK(w.call<marshal::object>("Self") == c);
+      // Bound once: the fast path is one ffi_call through the vtable slot.
+      auto add = c.bind<std::int32_t(std::int32_t)>("Add");
+      static_assert(decltype(add)::fast);
+      CHECK(add(2) == 10);
+      CHECK(c.call<std::int32_t>("Get") == 10);
+      CHECK(add(-2) == 8);
+      auto fail = w.bind<std::int32_t(std::int32_t)>("Fail");  // an HRESULT: checked by the plan
+      CHECK(fail(1) == 1);
+      CHECK_THROWS_WITH_AS(fail(static_cast<std::int32_t>(FX_E_FAIL)), doctest::Contains("E_FAIL"), marshal::error);
+      CHECK_THROWS_WITH_AS(c.bind<std::int64_t(std::int32_t)>("Add"), doctest::Contains("int64_t does not match"),
+                           marshal::error);
       marshal::object twin;
       w.call<std::int32_t>("Twin", marshal::out<marshal::object>(twin));
       CHECK_FALSE(twin == c);

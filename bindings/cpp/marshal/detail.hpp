@@ -302,6 +302,35 @@ void copy_back(const TypeRegistry& reg, const Signature& sig, std::size_t i, T& 
   }
 }
 
+template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t);
+
+// "" when the C++ arguments A... (out<T>/inout<T> for written parameters) and
+// return R fit signature sig, else why not, naming the parameter.
+template <class R, class... A> std::string call_mismatch(const TypeRegistry& reg, const Signature& sig) {
+  std::size_t i = 0;
+  std::string why;
+  auto check = [&]<class T>(T*) {
+    using U = std::remove_cvref_t<T>;
+    const Param& p = sig.params[i];
+    const Dir want = is_out<U>::value ? Dir::out : is_inout<U>::value ? Dir::inout : Dir::in;
+    if (why.empty() && p.dir != want)
+      why = "parameter " + std::to_string(i) + " '" + p.name + "': the typemap says " + std::string(dir_name(p.dir)) +
+            ", the call passes " + std::string(dir_name(want));
+    if (why.empty()) {
+      if constexpr (is_out<U>::value || is_inout<U>::value)
+        why = mismatch<typename U::type>(reg, value_type(reg, p.type));
+      else
+        why = mismatch<U>(reg, p.type);
+      if (!why.empty()) why = "parameter " + std::to_string(i) + " '" + p.name + "': " + why;
+    }
+    ++i;
+  };
+  (check(static_cast<std::remove_reference_t<A>*>(nullptr)), ...);
+  (void)check;
+  if (why.empty()) why = mismatch<R>(reg, sig.returns);
+  return why;
+}
+
 // ---- checking a C++ type against a typemap type, at bind time ----
 
 template <class T> std::string cpp_name() {

@@ -264,6 +264,62 @@ template <class C> class host_object {
   std::map<std::string, std::shared_ptr<HostFunction>> methods_;
 };
 
+// A method of one native object bound once: the vtable slot, the prepared CIF
+// and the type checks are resolved when binding; a call whose arguments and
+// return are blittable is one ffi_call through the slot, like a function's
+// fast path. Keeps the object alive.
+template <class Sig> class method;
+template <class R, class... A> class method<R(A...)> {
+ public:
+  static constexpr bool fast = (detail::blittable<std::remove_cvref_t<A>>() && ...) &&
+                               (std::is_void_v<R> || detail::blittable<R>());
+  method(const object& obj, const std::string& name) : obj_(obj), name_(name) {
+    if (!obj.value().template is<ObjectRef>()) throw error("marshal: method '" + name + "' of an object that is not native");
+    const ObjectRef& ref = obj.value().template as<ObjectRef>();
+    Library& lib = ref.object->library();
+    ObjectSpace::MethodRef m;
+    std::string err;
+    if (!lib.objects().find_method(ref, name, m, err)) throw error(err);
+    const std::string where = lib.typemap().file + ": " + m.owner->name + "." + m.method->name + ": ";
+    if (m.method->params.size() != sizeof...(A))
+      throw error(where + "the method takes " + std::to_string(m.method->params.size()) + " parameters, the C++ signature " +
+                  std::to_string(sizeof...(A)));
+    if (std::string why = detail::call_mismatch<R, A...>(lib.context().types(), *m.method); !why.empty())
+      throw error(where + why);
+    self_ = ref.object->pointer(*m.view, err);
+    if (!self_) throw error(where + err);
+    const Plan* plan = lib.bind_method(*m.owner, *m.method, err);
+    if (!plan) throw error(err);
+    void* const* vtbl;
+    std::memcpy(&vtbl, self_, sizeof vtbl);
+    target_ = vtbl[m.method->slot];
+    if (!m.method->hresult) cif_ = plan->cif();  // an HRESULT is checked by the plan
+  }
+  R operator()(A... args) const {
+    if constexpr (fast) {
+      if (cif_) {
+        void* self = self_;
+        void* av[sizeof...(A) + 1] = {&self, const_cast<void*>(static_cast<const void*>(&args))...};
+        alignas(16) unsigned char rbuf[(sizeof(std::conditional_t<std::is_void_v<R>, char, R>) > 16
+                                            ? sizeof(std::conditional_t<std::is_void_v<R>, char, R>) : 16)];
+        ffi_call(const_cast<ffi_cif*>(cif_), FFI_FN(target_), rbuf, av);
+        if constexpr (!std::is_void_v<R>) return detail::read_return<R>(rbuf);
+        else return;
+      }
+    }
+    return obj_.template call<R>(name_, args...);
+  }
+
+ private:
+  object obj_;
+  std::string name_;
+  void* self_ = nullptr;
+  void* target_ = nullptr;
+  const ffi_cif* cif_ = nullptr;
+};
+
+template <class Sig> method<Sig> object::bind(const std::string& name) const { return method<Sig>(*this, name); }
+
 template <class R, class... A> R object::call(const std::string& method, A&&... args) const {
   if (!v_.is<ObjectRef>())
     throw error(is_host() ? "marshal: '" + method + "' on a host object: call your own object directly"
@@ -279,31 +335,10 @@ template <class R, class... A> R object::call(const std::string& method, A&&... 
   if (sig.params.size() != sizeof...(A))
     throw error(where + "the method takes " + std::to_string(sig.params.size()) + " parameters, the call passes " +
                 std::to_string(sizeof...(A)) + " (out parameters are passed as marshal::out<T>)");
-  std::size_t i = 0;
-  std::string why;
-  auto check = [&]<class T>(T*) {
-    using U = std::remove_cvref_t<T>;
-    const Param& p = sig.params[i];
-    const Dir want = detail::is_out<U>::value ? Dir::out : detail::is_inout<U>::value ? Dir::inout : Dir::in;
-    if (why.empty() && p.dir != want)
-      why = "parameter " + std::to_string(i) + " '" + p.name + "': the typemap says " + std::string(dir_name(p.dir)) +
-            ", the call passes " + std::string(dir_name(want));
-    if (why.empty()) {
-      if constexpr (detail::is_out<U>::value || detail::is_inout<U>::value)
-        why = detail::mismatch<typename U::type>(reg, detail::value_type(reg, p.type));
-      else
-        why = detail::mismatch<U>(reg, p.type);
-      if (!why.empty()) why = "parameter " + std::to_string(i) + " '" + p.name + "': " + why;
-    }
-    ++i;
-  };
-  (check(static_cast<std::remove_reference_t<A>*>(nullptr)), ...);
-  (void)check;
-  if (why.empty()) why = detail::mismatch<R>(reg, sig.returns);
-  if (!why.empty()) throw error(where + why);
+  if (std::string why = detail::call_mismatch<R, A...>(reg, sig); !why.empty()) throw error(where + why);
   std::vector<Value> values;
   values.reserve(sizeof...(A));
-  i = 0;
+  std::size_t i = 0;
   (detail::push_arg(reg, sig, i++, args, values), ...);
   CallResult result;
   if (!space.call(ref, method, values, result, err)) throw error(err);

@@ -57,6 +57,9 @@ template <class R, class... A> class callback<R(A...)> {
   std::shared_ptr<std::shared_ptr<HostFunction>> host_;  // shared by copies
 };
 
+template <class Sig> class method;
+class HostObject;
+
 // A COM-style object held by the host: a native object (one per COM identity,
 // so == is identity, whichever interface each side came through) or a host
 // object. Methods are called by name with typed arguments: the typemap's
@@ -69,6 +72,8 @@ class object {
   // A method of a native object: c.call<int32_t>("Add", 5). out<T>/inout<T>
   // parameters work as for functions; a failed HRESULT throws marshal::error.
   template <class R = void, class... A> R call(const std::string& method, A&&... args) const;
+  // A method bound once, for repeated calls: auto add = c.bind<int32_t(int32_t)>("Add"); add(5).
+  template <class Sig> marshal::method<Sig> bind(const std::string& name) const;
   // The same object as another interface (QueryInterface by the typemap's iid).
   object as(const std::string& iface) const;
   // The interface a native object was obtained as ("" for host objects).
