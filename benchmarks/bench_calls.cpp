@@ -283,7 +283,7 @@ int main(int argc, char** argv) {
       return static_cast<double>(t);
     })});
     const marshal::ObjectRef& ref = obj.value().as<marshal::ObjectRef>();
-    marshal::ObjectSpace& space = ref.object->library().objects();
+    marshal::ObjectSpace& space = marshal::library_of(ref).objects();
     rows.push_back({"vtable_method", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
       int64_t t = 0;
       std::vector<marshal::Value> args{1};

@@ -2,6 +2,7 @@
 #include "callback.hpp"
 
 #include "abi.hpp"
+#include "apartment.hpp"
 #include "arena.hpp"
 #include "convert.hpp"
 
@@ -35,6 +36,12 @@ void Callback::release() {
   if (active_.exchange(false, std::memory_order_acq_rel)) pool_->live_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void Callback::set_owner_apartment() {
+  auto a = current_apartment();
+  std::lock_guard lock(owner_mutex_);
+  owner_sta_ = a && a->kind() == Apartment::Kind::sta ? a : nullptr;
+}
+
 void Callback::write_on_error(void* ret) const {
   if (returns_value_) std::memcpy(ret, on_error_bytes_, ret_size_);
 }
@@ -66,6 +73,21 @@ void Callback::trampoline(ffi_cif*, void* ret, void** args, void* self) {
 
 void Callback::run(void* ret, void** args) {
   if (active() && deliver_to_owner_ && std::this_thread::get_id() != owner_.load()) {
+    std::shared_ptr<Apartment> sta;
+    {
+      std::lock_guard lock(owner_mutex_);
+      sta = owner_sta_;
+    }
+    if (sta) {
+      // The owner is an STA: its message loop runs the call (also while it
+      // waits for a call of its own).
+      std::string error;
+      if (!run_in(sta, [&] { run_here(ret, args); }, error)) {
+        callback_note_error("callback '" + name_ + "': " + error);
+        write_on_error(ret);
+      }
+      return;
+    }
     // delivery "owner": queue the call to the thread that owns the callback and
     // block this (native) thread until the owner ran it.
     CallbackPool::Task task{this, ret, args, owner_.load()};
@@ -246,6 +268,7 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
     bool expected = false;
     if (cb->fn_ == fn && cb->active_.compare_exchange_strong(expected, true)) {
       cb->owner_.store(std::this_thread::get_id());
+      cb->set_owner_apartment();
       live_.fetch_add(1, std::memory_order_relaxed);
       for (auto& s : all_)
         if (s.get() == cb) return s;
@@ -311,6 +334,7 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
   }
   cb->deliver_to_owner_ = sig.delivery == Delivery::owner;
   cb->owner_.store(std::this_thread::get_id());
+  cb->set_owner_apartment();
   cb->active_.store(true);
   live_.fetch_add(1, std::memory_order_relaxed);
   all_.push_back(cb);

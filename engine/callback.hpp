@@ -47,6 +47,7 @@ class Callback {
   void run(void* ret, void** args);
   void run_here(void* ret, void** args);
   void write_on_error(void* ret) const;
+  void set_owner_apartment();
 
   const TypeRegistry* reg_ = nullptr;
   const CallbackSig* sig_ = nullptr;
@@ -58,6 +59,8 @@ class Callback {
   std::atomic<bool> active_{false};
   bool deliver_to_owner_ = false;
   std::atomic<std::thread::id> owner_{};  // the thread that made it active
+  std::mutex owner_mutex_;
+  std::shared_ptr<class Apartment> owner_sta_;  // that thread's STA, whose loop runs owner calls
   ffi_cif cif_{};
   std::vector<ffi_type*> atypes_;
   ffi_closure* closure_ = nullptr;

@@ -7,6 +7,8 @@
 #include "convert.hpp"
 #include "plan.hpp"
 
+#include <thread>
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -263,6 +265,7 @@ bool ObjectSpace::wrap(void* p, const Interface& iface, bool transfer, ObjectRef
   }
   out.object = std::move(obj);
   out.iface = &iface;
+  out.home = current_apartment();
   return true;
 }
 
@@ -278,8 +281,11 @@ bool ObjectSpace::to_host(void* p, const Interface& iface, bool transfer, Value&
       error = "native code handed back host object '" + h->name_ + "' after it was destroyed";
       return false;
     }
+    // A forwarder stands for a proxy: the host gets the proxy back, usable here.
+    Value back = h->forwards_.is_null() ? Value(mine) : h->forwards_;
+    if (!h->forwards_.is_null()) marshal_value_for(back, current_apartment());
     if (transfer && iface.refcounted) h->release();  // the host holds it; native's reference is returned
-    out = Value(std::move(mine));
+    out = std::move(back);
     return true;
   }
   ObjectRef ref;
@@ -298,6 +304,21 @@ bool ObjectSpace::to_native(const Value& v, const Interface& iface, bool transfe
   }
   if (v.is<ObjectRef>()) {
     const ObjectRef& r = v.as<ObjectRef>();
+    if (!usable_here(r.home)) {
+      error = "wrong apartment: this " + (r.iface ? r.iface->name : iface.name) + " reference belongs to " +
+              describe(r.home) + ", the calling thread is in " + describe(current_apartment()) +
+              " (marshal it with marshal_interface and pass the proxy)";
+      return false;
+    }
+    if (r.proxy) {
+      // Native code here gets a host object whose methods call through the proxy.
+      auto fwd = forwarder(r, iface, error);
+      if (!fwd) return false;
+      out = ccw_for(*fwd, iface, error);
+      if (!out) return false;
+      if (transfer && iface.refcounted) fwd->add_ref();
+      return true;
+    }
     if (!r.object) {
       error = "an empty object reference";
       return false;
@@ -465,10 +486,23 @@ void ObjectSpace::method_trampoline(ffi_cif*, void* ret, void** args, void* user
   bool ok = fn != nullptr;
   if (!ok) error = "no host method";
   if (ok) {
-    Arena arena;
-    Marshaler mm(space.lib_.context().types(), arena, &space.lib_.handles());
-    mm.objects = &space;
-    ok = run_host_function(mm, m, args + 1, ret, *fn, error);
+    auto run = [&] {
+      Arena arena;
+      Marshaler mm(space.lib_.context().types(), arena, &space.lib_.handles());
+      mm.objects = &space;
+      ok = run_host_function(mm, m, args + 1, ret, *fn, error);
+    };
+    // A host object made in an STA runs there, whatever thread native code calls from.
+    const auto& home = h->home_;
+    if (home && home->kind() == Apartment::Kind::sta && home->thread() != std::this_thread::get_id()) {
+      std::string routed;
+      if (!run_in(home, run, routed)) {
+        ok = false;
+        error = routed;
+      }
+    } else {
+      run();
+    }
   }
   if (!ok) {
     callback_note_error("method " + t->iface->name + "." + m.name + " of host object '" + h->name_ + "' failed: " + error);
@@ -480,7 +514,7 @@ void ObjectSpace::method_trampoline(ffi_cif*, void* ret, void** args, void* user
 
 bool ObjectSpace::find_method(const ObjectRef& obj, std::string_view method, MethodRef& out, std::string& error) {
   const Typemap& tm = lib_.typemap();
-  if (!obj.object || !obj.iface) {
+  if ((!obj.object && !obj.proxy) || !obj.iface) {
     error = tm.file + ": an empty object reference";
     return false;
   }
@@ -510,7 +544,7 @@ bool ObjectSpace::find_method(const ObjectRef& obj, std::string_view method, Met
     search(&it->second);
   } else {
     search(obj.iface);
-    if (!m)
+    if (!m && obj.object)
       for (const Interface* other : obj.object->interfaces()) search(other);
   }
   if (!m) {
@@ -537,6 +571,13 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
   const Interface* view = ref.view;
   const Interface* owner = ref.owner;
   const Method* m = ref.method;
+  if (!usable_here(obj.home)) {
+    error = tm.file + ": " + owner->name + "." + m->name + ": wrong apartment: this " + obj.iface->name +
+            (obj.proxy ? " proxy" : " reference") + " belongs to " + describe(obj.home) + ", the calling thread is in " +
+            describe(current_apartment()) + " (marshal it with marshal_interface and call through the proxy)";
+    return false;
+  }
+  if (obj.proxy) return call_through(obj, method, args, result, error);
   void* self = obj.object->pointer(*view, error);
   if (!self) {
     error = tm.file + ": " + view->name + "." + m->name + ": " + error;
@@ -553,7 +594,78 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
             std::to_string(args.size());
     return false;
   }
+  if (obj.home && obj.home->kind() == Apartment::Kind::neutral) {
+    std::lock_guard lock(obj.object->calls_);  // neutral: the caller's thread, one call at a time
+    return plan->call_method(self, vtable_of(self)[m->slot], args, result, error);
+  }
   return plan->call_method(self, vtable_of(self)[m->slot], args, result, error);
+}
+
+bool ObjectSpace::call_through(const ObjectRef& obj, std::string_view method, std::span<const Value> args,
+                               CallResult& result, std::string& error) {
+  const std::shared_ptr<Stub>& stub = obj.proxy->stub;
+  const std::shared_ptr<Apartment> here = current_apartment();
+  bool ok = false;
+  std::string failure;
+  // Everything that touches the object runs in its apartment: the arguments
+  // are made usable there, the results made usable here, and the direct
+  // reference never leaves.
+  const bool ran = run_in(stub->home, [&] {
+    ObjectRef direct;
+    if (!stub->get(direct, failure)) return;
+    direct.iface = obj.iface;
+    std::vector<Value> copied(args.begin(), args.end());
+    for (Value& a : copied) marshal_value_for(a, stub->home);
+    CallResult r;
+    ok = call(direct, method, copied, r, failure);
+    marshal_value_for(r.ret, here);
+    for (auto& [n, v] : r.out) marshal_value_for(v, here);
+    if (ok) result = std::move(r);
+  }, failure);
+  if (!ran || !ok) {
+    error = failure.rfind(lib_.typemap().file, 0) == 0 ? failure
+                                                       : lib_.typemap().file + ": " + obj.iface->name + "." +
+                                                             std::string(method) + " through a proxy: " + failure;
+    return false;
+  }
+  return true;
+}
+
+std::shared_ptr<HostObject> ObjectSpace::forwarder(const ObjectRef& proxy, const Interface& iface, std::string& error) {
+  std::lock_guard lock(proxy.proxy->mutex);
+  auto& slot = proxy.proxy->forwarders[&iface];
+  if (slot) return slot;
+  // Its own proxy (not this one, which holds the forwarder): no cycle.
+  auto own = std::make_shared<Proxy>();
+  own->stub = proxy.proxy->stub;
+  own->lib = proxy.proxy->lib;
+  own->identity = proxy.proxy->identity;
+  ObjectRef target{nullptr, &iface, proxy.home, own};
+  std::map<std::string, std::shared_ptr<HostFunction>> methods;
+  for (const Interface* i = &iface; i; i = i->base) {
+    if (is_iunknown(*i)) continue;
+    for (const Method& m : i->methods) {
+      const std::string name = i->name + "." + m.name;
+      methods[name] = std::make_shared<HostFunction>(HostFunction{
+          name, [this, target, name](const std::vector<Value>& args, Value& result, std::string& err) {
+            CallResult r;
+            if (!call(target, name, args, r, err)) return false;
+            if (r.out.empty()) {
+              result = std::move(r.ret);
+            } else {
+              Record rec{{"return", std::move(r.ret)}};
+              for (auto& [n, v] : r.out) rec.emplace_back(n, std::move(v));
+              result = Value(std::move(rec));
+            }
+            return true;
+          }});
+    }
+  }
+  auto fwd = std::make_shared<HostObject>("proxy of " + iface.name, std::vector<std::string>{iface.name}, std::move(methods));
+  fwd->forwards_ = Value(target);
+  (void)error;
+  slot = fwd;
+  return fwd;
 }
 
 bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& out, std::string& error) {
@@ -565,6 +677,25 @@ bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& o
     error = tm.file + ": no interface '" + iface + "' (interfaces: " + names + ")";
     return false;
   }
+  if (!usable_here(obj.home)) {
+    error = tm.file + ": query(" + iface + "): wrong apartment: this reference belongs to " + describe(obj.home) +
+            ", the calling thread is in " + describe(current_apartment());
+    return false;
+  }
+  if (obj.proxy) {
+    const std::shared_ptr<Stub>& stub = obj.proxy->stub;
+    const std::shared_ptr<Apartment> here = current_apartment();
+    bool ok = false;
+    std::string failure;
+    const bool ran = run_in(stub->home, [&] {
+      ObjectRef direct;
+      if (!stub->get(direct, failure)) return;
+      ok = query(direct, iface, out, failure);
+      marshal_value_for(out, here);
+    }, failure);
+    if (!ran || !ok) error = failure;
+    return ran && ok;
+  }
   if (!obj.object) {
     error = tm.file + ": an empty object reference";
     return false;
@@ -573,7 +704,7 @@ bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& o
     error = tm.file + ": " + error;
     return false;
   }
-  out = Value(ObjectRef{obj.object, &it->second});
+  out = Value(ObjectRef{obj.object, &it->second, obj.home, nullptr});
   return true;
 }
 
@@ -587,6 +718,41 @@ bool ObjectSpace::create(const std::string& cls, std::span<const Value> args, Va
     return false;
   }
   const ClassDesc& c = it->second;
+  const std::shared_ptr<Apartment> here = current_apartment();
+  if (!here) return make_here(c, args, out, error);  // no apartments: as created
+  // Where the object lives follows its class's threading and the creator's
+  // apartment (TYPEMAP.md, Apartments); the creator gets a proxy when it
+  // lives elsewhere.
+  std::shared_ptr<Apartment> where = here;
+  switch (c.threading) {
+    case Threading::both: break;
+    case Threading::neutral: where = neutral_apartment(); break;
+    case Threading::apartment: if (here->kind() != Apartment::Kind::sta) where = host_sta(); break;
+    case Threading::free: if (here->kind() != Apartment::Kind::mta) where = the_mta(); break;
+  }
+  if (where == here || where->kind() == Apartment::Kind::neutral) {
+    if (!make_here(c, args, out, error)) return false;
+    if (where->kind() == Apartment::Kind::neutral) out.as<ObjectRef>().home = where;
+    return true;
+  }
+  bool ok = false;
+  std::string failure;
+  std::vector<Value> copied(args.begin(), args.end());
+  const bool ran = run_in(where, [&] {
+    for (Value& a : copied) marshal_value_for(a, where);
+    ok = make_here(c, copied, out, failure);
+    copied.clear();
+    marshal_value_for(out, here);
+  }, failure);
+  if (!ran || !ok) {
+    error = failure;
+    return false;
+  }
+  return true;
+}
+
+bool ObjectSpace::make_here(const ClassDesc& c, std::span<const Value> args, Value& out, std::string& error) {
+  const Typemap& tm = lib_.typemap();
   const Plan* plan = lib_.bind(c.create->name, error);
   if (!plan) return false;
   CallResult r;
@@ -597,20 +763,181 @@ bool ObjectSpace::create(const std::string& cls, std::span<const Value> args, Va
     for (auto& [name, v] : r.out)
       if (v.is<ObjectRef>()) obj = std::move(v);
   if (!obj.is<ObjectRef>()) {
-    error = tm.file + ": class " + cls + ": " + c.create->name + " returned no object";
+    error = tm.file + ": class " + c.name + ": " + c.create->name + " returned no object";
     return false;
   }
   ObjectRef ref = obj.as<ObjectRef>();
   ref.object->cls_ = &c;
   if (ref.iface != c.iface) {
     if (!ref.object->pointer(*c.iface, error)) {
-      error = tm.file + ": class " + cls + ": " + error;
+      error = tm.file + ": class " + c.name + ": " + error;
       return false;
     }
     ref.iface = c.iface;
   }
   out = Value(std::move(ref));
   return true;
+}
+
+// ---- proxies and tokens ----------------------------------------------------------------------
+
+Library& library_of(const ObjectRef& ref) { return ref.proxy ? *ref.proxy->lib : ref.object->library(); }
+
+void* identity_of(const ObjectRef& ref) {
+  if (ref.proxy) return ref.proxy->identity;
+  return ref.object ? ref.object->identity() : nullptr;
+}
+
+Stub::~Stub() {
+  ObjectRef d;
+  {
+    std::lock_guard lock(mutex);
+    if (released) return;
+    released = true;
+    d = std::move(direct);
+  }
+  if (!d.object || usable_here(home)) return;  // released here
+  // The object's references are released in its own apartment.
+  std::string ignored;
+  auto* held = &d;
+  run_in(home, [held] { *held = ObjectRef(); }, ignored);
+}
+
+void Stub::release_now() {
+  ObjectRef d;
+  std::lock_guard lock(mutex);
+  released = true;
+  d = std::move(direct);
+}
+
+bool Stub::get(ObjectRef& out, std::string& error) {
+  std::lock_guard lock(mutex);
+  if (released) {
+    error = "the object's apartment, " + describe(home) + ", has ended";
+    return false;
+  }
+  out = direct;
+  return true;
+}
+
+void marshal_value_for(Value& v, const std::shared_ptr<Apartment>& to) {
+  if (v.is<List>()) {
+    for (Value& x : v.as<List>()) marshal_value_for(x, to);
+    return;
+  }
+  if (v.is<Record>()) {
+    for (auto& [n, x] : v.as<Record>()) marshal_value_for(x, to);
+    return;
+  }
+  if (!v.is<ObjectRef>()) return;
+  ObjectRef r = v.as<ObjectRef>();
+  if (r.proxy) {
+    if (r.proxy->stub->home == to) {  // back home: the direct reference
+      ObjectRef direct;
+      std::string ended;
+      if (r.proxy->stub->get(direct, ended)) {
+        direct.iface = r.iface;
+        v = Value(std::move(direct));
+        return;
+      }
+    }
+    r.home = to;  // the same proxy, now this apartment's
+    v = Value(std::move(r));
+    return;
+  }
+  if (!r.home || r.home->kind() == Apartment::Kind::neutral || r.home == to || !r.object) return;
+  auto proxy = std::make_shared<Proxy>();
+  proxy->lib = r.object->library().shared_from_this();
+  proxy->identity = r.object->identity();
+  const Interface* iface = r.iface;
+  auto home = r.home;
+  proxy->stub = std::make_shared<Stub>(std::move(r), home);
+  register_stub(home, proxy->stub);
+  v = Value(ObjectRef{nullptr, iface, to, std::move(proxy)});
+}
+
+void register_stub(const std::shared_ptr<Apartment>& home, const std::shared_ptr<Stub>& stub) {
+  {
+    std::lock_guard lock(home->mutex_);
+    if (home->alive_) {
+      if (home->stubs_.size() >= 64 && (home->stubs_.size() & (home->stubs_.size() - 1)) == 0)
+        std::erase_if(home->stubs_, [](const std::weak_ptr<Stub>& w) { return w.expired(); });
+      home->stubs_.push_back(stub);
+      return;
+    }
+  }
+  stub->release_now();  // its apartment has ended: nothing will call it
+}
+
+namespace {
+struct TokenEntry {
+  Value ref;
+  const Apartment* home = nullptr;  // where it was marshaled
+  std::string ended;                // set when that apartment ended first
+};
+std::mutex tokens_mutex;
+std::map<std::uint64_t, TokenEntry>& tokens() {
+  static auto* t = new std::map<std::uint64_t, TokenEntry>;
+  return *t;
+}
+std::uint64_t next_token = 1;
+}  // namespace
+
+bool marshal_interface(const Value& v, std::uint64_t& token, std::string& error) {
+  if (!v.is<ObjectRef>() && !v.is<std::shared_ptr<HostObject>>()) {
+    error = "marshal_interface: expected an object, got " + v.describe();
+    return false;
+  }
+  if (v.is<ObjectRef>() && !usable_here(v.as<ObjectRef>().home)) {
+    error = "marshal_interface: wrong apartment: the reference belongs to " + describe(v.as<ObjectRef>().home) +
+            ", the calling thread is in " + describe(current_apartment()) + " (marshal it where it was obtained)";
+    return false;
+  }
+  std::lock_guard lock(tokens_mutex);
+  token = next_token++;
+  tokens()[token] = TokenEntry{v, current_apartment().get(), {}};
+  return true;
+}
+
+bool unmarshal_interface(std::uint64_t token, Value& out, std::string& error) {
+  const auto here = current_apartment();
+  if (!here) {
+    error = "unmarshal_interface: the calling thread is in no apartment (enter an STA or the MTA first)";
+    return false;
+  }
+  TokenEntry e;
+  {
+    std::lock_guard lock(tokens_mutex);
+    auto it = tokens().find(token);
+    if (it == tokens().end()) {
+      error = "unmarshal_interface: token " + std::to_string(token) +
+              " is unknown or was already used (each token is unmarshaled once)";
+      return false;
+    }
+    e = std::move(it->second);
+    tokens().erase(it);
+  }
+  if (!e.ended.empty()) {
+    error = "unmarshal_interface: token " + std::to_string(token) + " was marshaled in " + e.ended;
+    return false;
+  }
+  out = std::move(e.ref);
+  marshal_value_for(out, here);
+  return true;
+}
+
+void drop_tokens_of(const Apartment* home) {
+  std::vector<Value> dropped;
+  {
+    std::lock_guard lock(tokens_mutex);
+    for (auto& [id, e] : tokens())
+      if (e.home == home && e.ended.empty()) {
+        e.ended = home->describe();
+        dropped.push_back(std::move(e.ref));
+        e.ref = Value();
+      }
+  }
+  // Released here, on the ending apartment's thread, outside the lock.
 }
 
 }  // namespace marshal

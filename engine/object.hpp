@@ -16,6 +16,7 @@
 // own object, never a wrapper of a wrapper.
 #pragma once
 
+#include "apartment.hpp"
 #include "typemap.hpp"
 #include "value.hpp"
 
@@ -79,16 +80,63 @@ class NativeObject {
   const ClassDesc* cls_ = nullptr;
   mutable std::mutex mutex_;
   std::vector<std::pair<const Interface*, void*>> ptrs_;  // each holds one reference
+  std::mutex calls_;  // neutral objects: one call at a time
 };
+
+// What proxies refer to: a direct reference kept in the object's home
+// apartment, released there when the last proxy goes (or when the apartment
+// ends, on its thread).
+struct Stub {
+  ObjectRef direct;
+  std::shared_ptr<Apartment> home;
+  std::mutex mutex;
+  bool released = false;
+  Stub(ObjectRef d, std::shared_ptr<Apartment> h) : direct(std::move(d)), home(std::move(h)) {}
+  ~Stub();
+  void release_now();  // on the home apartment's thread
+  // The direct reference, or an error when its apartment has ended.
+  bool get(ObjectRef& out, std::string& error);
+};
+void register_stub(const std::shared_ptr<Apartment>& home, const std::shared_ptr<Stub>& stub);
+
+struct Proxy {
+  std::shared_ptr<Stub> stub;
+  std::shared_ptr<Library> lib;
+  void* identity = nullptr;  // the object's COM identity, for ==
+  std::mutex mutex;
+  // Host objects that stand for this proxy when it is passed to native code
+  // (their methods call through the proxy), one per interface.
+  std::map<const Interface*, std::shared_ptr<HostObject>> forwarders;
+};
+
+// The library a reference's object belongs to, and its identity (for ==).
+Library& library_of(const ObjectRef& ref);
+void* identity_of(const ObjectRef& ref);
+
+// Every object reference inside v (lists and records too) made usable in
+// apartment `to`: a reference of another apartment becomes a proxy, a proxy
+// whose object lives in `to` becomes the direct reference again.
+void marshal_value_for(Value& v, const std::shared_ptr<Apartment>& to);
+
+// Cross-apartment tokens (CoMarshalInterThreadInterfaceInStream and
+// CoGetInterfaceAndReleaseStream): marshal in the reference's apartment,
+// unmarshal once in another.
+bool marshal_interface(const Value& ref, std::uint64_t& token, std::string& error);
+bool unmarshal_interface(std::uint64_t token, Value& out, std::string& error);
+// Drops the tokens marshaled in an apartment that ends (their references are released).
+void drop_tokens_of(const Apartment* home);
 
 // A host object that native code can call: methods by name ("Add" or, to
 // tell interfaces apart, "ICounter.Add"), and the interfaces it implements
 // (their bases too). An empty list means: the interfaces it is passed as.
 class HostObject : public std::enable_shared_from_this<HostObject> {
  public:
+  // Created in an STA, its methods run on that STA's thread whatever thread
+  // native code calls from.
   HostObject(std::string name, std::vector<std::string> interfaces,
              std::map<std::string, std::shared_ptr<HostFunction>> methods)
-      : name_(std::move(name)), interface_names_(std::move(interfaces)), methods_(std::move(methods)) {}
+      : name_(std::move(name)), interface_names_(std::move(interfaces)), methods_(std::move(methods)),
+        home_(current_apartment()) {}
   HostObject(const HostObject&) = delete;
   HostObject& operator=(const HostObject&) = delete;
   ~HostObject();
@@ -124,6 +172,8 @@ class HostObject : public std::enable_shared_from_this<HostObject> {
   std::vector<const Interface*> implemented_;   // resolved: declared, or passed as
   std::uint32_t refs_ = 0;
   std::shared_ptr<HostObject> keep_;            // set while refs_ > 0
+  std::shared_ptr<Apartment> home_;             // where its methods run (an STA), or null
+  Value forwards_;                              // a forwarder: the proxy it stands for
 };
 
 struct ObjectStats {
@@ -174,6 +224,10 @@ class ObjectSpace {
   void* const* vtable(const Interface& iface, std::string& error);
   void* ccw_for(HostObject& h, const Interface& iface, std::string& error);
   bool wrap(void* p, const Interface& iface, bool transfer, ObjectRef& out, std::string& error);
+  bool call_through(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
+                    std::string& error);
+  std::shared_ptr<HostObject> forwarder(const ObjectRef& proxy, const Interface& iface, std::string& error);
+  bool make_here(const ClassDesc& c, std::span<const Value> args, Value& out, std::string& error);
   void forget(NativeObject* obj);
   const Interface* find_by_iid(const void* iid) const;
 

@@ -58,7 +58,7 @@ bool operator==(const Value& a, const Value& b) {
     case Value::Type::native: return a.as<std::shared_ptr<NativeBox>>() == b.as<std::shared_ptr<NativeBox>>();
     case Value::Type::function: return a.as<std::shared_ptr<HostFunction>>() == b.as<std::shared_ptr<HostFunction>>();
     case Value::Type::callback: return a.as<std::shared_ptr<Callback>>() == b.as<std::shared_ptr<Callback>>();
-    case Value::Type::object: return a.as<ObjectRef>().object == b.as<ObjectRef>().object;  // COM identity
+    case Value::Type::object: return identity_of(a.as<ObjectRef>()) == identity_of(b.as<ObjectRef>());  // COM identity
     case Value::Type::host_object: return a.as<std::shared_ptr<HostObject>>() == b.as<std::shared_ptr<HostObject>>();
   }
   return false;
@@ -153,8 +153,10 @@ nlohmann::ordered_json Value::to_json() const {
     case Type::object: {
       const ObjectRef& o = as<ObjectRef>();
       char buf[32];
-      std::snprintf(buf, sizeof buf, "0x%jx", static_cast<std::uintmax_t>(reinterpret_cast<std::uintptr_t>(o.object->identity())));
-      return oj{{"object", o.iface ? o.iface->name : std::string()}, {"identity", buf}};
+      std::snprintf(buf, sizeof buf, "0x%jx", static_cast<std::uintmax_t>(reinterpret_cast<std::uintptr_t>(identity_of(o))));
+      oj j{{"object", o.iface ? o.iface->name : std::string()}, {"identity", buf}};
+      if (o.proxy) j["proxy"] = true;
+      return j;
     }
     case Type::host_object: return oj{{"host_object", as<std::shared_ptr<HostObject>>()->name()}};
   }

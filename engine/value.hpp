@@ -38,14 +38,20 @@ class Value;
 class Callback;      // callback.hpp
 class NativeObject;  // object.hpp
 class HostObject;    // object.hpp
+struct Proxy;        // object.hpp
+class Apartment;     // apartment.hpp
 struct Interface;    // typemap.hpp
 
 // A native object as the host holds it: the object (one per COM identity, so
-// two references to one object compare equal) and the interface it was
-// obtained as, which decides how method names resolve.
+// two references to one object compare equal), the interface it was obtained
+// as (which decides how method names resolve), the apartment the reference
+// belongs to (null: none), and for a reference marshaled from another
+// apartment, the proxy its calls go through.
 struct ObjectRef {
   std::shared_ptr<NativeObject> object;
   const Interface* iface = nullptr;
+  std::shared_ptr<Apartment> home;
+  std::shared_ptr<Proxy> proxy;
 };
 
 // A host function that native code can call back (through a callback type).

@@ -361,7 +361,7 @@ TEST_SUITE("objects") {
     CHECK_FALSE(space().create("Square", negative, none, e));
     CHECK(e.find("square_create failed") != std::string::npos);
     CHECK_FALSE(space().create("Nope", {}, none, e));
-    CHECK(e.find("no class 'Nope' (classes: Counter, Square, Store)") != std::string::npos);
+    CHECK(e.find("no class 'Nope' (classes: ApartmentCounter, Counter, FreeStore, ProbeApartment") != std::string::npos);
   }
 
   TEST_CASE("typed C++: native objects with typed methods, host objects from member functions") {

@@ -512,7 +512,7 @@ marshal_status marshal_object_call(const marshal_value* obj, const char* method,
     const marshal::ObjectRef& ref = obj->v.as<marshal::ObjectRef>();
     marshal::CallResult r;
     std::string error;
-    if (!ref.object->library().objects().call(ref, method, values, r, error)) return fail(MARSHAL_ERROR_CALL, error);
+    if (!marshal::library_of(ref).objects().call(ref, method, values, r, error)) return fail(MARSHAL_ERROR_CALL, error);
     *out = make_result(std::move(r));
     return MARSHAL_OK;
   });
@@ -525,7 +525,7 @@ marshal_status marshal_object_query(const marshal_value* obj, const char* iface,
     const marshal::ObjectRef& ref = obj->v.as<marshal::ObjectRef>();
     marshal::Value v;
     std::string error;
-    if (!ref.object->library().objects().query(ref, iface, v, error)) return fail(MARSHAL_ERROR_CALL, error);
+    if (!marshal::library_of(ref).objects().query(ref, iface, v, error)) return fail(MARSHAL_ERROR_CALL, error);
     *out = wrap(std::move(v));
     return MARSHAL_OK;
   });

@@ -32,7 +32,7 @@ object object::as(const std::string& iface) const {
   const ObjectRef& ref = v_.as<ObjectRef>();
   Value out;
   std::string err;
-  if (!ref.object->library().objects().query(ref, iface, out, err)) throw error(err);
+  if (!library_of(ref).objects().query(ref, iface, out, err)) throw error(err);
   return object(std::move(out));
 }
 

@@ -276,7 +276,7 @@ template <class R, class... A> class method<R(A...)> {
   method(const object& obj, const std::string& name) : obj_(obj), name_(name) {
     if (!obj.value().template is<ObjectRef>()) throw error("marshal: method '" + name + "' of an object that is not native");
     const ObjectRef& ref = obj.value().template as<ObjectRef>();
-    Library& lib = ref.object->library();
+    Library& lib = library_of(ref);
     ObjectSpace::MethodRef m;
     std::string err;
     if (!lib.objects().find_method(ref, name, m, err)) throw error(err);
@@ -286,6 +286,9 @@ template <class R, class... A> class method<R(A...)> {
                   std::to_string(sizeof...(A)));
     if (std::string why = detail::call_mismatch<R, A...>(lib.context().types(), *m.method); !why.empty())
       throw error(where + why);
+    // Proxies and neutral objects (a lock per call) always go through the engine.
+    if (ref.proxy || (ref.home && ref.home->kind() == Apartment::Kind::neutral)) return;
+    home_ = ref.home;
     self_ = ref.object->pointer(*m.view, err);
     if (!self_) throw error(where + err);
     const Plan* plan = lib.bind_method(*m.owner, *m.method, err);
@@ -297,7 +300,7 @@ template <class R, class... A> class method<R(A...)> {
   }
   R operator()(A... args) const {
     if constexpr (fast) {
-      if (cif_) {
+      if (cif_ && usable_here(home_)) {  // from another apartment: the engine reports it
         void* self = self_;
         void* av[sizeof...(A) + 1] = {&self, const_cast<void*>(static_cast<const void*>(&args))...};
         alignas(16) unsigned char rbuf[(sizeof(std::conditional_t<std::is_void_v<R>, char, R>) > 16
@@ -313,6 +316,7 @@ template <class R, class... A> class method<R(A...)> {
  private:
   object obj_;
   std::string name_;
+  std::shared_ptr<Apartment> home_;
   void* self_ = nullptr;
   void* target_ = nullptr;
   const ffi_cif* cif_ = nullptr;
@@ -325,13 +329,13 @@ template <class R, class... A> R object::call(const std::string& method, A&&... 
     throw error(is_host() ? "marshal: '" + method + "' on a host object: call your own object directly"
                           : "marshal: '" + method + "' called on an empty object");
   const ObjectRef& ref = v_.as<ObjectRef>();
-  ObjectSpace& space = ref.object->library().objects();
-  const TypeRegistry& reg = ref.object->library().context().types();
+  ObjectSpace& space = library_of(ref).objects();
+  const TypeRegistry& reg = library_of(ref).context().types();
   ObjectSpace::MethodRef m;
   std::string err;
   if (!space.find_method(ref, method, m, err)) throw error(err);
   const Method& sig = *m.method;
-  const std::string where = ref.object->library().typemap().file + ": " + m.owner->name + "." + sig.name + ": ";
+  const std::string where = library_of(ref).typemap().file + ": " + m.owner->name + "." + sig.name + ": ";
   if (sig.params.size() != sizeof...(A))
     throw error(where + "the method takes " + std::to_string(sig.params.size()) + " parameters, the call passes " +
                 std::to_string(sizeof...(A)) + " (out parameters are passed as marshal::out<T>)");

@@ -1,0 +1,315 @@
+// marshal engine: apartments (STA message loops, the MTA and its engine
+// threads, cross-apartment calls).
+#include "apartment.hpp"
+
+#include "object.hpp"
+
+#include <atomic>
+#include <future>
+#include <sstream>
+
+namespace marshal {
+
+struct Apartment::Task {
+  std::function<void()> fn;
+  std::shared_ptr<Apartment> waiter;  // an STA caller, woken through its own loop
+  std::mutex mutex;                   // otherwise: the caller waits here
+  std::condition_variable cv;
+  bool done = false;
+  bool failed = false;
+  std::string error;
+};
+
+namespace {
+
+std::atomic<int> next_sta{1};
+
+struct ThreadState {
+  std::shared_ptr<Apartment> apartment;
+  ~ThreadState() {
+    // A thread that exits leaves its apartment: its STA ends here.
+    if (apartment && apartment->kind() == Apartment::Kind::sta) leave_apartment();
+  }
+};
+thread_local ThreadState state;
+
+std::string thread_text(std::thread::id id) {
+  std::ostringstream s;
+  s << id;
+  return s.str();
+}
+
+// The MTA's engine threads: calls from other apartments into the MTA run on
+// one of them (a new one starts when all are busy, so a call that waits for
+// another never starves).
+class MtaThreads {
+ public:
+  ~MtaThreads() {
+    {
+      std::lock_guard lock(mutex_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  void post(std::function<void()> job) {
+    std::lock_guard lock(mutex_);
+    jobs_.push_back(std::move(job));
+    if (idle_ == 0) threads_.emplace_back([this] { work(); });
+    else cv_.notify_one();
+  }
+
+ private:
+  void work() {
+    std::string ignored;
+    enter_mta(ignored);
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+      --idle_;
+      if (jobs_.empty()) return;  // stopping
+      auto job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+  }
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::vector<std::thread> threads_;
+  int idle_ = 0;
+  bool stop_ = false;
+};
+
+MtaThreads& mta_threads() {
+  the_mta();  // constructed first, so destroyed after the threads that use it
+  static MtaThreads threads;
+  return threads;
+}
+
+// The engine-owned STA: a thread running its loop until the process ends.
+struct HostSta {
+  std::shared_ptr<Apartment> apartment;
+  std::thread thread;
+  std::atomic<bool> stop{false};
+  ~HostSta() {
+    if (!thread.joinable()) return;
+    stop = true;
+    apartment->wake();
+    thread.join();
+  }
+};
+
+}  // namespace
+
+std::string Apartment::label() const {
+  switch (kind_) {
+    case Kind::mta: return "the MTA";
+    case Kind::neutral: return "the neutral apartment";
+    case Kind::sta: break;
+  }
+  return name_ + " (thread " + thread_text(thread_) + ")";
+}
+
+std::string Apartment::describe() const {
+  if (kind_ != Kind::sta) return label();
+  return alive() ? label() : label() + ", which has ended";
+}
+
+std::string describe(const std::shared_ptr<Apartment>& a) { return a ? a->describe() : "no apartment"; }
+
+bool Apartment::alive() const {
+  std::lock_guard lock(mutex_);
+  return alive_;
+}
+
+std::shared_ptr<Apartment> current_apartment() { return state.apartment; }
+
+std::shared_ptr<Apartment> the_mta() {
+  static auto* mta = new std::shared_ptr<Apartment>(std::make_shared<Apartment>(Apartment::Kind::mta, "MTA"));
+  return *mta;
+}
+
+std::shared_ptr<Apartment> neutral_apartment() {
+  static auto* na = new std::shared_ptr<Apartment>(std::make_shared<Apartment>(Apartment::Kind::neutral, "NA"));
+  return *na;
+}
+
+std::shared_ptr<Apartment> enter_sta(std::string& error) {
+  if (state.apartment) {
+    error = "this thread is already in " + state.apartment->describe() + "; leave it first";
+    return nullptr;
+  }
+  auto a = std::make_shared<Apartment>(Apartment::Kind::sta, "STA " + std::to_string(next_sta.fetch_add(1)));
+  a->thread_ = std::this_thread::get_id();
+  state.apartment = a;
+  return a;
+}
+
+std::shared_ptr<Apartment> enter_mta(std::string& error) {
+  if (state.apartment) {
+    error = "this thread is already in " + state.apartment->describe() + "; leave it first";
+    return nullptr;
+  }
+  state.apartment = the_mta();
+  return state.apartment;
+}
+
+void leave_apartment() {
+  std::shared_ptr<Apartment> a = std::move(state.apartment);
+  state.apartment.reset();
+  if (a && a->kind() == Apartment::Kind::sta) a->end();
+}
+
+std::shared_ptr<Apartment> host_sta() {
+  static HostSta host;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    std::promise<std::shared_ptr<Apartment>> ready;
+    auto got = ready.get_future();
+    host.thread = std::thread([&ready] {
+      std::string ignored;
+      auto a = enter_sta(ignored);
+      a->engine_owned_ = true;
+      a->name_ = "the host STA";
+      ready.set_value(a);
+      a->run_until([] { return host.stop.load(); });
+      leave_apartment();
+    });
+    host.apartment = got.get();
+  });
+  return host.apartment;
+}
+
+bool usable_here(const std::shared_ptr<Apartment>& home) {
+  return !home || home->kind() == Apartment::Kind::neutral || home == state.apartment;
+}
+
+// ---- the STA loop --------------------------------------------------------------------------
+
+bool Apartment::post(Task* task, std::string& error) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!alive_) {
+      error = label() + " has ended (its thread left it)";
+      return false;
+    }
+    queue_.push_back(task);
+  }
+  cv_.notify_all();
+  return true;
+}
+
+void Apartment::finish(Task* task) {
+  if (task->waiter) {
+    std::lock_guard lock(task->waiter->mutex_);
+    task->done = true;
+    task->waiter->cv_.notify_all();
+  } else {
+    std::lock_guard lock(task->mutex);
+    task->done = true;
+    task->cv.notify_all();
+  }
+}
+
+void Apartment::wake() {
+  std::lock_guard lock(mutex_);
+  cv_.notify_all();
+}
+
+std::size_t Apartment::pump(std::chrono::milliseconds wait) {
+  std::size_t ran = 0;
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (queue_.empty()) {
+      if (ran > 0 || std::chrono::steady_clock::now() >= deadline) return ran;
+      cv_.wait_until(lock, deadline);
+      continue;
+    }
+    Task* t = queue_.front();
+    queue_.pop_front();
+    lock.unlock();
+    t->fn();
+    finish(t);
+    ++ran;
+    lock.lock();
+  }
+}
+
+void Apartment::run_until(const std::function<bool()>& done) {
+  std::unique_lock lock(mutex_);
+  for (;;) {
+    if (done()) return;
+    if (queue_.empty()) {
+      cv_.wait_for(lock, std::chrono::milliseconds(20));
+      continue;
+    }
+    Task* t = queue_.front();
+    queue_.pop_front();
+    lock.unlock();
+    t->fn();
+    finish(t);
+    lock.lock();
+  }
+}
+
+void Apartment::end() {
+  std::deque<Task*> pending;
+  std::vector<std::weak_ptr<Stub>> stubs;
+  {
+    std::lock_guard lock(mutex_);
+    if (!alive_) return;
+    alive_ = false;
+    pending.swap(queue_);
+    stubs.swap(stubs_);
+  }
+  for (Task* t : pending) {
+    t->failed = true;
+    t->error = label() + " has ended (its thread left it) before running the call";
+    finish(t);
+  }
+  // What other apartments held through proxies is released here, on this
+  // apartment's own thread; their later calls fail with "has ended".
+  for (auto& w : stubs)
+    if (auto s = w.lock()) s->release_now();
+  drop_tokens_of(this);
+}
+
+// ---- cross-apartment calls -------------------------------------------------------------------
+
+bool run_in(const std::shared_ptr<Apartment>& target, const std::function<void()>& fn, std::string& error) {
+  const auto& here = state.apartment;
+  if (!target || target->kind() == Apartment::Kind::neutral || target == here) {
+    fn();
+    return true;
+  }
+  Apartment::Task task;
+  task.fn = fn;
+  if (here && here->kind() == Apartment::Kind::sta) task.waiter = here;
+  if (target->kind() == Apartment::Kind::mta) {
+    mta_threads().post([&task] {
+      task.fn();
+      Apartment::finish(&task);
+    });
+  } else if (!target->post(&task, error)) {
+    return false;
+  }
+  if (task.waiter) {
+    // An STA keeps running calls queued for it (callbacks into it) while it waits.
+    task.waiter->run_until([&task] { return task.done; });
+  } else {
+    std::unique_lock lock(task.mutex);
+    task.cv.wait(lock, [&] { return task.done; });
+  }
+  if (task.failed) {
+    error = task.error;
+    return false;
+  }
+  return true;
+}
+
+}  // namespace marshal
