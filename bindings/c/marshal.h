@@ -190,6 +190,22 @@ MARSHAL_API marshal_value *marshal_value_host_object(const char *name, const cha
 /* References native code holds on a host object now. */
 MARSHAL_API uint32_t marshal_host_object_refs(const marshal_value *obj);
 
+/* ---- apartments (TYPEMAP.md, Apartments) ----
+ * A thread enters a new single-threaded apartment (sta = 1; it then runs its
+ * message loop with marshal_apartment_pump for calls from other apartments)
+ * or the process's multithreaded apartment (sta = 0), and leaves it. A
+ * reference belongs to the apartment it was obtained in; another apartment
+ * uses it through a proxy made from a token (each token is unmarshaled once).
+ * Using a reference from the wrong apartment fails with "wrong apartment". */
+MARSHAL_API marshal_status marshal_apartment_enter(int sta);
+MARSHAL_API void marshal_apartment_leave(void);
+/* Runs the calls queued for this thread's STA, waiting up to wait_ms for the first; returns how many ran. */
+MARSHAL_API size_t marshal_apartment_pump(uint32_t wait_ms);
+MARSHAL_API marshal_status marshal_interface_marshal(const marshal_value *obj, uint64_t *token);
+MARSHAL_API marshal_status marshal_interface_unmarshal(uint64_t token, marshal_value **out);
+/* 1 when obj is a proxy (its calls run in another apartment). */
+MARSHAL_API int marshal_object_is_proxy(const marshal_value *obj);
+
 /* JSON forms (TYPEMAP.md "Host values in JSON"). to_json returns a string to
  * free with marshal_free. */
 MARSHAL_API marshal_status marshal_value_from_json(const char *json, marshal_value **out);

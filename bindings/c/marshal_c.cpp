@@ -6,9 +6,12 @@
 
 #include "context.hpp"
 #include "plan.hpp"
+#include "apartment.hpp"
+#include "object.hpp"
 #include "value.hpp"
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -587,6 +590,59 @@ marshal_value* marshal_value_host_object(const char* name, const char* const* in
 uint32_t marshal_host_object_refs(const marshal_value* obj) {
   if (!obj || !obj->v.is<std::shared_ptr<marshal::HostObject>>()) return 0;
   return obj->v.as<std::shared_ptr<marshal::HostObject>>()->native_refs();
+}
+
+// ---- apartments ----
+
+marshal_status marshal_apartment_enter(int sta) {
+  return guarded([&] {
+    std::string error;
+    auto a = sta ? marshal::enter_sta(error) : marshal::enter_mta(error);
+    return a ? MARSHAL_OK : fail(MARSHAL_ERROR_CALL, error);
+  });
+}
+
+void marshal_apartment_leave(void) {
+  try {
+    marshal::leave_apartment();
+  } catch (...) {
+  }
+}
+
+size_t marshal_apartment_pump(uint32_t wait_ms) {
+  auto a = marshal::current_apartment();
+  if (!a || a->kind() != marshal::Apartment::Kind::sta) return 0;
+  try {
+    return a->pump(std::chrono::milliseconds(wait_ms));
+  } catch (...) {
+    return 0;
+  }
+}
+
+marshal_status marshal_interface_marshal(const marshal_value* obj, uint64_t* token) {
+  if (!obj || !token) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_interface_marshal: obj and token must not be NULL");
+  return guarded([&] {
+    std::string error;
+    std::uint64_t t = 0;
+    if (!marshal::marshal_interface(obj->v, t, error)) return fail(MARSHAL_ERROR_CALL, error);
+    *token = t;
+    return MARSHAL_OK;
+  });
+}
+
+marshal_status marshal_interface_unmarshal(uint64_t token, marshal_value** out) {
+  if (!out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_interface_unmarshal: out must not be NULL");
+  return guarded([&] {
+    std::string error;
+    marshal::Value v;
+    if (!marshal::unmarshal_interface(token, v, error)) return fail(MARSHAL_ERROR_CALL, error);
+    *out = wrap(std::move(v));
+    return MARSHAL_OK;
+  });
+}
+
+int marshal_object_is_proxy(const marshal_value* obj) {
+  return obj && obj->v.is<marshal::ObjectRef>() && obj->v.as<marshal::ObjectRef>().proxy ? 1 : 0;
 }
 
 marshal_status marshal_value_from_json(const char* json, marshal_value** out) {

@@ -40,6 +40,35 @@ std::string object::interface_name() const {
   return v_.is<ObjectRef>() && v_.as<ObjectRef>().iface ? v_.as<ObjectRef>().iface->name : std::string();
 }
 
+apartment_scope::apartment_scope(kind k) {
+  std::string err;
+  a_ = k == kind::sta ? enter_sta(err) : enter_mta(err);
+  if (!a_) throw error("marshal: " + err);
+}
+apartment_scope::~apartment_scope() { leave_apartment(); }
+std::size_t apartment_scope::pump(std::chrono::milliseconds wait) {
+  return a_->kind() == Apartment::Kind::sta ? a_->pump(wait) : 0;
+}
+void apartment_scope::run_until(const std::function<bool()>& done) {
+  if (a_->kind() != Apartment::Kind::sta) throw error("marshal: run_until: only an STA has a message loop");
+  a_->run_until(done);
+}
+void apartment_scope::wake() { a_->wake(); }
+
+std::uint64_t marshal_interface(const object& obj) {
+  std::uint64_t token = 0;
+  std::string err;
+  if (!marshal::marshal_interface(obj.value(), token, err)) throw error(err);
+  return token;
+}
+
+object unmarshal_interface(std::uint64_t token) {
+  Value v;
+  std::string err;
+  if (!marshal::unmarshal_interface(token, v, err)) throw error(err);
+  return object(std::move(v));
+}
+
 plain_library::plain_library(const std::string& file) : state_(std::make_shared<detail::State>()) {
   std::string err;
   state_->so = SharedLibrary::open_file(file, err);

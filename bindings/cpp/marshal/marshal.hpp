@@ -273,6 +273,7 @@ template <class R, class... A> class method<R(A...)> {
  public:
   static constexpr bool fast = (detail::blittable<std::remove_cvref_t<A>>() && ...) &&
                                (std::is_void_v<R> || detail::blittable<R>());
+  method() = default;  // unbound: calling it throws
   method(const object& obj, const std::string& name) : obj_(obj), name_(name) {
     if (!obj.value().template is<ObjectRef>()) throw error("marshal: method '" + name + "' of an object that is not native");
     const ObjectRef& ref = obj.value().template as<ObjectRef>();

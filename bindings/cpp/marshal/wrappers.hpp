@@ -6,6 +6,7 @@
 #include "value.hpp"
 
 #include <cstdint>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -79,6 +80,8 @@ class object {
   // The interface a native object was obtained as ("" for host objects).
   std::string interface_name() const;
   bool is_host() const { return v_.is<std::shared_ptr<HostObject>>(); }
+  // A reference marshaled from another apartment: calls run there.
+  bool is_proxy() const { return v_.is<ObjectRef>() && v_.as<ObjectRef>().proxy != nullptr; }
   explicit operator bool() const { return !v_.is_null(); }
   const Value& value() const { return v_; }
   friend bool operator==(const object& a, const object& b) { return a.v_ == b.v_; }
@@ -86,5 +89,30 @@ class object {
  private:
   Value v_;
 };
+
+// This thread in an apartment for the scope (TYPEMAP.md, Apartments): a new
+// single-threaded apartment, whose thread must run its message loop (pump,
+// run_until) for calls from other apartments, or the process's multithreaded
+// apartment. Leaving an STA fails the calls still queued for it and releases
+// what other apartments held through proxies.
+class apartment_scope {
+ public:
+  enum class kind { sta, mta };
+  explicit apartment_scope(kind k);
+  apartment_scope(const apartment_scope&) = delete;
+  apartment_scope& operator=(const apartment_scope&) = delete;
+  ~apartment_scope();
+  std::size_t pump(std::chrono::milliseconds wait = std::chrono::milliseconds(0));
+  void run_until(const std::function<bool()>& done);
+  void wake();
+
+ private:
+  std::shared_ptr<Apartment> a_;
+};
+
+// A token for an object reference, made in the reference's apartment; another
+// apartment turns it, once, into a proxy (or the object itself, back home).
+std::uint64_t marshal_interface(const object& obj);
+object unmarshal_interface(std::uint64_t token);
 
 }  // namespace marshal
