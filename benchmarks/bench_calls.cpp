@@ -18,6 +18,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <future>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -357,6 +359,71 @@ int main(int argc, char** argv) {
       return static_cast<double>(t);
     })});
     store.call<int32_t>("Clear");
+  }
+
+  // ---- apartments: a call inside the object's STA, and one through a proxy from the MTA ----
+  {
+    ICounter* c = counter_create(0);
+    auto direct_c = measure(iterations, reps, [c](long n) {
+      int64_t t = 0;
+      for (long i = 0; i < n; ++i) t += c->vtbl->Add(c, 1);
+      return static_cast<double>(t);
+    });
+    c->vtbl->Release(c);
+    rows.push_back({"sta_same_apt", "direct C", direct_c});
+    rows.push_back({"sta_proxy", "direct C", direct_c});
+    std::thread same([&] {
+      marshal::apartment_scope sta(marshal::apartment_scope::kind::sta);
+      marshal::object obj = olib.create("ApartmentCounter", 0);
+      expect(!obj.is_proxy(), "apartment class created in an STA is direct");
+      auto add = obj.bind<int32_t(int32_t)>("Add");
+      rows.push_back({"sta_same_apt", "marshal typed C++", measure(iterations, reps, [&](long n) {
+        int64_t t = 0;
+        for (long i = 0; i < n; ++i) t += add(1);
+        return static_cast<double>(t);
+      })});
+      rows.push_back({"sta_same_apt", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
+        int64_t t = 0;
+        for (long i = 0; i < n; ++i) t += obj.call<int32_t>("Add", 1);
+        return static_cast<double>(t);
+      })});
+    });
+    same.join();
+    // The object lives in an STA thread serving its message loop; this thread is in the MTA.
+    std::atomic<bool> stop{false};
+    std::promise<uint64_t> token;
+    std::thread owner([&] {
+      marshal::apartment_scope sta(marshal::apartment_scope::kind::sta);
+      marshal::object obj = olib.create("ApartmentCounter", 0);
+      token.set_value(marshal::marshal_interface(obj));
+      sta.run_until([&] { return stop.load(); });
+    });
+    {
+      marshal::apartment_scope mta(marshal::apartment_scope::kind::mta);
+      marshal::object proxy = marshal::unmarshal_interface(token.get_future().get());
+      expect(proxy.is_proxy() && proxy.call<int32_t>("Add", 1) == 1, "proxied call");
+      const long proxy_n = std::max(1L, iterations / 100);
+      auto add = proxy.bind<int32_t(int32_t)>("Add");
+      rows.push_back({"sta_proxy", "marshal typed C++", measure(proxy_n, reps, [&](long n) {
+        int64_t t = 0;
+        for (long i = 0; i < n; ++i) t += add(1);
+        return static_cast<double>(t);
+      })});
+      const marshal::ObjectRef& ref = proxy.value().as<marshal::ObjectRef>();
+      marshal::ObjectSpace& pspace = marshal::library_of(ref).objects();
+      rows.push_back({"sta_proxy", "marshal dynamic values", measure(proxy_n, reps, [&](long n) {
+        int64_t t = 0;
+        std::vector<marshal::Value> args{1};
+        marshal::CallResult r;
+        for (long i = 0; i < n; ++i) {
+          pspace.call(ref, "Add", args, r, err);
+          t += r.ret.as<std::int64_t>();
+        }
+        return static_cast<double>(t);
+      })});
+    }
+    stop = true;
+    owner.join();
   }
 
   std::printf("%-14s %-24s %10s %14s %8s %10s\n", "scenario", "implementation", "ns/call", "spread (min-max)",

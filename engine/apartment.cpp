@@ -15,7 +15,7 @@ struct Apartment::Task {
   std::shared_ptr<Apartment> waiter;  // an STA caller, woken through its own loop
   std::mutex mutex;                   // otherwise: the caller waits here
   std::condition_variable cv;
-  bool done = false;
+  std::atomic<bool> done{false};
   bool failed = false;
   std::string error;
 };
@@ -32,6 +32,18 @@ struct ThreadState {
   }
 };
 thread_local ThreadState state;
+
+// Spins for a few microseconds until ready() holds (true) or gives up (false).
+template <class F> bool spin_until(F ready) {
+  for (int i = 0; i < 4000; ++i) {
+    if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+    if (i % 64 == 63) std::this_thread::yield();
+  }
+  return ready();
+}
 
 std::string thread_text(std::thread::id id) {
   std::ostringstream s;
@@ -198,6 +210,7 @@ bool Apartment::post(Task* task, std::string& error) {
       return false;
     }
     queue_.push_back(task);
+    queued_.fetch_add(1, std::memory_order_release);
   }
   cv_.notify_all();
   return true;
@@ -206,11 +219,11 @@ bool Apartment::post(Task* task, std::string& error) {
 void Apartment::finish(Task* task) {
   if (task->waiter) {
     std::lock_guard lock(task->waiter->mutex_);
-    task->done = true;
+    task->done.store(true, std::memory_order_release);
     task->waiter->cv_.notify_all();
   } else {
     std::lock_guard lock(task->mutex);
-    task->done = true;
+    task->done.store(true, std::memory_order_release);
     task->cv.notify_all();
   }
 }
@@ -232,6 +245,7 @@ std::size_t Apartment::pump(std::chrono::milliseconds wait) {
     }
     Task* t = queue_.front();
     queue_.pop_front();
+    queued_.fetch_sub(1, std::memory_order_relaxed);
     lock.unlock();
     t->fn();
     finish(t);
@@ -245,11 +259,15 @@ void Apartment::run_until(const std::function<bool()>& done) {
   for (;;) {
     if (done()) return;
     if (queue_.empty()) {
-      cv_.wait_for(lock, std::chrono::milliseconds(20));
+      lock.unlock();
+      const bool busy = spin_until([&] { return queued_.load(std::memory_order_acquire) > 0 || done(); });
+      lock.lock();
+      if (!busy && queue_.empty() && !done()) cv_.wait_for(lock, std::chrono::milliseconds(20));
       continue;
     }
     Task* t = queue_.front();
     queue_.pop_front();
+    queued_.fetch_sub(1, std::memory_order_relaxed);
     lock.unlock();
     t->fn();
     finish(t);
@@ -265,6 +283,7 @@ void Apartment::end() {
     if (!alive_) return;
     alive_ = false;
     pending.swap(queue_);
+    queued_.store(0);
     stubs.swap(stubs_);
   }
   for (Task* t : pending) {
@@ -300,10 +319,14 @@ bool run_in(const std::shared_ptr<Apartment>& target, const std::function<void()
   }
   if (task.waiter) {
     // An STA keeps running calls queued for it (callbacks into it) while it waits.
-    task.waiter->run_until([&task] { return task.done; });
+    task.waiter->run_until([&task] { return task.done.load(std::memory_order_acquire); });
   } else {
-    std::unique_lock lock(task.mutex);
-    task.cv.wait(lock, [&] { return task.done; });
+    // A cross-thread round trip is short when the other side is running: look
+    // for a while before sleeping (two thread wake-ups cost tens of microseconds).
+    if (!spin_until([&] { return task.done.load(std::memory_order_acquire); })) {
+      std::unique_lock lock(task.mutex);
+      task.cv.wait(lock, [&] { return task.done.load(std::memory_order_acquire); });
+    }
   }
   if (task.failed) {
     error = task.error;

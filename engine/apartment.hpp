@@ -16,6 +16,7 @@
 // apartment).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -73,6 +74,7 @@ class Apartment : public std::enable_shared_from_this<Apartment> {
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::deque<Task*> queue_;
+  std::atomic<std::size_t> queued_{0};  // queue_.size(), readable without the lock
   bool alive_ = true;
   std::vector<std::weak_ptr<Stub>> stubs_;  // references this apartment lent to others
 };

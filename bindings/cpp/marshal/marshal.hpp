@@ -55,6 +55,7 @@ class function<R(A...)> {
     i = 0;
     std::size_t out_index = 0;
     (detail::copy_back(reg, fn, i++, args, result, out_index), ...);
+    (void)out_index;
     if constexpr (!std::is_void_v<R>) return detail::from_value<R>(reg, fn.returns, result.ret);
   }
 
