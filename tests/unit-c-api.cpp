@@ -8,6 +8,7 @@
 #include "fixtures/pinvoke.h"
 #include "marshal.h"
 
+#include <atomic>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -376,5 +377,56 @@ TEST_SUITE("c-api") {
     CHECK(marshal_value_host_object("x", nullptr, 0, broken, 1, &destroyed, [](void* u) { ++*static_cast<int*>(u); }) ==
           nullptr);
     CHECK(destroyed == 1);
+  }
+
+  TEST_CASE("apartments from C: enter, tokens, a proxy from another thread, wrong apartment") {
+    Api o("tests/fixtures/objects.json");
+    REQUIRE(marshal_apartment_enter(1) == MARSHAL_OK);
+    CHECK(marshal_apartment_enter(0) == MARSHAL_ERROR_CALL);
+    CHECK(std::string(marshal_last_error()).find("already in STA") != std::string::npos);
+    marshal_value* probe = nullptr;
+    REQUIRE(marshal_library_create(o.lib, "ProbeApartment", nullptr, 0, &probe) == MARSHAL_OK);
+    CHECK_FALSE(marshal_object_is_proxy(probe));
+    uint64_t token = 0, back_token = 0;
+    REQUIRE(marshal_interface_marshal(probe, &token) == MARSHAL_OK);
+    REQUIRE(marshal_interface_marshal(probe, &back_token) == MARSHAL_OK);
+    // Another thread in the MTA: the raw reference is refused, the token gives a proxy.
+    std::atomic<bool> done{false};
+    std::string wrong;
+    int proxied = 0, same = 0;
+    int64_t calls = 0;
+    std::thread mta([&] {
+      marshal_apartment_enter(0);
+      marshal_result* r = nullptr;
+      marshal_value* zero = marshal_value_int64(0);
+      if (marshal_object_call(probe, "Enter", &zero, 1, &r) != MARSHAL_OK) wrong = marshal_last_error();
+      marshal_value* proxy = nullptr;
+      if (marshal_interface_unmarshal(token, &proxy) == MARSHAL_OK) {
+        proxied = marshal_object_is_proxy(proxy);
+        same = marshal_object_same(proxy, probe);
+        if (marshal_object_call(proxy, "Enter", &zero, 1, &r) == MARSHAL_OK) {
+          marshal_value_get_int64(marshal_result_return(r), &calls);
+          marshal_result_release(r);
+        }
+        marshal_value_release(proxy);
+      }
+      marshal_value_release(zero);
+      marshal_apartment_leave();
+      done = true;
+    });
+    while (!done) marshal_apartment_pump(10);  // this STA serves the proxy's calls
+    mta.join();
+    CHECK(wrong.find("wrong apartment") != std::string::npos);
+    CHECK(proxied == 1);
+    CHECK(same == 1);
+    CHECK(calls == 1);
+    marshal_value* back = nullptr;
+    REQUIRE(marshal_interface_unmarshal(back_token, &back) == MARSHAL_OK);
+    CHECK_FALSE(marshal_object_is_proxy(back));  // home again
+    CHECK(marshal_interface_unmarshal(back_token, &back) == MARSHAL_ERROR_CALL);
+    marshal_value_release(back);
+    marshal_value_release(probe);
+    marshal_apartment_leave();
+    marshal_apartment_leave();  // idempotent
   }
 }

@@ -537,7 +537,7 @@ marshal_status marshal_object_query(const marshal_value* obj, const char* iface,
 int marshal_object_same(const marshal_value* a, const marshal_value* b) {
   if (!a || !b) return 0;
   if (a->v.is<marshal::ObjectRef>() && b->v.is<marshal::ObjectRef>())
-    return a->v.as<marshal::ObjectRef>().object == b->v.as<marshal::ObjectRef>().object;
+    return a->v == b->v;  // COM identity, proxies included
   if (a->v.is<std::shared_ptr<marshal::HostObject>>() && b->v.is<std::shared_ptr<marshal::HostObject>>())
     return a->v.as<std::shared_ptr<marshal::HostObject>>() == b->v.as<std::shared_ptr<marshal::HostObject>>();
   return 0;
