@@ -323,10 +323,11 @@ bool run_in(const std::shared_ptr<Apartment>& target, const std::function<void()
   } else {
     // A cross-thread round trip is short when the other side is running: look
     // for a while before sleeping (two thread wake-ups cost tens of microseconds).
-    if (!spin_until([&] { return task.done.load(std::memory_order_acquire); })) {
-      std::unique_lock lock(task.mutex);
-      task.cv.wait(lock, [&] { return task.done.load(std::memory_order_acquire); });
-    }
+    spin_until([&] { return task.done.load(std::memory_order_acquire); });
+    // Always through the lock: finish() sets done and notifies under it, so
+    // the task (its condition variable) is not destroyed while it notifies.
+    std::unique_lock lock(task.mutex);
+    task.cv.wait(lock, [&] { return task.done.load(std::memory_order_acquire); });
   }
   if (task.failed) {
     error = task.error;
