@@ -191,6 +191,9 @@ TEST_SUITE("call") {
     int32_t o = 0;
     get_out_i32(&o);
     CHECK(f.out(f.call("get_out_i32"), "out") == Value(o));
+    Point got{};
+    get_out_point(&got, -4, 11);
+    CHECK(f.out(f.call("get_out_point", {-4, 11}), "out") == pt(got.x, got.y));
     int64_t big = std::int64_t{1} << 40;
     incr_inout_i64(&big);
     CHECK(f.out(f.call("incr_inout_i64", {Value(std::int64_t{1} << 40)}), "v") == Value(big));

@@ -39,7 +39,66 @@ struct H { uint32_t cb; std::string name; int32_t n; std::vector<int32_t> items;
 enum class Col : uint32_t { red, green, blue };
 }  // namespace
 
+namespace {
+struct C1i { int32_t a; };
+struct C2i { int32_t a, b; };
+struct C3i { int32_t a, b, c; };
+struct C4i { int32_t a, b, c, d; };
+struct C1f { float a; };
+struct C2f { float a, b; };
+struct C3f { float a, b, c; };
+struct C4f { float a, b, c, d; };
+struct CIF { int32_t i; float f; };
+struct CFID { float f; int32_t i; double d; };
+
+// Calls fn through the engine's dynamic plan (libffi) with host values.
+marshal::Value via_libffi(Bound& b, const std::string& fn, std::vector<marshal::Value> args) {
+  return b.call(fn, std::move(args)).ret;
+}
+double F(const marshal::Value& v, const char* field) { return v.field(field)->as<double>(); }
+}  // namespace
+
 TEST_SUITE("cpp-api") {
+  TEST_CASE("the specialized invoker (a direct call through the C++ function type) equals libffi") {
+    marshal::library lib(fixture);
+    Bound b("tests/fixtures/pinvoke.json");
+    using marshal::Value;
+    using marshal::test::rec;
+    auto s1i = lib.function<C1i(C1i)>("echo_s1i")({-7});
+    CHECK(s1i.a == I(*via_libffi(b, "echo_s1i", {Value(rec({{"a", -7}}))}).field("a")));
+    auto s3i = lib.function<C3i(C3i)>("echo_s3i")({1, -2, 3});
+    marshal::Value l3 = via_libffi(b, "echo_s3i", {Value(rec({{"a", 1}, {"b", -2}, {"c", 3}}))});
+    CHECK((s3i.a == I(*l3.field("a")) && s3i.b == I(*l3.field("b")) && s3i.c == I(*l3.field("c"))));
+    auto s4i = lib.function<C4i(C4i)>("echo_s4i")({1, 2, 3, 4});
+    CHECK(s4i.d == I(*via_libffi(b, "echo_s4i", {Value(rec({{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}))}).field("d")));
+    auto s1f = lib.function<C1f(C1f)>("echo_s1f")({1.5f});
+    CHECK(s1f.a == F(via_libffi(b, "echo_s1f", {Value(rec({{"a", 1.5}}))}), "a"));
+    auto s3f = lib.function<C3f(C3f)>("echo_s3f")({1.5f, -2.25f, 8});
+    marshal::Value l3f = via_libffi(b, "echo_s3f", {Value(rec({{"a", 1.5}, {"b", -2.25}, {"c", 8.0}}))});
+    CHECK((s3f.a == F(l3f, "a") && s3f.b == F(l3f, "b") && s3f.c == F(l3f, "c")));
+    auto s4f = lib.function<C4f(C4f)>("echo_s4f")({1, 2, 3, 4.5f});
+    CHECK(s4f.d == F(via_libffi(b, "echo_s4f", {Value(rec({{"a", 1.0}, {"b", 2.0}, {"c", 3.0}, {"d", 4.5}}))}), "d"));
+    auto mif = lib.function<CIF(CIF)>("echo_mix_if")({-3, 0.75f});
+    marshal::Value lif = via_libffi(b, "echo_mix_if", {Value(rec({{"i", -3}, {"f", 0.75}}))});
+    CHECK((mif.i == I(*lif.field("i")) && mif.f == F(lif, "f")));
+    auto fid = lib.function<CFID(CFID)>("echo_mix_fid")({0.5f, 9, -1e10});
+    marshal::Value lfid = via_libffi(b, "echo_mix_fid", {Value(rec({{"f", 0.5}, {"i", 9}, {"d", -1e10}}))});
+    CHECK((fid.f == F(lfid, "f") && fid.i == I(*lfid.field("i")) && fid.d == F(lfid, "d")));
+    auto bd = lib.function<BD(BD)>("echo_mix_bd")({7, 2.5});
+    marshal::Value lbd = via_libffi(b, "echo_mix_bd", {Value(rec({{"tag", 7}, {"v", 2.5}}))});
+    CHECK((bd.tag == I(*lbd.field("tag")) && bd.v == F(lbd, "v")));
+    const double mixed = lib.function<double(int32_t, double, int32_t, double, int32_t, double, int32_t, double, int32_t,
+                                             double, int32_t, double)>("spill12_mixed")(1, 2.5, 3, 4.5, 5, 6.5, 7, 8.5, 9,
+                                                                                         10.5, 11, 12.5);
+    CHECK(mixed == D(via_libffi(b, "spill12_mixed", {1, 2.5, 3, 4.5, 5, 6.5, 7, 8.5, 9, 10.5, 11, 12.5})));
+    std::vector<Value> seven;
+    for (int i = 0; i < 7; ++i) seven.push_back(Value(rec({{"x", i}, {"y", -2 * i}})));
+    CHECK(lib.function<int64_t(P, P, P, P, P, P, P)>("spill_points")({0, 0}, {1, -2}, {2, -4}, {3, -6}, {4, -8}, {5, -10},
+                                                                     {6, -12}) == I(via_libffi(b, "spill_points", seven)));
+    CHECK(lib.function<double(int8_t, double, int16_t, float, int64_t)>("add_mixed")(-3, 1.25, 300, 0.5f, 1ll << 40) ==
+          D(via_libffi(b, "add_mixed", {-3, 1.25, 300, 0.5, Value(std::int64_t{1} << 40)})));
+  }
+
   TEST_CASE("blittable signatures take the fast path and match direct calls") {
     marshal::library lib(fixture);
     auto add = lib.function<int32_t(int32_t, int32_t)>("add_i32");

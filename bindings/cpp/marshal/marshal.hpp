@@ -26,6 +26,12 @@ class function<R(A...)> {
 
   R operator()(A... args) const {
     if constexpr (fast) {
+      // The specialized invoker: the C++ types were checked against the
+      // typemap when binding and are blittable, so the C++ compiler's call
+      // through this function type is the C call (the same registers and
+      // stack, struct classification included; the fixture tests compare it
+      // with libffi for every blittable signature they have).
+      if (direct_) return reinterpret_cast<R (*)(std::remove_cvref_t<A>...)>(symbol_)(args...);
       if (!cif_) return slow(args...);  // the plan lowers some argument (abi.hpp)
       // Blittable: the C++ arguments are the native arguments.
       void* av[sizeof...(A) > 0 ? sizeof...(A) : 1] = {const_cast<void*>(static_cast<const void*>(&args))...};
@@ -62,6 +68,7 @@ class function<R(A...)> {
   const Plan* plan_ = nullptr;
   const ffi_cif* cif_ = nullptr;
   void* symbol_ = nullptr;
+  bool direct_ = false;  // called through the C++ function type (fast signatures, default convention)
   std::shared_ptr<detail::State> keep_;  // the library outlives its functions
 };
 
@@ -127,6 +134,10 @@ class library {
     f.plan_ = plan;
     f.cif_ = plan->cif();
     f.symbol_ = plan->symbol();
+    // A declared check or errno needs the plan; so does a non-default convention.
+    const bool plain_call = fn.check.when == Check::When::never && !fn.capture_errno;
+    if (!plain_call) f.cif_ = nullptr;
+    f.direct_ = plain_call && fn.callconv == CallConv::default_ && fn.variadic_from < 0;
     f.keep_ = state_;
     if (fn.variadic_from >= 0)
       throw error(typemap().file + ": " + name + ": variadic functions cannot be bound with a fixed C++ signature");
@@ -178,6 +189,7 @@ class plain_library {
     f.keep_ = state_;
     ffi_type* args[sizeof...(A) > 0 ? sizeof...(A) : 1] = {ffi_of<std::remove_cvref_t<A>>()...};
     f.cif_ = prepare(ffi_of<R>(), sizeof...(A), args);
+    f.direct_ = true;
     return f;
   }
   template <class T> ffi_type* ffi_of() const {
@@ -303,13 +315,8 @@ template <class R, class... A> class method<R(A...)> {
   R operator()(A... args) const {
     if constexpr (fast) {
       if (cif_ && usable_here(home_)) {  // from another apartment: the engine reports it
-        void* self = self_;
-        void* av[sizeof...(A) + 1] = {&self, const_cast<void*>(static_cast<const void*>(&args))...};
-        alignas(16) unsigned char rbuf[(sizeof(std::conditional_t<std::is_void_v<R>, char, R>) > 16
-                                            ? sizeof(std::conditional_t<std::is_void_v<R>, char, R>) : 16)];
-        ffi_call(const_cast<ffi_cif*>(cif_), FFI_FN(target_), rbuf, av);
-        if constexpr (!std::is_void_v<R>) return detail::read_return<R>(rbuf);
-        else return;
+        // The slot called through its C++ function type (see function<>).
+        return reinterpret_cast<R (*)(void*, std::remove_cvref_t<A>...)>(target_)(self_, args...);
       }
     }
     return obj_.template call<R>(name_, args...);
