@@ -1,11 +1,10 @@
-// marshal benchmarks: scenario x implementation, each figure a ratio to a direct
-// C call measured in the same run. Scenarios: add_i32(a, b) and vec2_add(Vec2,
-// Vec2) by value, a host callback, a vtable method of a native object
-// (ICounter::Add) and a host object's method called by native code, from the
-// fixture library. Implementations: direct C, raw libffi (prepared CIF), the
-// typed C++ fast path, dynamic values, the C API.
-// Usage: bench-calls [--iterations N] [--repetitions R]. Prints a table with the
-// median ns per call of R repetitions, the spread, and the ratios.
+// marshal benchmarks: scenario x implementation, each figure a ratio to a
+// direct C call measured in the same run. Implementations: direct C, raw
+// libffi (a prepared CIF), the typed C++ API, dynamic values (the engine's
+// own API), the C API. The peers (ctypes, cffi, LuaJIT, Koffi) have drivers in
+// benchmarks/peers/ run by benchmarks/run_all.py over the same fixture library.
+// Every implementation checks its result once, then consumes every result.
+// Usage: bench-calls [--root DIR] [--iterations N] [--repetitions R] [--json]
 #include "fixtures/callbacks.h"
 #include "fixtures/objects.h"
 #include "fixtures/pinvoke.h"
@@ -13,14 +12,16 @@
 #include "marshal/marshal.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <future>
-#include <thread>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace {
@@ -42,75 +43,134 @@ Stat measure(long iterations, int reps, const std::function<double(long)>& body)
   return {ns[ns.size() / 2], ns.front(), ns.back()};
 }
 
+struct P { int32_t x, y; };
 struct V2 { double x, y; };
 
 int32_t plus_one(int32_t v) { return v + 1; }
+void libffi_plus_one(ffi_cif*, void* ret, void** args, void*) {
+  int32_t v;
+  std::memcpy(&v, args[0], sizeof v);
+  ffi_arg r = static_cast<ffi_arg>(v + 1);
+  std::memcpy(ret, &r, sizeof r);
+}
+int host_plus_one_c(void*, const marshal_value* const* args, size_t, marshal_value** result, const char**) {
+  int64_t v = 0;
+  marshal_value_get_int64(args[0], &v);
+  *result = marshal_value_int64(v + 1);
+  return 0;
+}
+
+const char* kText64 = "marshal: P/Invoke for any host. marshal: P/Invoke for any host. ";
+const char* kText16 = "h\xc3\xa9llo w\xc3\xb6rld, \xe2\x88\x91 UTF-16 text here";  // 31 UTF-16 units
+const char16_t kText16u[] = u"h\u00e9llo w\u00f6rld, \u2211 UTF-16 text here";
+
+struct Row { std::string scenario, impl; Stat s; };
 
 }  // namespace
 
 int main(int argc, char** argv) {
   long iterations = 2000000;
   int reps = 5;
+  bool json = false;
   std::string root = ".";
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atol(argv[++i]);
     else if (!std::strcmp(argv[i], "--repetitions") && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--root") && i + 1 < argc) root = argv[++i];
+    else if (!std::strcmp(argv[i], "--json")) json = true;
   }
-  const std::string typemap = root + "/tests/fixtures/pinvoke.json";
+  const std::string pinvoke = root + "/tests/fixtures/pinvoke.json";
+  const std::string callbacks = root + "/tests/fixtures/callbacks.json";
+  const std::string objects = root + "/tests/fixtures/objects.json";
 
-  // Each implementation checks its result once, then consumes every result.
   int failures = 0;
   auto expect = [&](bool ok, const char* what) {
     if (!ok) { std::fprintf(stderr, "wrong result: %s\n", what); ++failures; }
   };
-
-  // raw libffi
-  ffi_cif cif_add, cif_vec;
-  ffi_type* add_args[] = {&ffi_type_sint32, &ffi_type_sint32};
-  ffi_prep_cif(&cif_add, FFI_DEFAULT_ABI, 2, &ffi_type_sint32, add_args);
-  ffi_type* v2_elems[] = {&ffi_type_double, &ffi_type_double, nullptr};
-  ffi_type v2_type{0, 0, FFI_TYPE_STRUCT, v2_elems};
-  ffi_type* vec_args[] = {&v2_type, &v2_type};
-  ffi_prep_cif(&cif_vec, FFI_DEFAULT_ABI, 2, &v2_type, vec_args);
-
-  // marshal: typed, dynamic, C API
-  marshal::library lib(typemap);
-  auto typed_add = lib.function<int32_t(int32_t, int32_t)>("add_i32");
-  auto typed_vec = lib.function<V2(V2, V2)>("add_vec2");
-  marshal::Context ctx;
-  marshal::LoadResult lr = ctx.load_file(typemap);
-  std::string err;
-  auto dyn_lib = marshal::Library::open(ctx, *lr.typemap, err);
-  const marshal::Plan* dyn_add = dyn_lib->bind("add_i32", err);
-  const marshal::Plan* dyn_vec = dyn_lib->bind("add_vec2", err);
-  marshal_context* cctx = nullptr;
-  marshal_typemap* ctm = nullptr;
-  marshal_library* clib = nullptr;
-  marshal_function *c_add = nullptr, *c_vec = nullptr;
-  marshal_context_create(&cctx);
-  marshal_typemap_load(cctx, typemap.c_str(), &ctm);
-  marshal_library_open(ctm, &clib);
-  marshal_library_function(clib, "add_i32", &c_add);
-  marshal_library_function(clib, "add_vec2", &c_vec);
-
-  struct Row { const char* scenario; const char* impl; Stat s; };
   std::vector<Row> rows;
+  // weight: how much slower than a plain call the body is, to keep run times even.
+  auto add = [&](const char* scenario, const char* impl, long weight, const std::function<double(long)>& body) {
+    rows.push_back({scenario, impl, measure(std::max(1L, iterations / weight), reps, body)});
+  };
+  const char* C = "direct C";
+  const char* FFI = "raw libffi";
+  const char* TYPED = "marshal typed C++";
+  const char* DYN = "marshal dynamic values";
+  const char* CAPI = "marshal C API";
+  const long slow = 10;  // the engine paths
+
+  // ---- the libraries, through each API ----
+  marshal::library lib(pinvoke);
+  marshal::library cblib(callbacks);
+  marshal::library olib(objects);
+  marshal::Context ctx;
+  std::string err;
+  auto dyn_of = [&](const std::string& tm) {
+    marshal::LoadResult lr = ctx.load_file(tm);
+    return marshal::Library::open(ctx, *lr.typemap, err);
+  };
+  auto dyn = dyn_of(pinvoke);
+  auto dyn_cb = dyn_of(callbacks);
+  auto dyn_obj = dyn_of(objects);
+  auto plan = [&](marshal::Library& l, const char* fn) {
+    const marshal::Plan* p = l.bind(fn, err);
+    if (!p) { std::fprintf(stderr, "%s\n", err.c_str()); std::exit(2); }
+    return p;
+  };
+  marshal_context* cctx = nullptr;
+  marshal_context_create(&cctx);
+  auto c_lib = [&](const std::string& tm) {
+    marshal_typemap* t = nullptr;
+    marshal_library* l = nullptr;
+    marshal_typemap_load(cctx, tm.c_str(), &t);
+    marshal_library_open(t, &l);
+    return l;
+  };
+  marshal_library* c_pinvoke = c_lib(pinvoke);
+  marshal_library* c_callbacks = c_lib(callbacks);
+  marshal_library* c_objects = c_lib(objects);
+  auto c_fn = [&](marshal_library* l, const char* name) {
+    marshal_function* f = nullptr;
+    marshal_library_function(l, name, &f);
+    return f;
+  };
+  // Calls a C API function and returns its result (to release).
+  auto c_call = [](marshal_function* f, std::initializer_list<marshal_value*> args) {
+    std::vector<marshal_value*> a(args);
+    marshal_result* r = nullptr;
+    marshal_function_call(f, a.data(), a.size(), &r);
+    return r;
+  };
+  auto c_int = [](const marshal_value* v) {
+    int64_t x = 0;
+    marshal_value_get_int64(v, &x);
+    return x;
+  };
+  auto c_double = [](const marshal_value* v) {
+    double x = 0;
+    marshal_value_get_double(v, &x);
+    return x;
+  };
+  auto dyn_call = [&](const marshal::Plan* p, const std::vector<marshal::Value>& args, marshal::CallResult& r) {
+    r.out.clear();
+    p->call(args, r, err);
+    return r.ret;
+  };
+  auto num = [](const marshal::Value& v) {
+    return v.is<double>() ? v.as<double>() : v.is<std::uint64_t>() ? static_cast<double>(v.as<std::uint64_t>())
+                                                                   : static_cast<double>(v.as<std::int64_t>());
+  };
 
   // ---- add_i32 ----
-  rows.push_back({"add_i32", "direct C", measure(iterations, reps, [](long n) {
+  ffi_cif cif_add;
+  ffi_type* add_args[] = {&ffi_type_sint32, &ffi_type_sint32};
+  ffi_prep_cif(&cif_add, FFI_DEFAULT_ABI, 2, &ffi_type_sint32, add_args);
+  add("add_i32", C, 1, [](long n) {
     int64_t t = 0;
     for (long i = 0; i < n; ++i) t += add_i32(static_cast<int32_t>(i), 3);
     return static_cast<double>(t);
-  })});
-  {
-    int32_t a = 1, b = 2;
-    ffi_arg r;
-    void* av[] = {&a, &b};
-    ffi_call(&cif_add, FFI_FN(add_i32), &r, av);
-    expect(static_cast<int32_t>(r) == 3, "raw libffi add_i32");
-  }
-  rows.push_back({"add_i32", "raw libffi", measure(iterations, reps, [&](long n) {
+  });
+  add("add_i32", FFI, 1, [&](long n) {
     int64_t t = 0;
     for (long i = 0; i < n; ++i) {
       int32_t a = static_cast<int32_t>(i), b = 3;
@@ -120,56 +180,210 @@ int main(int argc, char** argv) {
       t += static_cast<int32_t>(r);
     }
     return static_cast<double>(t);
-  })});
+  });
+  auto typed_add = lib.function<int32_t(int32_t, int32_t)>("add_i32");
   expect(typed_add(1, 2) == 3, "typed add_i32");
-  rows.push_back({"add_i32", "marshal typed C++", measure(iterations, reps, [&](long n) {
+  add("add_i32", TYPED, 1, [&](long n) {
     int64_t t = 0;
     for (long i = 0; i < n; ++i) t += typed_add(static_cast<int32_t>(i), 3);
     return static_cast<double>(t);
-  })});
+  });
+  const marshal::Plan* p_add = plan(*dyn, "add_i32");
   {
     marshal::CallResult r;
-    std::vector<marshal::Value> args{1, 2};
-    expect(dyn_add->call(args, r, err) && r.ret.as<std::int64_t>() == 3, "dynamic add_i32");
+    expect(num(dyn_call(p_add, {1, 2}, r)) == 3, "dynamic add_i32");
   }
-  const long slow_n = std::max(1L, iterations / 10);
-  rows.push_back({"add_i32", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
-    int64_t t = 0;
+  add("add_i32", DYN, slow, [&](long n) {
+    double t = 0;
     std::vector<marshal::Value> args{0, 3};
     marshal::CallResult r;
     for (long i = 0; i < n; ++i) {
       args[0] = marshal::Value(static_cast<std::int64_t>(i));
-      r.out.clear();
-      dyn_add->call(args, r, err);
-      t += r.ret.as<std::int64_t>();
+      t += num(dyn_call(p_add, args, r));
     }
-    return static_cast<double>(t);
-  })});
-  rows.push_back({"add_i32", "marshal C API", measure(slow_n, reps, [&](long n) {
+    return t;
+  });
+  marshal_function* c_add = c_fn(c_pinvoke, "add_i32");
+  add("add_i32", CAPI, slow, [&](long n) {
     int64_t t = 0;
     marshal_value* three = marshal_value_int64(3);
     for (long i = 0; i < n; ++i) {
       marshal_value* a = marshal_value_int64(i);
-      marshal_value* args[] = {a, three};
-      marshal_result* r = nullptr;
-      marshal_function_call(c_add, args, 2, &r);
-      int64_t v = 0;
-      marshal_value_get_int64(marshal_result_return(r), &v);
-      t += v;
+      marshal_result* r = c_call(c_add, {a, three});
+      t += c_int(marshal_result_return(r));
       marshal_result_release(r);
       marshal_value_release(a);
     }
     marshal_value_release(three);
     return static_cast<double>(t);
-  })});
+  });
 
-  // ---- vec2_add by value ----
-  rows.push_back({"vec2_add", "direct C", measure(iterations, reps, [](long n) {
+  // ---- sum_f64: double[1000] in ----
+  std::vector<double> data(1000);
+  for (int i = 0; i < 1000; ++i) data[static_cast<std::size_t>(i)] = i;
+  ffi_cif cif_sum;
+  ffi_type* sum_args[] = {&ffi_type_pointer, &ffi_type_uint64};
+  ffi_prep_cif(&cif_sum, FFI_DEFAULT_ABI, 2, &ffi_type_double, sum_args);
+  add("sum_f64", C, 200, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += sum_in_f64_array(data.data(), 1000);
+    return t;
+  });
+  add("sum_f64", FFI, 200, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) {
+      const double* p = data.data();
+      size_t k = 1000;
+      double r;
+      void* av[] = {&p, &k};
+      ffi_call(&cif_sum, FFI_FN(sum_in_f64_array), &r, av);
+      t += r;
+    }
+    return t;
+  });
+  auto typed_sum = lib.function<double(std::span<const double>, size_t)>("sum_in_f64_array");
+  expect(typed_sum(data, 1000) == 499500, "typed sum_f64");
+  add("sum_f64", TYPED, 200, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += typed_sum(data, 1000);
+    return t;
+  });
+  const marshal::Plan* p_sum = plan(*dyn, "sum_in_f64_array");
+  marshal::List dlist(data.begin(), data.end());
+  add("sum_f64", DYN, 200 * slow, [&](long n) {
+    double t = 0;
+    std::vector<marshal::Value> args{dlist, 1000};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) t += num(dyn_call(p_sum, args, r));
+    return t;
+  });
+  marshal_function* c_sum = c_fn(c_pinvoke, "sum_in_f64_array");
+  add("sum_f64", CAPI, 200 * slow, [&](long n) {
+    double t = 0;
+    marshal_value* list = marshal_value_list();
+    for (double d : data) {
+      marshal_value* x = marshal_value_double(d);
+      marshal_list_append(list, x);
+      marshal_value_release(x);
+    }
+    marshal_value* k = marshal_value_uint64(1000);
+    for (long i = 0; i < n; ++i) {
+      marshal_result* r = c_call(c_sum, {list, k});
+      t += c_double(marshal_result_return(r));
+      marshal_result_release(r);
+    }
+    marshal_value_release(list);
+    marshal_value_release(k);
+    return t;
+  });
+
+  // ---- utf8_len: a 64-byte host string ----
+  const std::string text64 = kText64;
+  ffi_cif cif_len;
+  ffi_type* len_args[] = {&ffi_type_pointer};
+  ffi_prep_cif(&cif_len, FFI_DEFAULT_ABI, 1, &ffi_type_uint64, len_args);
+  add("utf8_len", C, 2, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += static_cast<double>(len_in_utf8(text64.c_str()));
+    return t;
+  });
+  add("utf8_len", FFI, 2, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) {
+      const char* s = text64.c_str();
+      ffi_arg r;
+      void* av[] = {&s};
+      ffi_call(&cif_len, FFI_FN(len_in_utf8), &r, av);
+      t += static_cast<double>(r);
+    }
+    return t;
+  });
+  auto typed_len = lib.function<size_t(std::string)>("len_in_utf8");
+  expect(typed_len(text64) == 64, "typed utf8_len");
+  add("utf8_len", TYPED, slow, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += static_cast<double>(typed_len(text64));
+    return t;
+  });
+  const marshal::Plan* p_len = plan(*dyn, "len_in_utf8");
+  add("utf8_len", DYN, slow, [&](long n) {
+    double t = 0;
+    std::vector<marshal::Value> args{text64};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) t += num(dyn_call(p_len, args, r));
+    return t;
+  });
+  marshal_function* c_len = c_fn(c_pinvoke, "len_in_utf8");
+  add("utf8_len", CAPI, slow, [&](long n) {
+    double t = 0;
+    marshal_value* s = marshal_value_string(text64.data(), text64.size());
+    for (long i = 0; i < n; ++i) {
+      marshal_result* r = c_call(c_len, {s});
+      t += static_cast<double>(c_int(marshal_result_return(r)));
+      marshal_result_release(r);
+    }
+    marshal_value_release(s);
+    return t;
+  });
+
+  // ---- utf16_len: a UTF-8 host string passed as UTF-16 ----
+  const std::string text16 = kText16;
+  add("utf16_len", C, 2, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += static_cast<double>(len_in_utf16(kText16u));
+    return t;
+  });
+  add("utf16_len", FFI, 2, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) {
+      const char16_t* s = kText16u;
+      ffi_arg r;
+      void* av[] = {&s};
+      ffi_call(&cif_len, FFI_FN(len_in_utf16), &r, av);
+      t += static_cast<double>(r);
+    }
+    return t;
+  });
+  auto typed_len16 = lib.function<size_t(std::string)>("len_in_utf16");
+  expect(typed_len16(text16) == 31, "typed utf16_len");
+  add("utf16_len", TYPED, slow, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += static_cast<double>(typed_len16(text16));
+    return t;
+  });
+  const marshal::Plan* p_len16 = plan(*dyn, "len_in_utf16");
+  add("utf16_len", DYN, slow, [&](long n) {
+    double t = 0;
+    std::vector<marshal::Value> args{text16};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) t += num(dyn_call(p_len16, args, r));
+    return t;
+  });
+  marshal_function* c_len16 = c_fn(c_pinvoke, "len_in_utf16");
+  add("utf16_len", CAPI, slow, [&](long n) {
+    double t = 0;
+    marshal_value* s = marshal_value_string(text16.data(), text16.size());
+    for (long i = 0; i < n; ++i) {
+      marshal_result* r = c_call(c_len16, {s});
+      t += static_cast<double>(c_int(marshal_result_return(r)));
+      marshal_result_release(r);
+    }
+    marshal_value_release(s);
+    return t;
+  });
+
+  // ---- vec2_add: structs by value ----
+  ffi_type* v2_elems[] = {&ffi_type_double, &ffi_type_double, nullptr};
+  ffi_type v2_type{0, 0, FFI_TYPE_STRUCT, v2_elems};
+  ffi_type* vec_args[] = {&v2_type, &v2_type};
+  ffi_cif cif_vec;
+  ffi_prep_cif(&cif_vec, FFI_DEFAULT_ABI, 2, &v2_type, vec_args);
+  add("vec2_add", C, 1, [](long n) {
     double t = 0;
     for (long i = 0; i < n; ++i) t += add_vec2(Vec2{static_cast<double>(i), 1}, Vec2{2, 3}).x;
     return t;
-  })});
-  rows.push_back({"vec2_add", "raw libffi", measure(iterations, reps, [&](long n) {
+  });
+  add("vec2_add", FFI, 1, [&](long n) {
     double t = 0;
     for (long i = 0; i < n; ++i) {
       Vec2 a{static_cast<double>(i), 1}, b{2, 3}, r;
@@ -178,91 +392,389 @@ int main(int argc, char** argv) {
       t += r.x;
     }
     return t;
-  })});
+  });
+  auto typed_vec = lib.function<V2(V2, V2)>("add_vec2");
   expect(typed_vec({1, 2}, {3, 4}).y == 6, "typed vec2_add");
-  rows.push_back({"vec2_add", "marshal typed C++", measure(iterations, reps, [&](long n) {
+  add("vec2_add", TYPED, 1, [&](long n) {
     double t = 0;
     for (long i = 0; i < n; ++i) t += typed_vec({static_cast<double>(i), 1}, {2, 3}).x;
     return t;
-  })});
-  rows.push_back({"vec2_add", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
+  });
+  const marshal::Plan* p_vec = plan(*dyn, "add_vec2");
+  add("vec2_add", DYN, slow, [&](long n) {
     double t = 0;
     marshal::Record a{{"x", 0.0}, {"y", 1.0}}, b{{"x", 2.0}, {"y", 3.0}};
     std::vector<marshal::Value> args{a, b};
     marshal::CallResult r;
     for (long i = 0; i < n; ++i) {
       args[0].as<marshal::Record>()[0].second = marshal::Value(static_cast<double>(i));
-      r.out.clear();
-      dyn_vec->call(args, r, err);
-      t += r.ret.field("x")->as<double>();
+      t += dyn_call(p_vec, args, r).field("x")->as<double>();
     }
     return t;
-  })});
-  rows.push_back({"vec2_add", "marshal C API", measure(slow_n, reps, [&](long n) {
+  });
+  marshal_function* c_vec = c_fn(c_pinvoke, "add_vec2");
+  add("vec2_add", CAPI, slow, [&](long n) {
     double t = 0;
     marshal_value *a = nullptr, *b = nullptr;
     marshal_value_from_json(R"({"x": 1.0, "y": 1.0})", &a);
     marshal_value_from_json(R"({"x": 2.0, "y": 3.0})", &b);
-    marshal_value* args[] = {a, b};
     for (long i = 0; i < n; ++i) {
-      marshal_result* r = nullptr;
-      marshal_function_call(c_vec, args, 2, &r);
-      double x = 0;
-      marshal_value_get_double(marshal_record_get(marshal_result_return(r), "x"), &x);
-      t += x;
+      marshal_result* r = c_call(c_vec, {a, b});
+      t += c_double(marshal_record_get(marshal_result_return(r), "x"));
       marshal_result_release(r);
     }
     marshal_value_release(a);
     marshal_value_release(b);
     return t;
-  })});
+  });
 
-  // ---- call_cb: native code calls a host function ----
-  marshal::Context cb_ctx;
-  marshal::LoadResult cb_tm = cb_ctx.load_file(root + "/tests/fixtures/callbacks.json");
-  auto cb_lib = marshal::Library::open(cb_ctx, *cb_tm.typemap, err);
-  const marshal::Plan* apply = cb_lib->bind("apply_i32", err);
+  // ---- fill_i32: an out int32[256] ----
+  std::vector<int32_t> out(256);
+  ffi_cif cif_fill;
+  ffi_type* fill_args[] = {&ffi_type_pointer, &ffi_type_uint64};
+  ffi_prep_cif(&cif_fill, FFI_DEFAULT_ABI, 2, &ffi_type_void, fill_args);
+  add("fill_i32", C, 20, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) { fill_out_i32_array(out.data(), 256); t += out[5]; }
+    return t;
+  });
+  add("fill_i32", FFI, 20, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) {
+      int32_t* p = out.data();
+      size_t k = 256;
+      void* av[] = {&p, &k};
+      ffi_call(&cif_fill, FFI_FN(fill_out_i32_array), nullptr, av);
+      t += out[5];
+    }
+    return t;
+  });
+  auto typed_fill = lib.function<void(marshal::out<std::vector<int32_t>>, size_t)>("fill_out_i32_array");
+  {
+    std::vector<int32_t> got;
+    typed_fill(got, 256);
+    expect(got.size() == 256 && got[255] == 255 * 255 - 3, "typed fill_i32");
+  }
+  add("fill_i32", TYPED, 20 * slow, [&](long n) {
+    double t = 0;
+    std::vector<int32_t> got;
+    for (long i = 0; i < n; ++i) { typed_fill(got, 256); t += got[5]; }
+    return t;
+  });
+  const marshal::Plan* p_fill = plan(*dyn, "fill_out_i32_array");
+  add("fill_i32", DYN, 20 * slow, [&](long n) {
+    double t = 0;
+    std::vector<marshal::Value> args{256};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) {
+      dyn_call(p_fill, args, r);
+      t += num(r.out[0].second.as<marshal::List>()[5]);
+    }
+    return t;
+  });
+  marshal_function* c_fill = c_fn(c_pinvoke, "fill_out_i32_array");
+  add("fill_i32", CAPI, 20 * slow, [&](long n) {
+    double t = 0;
+    marshal_value* k = marshal_value_uint64(256);
+    for (long i = 0; i < n; ++i) {
+      marshal_result* r = c_call(c_fill, {k});
+      t += static_cast<double>(c_int(marshal_list_get(marshal_result_out(r, "out"), 5)));
+      marshal_result_release(r);
+    }
+    marshal_value_release(k);
+    return t;
+  });
+
+  // ---- out_struct: an out Point* ----
+  ffi_cif cif_pt;
+  ffi_type* pt_args[] = {&ffi_type_pointer, &ffi_type_sint32, &ffi_type_sint32};
+  ffi_prep_cif(&cif_pt, FFI_DEFAULT_ABI, 3, &ffi_type_void, pt_args);
+  add("out_struct", C, 1, [](long n) {
+    double t = 0;
+    Point p;
+    for (long i = 0; i < n; ++i) { get_out_point(&p, static_cast<int32_t>(i), 1); t += p.x; }
+    return t;
+  });
+  add("out_struct", FFI, 1, [&](long n) {
+    double t = 0;
+    Point p;
+    for (long i = 0; i < n; ++i) {
+      Point* pp = &p;
+      int32_t x = static_cast<int32_t>(i), y = 1;
+      void* av[] = {&pp, &x, &y};
+      ffi_call(&cif_pt, FFI_FN(get_out_point), nullptr, av);
+      t += p.x;
+    }
+    return t;
+  });
+  auto typed_pt = lib.function<void(marshal::out<P>, int32_t, int32_t)>("get_out_point");
+  {
+    P got{};
+    typed_pt(got, 3, 4);
+    expect(got.x == 3 && got.y == 4, "typed out_struct");
+  }
+  add("out_struct", TYPED, slow, [&](long n) {
+    double t = 0;
+    P got{};
+    for (long i = 0; i < n; ++i) { typed_pt(got, static_cast<int32_t>(i), 1); t += got.x; }
+    return t;
+  });
+  const marshal::Plan* p_pt = plan(*dyn, "get_out_point");
+  add("out_struct", DYN, slow, [&](long n) {
+    double t = 0;
+    std::vector<marshal::Value> args{0, 1};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) {
+      args[0] = marshal::Value(static_cast<std::int64_t>(i));
+      dyn_call(p_pt, args, r);
+      t += num(*r.out[0].second.field("x"));
+    }
+    return t;
+  });
+  marshal_function* c_pt = c_fn(c_pinvoke, "get_out_point");
+  add("out_struct", CAPI, slow, [&](long n) {
+    double t = 0;
+    marshal_value* one = marshal_value_int64(1);
+    for (long i = 0; i < n; ++i) {
+      marshal_value* x = marshal_value_int64(i);
+      marshal_result* r = c_call(c_pt, {x, one});
+      t += static_cast<double>(c_int(marshal_record_get(marshal_result_out(r, "out"), "x")));
+      marshal_result_release(r);
+      marshal_value_release(x);
+    }
+    marshal_value_release(one);
+    return t;
+  });
+
+  // ---- out_string: a caller-allocated output string (char[64]) ----
+  char buf[64];
+  ffi_cif cif_rev;
+  ffi_type* rev_args[] = {&ffi_type_pointer, &ffi_type_pointer, &ffi_type_uint64};
+  ffi_prep_cif(&cif_rev, FFI_DEFAULT_ABI, 3, &ffi_type_uint64, rev_args);
+  add("out_string", C, 2, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += static_cast<double>(reverse_out_utf8("marshal", buf, 64)) + buf[0];
+    return t;
+  });
+  add("out_string", FFI, 2, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) {
+      const char* in = "marshal";
+      char* o = buf;
+      size_t cap = 64;
+      ffi_arg r;
+      void* av[] = {&in, &o, &cap};
+      ffi_call(&cif_rev, FFI_FN(reverse_out_utf8), &r, av);
+      t += static_cast<double>(r) + buf[0];
+    }
+    return t;
+  });
+  auto typed_rev = lib.function<size_t(std::string, marshal::out<std::string>, size_t)>("reverse_out_utf8");
+  {
+    std::string got;
+    expect(typed_rev("marshal", got, 64) == 7 && got == "lahsram", "typed out_string");
+  }
+  add("out_string", TYPED, slow, [&](long n) {
+    double t = 0;
+    std::string got;
+    const std::string in = "marshal";
+    for (long i = 0; i < n; ++i) t += static_cast<double>(typed_rev(in, got, 64)) + got[0];
+    return t;
+  });
+  const marshal::Plan* p_rev = plan(*dyn, "reverse_out_utf8");
+  add("out_string", DYN, slow, [&](long n) {
+    double t = 0;
+    std::vector<marshal::Value> args{"marshal", 64};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) t += num(dyn_call(p_rev, args, r)) + r.out[0].second.as<std::string>()[0];
+    return t;
+  });
+  marshal_function* c_rev = c_fn(c_pinvoke, "reverse_out_utf8");
+  add("out_string", CAPI, slow, [&](long n) {
+    double t = 0;
+    marshal_value* in = marshal_value_string("marshal", 7);
+    marshal_value* cap = marshal_value_uint64(64);
+    for (long i = 0; i < n; ++i) {
+      marshal_result* r = c_call(c_rev, {in, cap});
+      const char* s = nullptr;
+      size_t len = 0;
+      marshal_value_get_string(marshal_result_out(r, "out"), &s, &len);
+      t += static_cast<double>(len) + s[0];
+      marshal_result_release(r);
+    }
+    marshal_value_release(in);
+    marshal_value_release(cap);
+    return t;
+  });
+
+  // ---- struct_array: Point[100] in ----
+  std::vector<P> pts(100);
+  for (int i = 0; i < 100; ++i) pts[static_cast<std::size_t>(i)] = {i, -i};
+  int64_t want = 0;
+  for (int i = 0; i < 100; ++i) want += i * 10 - i;
+  ffi_cif cif_pts;
+  ffi_type* pts_args[] = {&ffi_type_pointer, &ffi_type_uint64};
+  ffi_prep_cif(&cif_pts, FFI_DEFAULT_ABI, 2, &ffi_type_sint64, pts_args);
+  add("struct_array", C, 20, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += static_cast<double>(sum_in_point_array(reinterpret_cast<Point*>(pts.data()), 100));
+    return t;
+  });
+  add("struct_array", FFI, 20, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) {
+      const P* p = pts.data();
+      size_t k = 100;
+      ffi_arg r;
+      void* av[] = {&p, &k};
+      ffi_call(&cif_pts, FFI_FN(sum_in_point_array), &r, av);
+      t += static_cast<double>(static_cast<int64_t>(r));
+    }
+    return t;
+  });
+  auto typed_pts = lib.function<int64_t(std::span<const P>, size_t)>("sum_in_point_array");
+  expect(typed_pts(pts, 100) == want, "typed struct_array");
+  add("struct_array", TYPED, 20, [&](long n) {
+    double t = 0;
+    for (long i = 0; i < n; ++i) t += static_cast<double>(typed_pts(pts, 100));
+    return t;
+  });
+  const marshal::Plan* p_pts = plan(*dyn, "sum_in_point_array");
+  marshal::List plist;
+  for (const P& p : pts) plist.push_back(marshal::Value(marshal::Record{{"x", p.x}, {"y", p.y}}));
+  add("struct_array", DYN, 20 * slow, [&](long n) {
+    double t = 0;
+    std::vector<marshal::Value> args{plist, 100};
+    marshal::CallResult r;
+    for (long i = 0; i < n; ++i) t += num(dyn_call(p_pts, args, r));
+    return t;
+  });
+  marshal_function* c_pts = c_fn(c_pinvoke, "sum_in_point_array");
+  add("struct_array", CAPI, 20 * slow, [&](long n) {
+    double t = 0;
+    marshal_value* list = nullptr;
+    std::string j = "[";
+    for (const P& p : pts) j += (j.size() > 1 ? "," : "") + std::string("{\"x\":") + std::to_string(p.x) + ",\"y\":" + std::to_string(p.y) + "}";
+    j += "]";
+    marshal_value_from_json(j.c_str(), &list);
+    marshal_value* k = marshal_value_uint64(100);
+    for (long i = 0; i < n; ++i) {
+      marshal_result* r = c_call(c_pts, {list, k});
+      t += static_cast<double>(c_int(marshal_result_return(r)));
+      marshal_result_release(r);
+    }
+    marshal_value_release(list);
+    marshal_value_release(k);
+    return t;
+  });
+
+  // ---- call_cb: native code calls a host callback once ----
+  ffi_cif cif_cb, cif_apply;
+  ffi_type* cb_args[] = {&ffi_type_sint32};
+  ffi_prep_cif(&cif_cb, FFI_DEFAULT_ABI, 1, &ffi_type_sint32, cb_args);
+  ffi_type* apply_args[] = {&ffi_type_pointer, &ffi_type_sint32};
+  ffi_prep_cif(&cif_apply, FFI_DEFAULT_ABI, 2, &ffi_type_sint32, apply_args);
+  void* closure_code = nullptr;
+  auto* closure = static_cast<ffi_closure*>(ffi_closure_alloc(sizeof(ffi_closure), &closure_code));
+  ffi_prep_closure_loc(closure, &cif_cb, libffi_plus_one, nullptr, closure_code);
+  add("call_cb", C, 1, [](long n) {
+    int64_t t = 0;
+    for (long i = 0; i < n; ++i) t += apply_i32(plus_one, static_cast<int32_t>(i));
+    return static_cast<double>(t);
+  });
+  add("call_cb", FFI, 1, [&](long n) {
+    int64_t t = 0;
+    for (long i = 0; i < n; ++i) {
+      void* f = closure_code;
+      int32_t v = static_cast<int32_t>(i);
+      ffi_arg r;
+      void* av[] = {&f, &v};
+      ffi_call(&cif_apply, FFI_FN(apply_i32), &r, av);
+      t += static_cast<int32_t>(r);
+    }
+    return static_cast<double>(t);
+  });
+  auto typed_apply = cblib.function<int32_t(marshal::callback<int32_t(int32_t)>, int32_t)>("apply_i32");
+  marshal::callback<int32_t(int32_t)> typed_cb([](int32_t v) { return v + 1; });
+  expect(typed_apply(typed_cb, 41) == 42, "typed call_cb");
+  add("call_cb", TYPED, slow, [&](long n) {
+    int64_t t = 0;
+    for (long i = 0; i < n; ++i) t += typed_apply(typed_cb, static_cast<int32_t>(i));
+    return static_cast<double>(t);
+  });
   auto host_plus_one = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
       "plus_one", [](const std::vector<marshal::Value>& a, marshal::Value& r, std::string&) {
         r = marshal::Value(a[0].as<std::int64_t>() + 1);
         return true;
       }});
-  rows.push_back({"call_cb", "direct C", measure(iterations, reps, [](long n) {
-    int64_t t = 0;
-    for (long i = 0; i < n; ++i) t += apply_i32(plus_one, static_cast<int32_t>(i));
-    return static_cast<double>(t);
-  })});
+  const marshal::Plan* p_apply = plan(*dyn_cb, "apply_i32");
   {
-    std::vector<marshal::Value> args{marshal::Value(host_plus_one), 41};
     marshal::CallResult r;
-    expect(apply->call(args, r, err) && r.ret.as<std::int64_t>() == 42, "dynamic call_cb");
+    expect(num(dyn_call(p_apply, {marshal::Value(host_plus_one), 41}, r)) == 42, "dynamic call_cb");
   }
-  rows.push_back({"call_cb", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
-    int64_t t = 0;
+  add("call_cb", DYN, slow, [&](long n) {
+    double t = 0;
     std::vector<marshal::Value> args{marshal::Value(host_plus_one), 0};
     marshal::CallResult r;
     for (long i = 0; i < n; ++i) {
       args[1] = marshal::Value(static_cast<std::int64_t>(i));
-      r.out.clear();
-      apply->call(args, r, err);
-      t += r.ret.as<std::int64_t>();
+      t += num(dyn_call(p_apply, args, r));
+    }
+    return t;
+  });
+  marshal_function* c_apply = c_fn(c_callbacks, "apply_i32");
+  marshal_value* c_plus_one = marshal_value_function("plus_one", host_plus_one_c, nullptr, nullptr);
+  add("call_cb", CAPI, slow, [&](long n) {
+    int64_t t = 0;
+    for (long i = 0; i < n; ++i) {
+      marshal_value* v = marshal_value_int64(i);
+      marshal_result* r = c_call(c_apply, {c_plus_one, v});
+      t += c_int(marshal_result_return(r));
+      marshal_result_release(r);
+      marshal_value_release(v);
     }
     return static_cast<double>(t);
-  })});
+  });
+
+  // ---- cb_thread: a callback called from a thread the native library started ----
+  add("cb_thread", C, 2, [](long n) { return static_cast<double>(call_from_threads(plus_one, 1, static_cast<int32_t>(n))); });
+  add("cb_thread", FFI, 2, [&](long n) {
+    return static_cast<double>(call_from_threads(reinterpret_cast<cb_i32>(closure_code), 1, static_cast<int32_t>(n)));
+  });
+  auto typed_threads = cblib.function<int64_t(marshal::callback<int32_t(int32_t)>, int32_t, int32_t)>("call_from_threads");
+  expect(typed_threads(typed_cb, 1, 10) == 55, "typed cb_thread");
+  add("cb_thread", TYPED, slow, [&](long n) {
+    return static_cast<double>(typed_threads(typed_cb, 1, static_cast<int32_t>(n)));
+  });
+  const marshal::Plan* p_threads = plan(*dyn_cb, "call_from_threads");
+  add("cb_thread", DYN, slow, [&](long n) {
+    marshal::CallResult r;
+    return num(dyn_call(p_threads, {marshal::Value(host_plus_one), 1, marshal::Value(static_cast<std::int64_t>(n))}, r));
+  });
+  marshal_function* c_threads = c_fn(c_callbacks, "call_from_threads");
+  add("cb_thread", CAPI, slow, [&](long n) {
+    marshal_value* one = marshal_value_int64(1);
+    marshal_value* k = marshal_value_int64(n);
+    marshal_result* r = c_call(c_threads, {c_plus_one, one, k});
+    const double t = static_cast<double>(c_int(marshal_result_return(r)));
+    marshal_result_release(r);
+    marshal_value_release(one);
+    marshal_value_release(k);
+    return t;
+  });
 
   // ---- vtable_method: ICounter::Add through the object's vtable ----
-  marshal::library olib(root + "/tests/fixtures/objects.json");
   {
     ICounter* c = counter_create(0);
-    rows.push_back({"vtable_method", "direct C", measure(iterations, reps, [c](long n) {
+    add("vtable_method", C, 1, [c](long n) {
       int64_t t = 0;
       for (long i = 0; i < n; ++i) t += c->vtbl->Add(c, 1);
       return static_cast<double>(t);
-    })});
+    });
     ffi_cif cif_m;
     ffi_type* m_args[] = {&ffi_type_pointer, &ffi_type_sint32};
     ffi_prep_cif(&cif_m, FFI_DEFAULT_ABI, 2, &ffi_type_sint32, m_args);
-    rows.push_back({"vtable_method", "raw libffi", measure(iterations, reps, [&](long n) {
+    add("vtable_method", FFI, 1, [&](long n) {
       int64_t t = 0;
       for (long i = 0; i < n; ++i) {
         int32_t by = 1;
@@ -272,124 +784,86 @@ int main(int argc, char** argv) {
         t += static_cast<int32_t>(r);
       }
       return static_cast<double>(t);
-    })});
+    });
     c->vtbl->Release(c);
   }
   {
     marshal::object obj = olib.create("Counter", 0);
-    auto add = obj.bind<int32_t(int32_t)>("Add");
-    expect(add(1) == 1, "typed vtable_method");
-    rows.push_back({"vtable_method", "marshal typed C++", measure(iterations, reps, [&](long n) {
+    auto bound = obj.bind<int32_t(int32_t)>("Add");
+    expect(bound(1) == 1, "typed vtable_method");
+    add("vtable_method", TYPED, 1, [&](long n) {
       int64_t t = 0;
-      for (long i = 0; i < n; ++i) t += add(1);
+      for (long i = 0; i < n; ++i) t += bound(1);
       return static_cast<double>(t);
-    })});
-    const marshal::ObjectRef& ref = obj.value().as<marshal::ObjectRef>();
-    marshal::ObjectSpace& space = marshal::library_of(ref).objects();
-    rows.push_back({"vtable_method", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
-      int64_t t = 0;
+    });
+    marshal::Value dobj;
+    dyn_obj->objects().create("Counter", std::vector<marshal::Value>{0}, dobj, err);
+    const marshal::ObjectRef& ref = dobj.as<marshal::ObjectRef>();
+    add("vtable_method", DYN, slow, [&](long n) {
+      double t = 0;
       std::vector<marshal::Value> args{1};
       marshal::CallResult r;
       for (long i = 0; i < n; ++i) {
         r.out.clear();
-        space.call(ref, "Add", args, r, err);
-        t += r.ret.as<std::int64_t>();
+        dyn_obj->objects().call(ref, "Add", args, r, err);
+        t += num(r.ret);
       }
-      return static_cast<double>(t);
-    })});
-    marshal_typemap* otm = nullptr;
-    marshal_library* olib_c = nullptr;
-    marshal_typemap_load(cctx, (root + "/tests/fixtures/objects.json").c_str(), &otm);
-    marshal_library_open(otm, &olib_c);
+      return t;
+    });
     marshal_value* cobj = nullptr;
     marshal_value* zero = marshal_value_int64(0);
-    marshal_library_create(olib_c, "Counter", &zero, 1, &cobj);
-    rows.push_back({"vtable_method", "marshal C API", measure(slow_n, reps, [&](long n) {
+    marshal_library_create(c_objects, "Counter", &zero, 1, &cobj);
+    add("vtable_method", CAPI, slow, [&](long n) {
       int64_t t = 0;
       marshal_value* one = marshal_value_int64(1);
       for (long i = 0; i < n; ++i) {
         marshal_result* r = nullptr;
         marshal_object_call(cobj, "Add", &one, 1, &r);
-        int64_t v = 0;
-        marshal_value_get_int64(marshal_result_return(r), &v);
-        t += v;
+        t += c_int(marshal_result_return(r));
         marshal_result_release(r);
       }
       marshal_value_release(one);
       return static_cast<double>(t);
-    })});
+    });
     marshal_value_release(cobj);
     marshal_value_release(zero);
-    marshal_library_release(olib_c);
-  }
-
-  // ---- host_method: native code calls a method of a host object (IStore::AddAll over one item) ----
-  {
-    IStore* st = store_create();
-    ICounter* native = counter_create(0);
-    st->vtbl->Put(st, native);
-    rows.push_back({"host_method", "direct C", measure(iterations, reps, [st](long n) {
-      int64_t t = 0;
-      for (long i = 0; i < n; ++i) t += st->vtbl->AddAll(st, 1);
-      return static_cast<double>(t);
-    })});
-    st->vtbl->Release(st);
-    native->vtbl->Release(native);
-    marshal::object store = olib.create("Store");
-    auto value = std::make_shared<int64_t>(0);
-    std::map<std::string, std::shared_ptr<marshal::HostFunction>> m;
-    m["Add"] = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
-        "Add", [value](const std::vector<marshal::Value>& a, marshal::Value& r, std::string&) {
-          *value += a[0].as<std::int64_t>();
-          r = marshal::Value(*value);
-          return true;
-        }});
-    m["Get"] = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
-        "Get", [value](const std::vector<marshal::Value>&, marshal::Value& r, std::string&) {
-          r = marshal::Value(*value);
-          return true;
-        }});
-    marshal::object host(marshal::Value(std::make_shared<marshal::HostObject>("bench", std::vector<std::string>{"ICounter"}, m)));
-    store.call<int32_t>("Put", host);
-    auto add_all = store.bind<int64_t(int32_t)>("AddAll");
-    expect(add_all(1) == 1, "host_method");
-    rows.push_back({"host_method", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
-      int64_t t = 0;
-      for (long i = 0; i < n; ++i) t += add_all(1);
-      return static_cast<double>(t);
-    })});
-    store.call<int32_t>("Clear");
   }
 
   // ---- apartments: a call inside the object's STA, and one through a proxy from the MTA ----
   {
     ICounter* c = counter_create(0);
-    auto direct_c = measure(iterations, reps, [c](long n) {
+    auto direct = measure(iterations, reps, [c](long n) {
       int64_t t = 0;
       for (long i = 0; i < n; ++i) t += c->vtbl->Add(c, 1);
       return static_cast<double>(t);
     });
     c->vtbl->Release(c);
-    rows.push_back({"sta_same_apt", "direct C", direct_c});
-    rows.push_back({"sta_proxy", "direct C", direct_c});
+    rows.push_back({"same_apartment", C, direct});
+    rows.push_back({"proxy_call", C, direct});
     std::thread same([&] {
       marshal::apartment_scope sta(marshal::apartment_scope::kind::sta);
       marshal::object obj = olib.create("ApartmentCounter", 0);
-      expect(!obj.is_proxy(), "apartment class created in an STA is direct");
-      auto add = obj.bind<int32_t(int32_t)>("Add");
-      rows.push_back({"sta_same_apt", "marshal typed C++", measure(iterations, reps, [&](long n) {
+      expect(!obj.is_proxy(), "an apartment class created in an STA is direct");
+      auto bound = obj.bind<int32_t(int32_t)>("Add");
+      add("same_apartment", TYPED, 1, [&](long n) {
         int64_t t = 0;
-        for (long i = 0; i < n; ++i) t += add(1);
+        for (long i = 0; i < n; ++i) t += bound(1);
         return static_cast<double>(t);
-      })});
-      rows.push_back({"sta_same_apt", "marshal dynamic values", measure(slow_n, reps, [&](long n) {
-        int64_t t = 0;
-        for (long i = 0; i < n; ++i) t += obj.call<int32_t>("Add", 1);
-        return static_cast<double>(t);
-      })});
+      });
+      const marshal::ObjectRef& ref = obj.value().as<marshal::ObjectRef>();
+      marshal::ObjectSpace& space = marshal::library_of(ref).objects();
+      add("same_apartment", DYN, slow, [&](long n) {
+        double t = 0;
+        std::vector<marshal::Value> args{1};
+        marshal::CallResult r;
+        for (long i = 0; i < n; ++i) {
+          space.call(ref, "Add", args, r, err);
+          t += num(r.ret);
+        }
+        return t;
+      });
     });
     same.join();
-    // The object lives in an STA thread serving its message loop; this thread is in the MTA.
     std::atomic<bool> stop{false};
     std::promise<uint64_t> token;
     std::thread owner([&] {
@@ -402,47 +876,72 @@ int main(int argc, char** argv) {
       marshal::apartment_scope mta(marshal::apartment_scope::kind::mta);
       marshal::object proxy = marshal::unmarshal_interface(token.get_future().get());
       expect(proxy.is_proxy() && proxy.call<int32_t>("Add", 1) == 1, "proxied call");
-      const long proxy_n = std::max(1L, iterations / 100);
-      auto add = proxy.bind<int32_t(int32_t)>("Add");
-      rows.push_back({"sta_proxy", "marshal typed C++", measure(proxy_n, reps, [&](long n) {
+      auto bound = proxy.bind<int32_t(int32_t)>("Add");
+      add("proxy_call", TYPED, 1000, [&](long n) {
         int64_t t = 0;
-        for (long i = 0; i < n; ++i) t += add(1);
+        for (long i = 0; i < n; ++i) t += bound(1);
         return static_cast<double>(t);
-      })});
+      });
       const marshal::ObjectRef& ref = proxy.value().as<marshal::ObjectRef>();
-      marshal::ObjectSpace& pspace = marshal::library_of(ref).objects();
-      rows.push_back({"sta_proxy", "marshal dynamic values", measure(proxy_n, reps, [&](long n) {
-        int64_t t = 0;
+      marshal::ObjectSpace& space = marshal::library_of(ref).objects();
+      add("proxy_call", DYN, 1000, [&](long n) {
+        double t = 0;
         std::vector<marshal::Value> args{1};
         marshal::CallResult r;
         for (long i = 0; i < n; ++i) {
-          pspace.call(ref, "Add", args, r, err);
-          t += r.ret.as<std::int64_t>();
+          space.call(ref, "Add", args, r, err);
+          t += num(r.ret);
         }
-        return static_cast<double>(t);
-      })});
+        return t;
+      });
     }
     stop = true;
     owner.join();
   }
 
-  std::printf("%-14s %-24s %10s %14s %8s %10s\n", "scenario", "implementation", "ns/call", "spread (min-max)",
-              "x direct", "x libffi");
-  for (const Row& r : rows) {
-    double direct = 0, ffi = 0;
-    for (const Row& q : rows)
-      if (!std::strcmp(q.scenario, r.scenario)) {
-        if (!std::strcmp(q.impl, "direct C")) direct = q.s.median;
-        if (!std::strcmp(q.impl, "raw libffi")) ffi = q.s.median;
+  // ---- report ----
+  std::vector<std::string> order;
+  for (const Row& r : rows)
+    if (std::find(order.begin(), order.end(), r.scenario) == order.end()) order.push_back(r.scenario);
+  if (json) {
+    std::map<std::string, std::string> by_impl;
+    std::vector<std::string> impls;
+    for (const Row& r : rows) {
+      if (!by_impl.count(r.impl)) impls.push_back(r.impl);
+      char item[256];
+      std::snprintf(item, sizeof item, "\"%s\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}", r.scenario.c_str(),
+                    r.s.median, r.s.low, r.s.high);
+      std::string& s = by_impl[r.impl];
+      s += (s.empty() ? "" : ", ") + std::string(item);
+    }
+    std::string out = "[";
+    for (const std::string& i : impls)
+      out += (out.size() > 1 ? ", " : "") + std::string("{\"implementation\": \"") + i + "\", \"scenarios\": {" +
+             by_impl[i] + "}}";
+    std::printf("%s]\n", out.c_str());
+  } else {
+    std::printf("%-15s %-24s %10s %16s %9s %9s\n", "scenario", "implementation", "ns/call", "spread (min-max)",
+                "x direct", "x libffi");
+    for (const std::string& sc : order) {
+      double direct = 0, ffi = 0;
+      for (const Row& q : rows)
+        if (q.scenario == sc) {
+          if (q.impl == C) direct = q.s.median;
+          if (q.impl == FFI) ffi = q.s.median;
+        }
+      for (const Row& r : rows) {
+        if (r.scenario != sc) continue;
+        char ffi_ratio[32] = "-";
+        if (ffi > 0) std::snprintf(ffi_ratio, sizeof ffi_ratio, "%.2f", r.s.median / ffi);
+        std::printf("%-15s %-24s %10.1f %7.1f-%-8.1f %9.2f %9s\n", r.scenario.c_str(), r.impl.c_str(), r.s.median,
+                    r.s.low, r.s.high, r.s.median / direct, ffi_ratio);
       }
-    if (ffi > 0)
-      std::printf("%-14s %-24s %10.1f %6.1f-%-7.1f %8.2f %10.2f\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
-                  r.s.median / direct, r.s.median / ffi);
-    else
-      std::printf("%-14s %-24s %10.1f %6.1f-%-7.1f %8.2f %10s\n", r.scenario, r.impl, r.s.median, r.s.low, r.s.high,
-                  r.s.median / direct, "-");
+    }
   }
-  marshal_library_release(clib);
+  marshal_value_release(c_plus_one);
+  marshal_library_release(c_pinvoke);
+  marshal_library_release(c_callbacks);
+  marshal_library_release(c_objects);
   marshal_context_release(cctx);
   return failures == 0 ? 0 : 1;
 }
