@@ -313,10 +313,32 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
   if (is_bytes) {
     std::memcpy(mem, v.as<Bytes>().data.data(), n);  // blittable: one copy, no per-element work
   } else {
+    const List& items = v.as<List>();
+    std::uint64_t i = 0;
+    // Numbers: one tight loop, no dispatch per element; anything the loop does
+    // not take (a range error, a wrong kind) goes to to_native for its message.
+    if (e.kind == Kind::floating && e.size == 8) {
+      for (; i < n && items[i].is<double>(); ++i) {
+        const double x = items[i].as<double>();
+        std::memcpy(mem + i * 8, &x, 8);
+      }
+    } else if (e.kind == Kind::integer && e.size == 4 && e.has(flag_signed)) {
+      for (; i < n && items[i].is<std::int64_t>(); ++i) {
+        const std::int64_t x = items[i].as<std::int64_t>();
+        if (x < INT32_MIN || x > INT32_MAX) break;
+        const auto y = static_cast<std::int32_t>(x);
+        std::memcpy(mem + i * 4, &y, 4);
+      }
+    } else if (e.kind == Kind::integer && e.size == 8 && e.has(flag_signed)) {
+      for (; i < n && items[i].is<std::int64_t>(); ++i) {
+        const std::int64_t x = items[i].as<std::int64_t>();
+        std::memcpy(mem + i * 8, &x, 8);
+      }
+    }
     Ctx ec;
     ec.frame = c.frame;
-    for (std::uint64_t i = 0; i < n; ++i)
-      if (!to_native(d.ref, v.as<List>()[i], mem + i * e.size, ec)) return prefix("element " + std::to_string(i));
+    for (; i < n; ++i)
+      if (!to_native(d.ref, items[i], mem + i * e.size, ec)) return prefix("element " + std::to_string(i));
   }
   if (sentinel && !a.count.sentinel_null) store_bits(mem + n * e.size, e.size, static_cast<std::uint64_t>(a.count.sentinel));
   out = mem;
@@ -358,6 +380,25 @@ bool Marshaler::elements_to_host(TypeId elem, const std::byte* mem, std::uint64_
   }
   List items;
   items.reserve(n);
+  // Numbers: one tight loop (see array_to_native).
+  if (e.kind == Kind::integer && e.size == 4 && e.has(flag_signed)) {
+    for (std::uint64_t i = 0; i < n; ++i) {
+      std::int32_t x;
+      std::memcpy(&x, mem + i * 4, 4);
+      items.emplace_back(static_cast<std::int64_t>(x));
+    }
+    out = Value(std::move(items));
+    return true;
+  }
+  if (e.kind == Kind::floating && e.size == 8) {
+    for (std::uint64_t i = 0; i < n; ++i) {
+      double x;
+      std::memcpy(&x, mem + i * 8, 8);
+      items.emplace_back(x);
+    }
+    out = Value(std::move(items));
+    return true;
+  }
   Ctx ec;
   ec.frame = c.frame;
   for (std::uint64_t i = 0; i < n; ++i) {

@@ -22,7 +22,10 @@ class TypeRegistry {
   ~TypeRegistry();
 
   // Reading: any thread, any time, for ids already handed out.
-  const TypeDesc& get(TypeId id) const;
+  const TypeDesc& get(TypeId id) const {  // inline: on every conversion's path
+    if (id >= count_.load(std::memory_order_acquire)) bad_id();
+    return chunks_[id >> chunk_bits].load(std::memory_order_acquire)[id & (chunk_size - 1)];
+  }
   TypeId primitive(Prim p) const { return prim_ids_[static_cast<std::size_t>(p)]; }
   TypeId void_type() const { return void_id_; }
   TypeId pointer_type() const { return pointer_id_; }
@@ -38,6 +41,7 @@ class TypeRegistry {
   TypeDesc& edit(TypeId id);                       // before the type is complete
 
  private:
+  [[noreturn]] static void bad_id();
   static constexpr std::size_t chunk_bits = 8;
   static constexpr std::size_t chunk_size = std::size_t{1} << chunk_bits;
   static constexpr std::size_t max_chunks = 1 << 14;  // 4M descriptors

@@ -64,6 +64,56 @@ template <class T> constexpr bool blittable() {
   else return false;
 }
 
+// Arguments the typed API can pass by address (pinned): a span or vector of
+// blittable elements for an `in` array, a std::string for an `in` UTF-8
+// string. native_t is what the C function receives, native_arg produces it.
+template <class T> struct pinned_arg : std::false_type {};
+template <class E, std::size_t X> struct pinned_arg<std::span<E, X>> : std::bool_constant<blittable<std::remove_cv_t<E>>()> {
+  using type = const std::remove_cv_t<E>*;
+};
+template <class E, class Al> struct pinned_arg<std::vector<E, Al>> : std::bool_constant<blittable<E>()> {
+  using type = const E*;
+};
+template <> struct pinned_arg<std::string> : std::true_type { using type = const char*; };
+template <class T> constexpr bool passes_direct() { return blittable<T>() || pinned_arg<T>::value; }
+template <class T> struct native_of { using type = T; };
+template <class T> requires pinned_arg<T>::value struct native_of<T> { using type = typename pinned_arg<T>::type; };
+template <class T> using native_t = typename native_of<std::remove_cvref_t<T>>::type;
+template <class T> native_t<T> native_arg(const T& v) {
+  using U = std::remove_cvref_t<T>;
+  if constexpr (std::is_same_v<U, std::string>) return v.c_str();
+  else if constexpr (pinned_arg<U>::value) return v.data();
+  else return v;
+}
+// A std::string passes by address when it is plain ASCII without NUL (valid
+// UTF-8 as it is); anything else goes through the engine, which validates it
+// and reports a NUL or an invalid sequence, exactly as before.
+inline bool plain_ascii(const std::string& s) {
+  const char* p = s.data();
+  std::size_t n = s.size(), i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if ((w & 0x8080808080808080ull) || ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) return false;
+  }
+  for (; i < n; ++i)
+    if (p[i] == 0 || static_cast<unsigned char>(p[i]) >= 0x80) return false;
+  return true;
+}
+template <class T> bool pinnable_value(const T& v) {
+  if constexpr (std::is_same_v<std::remove_cvref_t<T>, std::string>) return plain_ascii(v);
+  else return true;
+}
+template <class T> std::int64_t integral_or_zero(const T& v) {
+  if constexpr (std::is_integral_v<std::remove_cvref_t<T>>) return static_cast<std::int64_t>(v);
+  else return 0;
+}
+template <class T> std::size_t size_or_zero(const T& v) {
+  if constexpr (pinned_arg<std::remove_cvref_t<T>>::value && !std::is_same_v<std::remove_cvref_t<T>, std::string>)
+    return v.size();
+  else return 0;
+}
+
 // Compile-time rules every C++ type must pass, with a readable message.
 template <class T, bool Typemap> constexpr void check_usable() {
   using U = std::remove_cvref_t<T>;

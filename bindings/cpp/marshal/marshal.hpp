@@ -23,9 +23,28 @@ class function<R(A...)> {
  public:
   static constexpr bool fast = (detail::blittable<std::remove_cvref_t<A>>() && ...) &&
                                (std::is_void_v<R> || detail::blittable<R>());
+  // Blittable values plus pinned arrays and UTF-8 strings: a direct call too.
+  static constexpr bool pinnable = !fast && (detail::passes_direct<std::remove_cvref_t<A>>() && ...) &&
+                                   (std::is_void_v<R> || detail::blittable<R>());
 
   R operator()(A... args) const {
-    if constexpr (fast) {
+    if constexpr (pinnable) {
+      if (pinned_ && (detail::pinnable_value(args) && ...)) {
+        // Counts come from the caller's integer arguments: each pinned array
+        // must hold at least that many elements (the engine's own check).
+        const std::int64_t ints[sizeof...(A)] = {detail::integral_or_zero(args)...};
+        const std::size_t sizes[sizeof...(A)] = {detail::size_or_zero(args)...};
+        for (std::size_t i = 0; i < sizeof...(A); ++i) {
+          const std::int64_t want = counts_[i] >= 0 ? ints[counts_[i]] : counts_[i] == -1 ? 0 : -counts_[i] - 2;
+          if (want < 0 || static_cast<std::uint64_t>(want) > sizes[i])
+            throw error(plan_->function().name + ": parameter " + std::to_string(i) + " '" +
+                        plan_->function().params[i].name + "': the array has " + std::to_string(sizes[i]) +
+                        " elements but its count is " + std::to_string(want));
+        }
+        return reinterpret_cast<R (*)(detail::native_t<A>...)>(symbol_)(detail::native_arg(args)...);
+      }
+      return slow(args...);
+    } else if constexpr (fast) {
       // The specialized invoker: the C++ types were checked against the
       // typemap when binding and are blittable, so the C++ compiler's call
       // through this function type is the C call (the same registers and
@@ -69,6 +88,10 @@ class function<R(A...)> {
   const ffi_cif* cif_ = nullptr;
   void* symbol_ = nullptr;
   bool direct_ = false;  // called through the C++ function type (fast signatures, default convention)
+  bool pinned_ = false;  // pinnable signatures the typemap allows to pass by address
+  // Per parameter: the index of the parameter holding a pinned array's count;
+  // -1 not an array; -2 - N a constant count N.
+  std::array<std::int64_t, sizeof...(A) + 1> counts_{};
   std::shared_ptr<detail::State> keep_;  // the library outlives its functions
 };
 
@@ -138,6 +161,37 @@ class library {
     const bool plain_call = fn.check.when == Check::When::never && !fn.capture_errno;
     if (!plain_call) f.cif_ = nullptr;
     f.direct_ = plain_call && fn.callconv == CallConv::default_ && fn.variadic_from < 0;
+    if constexpr (marshal::function<R(A...)>::pinnable) {
+      // Pinned: each array is an `in` array counted by an integer parameter
+      // (or a constant), each string an `in` UTF-8 string; else the engine path.
+      bool ok = f.direct_;
+      std::size_t k = 0;
+      auto check = [&]<class T>(T*) {
+        using U = std::remove_cvref_t<T>;
+        const Param& p = fn.params[k];
+        const TypeDesc& d = reg.get(p.type);
+        f.counts_[k] = -1;
+        if constexpr (std::is_same_v<U, std::string>) {
+          ok = ok && p.dir == Dir::in && d.kind == Kind::string && d.as<StringInfo>().encoding == Encoding::utf8 &&
+               !d.as<StringInfo>().capacity.present() && !p.nullable;
+        } else if constexpr (detail::pinned_arg<U>::value) {
+          const Count& c = d.kind == Kind::array ? d.as<ArrayInfo>().count : Count{};
+          ok = ok && p.dir == Dir::in && d.kind == Kind::array && !p.nullable &&
+               (c.source == Count::Source::param || c.source == Count::Source::constant);
+          if (ok && c.source == Count::Source::param) {
+            const TypeDesc& cd = reg.get(fn.params[c.index].type);
+            ok = cd.kind == Kind::integer && fn.params[c.index].dir == Dir::in;
+            f.counts_[k] = static_cast<std::int64_t>(c.index);
+          } else if (ok) {
+            f.counts_[k] = -2 - static_cast<std::int64_t>(c.constant);
+          }
+        }
+        ++k;
+      };
+      (check(static_cast<std::remove_reference_t<A>*>(nullptr)), ...);
+      (void)check;
+      f.pinned_ = ok;
+    }
     f.keep_ = state_;
     if (fn.variadic_from >= 0)
       throw error(typemap().file + ": " + name + ": variadic functions cannot be bound with a fixed C++ signature");
