@@ -1,6 +1,8 @@
 // marshal engine: ABI knowledge, quarantined.
 #include "abi.hpp"
 
+#include "convert.hpp"
+
 #include <algorithm>
 #include <cstring>
 
@@ -304,6 +306,102 @@ TypeId promote_variadic(const TypeRegistry& reg, TypeId t) {
   if ((d.kind == Kind::integer || d.kind == Kind::boolean || d.kind == Kind::enum_) && d.size < sizeof(int))
     return reg.primitive(Prim::c_int);
   return t;
+}
+
+// ---- the specialized invoker ---------------------------------------------------------------
+
+bool choose_invoker(const TypeRegistry& reg, const std::vector<TypeId>& by_value, TypeId returns, Invoker& out) {
+#if (defined(__x86_64__) && !defined(_WIN32)) || (defined(__aarch64__) && !defined(__APPLE__))
+  Invoker inv;
+  int ints = 0, floats = 0;
+  for (TypeId t : by_value) {
+    Invoker::Arg a;
+    if (t == no_type) {
+      a.cls = Invoker::Cls::integer;  // a pointer the plan made
+    } else {
+      const TypeDesc& d = reg.get(t);
+      switch (d.kind) {
+        case Kind::integer: case Kind::boolean: case Kind::enum_: case Kind::handle: case Kind::pointer:
+        case Kind::ptr: case Kind::callback: case Kind::interface:
+          if (d.size == 0 || d.size > 8) return false;
+          a.cls = Invoker::Cls::integer;
+          a.size = static_cast<std::uint8_t>(d.size);
+          a.is_signed = d.has(flag_signed);
+          break;
+        case Kind::floating:
+          if (d.size != 4 && d.size != 8) return false;
+          a.cls = d.size == 8 ? Invoker::Cls::f64 : Invoker::Cls::f32;
+          break;
+        case Kind::string: case Kind::array:
+          a.cls = Invoker::Cls::integer;
+          break;
+        case Kind::void_: case Kind::struct_: case Kind::union_:
+          return false;
+      }
+    }
+    if (a.cls == Invoker::Cls::integer ? ++ints > 6 : ++floats > 8) return false;
+    inv.args.push_back(a);
+  }
+  const TypeDesc& r = reg.get(returns);
+  switch (r.kind) {
+    case Kind::void_: inv.ret = Invoker::Ret::void_; break;
+    case Kind::ptr: case Kind::string: case Kind::array:  // returned as a pointer
+      inv.ret = Invoker::Ret::integer;
+      break;
+    case Kind::integer: case Kind::boolean: case Kind::enum_: case Kind::handle: case Kind::pointer:
+    case Kind::callback: case Kind::interface:
+      if (r.size > 8) return false;
+      inv.ret = Invoker::Ret::integer;
+      break;
+    case Kind::floating:
+      if (r.size != 4 && r.size != 8) return false;
+      inv.ret = r.size == 8 ? Invoker::Ret::f64 : Invoker::Ret::f32;
+      break;
+    case Kind::struct_: case Kind::union_:
+      return false;
+  }
+  out = std::move(inv);
+  return true;
+#else
+  (void)reg; (void)by_value; (void)returns; (void)out;
+  return false;
+#endif
+}
+
+void invoke(const Invoker& inv, void* fn, void* const* avalues, void* rvalue) {
+  std::uint64_t g[6] = {};
+  double x[8] = {};
+  int gi = 0, xi = 0;
+  for (std::size_t k = 0; k < inv.args.size(); ++k) {
+    const Invoker::Arg& a = inv.args[k];
+    switch (a.cls) {
+      case Invoker::Cls::integer:
+        // Narrow integers travel widened (sign- or zero-extended), as compilers pass them.
+        g[gi++] = a.is_signed ? static_cast<std::uint64_t>(load_signed(avalues[k], a.size))
+                              : load_unsigned(avalues[k], a.size);
+        break;
+      case Invoker::Cls::f64: std::memcpy(&x[xi++], avalues[k], 8); break;
+      case Invoker::Cls::f32: {
+        std::uint64_t bits = 0;  // the float in the register's low 32 bits
+        std::memcpy(&bits, avalues[k], 4);
+        std::memcpy(&x[xi++], &bits, 8);
+        break;
+      }
+    }
+  }
+  using IntFn = std::uint64_t (*)(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
+                                  std::uint64_t, double, double, double, double, double, double, double, double);
+  using FloatFn = double (*)(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
+                             double, double, double, double, double, double, double, double);
+  if (inv.ret == Invoker::Ret::f64 || inv.ret == Invoker::Ret::f32) {
+    const double r = reinterpret_cast<FloatFn>(fn)(g[0], g[1], g[2], g[3], g[4], g[5], x[0], x[1], x[2], x[3], x[4],
+                                                   x[5], x[6], x[7]);
+    std::memcpy(rvalue, &r, 8);  // a float return is the low 32 bits
+  } else {
+    const std::uint64_t r = reinterpret_cast<IntFn>(fn)(g[0], g[1], g[2], g[3], g[4], g[5], x[0], x[1], x[2], x[3],
+                                                        x[4], x[5], x[6], x[7]);
+    std::memcpy(rvalue, &r, 8);
+  }
 }
 
 }  // namespace marshal

@@ -58,6 +58,32 @@ struct LoweredArg {
 bool lower_arguments(const TypeRegistry& reg, const std::vector<TypeId>& by_value, const std::vector<ffi_type*>& types,
                      std::vector<LoweredArg>& out);
 
+// A specialized invoker: a call whose arguments all travel in registers (up to
+// 6 integer/pointer and 8 floating-point ones) and whose return is an integer,
+// a pointer, a float, a double or void is made through one fixed C function
+// type, (int64 x 6, double x 8) -> int64 or double, instead of ffi_call: on
+// x86-64 System V and AArch64 the extra registers are ignored by the callee and
+// each argument sits where the ABI puts it. Chosen once at bind time; the
+// fixture tests compare it with ffi_call for every signature they have.
+struct Invoker {
+  enum class Ret : std::uint8_t { none, void_, integer, f64, f32 };
+  enum class Cls : std::uint8_t { integer, f64, f32 };
+  struct Arg {
+    Cls cls = Cls::integer;
+    std::uint8_t size = 8;
+    bool is_signed = false;
+  };
+  Ret ret = Ret::none;  // none: use ffi_call
+  std::vector<Arg> args;
+  bool usable() const { return ret != Ret::none; }
+};
+// by_value: per argument, its type, or no_type for a pointer the plan made
+// (strings, arrays, pointers to values). false when ffi_call must be used.
+bool choose_invoker(const TypeRegistry& reg, const std::vector<TypeId>& by_value, TypeId returns, Invoker& out);
+// Calls fn with the arguments' native values (avalues, as for ffi_call) and
+// writes the return to rvalue (8 bytes, integer returns widened like libffi's).
+void invoke(const Invoker& inv, void* fn, void* const* avalues, void* rvalue);
+
 // C default argument promotions for arguments past the last named parameter:
 // float becomes double, integers narrower than int (and bools, enums) become int.
 TypeId promote_variadic(const TypeRegistry& reg, TypeId t);

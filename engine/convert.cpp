@@ -55,8 +55,10 @@ std::string range_of(std::uint32_t bits, bool is_signed) {
 
 // A host integer (or an integral number) that fits `bits` bits of the given
 // signedness, as its two's complement bit pattern.
+// type_name() is only called to build an error: a call that succeeds builds no string.
+template <class Name>
 bool integer_bits(const Value& v, std::uint32_t bits, bool is_signed, std::uint64_t& out, std::string& error,
-                  const std::string& type_name) {
+                  const Name& type_name) {
   bool negative = false;
   std::uint64_t mag = 0;
   if (v.is<std::int64_t>()) {
@@ -68,13 +70,13 @@ bool integer_bits(const Value& v, std::uint32_t bits, bool is_signed, std::uint6
   } else if (v.is<double>()) {
     double d = v.as<double>();
     if (!(std::floor(d) == d) || std::fabs(d) > 1.8446744073709552e19) {
-      error = "expected an integer for " + type_name + ", got " + v.describe() + " (not integral)";
+      error = "expected an integer for " + type_name() + ", got " + v.describe() + " (not integral)";
       return false;
     }
     negative = d < 0;
     mag = static_cast<std::uint64_t>(std::fabs(d));
   } else {
-    error = "expected an integer for " + type_name + ", got " + v.describe();
+    error = "expected an integer for " + type_name() + ", got " + v.describe();
     return false;
   }
   bool fits;
@@ -86,7 +88,7 @@ bool integer_bits(const Value& v, std::uint32_t bits, bool is_signed, std::uint6
   }
   if (!fits) {
     std::string shown = v.is<double>() ? v.describe() : (negative ? "-" : "") + std::to_string(mag);
-    error = shown + " is out of range for " + type_name + " (" + range_of(bits, is_signed) + ")";
+    error = shown + " is out of range for " + type_name() + " (" + range_of(bits, is_signed) + ")";
     return false;
   }
   out = negative ? 0 - mag : mag;
@@ -153,7 +155,7 @@ bool Marshaler::count(const Count& n, const Ctx& c, std::uint64_t& out) {
       }
       const Value* hv = c.host_rec ? c.host_rec->field(f.name) : nullptr;
       std::uint64_t bits = 0;
-      if (!hv || !integer_bits(*hv, 63, false, bits, error, "count field '" + n.name + "'"))
+      if (!hv || !integer_bits(*hv, 63, false, bits, error, [&] { return "count field '" + n.name + "'"; }))
         return hv ? false : fail("count field '" + n.name + "' is missing");
       out = bits;
       return true;
@@ -174,7 +176,7 @@ bool Marshaler::count(const Count& n, const Ctx& c, std::uint64_t& out) {
       const Value* hv = c.frame->host[index];
       if (!hv) return fail("count parameter '" + n.name + "' has no value before the call");
       std::uint64_t bits = 0;
-      if (!integer_bits(*hv, 63, false, bits, error, "count parameter '" + n.name + "'")) return false;
+      if (!integer_bits(*hv, 63, false, bits, error, [&] { return "count parameter '" + n.name + "'"; })) return false;
       out = bits;
       return true;
     }
@@ -459,7 +461,7 @@ bool Marshaler::record_to_native(const TypeDesc& d, const Value& v, std::byte* d
         const bool is_signed = ft.has(flag_signed);
         std::uint64_t check = 0;
         if (!integer_bits(ft.has(flag_signed) ? Value(load_signed(tmp, ft.size)) : Value(bits), f.bits, is_signed, check, error,
-                          "a " + std::to_string(f.bits) + "-bit field"))
+                          [&] { return "a " + std::to_string(f.bits) + "-bit field"; }))
           return prefix("field '" + f.name + "'");
       }
       write_bitfield(dst, std::uint64_t{f.offset} * 8 + f.bit_offset, f.bits, bits);
@@ -513,7 +515,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
     case Kind::void_: return fail("void has no values");
     case Kind::integer: {
       std::uint64_t bits = 0;
-      if (!integer_bits(v, d.size * 8, d.has(flag_signed), bits, error, reg_.spell(t))) return false;
+      if (!integer_bits(v, d.size * 8, d.has(flag_signed), bits, error, [&] { return reg_.spell(t); })) return false;
       store_bits(dst, d.size, bits);
       return true;
     }
@@ -546,7 +548,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
           for (const EnumItem& e : info.items) names += (names.empty() ? "" : ", ") + e.name;
           return fail("'" + item.as<std::string>() + "' is not a value of " + reg_.spell(t) + " (" + names + ")");
         }
-        return integer_bits(item, u.size * 8, u.has(flag_signed), bits, error, reg_.spell(t));
+        return integer_bits(item, u.size * 8, u.has(flag_signed), bits, error, [&] { return reg_.spell(t); });
       };
       std::uint64_t bits = 0;
       if (info.flags && v.is<List>()) {

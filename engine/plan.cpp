@@ -5,6 +5,7 @@
 #include "convert.hpp"
 #include "strings.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 namespace marshal {
 
 namespace {
+std::atomic<bool> invokers_on{true};
 const char* hresult_name(std::int32_t code) {
   switch (static_cast<std::uint32_t>(code)) {
     case 0x80004001u: return " E_NOTIMPL";
@@ -27,6 +29,8 @@ const char* hresult_name(std::int32_t code) {
   }
 }
 }  // namespace
+
+void set_specialized_invokers(bool on) { invokers_on.store(on); }
 
 // ---- releasers ---------------------------------------------------------------------------
 
@@ -275,6 +279,12 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
     }
     auto& types = plan->lowered_.empty() ? plan->atypes_ : plan->lowered_types_;
     st = ffi_prep_cif(&plan->cif_, FFI_DEFAULT_ABI, static_cast<unsigned>(types.size()), rtype, types.data());
+    if (plan->lowered_.empty() && fn.callconv == CallConv::default_) {
+      std::vector<TypeId> by_value;
+      for (std::size_t i = 0; i < plan->steps_.size(); ++i)
+        by_value.push_back(plan->steps_[i].op == Plan::Step::Op::value ? plan->value_types_[i] : no_type);
+      choose_invoker(reg, by_value, fn.returns, plan->invoker_);
+    }
   }
   plan->cif_.rtype = rtype;
   if (st != FFI_OK) {
@@ -509,7 +519,10 @@ bool Plan::run(void* self, void* target, std::span<const Value> args, CallResult
   std::string stale;
   callback_take_error(stale);  // a failure from an earlier call is not this call's
   errno = 0;
-  ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(target), rvalue, avalues);
+  if (cif == &cif_ && invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
+    invoke(invoker_, target, avalues, rvalue);
+  else
+    ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(target), rvalue, avalues);
   const int saved_errno = errno;
   if (fn.capture_errno) result.error_number = saved_errno;
   // A host function that failed inside this call: native code got its on_error

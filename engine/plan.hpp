@@ -5,6 +5,7 @@
 // Plans are immutable and may be called from many threads at once.
 #pragma once
 
+#include "abi.hpp"
 #include "arena.hpp"
 #include "callback.hpp"
 #include "context.hpp"
@@ -61,6 +62,8 @@ class Plan {
   const ffi_cif* cif() const { return fn_->variadic_from >= 0 || !lowered_.empty() ? nullptr : &cif_; }
   void* symbol() const { return symbol_; }
   const TypeRegistry& types() const { return *reg_; }
+  // Whether calls go through the specialized invoker (abi.hpp) rather than ffi_call.
+  bool specialized() const { return invoker_.usable(); }
 
  private:
   friend class Library;
@@ -92,7 +95,11 @@ class Plan {
   std::size_t host_count_ = 0;
   Releaser ret_free_;
   bool method_ = false;  // parameter 0 is `this`, given by call_method
+  Invoker invoker_;      // usable: register-only signature, called without ffi_call
 };
+
+// Tests turn the specialized invoker off to compare it with ffi_call.
+void set_specialized_invokers(bool on);
 
 // A typemap's library, loaded: binds functions to plans (lazily, once each),
 // keeps handle identity, and resolves free/release functions.

@@ -478,4 +478,41 @@ TEST_SUITE("call") {
     CHECK_FALSE(f.error_of("fill_inout_i32_array", {arr, 3}).empty());
     CHECK(arr == Value(List{1, 2}));
   }
+
+  TEST_CASE("the specialized invoker gives what ffi_call gives, for every register-only fixture signature") {
+    auto& f = fx();
+    struct Case { const char* fn; std::vector<Value> args; };
+    const std::vector<Case> cases = {
+        {"echo_i8", {-128}}, {"echo_u8", {255}}, {"echo_i16", {-32768}}, {"echo_u16", {65535}},
+        {"echo_i32", {INT32_MIN}}, {"echo_u32", {Value(std::uint64_t{4294967295u})}},
+        {"echo_i64", {INT64_MIN}}, {"echo_u64", {Value(std::uint64_t{18446744073709551615u})}},
+        {"echo_f32", {1.5}}, {"echo_f64", {-2.25e300}}, {"echo_char", {-5}}, {"echo_long", {-7}},
+        {"echo_ulong", {7}}, {"echo_size", {123456789}}, {"add_i32", {2, 40}}, {"add_f64", {0.5, 0.25}},
+        {"add_mixed", {-3, 1.25, 300, 0.5, Value(std::int64_t{1} << 40)}}, {"not_cbool", {true}},
+        {"not_bool32", {false}}, {"next_color", {"BLUE"}}, {"flags_or", {List{"READ"}, List{"WRITE"}}},
+        {"len_in_utf8", {"h\xc3\xa9llo"}}, {"len_in_utf16", {"h\xc3\xa9llo"}}, {"sum_in_f64_array", {List{1.0, 2.5}, 2}},
+        {"read_in_point", {pt(3, 4)}}, {"maybe_null_in_i32", {Value()}}, {"dup_ret_utf8", {"copy"}}};
+    int specialized = 0;
+    for (const Case& c : cases) {
+      INFO(std::string(c.fn));
+      std::string error;
+      const Plan* plan = f.lib->bind(c.fn, error);
+      REQUIRE(plan);
+      if (plan->specialized()) ++specialized;
+      CallResult with, without;
+      INFO(c.fn << ": " << error);
+      REQUIRE(plan->call(c.args, with, error));
+      marshal::set_specialized_invokers(false);
+      const bool ok = plan->call(c.args, without, error);
+      marshal::set_specialized_invokers(true);
+      REQUIRE(ok);
+      CHECK(with.ret == without.ret);
+      CHECK(with.out == without.out);
+    }
+    CHECK(specialized == static_cast<int>(cases.size()));  // all of these are register-only
+    std::string error;
+    CHECK_FALSE(f.lib->bind("add_vec2", error)->specialized());     // structs by value: libffi
+    CHECK_FALSE(f.lib->bind("spill12_i64", error)->specialized());  // stack arguments: libffi
+    CHECK_FALSE(f.lib->bind("sum_var_i32", error)->specialized());  // variadic: libffi
+  }
 }
