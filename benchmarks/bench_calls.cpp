@@ -298,33 +298,37 @@ int main(int argc, char** argv) {
     }
     return t;
   });
-  auto typed_len = lib.function<size_t(std::string)>("len_in_utf8");
-  expect(typed_len(text64) == 64, "typed utf8_len");
-  add("utf8_len", TYPED, slow, [&](long n) {
-    double t = 0;
-    for (long i = 0; i < n; ++i) t += static_cast<double>(typed_len(text64));
-    return t;
-  });
-  const marshal::Plan* p_len = plan(*dyn, "len_in_utf8");
-  add("utf8_len", DYN, slow, [&](long n) {
-    double t = 0;
-    std::vector<marshal::Value> args{text64};
-    marshal::CallResult r;
-    for (long i = 0; i < n; ++i) t += num(dyn_call(p_len, args, r));
-    return t;
-  });
-  marshal_function* c_len = c_fn(c_pinvoke, "len_in_utf8");
-  add("utf8_len", CAPI, slow, [&](long n) {
-    double t = 0;
-    marshal_value* s = marshal_value_string(text64.data(), text64.size());
-    for (long i = 0; i < n; ++i) {
-      marshal_result* r = c_call(c_len, {s});
-      t += static_cast<double>(c_int(marshal_result_return(r)));
-      marshal_result_release(r);
-    }
-    marshal_value_release(s);
-    return t;
-  });
+  // The engine's three paths for a function taking one host string.
+  auto string_rows = [&](const char* scenario, const char* fn, const std::string& text, std::size_t want) {
+    auto typed = lib.function<size_t(const std::string&)>(fn);
+    expect(typed(text) == want, fn);
+    add(scenario, TYPED, slow, [&, typed](long n) {
+      double t = 0;
+      for (long i = 0; i < n; ++i) t += static_cast<double>(typed(text));
+      return t;
+    });
+    const marshal::Plan* p = plan(*dyn, fn);
+    add(scenario, DYN, slow, [&, p](long n) {
+      double t = 0;
+      std::vector<marshal::Value> args{text};
+      marshal::CallResult r;
+      for (long i = 0; i < n; ++i) t += num(dyn_call(p, args, r));
+      return t;
+    });
+    marshal_function* c = c_fn(c_pinvoke, fn);
+    add(scenario, CAPI, slow, [&, c](long n) {
+      double t = 0;
+      marshal_value* s = marshal_value_string(text.data(), text.size());
+      for (long i = 0; i < n; ++i) {
+        marshal_result* r = c_call(c, {s});
+        t += static_cast<double>(c_int(marshal_result_return(r)));
+        marshal_result_release(r);
+      }
+      marshal_value_release(s);
+      return t;
+    });
+  };
+  string_rows("utf8_len", "len_in_utf8", text64, 64);
 
   // ---- utf16_len: a UTF-8 host string passed as UTF-16 ----
   const std::string text16 = kText16;
@@ -344,33 +348,7 @@ int main(int argc, char** argv) {
     }
     return t;
   });
-  auto typed_len16 = lib.function<size_t(std::string)>("len_in_utf16");
-  expect(typed_len16(text16) == 31, "typed utf16_len");
-  add("utf16_len", TYPED, slow, [&](long n) {
-    double t = 0;
-    for (long i = 0; i < n; ++i) t += static_cast<double>(typed_len16(text16));
-    return t;
-  });
-  const marshal::Plan* p_len16 = plan(*dyn, "len_in_utf16");
-  add("utf16_len", DYN, slow, [&](long n) {
-    double t = 0;
-    std::vector<marshal::Value> args{text16};
-    marshal::CallResult r;
-    for (long i = 0; i < n; ++i) t += num(dyn_call(p_len16, args, r));
-    return t;
-  });
-  marshal_function* c_len16 = c_fn(c_pinvoke, "len_in_utf16");
-  add("utf16_len", CAPI, slow, [&](long n) {
-    double t = 0;
-    marshal_value* s = marshal_value_string(text16.data(), text16.size());
-    for (long i = 0; i < n; ++i) {
-      marshal_result* r = c_call(c_len16, {s});
-      t += static_cast<double>(c_int(marshal_result_return(r)));
-      marshal_result_release(r);
-    }
-    marshal_value_release(s);
-    return t;
-  });
+  string_rows("utf16_len", "len_in_utf16", text16, 31);
 
   // ---- vec2_add: structs by value ----
   ffi_type* v2_elems[] = {&ffi_type_double, &ffi_type_double, nullptr};

@@ -233,6 +233,16 @@ void Apartment::wake() {
   cv_.notify_all();
 }
 
+void Apartment::run_front(std::unique_lock<std::mutex>& lock) {
+  Task* t = queue_.front();
+  queue_.pop_front();
+  queued_.fetch_sub(1, std::memory_order_relaxed);
+  lock.unlock();  // the call runs unlocked: it may queue calls of its own
+  t->fn();
+  finish(t);
+  lock.lock();
+}
+
 std::size_t Apartment::pump(std::chrono::milliseconds wait) {
   std::size_t ran = 0;
   const auto deadline = std::chrono::steady_clock::now() + wait;
@@ -243,14 +253,8 @@ std::size_t Apartment::pump(std::chrono::milliseconds wait) {
       cv_.wait_until(lock, deadline);
       continue;
     }
-    Task* t = queue_.front();
-    queue_.pop_front();
-    queued_.fetch_sub(1, std::memory_order_relaxed);
-    lock.unlock();
-    t->fn();
-    finish(t);
+    run_front(lock);
     ++ran;
-    lock.lock();
   }
 }
 
@@ -265,13 +269,7 @@ void Apartment::run_until(const std::function<bool()>& done) {
       if (!busy && queue_.empty() && !done()) cv_.wait_for(lock, std::chrono::milliseconds(20));
       continue;
     }
-    Task* t = queue_.front();
-    queue_.pop_front();
-    queued_.fetch_sub(1, std::memory_order_relaxed);
-    lock.unlock();
-    t->fn();
-    finish(t);
-    lock.lock();
+    run_front(lock);
   }
 }
 

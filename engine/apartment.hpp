@@ -65,6 +65,7 @@ class Apartment : public std::enable_shared_from_this<Apartment> {
   bool post(Task* task, std::string& error);
   void end();
   static void finish(Task* task);
+  void run_front(std::unique_lock<std::mutex>& lock);  // the first queued call
   std::string label() const;
 
   Kind kind_;

@@ -601,28 +601,36 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
   return plan->call_method(self, vtable_of(self)[m->slot], args, result, error);
 }
 
+// Runs fn(direct reference) in the stub's home apartment; false with a message
+// when the apartment has ended or fn failed.
+template <class F> bool in_home(Stub& stub, std::string& failure, F fn) {
+  bool ok = false;
+  const bool ran = run_in(stub.home, [&] {
+    ObjectRef direct;
+    if (stub.get(direct, failure)) ok = fn(direct);
+  }, failure);
+  return ran && ok;
+}
+
 bool ObjectSpace::call_through(const ObjectRef& obj, std::string_view method, std::span<const Value> args,
                                CallResult& result, std::string& error) {
-  const std::shared_ptr<Stub>& stub = obj.proxy->stub;
   const std::shared_ptr<Apartment> here = current_apartment();
-  bool ok = false;
   std::string failure;
   // Everything that touches the object runs in its apartment: the arguments
   // are made usable there, the results made usable here, and the direct
   // reference never leaves.
-  const bool ran = run_in(stub->home, [&] {
-    ObjectRef direct;
-    if (!stub->get(direct, failure)) return;
+  const bool ok = in_home(*obj.proxy->stub, failure, [&](ObjectRef& direct) {
     direct.iface = obj.iface;
     std::vector<Value> copied(args.begin(), args.end());
-    for (Value& a : copied) marshal_value_for(a, stub->home);
+    for (Value& a : copied) marshal_value_for(a, obj.proxy->stub->home);
     CallResult r;
-    ok = call(direct, method, copied, r, failure);
+    const bool called = call(direct, method, copied, r, failure);
     marshal_value_for(r.ret, here);
     for (auto& [n, v] : r.out) marshal_value_for(v, here);
-    if (ok) result = std::move(r);
-  }, failure);
-  if (!ran || !ok) {
+    if (called) result = std::move(r);
+    return called;
+  });
+  if (!ok) {
     error = failure.rfind(lib_.typemap().file, 0) == 0 ? failure
                                                        : lib_.typemap().file + ": " + obj.iface->name + "." +
                                                              std::string(method) + " through a proxy: " + failure;
@@ -683,18 +691,15 @@ bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& o
     return false;
   }
   if (obj.proxy) {
-    const std::shared_ptr<Stub>& stub = obj.proxy->stub;
     const std::shared_ptr<Apartment> here = current_apartment();
-    bool ok = false;
     std::string failure;
-    const bool ran = run_in(stub->home, [&] {
-      ObjectRef direct;
-      if (!stub->get(direct, failure)) return;
-      ok = query(direct, iface, out, failure);
+    const bool ok = in_home(*obj.proxy->stub, failure, [&](ObjectRef& direct) {
+      const bool found = query(direct, iface, out, failure);
       marshal_value_for(out, here);
-    }, failure);
-    if (!ran || !ok) error = failure;
-    return ran && ok;
+      return found;
+    });
+    if (!ok) error = failure;
+    return ok;
   }
   if (!obj.object) {
     error = tm.file + ": an empty object reference";
