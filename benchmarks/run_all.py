@@ -33,6 +33,7 @@ SCENARIOS = [
     ("out_string", "out_string(caller-allocated char[64])"),
     ("struct_array", "struct_array(Point[100] in)"),
     ("vtable_method", "vtable_method (ICounter::Add via the vtable)"),
+    ("same_apartment", "same_apartment (an STA's own object, direct)"),
     ("proxy_call", "proxy_call (MTA -> STA object, marshaled)"),
     ("cb_thread", "cb_thread (callback from a native thread)"),
 ]
