@@ -203,41 +203,11 @@ bool Marshaler::native_size(TypeId t, const Value& v, std::size_t& out) {
 
 // ---- strings ------------------------------------------------------------------------
 
-namespace {
-// Plain ASCII without NUL: valid in UTF-8, Latin-1 and ASCII as it is.
-bool plain_ascii(const std::string& t) {
-  const char* p = t.data();
-  const std::size_t n = t.size();
-  std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    if ((w & 0x8080808080808080ull) || ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) return false;
-  }
-  for (; i < n; ++i)
-    if (p[i] == 0 || static_cast<unsigned char>(p[i]) >= 0x80) return false;
-  return true;
-}
-}  // namespace
-
 bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out) {
   const std::size_t unit = encoding_unit(s.encoding);
-  // The common case: ASCII text for a single-byte encoding, copied once.
-  if (unit == 1 && s.terminator == Terminator::nul && v.is<std::string>() && s.encoding != Encoding::bytes &&
-      plain_ascii(v.as<std::string>())) {
-    const std::string& text = v.as<std::string>();
-    const std::size_t n = text.size();
-    if (capacity_units && n + 1 > capacity_units)
-      return fail("the string needs " + std::to_string(n + 1) + " units with its terminator but the buffer holds " +
-                  std::to_string(capacity_units));
-    const std::size_t total = std::max(capacity_units, n + 1);
-    if (!out) out = arena_.alloc(total, 1);
-    std::memcpy(out, text.data(), n);
-    std::memset(static_cast<char*>(out) + n, 0, total - n);
-    return true;
-  }
-  // ASCII text as UTF-16 or UTF-32: each byte widened, no decoding.
-  if ((s.encoding == Encoding::utf16 || s.encoding == Encoding::utf32) && s.terminator == Terminator::nul &&
+  // The common case: ASCII text (no NUL) is the same characters in every
+  // encoding but bytes: copied once, or widened to UTF-16/32, without decoding.
+  if (s.terminator == Terminator::nul && s.encoding != Encoding::bytes && s.encoding != Encoding::wchar &&
       v.is<std::string>() && plain_ascii(v.as<std::string>())) {
     const std::string& text = v.as<std::string>();
     const std::size_t n = text.size();
@@ -247,15 +217,17 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
     const std::size_t total = std::max(capacity_units, n + 1);
     if (!out) out = arena_.alloc(total * unit, unit);
     std::memset(out, 0, total * unit);
-    for (std::size_t i = 0; i < n; ++i) {
+    auto* dst = static_cast<std::byte*>(out);
+    for (std::size_t i = 0; unit > 1 && i < n; ++i) {
+      const auto c = static_cast<std::uint32_t>(static_cast<unsigned char>(text[i]));
       if (unit == 2) {
-        const auto c = static_cast<std::uint16_t>(static_cast<unsigned char>(text[i]));
-        std::memcpy(static_cast<std::byte*>(out) + i * 2, &c, 2);
+        const auto c16 = static_cast<std::uint16_t>(c);
+        std::memcpy(dst + i * 2, &c16, 2);
       } else {
-        const auto c = static_cast<std::uint32_t>(static_cast<unsigned char>(text[i]));
-        std::memcpy(static_cast<std::byte*>(out) + i * 4, &c, 4);
+        std::memcpy(dst + i * 4, &c, 4);
       }
     }
+    if (unit == 1) std::memcpy(dst, text.data(), n);
     return true;
   }
   std::vector<std::uint8_t> units;

@@ -178,4 +178,18 @@ std::size_t units_until_nul(Encoding e, const void* data, std::size_t max) {
   return max;
 }
 
+bool plain_ascii(std::string_view t) {
+  const char* p = t.data();
+  const std::size_t n = t.size();
+  std::size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    if ((w & 0x8080808080808080ull) || ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) return false;
+  }
+  for (; i < n; ++i)
+    if (p[i] == 0 || static_cast<unsigned char>(p[i]) >= 0x80) return false;
+  return true;
+}
+
 }  // namespace marshal

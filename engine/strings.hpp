@@ -19,6 +19,10 @@ bool encode_text(Encoding e, Unmappable policy, std::string_view utf8, std::vect
 
 // Decodes `units` code units of `e` at data into UTF-8. Invalid input (a lone
 // surrogate, a code point past U+10FFFF) is an error, never a silent guess.
+// Plain ASCII without NUL: the same characters in UTF-8, Latin-1, ASCII,
+// UTF-16 and UTF-32 (widened), and no terminator inside. Checks 8 bytes at a time.
+bool plain_ascii(std::string_view text);
+
 bool decode_text(Encoding e, const void* data, std::size_t units, std::string& out, std::string& error);
 
 // Number of code units before the first zero unit, looking at most max units.

@@ -88,18 +88,6 @@ template <class T> native_t<T> native_arg(const T& v) {
 // A std::string passes by address when it is plain ASCII without NUL (valid
 // UTF-8 as it is); anything else goes through the engine, which validates it
 // and reports a NUL or an invalid sequence, exactly as before.
-inline bool plain_ascii(const std::string& s) {
-  const char* p = s.data();
-  std::size_t n = s.size(), i = 0;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    if ((w & 0x8080808080808080ull) || ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) return false;
-  }
-  for (; i < n; ++i)
-    if (p[i] == 0 || static_cast<unsigned char>(p[i]) >= 0x80) return false;
-  return true;
-}
 template <class T> bool pinnable_value(const T& v) {
   if constexpr (std::is_same_v<std::remove_cvref_t<T>, std::string>) return plain_ascii(v);
   else return true;
