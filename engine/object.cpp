@@ -363,18 +363,23 @@ void* ObjectSpace::ccw_for(HostObject& h, const Interface& iface, std::string& e
       return nullptr;
     }
   }
+  // Each method's host function, resolved once per wrapper, by vtable slot:
+  // a call from native code looks nothing up.
+  auto c = std::make_unique<HostObject::Ccw>();
+  c->fns.assign(iface.slot_count(), nullptr);
   for (const Interface* i = &iface; i; i = i->base) {
     if (is_iunknown(*i)) continue;
-    for (const Method& m : i->methods)
-      if (!h.method(*i, m.name)) {
+    for (const Method& m : i->methods) {
+      c->fns[m.slot] = h.method(*i, m.name);
+      if (!c->fns[m.slot]) {
         error = "host object '" + h.name_ + "' does not implement " + i->name + "." + m.name + " (give it a method '" +
                 m.name + "' or '" + i->name + "." + m.name + "')";
         return nullptr;
       }
+    }
   }
   void* const* vt = vtable(iface, error);
   if (!vt) return nullptr;
-  auto c = std::make_unique<HostObject::Ccw>();
   c->vtbl = vt;
   c->owner = &h;
   c->iface = &iface;
@@ -481,10 +486,9 @@ void ObjectSpace::method_trampoline(ffi_cif*, void* ret, void** args, void* user
   HostObject* h = c->owner;
   ObjectSpace& space = *t->space;
   const Method& m = *t->method;
-  const HostFunction* fn = h->method(*t->iface, m.name);
+  const HostFunction* fn = c->fns[m.slot];  // resolved when the wrapper was made
   std::string error;
-  bool ok = fn != nullptr;
-  if (!ok) error = "no host method";
+  bool ok = true;
   if (ok) {
     auto run = [&] {
       Arena arena;

@@ -157,6 +157,7 @@ class HostObject : public std::enable_shared_from_this<HostObject> {
     const Interface* iface = nullptr;
     ObjectSpace* space = nullptr;
     std::shared_ptr<Library> lib;  // its vtable's closures and typemap
+    std::vector<const HostFunction*> fns;  // per vtable slot: the host method (owned by methods_)
   };
   static std::int32_t ccw_query(void* self, const void* iid, void** out);
   static std::uint32_t ccw_add_ref(void* self);
