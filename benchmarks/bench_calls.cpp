@@ -5,6 +5,7 @@
 // benchmarks/peers/ run by benchmarks/run_all.py over the same fixture library.
 // Every implementation checks its result once, then consumes every result.
 // Usage: bench-calls [--root DIR] [--iterations N] [--repetitions R] [--json]
+//                    [--only SCENARIO[,SCENARIO...]] [--impl IMPLEMENTATION] (for profiling one)
 #include "fixtures/callbacks.h"
 #include "fixtures/objects.h"
 #include "fixtures/pinvoke.h"
@@ -73,11 +74,14 @@ int main(int argc, char** argv) {
   int reps = 5;
   bool json = false;
   std::string root = ".";
+  std::string only, impl_only;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--iterations") && i + 1 < argc) iterations = std::atol(argv[++i]);
     else if (!std::strcmp(argv[i], "--repetitions") && i + 1 < argc) reps = std::atoi(argv[++i]);
     else if (!std::strcmp(argv[i], "--root") && i + 1 < argc) root = argv[++i];
     else if (!std::strcmp(argv[i], "--json")) json = true;
+    else if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = "," + std::string(argv[++i]) + ",";
+    else if (!std::strcmp(argv[i], "--impl") && i + 1 < argc) impl_only = argv[++i];
   }
   const std::string pinvoke = root + "/tests/fixtures/pinvoke.json";
   const std::string callbacks = root + "/tests/fixtures/callbacks.json";
@@ -90,6 +94,8 @@ int main(int argc, char** argv) {
   std::vector<Row> rows;
   // weight: how much slower than a plain call the body is, to keep run times even.
   auto add = [&](const char* scenario, const char* impl, long weight, const std::function<double(long)>& body) {
+    if (!only.empty() && only.find("," + std::string(scenario) + ",") == std::string::npos) return;
+    if (!impl_only.empty() && impl_only != impl) return;
     rows.push_back({scenario, impl, measure(std::max(1L, iterations / weight), reps, body)});
   };
   const char* C = "direct C";
@@ -151,7 +157,9 @@ int main(int argc, char** argv) {
     marshal_value_get_double(v, &x);
     return x;
   };
-  auto dyn_call = [&](const marshal::Plan* p, const std::vector<marshal::Value>& args, marshal::CallResult& r) {
+  // The result is read where the call left it (a host reads it in place).
+  auto dyn_call = [&](const marshal::Plan* p, const std::vector<marshal::Value>& args,
+                      marshal::CallResult& r) -> const marshal::Value& {
     r.out.clear();
     p->call(args, r, err);
     return r.ret;

@@ -368,40 +368,4 @@ bool choose_invoker(const TypeRegistry& reg, const std::vector<TypeId>& by_value
 #endif
 }
 
-void invoke(const Invoker& inv, void* fn, void* const* avalues, void* rvalue) {
-  std::uint64_t g[6] = {};
-  double x[8] = {};
-  int gi = 0, xi = 0;
-  for (std::size_t k = 0; k < inv.args.size(); ++k) {
-    const Invoker::Arg& a = inv.args[k];
-    switch (a.cls) {
-      case Invoker::Cls::integer:
-        // Narrow integers travel widened (sign- or zero-extended), as compilers pass them.
-        g[gi++] = a.is_signed ? static_cast<std::uint64_t>(load_signed(avalues[k], a.size))
-                              : load_unsigned(avalues[k], a.size);
-        break;
-      case Invoker::Cls::f64: std::memcpy(&x[xi++], avalues[k], 8); break;
-      case Invoker::Cls::f32: {
-        std::uint64_t bits = 0;  // the float in the register's low 32 bits
-        std::memcpy(&bits, avalues[k], 4);
-        std::memcpy(&x[xi++], &bits, 8);
-        break;
-      }
-    }
-  }
-  using IntFn = std::uint64_t (*)(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
-                                  std::uint64_t, double, double, double, double, double, double, double, double);
-  using FloatFn = double (*)(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
-                             double, double, double, double, double, double, double, double);
-  if (inv.ret == Invoker::Ret::f64 || inv.ret == Invoker::Ret::f32) {
-    const double r = reinterpret_cast<FloatFn>(fn)(g[0], g[1], g[2], g[3], g[4], g[5], x[0], x[1], x[2], x[3], x[4],
-                                                   x[5], x[6], x[7]);
-    std::memcpy(rvalue, &r, 8);  // a float return is the low 32 bits
-  } else {
-    const std::uint64_t r = reinterpret_cast<IntFn>(fn)(g[0], g[1], g[2], g[3], g[4], g[5], x[0], x[1], x[2], x[3],
-                                                        x[4], x[5], x[6], x[7]);
-    std::memcpy(rvalue, &r, 8);
-  }
-}
-
 }  // namespace marshal

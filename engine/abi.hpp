@@ -6,6 +6,8 @@
 
 #include "registry.hpp"
 
+#include <cstdint>
+#include <cstring>
 #include <deque>
 #include <ffi.h>
 #include <map>
@@ -80,9 +82,52 @@ struct Invoker {
 // by_value: per argument, its type, or no_type for a pointer the plan made
 // (strings, arrays, pointers to values). false when ffi_call must be used.
 bool choose_invoker(const TypeRegistry& reg, const std::vector<TypeId>& by_value, TypeId returns, Invoker& out);
+// An integer argument of `size` bytes at p, sign- or zero-extended to 64 bits.
+inline std::uint64_t invoker_widen(const void* p, std::uint8_t size, bool is_signed) {
+  switch (size) {
+    case 1: { std::uint8_t v; std::memcpy(&v, p, 1); return is_signed ? static_cast<std::uint64_t>(static_cast<std::int8_t>(v)) : v; }
+    case 2: { std::uint16_t v; std::memcpy(&v, p, 2); return is_signed ? static_cast<std::uint64_t>(static_cast<std::int16_t>(v)) : v; }
+    case 4: { std::uint32_t v; std::memcpy(&v, p, 4); return is_signed ? static_cast<std::uint64_t>(static_cast<std::int32_t>(v)) : v; }
+    default: { std::uint64_t v; std::memcpy(&v, p, 8); return v; }
+  }
+}
 // Calls fn with the arguments' native values (avalues, as for ffi_call) and
-// writes the return to rvalue (8 bytes, integer returns widened like libffi's).
-void invoke(const Invoker& inv, void* fn, void* const* avalues, void* rvalue);
+// writes the return to rvalue (8 bytes; a narrow integer return's upper bits
+// are unspecified, as the ABI leaves them: readers narrow it to its size).
+inline void invoke(const Invoker& inv, void* fn, void* const* avalues, void* rvalue) {
+  std::uint64_t g[6] = {};
+  double x[8] = {};
+  int gi = 0, xi = 0;
+  for (std::size_t k = 0; k < inv.args.size(); ++k) {
+    const Invoker::Arg& a = inv.args[k];
+    switch (a.cls) {
+      case Invoker::Cls::integer:
+        // Narrow integers travel widened (sign- or zero-extended), as compilers pass them.
+        g[gi++] = invoker_widen(avalues[k], a.size, a.is_signed);
+        break;
+      case Invoker::Cls::f64: std::memcpy(&x[xi++], avalues[k], 8); break;
+      case Invoker::Cls::f32: {
+        std::uint64_t bits = 0;  // the float in the register's low 32 bits
+        std::memcpy(&bits, avalues[k], 4);
+        std::memcpy(&x[xi++], &bits, 8);
+        break;
+      }
+    }
+  }
+  using IntFn = std::uint64_t (*)(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
+                                  std::uint64_t, double, double, double, double, double, double, double, double);
+  using FloatFn = double (*)(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t,
+                             double, double, double, double, double, double, double, double);
+  if (inv.ret == Invoker::Ret::f64 || inv.ret == Invoker::Ret::f32) {
+    const double r = reinterpret_cast<FloatFn>(fn)(g[0], g[1], g[2], g[3], g[4], g[5], x[0], x[1], x[2], x[3], x[4],
+                                                   x[5], x[6], x[7]);
+    std::memcpy(rvalue, &r, 8);  // a float return is the low 32 bits
+  } else {
+    const std::uint64_t r = reinterpret_cast<IntFn>(fn)(g[0], g[1], g[2], g[3], g[4], g[5], x[0], x[1], x[2], x[3],
+                                                        x[4], x[5], x[6], x[7]);
+    std::memcpy(rvalue, &r, 8);
+  }
+}
 
 // C default argument promotions for arguments past the last named parameter:
 // float becomes double, integers narrower than int (and bools, enums) become int.

@@ -13,22 +13,36 @@
 
 namespace marshal {
 
+std::atomic<int> callback_errors_anywhere{0};
+
 namespace {
-thread_local std::string pending_error;
-thread_local bool has_pending = false;
+// One thread's untaken failure; a thread that ends with one untaken gives its
+// count back, so the process-wide count stays exact.
+struct PendingError {
+  std::string text;
+  bool pending = false;
+  ~PendingError() {
+    if (pending) callback_errors_anywhere.fetch_sub(1, std::memory_order_relaxed);
+  }
+};
+thread_local PendingError pending;
 }  // namespace
 
 void callback_note_error(const std::string& message) {
-  if (has_pending) return;  // the first failure is the cause
-  pending_error = message;
-  has_pending = true;
+  if (pending.pending) return;  // the first failure is the cause
+  pending.text = message;
+  pending.pending = true;
+  callback_errors_anywhere.fetch_add(1, std::memory_order_relaxed);
 }
 
+bool callback_error_pending_here() { return pending.pending; }
+
 bool callback_take_error(std::string& message) {
-  if (!has_pending) return false;
-  message = std::move(pending_error);
-  pending_error.clear();
-  has_pending = false;
+  if (!pending.pending) return false;
+  message = std::move(pending.text);
+  pending.text.clear();
+  pending.pending = false;
+  callback_errors_anywhere.fetch_sub(1, std::memory_order_relaxed);
   return true;
 }
 

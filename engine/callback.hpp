@@ -136,5 +136,13 @@ void store_return(const TypeDesc& rd, const std::byte* value, void* ret);
 // The first host failure inside callbacks on this thread since the last take.
 void callback_note_error(const std::string& message);
 bool callback_take_error(std::string& message);
+// Whether a host function failed on this thread and nobody took its error yet.
+// The process-wide count is read first: calls pay for no thread-local lookup
+// while no failure is pending anywhere.
+extern std::atomic<int> callback_errors_anywhere;
+bool callback_error_pending_here();
+inline bool callback_error_pending() {
+  return callback_errors_anywhere.load(std::memory_order_relaxed) != 0 && callback_error_pending_here();
+}
 
 }  // namespace marshal

@@ -15,33 +15,6 @@ namespace marshal {
 
 // ---- native integers ---------------------------------------------------------------
 
-std::int64_t load_signed(const void* p, std::uint32_t size) {
-  switch (size) {
-    case 1: { std::int8_t v; std::memcpy(&v, p, 1); return v; }
-    case 2: { std::int16_t v; std::memcpy(&v, p, 2); return v; }
-    case 4: { std::int32_t v; std::memcpy(&v, p, 4); return v; }
-    default: { std::int64_t v; std::memcpy(&v, p, 8); return v; }
-  }
-}
-
-std::uint64_t load_unsigned(const void* p, std::uint32_t size) {
-  switch (size) {
-    case 1: { std::uint8_t v; std::memcpy(&v, p, 1); return v; }
-    case 2: { std::uint16_t v; std::memcpy(&v, p, 2); return v; }
-    case 4: { std::uint32_t v; std::memcpy(&v, p, 4); return v; }
-    default: { std::uint64_t v; std::memcpy(&v, p, 8); return v; }
-  }
-}
-
-void store_bits(void* p, std::uint32_t size, std::uint64_t bits) {
-  switch (size) {
-    case 1: { std::uint8_t v = static_cast<std::uint8_t>(bits); std::memcpy(p, &v, 1); break; }
-    case 2: { std::uint16_t v = static_cast<std::uint16_t>(bits); std::memcpy(p, &v, 2); break; }
-    case 4: { std::uint32_t v = static_cast<std::uint32_t>(bits); std::memcpy(p, &v, 4); break; }
-    default: std::memcpy(p, &bits, 8);
-  }
-}
-
 namespace {
 
 std::string range_of(std::uint32_t bits, bool is_signed) {

@@ -6,6 +6,7 @@
 #include "strings.hpp"
 
 #include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -15,6 +16,7 @@ namespace marshal {
 
 namespace {
 std::atomic<bool> invokers_on{true};
+std::atomic<bool> lanes_on{true};
 const char* hresult_name(std::int32_t code) {
   switch (static_cast<std::uint32_t>(code)) {
     case 0x80004001u: return " E_NOTIMPL";
@@ -28,9 +30,36 @@ const char* hresult_name(std::int32_t code) {
     default: return "";
   }
 }
+
+// The declared failure test (Function::check) on a return value: a message, or
+// empty when the call did not fail.
+std::string check_failure(const Typemap& tm, const Function& fn, const TypeDesc& rd, const void* ret,
+                          std::int64_t return_int, int saved_errno) {
+  if (fn.check.when == Check::When::never) return {};
+  bool failed = false;
+  const std::uint64_t raw = rd.size ? load_unsigned(ret, rd.size) : 0;
+  switch (fn.check.when) {
+    case Check::When::never: break;
+    case Check::When::equals: failed = return_int == fn.check.value; break;
+    case Check::When::null: failed = raw == 0; break;
+    case Check::When::nonzero: failed = raw != 0; break;
+    case Check::When::negative: failed = rd.has(flag_signed) && return_int < 0; break;
+  }
+  if (!failed) return {};
+  if (fn.check.hresult) {
+    char code[16];
+    std::snprintf(code, sizeof code, "0x%08X", static_cast<unsigned>(return_int));
+    return tm.file + ": " + fn.name + " failed (HRESULT " + code + hresult_name(static_cast<std::int32_t>(return_int)) + ")";
+  }
+  std::string text = tm.file + ": " + fn.name + " failed (returned " +
+                     (fn.check.when == Check::When::null ? std::string("NULL") : std::to_string(return_int)) + ")";
+  if (fn.check.error_errno) text += ": errno " + std::to_string(saved_errno) + " (" + std::strerror(saved_errno) + ")";
+  return text;
+}
 }  // namespace
 
 void set_specialized_invokers(bool on) { invokers_on.store(on); }
+void set_scalar_lanes(bool on) { lanes_on.store(on); }
 
 // ---- releasers ---------------------------------------------------------------------------
 
@@ -198,6 +227,41 @@ const Plan* Library::bind_method(const Interface& iface, const Method& method, s
   return slot.second.get();
 }
 
+// The scalar lane of a signature (Plan::Lane); false when a parameter or the
+// return needs more than one switch to convert.
+static bool scalar_lane(const TypeRegistry& reg, const Function& fn, bool method, std::vector<Plan::Lane>& lane,
+                 Plan::Lane& ret) {
+  auto lane_of = [&](TypeId t, Plan::Lane& l) {
+    const TypeDesc& d = reg.get(t);
+    l.size = static_cast<std::uint8_t>(d.size);
+    switch (d.kind) {
+      case Kind::integer: l.op = d.has(flag_signed) ? Plan::Lane::Op::sint : Plan::Lane::Op::uint; return d.size <= 8;
+      case Kind::floating:
+        if (d.size != 4 && d.size != 8) return false;
+        l.op = d.size == 4 ? Plan::Lane::Op::f32 : Plan::Lane::Op::f64;
+        return true;
+      case Kind::boolean:
+        l.op = Plan::Lane::Op::boolean;
+        l.true_value = static_cast<std::uint64_t>(d.as<BoolInfo>().true_value);
+        return d.size <= 8;
+      case Kind::pointer: l.op = Plan::Lane::Op::pointer; return d.size == sizeof(void*);
+      default: return false;
+    }
+  };
+  if (std::endian::native != std::endian::little) return false;  // the lane writes integers as 8 bytes
+  if (fn.variadic_from >= 0 || fn.params.size() > 14) return false;
+  for (std::size_t i = 0; i < fn.params.size(); ++i) {
+    const Param& p = fn.params[i];
+    Plan::Lane l;
+    if (method && i == 0) l.op = Plan::Lane::Op::self;
+    else if (p.dir != Dir::in || !lane_of(p.type, l)) return false;
+    lane.push_back(l);
+  }
+  if (fn.returns == reg.void_type()) ret.op = Plan::Lane::Op::void_;
+  else if (!lane_of(fn.returns, ret)) return false;
+  return true;
+}
+
 std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool method, std::string& error) {
   const TypeRegistry& reg = ctx_.types();
   auto plan = std::make_unique<Plan>();
@@ -285,6 +349,7 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
         by_value.push_back(plan->steps_[i].op == Plan::Step::Op::value ? plan->value_types_[i] : no_type);
       choose_invoker(reg, by_value, fn.returns, plan->invoker_);
     }
+    plan->laned_ = scalar_lane(reg, fn, method, plan->lane_, plan->lane_ret_);
   }
   plan->cif_.rtype = rtype;
   if (st != FFI_OK) {
@@ -296,17 +361,18 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
 
 // ---- the call --------------------------------------------------------------------------------
 
-bool Plan::marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
+bool Plan::marshal_variadic(std::span<const Value* const> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
                             std::vector<void*>& values,
                             Marshaler& m, Arena& arena, std::string& error) const {
   const Typemap& tm = lib_->typemap();
   for (std::size_t k = 0; k < extra.size(); ++k) {
     const std::size_t index = host_count_ + k;
     const std::string where = tm.file + ": " + fn_->name + ": variadic argument " + std::to_string(index) + ": ";
-    const Value* type = extra[k].field("type");
-    const Value* value = extra[k].field("value");
-    if (!extra[k].is<Record>() || !type || !value || extra[k].as<Record>().size() != 2 || !type->is<std::string>()) {
-      error = where + "expected {\"type\": T, \"value\": V}, got " + extra[k].describe();
+    const Value& item = *extra[k];
+    const Value* type = item.field("type");
+    const Value* value = item.field("value");
+    if (!item.is<Record>() || !type || !value || item.as<Record>().size() != 2 || !type->is<std::string>()) {
+      error = where + "expected {\"type\": T, \"value\": V}, got " + item.describe();
       return false;
     }
     const std::string& tn = type->as<std::string>();
@@ -339,20 +405,190 @@ bool Plan::marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>
   return true;
 }
 
+namespace {
+// Host arguments by address: a small array on the stack for the usual counts.
+struct ArgPointers {
+  explicit ArgPointers(std::span<const Value> args) {
+    if (args.size() > std::size(small)) big.resize(args.size());
+    const Value** p = big.empty() ? small : big.data();
+    for (std::size_t i = 0; i < args.size(); ++i) p[i] = &args[i];
+    view = std::span<const Value* const>(p, args.size());
+  }
+  const Value* small[16];
+  std::vector<const Value*> big;
+  std::span<const Value* const> view;
+};
+}  // namespace
+
 bool Plan::call(std::span<const Value> args, CallResult& result, std::string& error) const {
+  ArgPointers p(args);
+  return call(p.view, result, error);
+}
+
+bool Plan::call(std::span<const Value* const> args, CallResult& result, std::string& error) const {
   if (method_) {
     error = lib_->typemap().file + ": " + fn_->name + " is a method: call it on an object";
     return false;
   }
-  return run(nullptr, symbol_, args, result, error);
+  return dispatch(nullptr, symbol_, args, result, error);
 }
 
 bool Plan::call_method(void* self, void* target, std::span<const Value> args, CallResult& result,
                        std::string& error) const {
+  ArgPointers p(args);
+  return dispatch(self, target, p.view, result, error);
+}
+
+bool Plan::call_method(void* self, void* target, std::span<const Value* const> args, CallResult& result,
+                       std::string& error) const {
+  return dispatch(self, target, args, result, error);
+}
+
+bool Plan::dispatch(void* self, void* target, std::span<const Value* const> args, CallResult& result,
+                    std::string& error) const {
+  if (laned_ && args.size() == host_count_ && lanes_on.load(std::memory_order_relaxed)) {
+    const int done = run_lane(self, target, args.data(), result, error);
+    if (done >= 0) return done == 1;
+  }
   return run(self, target, args, result, error);
 }
 
-bool Plan::run(void* self, void* target, std::span<const Value> args, CallResult& result, std::string& error) const {
+int Plan::run_lane(void* self, void* target, const Value* const* args, CallResult& result, std::string& error) const {
+  // ---- marshal: one switch per argument; anything unusual goes to run() ----
+  const std::size_t n = lane_.size();
+  std::uint64_t slots[14];
+  void* avalues[14];
+  std::size_t h = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const Lane& l = lane_[i];
+    std::uint64_t bits = 0;
+    avalues[i] = &slots[i];
+    if (l.op == Lane::Op::self) {
+      std::memcpy(&slots[i], &self, sizeof self);
+      continue;
+    }
+    const Value& v = *args[h++];
+    switch (l.op) {
+      case Lane::Op::sint: {
+        if (!v.is<std::int64_t>()) return -1;
+        const std::int64_t x = v.as<std::int64_t>();
+        if (l.size < 8) {
+          const std::int64_t hi = (std::int64_t{1} << (l.size * 8 - 1)) - 1;
+          if (x > hi || x < -hi - 1) return -1;
+        }
+        bits = static_cast<std::uint64_t>(x);
+        break;
+      }
+      case Lane::Op::uint: {
+        if (v.is<std::int64_t>()) {
+          if (v.as<std::int64_t>() < 0) return -1;
+          bits = static_cast<std::uint64_t>(v.as<std::int64_t>());
+        } else if (v.is<std::uint64_t>()) {
+          bits = v.as<std::uint64_t>();
+        } else {
+          return -1;
+        }
+        if (l.size < 8 && bits >> (l.size * 8)) return -1;
+        break;
+      }
+      case Lane::Op::f64: case Lane::Op::f32: {
+        double x;
+        if (v.is<double>()) x = v.as<double>();
+        else if (v.is<std::int64_t>()) x = static_cast<double>(v.as<std::int64_t>());
+        else return -1;
+        if (l.op == Lane::Op::f32) {
+          const float f = static_cast<float>(x);
+          std::memcpy(&bits, &f, 4);
+        } else {
+          std::memcpy(&bits, &x, 8);
+        }
+        break;
+      }
+      case Lane::Op::boolean:
+        if (!v.is<bool>()) return -1;
+        bits = v.as<bool>() ? l.true_value : 0;
+        break;
+      case Lane::Op::pointer:
+        if (v.is<Address>()) bits = v.as<Address>().value;
+        else if (!v.is_null()) return -1;
+        break;
+      case Lane::Op::self: case Lane::Op::void_: break;
+    }
+    // Little-endian: the low bytes of `bits` are the value of its size. Big-endian
+    // targets take run() (the lane is not built there).
+    slots[i] = bits;
+  }
+
+  // ---- invoke ----
+  const Function& fn = *fn_;
+  alignas(16) std::byte rvalue[16] = {};
+  if (callback_error_pending()) {
+    std::string stale;
+    callback_take_error(stale);  // a failure from an earlier call is not this call's
+  }
+  const bool wants_errno = fn.capture_errno || fn.check.error_errno;
+  if (wants_errno) errno = 0;
+  if (invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
+    invoke(invoker_, target, avalues, rvalue);
+  else
+    ffi_call(const_cast<ffi_cif*>(&cif_), FFI_FN(target), rvalue, avalues);
+  const int saved_errno = wants_errno ? errno : 0;
+  if (fn.capture_errno) result.error_number = saved_errno;
+
+  // ---- unmarshal ----
+  std::uint64_t wide;
+  std::memcpy(&wide, rvalue, 8);
+  std::int64_t return_int = 0;
+  const std::uint32_t size = lane_ret_.size;
+  switch (lane_ret_.op) {
+    case Lane::Op::sint: {
+      const unsigned shift = 64 - size * 8;
+      return_int = static_cast<std::int64_t>(wide << shift) >> shift;
+      result.ret.set_int(return_int);
+      break;
+    }
+    case Lane::Op::uint: {
+      const std::uint64_t x = size < 8 ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
+      return_int = static_cast<std::int64_t>(x);
+      result.ret.set_uint(x);
+      break;
+    }
+    case Lane::Op::f64: {
+      double x;
+      std::memcpy(&x, rvalue, 8);
+      result.ret.set_real(x);
+      break;
+    }
+    case Lane::Op::f32: {
+      float x;
+      std::memcpy(&x, rvalue, 4);
+      result.ret.set_real(static_cast<double>(x));
+      break;
+    }
+    case Lane::Op::boolean:
+      result.ret.set_bool((size < 8 ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide) != 0);
+      break;
+    case Lane::Op::pointer: result.ret.set_address(static_cast<std::uintptr_t>(wide)); break;
+    case Lane::Op::self: case Lane::Op::void_: result.ret.set_null(); break;
+  }
+  std::string callback_failure;
+  if (callback_error_pending() && callback_take_error(callback_failure)) {
+    error = lib_->typemap().file + ": " + fn.name + ": " + callback_failure;
+    return 0;
+  }
+  if (fn.check.when != Check::When::never) {
+    std::uint64_t narrowed = size < 8 && size ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
+    std::string failed = check_failure(lib_->typemap(), fn, reg_->get(fn.returns), &narrowed, return_int, saved_errno);
+    if (!failed.empty()) {
+      error = std::move(failed);
+      return 0;
+    }
+  }
+  return 1;
+}
+
+bool Plan::run(void* self, void* target, std::span<const Value* const> args, CallResult& result,
+               std::string& error) const {
   // ---- setup ----
   const Function& fn = *fn_;
   const TypeRegistry& reg = *reg_;
@@ -396,7 +632,7 @@ bool Plan::run(void* self, void* target, std::span<const Value> args, CallResult
     avalues = avalue_big.data();
   }
   for (std::size_t i = 0; i < n; ++i) {
-    host[i] = steps_[i].host_index >= 0 ? &args[static_cast<std::size_t>(steps_[i].host_index)] : nullptr;
+    host[i] = steps_[i].host_index >= 0 ? args[static_cast<std::size_t>(steps_[i].host_index)] : nullptr;
     pointee[i] = nullptr;
   }
   CallFrame frame;
@@ -516,8 +752,10 @@ bool Plan::run(void* self, void* target, std::span<const Value> args, CallResult
   // ---- invoke ----
   const TypeDesc& rd = reg.get(fn.returns);
   void* rvalue = arena.alloc(return_buffer_size(rd), 16);
-  std::string stale;
-  callback_take_error(stale);  // a failure from an earlier call is not this call's
+  if (callback_error_pending()) {
+    std::string stale;
+    callback_take_error(stale);  // a failure from an earlier call is not this call's
+  }
   errno = 0;
   if (cif == &cif_ && invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
     invoke(invoker_, target, avalues, rvalue);
@@ -529,7 +767,7 @@ bool Plan::run(void* self, void* target, std::span<const Value> args, CallResult
   // value; the host caller gets the error once unmarshal has run, so memory the
   // callee handed over (an error message to free, say) is still freed.
   std::string callback_failure;
-  if (callback_take_error(callback_failure)) callback_failure = tm.file + ": " + fn.name + ": " + callback_failure;
+  if (callback_error_pending() && callback_take_error(callback_failure)) callback_failure = tm.file + ": " + fn.name + ": " + callback_failure;
   for (std::size_t i = 0; i < n; ++i)
     if (steps_[i].releases_handle && host[i]->is<std::shared_ptr<HandleBox>>())
       host[i]->as<std::shared_ptr<HandleBox>>()->released = true;
@@ -545,29 +783,7 @@ bool Plan::run(void* self, void* target, std::span<const Value> args, CallResult
   Ctx rc;
   rc.frame = &frame;
   rc.transfer = true;  // a returned object carries a reference for the caller
-  std::string fail_text;
-  // check: a declared failure value is an error carrying errno.
-  if (fn.check.when != Check::When::never) {
-    bool failed = false;
-    const std::uint64_t raw = rd.size ? load_unsigned(ret, rd.size) : 0;
-    switch (fn.check.when) {
-      case Check::When::never: break;
-      case Check::When::equals: failed = frame.return_int == fn.check.value; break;
-      case Check::When::null: failed = raw == 0; break;
-      case Check::When::nonzero: failed = raw != 0; break;
-      case Check::When::negative: failed = rd.has(flag_signed) && frame.return_int < 0; break;
-    }
-    if (failed && fn.check.hresult) {
-      char code[16];
-      std::snprintf(code, sizeof code, "0x%08X", static_cast<unsigned>(frame.return_int));
-      fail_text = tm.file + ": " + fn.name + " failed (HRESULT " + code + hresult_name(static_cast<std::int32_t>(frame.return_int)) + ")";
-    } else if (failed) {
-      fail_text = tm.file + ": " + fn.name + " failed (returned " +
-                  (fn.check.when == Check::When::null ? std::string("NULL") : std::to_string(frame.return_int)) + ")";
-      if (fn.check.error_errno)
-        fail_text += ": errno " + std::to_string(saved_errno) + " (" + std::strerror(saved_errno) + ")";
-    }
-  }
+  std::string fail_text = check_failure(tm, fn, rd, ret, frame.return_int, saved_errno);
   // Unmarshal always runs to the end, so that every pointer the callee handed
   // over is converted and freed; the first problem is reported afterwards.
   std::string unmarshal_error;

@@ -49,9 +49,13 @@ class Plan {
   // in/inout parameter values in order (out parameters are not given), then for
   // a variadic function one record {"type": T, "value": V} per extra argument.
   bool call(std::span<const Value> args, CallResult& result, std::string& error) const;
+  // The same with the arguments by address (no copy of a host value: the C API).
+  bool call(std::span<const Value* const> args, CallResult& result, std::string& error) const;
   // A method plan (Library::bind_method): `self` is the interface pointer
   // passed as `this`, `target` the vtable slot's code.
   bool call_method(void* self, void* target, std::span<const Value> args, CallResult& result, std::string& error) const;
+  bool call_method(void* self, void* target, std::span<const Value* const> args, CallResult& result,
+                   std::string& error) const;
 
   const Function& function() const { return *fn_; }
   std::size_t host_arity() const { return host_count_; }
@@ -64,6 +68,22 @@ class Plan {
   const TypeRegistry& types() const { return *reg_; }
   // Whether calls go through the specialized invoker (abi.hpp) rather than ffi_call.
   bool specialized() const { return invoker_.usable(); }
+  // Whether calls take the scalar lane (see Lane).
+  bool laned() const { return laned_; }
+
+  // The scalar lane: a signature whose parameters are all `in` integers,
+  // floating-point numbers, bools or opaque pointers (and `this`), with such a
+  // return or none, and no variadic part, is called without the arena, the
+  // marshaler or a frame: each argument is converted by one switch over what
+  // the plan decided at bind time. A value the lane does not take as it is (a
+  // wrong kind, out of range, native memory for a pointer) goes through run(),
+  // which converts it or reports the error exactly as for every other plan.
+  struct Lane {
+    enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_ };
+    Op op = Op::void_;
+    std::uint8_t size = 0;
+    std::uint64_t true_value = 1;  // boolean
+  };
 
  private:
   friend class Library;
@@ -77,8 +97,12 @@ class Plan {
     Releaser free_with;           // out ptr to callee-allocated memory
     bool releases_handle = false; // this function is the release of the handle passed here
   };
-  bool run(void* self, void* target, std::span<const Value> args, CallResult& result, std::string& error) const;
-  bool marshal_variadic(std::span<const Value> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
+  // -1: not taken (run() must do the call), 0: failed, 1: done.
+  int run_lane(void* self, void* target, const Value* const* args, CallResult& result, std::string& error) const;
+  bool run(void* self, void* target, std::span<const Value* const> args, CallResult& result, std::string& error) const;
+  bool dispatch(void* self, void* target, std::span<const Value* const> args, CallResult& result,
+                std::string& error) const;
+  bool marshal_variadic(std::span<const Value* const> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
                         std::vector<void*>& values,
                         class Marshaler& m, Arena& arena, std::string& error) const;
 
@@ -96,10 +120,15 @@ class Plan {
   Releaser ret_free_;
   bool method_ = false;  // parameter 0 is `this`, given by call_method
   Invoker invoker_;      // usable: register-only signature, called without ffi_call
+  bool laned_ = false;
+  std::vector<Lane> lane_;  // per parameter
+  Lane lane_ret_;
 };
 
-// Tests turn the specialized invoker off to compare it with ffi_call.
+// Tests turn the specialized invoker off to compare it with ffi_call, and the
+// scalar lane off to compare it with the general path.
 void set_specialized_invokers(bool on);
+void set_scalar_lanes(bool on);
 
 // A typemap's library, loaded: binds functions to plans (lazily, once each),
 // keeps handle identity, and resolves free/release functions.

@@ -112,6 +112,21 @@ class Value {
   template <class T> const T& as() const { return std::get<T>(v_); }
   template <class T> T& as() { return std::get<T>(v_); }
 
+  // Replace the value in place: no temporary Value, no visit when the kind is
+  // the same as before (the call paths write results this way).
+  void set_null() { v_.emplace<std::monostate>(); }
+  void set_bool(bool b) { put(b); }
+  void set_int(std::int64_t i) { put(i); }
+  void set_uint(std::uint64_t u) {
+    if (u <= static_cast<std::uint64_t>(INT64_MAX)) put(static_cast<std::int64_t>(u));
+    else put(u);
+  }
+  void set_real(double d) { put(d); }
+  void set_address(std::uintptr_t a) {
+    if (a) put(Address{a});
+    else set_null();
+  }
+
   // A record's field, or nullptr.
   const Value* field(std::string_view name) const;
   // For messages: "an integer", "a string", ...
@@ -126,6 +141,10 @@ class Value {
   friend bool operator==(const Value& a, const Value& b);
 
  private:
+  template <class T> void put(T x) {
+    if (T* p = std::get_if<T>(&v_)) *p = x;
+    else v_.template emplace<T>(x);
+  }
   void set_unsigned(std::uint64_t u) {
     if (u <= static_cast<std::uint64_t>(INT64_MAX)) v_ = static_cast<std::int64_t>(u);
     else v_ = u;

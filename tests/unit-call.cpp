@@ -515,4 +515,61 @@ TEST_SUITE("call") {
     CHECK_FALSE(f.lib->bind("spill12_i64", error)->specialized());  // stack arguments: libffi
     CHECK_FALSE(f.lib->bind("sum_var_i32", error)->specialized());  // variadic: libffi
   }
+  TEST_CASE("the scalar lane gives what the general path gives: results, errors, errno") {
+    auto& f = fx();
+    const Value u64max(std::uint64_t{18446744073709551615u});
+    struct Case { const char* fn; std::vector<Value> args; };
+    const std::vector<Case> cases = {
+        // in range, at both ends, and just outside (the lane hands those to the general path)
+        {"echo_i8", {-128}}, {"echo_i8", {127}}, {"echo_i8", {128}}, {"echo_i8", {-129}}, {"echo_i8", {4.0}},
+        {"echo_i8", {4.5}}, {"echo_i8", {"x"}}, {"echo_i8", {true}}, {"echo_i8", {Value()}},
+        {"echo_u8", {255}}, {"echo_u8", {256}}, {"echo_u8", {-1}}, {"echo_u8", {u64max}},
+        {"echo_i16", {-32768}}, {"echo_i16", {32768}}, {"echo_u16", {65535}}, {"echo_u16", {65536}},
+        {"echo_i32", {INT32_MIN}}, {"echo_i32", {std::int64_t{INT32_MAX} + 1}},
+        {"echo_u32", {Value(std::uint64_t{4294967295u})}}, {"echo_u32", {std::int64_t{4294967296}}},
+        {"echo_i64", {INT64_MIN}}, {"echo_i64", {INT64_MAX}}, {"echo_i64", {u64max}},
+        {"echo_u64", {u64max}}, {"echo_u64", {INT64_MAX}}, {"echo_u64", {-1}}, {"echo_u64", {0}},
+        {"echo_f32", {1.5}}, {"echo_f32", {3}}, {"echo_f32", {u64max}}, {"echo_f32", {"x"}},
+        {"echo_f64", {-2.25e300}}, {"echo_f64", {-7}}, {"echo_f64", {Value()}},
+        {"echo_char", {-5}}, {"echo_long", {-7}}, {"echo_ulong", {7}}, {"echo_size", {123456789}},
+        {"not_cbool", {true}}, {"not_cbool", {false}}, {"not_cbool", {1}},
+        {"not_bool32", {false}}, {"not_vbool", {true}}, {"not_vbool", {false}}, {"not_vbool", {"yes"}},
+        {"add_i32", {2, 40}}, {"add_i32", {2}}, {"add_i32", {1, 2, 3}}, {"add_f64", {0.5, 0.25}},
+        {"add_mixed", {-3, 1.25, 300, 0.5, Value(std::int64_t{1} << 40)}},
+        {"spill12_i64", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, -12}},
+        {"spill12_mixed", {1, 2.5, 3, 4.5, 5, 6.5, 7, 8.5, 9, 10.5, 11, 12.5}},
+        {"fail_with_errno", {0}}, {"fail_with_errno", {2}}, {"res_live", {}}};
+    for (const Case& c : cases) {
+      INFO(std::string(c.fn) << " with " << Value(List(c.args.begin(), c.args.end())).to_json().dump());
+      std::string error;
+      const Plan* plan = f.lib->bind(c.fn, error);
+      REQUIRE(plan);
+      CHECK(plan->laned());
+      CallResult laned, general;
+      std::string laned_error, general_error;
+      const bool laned_ok = plan->call(c.args, laned, laned_error);
+      marshal::set_scalar_lanes(false);
+      const bool general_ok = plan->call(c.args, general, general_error);
+      marshal::set_scalar_lanes(true);
+      CHECK(laned_ok == general_ok);
+      CHECK(laned_error == general_error);
+      if (laned_ok && general_ok) {
+        CHECK(laned.ret == general.ret);
+        CHECK(laned.ret.type() == general.ret.type());
+        CHECK(laned.out.empty());
+        CHECK(laned.error_number == general.error_number);
+      }
+    }
+    // The lane fails with the general path's words, errno included.
+    CallResult r;
+    std::string error;
+    CHECK_FALSE(f.lib->bind("fail_with_errno", error)->call(std::vector<Value>{2}, r, error));
+    CHECK(error.find("failed (returned -1): errno 2") != std::string::npos);
+    CHECK_FALSE(f.lib->bind("echo_u8", error)->call(std::vector<Value>{256}, r, error));
+    CHECK(error.find("parameter 0 'v' (uint8)") != std::string::npos);
+    // What the lane does not take.
+    for (const char* fn : {"len_in_utf8", "add_vec2", "sum_var_i32", "next_color", "get_out_i32", "read_in_point",
+                           "res_value", "dup_ret_utf8", "sum_in_f64_array"})
+      CHECK_MESSAGE(!f.lib->bind(fn, error)->laned(), fn);
+  }
 }
