@@ -140,11 +140,10 @@ int main(int argc, char** argv) {
     marshal_library_function(l, name, &f);
     return f;
   };
-  // Calls a C API function and returns its result (to release).
-  auto c_call = [](marshal_function* f, std::initializer_list<marshal_value*> args) {
-    std::vector<marshal_value*> a(args);
-    marshal_result* r = nullptr;
-    marshal_function_call(f, a.data(), a.size(), &r);
+  // Calls a C API function into a result made once per timed loop
+  // (marshal_function_call_into: no allocation per call for scalar results).
+  auto c_call = [](marshal_function* f, std::initializer_list<marshal_value*> args, marshal_result* r) {
+    marshal_function_call_into(f, args.begin(), args.size(), r);
     return r;
   };
   auto c_int = [](const marshal_value* v) {
@@ -215,13 +214,14 @@ int main(int argc, char** argv) {
   add("add_i32", CAPI, slow, [&](long n) {
     int64_t t = 0;
     marshal_value* three = marshal_value_int64(3);
+    marshal_value* a = marshal_value_int64(0);
+    marshal_result* r = marshal_result_create();
     for (long i = 0; i < n; ++i) {
-      marshal_value* a = marshal_value_int64(i);
-      marshal_result* r = c_call(c_add, {a, three});
-      t += c_int(marshal_result_return(r));
-      marshal_result_release(r);
-      marshal_value_release(a);
+      marshal_value_set_int64(a, i);
+      t += c_int(marshal_result_return(c_call(c_add, {a, three}, r)));
     }
+    marshal_result_release(r);
+    marshal_value_release(a);
     marshal_value_release(three);
     return static_cast<double>(t);
   });
@@ -275,11 +275,9 @@ int main(int argc, char** argv) {
       marshal_value_release(x);
     }
     marshal_value* k = marshal_value_uint64(1000);
-    for (long i = 0; i < n; ++i) {
-      marshal_result* r = c_call(c_sum, {list, k});
-      t += c_double(marshal_result_return(r));
-      marshal_result_release(r);
-    }
+    marshal_result* r = marshal_result_create();
+    for (long i = 0; i < n; ++i) t += c_double(marshal_result_return(c_call(c_sum, {list, k}, r)));
+    marshal_result_release(r);
     marshal_value_release(list);
     marshal_value_release(k);
     return t;
@@ -327,11 +325,9 @@ int main(int argc, char** argv) {
     add(scenario, CAPI, slow, [&, c](long n) {
       double t = 0;
       marshal_value* s = marshal_value_string(text.data(), text.size());
-      for (long i = 0; i < n; ++i) {
-        marshal_result* r = c_call(c, {s});
-        t += static_cast<double>(c_int(marshal_result_return(r)));
-        marshal_result_release(r);
-      }
+      marshal_result* r = marshal_result_create();
+      for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c, {s}, r))));
+      marshal_result_release(r);
       marshal_value_release(s);
       return t;
     });
@@ -404,11 +400,9 @@ int main(int argc, char** argv) {
     marshal_value *a = nullptr, *b = nullptr;
     marshal_value_from_json(R"({"x": 1.0, "y": 1.0})", &a);
     marshal_value_from_json(R"({"x": 2.0, "y": 3.0})", &b);
-    for (long i = 0; i < n; ++i) {
-      marshal_result* r = c_call(c_vec, {a, b});
-      t += c_double(marshal_record_get(marshal_result_return(r), "x"));
-      marshal_result_release(r);
-    }
+    marshal_result* r = marshal_result_create();
+    for (long i = 0; i < n; ++i) t += c_double(marshal_record_get(marshal_result_return(c_call(c_vec, {a, b}, r)), "x"));
+    marshal_result_release(r);
     marshal_value_release(a);
     marshal_value_release(b);
     return t;
@@ -462,11 +456,10 @@ int main(int argc, char** argv) {
   add("fill_i32", CAPI, 20 * slow, [&](long n) {
     double t = 0;
     marshal_value* k = marshal_value_uint64(256);
-    for (long i = 0; i < n; ++i) {
-      marshal_result* r = c_call(c_fill, {k});
-      t += static_cast<double>(c_int(marshal_list_get(marshal_result_out(r, "out"), 5)));
-      marshal_result_release(r);
-    }
+    marshal_result* r = marshal_result_create();
+    for (long i = 0; i < n; ++i)
+      t += static_cast<double>(c_int(marshal_list_get(marshal_result_out(c_call(c_fill, {k}, r), "out"), 5)));
+    marshal_result_release(r);
     marshal_value_release(k);
     return t;
   });
@@ -521,13 +514,14 @@ int main(int argc, char** argv) {
   add("out_struct", CAPI, slow, [&](long n) {
     double t = 0;
     marshal_value* one = marshal_value_int64(1);
+    marshal_value* x = marshal_value_int64(0);
+    marshal_result* r = marshal_result_create();
     for (long i = 0; i < n; ++i) {
-      marshal_value* x = marshal_value_int64(i);
-      marshal_result* r = c_call(c_pt, {x, one});
-      t += static_cast<double>(c_int(marshal_record_get(marshal_result_out(r, "out"), "x")));
-      marshal_result_release(r);
-      marshal_value_release(x);
+      marshal_value_set_int64(x, i & 0xffff);
+      t += static_cast<double>(c_int(marshal_record_get(marshal_result_out(c_call(c_pt, {x, one}, r), "out"), "x")));
     }
+    marshal_result_release(r);
+    marshal_value_release(x);
     marshal_value_release(one);
     return t;
   });
@@ -580,14 +574,14 @@ int main(int argc, char** argv) {
     double t = 0;
     marshal_value* in = marshal_value_string("marshal", 7);
     marshal_value* cap = marshal_value_uint64(64);
+    marshal_result* r = marshal_result_create();
     for (long i = 0; i < n; ++i) {
-      marshal_result* r = c_call(c_rev, {in, cap});
       const char* s = nullptr;
       size_t len = 0;
-      marshal_value_get_string(marshal_result_out(r, "out"), &s, &len);
+      marshal_value_get_string(marshal_result_out(c_call(c_rev, {in, cap}, r), "out"), &s, &len);
       t += static_cast<double>(len) + s[0];
-      marshal_result_release(r);
     }
+    marshal_result_release(r);
     marshal_value_release(in);
     marshal_value_release(cap);
     return t;
@@ -644,11 +638,9 @@ int main(int argc, char** argv) {
     j += "]";
     marshal_value_from_json(j.c_str(), &list);
     marshal_value* k = marshal_value_uint64(100);
-    for (long i = 0; i < n; ++i) {
-      marshal_result* r = c_call(c_pts, {list, k});
-      t += static_cast<double>(c_int(marshal_result_return(r)));
-      marshal_result_release(r);
-    }
+    marshal_result* r = marshal_result_create();
+    for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c_pts, {list, k}, r))));
+    marshal_result_release(r);
     marshal_value_release(list);
     marshal_value_release(k);
     return t;
@@ -712,13 +704,14 @@ int main(int argc, char** argv) {
   marshal_value* c_plus_one = marshal_value_function("plus_one", host_plus_one_c, nullptr, nullptr);
   add("call_cb", CAPI, slow, [&](long n) {
     int64_t t = 0;
+    marshal_value* v = marshal_value_int64(0);
+    marshal_result* r = marshal_result_create();
     for (long i = 0; i < n; ++i) {
-      marshal_value* v = marshal_value_int64(i);
-      marshal_result* r = c_call(c_apply, {c_plus_one, v});
-      t += c_int(marshal_result_return(r));
-      marshal_result_release(r);
-      marshal_value_release(v);
+      marshal_value_set_int64(v, i & 0xffff);
+      t += c_int(marshal_result_return(c_call(c_apply, {c_plus_one, v}, r)));
     }
+    marshal_result_release(r);
+    marshal_value_release(v);
     return static_cast<double>(t);
   });
 
@@ -741,8 +734,8 @@ int main(int argc, char** argv) {
   add("cb_thread", CAPI, slow, [&](long n) {
     marshal_value* one = marshal_value_int64(1);
     marshal_value* k = marshal_value_int64(n);
-    marshal_result* r = c_call(c_threads, {c_plus_one, one, k});
-    const double t = static_cast<double>(c_int(marshal_result_return(r)));
+    marshal_result* r = marshal_result_create();
+    const double t = static_cast<double>(c_int(marshal_result_return(c_call(c_threads, {c_plus_one, one, k}, r))));
     marshal_result_release(r);
     marshal_value_release(one);
     marshal_value_release(k);
@@ -802,12 +795,12 @@ int main(int argc, char** argv) {
     add("vtable_method", CAPI, slow, [&](long n) {
       int64_t t = 0;
       marshal_value* one = marshal_value_int64(1);
+      marshal_result* r = marshal_result_create();
       for (long i = 0; i < n; ++i) {
-        marshal_result* r = nullptr;
-        marshal_object_call(cobj, "Add", &one, 1, &r);
+        marshal_object_call_into(cobj, "Add", &one, 1, r);
         t += c_int(marshal_result_return(r));
-        marshal_result_release(r);
       }
+      marshal_result_release(r);
       marshal_value_release(one);
       return static_cast<double>(t);
     });

@@ -569,6 +569,15 @@ bool ObjectSpace::find_method(const ObjectRef& obj, std::string_view method, Met
 
 bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
                        std::string& error) {
+  const Value* small[16];
+  std::vector<const Value*> big(args.size() > std::size(small) ? args.size() : 0);
+  const Value** p = big.empty() ? small : big.data();
+  for (std::size_t i = 0; i < args.size(); ++i) p[i] = &args[i];
+  return call(obj, method, std::span<const Value* const>(p, args.size()), result, error);
+}
+
+bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value* const> args,
+                       CallResult& result, std::string& error) {
   const Typemap& tm = lib_.typemap();
   MethodRef ref;
   if (!find_method(obj, method, ref, error)) return false;
@@ -581,7 +590,12 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
             describe(current_apartment()) + " (marshal it with marshal_interface and call through the proxy)";
     return false;
   }
-  if (obj.proxy) return call_through(obj, method, args, result, error);
+  if (obj.proxy) {
+    std::vector<Value> copied;  // marshaled to the home apartment: copied anyway
+    copied.reserve(args.size());
+    for (const Value* a : args) copied.push_back(*a);
+    return call_through(obj, method, copied, result, error);
+  }
   void* self = obj.object->pointer(*view, error);
   if (!self) {
     error = tm.file + ": " + view->name + "." + m->name + ": " + error;

@@ -211,6 +211,9 @@ class ObjectSpace {
   // Calls a method by name ("Add" or "ICounter.Add") on a native object.
   bool call(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
             std::string& error);
+  // The same with the arguments by address (no copy of a host value: the C API).
+  bool call(const ObjectRef& obj, std::string_view method, std::span<const Value* const> args, CallResult& result,
+            std::string& error);
   // The same object seen as another interface (QueryInterface by its iid).
   bool query(const ObjectRef& obj, const std::string& iface, Value& out, std::string& error);
   // An instance of a class of the typemap, through its factory function.

@@ -791,6 +791,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     if (unmarshal_error.empty()) unmarshal_error = std::move(e);
   };
   const bool owned = rd.kind == Kind::string || rd.kind == Kind::array || rd.kind == Kind::ptr;
+  if (rd.kind == Kind::void_) result.ret.set_null();  // a reused result holds no earlier return
   if (owned) {
     void* p;
     std::memcpy(&p, ret, sizeof p);

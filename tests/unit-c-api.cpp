@@ -288,6 +288,79 @@ TEST_SUITE("c-api") {
     marshal_value_release(zero);
   }
 
+  TEST_CASE("a reused result and values changed in place: no surprise for values the host kept") {
+    Api f("tests/fixtures/pinvoke.json");
+    marshal_result* r = marshal_result_create();
+    REQUIRE(r);
+    marshal_value* a = marshal_value_int64(0);
+    marshal_value* b = marshal_value_int64(3);
+    marshal_value* args[2] = {a, b};
+    int64_t x = 0;
+    for (int64_t i = 0; i < 5; ++i) {
+      REQUIRE(marshal_value_set_int64(a, i * 10) == MARSHAL_OK);
+      REQUIRE(marshal_function_call_into(f.fn("add_i32"), args, 2, r) == MARSHAL_OK);
+      REQUIRE(marshal_value_get_int64(marshal_result_return(r), &x) == MARSHAL_OK);
+      CHECK(x == i * 10 + 3);
+    }
+    // A return value the host retained keeps its contents when the result is reused.
+    auto* kept = marshal_value_retain(const_cast<marshal_value*>(marshal_result_return(r)));
+    REQUIRE(marshal_value_set_int64(a, 100) == MARSHAL_OK);
+    REQUIRE(marshal_function_call_into(f.fn("add_i32"), args, 2, r) == MARSHAL_OK);
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &x) == MARSHAL_OK);
+    CHECK(x == 103);
+    REQUIRE(marshal_value_get_int64(kept, &x) == MARSHAL_OK);
+    CHECK(x == 43);
+    marshal_value_release(kept);
+    // A shared value may not change: the other holder would see it change.
+    auto* shared = marshal_value_retain(const_cast<marshal_value*>(marshal_result_return(r)));
+    CHECK(marshal_value_set_int64(shared, 1) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_last_error()).find("shared") != std::string::npos);
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &x) == MARSHAL_OK);
+    CHECK(x == 103);
+    marshal_value_release(shared);
+    CHECK(marshal_value_set_int64(nullptr, 1) == MARSHAL_ERROR_ARGUMENT);
+    // A failed call leaves the result as it was.
+    REQUIRE(marshal_value_set_int64(a, int64_t{1} << 40) == MARSHAL_OK);
+    CHECK(marshal_function_call_into(f.fn("add_i32"), args, 2, r) == MARSHAL_ERROR_CALL);
+    CHECK(std::string(marshal_last_error()).find("parameter 0 'a' (int32)") != std::string::npos);
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &x) == MARSHAL_OK);
+    CHECK(x == 103);
+    CHECK(marshal_function_call_into(f.fn("add_i32"), args, 2, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    // Other kinds in place, and out parameters replaced call after call.
+    marshal_value* d = marshal_value_double(0);
+    REQUIRE(marshal_value_set_double(d, 0.25) == MARSHAL_OK);
+    marshal_value* dargs[2] = {d, d};
+    REQUIRE(marshal_function_call_into(f.fn("add_f64"), dargs, 2, r) == MARSHAL_OK);
+    double y = 0;
+    REQUIRE(marshal_value_get_double(marshal_result_return(r), &y) == MARSHAL_OK);
+    CHECK(y == 0.5);
+    marshal_value* t = marshal_value_bool(0);
+    REQUIRE(marshal_value_set_bool(t, 1) == MARSHAL_OK);
+    REQUIRE(marshal_function_call_into(f.fn("not_cbool"), &t, 1, r) == MARSHAL_OK);
+    CHECK(marshal_value_kind(marshal_result_return(r)) == MARSHAL_BOOL);
+    marshal_value* u = marshal_value_uint64(0);
+    REQUIRE(marshal_value_set_uint64(u, 18446744073709551615u) == MARSHAL_OK);
+    REQUIRE(marshal_function_call_into(f.fn("echo_u64"), &u, 1, r) == MARSHAL_OK);
+    uint64_t big = 0;
+    REQUIRE(marshal_value_get_uint64(marshal_result_return(r), &big) == MARSHAL_OK);
+    CHECK(big == 18446744073709551615u);
+    marshal_value* pargs[2] = {a, b};
+    for (int32_t i = 1; i <= 3; ++i) {
+      REQUIRE(marshal_value_set_int64(a, i) == MARSHAL_OK);
+      REQUIRE(marshal_function_call_into(f.fn("get_out_point"), pargs, 2, r) == MARSHAL_OK);
+      REQUIRE(marshal_result_out_count(r) == 1);
+      CHECK(std::string(marshal_result_out_name(r, 0)) == "out");
+      REQUIRE(marshal_value_get_int64(marshal_record_get(marshal_result_out(r, "out"), "x"), &x) == MARSHAL_OK);
+      CHECK(x == i);
+      CHECK(marshal_value_kind(marshal_result_return(r)) == MARSHAL_NULL);
+    }
+    // The next call has no out parameters: none are left over.
+    REQUIRE(marshal_function_call_into(f.fn("add_i32"), args, 2, r) == MARSHAL_OK);
+    CHECK(marshal_result_out_count(r) == 0);
+    for (marshal_value* v : {a, b, d, t, u}) marshal_value_release(v);
+    marshal_result_release(r);
+  }
+
   TEST_CASE("objects from C: a class, methods, identity, a host object from a function table") {
     {
       Api o("tests/fixtures/objects.json");

@@ -97,6 +97,13 @@ MARSHAL_API const marshal_value *marshal_result_out(const marshal_result *r, con
 /* 1 and *err set when the function captures errno, else 0. */
 MARSHAL_API int marshal_result_errno(const marshal_result *r, int *err);
 MARSHAL_API void marshal_result_release(marshal_result *r);
+/* Calls without an allocation per call: a result made once and reused. Each
+ * call replaces r's return and out values; a value retained from an earlier
+ * call (marshal_value_retain) keeps its contents, and r is left unchanged when
+ * the call fails. Release r with marshal_result_release. */
+MARSHAL_API marshal_result *marshal_result_create(void);
+MARSHAL_API marshal_status marshal_function_call_into(const marshal_function *fn, marshal_value *const *args,
+                                                      size_t nargs, marshal_result *r);
 
 /* ---- values ---- */
 MARSHAL_API marshal_value *marshal_value_null(void);
@@ -109,6 +116,13 @@ MARSHAL_API marshal_value *marshal_value_bytes(const void *data, size_t length);
 MARSHAL_API marshal_value *marshal_value_list(void);
 MARSHAL_API marshal_value *marshal_value_record(void);
 MARSHAL_API marshal_value *marshal_value_retain(marshal_value *v);
+/* Changes a scalar value in place (to reuse an argument across calls): only a
+ * value whose one reference the caller holds may change; a retained value is
+ * MARSHAL_ERROR_ARGUMENT. */
+MARSHAL_API marshal_status marshal_value_set_bool(marshal_value *v, int b);
+MARSHAL_API marshal_status marshal_value_set_int64(marshal_value *v, int64_t x);
+MARSHAL_API marshal_status marshal_value_set_uint64(marshal_value *v, uint64_t x);
+MARSHAL_API marshal_status marshal_value_set_double(marshal_value *v, double x);
 MARSHAL_API void marshal_value_release(marshal_value *v);
 
 /* Containers copy the item in; the caller keeps its reference. */
@@ -165,6 +179,9 @@ MARSHAL_API marshal_status marshal_library_create(marshal_library *lib, const ch
  * declared "hresult" fails with MARSHAL_ERROR_CALL when it returns a negative code. */
 MARSHAL_API marshal_status marshal_object_call(const marshal_value *obj, const char *method, marshal_value *const *args,
                                                size_t nargs, marshal_result **out);
+/* The same into a reused result (see marshal_function_call_into). */
+MARSHAL_API marshal_status marshal_object_call_into(const marshal_value *obj, const char *method,
+                                                    marshal_value *const *args, size_t nargs, marshal_result *r);
 /* The same object as another interface (QueryInterface by the typemap's iid). */
 MARSHAL_API marshal_status marshal_object_query(const marshal_value *obj, const char *iface, marshal_value **out);
 /* 1 when a and b are the same object (native: COM identity; host: the same host object). */

@@ -58,6 +58,7 @@ struct marshal_result {
   std::vector<std::pair<std::string, marshal_value*>> outs;
   bool has_errno = false;
   int err = 0;
+  marshal::CallResult scratch;  // what the engine writes; moved into the wrappers above
 };
 
 namespace {
@@ -114,6 +115,106 @@ bool build_kids(const marshal_value* v) {
   }
 }
 
+}  // namespace
+
+namespace {
+
+// Puts v into *slot, reusing the wrapper when nobody else holds it (a host that
+// retained a value from an earlier result keeps that value unchanged).
+void put(marshal_value*& slot, marshal::Value&& v) {
+  if (slot && slot->refs.load(std::memory_order_acquire) == 1) {
+    drop_kids(slot);
+    slot->v = std::move(v);
+    return;
+  }
+  marshal_value_release(slot);
+  slot = wrap(std::move(v));
+  if (!slot) throw std::bad_alloc();
+}
+
+// Moves the engine's result (r->scratch) into r's wrappers.
+void publish(marshal_result* r) {
+  marshal::CallResult& c = r->scratch;
+  put(r->ret, std::move(c.ret));
+  if (r->outs.size() > c.out.size()) {
+    for (std::size_t i = c.out.size(); i < r->outs.size(); ++i) marshal_value_release(r->outs[i].second);
+    r->outs.resize(c.out.size());
+  }
+  for (std::size_t i = 0; i < c.out.size(); ++i) {
+    if (i == r->outs.size()) r->outs.emplace_back(c.out[i].first, nullptr);
+    else if (r->outs[i].first != c.out[i].first) r->outs[i].first = c.out[i].first;
+    put(r->outs[i].second, std::move(c.out[i].second));
+  }
+  r->has_errno = c.error_number.has_value();
+  r->err = c.error_number.value_or(0);
+  c.out.clear();
+  c.error_number.reset();
+}
+
+// The engine's view of the host's arguments: their addresses, no copies.
+struct ArgView {
+  const marshal::Value* small[16];
+  std::vector<const marshal::Value*> big;
+  std::span<const marshal::Value* const> view;
+};
+
+marshal_status collect_args(const char* api, marshal_value* const* args, size_t nargs, ArgView& out) {
+  if (nargs > std::size(out.small)) out.big.resize(nargs);
+  const marshal::Value** p = out.big.empty() ? out.small : out.big.data();
+  for (size_t i = 0; i < nargs; ++i) {
+    if (!args[i])
+      return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": argument " + std::to_string(i) + " is NULL (use marshal_value_null())");
+    p[i] = &args[i]->v;
+  }
+  out.view = std::span<const marshal::Value* const>(p, nargs);
+  return MARSHAL_OK;
+}
+
+// Calls through `call` into r; r is left as it was when the call fails.
+template <class Call>
+marshal_status call_into(const char* api, marshal_value* const* args, size_t nargs, marshal_result* r, Call&& call) {
+  return guarded([&] {
+    ArgView view;
+    if (marshal_status st = collect_args(api, args, nargs, view); st != MARSHAL_OK) return st;
+    r->scratch.out.clear();
+    r->scratch.error_number.reset();
+    std::string error;
+    if (!call(view.view, r->scratch, error)) return fail(MARSHAL_ERROR_CALL, error);
+    publish(r);
+    return MARSHAL_OK;
+  });
+}
+
+// The same into a new result.
+template <class Call>
+marshal_status call_new(const char* api, marshal_value* const* args, size_t nargs, marshal_result** out, Call&& call) {
+  auto* r = new (std::nothrow) marshal_result;
+  if (!r) return fail(MARSHAL_ERROR_INTERNAL, "out of memory");
+  marshal_status st = call_into(api, args, nargs, r, call);
+  if (st != MARSHAL_OK) {
+    marshal_result_release(r);
+    return st;
+  }
+  *out = r;
+  return MARSHAL_OK;
+}
+
+}  // namespace
+
+namespace {
+// A value may change in place only while the caller holds its only reference.
+template <class T>
+marshal_status set_value(const char* api, marshal_value* v, T x) {
+  if (!v) return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": v is NULL");
+  if (v->refs.load(std::memory_order_acquire) != 1)
+    return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": the value is shared (retained elsewhere); only a value with one reference may change");
+  drop_kids(v);
+  if constexpr (std::is_same_v<T, bool>) v->v.set_bool(x);
+  else if constexpr (std::is_same_v<T, std::int64_t>) v->v.set_int(x);
+  else if constexpr (std::is_same_v<T, std::uint64_t>) v->v.set_uint(x);
+  else v->v.set_real(x);
+  return MARSHAL_OK;
+}
 }  // namespace
 
 extern "C" {
@@ -213,38 +314,26 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
 
 size_t marshal_function_arity(const marshal_function* fn) { return fn ? fn->plan->host_arity() : 0; }
 
-static marshal_result* make_result(marshal::CallResult&& r) {
-  auto res = std::make_unique<marshal_result>();
-  res->ret = wrap(std::move(r.ret));
-  for (auto& [name, v] : r.out) res->outs.emplace_back(name, wrap(std::move(v)));
-  res->has_errno = r.error_number.has_value();
-  res->err = r.error_number.value_or(0);
-  return res.release();
-}
-
-static marshal_status collect_args(const char* api, marshal_value* const* args, size_t nargs,
-                                   std::vector<marshal::Value>& values) {
-  values.reserve(nargs);
-  for (size_t i = 0; i < nargs; ++i) {
-    if (!args[i])
-      return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": argument " + std::to_string(i) + " is NULL (use marshal_value_null())");
-    values.push_back(args[i]->v);
-  }
-  return MARSHAL_OK;
-}
-
 marshal_status marshal_function_call(const marshal_function* fn, marshal_value* const* args, size_t nargs,
                                      marshal_result** out) {
   if (!fn || !out || (nargs && !args)) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_function_call: fn, out (and args) must not be NULL");
-  return guarded([&] {
-    std::vector<marshal::Value> values;
-    if (marshal_status st = collect_args("marshal_function_call", args, nargs, values); st != MARSHAL_OK) return st;
-    marshal::CallResult r;
-    std::string error;
-    if (!fn->plan->call(values, r, error)) return fail(MARSHAL_ERROR_CALL, error);
-    *out = make_result(std::move(r));
-    return MARSHAL_OK;
+  return call_new("marshal_function_call", args, nargs, out, [&](auto view, marshal::CallResult& r, std::string& error) {
+    return fn->plan->call(view, r, error);
   });
+}
+
+marshal_result* marshal_result_create(void) {
+  auto* r = new (std::nothrow) marshal_result;
+  if (!r) last_error = "out of memory";
+  return r;
+}
+
+marshal_status marshal_function_call_into(const marshal_function* fn, marshal_value* const* args, size_t nargs,
+                                          marshal_result* result) {
+  if (!fn || !result || (nargs && !args))
+    return fail(MARSHAL_ERROR_ARGUMENT, "marshal_function_call_into: fn, result (and args) must not be NULL");
+  return call_into("marshal_function_call_into", args, nargs, result,
+                   [&](auto view, marshal::CallResult& r, std::string& error) { return fn->plan->call(view, r, error); });
 }
 
 const marshal_value* marshal_result_return(const marshal_result* r) { return r ? r->ret : nullptr; }
@@ -291,6 +380,15 @@ marshal_value* marshal_value_retain(marshal_value* v) {
   if (v) v->refs.fetch_add(1, std::memory_order_relaxed);
   return v;
 }
+
+marshal_status marshal_value_set_bool(marshal_value* v, int b) { return set_value("marshal_value_set_bool", v, b != 0); }
+marshal_status marshal_value_set_int64(marshal_value* v, int64_t x) {
+  return set_value("marshal_value_set_int64", v, std::int64_t{x});
+}
+marshal_status marshal_value_set_uint64(marshal_value* v, uint64_t x) {
+  return set_value("marshal_value_set_uint64", v, std::uint64_t{x});
+}
+marshal_status marshal_value_set_double(marshal_value* v, double x) { return set_value("marshal_value_set_double", v, x); }
 
 void marshal_value_release(marshal_value* v) {
   if (!v || v->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
@@ -494,8 +592,10 @@ marshal_status marshal_library_create(marshal_library* lib, const char* cls, mar
   if (!lib || !cls || !out || (nargs && !args))
     return fail(MARSHAL_ERROR_ARGUMENT, "marshal_library_create: lib, cls, out (and args) must not be NULL");
   return guarded([&] {
+    ArgView view;
+    if (marshal_status st = collect_args("marshal_library_create", args, nargs, view); st != MARSHAL_OK) return st;
     std::vector<marshal::Value> values;
-    if (marshal_status st = collect_args("marshal_library_create", args, nargs, values); st != MARSHAL_OK) return st;
+    for (const marshal::Value* a : view.view) values.push_back(*a);
     marshal::Value obj;
     std::string error;
     if (!lib->lib->objects().create(cls, values, obj, error)) return fail(MARSHAL_ERROR_CALL, error);
@@ -509,16 +609,22 @@ marshal_status marshal_object_call(const marshal_value* obj, const char* method,
   if (!obj || !method || !out || (nargs && !args))
     return fail(MARSHAL_ERROR_ARGUMENT, "marshal_object_call: obj, method, out (and args) must not be NULL");
   if (!obj->v.is<marshal::ObjectRef>()) return wrong_kind("marshal_object_call", obj, "a native object");
-  return guarded([&] {
-    std::vector<marshal::Value> values;
-    if (marshal_status st = collect_args("marshal_object_call", args, nargs, values); st != MARSHAL_OK) return st;
-    const marshal::ObjectRef& ref = obj->v.as<marshal::ObjectRef>();
-    marshal::CallResult r;
-    std::string error;
-    if (!marshal::library_of(ref).objects().call(ref, method, values, r, error)) return fail(MARSHAL_ERROR_CALL, error);
-    *out = make_result(std::move(r));
-    return MARSHAL_OK;
+  const marshal::ObjectRef& ref = obj->v.as<marshal::ObjectRef>();
+  return call_new("marshal_object_call", args, nargs, out, [&](auto view, marshal::CallResult& r, std::string& error) {
+    return marshal::library_of(ref).objects().call(ref, method, view, r, error);
   });
+}
+
+marshal_status marshal_object_call_into(const marshal_value* obj, const char* method, marshal_value* const* args,
+                                        size_t nargs, marshal_result* result) {
+  if (!obj || !method || !result || (nargs && !args))
+    return fail(MARSHAL_ERROR_ARGUMENT, "marshal_object_call_into: obj, method, result (and args) must not be NULL");
+  if (!obj->v.is<marshal::ObjectRef>()) return wrong_kind("marshal_object_call_into", obj, "a native object");
+  const marshal::ObjectRef& ref = obj->v.as<marshal::ObjectRef>();
+  return call_into("marshal_object_call_into", args, nargs, result,
+                   [&](auto view, marshal::CallResult& r, std::string& error) {
+                     return marshal::library_of(ref).objects().call(ref, method, view, r, error);
+                   });
 }
 
 marshal_status marshal_object_query(const marshal_value* obj, const char* iface, marshal_value** out) {
