@@ -14,6 +14,15 @@ namespace marshal {
 class Arena {
  public:
   Arena() : cur_(inline_), cap_(sizeof inline_) {}
+  ~Arena() {
+    // Keep one standard block for this thread's next call (large arrays and
+    // strings then cost no allocation call after call).
+    for (auto& b : blocks_)
+      if (b.size == block_size && !spare()) {
+        spare() = std::move(b.mem);
+        break;
+      }
+  }
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;
 
@@ -32,10 +41,20 @@ class Arena {
   bool used_heap() const { return !blocks_.empty(); }
 
  private:
+  static constexpr std::size_t block_size = 64 * 1024;
+  struct Block {
+    std::unique_ptr<std::byte[]> mem;
+    std::size_t size;
+  };
+  static std::unique_ptr<std::byte[]>& spare() {
+    static thread_local std::unique_ptr<std::byte[]> block;
+    return block;
+  }
   void* grow(std::size_t size, std::size_t align) {
-    std::size_t cap = size + align > 64 * 1024 ? size + align : 64 * 1024;
-    blocks_.push_back(std::make_unique<std::byte[]>(cap));
-    cur_ = blocks_.back().get();
+    std::size_t cap = size + align > block_size ? size + align : block_size;
+    if (cap == block_size && spare()) blocks_.push_back({std::move(spare()), cap});
+    else blocks_.push_back({std::make_unique_for_overwrite<std::byte[]>(cap), cap});  // alloc_zeroed zeroes what it hands out
+    cur_ = blocks_.back().mem.get();
     cap_ = cap;
     used_ = 0;
     return alloc(size, align);
@@ -44,7 +63,7 @@ class Arena {
   std::byte* cur_;
   std::size_t cap_;
   std::size_t used_ = 0;
-  std::vector<std::unique_ptr<std::byte[]>> blocks_;
+  std::vector<Block> blocks_;
 };
 
 }  // namespace marshal

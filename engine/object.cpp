@@ -90,6 +90,7 @@ std::vector<const Interface*> NativeObject::interfaces() const {
 }
 
 void* NativeObject::pointer(const Interface& want, std::string& error) {
+  if (first_iface_ && derives(first_iface_, &want)) return first_ptr_;
   void* any = nullptr;
   {
     std::lock_guard lock(mutex_);
@@ -255,6 +256,8 @@ bool ObjectSpace::wrap(void* p, const Interface& iface, bool transfer, ObjectRef
       obj->identity_ = identity;
       obj->refcounted_ = iface.refcounted;
       obj->ptrs_.emplace_back(&iface, p);
+      obj->first_iface_ = &iface;
+      obj->first_ptr_ = p;
       slot = obj;
     }
   }
@@ -527,7 +530,7 @@ bool ObjectSpace::find_method(const ObjectRef& obj, std::string_view method, Met
   const Interface* view = nullptr;
   const Interface* owner = nullptr;
   const Method* m = nullptr;
-  std::string name(method);
+  std::string_view name = method;
   auto search = [&](const Interface* v) {
     for (const Interface* i = v; i && !m; i = i->base)
       for (const Method& x : i->methods)
@@ -538,10 +541,10 @@ bool ObjectSpace::find_method(const ObjectRef& obj, std::string_view method, Met
           break;
         }
   };
-  if (auto dot = name.find('.'); dot != std::string::npos) {
-    auto it = tm.interfaces.find(name.substr(0, dot));
+  if (auto dot = name.find('.'); dot != std::string_view::npos) {
+    auto it = tm.interfaces.find(std::string(name.substr(0, dot)));
     if (it == tm.interfaces.end()) {
-      error = tm.file + ": no interface '" + name.substr(0, dot) + "' (in method name '" + name + "')";
+      error = tm.file + ": no interface '" + std::string(name.substr(0, dot)) + "' (in method name '" + std::string(name) + "')";
       return false;
     }
     name = name.substr(dot + 1);

@@ -78,6 +78,10 @@ class NativeObject {
   void* identity_ = nullptr;
   bool refcounted_ = false;
   const ClassDesc* cls_ = nullptr;
+  // The interface and pointer the object was first obtained as: set before
+  // the object is shared and never changed, so calls through it take no lock.
+  const Interface* first_iface_ = nullptr;
+  void* first_ptr_ = nullptr;
   mutable std::mutex mutex_;
   std::vector<std::pair<const Interface*, void*>> ptrs_;  // each holds one reference
   std::mutex calls_;  // neutral objects: one call at a time

@@ -86,6 +86,10 @@ Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary>
     : ctx_(ctx), tm_(tm), so_(std::move(so)), handles_([this](TypeId t) { return handle_releaser(t); }),
       callbacks_(ctx.types(), ctx.ffi(), &handles_) {
   callbacks_.set_objects(&objects_);
+  for (const auto& [name, iface] : tm_.interfaces)
+    for (const Method& m : iface.methods) method_index_.emplace(&m, method_index_.size());
+  method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(method_index_.size());
+  for (std::size_t i = 0; i < method_index_.size(); ++i) method_cache_[i].store(nullptr, std::memory_order_relaxed);
 }
 
 std::shared_ptr<Callback> Library::callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error) {
@@ -202,6 +206,9 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
 }
 
 const Plan* Library::bind_method(const Interface& iface, const Method& method, std::string& error) {
+  auto at = method_index_.find(&method);
+  if (at != method_index_.end())
+    if (const Plan* built = method_cache_[at->second].load(std::memory_order_acquire)) return built;
   std::lock_guard lock(mutex_);
   auto& slot = method_plans_[&method];
   if (slot.second) return slot.second.get();
@@ -224,6 +231,7 @@ const Plan* Library::bind_method(const Interface& iface, const Method& method, s
   }
   slot.first = std::move(fn);
   slot.second = std::move(plan);
+  if (at != method_index_.end()) method_cache_[at->second].store(slot.second.get(), std::memory_order_release);
   return slot.second.get();
 }
 

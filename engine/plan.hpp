@@ -15,7 +15,9 @@
 #include "value.hpp"
 
 #include <ffi.h>
+#include <atomic>
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -168,6 +170,10 @@ class Library : public std::enable_shared_from_this<Library> {
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Plan>> plans_;
   std::map<const Method*, std::pair<std::unique_ptr<Function>, std::unique_ptr<Plan>>> method_plans_;
+  // Method plans once built, read without the lock: a slot per method of the
+  // typemap (method_index_ is filled at construction and never changes).
+  std::unordered_map<const Method*, std::size_t> method_index_;
+  std::unique_ptr<std::atomic<const Plan*>[]> method_cache_;
   std::map<std::string, std::unique_ptr<SharedLibrary>> others_;  // "lib!symbol" owners
   ObjectSpace objects_{*this};  // last: its wrappers use everything above
 };

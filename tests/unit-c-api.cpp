@@ -361,6 +361,57 @@ TEST_SUITE("c-api") {
     marshal_result_release(r);
   }
 
+  TEST_CASE("native memory from C: arrays without per-element conversion, `in` copied, errors") {
+    Api f("tests/fixtures/pinvoke.json");
+    marshal_value* mem = nullptr;
+    REQUIRE(marshal_value_native(f.lib, "int32", 4, &mem) == MARSHAL_OK);
+    CHECK(marshal_value_kind(mem) == MARSHAL_NATIVE);
+    void* data = nullptr;
+    size_t size = 0;
+    REQUIRE(marshal_native_data(mem, &data, &size) == MARSHAL_OK);
+    REQUIRE(size == 4 * sizeof(int32_t));
+    const int32_t init[4] = {1, 2, 3, 4};
+    std::memcpy(data, init, sizeof init);
+    marshal_value* four = marshal_value_uint64(4);
+    marshal_value* args[2] = {mem, four};
+    marshal_result* r = marshal_result_create();
+    REQUIRE(marshal_function_call_into(f.fn("sum_in_i32_array"), args, 2, r) == MARSHAL_OK);
+    int64_t sum = 0;
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &sum) == MARSHAL_OK);
+    CHECK(sum == 10);
+    // `in`: the callee scribbles on a copy; the host's memory is unchanged.
+    REQUIRE(marshal_function_call_into(f.fn("scribble_in_i32_array"), args, 2, r) == MARSHAL_OK);
+    CHECK(std::memcmp(data, init, sizeof init) == 0);
+    // `inout`: written in place.
+    REQUIRE(marshal_function_call_into(f.fn("fill_inout_i32_array"), args, 2, r) == MARSHAL_OK);
+    const int32_t twice[4] = {2, 4, 6, 8};
+    CHECK(std::memcmp(data, twice, sizeof twice) == 0);
+    // Structs of the typemap, by name.
+    marshal_value* pts = nullptr;
+    REQUIRE(marshal_value_native(f.lib, "Point", 3, &pts) == MARSHAL_OK);
+    REQUIRE(marshal_native_data(pts, &data, &size) == MARSHAL_OK);
+    CHECK(size == 3 * sizeof(Point));
+    const Point p3[3] = {{1, 2}, {3, 4}, {5, 6}};
+    std::memcpy(data, p3, sizeof p3);
+    marshal_value* three = marshal_value_uint64(3);
+    marshal_value* pargs[2] = {pts, three};
+    REQUIRE(marshal_function_call_into(f.fn("sum_in_point_array"), pargs, 2, r) == MARSHAL_OK);
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &sum) == MARSHAL_OK);
+    CHECK(sum == sum_in_point_array(p3, 3));
+    // Errors name the place and both types.
+    marshal_value* wrong[2] = {pts, four};
+    CHECK(marshal_function_call_into(f.fn("sum_in_i32_array"), wrong, 2, r) == MARSHAL_ERROR_CALL);
+    CHECK(std::string(marshal_last_error()).find("native memory of Point given for an array of int32") != std::string::npos);
+    marshal_value* none = nullptr;
+    CHECK(marshal_value_native(f.lib, "Pointy", 1, &none) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_last_error()).find("unknown type 'Pointy'") != std::string::npos);
+    CHECK(marshal_value_native(f.lib, "int32", 0, &none) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_native_data(four, &data, &size) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(none == nullptr);
+    for (marshal_value* v : {mem, four, pts, three}) marshal_value_release(v);
+    marshal_result_release(r);
+  }
+
   TEST_CASE("objects from C: a class, methods, identity, a host object from a function table") {
     {
       Api o("tests/fixtures/objects.json");

@@ -115,6 +115,15 @@ MARSHAL_API marshal_value *marshal_value_string(const char *utf8, size_t length)
 MARSHAL_API marshal_value *marshal_value_bytes(const void *data, size_t length);
 MARSHAL_API marshal_value *marshal_value_list(void);
 MARSHAL_API marshal_value *marshal_value_record(void);
+/* Native memory the host owns (like a ctypes array or cffi's ffi.new): count
+ * zeroed values of `type` (a primitive or a type of lib's typemap). Given for
+ * an array or ptr parameter of that element type it needs no conversion: an
+ * `in` array is copied once (the callee never changes the host's memory), an
+ * `inout` array and a ptr are passed by address. */
+MARSHAL_API marshal_status marshal_value_native(marshal_library *lib, const char *type, size_t count,
+                                                marshal_value **out);
+/* The address and size in bytes of native memory (to fill or read it). */
+MARSHAL_API marshal_status marshal_native_data(const marshal_value *v, void **data, size_t *size);
 MARSHAL_API marshal_value *marshal_value_retain(marshal_value *v);
 /* Changes a scalar value in place (to reuse an argument across calls): only a
  * value whose one reference the caller holds may change; a retained value is

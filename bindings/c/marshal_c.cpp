@@ -3,6 +3,7 @@
 // per-thread message; objects are reference counted; values read out of
 // containers are wrappers cached in (and owned by) their container.
 #include "marshal.h"
+#include "native.hpp"
 
 #include "context.hpp"
 #include "plan.hpp"
@@ -100,18 +101,21 @@ void drop_kids(const marshal_value* v) {
   v->kids.clear();
 }
 
-// Builds the wrappers of a list's items or a record's fields, once.
-bool build_kids(const marshal_value* v) {
-  if (!v->kids.empty()) return true;
+// The wrapper of a list's item or a record's field i, made on first use (a
+// host reading one item of a long list pays for that item only).
+const marshal_value* kid(const marshal_value* v, std::size_t i) {
+  const std::size_t n = v->v.is<marshal::List>() ? v->v.as<marshal::List>().size() : v->v.as<marshal::Record>().size();
   try {
-    if (v->v.is<marshal::List>())
-      for (const auto& item : v->v.as<marshal::List>()) v->kids.push_back(wrap(item));
-    else if (v->v.is<marshal::Record>())
-      for (const auto& [name, item] : v->v.as<marshal::Record>()) v->kids.push_back(wrap(item));
-    return true;
+    if (v->kids.size() != n) {
+      drop_kids(v);
+      v->kids.assign(n, nullptr);
+    }
+    if (!v->kids[i])
+      v->kids[i] = wrap(v->v.is<marshal::List>() ? v->v.as<marshal::List>()[i] : v->v.as<marshal::Record>()[i].second);
+    return v->kids[i];
   } catch (...) {
-    drop_kids(v);
-    return false;
+    last_error = "out of memory";
+    return nullptr;
   }
 }
 
@@ -216,6 +220,10 @@ marshal_status set_value(const char* api, marshal_value* v, T x) {
   return MARSHAL_OK;
 }
 }  // namespace
+
+static marshal_status wrong_kind(const char* fn, const marshal_value* v, const char* want) {
+  return fail(MARSHAL_ERROR_ARGUMENT, std::string(fn) + ": expected " + want + ", got " + (v ? v->v.describe() : "NULL"));
+}
 
 extern "C" {
 
@@ -376,6 +384,30 @@ marshal_value* marshal_value_bytes(const void* data, size_t length) {
 marshal_value* marshal_value_list(void) { return wrap(marshal::Value(marshal::List{})); }
 marshal_value* marshal_value_record(void) { return wrap(marshal::Value(marshal::Record{})); }
 
+marshal_status marshal_value_native(marshal_library* lib, const char* type, size_t count, marshal_value** out) {
+  if (!lib || !type || !out) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_value_native: lib, type and out must not be NULL");
+  return guarded([&] {
+    const marshal::TypeRegistry& reg = lib->lib->context().types();
+    marshal::TypeId t = reg.find_primitive(type);
+    if (t == marshal::no_type) t = lib->lib->typemap().find_type(type);
+    if (t == marshal::no_type || t == reg.void_type() || reg.get(t).size == 0)
+      return fail(MARSHAL_ERROR_ARGUMENT, std::string("marshal_value_native: unknown type '") + type +
+                                              "' (a primitive or a sized type of " + lib->lib->typemap().file + ")");
+    if (count == 0) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_value_native: count must be at least 1");
+    *out = wrap(marshal::Value(marshal::native_new(reg, t, count)));
+    return *out ? MARSHAL_OK : MARSHAL_ERROR_INTERNAL;
+  });
+}
+
+marshal_status marshal_native_data(const marshal_value* v, void** data, size_t* size) {
+  if (!v || !data || !size) return fail(MARSHAL_ERROR_ARGUMENT, "marshal_native_data: v, data and size must not be NULL");
+  if (!v->v.is<std::shared_ptr<marshal::NativeBox>>()) return wrong_kind("marshal_native_data", v, "native memory");
+  const marshal::NativeBox& box = *v->v.as<std::shared_ptr<marshal::NativeBox>>();
+  *data = box.data();
+  *size = box.size;
+  return MARSHAL_OK;
+}
+
 marshal_value* marshal_value_retain(marshal_value* v) {
   if (v) v->refs.fetch_add(1, std::memory_order_relaxed);
   return v;
@@ -444,9 +476,6 @@ marshal_kind marshal_value_kind(const marshal_value* v) {
   return MARSHAL_NULL;
 }
 
-static marshal_status wrong_kind(const char* fn, const marshal_value* v, const char* want) {
-  return fail(MARSHAL_ERROR_ARGUMENT, std::string(fn) + ": expected " + want + ", got " + (v ? v->v.describe() : "NULL"));
-}
 
 marshal_status marshal_value_get_bool(const marshal_value* v, int* out) {
   if (!v || !out || !v->v.is<bool>()) return wrong_kind("marshal_value_get_bool", v, "a bool");
@@ -493,8 +522,8 @@ size_t marshal_list_size(const marshal_value* list) {
 }
 
 const marshal_value* marshal_list_get(const marshal_value* list, size_t i) {
-  if (!list || !list->v.is<marshal::List>() || i >= list->v.as<marshal::List>().size() || !build_kids(list)) return nullptr;
-  return list->kids[i];
+  if (!list || !list->v.is<marshal::List>() || i >= list->v.as<marshal::List>().size()) return nullptr;
+  return kid(list, i);
 }
 
 size_t marshal_record_size(const marshal_value* record) {
@@ -507,10 +536,10 @@ const char* marshal_record_name(const marshal_value* record, size_t i) {
 }
 
 const marshal_value* marshal_record_get(const marshal_value* record, const char* name) {
-  if (!record || !name || !record->v.is<marshal::Record>() || !build_kids(record)) return nullptr;
+  if (!record || !name || !record->v.is<marshal::Record>()) return nullptr;
   const auto& r = record->v.as<marshal::Record>();
   for (size_t i = 0; i < r.size(); ++i)
-    if (r[i].first == name) return record->kids[i];
+    if (r[i].first == name) return kid(record, i);
   return nullptr;
 }
 
