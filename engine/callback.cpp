@@ -81,6 +81,49 @@ std::vector<std::shared_ptr<Callback>>& graveyard() {
 std::mutex graveyard_mutex;
 }  // namespace
 
+namespace {
+// Host argument lists reused call after call on each thread: a callback runs
+// without allocating one. Nested callbacks (a host function calling native
+// code that calls back) each take the next level.
+struct ArgLevels {
+  std::vector<std::unique_ptr<std::vector<Value>>> levels;
+  std::size_t depth = 0;
+};
+thread_local ArgLevels arg_levels;
+
+class ArgLease {
+ public:
+  explicit ArgLease(std::size_t n) {
+    ArgLevels& a = arg_levels;
+    if (a.levels.size() == a.depth) a.levels.push_back(std::make_unique<std::vector<Value>>());
+    args_ = a.levels[a.depth++].get();
+    args_->resize(n);
+  }
+  ~ArgLease() {
+    args_->clear();  // the values go now; the capacity stays for the next call
+    --arg_levels.depth;
+  }
+  ArgLease(const ArgLease&) = delete;
+  ArgLease& operator=(const ArgLease&) = delete;
+  std::vector<Value>& args() { return *args_; }
+
+ private:
+  std::vector<Value>* args_;
+};
+
+// Calls the host function; a throw is a failure (nothing unwinds through native frames).
+bool call_host(const HostFunction& fn, const std::vector<Value>& args, Value& result, std::string& error) {
+  try {
+    return fn.fn(args, result, error);
+  } catch (const std::exception& e) {
+    error = std::string("threw: ") + e.what();
+  } catch (...) {
+    error = "threw a non-standard exception";
+  }
+  return false;
+}
+}  // namespace
+
 void Callback::trampoline(ffi_cif*, void* ret, void** args, void* self) {
   static_cast<Callback*>(self)->run(ret, args);
 }
@@ -153,14 +196,52 @@ void Callback::run_here(void* ret, void** args) {
     write_on_error(ret);
     return;
   }
+  std::string error;
+  if (laned_ && scalar_lanes_enabled.load(std::memory_order_relaxed)) {
+    if (!run_lane(ret, args, error)) {
+      callback_note_error("callback '" + name_ + "' failed: " + error);
+      write_on_error(ret);
+    }
+    return;
+  }
   Arena arena;
   Marshaler m(*reg_, arena, handles_);
   m.objects = objects_;
-  std::string error;
   if (!run_host_function(m, *sig_, args, ret, *fn_, error)) {
     callback_note_error("callback '" + name_ + "' failed: " + error);
     write_on_error(ret);
   }
+}
+
+bool Callback::run_lane(void* ret, void** args, std::string& error) {
+  const std::size_t n = lane_.size();
+  ArgLease lease(n);
+  std::vector<Value>& host_args = lease.args();
+  for (std::size_t i = 0; i < n; ++i) {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, args[i], lane_[i].size);  // little-endian: the value's bytes are the low bytes
+    lane_to_host(lane_[i], bits, host_args[i]);
+  }
+  Value result;
+  if (!call_host(*fn_, host_args, result, error)) return false;
+  if (!returns_value_) return true;
+  const TypeDesc& rd = reg_->get(sig_->returns);
+  std::uint64_t bits = 0;
+  std::byte value[16] = {};
+  if (lane_to_native(lane_ret_, result, bits)) {
+    std::memcpy(value, &bits, sizeof bits);
+  } else {  // what the lane does not take: the general conversion, for its value or its message
+    Arena arena;
+    Marshaler m(*reg_, arena, handles_);
+    Ctx c;
+    c.nullable = sig_->return_nullable;
+    if (!m.to_native(sig_->returns, result, value, c)) {
+      error = "return value: " + m.error;
+      return false;
+    }
+  }
+  store_return(rd, value, ret);
+  return true;
 }
 
 bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* ret, const HostFunction& fn,
@@ -168,7 +249,8 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
   const TypeRegistry& reg = m.types();
   Arena& arena = m.arena();
   const std::size_t n = sig.params.size();
-  std::vector<Value> host_args(n);
+  ArgLease lease(n);
+  std::vector<Value>& host_args = lease.args();
   // Arrays last: their counts may name other parameters (sqlite3's row values).
   // Per-call scratch comes from the arena (inline buffer), not the heap.
   auto** by_index = static_cast<const Value**>(arena.alloc(sizeof(Value*) * (n ? n : 1), alignof(Value*)));
@@ -202,17 +284,7 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
       if (!ok) error = "argument " + std::to_string(i) + " '" + sig.params[i].name + "': " + m.error;
     }
   Value result;
-  if (ok) {
-    try {
-      ok = fn.fn(host_args, result, error);
-    } catch (const std::exception& e) {
-      ok = false;
-      error = std::string("threw: ") + e.what();
-    } catch (...) {
-      ok = false;
-      error = "threw a non-standard exception";
-    }
-  }
+  if (ok) ok = call_host(fn, host_args, result, error);
   // With out/inout parameters the host returns {"return": R, NAME: V, ...}.
   bool has_out = false;
   for (const Param& p : sig.params) has_out = has_out || p.dir != Dir::in;
@@ -339,6 +411,12 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
       }
     }
     store_return(rd, value, cb->on_error_bytes_);
+  }
+  cb->laned_ = sig.params.size() <= 16 && lane_of(reg_, sig.returns, cb->lane_ret_);
+  for (const Param& p : sig.params) {
+    LaneOp l;
+    cb->laned_ = cb->laned_ && p.dir == Dir::in && lane_of(reg_, p.type, l) && l.op != LaneOp::Op::void_;
+    cb->lane_.push_back(l);
   }
   cb->closure_ = static_cast<ffi_closure*>(ffi_closure_alloc(sizeof(ffi_closure), &cb->code_));
   if (!cb->closure_ ||

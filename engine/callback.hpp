@@ -10,6 +10,7 @@
 // to the host when the outer native call returns.
 #pragma once
 
+#include "lane.hpp"
 #include "registry.hpp"
 #include "typemap.hpp"
 #include "value.hpp"
@@ -70,6 +71,12 @@ class Callback {
   bool has_on_error_ = false;
   std::size_t ret_size_ = 0;
   alignas(16) std::byte on_error_bytes_[32] = {};  // already widened for libffi
+  // The scalar lane (lane.hpp): a signature of only `in` scalars and a scalar
+  // return (or none) converts without arena or marshaler.
+  bool laned_ = false;
+  std::vector<LaneOp> lane_;
+  LaneOp lane_ret_;
+  bool run_lane(void* ret, void** args, std::string& error);
 };
 
 struct CallbackStats {

@@ -16,7 +16,6 @@ namespace marshal {
 
 namespace {
 std::atomic<bool> invokers_on{true};
-std::atomic<bool> lanes_on{true};
 const char* hresult_name(std::int32_t code) {
   switch (static_cast<std::uint32_t>(code)) {
     case 0x80004001u: return " E_NOTIMPL";
@@ -59,7 +58,7 @@ std::string check_failure(const Typemap& tm, const Function& fn, const TypeDesc&
 }  // namespace
 
 void set_specialized_invokers(bool on) { invokers_on.store(on); }
-void set_scalar_lanes(bool on) { lanes_on.store(on); }
+void set_scalar_lanes(bool on) { scalar_lanes_enabled.store(on); }
 
 // ---- releasers ---------------------------------------------------------------------------
 
@@ -238,36 +237,16 @@ const Plan* Library::bind_method(const Interface& iface, const Method& method, s
 // The scalar lane of a signature (Plan::Lane); false when a parameter or the
 // return needs more than one switch to convert.
 static bool scalar_lane(const TypeRegistry& reg, const Function& fn, bool method, std::vector<Plan::Lane>& lane,
-                 Plan::Lane& ret) {
-  auto lane_of = [&](TypeId t, Plan::Lane& l) {
-    const TypeDesc& d = reg.get(t);
-    l.size = static_cast<std::uint8_t>(d.size);
-    switch (d.kind) {
-      case Kind::integer: l.op = d.has(flag_signed) ? Plan::Lane::Op::sint : Plan::Lane::Op::uint; return d.size <= 8;
-      case Kind::floating:
-        if (d.size != 4 && d.size != 8) return false;
-        l.op = d.size == 4 ? Plan::Lane::Op::f32 : Plan::Lane::Op::f64;
-        return true;
-      case Kind::boolean:
-        l.op = Plan::Lane::Op::boolean;
-        l.true_value = static_cast<std::uint64_t>(d.as<BoolInfo>().true_value);
-        return d.size <= 8;
-      case Kind::pointer: l.op = Plan::Lane::Op::pointer; return d.size == sizeof(void*);
-      default: return false;
-    }
-  };
-  if (std::endian::native != std::endian::little) return false;  // the lane writes integers as 8 bytes
+                        Plan::Lane& ret) {
   if (fn.variadic_from >= 0 || fn.params.size() > 14) return false;
   for (std::size_t i = 0; i < fn.params.size(); ++i) {
     const Param& p = fn.params[i];
     Plan::Lane l;
     if (method && i == 0) l.op = Plan::Lane::Op::self;
-    else if (p.dir != Dir::in || !lane_of(p.type, l)) return false;
+    else if (p.dir != Dir::in || !lane_of(reg, p.type, l) || l.op == Plan::Lane::Op::void_) return false;
     lane.push_back(l);
   }
-  if (fn.returns == reg.void_type()) ret.op = Plan::Lane::Op::void_;
-  else if (!lane_of(fn.returns, ret)) return false;
-  return true;
+  return lane_of(reg, fn.returns, ret);
 }
 
 std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool method, std::string& error) {
@@ -454,7 +433,7 @@ bool Plan::call_method(void* self, void* target, std::span<const Value* const> a
 
 bool Plan::dispatch(void* self, void* target, std::span<const Value* const> args, CallResult& result,
                     std::string& error) const {
-  if (laned_ && args.size() == host_count_ && lanes_on.load(std::memory_order_relaxed)) {
+  if (laned_ && args.size() == host_count_ && scalar_lanes_enabled.load(std::memory_order_relaxed)) {
     const int done = run_lane(self, target, args.data(), result, error);
     if (done >= 0) return done == 1;
   }
@@ -475,55 +454,8 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
       std::memcpy(&slots[i], &self, sizeof self);
       continue;
     }
-    const Value& v = *args[h++];
-    switch (l.op) {
-      case Lane::Op::sint: {
-        if (!v.is<std::int64_t>()) return -1;
-        const std::int64_t x = v.as<std::int64_t>();
-        if (l.size < 8) {
-          const std::int64_t hi = (std::int64_t{1} << (l.size * 8 - 1)) - 1;
-          if (x > hi || x < -hi - 1) return -1;
-        }
-        bits = static_cast<std::uint64_t>(x);
-        break;
-      }
-      case Lane::Op::uint: {
-        if (v.is<std::int64_t>()) {
-          if (v.as<std::int64_t>() < 0) return -1;
-          bits = static_cast<std::uint64_t>(v.as<std::int64_t>());
-        } else if (v.is<std::uint64_t>()) {
-          bits = v.as<std::uint64_t>();
-        } else {
-          return -1;
-        }
-        if (l.size < 8 && bits >> (l.size * 8)) return -1;
-        break;
-      }
-      case Lane::Op::f64: case Lane::Op::f32: {
-        double x;
-        if (v.is<double>()) x = v.as<double>();
-        else if (v.is<std::int64_t>()) x = static_cast<double>(v.as<std::int64_t>());
-        else return -1;
-        if (l.op == Lane::Op::f32) {
-          const float f = static_cast<float>(x);
-          std::memcpy(&bits, &f, 4);
-        } else {
-          std::memcpy(&bits, &x, 8);
-        }
-        break;
-      }
-      case Lane::Op::boolean:
-        if (!v.is<bool>()) return -1;
-        bits = v.as<bool>() ? l.true_value : 0;
-        break;
-      case Lane::Op::pointer:
-        if (v.is<Address>()) bits = v.as<Address>().value;
-        else if (!v.is_null()) return -1;
-        break;
-      case Lane::Op::self: case Lane::Op::void_: break;
-    }
-    // Little-endian: the low bytes of `bits` are the value of its size. Big-endian
-    // targets take run() (the lane is not built there).
+    // Little-endian: the low bytes of `bits` are the value of its size.
+    if (!lane_to_native(l, *args[h++], bits)) return -1;
     slots[i] = bits;
   }
 
@@ -546,39 +478,8 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
   // ---- unmarshal ----
   std::uint64_t wide;
   std::memcpy(&wide, rvalue, 8);
-  std::int64_t return_int = 0;
+  const std::int64_t return_int = lane_to_host(lane_ret_, wide, result.ret);
   const std::uint32_t size = lane_ret_.size;
-  switch (lane_ret_.op) {
-    case Lane::Op::sint: {
-      const unsigned shift = 64 - size * 8;
-      return_int = static_cast<std::int64_t>(wide << shift) >> shift;
-      result.ret.set_int(return_int);
-      break;
-    }
-    case Lane::Op::uint: {
-      const std::uint64_t x = size < 8 ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
-      return_int = static_cast<std::int64_t>(x);
-      result.ret.set_uint(x);
-      break;
-    }
-    case Lane::Op::f64: {
-      double x;
-      std::memcpy(&x, rvalue, 8);
-      result.ret.set_real(x);
-      break;
-    }
-    case Lane::Op::f32: {
-      float x;
-      std::memcpy(&x, rvalue, 4);
-      result.ret.set_real(static_cast<double>(x));
-      break;
-    }
-    case Lane::Op::boolean:
-      result.ret.set_bool((size < 8 ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide) != 0);
-      break;
-    case Lane::Op::pointer: result.ret.set_address(static_cast<std::uintptr_t>(wide)); break;
-    case Lane::Op::self: case Lane::Op::void_: result.ret.set_null(); break;
-  }
   std::string callback_failure;
   if (callback_error_pending() && callback_take_error(callback_failure)) {
     error = lib_->typemap().file + ": " + fn.name + ": " + callback_failure;

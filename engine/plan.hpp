@@ -10,6 +10,7 @@
 #include "callback.hpp"
 #include "context.hpp"
 #include "handles.hpp"
+#include "lane.hpp"
 #include "library.hpp"
 #include "object.hpp"
 #include "value.hpp"
@@ -80,12 +81,7 @@ class Plan {
   // the plan decided at bind time. A value the lane does not take as it is (a
   // wrong kind, out of range, native memory for a pointer) goes through run(),
   // which converts it or reports the error exactly as for every other plan.
-  struct Lane {
-    enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_ };
-    Op op = Op::void_;
-    std::uint8_t size = 0;
-    std::uint64_t true_value = 1;  // boolean
-  };
+  using Lane = LaneOp;
 
  private:
   friend class Library;

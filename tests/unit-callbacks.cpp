@@ -146,6 +146,48 @@ TEST_SUITE("callbacks") {
     CHECK(I(f.call("apply_i32", {Value(ok), 5}).ret) == 5);
   }
 
+  TEST_CASE("the scalar lane of callbacks gives what the general path gives: values, errors, on_error") {
+    auto& f = cb();
+    const std::vector<Value> returns = {Value(41), Value(-7), Value(300), Value(-1), Value(4.0), Value(4.5),
+                                        Value("x"), Value(), Value(true), Value(std::uint64_t{18446744073709551615u})};
+    struct Case { const char* fn; std::vector<Value> rest; };
+    const std::vector<Case> cases = {{"apply_i32", {5}}, {"apply_u8", {200}}, {"fold_f64", {List{1.0, 2.5}, 2}}};
+    for (const Case& c : cases)
+      for (const Value& give : returns)
+        for (int mode = 0; mode < 3; ++mode) {  // 0: return `give`, 1: fail, 2: throw
+          INFO(c.fn << " returning " << give.to_json().dump() << " mode " << mode);
+          auto h = host("h", [&, mode](const std::vector<Value>& a, Value& r, std::string& e) -> bool {
+            if (mode == 1) {
+              e = "refused " + a[0].to_json().dump();
+              return false;
+            }
+            if (mode == 2) throw std::runtime_error("boom");
+            r = give.is_null() ? a[0] : give;
+            return true;
+          });
+          std::vector<Value> args{Value(h)};
+          args.insert(args.end(), c.rest.begin(), c.rest.end());
+          CallResult laned, general;
+          std::string laned_error, general_error;
+          const bool laned_ok = f.lib->bind(c.fn, laned_error)->call(args, laned, laned_error);
+          set_scalar_lanes(false);
+          const bool general_ok = f.lib->bind(c.fn, general_error)->call(args, general, general_error);
+          set_scalar_lanes(true);
+          CHECK(laned_ok == general_ok);
+          CHECK(laned_error == general_error);
+          CHECK(laned.ret == general.ret);
+          CHECK(f.lib->callbacks().stats().live == 0);
+        }
+    // The lane took at least the plain cases (a value in range comes back).
+    auto plus = host("plus", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) + 1);
+      return true;
+    });
+    CHECK(I(f.call("apply_i32", {Value(plus), 41}).ret) == 42);
+    CHECK(f.error_of("apply_u8", {Value(plus), 255}).find("return value: 256 is out of range for uint8") !=
+          std::string::npos);
+  }
+
   TEST_CASE("registered callbacks live until released; a late call reaches the trap") {
     auto& f = cb();
     std::atomic<int> calls{0};
