@@ -696,9 +696,12 @@ int main(int argc, char** argv) {
     marshal::CallResult r;
     expect(num(dyn_call(p_apply, {marshal::Value(host_plus_one), 41}, r)) == 42, "dynamic call_cb");
   }
+  // Dynamic values and the C API pass a callback registered once, as the
+  // peers' drivers do (koffi.register, a ctypes CFUNCTYPE object, ffi.callback).
+  auto registered_plus_one = dyn_cb->callback("IntFn", host_plus_one, err);
   add("call_cb", DYN, slow, [&](long n) {
     double t = 0;
-    std::vector<marshal::Value> args{marshal::Value(host_plus_one), 0};
+    std::vector<marshal::Value> args{marshal::Value(registered_plus_one), 0};
     marshal::CallResult r;
     for (long i = 0; i < n; ++i) {
       args[1] = marshal::Value(static_cast<std::int64_t>(i));
@@ -708,13 +711,15 @@ int main(int argc, char** argv) {
   });
   marshal_function* c_apply = c_fn(c_callbacks, "apply_i32");
   marshal_value* c_plus_one = marshal_value_function("plus_one", host_plus_one_c, nullptr, nullptr);
+  marshal_value* c_registered = nullptr;
+  marshal_library_callback(c_callbacks, "IntFn", c_plus_one, &c_registered);
   add("call_cb", CAPI, slow, [&](long n) {
     int64_t t = 0;
     marshal_value* v = marshal_value_int64(0);
     marshal_result* r = marshal_result_create();
     for (long i = 0; i < n; ++i) {
       marshal_value_set_int64(v, i & 0xffff);
-      t += c_int(marshal_result_return(c_call(c_apply, {c_plus_one, v}, r)));
+      t += c_int(marshal_result_return(c_call(c_apply, {c_registered, v}, r)));
     }
     marshal_result_release(r);
     marshal_value_release(v);
@@ -734,14 +739,14 @@ int main(int argc, char** argv) {
   const marshal::Plan* p_threads = plan(*dyn_cb, "call_from_threads");
   add("cb_thread", DYN, slow, [&](long n) {
     marshal::CallResult r;
-    return num(dyn_call(p_threads, {marshal::Value(host_plus_one), 1, marshal::Value(static_cast<std::int64_t>(n))}, r));
+    return num(dyn_call(p_threads, {marshal::Value(registered_plus_one), 1, marshal::Value(static_cast<std::int64_t>(n))}, r));
   });
   marshal_function* c_threads = c_fn(c_callbacks, "call_from_threads");
   add("cb_thread", CAPI, slow, [&](long n) {
     marshal_value* one = marshal_value_int64(1);
     marshal_value* k = marshal_value_int64(n);
     marshal_result* r = marshal_result_create();
-    const double t = static_cast<double>(c_int(marshal_result_return(c_call(c_threads, {c_plus_one, one, k}, r))));
+    const double t = static_cast<double>(c_int(marshal_result_return(c_call(c_threads, {c_registered, one, k}, r))));
     marshal_result_release(r);
     marshal_value_release(one);
     marshal_value_release(k);
@@ -923,7 +928,10 @@ int main(int argc, char** argv) {
       }
     }
   }
+  marshal_callback_release(c_registered);
+  marshal_value_release(c_registered);
   marshal_value_release(c_plus_one);
+  registered_plus_one->release();
   marshal_library_release(c_pinvoke);
   marshal_library_release(c_callbacks);
   marshal_library_release(c_objects);

@@ -93,21 +93,21 @@ thread_local ArgLevels arg_levels;
 
 class ArgLease {
  public:
-  explicit ArgLease(std::size_t n) {
-    ArgLevels& a = arg_levels;
-    if (a.levels.size() == a.depth) a.levels.push_back(std::make_unique<std::vector<Value>>());
-    args_ = a.levels[a.depth++].get();
+  explicit ArgLease(std::size_t n) : levels_(arg_levels) {
+    if (levels_.levels.size() == levels_.depth) levels_.levels.push_back(std::make_unique<std::vector<Value>>());
+    args_ = levels_.levels[levels_.depth++].get();
     args_->resize(n);
   }
   ~ArgLease() {
     args_->clear();  // the values go now; the capacity stays for the next call
-    --arg_levels.depth;
+    --levels_.depth;
   }
   ArgLease(const ArgLease&) = delete;
   ArgLease& operator=(const ArgLease&) = delete;
   std::vector<Value>& args() { return *args_; }
 
  private:
+  ArgLevels& levels_;
   std::vector<Value>* args_;
 };
 

@@ -38,6 +38,7 @@ class Callback {
  public:
   void* code() const { return code_; }
   const std::string& name() const { return name_; }
+  const CallbackSig& signature() const { return *sig_; }
   bool active() const { return active_.load(std::memory_order_acquire); }
   // The host is done with a registered callback: later calls reach the trap.
   void release();

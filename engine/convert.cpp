@@ -203,6 +203,23 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
     if (unit == 1) std::memcpy(dst, text.data(), n);
     return true;
   }
+  // Other well-formed UTF-8 text for a Unicode encoding: transcoded straight
+  // into the arena (UTF-16 needs at most one unit per UTF-8 byte).
+  const bool unicode = s.encoding == Encoding::utf8 || s.encoding == Encoding::utf16 || s.encoding == Encoding::utf32 ||
+                       s.encoding == Encoding::wchar;
+  if (s.terminator == Terminator::nul && unicode && v.is<std::string>() &&
+      (!out || capacity_units > v.as<std::string>().size())) {  // a given buffer must hold the worst case
+    const std::string& text = v.as<std::string>();
+    const std::size_t room = std::max(capacity_units, text.size() + 1);
+    void* mem = out ? out : arena_.alloc(room * unit, unit);
+    const std::size_t n = transcode_utf8(text, unit, mem);
+    if (n != SIZE_MAX && (!capacity_units || n + 1 <= capacity_units)) {
+      std::memset(static_cast<std::byte*>(mem) + n * unit, 0, (room - n) * unit);
+      out = mem;
+      return true;
+    }
+    // Not well-formed, or too long for the buffer: the general path says why.
+  }
   std::vector<std::uint8_t> units;
   auto encode_one = [&](const Value& item) -> bool {
     if (s.encoding == Encoding::bytes && item.is<Bytes>()) {

@@ -23,10 +23,12 @@ namespace marshal {
 inline std::atomic<bool> scalar_lanes_enabled{true};
 
 struct LaneOp {
-  enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_ };
+  // callback: a registered callback (plans only; the plan checks it).
+  enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_, callback };
   Op op = Op::void_;
   std::uint8_t size = 0;
-  std::uint64_t true_value = 1;  // boolean
+  std::uint64_t true_value = 1;     // boolean
+  const void* signature = nullptr;  // callback: its CallbackSig
 };
 
 // The lane of type t (void: Op::void_); false when t needs the general conversion.
@@ -100,7 +102,7 @@ inline bool lane_to_native(const LaneOp& l, const Value& v, std::uint64_t& bits)
       else if (v.is_null()) bits = 0;
       else return false;
       return true;
-    case LaneOp::Op::self: case LaneOp::Op::void_: return false;
+    case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: return false;
   }
   return false;
 }
@@ -132,7 +134,7 @@ inline std::int64_t lane_to_host(const LaneOp& l, std::uint64_t wide, Value& out
     }
     case LaneOp::Op::boolean: out.set_bool(low != 0); return 0;  // checks read integers only, as run() does
     case LaneOp::Op::pointer: out.set_address(static_cast<std::uintptr_t>(wide)); return 0;
-    case LaneOp::Op::self: case LaneOp::Op::void_: out.set_null(); return 0;
+    case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: out.set_null(); return 0;
   }
   return 0;
 }

@@ -242,8 +242,16 @@ static bool scalar_lane(const TypeRegistry& reg, const Function& fn, bool method
   for (std::size_t i = 0; i < fn.params.size(); ++i) {
     const Param& p = fn.params[i];
     Plan::Lane l;
-    if (method && i == 0) l.op = Plan::Lane::Op::self;
-    else if (p.dir != Dir::in || !lane_of(reg, p.type, l) || l.op == Plan::Lane::Op::void_) return false;
+    const TypeDesc& d = reg.get(p.type);
+    if (method && i == 0) {
+      l.op = Plan::Lane::Op::self;
+    } else if (p.dir == Dir::in && d.kind == Kind::callback) {  // a registered callback: its code pointer
+      l.op = Plan::Lane::Op::callback;
+      l.size = sizeof(void*);
+      l.signature = d.as<CallbackInfo>().sig;
+    } else if (p.dir != Dir::in || !lane_of(reg, p.type, l) || l.op == Plan::Lane::Op::void_) {
+      return false;
+    }
     lane.push_back(l);
   }
   return lane_of(reg, fn.returns, ret);
@@ -454,8 +462,18 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
       std::memcpy(&slots[i], &self, sizeof self);
       continue;
     }
-    // Little-endian: the low bytes of `bits` are the value of its size.
-    if (!lane_to_native(l, *args[h++], bits)) return -1;
+    const Value& v = *args[h++];
+    if (l.op == Lane::Op::callback) {
+      // A registered callback of this signature, still active; a host function
+      // (a closure for this call) and every error go through run().
+      if (!v.is<std::shared_ptr<Callback>>()) return -1;
+      const Callback& cb = *v.as<std::shared_ptr<Callback>>();
+      if (&cb.signature() != l.signature || !cb.active()) return -1;
+      const void* code = cb.code();
+      std::memcpy(&bits, &code, sizeof code);
+    } else if (!lane_to_native(l, v, bits)) {  // little-endian: the low bytes of `bits` are the value
+      return -1;
+    }
     slots[i] = bits;
   }
 

@@ -192,4 +192,54 @@ bool plain_ascii(std::string_view t) {
   return true;
 }
 
+std::size_t transcode_utf8(std::string_view text, std::size_t unit, void* dst) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  auto* out = static_cast<std::byte*>(dst);
+  std::size_t units = 0;
+  auto put = [&](std::uint32_t u) {
+    if (unit == 2) {
+      const auto v = static_cast<std::uint16_t>(u);
+      std::memcpy(out + units * 2, &v, 2);
+    } else {
+      std::memcpy(out + units * 4, &u, 4);
+    }
+    ++units;
+  };
+  auto cont = [&](std::size_t k) { return k < n && (p[k] & 0xC0) == 0x80; };
+  for (std::size_t i = 0; i < n;) {
+    const unsigned char c = p[i];
+    std::uint32_t cp;
+    std::size_t len;
+    if (c >= 0x01 && c < 0x80) {
+      cp = c;
+      len = 1;
+    } else if (c >= 0xC2 && c <= 0xDF && cont(i + 1)) {
+      cp = (c & 0x1Fu) << 6 | (p[i + 1] & 0x3Fu);
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF && cont(i + 1) && cont(i + 2)) {
+      cp = (c & 0x0Fu) << 12 | (p[i + 1] & 0x3Fu) << 6 | (p[i + 2] & 0x3Fu);
+      if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return SIZE_MAX;  // overlong, or a surrogate
+      len = 3;
+    } else if (c >= 0xF0 && c <= 0xF4 && cont(i + 1) && cont(i + 2) && cont(i + 3)) {
+      cp = (c & 0x07u) << 18 | (p[i + 1] & 0x3Fu) << 12 | (p[i + 2] & 0x3Fu) << 6 | (p[i + 3] & 0x3Fu);
+      if (cp < 0x10000 || cp > 0x10FFFF) return SIZE_MAX;
+      len = 4;
+    } else {
+      return SIZE_MAX;  // NUL, a stray continuation byte, a truncated or overlong sequence
+    }
+    if (unit == 1) {
+      std::memcpy(out + units, p + i, len);
+      units += len;
+    } else if (unit == 2 && cp >= 0x10000) {
+      put(0xD800 + ((cp - 0x10000) >> 10));
+      put(0xDC00 + ((cp - 0x10000) & 0x3FF));
+    } else {
+      put(cp);
+    }
+    i += len;
+  }
+  return units;
+}
+
 }  // namespace marshal

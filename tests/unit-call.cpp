@@ -5,6 +5,7 @@
 
 #include "fixtures/pinvoke.h"
 #include "native.hpp"
+#include "strings.hpp"
 
 #include <cerrno>
 #include <cmath>
@@ -92,6 +93,35 @@ TEST_SUITE("call") {
     CHECK(f.error_of("len_in_utf8", {std::string("a\0b", 3)}).find("NUL character at byte 1") != std::string::npos);
     CHECK(f.error_of("len_in_utf8", {"\xff"}).find("invalid UTF-8 at byte 0") != std::string::npos);
     CHECK(f.error_of("len_in_utf8", {Value()}).find("null is not allowed") != std::string::npos);
+  }
+
+  TEST_CASE("the direct UTF-8 transcoder agrees with the general encoder, and refuses what it refuses") {
+    const std::vector<std::string> corpus = {
+        "", "plain", "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", "\x7f", "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80",
+        "\xef\xbf\xbf", "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf", "\xee\x80\x80",
+        // not well-formed: overlong, surrogate, above U+10FFFF, stray, truncated, invalid lead bytes
+        "\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xed\xa0\x80", "\xed\xbf\xbf", "\xf0\x80\x80\xaf",
+        "\xf4\x90\x80\x80", "\x80", "a\xbf", "\xe2\x82", "\xf0\x9f\x98", "\xf8\x88\x80\x80\x80", "\xff", "ok\xc3"};
+    for (const std::string& text : corpus)
+      for (Encoding e : {Encoding::utf8, Encoding::utf16, Encoding::utf32}) {
+        INFO("text " << Value(Bytes{std::vector<std::uint8_t>(text.begin(), text.end())}).to_json().dump() << " encoding "
+                     << encoding_name(e));
+        const std::size_t unit = encoding_unit(e);
+        std::vector<std::uint8_t> general;
+        std::string why;
+        const bool general_ok = encode_text(e, Unmappable::error, text, general, why);
+        std::vector<std::byte> direct(text.size() * unit + 1);
+        const std::size_t units = transcode_utf8(text, unit, direct.data());
+        CHECK(general_ok == (units != SIZE_MAX));
+        if (general_ok && units != SIZE_MAX) {
+          REQUIRE(general.size() == units * unit);
+          CHECK(std::memcmp(general.data(), direct.data(), general.size()) == 0);
+        }
+      }
+    // Through a call: well-formed text takes the direct path, the rest the general one's message.
+    auto& f = fx();
+    CHECK(I(f.call("len_in_utf16", {"\xf0\x9f\x98\x80x"}).ret) == 3);
+    CHECK(f.error_of("len_in_utf16", {"a\xed\xa0\x80"}).find("at byte 1") != std::string::npos);
   }
 
   TEST_CASE("strings out (caller-allocated), inout, and returned with ownership") {

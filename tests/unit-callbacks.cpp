@@ -178,6 +178,26 @@ TEST_SUITE("callbacks") {
           CHECK(laned.ret == general.ret);
           CHECK(f.lib->callbacks().stats().live == 0);
         }
+    // A registered callback goes through the plan's lane too (its code pointer).
+    auto twice = host("twice", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) * 2);
+      return true;
+    });
+    std::string error;
+    auto registered = f.lib->callback("IntFn", twice, error);
+    REQUIRE(registered);
+    const Plan* apply = f.lib->bind("apply_i32", error);
+    CHECK(apply->laned());
+    CHECK(I(f.call("apply_i32", {Value(registered), 21}).ret) == 42);
+    set_scalar_lanes(false);
+    CHECK(I(f.call("apply_i32", {Value(registered), 21}).ret) == 42);
+    set_scalar_lanes(true);
+    registered->release();
+    const std::string released = f.error_of("apply_i32", {Value(registered), 1});
+    CHECK(released.find("callback 'IntFn' was already released") != std::string::npos);
+    set_scalar_lanes(false);
+    CHECK(f.error_of("apply_i32", {Value(registered), 1}) == released);
+    set_scalar_lanes(true);
     // The lane took at least the plain cases (a value in range comes back).
     auto plus = host("plus", [](const std::vector<Value>& a, Value& r, std::string&) {
       r = Value(I(a[0]) + 1);

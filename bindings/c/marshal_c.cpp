@@ -52,7 +52,37 @@ struct marshal_value {
   // Wrappers handed out for list items or record fields, each holding one
   // reference owned by this value; rebuilt after the container changes.
   mutable std::vector<marshal_value*> kids;
+
+  // Values are made and dropped on every call that converts one (arguments
+  // of C host functions, their results): each thread keeps a few freed
+  // blocks for its next values instead of going to the allocator.
+  static void* operator new(std::size_t size);
+  static void operator delete(void* p, std::size_t size) noexcept;
 };
+
+namespace {
+struct ValueBlocks {
+  static constexpr std::size_t keep = 64;
+  void* blocks[keep];
+  std::size_t count = 0;
+  ~ValueBlocks() {
+    while (count) ::operator delete(blocks[--count]);
+  }
+};
+thread_local ValueBlocks value_blocks;
+}  // namespace
+
+void* marshal_value::operator new(std::size_t size) {
+  ValueBlocks& b = value_blocks;
+  if (size == sizeof(marshal_value) && b.count) return b.blocks[--b.count];
+  return ::operator new(size);
+}
+
+void marshal_value::operator delete(void* p, std::size_t size) noexcept {
+  ValueBlocks& b = value_blocks;
+  if (size == sizeof(marshal_value) && b.count < ValueBlocks::keep) b.blocks[b.count++] = p;
+  else ::operator delete(p);
+}
 
 struct marshal_result {
   marshal_value* ret = nullptr;
@@ -563,13 +593,23 @@ struct UserFunction {
 // Calls a C host function: arguments wrapped (borrowed by it), its result taken.
 static bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::Value>& args, marshal::Value& result,
                         std::string& error) {
-  std::vector<marshal_value*> wrapped;
-  for (const auto& a : args) wrapped.push_back(wrap(a));
+  marshal_value* small[8];
+  std::vector<marshal_value*> big(args.size() > std::size(small) ? args.size() : 0);
+  marshal_value** wrapped = big.empty() ? small : big.data();
+  std::size_t made = 0;
+  for (; made < args.size(); ++made)
+    if (!(wrapped[made] = wrap(args[made]))) break;
+  if (made < args.size()) {
+    for (std::size_t i = 0; i < made; ++i) marshal_value_release(wrapped[i]);
+    error = "out of memory";
+    return false;
+  }
   marshal_value* out = nullptr;
   const char* message = nullptr;
-  const int status = fn(user, wrapped.data(), wrapped.size(), &out, &message);
-  for (auto* w : wrapped) marshal_value_release(w);
-  if (out) result = out->v;
+  const int status = fn(user, wrapped, args.size(), &out, &message);
+  for (std::size_t i = 0; i < args.size(); ++i) marshal_value_release(wrapped[i]);
+  if (out && out->refs.load(std::memory_order_acquire) == 1) result = std::move(out->v);  // ours alone
+  else if (out) result = out->v;
   marshal_value_release(out);
   if (status != 0) {
     error = message ? message : "the C host function returned " + std::to_string(status);
