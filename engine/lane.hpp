@@ -23,12 +23,15 @@ namespace marshal {
 inline std::atomic<bool> scalar_lanes_enabled{true};
 
 struct LaneOp {
-  // callback: a registered callback (plans only; the plan checks it).
-  enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_, callback };
+  // callback: a registered callback; string: an `in` Unicode string copied to
+  // the plan's stack scratch (plans only: the plan handles both).
+  enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_, callback, string };
   Op op = Op::void_;
   std::uint8_t size = 0;
   std::uint64_t true_value = 1;     // boolean
   const void* signature = nullptr;  // callback: its CallbackSig
+  std::uint8_t unit = 1;            // string: bytes per code unit
+  bool nullable = false;            // string: null passes NULL
 };
 
 // The lane of type t (void: Op::void_); false when t needs the general conversion.
@@ -102,7 +105,7 @@ inline bool lane_to_native(const LaneOp& l, const Value& v, std::uint64_t& bits)
       else if (v.is_null()) bits = 0;
       else return false;
       return true;
-    case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: return false;
+    case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string: return false;
   }
   return false;
 }
@@ -134,7 +137,9 @@ inline std::int64_t lane_to_host(const LaneOp& l, std::uint64_t wide, Value& out
     }
     case LaneOp::Op::boolean: out.set_bool(low != 0); return 0;  // checks read integers only, as run() does
     case LaneOp::Op::pointer: out.set_address(static_cast<std::uintptr_t>(wide)); return 0;
-    case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: out.set_null(); return 0;
+    case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
+      out.set_null();
+      return 0;
   }
   return 0;
 }

@@ -249,6 +249,16 @@ static bool scalar_lane(const TypeRegistry& reg, const Function& fn, bool method
       l.op = Plan::Lane::Op::callback;
       l.size = sizeof(void*);
       l.signature = d.as<CallbackInfo>().sig;
+    } else if (p.dir == Dir::in && d.kind == Kind::string) {
+      // A NUL-terminated Unicode string the callee reads: transcoded to the stack.
+      const StringInfo& si = d.as<StringInfo>();
+      const bool unicode = si.encoding == Encoding::utf8 || si.encoding == Encoding::utf16 ||
+                           si.encoding == Encoding::utf32 || si.encoding == Encoding::wchar;
+      if (!unicode || si.terminator != Terminator::nul || si.length.present() || si.capacity.present()) return false;
+      l.op = Plan::Lane::Op::string;
+      l.size = sizeof(void*);
+      l.unit = static_cast<std::uint8_t>(encoding_unit(si.encoding));
+      l.nullable = p.nullable;
     } else if (p.dir != Dir::in || !lane_of(reg, p.type, l) || l.op == Plan::Lane::Op::void_) {
       return false;
     }
@@ -453,6 +463,8 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
   const std::size_t n = lane_.size();
   std::uint64_t slots[14];
   void* avalues[14];
+  alignas(16) std::byte scratch[1024];  // strings
+  std::size_t used = 0;
   std::size_t h = 0;
   for (std::size_t i = 0; i < n; ++i) {
     const Lane& l = lane_[i];
@@ -463,7 +475,23 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
       continue;
     }
     const Value& v = *args[h++];
-    if (l.op == Lane::Op::callback) {
+    if (l.op == Lane::Op::string) {
+      // Well-formed text that fits the scratch; anything else (null not
+      // allowed, not a string, not well-formed, too long) goes through run().
+      if (v.is<std::string>()) {
+        const std::string& text = v.as<std::string>();
+        const std::size_t room = (text.size() + 1) * l.unit;
+        if (used + room > sizeof scratch) return -1;
+        std::byte* dst = scratch + used;
+        const std::size_t units = transcode_utf8(text, l.unit, dst);
+        if (units == SIZE_MAX) return -1;
+        std::memset(dst + units * l.unit, 0, l.unit);
+        used += (room + 15) & ~std::size_t{15};
+        bits = reinterpret_cast<std::uintptr_t>(dst);
+      } else if (!v.is_null() || !l.nullable) {
+        return -1;
+      }
+    } else if (l.op == Lane::Op::callback) {
       // A registered callback of this signature, still active; a host function
       // (a closure for this call) and every error go through run().
       if (!v.is<std::shared_ptr<Callback>>()) return -1;

@@ -196,6 +196,22 @@ std::size_t transcode_utf8(std::string_view text, std::size_t unit, void* dst) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t n = text.size();
   auto* out = static_cast<std::byte*>(dst);
+  if (plain_ascii(text)) {  // the common case: one copy, or one widening loop
+    if (unit == 1) {
+      std::memcpy(out, p, n);
+    } else {
+      for (std::size_t i = 0; i < n; ++i) {
+        if (unit == 2) {
+          const std::uint16_t c = p[i];
+          std::memcpy(out + i * 2, &c, 2);
+        } else {
+          const std::uint32_t c = p[i];
+          std::memcpy(out + i * 4, &c, 4);
+        }
+      }
+    }
+    return n;
+  }
   std::size_t units = 0;
   auto put = [&](std::uint32_t u) {
     if (unit == 2) {
@@ -229,8 +245,7 @@ std::size_t transcode_utf8(std::string_view text, std::size_t unit, void* dst) {
       return SIZE_MAX;  // NUL, a stray continuation byte, a truncated or overlong sequence
     }
     if (unit == 1) {
-      std::memcpy(out + units, p + i, len);
-      units += len;
+      for (std::size_t k = 0; k < len; ++k) out[units++] = static_cast<std::byte>(p[i + k]);
     } else if (unit == 2 && cp >= 0x10000) {
       put(0xD800 + ((cp - 0x10000) >> 10));
       put(0xDC00 + ((cp - 0x10000) & 0x3FF));

@@ -568,7 +568,13 @@ TEST_SUITE("call") {
         {"add_mixed", {-3, 1.25, 300, 0.5, Value(std::int64_t{1} << 40)}},
         {"spill12_i64", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, -12}},
         {"spill12_mixed", {1, 2.5, 3, 4.5, 5, 6.5, 7, 8.5, 9, 10.5, 11, 12.5}},
-        {"fail_with_errno", {0}}, {"fail_with_errno", {2}}, {"res_live", {}}};
+        {"fail_with_errno", {0}}, {"fail_with_errno", {2}}, {"res_live", {}},
+        // `in` strings: copied to the lane's scratch, or handed to the general path
+        {"len_in_utf8", {"h\xc3\xa9llo"}}, {"len_in_utf8", {""}}, {"len_in_utf8", {"\xff"}},
+        {"len_in_utf8", {std::string("a\0b", 3)}}, {"len_in_utf8", {Value()}}, {"len_in_utf8", {7}},
+        {"len_in_utf8", {std::string(5000, 'x')}}, {"len_in_utf16", {"h\xc3\xa9llo \xf0\x9f\x98\x80"}},
+        {"len_in_utf16", {"\xed\xa0\x80"}}, {"len_in_utf32", {"\xe2\x82\xac"}}, {"len_in_wchar", {"w\xc3\xb6"}},
+        {"scribble_in_utf8", {"scribble"}}};
     for (const Case& c : cases) {
       INFO(std::string(c.fn) << " with " << Value(List(c.args.begin(), c.args.end())).to_json().dump());
       std::string error;
@@ -598,7 +604,7 @@ TEST_SUITE("call") {
     CHECK_FALSE(f.lib->bind("echo_u8", error)->call(std::vector<Value>{256}, r, error));
     CHECK(error.find("parameter 0 'v' (uint8)") != std::string::npos);
     // What the lane does not take.
-    for (const char* fn : {"len_in_utf8", "add_vec2", "sum_var_i32", "next_color", "get_out_i32", "read_in_point",
+    for (const char* fn : {"sum_in_latin1", "add_vec2", "sum_var_i32", "next_color", "get_out_i32", "read_in_point",
                            "res_value", "dup_ret_utf8", "sum_in_f64_array"})
       CHECK_MESSAGE(!f.lib->bind(fn, error)->laned(), fn);
   }
