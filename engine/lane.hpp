@@ -25,13 +25,22 @@ inline std::atomic<bool> scalar_lanes_enabled{true};
 struct LaneOp {
   // callback: a registered callback; string: an `in` Unicode string copied to
   // the plan's stack scratch (plans only: the plan handles both).
-  enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_, callback, string };
+  // record: a struct of scalar fields by value (plans only: Plan::record_lanes_).
+  enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_, callback, string, record };
   Op op = Op::void_;
   std::uint8_t size = 0;
   std::uint64_t true_value = 1;     // boolean
   const void* signature = nullptr;  // callback: its CallbackSig
   std::uint8_t unit = 1;            // string: bytes per code unit
   bool nullable = false;            // string: null passes NULL
+  std::uint16_t record = 0;         // record: index of its fields in the plan
+};
+
+// A field of a record lane: where it sits and how it converts.
+struct LaneField {
+  const std::string* name = nullptr;
+  std::uint32_t offset = 0;
+  LaneOp op;
 };
 
 // The lane of type t (void: Op::void_); false when t needs the general conversion.
@@ -105,7 +114,9 @@ inline bool lane_to_native(const LaneOp& l, const Value& v, std::uint64_t& bits)
       else if (v.is_null()) bits = 0;
       else return false;
       return true;
-    case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string: return false;
+    case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
+    case LaneOp::Op::record:
+      return false;
   }
   return false;
 }
@@ -138,6 +149,7 @@ inline std::int64_t lane_to_host(const LaneOp& l, std::uint64_t wide, Value& out
     case LaneOp::Op::boolean: out.set_bool(low != 0); return 0;  // checks read integers only, as run() does
     case LaneOp::Op::pointer: out.set_address(static_cast<std::uintptr_t>(wide)); return 0;
     case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
+    case LaneOp::Op::record:
       out.set_null();
       return 0;
   }

@@ -236,8 +236,33 @@ const Plan* Library::bind_method(const Interface& iface, const Method& method, s
 
 // The scalar lane of a signature (Plan::Lane); false when a parameter or the
 // return needs more than one switch to convert.
+// A struct of scalar fields by value (no bitfields, no size field, at most 32
+// bytes): its lane, with the fields stored in `records`.
+static bool record_lane(const TypeRegistry& reg, TypeId t, std::vector<std::vector<LaneField>>& records,
+                        Plan::Lane& l) {
+  const TypeDesc& d = reg.get(t);
+  if (d.kind != Kind::struct_ || d.size == 0 || d.size > 32 || records.size() >= 0xFFFF) return false;
+  const RecordInfo& r = d.as<RecordInfo>();
+  if (r.size_field >= 0 || r.fields.empty()) return false;
+  std::vector<LaneField> fields;
+  for (const Field& f : r.fields) {
+    LaneField lf;
+    lf.name = &f.name;
+    lf.offset = f.offset;
+    if (f.is_bitfield || !lane_of(reg, f.type, lf.op) || lf.op.op == Plan::Lane::Op::void_) return false;
+    fields.push_back(lf);
+  }
+  l.op = Plan::Lane::Op::record;
+  l.size = static_cast<std::uint8_t>(d.size);
+  l.record = static_cast<std::uint16_t>(records.size());
+  records.push_back(std::move(fields));
+  return true;
+}
+
+// The scalar lane of a signature (Plan::Lane); false when a parameter or the
+// return needs more than the lane does.
 static bool scalar_lane(const TypeRegistry& reg, const Function& fn, bool method, std::vector<Plan::Lane>& lane,
-                        Plan::Lane& ret) {
+                        Plan::Lane& ret, std::vector<std::vector<LaneField>>& records) {
   if (fn.variadic_from >= 0 || fn.params.size() > 14) return false;
   for (std::size_t i = 0; i < fn.params.size(); ++i) {
     const Param& p = fn.params[i];
@@ -259,11 +284,14 @@ static bool scalar_lane(const TypeRegistry& reg, const Function& fn, bool method
       l.size = sizeof(void*);
       l.unit = static_cast<std::uint8_t>(encoding_unit(si.encoding));
       l.nullable = p.nullable;
+    } else if (p.dir == Dir::in && d.kind == Kind::struct_) {
+      if (!record_lane(reg, p.type, records, l)) return false;
     } else if (p.dir != Dir::in || !lane_of(reg, p.type, l) || l.op == Plan::Lane::Op::void_) {
       return false;
     }
     lane.push_back(l);
   }
+  if (reg.get(fn.returns).kind == Kind::struct_) return record_lane(reg, fn.returns, records, ret);
   return lane_of(reg, fn.returns, ret);
 }
 
@@ -354,7 +382,8 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
         by_value.push_back(plan->steps_[i].op == Plan::Step::Op::value ? plan->value_types_[i] : no_type);
       choose_invoker(reg, by_value, fn.returns, plan->invoker_);
     }
-    plan->laned_ = scalar_lane(reg, fn, method, plan->lane_, plan->lane_ret_);
+    plan->laned_ = plan->lowered_.empty() &&
+                   scalar_lane(reg, fn, method, plan->lane_, plan->lane_ret_, plan->record_lanes_);
   }
   plan->cif_.rtype = rtype;
   if (st != FFI_OK) {
@@ -458,6 +487,27 @@ bool Plan::dispatch(void* self, void* target, std::span<const Value* const> args
   return run(self, target, args, result, error);
 }
 
+namespace {
+// A struct of scalar fields as a record, written in place: a record of the
+// same fields (a reused result) only has its values replaced.
+void record_to_host(const std::vector<LaneField>& fields, const std::byte* src, Value& out) {
+  bool same = out.is<Record>() && out.as<Record>().size() == fields.size();
+  for (std::size_t k = 0; same && k < fields.size(); ++k) same = out.as<Record>()[k].first == *fields[k].name;
+  if (!same) {
+    Record r;
+    r.reserve(fields.size());
+    for (const LaneField& f : fields) r.emplace_back(*f.name, Value());
+    out = Value(std::move(r));
+  }
+  Record& r = out.as<Record>();
+  for (std::size_t k = 0; k < fields.size(); ++k) {
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, src + fields[k].offset, fields[k].op.size);
+    lane_to_host(fields[k].op, bits, r[k].second);
+  }
+}
+}  // namespace
+
 int Plan::run_lane(void* self, void* target, const Value* const* args, CallResult& result, std::string& error) const {
   // ---- marshal: one switch per argument; anything unusual goes to run() ----
   const std::size_t n = lane_.size();
@@ -491,6 +541,23 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
       } else if (!v.is_null() || !l.nullable) {
         return -1;
       }
+    } else if (l.op == Lane::Op::record) {
+      // A record with exactly the struct's fields, in order, each taken by the
+      // lane; anything else (another order, a missing field) goes through run().
+      if (!v.is<Record>()) return -1;
+      const Record& rec = v.as<Record>();
+      const std::vector<LaneField>& fields = record_lanes_[l.record];
+      if (rec.size() != fields.size() || used + 32 > sizeof scratch) return -1;
+      std::byte* dst = scratch + used;
+      std::memset(dst, 0, 32);
+      for (std::size_t k = 0; k < fields.size(); ++k) {
+        std::uint64_t fb = 0;
+        if (rec[k].first != *fields[k].name || !lane_to_native(fields[k].op, rec[k].second, fb)) return -1;
+        std::memcpy(dst + fields[k].offset, &fb, fields[k].op.size);
+      }
+      used += 32;
+      avalues[i] = dst;  // an aggregate: libffi reads it where it is
+      continue;
     } else if (l.op == Lane::Op::callback) {
       // A registered callback of this signature, still active; a host function
       // (a closure for this call) and every error go through run().
@@ -507,7 +574,7 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
 
   // ---- invoke ----
   const Function& fn = *fn_;
-  alignas(16) std::byte rvalue[16] = {};
+  alignas(16) std::byte rvalue[32] = {};
   if (callback_error_pending()) {
     std::string stale;
     callback_take_error(stale);  // a failure from an earlier call is not this call's
@@ -524,7 +591,9 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
   // ---- unmarshal ----
   std::uint64_t wide;
   std::memcpy(&wide, rvalue, 8);
-  const std::int64_t return_int = lane_to_host(lane_ret_, wide, result.ret);
+  std::int64_t return_int = 0;
+  if (lane_ret_.op == Lane::Op::record) record_to_host(record_lanes_[lane_ret_.record], rvalue, result.ret);
+  else return_int = lane_to_host(lane_ret_, wide, result.ret);
   const std::uint32_t size = lane_ret_.size;
   std::string callback_failure;
   if (callback_error_pending() && callback_take_error(callback_failure)) {

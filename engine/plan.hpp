@@ -121,6 +121,7 @@ class Plan {
   bool laned_ = false;
   std::vector<Lane> lane_;  // per parameter
   Lane lane_ret_;
+  std::vector<std::vector<LaneField>> record_lanes_;  // Lane::Op::record: the fields
 };
 
 // Tests turn the specialized invoker off to compare it with ffi_call, and the

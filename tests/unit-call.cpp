@@ -596,6 +596,50 @@ TEST_SUITE("call") {
         CHECK(laned.error_number == general.error_number);
       }
     }
+    // Structs of scalar fields by value: laned when the record has the fields
+    // in order; any other form goes to the general path, with the same result.
+    const std::vector<Case> structs = {
+        {"add_vec2", {Record{{"x", 1.5}, {"y", 2}}, Record{{"x", 3}, {"y", -4.25}}}},
+        {"add_vec2", {Record{{"y", 2.0}, {"x", 1.5}}, Record{{"x", 3.0}, {"y", 4.0}}}},
+        {"add_vec2", {Record{{"x", 1.0}}, Record{{"x", 3.0}, {"y", 4.0}}}},
+        {"add_vec2", {Record{{"x", 1.0}, {"y", "no"}}, Record{{"x", 3.0}, {"y", 4.0}}}},
+        {"add_vec2", {Record{{"x", 1.0}, {"y", 2.0}, {"z", 0.0}}, Record{{"x", 3.0}, {"y", 4.0}}}},
+        {"add_vec2", {List{1.0, 2.0}, Record{{"x", 3.0}, {"y", 4.0}}}},
+        {"make_ret_point", {3, -4}}, {"sum_in_point", {Record{{"x", 7}, {"y", 8}}}},
+        {"sum_in_point", {Record{{"x", std::int64_t{1} << 40}, {"y", 8}}}},
+        {"echo_s1i", {Record{{"a", 1}}}}, {"echo_s2f", {Record{{"a", 1.5}, {"b", 2.5}}}},
+        {"echo_s4i", {Record{{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}}},
+        {"echo_s3f", {Record{{"a", 1.5}, {"b", 2.5}, {"c", 3.5}}}},
+        {"echo_s4f", {Record{{"a", 1.5}, {"b", 2.5}, {"c", 3.5}, {"d", 4.5}}}},
+        {"echo_mix_if", {Record{{"i", 7}, {"f", 2.5}}}}, {"echo_mix_fid", {Record{{"f", 1.5}, {"i", 2}, {"d", 3.5}}}},
+        {"echo_mix_bd", {Record{{"tag", 200}, {"v", 3.5}}}}, {"echo_mix_bd", {Record{{"b", true}, {"d", 3.5}}}}};
+    // Which of these succeed (the rest fail the same way on both paths).
+    const std::vector<bool> succeed = {true, true, false, false, false, false, true, true, false, true, true, true, true,
+                                       true, true, true, true, false};
+    REQUIRE(succeed.size() == structs.size());
+    std::size_t at = 0;
+    for (const Case& c : structs) {
+      INFO(std::string(c.fn) << " with " << Value(List(c.args.begin(), c.args.end())).to_json().dump());
+      std::string error;
+      const Plan* plan = f.lib->bind(c.fn, error);
+      REQUIRE(plan);
+      CallResult laned, general;
+      std::string laned_error, general_error;
+      const bool laned_ok = plan->call(c.args, laned, laned_error);
+      const bool again_ok = plan->call(c.args, laned, laned_error);  // a reused result: the record updated in place
+      marshal::set_scalar_lanes(false);
+      const bool general_ok = plan->call(c.args, general, general_error);
+      marshal::set_scalar_lanes(true);
+      CHECK(laned_ok == general_ok);
+      CHECK(laned_ok == succeed[at++]);
+      CHECK(again_ok == general_ok);
+      CHECK(laned_error == general_error);
+      CHECK(laned.ret == general.ret);
+    }
+    for (const char* fn : {"add_vec2", "make_ret_point", "sum_in_point", "echo_s4f", "echo_mix_fid"}) {
+      std::string error;
+      CHECK_MESSAGE(f.lib->bind(fn, error)->laned(), fn);
+    }
     // The lane fails with the general path's words, errno included.
     CallResult r;
     std::string error;
@@ -604,7 +648,7 @@ TEST_SUITE("call") {
     CHECK_FALSE(f.lib->bind("echo_u8", error)->call(std::vector<Value>{256}, r, error));
     CHECK(error.find("parameter 0 'v' (uint8)") != std::string::npos);
     // What the lane does not take.
-    for (const char* fn : {"sum_in_latin1", "add_vec2", "sum_var_i32", "next_color", "get_out_i32", "read_in_point",
+    for (const char* fn : {"sum_in_latin1", "echo_big100", "echo_bits", "sum_var_i32", "next_color", "get_out_i32", "read_in_point",
                            "res_value", "dup_ret_utf8", "sum_in_f64_array"})
       CHECK_MESSAGE(!f.lib->bind(fn, error)->laned(), fn);
   }
