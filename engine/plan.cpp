@@ -488,11 +488,22 @@ bool Plan::dispatch(void* self, void* target, std::span<const Value* const> args
 }
 
 namespace {
+// Field names are short: compared inline, without a library call.
+inline bool same_name(const std::string& a, const std::string& b) {
+  const std::size_t n = a.size();
+  if (n != b.size()) return false;
+  const char* x = a.data();
+  const char* y = b.data();
+  for (std::size_t i = 0; i < n; ++i)
+    if (x[i] != y[i]) return false;
+  return true;
+}
+
 // A struct of scalar fields as a record, written in place: a record of the
 // same fields (a reused result) only has its values replaced.
 void record_to_host(const std::vector<LaneField>& fields, const std::byte* src, Value& out) {
   bool same = out.is<Record>() && out.as<Record>().size() == fields.size();
-  for (std::size_t k = 0; same && k < fields.size(); ++k) same = out.as<Record>()[k].first == *fields[k].name;
+  for (std::size_t k = 0; same && k < fields.size(); ++k) same = same_name(out.as<Record>()[k].first, *fields[k].name);
   if (!same) {
     Record r;
     r.reserve(fields.size());
@@ -501,9 +512,7 @@ void record_to_host(const std::vector<LaneField>& fields, const std::byte* src, 
   }
   Record& r = out.as<Record>();
   for (std::size_t k = 0; k < fields.size(); ++k) {
-    std::uint64_t bits = 0;
-    std::memcpy(&bits, src + fields[k].offset, fields[k].op.size);
-    lane_to_host(fields[k].op, bits, r[k].second);
+    lane_to_host(fields[k].op, load_unsigned(src + fields[k].offset, fields[k].op.size), r[k].second);
   }
 }
 }  // namespace
@@ -552,8 +561,8 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
       std::memset(dst, 0, 32);
       for (std::size_t k = 0; k < fields.size(); ++k) {
         std::uint64_t fb = 0;
-        if (rec[k].first != *fields[k].name || !lane_to_native(fields[k].op, rec[k].second, fb)) return -1;
-        std::memcpy(dst + fields[k].offset, &fb, fields[k].op.size);
+        if (!same_name(rec[k].first, *fields[k].name) || !lane_to_native(fields[k].op, rec[k].second, fb)) return -1;
+        store_bits(dst + fields[k].offset, fields[k].op.size, fb);
       }
       used += 32;
       avalues[i] = dst;  // an aggregate: libffi reads it where it is

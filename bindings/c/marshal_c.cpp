@@ -158,7 +158,9 @@ namespace {
 void put(marshal_value*& slot, marshal::Value&& v) {
   if (slot && slot->refs.load(std::memory_order_acquire) == 1) {
     drop_kids(slot);
-    slot->v = std::move(v);
+    // Swapped, not moved: the engine's scratch keeps the earlier value's shape,
+    // so a record returned call after call is updated in place.
+    std::swap(slot->v, v);
     return;
   }
   marshal_value_release(slot);
