@@ -158,9 +158,10 @@ namespace {
 void put(marshal_value*& slot, marshal::Value&& v) {
   if (slot && slot->refs.load(std::memory_order_acquire) == 1) {
     drop_kids(slot);
-    // Swapped, not moved: the engine's scratch keeps the earlier value's shape,
-    // so a record returned call after call is updated in place.
-    std::swap(slot->v, v);
+    // A record is swapped, not moved: the engine's scratch keeps its shape, so
+    // a record returned call after call is updated in place.
+    if (v.is<marshal::Record>()) std::swap(slot->v, v);
+    else slot->v = std::move(v);
     return;
   }
   marshal_value_release(slot);
