@@ -147,6 +147,16 @@ int main(int argc, char** argv) {
     marshal_function_call_into(f, args.begin(), args.size(), r);
     return r;
   };
+  // Host-owned native memory holding a copy of count elements at src.
+  auto c_native = [&](const char* type, size_t count, const void* src) {
+    marshal_value* v = nullptr;
+    marshal_value_native(c_pinvoke, type, count, &v);
+    void* mem = nullptr;
+    size_t size = 0;
+    marshal_native_data(v, &mem, &size);
+    std::memcpy(mem, src, size);
+    return v;
+  };
   auto c_int = [](const marshal_value* v) {
     int64_t x = 0;
     marshal_value_get_int64(v, &x);
@@ -273,12 +283,7 @@ int main(int argc, char** argv) {
   marshal_function* c_sum = c_fn(c_pinvoke, "sum_in_f64_array");
   add("sum_f64", CAPI, 200 * slow, [&](long n) {
     double t = 0;
-    marshal_value* list = nullptr;
-    marshal_value_native(c_pinvoke, "double", data.size(), &list);
-    void* mem = nullptr;
-    size_t size = 0;
-    marshal_native_data(list, &mem, &size);
-    std::memcpy(mem, data.data(), size);
+    marshal_value* list = c_native("double", data.size(), data.data());
     marshal_value* k = marshal_value_uint64(1000);
     marshal_result* r = marshal_result_create();
     for (long i = 0; i < n; ++i) t += c_double(marshal_result_return(c_call(c_sum, {list, k}, r)));
@@ -637,12 +642,7 @@ int main(int argc, char** argv) {
   marshal_function* c_pts = c_fn(c_pinvoke, "sum_in_point_array");
   add("struct_array", CAPI, 20 * slow, [&](long n) {
     double t = 0;
-    marshal_value* list = nullptr;
-    marshal_value_native(c_pinvoke, "Point", pts.size(), &list);
-    void* mem = nullptr;
-    size_t size = 0;
-    marshal_native_data(list, &mem, &size);
-    std::memcpy(mem, pts.data(), size);
+    marshal_value* list = c_native("Point", pts.size(), pts.data());
     marshal_value* k = marshal_value_uint64(100);
     marshal_result* r = marshal_result_create();
     for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c_pts, {list, k}, r))));

@@ -102,6 +102,8 @@ def main():
         json.dump(result, f, indent=1)
     write_markdown(result, os.path.join(bench_dir, "results.md"))
     write_svg(result, os.path.join(bench_dir, "results.svg"))
+    if not QUICK:  # the README shows the last full run
+        write_readme_table(result, os.path.join(ROOT, "README.md"))
     print(open(os.path.join(bench_dir, "results.md")).read())
 
 
@@ -177,9 +179,41 @@ def write_markdown(r, path):
               "- Not applicable: LuaJIT cannot take a callback from a foreign thread (its VM is single-threaded); "
               "a synchronous callback from a native thread would block Node's only JavaScript thread (Koffi); "
               "the cross-apartment call exists only in marshal.",
+              "- How each implementation passes data: every implementation gets what its users would write. "
+              "Arrays (sum_f64, struct_array) are native memory in every peer driver (a ctypes array, cffi's "
+              "ffi.new, a LuaJIT cdata array; Koffi takes a Float64Array and, for struct_array, JavaScript "
+              "objects); marshal's dynamic values and C API pass host-owned native memory too (a NativeBox, "
+              "marshal_value_native), copied once because the parameter is `in`. Callbacks (call_cb, cb_thread) "
+              "are made once in every driver (koffi.register, a CFUNCTYPE object, ffi.callback) and registered "
+              "once in marshal's dynamic values and C API (Library::callback, marshal_library_callback); the "
+              "typed C++ row passes a marshal::callback. Out arrays (fill_i32) and out strings come back as host "
+              "values in marshal (a list of 256 values, a string); the peers fill a buffer the caller made.",
+              "- The C API rows reuse one result and change argument values in place "
+              "(marshal_function_call_into, marshal_value_set_int64): no allocation per call for scalars.",
               "- Missed targets stay visible with their reason in the README's benchmark section and the issue notes.", ""]
     with open(path, "w") as f:
         f.write("\n".join(lines))
+
+
+SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Koffi"]
+BEGIN, END = "<!-- bench-table: written by benchmarks/run_all.py -->", "<!-- /bench-table -->"
+
+
+def write_readme_table(r, path):
+    """Replaces the table between the README's markers with this run's figures."""
+    text = open(path).read()
+    if BEGIN not in text or END not in text:
+        print("README.md has no benchmark table markers; not updated", flush=True)
+        return
+    s = r["scenarios"]
+    rows = ["| ns per call | " + " | ".join(SHORT) + " |", "|---|" + "---:|" * len(SHORT)]
+    for name, _ in SCENARIOS:
+        if name in s:
+            rows.append("| %s | %s |" % (name, " | ".join(fmt(s[name].get(i)) for i in IMPLS)))
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(path, "w") as f:
+        f.write(head + BEGIN + "\n" + "\n".join(rows) + "\n" + END + tail)
 
 
 def write_svg(r, path):
