@@ -115,7 +115,7 @@ TEST_SUITE("call") {
         CHECK(general_ok == (units != SIZE_MAX));
         if (general_ok && units != SIZE_MAX) {
           REQUIRE(general.size() == units * unit);
-          CHECK(std::memcmp(general.data(), direct.data(), general.size()) == 0);
+          CHECK((general.empty() || std::memcmp(general.data(), direct.data(), general.size()) == 0));
         }
       }
     // Through a call: well-formed text takes the direct path, the rest the general one's message.
