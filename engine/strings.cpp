@@ -123,6 +123,11 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
     if (unit == 4) { std::uint32_t u; std::memcpy(&u, p + k * 4, 4); return u; }
     return p[k];
   };
+  // The common case: ASCII text is the same bytes in UTF-8, Latin-1 and ASCII.
+  if (unit == 1 && e != Encoding::bytes && plain_ascii(std::string_view(reinterpret_cast<const char*>(p), units))) {
+    out.assign(reinterpret_cast<const char*>(p), units);
+    return true;
+  }
   switch (e) {
     case Encoding::bytes: out.assign(reinterpret_cast<const char*>(p), units); return true;
     case Encoding::utf8: {
