@@ -360,6 +360,7 @@ bool choose_invoker(const TypeRegistry& reg, const std::vector<TypeId>& by_value
     case Kind::struct_: case Kind::union_:
       return false;
   }
+  inv.ints_only = floats == 0;
   out = std::move(inv);
   return true;
 #else

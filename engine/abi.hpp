@@ -77,6 +77,7 @@ struct Invoker {
   };
   Ret ret = Ret::none;  // none: use ffi_call
   std::vector<Arg> args;
+  bool ints_only = false;  // no floating-point argument: the call loads no vector register
   bool usable() const { return ret != Ret::none; }
 };
 // by_value: per argument, its type, or no_type for a pointer the plan made
@@ -95,6 +96,20 @@ inline std::uint64_t invoker_widen(const void* p, std::uint8_t size, bool is_sig
 // writes the return to rvalue (8 bytes; a narrow integer return's upper bits
 // are unspecified, as the ABI leaves them: readers narrow it to its size).
 inline void invoke(const Invoker& inv, void* fn, void* const* avalues, void* rvalue) {
+  if (inv.ints_only) {  // integers and pointers only: six registers, no floating-point ones
+    std::uint64_t g[6] = {};
+    for (std::size_t k = 0; k < inv.args.size(); ++k) g[k] = invoker_widen(avalues[k], inv.args[k].size, inv.args[k].is_signed);
+    using Int6 = std::uint64_t (*)(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t);
+    using Float6 = double (*)(std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t, std::uint64_t);
+    if (inv.ret == Invoker::Ret::f64 || inv.ret == Invoker::Ret::f32) {
+      const double r = reinterpret_cast<Float6>(fn)(g[0], g[1], g[2], g[3], g[4], g[5]);
+      std::memcpy(rvalue, &r, 8);
+    } else {
+      const std::uint64_t r = reinterpret_cast<Int6>(fn)(g[0], g[1], g[2], g[3], g[4], g[5]);
+      std::memcpy(rvalue, &r, 8);
+    }
+    return;
+  }
   std::uint64_t g[6] = {};
   double x[8] = {};
   int gi = 0, xi = 0;

@@ -85,10 +85,8 @@ Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary>
     : ctx_(ctx), tm_(tm), so_(std::move(so)), handles_([this](TypeId t) { return handle_releaser(t); }),
       callbacks_(ctx.types(), ctx.ffi(), &handles_) {
   callbacks_.set_objects(&objects_);
-  for (const auto& [name, iface] : tm_.interfaces)
-    for (const Method& m : iface.methods) method_index_.emplace(&m, method_index_.size());
-  method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(method_index_.size());
-  for (std::size_t i = 0; i < method_index_.size(); ++i) method_cache_[i].store(nullptr, std::memory_order_relaxed);
+  method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(tm_.method_count);
+  for (std::size_t i = 0; i < tm_.method_count; ++i) method_cache_[i].store(nullptr, std::memory_order_relaxed);
 }
 
 std::shared_ptr<Callback> Library::callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error) {
@@ -205,9 +203,10 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
 }
 
 const Plan* Library::bind_method(const Interface& iface, const Method& method, std::string& error) {
-  auto at = method_index_.find(&method);
-  if (at != method_index_.end())
-    if (const Plan* built = method_cache_[at->second].load(std::memory_order_acquire)) return built;
+  const bool cached = method.ordinal < tm_.method_count;
+  if (cached)
+    if (const Plan* built = method_cache_[method.ordinal].load(std::memory_order_acquire); built && built->source_ == &method)
+      return built;
   std::lock_guard lock(mutex_);
   auto& slot = method_plans_[&method];
   if (slot.second) return slot.second.get();
@@ -230,7 +229,9 @@ const Plan* Library::bind_method(const Interface& iface, const Method& method, s
   }
   slot.first = std::move(fn);
   slot.second = std::move(plan);
-  if (at != method_index_.end()) method_cache_[at->second].store(slot.second.get(), std::memory_order_release);
+  slot.second->source_ = &method;
+  if (cached && !method_cache_[method.ordinal].load(std::memory_order_relaxed))
+    method_cache_[method.ordinal].store(slot.second.get(), std::memory_order_release);
   return slot.second.get();
 }
 
@@ -534,7 +535,9 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
       continue;
     }
     const Value& v = *args[h++];
-    if (l.op == Lane::Op::string) {
+    if (l.op < Lane::Op::void_) {  // a scalar: the common case first
+      if (!lane_to_native(l, v, bits)) return -1;
+    } else if (l.op == Lane::Op::string) {
       // Well-formed text that fits the scratch; anything else (null not
       // allowed, not a string, not well-formed, too long) goes through run().
       if (v.is<std::string>()) {
@@ -575,8 +578,6 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
       if (&cb.signature() != l.signature || !cb.active()) return -1;
       const void* code = cb.code();
       std::memcpy(&bits, &code, sizeof code);
-    } else if (!lane_to_native(l, v, bits)) {  // little-endian: the low bytes of `bits` are the value
-      return -1;
     }
     slots[i] = bits;
   }

@@ -18,7 +18,6 @@
 #include <ffi.h>
 #include <atomic>
 #include <map>
-#include <unordered_map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -117,6 +116,7 @@ class Plan {
   std::size_t host_count_ = 0;
   Releaser ret_free_;
   bool method_ = false;  // parameter 0 is `this`, given by call_method
+  const Method* source_ = nullptr;  // the method a method plan was built for
   Invoker invoker_;      // usable: register-only signature, called without ffi_call
   bool laned_ = false;
   std::vector<Lane> lane_;  // per parameter
@@ -168,8 +168,7 @@ class Library : public std::enable_shared_from_this<Library> {
   std::map<std::string, std::unique_ptr<Plan>> plans_;
   std::map<const Method*, std::pair<std::unique_ptr<Function>, std::unique_ptr<Plan>>> method_plans_;
   // Method plans once built, read without the lock: a slot per method of the
-  // typemap (method_index_ is filled at construction and never changes).
-  std::unordered_map<const Method*, std::size_t> method_index_;
+  // typemap (Method::ordinal); a plan serves only the method it was built for.
   std::unique_ptr<std::atomic<const Plan*>[]> method_cache_;
   std::map<std::string, std::unique_ptr<SharedLibrary>> others_;  // "lib!symbol" owners
   ObjectSpace objects_{*this};  // last: its wrappers use everything above

@@ -76,6 +76,7 @@ struct CallbackSig : Signature {
 
 struct Method : Signature {
   std::uint32_t slot = 0;  // vtable index, base interface first
+  std::uint32_t ordinal = 0;  // position among all methods of the typemap (Typemap::method_count)
   bool hresult = false;
   OnError on_error;
 };
@@ -110,6 +111,7 @@ struct LibrarySpec {
 
 struct Typemap {
   std::string file;
+  std::uint32_t method_count = 0;  // methods of all interfaces (Method::ordinal)
   LibrarySpec library;
   LayoutRule default_layout = LayoutRule::sysv;
   std::map<std::string, TypeId> types;  // named types (aliases resolve to their target)

@@ -756,6 +756,7 @@ void Loader::read_interfaces(const json& all) {
           error(pointer_join(ip, "hresult"), "hresult applies to methods returning int32, not " + reg_.spell(m.returns));
       }
       if (mj.contains("on_error")) read_on_error(mj.at("on_error"), pointer_join(ip, "on_error"), m, m.on_error);
+      m.ordinal = tm_.method_count++;
       iface.methods.push_back(std::move(m));
     }
     if (is_iunknown) {
