@@ -229,6 +229,16 @@ std::size_t transcode_utf8(std::string_view text, std::size_t unit, void* dst) {
   };
   auto cont = [&](std::size_t k) { return k < n && (p[k] & 0xC0) == 0x80; };
   for (std::size_t i = 0; i < n;) {
+    if (unit > 1 && i + 8 <= n) {  // a run of ASCII inside other text: 8 bytes at a time
+      std::uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      const std::uint64_t high = 0x8080808080808080ull, ones = 0x0101010101010101ull;
+      if ((w & high) == 0 && ((w - ones) & ~w & high) == 0) {
+        for (int k = 0; k < 8; ++k) put(p[i + k]);
+        i += 8;
+        continue;
+      }
+    }
     const unsigned char c = p[i];
     std::uint32_t cp;
     std::size_t len;

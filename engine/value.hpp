@@ -127,6 +127,19 @@ class Value {
     else set_null();
   }
 
+  // Moves o's value here; scalars are copied by kind, without a visit.
+  void take(Value&& o) {
+    switch (o.type()) {
+      case Type::null: set_null(); return;
+      case Type::boolean: put(o.as<bool>()); return;
+      case Type::int64: put(o.as<std::int64_t>()); return;
+      case Type::uint64: put(o.as<std::uint64_t>()); return;
+      case Type::real: put(o.as<double>()); return;
+      case Type::address: put(o.as<Address>()); return;
+      default: v_ = std::move(o.v_); return;
+    }
+  }
+
   // A record's field, or nullptr.
   const Value* field(std::string_view name) const;
   // For messages: "an integer", "a string", ...

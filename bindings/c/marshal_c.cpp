@@ -161,7 +161,7 @@ void put(marshal_value*& slot, marshal::Value&& v) {
     // A record is swapped, not moved: the engine's scratch keeps its shape, so
     // a record returned call after call is updated in place.
     if (v.is<marshal::Record>()) std::swap(slot->v, v);
-    else slot->v = std::move(v);
+    else slot->v.take(std::move(v));
     return;
   }
   marshal_value_release(slot);
@@ -191,13 +191,16 @@ void publish(marshal_result* r) {
 // The engine's view of the host's arguments: their addresses, no copies.
 struct ArgView {
   const marshal::Value* small[16];
-  std::vector<const marshal::Value*> big;
+  std::unique_ptr<const marshal::Value*[]> big;  // more than 16 arguments
   std::span<const marshal::Value* const> view;
 };
 
 marshal_status collect_args(const char* api, marshal_value* const* args, size_t nargs, ArgView& out) {
-  if (nargs > std::size(out.small)) out.big.resize(nargs);
-  const marshal::Value** p = out.big.empty() ? out.small : out.big.data();
+  const marshal::Value** p = out.small;
+  if (nargs > std::size(out.small)) {
+    out.big = std::make_unique<const marshal::Value*[]>(nargs);
+    p = out.big.get();
+  }
   for (size_t i = 0; i < nargs; ++i) {
     if (!args[i])
       return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": argument " + std::to_string(i) + " is NULL (use marshal_value_null())");
