@@ -93,13 +93,18 @@ thread_local ArgLevels arg_levels;
 
 class ArgLease {
  public:
-  explicit ArgLease(std::size_t n) : levels_(arg_levels) {
+  // scalars: the caller writes only scalars, which hold nothing alive, so
+  // they may stay for the next call (each is then overwritten in place).
+  ArgLease(std::size_t n, bool scalars) : levels_(arg_levels), keep_(scalars) {
     if (levels_.levels.size() == levels_.depth) levels_.levels.push_back(std::make_unique<std::vector<Value>>());
     args_ = levels_.levels[levels_.depth++].get();
-    args_->resize(n);
+    if (args_->size() != n || !scalars) {
+      args_->clear();
+      args_->resize(n);
+    }
   }
   ~ArgLease() {
-    args_->clear();  // the values go now; the capacity stays for the next call
+    if (!keep_) args_->clear();  // the values go now; the capacity stays for the next call
     --levels_.depth;
   }
   ArgLease(const ArgLease&) = delete;
@@ -108,6 +113,7 @@ class ArgLease {
 
  private:
   ArgLevels& levels_;
+  bool keep_;
   std::vector<Value>* args_;
 };
 
@@ -215,7 +221,7 @@ void Callback::run_here(void* ret, void** args) {
 
 bool Callback::run_lane(void* ret, void** args, std::string& error) {
   const std::size_t n = lane_.size();
-  ArgLease lease(n);
+  ArgLease lease(n, true);
   std::vector<Value>& host_args = lease.args();
   for (std::size_t i = 0; i < n; ++i) {
     std::uint64_t bits = 0;
@@ -249,7 +255,7 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
   const TypeRegistry& reg = m.types();
   Arena& arena = m.arena();
   const std::size_t n = sig.params.size();
-  ArgLease lease(n);
+  ArgLease lease(n, false);
   std::vector<Value>& host_args = lease.args();
   // Arrays last: their counts may name other parameters (sqlite3's row values).
   // Per-call scratch comes from the arena (inline buffer), not the heap.
