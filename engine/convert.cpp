@@ -178,33 +178,23 @@ bool Marshaler::native_size(TypeId t, const Value& v, std::size_t& out) {
 
 bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out) {
   const std::size_t unit = encoding_unit(s.encoding);
-  // The common case: ASCII text (no NUL) is the same characters in every
-  // encoding but bytes: copied once, or widened to UTF-16/32, without decoding.
-  if (s.terminator == Terminator::nul && s.encoding != Encoding::bytes && s.encoding != Encoding::wchar &&
-      v.is<std::string>() && plain_ascii(v.as<std::string>())) {
+  // ASCII text (no NUL) for Latin-1 or ASCII: the same bytes, copied once.
+  if (unit == 1 && (s.encoding == Encoding::latin1 || s.encoding == Encoding::ascii) &&
+      s.terminator == Terminator::nul && v.is<std::string>() && plain_ascii(v.as<std::string>())) {
     const std::string& text = v.as<std::string>();
     const std::size_t n = text.size();
     if (capacity_units && n + 1 > capacity_units)
       return fail("the string needs " + std::to_string(n + 1) + " units with its terminator but the buffer holds " +
                   std::to_string(capacity_units));
     const std::size_t total = std::max(capacity_units, n + 1);
-    if (!out) out = arena_.alloc(total * unit, unit);
-    std::memset(out, 0, total * unit);
-    auto* dst = static_cast<std::byte*>(out);
-    for (std::size_t i = 0; unit > 1 && i < n; ++i) {
-      const auto c = static_cast<std::uint32_t>(static_cast<unsigned char>(text[i]));
-      if (unit == 2) {
-        const auto c16 = static_cast<std::uint16_t>(c);
-        std::memcpy(dst + i * 2, &c16, 2);
-      } else {
-        std::memcpy(dst + i * 4, &c, 4);
-      }
-    }
-    if (unit == 1) std::memcpy(dst, text.data(), n);
+    if (!out) out = arena_.alloc(total, 1);
+    std::memcpy(out, text.data(), n);
+    std::memset(static_cast<std::byte*>(out) + n, 0, total - n);
     return true;
   }
-  // Other well-formed UTF-8 text for a Unicode encoding: transcoded straight
-  // into the arena (UTF-16 needs at most one unit per UTF-8 byte).
+  // Well-formed UTF-8 text for a Unicode encoding: transcoded straight into
+  // the arena (ASCII in one copy or one widening loop; UTF-16 needs at most one
+  // unit per UTF-8 byte).
   const bool unicode = s.encoding == Encoding::utf8 || s.encoding == Encoding::utf16 || s.encoding == Encoding::utf32 ||
                        s.encoding == Encoding::wchar;
   if (s.terminator == Terminator::nul && unicode && v.is<std::string>() &&

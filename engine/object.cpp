@@ -572,11 +572,8 @@ bool ObjectSpace::find_method(const ObjectRef& obj, std::string_view method, Met
 
 bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value> args, CallResult& result,
                        std::string& error) {
-  const Value* small[16];
-  std::vector<const Value*> big(args.size() > std::size(small) ? args.size() : 0);
-  const Value** p = big.empty() ? small : big.data();
-  for (std::size_t i = 0; i < args.size(); ++i) p[i] = &args[i];
-  return call(obj, method, std::span<const Value* const>(p, args.size()), result, error);
+  ValuePointers p(args);
+  return call(obj, method, p.view, result, error);
 }
 
 bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value* const> args,

@@ -85,8 +85,7 @@ Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary>
     : ctx_(ctx), tm_(tm), so_(std::move(so)), handles_([this](TypeId t) { return handle_releaser(t); }),
       callbacks_(ctx.types(), ctx.ffi(), &handles_) {
   callbacks_.set_objects(&objects_);
-  method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(tm_.method_count);
-  for (std::size_t i = 0; i < tm_.method_count; ++i) method_cache_[i].store(nullptr, std::memory_order_relaxed);
+  method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(tm_.method_count);  // value-initialized: null
 }
 
 std::shared_ptr<Callback> Library::callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error) {
@@ -235,8 +234,6 @@ const Plan* Library::bind_method(const Interface& iface, const Method& method, s
   return slot.second.get();
 }
 
-// The scalar lane of a signature (Plan::Lane); false when a parameter or the
-// return needs more than one switch to convert.
 // A struct of scalar fields by value (no bitfields, no size field, at most 32
 // bytes): its lane, with the fields stored in `records`.
 static bool record_lane(const TypeRegistry& reg, TypeId t, std::vector<std::vector<LaneField>>& records,
@@ -440,23 +437,8 @@ bool Plan::marshal_variadic(std::span<const Value* const> extra, std::vector<ffi
   return true;
 }
 
-namespace {
-// Host arguments by address: a small array on the stack for the usual counts.
-struct ArgPointers {
-  explicit ArgPointers(std::span<const Value> args) {
-    if (args.size() > std::size(small)) big.resize(args.size());
-    const Value** p = big.empty() ? small : big.data();
-    for (std::size_t i = 0; i < args.size(); ++i) p[i] = &args[i];
-    view = std::span<const Value* const>(p, args.size());
-  }
-  const Value* small[16];
-  std::vector<const Value*> big;
-  std::span<const Value* const> view;
-};
-}  // namespace
-
 bool Plan::call(std::span<const Value> args, CallResult& result, std::string& error) const {
-  ArgPointers p(args);
+  ValuePointers p(args);
   return call(p.view, result, error);
 }
 
@@ -470,7 +452,7 @@ bool Plan::call(std::span<const Value* const> args, CallResult& result, std::str
 
 bool Plan::call_method(void* self, void* target, std::span<const Value> args, CallResult& result,
                        std::string& error) const {
-  ArgPointers p(args);
+  ValuePointers p(args);
   return dispatch(self, target, p.view, result, error);
 }
 

@@ -46,6 +46,22 @@ struct Releaser {
 
 class Library;
 
+// Host arguments by address, for the calls that take them so (no copy of a
+// value): a small array on the stack for the usual counts.
+struct ValuePointers {
+  explicit ValuePointers(std::span<const Value> args) {
+    if (args.size() > std::size(small)) big.resize(args.size());
+    const Value** p = big.empty() ? small : big.data();
+    for (std::size_t i = 0; i < args.size(); ++i) p[i] = &args[i];
+    view = std::span<const Value* const>(p, args.size());
+  }
+  ValuePointers(const ValuePointers&) = delete;
+  ValuePointers& operator=(const ValuePointers&) = delete;
+  const Value* small[16];
+  std::vector<const Value*> big;
+  std::span<const Value* const> view;
+};
+
 class Plan {
  public:
   // in/inout parameter values in order (out parameters are not given), then for
