@@ -83,6 +83,7 @@ class Record:
         self.pack = pack        # None or N
         self.fields = []        # [(name, type, bits, offset)]
         self.flexible = False   # ends in a flexible array member (not usable by value)
+        self.pads = {}          # explicit layouts: field index -> padding bytes before it in C
 
 
 class Gen:
@@ -177,7 +178,6 @@ class Gen:
         pack = self.r.choice(PACKS) if self.r.random() < 0.4 else None
         rec = Record(name, 'struct', pack)
         pos = 0
-        pads = {}
         for i in range(self.r.randint(1, 7)):
             t = self.leaf()
             if self.r.random() < 0.3:
@@ -187,13 +187,12 @@ class Gen:
             natural = (pos + fa - 1) // fa * fa
             if self.r.random() < 0.6:
                 off = natural + fa * self.r.choice([0, 0, 1, 2, 3, 7])
-                pads[i] = off - pos
+                rec.pads[i] = off - pos
                 rec.fields.append(('f%d' % i, t, None, off))
                 pos = off + size
             else:
                 rec.fields.append(('f%d' % i, t, None, None))
                 pos = natural + size
-        rec.pads = pads
         # Fields after the last explicit offset continue from its end, whatever they are.
         if self.r.random() < 0.4:
             for i in range(len(rec.fields), len(rec.fields) + self.r.randint(1, 4)):
@@ -298,7 +297,7 @@ def c_body(rec, indent):
     pad = '  ' * (indent + 1)
     lines = [rec.kind + (' ' + rec.name if rec.name else '') + ' {']
     for i, (name, t, bits, off) in enumerate(rec.fields):
-        gap = getattr(rec, 'pads', {}).get(i, 0)
+        gap = rec.pads.get(i, 0)
         if gap:
             lines.append('%schar _pad%d[%d];' % (pad, i, gap))
         if bits == 0:
