@@ -95,9 +95,11 @@ std::optional<LayoutError> compute_layout(bool is_union, LayoutRule rule, std::u
     if (f.is_bitfield && rule == LayoutRule::sysv) {
       const std::uint64_t unit = std::uint64_t{fa} * 8;
       if (f.bits == 0) {
-        // A zero-width bitfield pads to the next boundary of its type's alignment
-        // and (x86-64 psABI) does not raise the record's alignment.
-        bitpos = round_up(bitpos, unit);
+        // A zero-width bitfield pads to the next boundary of its type's natural
+        // alignment: #pragma pack does not cap it (GCC's layout_decl: "such bit-fields
+        // are not influenced by any packing"; clang agrees). Unnamed, it does not
+        // raise the record's alignment (x86-64 psABI).
+        bitpos = round_up(bitpos, std::uint64_t{s.align} * 8);
         place_bits(f, bitpos);
         continue;
       }

@@ -53,7 +53,8 @@ TEST_SUITE("layout") {
     std::size_t fields_checked = 0;
     for (std::size_t i = 0; i < count; ++i) {
       const fx_record& rec = recs[i];
-      CAPTURE(rec.name);
+      const std::string name = rec.name;  // doctest prints a const char* as an address
+      CAPTURE(name);
       TypeId id = r.typemap->find_type(rec.name);
       REQUIRE(id != no_type);
       const TypeDesc& d = ctx.types().get(id);
@@ -63,7 +64,8 @@ TEST_SUITE("layout") {
       flatten(ctx.types(), id, 0, "", flat);
       for (std::size_t k = 0; k < rec.nfields; ++k) {
         const fx_field& f = rec.fields[k];
-        CAPTURE(f.name);
+        const std::string field = f.name;
+        CAPTURE(field);
         auto it = flat.find(f.name);
         REQUIRE(it != flat.end());
         if (f.bit_first >= 0 || f.set_ones) {
