@@ -164,6 +164,9 @@ class Library : public std::enable_shared_from_this<Library> {
   std::shared_ptr<Callback> callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error);
   CallbackPool& callbacks() { return callbacks_; }
   Context& context() { return ctx_; }
+  // What ctx_ and tm_ live in, when the library's owner may go first (the C
+  // API's context): held to the end, dropped after every other member.
+  void keep_alive(std::shared_ptr<const void> owner) { keep_alive_ = std::move(owner); }
   HandleTable& handles() { return handles_; }
   ObjectSpace& objects() { return objects_; }
 
@@ -175,6 +178,7 @@ class Library : public std::enable_shared_from_this<Library> {
   std::function<void(std::int64_t)> handle_releaser(TypeId type);
   std::unique_ptr<Plan> build(const Function& fn, void* symbol, bool method, std::string& error);
 
+  std::shared_ptr<const void> keep_alive_;  // first: destroyed last
   Context& ctx_;
   const Typemap& tm_;
   std::unique_ptr<SharedLibrary> so_;

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 #include <zlib.h>
 
 namespace {
@@ -552,5 +553,551 @@ TEST_SUITE("c-api") {
     marshal_value_release(probe);
     marshal_apartment_leave();
     marshal_apartment_leave();  // idempotent
+  }
+}
+
+// ---- misuse: every handle type checked, never undefined behaviour ----
+// (run under ASan+UBSan: each case below was a use-after-free, a stale read
+// or an overflow before handles were checked.)
+
+namespace {
+
+std::string last() { return marshal_last_error(); }
+
+template <class H> H* forge(uintptr_t bits) { return reinterpret_cast<H*>(bits); }
+
+// A library of its own (not through Api): the tests release it themselves.
+marshal_library* open_library(marshal_context** ctx, const char* typemap) {
+  REQUIRE(marshal_context_create(ctx) == MARSHAL_OK);
+  marshal_typemap* tm = nullptr;
+  REQUIRE(marshal_typemap_load(*ctx, typemap, &tm) == MARSHAL_OK);
+  marshal_library* lib = nullptr;
+  REQUIRE(marshal_library_open(tm, &lib) == MARSHAL_OK);
+  return lib;
+}
+
+}  // namespace
+
+TEST_SUITE("c-api") {
+  TEST_CASE("misuse: double release and use after release of contexts, typemaps, libraries and functions") {
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    CHECK(marshal_context_release(ctx) == MARSHAL_OK);
+    CHECK(marshal_context_release(ctx) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_context_release: context handle already released");
+    marshal_typemap* tm = nullptr;
+    CHECK(marshal_typemap_load(ctx, "tests/fixtures/pinvoke.json", &tm) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_typemap_load: ctx: context handle used after release");
+    CHECK(marshal_context_retain(ctx) == nullptr);
+    CHECK(last() == "marshal_context_retain: context handle used after release");
+
+    // A typemap dies with its context.
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    REQUIRE(marshal_typemap_load(ctx, "tests/fixtures/pinvoke.json", &tm) == MARSHAL_OK);
+    REQUIRE(marshal_context_release(ctx) == MARSHAL_OK);
+    marshal_library* lib = nullptr;
+    CHECK(marshal_library_open(tm, &lib) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_library_open: tm: typemap handle used after its context was released");
+    CHECK(lib == nullptr);
+
+    // A function fails cleanly after its library was released (it does not keep it alive).
+    lib = open_library(&ctx, "tests/fixtures/pinvoke.json");
+    marshal_function* add = nullptr;
+    REQUIRE(marshal_library_function(lib, "add_i32", &add) == MARSHAL_OK);
+    CHECK(marshal_library_retain(lib) == lib);
+    CHECK(marshal_library_release(lib) == MARSHAL_OK);  // one reference left: still usable
+    CHECK(marshal_function_arity(add) == 2);
+    CHECK(marshal_library_release(lib) == MARSHAL_OK);
+    CHECK(marshal_library_release(lib) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_library_release: library handle already released");
+    marshal_value* one = marshal_value_int64(1);
+    marshal_value* args[2] = {one, one};
+    marshal_result* r = nullptr;
+    CHECK(marshal_function_call(add, args, 2, &r) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_function_call: fn: function handle used after its library was released");
+    CHECK(r == nullptr);
+    CHECK(marshal_function_arity(add) == 0);
+    CHECK(last() == "marshal_function_arity: fn: function handle used after its library was released");
+    marshal_function* again = nullptr;
+    CHECK(marshal_library_function(lib, "add_i32", &again) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_library_function: lib: library handle used after release");
+    marshal_value* mem = nullptr;
+    CHECK(marshal_value_native(lib, "int32", 1, &mem) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_library_retain(lib) == nullptr);
+    // The library held the context: both are gone now.
+    CHECK(marshal_context_release(ctx) == MARSHAL_OK);
+    CHECK(marshal_context_release(ctx) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_value_release(one) == MARSHAL_OK);
+  }
+
+  TEST_CASE("misuse: results and values released twice or used after release; stale handles never revive") {
+    Api f("tests/fixtures/pinvoke.json");
+    marshal_value* a = marshal_value_int64(2);
+    marshal_value* args[2] = {a, a};
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_function_call(f.fn("add_i32"), args, 2, &r) == MARSHAL_OK);
+    const marshal_value* ret = marshal_result_return(r);
+    CHECK(marshal_result_release(r) == MARSHAL_OK);
+    CHECK(marshal_result_release(r) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_result_release: result handle already released");
+    CHECK(marshal_result_return(r) == nullptr);
+    CHECK(last() == "marshal_result_return: r: result handle used after release");
+    CHECK(marshal_result_out_count(r) == 0);
+    CHECK(marshal_function_call_into(f.fn("add_i32"), args, 2, r) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_function_call_into: result: result handle used after release");
+    // The result's values went with it.
+    int64_t x = 0;
+    CHECK(marshal_value_get_int64(ret, &x) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_value_get_int64: v: value handle used after release (a borrowed value goes with its list, record or result)");
+
+    CHECK(marshal_value_release(a) == MARSHAL_OK);
+    CHECK(marshal_value_release(a) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_value_release: value handle already released");
+    CHECK(marshal_value_get_int64(a, &x) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_value_kind(a) == MARSHAL_INVALID);
+    CHECK(last() == "marshal_value_kind: v: value handle used after release (a borrowed value goes with its list, record or result)");
+    CHECK(marshal_value_set_int64(a, 5) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_value_retain(a) == nullptr);
+    CHECK(marshal_value_to_json(a) == nullptr);
+    CHECK(marshal_function_call(f.fn("add_i32"), args, 2, &r) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_function_call: argument 0: value handle used after release (a borrowed value goes with its list, record or result)");
+
+    // The slot of a released value is reused, with a new generation: the old
+    // handle stays dead while the new one works.
+    bool reused = false;
+    marshal_value* fresh[64];
+    for (auto*& v : fresh) {
+      v = marshal_value_int64(7);
+      reused = reused || ((reinterpret_cast<uintptr_t>(v) ^ reinterpret_cast<uintptr_t>(a)) & 0xffffffffu) == 0;
+    }
+    CHECK(reused);
+    CHECK(marshal_value_get_int64(a, &x) == MARSHAL_ERROR_INVALID_HANDLE);
+    for (auto* v : fresh) {
+      REQUIRE(marshal_value_get_int64(v, &x) == MARSHAL_OK);
+      CHECK(x == 7);
+      CHECK(marshal_value_release(v) == MARSHAL_OK);
+    }
+  }
+
+  TEST_CASE("misuse: a handle of another type, a made-up handle, NULL handles and NULL out-pointers") {
+    Api f("tests/fixtures/pinvoke.json");
+    marshal_result* r = marshal_result_create();
+    marshal_value* v = marshal_value_int64(1);
+    CHECK(marshal_value_release(reinterpret_cast<marshal_value*>(r)) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_value_release: the handle is a result handle, not a value handle");
+    CHECK(marshal_result_release(reinterpret_cast<marshal_result*>(v)) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_result_release: the handle is a value handle, not a result handle");
+    CHECK(marshal_context_release(reinterpret_cast<marshal_context*>(f.lib)) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_context_release: the handle is a library handle, not a context handle");
+    marshal_typemap* tm = nullptr;
+    CHECK(marshal_library_open(reinterpret_cast<marshal_typemap*>(f.fn("add_i32")), nullptr) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_library_open: tm: the handle is a function handle, not a typemap handle");
+    marshal_value* args[2] = {v, reinterpret_cast<marshal_value*>(r)};
+    CHECK(marshal_function_call_into(f.fn("add_i32"), args, 2, r) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_function_call_into: argument 1: the handle is a result handle, not a value handle");
+    // Both still work: a wrong-type call changed nothing.
+    args[1] = v;
+    REQUIRE(marshal_function_call_into(f.fn("add_i32"), args, 2, r) == MARSHAL_OK);
+
+    // Pointers that no function of the API returned.
+    int local = 0;
+    CHECK(marshal_value_release(forge<marshal_value>(reinterpret_cast<uintptr_t>(&local))) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last().rfind("marshal_value_release: ", 0) == 0);
+    CHECK(marshal_value_kind(forge<marshal_value>(0xdeadbeef)) == MARSHAL_INVALID);
+    CHECK(last() == "marshal_value_kind: v: not a value handle (not made by this API, or corrupted)");
+    CHECK(marshal_value_kind(forge<marshal_value>(0x00000006ffffffffu)) == MARSHAL_INVALID);  // a value's kind, no such slot
+    CHECK(last() == "marshal_value_kind: v: not a value handle (not made by this API, or corrupted)");
+    CHECK(marshal_value_kind(forge<marshal_value>(reinterpret_cast<uintptr_t>(v) + (uintptr_t{1} << 36))) == MARSHAL_INVALID);  // a future generation
+    CHECK(last() == "marshal_value_kind: v: not a value handle (not made by this API, or corrupted)");
+
+    // NULL handles and NULL out-pointers: an argument error naming the parameter.
+    int64_t x = 0;
+    CHECK(marshal_value_get_int64(nullptr, &x) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_get_int64: v is NULL");
+    CHECK(marshal_value_get_int64(v, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_get_int64: out is NULL");
+    void* data = nullptr;
+    CHECK(marshal_native_data(v, &data, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_native_data: size is NULL");
+    marshal_function* fn = nullptr;
+    CHECK(marshal_library_function(f.lib, nullptr, &fn) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_library_function: name is NULL");
+    CHECK(marshal_library_function(nullptr, "add_i32", &fn) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_library_function: lib is NULL");
+    marshal_result* out = nullptr;
+    CHECK(marshal_function_call(f.fn("add_i32"), nullptr, 2, &out) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_function_call: args is NULL");
+    CHECK(marshal_function_call(f.fn("add_i32"), args, 2, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_function_call: out is NULL");
+    CHECK(marshal_function_call(nullptr, args, 2, &out) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_function_call: fn is NULL");
+    CHECK(marshal_result_out(r, nullptr) == nullptr);
+    CHECK(last() == "marshal_result_out: name is NULL");
+    CHECK(marshal_result_out_name(r, 3) == nullptr);
+    CHECK(last() == "marshal_result_out_name: index 3 is out of range (0 out parameters)");
+    CHECK(marshal_record_get(v, "x") == nullptr);
+    CHECK(last() == "marshal_record_get: expected a record, got the integer 1");
+    CHECK(marshal_list_size(v) == 0);
+    CHECK(last() == "marshal_list_size: expected a list, got the integer 1");
+    CHECK(marshal_typemap_load(nullptr, "x", &tm) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_typemap_load: ctx is NULL");
+    CHECK(marshal_value_from_json("1", nullptr) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_from_json: out is NULL");
+    CHECK(marshal_interface_marshal(v, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    // NULL is accepted by every release function.
+    CHECK(marshal_value_release(nullptr) == MARSHAL_OK);
+    CHECK(marshal_result_release(nullptr) == MARSHAL_OK);
+    CHECK(marshal_library_release(nullptr) == MARSHAL_OK);
+    CHECK(marshal_context_release(nullptr) == MARSHAL_OK);
+    CHECK(marshal_callback_release(nullptr) == MARSHAL_OK);
+    CHECK(marshal_value_release(v) == MARSHAL_OK);
+    CHECK(marshal_result_release(r) == MARSHAL_OK);
+  }
+
+  TEST_CASE("misuse: setters keep a value's kind; borrowed values are read-only and released by their owner") {
+    marshal_value* s = marshal_value_string("abc", 3);
+    CHECK(marshal_value_set_int64(s, 1) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_set_int64: value is a string, not an integer (make a new value to change its kind)");
+    const char* text = nullptr;
+    size_t n = 0;
+    REQUIRE(marshal_value_get_string(s, &text, &n) == MARSHAL_OK);  // unchanged
+    CHECK(std::string(text, n) == "abc");
+    marshal_value* i = marshal_value_int64(-1);
+    CHECK(marshal_value_set_double(i, 0.5) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_set_double: value is an integer, not a double (make a new value to change its kind)");
+    CHECK(marshal_value_set_bool(i, 1) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_set_bool: value is an integer, not a bool (make a new value to change its kind)");
+    CHECK(marshal_value_set_uint64(i, UINT64_MAX) == MARSHAL_OK);  // an integer stays an integer
+    CHECK(marshal_value_kind(i) == MARSHAL_UINT64);
+    marshal_value* nul = marshal_value_null();
+    CHECK(marshal_value_set_int64(nul, 1) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_set_int64: value is null, not an integer (make a new value to change its kind)");
+    CHECK(marshal_value_kind(nul) == MARSHAL_NULL);
+    marshal_value* d = marshal_value_double(1);
+    CHECK(marshal_value_set_uint64(d, 1) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_set_uint64: value is a double, not an integer (make a new value to change its kind)");
+
+    // Borrowed: items of a list (and values of a result) belong to it.
+    marshal_value* list = nullptr;
+    REQUIRE(marshal_value_from_json("[1, [2, 3]]", &list) == MARSHAL_OK);
+    auto* item = const_cast<marshal_value*>(marshal_list_get(list, 0));
+    auto* inner = const_cast<marshal_value*>(marshal_list_get(list, 1));
+    CHECK(marshal_value_set_int64(item, 5) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_set_int64: the value is borrowed (an item of a list or record, a value of a result, or an argument of a host function); it is read-only");
+    CHECK(marshal_list_append(inner, item) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last().find("marshal_list_append: the container is borrowed") == 0);
+    CHECK(marshal_value_release(item) == MARSHAL_ERROR_MISUSE);
+    CHECK(last() == "marshal_value_release: value is borrowed (an item of a list or record, a value of a result, or an argument of a host function): its owner releases it; retain it to keep it");
+    int64_t x = 0;
+    REQUIRE(marshal_value_get_int64(item, &x) == MARSHAL_OK);  // still there
+    CHECK(x == 1);
+    // Retained, it is the host's too, and outlives the list.
+    CHECK(marshal_value_retain(item) == item);
+    CHECK(marshal_value_release(list) == MARSHAL_OK);
+    CHECK(marshal_list_size(inner) == 0);  // went with the list
+    CHECK(last() == "marshal_list_size: list: value handle used after release (a borrowed value goes with its list, record or result)");
+    REQUIRE(marshal_value_get_int64(item, &x) == MARSHAL_OK);
+    CHECK(marshal_value_set_int64(item, 9) == MARSHAL_OK);  // now the host's alone
+    CHECK(marshal_value_release(item) == MARSHAL_OK);
+    CHECK(marshal_value_release(item) == MARSHAL_ERROR_INVALID_HANDLE);
+
+    // A list changed after an item was read: the old item handle is dead, not stale data.
+    marshal_value* l2 = marshal_value_list();
+    REQUIRE(marshal_list_append(l2, s) == MARSHAL_OK);
+    const marshal_value* first = marshal_list_get(l2, 0);
+    REQUIRE(marshal_list_append(l2, l2) == MARSHAL_OK);  // itself, copied first
+    CHECK(marshal_value_get_string(first, &text, &n) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_list_size(marshal_list_get(l2, 1)) == 1);
+    marshal_value* rec = marshal_value_record();
+    REQUIRE(marshal_record_set(rec, "self", rec) == MARSHAL_OK);
+    REQUIRE(marshal_record_set(rec, "self", rec) == MARSHAL_OK);
+    CHECK(marshal_record_size(marshal_record_get(rec, "self")) == 1);
+    for (marshal_value* v : {s, i, nul, d, l2, rec}) CHECK(marshal_value_release(v) == MARSHAL_OK);
+  }
+
+  TEST_CASE("misuse: counts and lengths (negative, huge, without NUL)") {
+    Api f("tests/fixtures/pinvoke.json");
+    marshal_value* one = marshal_value_int64(1);
+    marshal_value* two_args[2] = {one, one};
+    marshal_result* r = nullptr;
+    CHECK(marshal_function_call(f.fn("add_i32"), two_args, static_cast<size_t>(-1), &r) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_function_call: nargs is 18446744073709551615, more than 65535 (a negative count?)");
+    // A count that cannot be right is not used to read the host's array (ASan
+    // would see args[2] read past this 2-element array).
+    CHECK(marshal_function_call(f.fn("add_i32"), two_args, 3, &r) == MARSHAL_ERROR_CALL);
+    CHECK(last().find("add_i32: expects 2 arguments (a, b), got 3") != std::string::npos);
+    CHECK(marshal_function_call(f.fn("add_i32"), two_args, 40, &r) == MARSHAL_ERROR_CALL);
+    CHECK(last().find("expects 2 arguments (a, b), got 40") != std::string::npos);
+    CHECK(r == nullptr);
+    marshal_value* obj = nullptr;
+    CHECK(marshal_library_create(f.lib, "Nothing", two_args, static_cast<size_t>(-2), &obj) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_library_create: nargs is 18446744073709551614, more than 65535 (a negative count?)");
+
+    CHECK(marshal_value_string("abc", static_cast<size_t>(-1)) == nullptr);
+    CHECK(last() == "marshal_value_string: length is 18446744073709551615, more than PTRDIFF_MAX (a negative count?)");
+    CHECK(marshal_value_bytes("abc", static_cast<size_t>(-3)) == nullptr);
+    CHECK(last() == "marshal_value_bytes: length is 18446744073709551613, more than PTRDIFF_MAX (a negative count?)");
+    CHECK(marshal_value_string(nullptr, 5) == nullptr);
+    CHECK(last() == "marshal_value_string: utf8 is NULL with a length of 5");
+    CHECK(marshal_value_bytes(nullptr, 2) == nullptr);
+    CHECK(last() == "marshal_value_bytes: data is NULL with a length of 2");
+    marshal_value* empty = marshal_value_string(nullptr, 0);
+    const char* text = nullptr;
+    size_t n = 9;
+    REQUIRE(marshal_value_get_string(empty, &text, &n) == MARSHAL_OK);
+    CHECK(n == 0);
+    // Exactly `length` bytes are read: no NUL needed (ASan checks the bound).
+    auto* unterminated = new char[3]{'a', 'b', 'c'};
+    marshal_value* abc = marshal_value_string(unterminated, 3);
+    marshal_value* raw = marshal_value_bytes(unterminated, 3);
+    delete[] unterminated;
+    REQUIRE(marshal_value_get_string(abc, &text, &n) == MARSHAL_OK);
+    CHECK(std::string(text, n) == "abc");
+    const char* tm_text = R"({"typemap": 1, "constants": {"A": 1}})";
+    std::vector<char> exact(tm_text, tm_text + std::strlen(tm_text));  // no NUL after it
+    marshal_typemap* tm = nullptr;
+    CHECK(marshal_typemap_load_text(f.ctx, exact.data(), exact.size(), "exact.json", &tm) == MARSHAL_OK);
+    CHECK(marshal_typemap_load_text(f.ctx, exact.data(), static_cast<size_t>(-1), "x.json", &tm) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_typemap_load_text: length is 18446744073709551615, more than PTRDIFF_MAX (a negative count?)");
+    int destroyed = 0;
+    marshal_host_method m[1] = {{"Get", [](void*, const marshal_value* const*, size_t, marshal_value**, const char**) { return 0; }}};
+    CHECK(marshal_value_host_object("x", nullptr, 0, m, static_cast<size_t>(-1), &destroyed,
+                                    [](void* u) { ++*static_cast<int*>(u); }) == nullptr);
+    CHECK(destroyed == 1);
+    for (marshal_value* v : {one, empty, abc, raw}) CHECK(marshal_value_release(v) == MARSHAL_OK);
+  }
+
+  TEST_CASE("native memory: the size is checked before anything is allocated (count x size overflow, the limit)") {
+    Api f("tests/fixtures/pinvoke.json");
+    marshal_value* mem = nullptr;
+    // 4 x (2^62 + 1) wraps to 4 bytes: refused, not a 4-byte box claiming 2^62 + 1 elements.
+    CHECK(marshal_value_native(f.lib, "int32", (size_t{1} << 62) + 1, &mem) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_native: 4611686018427387905 elements of int32 (4 bytes each) overflow size_t");
+    CHECK(marshal_value_native(f.lib, "Point", SIZE_MAX, &mem) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_native: 18446744073709551615 elements of Point (8 bytes each) overflow size_t");
+    // Fits in size_t but is more than the library allows: refused at once, nothing allocated.
+    CHECK(marshal_value_native(f.lib, "int32", size_t{1} << 29, &mem) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_native: 536870912 elements of int32 are 2147483648 bytes, more than the library's "
+                    "limit of 1073741824 (marshal_library_set_max_alloc)");
+    CHECK(marshal_value_native(f.lib, "uint8", size_t{1} << 40, &mem) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(mem == nullptr);
+    REQUIRE(marshal_library_set_max_alloc(f.lib, 64) == MARSHAL_OK);
+    CHECK(marshal_value_native(f.lib, "int32", 17, &mem) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_value_native: 17 elements of int32 are 68 bytes, more than the library's limit of 64 "
+                    "(marshal_library_set_max_alloc)");
+    REQUIRE(marshal_value_native(f.lib, "int32", 16, &mem) == MARSHAL_OK);
+    void* data = nullptr;
+    size_t size = 0;
+    REQUIRE(marshal_native_data(mem, &data, &size) == MARSHAL_OK);
+    CHECK(size == 64);
+    CHECK(marshal_library_set_max_alloc(f.lib, 0) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_library_set_max_alloc: bytes is 0 (expected 1 to PTRDIFF_MAX)");
+    CHECK(marshal_value_release(mem) == MARSHAL_OK);
+  }
+
+  TEST_CASE("misuse: releasing a library and its context while a result, native memory and an object from it live") {
+    marshal_context* ctx = nullptr;
+    marshal_library* lib = open_library(&ctx, "tests/fixtures/pinvoke.json");
+    marshal_function* fn = nullptr;
+    REQUIRE(marshal_library_function(lib, "get_out_point", &fn) == MARSHAL_OK);
+    marshal_value* x = marshal_value_int64(4);
+    marshal_value* args[2] = {x, x};
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_function_call(fn, args, 2, &r) == MARSHAL_OK);
+    marshal_value* mem = nullptr;
+    REQUIRE(marshal_value_native(lib, "Point", 2, &mem) == MARSHAL_OK);
+    CHECK(marshal_library_release(lib) == MARSHAL_OK);
+    CHECK(marshal_context_release(ctx) == MARSHAL_OK);
+    // The result holds host values only: still readable.
+    int64_t got = 0;
+    REQUIRE(marshal_value_get_int64(marshal_record_get(marshal_result_out(r, "out"), "x"), &got) == MARSHAL_OK);
+    CHECK(got == 4);
+    char* json = marshal_value_to_json(marshal_result_out(r, "out"));
+    CHECK(std::string(json) == R"({"x":4,"y":4})");
+    marshal_free(json);
+    void* data = nullptr;
+    size_t size = 0;
+    REQUIRE(marshal_native_data(mem, &data, &size) == MARSHAL_OK);
+    CHECK(size == 2 * sizeof(Point));
+    CHECK(marshal_result_release(r) == MARSHAL_OK);
+    CHECK(marshal_value_release(mem) == MARSHAL_OK);
+
+    // An object keeps its (engine) library and the types of its context alive:
+    // calling it, and releasing it last, uses them.
+    lib = open_library(&ctx, "tests/fixtures/objects.json");
+    marshal_value* counter = nullptr;
+    marshal_value* five = marshal_value_int64(5);
+    REQUIRE(marshal_library_create(lib, "Counter", &five, 1, &counter) == MARSHAL_OK);
+    CHECK(marshal_library_release(lib) == MARSHAL_OK);
+    CHECK(marshal_context_release(ctx) == MARSHAL_OK);
+    REQUIRE(marshal_object_call(counter, "Add", &x, 1, &r) == MARSHAL_OK);
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &got) == MARSHAL_OK);
+    CHECK(got == 9);
+    CHECK(marshal_result_release(r) == MARSHAL_OK);
+    CHECK(std::string(marshal_object_interface(counter)) == "ICounter");
+    CHECK(marshal_value_release(counter) == MARSHAL_OK);  // the last: Release, then the library, then its context
+    CHECK(marshal_value_release(five) == MARSHAL_OK);
+    CHECK(marshal_value_release(x) == MARSHAL_OK);
+  }
+
+  TEST_CASE("misuse: callbacks released twice, and what a host function does with its call's handles") {
+    struct State {
+      marshal_library* lib = nullptr;
+      marshal_result* result = nullptr;
+      marshal_value* arg = nullptr;  // the outer call's second argument
+      marshal_status set_arg = MARSHAL_OK;
+      std::string set_arg_error;
+      marshal_status release_lib = MARSHAL_ERROR_INTERNAL, release_result = MARSHAL_ERROR_INTERNAL,
+                     release_arg = MARSHAL_ERROR_INTERNAL, release_again = MARSHAL_OK;
+      std::string again_error;
+    } st;
+    marshal_context* ctx = nullptr;
+    st.lib = open_library(&ctx, "tests/fixtures/callbacks.json");
+    CHECK(marshal_context_release(ctx) == MARSHAL_OK);  // the library keeps it
+    marshal_function* apply = nullptr;
+    REQUIRE(marshal_library_function(st.lib, "apply_i32", &apply) == MARSHAL_OK);
+    // Drops the last reference of everything the running call uses.
+    auto rude = [](void* user, const marshal_value* const* args, size_t, marshal_value** result, const char**) -> int {
+      auto* s = static_cast<State*>(user);
+      s->set_arg = marshal_value_set_int64(s->arg, 100);
+      s->set_arg_error = marshal_last_error();
+      s->release_arg = marshal_value_release(s->arg);
+      s->release_again = marshal_value_release(s->arg);
+      s->again_error = marshal_last_error();
+      s->release_result = marshal_result_release(s->result);
+      s->release_lib = marshal_library_release(s->lib);
+      int64_t v = 0;
+      marshal_value_get_int64(args[0], &v);
+      *result = marshal_value_int64(v * 2);
+      return 0;
+    };
+    marshal_value* fn = marshal_value_function("rude", rude, &st, nullptr);
+    st.arg = marshal_value_int64(21);
+    st.result = marshal_result_create();
+    marshal_value* args[2] = {fn, st.arg};
+    REQUIRE(marshal_function_call_into(apply, args, 2, st.result) == MARSHAL_OK);
+    CHECK(st.set_arg == MARSHAL_ERROR_MISUSE);
+    CHECK(st.set_arg_error == "marshal_value_set_int64: value is an argument of a call in progress on this thread (a host function may not change it)");
+    CHECK(st.release_arg == MARSHAL_OK);  // deferred to the end of the call
+    CHECK(st.release_again == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(st.again_error == "marshal_value_release: value handle already released");
+    CHECK(st.release_result == MARSHAL_OK);
+    CHECK(st.release_lib == MARSHAL_OK);
+    // All three are gone now that the call returned.
+    CHECK(marshal_result_release(st.result) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_library_release(st.lib) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_value_release(st.arg) == MARSHAL_ERROR_INVALID_HANDLE);
+    marshal_result* r = nullptr;
+    CHECK(marshal_function_call(apply, args, 2, &r) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_function_call: fn: function handle used after its library was released");
+    CHECK(marshal_value_release(fn) == MARSHAL_OK);
+
+    Api f("tests/fixtures/callbacks.json");
+    // A host function that releases an argument it only borrowed, or returns a dead handle.
+    auto drops_arg = [](void*, const marshal_value* const* args, size_t, marshal_value** result, const char**) -> int {
+      const marshal_status st = marshal_value_release(const_cast<marshal_value*>(args[0]));
+      *result = marshal_value_int64(st == MARSHAL_ERROR_MISUSE ? 1 : 0);
+      return 0;
+    };
+    marshal_value* g = marshal_value_function("drops_arg", drops_arg, nullptr, nullptr);
+    marshal_value* seven = marshal_value_int64(7);
+    marshal_value* gargs[2] = {g, seven};
+    REQUIRE(marshal_function_call(f.fn("apply_i32"), gargs, 2, &r) == MARSHAL_OK);
+    int64_t refused = 0;
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &refused) == MARSHAL_OK);
+    CHECK(refused == 1);
+    CHECK(marshal_result_release(r) == MARSHAL_OK);
+    auto dead = [](void*, const marshal_value* const*, size_t, marshal_value** result, const char**) -> int {
+      *result = marshal_value_int64(1);
+      marshal_value_release(*result);
+      return 0;
+    };
+    marshal_value* h = marshal_value_function("dead", dead, nullptr, nullptr);
+    gargs[0] = h;
+    CHECK(marshal_function_call(f.fn("apply_i32"), gargs, 2, &r) == MARSHAL_ERROR_CALL);
+    CHECK(last().find("the host function's result: value handle used after release") != std::string::npos);
+    auto echo = [](void*, const marshal_value* const* args, size_t, marshal_value** result, const char**) -> int {
+      *result = const_cast<marshal_value*>(args[0]);  // borrowed, not retained: copied, left to its owner
+      return 0;
+    };
+    marshal_value* e = marshal_value_function("echo", echo, nullptr, nullptr);
+    gargs[0] = e;
+    REQUIRE(marshal_function_call(f.fn("apply_i32"), gargs, 2, &r) == MARSHAL_OK);
+    int64_t got = 0;
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &got) == MARSHAL_OK);
+    CHECK(got == 7);
+    CHECK(marshal_result_release(r) == MARSHAL_OK);
+
+    // A registered callback released twice; a value that is not a callback.
+    marshal_value* cb = nullptr;
+    REQUIRE(marshal_library_callback(f.lib, "IntFn", e, &cb) == MARSHAL_OK);
+    CHECK(marshal_callback_release(cb) == MARSHAL_OK);
+    CHECK(marshal_callback_release(cb) == MARSHAL_ERROR_MISUSE);
+    CHECK(last() == "marshal_callback_release: callback 'IntFn' already released (by marshal_callback_release or with its library)");
+    CHECK(marshal_callback_release(seven) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_callback_release: expected a callback (marshal_library_callback), got the integer 7");
+    CHECK(marshal_library_callback(f.lib, "IntFn", seven, &cb) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(last() == "marshal_library_callback: expected a function value (marshal_value_function), got the integer 7");
+    CHECK(marshal_value_release(cb) == MARSHAL_OK);
+    CHECK(marshal_callback_release(cb) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(last() == "marshal_callback_release: callback: value handle used after release (a borrowed value goes with its list, record or result)");
+    for (marshal_value* v : {g, seven, h, e}) CHECK(marshal_value_release(v) == MARSHAL_OK);
+  }
+
+  TEST_CASE("misuse from threads: shared references, racing double releases, handles outliving their thread") {
+    marshal_value* shared = marshal_value_int64(42);
+    std::vector<std::thread> threads;
+    std::atomic<int> bad{0};
+    for (int t = 0; t < 8; ++t)
+      threads.emplace_back([&] {
+        for (int i = 0; i < 2000; ++i) {
+          marshal_value* mine = marshal_value_retain(shared);
+          int64_t x = 0;
+          if (!mine || marshal_value_get_int64(mine, &x) != MARSHAL_OK || x != 42) ++bad;
+          marshal_value* tmp = marshal_value_int64(i);
+          if (marshal_value_release(tmp) != MARSHAL_OK || marshal_value_release(mine) != MARSHAL_OK) ++bad;
+        }
+      });
+    for (auto& t : threads) t.join();
+    threads.clear();
+    CHECK(bad == 0);
+    CHECK(marshal_value_release(shared) == MARSHAL_OK);
+    CHECK(marshal_value_release(shared) == MARSHAL_ERROR_INVALID_HANDLE);
+
+    // Two threads release the same last reference: exactly one succeeds.
+    int ok = 0, invalid = 0;
+    for (int round = 0; round < 200; ++round) {
+      marshal_value* v = marshal_value_string("racy", 4);
+      marshal_status s1 = MARSHAL_OK, s2 = MARSHAL_OK;
+      std::atomic<bool> go{false};
+      std::thread a([&] {
+        while (!go) std::this_thread::yield();
+        s1 = marshal_value_release(v);
+      });
+      std::thread b([&] {
+        while (!go) std::this_thread::yield();
+        s2 = marshal_value_release(v);
+      });
+      go = true;
+      a.join();
+      b.join();
+      ok += (s1 == MARSHAL_OK) + (s2 == MARSHAL_OK);
+      invalid += (s1 == MARSHAL_ERROR_INVALID_HANDLE) + (s2 == MARSHAL_ERROR_INVALID_HANDLE);
+    }
+    CHECK(ok == 200);
+    CHECK(invalid == 200);
+
+    // Values made on threads that have exited, released here (their free slots went back to the pool).
+    std::vector<marshal_value*> made(1000);
+    std::thread maker([&] {
+      for (size_t i = 0; i < made.size(); ++i) made[i] = marshal_value_int64(static_cast<int64_t>(i));
+    });
+    maker.join();
+    int64_t x = 0;
+    for (size_t i = 0; i < made.size(); ++i) {
+      REQUIRE(marshal_value_get_int64(made[i], &x) == MARSHAL_OK);
+      CHECK(x == static_cast<int64_t>(i));
+      CHECK(marshal_value_release(made[i]) == MARSHAL_OK);
+    }
   }
 }

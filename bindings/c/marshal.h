@@ -9,11 +9,43 @@
  * - *_create / *_open / marshal_value_* constructors return a new reference;
  *   *_retain adds one, *_release drops one; the object dies with its last.
  * - a marshal_typemap belongs to its context and lives as long as it;
- * - a marshal_function belongs to its library and lives as long as it;
+ * - a marshal_function belongs to its library and lives as long as it: it does
+ *   not keep the library alive; called after its library was released it
+ *   fails with MARSHAL_ERROR_INVALID_HANDLE;
  * - a marshal_library keeps its context alive;
- * - values read from a result, a list or a record are borrowed: valid while
- *   the result / container is, unless retained.
- * Release functions accept NULL. */
+ * - values read from a result, a list or a record, and the arguments a host
+ *   function receives, are borrowed: valid while their owner is (and until a
+ *   list or record changes, or a reused result is called into again), unless
+ *   retained. A borrowed value may not be released or changed by the host;
+ * - a result holds only host values: it stays readable after its library and
+ *   context are released.
+ * Release functions accept NULL.
+ *
+ * Handles are checked: a handle is not a pointer but a slot of a table and a
+ * generation, checked by every function. A released (or stale, or made-up)
+ * handle, or a handle of another type, is never undefined behaviour: the
+ * function fails with MARSHAL_ERROR_INVALID_HANDLE and a message naming the
+ * function and the misuse ("marshal_result_release: result handle already
+ * released"); functions that return a count or a pointer return 0 / NULL
+ * (marshal_value_kind: MARSHAL_INVALID) and leave that message. A released
+ * handle never becomes valid again.
+ *
+ * Threading:
+ * - contexts, typemaps, libraries and functions may be used from any number
+ *   of threads at once (load, open, bind, call);
+ * - a value or a result is used by one thread at a time while anything
+ *   changes it (set_*, list_append, record_set, a call into a result, and
+ *   list_get / record_get, which make its borrowed handles); reading it
+ *   (get_*, kind, to_json, passing it as an argument) may be concurrent;
+ * - retain and release are atomic: references may be handed between threads
+ *   and dropped anywhere; but a thread must not drop the last reference of
+ *   something another thread is using (a library whose function another thread
+ *   is calling, a value another thread passes) -- that race is the host's,
+ *   as with any reference count;
+ * - on the calling thread, a host function (callback) may release the
+ *   library, result, object or arguments of the call it runs in: the release
+ *   takes effect when that call returns (the handle is dead at once). It may
+ *   not change an argument of that call (MARSHAL_ERROR_MISUSE). */
 #ifndef MARSHAL_H
 #define MARSHAL_H
 
@@ -37,10 +69,13 @@ typedef enum marshal_status {
   MARSHAL_ERROR_LIBRARY = 3,  /* the native library could not be loaded */
   MARSHAL_ERROR_BIND = 4,     /* unknown function, missing symbol, inexpressible signature */
   MARSHAL_ERROR_CALL = 5,     /* a wrong argument (before any native code ran) or a failed check */
-  MARSHAL_ERROR_INTERNAL = 6  /* out of memory or an engine fault */
+  MARSHAL_ERROR_INTERNAL = 6, /* out of memory or an engine fault */
+  MARSHAL_ERROR_INVALID_HANDLE = 7, /* a released, stale or made-up handle, or a handle of another type */
+  MARSHAL_ERROR_MISUSE = 8    /* a live handle used against its rules (releasing a borrowed value...) */
 } marshal_status;
 
 typedef enum marshal_kind {
+  MARSHAL_INVALID = -1, /* marshal_value_kind of an invalid handle (see marshal_last_error) */
   MARSHAL_NULL = 0,
   MARSHAL_BOOL,
   MARSHAL_INT64,
@@ -73,7 +108,7 @@ MARSHAL_API const char *marshal_last_error(void);
 /* ---- contexts and typemaps ---- */
 MARSHAL_API marshal_status marshal_context_create(marshal_context **out);
 MARSHAL_API marshal_context *marshal_context_retain(marshal_context *ctx);
-MARSHAL_API void marshal_context_release(marshal_context *ctx);
+MARSHAL_API marshal_status marshal_context_release(marshal_context *ctx);
 MARSHAL_API marshal_status marshal_typemap_load(marshal_context *ctx, const char *path, marshal_typemap **out);
 MARSHAL_API marshal_status marshal_typemap_load_text(marshal_context *ctx, const char *json, size_t length,
                                                      const char *name, marshal_typemap **out);
@@ -81,12 +116,18 @@ MARSHAL_API marshal_status marshal_typemap_load_text(marshal_context *ctx, const
 /* ---- libraries and functions ---- */
 MARSHAL_API marshal_status marshal_library_open(marshal_typemap *tm, marshal_library **out);
 MARSHAL_API marshal_library *marshal_library_retain(marshal_library *lib);
-MARSHAL_API void marshal_library_release(marshal_library *lib);
+MARSHAL_API marshal_status marshal_library_release(marshal_library *lib);
+/* The most bytes one block of native memory (marshal_value_native) may take;
+ * a larger request is MARSHAL_ERROR_ARGUMENT before anything is allocated. */
+#define MARSHAL_DEFAULT_MAX_ALLOC ((size_t)1 << 30)
+MARSHAL_API marshal_status marshal_library_set_max_alloc(marshal_library *lib, size_t bytes);
 MARSHAL_API marshal_status marshal_library_function(marshal_library *lib, const char *name, marshal_function **out);
 /* How many in/inout arguments a call takes (variadic ones come after). */
 MARSHAL_API size_t marshal_function_arity(const marshal_function *fn);
 
-/* Calls fn with args (borrowed) and returns a new result. */
+/* Calls fn with args (borrowed) and returns a new result. nargs is at most
+ * 65535; a function without variadic parameters given another number than
+ * its arity fails without reading args. */
 MARSHAL_API marshal_status marshal_function_call(const marshal_function *fn, marshal_value *const *args, size_t nargs,
                                                  marshal_result **out);
 MARSHAL_API const marshal_value *marshal_result_return(const marshal_result *r);
@@ -96,7 +137,7 @@ MARSHAL_API const char *marshal_result_out_name(const marshal_result *r, size_t 
 MARSHAL_API const marshal_value *marshal_result_out(const marshal_result *r, const char *name);
 /* 1 and *err set when the function captures errno, else 0. */
 MARSHAL_API int marshal_result_errno(const marshal_result *r, int *err);
-MARSHAL_API void marshal_result_release(marshal_result *r);
+MARSHAL_API marshal_status marshal_result_release(marshal_result *r);
 /* Calls without an allocation per call: a result made once and reused. Each
  * call replaces r's return and out values; a value retained from an earlier
  * call (marshal_value_retain) keeps its contents, and r is left unchanged when
@@ -111,6 +152,8 @@ MARSHAL_API marshal_value *marshal_value_bool(int b);
 MARSHAL_API marshal_value *marshal_value_int64(int64_t v);
 MARSHAL_API marshal_value *marshal_value_uint64(uint64_t v);
 MARSHAL_API marshal_value *marshal_value_double(double v);
+/* Exactly length bytes are copied (no NUL needed). NULL with a length other
+ * than 0, or a length above PTRDIFF_MAX, gives NULL and a message. */
 MARSHAL_API marshal_value *marshal_value_string(const char *utf8, size_t length);
 MARSHAL_API marshal_value *marshal_value_bytes(const void *data, size_t length);
 MARSHAL_API marshal_value *marshal_value_list(void);
@@ -119,22 +162,29 @@ MARSHAL_API marshal_value *marshal_value_record(void);
  * zeroed values of `type` (a primitive or a type of lib's typemap). Given for
  * an array or ptr parameter of that element type it needs no conversion: an
  * `in` array is copied once (the callee never changes the host's memory), an
- * `inout` array and a ptr are passed by address. */
+ * `inout` array and a ptr are passed by address. count times the type's size
+ * is checked: an overflow, or more than the library's limit
+ * (marshal_library_set_max_alloc), is MARSHAL_ERROR_ARGUMENT. */
 MARSHAL_API marshal_status marshal_value_native(marshal_library *lib, const char *type, size_t count,
                                                 marshal_value **out);
-/* The address and size in bytes of native memory (to fill or read it). */
+/* The address and size in bytes of native memory (to fill or read it),
+ * valid while v is. */
 MARSHAL_API marshal_status marshal_native_data(const marshal_value *v, void **data, size_t *size);
 MARSHAL_API marshal_value *marshal_value_retain(marshal_value *v);
-/* Changes a scalar value in place (to reuse an argument across calls): only a
- * value whose one reference the caller holds may change; a retained value is
- * MARSHAL_ERROR_ARGUMENT. */
+/* Changes a scalar value in place (to reuse an argument across calls), to a
+ * value of the same kind (set_int64 and set_uint64: an integer). A value of
+ * another kind, a retained (shared) value or a borrowed one is
+ * MARSHAL_ERROR_ARGUMENT ("marshal_value_set_int64: value is a string, not an
+ * integer ..."). */
 MARSHAL_API marshal_status marshal_value_set_bool(marshal_value *v, int b);
 MARSHAL_API marshal_status marshal_value_set_int64(marshal_value *v, int64_t x);
 MARSHAL_API marshal_status marshal_value_set_uint64(marshal_value *v, uint64_t x);
 MARSHAL_API marshal_status marshal_value_set_double(marshal_value *v, double x);
-MARSHAL_API void marshal_value_release(marshal_value *v);
+/* Releasing a borrowed value (not retained) is MARSHAL_ERROR_MISUSE. */
+MARSHAL_API marshal_status marshal_value_release(marshal_value *v);
 
-/* Containers copy the item in; the caller keeps its reference. */
+/* Containers copy the item in; the caller keeps its reference. A borrowed
+ * container is read-only (MARSHAL_ERROR_ARGUMENT). */
 MARSHAL_API marshal_status marshal_list_append(marshal_value *list, const marshal_value *item);
 MARSHAL_API marshal_status marshal_record_set(marshal_value *record, const char *name, const marshal_value *item);
 
@@ -147,6 +197,8 @@ MARSHAL_API marshal_status marshal_value_get_double(const marshal_value *v, doub
 /* Borrowed data, valid while v is. */
 MARSHAL_API marshal_status marshal_value_get_string(const marshal_value *v, const char **data, size_t *length);
 MARSHAL_API marshal_status marshal_value_get_bytes(const marshal_value *v, const uint8_t **data, size_t *length);
+/* Counts of a value that is not a list / record are 0; an index out of range
+ * or a missing name gives NULL; each with a message. */
 MARSHAL_API size_t marshal_list_size(const marshal_value *list);
 MARSHAL_API const marshal_value *marshal_list_get(const marshal_value *list, size_t i);
 MARSHAL_API size_t marshal_record_size(const marshal_value *record);
@@ -170,10 +222,12 @@ MARSHAL_API marshal_value *marshal_value_function(const char *name, marshal_host
 /* A registered callback of signature sig calling the function value fn: pass it
  * where a callback of scope "registered" is expected; release it with
  * marshal_callback_release when native code no longer calls it (a later call
- * reaches the trap, which names the callback). */
+ * reaches the trap, which names the callback). Releasing it twice is
+ * MARSHAL_ERROR_MISUSE. The value itself is released with
+ * marshal_value_release. */
 MARSHAL_API marshal_status marshal_library_callback(marshal_library *lib, const char *sig, const marshal_value *fn,
                                                     marshal_value **out);
-MARSHAL_API void marshal_callback_release(marshal_value *callback);
+MARSHAL_API marshal_status marshal_callback_release(marshal_value *callback);
 
 /* ---- objects (COM-style interfaces) ----
  * A native object value holds one reference per interface it was obtained as

@@ -1,0 +1,206 @@
+// marshal C API: the handle table (see handles.hpp).
+// Slots live in chunks that are never freed, so a stale handle always reads a
+// slot, never freed memory. Free slots are kept per thread (no lock when
+// values are made and dropped call after call) and exchanged with a shared
+// pool in batches.
+#include "handles.hpp"
+
+#include <mutex>
+#include <new>
+#include <vector>
+
+namespace marshal_c {
+
+std::atomic<Slot*> Handles::dir_[Handles::max_chunks];  // zero-initialized: no chunk yet
+
+const char* kind_name(Kind k) {
+  switch (k) {
+    case Kind::none: return "free";
+    case Kind::context: return "context";
+    case Kind::typemap: return "typemap";
+    case Kind::library: return "library";
+    case Kind::function: return "function";
+    case Kind::result: return "result";
+    case Kind::value: return "value";
+  }
+  return "?";
+}
+
+namespace {
+
+struct Pool {
+  std::mutex mutex;
+  std::vector<std::uint32_t> free;
+  std::size_t next = 0;  // the first index never handed out
+};
+// Never destroyed: threads may drop handles after main returns.
+Pool& pool() {
+  static Pool* p = new Pool;
+  return *p;
+}
+
+constexpr std::size_t cache_max = 256;
+constexpr std::size_t batch = 64;
+
+struct Cache {
+  std::uint32_t items[cache_max];
+  std::size_t n = 0;
+  ~Cache();
+};
+// Set when this thread's cache is gone (thread exit): later frees go to the
+// pool. A plain bool has no destructor, so it is readable until the end.
+thread_local bool cache_closed = false;
+thread_local Cache cache;
+
+Cache::~Cache() {
+  cache_closed = true;
+  Pool& p = pool();
+  std::lock_guard lock(p.mutex);
+  try {
+    p.free.insert(p.free.end(), items, items + n);
+  } catch (...) {
+    // Out of memory at thread exit: these slots are retired, never reused.
+  }
+  n = 0;
+}
+
+// A fresh index from the pool (the caller holds its lock), making its chunk.
+bool fresh(Pool& p, std::uint32_t& i, std::string& error) {
+  if (p.next >= Handles::max_slots) {
+    error = "too many handles: " + std::to_string(Handles::max_slots) + " slots are in use or retired";
+    return false;
+  }
+  if ((p.next & (Handles::chunk_size - 1)) == 0) {
+    auto* chunk = new (std::nothrow) Slot[Handles::chunk_size];
+    if (!chunk) {
+      error = "out of memory";
+      return false;
+    }
+    // Published once, never freed: stale handles always find their slot.
+    Handles::publish(p.next >> Handles::chunk_bits, chunk);
+  }
+  i = static_cast<std::uint32_t>(p.next++);
+  return true;
+}
+
+bool take(std::uint32_t& i, std::string& error) {
+  if (!cache_closed) {
+    Cache& c = cache;
+    if (c.n) {
+      i = c.items[--c.n];
+      return true;
+    }
+    Pool& p = pool();
+    std::lock_guard lock(p.mutex);
+    while (c.n < batch && !p.free.empty()) {
+      c.items[c.n++] = p.free.back();
+      p.free.pop_back();
+    }
+    while (c.n < batch) {
+      std::uint32_t f;
+      if (!fresh(p, f, error)) break;
+      c.items[c.n++] = f;
+    }
+    if (!c.n) return false;
+    i = c.items[--c.n];
+    return true;
+  }
+  Pool& p = pool();
+  std::lock_guard lock(p.mutex);
+  if (!p.free.empty()) {
+    i = p.free.back();
+    p.free.pop_back();
+    return true;
+  }
+  return fresh(p, i, error);
+}
+
+void give(std::uint32_t i) noexcept {
+  if (!cache_closed) {
+    Cache& c = cache;
+    if (c.n == cache_max) {
+      Pool& p = pool();
+      std::lock_guard lock(p.mutex);
+      try {
+        p.free.insert(p.free.end(), c.items + cache_max / 2, c.items + cache_max);
+        c.n = cache_max / 2;
+      } catch (...) {
+        return;  // out of memory: this slot is retired
+      }
+    }
+    c.items[c.n++] = i;
+    return;
+  }
+  Pool& p = pool();
+  std::lock_guard lock(p.mutex);
+  try {
+    p.free.push_back(i);
+  } catch (...) {
+    // retired
+  }
+}
+
+}  // namespace
+
+void Handles::publish(std::size_t chunk_index, Slot* chunk) { dir_[chunk_index].store(chunk, std::memory_order_release); }
+
+Bits Handles::add(Kind k, void* object, std::uint32_t refs, std::string& error) {
+  std::uint32_t i;
+  if (!take(i, error)) return 0;
+  Slot& s = *slot(i);
+  // A free slot's state is its next generation with kind none and no references.
+  const std::uint64_t tag = (s.state.load(std::memory_order_relaxed) >> 32) | static_cast<std::uint64_t>(k);
+  s.object.store(object, std::memory_order_relaxed);
+  s.state.store(tag << 32 | refs, std::memory_order_release);
+  return tag << 32 | i;
+}
+
+bool Handles::retain(Bits h, bool& full) noexcept {
+  full = false;
+  Slot* s = slot(h);
+  if (!s || kind_of(h) == Kind::none) return false;
+  std::uint64_t st = s->state.load(std::memory_order_acquire);
+  for (;;) {
+    if ((st >> 32) != (h >> 32)) return false;
+    if (static_cast<std::uint32_t>(st) == UINT32_MAX) {
+      full = true;
+      return false;
+    }
+    if (s->state.compare_exchange_weak(st, st + 1, std::memory_order_acq_rel, std::memory_order_acquire)) return true;
+  }
+}
+
+void Handles::recycle(Bits h) noexcept {
+  // At the last generation the slot is retired: reusing it would make its
+  // oldest handles match again.
+  if (generation_of(h) >= max_generation) return;
+  give(static_cast<std::uint32_t>(h & 0xffffffffu));
+}
+
+std::string Handles::diagnose(const void* p, Kind expected, bool releasing) {
+  const Bits h = bits_of(p);
+  const Kind k = kind_of(h);
+  const std::string want = kind_name(expected);
+  if (k == Kind::none || k > Kind::value) return "not a " + want + " handle (not made by this API, or corrupted)";
+  if (k != expected) return "the handle is a " + std::string(kind_name(k)) + " handle, not a " + want + " handle";
+  Slot* s = slot(h);
+  if (!s) return "not a " + want + " handle (not made by this API, or corrupted)";
+  const std::uint64_t st = s->state.load(std::memory_order_acquire);
+  const std::uint32_t now = static_cast<std::uint32_t>(st >> gen_shift);
+  const bool stale = generation_of(h) < now || (generation_of(h) == now && kind_of(st) == Kind::none);
+  if (!stale) {
+    if ((st >> 32) == (h >> 32)) return want + " handle was released while this call checked it (another thread)";
+    return "not a " + want + " handle (not made by this API, or corrupted)";
+  }
+  switch (expected) {
+    case Kind::typemap: return "typemap handle used after its context was released";
+    case Kind::function: return "function handle used after its library was released";
+    case Kind::value:
+      return releasing ? "value handle already released"
+                       : "value handle used after release (a borrowed value goes with its list, record or result)";
+    case Kind::none: case Kind::context: case Kind::library: case Kind::result: break;
+  }
+  return want + (releasing ? " handle already released" : " handle used after release");
+}
+
+}  // namespace marshal_c
