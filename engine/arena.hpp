@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -27,9 +28,13 @@ class Arena {
   Arena& operator=(const Arena&) = delete;
 
   // Uninitialized storage of `size` bytes aligned to `align` (a power of two).
+  // A size that cannot be allocated throws std::bad_alloc; callers bound sizes
+  // from host counts first (bounds.hpp), so that is an internal failure only.
   void* alloc(std::size_t size, std::size_t align = alignof(std::max_align_t)) {
     std::size_t at = (used_ + align - 1) & ~(align - 1);
-    if (at + size > cap_) return grow(size, align);
+    // Written so that nothing wraps: `at + size > cap_` is false for a size
+    // near SIZE_MAX and would hand out a few bytes for a huge request.
+    if (at > cap_ || size > cap_ - at) return grow(size, align);
     used_ = at + size;
     return cur_ + at;
   }
@@ -51,6 +56,7 @@ class Arena {
     return block;
   }
   void* grow(std::size_t size, std::size_t align) {
+    if (size > SIZE_MAX - align) throw std::bad_alloc();
     std::size_t cap = size + align > block_size ? size + align : block_size;
     if (cap == block_size && spare()) blocks_.push_back({std::move(spare()), cap});
     else blocks_.push_back({std::make_unique_for_overwrite<std::byte[]>(cap), cap});  // alloc_zeroed zeroes what it hands out

@@ -5,9 +5,11 @@
 
 #include "callback.hpp"
 #include "handles.hpp"
+#include "numeric.hpp"
 #include "strings.hpp"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 
@@ -27,45 +29,49 @@ std::string range_of(std::uint32_t bits, bool is_signed) {
 }
 
 // A host integer (or an integral number) that fits `bits` bits of the given
-// signedness, as its two's complement bit pattern.
+// signedness, as its two's complement bit pattern (the rule: integer_fit).
 // type_name() is only called to build an error: a call that succeeds builds no string.
 template <class Name>
 bool integer_bits(const Value& v, std::uint32_t bits, bool is_signed, std::uint64_t& out, std::string& error,
                   const Name& type_name) {
-  bool negative = false;
-  std::uint64_t mag = 0;
-  if (v.is<std::int64_t>()) {
-    std::int64_t i = v.as<std::int64_t>();
-    negative = i < 0;
-    mag = negative ? 0 - static_cast<std::uint64_t>(i) : static_cast<std::uint64_t>(i);
-  } else if (v.is<std::uint64_t>()) {
-    mag = v.as<std::uint64_t>();
-  } else if (v.is<double>()) {
-    double d = v.as<double>();
-    if (!(std::floor(d) == d) || std::fabs(d) > 1.8446744073709552e19) {
+  switch (integer_fit(v, bits, is_signed, out)) {
+    case Fit::ok: return true;
+    case Fit::not_number: error = "expected an integer for " + type_name() + ", got " + v.describe(); return false;
+    case Fit::not_integral:
       error = "expected an integer for " + type_name() + ", got " + v.describe() + " (not integral)";
       return false;
+    case Fit::inexact:
+      error = v.describe() + " is not exact for " + type_name() +
+              " (a number written with a fraction or an exponent, or an integer beyond 64 bits, is a double and may "
+              "have been rounded to -2^63; write -9223372036854775808)";
+      return false;
+    case Fit::out_of_range: {
+      std::string shown = v.is<std::int64_t>()    ? std::to_string(v.as<std::int64_t>())
+                          : v.is<std::uint64_t>() ? std::to_string(v.as<std::uint64_t>())
+                                                  : v.describe();
+      if (v.is<double>() && std::fabs(v.as<double>()) < 1e21) {  // integral here: its exact digits (2^64, not 1.8e19)
+        char buf[40];
+        std::snprintf(buf, sizeof buf, "the number %.0f", v.as<double>());
+        shown = buf;
+      }
+      error = shown + " is out of range for " + type_name() + " (" + range_of(bits, is_signed) + ")";
+      return false;
     }
-    negative = d < 0;
-    mag = static_cast<std::uint64_t>(std::fabs(d));
-  } else {
-    error = "expected an integer for " + type_name() + ", got " + v.describe();
-    return false;
   }
-  bool fits;
-  if (is_signed) {
-    const std::uint64_t pos_max = bits >= 64 ? std::uint64_t{INT64_MAX} : (std::uint64_t{1} << (bits - 1)) - 1;
-    fits = negative ? mag <= pos_max + 1 : mag <= pos_max;
-  } else {
-    fits = !negative && (bits >= 64 || mag < (std::uint64_t{1} << bits));
+  return false;
+}
+
+// Where a count comes from, for messages.
+std::string count_source(const Count& n) {
+  switch (n.source) {
+    case Count::Source::none: return "no count";
+    case Count::Source::constant: return "the constant " + std::to_string(n.constant);
+    case Count::Source::param: return "parameter '" + n.name + "'";
+    case Count::Source::field: return "field '" + n.name + "'";
+    case Count::Source::return_value: return "the return value";
+    case Count::Source::sentinel: return "a sentinel";
   }
-  if (!fits) {
-    std::string shown = v.is<double>() ? v.describe() : (negative ? "-" : "") + std::to_string(mag);
-    error = shown + " is out of range for " + type_name() + " (" + range_of(bits, is_signed) + ")";
-    return false;
-  }
-  out = negative ? 0 - mag : mag;
-  return true;
+  return "?";
 }
 
 Value int_value(std::uint64_t bits, std::uint32_t size, bool is_signed) {
@@ -169,15 +175,93 @@ bool Marshaler::native_size(TypeId t, const Value& v, std::size_t& out) {
   Ctx c;
   c.rec = &rec;
   c.host_rec = &v;
-  if (!count(arr.as<ArrayInfo>().count, c, n)) return false;
-  out = std::max<std::size_t>(d.size, last.offset + n * reg_.get(arr.ref).size);
+  const Count& source = arr.as<ArrayInfo>().count;
+  if (!count(source, c, n)) return false;
+  std::size_t tail = 0, end = 0;
+  if (!buffer_bytes(n, reg_.get(arr.ref).size, &source, tail)) return false;
+  if (!checked_add(last.offset, tail, end) || end > max_buffer) return buffer_bytes(SIZE_MAX, 1, &source, end);
+  out = std::max<std::size_t>(d.size, end);
   return true;
 }
 
+// ---- bounds ---------------------------------------------------------------------------
+
+bool Marshaler::buffer_bytes(std::uint64_t n, std::size_t unit, const Count* source, std::size_t& bytes) {
+  if (checked_mul(n, unit, bytes) && bytes <= max_buffer) return true;
+  std::string what = std::to_string(n) + (unit == 1 ? " bytes" : " units of " + std::to_string(unit) + " bytes");
+  std::size_t total = 0;
+  if (checked_mul(n, unit, total) && unit != 1) what += " (" + std::to_string(total) + " bytes)";
+  else if (unit != 1) what += " (more than the address space)";
+  return fail("a buffer of " + what + (source ? ", counted by " + count_source(*source) : std::string()) +
+              ", is larger than the limit of " + std::to_string(max_buffer) +
+              " bytes (\"max_buffer\" of the typemap's library)");
+}
+
+bool Marshaler::readable(const void* p, std::uint64_t n, std::size_t unit, const Count* source) {
+  std::size_t bytes = 0;
+  if (!buffer_bytes(n, unit, source, bytes)) return false;
+  const std::size_t room = lent_.room(p);
+  if (room != SIZE_MAX && bytes > room)
+    return fail(std::to_string(n) + (unit == 1 ? " bytes" : " units of " + std::to_string(unit) + " bytes") +
+                (source ? " (" + count_source(*source) + ")" : std::string()) +
+                " are more than the buffer the callee was given holds (" + std::to_string(room) + " bytes)");
+  return true;
+}
+
+bool Marshaler::enter(bool native) {
+  if (depth_ < max_value_depth) {
+    ++depth_;
+    return true;
+  }
+  nest_failed_ = true;
+  return fail(std::string("pointers nest deeper than ") + std::to_string(max_value_depth) + " levels" +
+              (native ? "" : " (a cycle in native data?)"));
+}
+
+namespace {
+// Leaves one level of pointer nesting (Marshaler::enter) on every path.
+struct Leave {
+  std::size_t& depth;
+  ~Leave() { --depth; }
+};
+
+// A count known before the call: not the return value, not an out parameter.
+bool known_before_call(const Count& n, const Ctx& c) {
+  switch (n.source) {
+    case Count::Source::constant: case Count::Source::field: return true;
+    case Count::Source::param:
+      return c.frame && !c.frame->after && n.index + c.frame->param_offset < c.frame->host.size() &&
+             c.frame->host[n.index + c.frame->param_offset] != nullptr;
+    case Count::Source::none: case Count::Source::return_value: case Count::Source::sentinel: return false;
+  }
+  return false;
+}
+}  // namespace
+
 // ---- strings ------------------------------------------------------------------------
 
-bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out) {
+bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out,
+                                 const Ctx& c) {
   const std::size_t unit = encoding_unit(s.encoding);
+  const Count* cap_source = s.capacity.present() ? &s.capacity : nullptr;
+  // A length the host gives tells the callee how many units to read: no more
+  // than the host's string has (a longer one would read past the copy).
+  auto length_fits = [&](std::size_t units) -> bool {
+    if (!s.length.present() || !known_before_call(s.length, c)) return true;
+    std::uint64_t len = 0;
+    if (!count(s.length, c, len)) return false;
+    if (len > units)
+      return fail("the string has " + std::to_string(units) + (unit == 1 ? " bytes" : " code units") + " but its length (" +
+                  count_source(s.length) + ") is " + std::to_string(len));
+    return true;
+  };
+  // Memory this call hands to native code: sized with checked arithmetic, recorded.
+  auto allocate = [&](std::size_t units, std::size_t& bytes) -> void* {
+    if (!buffer_bytes(units, unit, cap_source, bytes)) return nullptr;
+    void* p = arena_.alloc(bytes ? bytes : unit, unit);
+    lent_.add(p, bytes ? bytes : unit);
+    return p;
+  };
   // ASCII text (no NUL) for Latin-1 or ASCII: the same bytes, copied once.
   if (unit == 1 && (s.encoding == Encoding::latin1 || s.encoding == Encoding::ascii) &&
       s.terminator == Terminator::nul && v.is<std::string>() && plain_ascii(v.as<std::string>())) {
@@ -186,8 +270,10 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
     if (capacity_units && n + 1 > capacity_units)
       return fail("the string needs " + std::to_string(n + 1) + " units with its terminator but the buffer holds " +
                   std::to_string(capacity_units));
+    if (!length_fits(n)) return false;
     const std::size_t total = std::max(capacity_units, n + 1);
-    if (!out) out = arena_.alloc(total, 1);
+    std::size_t bytes = 0;
+    if (!out && !(out = allocate(total, bytes))) return false;
     std::memcpy(out, text.data(), n);
     std::memset(static_cast<std::byte*>(out) + n, 0, total - n);
     return true;
@@ -201,9 +287,12 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
       (!out || capacity_units > v.as<std::string>().size())) {  // a given buffer must hold the worst case
     const std::string& text = v.as<std::string>();
     const std::size_t room = std::max(capacity_units, text.size() + 1);
-    void* mem = out ? out : arena_.alloc(room * unit, unit);
+    std::size_t bytes = 0;
+    void* mem = out ? out : allocate(room, bytes);
+    if (!mem) return false;
     const std::size_t n = transcode_utf8(text, unit, mem);
     if (n != SIZE_MAX && (!capacity_units || n + 1 <= capacity_units)) {
+      if (!length_fits(n)) return false;
       std::memset(static_cast<std::byte*>(mem) + n * unit, 0, (room - n) * unit);
       out = mem;
       return true;
@@ -241,8 +330,10 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
   if (capacity_units && n + term > capacity_units)
     return fail("the string needs " + std::to_string(n + term) + " units" + (term ? " with its terminator" : "") +
                 " but the buffer holds " + std::to_string(capacity_units));
-  const std::size_t total = std::max(capacity_units, n + term) * unit;
-  if (!out) out = arena_.alloc(total ? total : unit, unit);
+  if (!length_fits(n)) return false;
+  std::size_t total = 0;
+  if (out) total = capacity_units * unit;  // inline storage: exactly its capacity
+  else if (!(out = allocate(std::max(capacity_units, n + term), total))) return false;
   std::memset(out, 0, total ? total : unit);
   std::memcpy(out, units.data(), units.size());
   return true;
@@ -250,29 +341,51 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
 
 bool Marshaler::string_to_host(const StringInfo& s, const void* data, std::size_t max_units, const Ctx& c, Value& out) {
   const std::size_t unit = encoding_unit(s.encoding);
+  // How far a scan for a terminator may go: the capacity, the buffer this call
+  // lent (a callee that overwrote the terminator is not read past it), and for
+  // memory native code owns, the buffer limit.
+  std::size_t bound = max_units ? max_units : SIZE_MAX;
+  const std::size_t room = lent_.room(data);
+  if (room != SIZE_MAX) bound = std::min(bound, room / unit);
+  const bool owned_by_native = bound == SIZE_MAX;
+  if (owned_by_native) bound = max_buffer / unit;
+  auto unterminated = [&] {
+    return fail("the native string has no terminator within " +
+                (owned_by_native ? "the limit of " + std::to_string(max_buffer) + " bytes (\"max_buffer\" of the typemap's library)"
+                                 : "its buffer of " + std::to_string(bound) + " units"));
+  };
   std::size_t n;
   if (s.length.present()) {
     std::uint64_t len = 0;
     if (!count(s.length, c, len)) return false;
     if (max_units && len > max_units) return fail("length " + std::to_string(len) + " exceeds the buffer of " + std::to_string(max_units) + " units");
-    n = len;
+    if (!readable(data, len, unit, &s.length)) return false;
+    n = static_cast<std::size_t>(len);
   } else if (s.terminator == Terminator::none) {
+    if (!readable(data, max_units, unit, s.capacity.present() ? &s.capacity : nullptr)) return false;
     n = max_units;
   } else if (s.terminator == Terminator::double_nul) {
     List items;
     const auto* p = static_cast<const std::uint8_t*>(data);
+    std::size_t left = bound;  // units not yet scanned
     for (;;) {
-      std::size_t k = units_until_nul(s.encoding, p, max_units ? max_units : SIZE_MAX / unit);
+      if (left == 0) return unterminated();
+      const std::size_t k = units_until_nul(s.encoding, p, left);
+      if (k == left) return unterminated();
       if (k == 0) break;
       std::string text;
       if (!decode_text(s.encoding, p, k, text, error)) return false;
       items.push_back(Value(std::move(text)));
       p += (k + 1) * unit;
+      left -= k + 1;
     }
     out = Value(std::move(items));
     return true;
   } else {
-    n = units_until_nul(s.encoding, data, max_units ? max_units : SIZE_MAX / unit);
+    n = units_until_nul(s.encoding, data, bound);
+    // A full caller-allocated buffer without a terminator is taken whole (as
+    // before); memory of unknown size must end within the limit.
+    if (n == bound && owned_by_native) return unterminated();
   }
   if (s.encoding == Encoding::bytes) {
     const auto* p = static_cast<const std::uint8_t*>(data);
@@ -297,12 +410,18 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
     if (box.type != d.ref) return fail("native memory of " + reg_.spell(box.type) + " given for an array of " + reg_.spell(d.ref));
     std::uint64_t n = 0;
     if (!count(a.count, c, n)) return false;
-    if (box.count < n) return fail("the native memory holds " + std::to_string(box.count) + " elements but the count is " + std::to_string(n));
+    if (box.count < n)
+      return fail("the native memory holds " + std::to_string(box.count) + " elements but the count (" +
+                  count_source(a.count) + ") is " + std::to_string(n));
     if (pin) {
       out = box.data();
+      lent_.add(out, box.size);
     } else {
-      out = arena_.alloc(n * e.size != 0 ? n * e.size : 1, std::max<std::size_t>(e.align, 1));
-      std::memcpy(out, box.data(), n * e.size);
+      std::size_t bytes = 0;
+      if (!buffer_bytes(n, e.size, &a.count, bytes)) return false;
+      out = arena_.alloc(bytes ? bytes : 1, std::max<std::size_t>(e.align, 1));
+      std::memcpy(out, box.data(), bytes);
+      lent_.add(out, bytes);
     }
     return true;
   }
@@ -313,10 +432,14 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
   const bool sentinel = a.count.source == Count::Source::sentinel;
   if (!sentinel) {
     if (!count(a.count, c, n)) return false;
-    if (have < n) return fail("the array has " + std::to_string(have) + " elements but its count is " + std::to_string(n));
+    if (have < n)
+      return fail("the array has " + std::to_string(have) + " elements but its count (" + count_source(a.count) +
+                  ") is " + std::to_string(n));
   }
-  const std::size_t total = (n + (sentinel ? 1 : 0)) * e.size;
+  std::size_t total = 0;
+  if (!buffer_bytes(n + (sentinel ? 1 : 0), e.size, &a.count, total)) return false;
   std::byte* mem = static_cast<std::byte*>(arena_.alloc_zeroed(total ? total : 1, std::max<std::size_t>(e.align, 1)));
+  lent_.add(mem, total);
   if (is_bytes) {
     std::memcpy(mem, v.as<Bytes>().data.data(), n);  // blittable: one copy, no per-element work
   } else {
@@ -360,8 +483,15 @@ bool Marshaler::array_to_host(TypeId array, const void* data, const Ctx& c, Valu
   std::uint64_t n = 0;
   const Count& which = length && length->present() ? *length : a.count;
   if (which.source == Count::Source::sentinel) {
-    // Scan for the sentinel: a null pointer or the integer value.
+    // Scan for the sentinel: a null pointer or the integer value, within the
+    // buffer this call lent, or within the limit for native memory.
+    const std::size_t room = lent_.room(mem);
+    const std::uint64_t most = (room != SIZE_MAX ? std::min(room, max_buffer) : max_buffer) / (e.size ? e.size : 1);
     for (;; ++n) {
+      if (n >= most)
+        return fail("no sentinel within " + (room != SIZE_MAX ? "the buffer the callee was given (" + std::to_string(room) + " bytes)"
+                                                              : "the limit of " + std::to_string(max_buffer) +
+                                                                    " bytes (\"max_buffer\" of the typemap's library)"));
       const std::byte* p = mem + n * e.size;
       std::uint64_t bits = load_unsigned(p, e.size > 8 ? 8 : e.size);
       if (which.sentinel_null ? bits == 0 : bits == (static_cast<std::uint64_t>(which.sentinel) & (e.size >= 8 ? ~0ull : ((1ull << (e.size * 8)) - 1))))
@@ -375,6 +505,7 @@ bool Marshaler::array_to_host(TypeId array, const void* data, const Ctx& c, Valu
     if (count(a.count, c, cap) && n > cap)
       return fail("the callee reports " + std::to_string(n) + " elements written into a buffer of " + std::to_string(cap));
   }
+  if (!readable(mem, n, e.size, &which)) return false;
   return elements_to_host(d.ref, mem, n, c, out);
 }
 
@@ -386,7 +517,8 @@ bool Marshaler::elements_to_host(TypeId elem, const std::byte* mem, std::uint64_
     return true;
   }
   List items;
-  items.reserve(n);
+  // n is bounded by the buffer limit in native bytes, not in host values.
+  items.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(n, max_buffer / sizeof(Value))));
   // Numbers: one tight loop (see array_to_native).
   if (e.kind == Kind::integer && e.size == 4 && e.has(flag_signed)) {
     for (std::uint64_t i = 0; i < n; ++i) {
@@ -525,18 +657,15 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       return true;
     }
     case Kind::floating: {
-      double x;
-      if (v.is<double>()) x = v.as<double>();
-      else if (v.is<std::int64_t>()) x = static_cast<double>(v.as<std::int64_t>());
-      else if (v.is<std::uint64_t>()) x = static_cast<double>(v.as<std::uint64_t>());
-      else return fail("expected a number for " + reg_.spell(t) + ", got " + v.describe());
-      if (d.size == 4) {
-        float f = static_cast<float>(x);
-        std::memcpy(dst, &f, 4);
-      } else {
-        std::memcpy(dst, &x, 8);
+      std::uint64_t bits = 0;
+      switch (float_fit(v, d.size == 4, bits)) {
+        case Fit::ok: store_bits(dst, d.size, bits); return true;
+        case Fit::out_of_range:
+          return fail(v.describe() + " is out of range for " + reg_.spell(t) +
+                      " (finite values that round to at most 3.40282347e+38 in magnitude)");
+        case Fit::not_number: case Fit::not_integral: case Fit::inexact: break;
       }
-      return true;
+      return fail("expected a number for " + reg_.spell(t) + ", got " + v.describe());
     }
     case Kind::boolean:
       if (!v.is<bool>()) return fail("expected true or false for " + reg_.spell(t) + ", got " + v.describe());
@@ -596,16 +725,21 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
     }
     case Kind::ptr: {
       void* p = nullptr;
+      if (!enter(true)) return false;
+      Leave leave{depth_};
       if (v.is_null()) {
         if (!c.nullable) return fail("null is not allowed here (not nullable)");
       } else if (v.is<std::shared_ptr<NativeBox>>() && v.as<std::shared_ptr<NativeBox>>()->type == d.ref) {
-        p = v.as<std::shared_ptr<NativeBox>>()->data();  // pinned: the host's own native memory
+        const NativeBox& box = *v.as<std::shared_ptr<NativeBox>>();
+        p = box.data();  // pinned: the host's own native memory
+        lent_.add(p, box.size);
       } else if (reg_.get(d.ref).kind == Kind::array && reg_.get(d.ref).as<ArrayInfo>().count.source != Count::Source::constant) {
         if (!array_to_native(d.ref, v, c, p)) return false;
       } else {
         std::size_t size = 0;
         if (!native_size(d.ref, v, size)) return false;
         p = arena_.alloc_zeroed(size ? size : 1, std::max<std::uint32_t>(reg_.get(d.ref).align, 1));
+        lent_.add(p, size ? size : 1);
         Ctx pc;
         pc.frame = c.frame;
         pc.transfer = c.transfer;
@@ -618,7 +752,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       const StringInfo& s = d.as<StringInfo>();
       if (s.inline_storage) {
         void* out = dst;
-        return string_to_native(s, v, d.size / encoding_unit(s.encoding), out);
+        return string_to_native(s, v, d.size / encoding_unit(s.encoding), out, c);
       }
       void* p = nullptr;
       if (v.is_null()) {
@@ -630,15 +764,26 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
           if (!count(s.capacity, c, n)) return false;
           cap = n;
         }
-        if (!string_to_native(s, v, cap, p)) return false;
+        if (!string_to_native(s, v, cap, p, c)) return false;
       }
       std::memcpy(dst, &p, sizeof p);
       return true;
     }
     case Kind::array: {  // inline storage: T[N], or a flexible array member
       const TypeDesc& e = reg_.get(d.ref);
+      const Count& source = d.as<ArrayInfo>().count;
       std::uint64_t n = 0;
-      if (!count(d.as<ArrayInfo>().count, c, n)) return false;
+      if (!count(source, c, n)) return false;
+      if (source.source != Count::Source::constant) {
+        // A flexible array member is written past its struct: into memory
+        // sized for it (native_size), which the count must not outgrow.
+        std::size_t bytes = 0;
+        if (!buffer_bytes(n, e.size, &source, bytes)) return false;
+        const std::size_t room = lent_.room(dst);
+        if (room != SIZE_MAX && bytes > room)
+          return fail(std::to_string(n) + " elements (" + count_source(source) + ") do not fit in the " +
+                      std::to_string(room) + " bytes after the struct");
+      }
       if (v.is<Bytes>() && e.kind == Kind::integer && e.size == 1) {
         if (v.as<Bytes>().data.size() != n) return fail("expected " + std::to_string(n) + " bytes, got " + std::to_string(v.as<Bytes>().data.size()));
         std::memcpy(dst, v.as<Bytes>().data.data(), n);
@@ -747,6 +892,8 @@ bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
       void* p;
       std::memcpy(&p, src, sizeof p);
       if (!p) { out = Value(); return true; }
+      if (!enter(false)) return false;
+      Leave leave{depth_};
       const TypeDesc& pd = reg_.get(d.ref);
       if (pd.kind == Kind::array && pd.as<ArrayInfo>().count.source != Count::Source::constant)
         return array_to_host(d.ref, p, c, out);
@@ -771,7 +918,9 @@ bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
     }
     case Kind::array: {  // inline storage
       std::uint64_t n = 0;
-      if (!count(d.as<ArrayInfo>().count, c, n)) return false;
+      const Count& source = d.as<ArrayInfo>().count;
+      if (!count(source, c, n)) return false;
+      if (source.source != Count::Source::constant && !readable(src, n, reg_.get(d.ref).size, &source)) return false;
       return elements_to_host(d.ref, src, n, c, out);
     }
     case Kind::struct_: case Kind::union_:

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "arena.hpp"
+#include "bounds.hpp"
 #include "registry.hpp"
 #include "typemap.hpp"
 #include "value.hpp"
@@ -56,7 +57,9 @@ class Marshaler {
   // otherwise it is copied once, as all `in` data is.
   bool array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out, bool pin = false);
   bool array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length = nullptr);
-  bool string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out);
+  // An `in` string's `length` (when the host gives it) must not exceed the
+  // host's string: the callee reads that many units.
+  bool string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out, const Ctx& c);
   bool string_to_host(const StringInfo& s, const void* data, std::size_t max_units, const Ctx& c, Value& out);
 
   // The value of a count; for sentinel counts of host lists, the list's size.
@@ -64,7 +67,15 @@ class Marshaler {
   // Native bytes a value of type t needs (variable-size structs: with their tail).
   bool native_size(TypeId t, const Value& v, std::size_t& out);
 
+  // Bytes of a buffer of n units of `unit` bytes: an error naming the count
+  // (from `source`, when given) when the product overflows or exceeds max_buffer.
+  bool buffer_bytes(std::uint64_t n, std::size_t unit, const Count* source, std::size_t& bytes);
+  // Records memory handed to native code, so what it reports is read within it.
+  void lend(const void* p, std::size_t bytes) { lent_.add(p, bytes); }
+
   std::string error;
+  // The largest buffer allocated, copied or read for one value (bounds.hpp).
+  std::size_t max_buffer = default_max_buffer;
   // Callbacks: where closures come from, and the scope "call" ones this call
   // activated (the plan deactivates them when the call returns).
   CallbackPool* callbacks = nullptr;
@@ -81,16 +92,26 @@ class Marshaler {
     return false;
   }
   bool prefix(const std::string& where) {
+    // A pointer chain past the nesting limit names the place once, not 256 times.
+    if (nest_failed_ && error.rfind(where + ": ", 0) == 0) return false;
     error = where + ": " + error;
     return false;
   }
   bool record_to_native(const TypeDesc& d, const Value& v, std::byte* dst, const Ctx& c);
   bool elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out);
   bool record_to_host(const TypeDesc& d, const std::byte* src, Value& out, const Ctx& c);
+  // n units at p may be read: within max_buffer, and within the buffer this
+  // call lent when p is in one (what native code reports is not trusted).
+  bool readable(const void* p, std::uint64_t n, std::size_t unit, const Count* source);
+  // Pointer chains (to_native, to_host) nest at most max_value_depth deep.
+  bool enter(bool to_native);
 
   const TypeRegistry& reg_;
   Arena& arena_;
   HandleTable* handles_;
+  LentBuffers lent_;
+  std::size_t depth_ = 0;
+  bool nest_failed_ = false;
 };
 
 // Integers in native memory of a descriptor's size and signedness.

@@ -8,6 +8,7 @@
 // converts it or reports the error in the words every other path uses.
 #pragma once
 
+#include "numeric.hpp"
 #include "registry.hpp"
 #include "value.hpp"
 
@@ -68,43 +69,16 @@ inline bool lane_of(const TypeRegistry& reg, TypeId t, LaneOp& l) {
 }
 
 // A host value as native bits (the low `size` bytes are the value); false when
-// the lane does not take it.
+// the lane does not take it. Numbers follow the general conversion's rule
+// (numeric.hpp), so both paths accept and refuse the same values.
 inline bool lane_to_native(const LaneOp& l, const Value& v, std::uint64_t& bits) {
   switch (l.op) {
-    case LaneOp::Op::sint: {
-      if (!v.is<std::int64_t>()) return false;
-      const std::int64_t x = v.as<std::int64_t>();
-      if (l.size < 8) {
-        const std::int64_t hi = (std::int64_t{1} << (l.size * 8 - 1)) - 1;
-        if (x > hi || x < -hi - 1) return false;
-      }
-      bits = static_cast<std::uint64_t>(x);
-      return true;
-    }
+    case LaneOp::Op::sint:  // the bits sign-extended to 64, as a register holds them
+      return integer_fit(v, l.size * 8u, true, bits) == Fit::ok;
     case LaneOp::Op::uint:
-      if (v.is<std::int64_t>()) {
-        if (v.as<std::int64_t>() < 0) return false;
-        bits = static_cast<std::uint64_t>(v.as<std::int64_t>());
-      } else if (v.is<std::uint64_t>()) {
-        bits = v.as<std::uint64_t>();
-      } else {
-        return false;
-      }
-      return l.size >= 8 || (bits >> (l.size * 8)) == 0;
-    case LaneOp::Op::f64: case LaneOp::Op::f32: {
-      double x;
-      if (v.is<double>()) x = v.as<double>();
-      else if (v.is<std::int64_t>()) x = static_cast<double>(v.as<std::int64_t>());
-      else return false;
-      bits = 0;
-      if (l.op == LaneOp::Op::f32) {
-        const float f = static_cast<float>(x);
-        std::memcpy(&bits, &f, 4);
-      } else {
-        std::memcpy(&bits, &x, 8);
-      }
-      return true;
-    }
+      return integer_fit(v, l.size * 8u, false, bits) == Fit::ok;
+    case LaneOp::Op::f64: case LaneOp::Op::f32:
+      return float_fit(v, l.op == LaneOp::Op::f32, bits) == Fit::ok;
     case LaneOp::Op::boolean:
       if (!v.is<bool>()) return false;
       bits = v.as<bool>() ? l.true_value : 0;

@@ -5,16 +5,30 @@
 #include "convert.hpp"
 
 #include <cstring>
+#include <stdexcept>
 
 namespace marshal {
 
-std::shared_ptr<NativeBox> native_new(const TypeRegistry& reg, TypeId type, std::size_t count) {
+std::shared_ptr<NativeBox> native_new(const TypeRegistry& reg, TypeId type, std::size_t count, std::size_t max_bytes,
+                                      std::string& error) {
+  std::size_t size = 0;
+  if (!checked_mul(count, reg.get(type).size, size) || size > max_bytes) {
+    error = "native memory of " + std::to_string(count) + " " + reg.spell(type) + " values of " +
+            std::to_string(reg.get(type).size) + " bytes is larger than the limit of " + std::to_string(max_bytes) + " bytes";
+    return nullptr;
+  }
   auto box = std::make_shared<NativeBox>();
   box->type = type;
   box->count = count;
-  box->size = std::size_t{reg.get(type).size} * count;
-  box->storage = std::make_unique<std::byte[]>(box->size ? box->size : 1);
-  std::memset(box->storage.get(), 0, box->size ? box->size : 1);
+  box->size = size;
+  box->storage = std::make_unique<std::byte[]>(size ? size : 1);  // value-initialized: zeroed
+  return box;
+}
+
+std::shared_ptr<NativeBox> native_new(const TypeRegistry& reg, TypeId type, std::size_t count) {
+  std::string error;
+  auto box = native_new(reg, type, count, SIZE_MAX, error);
+  if (!box) throw std::length_error(error);
   return box;
 }
 
@@ -43,6 +57,7 @@ const Field* find_field(const TypeRegistry& reg, const NativeBox& box, const std
 
 bool native_store(const TypeRegistry& reg, NativeBox& box, const Value& v, std::string& error) {
   Marshaler m(reg, box_arena(box), nullptr);
+  m.lend(box.data(), box.size);  // a flexible array member is written within the box, or refused
   const TypeDesc& d = reg.get(box.type);
   Ctx c;
   if (box.count == 1) {
@@ -72,6 +87,7 @@ bool native_store(const TypeRegistry& reg, NativeBox& box, const Value& v, std::
 bool native_load(const TypeRegistry& reg, const NativeBox& box, Value& out, std::string& error) {
   Arena scratch;
   Marshaler m(reg, scratch, nullptr);
+  m.lend(box.data(), box.size);  // counts in the box are read within it
   const TypeDesc& d = reg.get(box.type);
   Ctx c;
   if (box.count == 1) {
@@ -100,6 +116,7 @@ bool native_set(const TypeRegistry& reg, NativeBox& box, const std::string& fiel
   const Field* f = find_field(reg, box, field, error);
   if (!f) return false;
   Marshaler m(reg, box_arena(box), nullptr);
+  m.lend(box.data(), box.size);
   Ctx c;
   c.nullable = f->nullable;
   if (!m.to_native(f->type, v, static_cast<std::byte*>(box.data()) + f->offset, c)) {
@@ -114,6 +131,7 @@ bool native_get(const TypeRegistry& reg, const NativeBox& box, const std::string
   if (!f) return false;
   Arena scratch;
   Marshaler m(reg, scratch, nullptr);
+  m.lend(box.data(), box.size);
   Ctx c;
   c.rec = &reg.get(box.type).as<RecordInfo>();
   c.native_rec = static_cast<const std::byte*>(box.data());

@@ -13,6 +13,12 @@
 
 namespace marshal {
 
+// count values of type, zeroed; nullptr with a message when count times the
+// type's size overflows or exceeds max_bytes (bounds.hpp), before allocating.
+std::shared_ptr<NativeBox> native_new(const TypeRegistry& reg, TypeId type, std::size_t count, std::size_t max_bytes,
+                                      std::string& error);
+// The same without a limit: an overflowing size throws std::length_error
+// (never a small box that claims many elements).
 std::shared_ptr<NativeBox> native_new(const TypeRegistry& reg, TypeId type, std::size_t count = 1);
 
 // The whole value: a record for a struct, a list (bytes for uint8) when count > 1.

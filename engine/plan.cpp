@@ -83,7 +83,8 @@ void Releaser::operator()(std::uint64_t value) const {
 
 Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary> so)
     : ctx_(ctx), tm_(tm), so_(std::move(so)), handles_([this](TypeId t) { return handle_releaser(t); }),
-      callbacks_(ctx.types(), ctx.ffi(), &handles_) {
+      callbacks_(ctx.types(), ctx.ffi(), &handles_),
+      max_buffer_(tm.library.max_buffer ? tm.library.max_buffer : default_max_buffer) {
   callbacks_.set_objects(&objects_);
   method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(tm_.method_count);  // value-initialized: null
 }
@@ -622,6 +623,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
   }
   Arena arena;
   Marshaler m(reg, arena, &lib_->handles());
+  m.max_buffer = lib_->max_buffer();
   // Callbacks of scope "call" live until this call returns, whatever path it takes.
   std::vector<std::shared_ptr<Callback>> call_scoped;
   struct ReleaseAtExit {
@@ -688,6 +690,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
         if (p.dir == Dir::out) {
           std::size_t size = reg.get(d.ref).size;
           ptr = arena.alloc_zeroed(size ? size : 1, std::max<std::uint32_t>(reg.get(d.ref).align, 1));
+          m.lend(ptr, size ? size : 1);
         } else {
           c.transfer = p.dir == Dir::inout;  // the callee may replace an object it is given
           if (!m.to_native(s.type, *host[i], slot, c)) return fail(i);
@@ -696,10 +699,15 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
         break;
       case Step::Op::array:
         if (p.dir == Dir::out) {
+          // The callee is told `count` elements: it gets room for all of them,
+          // or the call fails here, before any allocation.
+          const Count& source = d.as<ArrayInfo>().count;
           std::uint64_t count = 0;
-          if (!m.count(d.as<ArrayInfo>().count, c, count)) return fail(i);
+          std::size_t bytes = 0;
           const TypeDesc& e = reg.get(d.ref);
-          ptr = arena.alloc_zeroed(count * e.size != 0 ? count * e.size : 1, std::max<std::uint32_t>(e.align, 1));
+          if (!m.count(source, c, count) || !m.buffer_bytes(count, e.size, &source, bytes)) return fail(i);
+          ptr = arena.alloc_zeroed(bytes ? bytes : 1, std::max<std::uint32_t>(e.align, 1));
+          m.lend(ptr, bytes ? bytes : 1);
         } else if (host[i]->is_null()) {
           if (!p.nullable) { m.error = "null is not allowed here (not nullable)"; return fail(i); }
         } else if (!m.array_to_native(s.type, *host[i], c, ptr, p.dir == Dir::inout)) {
@@ -712,10 +720,13 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
         if (si.capacity.present() && !m.count(si.capacity, c, cap)) return fail(i);
         if (p.dir == Dir::out) {
           const std::size_t unit = encoding_unit(si.encoding);
-          ptr = arena.alloc_zeroed(cap ? cap * unit : unit, unit);
+          std::size_t bytes = 0;
+          if (!m.buffer_bytes(cap ? cap : 1, unit, &si.capacity, bytes)) return fail(i);
+          ptr = arena.alloc_zeroed(bytes, unit);
+          m.lend(ptr, bytes);
         } else if (host[i]->is_null()) {
           if (!p.nullable) { m.error = "null is not allowed here (not nullable)"; return fail(i); }
-        } else if (!m.string_to_native(si, *host[i], cap, ptr)) {
+        } else if (!m.string_to_native(si, *host[i], cap, ptr, c)) {
           return fail(i);
         }
         break;

@@ -7,6 +7,7 @@
 
 #include "abi.hpp"
 #include "arena.hpp"
+#include "bounds.hpp"
 #include "callback.hpp"
 #include "context.hpp"
 #include "handles.hpp"
@@ -160,6 +161,11 @@ class Library : public std::enable_shared_from_this<Library> {
   std::vector<std::string> missing_symbols();
 
   const Typemap& typemap() const { return tm_; }
+  // The largest buffer the engine allocates, copies or reads for one value of
+  // a call: the typemap's "max_buffer", else the default (bounds.hpp). A host
+  // may change it at any time (0 restores the default); calls read it once.
+  std::size_t max_buffer() const { return max_buffer_.load(std::memory_order_relaxed); }
+  void set_max_buffer(std::size_t bytes) { max_buffer_.store(bytes ? bytes : default_max_buffer, std::memory_order_relaxed); }
   // A registered callback of signature `sig` calling fn, active until released.
   std::shared_ptr<Callback> callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error);
   CallbackPool& callbacks() { return callbacks_; }
@@ -184,6 +190,7 @@ class Library : public std::enable_shared_from_this<Library> {
   std::unique_ptr<SharedLibrary> so_;
   HandleTable handles_;
   CallbackPool callbacks_;
+  std::atomic<std::size_t> max_buffer_;
   std::mutex mutex_;
   std::map<std::string, std::unique_ptr<Plan>> plans_;
   std::map<const Method*, std::pair<std::unique_ptr<Function>, std::unique_ptr<Plan>>> method_plans_;

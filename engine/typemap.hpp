@@ -106,6 +106,7 @@ struct ClassDesc {
 struct LibrarySpec {
   std::string name;
   std::map<std::string, std::vector<std::string>> load;  // os -> candidates
+  std::size_t max_buffer = 0;  // extension "max_buffer": bytes per value; 0: the default (bounds.hpp)
   bool present = false;
 };
 

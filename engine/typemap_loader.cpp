@@ -210,8 +210,17 @@ void Loader::read_defaults(const json& j, const std::string& p) {
 }
 
 void Loader::read_library(const json& j, const std::string& p) {
-  if (!is_object(j, p, "the library ({\"name\": ..., \"load\": {...}})") || !check_keys(j, p, {"name", "load"})) return;
+  if (!is_object(j, p, "the library ({\"name\": ..., \"load\": {...}})") || !check_keys(j, p, {"name", "load", "max_buffer"})) return;
   bool ok = true;
+  if (j.contains("max_buffer")) {  // extension: the largest buffer for one value (bounds.hpp)
+    const json& m = j.at("max_buffer");
+    if (m.is_number_integer() && (m.is_number_unsigned() || m.get<std::int64_t>() > 0) && m.get<std::uint64_t>() > 0 &&
+        m.get<std::uint64_t>() <= SIZE_MAX)
+      tm_.library.max_buffer = static_cast<std::size_t>(m.get<std::uint64_t>());
+    else
+      error(pointer_join(p, "max_buffer"), "expected a positive integer (bytes: the largest buffer the engine allocates, "
+                                           "copies or reads for one value), got " + m.dump());
+  }
   if (!j.contains("name")) { error(pointer_join(p, "name"), "missing (the library's name, for messages)"); ok = false; }
   else ok = read_string(j.at("name"), pointer_join(p, "name"), tm_.library.name);
   if (!j.contains("load")) {

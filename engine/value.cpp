@@ -4,7 +4,11 @@
 #include "object.hpp"
 #include "typemap.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
+#include <stdexcept>
+#include <string_view>
 
 namespace marshal {
 
@@ -121,7 +125,13 @@ nlohmann::ordered_json Value::to_json() const {
     case Type::boolean: return as<bool>();
     case Type::int64: return as<std::int64_t>();
     case Type::uint64: return as<std::uint64_t>();
-    case Type::real: return as<double>();
+    case Type::real: {
+      // JSON has no infinities or NaN (nlohmann would print null): a one-key
+      // object that from_json reads back as the same double.
+      const double d = as<double>();
+      if (std::isfinite(d)) return d;
+      return oj{{"float", std::isnan(d) ? "nan" : d > 0 ? "inf" : "-inf"}};
+    }
     case Type::string: return as<std::string>();
     case Type::bytes: return oj{{"base64", base64_encode(as<Bytes>().data.data(), as<Bytes>().data.size())}};
     case Type::list: {
@@ -164,43 +174,190 @@ nlohmann::ordered_json Value::to_json() const {
 }
 
 namespace {
+
+// The one-key objects of the JSON form: {"base64": ...}, {"address": "0x..."}
+// and {"float": "inf" | "-inf" | "nan"}. Anything else (a bad encoding, an
+// address that does not fit) stays a record, which conversion then refuses
+// with a message naming the fields.
+bool json_form(const std::string& key, const Value& v, Value& out) {
+  if (!v.is<std::string>()) return false;
+  const std::string& text = v.as<std::string>();
+  if (key == "base64") {
+    Bytes b;
+    if (!base64_decode(text, b.data)) return false;
+    out = Value(std::move(b));
+    return true;
+  }
+  if (key == "address") {
+    if (text.size() < 3 || text.compare(0, 2, "0x") != 0) return false;
+    std::uintptr_t a = 0;
+    for (std::size_t i = 2; i < text.size(); ++i) {
+      const char c = text[i];
+      const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+      if (digit < 0 || a > (UINTPTR_MAX >> 4)) return false;  // not hex, or more than an address holds
+      a = (a << 4) | static_cast<std::uintptr_t>(digit);
+    }
+    out = Value(Address{a});
+    return true;
+  }
+  if (key == "float") {
+    if (text == "inf") out = Value(HUGE_VAL);
+    else if (text == "-inf") out = Value(-HUGE_VAL);
+    else if (text == "nan") out = Value(std::nan(""));
+    else return false;
+    return true;
+  }
+  return false;
+}
+
+std::string too_deep() {
+  return "JSON nesting is deeper than " + std::to_string(max_value_depth) + " levels";
+}
+
 template <class J>
-Value value_from(const J& j) {
+bool value_from(const J& j, std::size_t depth, Value& out, std::string& error) {
   switch (j.type()) {
-    case J::value_t::null: return Value();
-    case J::value_t::boolean: return Value(j.template get<bool>());
-    case J::value_t::number_integer: return Value(j.template get<std::int64_t>());
-    case J::value_t::number_unsigned: return Value(j.template get<std::uint64_t>());
-    case J::value_t::number_float: return Value(j.template get<double>());
-    case J::value_t::string: return Value(j.template get<std::string>());
+    case J::value_t::null: out = Value(); return true;
+    case J::value_t::boolean: out = Value(j.template get<bool>()); return true;
+    case J::value_t::number_integer: out = Value(j.template get<std::int64_t>()); return true;
+    case J::value_t::number_unsigned: out = Value(j.template get<std::uint64_t>()); return true;
+    case J::value_t::number_float: out = Value(j.template get<double>()); return true;
+    case J::value_t::string: out = Value(j.template get<std::string>()); return true;
     case J::value_t::array: {
+      if (depth >= max_value_depth) { error = too_deep(); return false; }
       List l;
       l.reserve(j.size());
-      for (const auto& e : j) l.push_back(value_from(e));
-      return Value(std::move(l));
+      for (const auto& e : j) {
+        l.emplace_back();
+        if (!value_from(e, depth + 1, l.back(), error)) return false;
+      }
+      out = Value(std::move(l));
+      return true;
     }
     case J::value_t::object: {
-      if (j.size() == 1 && j.contains("base64") && j.at("base64").is_string()) {
-        Bytes b;
-        if (base64_decode(j.at("base64").template get<std::string>(), b.data)) return Value(std::move(b));
-      }
-      if (j.size() == 1 && j.contains("address") && j.at("address").is_string()) {
-        const std::string s = j.at("address").template get<std::string>();
-        char* end = nullptr;
-        unsigned long long a = std::strtoull(s.c_str(), &end, 16);
-        if (s.rfind("0x", 0) == 0 && end && *end == '\0') return Value(Address{static_cast<std::uintptr_t>(a)});
-      }
+      if (depth >= max_value_depth) { error = too_deep(); return false; }
       Record r;
-      for (const auto& [k, v] : j.items()) r.emplace_back(k, value_from(v));
-      return Value(std::move(r));
+      r.reserve(j.size());
+      for (const auto& [k, v] : j.items()) {
+        r.emplace_back(k, Value());
+        if (!value_from(v, depth + 1, r.back().second, error)) return false;
+      }
+      if (r.size() == 1 && json_form(r[0].first, r[0].second, out)) return true;
+      out = Value(std::move(r));
+      return true;
     }
-    case J::value_t::binary: case J::value_t::discarded: return Value();
+    case J::value_t::binary: case J::value_t::discarded: out = Value(); return true;
   }
-  return Value();
+  out = Value();
+  return true;
 }
+
+// Builds a Value straight from nlohmann's SAX events: no JSON document, the
+// depth checked as containers open, duplicate keys refused.
+class ValueBuilder {
+ public:
+  using json = nlohmann::json;
+  bool null() { return put(Value()); }
+  bool boolean(bool b) { return put(Value(b)); }
+  bool number_integer(json::number_integer_t i) { return put(Value(static_cast<std::int64_t>(i))); }
+  bool number_unsigned(json::number_unsigned_t u) { return put(Value(static_cast<std::uint64_t>(u))); }
+  bool number_float(json::number_float_t d, const std::string&) { return put(Value(d)); }
+  bool string(std::string& text) { return put(Value(std::move(text))); }
+  bool binary(json::binary_t&) { return fail("binary values are not JSON"); }
+  bool start_array(std::size_t) { return open(false); }
+  bool start_object(std::size_t) { return open(true); }
+  bool key(std::string& k) {
+    stack_.back().record.emplace_back(std::move(k), Value());
+    return true;
+  }
+  bool end_array() {
+    Value v(std::move(stack_.back().list));
+    stack_.pop_back();
+    return put(std::move(v));
+  }
+  bool end_object() {
+    Record r = std::move(stack_.back().record);
+    stack_.pop_back();
+    if (r.size() > 1) {  // sorted names: a repeated key is found in n log n, not n^2
+      std::vector<std::string_view> names;
+      names.reserve(r.size());
+      for (const auto& [k, _] : r) names.push_back(k);
+      std::sort(names.begin(), names.end());
+      if (auto it = std::adjacent_find(names.begin(), names.end()); it != names.end())
+        return fail("the key '" + std::string(*it) + "' appears twice in one object");
+    }
+    Value v;
+    if (r.size() == 1 && json_form(r[0].first, r[0].second, v)) return put(std::move(v));
+    return put(Value(std::move(r)));
+  }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& ex) {
+    std::string what = ex.what();
+    if (auto colon = what.find(": ", what.find("parse error")); colon != std::string::npos) what = what.substr(colon + 2);
+    return fail("not JSON at byte " + std::to_string(position) + ": " + what);
+  }
+
+  Value root;
+  std::string error;
+
+ private:
+  struct Frame {
+    bool is_record;
+    List list;
+    Record record;
+  };
+  bool put(Value v) {
+    if (stack_.empty()) root = std::move(v);
+    else if (stack_.back().is_record) stack_.back().record.back().second = std::move(v);
+    else stack_.back().list.push_back(std::move(v));
+    return true;
+  }
+  bool open(bool record) {
+    if (stack_.size() >= max_value_depth) return fail(too_deep());
+    stack_.push_back(Frame{record, {}, {}});
+    return true;
+  }
+  bool fail(std::string message) {
+    if (error.empty()) error = std::move(message);
+    return false;
+  }
+  std::vector<Frame> stack_;
+};
+
 }  // namespace
 
-Value Value::from_json(const nlohmann::json& j) { return value_from(j); }
-Value Value::from_json(const nlohmann::ordered_json& j) { return value_from(j); }
+bool Value::from_json(const nlohmann::json& j, Value& out, std::string& error) { return value_from(j, 0, out, error); }
+bool Value::from_json(const nlohmann::ordered_json& j, Value& out, std::string& error) {
+  return value_from(j, 0, out, error);
+}
+
+Value Value::from_json(const nlohmann::json& j) {
+  Value v;
+  std::string error;
+  if (!value_from(j, 0, v, error)) throw std::invalid_argument(error);
+  return v;
+}
+Value Value::from_json(const nlohmann::ordered_json& j) {
+  Value v;
+  std::string error;
+  if (!value_from(j, 0, v, error)) throw std::invalid_argument(error);
+  return v;
+}
+
+bool Value::parse_json(std::string_view text, Value& out, std::string& error) {
+  ValueBuilder b;
+  bool ok = false;
+  try {
+    ok = nlohmann::json::sax_parse(text.begin(), text.end(), &b, nlohmann::json::input_format_t::json, true, false);
+  } catch (const std::exception& e) {
+    error = std::string("not JSON: ") + e.what();
+    return false;
+  }
+  if (!ok) {
+    error = b.error.empty() ? "not JSON" : b.error;
+    return false;
+  }
+  out = std::move(b.root);
+  return true;
+}
 
 }  // namespace marshal

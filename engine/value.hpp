@@ -4,6 +4,7 @@
 // name -> value), address, handle, and native memory. Converts to and from JSON.
 #pragma once
 
+#include "bounds.hpp"
 #include "type_desc.hpp"
 
 #include <cstdint>
@@ -146,8 +147,19 @@ class Value {
   std::string describe() const;
 
   // JSON form (TYPEMAP.md "Host values in JSON"): bytes are {"base64": "..."},
-  // addresses {"address": "0x..."}, records keep their order.
+  // addresses {"address": "0x..."}, records keep their order. Doubles JSON
+  // cannot hold are {"float": "inf" | "-inf" | "nan"}, read back the same way.
   nlohmann::ordered_json to_json() const;
+  // Nesting deeper than max_value_depth (bounds.hpp) is an error, not a deep
+  // recursion: false with a message.
+  static bool from_json(const nlohmann::json& j, Value& out, std::string& error);
+  static bool from_json(const nlohmann::ordered_json& j, Value& out, std::string& error);
+  // The same, read from text without building a JSON document first: nesting
+  // is bounded while parsing, an object that names a key twice is an error,
+  // and integers are exact (JSON integers beyond 64 bits become doubles, which
+  // integer types refuse: numeric.hpp).
+  static bool parse_json(std::string_view text, Value& out, std::string& error);
+  // Throws std::invalid_argument where the forms above return false.
   static Value from_json(const nlohmann::json& j);
   static Value from_json(const nlohmann::ordered_json& j);
 

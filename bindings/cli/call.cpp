@@ -12,6 +12,22 @@
 
 namespace marshal::cli {
 
+namespace {
+// An argument shown in a message: on one line, and not thousands of characters.
+std::string shown(const std::string& text) {
+  std::string out;
+  for (char c : text.substr(0, 200)) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (static_cast<unsigned char>(c) < 0x20) out += '?';
+    else out += c;
+  }
+  if (text.size() > 200) out += "... (" + std::to_string(text.size()) + " characters)";
+  return out;
+}
+}  // namespace
+
 int cmd_call(const Args& args) {
   if (wants_help(args)) {
     std::printf(
@@ -21,6 +37,10 @@ int cmd_call(const Args& args) {
         "in or inout parameter, in order (out parameters are not given). Variadic\n"
         "arguments are given as {\"type\": T, \"value\": V}. Bytes are\n"
         "{\"base64\": \"...\"}, addresses {\"address\": \"0x...\"}, structs objects.\n"
+        "Integers are exact up to 64 bits; a number with a fraction or exponent is a\n"
+        "double (an integer parameter takes it only when it is integral and in range).\n"
+        "Infinities and NaN are {\"float\": \"inf\"}, {\"float\": \"-inf\"} and\n"
+        "{\"float\": \"nan\"}, as arguments and in results. Values nest at most 256 deep.\n"
         "\n"
         "Prints one JSON object: {\"return\": R, \"out\": {NAME: V, ...}}, with\n"
         "\"errno\": N when the function captures errno. Errors go to stderr, exit 1.\n"
@@ -47,21 +67,30 @@ int cmd_call(const Args& args) {
     return 1;
   }
   // Arguments: one JSON value each, named by the parameter it is for.
-  std::vector<std::string> names;
+  std::vector<std::string> names, types;
   for (const Param& p : plan->function().params)
-    if (p.dir != Dir::out) names.push_back(p.name);
+    if (p.dir != Dir::out) {
+      names.push_back(p.name);
+      types.push_back(plan->types().spell(p.type));
+    }
   std::vector<Value> values;
   for (std::size_t i = 2; i < args.size(); ++i) {
     const std::size_t k = i - 2;
     const std::string who = k < names.size() ? "parameter " + std::to_string(k) + " '" + names[k] + "'"
                                              : "variadic argument " + std::to_string(k);
-    nlohmann::json j = nlohmann::json::parse(args[i], nullptr, false);
-    if (j.is_discarded()) {
-      std::fprintf(stderr, "%s: %s: argument is not JSON: %s (write strings in quotes, e.g. '\"text\"')\n",
-                   args[0].c_str(), who.c_str(), args[i].c_str());
+    // Read straight into a host value: nesting bounded while parsing (no deep
+    // document, no deep recursion), integers exact, a repeated key an error.
+    Value v;
+    if (!Value::parse_json(args[i], v, error)) {
+      if (!nlohmann::json::accept(args[i]))
+        std::fprintf(stderr, "%s: %s: argument is not JSON: %s (write strings in quotes, e.g. '\"text\"')\n",
+                     args[0].c_str(), who.c_str(), shown(args[i]).c_str());
+      else  // valid JSON the engine does not take (too deep, a repeated key): name the type too
+        std::fprintf(stderr, "%s: %s%s: %s\n", args[0].c_str(), who.c_str(),
+                     k < types.size() ? (" (" + types[k] + ")").c_str() : "", error.c_str());
       return 1;
     }
-    values.push_back(Value::from_json(j));
+    values.push_back(std::move(v));
   }
   CallResult result;
   if (!plan->call(values, result, error)) {

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <new>
 #include <string_view>
 
 namespace {
@@ -69,6 +70,9 @@ int main(int argc, char** argv) {
     if (name != c.name) continue;
     try {
       return c.run(args);
+    } catch (const std::bad_alloc&) {
+      std::fprintf(stderr, "marshal %s: out of memory\n", c.name);
+      return 1;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "marshal %s: internal error: %s\n", c.name, e.what());
       return 1;
