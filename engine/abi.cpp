@@ -116,10 +116,12 @@ ffi_type* FfiTypes::lower_locked(const TypeRegistry& reg, TypeId t, std::string&
   bool regular = true, misaligned = false;
   collect(reg, t, 0, leaves, regular, misaligned);
   ffi_type* result = nullptr;
+  std::vector<std::uint64_t> offsets;  // where C has each element of the libffi struct
   if (regular && !misaligned) {
     // Natural layout: a struct of the members, nested structs as nested ffi
     // structs and inline arrays as repeated elements (libffi's documented way).
     std::vector<ffi_type*> elements;
+    bool ok = true;
     for (const Field& f : d.as<RecordInfo>().fields) {
       TypeId ft = f.type;
       std::uint64_t repeat = 1;
@@ -129,40 +131,93 @@ ffi_type* FfiTypes::lower_locked(const TypeRegistry& reg, TypeId t, std::string&
       }
       ffi_type* e = nullptr;
       const TypeDesc& fd = reg.get(ft);
+      std::uint64_t stride = fd.size;
       if (fd.kind == Kind::string) {  // inline char[N]
         e = fd.align == 1 ? &ffi_type_uint8 : fd.align == 2 ? &ffi_type_uint16 : &ffi_type_uint32;
         repeat *= fd.size / fd.align;
+        stride = fd.align;
       } else {
         e = lower_locked(reg, ft, error);
       }
-      if (!e) return nullptr;
-      for (std::uint64_t i = 0; i < repeat; ++i) elements.push_back(e);
+      if (!e) {
+        ok = false;
+        break;
+      }
+      for (std::uint64_t i = 0; i < repeat; ++i) {
+        elements.push_back(e);
+        offsets.push_back(f.offset + i * stride);
+      }
     }
-    result = make_struct(std::move(elements));
-  } else {
-    result = lower_by_eightbytes(reg, t, error);
+    if (ok) {
+      result = make_struct(std::move(elements));
+      // A packed struct whose fields all sit at their natural alignment may
+      // still be laid out differently by libffi (a larger size: no tail
+      // padding in C); the eightbyte lowering below then stands in for it.
+      std::string why;
+      if (!same_layout(reg, t, result, offsets, why)) result = nullptr;
+      if (!result) error = why;
+    }
+  }
+  if (!result) {
+#if defined(__x86_64__) && !defined(_WIN64)
+    offsets.clear();
+    result = lower_by_eightbytes(reg, t, offsets, error);
     if (!result) return nullptr;
-  }
-  // libffi computes the aggregate's size and alignment; they must be C's.
-  if (ffi_get_struct_offsets(FFI_DEFAULT_ABI, result, nullptr) != FFI_OK || result->size != d.size ||
-      result->alignment != d.align) {
-    error = "libffi lays out " + reg.spell(t) + " as " + std::to_string(result->size) + " bytes aligned to " +
-            std::to_string(result->alignment) + ", not " + std::to_string(d.size) + " aligned to " +
-            std::to_string(d.align) + "; pass it by pointer";
+    if (!same_layout(reg, t, result, offsets, error)) return nullptr;
+#else
+    if (error.empty())
+      error = reg.spell(t) + " contains a union, bitfields or unaligned fields; passing it by value is only "
+              "supported on x86-64 System V so far: pass it by pointer";
     return nullptr;
+#endif
   }
+  error.clear();
   cache_[t] = result;
   return result;
+}
+
+// libffi computes the aggregate's size, alignment and element offsets; the
+// size and every offset must be C's, so that libffi reads and writes exactly
+// the C value's bytes and classifies the same bytes into the same eightbytes.
+// The alignment must be C's too, except on x86-64 System V where both at most
+// 8 pass the same way: a by-value aggregate's stack slot is 8-aligned for any
+// alignment up to 8 and register classes do not depend on it (psABI 3.2.3).
+bool FfiTypes::same_layout(const TypeRegistry& reg, TypeId t, ffi_type* lowered,
+                           const std::vector<std::uint64_t>& offsets, std::string& error) {
+  const TypeDesc& d = reg.get(t);
+  std::size_t n = 0;
+  while (lowered->elements[n]) ++n;
+  std::vector<std::size_t> got(n);
+  if (ffi_get_struct_offsets(FFI_DEFAULT_ABI, lowered, got.data()) != FFI_OK || n != offsets.size()) {
+    error = "libffi cannot lay out " + reg.spell(t) + "; pass it by pointer";
+    return false;
+  }
+  bool align_ok = lowered->alignment == d.align;
+#if defined(__x86_64__) && !defined(_WIN64)
+  align_ok = align_ok || (lowered->alignment <= 8 && d.align <= 8);
+#endif
+  bool offsets_ok = true;
+  for (std::size_t i = 0; i < n; ++i) offsets_ok = offsets_ok && got[i] == offsets[i];
+  if (lowered->size != d.size || !align_ok || !offsets_ok) {
+    error = "libffi lays out " + reg.spell(t) + " as " + std::to_string(lowered->size) + " bytes aligned to " +
+            std::to_string(lowered->alignment) + (offsets_ok ? "" : " with other field offsets") + ", not " +
+            std::to_string(d.size) + " aligned to " + std::to_string(d.align) + "; pass it by pointer";
+    return false;
+  }
+  return true;
 }
 
 // Unions, bitfields and packed layouts: libffi has no such types, so build a
 // struct that the System V x86-64 classifier (psABI 3.2.3) sorts into the same
 // classes: each eightbyte is SSE when every leaf in it is floating point, else
 // INTEGER; aggregates over 16 bytes are MEMORY, where only size and alignment
-// matter. An aggregate with unaligned fields is MEMORY even when small, which
-// libffi cannot express, so it is refused.
-ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::string& error) {
-#if defined(__x86_64__) && !defined(_WIN64)
+// matter. An SSE eightbyte of an aggregate aligned below 8 is floats (the
+// register holds the same 8 bytes as for a double; a double element would
+// raise libffi's alignment and pad the size past C's). An aggregate of at most
+// 16 bytes with unaligned fields is MEMORY, which libffi cannot express, so it
+// is refused. offsets: where each element lies.
+ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::vector<std::uint64_t>& offsets,
+                                        std::string& error) {
   const TypeDesc& d = reg.get(t);
   std::vector<Leaf> leaves;
   bool regular = true, misaligned = false;
@@ -170,8 +225,12 @@ ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::
   ffi_type* unit_int = d.align >= 8 ? &ffi_type_uint64 : d.align == 4 ? &ffi_type_uint32
                        : d.align == 2 ? &ffi_type_uint16 : &ffi_type_uint8;
   std::vector<ffi_type*> elements;
+  auto push = [&](ffi_type* e, std::uint64_t at) {
+    elements.push_back(e);
+    offsets.push_back(at);
+  };
   if (d.size > 16) {
-    for (std::uint32_t i = 0; i < d.size / d.align; ++i) elements.push_back(unit_int);
+    for (std::uint32_t i = 0; i < d.size / unit_int->size; ++i) push(unit_int, i * unit_int->size);
     return make_struct(std::move(elements));
   }
   if (misaligned) {
@@ -190,20 +249,14 @@ ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::
       }
     const std::uint64_t n = hi - lo;
     if (any && all_float) {
-      if (has_double) elements.push_back(&ffi_type_double);
-      else for (std::uint64_t k = 0; k < n / 4; ++k) elements.push_back(&ffi_type_float);
+      if (has_double && d.align >= 8) push(&ffi_type_double, lo);
+      else for (std::uint64_t k = 0; k < n / 4; ++k) push(&ffi_type_float, lo + 4 * k);
     } else {
       const std::uint64_t unit = unit_int->size;
-      for (std::uint64_t k = 0; k < n / unit; ++k) elements.push_back(unit_int);
+      for (std::uint64_t k = 0; k < n / unit; ++k) push(unit_int, lo + unit * k);
     }
   }
   return make_struct(std::move(elements));
-#else
-  error = reg.spell(t) + " contains a union, bitfields or unaligned fields; passing it by value is only "
-          "supported on x86-64 System V so far: pass it by pointer";
-  (void)t;
-  return nullptr;
-#endif
 }
 
 void read_return(const TypeDesc& d, const void* rvalue, void* dst) {
@@ -254,11 +307,24 @@ bool classify(const TypeRegistry& reg, TypeId t, std::vector<EightbyteClass>& cl
 
 }  // namespace
 
+bool returns_in_memory(const TypeRegistry& reg, TypeId t) {
+#if defined(__x86_64__) && !defined(_WIN64)
+  const TypeDesc& d = reg.get(t);
+  std::vector<EightbyteClass> classes;
+  return (d.kind == Kind::struct_ || d.kind == Kind::union_) && !classify(reg, t, classes);
+#else
+  (void)reg; (void)t;
+  return false;
+#endif
+}
+
 bool lower_arguments(const TypeRegistry& reg, const std::vector<TypeId>& by_value, const std::vector<ffi_type*>& types,
-                     std::vector<LoweredArg>& out) {
+                     TypeId returns, std::vector<LoweredArg>& out) {
   bool split_any = false;
 #if defined(__x86_64__) && !defined(_WIN64)
-  int gpr = 0, sse = 0;  // registers used so far, as libffi counts them
+  // Registers used so far, as libffi counts them: a return in memory passes
+  // its address in %rdi first (psABI 3.2.3, "Returning of Values").
+  int gpr = returns_in_memory(reg, returns) ? 1 : 0, sse = 0;
   for (std::uint32_t i = 0; i < by_value.size(); ++i) {
     const TypeDesc& d = reg.get(by_value[i]);
     if (d.kind == Kind::struct_ || d.kind == Kind::union_) {
@@ -295,9 +361,73 @@ bool lower_arguments(const TypeRegistry& reg, const std::vector<TypeId>& by_valu
     }
   }
 #else
+  (void)returns;
   for (std::uint32_t i = 0; i < by_value.size(); ++i) out.push_back({i, 0, types[i]});
 #endif
   return split_any;
+}
+
+// ---- refusals the typemap alone shows ---------------------------------------------------
+
+std::string by_value_refusal(const TypeRegistry& reg, TypeId t) {
+  const TypeDesc& d = reg.get(t);
+  if (d.kind != Kind::struct_ && d.kind != Kind::union_) {
+    if (d.kind == Kind::ptr || d.kind == Kind::array || d.kind == Kind::string) return "";  // passed as pointers
+    return scalar_ffi_type(reg, d) ? "" : "no libffi type for " + reg.spell(t);
+  }
+  FfiTypes scratch;
+  std::string error;
+  return scratch.lower(reg, t, error) ? "" : error;
+}
+
+void signature_refusals(const TypeRegistry& reg, const Signature& sig, bool is_callback,
+                        const std::function<void(int, const std::string&)>& report) {
+  for (std::size_t i = 0; i < sig.params.size(); ++i) {
+    const Param& p = sig.params[i];
+    if (p.type == no_type) continue;
+    const TypeDesc& d = reg.get(p.type);
+    if (is_callback && p.dir != Dir::in && d.kind != Kind::ptr) {
+      report(static_cast<int>(i), "out and inout parameters of callbacks must be {\"ptr\": T} (the host writes one "
+                                  "value)");
+      continue;
+    }
+    if (d.kind == Kind::struct_ || d.kind == Kind::union_)
+      if (std::string why = by_value_refusal(reg, p.type); !why.empty()) report(static_cast<int>(i), why);
+  }
+  if (sig.returns == no_type) return;
+  const TypeDesc& r = reg.get(sig.returns);
+  if (!is_callback && r.kind == Kind::callback) {
+    report(-1, "returning callbacks (native function pointers) to the host is not supported; return a pointer instead");
+    return;
+  }
+  if (r.kind == Kind::struct_ || r.kind == Kind::union_)
+    if (std::string why = by_value_refusal(reg, sig.returns); !why.empty()) report(-1, why);
+}
+
+bool ffi_abi_of(CallConv cc, ffi_abi& out, std::string& error) {
+  switch (cc) {
+    case CallConv::default_: out = FFI_DEFAULT_ABI; return true;
+#if (defined(__i386__) || defined(_M_IX86)) && !defined(_WIN32)
+    // libffi's 32-bit x86 conventions (ffitarget.h, non-Windows).
+    case CallConv::stdcall: out = FFI_STDCALL; return true;
+    case CallConv::fastcall: out = FFI_FASTCALL; return true;
+    case CallConv::thiscall: out = FFI_THISCALL; return true;
+#else
+    case CallConv::stdcall: case CallConv::fastcall: case CallConv::thiscall: break;
+#endif
+  }
+  const char* name = cc == CallConv::stdcall ? "stdcall" : cc == CallConv::fastcall ? "fastcall" : "thiscall";
+#if defined(__x86_64__) && !defined(_WIN64)
+  const char* target = "x86-64 System V";
+#elif defined(__x86_64__)
+  const char* target = "x86-64 Windows";
+#elif defined(__aarch64__)
+  const char* target = "AArch64";
+#else
+  const char* target = "this target";
+#endif
+  error = std::string("calling convention ") + name + " does not exist on " + target + " (only \"default\")";
+  return false;
 }
 
 TypeId promote_variadic(const TypeRegistry& reg, TypeId t) {
@@ -311,7 +441,10 @@ TypeId promote_variadic(const TypeRegistry& reg, TypeId t) {
 // ---- the specialized invoker ---------------------------------------------------------------
 
 bool choose_invoker(const TypeRegistry& reg, const std::vector<TypeId>& by_value, TypeId returns, Invoker& out) {
-#if (defined(__x86_64__) && !defined(_WIN32)) || (defined(__aarch64__) && !defined(__APPLE__))
+  // x86-64 System V only: the same reasoning holds for AArch64 (AAPCS64: eight
+  // x and eight v registers, the callee ignores the unused ones), but no test
+  // of this project has run there, so other targets take ffi_call until one does.
+#if defined(__x86_64__) && !defined(_WIN32)
   Invoker inv;
   int ints = 0, floats = 0;
   for (TypeId t : by_value) {

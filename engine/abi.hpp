@@ -5,10 +5,12 @@
 #pragma once
 
 #include "registry.hpp"
+#include "typemap.hpp"
 
 #include <cstdint>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <ffi.h>
 #include <map>
 #include <mutex>
@@ -27,12 +29,31 @@ class FfiTypes {
  private:
   ffi_type* lower_locked(const TypeRegistry& reg, TypeId t, std::string& error);
   ffi_type* make_struct(std::vector<ffi_type*> elements);
-  ffi_type* lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::string& error);
+  ffi_type* lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::vector<std::uint64_t>& offsets,
+                                std::string& error);
+  bool same_layout(const TypeRegistry& reg, TypeId t, ffi_type* lowered, const std::vector<std::uint64_t>& offsets,
+                   std::string& error);
   std::mutex mutex_;
   std::deque<ffi_type> types_;
   std::deque<std::vector<ffi_type*>> elements_;
   std::map<TypeId, ffi_type*> cache_;
 };
+
+// Why a value of type t cannot be passed or returned by value ("" when it can):
+// what FfiTypes::lower refuses, checked without keeping the libffi types.
+std::string by_value_refusal(const TypeRegistry& reg, TypeId t);
+
+// Every reason binding the signature would fail that the typemap alone shows:
+// a parameter or return refused by value, a function returning a callback, a
+// callback's out/inout parameter that is not {"ptr": T}. report(i, message):
+// i is the parameter's index, -1 for the return. The loader calls it, so
+// `marshal check` refuses what binding would refuse, at its JSON Pointer.
+void signature_refusals(const TypeRegistry& reg, const Signature& sig, bool is_callback,
+                        const std::function<void(int, const std::string&)>& report);
+
+// The libffi ABI of a calling convention on this target; false with a message
+// when the target has no such convention (TYPEMAP.md: "where the target has them").
+bool ffi_abi_of(CallConv cc, ffi_abi& out, std::string& error);
 
 // The scalar ffi_type of a non-aggregate descriptor (pointer-like kinds are pointers).
 ffi_type* scalar_ffi_type(const TypeRegistry& reg, const TypeDesc& d);
@@ -50,15 +71,22 @@ struct LoweredArg {
   ffi_type* type;
 };
 
+// Whether a function returning t gets the return address as a hidden first
+// argument (System V x86-64: a struct or union of class MEMORY), which takes
+// the first integer register.
+bool returns_in_memory(const TypeRegistry& reg, TypeId t);
+
 // The arguments to give libffi for parameters of these types (by value). Usually
 // one per parameter. Works around libffi before 3.4.7 on x86-64 System V
 // (libffi PR #848): a struct of 9 to 16 bytes passed in registers whose first
 // eightbyte is INTEGER and lands in the sixth general register was copied whole
 // into that register's slot, overwriting the first SSE register. Such a struct
 // is passed as its two eightbytes, as separate scalars: the psABI assigns them
-// the very same registers. Returns true when any argument was split.
+// the very same registers. Registers are counted as libffi counts them, from
+// the hidden return pointer on when `returns` is returned in memory. Returns
+// true when any argument was split.
 bool lower_arguments(const TypeRegistry& reg, const std::vector<TypeId>& by_value, const std::vector<ffi_type*>& types,
-                     std::vector<LoweredArg>& out);
+                     TypeId returns, std::vector<LoweredArg>& out);
 
 // A specialized invoker: a call whose arguments all travel in registers (up to
 // 6 integer/pointer and 8 floating-point ones) and whose return is an integer,

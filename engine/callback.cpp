@@ -57,7 +57,9 @@ void Callback::set_owner_apartment() {
 }
 
 void Callback::write_on_error(void* ret) const {
-  if (returns_value_) std::memcpy(ret, on_error_bytes_, ret_size_);
+  // ret_size_ bytes: libffi's return buffer holds at least a register (ffi_arg);
+  // a return in memory is exactly the value's size, which ret_size_ then is.
+  if (returns_value_) std::memcpy(ret, on_error_bytes_.data(), ret_size_);
 }
 
 // Writes a native return value for libffi: integral returns narrower than a
@@ -328,13 +330,16 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
   }
   const TypeDesc& rd = reg.get(sig.returns);
   if (ok && rd.kind != Kind::void_) {
-    std::byte tmp[256] = {};
+    // Converted into scratch first: a failed conversion leaves ret for on_error.
+    std::byte small[64] = {};
+    std::byte* tmp = small;
+    if (rd.size > sizeof small) tmp = static_cast<std::byte*>(arena.alloc_zeroed(rd.size, 16));
     Ctx c;
     c.transfer = true;  // a returned object carries a reference
     c.nullable = sig.return_nullable;
-    if (rd.size > sizeof tmp || !m.to_native(sig.returns, result, tmp, c)) {
+    if (!m.to_native(sig.returns, result, tmp, c)) {
       ok = false;
-      error = "return value: " + (rd.size > sizeof tmp ? std::string("too large") : m.error);
+      error = "return value: " + m.error;
     } else {
       store_return(rd, tmp, ret);
     }
@@ -392,7 +397,12 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
   }
   ffi_type* rt = ffi_.lower(reg_, sig.returns, error);
   if (!rt) return nullptr;
-  if (ffi_prep_cif(&cb->cif_, FFI_DEFAULT_ABI, static_cast<unsigned>(cb->atypes_.size()), rt, cb->atypes_.data()) != FFI_OK) {
+  ffi_abi abi;
+  if (!ffi_abi_of(sig.callconv, abi, error)) {
+    error = "callback '" + sig.name + "': " + error;
+    return nullptr;
+  }
+  if (ffi_prep_cif(&cb->cif_, abi, static_cast<unsigned>(cb->atypes_.size()), rt, cb->atypes_.data()) != FFI_OK) {
     error = "callback '" + sig.name + "': libffi cannot prepare its signature";
     return nullptr;
   }
@@ -401,22 +411,21 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
   cb->ret_size_ = std::max<std::size_t>(rd.size, sizeof(ffi_arg));
   cb->has_on_error_ = sig.on_error.present;
   if (cb->returns_value_) {
-    if (rd.size > 16) {
-      error = "callback '" + sig.name + "': returns of more than 16 bytes are not supported by this engine version";
-      return nullptr;
-    }
-    std::byte value[32] = {};
+    // A struct returned in memory (over 16 bytes) needs nothing special: libffi
+    // gives the trampoline the caller's hidden return pointer as `ret`.
+    std::vector<std::byte> value(cb->ret_size_);
+    cb->on_error_bytes_.assign(cb->ret_size_, std::byte{0});
     if (sig.on_error.present) {
       Arena arena;
       Marshaler m(reg_, arena, handles_);
       Ctx c;
       c.nullable = true;
-      if (!m.to_native(sig.returns, Value::from_json(sig.on_error.value), value, c)) {
+      if (!m.to_native(sig.returns, Value::from_json(sig.on_error.value), value.data(), c)) {
         error = "callback '" + sig.name + "': on_error: " + m.error;
         return nullptr;
       }
     }
-    store_return(rd, value, cb->on_error_bytes_);
+    store_return(rd, value.data(), cb->on_error_bytes_.data());
   }
   cb->laned_ = sig.params.size() <= 16 && lane_of(reg_, sig.returns, cb->lane_ret_);
   for (const Param& p : sig.params) {

@@ -71,7 +71,7 @@ class Callback {
   bool returns_value_ = false;
   bool has_on_error_ = false;
   std::size_t ret_size_ = 0;
-  alignas(16) std::byte on_error_bytes_[32] = {};  // already widened for libffi
+  std::vector<std::byte> on_error_bytes_;  // ret_size_ bytes, already widened for libffi
   // The scalar lane (lane.hpp): a signature of only `in` scalars and a scalar
   // return (or none) converts without arena or marshaler.
   bool laned_ = false;

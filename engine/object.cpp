@@ -433,10 +433,6 @@ void* const* ObjectSpace::vtable(const Interface& iface, std::string& error) {
                 " (native code could not know how to free it; use an out parameter)";
         return nullptr;
       }
-      if (rd.kind != Kind::void_ && rd.size > 16) {
-        error = where + "returns of more than 16 bytes are not supported by this engine version";
-        return nullptr;
-      }
       ffi_type* rt = lib_.context().ffi().lower(reg, m.returns, error);
       if (!rt) return nullptr;
       if (ffi_prep_cif(&t->cif, FFI_DEFAULT_ABI, static_cast<unsigned>(t->atypes.size()), rt, t->atypes.data()) != FFI_OK) {
@@ -448,7 +444,9 @@ void* const* ObjectSpace::vtable(const Interface& iface, std::string& error) {
       if (t->returns_value) {
         // What native code receives when the host method fails: E_FAIL for an
         // HRESULT, else the method's on_error value, else zero.
-        std::byte value[32] = {};
+        std::vector<std::byte> buffer(t->ret_size);  // a return in memory: libffi's ret is the caller's
+        t->on_error.assign(t->ret_size, std::byte{0});
+        std::byte* value = buffer.data();
         if (m.hresult) {
           std::memcpy(value, &hr::fail, sizeof hr::fail);
         } else if (m.on_error.present) {
@@ -461,7 +459,7 @@ void* const* ObjectSpace::vtable(const Interface& iface, std::string& error) {
             return nullptr;
           }
         }
-        store_return(rd, value, t->on_error);
+        store_return(rd, value, t->on_error.data());
       }
       void* code = nullptr;
       t->closure = static_cast<ffi_closure*>(ffi_closure_alloc(sizeof(ffi_closure), &code));
@@ -513,7 +511,7 @@ void ObjectSpace::method_trampoline(ffi_cif*, void* ret, void** args, void* user
   }
   if (!ok) {
     callback_note_error("method " + t->iface->name + "." + m.name + " of host object '" + h->name_ + "' failed: " + error);
-    if (t->returns_value) std::memcpy(ret, t->on_error, t->ret_size);
+    if (t->returns_value) std::memcpy(ret, t->on_error.data(), t->ret_size);
   }
 }
 

@@ -248,7 +248,7 @@ class ObjectSpace {
     ffi_closure* closure = nullptr;
     std::size_t ret_size = 0;
     bool returns_value = false;
-    alignas(16) std::byte on_error[32] = {};  // already widened for libffi
+    std::vector<std::byte> on_error;  // ret_size bytes, already widened for libffi
   };
   static void method_trampoline(ffi_cif* cif, void* ret, void** args, void* self);
 

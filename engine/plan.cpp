@@ -363,18 +363,23 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
     error = tm_.file + ": " + fn.name + ": free_with: " + why;
     return nullptr;
   }
+  ffi_abi abi;
+  if (!ffi_abi_of(fn.callconv, abi, why)) {  // the loader refuses it too
+    error = tm_.file + ": " + fn.name + ": " + why;
+    return nullptr;
+  }
   ffi_status st;
   if (fn.variadic_from >= 0) {
     // The variadic part is prepared per call; here only the fixed part is checked.
     st = FFI_OK;
   } else {
     std::vector<LoweredArg> lowered;
-    if (lower_arguments(reg, plan->value_types_, plan->atypes_, lowered)) {
+    if (lower_arguments(reg, plan->value_types_, plan->atypes_, fn.returns, lowered)) {
       plan->lowered_ = lowered;
       for (const LoweredArg& a : lowered) plan->lowered_types_.push_back(a.type);
     }
     auto& types = plan->lowered_.empty() ? plan->atypes_ : plan->lowered_types_;
-    st = ffi_prep_cif(&plan->cif_, FFI_DEFAULT_ABI, static_cast<unsigned>(types.size()), rtype, types.data());
+    st = ffi_prep_cif(&plan->cif_, abi, static_cast<unsigned>(types.size()), rtype, types.data());
     if (plan->lowered_.empty() && fn.callconv == CallConv::default_) {
       std::vector<TypeId> by_value;
       for (std::size_t i = 0; i < plan->steps_.size(); ++i)
@@ -749,7 +754,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     if (!marshal_variadic(args.subspan(host_count_), var_types, ids, var_values, m, arena, error)) return false;
     std::vector<LoweredArg> lowered;
     unsigned fixed = static_cast<unsigned>(fn.variadic_from);
-    if (lower_arguments(reg, ids, var_types, lowered)) {
+    if (lower_arguments(reg, ids, var_types, fn.returns, lowered)) {
       std::vector<ffi_type*> types;
       fixed = 0;
       for (const LoweredArg& a : lowered) {
@@ -760,7 +765,9 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
       var_types = std::move(types);
       var_values = split_values;
     }
-    if (ffi_prep_cif_var(&var_cif, FFI_DEFAULT_ABI, fixed, static_cast<unsigned>(var_types.size()), cif_.rtype,
+    ffi_abi abi = FFI_DEFAULT_ABI;
+    if (!ffi_abi_of(fn.callconv, abi, error)) return false;
+    if (ffi_prep_cif_var(&var_cif, abi, fixed, static_cast<unsigned>(var_types.size()), cif_.rtype,
                          var_types.data()) != FFI_OK) {
       error = tm.file + ": " + fn.name + ": libffi cannot prepare this variadic call";
       return false;

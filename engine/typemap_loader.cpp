@@ -3,6 +3,7 @@
 // callbacks and methods, interfaces, classes and constants; and Context::load.
 #include "context.hpp"
 #include "json_reader.hpp"
+#include "abi.hpp"
 #include "loader.hpp"
 
 #include <algorithm>
@@ -538,19 +539,22 @@ bool Loader::read_signature(const json& j, const std::string& p, Signature& sig,
     if (read_enum<CallConv>(j.at("callconv"), cp,
                             {{"default", CallConv::default_}, {"stdcall", CallConv::stdcall},
                              {"fastcall", CallConv::fastcall}, {"thiscall", CallConv::thiscall}}, cc)) {
-#if defined(__i386__) || defined(_M_IX86)
-      sig.callconv = cc;
-#else
-      if (cc != CallConv::default_) {
-        error(cp, "calling convention '" + j.at("callconv").get<std::string>() +
-                      "' does not exist on this target (64-bit: only \"default\")");
-        ok = false;
-      }
-#endif
+      ffi_abi abi;
+      std::string why;
+      if (ffi_abi_of(cc, abi, why)) sig.callconv = cc;
+      else { error(cp, why); ok = false; }
     } else {
       ok = false;
     }
   }
+  // What binding would refuse (abi.hpp), reported here so `check` refuses it too.
+  const std::string rp = j.contains("returns") && j.at("returns").is_object() && j.at("returns").contains("type")
+                             ? pointer_join(pointer_join(p, "returns"), "type")
+                             : pointer_join(p, "returns");
+  signature_refusals(reg_, sig, is_callback, [&](int i, const std::string& why) {
+    error(i < 0 ? rp : pointer_join(pointer_join(pp, static_cast<std::size_t>(i)), "type"), why);
+    ok = false;
+  });
   return ok;
 }
 
