@@ -12,6 +12,8 @@
 
 namespace marshal {
 
+class GuardPages;
+
 class Arena {
  public:
   Arena() : cur_(inline_), cap_(sizeof inline_) {}
@@ -31,6 +33,7 @@ class Arena {
   // A size that cannot be allocated throws std::bad_alloc; callers bound sizes
   // from host counts first (bounds.hpp), so that is an internal failure only.
   void* alloc(std::size_t size, std::size_t align = alignof(std::max_align_t)) {
+    if (guard_) [[unlikely]] return guarded(size, align);
     std::size_t at = (used_ + align - 1) & ~(align - 1);
     // Written so that nothing wraps: `at + size > cap_` is false for a size
     // near SIZE_MAX and would hand out a few bytes for a huge request.
@@ -44,6 +47,9 @@ class Arena {
     return p;
   }
   bool used_heap() const { return !blocks_.empty(); }
+  // Guard mode (guard.hpp): every allocation from now on gets its own mapping
+  // against a guard page.
+  void guard(GuardPages* pages) { guard_ = pages; }
 
  private:
   static constexpr std::size_t block_size = 64 * 1024;
@@ -70,6 +76,8 @@ class Arena {
   std::size_t cap_;
   std::size_t used_ = 0;
   std::vector<Block> blocks_;
+  GuardPages* guard_ = nullptr;
+  void* guarded(std::size_t size, std::size_t align);  // guard.cpp
 };
 
 }  // namespace marshal

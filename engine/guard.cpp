@@ -4,6 +4,8 @@
 // compare-exchange, filled, then made visible with a release store.
 #include "guard.hpp"
 
+#include "arena.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <csignal>
@@ -191,6 +193,16 @@ void* GuardPages::alloc(std::size_t size, std::size_t align) {
   mappings_.push_back({base, length, slot});
   live.fetch_add(1, std::memory_order_relaxed);
   return reinterpret_cast<void*>(start);
+}
+
+void* Arena::guarded(std::size_t size, std::size_t align) {
+  if (void* p = guard_->alloc(size, align)) return p;
+  // No mapping to be had (the process's map count, say): unguarded but safe.
+  GuardPages* pages = guard_;
+  guard_ = nullptr;
+  void* p = alloc(size, align);
+  guard_ = pages;
+  return p;
 }
 
 std::size_t guard_live_mappings() { return live.load(std::memory_order_relaxed); }

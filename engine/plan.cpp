@@ -469,7 +469,7 @@ bool Plan::call_method(void* self, void* target, std::span<const Value* const> a
 
 bool Plan::dispatch(void* self, void* target, std::span<const Value* const> args, CallResult& result,
                     std::string& error) const {
-  if (laned_ && args.size() == host_count_ && scalar_lanes_enabled.load(std::memory_order_relaxed)) {
+  if (laned_ && args.size() == host_count_ && !lib_->guarded() && scalar_lanes_enabled.load(std::memory_order_relaxed)) {
     const int done = run_lane(self, target, args.data(), result, error);
     if (done >= 0) return done == 1;
   }
@@ -627,6 +627,11 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     return false;
   }
   Arena arena;
+  std::optional<GuardPages> guard;
+  if (lib_->guarded()) {
+    guard.emplace(fn.name);
+    arena.guard(&*guard);
+  }
   Marshaler m(reg, arena, &lib_->handles());
   m.max_buffer = lib_->max_buffer();
   // Callbacks of scope "call" live until this call returns, whatever path it takes.
@@ -674,6 +679,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     const Step& s = steps_[i];
     const Param& p = fn.params[i];
     const TypeDesc& d = reg.get(s.type);
+    if (guard) guard->label(static_cast<int>(i), p.name);
     // Slots are zeroed and rounded up to 16 bytes: a struct split into eightbytes
     // (abi.hpp) is read 8 bytes at a time.
     void* slot = arena.alloc_zeroed((std::max<std::size_t>(s.slot_size, sizeof(void*)) + 15) & ~std::size_t{15},
@@ -785,6 +791,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
 
   // ---- invoke ----
   const TypeDesc& rd = reg.get(fn.returns);
+  if (guard) guard->label(-1, {});
   void* rvalue = arena.alloc(return_buffer_size(rd), 16);
   if (callback_error_pending()) {
     std::string stale;

@@ -10,6 +10,7 @@
 #include "bounds.hpp"
 #include "callback.hpp"
 #include "context.hpp"
+#include "guard.hpp"
 #include "handles.hpp"
 #include "lane.hpp"
 #include "library.hpp"
@@ -161,6 +162,10 @@ class Library : public std::enable_shared_from_this<Library> {
   std::vector<std::string> missing_symbols();
 
   const Typemap& typemap() const { return tm_; }
+  // Guard mode (guard.hpp) for this library's calls: on when the typemap's
+  // library says "guard": true or MARSHAL_GUARD is set, or turned on here.
+  void set_guard(bool on) { guard_.store(on, std::memory_order_relaxed); }
+  bool guarded() const { return guard_.load(std::memory_order_relaxed); }
   // The largest buffer the engine allocates, copies or reads for one value of
   // a call: the typemap's "max_buffer", else the default (bounds.hpp). A host
   // may change it at any time (0 restores the default); calls read it once.
@@ -198,6 +203,7 @@ class Library : public std::enable_shared_from_this<Library> {
   // typemap (Method::ordinal); a plan serves only the method it was built for.
   std::unique_ptr<std::atomic<const Plan*>[]> method_cache_;
   std::map<std::string, std::unique_ptr<SharedLibrary>> others_;  // "lib!symbol" owners
+  std::atomic<bool> guard_{guard_from_environment()};
   ObjectSpace objects_{*this};  // last: its wrappers use everything above
 };
 
