@@ -12,6 +12,7 @@
 namespace marshal_c {
 
 std::atomic<Slot*> Handles::dir_[Handles::max_chunks];  // zero-initialized: no chunk yet
+thread_local PerThread* per_thread_state __attribute__((tls_model("initial-exec"))) = nullptr;
 
 const char* kind_name(Kind k) {
   switch (k) {
@@ -39,30 +40,35 @@ Pool& pool() {
   return *p;
 }
 
-constexpr std::size_t cache_max = 256;
 constexpr std::size_t batch = 64;
 
-struct Cache {
-  std::uint32_t items[cache_max];
-  std::size_t n = 0;
-  ~Cache();
-};
-// Set when this thread's cache is gone (thread exit): later frees go to the
-// pool. A plain bool has no destructor, so it is readable until the end.
-thread_local bool cache_closed = false;
-thread_local Cache cache;
+// Set when this thread's state is gone (thread exit). A bool has no
+// destructor, so it is readable until the thread ends.
+thread_local bool per_thread_closed __attribute__((tls_model("initial-exec"))) = false;
 
-Cache::~Cache() {
-  cache_closed = true;
-  Pool& p = pool();
-  std::lock_guard lock(p.mutex);
-  try {
-    p.free.insert(p.free.end(), items, items + n);
-  } catch (...) {
-    // Out of memory at thread exit: these slots are retired, never reused.
+// Gives this thread's state back when the thread exits: free slots to the
+// pool, value blocks to the allocator.
+struct PerThreadOwner {
+  bool armed = false;
+  ~PerThreadOwner() {
+    PerThread* p = per_thread_state;
+    per_thread_closed = true;
+    per_thread_state = nullptr;
+    if (!p) return;
+    {
+      Pool& pool_ = pool();
+      std::lock_guard lock(pool_.mutex);
+      try {
+        pool_.free.insert(pool_.free.end(), p->free, p->free + p->nfree);
+      } catch (...) {
+        // Out of memory at thread exit: these slots are retired, never reused.
+      }
+    }
+    while (p->nblocks) ::operator delete(p->blocks[--p->nblocks]);
+    delete p;
   }
-  n = 0;
-}
+};
+thread_local PerThreadOwner per_thread_owner;
 
 // A fresh index from the pool (the caller holds its lock), making its chunk.
 bool fresh(Pool& p, std::uint32_t& i, std::string& error) {
@@ -84,25 +90,24 @@ bool fresh(Pool& p, std::uint32_t& i, std::string& error) {
 }
 
 bool take(std::uint32_t& i, std::string& error) {
-  if (!cache_closed) {
-    Cache& c = cache;
-    if (c.n) {
-      i = c.items[--c.n];
+  if (PerThread* t = per_thread()) {
+    if (t->nfree) {
+      i = t->free[--t->nfree];
       return true;
     }
     Pool& p = pool();
     std::lock_guard lock(p.mutex);
-    while (c.n < batch && !p.free.empty()) {
-      c.items[c.n++] = p.free.back();
+    while (t->nfree < batch && !p.free.empty()) {
+      t->free[t->nfree++] = p.free.back();
       p.free.pop_back();
     }
-    while (c.n < batch) {
+    while (t->nfree < batch) {
       std::uint32_t f;
       if (!fresh(p, f, error)) break;
-      c.items[c.n++] = f;
+      t->free[t->nfree++] = f;
     }
-    if (!c.n) return false;
-    i = c.items[--c.n];
+    if (!t->nfree) return false;
+    i = t->free[--t->nfree];
     return true;
   }
   Pool& p = pool();
@@ -116,19 +121,18 @@ bool take(std::uint32_t& i, std::string& error) {
 }
 
 void give(std::uint32_t i) noexcept {
-  if (!cache_closed) {
-    Cache& c = cache;
-    if (c.n == cache_max) {
+  if (PerThread* t = per_thread()) {
+    if (t->nfree == PerThread::max_free) {
       Pool& p = pool();
       std::lock_guard lock(p.mutex);
       try {
-        p.free.insert(p.free.end(), c.items + cache_max / 2, c.items + cache_max);
-        c.n = cache_max / 2;
+        p.free.insert(p.free.end(), t->free + PerThread::max_free / 2, t->free + PerThread::max_free);
+        t->nfree = PerThread::max_free / 2;
       } catch (...) {
         return;  // out of memory: this slot is retired
       }
     }
-    c.items[c.n++] = i;
+    t->free[t->nfree++] = i;
     return;
   }
   Pool& p = pool();
@@ -141,6 +145,15 @@ void give(std::uint32_t i) noexcept {
 }
 
 }  // namespace
+
+PerThread* make_per_thread() noexcept {
+  if (per_thread_closed) return nullptr;
+  auto* p = new (std::nothrow) PerThread;
+  if (!p) return nullptr;
+  per_thread_owner.armed = true;  // its first use registers its destructor for this thread's exit
+  per_thread_state = p;
+  return p;
+}
 
 void Handles::publish(std::size_t chunk_index, Slot* chunk) { dir_[chunk_index].store(chunk, std::memory_order_release); }
 

@@ -46,7 +46,7 @@ class Handles {
   static constexpr std::size_t max_slots = chunk_size * max_chunks;
 
   // The slot a handle's index names, or nullptr when no handle ever had it.
-  static Slot* slot(Bits h) noexcept {
+  [[gnu::always_inline]] static Slot* slot(Bits h) noexcept {
     const std::uint64_t i = h & 0xffffffffu;
     if (i >= max_slots) return nullptr;
     Slot* chunk = dir_[i >> chunk_bits].load(std::memory_order_acquire);
@@ -55,11 +55,19 @@ class Handles {
 
   // The object of a live handle of kind k, or nullptr (NULL, released, stale,
   // another kind, or not a handle at all). The hot path: one load, one compare.
-  static void* find(const void* p, Kind k) noexcept {
+  [[gnu::always_inline]] static void* find(const void* p, Kind k) noexcept {
+    std::uint32_t refs;
+    return find(p, k, refs);
+  }
+  // The same, with the references the handle has now.
+  [[gnu::always_inline]] static void* find(const void* p, Kind k, std::uint32_t& refs) noexcept {
     const Bits h = reinterpret_cast<std::uintptr_t>(p);
     if (kind_of(h) != k) return nullptr;  // also NULL: its kind is none
     Slot* s = slot(h);
-    if (!s || (s->state.load(std::memory_order_acquire) >> 32) != (h >> 32)) return nullptr;
+    if (!s) return nullptr;
+    const std::uint64_t st = s->state.load(std::memory_order_acquire);
+    if ((st >> 32) != (h >> 32)) return nullptr;
+    refs = static_cast<std::uint32_t>(st);
     return s->object.load(std::memory_order_relaxed);
   }
 
@@ -150,10 +158,35 @@ class Handles {
   static std::atomic<Slot*> dir_[max_chunks];
 };
 
+// ---- per-thread state ----
+// What each thread keeps for the hot paths (free slots, freed value blocks),
+// reached through one pointer with the initial-exec TLS model: a plain load,
+// no __tls_get_addr call per API call. Only pointer-sized words are
+// initial-exec, so the library still fits the static TLS room glibc keeps
+// for dlopen.
+struct PerThread {
+  static constexpr std::size_t max_free = 256;
+  static constexpr std::size_t max_blocks = 64;
+  std::size_t nfree = 0;
+  std::uint32_t free[max_free];
+  std::size_t nblocks = 0;
+  void* blocks[max_blocks];
+};
+extern thread_local PerThread* per_thread_state __attribute__((tls_model("initial-exec")));
+// Makes this thread's state; nullptr once the thread is exiting (or out of
+// memory): callers then use the shared pool and the allocator.
+PerThread* make_per_thread() noexcept;
+inline PerThread* per_thread() noexcept {
+  PerThread* p = per_thread_state;
+  return p ? p : make_per_thread();
+}
+
 // The C++ object behind each kind of handle (defined by the C API).
 template <class T> struct kind_for;
 
-template <class T> T* find(const void* p) { return static_cast<T*>(Handles::find(p, kind_for<T>::value)); }
+template <class T> [[gnu::always_inline]] inline T* find(const void* p) {
+  return static_cast<T*>(Handles::find(p, kind_for<T>::value));
+}
 
 template <class H> H* to_handle(Bits b) { return reinterpret_cast<H*>(static_cast<std::uintptr_t>(b)); }
 inline Bits bits_of(const void* p) { return reinterpret_cast<std::uintptr_t>(p); }

@@ -95,42 +95,25 @@ template <> struct kind_for<CFunction> { static constexpr Kind value = Kind::fun
 template <> struct kind_for<CResult> { static constexpr Kind value = Kind::result; };
 template <> struct kind_for<CValue> { static constexpr Kind value = Kind::value; };
 
-namespace {
-
-struct ValueBlocks {
-  static constexpr std::size_t keep = 64;
-  void* blocks[keep];
-  std::size_t count = 0;
-  ~ValueBlocks();
-};
-// Set when this thread's blocks are gone (thread exit); a bool has no
-// destructor, so later values of this thread use the allocator directly.
-thread_local bool value_blocks_closed = false;
-thread_local ValueBlocks value_blocks;
-ValueBlocks::~ValueBlocks() {
-  value_blocks_closed = true;
-  while (count) ::operator delete(blocks[--count]);
-}
-
-}  // namespace
+// Freed blocks kept per thread (handles.hpp, PerThread) for the next values.
+// The allocator's own pair is called out of line: a block may have come from
+// the cache or from ::operator new, which the compiler cannot tell apart.
+[[gnu::noinline]] static void* allocate_block(std::size_t size) { return ::operator new(size); }
+[[gnu::noinline]] static void free_block(void* p) noexcept { ::operator delete(p); }
 
 void* CValue::operator new(std::size_t size) {
-  if (size == sizeof(CValue) && !value_blocks_closed) {
-    ValueBlocks& b = value_blocks;
-    if (b.count) return b.blocks[--b.count];
-  }
-  return ::operator new(size);
+  if (size == sizeof(CValue))
+    if (PerThread* t = per_thread(); t && t->nblocks) return t->blocks[--t->nblocks];
+  return allocate_block(size);
 }
 
 void CValue::operator delete(void* p, std::size_t size) noexcept {
-  if (size == sizeof(CValue) && !value_blocks_closed) {
-    ValueBlocks& b = value_blocks;
-    if (b.count < ValueBlocks::keep) {
-      b.blocks[b.count++] = p;
+  if (size == sizeof(CValue))
+    if (PerThread* t = per_thread(); t && t->nblocks < PerThread::max_blocks) {
+      t->blocks[t->nblocks++] = p;
       return;
     }
-  }
-  ::operator delete(p);
+  free_block(p);
 }
 
 namespace {
@@ -230,10 +213,11 @@ struct CallFrame {
   Bits object;
   marshal_value* const* args;
   std::size_t nargs;
-  std::vector<Deferred> deferred;
+  std::unique_ptr<std::vector<Deferred>> deferred;  // made on the first deferred release (rare)
 };
 
-thread_local CallFrame* frames = nullptr;
+// Initial-exec (see PerThread): checked on every call and release.
+thread_local CallFrame* frames __attribute__((tls_model("initial-exec"))) = nullptr;
 
 bool frame_uses(const CallFrame& f, Bits h, Kind k) {
   switch (k) {
@@ -259,7 +243,9 @@ void destroy(Kind k, void* object) noexcept;
 
 // Drops one reference of h (kind k). `host`: the host's own release (a
 // borrowed value is refused); otherwise the C API drops a reference it holds.
-marshal_status drop(const char* api, Bits h, Kind k, bool host) noexcept {
+// `framed`: h may be in use by a call in progress (false only for handles
+// made after every running call began, which none of them can hold).
+marshal_status drop(const char* api, Bits h, Kind k, bool host, bool framed = true) noexcept {
   bool borrowed = false;
   void* object = nullptr;
   auto last = [&](void* o) {
@@ -267,7 +253,7 @@ marshal_status drop(const char* api, Bits h, Kind k, bool host) noexcept {
       borrowed = true;
       return Handles::Last::refuse;
     }
-    if (frames && in_call(h, k)) return Handles::Last::defer;
+    if (framed && frames && in_call(h, k)) return Handles::Last::defer;
     return Handles::Last::free;
   };
   switch (Handles::drop(h, k, object, last)) {
@@ -281,7 +267,8 @@ marshal_status drop(const char* api, Bits h, Kind k, bool host) noexcept {
                       "host function): its owner releases it; retain it to keep it");
     case Handles::Drop::deferred:
       try {
-        frames->deferred.push_back({k, h, object});
+        if (!frames->deferred) frames->deferred = std::make_unique<std::vector<Deferred>>();
+        frames->deferred->push_back({k, h, object});
       } catch (...) {
         // Out of memory: the object is leaked rather than freed under a running call.
       }
@@ -296,11 +283,11 @@ marshal_status drop(const char* api, Bits h, Kind k, bool host) noexcept {
 
 // A value the C API owns and lends (a kid, a result's value): it stops being
 // borrowed first, so a reference the host retained becomes the host's own.
-void disown(Bits h) noexcept {
+void disown(Bits h, bool framed = true) noexcept {
   if (!h) return;
   if (auto* v = static_cast<CValue*>(Handles::find(to_handle<void>(h), Kind::value)))
     v->borrowed.store(false, std::memory_order_release);
-  drop(nullptr, h, Kind::value, false);
+  drop(nullptr, h, Kind::value, false, framed);
 }
 
 // Pushed by every entry point that runs native code (and so maybe host code).
@@ -314,12 +301,19 @@ class FrameGuard {
   FrameGuard& operator=(const FrameGuard&) = delete;
   ~FrameGuard() {
     frames = frame_.up;
-    // What was released during the call goes now, unless an outer call uses it.
-    for (const Deferred& d : frame_.deferred) {
+    if (frame_.deferred) finish(*frame_.deferred);
+  }
+
+ private:
+  // What was released during the call goes now, unless an outer call uses it.
+  static void finish(const std::vector<Deferred>& deferred) noexcept {
+    for (const Deferred& d : deferred) {
       if (frames && in_call(d.handle, d.kind)) {
         try {
-          frames->deferred.push_back(d);
+          if (!frames->deferred) frames->deferred = std::make_unique<std::vector<Deferred>>();
+          frames->deferred->push_back(d);
         } catch (...) {
+          // Out of memory: leaked rather than freed under a running call.
         }
         continue;
       }
@@ -328,7 +322,6 @@ class FrameGuard {
     }
   }
 
- private:
   CallFrame frame_;
 };
 
@@ -361,9 +354,13 @@ Bits wrap(const char* api, marshal::Value&& v, bool borrowed = false) noexcept {
 
 marshal_value* wrap_handle(const char* api, marshal::Value v) { return to_handle<marshal_value>(wrap(api, std::move(v))); }
 
-void drop_kids(CValue* v) noexcept {
+[[gnu::noinline]] void drop_kids_now(CValue* v) noexcept {
   for (Bits k : v->kids) disown(k);
   v->kids.clear();
+}
+// Inline: most values never had their items read.
+inline void drop_kids(CValue* v) noexcept {
+  if (!v->kids.empty()) drop_kids_now(v);
 }
 
 // The handle of a list's item or a record's field i, made on first use (a
@@ -390,8 +387,9 @@ Bits kid(const char* api, CValue* v, std::size_t i) {
 // holds it (a host that retained a value from an earlier result keeps that
 // value unchanged, and an argument of a call in progress is not touched).
 void put(Bits& slot, marshal::Value&& v) {
-  if (slot && Handles::refs(slot) == 1 && !in_call(slot, Kind::value)) {
-    auto* c = static_cast<CValue*>(Handles::find(to_handle<void>(slot), Kind::value));
+  std::uint32_t refs = 0;
+  auto* c = static_cast<CValue*>(Handles::find(to_handle<void>(slot), Kind::value, refs));
+  if (c && refs == 1 && !in_call(slot, Kind::value)) {
     drop_kids(c);
     // A record is swapped, not moved: the engine's scratch keeps its shape, so
     // a record returned call after call is updated in place.
@@ -568,7 +566,8 @@ marshal_status changing_argument(const char* api) {
 // reference, never a borrowed one, and only to a value of the same kind.
 template <class T>
 marshal_status set_value(const char* api, marshal_value* h, T x) {
-  CValue* v = find<CValue>(h);
+  std::uint32_t refs = 0;
+  auto* v = static_cast<CValue*>(Handles::find(h, Kind::value, refs));
   if (!v) return bad_handle(api, "v", h, Kind::value);
   bool same;
   const char* want;
@@ -585,7 +584,7 @@ marshal_status set_value(const char* api, marshal_value* h, T x) {
   if (!same)
     return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": value is " + noun(v->v) + ", not " + want +
                                             " (make a new value to change its kind)");
-  if (Handles::refs(bits_of(h)) != 1)
+  if (refs != 1)
     return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": the value is shared (retained elsewhere); only a value with one reference may change");
   if (v->borrowed.load(std::memory_order_acquire))
     return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": the value is borrowed (an item of a list or record, a value of a result, or an argument of a host function); it is read-only");
@@ -1224,7 +1223,7 @@ bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::Valu
   for (; made < args.size(); ++made)
     if (!(wrapped[made] = wrap(api, marshal::Value(args[made]), true))) break;
   if (made < args.size()) {
-    for (std::size_t i = 0; i < made; ++i) disown(wrapped[i]);
+    for (std::size_t i = 0; i < made; ++i) disown(wrapped[i], false);
     error = last_error;
     return false;
   }
@@ -1252,7 +1251,7 @@ bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::Valu
   }
   // The arguments (the host could not release them: they are borrowed; a
   // reference it retained is its own from now on).
-  for (std::size_t i = 0; i < args.size(); ++i) disown(wrapped[i]);
+  for (std::size_t i = 0; i < args.size(); ++i) disown(wrapped[i], false);
   return ok;
 }
 }  // namespace
