@@ -89,6 +89,12 @@ std::string show(bool ok, const CallResult& r, const std::string& error) {
 
 }  // namespace
 
+extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);
+extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size, std::size_t max_size,
+                                               unsigned seed) {
+  return fuzz::mutate_call(data, size, max_size, seed, fixture().fns, LLVMFuzzerMutate);
+}
+
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   fixture();
   return 0;
