@@ -1,0 +1,134 @@
+// marshal fuzz target: the scalar lane against the general path.
+// Input "NAME\nJSON": arguments for a laned function of the P/Invoke or the
+// fuzz fixture. Each input is called on the lane (twice, the second time into
+// the same result, as the C API's reused results are), then with the lane off
+// (set_scalar_lanes(false), as tests/unit-call.cpp compares them). Both must
+// succeed with the same result or fail with the same message; anything else
+// aborts with both sides printed.
+#include "fuzz_support.hpp"
+
+#include <cstring>
+#include <exception>
+
+using namespace marshal;
+
+namespace {
+
+struct Fixture {
+  Context ctx;
+  std::vector<std::shared_ptr<Library>> libs;
+  std::vector<fuzz::Callable> fns;
+
+  Fixture() {
+    for (const char* file : {"tests/fixtures/pinvoke.json", "tests/fuzz/fuzz_fixture.json"}) {
+      const Typemap& tm = fuzz::load_fixture(ctx, file);
+      libs.push_back(fuzz::open_fixture(ctx, tm));
+      for (const auto& [name, fn] : tm.functions) {
+        std::string error;
+        const Plan* plan = libs.back()->bind(name, error);
+        if (plan && plan->laned()) fns.push_back({name, libs.back().get(), plan});
+      }
+    }
+    if (fns.empty()) {
+      std::fprintf(stderr, "fuzz: no laned function in the fixtures\n");
+      std::abort();
+    }
+  }
+};
+
+Fixture& fixture() {
+  static Fixture* f = new Fixture;
+  return *f;
+}
+
+// Exact sameness: the kind, and doubles bit for bit (0.0 and -0.0 differ).
+bool same(const Value& a, const Value& b) {
+  if (a.type() != b.type()) return false;
+  switch (a.type()) {
+    case Value::Type::real: {
+      const double x = a.as<double>(), y = b.as<double>();
+      return std::memcmp(&x, &y, sizeof x) == 0;
+    }
+    case Value::Type::list: {
+      const List& x = a.as<List>();
+      const List& y = b.as<List>();
+      if (x.size() != y.size()) return false;
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (!same(x[i], y[i])) return false;
+      return true;
+    }
+    case Value::Type::record: {
+      const Record& x = a.as<Record>();
+      const Record& y = b.as<Record>();
+      if (x.size() != y.size()) return false;
+      for (std::size_t i = 0; i < x.size(); ++i)
+        if (x[i].first != y[i].first || !same(x[i].second, y[i].second)) return false;
+      return true;
+    }
+    default:
+      return a == b;
+  }
+}
+
+bool same(const CallResult& a, const CallResult& b) {
+  if (!same(a.ret, b.ret) || a.error_number != b.error_number || a.out.size() != b.out.size()) return false;
+  for (std::size_t i = 0; i < a.out.size(); ++i)
+    if (a.out[i].first != b.out[i].first || !same(a.out[i].second, b.out[i].second)) return false;
+  return true;
+}
+
+std::string show(bool ok, const CallResult& r, const std::string& error) {
+  if (!ok) return "error: " + error;
+  nlohmann::ordered_json j;
+  j["return"] = r.ret.to_json();
+  j["return kind"] = static_cast<int>(r.ret.type());
+  for (const auto& [name, v] : r.out) j["out"][name] = v.to_json();
+  if (r.error_number) j["errno"] = *r.error_number;
+  return "ok: " + j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace
+
+extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);
+extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size, std::size_t max_size,
+                                               unsigned seed) {
+  return fuzz::mutate_call(data, size, max_size, seed, fixture().fns, LLVMFuzzerMutate);
+}
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  fixture();
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  Fixture& f = fixture();
+  fuzz::CallInput in;
+  try {
+    if (!fuzz::parse_call(data, size, f.fns, in)) return 0;
+  } catch (const std::exception& e) {
+    fuzz::finding("an exception escaped Value::from_json", e.what());
+  }
+  CallResult laned, again, general;
+  std::string laned_error, again_error, general_error;
+  bool laned_ok = false, again_ok = false, general_ok = false;
+  try {
+    laned_ok = in.fn->plan->call(in.args, laned, laned_error);
+    again = laned;
+    again_ok = in.fn->plan->call(in.args, again, again_error);
+    set_scalar_lanes(false);
+    general_ok = in.fn->plan->call(in.args, general, general_error);
+    set_scalar_lanes(true);
+  } catch (const std::exception& e) {
+    fuzz::finding("an exception escaped the call", in.fn->name + " " + in.json + ": " + e.what());
+  }
+  const auto differ = [&](const char* what, bool a_ok, const CallResult& a, const std::string& a_error, bool b_ok,
+                          const CallResult& b, const std::string& b_error) {
+    if (a_ok == b_ok && (a_ok ? same(a, b) : a_error == b_error)) return;
+    fuzz::finding(what, in.fn->name + " " + in.json + "\n  lane:    " + show(a_ok, a, a_error) +
+                            "\n  " + (std::strcmp(what, "lane vs general") == 0 ? "general" : "again  ") + ": " +
+                            show(b_ok, b, b_error));
+  };
+  differ("lane vs general", laned_ok, laned, laned_error, general_ok, general, general_error);
+  differ("lane vs lane into a reused result", laned_ok, laned, laned_error, again_ok, again, again_error);
+  return 0;
+}
