@@ -42,10 +42,18 @@ struct PrimInfo {
   bool is_signed = false;
 };
 
+// Signatures that `marshal check` (or the loader) rejects, by number, with the
+// message: forward (fN) and reverse (cbN and its callback CbN) separately.
+struct CheckErrors {
+  std::map<int, std::string> forward, reverse;
+};
+
 struct Matrix {
   json doc;        // matrix.json
   json expected;   // expected.json
   json typemap;    // typemap.json
+  json loadable;   // typemap.json without the signatures the loader rejects
+  CheckErrors checks;
   std::map<std::string, PrimInfo> prims;
   std::string dir;
   int count = 0;
@@ -241,6 +249,27 @@ void collect_types(const json& tm, const json& type, std::set<std::string>& name
   for (const json& f : tm["types"][name].begin().value()) collect_types(tm, f["type"], names);
 }
 
+// A signature for a report: its classes, typemap entries (the types it uses
+// included) and the arguments.
+std::string describe(const Matrix& m, int n, bool reverse) {
+  const json& f = m.fn(n);
+  const json& tm = m.typemap;
+  const std::string fname = "f" + std::to_string(n);
+  std::ostringstream out;
+  out << "  tags: " << f["tags"].dump() << "\n";
+  out << "  typemap: \"" << fname << "\": " << tm["functions"][fname].dump() << "\n";
+  if (reverse) {
+    out << "  typemap: \"cb" << n << "\": " << tm["functions"]["cb" + std::to_string(n)].dump() << "\n";
+    out << "  typemap: \"Cb" << n << "\": " << tm["callbacks"]["Cb" + std::to_string(n)].dump() << "\n";
+  }
+  std::set<std::string> names;
+  for (const json& p : tm["functions"][fname]["params"]) collect_types(tm, p["type"], names);
+  collect_types(tm, tm["functions"][fname]["returns"], names);
+  for (const std::string& t : names) out << "  typemap: \"" << t << "\": " << tm["types"][t].dump() << "\n";
+  out << "  args: " << f["args"].dump() << "\n";
+  return out.str();
+}
+
 // The differing scalars of two traces, with their paths.
 std::string explain(const Matrix& m, int n, const std::string& expected, const std::string& actual, bool is_ret) {
   std::vector<std::string> paths;
@@ -312,7 +341,7 @@ class Batch {
 
   // The child's work, from function `first` on.
   int run(int first) {
-    json tm = m_.typemap;
+    json tm = m_.loadable;
     tm["library"]["load"] = json{{"any", json::array({lib_path_})}};
     Context ctx;
     LoadResult r = ctx.load_text(tm.dump(), m_.dir + "/typemap.json");
@@ -366,6 +395,8 @@ class Batch {
   }
 
   const char* forward(Library& lib, int n, std::string& reason) {
+    if (auto it = m_.checks.forward.find(n); it != m_.checks.forward.end() && !m_.loadable["functions"].contains("f" + std::to_string(n)))
+      return refused(n, "check: " + it->second, reason);
     const std::string name = "f" + std::to_string(n);
     std::string error;
     const Plan* plan = lib.bind(name, error);
@@ -391,6 +422,8 @@ class Batch {
   }
 
   const char* reverse(Library& lib, int n, std::string& reason) {
+    if (auto it = m_.checks.reverse.find(n); it != m_.checks.reverse.end() && !m_.loadable["functions"].contains("cb" + std::to_string(n)))
+      return refused(n, "check: " + it->second, reason);
     std::string error;
     const Plan* plan = lib.bind("cb" + std::to_string(n), error);
     if (!plan) return refused(n, error, reason);
@@ -445,16 +478,7 @@ class Batch {
     out << "MISMATCH " << lib_name_ << " " << direction_name(dir_) << " " << fname << ": " << f["proto"].get<std::string>()
         << "\n";
     if (!note.empty()) out << "  " << note << "\n";
-    out << "  tags: " << f["tags"].dump() << "\n";
-    const json& tm = m_.typemap;
-    out << "  typemap: \"" << fname << "\": " << tm["functions"][fname].dump() << "\n";
-    if (dir_ == Direction::reverse)
-      out << "  typemap: \"cb" << n << "\": " << tm["functions"]["cb" + std::to_string(n)].dump() << "\n";
-    std::set<std::string> names;
-    for (const json& p : tm["functions"][fname]["params"]) collect_types(tm, p["type"], names);
-    collect_types(tm, tm["functions"][fname]["returns"], names);
-    for (const std::string& t : names) out << "  typemap: \"" << t << "\": " << tm["types"][t].dump() << "\n";
-    out << "  args: " << f["args"].dump() << "\n";
+    out << describe(m_, n, dir_ == Direction::reverse);
     if (want_trace != trace) {
       out << "  arguments expected: " << want_trace << "\n  arguments actual:   " << trace << "\n";
       out << explain(m_, n, want_trace, trace, false);
@@ -548,9 +572,9 @@ std::vector<Outcome> run_batch(const Matrix& m, const std::string& lib_name, con
                                             : "exit " + std::to_string(WEXITSTATUS(ws));
     out[at].status = "crash";
     out[at].reason = why;
-    std::printf("CRASH %s %s f%d: %s\n  %s\n  tags: %s\n  args: %s\n", lib_name.c_str(), direction_name(d), at,
-                m.fn(at)["proto"].get<std::string>().c_str(), why.c_str(), m.fn(at)["tags"].dump().c_str(),
-                m.fn(at)["args"].dump().c_str());
+    std::printf("CRASH %s %s f%d: %s\n  %s\n%s", lib_name.c_str(), direction_name(d), at,
+                m.fn(at)["proto"].get<std::string>().c_str(), why.c_str(),
+                describe(m, at, d == Direction::reverse).c_str());
     first = at + 1;
   }
   std::fclose(status);
@@ -558,11 +582,125 @@ std::vector<Outcome> run_batch(const Matrix& m, const std::string& lib_name, con
   return out;
 }
 
+// ---- check: every signature that cannot be called must be a check error -----------------------
+// (issue 14, item 4). Errors come from the loader (then the signatures are left
+// out of the typemap the batches load) and, with --marshal, from `marshal check`.
+
+// The record names a type uses by value, transitively.
+void uses(const Matrix& m, const json& type, std::set<std::string>& out) {
+  if (type.is_null()) return;
+  if (type.is_object()) return uses(m, type["array"], out);
+  const std::string name = type.get<std::string>();
+  if (m.prims.count(name) || !out.insert(name).second) return;
+  for (const json& f : m.record(name)["fields"]) uses(m, f["type"], out);
+}
+
+// Attributes an error at a JSON Pointer to the signatures it is about; false
+// when it names none.
+bool attribute(const Matrix& m, const std::string& pointer, const std::string& message, CheckErrors& out) {
+  static const std::regex fn(R"(^/functions/(f|cb)([0-9]+)(/.*)?$)"), cb(R"(^/callbacks/Cb([0-9]+)(/.*)?$)"),
+      type(R"(^/types/([A-Za-z_][A-Za-z0-9_]*)(/.*)?$)");
+  std::smatch g;
+  const std::string text = pointer + ": " + message;
+  if (std::regex_match(pointer, g, fn)) {
+    const int n = std::stoi(g[2]);
+    if (n < 0 || n >= m.count) return false;
+    (g[1] == "f" ? out.forward : out.reverse).emplace(n, text);
+    return true;
+  }
+  if (std::regex_match(pointer, g, cb)) {
+    const int n = std::stoi(g[1]);
+    if (n < 0 || n >= m.count) return false;
+    out.reverse.emplace(n, text);
+    return true;
+  }
+  if (std::regex_match(pointer, g, type)) {  // a type: every signature using it by value
+    bool any = false;
+    for (int n = 0; n < m.count; ++n) {
+      std::set<std::string> names;
+      for (const json& p : m.fn(n)["params"]) uses(m, p, names);
+      uses(m, m.fn(n)["ret"], names);
+      if (names.count(g[1])) {
+        out.forward.emplace(n, text);
+        out.reverse.emplace(n, text);
+        any = true;
+      }
+    }
+    return any;
+  }
+  return false;
+}
+
+// The typemap without the signatures the loader rejects; false (with every
+// error printed) when an error names no signature.
+bool make_loadable(Matrix& m) {
+  json tm = m.typemap;
+  for (int round = 0; round < 8; ++round) {
+    Context ctx;
+    LoadResult r = ctx.load_text(tm.dump(), m.dir + "/typemap.json");
+    if (r.ok()) {
+      m.loadable = std::move(tm);
+      return true;
+    }
+    bool removed = false;
+    for (const auto& e : r.errors) {
+      CheckErrors found;
+      if (!attribute(m, e.pointer, e.message, found)) {
+        std::printf("abi-matrix: the typemap does not load: %s\n", e.text().c_str());
+        return false;
+      }
+      for (const auto& [n, text] : found.forward) {
+        m.checks.forward.emplace(n, text);
+        removed = tm["functions"].erase("f" + std::to_string(n)) || removed;
+      }
+      for (const auto& [n, text] : found.reverse) {
+        m.checks.reverse.emplace(n, text);
+        removed = tm["functions"].erase("cb" + std::to_string(n)) || removed;
+        removed = tm["callbacks"].erase("Cb" + std::to_string(n)) || removed;
+      }
+    }
+    if (!removed) {
+      for (const auto& e : r.errors) std::printf("abi-matrix: the typemap does not load: %s\n", e.text().c_str());
+      return false;
+    }
+  }
+  std::printf("abi-matrix: the typemap does not load after removing the signatures its errors name\n");
+  return false;
+}
+
+// `marshal check` of the generated typemap: its errors, attributed. False when
+// it cannot run or reports an error that names no signature.
+bool run_check(Matrix& m, const std::string& marshal, int& reported) {
+  const std::string cmd = "'" + marshal + "' check '" + m.dir + "/typemap.json' 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return false;
+  static const std::regex line(R"(^[^ ]*: (/[^ ]*): (.*)$)");
+  char buf[65536];
+  bool ok = true;
+  while (std::fgets(buf, sizeof buf, p)) {
+    std::string text(buf);
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    std::smatch g;
+    if (!std::regex_match(text, g, line)) continue;  // the summary line of a valid file
+    ++reported;
+    if (!attribute(m, g[1], g[2], m.checks)) {
+      std::printf("abi-matrix: marshal check: an error about no signature: %s\n", text.c_str());
+      ok = false;
+    }
+  }
+  const int status = pclose(p);
+  if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) > 1) {
+    std::printf("abi-matrix: %s failed\n", cmd.c_str());
+    return false;
+  }
+  return ok;
+}
+
 // ---- layouts: the engine's against the compiler's -------------------------------------------
 
 int check_layouts(const Matrix& m, int& checked) {
   Context ctx;
-  LoadResult r = ctx.load_text(m.typemap.dump(), m.dir + "/typemap.json");
+  LoadResult r = ctx.load_text(m.loadable.dump(), m.dir + "/typemap.json");
   if (!r.ok()) {
     for (const auto& e : r.errors) std::printf("abi-matrix: %s\n", e.text().c_str());
     return -1;
@@ -587,8 +725,10 @@ int check_layouts(const Matrix& m, int& checked) {
 }
 
 int usage() {
-  std::fprintf(stderr, "usage: abi-matrix --dir DIR [--max-print N] [--lenient] [--outcomes FILE]\n"
-                       "  DIR holds matrix.json, typemap.json and expected.json (tests/abi/run_matrix.py writes them)\n");
+  std::fprintf(stderr, "usage: abi-matrix --dir DIR [--max-print N] [--lenient] [--outcomes FILE] [--marshal CLI]\n"
+                       "  DIR holds matrix.json, typemap.json and expected.json (tests/abi/run_matrix.py writes them)\n"
+                       "  --marshal CLI: also run `CLI check` on the typemap: every refused signature must be its error\n"
+                       "  --outcomes FILE: one JSON line per call that was not ok\n");
   return 2;
 }
 
@@ -599,12 +739,14 @@ int main(int argc, char** argv) {
   int max_print = 10;
   bool lenient = false;
   std::string outcomes_path;
+  std::string marshal_cli;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--dir" && i + 1 < argc) m.dir = argv[++i];
     else if (a == "--max-print" && i + 1 < argc) max_print = std::atoi(argv[++i]);
     else if (a == "--lenient") lenient = true;
     else if (a == "--outcomes" && i + 1 < argc) outcomes_path = argv[++i];
+    else if (a == "--marshal" && i + 1 < argc) marshal_cli = argv[++i];
     else return usage();
   }
   if (m.dir.empty()) return usage();
@@ -621,6 +763,9 @@ int main(int argc, char** argv) {
   m.count = static_cast<int>(m.doc["functions"].size());
   m.seed = m.doc["seed"].get<std::uint64_t>();
 
+  if (!make_loadable(m)) return 1;
+  int check_reported = 0;
+  if (!marshal_cli.empty() && !run_check(m, marshal_cli, check_reported)) return 1;
   int layouts = 0;
   const int layouts_wrong = check_layouts(m, layouts);
   if (layouts_wrong < 0) return 1;
@@ -681,13 +826,44 @@ int main(int argc, char** argv) {
   const int ok = totals["ok"], mismatches = totals["mismatch"], crashes = totals["crash"], errors = totals["error"],
             documented = totals["documented"], refusals = totals["refused"] + documented,
             missing = totals["missing"];
+  // Check against the calls: a signature refused in some run must be a check
+  // error, and a check error must not name a signature that was called.
+  int unchecked = 0, false_alarms = 0;
+  for (int n = 0; n < m.count; ++n)
+    for (bool rev : {false, true}) {
+      const auto& errs = rev ? m.checks.reverse : m.checks.forward;
+      const bool checked = errs.count(n) != 0;
+      bool refused = false, called = false;
+      std::string why;
+      for (const Run& r : runs) {
+        if ((r.d == Direction::reverse) != rev) continue;
+        const Outcome& o = r.out[n];
+        if (o.status == "refused" || o.status == "documented") {
+          refused = true;
+          why = o.reason;
+        }
+        called = called || o.status == "ok" || o.status == "mismatch";
+      }
+      if (refused && !checked && ++unchecked <= 3 && !marshal_cli.empty())
+        std::printf("UNCHECKED %s%d (%s): refused (%s), but marshal check reports no error\n", rev ? "cb" : "f", n,
+                    m.fn(n)["proto"].get<std::string>().c_str(), why.c_str());
+      if (checked && called && ++false_alarms <= 3)
+        std::printf("CHECK %s%d: marshal check reports %s, but it was called\n", rev ? "cb" : "f", n,
+                    errs.at(n).c_str());
+    }
+  std::string check_summary = "check not run";
+  if (!marshal_cli.empty())
+    check_summary = "check: " + std::to_string(check_reported) + " errors, " + std::to_string(unchecked) +
+                    " refused signatures it accepts, " + std::to_string(false_alarms) + " callable ones it rejects";
   std::string libs;
   for (const std::string& l : lib_names) libs += (libs.empty() ? "" : ", ") + l;
   std::printf("abi-matrix: seed %" PRIu64 ": %d signatures per direction (%s): calls OK %d, mismatches %d, "
-              "refusals %d (documented %d), call errors %d, crashes %d%s; layouts %d checked, %d wrong\n",
+              "refusals %d (documented %d), call errors %d, crashes %d%s; layouts %d checked, %d wrong; %s\n",
               m.seed, m.count, libs.c_str(), ok, mismatches, refusals, documented, errors, crashes,
-              missing ? (", not run " + std::to_string(missing)).c_str() : "", layouts, layouts_wrong);
-  const bool failed = mismatches || crashes || errors || missing || refusals != documented || layouts_wrong;
+              missing ? (", not run " + std::to_string(missing)).c_str() : "", layouts, layouts_wrong,
+              check_summary.c_str());
+  const bool failed = mismatches || crashes || errors || missing || refusals != documented || layouts_wrong ||
+                      false_alarms || (!marshal_cli.empty() && unchecked);
   if (failed && lenient) std::printf("abi-matrix: --lenient: exit status 0 despite the above\n");
   return failed && !lenient ? 1 : 0;
 }

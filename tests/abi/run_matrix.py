@@ -73,6 +73,9 @@ def main():
                     'same at every level, and -O0 compiles twice as fast)')
     ap.add_argument('--jobs', type=int, default=os.cpu_count() or 2)
     ap.add_argument('--max-print', type=int, default=10, help='mismatches printed in full per library and direction')
+    ap.add_argument('--marshal', help='the marshal command: its check must reject exactly the signatures that '
+                    'cannot be called')
+    ap.add_argument('--outcomes', help='write one JSON line per call that was not ok to this file')
     ap.add_argument('--lenient', action='store_true', help='report, but exit 0 on mismatches and refusals')
     a = ap.parse_args()
     compilers = a.cc or ['gcc', 'clang']
@@ -136,7 +139,8 @@ def main():
               'callers agree (%d runs, %.1fs)' % (a.seed, a.count, nrec, t1 - t0, ', '.join(compilers), t2 - t1,
                                                  len(outputs), t3 - t2))
         sys.stdout.flush()
-        cmd = [a.driver, '--dir', src, '--max-print', str(a.max_print)] + (['--lenient'] if a.lenient else [])
+        cmd = [a.driver, '--dir', src, '--max-print', str(a.max_print)] + (['--lenient'] if a.lenient else []) + \
+            (['--marshal', a.marshal] if a.marshal else []) + (['--outcomes', a.outcomes] if a.outcomes else [])
         rc = subprocess.run(cmd).returncode
         print('abi-matrix: driver finished in %.1fs (total %.1fs)' % (time.time() - t3, time.time() - t0))
         if rc != 0 and a.workdir is None:

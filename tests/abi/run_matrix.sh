@@ -8,5 +8,6 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${MARSHAL_BUILD:-$root/build}
 [ -f "$build/build.ninja" ] || meson setup "$build" "$root" >/dev/null
-ninja -C "$build" tests/abi/abi-matrix >/dev/null
-exec /usr/bin/python3 "$root/tests/abi/run_matrix.py" --driver "$build/tests/abi/abi-matrix" "$@"
+ninja -C "$build" tests/abi/abi-matrix bindings/cli/marshal >/dev/null
+exec /usr/bin/python3 "$root/tests/abi/run_matrix.py" --driver "$build/tests/abi/abi-matrix" \
+  --marshal "$build/bindings/cli/marshal" "$@"
