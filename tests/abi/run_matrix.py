@@ -92,7 +92,8 @@ def main():
         t1 = time.time()
         libs, callers = {}, {}
         with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as pool:
-            started = {cc: build(cc, src, os.path.join(work, os.path.basename(cc)), sources, pool, a.opt.split()) for cc in compilers}
+            started = {cc: build(cc, src, os.path.join(work, os.path.basename(cc)), sources, pool, a.opt.split())
+                       for cc in compilers}
             for cc, (objs, jobs) in started.items():
                 for j in jobs:
                     j.result()
