@@ -411,8 +411,8 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
     std::uint64_t n = 0;
     if (!count(a.count, c, n)) return false;
     if (box.count < n)
-      return fail("the native memory holds " + std::to_string(box.count) + " elements but the count (" +
-                  count_source(a.count) + ") is " + std::to_string(n));
+      return fail("the native memory holds " + std::to_string(box.count) + " elements but the count is " +
+                  std::to_string(n) + " (" + count_source(a.count) + ")");
     if (pin) {
       out = box.data();
       lent_.add(out, box.size);
@@ -433,8 +433,8 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
   if (!sentinel) {
     if (!count(a.count, c, n)) return false;
     if (have < n)
-      return fail("the array has " + std::to_string(have) + " elements but its count (" + count_source(a.count) +
-                  ") is " + std::to_string(n));
+      return fail("the array has " + std::to_string(have) + " elements but its count is " + std::to_string(n) + " (" +
+                  count_source(a.count) + ")");
   }
   std::size_t total = 0;
   if (!buffer_bytes(n + (sentinel ? 1 : 0), e.size, &a.count, total)) return false;

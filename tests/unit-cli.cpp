@@ -232,4 +232,46 @@ TEST_SUITE("cli") {
     CHECK(marshal_run("check").status == 2);
     CHECK(marshal_run("layout typemaps/libc.json").status == 2);
   }
+
+  TEST_CASE("call: hostile arguments of issue 15 are one error line naming the parameter, exit 1") {
+    const std::string fx = "call tests/fixtures/pinvoke.json ";
+    struct Case { std::string args; const char* expected; };
+    const Case cases[] = {
+        {fx + "fill_out_i32_array 4611686018427387905",
+         "fill_out_i32_array: parameter 0 'out' (array<int32>): a buffer of 4611686018427387905 units of 4 bytes"},
+        {fx + "sum_in_bytes '\"abc\"' 2000", "sum_in_bytes: parameter 0 's' (string<bytes>): the string has 3 bytes but its length (parameter 'n') is 2000"},
+        {fx + "sum_in_bytes '\"abc\"' 10000000", "its length (parameter 'n') is 10000000"},
+        {fx + "reverse_out_utf8 '\"abc\"' 2147483648",
+         "reverse_out_utf8: parameter 1 'out' (string<utf8>): a buffer of 2147483648 bytes, counted by parameter 'cap', is larger than the limit of 268435456 bytes"},
+        {fx + "reverse_out_utf8 '\"abc\"' 1099511627776", "a buffer of 1099511627776 bytes, counted by parameter 'cap'"},
+        {fx + "sum_in_i32_array '" + std::string(20000, '[') + std::string(20000, ']') + "' 1",
+         "parameter 0 'v' (array<int32>): JSON nesting is deeper than 256 levels"},
+        {fx + "sum_in_i32_array '{\"a\": 1, \"a\": 2}' 1", "parameter 0 'v' (array<int32>): the key 'a' appears twice in one object"},
+        {"call typemaps/zlib.json compressBound 18446744073709551616",
+         "compressBound: parameter 0 'sourceLen' (ulong): the number 18446744073709551616 is out of range for ulong"},
+        {fx + "echo_f32 3.5e38", "echo_f32: parameter 0 'v' (float32): the number 3.5e+38 is out of range for float32"},
+    };
+    for (const Case& c : cases) {
+      CAPTURE(c.args.substr(0, 120));
+      std::string err;
+      Run r = marshal_run(c.args, &err);
+      CHECK(r.status == 1);
+      CHECK(r.out.empty());
+      CHECK(std::count(err.begin(), err.end(), '\n') == 1);
+      CHECK(err.find(c.expected) != std::string::npos);
+      CHECK(err.find("internal error") == std::string::npos);
+    }
+  }
+
+  TEST_CASE("call: infinities and NaN print as {\"float\": ...} and are read back the same way") {
+    const std::string fx = "call tests/fixtures/pinvoke.json ";
+    CHECK(marshal_run(fx + "echo_f64 '{\"float\":\"inf\"}'").out == "{\"return\":{\"float\":\"inf\"},\"out\":{}}\n");
+    CHECK(marshal_run(fx + "echo_f64 '{\"float\":\"-inf\"}'").out == "{\"return\":{\"float\":\"-inf\"},\"out\":{}}\n");
+    CHECK(marshal_run(fx + "echo_f32 '{\"float\":\"nan\"}'").out == "{\"return\":{\"float\":\"nan\"},\"out\":{}}\n");
+    CHECK(marshal_run(fx + "echo_f64 1e308").out == "{\"return\":1e+308,\"out\":{}}\n");
+    // A float32 that rounds within range is fine; an integer exactly at the top of uint64 too.
+    CHECK(marshal_run(fx + "echo_f32 3.4028235e38").out == "{\"return\":3.4028234663852886e+38,\"out\":{}}\n");
+    CHECK(marshal_run(fx + "echo_u64 18446744073709551615").out == "{\"return\":18446744073709551615,\"out\":{}}\n");
+    CHECK(marshal_run("call typemaps/libm.json pow 10 400").out == "{\"return\":{\"float\":\"inf\"},\"out\":{}}\n");
+  }
 }
