@@ -185,11 +185,13 @@ def main():
     ap.add_argument('--seed', type=int, required=True)
     ap.add_argument('--seeds', type=int, default=1, help='run this many seeds from --seed on')
     ap.add_argument('--count', type=int, required=True)
-    ap.add_argument('--cc', action='append', help='compilers (default: gcc, clang); the first is the reference')
+    ap.add_argument('--cc', action='append',
+                    help='compilers (default: gcc and clang, else clang-16 or clang-14); the first is the reference')
     ap.add_argument('--keep', help='write the generated files to this directory and keep them')
     ap.add_argument('--max-shown', type=int, default=20)
     a = ap.parse_args()
-    compilers = a.cc or ['gcc', 'clang']
+    clang = next((c for c in ('clang', 'clang-16', 'clang-14') if shutil.which(c)), 'clang')
+    compilers = a.cc or ['gcc', clang]
     missing = [c for c in compilers if shutil.which(c) is None]
     if missing:
         print('skipped: no %s on PATH (the comparison needs gcc and clang)' % ', '.join(missing))

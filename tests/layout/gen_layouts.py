@@ -372,11 +372,13 @@ int main(void) {
         printf("F %s %s %zu %zu\n", r->name, f->path, f->offset, f->size);
         continue;
       }
-      /* offsetof is not allowed on a bitfield: set it to all ones in a zeroed object. */
-      unsigned char *p = calloc(1, r->size);
+      /* offsetof is not allowed on a bitfield: set it to all ones in a zeroed object
+         (with room after it, so a compiler that writes past its own sizeof shows bits
+         out of range instead of crashing). */
+      unsigned char *p = calloc(1, r->size + 64);
       long first = -1, width = 0;
       f->set(p);
-      for (size_t b = 0; b < r->size * 8; ++b)
+      for (size_t b = 0; b < (r->size + 64) * 8; ++b)
         if (p[b / 8] & (1u << (b % 8))) {
           if (first < 0) first = (long)b;
           ++width;
