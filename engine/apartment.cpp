@@ -4,6 +4,7 @@
 
 #include "object.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <future>
 #include <sstream>
@@ -12,6 +13,7 @@ namespace marshal {
 
 struct Apartment::Task {
   std::function<void()> fn;
+  std::uint64_t chain = 0;            // the caller's call chain, taken on by the thread that runs fn
   std::shared_ptr<Apartment> waiter;  // an STA caller, woken through its own loop
   std::mutex mutex;                   // otherwise: the caller waits here
   std::condition_variable cv;
@@ -32,6 +34,21 @@ struct ThreadState {
   }
 };
 thread_local ThreadState state;
+
+// Call chains (current_call_chain): 0 until the thread first needs its own id.
+std::atomic<std::uint64_t> next_chain{1};
+thread_local std::uint64_t chain_id = 0;
+// The synchronization domains this thread is inside now, innermost last.
+thread_local std::vector<const SyncDomain*> domains_inside;
+
+// Runs a call for another apartment as part of the caller's chain.
+struct ChainScope {
+  std::uint64_t saved;
+  explicit ChainScope(std::uint64_t chain) : saved(chain_id) { chain_id = chain; }
+  ~ChainScope() { chain_id = saved; }
+  ChainScope(const ChainScope&) = delete;
+  ChainScope& operator=(const ChainScope&) = delete;
+};
 
 // Spins for a few microseconds until ready() holds (true) or gives up (false).
 template <class F> bool spin_until(F ready) {
@@ -238,7 +255,10 @@ void Apartment::run_front(std::unique_lock<std::mutex>& lock) {
   queue_.pop_front();
   queued_.fetch_sub(1, std::memory_order_relaxed);
   lock.unlock();  // the call runs unlocked: it may queue calls of its own
-  t->fn();
+  {
+    ChainScope chain(t->chain);
+    t->fn();
+  }
   finish(t);
   lock.lock();
 }
@@ -306,10 +326,14 @@ bool run_in(const std::shared_ptr<Apartment>& target, const std::function<void()
   }
   Apartment::Task task;
   task.fn = fn;
+  task.chain = current_call_chain();
   if (here && here->kind() == Apartment::Kind::sta) task.waiter = here;
   if (target->kind() == Apartment::Kind::mta) {
     mta_threads().post([&task] {
-      task.fn();
+      {
+        ChainScope chain(task.chain);
+        task.fn();
+      }
       Apartment::finish(&task);
     });
   } else if (!target->post(&task, error)) {
@@ -332,6 +356,68 @@ bool run_in(const std::shared_ptr<Apartment>& target, const std::function<void()
     return false;
   }
   return true;
+}
+
+// ---- call chains and synchronization domains ------------------------------------------------
+
+std::uint64_t current_call_chain() {
+  if (chain_id == 0) chain_id = next_chain.fetch_add(1, std::memory_order_relaxed);
+  return chain_id;
+}
+
+bool SyncDomain::admit(std::uint64_t chain, bool nested) {
+  auto mine = std::find_if(chains_.begin(), chains_.end(), [&](const auto& c) { return c.first == chain; });
+  if (mine != chains_.end()) {
+    ++mine->second;
+    return true;
+  }
+  if (!chains_.empty() && !nested) return false;
+  // Empty, or this thread is inside already (a call it runs while it waits
+  // belongs to another chain): from now on that chain is inside too, so its
+  // own hops back here are re-entries and not waits.
+  chains_.emplace_back(chain, 1);
+  return true;
+}
+
+std::uint64_t SyncDomain::enter() {
+  const std::uint64_t chain = current_call_chain();
+  const bool nested = std::find(domains_inside.begin(), domains_inside.end(), this) != domains_inside.end();
+  std::unique_lock lock(mutex_);
+  if (!admit(chain, nested)) {
+    const std::shared_ptr<Apartment> here = state.apartment;
+    if (here && here->kind() == Apartment::Kind::sta) {
+      // An STA keeps running calls queued for it while it waits: the chain
+      // inside may need this thread before it leaves.
+      sta_waiters_.push_back(here);
+      lock.unlock();
+      here->run_until([&] {
+        std::lock_guard inner(mutex_);
+        return admit(chain, false);
+      });
+      lock.lock();
+      sta_waiters_.erase(std::find(sta_waiters_.begin(), sta_waiters_.end(), here));
+    } else {
+      cv_.wait(lock, [&] { return admit(chain, false); });
+    }
+  }
+  lock.unlock();
+  domains_inside.push_back(this);
+  return chain;
+}
+
+void SyncDomain::leave(std::uint64_t chain) {
+  domains_inside.erase(std::find(domains_inside.rbegin(), domains_inside.rend(), this).base() - 1);
+  std::vector<std::shared_ptr<Apartment>> wake;
+  {
+    std::lock_guard lock(mutex_);
+    auto mine = std::find_if(chains_.begin(), chains_.end(), [&](const auto& c) { return c.first == chain; });
+    if (--mine->second != 0) return;  // the same chains still inside: nobody new may enter
+    chains_.erase(mine);
+    wake = sta_waiters_;
+  }
+  cv_.notify_all();
+  // Outside the domain's lock: an STA's loop checks admission under its own lock.
+  for (const auto& a : wake) a->wake();
 }
 
 }  // namespace marshal

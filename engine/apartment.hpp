@@ -104,6 +104,50 @@ std::shared_ptr<Apartment> host_sta();
 // false with a message when the target has ended (fn did not run).
 bool run_in(const std::shared_ptr<Apartment>& target, const std::function<void()>& fn, std::string& error);
 
+// The logical call chain the calling thread works for (COM's causality): its
+// own id, or, while it runs a call another apartment sent it (run_in), the
+// chain of the thread that sent it. A call that comes back through an
+// apartment hop is so known as part of the chain that is waiting for it.
+std::uint64_t current_call_chain();
+
+// A synchronization domain (TYPEMAP.md, neutral; COM+ synchronization): calls
+// from different threads run one at a time, but a call that re-enters runs at
+// once: when its thread is already inside (a callback chain on one thread), or
+// when it belongs to a call chain already inside (it came back through an
+// apartment hop while the thread that entered first waits for it). Any other
+// call waits until the domain is empty; an STA thread keeps running the calls
+// queued for it while it waits, so the chain inside can reach it. A native
+// thread the object starts and waits for is a chain the engine cannot see.
+class SyncDomain {
+ public:
+  SyncDomain() = default;
+  SyncDomain(const SyncDomain&) = delete;
+  SyncDomain& operator=(const SyncDomain&) = delete;
+
+  // Inside from construction to destruction, on one thread.
+  class Entry {
+   public:
+    explicit Entry(SyncDomain& d) : domain_(d), chain_(d.enter()) {}
+    Entry(const Entry&) = delete;
+    Entry& operator=(const Entry&) = delete;
+    ~Entry() { domain_.leave(chain_); }
+
+   private:
+    SyncDomain& domain_;
+    std::uint64_t chain_;
+  };
+
+ private:
+  std::uint64_t enter();
+  void leave(std::uint64_t chain);
+  bool admit(std::uint64_t chain, bool nested);  // under mutex_: enters when allowed
+
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> chains_;  // inside now: chain, entries
+  std::vector<std::shared_ptr<Apartment>> sta_waiters_;          // STAs waiting to enter, woken on leave
+};
+
 // Whether the calling thread may use a reference that belongs to `home`
 // directly (home null or neutral: always).
 bool usable_here(const std::shared_ptr<Apartment>& home);

@@ -6,6 +6,7 @@
 #include "registry.hpp"
 #include "typemap.hpp"
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -34,12 +35,17 @@ class Context {
   FfiTypes& ffi() { return ffi_; }
   // A nul-terminated string type of an encoding (for variadic string arguments).
   TypeId string_type(Encoding e);
+  // A variadic argument's type expression, read against a loaded typemap of
+  // this context (once per distinct expression); no_type and a message when bad.
+  TypeId variadic_type(const Typemap& tm, const nlohmann::ordered_json& expr, std::string& error);
+  static constexpr std::size_t max_variadic_types = 4096;
 
  private:
   TypeRegistry registry_;
   FfiTypes ffi_;
   std::mutex load_mutex_;
   std::vector<std::unique_ptr<Typemap>> typemaps_;
+  std::map<std::string, std::pair<TypeId, std::string>> variadic_types_;  // variadic_type: typemap:expression
 };
 
 }  // namespace marshal

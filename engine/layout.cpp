@@ -4,6 +4,8 @@
 #include "layout.hpp"
 
 #include <algorithm>
+#include <iterator>
+#include <map>
 
 namespace marshal {
 
@@ -22,6 +24,33 @@ std::pair<std::uint64_t, std::uint64_t> byte_span(const Field& f, const MemberSh
   return {f.offset, std::uint64_t{f.offset} + s.size};
 }
 
+// The bytes placed so far as disjoint ranges (touching ones merged): whether
+// a member overlaps any is one lookup, so a record stays n log n in its
+// fields; the member it overlaps is searched only to name it in the error.
+class Coverage {
+ public:
+  // Whether [b, e) overlaps a placed range (a zero-size one [x, x) too, when b < x < e).
+  bool overlaps(std::uint64_t b, std::uint64_t e) const {
+    auto it = ranges_.lower_bound(e);  // ranges from here start at or after e
+    if (it == ranges_.begin()) return false;
+    return std::prev(it)->second > b;  // the last one starting before e ends last
+  }
+  void add(std::uint64_t b, std::uint64_t e) {
+    auto it = ranges_.upper_bound(e);
+    while (it != ranges_.begin()) {
+      auto prev = std::prev(it);
+      if (prev->second < b) break;
+      b = std::min(b, prev->first);
+      e = std::max(e, prev->second);
+      it = ranges_.erase(prev);
+    }
+    ranges_.emplace(b, e);
+  }
+
+ private:
+  std::map<std::uint64_t, std::uint64_t> ranges_;  // begin -> end
+};
+
 void place_bits(Field& f, std::uint64_t bitpos) {
   f.offset = static_cast<std::uint32_t>(bitpos / 8);
   f.bit_offset = static_cast<std::uint16_t>(bitpos % 8);
@@ -37,6 +66,7 @@ std::optional<LayoutError> compute_layout(bool is_union, LayoutRule rule, std::u
   std::uint64_t extent = 0;      // bytes used so far (max end)
   std::uint32_t max_align = 1;
   std::vector<Placed> placed;
+  Coverage covered;  // the same bytes, for the overlap test
 
   // MSVC bitfield run: consecutive bitfields of the same type size share one unit
   // of that size; a different size, a non-bitfield or a zero-width field ends it.
@@ -80,12 +110,14 @@ std::optional<LayoutError> compute_layout(bool is_union, LayoutRule rule, std::u
       f.offset = f.explicit_offset;
       f.bit_offset = 0;
       auto [b, e] = byte_span(f, s);
-      for (const Placed& p : placed)
-        if (b < p.end && p.begin < e && s.size != 0)
+      if (s.size != 0 && covered.overlaps(b, e))
+        for (const Placed& p : placed)
+          if (b < p.end && p.begin < e)
           return LayoutError{i, "offset", "offset " + std::to_string(b) + " overlaps field '" + fields[p.field].name +
                                     "' (bytes " + std::to_string(p.begin) + " to " +
                                     std::to_string(p.end - 1) + ")"};
       placed.push_back({b, e, i});
+      covered.add(b, e);
       bitpos = std::max(bitpos, e * 8);
       extent = std::max(extent, e);
       max_align = std::max(max_align, fa);
@@ -146,6 +178,7 @@ std::optional<LayoutError> compute_layout(bool is_union, LayoutRule rule, std::u
     }
     auto [b, e] = byte_span(f, s);
     placed.push_back({b, e, i});
+    covered.add(b, e);
     extent = std::max(extent, e);
   }
   close_run();

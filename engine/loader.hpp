@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+#include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace marshal::detail {
@@ -28,6 +30,7 @@ struct TypeCtx {
   enum class Where : std::uint8_t { param, returns, field, pointee, element, alias };
   Where where = Where::param;
   const std::vector<std::string>* names = nullptr;  // sibling params or fields
+  const std::unordered_map<std::string_view, std::uint32_t>* index = nullptr;  // names: first position of each
   bool params = false;                              // names are parameters (else fields)
   bool allow_return_count = false;
   bool allow_void = false;
@@ -59,6 +62,11 @@ class Loader {
   Loader(TypeRegistry& reg, Typemap& tm, std::vector<Diagnostic>& errors)
       : reg_(reg), tm_(tm), errors_(errors) {}
   void run(const json& root);
+  // A type expression given at run time (a variadic argument's type), read
+  // against the typemap this loader's Typemap already holds (loaded): what a
+  // parameter's type may be, with constant or sentinel counts only (there
+  // are no sibling parameters). Errors point inside the expression.
+  TypeId parse_detached(const json& j);
 
  private:
   // ---- diagnostics and strict object reading (typemap_loader.cpp) ----
@@ -78,6 +86,7 @@ class Loader {
   void declare_names(const json& root);
   void read_callbacks(const json& j);
   void read_interfaces(const json& j);
+  void check_method_names(const std::vector<std::string>& order);
   void read_functions(const json& j);
   void read_classes(const json& j);
   void read_constants(const json& j);
@@ -140,7 +149,12 @@ class Loader {
   bool default_string_set_ = false;
   Encoding default_string_ = Encoding::utf8;
   TypeId default_bool_ = no_type;
+  bool detached_ = false;  // parse_detached: no parameters or fields to count by
 };
+
+// Each name's first position (duplicates keep the first): finding a sibling
+// by name in constant time keeps loading linear in the number of fields.
+std::unordered_map<std::string_view, std::uint32_t> first_positions(const std::vector<std::string>& names);
 
 bool is_identifier(std::string_view s);
 std::string json_type_name(const json& j);

@@ -401,7 +401,8 @@ void* const* ObjectSpace::vtable(const Interface& iface, std::string& error) {
   const TypeRegistry& reg = lib_.context().types();
   std::vector<void*> slots(iface.slot_count(), nullptr);
   std::vector<const Interface*> chain;
-  for (const Interface* i = &iface; i; i = i->base) chain.insert(chain.begin(), i);
+  for (const Interface* i = &iface; i; i = i->base) chain.push_back(i);
+  std::reverse(chain.begin(), chain.end());  // base first
   std::vector<std::unique_ptr<MethodThunk>> made;
   for (const Interface* i : chain) {
     if (is_iunknown(*i)) {
@@ -611,7 +612,7 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
     return false;
   }
   if (obj.home && obj.home->kind() == Apartment::Kind::neutral) {
-    std::lock_guard lock(obj.object->calls_);  // neutral: the caller's thread, one call at a time
+    SyncDomain::Entry inside(obj.object->calls_);  // neutral: the caller's thread, one call chain at a time
     return plan->call_method(self, vtable_of(self)[m->slot], args, result, error);
   }
   return plan->call_method(self, vtable_of(self)[m->slot], args, result, error);

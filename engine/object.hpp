@@ -84,7 +84,7 @@ class NativeObject {
   void* first_ptr_ = nullptr;
   mutable std::mutex mutex_;
   std::vector<std::pair<const Interface*, void*>> ptrs_;  // each holds one reference
-  std::mutex calls_;  // neutral objects: one call at a time
+  SyncDomain calls_;  // neutral objects: one call chain at a time (TYPEMAP.md, neutral)
 };
 
 // What proxies refer to: a direct reference kept in the object's home

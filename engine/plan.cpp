@@ -1,5 +1,6 @@
 // marshal engine: call plans and bound libraries.
 #include "plan.hpp"
+#include "variadic.hpp"
 
 #include "abi.hpp"
 #include "convert.hpp"
@@ -402,43 +403,16 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
 bool Plan::marshal_variadic(std::span<const Value* const> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
                             std::vector<void*>& values,
                             Marshaler& m, Arena& arena, std::string& error) const {
-  const Typemap& tm = lib_->typemap();
   for (std::size_t k = 0; k < extra.size(); ++k) {
-    const std::size_t index = host_count_ + k;
-    const std::string where = tm.file + ": " + fn_->name + ": variadic argument " + std::to_string(index) + ": ";
-    const Value& item = *extra[k];
-    const Value* type = item.field("type");
-    const Value* value = item.field("value");
-    if (!item.is<Record>() || !type || !value || item.as<Record>().size() != 2 || !type->is<std::string>()) {
-      error = where + "expected {\"type\": T, \"value\": V}, got " + item.describe();
+    VariadicArg a;  // variadic.cpp: any type expression, C's default promotions
+    if (!variadic_to_native(*lib_, m, arena, *extra[k], a, error)) {
+      error = lib_->typemap().file + ": " + fn_->name + ": variadic argument " + std::to_string(host_count_ + k) +
+              ": " + error;
       return false;
     }
-    const std::string& tn = type->as<std::string>();
-    TypeId t = reg_->find_primitive(tn);
-    if (t == no_type) t = tm.find_type(tn);
-    if (t == no_type && (tn == "string" || tn == "utf8")) t = lib_->context().string_type(Encoding::utf8);
-    if (t == no_type && tn == "wchar") t = lib_->context().string_type(Encoding::wchar);
-    if (t == no_type || t == reg_->void_type()) {
-      error = where + "unknown type '" + tn + "' (a primitive, a type of this typemap, \"string\" or \"wchar\")";
-      return false;
-    }
-    t = promote_variadic(*reg_, t);
-    const TypeDesc& d = reg_->get(t);
-    std::string why;
-    ffi_type* ft = lib_->context().ffi().lower(*reg_, t, why);
-    if (!ft) {
-      error = where + why;
-      return false;
-    }
-    void* slot = arena.alloc_zeroed(std::max<std::size_t>(d.size, sizeof(void*)), 16);
-    Ctx c;
-    if (!m.to_native(t, *value, slot, c)) {
-      error = where + "(" + reg_->spell(t) + "): " + m.error;
-      return false;
-    }
-    types.push_back(ft);
-    ids.push_back(t);
-    values.push_back(slot);
+    types.push_back(a.ffi);
+    ids.push_back(a.type);
+    values.push_back(a.slot);
   }
   return true;
 }
@@ -854,6 +828,8 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     if (!m.to_host(fn.returns, ret, result.ret, rc)) note(tm.file + ": " + fn.name + ": return value: " + m.error);
     if (rd.kind == Kind::handle && result.ret.is_null() && !fn.return_nullable && fail_text.empty())
       note(tm.file + ": " + fn.name + " returned an invalid " + rd.name + " handle");
+    if (rd.kind == Kind::interface && result.ret.is_null() && !fn.return_nullable && fail_text.empty())
+      note(tm.file + ": " + fn.name + " returned NULL, and its return is not nullable");  // TYPEMAP.md, returns
   }
   for (std::size_t i = 0; i < n; ++i) {
     const Param& p = fn.params[i];

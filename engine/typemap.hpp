@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace marshal {
@@ -115,6 +116,8 @@ struct Typemap {
   std::uint32_t method_count = 0;  // methods of all interfaces (Method::ordinal)
   LibrarySpec library;
   LayoutRule default_layout = LayoutRule::sysv;
+  std::optional<Encoding> default_string;  // /defaults/string: what the bare name "string" means
+  TypeId default_bool = no_type;           // /defaults/bool: what the bare name "bool" means
   std::map<std::string, TypeId> types;  // named types (aliases resolve to their target)
   std::map<std::string, Function> functions;
   std::map<std::string, CallbackSig> callbacks;
@@ -128,7 +131,13 @@ struct Typemap {
   }
 };
 
+// Text from a typemap (a name, a key, a value) made safe for a one-line
+// message: newline, carriage return and tab become \n, \r, \t, any other
+// control character \u00XX; everything else (UTF-8 too) is kept.
+std::string escape_for_message(std::string_view text);
+
 // One problem found while loading, anchored at a JSON Pointer in a file.
+// Its parts are escaped (escape_for_message): an error never spans two lines.
 struct Diagnostic {
   std::string file;
   std::string pointer;  // RFC 6901; the document root is shown as "/"

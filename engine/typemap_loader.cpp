@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -22,6 +23,25 @@ std::string_view dir_name(Dir d) {
     case Dir::inout: return "inout";
   }
   return "?";
+}
+
+std::string escape_for_message(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
 }
 
 std::optional<Guid> parse_guid(std::string_view t) {
@@ -43,6 +63,13 @@ std::optional<Guid> parse_guid(std::string_view t) {
 }
 
 namespace detail {
+
+std::unordered_map<std::string_view, std::uint32_t> first_positions(const std::vector<std::string>& names) {
+  std::unordered_map<std::string_view, std::uint32_t> index;
+  index.reserve(names.size());
+  for (std::size_t i = 0; i < names.size(); ++i) index.emplace(names[i], static_cast<std::uint32_t>(i));
+  return index;
+}
 
 bool is_identifier(std::string_view s) {
   if (s.empty() || s.size() > 200) return false;
@@ -133,6 +160,13 @@ bool Loader::read_string(const json& j, const std::string& p, std::string& out) 
     error(p, "expected a non-empty string, got " + (j.is_string() ? std::string("an empty string") : json_type_name(j)));
     return false;
   }
+  // Names of libraries, symbols and functions reach messages at run time:
+  // none of them has a control character.
+  const std::string& text = j.get_ref<const std::string&>();
+  if (std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; })) {
+    error(p, "'" + text + "' contains a control character");
+    return false;
+  }
   out = j.get<std::string>();
   return true;
 }
@@ -186,6 +220,38 @@ void Loader::run(const json& root) {
                       "means the host process)");
 }
 
+TypeId Loader::parse_detached(const json& j) {
+  detached_ = true;
+  for (const auto& [name, id] : tm_.types) {
+    Named n;
+    n.kind = "resolved";  // aliases are stored resolved
+    n.id = id;
+    n.state = Named::State::done;
+    named_.emplace(name, std::move(n));
+  }
+  for (const auto& [name, i] : tm_.interfaces) interface_names_.insert(name);
+  for (const auto& [name, c] : tm_.callbacks) callback_names_.insert(name);
+  default_string_set_ = tm_.default_string.has_value();
+  if (default_string_set_) default_string_ = *tm_.default_string;
+  default_bool_ = tm_.default_bool;
+  static const std::vector<std::string> no_names;
+  TypeCtx ctx;
+  ctx.where = TypeCtx::Where::param;
+  ctx.names = &no_names;
+  ctx.params = true;
+  std::vector<CountRef> refs;
+  const TypeId t = parse_type(j, "", ctx, refs);
+  if (t == no_type) return no_type;
+  for (TypeId id : to_complete_)
+    if (!complete(id)) {
+      error("", reg_.spell(id) + " cannot be laid out (larger than 2 GiB)");
+      return no_type;
+    }
+  for (const PendingValue& v : pending_values_)
+    if (!check_value(v.pointer, v.type, v.value)) return no_type;
+  return errors_.empty() ? t : no_type;
+}
+
 void Loader::read_defaults(const json& j, const std::string& p) {
   if (!is_object(j, p, "defaults") || !check_keys(j, p, {"string", "bool", "layout"})) return;
   if (j.contains("string")) {
@@ -194,6 +260,7 @@ void Loader::read_defaults(const json& j, const std::string& p) {
         {{"utf8", Encoding::utf8}, {"utf16", Encoding::utf16}, {"utf32", Encoding::utf32}, {"wchar", Encoding::wchar},
          {"latin1", Encoding::latin1}, {"ascii", Encoding::ascii}, {"bytes", Encoding::bytes}},
         default_string_);
+    if (default_string_set_) tm_.default_string = default_string_;
   }
   if (j.contains("bool")) {
     const json& b = j.at("bool");
@@ -201,6 +268,7 @@ void Loader::read_defaults(const json& j, const std::string& p) {
       TypeCtx ctx;
       std::vector<CountRef> refs;
       default_bool_ = parse_type(b, pointer_join(p, "bool"), ctx, refs);
+      tm_.default_bool = default_bool_;
     } else {
       error(pointer_join(p, "bool"), "expected \"cbool\" or \"bool32\", got " + b.dump());
     }
@@ -451,12 +519,15 @@ bool Loader::read_signature(const json& j, const std::string& p, Signature& sig,
     if (!is_object(params[i], ip, "a parameter ({\"name\": ..., \"type\": ...})")) { ok = false; continue; }
     if (!params[i].contains("name")) { error(pointer_join(ip, "name"), "missing (every parameter has a name)"); ok = false; continue; }
     if (!read_name(params[i].at("name"), pointer_join(ip, "name"), names[i], "parameter name")) { ok = false; continue; }
-    for (std::size_t k = 0; k < i; ++k)
-      if (names[k] == names[i]) {
-        error(pointer_join(ip, "name"), "duplicate parameter name '" + names[i] + "' (also parameter " + std::to_string(k) + ")");
+  }
+  const auto index = first_positions(names);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (!names[i].empty())
+      if (std::uint32_t k = index.at(names[i]); k != i) {
+        error(pointer_join(pointer_join(pp, i), "name"),
+              "duplicate parameter name '" + names[i] + "' (also parameter " + std::to_string(k) + ")");
         ok = false;
       }
-  }
   for (const auto& n : names) sig.params.push_back(Param{n});
   std::vector<CountRef> refs;
   if (!j.contains("returns")) {
@@ -482,6 +553,7 @@ bool Loader::read_signature(const json& j, const std::string& p, Signature& sig,
     TypeCtx ctx;
     ctx.where = TypeCtx::Where::param;
     ctx.names = &names;
+    ctx.index = &index;
     ctx.params = true;
     ctx.allow_return_count = !is_callback && prm.dir != Dir::in;
     const std::string tp = pointer_join(ip, "type");
@@ -705,25 +777,36 @@ void Loader::read_interfaces(const json& all) {
       base_of[name] = b;
     }
   }
-  // Order: an interface after its base; a chain that returns to itself is a cycle.
+  // Order: an interface after its base; a chain that returns to itself is a
+  // cycle. Each chain is walked once, without recursion: a chain may be as
+  // long as the typemap is large.
   std::vector<std::string> order;
-  std::map<std::string, int> state;  // 0 new, 1 visiting, 2 done
-  std::function<bool(const std::string&)> visit = [&](const std::string& n) -> bool {
-    if (state[n] == 2) return !bad.count(n);
-    if (state[n] == 1) {
-      error(pointer_join(pointer_join("/interfaces", n), "base"), "interface '" + n + "' derives from itself (base cycle)");
-      bad.insert(n);
-      return false;
+  std::map<std::string, int> state;  // 0 new, 1 on the chain being walked, 2 done
+  for (const auto& start : interface_names_) {
+    std::vector<std::string> chain;  // not yet done, from start toward its root
+    bool ok = true;
+    for (std::string n = start;;) {
+      int& st = state[n];
+      if (st == 2) { ok = !bad.count(n); break; }
+      if (st == 1) {
+        error(pointer_join(pointer_join("/interfaces", n), "base"), "interface '" + n + "' derives from itself (base cycle)");
+        bad.insert(n);
+        ok = false;
+        break;
+      }
+      st = 1;
+      chain.push_back(n);
+      if (bad.count(n)) { ok = false; break; }
+      auto it = base_of.find(n);
+      if (it == base_of.end()) break;
+      n = it->second;
     }
-    state[n] = 1;
-    bool ok = !bad.count(n);
-    if (auto it = base_of.find(n); it != base_of.end() && ok) ok = visit(it->second);
-    state[n] = 2;
-    if (!ok) bad.insert(n);
-    else order.push_back(n);
-    return ok;
-  };
-  for (const auto& n : interface_names_) visit(n);
+    for (auto it = chain.rbegin(); it != chain.rend(); ++it) {  // bases first
+      state[*it] = 2;
+      if (ok && !bad.count(*it)) order.push_back(*it);
+      else { ok = false; bad.insert(*it); }
+    }
+  }
 
   std::map<std::string, std::string> iids;
   for (const auto& name : order) {
@@ -757,10 +840,6 @@ void Loader::read_interfaces(const json& all) {
       const json& mj = methods[i];
       if (!mj.contains("name")) { error(pointer_join(ip, "name"), "missing (every method has a name)"); continue; }
       if (!read_name(mj.at("name"), pointer_join(ip, "name"), m.name, "method name")) continue;
-      for (const Interface* in = &iface; in; in = in->base)
-        for (const Method& other : in->methods)
-          if (other.name == m.name)
-            error(pointer_join(ip, "name"), "duplicate method name '" + m.name + "' (also in interface '" + in->name + "')");
       read_signature(mj, ip, m, {"name", "hresult", "on_error"}, false);
       if (mj.contains("hresult") && read_bool(mj.at("hresult"), pointer_join(ip, "hresult"), m.hresult) && m.hresult &&
           m.returns != no_type) {
@@ -780,6 +859,58 @@ void Loader::read_interfaces(const json& all) {
       if (!shape) error(mp, "IUnknown must declare exactly QueryInterface, AddRef, Release, in that order, with no base");
     }
     if (iface.refcounted) reg_.edit(iface.type).flags |= flag_refcounted;
+  }
+  check_method_names(order);
+}
+
+// A method name is unique along its interface's whole base chain. The chains
+// form a forest: walked depth first with the names declared on the path from
+// the root, each method is checked once (deep chains stay linear).
+void Loader::check_method_names(const std::vector<std::string>& order) {
+  std::map<const Interface*, std::vector<const Interface*>> derived;
+  std::vector<const Interface*> roots;
+  for (const auto& name : order) {
+    const Interface& i = tm_.interfaces.at(name);
+    if (i.base) derived[i.base].push_back(&i);
+    else roots.push_back(&i);
+  }
+  std::unordered_map<std::string_view, const Interface*> on_path;  // method name -> nearest declaring interface
+  struct Frame {
+    const Interface* iface;
+    std::size_t next = 0;  // the next derived interface to visit
+    std::vector<std::pair<std::string_view, const Interface*>> shadowed;  // restored when leaving
+  };
+  std::vector<Frame> stack;
+  auto enter = [&](const Interface* i) {
+    Frame f{i};
+    for (const Method& m : i->methods) {
+      auto [it, fresh] = on_path.try_emplace(m.name, i);
+      if (!fresh) {
+        error(pointer_join(m.pointer, "name"),
+              "duplicate method name '" + m.name + "' (also in interface '" + it->second->name + "')");
+        f.shadowed.emplace_back(m.name, it->second);
+        it->second = i;
+      } else {
+        f.shadowed.emplace_back(m.name, nullptr);
+      }
+    }
+    stack.push_back(std::move(f));
+  };
+  for (const Interface* root : roots) {
+    enter(root);
+    while (!stack.empty()) {
+      Frame& top = stack.back();
+      auto kids = derived.find(top.iface);
+      if (kids != derived.end() && top.next < kids->second.size()) {
+        enter(kids->second[top.next++]);
+        continue;
+      }
+      for (auto it = top.shadowed.rbegin(); it != top.shadowed.rend(); ++it) {
+        if (it->second) on_path[it->first] = it->second;
+        else on_path.erase(it->first);
+      }
+      stack.pop_back();
+    }
   }
 }
 
@@ -883,14 +1014,22 @@ LoadResult Context::load_text(std::string_view text, const std::string& file) {
   std::lock_guard lock(load_mutex_);
   LoadResult result;
   JsonRead parsed = read_json(text, file);
+  // Names and strings of the typemap inside a message are escaped: one error, one line.
+  auto escaped = [](Diagnostic& d) {
+    d.file = escape_for_message(d.file);
+    d.pointer = escape_for_message(d.pointer);
+    d.message = escape_for_message(d.message);
+  };
   if (parsed.error) {
     result.errors.push_back(*parsed.error);
+    escaped(result.errors.back());
     return result;
   }
   auto tm = std::make_unique<Typemap>();
   tm->file = file;
   detail::Loader loader(registry_, *tm, result.errors);
   loader.run(parsed.doc);
+  for (Diagnostic& d : result.errors) escaped(d);
   if (!result.errors.empty()) return result;
   typemaps_.push_back(std::move(tm));
   result.typemap = typemaps_.back().get();
@@ -910,11 +1049,39 @@ TypeId Context::string_type(Encoding e) {
   return registry_.intern("string:" + std::to_string(int(e)) + ":0:0:-:-", std::move(d));
 }
 
+TypeId Context::variadic_type(const Typemap& tm, const nlohmann::ordered_json& expr, std::string& error) {
+  std::lock_guard lock(load_mutex_);
+  const std::string key = std::to_string(reinterpret_cast<std::uintptr_t>(&tm)) + ":" + expr.dump();
+  if (auto it = variadic_types_.find(key); it != variadic_types_.end()) {
+    error = it->second.second;
+    return it->second.first;
+  }
+  // Each distinct expression may add descriptors for good (the registry
+  // never shrinks): a host that makes up new ones without end is stopped.
+  if (variadic_types_.size() >= max_variadic_types) {
+    error = "more than " + std::to_string(max_variadic_types) + " distinct variadic argument types in this context";
+    return no_type;
+  }
+  std::vector<Diagnostic> errors;
+  // parse_detached only reads the typemap; new descriptors go to the registry.
+  detail::Loader loader(registry_, const_cast<Typemap&>(tm), errors);
+  TypeId t = loader.parse_detached(expr);
+  std::string why;
+  if (!errors.empty()) {
+    const Diagnostic& d = errors.front();
+    why = escape_for_message((d.pointer.empty() ? "" : "type" + d.pointer + ": ") + d.message);
+    t = no_type;
+  }
+  variadic_types_.emplace(key, std::make_pair(t, why));
+  error = why;
+  return t;
+}
+
 LoadResult Context::load_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     LoadResult r;
-    r.errors.push_back(Diagnostic{path, "", std::string("cannot read the file: ") + std::strerror(errno)});
+    r.errors.push_back(Diagnostic{escape_for_message(path), "", std::string("cannot read the file: ") + std::strerror(errno)});
     return r;
   }
   std::ostringstream text;

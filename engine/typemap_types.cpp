@@ -185,6 +185,11 @@ bool Loader::parse_count(const json& j, const std::string& p, const TypeCtx& ctx
   const std::string key = j.begin().key();
   const json& val = j.begin().value();
   const std::string kp = pointer_join(p, key);
+  if ((key == "param" || key == "field" || key == "return") && detached_) {
+    error(kp, std::string(what) + " of a variadic argument is a constant or {\"sentinel\": VALUE} (it has no "
+              "sibling parameters)");
+    return false;
+  }
   if (key == "param" || key == "field") {
     const bool want_params = key == "param";
     if (!val.is_string()) {
@@ -199,7 +204,12 @@ bool Loader::parse_count(const json& j, const std::string& p, const TypeCtx& ctx
                                   (ctx.names ? " (in a function use {\"param\": ...})" : ""));
       return false;
     }
-    auto pos = std::find(ctx.names->begin(), ctx.names->end(), name);
+    auto pos = ctx.names->end();
+    if (ctx.index) {
+      if (auto at = ctx.index->find(name); at != ctx.index->end()) pos = ctx.names->begin() + at->second;
+    } else {
+      pos = std::find(ctx.names->begin(), ctx.names->end(), name);
+    }
     if (pos == ctx.names->end()) {
       std::string list;
       for (const auto& n : *ctx.names) list += (list.empty() ? "" : ", ") + n;
@@ -570,12 +580,15 @@ void Loader::fill_record(const json& j, const std::string& p, TypeId id, bool is
     if (!is_object(fields[i], ip, "a field")) { ok = false; continue; }
     if (!fields[i].contains("name")) { error(pointer_join(ip, "name"), "missing (every field has a name)"); ok = false; continue; }
     if (!read_name(fields[i].at("name"), pointer_join(ip, "name"), names[i], "field name")) { ok = false; continue; }
-    for (std::size_t k = 0; k < i; ++k)
-      if (names[k] == names[i]) {
-        error(pointer_join(ip, "name"), "duplicate field name '" + names[i] + "' (also field " + std::to_string(k) + ")");
+  }
+  const auto index = first_positions(names);
+  for (std::size_t i = 0; i < fields.size(); ++i)
+    if (!names[i].empty())
+      if (std::uint32_t k = index.at(names[i]); k != i) {
+        error(pointer_join(pointer_join(fp, i), "name"),
+              "duplicate field name '" + names[i] + "' (also field " + std::to_string(k) + ")");
         ok = false;
       }
-  }
   RecordInfo info;
   info.rule = tm_.default_layout;
   RecordSite site;
@@ -583,6 +596,7 @@ void Loader::fill_record(const json& j, const std::string& p, TypeId id, bool is
   TypeCtx ctx;
   ctx.where = TypeCtx::Where::field;
   ctx.names = &names;
+  ctx.index = &index;
   ctx.params = false;
   std::vector<CountRef> refs;
   for (std::size_t i = 0; i < fields.size(); ++i) {

@@ -12,7 +12,10 @@
 #include "marshal/marshal.hpp"
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <future>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -82,6 +85,63 @@ struct StaThread {
     thread.join();
   }
   ~StaThread() { end(); }
+};
+
+// Runs f on a thread of its own and waits at most `limit` for it. A deadlock
+// must fail the suite, not hang it: past the limit the test program reports
+// and ends (the stuck threads cannot be unwound).
+std::string within(std::chrono::seconds limit, const char* what, std::function<void()> f) {
+  auto done = std::make_shared<std::promise<std::string>>();
+  auto finished = done->get_future();
+  std::thread([f = std::move(f), done] {
+    std::string failure;
+    try {
+      f();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    done->set_value(failure);
+  }).detach();
+  if (finished.wait_for(limit) == std::future_status::timeout) {
+    std::fprintf(stderr, "FATAL: deadlock: %s did not finish within %lld s\n", what,
+                 static_cast<long long>(limit.count()));
+    std::fflush(stderr);
+    std::_Exit(3);
+  }
+  return finished.get();
+}
+
+// A host ICounter whose Add calls into a neutral probe: it re-enters the
+// probe when the probe's CallBack is what called it.
+struct Reenter {
+  object probe;
+  std::atomic<std::uint64_t> ran_on{0};
+  std::int32_t Add(std::int32_t by) {
+    ran_on = me();
+    return static_cast<std::int32_t>(probe.call<std::int64_t>("Enter", 0)) + by;
+  }
+  std::int32_t Get() { return 0; }
+  object make() {
+    std::shared_ptr<Reenter> self(this, [](Reenter*) {});  // owned by the test, which outlives the object
+    return lib().implement(self, {"ICounter"}).method("Add", &Reenter::Add).method("Get", &Reenter::Get).make();
+  }
+};
+
+// A host ICounter whose Add passes the call on to another ICounter through
+// native code (counter_add_direct), after telling that it is running.
+struct Relay {
+  object target;
+  std::atomic<bool> inside{false};
+  std::int32_t Add(std::int32_t by) {
+    inside = true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the other caller starts to wait meanwhile
+    return lib().function<std::int32_t(object, std::int32_t)>("counter_add_direct")(target, by);
+  }
+  std::int32_t Get() { return 0; }
+  object make() {
+    std::shared_ptr<Relay> self(this, [](Relay*) {});
+    return lib().implement(self, {"ICounter"}).method("Add", &Relay::Add).method("Get", &Relay::Get).make();
+  }
 };
 
 struct Cell {
@@ -402,6 +462,137 @@ TEST_SUITE("apartments") {
     CHECK(neutral_max == 1);
     CHECK(neutral_calls == 40);
     CHECK(caller_threads);
+    CHECK(live() == 0);
+  }
+
+  TEST_CASE("a neutral object re-entered through a host callback runs at once: on one thread, through an apartment hop") {
+    // TYPEMAP.md, neutral: a call that re-enters on the thread already inside,
+    // through a callback chain, runs at once and never deadlocks.
+    std::int32_t same_thread[2] = {0, 0};
+    bool same_ran_here[2] = {false, false};
+    std::int32_t hop = 0, relayed = 0;
+    std::int64_t waiter_calls = 0;
+    std::uint64_t hop_ran_on = 0, sta2_thread = 0;
+    std::string errors;
+    std::string failure = within(std::chrono::seconds(60), "re-entering a neutral object", [&] {
+      // 1. One thread: CallBack -> the host's Add -> Enter on the same object.
+      for (int k = 0; k < 2; ++k)
+        errors += on_thread([&] {
+          apartment_scope a(k == 0 ? apartment_scope::kind::mta : apartment_scope::kind::sta);
+          Reenter impl;
+          impl.probe = lib().create("ProbeNeutral");
+          object h = impl.make();
+          same_thread[k] = impl.probe.call<std::int32_t>("CallBack", h, 10);
+          same_ran_here[k] = impl.ran_on == me();
+          impl.probe = object();
+        });
+      // 2. Through an apartment hop: the host object lives in another STA, so
+      //    its Add runs on that STA's thread while the caller waits inside.
+      StaThread sta2;
+      Reenter impl;
+      object h;
+      std::string error;
+      marshal::run_in(sta2.apt, [&] {
+        sta2_thread = me();
+        h = impl.make();
+      }, error);
+      errors += error;
+      errors += on_thread([&] {
+        apartment_scope a(apartment_scope::kind::mta);
+        impl.probe = lib().create("ProbeNeutral");
+        hop = impl.probe.call<std::int32_t>("CallBack", h, 10);
+        hop_ran_on = impl.ran_on;
+        impl.probe = object();
+      });
+      // 3. An STA that waits to enter keeps running calls queued for it: the
+      //    call chain inside needs that STA (its host object lives there)
+      //    before it can leave.
+      Reenter there;
+      object in_sta2;
+      marshal::run_in(sta2.apt, [&] { in_sta2 = there.make(); }, error);
+      errors += error;
+      errors += on_thread([&] {
+        apartment_scope a(apartment_scope::kind::mta);
+        object probe = lib().create("ProbeNeutral");
+        there.probe = probe;
+        Relay relay;
+        relay.target = in_sta2;
+        object g = relay.make();
+        std::thread waiter([&] {
+          std::string e;
+          marshal::run_in(sta2.apt, [&] {
+            while (!relay.inside) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+            try {
+              waiter_calls = probe.call<std::int64_t>("Enter", 0);
+            } catch (const std::exception& x) {
+              e = x.what();
+            }
+          }, e);
+          errors += e;
+        });
+        relayed = probe.call<std::int32_t>("CallBack", g, 10);
+        waiter.join();
+        there.probe = object();
+      });
+      h = object();
+      marshal::run_in(sta2.apt, [&] { in_sta2 = object(); }, error);
+      sta2.end();
+    });
+    INFO(failure << errors);
+    CHECK(failure.empty());
+    CHECK(errors.empty());
+    CHECK(same_thread[0] == 11);  // Enter's count (1) + 10
+    CHECK(same_thread[1] == 11);
+    CHECK(same_ran_here[0]);
+    CHECK(same_ran_here[1]);
+    CHECK(hop == 11);
+    CHECK(hop_ran_on == sta2_thread);
+    CHECK(relayed == 11);
+    CHECK(waiter_calls == 2);  // after the chain inside left
+    CHECK(live() == 0);
+  }
+
+  TEST_CASE("a neutral object serializes 8 threads exactly, with re-entrant call chains among them") {
+    std::int32_t max_inside = 0;
+    std::int64_t calls = 0;
+    std::atomic<bool> all_on_caller{true};
+    std::string errors;
+    std::mutex errors_mutex;
+    const int threads = 8, per = 25;
+    std::string failure = within(std::chrono::seconds(120), "8 threads on a neutral object", [&] {
+      errors += on_thread([&] {
+        apartment_scope a(apartment_scope::kind::mta);
+        object probe = lib().create("ProbeNeutral");
+        std::vector<std::thread> ts;
+        for (int i = 0; i < threads; ++i)
+          ts.emplace_back([&, i] {
+            try {
+              apartment_scope m(i % 2 == 0 ? apartment_scope::kind::mta : apartment_scope::kind::sta);
+              Reenter impl;
+              impl.probe = probe;
+              object h = impl.make();
+              for (int k = 0; k < per; ++k) {
+                probe.call<std::int32_t>("CallBack", h, 0);  // Enter inside CallBack
+                probe.call<std::int64_t>("Enter", 100);
+                if (probe.call<std::uint64_t>("Thread") != me()) all_on_caller = false;
+              }
+              impl.probe = object();
+            } catch (const std::exception& e) {
+              std::lock_guard lock(errors_mutex);
+              errors += e.what();
+            }
+          });
+        for (auto& t : ts) t.join();
+        max_inside = probe.call<std::int32_t>("MaxInside");
+        calls = probe.call<std::int64_t>("Calls");
+      });
+    });
+    INFO(failure << errors);
+    CHECK(failure.empty());
+    CHECK(errors.empty());
+    CHECK(max_inside == 1);               // never two calls inside Enter at once
+    CHECK(calls == threads * per * 2);    // every call counted once
+    CHECK(all_on_caller.load());          // no proxy, no thread switch
     CHECK(live() == 0);
   }
 

@@ -127,6 +127,20 @@ TEST_SUITE("objects") {
     CHECK(live() == 0);
   }
 
+  TEST_CASE("an interface returned as NULL is an error naming the function or method, unless nullable") {
+    NoLeaks check;
+    // TYPEMAP.md, returns: a NULL result is host null when nullable, else an error naming the function.
+    CHECK(ob().error_of("no_counter") == ob().tm->file + ": no_counter returned NULL, and its return is not nullable");
+    CHECK(ob().call("no_counter_or_null").ret.is_null());
+    {
+      Value c = create("Counter", {1});
+      CHECK(call_error(c, "IWidget.Nothing") ==
+            ob().tm->file + ": IWidget.Nothing returned NULL, and its return is not nullable");
+      CHECK(call(c, "IWidget.NothingOrNull").ret.is_null());
+      CHECK(I(call(c, "Get").ret) == 1);  // the object is unharmed
+    }
+  }
+
   TEST_CASE("methods take every parameter form of platform invoke") {
     NoLeaks check;
     Value c = create("Counter", {4});

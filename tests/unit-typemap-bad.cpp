@@ -52,6 +52,28 @@ TEST_SUITE("typemap-bad") {
     CHECK(r.errors[3].pointer == "/library");
   }
 
+  TEST_CASE("names with a newline or another control character are escaped: every error is one line") {
+    Context ctx;
+    LoadResult r = ctx.load_text(R"({"typemap": 1, "library": {"name": "x", "load": {"any": ["self"]}},
+      "types": {"P": {"struct": [{"name": "a\nb", "type": "int32"}]}, "T\u0001": {"alias": "int32"},
+                "Q": {"struct": [{"name": "x", "type": "no\tsuch"}]}},
+      "functions": {"f": {"symbol": "f\r\nx", "returns": "void"}}})", "escape\n.json");
+    REQUIRE(r.errors.size() == 4);
+    for (const Diagnostic& e : r.errors) {
+      const std::string text = e.text();
+      CAPTURE(text);
+      CHECK(std::none_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20; }));
+      CHECK(text.rfind("escape\\n.json: /", 0) == 0);
+    }
+    CHECK(r.errors[0].text() == "escape\\n.json: /types/P/struct/0/name: 'a\\nb' is not a valid field name "
+                                "(letters, digits and _, not starting with a digit)");
+    CHECK(r.errors[1].text() == "escape\\n.json: /types/T\\u0001: 'T\\u0001' is not a valid type name "
+                                "(letters, digits and _, not starting with a digit)");
+    CHECK(r.errors[2].text() == "escape\\n.json: /types/Q/struct/0/type: unknown type 'no\\tsuch'");
+    CHECK(r.errors[3].text() == "escape\\n.json: /functions/f/symbol: 'f\\r\\nx' contains a control character");
+    CHECK(escape_for_message("caf\xc3\xa9\x7f\x1b") == "caf\xc3\xa9\\u007f\\u001b");  // UTF-8 kept
+  }
+
   TEST_CASE("an unreadable file names the file") {
     Context ctx;
     LoadResult r = ctx.load_file("tests/typemaps/bad/does-not-exist.json");

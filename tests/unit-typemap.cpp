@@ -6,6 +6,10 @@
 #include "context.hpp"
 #include "support.hpp"
 
+#include <algorithm>
+#include <chrono>
+#include <string>
+
 using namespace marshal;
 
 namespace {
@@ -24,9 +28,103 @@ struct Loaded {
   const Function& fn(const char* n) const { return tm->functions.at(n); }
 };
 
+// Typemaps generated at a given size, for the growth of loading time.
+std::string head() { return R"({"typemap": 1, "library": {"name": "self", "load": {"any": ["self"]}}, )"; }
+
+std::string wide_struct(std::size_t fields, bool explicit_offsets) {
+  std::string t = head() + R"("types": {"Wide": {"struct": [)";
+  for (std::size_t i = 0; i < fields; ++i) {
+    t += (i ? "," : "") + std::string(R"({"name": "f)") + std::to_string(i) + R"(", "type": "int32")";
+    // Explicit offsets from the last field to the first: every placement is checked against all others.
+    if (explicit_offsets) t += R"(, "offset": )" + std::to_string(4 * (fields - 1 - i));
+    t += "}";
+  }
+  return t + "]}}}";
+}
+
+std::string many_params(std::size_t pairs) {
+  std::string t = head() + R"("functions": {"f": {"returns": "void", "params": [)";
+  for (std::size_t i = 0; i < pairs; ++i)
+    t += (i ? "," : "") + std::string(R"({"name": "xs)") + std::to_string(i) +
+         R"(", "type": {"array": "int32", "count": {"param": "n)" + std::to_string(i) + R"("}}},)" +
+         R"({"name": "n)" + std::to_string(i) + R"(", "type": "int32"})";
+  return t + "]}}}";
+}
+
+std::string interface_chain(std::size_t depth) {
+  std::string t = head() + R"("interfaces": {)";
+  for (std::size_t i = 0; i < depth; ++i) {
+    t += (i ? "," : "") + std::string(R"("I)") + std::to_string(i) + R"(": {)";
+    if (i) t += R"("base": "I)" + std::to_string(i - 1) + R"(", )";
+    t += R"("methods": [{"name": "m)" + std::to_string(i) + R"(", "returns": "int32"}]})";
+  }
+  return t + "}}";
+}
+
+// The best of three loads (the machine may be busy), checked by `check`.
+template <class F> double load_seconds(const std::string& text, F check) {
+  double best = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    Context ctx;
+    const auto t0 = std::chrono::steady_clock::now();
+    LoadResult r = ctx.load_text(text, "generated.json");
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    for (const auto& e : r.errors) MESSAGE(e.text());
+    REQUIRE(r.ok());
+    check(ctx, *r.typemap);
+  }
+  return best;
+}
+
 }  // namespace
 
 TEST_SUITE("typemap") {
+  TEST_CASE("loading grows linearly with fields per struct, parameters and interface chains") {
+    // Timed tests are not allowed (sanitizers and a shared machine change
+    // every absolute time), so the assertion is on growth: an input five
+    // times as large must load in less than ten times as long. Linear work
+    // gives 5 (n log n a little more); quadratic work gives 25.
+    auto growth = [](const char* what, std::size_t small, std::size_t large, auto make, auto check) {
+      const double t_small = load_seconds(make(small), [&](Context& c, const Typemap& tm) { check(c, tm, small); });
+      const double t_large = load_seconds(make(large), [&](Context& c, const Typemap& tm) { check(c, tm, large); });
+      MESSAGE(what << ": " << small << " in " << t_small << " s, " << large << " in " << t_large << " s (x"
+                   << t_large / t_small << ")");
+      CHECK(t_large < 10 * t_small);
+    };
+    auto wide = [](Context& c, const Typemap& tm, std::size_t n) {
+      const TypeDesc& d = c.types().get(tm.find_type("Wide"));
+      CHECK(d.size == 4 * n);
+      CHECK(d.as<RecordInfo>().fields.back().offset == 0);
+    };
+    growth("fields", 20000, 100000, [](std::size_t n) { return wide_struct(n, false); },
+           [](Context& c, const Typemap& tm, std::size_t n) {
+             CHECK(c.types().get(tm.find_type("Wide")).size == 4 * n);
+             CHECK(c.types().get(tm.find_type("Wide")).as<RecordInfo>().fields.back().offset == 4 * (n - 1));
+           });
+    growth("fields with explicit offsets", 10000, 50000, [](std::size_t n) { return wide_struct(n, true); }, wide);
+    growth("parameters", 10000, 50000, many_params, [](Context&, const Typemap& tm, std::size_t n) {
+      const Function& f = tm.functions.at("f");
+      REQUIRE(f.params.size() == 2 * n);
+    });
+    growth("interface chain", 2000, 10000, interface_chain, [](Context&, const Typemap& tm, std::size_t n) {
+      CHECK(tm.interfaces.at("I" + std::to_string(n - 1)).slot_count() == n);
+    });
+  }
+
+  TEST_CASE("a duplicate method name anywhere along a base chain is an error naming the other interface") {
+    Context ctx;
+    LoadResult r = ctx.load_text(head() + R"("interfaces": {
+      "A": {"methods": [{"name": "Get", "returns": "int32"}]},
+      "B": {"base": "A", "methods": [{"name": "Put", "returns": "int32"}]},
+      "C": {"base": "B", "methods": [{"name": "Get", "returns": "int32"}, {"name": "Put", "returns": "int32"}]},
+      "D": {"base": "A", "methods": [{"name": "Put", "returns": "int32"}, {"name": "Put", "returns": "int32"}]}}})",
+                                 "dup.json");
+    REQUIRE(r.errors.size() == 3);
+    CHECK(r.errors[0].text() == "dup.json: /interfaces/C/methods/0/name: duplicate method name 'Get' (also in interface 'A')");
+    CHECK(r.errors[1].text() == "dup.json: /interfaces/C/methods/1/name: duplicate method name 'Put' (also in interface 'B')");
+    CHECK(r.errors[2].text() == "dup.json: /interfaces/D/methods/1/name: duplicate method name 'Put' (also in interface 'D')");
+  }
+
   TEST_CASE("named types resolve to complete descriptors") {
     Loaded l;
     const TypeDesc& header = l.named("Header");
