@@ -1,0 +1,25 @@
+// marshal command line: the typemap authoring tools (issue 19).
+// check --against / --dwarf (check_against.cpp, dwarf_check.cpp), explain,
+// lint and generate; each tool prints problems as FILE: /json/pointer: message.
+#pragma once
+
+#include "commands.hpp"
+
+#include <string>
+
+namespace marshal::cli {
+
+struct AgainstOptions {
+  std::string library;  // --against FILE: the shared object to compare with
+  bool coverage = false;  // --coverage: list exports the typemap does not describe
+};
+
+// Every function of tm must be an exported function of the library, with the
+// version its symbol names; 0 when all are, 1 otherwise (errors on stderr).
+int check_against(const Typemap& tm, const AgainstOptions& opt);
+
+int cmd_explain(const Args& args);
+int cmd_lint(const Args& args);
+int cmd_generate(const Args& args);
+
+}  // namespace marshal::cli
