@@ -99,7 +99,14 @@ class Generator {
     clang_getSpellingLocation(clang_getCursorLocation(c), &file, nullptr, nullptr, nullptr);
     if (!file) return false;
     std::error_code ec;
-    return headers_.count(std::filesystem::weakly_canonical(str(clang_getFileName(file)), ec).string()) != 0;
+    const std::string path = std::filesystem::weakly_canonical(str(clang_getFileName(file)), ec).string();
+    if (headers_.count(path)) return true;
+    // An umbrella header's own folder counts as the header: lzma.h and lzma/*.h.
+    for (const std::string& h : headers_) {
+      const std::string dir = h.substr(0, h.size() - std::filesystem::path(h).extension().string().size()) + "/";
+      if (path.rfind(dir, 0) == 0) return true;
+    }
+    return false;
   }
   void name_typedefs(CXCursor root);
   json type_expr(CXType t, const std::string& where);
@@ -364,6 +371,20 @@ json Generator::param(CXType t, const std::string& name, const std::string& p, c
   json j;
   j["name"] = name;
   CXType c = clang_getCanonicalType(t);
+  if (c.kind == CXType_ConstantArray) {
+    // A parameter of array type (uuid_t) is a pointer to its first element, with a known count.
+    CXType elem = clang_getArrayElementType(c);
+    j["type"] = json{{"array", type_expr(elem, p)}, {"count", clang_getArraySize(c)}};
+    if (clang_isConstQualifiedType(clang_getCanonicalType(elem))) {
+      reasons.push_back(p + ": " + spelling(t) + " (const array of " + std::to_string(clang_getArraySize(c)) +
+                        "): an in array of that count");
+    } else {
+      j["dir"] = "out";
+      question(j, "'" + name + "' is " + spelling(t) + " (an array, not const): filled by the callee (\"out\") or "
+                  "read and written (\"inout\")?");
+    }
+    return j;
+  }
   if (c.kind != CXType_Pointer) {
     j["type"] = type_expr(t, p);
     return j;
