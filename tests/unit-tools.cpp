@@ -195,6 +195,46 @@ TEST_SUITE("tools") {
     CHECK(listed == m - tm.typemap->functions.size());
   }
 
+  // ---- check --dwarf ----------------------------------------------------------------------
+  TEST_CASE("check --dwarf: the fixture library's debug info agrees with its typemaps") {
+    const std::string fixture = library_of(reinterpret_cast<const void*>(&fx_layouts));
+    for (const char* tm : {"tests/fixtures/pinvoke.json", "tests/fixtures/layout.json", "tests/fixtures/callbacks.json"}) {
+      Run r = run("check --against " + fixture + " --dwarf " + test::source_path(tm));
+      INFO(tm, r.out, r.err);
+      CHECK(r.status == 0);
+      CHECK(r.out.find("match the debug info") != std::string::npos);
+    }
+    Run p = run("check --against " + fixture + " --dwarf " + test::source_path("tests/fixtures/pinvoke.json"));
+    // Records and functions were compared, not skipped.
+    CHECK(p.out.find(" 0 records and 0 functions") == std::string::npos);
+  }
+
+  TEST_CASE("check --dwarf: one field's type changed is an error at its pointer") {
+    const std::string fixture = library_of(reinterpret_cast<const void*>(&fx_layouts));
+    nlohmann::ordered_json j = nlohmann::ordered_json::parse(test::read_text(test::source_path("tests/fixtures/pinvoke.json")));
+    REQUIRE(j["types"].contains("Point"));
+    REQUIRE(j["types"]["Point"]["struct"][0]["name"] == "x");
+    j["types"]["Point"]["struct"][0]["type"] = "int64";  // C: int32_t x
+    const std::string tm = write_temp("dwarf-bad.json", j.dump());
+    Run r = run("check --against " + fixture + " --dwarf " + tm);
+    INFO(r.err);
+    CHECK(r.status == 1);
+    CHECK(r.err.find(tm + ": /types/Point: size 16 in the typemap, 8 in the debug info") != std::string::npos);
+    CHECK(r.err.find(tm + ": /types/Point/struct/1: field 'y' is at bit 64 in the typemap, at bit 32") != std::string::npos);
+    std::filesystem::remove(tm);
+    // A parameter's type changed: its size and class against the C prototype.
+    nlohmann::ordered_json k = nlohmann::ordered_json::parse(test::read_text(test::source_path("tests/fixtures/pinvoke.json")));
+    k["functions"]["add_f64"]["params"][1]["type"] = "int64";
+    const std::string tm2 = write_temp("dwarf-bad2.json", k.dump());
+    Run r2 = run("check --against " + fixture + " --dwarf " + tm2);
+    CHECK(r2.status == 1);
+    CHECK(r2.err.find(tm2 + ": /functions/add_f64/params/1: parameter ") != std::string::npos);
+    CHECK(r2.err.find("is an integer of 8 bytes (int64) in the typemap, a floating-point number of 8 bytes") !=
+          std::string::npos);
+    std::filesystem::remove(tm2);
+    CHECK(run("check --dwarf " + test::source_path("tests/fixtures/pinvoke.json")).status == 2);
+  }
+
   // ---- explain ---------------------------------------------------------------------------
   TEST_CASE("explain: zlib's compress2, parameter by parameter") {
     Run r = run("explain " + test::source_path("typemaps/zlib.json") + " compress2");

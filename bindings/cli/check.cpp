@@ -41,7 +41,10 @@ int cmd_check(const Args& args) {
         "--resolve  also load each library and report every symbol it lacks.\n"
         "--against LIBRARY  read LIBRARY's ELF exports: every function must be an\n"
         "           exported function (not data) with the version its symbol@VERSION\n"
-        "           names; --coverage also lists the exports no function describes.\n");
+        "           names; --coverage also lists the exports no function describes;\n"
+        "           --dwarf also compares records (size, field offsets) and functions\n"
+        "           (parameter count, each parameter's size and class) with LIBRARY's\n"
+        "           DWARF debug info.\n");
     return 0;
   }
   Args files;
@@ -51,11 +54,16 @@ int cmd_check(const Args& args) {
     const std::string& a = args[i];
     if (a == "--resolve") resolve = true;
     else if (a == "--coverage") against.coverage = true;
+    else if (a == "--dwarf") against.dwarf = true;
     else if (a == "--against" && i + 1 < args.size()) against.library = args[++i];
     else if (a == "--against") {
       std::fprintf(stderr, "marshal check: --against needs a library file\n");
       return 2;
     } else files.push_back(a);
+  }
+  if ((against.coverage || against.dwarf) && against.library.empty()) {
+    std::fprintf(stderr, "marshal check: --coverage and --dwarf need --against LIBRARY\n");
+    return 2;
   }
   if (files.empty()) {
     std::fprintf(stderr, "marshal check: no typemap given (see marshal check --help)\n");
@@ -90,6 +98,10 @@ int cmd_check(const Args& args) {
       }
     }
     if (!against.library.empty() && check_against(tm, against) != 0) {
+      status = 1;
+      continue;
+    }
+    if (against.dwarf && check_dwarf(tm, ctx.types(), against.library) != 0) {
       status = 1;
       continue;
     }
