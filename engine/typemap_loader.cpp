@@ -187,11 +187,31 @@ bool Loader::read_name(const json& j, const std::string& p, std::string& out, st
 
 // ---- top level ------------------------------------------------------------------------
 
+namespace {
+// A draft written by `marshal generate` marks what C cannot say with "$question"
+// entries (typemaps/README.md): each is an error at its object's place, so a
+// draft is the author's to-do list and is never used by mistake.
+void find_questions(const json& j, const std::string& p, std::vector<std::pair<std::string, std::string>>& out) {
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) {
+      if (k == "$question") out.emplace_back(p, v.is_string() ? v.get<std::string>() : v.dump());
+      else find_questions(v, pointer_join(p, k), out);
+    }
+  } else if (j.is_array()) {
+    for (std::size_t i = 0; i < j.size(); ++i) find_questions(j[i], pointer_join(p, i), out);
+  }
+}
+}  // namespace
+
 void Loader::run(const json& root) {
   if (!root.is_object()) {
     error("", "a typemap is a JSON object, got " + json_type_name(root));
     return;
   }
+  std::vector<std::pair<std::string, std::string>> questions;
+  find_questions(root, "", questions);
+  for (const auto& [where, text] : questions) error(where, "question: " + text);
+  if (!questions.empty()) return;  // answer them first; the rest is checked then
   check_keys(root, "", {"$schema", "typemap", "library", "defaults", "types", "callbacks", "functions",
                         "interfaces", "classes", "constants"});
   if (!root.contains("typemap")) {

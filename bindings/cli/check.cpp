@@ -2,6 +2,7 @@
 // Loads each typemap into one context and prints a summary line per good file
 // or every error of a bad one (each "FILE: /json/pointer: message").
 #include "commands.hpp"
+#include "tools.hpp"
 
 #include "context.hpp"
 #include "plan.hpp"
@@ -37,14 +38,32 @@ int cmd_check(const Args& args) {
         "FILE: /json/pointer: message. Exits 0 when all files are valid, 1 otherwise.\n"
         "A JSON Schema document (such as typemaps/typemap.schema.json) is skipped.\n"
         "\n"
-        "--resolve  also load each library and report every symbol it lacks.\n");
+        "--resolve  also load each library and report every symbol it lacks.\n"
+        "--against LIBRARY  read LIBRARY's ELF exports: every function must be an\n"
+        "           exported function (not data) with the version its symbol@VERSION\n"
+        "           names; --coverage also lists the exports no function describes;\n"
+        "           --dwarf also compares records (size, field offsets) and functions\n"
+        "           (parameter count, each parameter's size and class) with LIBRARY's\n"
+        "           DWARF debug info.\n");
     return 0;
   }
   Args files;
   bool resolve = false;
-  for (const auto& a : args) {
+  AgainstOptions against;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
     if (a == "--resolve") resolve = true;
-    else files.push_back(a);
+    else if (a == "--coverage") against.coverage = true;
+    else if (a == "--dwarf") against.dwarf = true;
+    else if (a == "--against" && i + 1 < args.size()) against.library = args[++i];
+    else if (a == "--against") {
+      std::fprintf(stderr, "marshal check: --against needs a library file\n");
+      return 2;
+    } else files.push_back(a);
+  }
+  if ((against.coverage || against.dwarf) && against.library.empty()) {
+    std::fprintf(stderr, "marshal check: --coverage and --dwarf need --against LIBRARY\n");
+    return 2;
   }
   if (files.empty()) {
     std::fprintf(stderr, "marshal check: no typemap given (see marshal check --help)\n");
@@ -77,6 +96,14 @@ int cmd_check(const Args& args) {
         status = 1;
         continue;
       }
+    }
+    if (!against.library.empty() && check_against(tm, against) != 0) {
+      status = 1;
+      continue;
+    }
+    if (against.dwarf && check_dwarf(tm, ctx.types(), against.library) != 0) {
+      status = 1;
+      continue;
     }
     std::printf("%s: ok: %zu types, %zu functions, %zu callbacks, %zu interfaces, %zu classes, %zu constants\n",
                 path.c_str(), tm.types.size(), tm.functions.size(), tm.callbacks.size(), tm.interfaces.size(),

@@ -1,6 +1,7 @@
 // marshal command line: dispatch to subcommands.
 // `marshal check`, `marshal layout`, `marshal call`; each has --help.
 #include "commands.hpp"
+#include "tools.hpp"
 
 #include <cstdio>
 #include <cstring>
@@ -20,6 +21,9 @@ constexpr Command commands[] = {
     {"check", marshal::cli::cmd_check, "validate typemaps and report every error"},
     {"layout", marshal::cli::cmd_layout, "print the C layout of a struct or union"},
     {"call", marshal::cli::cmd_call, "call a function of a typemap's library"},
+    {"explain", marshal::cli::cmd_explain, "how a function's parameters are passed and copied"},
+    {"lint", marshal::cli::cmd_lint, "report valid but suspicious typemap entries"},
+    {"generate", marshal::cli::cmd_generate, "write a draft typemap from C headers (libclang)"},
 };
 
 void usage(std::FILE* out) {
@@ -29,7 +33,7 @@ void usage(std::FILE* out) {
                "Calls native C libraries through JSON typemaps.\n"
                "\n"
                "commands:\n");
-  for (const Command& c : commands) std::fprintf(out, "  %-8s %s\n", c.name, c.summary);
+  for (const Command& c : commands) std::fprintf(out, "  %-9s %s\n", c.name, c.summary);
   std::fprintf(out, "\n'marshal COMMAND --help' describes a command.\n");
 }
 
