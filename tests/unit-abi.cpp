@@ -217,7 +217,7 @@ TEST_SUITE("abi") {
     CHECK(native_bytes(b, "PkHdr", b.call("pk_hdr", {host_value(b, "PkHdr", hdr), 0x0101}).ret) ==
           bytes_of(pk_hdr(hdr, 0x0101)));
     const PkSix six{0xdeadbeef, 0x4242};
-    CHECK(native_bytes(b, "PkSix", b.call("pk_six", {host_value(b, "PkSix", six), 0x0f0f0f0fu}).ret) ==
+    CHECK(native_bytes(b, "PkSix", b.call("pk_six", {host_value(b, "PkSix", six), Value(std::uint64_t{0x0f0f0f0fu})}).ret) ==
           bytes_of(pk_six(six, 0x0f0f0f0fu)));
     const PkU32x5 five{{1, 0xffffffffu, 3, 0x80000000u, 5}};
     CHECK(native_bytes(b, "PkU32x5", b.call("pk_u32x5", {host_value(b, "PkU32x5", five), 11}).ret) ==
