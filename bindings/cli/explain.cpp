@@ -376,7 +376,7 @@ int cmd_explain(const Args& args) {
     types.push_back(t);
   }
   std::vector<LoweredArg> lowered;
-  const bool split = lowering_ok && lower_arguments(reg, by_value, types, lowered);
+  const bool split = lowering_ok && lower_arguments(reg, by_value, types, fn.returns, lowered);
   for (std::size_t i = 0; i < fn.params.size(); ++i) {
     const Param& p = fn.params[i];
     const TypeDesc& d = reg.get(p.type);
