@@ -390,9 +390,14 @@ std::uint64_t SyncDomain::enter() {
       // inside may need this thread before it leaves.
       sta_waiters_.push_back(here);
       lock.unlock();
+      // run_until may ask again after a yes: admit once (admission has effects).
+      bool admitted = false;
       here->run_until([&] {
-        std::lock_guard inner(mutex_);
-        return admit(chain, false);
+        if (!admitted) {
+          std::lock_guard inner(mutex_);
+          admitted = admit(chain, false);
+        }
+        return admitted;
       });
       lock.lock();
       sta_waiters_.erase(std::find(sta_waiters_.begin(), sta_waiters_.end(), here));

@@ -214,7 +214,7 @@ TEST_SUITE("abi") {
   TEST_CASE("packed structs with aligned fields pass by value, in registers and on the stack") {
     Bound& b = edge();
     const PkHdr hdr{0x1234, 0xbeef};
-    CHECK(native_bytes(b, "PkHdr", b.call("pk_hdr", {host_value(b, "PkHdr", hdr), 0x0101}).ret) ==
+    CHECK(native_bytes(b, "PkHdr", b.call("pk_hdr", {host_value(b, "PkHdr", hdr), Value(0x0101)}).ret) ==
           bytes_of(pk_hdr(hdr, 0x0101)));
     const PkSix six{0xdeadbeef, 0x4242};
     CHECK(native_bytes(b, "PkSix", b.call("pk_six", {host_value(b, "PkSix", six), Value(std::uint64_t{0x0f0f0f0fu})}).ret) ==
