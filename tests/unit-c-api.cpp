@@ -878,7 +878,7 @@ TEST_SUITE("c-api") {
     // Fits in size_t but is more than the library allows: refused at once, nothing allocated.
     CHECK(marshal_value_native(f.lib, "int32", size_t{1} << 29, &mem) == MARSHAL_ERROR_ARGUMENT);
     CHECK(last() == "marshal_value_native: 536870912 elements of int32 are 2147483648 bytes, more than the library's "
-                    "limit of 1073741824 (marshal_library_set_max_alloc)");
+                    "limit of 268435456 (marshal_library_set_max_alloc)");
     CHECK(marshal_value_native(f.lib, "uint8", size_t{1} << 40, &mem) == MARSHAL_ERROR_ARGUMENT);
     CHECK(mem == nullptr);
     REQUIRE(marshal_library_set_max_alloc(f.lib, 64) == MARSHAL_OK);

@@ -117,9 +117,11 @@ MARSHAL_API marshal_status marshal_typemap_load_text(marshal_context *ctx, const
 MARSHAL_API marshal_status marshal_library_open(marshal_typemap *tm, marshal_library **out);
 MARSHAL_API marshal_library *marshal_library_retain(marshal_library *lib);
 MARSHAL_API marshal_status marshal_library_release(marshal_library *lib);
-/* The most bytes one block of native memory (marshal_value_native) may take;
- * a larger request is MARSHAL_ERROR_ARGUMENT before anything is allocated. */
-#define MARSHAL_DEFAULT_MAX_ALLOC ((size_t)1 << 30)
+/* The most bytes one block of native memory (marshal_value_native) or one
+ * buffer of a call may take; a larger request is MARSHAL_ERROR_ARGUMENT before
+ * anything is allocated. The default is the typemap's library "max_buffer",
+ * else 256 MiB (the engine's limit: one limit for both). */
+#define MARSHAL_DEFAULT_MAX_ALLOC ((size_t)256 << 20)
 MARSHAL_API marshal_status marshal_library_set_max_alloc(marshal_library *lib, size_t bytes);
 MARSHAL_API marshal_status marshal_library_function(marshal_library *lib, const char *name, marshal_function **out);
 /* How many in/inout arguments a call takes (variadic ones come after). */

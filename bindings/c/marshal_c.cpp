@@ -61,7 +61,6 @@ struct CLibrary {
   std::shared_ptr<marshal::Library> lib;
   std::mutex mutex;
   std::map<std::string, std::unique_ptr<CFunction>> functions;
-  std::atomic<std::size_t> max_alloc{MARSHAL_DEFAULT_MAX_ALLOC};
 };
 
 struct CResult {
@@ -732,7 +731,7 @@ marshal_status marshal_library_set_max_alloc(marshal_library* lib, size_t bytes)
   if (bytes == 0 || huge(bytes))
     return fail(MARSHAL_ERROR_ARGUMENT, "marshal_library_set_max_alloc: bytes is " + std::to_string(bytes) +
                                             " (expected 1 to PTRDIFF_MAX)");
-  l->max_alloc.store(bytes, std::memory_order_relaxed);
+  l->lib->set_max_buffer(bytes);  // one limit: native memory and the buffers of calls
   return MARSHAL_OK;
 }
 
@@ -953,7 +952,7 @@ marshal_status marshal_value_native(marshal_library* lib, const char* type, size
     if (!checked_bytes(count, size, bytes))
       return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + std::to_string(count) + " elements of " + type +
                                               " (" + std::to_string(size) + " bytes each) overflow size_t");
-    const std::size_t limit = l->max_alloc.load(std::memory_order_relaxed);
+    const std::size_t limit = l->lib->max_buffer();
     if (bytes > limit)
       return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + std::to_string(count) + " elements of " + type +
                                               " are " + std::to_string(bytes) + " bytes, more than the library's limit of " +
