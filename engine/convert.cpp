@@ -335,7 +335,7 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
   if (out) total = capacity_units * unit;  // inline storage: exactly its capacity
   else if (!(out = allocate(std::max(capacity_units, n + term), total))) return false;
   std::memset(out, 0, total ? total : unit);
-  std::memcpy(out, units.data(), units.size());
+  if (!units.empty()) std::memcpy(out, units.data(), units.size());  // an empty vector's data() may be null
   return true;
 }
 
