@@ -59,6 +59,9 @@ struct Api {
       marshal_library* lib = nullptr;
       if (marshal_typemap_load_text(ctx, text.c_str(), text.size(), file, &tm) != MARSHAL_OK) die(file);
       if (marshal_library_open(tm, &lib) != MARSHAL_OK) die(file);
+      // The documented per-library limit, set low: a 256 MiB box is legal but
+      // its JSON form takes longer than the target's timeout under ASan.
+      if (marshal_library_set_max_alloc(lib, std::size_t{1} << 20) != MARSHAL_OK) die("max_alloc");
       libs.push_back(lib);
       for (const auto& [name, fn] : j["functions"].items()) {
         bool skip = false;
