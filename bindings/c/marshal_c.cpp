@@ -884,16 +884,23 @@ marshal_value* marshal_value_uint64(uint64_t v) {
 }
 marshal_value* marshal_value_double(double v) { return wrap_handle("marshal_value_double", marshal::Value(v)); }
 
-marshal_value* marshal_value_string(const char* utf8, size_t length) {
-  static const char* api = "marshal_value_string";
-  if (!utf8 && length) {
-    last_error = std::string(api) + ": utf8 is NULL with a length of " + std::to_string(length);
-    return nullptr;
+// A host buffer given as pointer and length: not NULL unless empty, not larger
+// than any object can be. Records the error (naming api and the pointer) when not.
+bool buffer_ok(const char* api, const char* name, const void* p, size_t length) {
+  if (!p && length) {
+    last_error = std::string(api) + ": " + name + " is NULL with a length of " + std::to_string(length);
+    return false;
   }
   if (huge(length)) {
     huge_count(api, "length", length);
-    return nullptr;
+    return false;
   }
+  return true;
+}
+
+marshal_value* marshal_value_string(const char* utf8, size_t length) {
+  static const char* api = "marshal_value_string";
+  if (!buffer_ok(api, "utf8", utf8, length)) return nullptr;
   try {
     return wrap_handle(api, marshal::Value(std::string(utf8 ? utf8 : "", length)));
   } catch (...) {
@@ -904,14 +911,7 @@ marshal_value* marshal_value_string(const char* utf8, size_t length) {
 
 marshal_value* marshal_value_bytes(const void* data, size_t length) {
   static const char* api = "marshal_value_bytes";
-  if (!data && length) {
-    last_error = std::string(api) + ": data is NULL with a length of " + std::to_string(length);
-    return nullptr;
-  }
-  if (huge(length)) {
-    huge_count(api, "length", length);
-    return nullptr;
-  }
+  if (!buffer_ok(api, "data", data, length)) return nullptr;
   try {
     const auto* p = static_cast<const std::uint8_t*>(data);
     return wrap_handle(api, marshal::Value(marshal::Bytes{p ? std::vector<std::uint8_t>(p, p + length)
