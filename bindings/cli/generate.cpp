@@ -8,6 +8,7 @@
 #ifdef MARSHAL_HAVE_LIBCLANG
 
 #include "context.hpp"
+#include "generate.hpp"
 
 #include <clang-c/Index.h>
 
@@ -29,125 +30,7 @@
 
 namespace marshal::cli {
 
-namespace {
-
-using json = nlohmann::ordered_json;
-
-std::string str(CXString s) {
-  const char* c = clang_getCString(s);
-  std::string out = c ? c : "";
-  clang_disposeString(s);
-  return out;
-}
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-bool ends_with(const std::string& s, const std::string& tail) {
-  return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
-}
-
-// An integer parameter named like the length of the buffer next to it.
-bool length_name(const std::string& name) {
-  const std::string n = lower(name);
-  for (const char* w : {"len", "length", "size", "count", "n", "num", "nbytes", "nmemb", "cb"})
-    if (n == w) return true;
-  for (const char* w : {"len", "length", "size", "count", "bytes"})
-    if (ends_with(n, w) || n.rfind(w, 0) == 0) return true;
-  return n.rfind("num", 0) == 0 || n.rfind("n_", 0) == 0;
-}
-
-// What the clang type says about a record field's or parameter's C type, for
-// questions and reasons.
-std::string spelling(CXType t) { return str(clang_getTypeSpelling(t)); }
-
-struct Options {
-  std::vector<std::string> headers;
-  std::string library;
-  std::string load;
-  std::vector<std::string> clang_args;
-  std::optional<std::regex> match;
-  std::string string_default;  // utf8, ...; empty: a question
-  std::string output;          // -o FILE; empty: stdout
-};
-
-// A record the draft describes, with the compiler's layout for the check.
-struct RecordFacts {
-  std::string name;
-  long long size = 0, align = 0;
-  std::vector<std::pair<std::string, long long>> field_bits;  // field name -> offset in bits
-};
-
-class Generator {
- public:
-  Generator(const Options& opt, CXTranslationUnit tu) : opt_(opt), tu_(tu) {
-    for (const std::string& h : opt.headers) {
-      std::error_code ec;
-      headers_.insert(std::filesystem::weakly_canonical(h, ec).string());
-    }
-  }
-
-  json run();
-  std::vector<std::string> reasons;  // what was inferred, and why
-  std::vector<RecordFacts> records;
-
- private:
-  bool in_headers(CXCursor c) const {
-    CXFile file;
-    clang_getSpellingLocation(clang_getCursorLocation(c), &file, nullptr, nullptr, nullptr);
-    if (!file) return false;
-    std::error_code ec;
-    const std::string path = std::filesystem::weakly_canonical(str(clang_getFileName(file)), ec).string();
-    if (headers_.count(path)) return true;
-    // An umbrella header's own folder counts as the header: lzma.h and lzma/*.h.
-    for (const std::string& h : headers_) {
-      const std::string dir = h.substr(0, h.size() - std::filesystem::path(h).extension().string().size()) + "/";
-      if (path.rfind(dir, 0) == 0) return true;
-    }
-    return false;
-  }
-  void name_typedefs(CXCursor root);
-  json type_expr(CXType t, const std::string& where);
-  std::string record(CXType t);
-  std::string enumeration(CXType t);
-  std::string callback(CXType fn_type, const std::string& name);
-  json signature(CXType fn_type, const std::vector<std::string>& names, const std::string& p, bool is_callback,
-                 const std::string& fname);
-  json param(CXType t, const std::string& name, const std::string& p, const std::vector<CXType>& types,
-             const std::vector<std::string>& names, std::size_t i, const std::string& fname);
-  std::string string_name() {
-    uses_strings_ = true;
-    return "string";
-  }
-  void constant_from_macro(CXCursor c);
-  // Whether an attribute libclang does not expose is spelled with this word.
-  bool attribute_is(CXCursor attr, const std::string& word) {
-    CXToken* tokens = nullptr;
-    unsigned n = 0;
-    clang_tokenize(tu_, clang_getCursorExtent(attr), &tokens, &n);
-    bool found = false;
-    for (unsigned i = 0; i < n && !found; ++i) found = str(clang_getTokenSpelling(tu_, tokens[i])) == word;
-    clang_disposeTokens(tu_, tokens, n);
-    return found;
-  }
-  void question(json& j, const std::string& text) { j["$question"] = text; ++questions_; }
-
-  const Options& opt_;
-  CXTranslationUnit tu_;
-  std::set<std::string> headers_;
-  std::map<std::string, std::string> typedef_names_;  // record/enum USR -> typedef name
-  std::map<std::string, std::string> record_names_;   // USR -> name in the draft
-  std::set<std::string> used_names_;
-  json types_ = json::object();
-  json callbacks_ = json::object();
-  json functions_ = json::object();
-  json constants_ = json::object();
-  bool uses_strings_ = false;
-  int questions_ = 0;
-  int anon_ = 0;
-};
+namespace gen {
 
 // ---- names ---------------------------------------------------------------------------
 
@@ -478,7 +361,7 @@ json Generator::param(CXType t, const std::string& name, const std::string& p, c
 }
 
 json Generator::signature(CXType fn_type, const std::vector<std::string>& names_in, const std::string& p,
-                          bool is_callback, const std::string& fname) {
+                          bool is_callback, const std::string& fname, const ann::FunctionNotes* notes) {
   json sig;
   const int n = std::max(0, clang_getNumArgTypes(fn_type));
   std::vector<CXType> types;
@@ -491,7 +374,11 @@ json Generator::signature(CXType fn_type, const std::vector<std::string>& names_
   }
   CXType rt = clang_getResultType(fn_type);
   CXType rc = clang_getCanonicalType(rt);
-  if (rc.kind == CXType_Pointer) {
+  std::optional<json> annotated;
+  if (notes && !notes->returns.empty()) annotated = annotated_returns(rt, p + "/returns", fname, types, names, notes->returns);
+  if (annotated) {
+    sig["returns"] = *annotated;
+  } else if (rc.kind == CXType_Pointer) {
     CXType pointee = clang_getCanonicalType(clang_getPointeeType(rc));
     json r;
     if (pointee.kind == CXType_Void || (pointee.kind == CXType_Record && clang_Type_getSizeOf(pointee) < 0) ||
@@ -515,8 +402,14 @@ json Generator::signature(CXType fn_type, const std::vector<std::string>& names_
     sig["returns"] = type_expr(rt, p + "/returns");
   }
   json params = json::array();
-  for (std::size_t i = 0; i < types.size(); ++i)
-    params.push_back(param(types[i], names[i], p + "/params/" + std::to_string(i), types, names, i, fname));
+  for (std::size_t i = 0; i < types.size(); ++i) {
+    const std::string ip = p + "/params/" + std::to_string(i);
+    auto it = notes ? notes->params.find(names[i]) : std::map<std::string, std::vector<ann::Note>>::const_iterator{};
+    if (notes && it != notes->params.end() && !it->second.empty())
+      params.push_back(annotated_param(types[i], names[i], ip, types, names, i, fname, it->second));
+    else
+      params.push_back(param(types[i], names[i], ip, types, names, i, fname));
+  }
   if (!params.empty()) sig["params"] = params;
   if (!is_callback && clang_isFunctionTypeVariadic(fn_type)) sig["variadic_from"] = n;
   return sig;
@@ -588,7 +481,9 @@ json Generator::run() {
             std::vector<std::string> names;
             const int n = clang_Cursor_getNumArguments(c);
             for (int i = 0; i < n; ++i) names.push_back(str(clang_getCursorSpelling(clang_Cursor_getArgument(c, static_cast<unsigned>(i)))));
-            self->functions_[name] = self->signature(clang_getCursorType(c), names, "/functions/" + name, false, name);
+            const ann::FunctionNotes notes = ann::read(c, names);
+            for (const std::string& why : notes.ignored) self->ignored.push_back("/functions/" + name + ": " + why);
+            self->functions_[name] = self->signature(clang_getCursorType(c), names, "/functions/" + name, false, name, &notes);
             break;
           }
           case CXCursor_StructDecl: case CXCursor_UnionDecl:
@@ -695,7 +590,9 @@ std::vector<std::string> check_layouts(const json& draft, const std::vector<Reco
   return problems;
 }
 
-}  // namespace
+}  // namespace gen
+
+using namespace gen;
 
 int cmd_generate(const Args& args) {
   if (wants_help(args)) {
@@ -760,7 +657,7 @@ int cmd_generate(const Args& args) {
       return 1;
     }
   // One translation unit including every header, as C.
-  std::string unit;
+  std::string unit = ann::sal_prelude();
   for (const std::string& h : opt.headers)
     unit += "#include \"" + std::filesystem::absolute(h).string() + "\"\n";
   std::vector<const char*> cargs = {"-x", "c", "-std=gnu11"};
@@ -789,12 +686,13 @@ int cmd_generate(const Args& args) {
     clang_disposeDiagnostic(d);
   }
   json draft;
-  std::vector<std::string> reasons;
+  std::vector<std::string> reasons, ignored;
   std::vector<RecordFacts> records;
   if (status == 0) {
     Generator g(opt, tu);
     draft = g.run();
     reasons = std::move(g.reasons);
+    ignored = std::move(g.ignored);
     records = std::move(g.records);
   }
   clang_disposeTranslationUnit(tu);
@@ -806,6 +704,7 @@ int cmd_generate(const Args& args) {
     status = 1;
   }
   for (const std::string& r : reasons) std::fprintf(stderr, "inferred: %s\n", r.c_str());
+  for (const std::string& r : ignored) std::fprintf(stderr, "annotation not used: %s\n", r.c_str());
   const std::string text = draft.dump(1) + "\n";
   if (opt.output.empty()) {
     std::fwrite(text.data(), 1, text.size(), stdout);
