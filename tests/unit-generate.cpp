@@ -241,7 +241,7 @@ TEST_SUITE("generate") {
     CHECK(entry(d, "gi_values", -1) ==
           J::parse(R"({"type": {"array": "int", "count": {"param": "n"}}, "free_with": "none"})"));
     CHECK(said(d, "inferred: /functions/gi_later/params/0: GI (scope async): kept after the call returns"));
-    CHECK(said(d, "annotation not used: /functions/gi_odd: GI (frobnicate) on @x: not an annotation generate reads"));
+    CHECK(said(d, "annotation not used: /functions/gi_odd: GI (frobnicate) on @x: not understood"));
     check_questions(d, {{"/functions/gi_watch/params/3", {"'destroy' is a function pointer"}},
                         {"/functions/gi_const_out/params/0", {"GI (out)", "const int *"}},
                         {"/functions/gi_new_rect/returns", {"transfer full", "who frees it"}}});
@@ -271,6 +271,52 @@ TEST_SUITE("generate") {
                                  {{"count", offsetof(dx_stats, count)}, {"total", offsetof(dx_stats, total)},
                                   {"flags", offsetof(dx_stats, flags)}}});
     std::filesystem::remove(d.path);
+  }
+
+  TEST_CASE("generate: annotations that contradict C or themselves are questions naming both") {
+    const std::string h = temp_path("odd.h");
+    std::ofstream(h) << R"(#include <stddef.h>
+_Ret_z_ int odd_ret(void);
+int odd_outptr(_Outptr_ int *p);
+int odd_count(_Out_writes_(n) int *p, double n);
+int odd_deref(_Out_writes_(*x) int *p, int x);
+void odd_wide(_Out_writes_z_(cap) wchar_t *w, size_t cap);
+/** @param[out] x by value in C */
+void odd_value(int x);
+/**
+ * odd_gi:
+ * @f: (in) (out): both
+ * @e: (scope never): not a scope
+ */
+void odd_gi(int *f, int *e);
+)";
+    const std::string out = temp_path("odd.json");
+    Run g = run("generate " + h + " --library odd --string-default utf8 -o " + out);
+    INFO(g.err);
+    REQUIRE(g.status == 0);
+    Draft d{J::parse(test::read_text(out)), g.err, out};
+    CHECK(entry(d, "odd_wide", 0) ==
+          J::parse(R"({"name": "w", "type": {"string": "wchar", "capacity": {"param": "cap"}}, "dir": "out"})"));
+    CHECK(said(d, "annotation not used: /functions/odd_gi: GI (scope never) on @e: not understood"));
+    Run c = run("check " + out);
+    CHECK(c.status == 1);
+    for (const char* q : {"/functions/odd_ret/returns: question: SAL _Ret_z_ on odd_ret's return describes a pointer, but C "
+                          "declares it int",
+                          "/functions/odd_outptr/params/0: question: SAL _Outptr_ on 'p' says the callee writes a pointer, "
+                          "but C declares 'p' as int *",
+                          "/functions/odd_count/params/0: question: SAL _Out_writes_(n) on 'p': the element count of 'p': "
+                          "parameter 'n' is double, not an integer",
+                          "/functions/odd_deref/params/0: question: SAL _Out_writes_(*x) on 'p': the element count of 'p': "
+                          "'*x' reads through parameter 'x', which is int, not a pointer to an integer",
+                          "/functions/odd_value/params/0: question: doxygen @param[out] on 'x' describes a pointer, but C "
+                          "passes 'x' by value as int",
+                          "/functions/odd_gi/params/0: question: 'f': the annotations disagree: GI (in) (out) says (in) and "
+                          "(out) in one comment"}) {
+      CAPTURE(q);
+      CHECK(c.err.find(out + ": " + q) != std::string::npos);
+    }
+    std::filesystem::remove(h);
+    std::filesystem::remove(out);
   }
 
   TEST_CASE("generate: a header that defines SAL macros itself keeps its own definitions") {

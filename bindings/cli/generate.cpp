@@ -480,7 +480,10 @@ json Generator::run() {
             if (self->functions_.contains(name)) break;                    // redeclared
             std::vector<std::string> names;
             const int n = clang_Cursor_getNumArguments(c);
-            for (int i = 0; i < n; ++i) names.push_back(str(clang_getCursorSpelling(clang_Cursor_getArgument(c, static_cast<unsigned>(i)))));
+            for (int i = 0; i < n; ++i) {
+              names.push_back(str(clang_getCursorSpelling(clang_Cursor_getArgument(c, static_cast<unsigned>(i)))));
+              if (names.back().empty()) names.back() = "arg" + std::to_string(i);  // as signature() names it
+            }
             const ann::FunctionNotes notes = ann::read(c, names);
             for (const std::string& why : notes.ignored) self->ignored.push_back("/functions/" + name + ": " + why);
             self->functions_[name] = self->signature(clang_getCursorType(c), names, "/functions/" + name, false, name, &notes);

@@ -174,7 +174,10 @@ bool gi_apply(const std::string& group, Note& n) {
     return std::nullopt;
   };
   if (name == "out" || name == "inout" || name == "in-out" || name == "in") {
-    n.dir = name == "out" ? Direction::out : name == "in" ? Direction::in : Direction::inout;
+    const Direction d = name == "out" ? Direction::out : name == "in" ? Direction::in : Direction::inout;
+    if (n.dir && *n.dir != d)
+      n.conflict = std::string("(") + direction_name(*n.dir) + ") and (" + direction_name(d) + ") in one comment";
+    n.dir = d;
     for (const std::string& o : opts) {
       if (o == "caller-allocates") n.caller_allocates = true;
       else if (o != "callee-allocates") return false;
@@ -390,7 +393,7 @@ FunctionNotes read(CXCursor function, const std::vector<std::string>& names) {
     note.source = "GI " + spelled;
     for (const std::string& g : groups)
       if (!gi_apply(g, note)) notes.ignored.push_back("GI (" + g + ") on " + (target.empty() ? "Returns" : "@" + target) +
-                                                      ": not an annotation generate reads");
+                                                      ": not understood (an annotation generate does not read, or a value it does not accept)");
     const bool says_something = note.dir || note.extent || note.nullable || !note.transfer.empty() || !note.scope.empty();
     if (!says_something) continue;  // only (closure), (element-type ...) and the like
     if (target.empty()) {

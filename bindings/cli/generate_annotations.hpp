@@ -37,6 +37,7 @@ struct Note {
   bool caller_allocates = false;  // GI (out caller-allocates)
   std::string transfer;           // GI (transfer full|none|container|floating)
   std::string scope;              // GI (scope call|notified|async|forever)
+  std::string conflict;           // one source contradicting itself: GI (in) (out)
 };
 
 struct FunctionNotes {

@@ -66,6 +66,7 @@ Meaning merge(const std::vector<ann::Note>& notes) {
       else if (m.scope != n.scope)
         m.conflicts.push_back(scope_src + " says scope " + m.scope + ", " + n.source + " says scope " + n.scope);
     }
+    if (!n.conflict.empty()) m.conflicts.push_back(n.source + " says " + n.conflict);
     if (!n.length.empty()) m.length = n.length;
     m.bytes = m.bytes || n.bytes;
     m.nullable = m.nullable || n.nullable;
@@ -140,14 +141,15 @@ std::optional<json> Generator::count_of(const std::string& expr_in, const std::v
 }
 
 // The string type for NUL-terminated text of this element type.
+// pointee keeps its typedefs: C's wchar_t is a typedef of int.
 std::optional<json> Generator::text_type(CXType pointee) {
-  switch (clang_getCanonicalType(pointee).kind) {
-    case CXType_Char_S: case CXType_Char_U: case CXType_SChar: case CXType_UChar: return json(string_name());
-    case CXType_WChar: return json{{"string", "wchar"}};
-    case CXType_Char16: return json{{"string", "utf16"}};
-    case CXType_Char32: return json{{"string", "utf32"}};
-    default: return std::nullopt;
-  }
+  const std::optional<std::string> p = primitive(pointee);
+  if (!p) return std::nullopt;
+  if (*p == "char" || *p == "schar" || *p == "uchar") return json(string_name());
+  if (*p == "wchar_t") return json{{"string", "wchar"}};
+  if (*p == "char16_t") return json{{"string", "utf16"}};
+  if (*p == "char32_t") return json{{"string", "utf32"}};
+  return std::nullopt;
 }
 
 // ---- parameters -----------------------------------------------------------------------------
@@ -273,7 +275,7 @@ json Generator::annotated_param(CXType t, const std::string& name, const std::st
 
   // NUL-terminated text.
   if (m.text) {
-    std::optional<json> text = text_type(pointee);
+    std::optional<json> text = text_type(pointee_decl);
     if (!text)
       return ask(said + " says NUL-terminated text, but C declares '" + name + "' as " + spelling(t));
     if (one && dir == ann::Direction::in) return done(*text, "an in string");
@@ -371,20 +373,28 @@ std::optional<json> Generator::annotated_returns(CXType rt, const std::string& p
                                                  const std::vector<ann::Note>& notes) {
   const Meaning m = merge(notes);
   CXType rc = clang_getCanonicalType(rt);
-  if (rc.kind != CXType_Pointer) return std::nullopt;  // by value: nothing to own
-  CXType pointee_decl = clang_getPointeeType(strip_sugar(rt));
-  CXType pointee = clang_getCanonicalType(pointee_decl);
-  if (pointee.kind == CXType_Void || is_function(pointee) ||
-      (pointee.kind == CXType_Record && clang_Type_getSizeOf(pointee) < 0))
-    return std::nullopt;  // opaque: the host holds the address, nothing is converted or freed
   json r;
+  const bool by_value = rc.kind != CXType_Pointer;
+  CXType pointee_decl = by_value ? rc : clang_getPointeeType(strip_sugar(rt));
+  CXType pointee = clang_getCanonicalType(pointee_decl);
+  const bool opaque = !by_value && (pointee.kind == CXType_Void || is_function(pointee) ||
+                                    (pointee.kind == CXType_Record && clang_Type_getSizeOf(pointee) < 0));
+  if (by_value || opaque) {
+    // By value there is nothing to own; an opaque pointer is the host's to keep
+    // (NULL and ownership do not change it). Text or an extent contradicts C.
+    if (!m.text && !m.extent && (!by_value || (!m.nullable && m.transfer.empty()))) return std::nullopt;
+    r["type"] = by_value ? type_expr(rt, p) : json("pointer");
+    question(r, m.why + " on " + fname + "'s return describes " + (by_value ? "a pointer" : "text or an array") +
+                    ", but C declares it " + spelling(rt) + ": correct the annotation, or describe the return by hand");
+    return r;
+  }
   if (!m.conflicts.empty()) {
     r["type"] = "pointer";
     question(r, fname + "'s return: the annotations disagree: " + join(m.conflicts, "; ") + ". Which is right?");
     return r;
   }
   const std::string said = m.why + " on " + fname + "'s return";
-  std::optional<json> text = text_type(pointee);
+  std::optional<json> text = text_type(pointee_decl);
   const bool one = !m.extent || m.extent->kind == ann::Extent::Kind::one;
   if (text && one && (m.text || is_char(pointee))) {
     r["type"] = *text;
