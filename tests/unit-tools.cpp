@@ -235,6 +235,20 @@ TEST_SUITE("tools") {
     CHECK(run("check --dwarf " + test::source_path("tests/fixtures/pinvoke.json")).status == 2);
   }
 
+  TEST_CASE("check --dwarf: a field's type changed to another of the same size is an error at its pointer") {
+    const std::string fixture = library_of(reinterpret_cast<const void*>(&fx_layouts));
+    nlohmann::ordered_json j = nlohmann::ordered_json::parse(test::read_text(test::source_path("tests/fixtures/pinvoke.json")));
+    REQUIRE(j["types"]["Point"]["struct"][0]["name"] == "x");
+    j["types"]["Point"]["struct"][0]["type"] = "float32";  // C: int32_t x, the same size and offset
+    const std::string tm = write_temp("dwarf-float.json", j.dump());
+    Run r = run("check --against " + fixture + " --dwarf " + tm);
+    INFO(r.err);
+    CHECK(r.status == 1);
+    CHECK(r.err.find(tm + ": /types/Point/struct/0: field 'x' is a floating-point number of 4 bytes (float32) in the "
+                          "typemap, an integer of 4 bytes in the debug info") != std::string::npos);
+    std::filesystem::remove(tm);
+  }
+
   // ---- explain ---------------------------------------------------------------------------
   TEST_CASE("explain: zlib's compress2, parameter by parameter") {
     Run r = run("explain " + test::source_path("typemaps/zlib.json") + " compress2");

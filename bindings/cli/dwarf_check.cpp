@@ -1,7 +1,8 @@
 // marshal command line: `marshal check --dwarf LIBRARY`.
 // Compares a typemap with the library's DWARF debug info (libdw): every struct
 // or union the debug info knows by the same name must have the same size and
-// the same field offsets (bit offsets for bitfields), and every function the
+// the same field offsets (bit offsets for bitfields; scalar fields also the same
+// size and class), and every function the
 // same parameter count, with each parameter of the same size and class
 // (integer, floating point, pointer, record). A mismatch is an error at the
 // JSON Pointer of the typemap's element.
@@ -110,7 +111,8 @@ const char* class_name(char c) {
 }
 
 // The differences between a record and one DWARF definition, as messages.
-std::vector<std::string> record_differences(const std::string& name, const TypeDesc& d, Dwarf_Die die) {
+std::vector<std::string> record_differences(const TypeRegistry& reg, const std::string& name, const TypeDesc& d,
+                                            Dwarf_Die die) {
   std::vector<std::string> out;
   const std::string where = "/types/" + name;
   Dwarf_Word size = 0;
@@ -145,6 +147,21 @@ std::vector<std::string> record_differences(const std::string& name, const TypeD
       dwarf_formudata(&a, &bytes);
       bits = bytes * 8;
     }  // a union member has no location: offset 0
+    // A scalar field's class and size (int32 where C has float is the same layout, not
+    // the same field); inline arrays, strings and records may view C's bytes differently.
+    const Kind k = reg.get(f.type).kind;
+    Dwarf_Die member_type;
+    if (!f.is_bitfield && k != Kind::array && k != Kind::string && k != Kind::struct_ && k != Kind::union_ &&
+        dwarf_attr(&it->second, DW_AT_type, &a) && dwarf_formref_die(&a, &member_type)) {
+      std::uint64_t tm_size = 0;
+      Dwarf_Word c_size = 0;
+      const char tm_class = class_of(reg, f.type, tm_size);
+      const char c_class = class_of(&member_type, c_size);
+      if ((c_class == 'i' || c_class == 'f' || c_class == 'p') && (tm_class != c_class || tm_size != c_size))
+        out.push_back(fp + ": field '" + f.name + "' is " + class_name(tm_class) + " of " + std::to_string(tm_size) +
+                      " bytes (" + reg.spell(f.type) + ") in the typemap, " + class_name(c_class) + " of " +
+                      std::to_string(c_size) + " bytes in the debug info");
+    }
     const std::uint64_t engine_bits = std::uint64_t{f.offset} * 8 + f.bit_offset;
     if (engine_bits != bits)
       out.push_back(fp + ": field '" + f.name + "' is at bit " + std::to_string(engine_bits) + " in the typemap, at bit " +
@@ -155,11 +172,11 @@ std::vector<std::string> record_differences(const std::string& name, const TypeD
 
 // A record matches when one of the definitions of its name does; otherwise the
 // differences from the first are reported.
-void check_record(const std::string& file, const std::string& name, const TypeDesc& d,
+void check_record(const std::string& file, const TypeRegistry& reg, const std::string& name, const TypeDesc& d,
                   const std::vector<Dwarf_Die>& dies, int& status) {
   std::vector<std::string> first;
   for (std::size_t k = 0; k < dies.size(); ++k) {
-    std::vector<std::string> diff = record_differences(name, d, dies[k]);
+    std::vector<std::string> diff = record_differences(reg, name, d, dies[k]);
     if (diff.empty()) return;
     if (k == 0) first = std::move(diff);
   }
@@ -241,7 +258,7 @@ int check_dwarf(const Typemap& tm, const TypeRegistry& reg, const std::string& l
     if (d.kind != Kind::struct_ && d.kind != Kind::union_) continue;
     auto it = info.records.find(name);
     if (it == info.records.end()) continue;  // named differently in C, or not in this library
-    check_record(tm.file, name, d, it->second, status);
+    check_record(tm.file, reg, name, d, it->second, status);
     ++records;
   }
   for (const auto& [name, fn] : tm.functions) {
