@@ -3,6 +3,8 @@
 // (laid out exactly as the compiler does, checked against it), enums, callbacks,
 // functions and constants. What C cannot say becomes a "$question" entry the
 // loader rejects, so a draft is never used by mistake (typemaps/README.md).
+// Annotations (SAL, GI, doxygen) are read in generate_annotations.cpp and turned
+// into answers in generate_apply.cpp.
 #include "tools.hpp"
 
 #ifdef MARSHAL_HAVE_LIBCLANG
@@ -610,8 +612,12 @@ int cmd_generate(const Args& args) {
         "checked against the compiler's. What C cannot say (out or inout? which\n"
         "count? who frees? callback scope? string encoding?) is a \"$question\" entry;\n"
         "`marshal check` lists them all, and the draft cannot be loaded until each\n"
-        "is answered and its \"$question\" key removed. What was inferred, and why,\n"
-        "is printed on stderr.\n");
+        "is answered and its \"$question\" key removed. Annotations answer questions:\n"
+        "SAL (_In_reads_(n), _Out_writes_to_(c, l), _Outptr_, _In_z_, ...; predefined as\n"
+        "clang annotate attributes), GObject-Introspection doc comments ((out),\n"
+        "(array length=n), (transfer full), (nullable), (scope async)) and doxygen\n"
+        "@param[in|out|in,out]; one contradicting another or C's const is a question.\n"
+        "What was inferred, and why, is printed on stderr.\n");
     return 0;
   }
   Options opt;
