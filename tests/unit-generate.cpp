@@ -319,6 +319,32 @@ void odd_gi(int *f, int *e);
     std::filesystem::remove(out);
   }
 
+  TEST_CASE("generate: zlib declared with SAL drafts zlib.json's entries, no question left, and calls libz") {
+    const Draft d = generate("generate_zlib_sal.h", "--load libz.so.1");
+    const J shipped = J::parse(test::read_text(test::source_path("typemaps/zlib.json")));
+    for (const char* fn : {"crc32", "compress2", "uncompress"}) {
+      CAPTURE(fn);
+      CHECK(d.json["functions"][fn] == shipped["functions"][fn]);
+    }
+    check_questions(d, {});  // loads as it is
+    const std::string hello = R"({"base64": "aGVsbG8gaGVsbG8gaGVsbG8gaGVsbG8="})";  // "hello hello hello hello"
+    Run c = run("call " + d.path + " compress2 64 '" + hello + "' 23 9");
+    INFO(c.err);
+    REQUIRE(c.status == 0);
+    const J packed = J::parse(c.out);
+    CHECK(packed["return"] == 0);
+    CHECK(packed["out"]["destLen"].get<int>() < 23);
+    Run u = run("call " + d.path + " uncompress 64 '" + packed["out"]["dest"].dump() + "' " +
+                packed["out"]["destLen"].dump());
+    INFO(u.err);
+    REQUIRE(u.status == 0);
+    const J plain = J::parse(u.out);
+    CHECK(plain["return"] == 0);
+    CHECK(plain["out"]["dest"] == J::parse(hello));
+    CHECK(plain["out"]["destLen"] == 23);
+    std::filesystem::remove(d.path);
+  }
+
   TEST_CASE("generate: a header that defines SAL macros itself keeps its own definitions") {
     const std::string h = temp_path("own_sal.h");
     std::ofstream(h) << "#define _In_\n#define _Out_writes_(n)\nint own(_In_ const int *p, _Out_writes_(n) int *q, int n);\n";
