@@ -87,6 +87,7 @@ Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary>
       callbacks_(ctx.types(), ctx.ffi(), &handles_),
       max_buffer_(tm.library.max_buffer ? tm.library.max_buffer : default_max_buffer) {
   callbacks_.set_objects(&objects_);
+  callbacks_.set_max_buffer_source(&max_buffer_);  // host functions are bounded by this library's limit
   method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(tm_.method_count);  // value-initialized: null
 }
 
