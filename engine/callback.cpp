@@ -486,8 +486,12 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
       c.transfer = true;  // an object written to an out pointer carries a reference
       c.nullable = true;
       const TypeDesc& d = reg.get(p.type);
-      std::string why;
-      if (d.kind == Kind::array) {
+      // Callbacks were checked at load; host objects' methods (whose
+      // interfaces native objects implement too) are checked here.
+      std::string why = callback_param_refusal(reg, p);
+      if (!why.empty()) {
+        ok = false;
+      } else if (d.kind == Kind::array) {
         ok = array_into_native(m, p.type, *v, target, c, why);
       } else if (d.kind == Kind::string) {
         ok = string_into_native(m, p.type, *v, target, c, why);
