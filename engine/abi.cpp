@@ -1,6 +1,7 @@
 // marshal engine: ABI knowledge, quarantined.
 #include "abi.hpp"
 
+#include "callback.hpp"
 #include "convert.hpp"
 
 #include <algorithm>
@@ -386,11 +387,11 @@ void signature_refusals(const TypeRegistry& reg, const Signature& sig, bool is_c
     const Param& p = sig.params[i];
     if (p.type == no_type) continue;
     const TypeDesc& d = reg.get(p.type);
-    if (is_callback && p.dir != Dir::in && d.kind != Kind::ptr) {
-      report(static_cast<int>(i), "out and inout parameters of callbacks must be {\"ptr\": T} (the host writes one "
-                                  "value)");
-      continue;
-    }
+    if (is_callback)  // what the host may write for native code (callback.hpp)
+      if (std::string why = callback_param_refusal(reg, p); !why.empty()) {
+        report(static_cast<int>(i), why);
+        continue;
+      }
     if (d.kind == Kind::struct_ || d.kind == Kind::union_)
       if (std::string why = by_value_refusal(reg, p.type); !why.empty()) report(static_cast<int>(i), why);
   }

@@ -215,6 +215,7 @@ void Callback::run_here(void* ret, void** args) {
   Arena arena;
   Marshaler m(*reg_, arena, handles_);
   m.objects = objects_;
+  m.max_buffer = pool_->max_buffer();
   if (!run_host_function(m, *sig_, args, ret, *fn_, error)) {
     callback_note_error("callback '" + name_ + "' failed: " + error);
     write_on_error(ret);
@@ -241,6 +242,7 @@ bool Callback::run_lane(void* ret, void** args, std::string& error) {
   } else {  // what the lane does not take: the general conversion, for its value or its message
     Arena arena;
     Marshaler m(*reg_, arena, handles_);
+    m.max_buffer = pool_->max_buffer();
     Ctx c;
     c.nullable = sig_->return_nullable;
     if (!m.to_native(sig_->returns, result, value, c)) {
@@ -252,6 +254,169 @@ bool Callback::run_lane(void* ret, void** args, std::string& error) {
   return true;
 }
 
+namespace {
+
+// Parameters converted after the others: arrays and strings, whose counts
+// (capacity, length) may name another parameter (sqlite3's row values,
+// expat's character data and its `len`).
+bool counted(const TypeRegistry& reg, TypeId t) {
+  const TypeDesc& d = reg.get(t);
+  if (d.kind == Kind::ptr) {
+    const Kind k = reg.get(d.ref).kind;
+    return k == Kind::array || k == Kind::string;
+  }
+  return d.kind == Kind::array || d.kind == Kind::string;
+}
+
+// Whether a value of t written to native memory would point into memory the
+// engine allocates for the write (pointers, strings behind pointers, the tail
+// of a variable-size struct): from a host function that memory is scratch,
+// gone when it returns.
+bool points_into_scratch(const TypeRegistry& reg, TypeId t) {
+  const TypeDesc& d = reg.get(t);
+  switch (d.kind) {
+    case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
+    case Kind::enum_: case Kind::handle: case Kind::callback: case Kind::interface:
+      return false;  // a value, or a reference that carries its own lifetime
+    case Kind::ptr: return true;
+    case Kind::string: return !d.as<StringInfo>().inline_storage;
+    case Kind::array:
+      return d.as<ArrayInfo>().count.source != Count::Source::constant || points_into_scratch(reg, d.ref);
+    case Kind::struct_: case Kind::union_:
+      if (d.has(flag_variable_size)) return true;
+      for (const Field& f : d.as<RecordInfo>().fields)
+        if (points_into_scratch(reg, f.type)) return true;
+      return false;
+  }
+  return true;
+}
+
+std::string count_text(const Count& n) {
+  switch (n.source) {
+    case Count::Source::constant: return "its count " + std::to_string(n.constant);
+    case Count::Source::param: return "its count, parameter '" + n.name + "'";
+    case Count::Source::none: case Count::Source::field: case Count::Source::return_value: case Count::Source::sentinel:
+      break;
+  }
+  return "its count";
+}
+
+// The host's elements for an out/inout array of a callback, written into the
+// buffer native code gave: at most its count (native code's word for how much
+// it lent), never more. Converted into scratch first, so a failed element
+// leaves native memory as it was.
+bool array_into_native(Marshaler& m, TypeId array, const Value& v, void* target, const Ctx& c, std::string& error) {
+  const TypeRegistry& reg = m.types();
+  const TypeDesc& d = reg.get(array);
+  const Count& count = d.as<ArrayInfo>().count;
+  const TypeDesc& e = reg.get(d.ref);
+  std::uint64_t cap = 0;
+  if (!m.count(count, c, cap)) {
+    error = m.error;
+    return false;
+  }
+  const bool is_bytes = v.is<Bytes>() && e.kind == Kind::integer && e.size == 1;
+  if (!is_bytes && !v.is<List>()) {
+    error = "expected a list" + std::string(e.kind == Kind::integer && e.size == 1 ? " or bytes" : "") + ", got " +
+            v.describe();
+    return false;
+  }
+  const std::size_t have = is_bytes ? v.as<Bytes>().data.size() : v.as<List>().size();
+  if (have > cap) {
+    error = "the host gave " + std::to_string(have) + " elements but native code's buffer holds " + std::to_string(cap) +
+            " (" + count_text(count) + ")";
+    return false;
+  }
+  std::size_t bytes = 0;
+  if (!m.buffer_bytes(have, e.size, &count, bytes)) {
+    error = m.error;
+    return false;
+  }
+  if (bytes == 0) return true;
+  if (is_bytes) {
+    std::memcpy(target, v.as<Bytes>().data.data(), bytes);
+    return true;
+  }
+  auto* scratch = static_cast<std::byte*>(m.arena().alloc_zeroed(bytes, std::max<std::size_t>(e.align, 1)));
+  Ctx ec;
+  ec.frame = c.frame;
+  ec.transfer = true;  // objects written for native code carry a reference
+  const List& items = v.as<List>();
+  for (std::size_t i = 0; i < have; ++i)
+    if (!m.to_native(d.ref, items[i], scratch + i * e.size, ec)) {
+      error = "element " + std::to_string(i) + ": " + m.error;
+      return false;
+    }
+  std::memcpy(target, scratch, bytes);
+  return true;
+}
+
+// The host's string for an out/inout string of a callback, written into the
+// buffer native code gave (its capacity, terminator included), never past it.
+bool string_into_native(Marshaler& m, TypeId string, const Value& v, void* target, const Ctx& c, std::string& error) {
+  const StringInfo& s = m.types().get(string).as<StringInfo>();
+  std::uint64_t cap = 0;
+  if (!s.capacity.present()) {
+    error = "a string written by the host needs a 'capacity' (the buffer native code gives)";
+    return false;
+  }
+  if (!m.count(s.capacity, c, cap)) {
+    error = m.error;
+    return false;
+  }
+  std::size_t bytes = 0;
+  if (!m.buffer_bytes(cap, encoding_unit(s.encoding), &s.capacity, bytes)) {
+    error = m.error;
+    return false;
+  }
+  if (cap == 0) {  // nothing fits, not even a terminator
+    const bool empty = (v.is<std::string>() && v.as<std::string>().empty()) || (v.is<Bytes>() && v.as<Bytes>().data.empty());
+    if (empty && s.terminator == Terminator::none) return true;
+    error = "native code's buffer holds 0 units (capacity, " +
+            (s.capacity.source == Count::Source::param ? "parameter '" + s.capacity.name + "'" : std::string("constant")) +
+            ")";
+    return false;
+  }
+  // Into scratch first: a string that does not fit leaves native memory as it was.
+  void* scratch = m.arena().alloc_zeroed(bytes, encoding_unit(s.encoding));
+  void* out = scratch;
+  if (!m.string_to_native(s, v, static_cast<std::size_t>(cap), out, c)) {
+    error = m.error;
+    return false;
+  }
+  std::memcpy(target, scratch, bytes);
+  return true;
+}
+
+}  // namespace
+
+std::string callback_param_refusal(const TypeRegistry& reg, const Param& p) {
+  if (p.dir == Dir::in || p.type == no_type) return "";
+  const TypeDesc& d = reg.get(p.type);
+  TypeId written = no_type;  // what the host writes into native memory
+  switch (d.kind) {
+    case Kind::ptr: {
+      const TypeDesc& r = reg.get(d.ref);
+      written = r.kind == Kind::array || r.kind == Kind::string ? no_type : d.ref;
+      if (r.kind == Kind::array) written = r.ref;
+      if (r.kind == Kind::string) return "an out or inout string of a callback is {\"string\": ..., \"capacity\": N} "
+                                         "itself (the buffer native code gives), not a pointer to one";
+      break;
+    }
+    case Kind::array: written = d.ref; break;
+    case Kind::string: return "";  // into the buffer native code gives (capacity)
+    case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
+    case Kind::struct_: case Kind::union_: case Kind::enum_: case Kind::handle: case Kind::callback:
+    case Kind::interface:
+      return "out and inout parameters of callbacks must be {\"ptr\": T}, an array or a string (the host writes "
+             "into memory native code gives)";
+  }
+  if (points_into_scratch(reg, written))
+    return "the host cannot write " + reg.spell(written) + " into memory native code gives: it would point into memory "
+           "that is gone when the host function returns (write values, inline arrays and strings, or an opaque pointer)";
+  return "";
+}
+
 bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* ret, const HostFunction& fn,
                        std::string& error) {
   const TypeRegistry& reg = m.types();
@@ -259,7 +424,7 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
   const std::size_t n = sig.params.size();
   ArgLease lease(n, false);
   std::vector<Value>& host_args = lease.args();
-  // Arrays last: their counts may name other parameters (sqlite3's row values).
+  // Arrays and strings last: their counts may name other parameters.
   // Per-call scratch comes from the arena (inline buffer), not the heap.
   auto** by_index = static_cast<const Value**>(arena.alloc(sizeof(Value*) * (n ? n : 1), alignof(Value*)));
   auto** no_pointees = static_cast<void**>(arena.alloc_zeroed(sizeof(void*) * (n ? n : 1), alignof(void*)));
@@ -272,17 +437,17 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
   for (int pass = 0; pass < 2 && ok; ++pass)
     for (std::size_t i = 0; i < n && ok; ++i) {
       const TypeId t = sig.params[i].type;
-      const bool is_array = reg.get(t).kind == Kind::array;
-      if (is_array != (pass == 1)) continue;
+      if (counted(reg, t) != (pass == 1)) continue;
+      const TypeDesc& d = reg.get(t);
       Ctx c;
       c.frame = &frame;
       c.nullable = true;
       if (sig.params[i].dir == Dir::out) continue;  // the host writes it; it reads nothing
-      if (sig.params[i].dir == Dir::inout) {  // the host sees the value it may replace
+      if (d.kind == Kind::ptr && sig.params[i].dir == Dir::inout) {  // the host sees the value it may replace
         void* p;
         std::memcpy(&p, args[i], sizeof p);
-        ok = !p || m.to_host(reg.get(t).ref, p, host_args[i], c);
-      } else if (is_array) {  // a parameter of array type is a pointer to its first element
+        ok = !p || m.to_host(d.ref, p, host_args[i], c);
+      } else if (d.kind == Kind::array) {  // a parameter of array type is a pointer to its first element
         void* p;
         std::memcpy(&p, args[i], sizeof p);
         ok = !p || m.array_to_host(t, p, c, host_args[i]);
@@ -315,13 +480,31 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
         continue;  // inout: unchanged
       }
       if (!target) continue;  // native code passed NULL: nothing to write
+      // Counts are read as native code gave them (frame: the arguments before the call).
       Ctx c;
+      c.frame = &frame;
       c.transfer = true;  // an object written to an out pointer carries a reference
       c.nullable = true;
-      if (!m.to_native(reg.get(p.type).ref, *v, target, c)) {
+      const TypeDesc& d = reg.get(p.type);
+      // Callbacks were checked at load; host objects' methods (whose
+      // interfaces native objects implement too) are checked here.
+      std::string why = callback_param_refusal(reg, p);
+      if (!why.empty()) {
         ok = false;
-        error = "out parameter '" + p.name + "': " + m.error;
+      } else if (d.kind == Kind::array) {
+        ok = array_into_native(m, p.type, *v, target, c, why);
+      } else if (d.kind == Kind::string) {
+        ok = string_into_native(m, p.type, *v, target, c, why);
+      } else if (d.kind == Kind::ptr && reg.get(d.ref).kind == Kind::array) {
+        ok = array_into_native(m, d.ref, *v, target, c, why);  // a pointer to the array's first element
+      } else if (d.kind == Kind::ptr) {
+        ok = m.to_native(d.ref, *v, target, c);
+        if (!ok) why = m.error;
+      } else {
+        ok = false;
+        why = "the host cannot write a " + reg.spell(p.type);
       }
+      if (!ok) error = "out parameter '" + p.name + "': " + why;
     }
     if (ok) {
       const Value* r = result.field("return");
@@ -377,9 +560,8 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
     return nullptr;
   }
   for (const Param& p : sig.params)
-    if (p.dir != Dir::in && reg_.get(p.type).kind != Kind::ptr) {
-      error = "callback '" + sig.name + "': parameter '" + p.name + "': out and inout parameters of callbacks must be "
-              "{\"ptr\": T} (the host writes one value)";
+    if (std::string why = callback_param_refusal(reg_, p); !why.empty()) {
+      error = "callback '" + sig.name + "': parameter '" + p.name + "': " + why;
       return nullptr;
     }
   auto cb = std::shared_ptr<Callback>(new Callback);

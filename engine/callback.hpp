@@ -10,6 +10,7 @@
 // to the host when the outer native call returns.
 #pragma once
 
+#include "bounds.hpp"
 #include "lane.hpp"
 #include "registry.hpp"
 #include "typemap.hpp"
@@ -100,6 +101,13 @@ class CallbackPool {
   CallbackStats stats();
   // Objects passed to and from host functions are wrapped in this space.
   void set_objects(ObjectSpace* objects) { objects_ = objects; }
+  // The owning library's buffer limit (Library::max_buffer), read by every
+  // callback: what native code hands a host function is bounded like the
+  // library's own calls. Without a source: the default (bounds.hpp).
+  void set_max_buffer_source(const std::atomic<std::size_t>* limit) { max_buffer_ = limit; }
+  std::size_t max_buffer() const {
+    return max_buffer_ ? max_buffer_->load(std::memory_order_relaxed) : default_max_buffer;
+  }
 
   // delivery "owner": runs the calls other threads queued for callbacks owned
   // by the calling thread, waiting up to `wait` for the first one. Returns how
@@ -113,6 +121,7 @@ class CallbackPool {
   FfiTypes& ffi_;
   HandleTable* handles_;
   ObjectSpace* objects_ = nullptr;
+  const std::atomic<std::size_t>* max_buffer_ = nullptr;
   std::size_t limit_;
   std::mutex mutex_;
   std::vector<std::shared_ptr<Callback>> all_;
@@ -138,6 +147,11 @@ class CallbackPool {
 // a message when a step fails; ret is then the caller's to fill.
 bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* ret, const HostFunction& fn,
                        std::string& error);
+// Why the host cannot write out/inout parameter p of a callback, or "" when it
+// can: a {"ptr": T}, an array or a string, whose data lies entirely in the
+// memory native code lent (nothing that would point into the callback's
+// scratch, which is gone when the host function returns).
+std::string callback_param_refusal(const TypeRegistry& reg, const Param& p);
 // Stores a native return value for libffi (narrow integers widened to ffi_arg).
 void store_return(const TypeDesc& rd, const std::byte* value, void* ret);
 

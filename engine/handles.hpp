@@ -22,7 +22,7 @@ class HandleTable {
     std::lock_guard lock(mutex_);
     auto key = std::make_pair(type, value);
     if (auto it = map_.find(key); it != map_.end())
-      if (auto alive = it->second.lock()) return alive;
+      if (auto alive = it->second.lock(); alive && !alive->released) return alive;
     auto box = std::make_shared<HandleBox>();
     box->type = type;
     box->value = value;
@@ -30,6 +30,18 @@ class HandleTable {
     if (releaser_) box->release = releaser_(type);
     map_[key] = box;
     return box;
+  }
+  // The host released box explicitly (a call of its type's release function is
+  // about to free it): its value no longer names it. The same value returned
+  // later is a new native handle and gets a host object of its own, never the
+  // released one.
+  void released(const std::shared_ptr<HandleBox>& box) {
+    std::lock_guard lock(mutex_);
+    box->released = true;
+    auto it = map_.find(std::make_pair(box->type, box->value));
+    // owner_before both ways: the same box, compared without taking a
+    // reference (no destructor, so no release function, runs under the lock).
+    if (it != map_.end() && !it->second.owner_before(box) && !box.owner_before(it->second)) map_.erase(it);
   }
   std::size_t live() {
     std::lock_guard lock(mutex_);

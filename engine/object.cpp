@@ -496,6 +496,7 @@ void ObjectSpace::method_trampoline(ffi_cif*, void* ret, void** args, void* user
       Arena arena;
       Marshaler mm(space.lib_.context().types(), arena, &space.lib_.handles());
       mm.objects = &space;
+      mm.max_buffer = space.lib_.max_buffer();  // bounded by the library's limit, as its calls are
       ok = run_host_function(mm, m, args + 1, ret, *fn, error);
     };
     // A host object made in an STA runs there, whatever thread native code calls from.

@@ -87,6 +87,7 @@ Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary>
       callbacks_(ctx.types(), ctx.ffi(), &handles_),
       max_buffer_(tm.library.max_buffer ? tm.library.max_buffer : default_max_buffer) {
   callbacks_.set_objects(&objects_);
+  callbacks_.set_max_buffer_source(&max_buffer_);  // host functions are bounded by this library's limit
   method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(tm_.method_count);  // value-initialized: null
 }
 
@@ -764,6 +765,11 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
   // touched by the callee.
 
   // ---- invoke ----
+  // A handle this call releases leaves the identity table first: once the
+  // callee frees it, its value may come back as a new handle (HandleTable).
+  for (std::size_t i = 0; i < n; ++i)
+    if (steps_[i].releases_handle && host[i]->is<std::shared_ptr<HandleBox>>())
+      lib_->handles().released(host[i]->as<std::shared_ptr<HandleBox>>());
   const TypeDesc& rd = reg.get(fn.returns);
   if (guard) guard->label(-1, {});
   void* rvalue = arena.alloc(return_buffer_size(rd), 16);
@@ -783,9 +789,6 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
   // callee handed over (an error message to free, say) is still freed.
   std::string callback_failure;
   if (callback_error_pending() && callback_take_error(callback_failure)) callback_failure = tm.file + ": " + fn.name + ": " + callback_failure;
-  for (std::size_t i = 0; i < n; ++i)
-    if (steps_[i].releases_handle && host[i]->is<std::shared_ptr<HandleBox>>())
-      host[i]->as<std::shared_ptr<HandleBox>>()->released = true;
 
   // ---- unmarshal: the return value, then out/inout parameters ----
   frame.after = true;

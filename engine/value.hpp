@@ -7,6 +7,7 @@
 #include "bounds.hpp"
 #include "type_desc.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -31,7 +32,9 @@ struct HandleBox {
   std::int64_t value = 0;
   std::string type_name;
   std::function<void(std::int64_t)> release;  // empty: nothing to release
-  bool released = false;  // its release function was called explicitly; using it is an error
+  // Its release function was called explicitly; using it is an error. Atomic:
+  // a call on one thread may release what another thread is converting.
+  std::atomic<bool> released{false};
   ~HandleBox() { if (release && !released) release(value); }
 };
 

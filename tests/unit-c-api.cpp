@@ -1100,4 +1100,65 @@ TEST_SUITE("c-api") {
       CHECK(marshal_value_release(made[i]) == MARSHAL_OK);
     }
   }
+
+  TEST_CASE("marshal_value_from_json: the engine's bounded reader, errors naming the limit or the place") {
+    marshal_value* v = nullptr;
+    // 20,000 nested lists: an argument error naming the depth limit, not a
+    // deep recursion or an internal error.
+    const std::string deep = std::string(20000, '[') + std::string(20000, ']');
+    CHECK(marshal_value_from_json(deep.c_str(), &v) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_last_error()) == "marshal_value_from_json: JSON nesting is deeper than 256 levels");
+    const std::string objects = [] {
+      std::string s;
+      for (int i = 0; i < 300; ++i) s += "{\"a\": ";
+      return s + "1" + std::string(300, '}');
+    }();
+    CHECK(marshal_value_from_json(objects.c_str(), &v) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_last_error()).find("deeper than 256 levels") != std::string::npos);
+    // 256 levels are within the limit.
+    const std::string ok = std::string(256, '[') + std::string(256, ']');
+    REQUIRE(marshal_value_from_json(ok.c_str(), &v) == MARSHAL_OK);
+    CHECK(marshal_value_kind(v) == MARSHAL_LIST);
+    marshal_value_release(v);
+    CHECK(marshal_value_from_json("[1, 2", &v) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_last_error()).rfind("marshal_value_from_json: not JSON at byte", 0) == 0);
+    CHECK(marshal_value_from_json(R"({"x": 1, "x": 2})", &v) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_last_error()) == "marshal_value_from_json: the key 'x' appears twice in one object");
+    // A typemap given as text is read with the loader's own limit.
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* tm = nullptr;
+    const std::string deep_typemap = R"({"typemap": 1, "constants": )" + deep + "}";
+    CHECK(marshal_typemap_load_text(ctx, deep_typemap.data(), deep_typemap.size(), "deep.json", &tm) != MARSHAL_OK);
+    CHECK(std::string(marshal_last_error()).find("deeper than") != std::string::npos);
+    marshal_context_release(ctx);
+  }
+
+  TEST_CASE("a handle value that comes back after an explicit release is a new handle") {
+    Api f("tests/fixtures/callback_buffers.json");
+    auto call = [&](const char* fn, const marshal_value* arg) {
+      marshal_result* r = nullptr;
+      auto* a = const_cast<marshal_value*>(arg);  // a result's value, passed as an argument
+      INFO(fn << ": " << marshal_last_error());
+      REQUIRE(marshal_function_call(f.fn(fn), &a, 1, &r) == MARSHAL_OK);
+      return r;
+    };
+    marshal_value* one = marshal_value_int64(1);
+    marshal_result* first = call("slot_open", one);
+    marshal_result_release(call("slot_close", marshal_result_return(first)));
+    marshal_value* two = marshal_value_int64(2);
+    marshal_result* second = call("slot_open", two);  // the fixture's pool: the same address again
+    marshal_result* value = call("slot_value", marshal_result_return(second));
+    int64_t got = 0;
+    CHECK(marshal_value_get_int64(marshal_result_return(value), &got) == MARSHAL_OK);
+    CHECK(got == 2);
+    marshal_result* stale = nullptr;
+    auto* old = const_cast<marshal_value*>(marshal_result_return(first));
+    CHECK(marshal_function_call(f.fn("slot_value"), &old, 1, &stale) != MARSHAL_OK);
+    CHECK(std::string(marshal_last_error()).find("already released") != std::string::npos);
+    marshal_result_release(call("slot_close", marshal_result_return(second)));
+    for (marshal_result* r : {first, second, value}) marshal_result_release(r);
+    marshal_value_release(one);
+    marshal_value_release(two);
+  }
 }

@@ -148,7 +148,7 @@ TEST_SUITE("new-libs") {
     CHECK(c.call("EVP_get_digestbyname", {"no-such-digest"}).ret.is_null());
   }
 
-  TEST_CASE("libexpat: a parser with start/end element callbacks and user data") {
+  TEST_CASE("libexpat: a parser with start/end element and character data callbacks and user data") {
     Bound x("typemaps/libexpat.json");
     CHECK(x.call("XML_ExpatVersion").ret.as<std::string>() == XML_ExpatVersion());
     const Value parser = x.call("XML_ParserCreate", {Value()}).ret;
@@ -169,26 +169,54 @@ TEST_SUITE("new-libs") {
       events.push_back("</" + a[1].as<std::string>() + ">");
       return true;
     });
+    // Character data: a non-terminated string whose length is the handler's
+    // `len` parameter; the host gets exactly len bytes per call.
+    std::string chars;
+    bool lengths_match = true;
+    auto text = host("text", [&](const std::vector<Value>& a, Value&, std::string&) {
+      check_user(a[0]);
+      const std::string& piece = a[1].as<std::string>();
+      lengths_match = lengths_match && static_cast<std::int64_t>(piece.size()) == I(a[2]);
+      chars += piece;
+      return true;
+    });
     std::string error;
     auto start_cb = x.lib->callback("XML_StartElementHandler", start, error);
     auto end_cb = x.lib->callback("XML_EndElementHandler", end, error);
+    auto text_cb = x.lib->callback("XML_CharacterDataHandler", text, error);
     INFO(error);
-    REQUIRE((start_cb && end_cb));
+    REQUIRE((start_cb && end_cb && text_cb));
     x.call("XML_SetUserData", {parser, Value(user)});
     x.call("XML_SetElementHandler", {parser, Value(start_cb), Value(end_cb)});
-    const std::string doc = "<doc id=\"7\" lang=\"en\"><item>h\xc3\xa9</item><empty/></doc>";
+    x.call("XML_SetCharacterDataHandler", {parser, Value(text_cb)});
+    const std::string doc = "<doc id=\"7\" lang=\"en\">x<item>h\xc3\xa9 &amp; more</item><empty/>\ntail</doc>";
     CallResult r = x.call("XML_Parse", {parser, doc, static_cast<std::int64_t>(doc.size()), 1});
     CHECK(r.ret.as<std::string>() == "XML_STATUS_OK");
     const std::vector<std::string> expected = {"<doc id 7 lang en>", "<item>", "</item>",
                                                "<empty>", "</empty>", "</doc>"};
     CHECK(events == expected);
     CHECK(user_data_seen);
+    CHECK(lengths_match);
+    // The same document parsed by expat directly, its character data collected in C.
+    std::string direct_chars;
+    XML_Parser direct = XML_ParserCreate(nullptr);
+    XML_SetUserData(direct, &direct_chars);
+    XML_SetCharacterDataHandler(direct, [](void* u, const XML_Char* s, int len) {
+      static_cast<std::string*>(u)->append(s, static_cast<std::size_t>(len));
+    });
+    REQUIRE(XML_Parse(direct, doc.data(), static_cast<int>(doc.size()), 1) == XML_STATUS_OK);
+    XML_ParserFree(direct);
+    CHECK(chars == direct_chars);
+    CHECK(chars == "xh\xc3\xa9 & more\ntail");
 
     // A malformed document: the error code and its message, as C reports them.
-    // (p2 is created before the first parser is freed: a handle value malloc
-    // reuses after an explicit release still maps to the released handle.)
-    const Value p2 = x.call("XML_ParserCreate", {"UTF-8"}).ret;
+    // p2 is created after the first parser was freed: malloc may give it the
+    // same address, and it is still a new parser, not the released one.
     x.call("XML_ParserFree", {parser});
+    const Value p2 = x.call("XML_ParserCreate", {"UTF-8"}).ret;
+    REQUIRE(p2.is<std::shared_ptr<HandleBox>>());
+    CHECK(p2.as<std::shared_ptr<HandleBox>>() != parser.as<std::shared_ptr<HandleBox>>());
+    CHECK_FALSE(p2.as<std::shared_ptr<HandleBox>>()->released);
     const std::string bad = "<a><b></a>";
     CHECK(x.call("XML_Parse", {p2, bad, static_cast<std::int64_t>(bad.size()), 1}).ret.as<std::string>() ==
           "XML_STATUS_ERROR");
@@ -199,5 +227,6 @@ TEST_SUITE("new-libs") {
     x.call("XML_ParserFree", {p2});
     start_cb->release();
     end_cb->release();
+    text_cb->release();
   }
 }

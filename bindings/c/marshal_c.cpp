@@ -1564,9 +1564,13 @@ marshal_status marshal_value_from_json(const char* json, marshal_value** out) {
   if (!json) return null_arg(api, "json");
   if (!out) return null_arg(api, "out");
   return guarded(api, [&] {
-    auto j = nlohmann::ordered_json::parse(json, nullptr, false);
-    if (j.is_discarded()) return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": not JSON: " + json);
-    const Bits h = wrap(api, marshal::Value::from_json(j));
+    // The engine's bounded reader: nesting past max_value_depth, a repeated
+    // key or bad syntax is an argument error naming the place, never a deep
+    // recursion or an internal error.
+    marshal::Value v;
+    std::string why;
+    if (!marshal::Value::parse_json(json, v, why)) return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + why);
+    const Bits h = wrap(api, std::move(v));
     if (!h) return MARSHAL_ERROR_INTERNAL;
     *out = to_handle<marshal_value>(h);
     return MARSHAL_OK;
