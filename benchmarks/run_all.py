@@ -4,7 +4,7 @@
 Usage: run_all.py ROOT BENCH_BINARY FIXTURE_LIBRARY [--quick]
 Runs the C++ benchmark (direct C, raw libffi, marshal typed C++, dynamic
 values, C API) and the peers (Python ctypes and cffi, LuaJIT with and without
-its JIT, Koffi on Node.js) in this process tree, then writes
+its JIT, Koffi on Node.js, Mono P/Invoke: the .NET marshaler) in this process tree, then writes
 benchmarks/results.json, benchmarks/results.md and benchmarks/results.svg.
 A peer that is not installed is reported as missing, never silently skipped.
 """
@@ -38,7 +38,7 @@ SCENARIOS = [
     ("cb_thread", "cb_thread (callback from a native thread)"),
 ]
 IMPLS = ["direct C", "raw libffi", "marshal typed C++", "marshal dynamic values", "marshal C API",
-         "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "Koffi"]
+         "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "Koffi", "Mono P/Invoke"]
 
 
 def run(cmd, label, env=None):
@@ -82,6 +82,8 @@ def main():
             missing["Koffi"] = why
     else:
         missing["Koffi"] = "node or the koffi package is not installed (benchmarks/peers/node_modules)"
+    got, why = run_mono()
+    runs.append(got) if got else missing.setdefault("Mono P/Invoke", why)
 
     scenarios, spread, versions = {}, {}, {}
     for r in runs:
@@ -105,6 +107,29 @@ def main():
     if not QUICK:  # the README shows the last full run
         write_readme_table(result, os.path.join(ROOT, "README.md"))
     print(open(os.path.join(bench_dir, "results.md")).read())
+
+
+def run_mono():
+    """The .NET marshaler: mono_peers.cs built with mcs -optimize+ next to the C++
+    benchmark binary, the fixture found by its DllImport name through LD_LIBRARY_PATH."""
+    mcs, mono = shutil.which("mcs"), shutil.which("mono")
+    if not mcs or not mono:
+        return None, "mono-mcs is not installed (apt-get install --no-install-recommends mono-mcs)"
+    exe = os.path.join(os.path.dirname(os.path.abspath(BENCH)), "mono_peers.exe")
+    built, why = build_mono(mcs, exe)
+    if not built:
+        return None, why
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.abspath(FIXTURE)))
+    return run([mono, exe, str(ITER), str(REPS)], "Mono P/Invoke", env=env)
+
+
+def build_mono(mcs, exe):
+    cmd = [mcs, "-optimize+", "-out:" + exe, os.path.join(PEERS, "mono_peers.cs")]
+    print("== Mono build: " + " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return False, "mcs failed: " + (done.stdout + done.stderr).strip()[-500:]
+    return True, None
 
 
 def fmt(x):
@@ -138,11 +163,11 @@ def targets(s):
         slower = []
         for sc in s:
             mine = get(sc, impl)
-            for peer in ("Koffi", "Python cffi (ABI)", "Python ctypes"):
+            for peer in ("Koffi", "Python cffi (ABI)", "Python ctypes", "Mono P/Invoke"):
                 theirs = get(sc, peer)
                 if mine is not None and theirs is not None and mine > theirs:
                     slower.append("%s: %s %.0f ns > %s %.0f ns" % (sc, impl, mine, peer, theirs))
-        out.append(("%s: no scenario slower than Koffi, cffi or ctypes" % impl, not slower, "; ".join(slower) or "none"))
+        out.append(("%s: no scenario slower than Koffi, cffi, ctypes or Mono P/Invoke" % impl, not slower, "; ".join(slower) or "none"))
     return out
 
 
@@ -186,8 +211,12 @@ def write_markdown(r, path):
               "marshal_value_native), copied once because the parameter is `in`. Callbacks (call_cb, cb_thread) "
               "are made once in every driver (koffi.register, a CFUNCTYPE object, ffi.callback) and registered "
               "once in marshal's dynamic values and C API (Library::callback, marshal_library_callback); the "
-              "typed C++ row passes a marshal::callback. Out arrays (fill_i32) and out strings come back as host "
-              "values in marshal (a list of 256 values, a string); the peers fill a buffer the caller made.",
+              "typed C++ row passes a marshal::callback; Mono passes a delegate kept alive in a static field. Out arrays (fill_i32) and out strings come back as host "
+              "values in marshal (a list of 256 values, a string); the peers fill a buffer the caller made. "
+              "Mono P/Invoke uses the declarations a C# author writes, the marshaler doing the work: "
+              "[In] double[] and [In] Point[] (pinned, no copy), LPUTF8Str and LPWStr strings (converted per "
+              "call), a sequential struct by value, [Out] int[], out Point, a StringBuilder buffer, and the "
+              "vtable slot through Marshal.GetDelegateForFunctionPointer; built with mcs -optimize+.",
               "- The C API rows reuse one result and change argument values in place "
               "(marshal_function_call_into, marshal_value_set_int64): no allocation per call for scalars.",
               "- Missed targets stay visible with their reason in the README's benchmark section and the issue notes.", ""]
@@ -195,7 +224,7 @@ def write_markdown(r, path):
         f.write("\n".join(lines))
 
 
-SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Koffi"]
+SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Koffi", "Mono"]
 BEGIN, END = "<!-- bench-table: written by benchmarks/run_all.py -->", "<!-- /bench-table -->"
 
 
@@ -223,7 +252,7 @@ def write_svg(r, path):
     colors = {"direct C": "#444444", "raw libffi": "#888888", "marshal typed C++": "#1b7837",
               "marshal dynamic values": "#5aae61", "marshal C API": "#a6dba0", "Python ctypes": "#2166ac",
               "Python cffi (ABI)": "#67a9cf", "LuaJIT (JIT)": "#b2182b", "LuaJIT (interp.)": "#ef8a62",
-              "Koffi": "#762a83"}
+              "Koffi": "#762a83", "Mono P/Invoke": "#e08214"}
     names = [n for n, _ in SCENARIOS if n in s and "direct C" in s[n]]
     bar, gap, left, width = 9, 14, 190, 560
     rows = sum(len([i for i in IMPLS if i in s[n]]) for n in names)
