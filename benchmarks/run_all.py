@@ -53,52 +53,108 @@ def run(cmd, label, env=None):
     return json.loads(line), None
 
 
-def main():
-    runs, missing = [], {}
-    got, why = run([BENCH, "--root", ROOT, "--json", "--iterations", str(ITER), "--repetitions", str(REPS)], "C++")
-    if got is None:
-        raise SystemExit("the C++ benchmark failed: " + why)
-    runs.extend(got)  # a list of {"implementation", "scenarios"}
+# Scenarios with a second thread (a native thread calling back, a cross-apartment
+# hand-off): measured on every CPU the run may use, since a spinning waiter pinned
+# to the one CPU its peer needs measures the scheduler, not the call.
+THREADED = ("cb_thread", "proxy_call")
+
+
+def drivers(missing):
+    """Every implementation's command line: (label, argv, env, rename)."""
+    out = []
+    single = ",".join(n for n, _ in SCENARIOS if n not in THREADED)
+    cpp = [BENCH, "--root", ROOT, "--json", "--iterations", str(ITER), "--repetitions", "1", "--only"]
+    out.append(("C++", cpp + [single], None, None, False))
+    out.append(("C++ (threaded scenarios)", cpp + [",".join(THREADED)], None, None, True))
     py = "/usr/bin/python3"
     for impl in ("ctypes", "cffi"):
-        got, why = run([py, os.path.join(PEERS, "python_peers.py"), impl, FIXTURE, "--iterations",
-                        str(max(1, ITER // 10)), "--repetitions", str(REPS)], impl)
-        runs.append(got) if got else missing.setdefault("Python " + impl, why)
+        out.append((impl, [py, os.path.join(PEERS, "python_peers.py"), impl, FIXTURE, "--iterations",
+                           str(max(1, ITER // 10)), "--repetitions", "1"], None, None, False))
     luajit = shutil.which("luajit")
     for label, flags in (("LuaJIT (JIT)", []), ("LuaJIT (interp.)", ["-joff"])):
         if not luajit:
             missing[label] = "luajit is not installed"
             continue
-        got, why = run([luajit] + flags + [os.path.join(PEERS, "luajit_peers.lua"), FIXTURE, str(ITER), str(REPS), label],
-                       label)
-        runs.append(got) if got else missing.setdefault(label, why)
+        out.append((label, [luajit] + flags + [os.path.join(PEERS, "luajit_peers.lua"), FIXTURE, str(ITER), "1", label],
+                    None, None, False))
     node = shutil.which("node")
     if node and os.path.isdir(os.path.join(PEERS, "node_modules", "koffi")):
-        got, why = run([node, os.path.join(PEERS, "koffi_peers.js"), FIXTURE, str(ITER), str(REPS)], "Koffi")
-        if got:
-            got["implementation"] = "Koffi"
-            runs.append(got)
-        else:
-            missing["Koffi"] = why
+        out.append(("Koffi", [node, os.path.join(PEERS, "koffi_peers.js"), FIXTURE, str(ITER), "1"], None, "Koffi", False))
     else:
         missing["Koffi"] = "node or the koffi package is not installed (benchmarks/peers/node_modules)"
-    got, why = run_mono()
-    runs.append(got) if got else missing.setdefault("Mono P/Invoke", why)
+    mono = mono_driver(missing)
+    if mono:
+        out.append(mono)
+    return out
 
-    scenarios, spread, versions = {}, {}, {}
-    for r in runs:
-        for name, m in r["scenarios"].items():
-            scenarios.setdefault(name, {})[r["implementation"]] = round(m["median"], 2)
-            spread.setdefault(name, {})[r["implementation"]] = [round(m["min"], 2), round(m["max"], 2)]
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def main():
+    """Rounds: every driver once per round, pinned to one CPU (taskset), so a slow
+    phase of the machine hits every implementation of a round alike; ratios are
+    taken within a round, then the median over rounds is reported with its spread."""
+    missing = {}
+    cpus = sorted(os.sched_getaffinity(0))
+    taskset = shutil.which("taskset")
+    one = [taskset, "-c", str(cpus[-1])] if taskset else []
+    every = [taskset, "-c", ",".join(map(str, cpus))] if taskset else []
+    rounds = []  # per round: {scenario: {implementation: ns}}
+    warnings = []
+    for k in range(REPS):
+        load = os.getloadavg()
+        print("== round %d of %d (load average %.2f %.2f %.2f)" % (k + 1, REPS, *load), flush=True)
+        this = {}
+        for label, cmd, env, rename, threaded in drivers(missing):
+            got, why = run((every if threaded else one) + cmd, label, env=env)
+            if got is None:
+                if label.startswith("C++"):
+                    raise SystemExit("the C++ benchmark failed: " + why)
+                missing.setdefault({"ctypes": "Python ctypes", "cffi": "Python cffi (ABI)"}.get(label, label), why)
+                continue
+            for r in (got if isinstance(got, list) else [got]):
+                impl = rename or r["implementation"]
+                for name, m in r["scenarios"].items():
+                    this.setdefault(name, {})[impl] = m["median"]
+        rounds.append((load, this))
+    scenarios, spread, ratio_ffi, ratio_c = {}, {}, {}, {}
+    for name in {n for _, r in rounds for n in r}:
+        impls = {i for _, r in rounds for i in r.get(name, {})}
+        for impl in impls:
+            ns = [r[name][impl] for _, r in rounds if impl in r.get(name, {})]
+            scenarios.setdefault(name, {})[impl] = round(median(ns), 2)
+            spread.setdefault(name, {})[impl] = [round(min(ns), 2), round(max(ns), 2)]
+            for base, table in (("raw libffi", ratio_ffi), ("direct C", ratio_c)):
+                rs = [r[name][impl] / r[name][base] for _, r in rounds
+                      if impl in r.get(name, {}) and r[name].get(base)]
+                if rs:
+                    table.setdefault(name, {})[impl] = [round(median(rs), 3), round(min(rs), 3), round(max(rs), 3)]
+        ffi = [r[name]["raw libffi"] for _, r in rounds if "raw libffi" in r.get(name, {})]
+        if ffi:
+            m = median(ffi)
+            for k, (load, r) in enumerate(rounds):
+                v = r.get(name, {}).get("raw libffi")
+                if v is not None and abs(v - m) > 0.2 * m:
+                    warnings.append("round %d: raw libffi %s %.1f ns is %+.0f%% from the median %.1f ns (load %.2f)"
+                                    % (k + 1, name, v, 100 * (v - m) / m, m, load[0]))
+    for w in warnings:
+        print("warning: " + w, flush=True)
     machine = {
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
         "cores": os.cpu_count(),
         "system": platform.platform(),
         "iterations": ITER,
         "repetitions": REPS,
-        "statistic": "median ns per call of the repetitions; spread = [min, max]",
+        "rounds": REPS,
+        "statistic": "median over rounds of ns per call (every driver once per round, pinned to one CPU); "
+                     "spread = [min, max] over rounds; ratios taken within each round, then their median",
+        "load": [round(l[0], 2) for l, _ in rounds],
     }
-    result = {"machine": machine, "scenarios": scenarios, "spread": spread, "missing": missing}
+    result = {"machine": machine, "scenarios": scenarios, "spread": spread, "ratio_to_raw_libffi": ratio_ffi,
+              "ratio_to_direct_c": ratio_c, "warnings": warnings, "missing": missing}
     bench_dir = os.path.join(ROOT, "benchmarks")
     with open(os.path.join(bench_dir, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
@@ -109,18 +165,21 @@ def main():
     print(open(os.path.join(bench_dir, "results.md")).read())
 
 
-def run_mono():
-    """The .NET marshaler: mono_peers.cs built with mcs -optimize+ next to the C++
-    benchmark binary, the fixture found by its DllImport name through LD_LIBRARY_PATH."""
+def mono_driver(missing):
+    """The .NET marshaler: mono_peers.cs built (once) with mcs -optimize+ next to the
+    C++ benchmark binary, the fixture found by its DllImport name through LD_LIBRARY_PATH."""
     mcs, mono = shutil.which("mcs"), shutil.which("mono")
     if not mcs or not mono:
-        return None, "mono-mcs is not installed (apt-get install --no-install-recommends mono-mcs)"
+        missing["Mono P/Invoke"] = "mono-mcs is not installed (apt-get install --no-install-recommends mono-mcs)"
+        return None
     exe = os.path.join(os.path.dirname(os.path.abspath(BENCH)), "mono_peers.exe")
-    built, why = build_mono(mcs, exe)
-    if not built:
-        return None, why
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(os.path.join(PEERS, "mono_peers.cs")):
+        built, why = build_mono(mcs, exe)
+        if not built:
+            missing["Mono P/Invoke"] = why
+            return None
     env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.abspath(FIXTURE)))
-    return run([mono, exe, str(ITER), str(REPS)], "Mono P/Invoke", env=env)
+    return ("Mono P/Invoke", [mono, exe, str(ITER), "1"], env, None, False)
 
 
 def build_mono(mcs, exe):
@@ -136,14 +195,18 @@ def fmt(x):
     return "" if x is None else ("%.1f" % x if x < 1000 else "%.0f" % x)
 
 
-def targets(s):
+def targets(r):
     """Each target of the issue: (text, met, detail)."""
     out = []
+    s = r["scenarios"]
+    within = {"raw libffi": r.get("ratio_to_raw_libffi", {}), "direct C": r.get("ratio_to_direct_c", {})}
 
     def get(sc, impl):
         return s.get(sc, {}).get(impl)
 
     def ratio(sc, a, b):
+        if b in within and a in within[b].get(sc, {}):
+            return within[b][sc][a][0]  # the median of the ratios taken within each round
         x, y = get(sc, a), get(sc, b)
         return None if x is None or y is None else x / y
 
@@ -184,23 +247,32 @@ def write_markdown(r, path):
         if not row:
             continue
         direct, ffi = row.get("direct C"), row.get("raw libffi")
-        lines += ["## " + title, "", "| implementation | ns/call | spread (min-max) | x direct C | x raw libffi |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += ["## " + title, "", "| implementation | ns/call | spread (min-max) | x direct C | x raw libffi "
+                  "(spread over rounds) |", "|---|---:|---:|---:|---:|"]
         for impl in IMPLS:
             if impl not in row:
                 continue
             v = row[impl]
             lo, hi = r["spread"][name][impl]
-            lines.append("| %s | %s | %s-%s | %s | %s |" % (impl, fmt(v), fmt(lo), fmt(hi),
-                                                          "%.2f" % (v / direct) if direct else "",
-                                                          "%.2f" % (v / ffi) if ffi else ""))
+            rc = r.get("ratio_to_direct_c", {}).get(name, {}).get(impl)
+            rf = r.get("ratio_to_raw_libffi", {}).get(name, {}).get(impl)
+            lines.append("| %s | %s | %s-%s | %s | %s |" % (
+                impl, fmt(v), fmt(lo), fmt(hi),
+                "%.2f" % rc[0] if rc else ("%.2f" % (v / direct) if direct else ""),
+                "%.2f (%.2f-%.2f)" % tuple(rf) if rf else ("%.2f" % (v / ffi) if ffi else "")))
         lines.append("")
     lines += ["## Targets (from the benchmarks issue), as measured in this run", "", "| target | met | measured |",
               "|---|---|---|"]
-    for text, met, detail in targets(s):
+    for text, met, detail in targets(r):
         lines.append("| %s | %s | %s |" % (text, "yes" if met else "**no**", detail))
     lines += ["", "## Notes", "",
               "- Missing peers: " + (", ".join("%s (%s)" % kv for kv in r["missing"].items()) or "none") + ".",
+              "- Rounds: %d, load average at each round's start: %s. Warnings (a round's raw libffi figure more "
+              "than 20%% from its median): %s." % (r["machine"]["rounds"], ", ".join("%.2f" % l for l in
+                                                                                      r["machine"]["load"]),
+                                                   "; ".join(r["warnings"]) or "none"),
+              "- cb_thread and proxy_call (a second thread) run on every CPU of the run in marshal's and raw "
+              "libffi's rows; every other scenario, and every peer driver, runs pinned to one CPU.",
               "- Not applicable: LuaJIT cannot take a callback from a foreign thread (its VM is single-threaded); "
               "a synchronous callback from a native thread would block Node's only JavaScript thread (Koffi); "
               "the cross-apartment call exists only in marshal.",
