@@ -94,9 +94,12 @@ int main(int argc, char** argv) {
   };
   std::vector<Row> rows;
   // weight: how much slower than a plain call the body is, to keep run times even.
+  auto wanted = [&](const char* scenario, const char* impl) {
+    return (only.empty() || only.find("," + std::string(scenario) + ",") != std::string::npos) &&
+           (impl_only.empty() || impl_only == impl);
+  };
   auto add = [&](const char* scenario, const char* impl, long weight, const std::function<double(long)>& body) {
-    if (!only.empty() && only.find("," + std::string(scenario) + ",") == std::string::npos) return;
-    if (!impl_only.empty() && impl_only != impl) return;
+    if (!wanted(scenario, impl)) return;
     rows.push_back({scenario, impl, measure(std::max(1L, iterations / weight), reps, body)});
   };
   const char* C = "direct C";
@@ -104,6 +107,7 @@ int main(int argc, char** argv) {
   const char* TYPED = "marshal typed C++";
   const char* DYN = "marshal dynamic values";
   const char* CAPI = "marshal C API";
+  const char* HANDOFF = "raw thread hand-off";
   const long slow = 10;  // the engine paths
 
   // ---- the libraries, through each API ----
@@ -828,8 +832,8 @@ int main(int argc, char** argv) {
       return static_cast<double>(t);
     });
     c->vtbl->Release(c);
-    rows.push_back({"same_apartment", C, direct});
-    rows.push_back({"proxy_call", C, direct});
+    if (wanted("same_apartment", C)) rows.push_back({"same_apartment", C, direct});
+    if (wanted("proxy_call", C)) rows.push_back({"proxy_call", C, direct});
     std::thread same([&] {
       marshal::apartment_scope sta(marshal::apartment_scope::kind::sta);
       marshal::object obj = olib.create("ApartmentCounter", 0);
@@ -887,6 +891,56 @@ int main(int argc, char** argv) {
     }
     stop = true;
     owner.join();
+  }
+
+  // ---- the floor of proxy_call: a raw hand-off round trip between two threads ----
+  // The same wait strategy as an apartment's (spin a few microseconds with pause,
+  // yielding now and then, then sleep on a futex), the vtable call made on the
+  // other thread; no marshaling, no queue, no allocation.
+  {
+    ICounter* c = counter_create(0);
+    std::atomic<uint32_t> request{0}, reply{0};
+    std::atomic<bool> quit{false};
+    int32_t argument = 0, answer = 0;  // published by the release store of request / reply
+    auto wait_change = [](std::atomic<uint32_t>& a, uint32_t old) {
+      for (int i = 0; i < 4000; ++i) {
+        if (a.load(std::memory_order_acquire) != old) return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (i % 64 == 63) std::this_thread::yield();
+      }
+      while (a.load(std::memory_order_acquire) == old) a.wait(old, std::memory_order_acquire);
+    };
+    std::thread server([&] {
+      uint32_t seen = 0;
+      for (;;) {
+        wait_change(request, seen);
+        seen = request.load(std::memory_order_acquire);
+        if (quit.load(std::memory_order_acquire)) return;
+        answer = c->vtbl->Add(c, argument);
+        reply.store(seen, std::memory_order_release);
+        reply.notify_one();
+      }
+    });
+    add("proxy_call", HANDOFF, 1000, [&](long n) {
+      int64_t t = 0;
+      for (long i = 0; i < n; ++i) {
+        argument = 1;
+        const uint32_t ticket = request.load(std::memory_order_relaxed) + 1;
+        request.store(ticket, std::memory_order_release);
+        request.notify_one();
+        wait_change(reply, ticket - 1);
+        t += answer;
+      }
+      return static_cast<double>(t);
+    });
+    quit.store(true, std::memory_order_release);
+    request.fetch_add(1, std::memory_order_release);
+    request.notify_one();
+    server.join();
+    expect(c->vtbl->Add(c, 0) > 0, "the hand-off floor called the object");
+    c->vtbl->Release(c);
   }
 
   // ---- report ----

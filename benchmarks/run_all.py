@@ -38,7 +38,8 @@ SCENARIOS = [
     ("cb_thread", "cb_thread (callback from a native thread)"),
 ]
 IMPLS = ["direct C", "raw libffi", "marshal typed C++", "marshal dynamic values", "marshal C API",
-         "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "Koffi", "Mono P/Invoke"]
+         "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "Koffi", "Mono P/Invoke",
+         "raw thread hand-off"]
 
 
 def run(cmd, label, env=None):
@@ -231,6 +232,9 @@ def targets(r):
                 if mine is not None and theirs is not None and mine > theirs:
                     slower.append("%s: %s %.0f ns > %s %.0f ns" % (sc, impl, mine, peer, theirs))
         out.append(("%s: no scenario slower than Koffi, cffi, ctypes or Mono P/Invoke" % impl, not slower, "; ".join(slower) or "none"))
+    r = ratio("proxy_call", "marshal typed C++", "raw thread hand-off")
+    out.append(("typed C++ proxy_call within 2x of the raw thread hand-off", r is not None and r <= 2,
+                "%.2fx" % r if r is not None else "not measured"))
     return out
 
 
@@ -271,6 +275,9 @@ def write_markdown(r, path):
               "than 20%% from its median): %s." % (r["machine"]["rounds"], ", ".join("%.2f" % l for l in
                                                                                       r["machine"]["load"]),
                                                    "; ".join(r["warnings"]) or "none"),
+              "- raw thread hand-off (proxy_call only): the floor of a cross-apartment call, two threads handing "
+              "a vtable call over with an apartment's wait strategy (spin with pause, then a futex), nothing "
+              "marshaled.",
               "- cb_thread and proxy_call (a second thread) run on every CPU of the run in marshal's and raw "
               "libffi's rows; every other scenario, and every peer driver, runs pinned to one CPU.",
               "- Not applicable: LuaJIT cannot take a callback from a foreign thread (its VM is single-threaded); "
@@ -296,7 +303,7 @@ def write_markdown(r, path):
         f.write("\n".join(lines))
 
 
-SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Koffi", "Mono"]
+SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Koffi", "Mono", "hand-off"]
 BEGIN, END = "<!-- bench-table: written by benchmarks/run_all.py -->", "<!-- /bench-table -->"
 
 
@@ -324,7 +331,7 @@ def write_svg(r, path):
     colors = {"direct C": "#444444", "raw libffi": "#888888", "marshal typed C++": "#1b7837",
               "marshal dynamic values": "#5aae61", "marshal C API": "#a6dba0", "Python ctypes": "#2166ac",
               "Python cffi (ABI)": "#67a9cf", "LuaJIT (JIT)": "#b2182b", "LuaJIT (interp.)": "#ef8a62",
-              "Koffi": "#762a83", "Mono P/Invoke": "#e08214"}
+              "Koffi": "#762a83", "Mono P/Invoke": "#e08214", "raw thread hand-off": "#bbbbbb"}
     names = [n for n, _ in SCENARIOS if n in s and "direct C" in s[n]]
     bar, gap, left, width = 9, 14, 190, 560
     rows = sum(len([i for i in IMPLS if i in s[n]]) for n in names)
