@@ -37,6 +37,25 @@ SCENARIOS = [
     ("proxy_call", "proxy_call (MTA -> STA object, marshaled)"),
     ("cb_thread", "cb_thread (callback from a native thread)"),
 ]
+# Scale rows: large data, reported as bytes per second next to memcpy of the same
+# bytes (the input's, or the output's for fill), in the same run.
+SCALE = [
+    ("scale_sum_f64", "sum_f64 over 10^6 doubles (8 MB in)", 8000000),
+    ("scale_utf8_ascii", "utf8_len of a 1 MiB ASCII text", None),
+    ("scale_utf8_mixed", "utf8_len of a 1 MiB mixed text (2- and 3-byte characters)", None),
+    ("scale_utf16_ascii", "utf16_len of a 1 MiB ASCII text (UTF-8 host text to UTF-16)", None),
+    ("scale_utf16_mixed", "utf16_len of a 1 MiB mixed text (UTF-8 host text to UTF-16)", None),
+    ("scale_fill_i32", "fill_i32 of 10^6 elements (4 MB out)", 4000000),
+    ("scale_struct_array", "struct_array of 10^5 points (800 KB in)", 800000),
+]
+TEXT_BYTES = {"ascii": (1 << 20) // 32 * 32, "mixed": (1 << 20) // 36 * 36}  # whole units of the repeated text
+SCALE_IMPLS = ["memcpy", "direct C", "marshal typed C++", "marshal dynamic values", "marshal C API"]
+
+
+def scale_bytes(name, fixed):
+    return fixed if fixed else TEXT_BYTES["ascii" if name.endswith("ascii") else "mixed"]
+
+
 IMPLS = ["direct C", "raw libffi", "marshal typed C++", "marshal dynamic values", "marshal C API",
          "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "Koffi", "Mono P/Invoke",
          "raw thread hand-off"]
@@ -63,7 +82,7 @@ THREADED = ("cb_thread", "proxy_call")
 def drivers(missing):
     """Every implementation's command line: (label, argv, env, rename)."""
     out = []
-    single = ",".join(n for n, _ in SCENARIOS if n not in THREADED)
+    single = ",".join([n for n, _ in SCENARIOS if n not in THREADED] + [n for n, _, _ in SCALE])
     cpp = [BENCH, "--root", ROOT, "--json", "--iterations", str(ITER), "--repetitions", "1", "--only"]
     out.append(("C++", cpp + [single], None, None, False))
     out.append(("C++ (threaded scenarios)", cpp + [",".join(THREADED)], None, None, True))
@@ -232,6 +251,19 @@ def targets(r):
                 if mine is not None and theirs is not None and mine > theirs:
                     slower.append("%s: %s %.0f ns > %s %.0f ns" % (sc, impl, mine, peer, theirs))
         out.append(("%s: no scenario slower than Koffi, cffi, ctypes or Mono P/Invoke" % impl, not slower, "; ".join(slower) or "none"))
+    for impl in ("marshal typed C++", "marshal dynamic values", "marshal C API"):
+        for sc in ("scale_sum_f64", "scale_struct_array", "scale_fill_i32"):
+            x = ratio(sc, impl, "memcpy")
+            out.append(("%s %s at memcpy speed or better" % (impl, sc), x is not None and x <= 1,
+                        "%.2fx memcpy" % x if x is not None else "not measured"))
+        v = get("scale_utf16_mixed", impl)
+        gbs = TEXT_BYTES["mixed"] / v if v else None
+        out.append(("%s UTF-8 to UTF-16 at 1.5 GB/s or better (mixed text)" % impl, gbs is not None and gbs >= 1.5,
+                    "%.2f GB/s" % gbs if gbs else "not measured"))
+        for sc in ("scale_utf8_ascii", "scale_utf16_ascii"):
+            x = ratio(sc, impl, "memcpy")
+            out.append(("%s %s within 2x of memcpy" % (impl, sc), x is not None and x <= 2,
+                        "%.2fx memcpy" % x if x is not None else "not measured"))
     r = ratio("proxy_call", "marshal typed C++", "raw thread hand-off")
     out.append(("typed C++ proxy_call within 2x of the raw thread hand-off", r is not None and r <= 2,
                 "%.2fx" % r if r is not None else "not measured"))
@@ -264,6 +296,21 @@ def write_markdown(r, path):
                 impl, fmt(v), fmt(lo), fmt(hi),
                 "%.2f" % rc[0] if rc else ("%.2f" % (v / direct) if direct else ""),
                 "%.2f (%.2f-%.2f)" % tuple(rf) if rf else ("%.2f" % (v / ffi) if ffi else "")))
+        lines.append("")
+    lines += ["## Scale rows: bytes per second", "",
+              "GB/s of the scenario's bytes (1 GB = 10^9 bytes), and the ratio of time to memcpy of the same bytes "
+              "in the same run (below 1: faster than copying them once).", ""]
+    for name, title, fixed in SCALE:
+        row = s.get(name)
+        if not row:
+            continue
+        nbytes = scale_bytes(name, fixed)
+        lines += ["### " + title, "", "| implementation | GB/s | ns/call | x memcpy |", "|---|---:|---:|---:|"]
+        for impl in SCALE_IMPLS:
+            if impl in row:
+                v = row[impl]
+                lines.append("| %s | %.2f | %s | %s |" % (impl, nbytes / v, fmt(v),
+                                                           "%.2f" % (v / row["memcpy"]) if row.get("memcpy") else ""))
         lines.append("")
     lines += ["## Targets (from the benchmarks issue), as measured in this run", "", "| target | met | measured |",
               "|---|---|---|"]
