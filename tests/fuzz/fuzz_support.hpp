@@ -88,6 +88,11 @@ struct CallFixture {
     for (const char* file : files) {
       const Typemap& tm = load_fixture(ctx, file);
       libs.push_back(open_fixture(ctx, tm));
+      // A legal buffer of 200 MB (a capacity just under the default limit)
+      // takes the fixture's every-byte callee past libFuzzer's timeout under
+      // ASan: the documented per-library limit, 1 MiB here, keeps each input
+      // fast while every limit check stays in play.
+      libs.back()->set_max_buffer(1 << 20);
       for (const auto& [name, fn] : tm.functions) {
         std::string error;
         // A signature the engine refuses to bind (e.g. a packed struct by
