@@ -94,9 +94,12 @@ int main(int argc, char** argv) {
   };
   std::vector<Row> rows;
   // weight: how much slower than a plain call the body is, to keep run times even.
+  auto wanted = [&](const char* scenario, const char* impl) {
+    return (only.empty() || only.find("," + std::string(scenario) + ",") != std::string::npos) &&
+           (impl_only.empty() || impl_only == impl);
+  };
   auto add = [&](const char* scenario, const char* impl, long weight, const std::function<double(long)>& body) {
-    if (!only.empty() && only.find("," + std::string(scenario) + ",") == std::string::npos) return;
-    if (!impl_only.empty() && impl_only != impl) return;
+    if (!wanted(scenario, impl)) return;
     rows.push_back({scenario, impl, measure(std::max(1L, iterations / weight), reps, body)});
   };
   const char* C = "direct C";
@@ -104,6 +107,7 @@ int main(int argc, char** argv) {
   const char* TYPED = "marshal typed C++";
   const char* DYN = "marshal dynamic values";
   const char* CAPI = "marshal C API";
+  const char* HANDOFF = "raw thread hand-off";
   const long slow = 10;  // the engine paths
 
   // ---- the libraries, through each API ----
@@ -828,8 +832,8 @@ int main(int argc, char** argv) {
       return static_cast<double>(t);
     });
     c->vtbl->Release(c);
-    rows.push_back({"same_apartment", C, direct});
-    rows.push_back({"proxy_call", C, direct});
+    if (wanted("same_apartment", C)) rows.push_back({"same_apartment", C, direct});
+    if (wanted("proxy_call", C)) rows.push_back({"proxy_call", C, direct});
     std::thread same([&] {
       marshal::apartment_scope sta(marshal::apartment_scope::kind::sta);
       marshal::object obj = olib.create("ApartmentCounter", 0);
@@ -887,6 +891,246 @@ int main(int argc, char** argv) {
     }
     stop = true;
     owner.join();
+  }
+
+  // ---- the floor of proxy_call: a raw hand-off round trip between two threads ----
+  // The same wait strategy as an apartment's (spin a few microseconds with pause,
+  // yielding now and then, then sleep on a futex), the vtable call made on the
+  // other thread; no marshaling, no queue, no allocation.
+  {
+    ICounter* c = counter_create(0);
+    std::atomic<uint32_t> request{0}, reply{0};
+    std::atomic<bool> quit{false};
+    int32_t argument = 0, answer = 0;  // published by the release store of request / reply
+    auto wait_change = [](std::atomic<uint32_t>& a, uint32_t old) {
+      for (int i = 0; i < 4000; ++i) {
+        if (a.load(std::memory_order_acquire) != old) return;
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+        if (i % 64 == 63) std::this_thread::yield();
+      }
+      while (a.load(std::memory_order_acquire) == old) a.wait(old, std::memory_order_acquire);
+    };
+    std::thread server([&] {
+      uint32_t seen = 0;
+      for (;;) {
+        wait_change(request, seen);
+        seen = request.load(std::memory_order_acquire);
+        if (quit.load(std::memory_order_acquire)) return;
+        answer = c->vtbl->Add(c, argument);
+        reply.store(seen, std::memory_order_release);
+        reply.notify_one();
+      }
+    });
+    add("proxy_call", HANDOFF, 1000, [&](long n) {
+      int64_t t = 0;
+      for (long i = 0; i < n; ++i) {
+        argument = 1;
+        const uint32_t ticket = request.load(std::memory_order_relaxed) + 1;
+        request.store(ticket, std::memory_order_release);
+        request.notify_one();
+        wait_change(reply, ticket - 1);
+        t += answer;
+      }
+      return static_cast<double>(t);
+    });
+    quit.store(true, std::memory_order_release);
+    request.fetch_add(1, std::memory_order_release);
+    request.notify_one();
+    server.join();
+    if (wanted("proxy_call", HANDOFF)) expect(c->vtbl->Add(c, 0) > 0, "the hand-off floor called the object");
+    c->vtbl->Release(c);
+  }
+
+  // ---- scale rows: large data, as bytes per second next to memcpy of the same bytes ----
+  // Each scenario runs iterations / 20000 calls (100 in a full run). "memcpy" copies
+  // the scenario's input bytes (its output bytes for fill) into a scratch buffer.
+  {
+    const long big = 20000, huge = 200000;  // weights: engine paths building host values per element
+    std::vector<char> scratch;
+    auto memcpy_row = [&](const char* scenario, const void* src, std::size_t bytes) {
+      scratch.resize(bytes);
+      add(scenario, "memcpy", big, [&, src, bytes](long n) {
+        double t = 0;
+        for (long i = 0; i < n; ++i) {
+          std::memcpy(scratch.data(), src, bytes);
+          asm volatile("" : : "r"(scratch.data()) : "memory");  // the copy is used
+          t += scratch[bytes / 2];
+        }
+        return t;
+      });
+    };
+
+    // sum_f64 over 10^6 doubles (8 MB in)
+    const std::size_t nd = 1000000;
+    std::vector<double> many(nd);
+    for (std::size_t i = 0; i < nd; ++i) many[i] = static_cast<double>(i % 1000);
+    memcpy_row("scale_sum_f64", many.data(), nd * sizeof(double));
+    add("scale_sum_f64", C, big, [&](long n) {
+      double t = 0;
+      for (long i = 0; i < n; ++i) t += sum_in_f64_array(many.data(), nd);
+      return t;
+    });
+    add("scale_sum_f64", TYPED, big, [&](long n) {
+      double t = 0;
+      for (long i = 0; i < n; ++i) t += typed_sum(many, nd);
+      return t;
+    });
+    auto many_box = marshal::native_new(ctx.types(), ctx.types().find_primitive("double"), nd);
+    std::memcpy(many_box->data(), many.data(), nd * sizeof(double));
+    add("scale_sum_f64", DYN, big, [&](long n) {
+      double t = 0;
+      std::vector<marshal::Value> args{marshal::Value(many_box), static_cast<std::uint64_t>(nd)};
+      marshal::CallResult r;
+      for (long i = 0; i < n; ++i) t += num(dyn_call(p_sum, args, r));
+      return t;
+    });
+    add("scale_sum_f64", CAPI, big, [&](long n) {
+      double t = 0;
+      marshal_value* list = c_native("double", nd, many.data());
+      marshal_value* k = marshal_value_uint64(nd);
+      marshal_result* r = marshal_result_create();
+      for (long i = 0; i < n; ++i) t += c_double(marshal_result_return(c_call(c_sum, {list, k}, r)));
+      marshal_result_release(r);
+      marshal_value_release(list);
+      marshal_value_release(k);
+      return t;
+    });
+
+    // utf8_len and utf16_len of a 1 MiB text, ASCII and mixed (2- and 3-byte characters)
+    auto text_of = [](const std::string& unit) {
+      std::string t;
+      while (t.size() + unit.size() <= (1u << 20)) t += unit;
+      return t;
+    };
+    const std::string ascii = text_of("marshal: P/Invoke for any host. ");
+    const std::string mixed = text_of(kText16 + std::string(" "));
+    auto utf16_of = [](const std::string& u8) {  // well-formed input, no 4-byte sequences
+      std::u16string out;
+      for (std::size_t i = 0; i < u8.size();) {
+        const unsigned char c = static_cast<unsigned char>(u8[i]);
+        const int len = c < 0x80 ? 1 : c < 0xE0 ? 2 : 3;
+        char32_t cp = len == 1 ? c : len == 2 ? (c & 0x1F) : (c & 0x0F);
+        for (int k = 1; k < len; ++k) cp = (cp << 6) | (static_cast<unsigned char>(u8[i + k]) & 0x3F);
+        out.push_back(static_cast<char16_t>(cp));
+        i += static_cast<std::size_t>(len);
+      }
+      return out;
+    };
+    const std::u16string ascii16 = utf16_of(ascii), mixed16 = utf16_of(mixed);
+    auto text_rows = [&](const char* scenario, const char* fn, const std::string& text, const std::u16string& text16,
+                         bool wide) {
+      memcpy_row(scenario, text.data(), text.size());
+      add(scenario, C, big, [&, wide](long n) {
+        double t = 0;
+        for (long i = 0; i < n; ++i)
+          t += static_cast<double>(wide ? len_in_utf16(text16.c_str()) : len_in_utf8(text.c_str()));
+        return t;
+      });
+      const std::size_t want = wide ? text16.size() : text.size();
+      auto typed = lib.function<size_t(const std::string&)>(fn);
+      expect(typed(text) == want, scenario);
+      add(scenario, TYPED, big, [&, typed](long n) {
+        double t = 0;
+        for (long i = 0; i < n; ++i) t += static_cast<double>(typed(text));
+        return t;
+      });
+      const marshal::Plan* p = plan(*dyn, fn);
+      add(scenario, DYN, big, [&, p](long n) {
+        double t = 0;
+        std::vector<marshal::Value> args{text};
+        marshal::CallResult r;
+        for (long i = 0; i < n; ++i) t += num(dyn_call(p, args, r));
+        return t;
+      });
+      marshal_function* c = c_fn(c_pinvoke, fn);
+      add(scenario, CAPI, big, [&, c](long n) {
+        double t = 0;
+        marshal_value* v = marshal_value_string(text.data(), text.size());
+        marshal_result* r = marshal_result_create();
+        for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c, {v}, r))));
+        marshal_result_release(r);
+        marshal_value_release(v);
+        return t;
+      });
+    };
+    text_rows("scale_utf8_ascii", "len_in_utf8", ascii, ascii16, false);
+    text_rows("scale_utf8_mixed", "len_in_utf8", mixed, mixed16, false);
+    text_rows("scale_utf16_ascii", "len_in_utf16", ascii, ascii16, true);
+    text_rows("scale_utf16_mixed", "len_in_utf16", mixed, mixed16, true);
+
+    // fill_i32 of 10^6 elements (4 MB out)
+    const std::size_t nf = 1000000;
+    std::vector<int32_t> filled(nf);
+    memcpy_row("scale_fill_i32", filled.data(), nf * sizeof(int32_t));
+    add("scale_fill_i32", C, big, [&](long n) {
+      double t = 0;
+      for (long i = 0; i < n; ++i) { fill_out_i32_array(filled.data(), nf); t += filled[5]; }
+      return t;
+    });
+    add("scale_fill_i32", TYPED, huge, [&](long n) {
+      double t = 0;
+      std::vector<int32_t> got;
+      for (long i = 0; i < n; ++i) { typed_fill(got, nf); t += got[5]; }
+      return t;
+    });
+    add("scale_fill_i32", DYN, huge, [&](long n) {
+      double t = 0;
+      std::vector<marshal::Value> args{static_cast<std::uint64_t>(nf)};
+      marshal::CallResult r;
+      for (long i = 0; i < n; ++i) {
+        dyn_call(p_fill, args, r);
+        t += num(r.out[0].second.as<marshal::List>()[5]);
+      }
+      return t;
+    });
+    add("scale_fill_i32", CAPI, huge, [&](long n) {
+      double t = 0;
+      marshal_value* k = marshal_value_uint64(nf);
+      marshal_result* r = marshal_result_create();
+      for (long i = 0; i < n; ++i)
+        t += static_cast<double>(c_int(marshal_list_get(marshal_result_out(c_call(c_fill, {k}, r), "out"), 5)));
+      marshal_result_release(r);
+      marshal_value_release(k);
+      return t;
+    });
+
+    // struct_array of 10^5 points (800 KB in)
+    const std::size_t np = 100000;
+    std::vector<P> points(np);
+    for (std::size_t i = 0; i < np; ++i) points[i] = {static_cast<int32_t>(i % 1000), -static_cast<int32_t>(i % 1000)};
+    memcpy_row("scale_struct_array", points.data(), np * sizeof(P));
+    add("scale_struct_array", C, big, [&](long n) {
+      double t = 0;
+      for (long i = 0; i < n; ++i) t += static_cast<double>(sum_in_point_array(reinterpret_cast<Point*>(points.data()), np));
+      return t;
+    });
+    add("scale_struct_array", TYPED, big, [&](long n) {
+      double t = 0;
+      for (long i = 0; i < n; ++i) t += static_cast<double>(typed_pts(points, np));
+      return t;
+    });
+    auto points_box = marshal::native_new(ctx.types(), dyn->typemap().find_type("Point"), np);
+    std::memcpy(points_box->data(), points.data(), np * sizeof(P));
+    add("scale_struct_array", DYN, big, [&](long n) {
+      double t = 0;
+      std::vector<marshal::Value> args{marshal::Value(points_box), static_cast<std::uint64_t>(np)};
+      marshal::CallResult r;
+      for (long i = 0; i < n; ++i) t += num(dyn_call(p_pts, args, r));
+      return t;
+    });
+    add("scale_struct_array", CAPI, big, [&](long n) {
+      double t = 0;
+      marshal_value* list = c_native("Point", np, points.data());
+      marshal_value* k = marshal_value_uint64(np);
+      marshal_result* r = marshal_result_create();
+      for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c_pts, {list, k}, r))));
+      marshal_result_release(r);
+      marshal_value_release(list);
+      marshal_value_release(k);
+      return t;
+    });
   }
 
   // ---- report ----

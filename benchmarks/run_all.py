@@ -4,7 +4,7 @@
 Usage: run_all.py ROOT BENCH_BINARY FIXTURE_LIBRARY [--quick]
 Runs the C++ benchmark (direct C, raw libffi, marshal typed C++, dynamic
 values, C API) and the peers (Python ctypes and cffi, LuaJIT with and without
-its JIT, Koffi on Node.js) in this process tree, then writes
+its JIT, Koffi on Node.js, Mono P/Invoke: the .NET marshaler) in this process tree, then writes
 benchmarks/results.json, benchmarks/results.md and benchmarks/results.svg.
 A peer that is not installed is reported as missing, never silently skipped.
 """
@@ -37,8 +37,28 @@ SCENARIOS = [
     ("proxy_call", "proxy_call (MTA -> STA object, marshaled)"),
     ("cb_thread", "cb_thread (callback from a native thread)"),
 ]
+# Scale rows: large data, reported as bytes per second next to memcpy of the same
+# bytes (the input's, or the output's for fill), in the same run.
+SCALE = [
+    ("scale_sum_f64", "sum_f64 over 10^6 doubles (8 MB in)", 8000000),
+    ("scale_utf8_ascii", "utf8_len of a 1 MiB ASCII text", None),
+    ("scale_utf8_mixed", "utf8_len of a 1 MiB mixed text (2- and 3-byte characters)", None),
+    ("scale_utf16_ascii", "utf16_len of a 1 MiB ASCII text (UTF-8 host text to UTF-16)", None),
+    ("scale_utf16_mixed", "utf16_len of a 1 MiB mixed text (UTF-8 host text to UTF-16)", None),
+    ("scale_fill_i32", "fill_i32 of 10^6 elements (4 MB out)", 4000000),
+    ("scale_struct_array", "struct_array of 10^5 points (800 KB in)", 800000),
+]
+TEXT_BYTES = {"ascii": (1 << 20) // 32 * 32, "mixed": (1 << 20) // 36 * 36}  # whole units of the repeated text
+SCALE_IMPLS = ["memcpy", "direct C", "marshal typed C++", "marshal dynamic values", "marshal C API"]
+
+
+def scale_bytes(name, fixed):
+    return fixed if fixed else TEXT_BYTES["ascii" if name.endswith("ascii") else "mixed"]
+
+
 IMPLS = ["direct C", "raw libffi", "marshal typed C++", "marshal dynamic values", "marshal C API",
-         "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "Koffi"]
+         "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "Koffi", "Mono P/Invoke",
+         "raw thread hand-off"]
 
 
 def run(cmd, label, env=None):
@@ -53,50 +73,108 @@ def run(cmd, label, env=None):
     return json.loads(line), None
 
 
-def main():
-    runs, missing = [], {}
-    got, why = run([BENCH, "--root", ROOT, "--json", "--iterations", str(ITER), "--repetitions", str(REPS)], "C++")
-    if got is None:
-        raise SystemExit("the C++ benchmark failed: " + why)
-    runs.extend(got)  # a list of {"implementation", "scenarios"}
+# Scenarios with a second thread (a native thread calling back, a cross-apartment
+# hand-off): measured on every CPU the run may use, since a spinning waiter pinned
+# to the one CPU its peer needs measures the scheduler, not the call.
+THREADED = ("cb_thread", "proxy_call")
+
+
+def drivers(missing):
+    """Every implementation's command line: (label, argv, env, rename)."""
+    out = []
+    single = ",".join([n for n, _ in SCENARIOS if n not in THREADED] + [n for n, _, _ in SCALE])
+    cpp = [BENCH, "--root", ROOT, "--json", "--iterations", str(ITER), "--repetitions", "1", "--only"]
+    out.append(("C++", cpp + [single], None, None, False))
+    out.append(("C++ (threaded scenarios)", cpp + [",".join(THREADED)], None, None, True))
     py = "/usr/bin/python3"
     for impl in ("ctypes", "cffi"):
-        got, why = run([py, os.path.join(PEERS, "python_peers.py"), impl, FIXTURE, "--iterations",
-                        str(max(1, ITER // 10)), "--repetitions", str(REPS)], impl)
-        runs.append(got) if got else missing.setdefault("Python " + impl, why)
+        out.append((impl, [py, os.path.join(PEERS, "python_peers.py"), impl, FIXTURE, "--iterations",
+                           str(max(1, ITER // 10)), "--repetitions", "1"], None, None, False))
     luajit = shutil.which("luajit")
     for label, flags in (("LuaJIT (JIT)", []), ("LuaJIT (interp.)", ["-joff"])):
         if not luajit:
             missing[label] = "luajit is not installed"
             continue
-        got, why = run([luajit] + flags + [os.path.join(PEERS, "luajit_peers.lua"), FIXTURE, str(ITER), str(REPS), label],
-                       label)
-        runs.append(got) if got else missing.setdefault(label, why)
+        out.append((label, [luajit] + flags + [os.path.join(PEERS, "luajit_peers.lua"), FIXTURE, str(ITER), "1", label],
+                    None, None, False))
     node = shutil.which("node")
     if node and os.path.isdir(os.path.join(PEERS, "node_modules", "koffi")):
-        got, why = run([node, os.path.join(PEERS, "koffi_peers.js"), FIXTURE, str(ITER), str(REPS)], "Koffi")
-        if got:
-            got["implementation"] = "Koffi"
-            runs.append(got)
-        else:
-            missing["Koffi"] = why
+        out.append(("Koffi", [node, os.path.join(PEERS, "koffi_peers.js"), FIXTURE, str(ITER), "1"], None, "Koffi", False))
     else:
         missing["Koffi"] = "node or the koffi package is not installed (benchmarks/peers/node_modules)"
+    mono = mono_driver(missing)
+    if mono:
+        out.append(mono)
+    return out
 
-    scenarios, spread, versions = {}, {}, {}
-    for r in runs:
-        for name, m in r["scenarios"].items():
-            scenarios.setdefault(name, {})[r["implementation"]] = round(m["median"], 2)
-            spread.setdefault(name, {})[r["implementation"]] = [round(m["min"], 2), round(m["max"], 2)]
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def main():
+    """Rounds: every driver once per round, pinned to one CPU (taskset), so a slow
+    phase of the machine hits every implementation of a round alike; ratios are
+    taken within a round, then the median over rounds is reported with its spread."""
+    missing = {}
+    cpus = sorted(os.sched_getaffinity(0))
+    taskset = shutil.which("taskset")
+    one = [taskset, "-c", str(cpus[-1])] if taskset else []
+    every = [taskset, "-c", ",".join(map(str, cpus))] if taskset else []
+    rounds = []  # per round: {scenario: {implementation: ns}}
+    warnings = []
+    for k in range(REPS):
+        load = os.getloadavg()
+        print("== round %d of %d (load average %.2f %.2f %.2f)" % (k + 1, REPS, *load), flush=True)
+        this = {}
+        for label, cmd, env, rename, threaded in drivers(missing):
+            got, why = run((every if threaded else one) + cmd, label, env=env)
+            if got is None:
+                if label.startswith("C++"):
+                    raise SystemExit("the C++ benchmark failed: " + why)
+                missing.setdefault({"ctypes": "Python ctypes", "cffi": "Python cffi (ABI)"}.get(label, label), why)
+                continue
+            for r in (got if isinstance(got, list) else [got]):
+                impl = rename or r["implementation"]
+                for name, m in r["scenarios"].items():
+                    this.setdefault(name, {})[impl] = m["median"]
+        rounds.append((load, this))
+    scenarios, spread, ratio_ffi, ratio_c = {}, {}, {}, {}
+    for name in {n for _, r in rounds for n in r}:
+        impls = {i for _, r in rounds for i in r.get(name, {})}
+        for impl in impls:
+            ns = [r[name][impl] for _, r in rounds if impl in r.get(name, {})]
+            scenarios.setdefault(name, {})[impl] = round(median(ns), 2)
+            spread.setdefault(name, {})[impl] = [round(min(ns), 2), round(max(ns), 2)]
+            for base, table in (("raw libffi", ratio_ffi), ("direct C", ratio_c)):
+                rs = [r[name][impl] / r[name][base] for _, r in rounds
+                      if impl in r.get(name, {}) and r[name].get(base)]
+                if rs:
+                    table.setdefault(name, {})[impl] = [round(median(rs), 3), round(min(rs), 3), round(max(rs), 3)]
+        ffi = [r[name]["raw libffi"] for _, r in rounds if "raw libffi" in r.get(name, {})]
+        if ffi:
+            m = median(ffi)
+            for k, (load, r) in enumerate(rounds):
+                v = r.get(name, {}).get("raw libffi")
+                if v is not None and abs(v - m) > 0.2 * m:
+                    warnings.append("round %d: raw libffi %s %.1f ns is %+.0f%% from the median %.1f ns (load %.2f)"
+                                    % (k + 1, name, v, 100 * (v - m) / m, m, load[0]))
+    for w in warnings:
+        print("warning: " + w, flush=True)
     machine = {
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?"),
         "cores": os.cpu_count(),
         "system": platform.platform(),
         "iterations": ITER,
         "repetitions": REPS,
-        "statistic": "median ns per call of the repetitions; spread = [min, max]",
+        "rounds": REPS,
+        "statistic": "median over rounds of ns per call (every driver once per round, pinned to one CPU); "
+                     "spread = [min, max] over rounds; ratios taken within each round, then their median",
+        "load": [round(l[0], 2) for l, _ in rounds],
     }
-    result = {"machine": machine, "scenarios": scenarios, "spread": spread, "missing": missing}
+    result = {"machine": machine, "scenarios": scenarios, "spread": spread, "ratio_to_raw_libffi": ratio_ffi,
+              "ratio_to_direct_c": ratio_c, "warnings": warnings, "missing": missing}
     bench_dir = os.path.join(ROOT, "benchmarks")
     with open(os.path.join(bench_dir, "results.json"), "w") as f:
         json.dump(result, f, indent=1)
@@ -107,18 +185,48 @@ def main():
     print(open(os.path.join(bench_dir, "results.md")).read())
 
 
+def mono_driver(missing):
+    """The .NET marshaler: mono_peers.cs built (once) with mcs -optimize+ next to the
+    C++ benchmark binary, the fixture found by its DllImport name through LD_LIBRARY_PATH."""
+    mcs, mono = shutil.which("mcs"), shutil.which("mono")
+    if not mcs or not mono:
+        missing["Mono P/Invoke"] = "mono-mcs is not installed (apt-get install --no-install-recommends mono-mcs)"
+        return None
+    exe = os.path.join(os.path.dirname(os.path.abspath(BENCH)), "mono_peers.exe")
+    if not os.path.exists(exe) or os.path.getmtime(exe) < os.path.getmtime(os.path.join(PEERS, "mono_peers.cs")):
+        built, why = build_mono(mcs, exe)
+        if not built:
+            missing["Mono P/Invoke"] = why
+            return None
+    env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.abspath(FIXTURE)))
+    return ("Mono P/Invoke", [mono, exe, str(ITER), "1"], env, None, False)
+
+
+def build_mono(mcs, exe):
+    cmd = [mcs, "-optimize+", "-out:" + exe, os.path.join(PEERS, "mono_peers.cs")]
+    print("== Mono build: " + " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        return False, "mcs failed: " + (done.stdout + done.stderr).strip()[-500:]
+    return True, None
+
+
 def fmt(x):
     return "" if x is None else ("%.1f" % x if x < 1000 else "%.0f" % x)
 
 
-def targets(s):
+def targets(r):
     """Each target of the issue: (text, met, detail)."""
     out = []
+    s = r["scenarios"]
+    within = {"raw libffi": r.get("ratio_to_raw_libffi", {}), "direct C": r.get("ratio_to_direct_c", {})}
 
     def get(sc, impl):
         return s.get(sc, {}).get(impl)
 
     def ratio(sc, a, b):
+        if b in within and a in within[b].get(sc, {}):
+            return within[b][sc][a][0]  # the median of the ratios taken within each round
         x, y = get(sc, a), get(sc, b)
         return None if x is None or y is None else x / y
 
@@ -138,11 +246,27 @@ def targets(s):
         slower = []
         for sc in s:
             mine = get(sc, impl)
-            for peer in ("Koffi", "Python cffi (ABI)", "Python ctypes"):
+            for peer in ("Koffi", "Python cffi (ABI)", "Python ctypes", "Mono P/Invoke"):
                 theirs = get(sc, peer)
                 if mine is not None and theirs is not None and mine > theirs:
                     slower.append("%s: %s %.0f ns > %s %.0f ns" % (sc, impl, mine, peer, theirs))
-        out.append(("%s: no scenario slower than Koffi, cffi or ctypes" % impl, not slower, "; ".join(slower) or "none"))
+        out.append(("%s: no scenario slower than Koffi, cffi, ctypes or Mono P/Invoke" % impl, not slower, "; ".join(slower) or "none"))
+    for impl in ("marshal typed C++", "marshal dynamic values", "marshal C API"):
+        for sc in ("scale_sum_f64", "scale_struct_array", "scale_fill_i32"):
+            x = ratio(sc, impl, "memcpy")
+            out.append(("%s %s at memcpy speed or better" % (impl, sc), x is not None and x <= 1,
+                        "%.2fx memcpy" % x if x is not None else "not measured"))
+        v = get("scale_utf16_mixed", impl)
+        gbs = TEXT_BYTES["mixed"] / v if v else None
+        out.append(("%s UTF-8 to UTF-16 at 1.5 GB/s or better (mixed text)" % impl, gbs is not None and gbs >= 1.5,
+                    "%.2f GB/s" % gbs if gbs else "not measured"))
+        for sc in ("scale_utf8_ascii", "scale_utf16_ascii"):
+            x = ratio(sc, impl, "memcpy")
+            out.append(("%s %s within 2x of memcpy" % (impl, sc), x is not None and x <= 2,
+                        "%.2fx memcpy" % x if x is not None else "not measured"))
+    r = ratio("proxy_call", "marshal typed C++", "raw thread hand-off")
+    out.append(("typed C++ proxy_call within 2x of the raw thread hand-off", r is not None and r <= 2,
+                "%.2fx" % r if r is not None else "not measured"))
     return out
 
 
@@ -159,23 +283,50 @@ def write_markdown(r, path):
         if not row:
             continue
         direct, ffi = row.get("direct C"), row.get("raw libffi")
-        lines += ["## " + title, "", "| implementation | ns/call | spread (min-max) | x direct C | x raw libffi |",
-                  "|---|---:|---:|---:|---:|"]
+        lines += ["## " + title, "", "| implementation | ns/call | spread (min-max) | x direct C | x raw libffi "
+                  "(spread over rounds) |", "|---|---:|---:|---:|---:|"]
         for impl in IMPLS:
             if impl not in row:
                 continue
             v = row[impl]
             lo, hi = r["spread"][name][impl]
-            lines.append("| %s | %s | %s-%s | %s | %s |" % (impl, fmt(v), fmt(lo), fmt(hi),
-                                                          "%.2f" % (v / direct) if direct else "",
-                                                          "%.2f" % (v / ffi) if ffi else ""))
+            rc = r.get("ratio_to_direct_c", {}).get(name, {}).get(impl)
+            rf = r.get("ratio_to_raw_libffi", {}).get(name, {}).get(impl)
+            lines.append("| %s | %s | %s-%s | %s | %s |" % (
+                impl, fmt(v), fmt(lo), fmt(hi),
+                "%.2f" % rc[0] if rc else ("%.2f" % (v / direct) if direct else ""),
+                "%.2f (%.2f-%.2f)" % tuple(rf) if rf else ("%.2f" % (v / ffi) if ffi else "")))
+        lines.append("")
+    lines += ["## Scale rows: bytes per second", "",
+              "GB/s of the scenario's bytes (1 GB = 10^9 bytes), and the ratio of time to memcpy of the same bytes "
+              "in the same run (below 1: faster than copying them once).", ""]
+    for name, title, fixed in SCALE:
+        row = s.get(name)
+        if not row:
+            continue
+        nbytes = scale_bytes(name, fixed)
+        lines += ["### " + title, "", "| implementation | GB/s | ns/call | x memcpy |", "|---|---:|---:|---:|"]
+        for impl in SCALE_IMPLS:
+            if impl in row:
+                v = row[impl]
+                lines.append("| %s | %.2f | %s | %s |" % (impl, nbytes / v, fmt(v),
+                                                           "%.2f" % (v / row["memcpy"]) if row.get("memcpy") else ""))
         lines.append("")
     lines += ["## Targets (from the benchmarks issue), as measured in this run", "", "| target | met | measured |",
               "|---|---|---|"]
-    for text, met, detail in targets(s):
+    for text, met, detail in targets(r):
         lines.append("| %s | %s | %s |" % (text, "yes" if met else "**no**", detail))
     lines += ["", "## Notes", "",
               "- Missing peers: " + (", ".join("%s (%s)" % kv for kv in r["missing"].items()) or "none") + ".",
+              "- Rounds: %d, load average at each round's start: %s. Warnings (a round's raw libffi figure more "
+              "than 20%% from its median): %s." % (r["machine"]["rounds"], ", ".join("%.2f" % l for l in
+                                                                                      r["machine"]["load"]),
+                                                   "; ".join(r["warnings"]) or "none"),
+              "- raw thread hand-off (proxy_call only): the floor of a cross-apartment call, two threads handing "
+              "a vtable call over with an apartment's wait strategy (spin with pause, then a futex), nothing "
+              "marshaled.",
+              "- cb_thread and proxy_call (a second thread) run on every CPU of the run in marshal's and raw "
+              "libffi's rows; every other scenario, and every peer driver, runs pinned to one CPU.",
               "- Not applicable: LuaJIT cannot take a callback from a foreign thread (its VM is single-threaded); "
               "a synchronous callback from a native thread would block Node's only JavaScript thread (Koffi); "
               "the cross-apartment call exists only in marshal.",
@@ -186,8 +337,12 @@ def write_markdown(r, path):
               "marshal_value_native), copied once because the parameter is `in`. Callbacks (call_cb, cb_thread) "
               "are made once in every driver (koffi.register, a CFUNCTYPE object, ffi.callback) and registered "
               "once in marshal's dynamic values and C API (Library::callback, marshal_library_callback); the "
-              "typed C++ row passes a marshal::callback. Out arrays (fill_i32) and out strings come back as host "
-              "values in marshal (a list of 256 values, a string); the peers fill a buffer the caller made.",
+              "typed C++ row passes a marshal::callback; Mono passes a delegate kept alive in a static field. Out arrays (fill_i32) and out strings come back as host "
+              "values in marshal (a list of 256 values, a string); the peers fill a buffer the caller made. "
+              "Mono P/Invoke uses the declarations a C# author writes, the marshaler doing the work: "
+              "[In] double[] and [In] Point[] (pinned, no copy), LPUTF8Str and LPWStr strings (converted per "
+              "call), a sequential struct by value, [Out] int[], out Point, a StringBuilder buffer, and the "
+              "vtable slot through Marshal.GetDelegateForFunctionPointer; built with mcs -optimize+.",
               "- The C API rows reuse one result and change argument values in place "
               "(marshal_function_call_into, marshal_value_set_int64): no allocation per call for scalars.",
               "- Missed targets stay visible with their reason in the README's benchmark section and the issue notes.", ""]
@@ -195,7 +350,7 @@ def write_markdown(r, path):
         f.write("\n".join(lines))
 
 
-SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Koffi"]
+SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Koffi", "Mono", "hand-off"]
 BEGIN, END = "<!-- bench-table: written by benchmarks/run_all.py -->", "<!-- /bench-table -->"
 
 
@@ -223,7 +378,7 @@ def write_svg(r, path):
     colors = {"direct C": "#444444", "raw libffi": "#888888", "marshal typed C++": "#1b7837",
               "marshal dynamic values": "#5aae61", "marshal C API": "#a6dba0", "Python ctypes": "#2166ac",
               "Python cffi (ABI)": "#67a9cf", "LuaJIT (JIT)": "#b2182b", "LuaJIT (interp.)": "#ef8a62",
-              "Koffi": "#762a83"}
+              "Koffi": "#762a83", "Mono P/Invoke": "#e08214", "raw thread hand-off": "#bbbbbb"}
     names = [n for n, _ in SCENARIOS if n in s and "direct C" in s[n]]
     bar, gap, left, width = 9, 14, 190, 560
     rows = sum(len([i for i in IMPLS if i in s[n]]) for n in names)

@@ -184,6 +184,30 @@ bool Marshaler::native_size(TypeId t, const Value& v, std::size_t& out) {
   return true;
 }
 
+bool Marshaler::native_box_fits(TypeId t, const NativeBox& box) {
+  const TypeDesc& d = reg_.get(t);
+  if (!d.has(flag_variable_size) || d.kind != Kind::struct_) return true;
+  // The host may have written any bytes into its memory (marshal_native_data):
+  // the count field is read from there, as the callee will read it.
+  const RecordInfo& rec = d.as<RecordInfo>();
+  const Field& last = rec.fields.back();
+  const TypeDesc& arr = reg_.get(last.type);
+  const Count& source = arr.as<ArrayInfo>().count;
+  Ctx c;
+  c.rec = &rec;
+  c.native_rec = static_cast<const std::byte*>(box.data());
+  std::uint64_t n = 0;
+  if (!count(source, c, n)) return false;
+  std::size_t tail = 0, end = 0;
+  if (!buffer_bytes(n, reg_.get(arr.ref).size, &source, tail)) return false;
+  const bool sized = checked_add(last.offset, tail, end);
+  if (!sized || end > box.size)
+    return fail("the native memory holds " + std::to_string(box.size) + " bytes but its " + count_source(source) +
+                " (" + std::to_string(n) + ") needs " + (sized ? std::to_string(end) : std::string("more than that")) +
+                " bytes");
+  return true;
+}
+
 // ---- bounds ---------------------------------------------------------------------------
 
 bool Marshaler::buffer_bytes(std::uint64_t n, std::size_t unit, const Count* source, std::size_t& bytes) {
@@ -731,6 +755,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
         if (!c.nullable) return fail("null is not allowed here (not nullable)");
       } else if (v.is<std::shared_ptr<NativeBox>>() && v.as<std::shared_ptr<NativeBox>>()->type == d.ref) {
         const NativeBox& box = *v.as<std::shared_ptr<NativeBox>>();
+        if (!native_box_fits(d.ref, box)) return false;
         p = box.data();  // pinned: the host's own native memory
         lent_.add(p, box.size);
       } else if (reg_.get(d.ref).kind == Kind::array && reg_.get(d.ref).as<ArrayInfo>().count.source != Count::Source::constant) {

@@ -65,6 +65,9 @@ class Marshaler {
   // The value of a count; for sentinel counts of host lists, the list's size.
   bool count(const Count& n, const Ctx& c, std::uint64_t& out);
   // Native bytes a value of type t needs (variable-size structs: with their tail).
+  // Host-owned native memory passed as it is for a struct ending in a flexible
+  // array member: the count field in the memory must not reach past it.
+  bool native_box_fits(TypeId t, const NativeBox& box);
   bool native_size(TypeId t, const Value& v, std::size_t& out);
 
   // Bytes of a buffer of n units of `unit` bytes: an error naming the count

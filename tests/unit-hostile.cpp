@@ -260,6 +260,16 @@ TEST_SUITE("hostile") {
                              Value(rec({{"n", Value(3)}, {"tag", Value(1)}, {"items", Value(List{Value(1.0), Value(2.0), Value(3.0)})}})), error));
     CHECK(has(error, "3 elements (field 'n') do not fit in the 0 bytes after the struct"));
     CHECK(native_store(f.ctx.types(), *box, Value(rec({{"n", Value(0)}, {"tag", Value(1)}, {"items", Value(List{})}})), error));
+    // Passed as it is, the count the host wrote into its memory must fit in it:
+    // the callee reads that many items (found by fuzz-c-api-values).
+    std::uint32_t lie = 3;
+    std::memcpy(box->data(), &lie, sizeof lie);  // Flex.n at offset 0
+    const std::string e = f.error_of("sum_in_flex", {Value(box)});
+    CHECK(has(e, "sum_in_flex: parameter 0 'f'"));
+    CHECK(has(e, "the native memory holds 8 bytes but its field 'n' (3) needs 32 bytes"));
+    lie = 0;
+    std::memcpy(box->data(), &lie, sizeof lie);
+    CHECK(D(f.call("sum_in_flex", {Value(box)}).ret) == 1);  // the tag native_store wrote, no items
     // Passed by pointer, the engine sizes it from the count.
     CHECK(D(f.call("sum_in_flex", {Value(rec({{"n", Value(2)}, {"tag", Value(1)}, {"items", Value(List{Value(1.5), Value(2.0)})}}))}).ret) == 4.5);  // tag + items
   }

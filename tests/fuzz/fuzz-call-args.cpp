@@ -21,54 +21,22 @@ namespace {
 // (TYPEMAP.md: opaque addresses and C preconditions are the caller's).
 constexpr const char* unchecked[] = {"sum_var_i32", "fmt_var", "fixture_free", "reverse_out_utf8", "range_ret_i32"};
 
-struct Fixture {
-  Context ctx;
-  std::vector<std::shared_ptr<Library>> libs;
-  std::vector<fuzz::Callable> fns;
-
-  Fixture() {
-    for (const char* file : {"tests/fuzz/fuzz_fixture.json", "tests/fixtures/pinvoke.json"}) {
-      const Typemap& tm = fuzz::load_fixture(ctx, file);
-      libs.push_back(fuzz::open_fixture(ctx, tm));
-      for (const auto& [name, fn] : tm.functions) {
-        if (std::find_if(std::begin(unchecked), std::end(unchecked), [&](const char* u) { return name == u; }) !=
-            std::end(unchecked))
-          continue;
-        std::string error;
-        // A signature the engine refuses to bind (e.g. a packed struct by
-        // value) is not callable at all.
-        if (const Plan* plan = libs.back()->bind(name, error)) fns.push_back({name, libs.back().get(), plan});
-      }
-    }
-  }
-};
-
-Fixture& fixture() {
-  static Fixture* f = new Fixture;  // lives to the end of the process
+fuzz::CallFixture& fixture() {
+  static auto* f = new fuzz::CallFixture(  // lives to the end of the process
+      {"tests/fuzz/fuzz_fixture.json", "tests/fixtures/pinvoke.json"}, [](const std::string& name, const Plan&) {
+        return std::find_if(std::begin(unchecked), std::end(unchecked),
+                            [&](const char* u) { return name == u; }) == std::end(unchecked);
+      });
   return *f;
 }
 
 }  // namespace
 
-extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);
-extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size, std::size_t max_size,
-                                               unsigned seed) {
-  return fuzz::mutate_call(data, size, max_size, seed, fixture().fns, LLVMFuzzerMutate);
-}
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  fixture();
-  return 0;
-}
+MARSHAL_FUZZ_CALL_ENTRY_POINTS(fixture)
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  Fixture& f = fixture();
   fuzz::CallInput in;
-  try {
-    if (!fuzz::parse_call(data, size, f.fns, in)) return 0;
-  } catch (const std::exception& e) {
-    fuzz::finding("an exception escaped Value::from_json", e.what());
-  }
+  if (!fuzz::read_call(data, size, fixture().fns, in)) return 0;
   CallResult result;
   std::string error;
   try {

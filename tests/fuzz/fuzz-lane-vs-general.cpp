@@ -14,30 +14,9 @@ using namespace marshal;
 
 namespace {
 
-struct Fixture {
-  Context ctx;
-  std::vector<std::shared_ptr<Library>> libs;
-  std::vector<fuzz::Callable> fns;
-
-  Fixture() {
-    for (const char* file : {"tests/fixtures/pinvoke.json", "tests/fuzz/fuzz_fixture.json"}) {
-      const Typemap& tm = fuzz::load_fixture(ctx, file);
-      libs.push_back(fuzz::open_fixture(ctx, tm));
-      for (const auto& [name, fn] : tm.functions) {
-        std::string error;
-        const Plan* plan = libs.back()->bind(name, error);
-        if (plan && plan->laned()) fns.push_back({name, libs.back().get(), plan});
-      }
-    }
-    if (fns.empty()) {
-      std::fprintf(stderr, "fuzz: no laned function in the fixtures\n");
-      std::abort();
-    }
-  }
-};
-
-Fixture& fixture() {
-  static Fixture* f = new Fixture;
+fuzz::CallFixture& fixture() {
+  static auto* f = new fuzz::CallFixture({"tests/fixtures/pinvoke.json", "tests/fuzz/fuzz_fixture.json"},
+                                         [](const std::string&, const Plan& plan) { return plan.laned(); });
   return *f;
 }
 
@@ -89,25 +68,11 @@ std::string show(bool ok, const CallResult& r, const std::string& error) {
 
 }  // namespace
 
-extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);
-extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size, std::size_t max_size,
-                                               unsigned seed) {
-  return fuzz::mutate_call(data, size, max_size, seed, fixture().fns, LLVMFuzzerMutate);
-}
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  fixture();
-  return 0;
-}
+MARSHAL_FUZZ_CALL_ENTRY_POINTS(fixture)
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  Fixture& f = fixture();
   fuzz::CallInput in;
-  try {
-    if (!fuzz::parse_call(data, size, f.fns, in)) return 0;
-  } catch (const std::exception& e) {
-    fuzz::finding("an exception escaped Value::from_json", e.what());
-  }
+  if (!fuzz::read_call(data, size, fixture().fns, in)) return 0;
   CallResult laned, again, general;
   std::string laned_error, again_error, general_error;
   bool laned_ok = false, again_ok = false, general_ok = false;

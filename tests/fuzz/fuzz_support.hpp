@@ -10,6 +10,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
+#include <initializer_list>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -75,6 +77,37 @@ struct Callable {
   const Plan* plan;
 };
 
+// The call targets' fixture: every function of the given typemaps that binds
+// and that keep(name, plan) accepts, with their context and libraries.
+struct CallFixture {
+  Context ctx;
+  std::vector<std::shared_ptr<Library>> libs;
+  std::vector<Callable> fns;
+
+  template <class Keep> CallFixture(std::initializer_list<const char*> files, Keep keep) {
+    for (const char* file : files) {
+      const Typemap& tm = load_fixture(ctx, file);
+      libs.push_back(open_fixture(ctx, tm));
+      // A legal buffer of 200 MB (a capacity just under the default limit)
+      // takes the fixture's every-byte callee past libFuzzer's timeout under
+      // ASan: the documented per-library limit, 1 MiB here, keeps each input
+      // fast while every limit check stays in play.
+      libs.back()->set_max_buffer(1 << 20);
+      for (const auto& [name, fn] : tm.functions) {
+        std::string error;
+        // A signature the engine refuses to bind (e.g. a packed struct by
+        // value) is not callable at all.
+        const Plan* plan = libs.back()->bind(name, error);
+        if (plan && keep(name, *plan)) fns.push_back({name, libs.back().get(), plan});
+      }
+    }
+    if (fns.empty()) {
+      std::fprintf(stderr, "fuzz: no function to call in the fixtures\n");
+      std::abort();
+    }
+  }
+};
+
 // Input: "NAME\nJSON". NAME picks the function; an unknown NAME (the fuzzer
 // mutated it) picks by the first byte, so every input calls something.
 // JSON is the argument list (an array); any other JSON value is one argument.
@@ -101,6 +134,15 @@ inline bool parse_call(const std::uint8_t* data, std::size_t size, const std::ve
     in.args.push_back(Value::from_json(j));
   }
   return true;
+}
+
+// parse_call, where an exception escaping the host value conversion is a finding.
+inline bool read_call(const std::uint8_t* data, std::size_t size, const std::vector<Callable>& fns, CallInput& in) {
+  try {
+    return parse_call(data, size, fns, in);
+  } catch (const std::exception& e) {
+    finding("an exception escaped Value::from_json", e.what());
+  }
 }
 
 // ---- structure-aware mutation of "NAME\nJSON" inputs ----
@@ -214,3 +256,16 @@ inline std::string result_json(const CallResult& result) {
 }
 
 }  // namespace marshal::fuzz
+
+// libFuzzer's entry points shared by the call targets: the structure-aware
+// mutator over FIXTURE().fns, and the fixture built once before the first input.
+#define MARSHAL_FUZZ_CALL_ENTRY_POINTS(FIXTURE)                                                                   \
+  extern "C" std::size_t LLVMFuzzerMutate(std::uint8_t* data, std::size_t size, std::size_t max_size);          \
+  extern "C" std::size_t LLVMFuzzerCustomMutator(std::uint8_t* data, std::size_t size, std::size_t max_size,    \
+                                                 unsigned seed) {                                                \
+    return marshal::fuzz::mutate_call(data, size, max_size, seed, FIXTURE().fns, LLVMFuzzerMutate);            \
+  }                                                                                                              \
+  extern "C" int LLVMFuzzerInitialize(int*, char***) {                                                           \
+    FIXTURE();                                                                                                   \
+    return 0;                                                                                                    \
+  }

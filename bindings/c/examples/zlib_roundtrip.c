@@ -1,5 +1,5 @@
 /* marshal C API example: a zlib round trip and a struct out parameter.
- * Build: cc -std=c99 example.c $(pkg-config --cflags --libs marshal_c)
+ * Build: cc -std=c99 example.c $(pkg-config --cflags --libs marshal-c)
  * Run from the repository root (or pass the typemaps folder as argv[1]). */
 #include <marshal.h>
 
