@@ -213,9 +213,20 @@ bool FfiTypes::same_layout(const TypeRegistry& reg, TypeId t, ffi_type* lowered,
 // INTEGER; aggregates over 16 bytes are MEMORY, where only size and alignment
 // matter. An SSE eightbyte of an aggregate aligned below 8 is floats (the
 // register holds the same 8 bytes as for a double; a double element would
-// raise libffi's alignment and pad the size past C's). An aggregate of at most
-// 16 bytes with unaligned fields is MEMORY, which libffi cannot express, so it
-// is refused. offsets: where each element lies.
+// raise libffi's alignment and pad the size past C's). Below 4, those floats
+// are byte_aligned_float: libffi's float alignment of 4 would round a packed
+// size such as 9, 10 or 11 up to 12. An aggregate of at most 16 bytes with
+// unaligned fields is MEMORY, which libffi cannot express, so it is refused.
+// offsets: where each element lies.
+namespace {
+// A float aligned to 1, for SSE eightbytes of packed aggregates. libffi's
+// x86-64 classifier reads an element's type code (FLOAT: an SSE eightbyte),
+// size and offset; its alignment only places the element (here at the offsets
+// C has) and sets the aggregate's, which stays C's. Stack slots are 8-aligned
+// whatever it is (ffi64.c).
+ffi_type byte_aligned_float = {4, 1, FFI_TYPE_FLOAT, nullptr};
+}  // namespace
+
 ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::vector<std::uint64_t>& offsets,
                                         std::string& error) {
   const TypeDesc& d = reg.get(t);
@@ -250,7 +261,8 @@ ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::
     const std::uint64_t n = hi - lo;
     if (any && all_float) {
       if (has_double && d.align >= 8) push(&ffi_type_double, lo);
-      else for (std::uint64_t k = 0; k < n / 4; ++k) push(&ffi_type_float, lo + 4 * k);
+      else for (std::uint64_t k = 0; k < n / 4; ++k)
+        push(d.align >= 4 ? &ffi_type_float : &byte_aligned_float, lo + 4 * k);
     } else {
       const std::uint64_t unit = unit_int->size;
       for (std::uint64_t k = 0; k < n / unit; ++k) push(unit_int, lo + unit * k);
