@@ -335,6 +335,41 @@ TEST_SUITE("abi") {
     CHECK(I(b.call("pk_unaligned_sum", {host_value(b, "PkUnaligned", u)}).ret) == 3);  // by pointer it works
   }
 
+  TEST_CASE("the System V classifier: classes, MEMORY and why; an inline UTF-16 string at an odd offset is unaligned") {
+    Context ctx;
+    LoadResult r = ctx.load_text(R"({"typemap": 1, "library": {"name": "c", "load": {"linux": ["libc.so.6"]}},
+      "types": {
+        "W": {"struct": [{"name": "t", "type": "uint8"},
+                         {"name": "s", "type": {"string": "utf16", "capacity": 2}}], "pack": 1},
+        "WA": {"struct": [{"name": "t", "type": "uint16"},
+                          {"name": "s", "type": {"string": "utf16", "capacity": 2}}], "pack": 1},
+        "IF": {"struct": [{"name": "i", "type": "int32"}, {"name": "f", "type": "float"},
+                          {"name": "d", "type": "double"}]},
+        "Big": {"struct": [{"name": "v", "type": {"array": "double", "count": 3}}]}},
+      "functions": {}})", "t.json");
+    std::string errors;
+    for (const auto& e : r.errors) errors += e.text() + "\n";
+    INFO(errors);
+    REQUIRE(r.ok());
+    const TypeRegistry& reg = ctx.types();
+    const SysvClasses w = sysv_classify(reg, r.typemap->find_type("W"));
+    CHECK(w.memory);
+    CHECK(w.why == "a field at offset 1 is not aligned to its 2 bytes (packed)");
+    // Before, the engine missed it: a char16_t[2] at offset 1 passed in a register.
+    CHECK(by_value_refusal(reg, r.typemap->find_type("W")).find("unaligned fields") != std::string::npos);
+    const SysvClasses wa = sysv_classify(reg, r.typemap->find_type("WA"));
+    CHECK_FALSE(wa.memory);
+    CHECK(wa.eightbytes == std::vector<EightbyteClass>{EightbyteClass::integer});
+    const SysvClasses f = sysv_classify(reg, r.typemap->find_type("IF"));
+    CHECK(f.eightbytes == std::vector<EightbyteClass>{EightbyteClass::integer, EightbyteClass::sse});
+    const SysvClasses big = sysv_classify(reg, r.typemap->find_type("Big"));
+    CHECK(big.memory);
+    CHECK(big.why == "larger than 16 bytes");
+    CHECK(returns_in_memory(reg, r.typemap->find_type("Big")));
+    CHECK_FALSE(returns_in_memory(reg, r.typemap->find_type("IF")));
+    CHECK(std::string(eightbyte_class_name(EightbyteClass::none)) == "NO_CLASS");
+  }
+
   TEST_CASE("the loader refuses what binding would refuse, at its JSON Pointer") {
     auto errors_of = [](const std::string& functions, const std::string& callbacks = "{}") {
       Context ctx;

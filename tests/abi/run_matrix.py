@@ -2,10 +2,11 @@
 # marshal tests: the ABI differential matrix, runner (issue 14).
 # Generates a batch of random signatures (gen_matrix.py), builds the callee
 # library and the C caller with every compiler given, runs each caller against
-# each library (the compilers' ground truth, which must agree among itself),
-# writes expected.json and runs the C++ driver, which calls the same functions
+# each library (the compilers' ground truth; where they disagree, gcc's library
+# is the reference and the signatures are listed: tests/abi/README.md), writes
+# expected.json and runs the C++ driver, which calls the same functions
 # through the engine in both directions. Exit status: the driver's, or 1 when
-# the ground truth itself is inconsistent.
+# the ground truth itself is inconsistent (layouts, or gcc against itself).
 import argparse
 import concurrent.futures
 import json
