@@ -83,6 +83,7 @@ void collect(const TypeRegistry& reg, TypeId t, std::uint64_t base, std::vector<
     }
     case Kind::string: {  // an inline char[N] in a struct: N units
       const std::uint32_t unit = d.align;
+      if (base % unit != 0) misaligned = true;
       for (std::uint32_t i = 0; i < d.size / unit; ++i) out.push_back({base + i * unit, unit, false});
       return;
     }
@@ -214,9 +215,20 @@ bool FfiTypes::same_layout(const TypeRegistry& reg, TypeId t, ffi_type* lowered,
 // INTEGER; aggregates over 16 bytes are MEMORY, where only size and alignment
 // matter. An SSE eightbyte of an aggregate aligned below 8 is floats (the
 // register holds the same 8 bytes as for a double; a double element would
-// raise libffi's alignment and pad the size past C's). An aggregate of at most
-// 16 bytes with unaligned fields is MEMORY, which libffi cannot express, so it
-// is refused. offsets: where each element lies.
+// raise libffi's alignment and pad the size past C's). Below 4, those floats
+// are byte_aligned_float: libffi's float alignment of 4 would round a packed
+// size such as 9, 10 or 11 up to 12. An aggregate of at most 16 bytes with
+// unaligned fields is MEMORY, which libffi cannot express, so it is refused.
+// offsets: where each element lies.
+namespace {
+// A float aligned to 1, for SSE eightbytes of packed aggregates. libffi's
+// x86-64 classifier reads an element's type code (FLOAT: an SSE eightbyte),
+// size and offset; its alignment only places the element (here at the offsets
+// C has) and sets the aggregate's, which stays C's. Stack slots are 8-aligned
+// whatever it is (ffi64.c).
+ffi_type byte_aligned_float = {4, 1, FFI_TYPE_FLOAT, nullptr};
+}  // namespace
+
 ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::vector<std::uint64_t>& offsets,
                                         std::string& error) {
   const TypeDesc& d = reg.get(t);
@@ -251,7 +263,8 @@ ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::
     const std::uint64_t n = hi - lo;
     if (any && all_float) {
       if (has_double && d.align >= 8) push(&ffi_type_double, lo);
-      else for (std::uint64_t k = 0; k < n / 4; ++k) push(&ffi_type_float, lo + 4 * k);
+      else for (std::uint64_t k = 0; k < n / 4; ++k)
+        push(d.align >= 4 ? &ffi_type_float : &byte_aligned_float, lo + 4 * k);
     } else {
       const std::uint64_t unit = unit_int->size;
       for (std::uint64_t k = 0; k < n / unit; ++k) push(unit_int, lo + unit * k);
@@ -281,19 +294,45 @@ void read_return(const TypeDesc& d, const void* rvalue, void* dst) {
 
 std::size_t return_buffer_size(const TypeDesc& d) { return std::max<std::size_t>({d.size, sizeof(ffi_arg), 16}); }
 
-namespace {
+const char* eightbyte_class_name(EightbyteClass c) {
+  switch (c) {
+    case EightbyteClass::none: return "NO_CLASS";
+    case EightbyteClass::integer: return "INTEGER";
+    case EightbyteClass::sse: return "SSE";
+  }
+  return "?";
+}
 
-enum class EightbyteClass { integer, sse };
-
-// psABI 3.2.3 classes of an aggregate of at most 16 bytes that is not MEMORY;
-// false when it is MEMORY (too large or with unaligned fields).
-bool classify(const TypeRegistry& reg, TypeId t, std::vector<EightbyteClass>& classes) {
+// psABI 3.2.3: an aggregate over two eightbytes, or with a field not at its
+// natural alignment, is MEMORY; otherwise each eightbyte is the merge of the
+// classes of the scalars in it (INTEGER wins over SSE, NO_CLASS yields to
+// both; every member of a union counts, bitfields are INTEGER).
+SysvClasses sysv_classify(const TypeRegistry& reg, TypeId t) {
   const TypeDesc& d = reg.get(t);
-  if (d.size > 16 || d.size == 0) return false;
+  SysvClasses c;
+  if (d.kind != Kind::struct_ && d.kind != Kind::union_) {
+    c.eightbytes = {d.kind == Kind::floating ? EightbyteClass::sse : EightbyteClass::integer};
+    return c;
+  }
+  if (d.size > 16 || d.size == 0) {
+    c.memory = true;
+    c.why = d.size ? "larger than 16 bytes" : "empty";
+    return c;
+  }
   std::vector<Leaf> leaves;
   bool regular = true, misaligned = false;
   collect(reg, t, 0, leaves, regular, misaligned);
-  if (misaligned) return false;
+  if (misaligned) {
+    c.memory = true;
+    c.why = "a field is not at its natural alignment (packed)";
+    for (const Leaf& l : leaves)
+      if (l.size && l.offset % l.size != 0) {
+        c.why = "a field at offset " + std::to_string(l.offset) + " is not aligned to its " + std::to_string(l.size) +
+                " bytes (packed)";
+        break;
+      }
+    return c;
+  }
   for (std::uint32_t eb = 0; eb * 8 < d.size; ++eb) {
     bool all_float = true, any = false;
     for (const Leaf& l : leaves)
@@ -301,18 +340,15 @@ bool classify(const TypeRegistry& reg, TypeId t, std::vector<EightbyteClass>& cl
         any = true;
         all_float = all_float && l.is_float;
       }
-    classes.push_back(any && all_float ? EightbyteClass::sse : EightbyteClass::integer);
+    c.eightbytes.push_back(!any ? EightbyteClass::none : all_float ? EightbyteClass::sse : EightbyteClass::integer);
   }
-  return true;
+  return c;
 }
-
-}  // namespace
 
 bool returns_in_memory(const TypeRegistry& reg, TypeId t) {
 #if defined(__x86_64__) && !defined(_WIN64)
   const TypeDesc& d = reg.get(t);
-  std::vector<EightbyteClass> classes;
-  return (d.kind == Kind::struct_ || d.kind == Kind::union_) && !classify(reg, t, classes);
+  return (d.kind == Kind::struct_ || d.kind == Kind::union_) && sysv_classify(reg, t).memory;
 #else
   (void)reg; (void)t;
   return false;
@@ -329,18 +365,21 @@ bool lower_arguments(const TypeRegistry& reg, const std::vector<TypeId>& by_valu
   for (std::uint32_t i = 0; i < by_value.size(); ++i) {
     const TypeDesc& d = reg.get(by_value[i]);
     if (d.kind == Kind::struct_ || d.kind == Kind::union_) {
-      std::vector<EightbyteClass> classes;
-      if (!classify(reg, by_value[i], classes)) {
+      const SysvClasses sc = sysv_classify(reg, by_value[i]);
+      if (sc.memory) {
         out.push_back({i, 0, types[i]});  // MEMORY: on the stack
         continue;
       }
+      const std::vector<EightbyteClass>& classes = sc.eightbytes;
+      // An eightbyte of padding only (NO_CLASS) is lowered as integers, so
+      // libffi counts it as INTEGER: count it as libffi does.
       int need_gpr = 0, need_sse = 0;
-      for (EightbyteClass c : classes) (c == EightbyteClass::integer ? need_gpr : need_sse)++;
+      for (EightbyteClass c : classes) (c == EightbyteClass::sse ? need_sse : need_gpr)++;
       if (gpr + need_gpr > 6 || sse + need_sse > 8) {
         out.push_back({i, 0, types[i]});  // does not fit: the whole struct goes on the stack
         continue;
       }
-      const bool affected = classes.size() == 2 && classes[0] == EightbyteClass::integer &&
+      const bool affected = classes.size() == 2 && classes[0] != EightbyteClass::sse &&
                             classes[1] == EightbyteClass::sse && gpr == 5 && sse >= 1;
       if (affected) {
         // Two scalars in the same registers: a full INTEGER eightbyte, then the SSE one.

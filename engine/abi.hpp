@@ -71,6 +71,19 @@ struct LoweredArg {
   ffi_type* type;
 };
 
+// The x86-64 System V classification (psABI 3.2.3) of a value passed or
+// returned by value: the engine's one classifier (lower_arguments and
+// returns_in_memory use it, `marshal explain` prints it). Computed on every
+// target, as a description of x86-64.
+enum class EightbyteClass : std::uint8_t { none, integer, sse };
+const char* eightbyte_class_name(EightbyteClass c);  // "NO_CLASS", "INTEGER", "SSE"
+struct SysvClasses {
+  bool memory = false;                     // class MEMORY: on the stack, or returned through a hidden pointer
+  std::string why;                         // why MEMORY, for people
+  std::vector<EightbyteClass> eightbytes;  // otherwise one per eightbyte (a scalar: one)
+};
+SysvClasses sysv_classify(const TypeRegistry& reg, TypeId t);
+
 // Whether a function returning t gets the return address as a hidden first
 // argument (System V x86-64: a struct or union of class MEMORY), which takes
 // the first integer register.

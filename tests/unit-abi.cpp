@@ -270,6 +270,54 @@ TEST_SUITE("abi") {
           bytes_of(call_cb_pku32x5(native_pku32x5, five)));
   }
 
+  TEST_CASE("packed structs of 9 to 11 bytes with an SSE eightbyte first pass by value, also nested") {
+    // libffi's float is aligned to 4 and would make these 12 bytes: refused
+    // before the engine lowered their SSE eightbyte to floats aligned to 1.
+    Bound& b = edge();
+    const PkF2B f2b{{1.25f, -3.5f}, 0xfe};
+    CHECK(native_bytes(b, "PkF2B", b.call("pk_f2b", {host_value(b, "PkF2B", f2b), 0.5}).ret) ==
+          bytes_of(pk_f2b(f2b, 0.5f)));
+    const PkF2C3 f2c3{{7.0f, 0.125f}, {-1, 2, 0x7f}};
+    CHECK(native_bytes(b, "PkF2C3", b.call("pk_f2c3", {host_value(b, "PkF2C3", f2c3), 2.0}).ret) ==
+          bytes_of(pk_f2c3(f2c3, 2.0f)));
+    const PkD2B d2b{-0.75, 200, 17};
+    const InPkD2B in{{1e10, 3, 4}};
+    CHECK(native_bytes(b, "PkD2B",
+                       b.call("pk_d2b", {host_value(b, "PkD2B", d2b), 4.0, host_value(b, "InPkD2B", in)}).ret) ==
+          bytes_of(pk_d2b(d2b, 4.0, in)));
+    const PkOfPk pp{{{2.5f, 8.0f}, 9}, 250};
+    CHECK(native_bytes(b, "PkOfPk", b.call("pk_of_pk", {host_value(b, "PkOfPk", pp), 0.5}).ret) ==
+          bytes_of(pk_of_pk(pp, 0.5)));
+    std::vector<Value> args = {1, 2, 3, 4, 5, 6};
+    for (int i = 0; i < 8; ++i) args.push_back(Value(0.25 * i));
+    for (Value v : {host_value(b, "PkF2B", f2b), host_value(b, "PkD2B", d2b), host_value(b, "PkF2C3", f2c3)})
+      args.push_back(v);
+    CHECK(native_bytes(b, "PkD2B", b.call("pk_small_stack", args).ret) ==
+          bytes_of(pk_small_stack(1, 2, 3, 4, 5, 6, 0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, f2b, d2b, f2c3)));
+    // A callback taking and returning them.
+    auto cb = host("pkd2b", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(rec({{"d", D(*a[0].field("d")) + D(a[1].field("v")->as<List>()[1])},
+                     {"a", I(*a[0].field("b"))},
+                     {"b", I(*a[1].field("t"))}}));
+      return true;
+    });
+    const PkD2B want{-0.75 - 3.5, 17, 0xfe};
+    CHECK(native_bytes(b, "PkD2B",
+                       b.call("call_cb_pkd2b", {Value(cb), host_value(b, "PkD2B", d2b), host_value(b, "PkF2B", f2b)})
+                           .ret) == bytes_of(want));
+    const TypeRegistry& reg = b.ctx.types();
+    FfiTypes ffi;
+    for (const char* name : {"PkF2B", "PkF2C3", "PkD2B", "InPkD2B", "PkOfPk"}) {
+      CAPTURE(name);
+      std::string error;
+      ffi_type* t = ffi.lower(reg, type_of(b, name), error);
+      INFO(error);
+      REQUIRE(t);
+      CHECK(t->size == reg.get(type_of(b, name)).size);
+      CHECK(t->alignment == reg.get(type_of(b, name)).align);
+    }
+  }
+
   TEST_CASE("lowering: sizes are C's, unaligned fields refused with the reason") {
     Bound& b = edge();
     const TypeRegistry& reg = b.ctx.types();
@@ -285,6 +333,41 @@ TEST_SUITE("abi") {
     CHECK(by_value_refusal(reg, type_of(b, "PkUnaligned")).find("unaligned fields") != std::string::npos);
     PkUnaligned u{1, 2};
     CHECK(I(b.call("pk_unaligned_sum", {host_value(b, "PkUnaligned", u)}).ret) == 3);  // by pointer it works
+  }
+
+  TEST_CASE("the System V classifier: classes, MEMORY and why; an inline UTF-16 string at an odd offset is unaligned") {
+    Context ctx;
+    LoadResult r = ctx.load_text(R"({"typemap": 1, "library": {"name": "c", "load": {"linux": ["libc.so.6"]}},
+      "types": {
+        "W": {"struct": [{"name": "t", "type": "uint8"},
+                         {"name": "s", "type": {"string": "utf16", "capacity": 2}}], "pack": 1},
+        "WA": {"struct": [{"name": "t", "type": "uint16"},
+                          {"name": "s", "type": {"string": "utf16", "capacity": 2}}], "pack": 1},
+        "IF": {"struct": [{"name": "i", "type": "int32"}, {"name": "f", "type": "float"},
+                          {"name": "d", "type": "double"}]},
+        "Big": {"struct": [{"name": "v", "type": {"array": "double", "count": 3}}]}},
+      "functions": {}})", "t.json");
+    std::string errors;
+    for (const auto& e : r.errors) errors += e.text() + "\n";
+    INFO(errors);
+    REQUIRE(r.ok());
+    const TypeRegistry& reg = ctx.types();
+    const SysvClasses w = sysv_classify(reg, r.typemap->find_type("W"));
+    CHECK(w.memory);
+    CHECK(w.why == "a field at offset 1 is not aligned to its 2 bytes (packed)");
+    // Before, the engine missed it: a char16_t[2] at offset 1 passed in a register.
+    CHECK(by_value_refusal(reg, r.typemap->find_type("W")).find("unaligned fields") != std::string::npos);
+    const SysvClasses wa = sysv_classify(reg, r.typemap->find_type("WA"));
+    CHECK_FALSE(wa.memory);
+    CHECK(wa.eightbytes == std::vector<EightbyteClass>{EightbyteClass::integer});
+    const SysvClasses f = sysv_classify(reg, r.typemap->find_type("IF"));
+    CHECK(f.eightbytes == std::vector<EightbyteClass>{EightbyteClass::integer, EightbyteClass::sse});
+    const SysvClasses big = sysv_classify(reg, r.typemap->find_type("Big"));
+    CHECK(big.memory);
+    CHECK(big.why == "larger than 16 bytes");
+    CHECK(returns_in_memory(reg, r.typemap->find_type("Big")));
+    CHECK_FALSE(returns_in_memory(reg, r.typemap->find_type("IF")));
+    CHECK(std::string(eightbyte_class_name(EightbyteClass::none)) == "NO_CLASS");
   }
 
   TEST_CASE("the loader refuses what binding would refuse, at its JSON Pointer") {

@@ -16,95 +16,8 @@ namespace marshal::cli {
 
 namespace {
 
-// ---- x86-64 System V classification (psABI 3.2.3), read-only ----------------------
-// The engine leaves register work to libffi and keeps its own ABI rules in
-// engine/abi.cpp; this is a description of the same rules for people. It should
-// move next to the engine's classifier in abi.cpp once that file is free.
-
-enum class Cls : std::uint8_t { none, integer, sse, memory };
-
-const char* cls_name(Cls c) {
-  switch (c) {
-    case Cls::none: return "NO_CLASS";
-    case Cls::integer: return "INTEGER";
-    case Cls::sse: return "SSE";
-    case Cls::memory: return "MEMORY";
-  }
-  return "?";
-}
-
-struct Classes {
-  bool memory = false;
-  std::string why;            // why MEMORY
-  std::vector<Cls> eightbytes;
-};
-
-// Rule: the class of an eightbyte is the merge of the classes of the fields in
-// it; INTEGER wins over SSE, NO_CLASS yields to both.
-void merge(Cls& into, Cls c) {
-  if (into == Cls::none || c == Cls::integer) into = c;
-}
-
-void classify_into(const TypeRegistry& reg, TypeId t, std::uint64_t base, Classes& out) {
-  const TypeDesc& d = reg.get(t);
-  auto leaf = [&](std::uint32_t size, std::uint32_t align, Cls c) {
-    if (align > 1 && base % align != 0) {  // rule: an unaligned field makes the whole argument MEMORY
-      out.memory = true;
-      out.why = "a field at offset " + std::to_string(base) + " is not aligned to its " + std::to_string(align) +
-                " bytes (packed)";
-      return;
-    }
-    for (std::uint64_t b = base / 8; b <= (base + (size ? size : 1) - 1) / 8 && b < out.eightbytes.size(); ++b)
-      merge(out.eightbytes[b], c);
-  };
-  switch (d.kind) {
-    case Kind::struct_: case Kind::union_:
-      for (const Field& f : d.as<RecordInfo>().fields) {
-        if (f.is_bitfield) {  // bitfields are integers, whatever their declared type
-          if (f.bits == 0) continue;
-          const std::uint64_t first = (base + f.offset) * 8 + f.bit_offset;
-          for (std::uint64_t b = first / 64; b <= (first + f.bits - 1) / 64 && b < out.eightbytes.size(); ++b)
-            merge(out.eightbytes[b], Cls::integer);
-          continue;
-        }
-        classify_into(reg, f.type, base + f.offset, out);
-      }
-      return;
-    case Kind::array: {
-      const TypeDesc& e = reg.get(d.ref);
-      const std::uint64_t n = d.as<ArrayInfo>().count.constant;
-      for (std::uint64_t i = 0; i < n && !out.memory; ++i) classify_into(reg, d.ref, base + i * e.size, out);
-      return;
-    }
-    case Kind::string:  // a pointer, or char name[N] inline: bytes, INTEGER either way
-      leaf(d.size, d.align, Cls::integer);
-      return;
-    case Kind::floating: leaf(d.size, d.align, Cls::sse); return;
-    case Kind::void_: return;
-    case Kind::integer: case Kind::boolean: case Kind::pointer: case Kind::ptr: case Kind::enum_: case Kind::handle:
-    case Kind::callback: case Kind::interface:
-      leaf(d.size, d.align, Cls::integer);
-      return;
-  }
-}
-
-// The classes of a value of type t passed or returned by value.
-Classes classify(const TypeRegistry& reg, TypeId t) {
-  const TypeDesc& d = reg.get(t);
-  Classes c;
-  if (d.kind != Kind::struct_ && d.kind != Kind::union_) {
-    c.eightbytes = {d.kind == Kind::floating ? Cls::sse : Cls::integer};
-    return c;
-  }
-  if (d.size > 16) {  // rule: an aggregate larger than two eightbytes is MEMORY
-    c.memory = true;
-    c.why = "larger than 16 bytes";
-    return c;
-  }
-  c.eightbytes.assign((d.size + 7) / 8, Cls::none);
-  classify_into(reg, t, 0, c);
-  return c;
-}
+// ---- x86-64 System V register places ------------------------------------------------
+// The classes come from the engine's own classifier (abi.hpp: sysv_classify).
 
 struct Registers {
   int gpr = 0, sse = 0;
@@ -114,24 +27,25 @@ struct Registers {
 // Where an argument of these classes goes, taking registers from `regs`.
 // Rule: if all its eightbytes fit the remaining registers they take them in
 // order; otherwise the whole argument goes on the stack.
-std::string place(const Classes& c, Registers& regs, std::uint32_t size) {
+std::string place(const SysvClasses& c, Registers& regs, std::uint32_t size) {
   if (c.memory) return "on the stack (class MEMORY: " + c.why + "; a " + std::to_string(size) + "-byte copy)";
   int need_gpr = 0, need_sse = 0;
-  for (Cls e : c.eightbytes) (e == Cls::sse ? need_sse : need_gpr) += 1;
+  for (EightbyteClass e : c.eightbytes) (e == EightbyteClass::sse ? need_sse : need_gpr) += 1;
   if (regs.gpr + need_gpr > 6 || regs.sse + need_sse > 8)
     return "on the stack (no " + std::string(regs.gpr + need_gpr > 6 ? "integer" : "vector") + " register left)";
   std::string where;
-  for (Cls e : c.eightbytes) {
+  for (EightbyteClass e : c.eightbytes) {
     if (!where.empty()) where += " + ";
-    if (e == Cls::sse) where += "xmm" + std::to_string(regs.sse++);
+    if (e == EightbyteClass::sse) where += "xmm" + std::to_string(regs.sse++);
     else where += Registers::gprs[regs.gpr++];
   }
   if (c.eightbytes.size() > 1) {
     std::string cls;
-    for (Cls e : c.eightbytes) cls += (cls.empty() ? "" : ", ") + std::string(cls_name(e));
+    for (EightbyteClass e : c.eightbytes) cls += (cls.empty() ? "" : ", ") + std::string(eightbyte_class_name(e));
     where += " (eightbytes " + cls + ")";
   } else {
-    where += std::string(" (") + cls_name(c.eightbytes.empty() ? Cls::none : c.eightbytes[0]) + ")";
+    where += std::string(" (") +
+             eightbyte_class_name(c.eightbytes.empty() ? EightbyteClass::none : c.eightbytes[0]) + ")";
   }
   return "in " + where;
 }
@@ -329,7 +243,7 @@ int cmd_explain(const Args& args) {
   } else if (by_pointer(rd.kind)) {
     ret_place = "a pointer in rax";
   } else {
-    Classes c = classify(reg, fn.returns);
+    const SysvClasses c = sysv_classify(reg, fn.returns);
     if (c.memory) {
       // Rule: a MEMORY return is written to caller storage whose address is a hidden first argument.
       ret_place = "in memory: the caller passes a hidden pointer to " + std::to_string(rd.size) +
@@ -338,9 +252,9 @@ int cmd_explain(const Args& args) {
     } else {
       int gi = 0, si = 0;
       static constexpr const char* rets[] = {"rax", "rdx"};
-      for (Cls e : c.eightbytes) {
+      for (EightbyteClass e : c.eightbytes) {
         if (!ret_place.empty()) ret_place += " + ";
-        ret_place += e == Cls::sse ? "xmm" + std::to_string(si++) : std::string(rets[gi++]);
+        ret_place += e == EightbyteClass::sse ? "xmm" + std::to_string(si++) : std::string(rets[gi++]);
       }
       ret_place = "in " + ret_place;
       if (rd.size < 8 && rd.kind != Kind::floating)
@@ -383,8 +297,8 @@ int cmd_explain(const Args& args) {
     std::printf("  %zu %s: %s %s%s\n", i, p.name.c_str(), std::string(dir_name(p.dir)).c_str(),
                 reg.spell(p.type).c_str(), p.nullable ? " (nullable)" : "");
     if (sysv) {
-      std::string where = by_pointer(d.kind) ? place(Classes{false, "", {Cls::integer}}, regs, 8) + ", the address"
-                                             : place(classify(reg, p.type), regs, d.size);
+      std::string where = by_pointer(d.kind) ? place(SysvClasses{false, "", {EightbyteClass::integer}}, regs, 8) + ", the address"
+                                             : place(sysv_classify(reg, p.type), regs, d.size);
       std::printf("    passing: %s%s\n", where.c_str(),
                   p.dir == Dir::out ? "; the host supplies no value, it appears in the result" : "");
       if (split) {

@@ -516,7 +516,7 @@ def tags_of(sig):
         c = classify(t)
         if c != 'MEMORY':
             tags.append('class:' + '_'.join(c))
-        if t.pack:
+        if mentions(t, lambda x: isinstance(x, Record) and x.pack):  # packed, at any depth
             tags.append('packed_unaligned' if any(off % p.align for off, p in leaves(t, 0, True)) else 'packed_aligned')
         if mentions(t, lambda x: isinstance(x, Record) and x.kind == 'union'):
             tags.append('union')
