@@ -10,6 +10,7 @@
 
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <sqlite3.h>
 #include <string>
 #include <sys/wait.h>
@@ -37,6 +38,17 @@ std::string load_error(const std::string& text) {
   CHECK_FALSE(r.ok());
   REQUIRE(r.errors.size() == 1);
   return r.errors[0].text();
+}
+
+// `marshal ARGS` (shell-quoted), with its stdout and exit status; stderr joins stdout.
+std::pair<int, std::string> marshal_cli(const std::string& args) {
+  FILE* p = ::popen((std::string(MARSHAL_EXE) + " " + args + " 2>&1").c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+  const int st = ::pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
 }
 
 // A typemap of one function f with these parameters.
@@ -157,6 +169,25 @@ TEST_SUITE("sizes") {
     CHECK(I(r.ret) == 4 + 16);  // as unit-objects.cpp's call with n = 4
     CHECK_FALSE(lib->objects().call(widget.as<ObjectRef>(), "Sum", xs_and_n, r, error));
     CHECK(error == "objects-computed.json: IWidget.Sum: expects 1 argument (xs), got 2");
+  }
+
+  TEST_CASE("the command line: call without computed arguments, explain and lint show them") {
+    auto [status, out] = marshal_cli("call tests/fixtures/sizes.json sizes_sum_u8 '{\"base64\":\"AQID\"}'");
+    CHECK(status == 0);
+    CHECK(out == "{\"return\":6,\"out\":{\"got\":3}}\n");
+    auto [bad, msg] = marshal_cli("call tests/fixtures/sizes.json sizes_sum_u8 '{\"base64\":\"AQID\"}' 3");
+    CHECK(bad == 1);
+    CHECK(msg.find("sizes_sum_u8: expects 1 argument (data), got 2") != std::string::npos);
+    auto [e, explained] = marshal_cli("explain typemaps/sqlite3.json sqlite3_bind_text");
+    CHECK(e == 0);
+    CHECK(explained.find("computed by the engine, not given by the host: the size in bytes of 'text' as passed") !=
+          std::string::npos);
+    // lint suggests "value" where the host still passes a count beside its data.
+    auto [l, linted] = marshal_cli("lint tests/fixtures/pinvoke.json");
+    CHECK(linted.find("/functions/sum_in_bytes/params/1: lint: the host passes 'n', the length of the in string 's', "
+                      "beside it: write \"value\": {\"count_of\": \"s\"}") != std::string::npos);
+    auto [z, zlib] = marshal_cli("lint typemaps/zlib.json typemaps/libc.json typemaps/sqlite3.json");
+    CHECK(zlib.find("count_of") == std::string::npos);
   }
 
   TEST_CASE("a computed value that does not fit its parameter's type is an error naming it; nothing is called") {
