@@ -265,7 +265,7 @@ bool known_before_call(const Count& n, const Ctx& c) {
 // ---- strings ------------------------------------------------------------------------
 
 bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out,
-                                 const Ctx& c) {
+                                 const Ctx& c, std::size_t* units_out) {
   const std::size_t unit = encoding_unit(s.encoding);
   const Count* cap_source = s.capacity.present() ? &s.capacity : nullptr;
   // A length the host gives tells the callee how many units to read: no more
@@ -300,6 +300,7 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
     if (!out && !(out = allocate(total, bytes))) return false;
     std::memcpy(out, text.data(), n);
     std::memset(static_cast<std::byte*>(out) + n, 0, total - n);
+    if (units_out) *units_out = n;
     return true;
   }
   // Well-formed UTF-8 text for a Unicode encoding: transcoded straight into
@@ -319,6 +320,7 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
       if (!length_fits(n)) return false;
       std::memset(static_cast<std::byte*>(mem) + n * unit, 0, (room - n) * unit);
       out = mem;
+      if (units_out) *units_out = n;
       return true;
     }
     // Not well-formed, or too long for the buffer: the general path says why.
@@ -360,6 +362,7 @@ bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_
   else if (!(out = allocate(std::max(capacity_units, n + term), total))) return false;
   std::memset(out, 0, total ? total : unit);
   if (!units.empty()) std::memcpy(out, units.data(), units.size());  // an empty vector's data() may be null
+  if (units_out) *units_out = n;
   return true;
 }
 

@@ -59,7 +59,9 @@ class Marshaler {
   bool array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length = nullptr);
   // An `in` string's `length` (when the host gives it) must not exceed the
   // host's string: the callee reads that many units.
-  bool string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out, const Ctx& c);
+  // `units`, when given, receives the code units written, without the terminator.
+  bool string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out, const Ctx& c,
+                        std::size_t* units = nullptr);
   bool string_to_host(const StringInfo& s, const void* data, std::size_t max_units, const Ctx& c, Value& out);
 
   // The value of a count; for sentinel counts of host lists, the list's size.

@@ -98,6 +98,10 @@ class Loader {
   void read_free_with(const json& j, const std::string& p, FreeWith& out);
   void read_on_error(const json& j, const std::string& p, const Signature& sig, OnError& out);
   void check_count_refs(const std::vector<CountRef>& refs, const Signature& sig);
+  bool read_computed(const json& j, const std::string& p, const std::string& param_pointer,
+                     const std::vector<std::string>& names,
+                     const std::unordered_map<std::string_view, std::uint32_t>& index, Param& prm);
+  bool check_computed(Signature& sig, const std::string& params_pointer);
 
   // ---- type expressions (typemap_types.cpp) ----
   TypeId parse_type(const json& j, const std::string& p, const TypeCtx& ctx, std::vector<CountRef>& refs);

@@ -606,7 +606,7 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
   if (args.size() != plan->host_arity()) {
     std::string names;
     for (const Param& p : m->params)
-      if (p.dir != Dir::out) names += (names.empty() ? "" : ", ") + p.name;
+      if (p.host_supplied()) names += (names.empty() ? "" : ", ") + p.name;
     error = tm.file + ": " + owner->name + "." + m->name + ": expects " + std::to_string(plan->host_arity()) +
             " argument" + (plan->host_arity() == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") + ", got " +
             std::to_string(args.size());

@@ -88,6 +88,7 @@ Library::Library(Context& ctx, const Typemap& tm, std::unique_ptr<SharedLibrary>
       max_buffer_(tm.library.max_buffer ? tm.library.max_buffer : default_max_buffer) {
   callbacks_.set_objects(&objects_);
   callbacks_.set_max_buffer_source(&max_buffer_);  // host functions are bounded by this library's limit
+  if (tm.library.guard) guard_.store(true, std::memory_order_relaxed);  // "library": {"guard": true}
   method_cache_ = std::make_unique<std::atomic<const Plan*>[]>(tm_.method_count);  // value-initialized: null
 }
 
@@ -314,7 +315,7 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
     const TypeDesc& d = reg.get(p.type);
     Plan::Step s;
     s.type = p.type;
-    s.host_index = p.dir == Dir::out || (method && i == 0) ? -1 : static_cast<int>(plan->host_count_++);
+    s.host_index = !p.host_supplied() || (method && i == 0) ? -1 : static_cast<int>(plan->host_count_++);
     switch (d.kind) {
       case Kind::ptr: s.op = Plan::Step::Op::ptr; break;
       case Kind::array: s.op = Plan::Step::Op::array; break;
@@ -365,6 +366,9 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
     error = tm_.file + ": " + fn.name + ": free_with: " + why;
     return nullptr;
   }
+  // Computed parameters, in the loader's evaluation order, as plan indices
+  // (a method's parameters follow `this`).
+  for (std::uint32_t k : fn.computed) plan->computed_.push_back(k + (method ? 1 : 0));
   ffi_abi abi;
   if (!ffi_abi_of(fn.callconv, abi, why)) {  // the loader refuses it too
     error = tm_.file + ": " + fn.name + ": " + why;
@@ -388,7 +392,8 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
         by_value.push_back(plan->steps_[i].op == Plan::Step::Op::value ? plan->value_types_[i] : no_type);
       choose_invoker(reg, by_value, fn.returns, plan->invoker_);
     }
-    plan->laned_ = plan->lowered_.empty() &&
+    // A computed parameter is not a host argument: such plans take run().
+    plan->laned_ = plan->lowered_.empty() && plan->computed_.empty() &&
                    scalar_lane(reg, fn, method, plan->lane_, plan->lane_ret_, plan->record_lanes_);
   }
   plan->cif_.rtype = rtype;
@@ -594,8 +599,8 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
   const bool variadic = fn.variadic_from >= 0;
   if (args.size() < host_count_ || (!variadic && args.size() != host_count_)) {
     std::string names;
-    for (const Param& p : fn.params)
-      if (p.dir != Dir::out) names += (names.empty() ? "" : ", ") + p.name;
+    for (std::size_t i = method_ ? 1 : 0; i < fn.params.size(); ++i)
+      if (fn.params[i].host_supplied()) names += (names.empty() ? "" : ", ") + fn.params[i].name;
     error = tm.file + ": " + fn.name + ": expects " + std::to_string(host_count_) + " argument" +
             (host_count_ == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") +
             (variadic ? " and then variadic ones" : "") + ", got " + std::to_string(args.size());
@@ -650,7 +655,9 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
             reg.spell(fn.params[i].type) + "): " + m.error;
     return false;
   };
-  for (std::size_t i = 0; i < n; ++i) {
+  // Converts parameter i into its slot; `units` (strings) receives the code
+  // units passed, without the terminator.
+  auto marshal_param = [&](std::size_t i, std::size_t& units) -> bool {
     const Step& s = steps_[i];
     const Param& p = fn.params[i];
     const TypeDesc& d = reg.get(s.type);
@@ -666,12 +673,11 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     void* ptr = nullptr;
     if (method_ && i == 0) {  // `this`
       std::memcpy(slot, &self, sizeof self);
-      continue;
+      return true;
     }
     switch (s.op) {
       case Step::Op::value:
-        if (!m.to_native(s.type, *host[i], slot, c)) return fail(i);
-        continue;
+        return m.to_native(s.type, *host[i], slot, c) || fail(i);
       case Step::Op::ptr:
         if (p.dir == Dir::out) {
           std::size_t size = reg.get(d.ref).size;
@@ -712,7 +718,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
           m.lend(ptr, bytes);
         } else if (host[i]->is_null()) {
           if (!p.nullable) { m.error = "null is not allowed here (not nullable)"; return fail(i); }
-        } else if (!m.string_to_native(si, *host[i], cap, ptr, c)) {
+        } else if (!m.string_to_native(si, *host[i], cap, ptr, c, &units)) {
           return fail(i);
         }
         break;
@@ -720,6 +726,64 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     }
     std::memcpy(slot, &ptr, sizeof ptr);
     pointee[i] = ptr;
+    return true;
+  };
+  // Computed parameters first (extension "value"), so that every count that
+  // names one reads the engine's value: a string they measure is converted
+  // here, an array is measured by what the host gave (and converted with that
+  // count below). The value must fit the parameter's integer type.
+  std::vector<Value> computed(computed_.size());
+  std::uint8_t done_small[16] = {};  // converted already (a string a computed parameter measures)
+  std::vector<std::uint8_t> done_big;
+  std::uint8_t* done = done_small;
+  if (n > 16) {
+    done_big.assign(n, 0);
+    done = done_big.data();
+  }
+  for (std::size_t k = 0; k < computed_.size(); ++k) {
+    const std::size_t i = computed_[k];
+    const Computed& cv = fn.params[i].value;
+    std::uint64_t value = cv.size;
+    if (cv.measure != Computed::Measure::size_of) {
+      const std::size_t t = cv.index + (method_ ? 1 : 0);
+      const TypeDesc& td = reg.get(steps_[t].type);
+      const Value& hv = *host[t];
+      std::uint64_t elements = 0;
+      std::size_t unit = 1;
+      if (td.kind == Kind::string) {
+        std::size_t units = 0;
+        if (!done[t] && !marshal_param(t, units)) return false;
+        done[t] = 1;
+        elements = units;
+        unit = encoding_unit(td.as<StringInfo>().encoding);
+      } else {  // an array counted by this parameter (or a sentinel): what the host gave
+        if (hv.is<List>()) elements = hv.as<List>().size();
+        else if (hv.is<Bytes>()) elements = hv.as<Bytes>().data.size();
+        else if (hv.is<std::shared_ptr<NativeBox>>()) elements = hv.as<std::shared_ptr<NativeBox>>()->count;
+        // anything else (null, a wrong kind) counts 0: its conversion accepts or reports it
+        unit = reg.get(td.ref).size;
+      }
+      std::size_t bytes = 0;
+      if (cv.measure == Computed::Measure::count_of) value = elements;
+      else if (checked_mul(elements, unit, bytes)) value = bytes;
+      else value = UINT64_MAX;  // cannot be: the host's data exists; reported as out of range below
+    }
+    const TypeDesc& pd = reg.get(steps_[i].type);
+    std::uint64_t bits = 0;
+    if (integer_fit(Value(value), pd.size * 8u, pd.has(flag_signed), bits) != Fit::ok) {
+      error = tm.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" + fn.params[i].name + "' (" +
+              reg.spell(steps_[i].type) + "): the computed value " + std::to_string(value) + " (" +
+              std::string(measure_name(cv.measure)) + " " +
+              (cv.measure == Computed::Measure::size_of ? reg.spell(cv.type) : "'" + cv.name + "'") +
+              ") does not fit " + reg.spell(steps_[i].type);
+      return false;
+    }
+    computed[k] = Value(value);
+    host[i] = &computed[k];
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    std::size_t units = 0;
+    if (!done[i] && !marshal_param(i, units)) return false;
   }
 
   // Variadic arguments: promoted and prepared per call.

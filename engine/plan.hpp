@@ -131,6 +131,7 @@ class Plan {
   std::vector<LoweredArg> lowered_;   // empty unless an argument is split (abi.hpp)
   std::vector<ffi_type*> lowered_types_;
   std::vector<Step> steps_;
+  std::vector<std::uint32_t> computed_;  // computed parameters (Param::value), in evaluation order
   std::size_t host_count_ = 0;
   Releaser ret_free_;
   bool method_ = false;  // parameter 0 is `this`, given by call_method

@@ -29,12 +29,31 @@ struct FreeWith {
   std::string name;     // symbol, or function of this typemap
 };
 
+// Extension "value" (typemaps/README.md): an `in` integer parameter the engine
+// computes from the typemap and the other arguments, so a host cannot make it
+// disagree with the data it describes. The host does not supply it.
+struct Computed {
+  enum class Measure : std::uint8_t { none, size_of, count_of, bytes_of };
+  Measure measure = Measure::none;
+  std::uint64_t size = 0;   // size_of: the type's size in bytes
+  TypeId type = no_type;    // size_of: the type
+  std::uint32_t index = 0;  // count_of, bytes_of: the parameter measured
+  std::string name;         // count_of, bytes_of: its name, for messages
+  bool present() const { return measure != Measure::none; }
+};
+std::string_view measure_name(Computed::Measure m);  // "sizeof", "count_of", "bytes_of"
+
 struct Param {
   std::string name;
   TypeId type = no_type;
   Dir dir = Dir::in;
   bool nullable = false;
   FreeWith free_with;  // extension: out/inout pointers to callee-allocated memory
+  Computed value;      // extension: computed by the engine, not given by the host
+  // Whether the host gives this parameter a value when it calls (in and inout
+  // parameters that the engine does not compute). Every host-facing path
+  // (plans, the CLI, the C and C++ APIs, objects) counts arguments by this.
+  bool host_supplied() const { return dir != Dir::out && !value.present(); }
 };
 
 struct Check {
@@ -59,6 +78,10 @@ struct Signature {
   bool return_nullable = false;
   std::vector<Param> params;
   CallConv callconv = CallConv::default_;
+  // Indices of the computed parameters (Param::value), in the order the engine
+  // evaluates them: one measuring a string whose capacity is another computed
+  // parameter comes after it (the loader refuses cycles).
+  std::vector<std::uint32_t> computed;
 };
 
 struct Function : Signature {
@@ -108,6 +131,7 @@ struct LibrarySpec {
   std::string name;
   std::map<std::string, std::vector<std::string>> load;  // os -> candidates
   std::size_t max_buffer = 0;  // extension "max_buffer": bytes per value; 0: the default (bounds.hpp)
+  bool guard = false;          // extension "guard": guard mode (guard.hpp) for every call
   bool present = false;
 };
 

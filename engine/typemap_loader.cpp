@@ -25,6 +25,16 @@ std::string_view dir_name(Dir d) {
   return "?";
 }
 
+std::string_view measure_name(Computed::Measure m) {
+  switch (m) {
+    case Computed::Measure::none: return "none";
+    case Computed::Measure::size_of: return "sizeof";
+    case Computed::Measure::count_of: return "count_of";
+    case Computed::Measure::bytes_of: return "bytes_of";
+  }
+  return "?";
+}
+
 std::string escape_for_message(std::string_view text) {
   std::string out;
   out.reserve(text.size());
@@ -299,8 +309,10 @@ void Loader::read_defaults(const json& j, const std::string& p) {
 }
 
 void Loader::read_library(const json& j, const std::string& p) {
-  if (!is_object(j, p, "the library ({\"name\": ..., \"load\": {...}})") || !check_keys(j, p, {"name", "load", "max_buffer"})) return;
+  if (!is_object(j, p, "the library ({\"name\": ..., \"load\": {...}})") || !check_keys(j, p, {"name", "load", "max_buffer", "guard"})) return;
   bool ok = true;
+  // extension: guard mode (guard.hpp) for every call of this library
+  if (j.contains("guard")) read_bool(j.at("guard"), pointer_join(p, "guard"), tm_.library.guard);
   if (j.contains("max_buffer")) {  // extension: the largest buffer for one value (bounds.hpp)
     const json& m = j.at("max_buffer");
     if (m.is_number_integer() && (m.is_number_unsigned() || m.get<std::int64_t>() > 0) && m.get<std::uint64_t>() > 0 &&
@@ -563,7 +575,7 @@ bool Loader::read_signature(const json& j, const std::string& p, Signature& sig,
     if (!params[i].is_object() || names[i].empty()) continue;
     const json& pj = params[i];
     Param& prm = sig.params[i];
-    if (!check_keys(pj, ip, {"name", "type", "dir", "nullable", "free_with"})) { ok = false; continue; }
+    if (!check_keys(pj, ip, {"name", "type", "dir", "nullable", "free_with", "value"})) { ok = false; continue; }
     if (pj.contains("dir") &&
         !read_enum<Dir>(pj.at("dir"), pointer_join(ip, "dir"), {{"in", Dir::in}, {"out", Dir::out}, {"inout", Dir::inout}}, prm.dir)) {
       ok = false;
@@ -622,8 +634,18 @@ bool Loader::read_signature(const json& j, const std::string& p, Signature& sig,
       }
       read_free_with(pj.at("free_with"), pointer_join(ip, "free_with"), prm.free_with);
     }
+    if (pj.contains("value")) {
+      if (is_callback) {
+        error(pointer_join(ip, "value"), "a callback's parameters come from native code; \"value\" (computed by the "
+                                         "engine) applies to functions and methods");
+        ok = false;
+        continue;
+      }
+      if (!read_computed(pj.at("value"), pointer_join(ip, "value"), ip, names, index, prm)) ok = false;
+    }
   }
   (void)int_return;
+  if (ok && !check_computed(sig, pp)) ok = false;
   check_count_refs(refs, sig);
   if (j.contains("callconv")) {
     CallConv cc{};
@@ -648,6 +670,188 @@ bool Loader::read_signature(const json& j, const std::string& p, Signature& sig,
     ok = false;
   });
   return ok;
+}
+
+// ---- computed parameters (extension "value") --------------------------------------------
+
+// A parameter's "value": {"sizeof": TYPE}, {"count_of": PARAM} or {"bytes_of":
+// PARAM}. What needs the other parameters' types is checked by check_computed.
+bool Loader::read_computed(const json& j, const std::string& p, const std::string& param_pointer,
+                           const std::vector<std::string>& names,
+                           const std::unordered_map<std::string_view, std::uint32_t>& index, Param& prm) {
+  const char* expected = "{\"sizeof\": TYPE}, {\"count_of\": PARAMETER} or {\"bytes_of\": PARAMETER}";
+  if (!j.is_object() || j.size() != 1) {
+    if (j.is_object() && !j.empty() && !check_keys(j, p, {"sizeof", "count_of", "bytes_of"})) return false;
+    error(p, std::string("expected exactly one of ") + expected + ", got " +
+                 (j.is_object() ? std::to_string(j.size()) + " keys" : json_type_name(j)));
+    return false;
+  }
+  if (!check_keys(j, p, {"sizeof", "count_of", "bytes_of"})) return false;
+  const std::string key = j.begin().key();
+  const json& v = j.begin().value();
+  const std::string kp = pointer_join(p, key);
+  if (prm.dir != Dir::in) {
+    error(pointer_join(param_pointer, "dir"), "a computed parameter (\"value\") is an in parameter: the engine passes "
+                                              "its value; it cannot be " + std::string(dir_name(prm.dir)));
+    return false;
+  }
+  if (prm.type != no_type && reg_.get(prm.type).kind != Kind::integer) {
+    error(pointer_join(param_pointer, "type"), "a computed parameter (\"value\") has an integer type (the engine "
+                                               "passes a size or count), not " + reg_.spell(prm.type));
+    return false;
+  }
+  if (key == "sizeof") {
+    TypeCtx ctx;
+    ctx.where = TypeCtx::Where::field;  // T[N] is inline storage, as C's sizeof sees it
+    std::vector<CountRef> refs;
+    const TypeId t = parse_type(v, kp, ctx, refs);
+    if (t == no_type) return false;
+    if (!complete(t)) {  // an inline array made here is laid out now
+      error(kp, reg_.spell(t) + " cannot be laid out (larger than 2 GiB)");
+      return false;
+    }
+    const TypeDesc& d = reg_.get(t);
+    if (d.kind == Kind::void_ || !d.has(flag_complete) || d.has(flag_variable_size) || d.size == 0) {
+      error(kp, reg_.spell(t) + " has no fixed size to pass (void, incomplete, zero-sized, or ending in a "
+                                "flexible array member)");
+      return false;
+    }
+    if (prm.type != no_type) {  // a constant: checked against the parameter's type here, not at every call
+      const TypeDesc& pd = reg_.get(prm.type);
+      const unsigned bits = pd.size * 8u - (pd.has(flag_signed) ? 1u : 0u);
+      if (bits < 64 && d.size > (std::uint64_t{1} << bits) - 1) {
+        error(kp, "sizeof " + reg_.spell(t) + " is " + std::to_string(d.size) + ", which does not fit parameter '" +
+                      prm.name + "' (" + reg_.spell(prm.type) + ")");
+        return false;
+      }
+    }
+    prm.value.measure = Computed::Measure::size_of;
+    prm.value.type = t;
+    prm.value.size = d.size;
+    return true;
+  }
+  if (!v.is_string()) {
+    error(kp, "expected the name of the parameter to measure, got " + json_type_name(v));
+    return false;
+  }
+  const std::string& target = v.get_ref<const std::string&>();
+  auto at = index.find(target);
+  if (at == index.end()) {
+    std::string list;
+    for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+    error(kp, key + " refers to parameter '" + target + "' which does not exist (parameters: " + list + ")" +
+                  did_you_mean(target, names));
+    return false;
+  }
+  if (target == prm.name) {
+    error(kp, "parameter '" + prm.name + "' cannot measure itself");
+    return false;
+  }
+  prm.value.measure = key == "count_of" ? Computed::Measure::count_of : Computed::Measure::bytes_of;
+  prm.value.index = at->second;
+  prm.value.name = target;
+  return true;
+}
+
+// Once every parameter has its type: what a computed parameter measures must
+// be host data whose extent it alone describes, and the engine must be able to
+// evaluate computed parameters in some order (Signature::computed).
+bool Loader::check_computed(Signature& sig, const std::string& params_pointer) {
+  bool ok = true;
+  std::vector<std::uint32_t> pending;
+  for (std::uint32_t i = 0; i < sig.params.size(); ++i) {
+    const Param& prm = sig.params[i];
+    const Computed& c = prm.value;
+    if (!c.present()) continue;
+    pending.push_back(i);
+    if (c.measure == Computed::Measure::size_of) continue;
+    const std::string kp = pointer_join(pointer_join(pointer_join(params_pointer, i), "value"), measure_name(c.measure));
+    const std::string key(measure_name(c.measure));
+    const Param& t = sig.params[c.index];
+    auto refuse = [&](const std::string& why) {
+      error(kp, why);
+      ok = false;
+    };
+    if (t.type == no_type) { ok = false; continue; }
+    const TypeDesc& d = reg_.get(t.type);
+    const std::string self = "{\"param\": \"" + prm.name + "\"}";
+    if (t.dir == Dir::out) {
+      refuse("parameter '" + t.name + "' is out: the host gives no data to measure");
+    } else if (t.value.present()) {
+      refuse("parameter '" + t.name + "' is computed itself; " + key + " measures an array or string the host gives");
+    } else if (d.kind == Kind::array) {
+      const ArrayInfo& a = d.as<ArrayInfo>();
+      const std::uint32_t unit = reg_.get(d.ref).size;
+      const bool own = a.count.source == Count::Source::param && a.count.index == i;
+      if (!own && a.count.source != Count::Source::sentinel)
+        refuse("array '" + t.name + "' is counted by " +
+               (a.count.source == Count::Source::param ? "parameter '" + a.count.name + "'"
+                : a.count.source == Count::Source::constant ? "the constant " + std::to_string(a.count.constant)
+                                                             : std::string("something else")) +
+               "; an array the engine measures is counted by what it computes: write \"count\": " + self);
+      else if (own && c.measure == Computed::Measure::bytes_of && unit != 1)
+        refuse("array '" + t.name + "' is counted by '" + prm.name + "' in elements of " + std::to_string(unit) +
+               " bytes, but bytes_of is its size in bytes: use {\"count_of\": \"" + t.name + "\"}");
+    } else if (d.kind == Kind::string) {
+      const StringInfo& si = d.as<StringInfo>();
+      const std::size_t unit = encoding_unit(si.encoding);
+      if (si.terminator == Terminator::double_nul)
+        refuse("string '" + t.name + "' is a double_nul list of strings, which has no one length to compute");
+      else if (si.capacity.source == Count::Source::param && si.capacity.index == i)
+        refuse("a cycle: the capacity of string '" + t.name + "' is parameter '" + prm.name +
+               "', which the engine computes from that string");
+      else if (si.length.present() && !(si.length.source == Count::Source::param && si.length.index == i))
+        refuse("string '" + t.name + "' has its length from " +
+               (si.length.source == Count::Source::param ? "parameter '" + si.length.name + "'" : std::string("elsewhere")) +
+               "; a string the engine measures has no length or \"length\": " + self);
+      else if (si.length.present() && c.measure == Computed::Measure::bytes_of && unit != 1)
+        refuse("the length of string '" + t.name + "' counts code units of " + std::to_string(unit) +
+               " bytes, but bytes_of is its size in bytes: use {\"count_of\": \"" + t.name + "\"}");
+    } else {
+      refuse(key + " measures an array or string parameter; '" + t.name + "' is " + reg_.spell(t.type) +
+             " (for the size of a type use {\"sizeof\": TYPE})");
+    }
+  }
+  if (!ok) return false;
+  // Evaluation order: a parameter measuring a string whose capacity is another
+  // computed parameter comes after that one. Anything else depends on nothing.
+  auto depends_on = [&](std::uint32_t i) -> int {
+    const Computed& c = sig.params[i].value;
+    if (c.measure == Computed::Measure::size_of) return -1;
+    const TypeDesc& d = reg_.get(sig.params[c.index].type);
+    if (d.kind != Kind::string) return -1;
+    const Count& cap = d.as<StringInfo>().capacity;
+    if (cap.source != Count::Source::param || !sig.params[cap.index].value.present()) return -1;
+    return static_cast<int>(cap.index);
+  };
+  std::vector<bool> done(sig.params.size(), false);
+  sig.computed.clear();
+  while (!pending.empty()) {
+    std::vector<std::uint32_t> later;
+    for (std::uint32_t i : pending) {
+      const int dep = depends_on(i);
+      if (dep < 0 || done[static_cast<std::size_t>(dep)]) {
+        done[i] = true;
+        sig.computed.push_back(i);
+      } else {
+        later.push_back(i);
+      }
+    }
+    if (later.size() == pending.size()) {  // no progress: the rest depend on each other
+      std::uint32_t i = later.front();
+      std::string chain = sig.params[i].name;
+      for (std::size_t k = 0; k < later.size(); ++k) {
+        i = static_cast<std::uint32_t>(depends_on(i));
+        chain += " -> " + sig.params[i].name;
+        if (i == later.front()) break;
+      }
+      error(pointer_join(pointer_join(params_pointer, later.front()), "value"),
+            "a cycle: each of these computed parameters measures a string whose capacity is the next: " + chain);
+      return false;
+    }
+    pending = std::move(later);
+  }
+  return true;
 }
 
 void Loader::read_on_error(const json& j, const std::string& p, const Signature& sig, OnError& out) {

@@ -45,10 +45,11 @@ TEST_SUITE("c-api") {
   TEST_CASE("zlib crc32 and compress2 through the C API match zlib") {
     Api z("typemaps/zlib.json");
     const char* text = "the C API calls zlib";
-    marshal_value* args[3] = {marshal_value_uint64(0), marshal_value_bytes(text, std::strlen(text)),
-                              marshal_value_uint64(std::strlen(text))};
+    // crc32's len and compress2's sourceLen are computed by the engine (the typemap's "value").
+    marshal_value* args[2] = {marshal_value_uint64(0), marshal_value_bytes(text, std::strlen(text))};
     marshal_result* r = nullptr;
-    REQUIRE(marshal_function_call(z.fn("crc32"), args, 3, &r) == MARSHAL_OK);
+    CHECK(marshal_function_arity(z.fn("crc32")) == 2);
+    REQUIRE(marshal_function_call(z.fn("crc32"), args, 2, &r) == MARSHAL_OK);
     uint64_t crc = 0;
     REQUIRE(marshal_value_get_uint64(marshal_result_return(r), &crc) == MARSHAL_OK);
     CHECK(crc == ::crc32(0, reinterpret_cast<const Bytef*>(text), static_cast<uInt>(std::strlen(text))));
@@ -56,9 +57,9 @@ TEST_SUITE("c-api") {
     marshal_result_release(r);
     for (auto* a : args) marshal_value_release(a);
 
-    marshal_value* cargs[4] = {marshal_value_uint64(128), marshal_value_bytes(text, std::strlen(text)),
-                               marshal_value_uint64(std::strlen(text)), marshal_value_int64(6)};
-    REQUIRE(marshal_function_call(z.fn("compress2"), cargs, 4, &r) == MARSHAL_OK);
+    marshal_value* cargs[3] = {marshal_value_uint64(128), marshal_value_bytes(text, std::strlen(text)),
+                               marshal_value_int64(6)};
+    REQUIRE(marshal_function_call(z.fn("compress2"), cargs, 3, &r) == MARSHAL_OK);
     CHECK(marshal_result_out_count(r) == 2);
     CHECK(std::string(marshal_result_out_name(r, 0)) == "dest");
     const uint8_t* data = nullptr;

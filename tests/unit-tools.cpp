@@ -260,6 +260,10 @@ TEST_SUITE("tools") {
     CHECK(r.out.find("1 destLen: inout") != std::string::npos);
     CHECK(r.out.find("passing: in rsi (INTEGER), the address") != std::string::npos);
     CHECK(r.out.find("4 level: in int") != std::string::npos);
+    CHECK(r.out.find("3 sourceLen: in ulong") != std::string::npos);
+    CHECK(r.out.find("the engine computes it, the host supplies no value") != std::string::npos);
+    CHECK(r.out.find("computed by the engine, not given by the host: the number of elements (code units) of 'source'") !=
+          std::string::npos);
     CHECK(r.out.find("passing: in r8 (INTEGER)") != std::string::npos);
     CHECK(r.out.find("zeroed per-call arena storage") != std::string::npos);
     CHECK(r.out.find("copied back into result field 'dest'") != std::string::npos);

@@ -69,7 +69,7 @@ int cmd_call(const Args& args) {
   // Arguments: one JSON value each, named by the parameter it is for.
   std::vector<std::string> names, types;
   for (const Param& p : plan->function().params)
-    if (p.dir != Dir::out) {
+    if (p.host_supplied()) {  // not out, not computed by the engine
       names.push_back(p.name);
       types.push_back(plan->types().spell(p.type));
     }

@@ -92,6 +92,17 @@ std::vector<std::string> engine_steps(const TypeRegistry& reg, const Param& p) {
   std::vector<std::string> s;
   const bool in = p.dir != Dir::out, out = p.dir != Dir::in;
   const std::string null_text = p.nullable ? "host null passes NULL" : "host null is an error (not nullable)";
+  if (p.value.present()) {  // extension "value": the host gives nothing
+    const Computed& c = p.value;
+    s.push_back(std::string("marshal: computed by the engine, not given by the host: ") +
+                (c.measure == Computed::Measure::size_of
+                     ? "sizeof " + reg.spell(c.type) + " = " + std::to_string(c.size)
+                     : std::string(c.measure == Computed::Measure::count_of ? "the number of elements (code units) of "
+                                                                           : "the size in bytes of ") +
+                           "'" + c.name + "' as passed (without a terminator)") +
+                "; range-checked against " + reg.spell(p.type));
+    return s;
+  }
   switch (d.kind) {
     case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::enum_:
       s.push_back("marshal: the host value is range-checked and converted to " + std::to_string(d.size) +
@@ -300,7 +311,9 @@ int cmd_explain(const Args& args) {
       std::string where = by_pointer(d.kind) ? place(SysvClasses{false, "", {EightbyteClass::integer}}, regs, 8) + ", the address"
                                              : place(sysv_classify(reg, p.type), regs, d.size);
       std::printf("    passing: %s%s\n", where.c_str(),
-                  p.dir == Dir::out ? "; the host supplies no value, it appears in the result" : "");
+                  p.dir == Dir::out        ? "; the host supplies no value, it appears in the result"
+                  : p.value.present()      ? "; the engine computes it, the host supplies no value"
+                                           : "");
       if (split) {
         int pieces = 0;
         for (const LoweredArg& a : lowered) pieces += a.param == i;

@@ -79,9 +79,25 @@ void lint_signature(const Function& fn, const TypeRegistry& reg, std::vector<Fin
                    "\"none\" on the string returned by '" + fn.symbol +
                        "', which is named like an allocator (*dup, *_new, *alloc*): the memory is probably the "
                        "caller's to free, and would leak"});
+  std::vector<bool> suggested(fn.params.size(), false);  // one finding per count parameter
   for (std::size_t i = 0; i < fn.params.size(); ++i) {
     const Param& p = fn.params[i];
     const TypeDesc& d = reg.get(p.type);
+    // An in array or string whose count the host passes beside it: checked
+    // against the data, but the engine could compute it ("value").
+    if (p.dir == Dir::in && (d.kind == Kind::array || d.kind == Kind::string)) {
+      const Count& n = d.kind == Kind::array ? d.as<ArrayInfo>().count : d.as<StringInfo>().length;
+      if (n.source == Count::Source::param && n.index < fn.params.size() && fn.params[n.index].host_supplied() &&
+          fn.params[n.index].dir == Dir::in && reg.get(fn.params[n.index].type).kind == Kind::integer &&
+          !suggested[n.index]) {
+        suggested[n.index] = true;
+        out.push_back({param_pointer(fn, n.index),
+                       "the host passes '" + fn.params[n.index].name + "', the " +
+                           (d.kind == Kind::array ? "count" : "length") + " of the in " + std::string(kind_name(d.kind)) +
+                           " '" + p.name + "', beside it: write \"value\": {\"count_of\": \"" + p.name +
+                           "\"} so the engine computes it and the host does not pass it"});
+      }
+    }
     if (d.kind == Kind::string && p.dir != Dir::in && !d.as<StringInfo>().length.present())
       out.push_back({param_pointer(fn, i) + "/type",
                      "an " + std::string(dir_name(p.dir)) + " string without \"length\": the engine decodes up to the "

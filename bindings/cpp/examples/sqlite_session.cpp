@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     return true;
   }});
   call(*lib, "sqlite3_exec", {db, "select name, year from langs order by year;", Value(print_row), Value()});
-  CallResult prep = call(*lib, "sqlite3_prepare_v2", {db, "select name from langs where year > ? order by name;", -1});
+  CallResult prep = call(*lib, "sqlite3_prepare_v2", {db, "select name from langs where year > ? order by name;"});
   Value stmt = out(prep, "stmt");
   call(*lib, "sqlite3_bind_int", {stmt, 1, 1984});
   std::printf("prepared statement, year > 1984:");

@@ -316,6 +316,20 @@ template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& 
 
 // ---- arguments of a signature (functions and methods) ----
 
+// A C++ signature lists every parameter of the typemap's signature except the
+// ones the engine computes (Param::value): the k-th C++ argument is parameter
+// cpp_param(sig, k).
+inline std::size_t cpp_arity(const Signature& sig) {
+  std::size_t n = 0;
+  for (const Param& p : sig.params) n += p.value.present() ? 0 : 1;
+  return n;
+}
+inline std::size_t cpp_param(const Signature& sig, std::size_t k) {
+  for (std::size_t i = 0; i < sig.params.size(); ++i)
+    if (!sig.params[i].value.present() && k-- == 0) return i;
+  return sig.params.size();
+}
+
 // Appends the engine value of argument i (out<T> passes nothing).
 template <class T>
 void push_arg(const TypeRegistry& reg, const Signature& sig, std::size_t i, T& a, std::vector<Value>& values) {
@@ -349,17 +363,18 @@ template <class R, class... A> std::string call_mismatch(const TypeRegistry& reg
   std::string why;
   auto check = [&]<class T>(T*) {
     using U = std::remove_cvref_t<T>;
-    const Param& p = sig.params[i];
+    const std::size_t at = cpp_param(sig, i);
+    const Param& p = sig.params[at];
     const Dir want = is_out<U>::value ? Dir::out : is_inout<U>::value ? Dir::inout : Dir::in;
     if (why.empty() && p.dir != want)
-      why = "parameter " + std::to_string(i) + " '" + p.name + "': the typemap says " + std::string(dir_name(p.dir)) +
+      why = "parameter " + std::to_string(at) + " '" + p.name + "': the typemap says " + std::string(dir_name(p.dir)) +
             ", the call passes " + std::string(dir_name(want));
     if (why.empty()) {
       if constexpr (is_out<U>::value || is_inout<U>::value)
         why = mismatch<typename U::type>(reg, value_type(reg, p.type));
       else
         why = mismatch<U>(reg, p.type);
-      if (!why.empty()) why = "parameter " + std::to_string(i) + " '" + p.name + "': " + why;
+      if (!why.empty()) why = "parameter " + std::to_string(at) + " '" + p.name + "': " + why;
     }
     ++i;
   };

@@ -73,13 +73,13 @@ class function<R(A...)> {
     std::vector<Value> values;
     values.reserve(sizeof...(A));
     std::size_t i = 0;
-    (detail::push_arg(reg, fn, i++, args, values), ...);
+    (detail::push_arg(reg, fn, detail::cpp_param(fn, i++), args, values), ...);
     CallResult result;
     std::string err;
     if (!plan_->call(values, result, err)) throw error(err);
     i = 0;
     std::size_t out_index = 0;
-    (detail::copy_back(reg, fn, i++, args, result, out_index), ...);
+    (detail::copy_back(reg, fn, detail::cpp_param(fn, i++), args, result, out_index), ...);
     (void)out_index;
     if constexpr (!std::is_void_v<R>) return detail::from_value<R>(reg, fn.returns, result.ret);
   }
@@ -118,7 +118,7 @@ class library {
       // parameter yields the object); extra ones go to the engine's arity check.
       std::size_t i = 0;
       auto push = [&](const auto& a) {
-        while (i < fn.params.size() && fn.params[i].dir == Dir::out) ++i;
+        while (i < fn.params.size() && !fn.params[i].host_supplied()) ++i;
         if (i < fn.params.size()) detail::push_arg(reg, fn, i++, a, values);
         else values.push_back(Value());
       };
@@ -146,11 +146,14 @@ class library {
     const Plan* plan = plan_of(name);
     const Function& fn = plan->function();
     const TypeRegistry& reg = plan->types();
-    if (fn.params.size() != sizeof...(A))
+    // Parameters the engine computes (Param::value) are not in the C++ signature.
+    if (detail::cpp_arity(fn) != sizeof...(A))
       throw error(typemap().file + ": " + name + ": the C++ signature has " + std::to_string(sizeof...(A)) +
-                  " parameters, the typemap " + std::to_string(fn.params.size()));
+                  " parameters, the typemap " + std::to_string(detail::cpp_arity(fn)) +
+                  (detail::cpp_arity(fn) != fn.params.size() ? " (and " + std::to_string(fn.params.size() - detail::cpp_arity(fn)) +
+                   " the engine computes, which the C++ signature leaves out)" : std::string()));
     std::size_t i = 0;
-    (check_param<A>(reg, fn, i++), ...);
+    (check_param<A>(reg, fn, detail::cpp_param(fn, i++)), ...);
     if (std::string why = detail::mismatch<R>(reg, fn.returns); !why.empty())
       throw error(typemap().file + ": " + name + ": return: " + why);
     marshal::function<R(A...)> f;
@@ -158,7 +161,9 @@ class library {
     f.cif_ = plan->cif();
     f.symbol_ = plan->symbol();
     // A declared check or errno needs the plan; so does a non-default convention.
-    const bool plain_call = fn.check.when == Check::When::never && !fn.capture_errno;
+    // ... and so does a computed parameter: the C++ arguments are not the C ones.
+    const bool plain_call = fn.check.when == Check::When::never && !fn.capture_errno &&
+                            detail::cpp_arity(fn) == fn.params.size();
     if (!plain_call) f.cif_ = nullptr;
     f.direct_ = plain_call && fn.callconv == CallConv::default_ && fn.variadic_from < 0;
     if constexpr (marshal::function<R(A...)>::pinnable) {
@@ -349,9 +354,9 @@ template <class R, class... A> class method<R(A...)> {
     std::string err;
     if (!lib.objects().find_method(ref, name, m, err)) throw error(err);
     const std::string where = lib.typemap().file + ": " + m.owner->name + "." + m.method->name + ": ";
-    if (m.method->params.size() != sizeof...(A))
-      throw error(where + "the method takes " + std::to_string(m.method->params.size()) + " parameters, the C++ signature " +
-                  std::to_string(sizeof...(A)));
+    if (detail::cpp_arity(*m.method) != sizeof...(A))
+      throw error(where + "the method takes " + std::to_string(detail::cpp_arity(*m.method)) +
+                  " parameters (besides any the engine computes), the C++ signature " + std::to_string(sizeof...(A)));
     if (std::string why = detail::call_mismatch<R, A...>(lib.context().types(), *m.method); !why.empty())
       throw error(where + why);
     // Proxies and neutral objects (a lock per call) always go through the engine.
@@ -364,7 +369,8 @@ template <class R, class... A> class method<R(A...)> {
     void* const* vtbl;
     std::memcpy(&vtbl, self_, sizeof vtbl);
     target_ = vtbl[m.method->slot];
-    if (!m.method->hresult) cif_ = plan->cif();  // an HRESULT is checked by the plan
+    // An HRESULT is checked by the plan; computed parameters are passed by it.
+    if (!m.method->hresult && detail::cpp_arity(*m.method) == m.method->params.size()) cif_ = plan->cif();
   }
   R operator()(A... args) const {
     if constexpr (fast) {
@@ -399,19 +405,20 @@ template <class R, class... A> R object::call(const std::string& method, A&&... 
   if (!space.find_method(ref, method, m, err)) throw error(err);
   const Method& sig = *m.method;
   const std::string where = library_of(ref).typemap().file + ": " + m.owner->name + "." + sig.name + ": ";
-  if (sig.params.size() != sizeof...(A))
-    throw error(where + "the method takes " + std::to_string(sig.params.size()) + " parameters, the call passes " +
-                std::to_string(sizeof...(A)) + " (out parameters are passed as marshal::out<T>)");
+  if (detail::cpp_arity(sig) != sizeof...(A))
+    throw error(where + "the method takes " + std::to_string(detail::cpp_arity(sig)) + " parameters, the call passes " +
+                std::to_string(sizeof...(A)) + " (out parameters are passed as marshal::out<T>; parameters the "
+                "engine computes are left out)");
   if (std::string why = detail::call_mismatch<R, A...>(reg, sig); !why.empty()) throw error(where + why);
   std::vector<Value> values;
   values.reserve(sizeof...(A));
   std::size_t i = 0;
-  (detail::push_arg(reg, sig, i++, args, values), ...);
+  (detail::push_arg(reg, sig, detail::cpp_param(sig, i++), args, values), ...);
   CallResult result;
   if (!space.call(ref, method, values, result, err)) throw error(err);
   i = 0;
   std::size_t out_index = 0;
-  (detail::copy_back(reg, sig, i++, args, result, out_index), ...);
+  (detail::copy_back(reg, sig, detail::cpp_param(sig, i++), args, result, out_index), ...);
   (void)out_index;
   if constexpr (!std::is_void_v<R>) return detail::from_value<R>(reg, sig.returns, result.ret);
 }
