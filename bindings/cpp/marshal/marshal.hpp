@@ -4,8 +4,10 @@
 // (plain_library), only unambiguous blittable types are accepted, at compile
 // time. Calls whose arguments and return are all blittable take a fast path:
 // the prepared CIF and the C++ arguments themselves, no conversion, no
-// allocation. Everything else goes through the engine's dynamic values and the
-// same plan as every other binding.
+// allocation. So do pinned `in` arrays and strings, and out data of plain
+// elements written in place into the caller's vector or variable (see
+// Plan::in_place). Everything else goes through the engine's dynamic values and
+// the same plan as every other binding.
 #pragma once
 
 #include "marshal/detail.hpp"
