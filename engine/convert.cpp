@@ -221,6 +221,11 @@ bool Marshaler::buffer_bytes(std::uint64_t n, std::size_t unit, const Count* sou
               " bytes (\"max_buffer\" of the typemap's library)");
 }
 
+bool Marshaler::length_within(std::uint64_t length, std::uint64_t capacity) {
+  if (length <= capacity) return true;
+  return fail("the callee reports " + std::to_string(length) + " elements written into a buffer of " + std::to_string(capacity));
+}
+
 bool Marshaler::readable(const void* p, std::uint64_t n, std::size_t unit, const Count* source) {
   std::size_t bytes = 0;
   if (!buffer_bytes(n, unit, source, bytes)) return false;
@@ -529,8 +534,7 @@ bool Marshaler::array_to_host(TypeId array, const void* data, const Ctx& c, Valu
   }
   if (length && length->present() && a.count.source != Count::Source::sentinel) {
     std::uint64_t cap = 0;
-    if (count(a.count, c, cap) && n > cap)
-      return fail("the callee reports " + std::to_string(n) + " elements written into a buffer of " + std::to_string(cap));
+    if (count(a.count, c, cap) && !length_within(n, cap)) return false;
   }
   if (!readable(mem, n, e.size, &which)) return false;
   return elements_to_host(d.ref, mem, n, c, out);

@@ -75,6 +75,8 @@ class Marshaler {
   // Bytes of a buffer of n units of `unit` bytes: an error naming the count
   // (from `source`, when given) when the product overflows or exceeds max_buffer.
   bool buffer_bytes(std::uint64_t n, std::size_t unit, const Count* source, std::size_t& bytes);
+  // A length the callee reports for an array of `capacity` elements: at most that.
+  bool length_within(std::uint64_t length, std::uint64_t capacity);
   // Records memory handed to native code, so what it reports is read within it.
   void lend(const void* p, std::size_t bytes) { lent_.add(p, bytes); }
 

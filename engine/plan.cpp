@@ -423,6 +423,94 @@ bool Plan::marshal_variadic(std::span<const Value* const> extra, std::vector<ffi
   return true;
 }
 
+// ---- out data in place (the typed C++ API) -----------------------------------------------------
+
+namespace {
+// Native bits that are the whole value: what the general path would convert
+// to host values and back without changing a bit.
+bool plain_data(const TypeRegistry& reg, TypeId t, int depth = 0) {
+  const TypeDesc& d = reg.get(t);
+  if (depth > 32) return false;
+  switch (d.kind) {
+    case Kind::integer: case Kind::floating: return d.size > 0;
+    case Kind::array:  // inline T[N] inside a struct
+      return d.has(flag_blittable) && d.as<ArrayInfo>().count.source == Count::Source::constant &&
+             plain_data(reg, d.ref, depth + 1);
+    case Kind::struct_:
+      if (!d.has(flag_blittable) || d.has(flag_variable_size)) return false;
+      for (const Field& f : d.as<RecordInfo>().fields)
+        if (f.is_bitfield || !plain_data(reg, f.type, depth + 1)) return false;
+      return true;
+    default: return false;
+  }
+}
+}  // namespace
+
+Plan::InPlace Plan::in_place(std::size_t i) const {
+  InPlace r;
+  if (method_ || i >= steps_.size()) return r;
+  const Step& s = steps_[i];
+  const Param& p = fn_->params[i];
+  const TypeRegistry& reg = *reg_;
+  const TypeDesc& d = reg.get(s.type);
+  if (p.dir == Dir::in) return r;
+  if (s.op == Step::Op::ptr) {
+    if (!s.free_with && plain_data(reg, d.ref)) r.form = InPlace::Form::value;
+    return r;
+  }
+  if (s.op != Step::Op::array || !plain_data(reg, d.ref)) return r;
+  const ArrayInfo& a = d.as<ArrayInfo>();
+  if (a.count.source == Count::Source::param) {
+    const Param& cp = fn_->params[a.count.index];
+    if (cp.dir != Dir::in || reg.get(cp.type).kind != Kind::integer) return r;
+    r.count_param = static_cast<int>(a.count.index);
+  } else if (a.count.source == Count::Source::constant) {
+    r.constant = a.count.constant;
+  } else {
+    return r;
+  }
+  if (a.length.present()) {
+    if (a.length.source != Count::Source::return_value || reg.get(fn_->returns).kind != Kind::integer) return r;
+    r.length_is_return = true;
+  }
+  r.form = InPlace::Form::array;
+  return r;
+}
+
+bool Plan::guarded() const { return lib_->guarded(); }
+
+bool Plan::in_place_count(std::size_t i, std::int64_t count_arg, std::uint64_t& count) const {
+  if (lib_->guarded()) return false;
+  const TypeDesc& d = reg_->get(steps_[i].type);
+  const Count& source = d.as<ArrayInfo>().count;
+  // Marshaler::count and buffer_bytes: a count of 63 bits at most, and no more
+  // bytes than max_buffer (run() gives the message when this says no).
+  if (source.source == Count::Source::constant) count = source.constant;
+  else if (count_arg < 0) return false;
+  else count = static_cast<std::uint64_t>(count_arg);
+  std::size_t bytes = 0;
+  return checked_mul(count, reg_->get(d.ref).size, bytes) && bytes <= lib_->max_buffer();
+}
+
+bool Plan::in_place_length(std::size_t i, std::int64_t ret, std::uint64_t capacity, std::uint64_t& length,
+                           std::string& error) const {
+  const TypeDesc& d = reg_->get(steps_[i].type);
+  Arena arena;
+  Marshaler m(*reg_, arena, nullptr);
+  m.max_buffer = lib_->max_buffer();
+  CallFrame frame;
+  frame.sig = fn_;
+  frame.after = true;
+  frame.return_int = ret;
+  Ctx c;
+  c.frame = &frame;
+  if (m.count(d.as<ArrayInfo>().length, c, length) && m.length_within(length, capacity)) return true;
+  const Param& p = fn_->params[i];
+  error = lib_->typemap().file + ": " + fn_->name + ": " + std::string(dir_name(p.dir)) + " parameter " +
+          std::to_string(i) + " '" + p.name + "': " + m.error;
+  return false;
+}
+
 bool Plan::call(std::span<const Value> args, CallResult& result, std::string& error) const {
   ValuePointers p(args);
   return call(p.view, result, error);

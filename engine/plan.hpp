@@ -86,6 +86,39 @@ class Plan {
   const ffi_cif* cif() const { return fn_->variadic_from >= 0 || !lowered_.empty() ? nullptr : &cif_; }
   void* symbol() const { return symbol_; }
   const TypeRegistry& types() const { return *reg_; }
+  // Out data written in place (the typed C++ API passes the caller's own
+  // storage of the same layout instead of converting host values). A
+  // parameter qualifies when it is out/inout and plain data (integers,
+  // floating-point numbers, structs and inline arrays of them, no bitfields:
+  // the native bits are the whole value), either
+  //  - value: a ptr to one such value, or
+  //  - array: an array of such elements counted by a constant or by an `in`
+  //    integer parameter (count_param), with no length or the return value
+  //    as its length (length_is_return).
+  // Everything else (sentinels, counts after the call, strings, handles,
+  // enums) keeps the general path. Method plans never qualify.
+  struct InPlace {
+    enum class Form : std::uint8_t { none, value, array };
+    Form form = Form::none;
+    int count_param = -1;        // array: the parameter holding the count, or -1 for a constant
+    std::uint64_t constant = 0;  // array: the constant count
+    bool length_is_return = false;
+  };
+  InPlace in_place(std::size_t i) const;
+  // Array parameter i written in place, before the call: the element count
+  // run() would give the callee for the count argument `count_arg` (ignored
+  // for a constant count). False where run() refuses the call (a negative
+  // count, a buffer above max_buffer): the caller then takes run(), which
+  // reports it with the usual message. Guard mode also answers false.
+  bool in_place_count(std::size_t i, std::int64_t count_arg, std::uint64_t& count) const;
+  // After the call: the length the callee reports for array parameter i
+  // (its return value `ret`), checked as run() checks it against the
+  // `capacity` the callee was given; false with run()'s message.
+  bool in_place_length(std::size_t i, std::int64_t ret, std::uint64_t capacity, std::uint64_t& length,
+                       std::string& error) const;
+  // Guard mode is on for this plan's library: in-place writes are not used.
+  bool guarded() const;
+
   // Whether calls go through the specialized invoker (abi.hpp) rather than ffi_call.
   bool specialized() const { return invoker_.usable(); }
   // Whether calls take the scalar lane (see Lane).

@@ -12,8 +12,11 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <new>
 #include <stdexcept>
+#include <unistd.h>
 
 // Counts every allocation of this test program, to prove the fast path makes none.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // ours pair malloc with free
@@ -297,5 +300,186 @@ TEST_SUITE("cpp-api") {
     // The C API is tested through libmarshal_c in unit-c-api.cpp (same export, same check).
     auto add = lib.function<int32_t(int32_t, int32_t)>("add_i32");
     CHECK(add(-5, 9) == dyn.call("add_i32", {-5, 9}).ret.as<int64_t>());
+  }
+  TEST_CASE("out arrays and out values of plain data are written in place, as the engine's path writes them") {
+    marshal::library lib(fixture);
+    Bound dyn("tests/fixtures/pinvoke.json");
+    auto fill = lib.function<void(marshal::out<std::vector<int32_t>>, size_t)>("fill_out_i32_array");
+    // Every size: what the engine's general path returns, element by element.
+    for (size_t n : {size_t{0}, size_t{1}, size_t{256}, size_t{1000000}}) {
+      CAPTURE(n);
+      std::vector<int32_t> got{99, 98, 97};  // stale content never survives an out call
+      fill(got, n);
+      std::vector<int32_t> want(n);
+      if (n) fill_out_i32_array(want.data(), n);
+      CHECK(got == want);
+      if (n <= 256) {
+        const marshal::Value general = dyn.call("fill_out_i32_array", {marshal::Value(static_cast<uint64_t>(n))}).out.at(0).second;
+        REQUIRE(general.as<marshal::List>().size() == n);
+        for (size_t i = 0; i < n; ++i) CHECK(general.as<marshal::List>()[i].as<int64_t>() == got[i]);
+      }
+    }
+    // In place: the caller's storage, one resize, and no allocation at all once it has room.
+    std::vector<int32_t> room;
+    room.reserve(256);
+    const int32_t* storage = room.data();
+    long before = allocations.load();
+    for (int i = 0; i < 100; ++i) fill(room, 256);
+    CHECK(allocations.load() == before);
+    CHECK(room.data() == storage);
+    CHECK(room.size() == 256);
+    CHECK(room[255] == 255 * 255 - 3);
+    // out scalars and structs: the caller's variable, no allocation either.
+    auto get_i32 = lib.function<void(marshal::out<int32_t>)>("get_out_i32");
+    auto get_point = lib.function<void(marshal::out<P>, int32_t, int32_t)>("get_out_point");
+    auto incr = lib.function<void(marshal::inout<int64_t>)>("incr_inout_i64");
+    auto scale = lib.function<void(marshal::inout<P>, int32_t)>("scale_inout_point");
+    int32_t got = 0;
+    P pt{5, 5};
+    int64_t counter = 41;
+    P sp{7, 9};
+    before = allocations.load();
+    get_i32(got);
+    get_point(pt, 3, -4);
+    incr(counter);
+    scale(sp, 3);
+    CHECK(allocations.load() == before);
+    CHECK(got == 4242);
+    CHECK(pt.x == 3);
+    CHECK(pt.y == -4);
+    CHECK(counter == 42);
+    CHECK(sp.x == 21);
+    CHECK(sp.y == 27);
+    // inout arrays: the caller's elements in, the first `count` of them back, as the engine gives them.
+    auto twice = lib.function<void(marshal::inout<std::vector<int32_t>>, size_t)>("fill_inout_i32_array");
+    std::vector<int32_t> v{1, 2, 3, 4, 5};
+    twice(v, 3);
+    CHECK(v == std::vector<int32_t>{2, 4, 6});
+    const marshal::Value general = dyn.call("fill_inout_i32_array", {marshal::List{1, 2, 3, 4, 5}, 3}).out.at(0).second;
+    CHECK(general.as<marshal::List>().size() == 3);
+    CHECK(general.as<marshal::List>()[2].as<int64_t>() == 6);
+    // A count larger than the caller's inout vector: the engine's error, nothing written.
+    std::vector<int32_t> small{1, 2};
+    CHECK_THROWS_WITH_AS(twice(small, 1000), doctest::Contains("the array has 2 elements but its count is 1000"), marshal::error);
+    CHECK(small == std::vector<int32_t>{1, 2});
+    // length: the vector shrinks to what the callee reports.
+    auto points = lib.function<size_t(marshal::out<std::vector<P>>, size_t)>("fill_out_points_len");
+    for (size_t cap : {size_t{0}, size_t{2}, size_t{8}}) {
+      CAPTURE(cap);
+      std::vector<P> out(20, P{9, 9});
+      const size_t n = points(out, cap);
+      CHECK(n == std::min<size_t>(cap, 3));
+      REQUIRE(out.size() == n);
+      for (size_t i = 0; i < n; ++i) {
+        CHECK(out[i].x == static_cast<int32_t>(i));
+        CHECK(out[i].y == -static_cast<int32_t>(i));
+      }
+    }
+  }
+
+  TEST_CASE("in-place out arrays keep the engine's limits and never trust a count") {
+    // The fixture with a small max_buffer, and a callee whose reported length
+    // (its return value) is larger than the buffer it was given.
+    std::string text = read_text(fixture);
+    const std::string key = "\"name\": \"marshal_fixture\",";
+    REQUIRE(text.find(key) != std::string::npos);
+    text.replace(text.find(key), key.size(), key + " \"max_buffer\": 1024,");
+    const std::string fns = "\"functions\": {";
+    REQUIRE(text.find(fns) != std::string::npos);
+    text.replace(text.find(fns), fns.size(),
+                 fns + R"("sum_len_u8": {"symbol": "touch_inout_u8", "returns": "uint64", "params": [
+                   {"name": "v", "type": {"array": "uint8", "count": {"param": "n"}, "length": {"return": true}}, "dir": "inout"},
+                   {"name": "n", "type": "size_t"}]},)");
+    const std::string path = (std::filesystem::temp_directory_path() / ("marshal-cpp-inplace-" + std::to_string(getpid()) + ".json")).string();
+    {
+      std::ofstream f(path, std::ios::binary);
+      f << text;
+    }
+    marshal::library lib(path);
+    marshal::Context ctx;
+    marshal::LoadResult r = ctx.load_text(text, path);
+    REQUIRE(r.ok());
+    std::string error;
+    auto dyn = marshal::Library::open(ctx, *r.typemap, error);
+    REQUIRE(dyn);
+    auto general_error = [&](const std::string& fn, std::vector<marshal::Value> args) {
+      const marshal::Plan* plan = dyn->bind(fn, error);
+      REQUIRE(plan);
+      marshal::CallResult res;
+      std::string e;
+      CHECK_FALSE(plan->call(args, res, e));
+      return e;
+    };
+    auto typed_error = [](auto call) {
+      try {
+        call();
+      } catch (const marshal::error& e) {
+        return std::string(e.what());
+      }
+      return std::string("no error");
+    };
+    auto fill = lib.function<void(marshal::out<std::vector<int32_t>>, size_t)>("fill_out_i32_array");
+    // 256 int32 are 1024 bytes: the limit; one more is the engine's error, word for word.
+    std::vector<int32_t> v{7};
+    fill(v, 256);
+    CHECK(v.size() == 256);
+    v.assign(1, 7);
+    const std::string over = typed_error([&] { fill(v, 257); });
+    CHECK(over == general_error("fill_out_i32_array", {marshal::Value(uint64_t{257})}));
+    CHECK(over.find("parameter 0 'out'") != std::string::npos);
+    CHECK(over.find("larger than the limit of 1024 bytes") != std::string::npos);
+    CHECK(v == std::vector<int32_t>{7});  // refused before the call: the caller's vector is untouched
+    // A count no vector could hold (a caller that lies about its buffer): refused, never an overflow.
+    const std::string huge = typed_error([&] { fill(v, SIZE_MAX); });
+    CHECK(huge == general_error("fill_out_i32_array", {marshal::Value(uint64_t{SIZE_MAX})}));
+    CHECK(v == std::vector<int32_t>{7});
+    // The vector is sized by the engine's count, not by what the caller had.
+    std::vector<int32_t> tiny;
+    tiny.reserve(1);
+    fill(tiny, 200);
+    CHECK(tiny.size() == 200);
+    CHECK(tiny[199] == 199 * 199 - 3);
+    // A reported length within the buffer shrinks the vector; beyond it, the engine's error.
+    auto sum_len = lib.function<uint64_t(marshal::inout<std::vector<uint8_t>>, size_t)>("sum_len_u8");
+    std::vector<uint8_t> b{1, 0, 0, 0};
+    CHECK(sum_len(b, 4) == 1);
+    CHECK(b == std::vector<uint8_t>{1 ^ 0x5a});
+    std::vector<uint8_t> lie{200, 200};
+    const std::string reported = typed_error([&] { sum_len(lie, 2); });
+    CHECK(reported == general_error("sum_len_u8", {marshal::Value(marshal::Bytes{{200, 200}}), marshal::Value(uint64_t{2})}));
+    CHECK(reported.find("the callee reports 400 elements written into a buffer of 2") != std::string::npos);
+    CHECK(lie.empty());  // what a lying callee wrote is not handed back
+    std::filesystem::remove(path);
+  }
+
+  TEST_CASE("the engine says which parameters can be written in place") {
+    Bound b("tests/fixtures/pinvoke.json");
+    std::string error;
+    auto plan = [&](const char* fn) {
+      const marshal::Plan* p = b.lib->bind(fn, error);
+      REQUIRE(p);
+      return p;
+    };
+    using Form = marshal::Plan::InPlace::Form;
+    CHECK(plan("fill_out_i32_array")->in_place(0).form == Form::array);
+    CHECK(plan("fill_out_i32_array")->in_place(0).count_param == 1);
+    CHECK(plan("fill_out_i32_array")->in_place(1).form == Form::none);  // an `in` integer
+    CHECK(plan("fill_out_points_len")->in_place(0).length_is_return);
+    CHECK(plan("get_out_point")->in_place(0).form == Form::value);
+    CHECK(plan("fill_out_header")->in_place(0).form == Form::none);    // strings and pointers inside
+    CHECK(plan("alloc_out_points")->in_place(0).form == Form::none);   // callee-allocated
+    CHECK(plan("reverse_out_utf8")->in_place(1).form == Form::none);   // strings are converted
+    std::uint64_t count = 0;
+    CHECK(plan("fill_out_i32_array")->in_place_count(0, 256, count));
+    CHECK(count == 256);
+    CHECK_FALSE(plan("fill_out_i32_array")->in_place_count(0, -1, count));
+    b.lib->set_max_buffer(1024);
+    CHECK_FALSE(plan("fill_out_i32_array")->in_place_count(0, 257, count));
+    b.lib->set_max_buffer(0);
+    // Guard mode: the general path, always.
+    b.lib->set_guard(true);
+    CHECK(plan("fill_out_i32_array")->guarded());
+    CHECK_FALSE(plan("fill_out_i32_array")->in_place_count(0, 4, count));
+    b.lib->set_guard(false);
   }
 }

@@ -75,14 +75,34 @@ template <class E, class Al> struct pinned_arg<std::vector<E, Al>> : std::bool_c
   using type = const E*;
 };
 template <> struct pinned_arg<std::string> : std::true_type { using type = const char*; };
-template <class T> constexpr bool passes_direct() { return blittable<T>() || pinned_arg<T>::value; }
+// Out data written in place: out<T>/inout<T> of a blittable T (the callee
+// writes the caller's variable) and out/inout<std::vector<E>> of blittable E
+// (the callee writes the vector's storage, sized by the engine's count).
+template <class T> struct in_place_arg : std::false_type { static constexpr bool array = false; };
+template <class T, bool R> struct in_place_arg<written<T, R>> : std::bool_constant<blittable<T>()> {
+  using type = T*;
+  static constexpr bool array = false;
+};
+template <class E, class Al, bool R> struct in_place_arg<written<std::vector<E, Al>, R>> : std::bool_constant<blittable<E>()> {
+  using type = E*;
+  static constexpr bool array = true;
+};
+template <class T> constexpr bool passes_direct() {
+  return blittable<T>() || pinned_arg<T>::value || in_place_arg<T>::value;
+}
 template <class T> struct native_of { using type = T; };
 template <class T> requires pinned_arg<T>::value struct native_of<T> { using type = typename pinned_arg<T>::type; };
+template <class T> requires in_place_arg<T>::value struct native_of<T> { using type = typename in_place_arg<T>::type; };
 template <class T> using native_t = typename native_of<std::remove_cvref_t<T>>::type;
-template <class T> native_t<T> native_arg(const T& v) {
+// `empty`: what an empty in-place vector passes (the engine never passes NULL
+// for an out array, even of 0 elements).
+template <class T> native_t<T> native_arg(const T& v, void* empty = nullptr) {
   using U = std::remove_cvref_t<T>;
   if constexpr (std::is_same_v<U, std::string>) return v.c_str();
   else if constexpr (pinned_arg<U>::value) return v.data();
+  else if constexpr (in_place_arg<U>::value && in_place_arg<U>::array)
+    return v.get().empty() ? static_cast<native_t<T>>(empty) : v.get().data();
+  else if constexpr (in_place_arg<U>::value) return &v.get();
   else return v;
 }
 // A std::string passes by address when it is plain ASCII without NUL (valid

@@ -4,8 +4,10 @@
 // (plain_library), only unambiguous blittable types are accepted, at compile
 // time. Calls whose arguments and return are all blittable take a fast path:
 // the prepared CIF and the C++ arguments themselves, no conversion, no
-// allocation. Everything else goes through the engine's dynamic values and the
-// same plan as every other binding.
+// allocation. So do pinned `in` arrays and strings, and out data of plain
+// elements written in place into the caller's vector or variable (see
+// Plan::in_place). Everything else goes through the engine's dynamic values and
+// the same plan as every other binding.
 #pragma once
 
 #include "marshal/detail.hpp"
@@ -41,7 +43,36 @@ class function<R(A...)> {
                         plan_->function().params[i].name + "': the array has " + std::to_string(sizes[i]) +
                         " elements but its count is " + std::to_string(want));
         }
-        return reinterpret_cast<R (*)(detail::native_t<A>...)>(symbol_)(detail::native_arg(args)...);
+        using Native = R (*)(detail::native_t<A>...);
+        if constexpr (in_place) {
+          // Out data in place: each count checked as the engine checks it
+          // (else the engine's path reports it), then the caller's storage
+          // sized by that count, never by what the caller or callee claims.
+          if (plan_->guarded()) return slow(args...);
+          std::uint64_t caps[sizeof...(A) + 1] = {};
+          std::size_t k = 0;
+          bool ok = true;
+          ((ok = ok && admit(k, args, ints, caps[k]), ++k), ...);
+          if (!ok) return slow(args...);
+          k = 0;
+          (size_before(k++, args, caps), ...);
+          alignas(std::max_align_t) unsigned char empty[alignof(std::max_align_t)];
+          if constexpr (std::is_void_v<R>) {
+            reinterpret_cast<Native>(symbol_)(detail::native_arg(args, empty)...);
+            k = 0;
+            (size_after(k++, args, caps, 0), ...);
+            return;
+          } else {
+            R r = reinterpret_cast<Native>(symbol_)(detail::native_arg(args, empty)...);
+            std::int64_t ret = 0;
+            if constexpr (std::is_integral_v<R>) ret = static_cast<std::int64_t>(r);
+            k = 0;
+            (size_after(k++, args, caps, ret), ...);
+            return r;
+          }
+        } else {
+          return reinterpret_cast<Native>(symbol_)(detail::native_arg(args)...);
+        }
       }
       return slow(args...);
     } else if constexpr (fast) {
@@ -66,6 +97,52 @@ class function<R(A...)> {
  private:
   friend class library;
   friend class plain_library;
+
+  static constexpr bool in_place = (detail::in_place_arg<std::remove_cvref_t<A>>::value || ...);
+
+  // In-place out data (see Plan::in_place): the element count the engine
+  // would give the callee for array parameter k; false where the engine
+  // refuses it or an inout vector holds fewer elements (its path reports it).
+  template <class T> bool admit(std::size_t k, const T& v, const std::int64_t* ints, std::uint64_t& cap) const {
+    using U = std::remove_cvref_t<T>;
+    if constexpr (detail::in_place_arg<U>::value && detail::in_place_arg<U>::array) {
+      const int from = places_[k].count_param;
+      if (!plan_->in_place_count(k, from >= 0 ? ints[from] : 0, cap)) return false;
+      if constexpr (detail::is_inout<U>::value) return v.get().size() >= cap;
+    }
+    (void)k, (void)v, (void)ints, (void)cap;
+    return true;
+  }
+  // Out storage as the engine gives it to the callee: zeroed, `cap` elements.
+  template <class T> void size_before(std::size_t k, const T& v, const std::uint64_t* caps) const {
+    using U = std::remove_cvref_t<T>;
+    if constexpr (detail::in_place_arg<U>::value && detail::is_out<U>::value) {
+      if constexpr (detail::in_place_arg<U>::array) {
+        v.get().clear();
+        v.get().resize(static_cast<std::size_t>(caps[k]));
+      } else {
+        v.get() = typename U::type{};
+      }
+    }
+    (void)k, (void)v, (void)caps;
+  }
+  // After the call: the count, or the length the callee reports, checked by
+  // the engine against the count (a vector is never read past it).
+  template <class T> void size_after(std::size_t k, const T& v, const std::uint64_t* caps, std::int64_t ret) const {
+    using U = std::remove_cvref_t<T>;
+    if constexpr (detail::in_place_arg<U>::value && detail::in_place_arg<U>::array) {
+      std::uint64_t n = caps[k];
+      if (places_[k].length_is_return) {
+        std::string err;
+        if (!plan_->in_place_length(k, ret, caps[k], n, err)) {
+          v.get().clear();  // what the callee wrote is not trusted
+          throw error(err);
+        }
+      }
+      v.get().resize(static_cast<std::size_t>(n));
+    }
+    (void)k, (void)v, (void)caps, (void)ret;
+  }
 
   R slow(A&... args) const {
     const TypeRegistry& reg = plan_->types();
@@ -92,6 +169,13 @@ class function<R(A...)> {
   // Per parameter: the index of the parameter holding a pinned array's count;
   // -1 not an array; -2 - N a constant count N.
   std::array<std::int64_t, sizeof...(A) + 1> counts_{};
+  // Per parameter written in place: where an array's count comes from (-1 a
+  // constant) and whether its length is the return value.
+  struct place {
+    int count_param = -1;
+    bool length_is_return = false;
+  };
+  std::array<place, sizeof...(A) + 1> places_{};
   std::shared_ptr<detail::State> keep_;  // the library outlives its functions
 };
 
@@ -171,6 +255,7 @@ class library {
       // (or a constant), each string an `in` UTF-8 string; else the engine path.
       bool ok = f.direct_;
       std::size_t k = 0;
+      constexpr bool integral[sizeof...(A) + 1] = {std::is_integral_v<std::remove_cvref_t<A>>..., false};
       auto check = [&]<class T>(T*) {
         using U = std::remove_cvref_t<T>;
         const Param& p = fn.params[k];
@@ -190,6 +275,16 @@ class library {
           } else if (ok) {
             f.counts_[k] = -2 - static_cast<std::int64_t>(c.constant);
           }
+        } else if constexpr (detail::in_place_arg<U>::value) {
+          // Written in place when the engine says the parameter is plain
+          // data with a count known before the call (the C++ layout was
+          // checked against the typemap above).
+          const Plan::InPlace ip = plan->in_place(k);
+          constexpr bool array = detail::in_place_arg<U>::array;
+          ok = ok && ip.form == (array ? Plan::InPlace::Form::array : Plan::InPlace::Form::value);
+          ok = ok && (!ip.length_is_return || std::is_integral_v<R>);
+          ok = ok && (ip.count_param < 0 || integral[ip.count_param]);
+          f.places_[k] = {ip.count_param, ip.length_is_return};
         }
         ++k;
       };
