@@ -412,9 +412,40 @@ json Generator::signature(CXType fn_type, const std::vector<std::string>& names_
     else
       params.push_back(param(types[i], names[i], ip, types, names, i, fname));
   }
+  if (!is_callback) compute_counts(params, p);
   if (!params.empty()) sig["params"] = params;
   if (!is_callback && clang_isFunctionTypeVariadic(fn_type)) sig["variadic_from"] = n;
   return sig;
+}
+
+// An `in` array counted by an `in` integer parameter that counts nothing else:
+// the engine computes that count from the host's array ("value": {"count_of"}),
+// so a host can never pass a count its data does not have (TYPEMAP.md: computed
+// parameters, typemaps/README.md).
+void Generator::compute_counts(json& params, const std::string& p) {
+  std::map<std::string, int> uses;  // how many parameters name each count parameter
+  for (const json& q : params) {
+    if (!q.contains("type") || !q["type"].is_object()) continue;
+    for (const char* key : {"count", "length", "capacity"})
+      if (q["type"].contains(key) && q["type"][key].is_object() && q["type"][key].contains("param"))
+        ++uses[q["type"][key]["param"].get<std::string>()];
+  }
+  for (const json& q : params) {
+    const json& t = q.value("type", json());
+    if (!t.is_object() || !t.contains("array") || q.value("dir", "in") != "in" || q.contains("$question")) continue;
+    if (!t.contains("count") || !t["count"].is_object() || !t["count"].contains("param")) continue;
+    const std::string count = t["count"]["param"].get<std::string>();
+    if (uses[count] != 1) continue;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      json& c = params[i];
+      if (c.value("name", "") != count || c.value("dir", "in") != "in" || c.contains("$question") || c.contains("value") ||
+          !c["type"].is_string())
+        continue;
+      c["value"] = json{{"count_of", q["name"]}};
+      reasons.push_back(p + "/params/" + std::to_string(i) + ": '" + count + "' counts the in array '" +
+                        q["name"].get<std::string>() + "': computed by the engine from the host's array");
+    }
+  }
 }
 
 // ---- constants from #define NAME literal ---------------------------------------------------

@@ -106,6 +106,7 @@ class Generator {
   std::string callback(CXType fn_type, const std::string& name);
   json signature(CXType fn_type, const std::vector<std::string>& names, const std::string& p, bool is_callback,
                  const std::string& fname, const ann::FunctionNotes* notes = nullptr);
+  void compute_counts(json& params, const std::string& p);
   json param(CXType t, const std::string& name, const std::string& p, const std::vector<CXType>& types,
              const std::vector<std::string>& names, std::size_t i, const std::string& fname);
   // What a parameter's or the return's annotations make certain (generate_apply.cpp).
