@@ -319,16 +319,17 @@ int main(int argc, char** argv) {
     return t;
   });
   // The engine's three paths for a function taking one host string.
-  auto string_rows = [&](const char* scenario, const char* fn, const std::string& text, std::size_t want) {
+  auto string_rows = [&](const char* scenario, const char* fn, const std::string& text, std::size_t want,
+                         long weight) {
     auto typed = lib.function<size_t(const std::string&)>(fn);
     expect(typed(text) == want, fn);
-    add(scenario, TYPED, slow, [&, typed](long n) {
+    add(scenario, TYPED, weight, [&, typed](long n) {
       double t = 0;
       for (long i = 0; i < n; ++i) t += static_cast<double>(typed(text));
       return t;
     });
     const marshal::Plan* p = plan(*dyn, fn);
-    add(scenario, DYN, slow, [&, p](long n) {
+    add(scenario, DYN, weight, [&, p](long n) {
       double t = 0;
       std::vector<marshal::Value> args{text};
       marshal::CallResult r;
@@ -336,7 +337,7 @@ int main(int argc, char** argv) {
       return t;
     });
     marshal_function* c = c_fn(c_pinvoke, fn);
-    add(scenario, CAPI, slow, [&, c](long n) {
+    add(scenario, CAPI, weight, [&, c](long n) {
       double t = 0;
       marshal_value* s = marshal_value_string(text.data(), text.size());
       marshal_result* r = marshal_result_create();
@@ -346,7 +347,7 @@ int main(int argc, char** argv) {
       return t;
     });
   };
-  string_rows("utf8_len", "len_in_utf8", text64, 64);
+  string_rows("utf8_len", "len_in_utf8", text64, 64, slow);
 
   // ---- utf16_len: a UTF-8 host string passed as UTF-16 ----
   const std::string text16 = kText16;
@@ -366,7 +367,7 @@ int main(int argc, char** argv) {
     }
     return t;
   });
-  string_rows("utf16_len", "len_in_utf16", text16, 31);
+  string_rows("utf16_len", "len_in_utf16", text16, 31, slow);
 
   // ---- vec2_add: structs by value ----
   ffi_type* v2_elems[] = {&ffi_type_double, &ffi_type_double, nullptr};
@@ -1028,32 +1029,7 @@ int main(int argc, char** argv) {
           t += static_cast<double>(wide ? len_in_utf16(text16.c_str()) : len_in_utf8(text.c_str()));
         return t;
       });
-      const std::size_t want = wide ? text16.size() : text.size();
-      auto typed = lib.function<size_t(const std::string&)>(fn);
-      expect(typed(text) == want, scenario);
-      add(scenario, TYPED, big, [&, typed](long n) {
-        double t = 0;
-        for (long i = 0; i < n; ++i) t += static_cast<double>(typed(text));
-        return t;
-      });
-      const marshal::Plan* p = plan(*dyn, fn);
-      add(scenario, DYN, big, [&, p](long n) {
-        double t = 0;
-        std::vector<marshal::Value> args{text};
-        marshal::CallResult r;
-        for (long i = 0; i < n; ++i) t += num(dyn_call(p, args, r));
-        return t;
-      });
-      marshal_function* c = c_fn(c_pinvoke, fn);
-      add(scenario, CAPI, big, [&, c](long n) {
-        double t = 0;
-        marshal_value* v = marshal_value_string(text.data(), text.size());
-        marshal_result* r = marshal_result_create();
-        for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c, {v}, r))));
-        marshal_result_release(r);
-        marshal_value_release(v);
-        return t;
-      });
+      string_rows(scenario, fn, text, wide ? text16.size() : text.size(), big);
     };
     text_rows("scale_utf8_ascii", "len_in_utf8", ascii, ascii16, false);
     text_rows("scale_utf8_mixed", "len_in_utf8", mixed, mixed16, false);

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include "context.hpp"
+#include "cli_run.hpp"
 #include "support.hpp"
 
 #include <array>
@@ -50,30 +51,9 @@ using J = nlohmann::ordered_json;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("marshal-generate-" + std::to_string(::getpid()) + "-" + name)).string();
-}
-
-Run run(const std::string& args) {
-  const std::string err_file = temp_path("stderr");
-  Run r;
-  FILE* p = ::popen((std::string(MARSHAL_EXE) + " " + args + " 2>" + err_file).c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.err = test::read_text(err_file);
-  std::filesystem::remove(err_file);
-  return r;
-}
+using test::Run;
+using test::run;
+using test::temp_path;
 
 J without_questions(J j) {
   if (j.is_object()) {

@@ -7,6 +7,7 @@
 
 #include "context.hpp"
 #include "fixtures/layout_table.h"
+#include "cli_run.hpp"
 #include "support.hpp"
 
 #include <array>
@@ -30,32 +31,9 @@ using namespace marshal;
 
 namespace {
 
-struct Run {
-  int status = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string temp_path(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("marshal-tools-" + std::to_string(::getpid()) + "-" + name)).string();
-}
-
-// Runs marshal with (already shell-quoted) arguments; stdout and stderr apart.
-Run run(const std::string& args) {
-  const std::string err_file = temp_path("stderr");
-  const std::string cmd = std::string(MARSHAL_EXE) + " " + args + " 2>" + err_file;
-  Run r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  r.err = test::read_text(err_file);
-  std::filesystem::remove(err_file);
-  return r;
-}
+using test::Run;
+using test::run;
+using test::temp_path;
 
 std::string write_temp(const std::string& name, const std::string& text) {
   const std::string path = temp_path(name);
