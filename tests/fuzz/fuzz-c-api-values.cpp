@@ -49,6 +49,25 @@ bool holds_pointers(const char* type) {
   return false;
 }
 
+// Values copy on append and set (the C API's value semantics), so appending a
+// list to itself doubles it: a few dozen operations would build a value of 2^N
+// nodes, whose JSON form outlasts any timeout. That is the host's own memory,
+// not a finding; the program keeps each container under this many nodes.
+constexpr std::size_t max_nodes = 4096;
+
+// The nodes of v, counted up to limit (then limit).
+std::size_t nodes(const marshal_value* v, std::size_t limit) {
+  std::size_t n = 1;
+  if (!v) return n;
+  if (marshal_value_kind(v) == MARSHAL_LIST) {
+    for (std::size_t i = 0; i < marshal_list_size(v) && n < limit; ++i) n += nodes(marshal_list_get(v, i), limit - n);
+  } else if (marshal_value_kind(v) == MARSHAL_RECORD) {
+    for (std::size_t i = 0; i < marshal_record_size(v) && n < limit; ++i)
+      if (const char* name = marshal_record_name(v, i)) n += nodes(marshal_record_get(v, name), limit - n);
+  }
+  return std::min(n, limit);
+}
+
 // As in fuzz-call-args: P/Invoke fixture functions with C preconditions no
 // typemap states (variadic counts, format strings, opaque addresses).
 constexpr const char* unchecked[] = {"sum_var_i32", "fmt_var", "fixture_free", "reverse_out_utf8", "range_ret_i32"};
@@ -225,14 +244,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 5: {
         marshal_value* list = pick();
         marshal_value* item = pick();
-        if (list && item) (void)marshal_list_append(list, item);
+        if (list && item && nodes(list, max_nodes) + nodes(item, max_nodes) < max_nodes)
+          (void)marshal_list_append(list, item);
         break;
       }
       case 6: {
         marshal_value* record = pick();
         const std::string name = in.text(in.u8() % 16);
         marshal_value* item = pick();
-        if (record && item) (void)marshal_record_set(record, name.c_str(), item);
+        if (record && item && nodes(record, max_nodes) + nodes(item, max_nodes) < max_nodes)
+          (void)marshal_record_set(record, name.c_str(), item);
         break;
       }
       case 7: {  // native memory: any type, any count
