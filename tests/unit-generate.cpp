@@ -55,15 +55,7 @@ using test::Run;
 using test::run;
 using test::temp_path;
 
-J without_questions(J j) {
-  if (j.is_object()) {
-    j.erase("$question");
-    for (auto& [k, v] : j.items()) v = without_questions(v);
-  } else if (j.is_array()) {
-    for (auto& v : j) v = without_questions(v);
-  }
-  return j;
-}
+using test::without_questions;
 
 struct Draft {
   J json;

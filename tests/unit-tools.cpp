@@ -58,16 +58,7 @@ std::string library_of(const void* symbol) {
 std::string zlib_path() { return library_of(reinterpret_cast<const void*>(&::zlibVersion)); }
 std::string libc_path() { return library_of(reinterpret_cast<const void*>(&::getpid)); }
 
-// A draft's types with every "$question" removed (they ask about meaning, not layout).
-nlohmann::ordered_json without_questions(nlohmann::ordered_json j) {
-  if (j.is_object()) {
-    j.erase("$question");
-    for (auto& [k, v] : j.items()) v = without_questions(v);
-  } else if (j.is_array()) {
-    for (auto& v : j) v = without_questions(v);
-  }
-  return j;
-}
+using test::without_questions;
 
 // A typemap of one function, its symbol spelled as given.
 std::string one_function(const std::string& symbol, const std::string& returns = "int") {
