@@ -3,6 +3,7 @@
 // once with a message naming the function and the parameter. Each overrun runs
 // in a forked child, whose stderr and end are checked here.
 #include "call_support.hpp"
+#include "child_process.hpp"
 
 #include "guard.hpp"
 
@@ -16,34 +17,6 @@ using namespace marshal::test;
 
 namespace {
 
-struct Child {
-  int status = 0;
-  std::string err;
-};
-
-// Runs fn in a child process with guard mode on; collects its stderr.
-template <class Fn>
-Child in_child(Fn fn) {
-  int pipefd[2];
-  REQUIRE(pipe(pipefd) == 0);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(pipefd[0]);
-    dup2(pipefd[1], 2);
-    fn();
-    _exit(0);
-  }
-  close(pipefd[1]);
-  Child c;
-  char buf[4096];
-  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) c.err.append(buf, static_cast<std::size_t>(n));
-  close(pipefd[0]);
-  waitpid(pid, &c.status, 0);
-  return c;
-}
-
-bool aborted(const Child& c) { return WIFSIGNALED(c.status) && WTERMSIG(c.status) == SIGABRT; }
 
 }  // namespace
 

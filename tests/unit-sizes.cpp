@@ -4,6 +4,7 @@
 // it; the loader refuses what cannot be computed, at its JSON Pointer. Also the
 // typemap's "library": {"guard": true}.
 #include "call_support.hpp"
+#include "child_process.hpp"
 
 #include "guard.hpp"
 #include "marshal/marshal.hpp"
@@ -322,26 +323,12 @@ TEST_SUITE("sizes") {
     }
     // A callee that overruns faults at once, naming the function and parameter,
     // with no set_guard call: the typemap asked for it.
-    int pipefd[2];
-    REQUIRE(pipe(pipefd) == 0);
-    const pid_t pid = fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      close(pipefd[0]);
-      dup2(pipefd[1], 2);
+    const Child c = in_child([] {
       Bound b("tests/fixtures/guard_typemap.json");
       b.call("overrun_out_i32_array", {3});
-      _exit(0);
-    }
-    close(pipefd[1]);
-    std::string err;
-    char buf[4096];
-    for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) err.append(buf, static_cast<std::size_t>(n));
-    close(pipefd[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    INFO(err);
-    CHECK((WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT));
-    CHECK(err.find("marshal guard: function 'overrun_out_i32_array': parameter 0 'out'") != std::string::npos);
+    });
+    INFO(c.err);
+    CHECK(aborted(c));
+    CHECK(c.err.find("marshal guard: function 'overrun_out_i32_array': parameter 0 'out'") != std::string::npos);
   }
 }
