@@ -270,11 +270,29 @@ ffi_type* FfiTypes::lower_by_eightbytes(const TypeRegistry& reg, TypeId t, std::
   return make_struct(std::move(elements));
 }
 
+bool return_widened(const TypeDesc& d) {
+  return (d.kind == Kind::integer || d.kind == Kind::boolean || d.kind == Kind::enum_ ||
+          (d.kind == Kind::handle && !d.as<HandleInfo>().by_pointer)) &&
+         d.size < sizeof(ffi_arg);
+}
+
+void store_return(const TypeDesc& d, const std::byte* value, void* ret) {
+  if (return_widened(d)) {
+    const bool is_signed = d.has(flag_signed);
+    ffi_arg wide = 0;
+    switch (d.size) {
+      case 1: { std::uint8_t v; std::memcpy(&v, value, 1); wide = is_signed ? static_cast<ffi_arg>(static_cast<std::int8_t>(v)) : v; break; }
+      case 2: { std::uint16_t v; std::memcpy(&v, value, 2); wide = is_signed ? static_cast<ffi_arg>(static_cast<std::int16_t>(v)) : v; break; }
+      default: { std::uint32_t v; std::memcpy(&v, value, 4); wide = is_signed ? static_cast<ffi_arg>(static_cast<std::int32_t>(v)) : v; break; }
+    }
+    std::memcpy(ret, &wide, sizeof wide);
+  } else {
+    std::memcpy(ret, value, d.size);
+  }
+}
+
 void read_return(const TypeDesc& d, const void* rvalue, void* dst) {
-  const bool small_int = (d.kind == Kind::integer || d.kind == Kind::boolean || d.kind == Kind::enum_ ||
-                          (d.kind == Kind::handle && !d.as<HandleInfo>().by_pointer)) &&
-                         d.size < sizeof(ffi_arg);
-  if (!small_int) {
+  if (!return_widened(d)) {
     std::memcpy(dst, rvalue, d.size);
     return;
   }

@@ -66,7 +66,12 @@ ffi_type* scalar_ffi_type(const TypeRegistry& reg, const TypeDesc& d);
 
 // libffi returns integers narrower than a register widened to ffi_arg; this
 // stores the value narrowed to the descriptor's size at dst.
+// The one return-widening rule: libffi returns integers, bools, enums and
+// by-value handles narrower than a register as ffi_arg (sign- or zero-extended).
+bool return_widened(const TypeDesc& d);
 void read_return(const TypeDesc& d, const void* rvalue, void* dst);
+// Stores a native return value for libffi (a callback's or host method's).
+void store_return(const TypeDesc& d, const std::byte* value, void* ret);
 std::size_t return_buffer_size(const TypeDesc& d);
 
 // One libffi argument of a call: which parameter it comes from, at which byte

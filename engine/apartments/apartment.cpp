@@ -433,4 +433,9 @@ void SyncDomain::leave(std::uint64_t chain) {
   for (const auto& a : wake) a->wake();
 }
 
+std::string wrong_apartment(const std::string& what, const std::shared_ptr<Apartment>& home, const std::string& advice) {
+  return "wrong apartment: " + what + " belongs to " + describe(home) + ", the calling thread is in " +
+         describe(current_apartment()) + (advice.empty() ? "" : " (" + advice + ")");
+}
+
 }  // namespace marshal

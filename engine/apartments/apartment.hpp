@@ -159,5 +159,8 @@ class SyncDomain {
 // directly (home null or neutral: always).
 bool usable_here(const std::shared_ptr<Apartment>& home);
 std::string describe(const std::shared_ptr<Apartment>& a);  // "no apartment" for null
+// The one "wrong apartment" message: "wrong apartment: WHAT belongs to HOME,
+// the calling thread is in HERE (ADVICE)" (no parentheses when advice is empty).
+std::string wrong_apartment(const std::string& what, const std::shared_ptr<Apartment>& home, const std::string& advice);
 
 }  // namespace marshal

@@ -62,17 +62,6 @@ void Callback::write_on_error(void* ret) const {
   if (returns_value_) std::memcpy(ret, on_error_bytes_.data(), ret_size_);
 }
 
-// Writes a native return value for libffi: integral returns narrower than a
-// register are stored widened to ffi_arg.
-void store_return(const TypeDesc& rd, const std::byte* value, void* ret) {
-  if ((rd.kind == Kind::integer || rd.kind == Kind::boolean || rd.kind == Kind::enum_) && rd.size < sizeof(ffi_arg)) {
-    ffi_arg wide = rd.has(flag_signed) ? static_cast<ffi_arg>(load_signed(value, rd.size)) : load_unsigned(value, rd.size);
-    std::memcpy(ret, &wide, sizeof wide);
-  } else {
-    std::memcpy(ret, value, rd.size);
-  }
-}
-
 namespace {
 // Closures live as long as the process: a native library may call one at any
 // time, even at exit. This is the one process-wide store, and it only grows.

@@ -154,8 +154,6 @@ bool callback_code(const CallbackInfo& info, const Value& v, CallbackPool* pool,
                    std::vector<std::shared_ptr<Callback>>* call_scoped, void*& code, std::string& why);
 bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* ret, const HostFunction& fn,
                        std::string& error);
-// Stores a native return value for libffi (narrow integers widened to ffi_arg).
-void store_return(const TypeDesc& rd, const std::byte* value, void* ret);
 
 // The first host failure inside callbacks on this thread since the last take.
 void callback_note_error(const std::string& message);

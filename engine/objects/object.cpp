@@ -314,9 +314,8 @@ bool ObjectSpace::to_native(const Value& v, const Interface& iface, bool transfe
   if (v.is<ObjectRef>()) {
     const ObjectRef& r = v.as<ObjectRef>();
     if (!usable_here(r.home)) {
-      error = "wrong apartment: this " + (r.iface ? r.iface->name : iface.name) + " reference belongs to " +
-              describe(r.home) + ", the calling thread is in " + describe(current_apartment()) +
-              " (marshal it with marshal_interface and pass the proxy)";
+      error = wrong_apartment("this " + (r.iface ? r.iface->name : iface.name) + " reference", r.home,
+                              "marshal it with marshal_interface and pass the proxy");
       return false;
     }
     if (r.proxy) {
@@ -442,7 +441,12 @@ void* const* ObjectSpace::vtable(const Interface& iface, std::string& error) {
       }
       ffi_type* rt = lib_.context().ffi().lower(reg, m.returns, error);
       if (!rt) return nullptr;
-      if (ffi_prep_cif(&t->cif, FFI_DEFAULT_ABI, static_cast<unsigned>(t->atypes.size()), rt, t->atypes.data()) != FFI_OK) {
+      ffi_abi abi = FFI_DEFAULT_ABI;
+      if (!ffi_abi_of(m.callconv, abi, error)) {
+        error = where + error;
+        return nullptr;
+      }
+      if (ffi_prep_cif(&t->cif, abi, static_cast<unsigned>(t->atypes.size()), rt, t->atypes.data()) != FFI_OK) {
         error = where + "libffi cannot prepare its signature";
         return nullptr;
       }
@@ -591,9 +595,9 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
   const Interface* owner = ref.owner;
   const Method* m = ref.method;
   if (!usable_here(obj.home)) {
-    error = tm.file + ": " + owner->name + "." + m->name + ": wrong apartment: this " + obj.iface->name +
-            (obj.proxy ? " proxy" : " reference") + " belongs to " + describe(obj.home) + ", the calling thread is in " +
-            describe(current_apartment()) + " (marshal it with marshal_interface and call through the proxy)";
+    error = tm.file + ": " + owner->name + "." + m->name + ": " +
+            wrong_apartment("this " + obj.iface->name + (obj.proxy ? " proxy" : " reference"), obj.home,
+                            "marshal it with marshal_interface and call through the proxy");
     return false;
   }
   if (obj.proxy) {
@@ -699,8 +703,7 @@ bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& o
     return false;
   }
   if (!usable_here(obj.home)) {
-    error = tm.file + ": query(" + iface + "): wrong apartment: this reference belongs to " + describe(obj.home) +
-            ", the calling thread is in " + describe(current_apartment());
+    error = tm.file + ": query(" + iface + "): " + wrong_apartment("this reference", obj.home, "");
     return false;
   }
   if (obj.proxy) {
@@ -913,8 +916,8 @@ bool marshal_interface(const Value& v, std::uint64_t& token, std::string& error)
     return false;
   }
   if (v.is<ObjectRef>() && !usable_here(v.as<ObjectRef>().home)) {
-    error = "marshal_interface: wrong apartment: the reference belongs to " + describe(v.as<ObjectRef>().home) +
-            ", the calling thread is in " + describe(current_apartment()) + " (marshal it where it was obtained)";
+    error = "marshal_interface: " +
+            wrong_apartment("the reference", v.as<ObjectRef>().home, "marshal it where it was obtained");
     return false;
   }
   const auto here = current_apartment();
