@@ -9,6 +9,10 @@
 #include "marshal.h"
 #include "c_api_values.hpp"
 
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -1167,5 +1171,385 @@ TEST_SUITE("c-api") {
     for (marshal_result* r : {first, second, value}) marshal_result_release(r);
     marshal_value_release(one);
     marshal_value_release(two);
+  }
+}
+
+// ---- issue 16: the C API's conventions ----
+namespace {
+std::string text(const char* s) { return s ? s : "(null)"; }
+const marshal_error* err() { return marshal_last_error(); }
+}  // namespace
+
+TEST_SUITE("c-api") {
+  TEST_CASE("conventions: every constructor returns a status and writes its handle to `out`") {
+    // Each value constructor: OK with a handle, and the NULL-out case named.
+    marshal_value* v = nullptr;
+    CHECK(marshal_value_create_null(&v) == MARSHAL_OK);
+    CHECK(marshal_value_kind(v) == MARSHAL_NULL);
+    marshal_value_release(v);
+    CHECK(marshal_value_create_bool(1, &v) == MARSHAL_OK);
+    CHECK(marshal_value_kind(v) == MARSHAL_BOOL);
+    marshal_value_release(v);
+    CHECK(marshal_value_create_double(0.5, &v) == MARSHAL_OK);
+    CHECK(marshal_value_kind(v) == MARSHAL_DOUBLE);
+    marshal_value_release(v);
+    CHECK(marshal_value_create_list(&v) == MARSHAL_OK);
+    CHECK(marshal_value_kind(v) == MARSHAL_LIST);
+    marshal_value_release(v);
+    CHECK(marshal_value_create_record(&v) == MARSHAL_OK);
+    CHECK(marshal_value_kind(v) == MARSHAL_RECORD);
+    marshal_value_release(v);
+    CHECK(marshal_value_create_int64(1, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(text(marshal_error_message(err())) == "marshal_value_create_int64: out is NULL");
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+    CHECK(marshal_result_create(nullptr) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_value_create_from_json("[1", nullptr) == MARSHAL_ERROR_ARGUMENT);
+    // A failed constructor leaves NULL in *out (never a stale handle).
+    v = reinterpret_cast<marshal_value*>(std::uintptr_t{1});
+    CHECK(marshal_value_create_string(nullptr, 3, &v) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(v == nullptr);
+    CHECK(text(marshal_error_message(err())) == "marshal_value_create_string: utf8 is NULL with a length of 3");
+    v = reinterpret_cast<marshal_value*>(std::uintptr_t{1});
+    CHECK(marshal_value_create_from_json("[1", &v) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(v == nullptr);
+    // A failed function constructor still calls destroy once, and says why.
+    static int destroyed = 0;
+    destroyed = 0;
+    v = reinterpret_cast<marshal_value*>(std::uintptr_t{1});
+    CHECK(marshal_value_create_function("f", nullptr, nullptr, [](void*) { ++destroyed; }, &v) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(v == nullptr);
+    CHECK(destroyed == 1);
+    CHECK(text(marshal_error_message(err())) == "marshal_value_create_function: fn is NULL");
+    CHECK(marshal_value_create_host_object("h", nullptr, 0, nullptr, 0, nullptr, [](void*) { ++destroyed; }, nullptr) ==
+          MARSHAL_ERROR_ARGUMENT);
+    CHECK(destroyed == 2);
+    // to_json: a status and the text in *out.
+    REQUIRE(marshal_value_create_from_json(R"({"a": [1, 2.5, "x"]})", &v) == MARSHAL_OK);
+    char* json = nullptr;
+    REQUIRE(marshal_value_to_json(v, &json) == MARSHAL_OK);
+    CHECK(text(json) == R"({"a":[1,2.5,"x"]})");
+    marshal_free(json);
+    CHECK(marshal_value_to_json(v, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    marshal_value_release(v);
+    CHECK(marshal_value_to_json(v, &json) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_RELEASED);
+  }
+
+  TEST_CASE("version: marshal_version and its numbers are meson's project version") {
+    CHECK(text(marshal_version()) == MARSHAL_PROJECT_VERSION);
+    const std::string joined = std::to_string(marshal_version_major()) + "." + std::to_string(marshal_version_minor()) +
+                               "." + std::to_string(marshal_version_micro());
+    CHECK(joined == MARSHAL_PROJECT_VERSION);
+  }
+
+  TEST_CASE("errors: the structured record (id, function, parameter, pointer, file, got, expected, native code)") {
+    // Nothing failed yet on a new thread: an empty record.
+    std::thread([] {
+      CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_NONE);
+      CHECK(text(marshal_error_message(marshal_last_error())).empty());
+      CHECK(marshal_error_parameter_index(marshal_last_error()) == -1);
+      CHECK(marshal_error_native_code(marshal_last_error()) == -1);
+    }).join();
+    // NULL reads as no error.
+    CHECK(marshal_error_id(nullptr) == MARSHAL_E_NONE);
+    CHECK(text(marshal_error_file(nullptr)).empty());
+    CHECK(marshal_error_parameter_index(nullptr) == -1);
+    CHECK(text(marshal_error_code_name(MARSHAL_E_CONVERSION)) == "MARSHAL_E_CONVERSION");
+    CHECK(text(marshal_error_code_name(static_cast<marshal_error_code>(999))).empty());
+
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* tm = nullptr;
+    // A typemap error: its file and the JSON Pointer of the first problem.
+    CHECK(marshal_typemap_load(ctx, "tests/typemaps/bad/bare_bool.json", &tm) == MARSHAL_ERROR_TYPEMAP);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_TYPEMAP);
+    CHECK(text(marshal_error_file(err())) == "tests/typemaps/bad/bare_bool.json");
+    CHECK(text(marshal_error_pointer(err())) == "/types/S/struct/0/type");
+    CHECK(text(marshal_error_function(err())).empty());
+    // A library that is not there.
+    const char* missing = R"({"typemap": 1, "library": {"name": "gone", "load": {"linux": ["libgone.so.7"]}}})";
+    REQUIRE(marshal_typemap_load_text(ctx, missing, std::strlen(missing), "gone.json", &tm) == MARSHAL_OK);
+    marshal_library* lib = nullptr;
+    CHECK(marshal_library_create(tm, &lib) == MARSHAL_ERROR_LIBRARY);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_LIBRARY_NOT_FOUND);
+    CHECK(text(marshal_error_file(err())) == "gone.json");
+
+    REQUIRE(marshal_typemap_load(ctx, "typemaps/libc.json", &tm) == MARSHAL_OK);
+    REQUIRE(marshal_library_create(tm, &lib) == MARSHAL_OK);
+    // A function the typemap does not have.
+    marshal_function* fn = nullptr;
+    CHECK(marshal_library_function(lib, "no_such", &fn) == MARSHAL_ERROR_BIND);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_NOT_FOUND);
+    CHECK(text(marshal_error_function(err())) == "no_such");
+    CHECK(text(marshal_error_file(err())) == "typemaps/libc.json");
+
+    REQUIRE(marshal_library_function(lib, "div", &fn) == MARSHAL_OK);
+    marshal_value* one = mv_int64(1);
+    marshal_result* r = nullptr;
+    // A wrong count: an argument error, with what was got and expected.
+    CHECK(marshal_function_call(fn, &one, 1, &r) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+    CHECK(text(marshal_error_function(err())) == "div");
+    CHECK(text(marshal_error_got(err())) == "1 arguments");
+    CHECK(text(marshal_error_expected(err())) == "2 arguments");
+    CHECK(text(marshal_error_pointer(err())) == "/functions/div");
+    CHECK(text(marshal_error_file(err())) == "typemaps/libc.json");
+    CHECK(marshal_error_parameter_index(err()) == -1);
+    // A NULL argument: the parameter it was for, by index and name.
+    marshal_value* bad[2] = {one, nullptr};
+    CHECK(marshal_function_call(fn, bad, 2, &r) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+    CHECK(marshal_error_parameter_index(err()) == 1);
+    CHECK(text(marshal_error_parameter_name(err())) == "denom");
+    CHECK(text(marshal_error_pointer(err())) == "/functions/div/params/1");
+    CHECK(text(marshal_error_function(err())) == "div");
+    // A released value as argument 0.
+    marshal_value* gone = mv_int64(2);
+    marshal_value_release(gone);
+    marshal_value* stale[2] = {gone, one};
+    CHECK(marshal_function_call(fn, stale, 2, &r) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_RELEASED);
+    CHECK(marshal_error_parameter_index(err()) == 0);
+    CHECK(text(marshal_error_parameter_name(err())) == "numer");
+    // A handle of another kind is not "released".
+    marshal_value* wrong[2] = {reinterpret_cast<marshal_value*>(fn), one};
+    CHECK(marshal_function_call(fn, wrong, 2, &r) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+    // A conversion inside the engine: the function and its place; the engine
+    // does not report the parameter structurally yet (-1, documented).
+    marshal_value* big = mv_uint64(UINT64_MAX);
+    marshal_value* args[2] = {big, one};
+    CHECK(marshal_function_call(fn, args, 2, &r) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_CALL);
+    CHECK(text(marshal_error_function(err())) == "div");
+    CHECK(text(marshal_error_pointer(err())) == "/functions/div");
+    CHECK(marshal_error_native_code(err()) == -1);
+    CHECK(text(marshal_error_message(err())).find("out of range for int") != std::string::npos);
+    // A failed check after the native call: the errno it captured.
+    marshal_function* clock = nullptr;
+    REQUIRE(marshal_library_function(lib, "clock_gettime", &clock) == MARSHAL_OK);
+    marshal_value* no_clock = mv_int64(987654);
+    CHECK(marshal_function_call(clock, &no_clock, 1, &r) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_native_code(err()) == EINVAL);
+    CHECK(text(marshal_error_function(err())) == "clock_gettime");
+    // Values read out of range or as the wrong kind.
+    int64_t i = 0;
+    CHECK(marshal_value_get_int64(big, &i) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_CONVERSION);
+    CHECK(text(marshal_error_got(err())) == "the integer 18446744073709551615");
+    CHECK(text(marshal_error_expected(err())) == "an integer from INT64_MIN to INT64_MAX");
+    marshal_value* s = mv_string("x", 1);
+    CHECK(marshal_value_get_int64(s, &i) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+    // Names a value does not have.
+    marshal_value* rec = mv_record();
+    CHECK(marshal_record_get(rec, "nope") == nullptr);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_NOT_FOUND);
+    // A limit: the allocation limit, with what was asked and what is allowed.
+    REQUIRE(marshal_library_set_max_alloc(lib, 64) == MARSHAL_OK);
+    marshal_value* mem = nullptr;
+    CHECK(marshal_value_create_native(lib, "int32", 17, &mem) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_LIMIT);
+    CHECK(text(marshal_error_got(err())) == "68 bytes");
+    CHECK(text(marshal_error_expected(err())) == "at most 64 bytes");
+    CHECK(marshal_value_create_native(lib, "NoSuchType", 1, &mem) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_NOT_FOUND);
+    // A borrowed value released by the host: misuse.
+    marshal_value* list = mv_list();
+    REQUIRE(marshal_list_append(list, one) == MARSHAL_OK);
+    CHECK(marshal_value_release(const_cast<marshal_value*>(marshal_list_get(list, 0))) == MARSHAL_ERROR_MISUSE);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_MISUSE);
+    // A new failure clears the fields of the last one.
+    CHECK(marshal_typemap_load(nullptr, "x", &tm) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(text(marshal_error_got(err())).empty());
+    CHECK(text(marshal_error_function(err())).empty());
+    CHECK(marshal_error_native_code(err()) == -1);
+    // Per thread: another thread's failure leaves this thread's record alone.
+    std::thread([] { CHECK(marshal_context_create(nullptr) == MARSHAL_ERROR_ARGUMENT); }).join();
+    CHECK(text(marshal_error_message(err())) == "marshal_typemap_load: ctx is NULL");
+    for (marshal_value* x : {one, big, no_clock, s, rec, list}) marshal_value_release(x);
+    marshal_library_release(lib);
+    marshal_context_release(ctx);
+  }
+
+  TEST_CASE("introspection: functions, their parameters and return types, types and fields") {
+    Api z("typemaps/zlib.json");
+    const size_t n = marshal_library_function_count(z.lib);
+    REQUIRE(n > 3);
+    // In name order, each one's signature reachable by its name.
+    std::vector<std::string> names;
+    for (size_t i = 0; i < n; ++i) names.push_back(text(marshal_library_function_name(z.lib, i)));
+    CHECK(std::is_sorted(names.begin(), names.end()));
+    CHECK(std::find(names.begin(), names.end(), "compress2") != names.end());
+    for (const std::string& name : names) {
+      marshal_signature* sig = nullptr;
+      REQUIRE(marshal_library_signature(z.lib, name.c_str(), &sig) == MARSHAL_OK);
+      CHECK(text(marshal_signature_name(sig)) == name);
+    }
+    CHECK(marshal_library_function_name(z.lib, n) == nullptr);
+    CHECK(text(marshal_error_message(err())) == "marshal_library_function_name: index " + std::to_string(n) +
+                                                    " is out of range (" + std::to_string(n) + " functions)");
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+
+    // compress2(dest out, destLen inout, source, sourceLen computed, level) -> int
+    marshal_signature* sig = nullptr;
+    REQUIRE(marshal_library_signature(z.lib, "compress2", &sig) == MARSHAL_OK);
+    marshal_signature* again = nullptr;
+    REQUIRE(marshal_library_signature(z.lib, "compress2", &again) == MARSHAL_OK);
+    CHECK(again == sig);  // one per function, owned by the library
+    CHECK(text(marshal_signature_return_type(sig)) == "int");
+    CHECK(marshal_signature_variadic_from(sig) == -1);
+    REQUIRE(marshal_signature_param_count(sig) == 5);
+    struct Want {
+      const char* name;
+      marshal_direction dir;
+      uint32_t flags;
+    } want[5] = {{"dest", MARSHAL_DIR_OUT, 0},
+                 {"destLen", MARSHAL_DIR_INOUT, 0},
+                 {"source", MARSHAL_DIR_IN, 0},
+                 {"sourceLen", MARSHAL_DIR_IN, MARSHAL_PARAM_COMPUTED},
+                 {"level", MARSHAL_DIR_IN, 0}};
+    std::vector<std::string> types;
+    for (size_t i = 0; i < 5; ++i) {
+      const char *name = nullptr, *type = nullptr;
+      marshal_direction dir = MARSHAL_DIR_IN;
+      uint32_t flags = 99;
+      REQUIRE(marshal_signature_param(sig, i, &name, &type, &dir, &flags) == MARSHAL_OK);
+      CHECK(text(name) == want[i].name);
+      CHECK(dir == want[i].dir);
+      CHECK(flags == want[i].flags);
+      types.push_back(text(type));
+    }
+    CHECK(types[1] == "ptr<ulong>");
+    CHECK(types[3] == "ulong");
+    CHECK(types[4] == "int");
+    CHECK(types[0].find("uint8") != std::string::npos);  // an array of uint8
+    // Out pointers are optional.
+    CHECK(marshal_signature_param(sig, 0, nullptr, nullptr, nullptr, nullptr) == MARSHAL_OK);
+    CHECK(marshal_signature_param(sig, 5, nullptr, nullptr, nullptr, nullptr) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(text(marshal_error_message(err())) ==
+          "marshal_signature_param: index 5 is out of range ('compress2' has 5 parameters)");
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+    CHECK(text(marshal_error_got(err())) == "5");
+    CHECK(text(marshal_error_expected(err())) == "0 to 4");
+    CHECK(marshal_library_signature(z.lib, "nope", &sig) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_NOT_FOUND);
+    CHECK(sig == nullptr);
+
+    // Types: a record's layout as the C compiler has it, a primitive, errors.
+    Api p("tests/fixtures/pinvoke.json");
+    const size_t nt = marshal_library_type_count(p.lib);
+    REQUIRE(nt > 2);
+    bool saw_point = false;
+    for (size_t i = 0; i < nt; ++i) saw_point |= text(marshal_library_type_name(p.lib, i)) == "Point";
+    CHECK(saw_point);
+    CHECK(marshal_library_type_name(p.lib, nt) == nullptr);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+    marshal_type* t = nullptr;
+    REQUIRE(marshal_library_type(p.lib, "Vec2", &t) == MARSHAL_OK);
+    marshal_type_kind kind = MARSHAL_TYPE_VOID;
+    size_t size = 0, align = 0;
+    REQUIRE(marshal_type_layout(t, &kind, &size, &align) == MARSHAL_OK);
+    CHECK(kind == MARSHAL_TYPE_STRUCT);
+    CHECK(size == sizeof(Vec2));
+    CHECK(align == alignof(Vec2));
+    CHECK(text(marshal_type_text(t)) == "Vec2");
+    REQUIRE(marshal_type_field_count(t) == 2);
+    const char *fname = nullptr, *ftype = nullptr;
+    size_t off = 99;
+    REQUIRE(marshal_type_field(t, 1, &fname, &off, &ftype) == MARSHAL_OK);
+    CHECK(text(fname) == "y");
+    CHECK(off == offsetof(Vec2, y));
+    CHECK(text(ftype) == "double");
+    CHECK(marshal_type_field(t, 2, &fname, &off, &ftype) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(text(marshal_error_message(err())) == "marshal_type_field: index 2 is out of range ('Vec2' has 2 fields)");
+    REQUIRE(marshal_library_type(p.lib, "int16", &t) == MARSHAL_OK);
+    REQUIRE(marshal_type_layout(t, &kind, &size, nullptr) == MARSHAL_OK);
+    CHECK(kind == MARSHAL_TYPE_INTEGER);
+    CHECK(size == 2);
+    CHECK(marshal_type_field_count(t) == 0);
+    CHECK(marshal_library_type(p.lib, "NoSuch", &t) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_NOT_FOUND);
+  }
+
+  TEST_CASE("introspection: handles die with their library, checked like every handle") {
+    marshal_context* ctx = nullptr;
+    marshal_library* lib = open_library(&ctx, "typemaps/zlib.json");
+    marshal_signature* sig = nullptr;
+    marshal_type* t = nullptr;
+    REQUIRE(marshal_library_signature(lib, "crc32", &sig) == MARSHAL_OK);
+    REQUIRE(marshal_library_type(lib, "ulong", &t) == MARSHAL_OK);
+    CHECK(marshal_signature_param_count(sig) == 3);
+    marshal_library_release(lib);
+    marshal_context_release(ctx);
+    CHECK(marshal_signature_param_count(sig) == 0);
+    CHECK(text(marshal_error_message(err())) ==
+          "marshal_signature_param_count: sig: signature handle used after its library was released");
+    CHECK(marshal_error_id(err()) == MARSHAL_E_RELEASED);
+    CHECK(marshal_signature_name(sig) == nullptr);
+    CHECK(marshal_type_layout(t, nullptr, nullptr, nullptr) == MARSHAL_ERROR_INVALID_HANDLE);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_RELEASED);
+    // A handle of another type.
+    CHECK(marshal_type_text(reinterpret_cast<marshal_type*>(sig)) == nullptr);
+    CHECK(text(marshal_error_message(err())) ==
+          "marshal_type_text: type: the handle is a signature handle, not a type handle");
+    CHECK(marshal_library_function_count(nullptr) == 0);
+    CHECK(text(marshal_error_message(err())) == "marshal_library_function_count: lib is NULL");
+  }
+
+  TEST_CASE("pump: owner-delivered callbacks from native threads run on the C host's thread") {
+    Api f("tests/fixtures/callbacks.json");
+    struct Seen {
+      std::thread::id owner;
+      std::atomic<long> calls{0};
+      std::atomic<long> elsewhere{0};
+    } seen;
+    seen.owner = std::this_thread::get_id();
+    auto on_owner = [](void* user, const marshal_value* const* args, size_t, marshal_value** result,
+                       const char**) -> int {
+      auto* s = static_cast<Seen*>(user);
+      if (std::this_thread::get_id() != s->owner) ++s->elsewhere;
+      ++s->calls;
+      int64_t v = 0;
+      marshal_value_get_int64(args[0], &v);
+      return marshal_value_create_int64(v + 1, result) == MARSHAL_OK ? 0 : 1;
+    };
+    marshal_value* fn = mv_function("on_owner", on_owner, &seen, nullptr);
+    marshal_value* cb = nullptr;
+    REQUIRE(marshal_value_create_callback(f.lib, "OwnerFn", fn, &cb) == MARSHAL_OK);
+    // Nothing pending: the pump returns at once with nothing run.
+    size_t ran = 99;
+    CHECK(marshal_library_pump(f.lib, 0, &ran) == MARSHAL_OK);
+    CHECK(ran == 0);
+    const int threads = 4, per = 100;
+    marshal_value* args[3] = {cb, mv_int64(threads), mv_int64(per)};
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_function_call(f.fn("start_async"), args, 3, &r) == MARSHAL_OK);
+    marshal_result_release(r);
+    // The native threads wait for this thread: it pumps until all ran.
+    size_t total = 0;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (seen.calls.load() < threads * per && std::chrono::steady_clock::now() < deadline) {
+      REQUIRE(marshal_library_pump(f.lib, 50, &ran) == MARSHAL_OK);
+      total += ran;
+    }
+    // Without a working pump the native threads are still waiting: stop before joining them.
+    REQUIRE(seen.calls.load() == threads * per);
+    CHECK(total == static_cast<size_t>(threads * per));
+    REQUIRE(marshal_function_call(f.fn("join_async"), nullptr, 0, &r) == MARSHAL_OK);
+    int64_t sum = 0;
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &sum) == MARSHAL_OK);
+    int64_t expected = 0;
+    for (int i = 0; i < per; ++i) expected += i + 1;
+    CHECK(sum == expected * threads);
+    CHECK(seen.calls.load() == threads * per);
+    CHECK(seen.elsewhere.load() == 0);  // every call ran on the pumping thread
+    marshal_result_release(r);
+    // Nothing left; a NULL ran pointer is fine; a bad library is an error.
+    CHECK(marshal_library_pump(f.lib, 0, nullptr) == MARSHAL_OK);
+    CHECK(marshal_library_pump(nullptr, 0, &ran) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(text(marshal_error_message(err())) == "marshal_library_pump: lib is NULL");
+    CHECK(marshal_callback_deactivate(cb) == MARSHAL_OK);
+    for (marshal_value* v : {args[1], args[2], cb, fn}) marshal_value_release(v);
   }
 }

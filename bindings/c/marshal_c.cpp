@@ -1299,7 +1299,9 @@ marshal_status marshal_value_get_int64(const marshal_value* v, int64_t* out) {
   }
   if (!c) return bad_handle(api, "v", v, Kind::value);
   if (!out) return null_arg(api, "out");
-  return wrong_kind(api, c, "an integer from INT64_MIN to INT64_MAX");
+  // An integer that does not fit is a range error, anything else the wrong kind.
+  return wrong_kind(api, c, "an integer from INT64_MIN to INT64_MAX",
+                    c->v.is_integer() ? MARSHAL_E_CONVERSION : MARSHAL_E_INVALID_ARGUMENT);
 }
 
 marshal_status marshal_value_get_uint64(const marshal_value* v, uint64_t* out) {
@@ -1315,7 +1317,8 @@ marshal_status marshal_value_get_uint64(const marshal_value* v, uint64_t* out) {
     *out = static_cast<std::uint64_t>(c->v.as<std::int64_t>());
     return MARSHAL_OK;
   }
-  return wrong_kind(api, c, "a non-negative integer");
+  return wrong_kind(api, c, "a non-negative integer",
+                    c->v.is_integer() ? MARSHAL_E_CONVERSION : MARSHAL_E_INVALID_ARGUMENT);
 }
 
 marshal_status marshal_value_get_double(const marshal_value* v, double* out) {
