@@ -514,6 +514,7 @@ TEST_SUITE("c-api") {
     Api o("tests/fixtures/objects.json");
     REQUIRE(marshal_apartment_enter(1) == MARSHAL_OK);
     CHECK(marshal_apartment_enter(0) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_WRONG_APARTMENT);
     CHECK(std::string(marshal_error_message(marshal_last_error())).find("already in STA") != std::string::npos);
     marshal_value* probe = nullptr;
     REQUIRE(marshal_value_create_object(o.lib, "ProbeApartment", nullptr, 0, &probe) == MARSHAL_OK);
@@ -545,8 +546,10 @@ TEST_SUITE("c-api") {
       marshal_apartment_leave();
       done = true;
     });
-    while (!done) marshal_apartment_pump(10);  // this STA serves the proxy's calls
+    marshal_status pumped = MARSHAL_OK;
+    while (!done && pumped == MARSHAL_OK) pumped = marshal_apartment_pump(10, nullptr);  // this STA serves the proxy's calls
     mta.join();
+    CHECK(pumped == MARSHAL_OK);
     CHECK(wrong.find("wrong apartment") != std::string::npos);
     CHECK(proxied == 1);
     CHECK(same == 1);
@@ -559,6 +562,13 @@ TEST_SUITE("c-api") {
     marshal_value_release(probe);
     marshal_apartment_leave();
     marshal_apartment_leave();  // idempotent
+    // Outside an STA there is no loop to pump.
+    size_t ran = 99;
+    CHECK(marshal_apartment_pump(0, &ran) == MARSHAL_ERROR_MISUSE);
+    CHECK(ran == 0);
+    CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_WRONG_APARTMENT);
+    CHECK(std::string(marshal_error_message(marshal_last_error())) ==
+          "marshal_apartment_pump: this thread is not in a single-threaded apartment (marshal_apartment_enter(1))");
   }
 }
 

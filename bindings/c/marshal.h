@@ -452,8 +452,11 @@ MARSHAL_API uint32_t marshal_host_object_refs(const marshal_value *obj);
  * Using a reference from the wrong apartment fails with "wrong apartment". */
 MARSHAL_API marshal_status marshal_apartment_enter(int sta);
 MARSHAL_API void marshal_apartment_leave(void);
-/* Runs the calls queued for this thread's STA, waiting up to wait_ms for the first; returns how many ran. */
-MARSHAL_API size_t marshal_apartment_pump(uint32_t wait_ms);
+/* Runs the calls queued for this thread's STA, waiting up to wait_ms for the
+ * first; *ran (may be NULL) is how many ran. A thread outside an STA gets
+ * MARSHAL_ERROR_MISUSE (MARSHAL_E_WRONG_APARTMENT). Entering an apartment
+ * from a thread that is in one fails with MARSHAL_E_WRONG_APARTMENT too. */
+MARSHAL_API marshal_status marshal_apartment_pump(uint32_t wait_ms, size_t *ran);
 MARSHAL_API marshal_status marshal_interface_marshal(const marshal_value *obj, uint64_t *token);
 MARSHAL_API marshal_status marshal_interface_unmarshal(uint64_t token, marshal_value **out);
 /* 1 when obj is a proxy (its calls run in another apartment). */

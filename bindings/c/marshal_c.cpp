@@ -1768,7 +1768,8 @@ marshal_status marshal_apartment_enter(int sta) {
   return guarded("marshal_apartment_enter", [&] {
     std::string error;
     auto a = sta ? marshal::enter_sta(error) : marshal::enter_mta(error);
-    return a ? MARSHAL_OK : fail(MARSHAL_ERROR_CALL, error);
+    // The engine refuses only a thread that is in an apartment already.
+    return a ? MARSHAL_OK : fail(MARSHAL_ERROR_CALL, error, MARSHAL_E_WRONG_APARTMENT);
   });
 }
 
@@ -1779,14 +1780,19 @@ void marshal_apartment_leave(void) {
   }
 }
 
-size_t marshal_apartment_pump(uint32_t wait_ms) {
-  auto a = marshal::current_apartment();
-  if (!a || a->kind() != marshal::Apartment::Kind::sta) return 0;
-  try {
-    return a->pump(std::chrono::milliseconds(wait_ms));
-  } catch (...) {
-    return 0;
-  }
+marshal_status marshal_apartment_pump(uint32_t wait_ms, size_t* ran) {
+  static const char* api = "marshal_apartment_pump";
+  if (ran) *ran = 0;
+  return guarded(api, [&] {
+    auto a = marshal::current_apartment();
+    if (!a || a->kind() != marshal::Apartment::Kind::sta)
+      return fail(MARSHAL_ERROR_MISUSE,
+                  std::string(api) + ": this thread is not in a single-threaded apartment (marshal_apartment_enter(1))",
+                  MARSHAL_E_WRONG_APARTMENT);
+    const std::size_t n = a->pump(std::chrono::milliseconds(wait_ms));
+    if (ran) *ran = n;
+    return MARSHAL_OK;
+  });
 }
 
 marshal_status marshal_interface_marshal(const marshal_value* obj, uint64_t* token) {
