@@ -441,6 +441,16 @@ TEST_SUITE("c-api") {
       marshal_value* fail = mv_int64(FX_E_FAIL);
       CHECK(marshal_object_call(widget, "Fail", &fail, 1, &r) == MARSHAL_ERROR_CALL);
       CHECK(std::string(marshal_error_message(marshal_last_error())).find("HRESULT 0x80004005 E_FAIL") != std::string::npos);
+      // The error record names the method with its interface, and the typemap.
+      CHECK(std::string(marshal_error_function(marshal_last_error())) == "IWidget.Fail");
+      CHECK(std::string(marshal_error_file(marshal_last_error())) == "tests/fixtures/objects.json");
+      CHECK(marshal_object_call(widget, "ICounter.Add", nullptr, 1, &r) == MARSHAL_ERROR_ARGUMENT);
+      CHECK(std::string(marshal_error_function(marshal_last_error())) == "ICounter.Add");
+      marshal_value* no_class = five;
+      CHECK(marshal_value_create_object(o.lib, "NoSuchClass", nullptr, 0, &no_class) == MARSHAL_ERROR_CALL);
+      CHECK(no_class == nullptr);
+      CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_NOT_FOUND);
+      CHECK(std::string(marshal_error_function(marshal_last_error())) == "NoSuchClass");
       CHECK(marshal_object_query(counter, "IShape", nullptr) == MARSHAL_ERROR_ARGUMENT);
       marshal_value* none = nullptr;
       CHECK(marshal_object_query(counter, "IShape", &none) == MARSHAL_ERROR_CALL);

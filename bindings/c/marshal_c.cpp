@@ -612,7 +612,11 @@ marshal_status collect_args(const char* api, marshal_value* const* args, std::si
     describe_site(site);
     return MARSHAL_ERROR_ARGUMENT;
   }
-  if (nargs && !args) return null_arg(api, "args");
+  if (nargs && !args) {
+    null_arg(api, "args");
+    describe_site(site);
+    return MARSHAL_ERROR_ARGUMENT;
+  }
   const marshal::Value** p = out.small;
   if (nargs > std::size(out.small)) {
     out.big = std::make_unique<const marshal::Value*[]>(nargs);
