@@ -12,7 +12,7 @@
 #include "marshal.h"
 #include "c_api_values.hpp"
 #include "marshal/marshal.hpp"
-#include "native.hpp"
+#include "convert/native.hpp"
 
 #include <algorithm>
 #include <atomic>
