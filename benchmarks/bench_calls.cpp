@@ -10,6 +10,7 @@
 #include "fixtures/objects.h"
 #include "fixtures/pinvoke.h"
 #include "marshal.h"
+#include "c_api_values.hpp"
 #include "marshal/marshal.hpp"
 #include "convert/native.hpp"
 
@@ -58,7 +59,7 @@ void libffi_plus_one(ffi_cif*, void* ret, void** args, void*) {
 int host_plus_one_c(void*, const marshal_value* const* args, size_t, marshal_value** result, const char**) {
   int64_t v = 0;
   marshal_value_get_int64(args[0], &v);
-  *result = marshal_value_int64(v + 1);
+  marshal_value_create_int64(v + 1, result);
   return 0;
 }
 
@@ -134,7 +135,7 @@ int main(int argc, char** argv) {
     marshal_typemap* t = nullptr;
     marshal_library* l = nullptr;
     marshal_typemap_load(cctx, tm.c_str(), &t);
-    marshal_library_open(t, &l);
+    marshal_library_create(t, &l);
     return l;
   };
   marshal_library* c_pinvoke = c_lib(pinvoke);
@@ -154,7 +155,7 @@ int main(int argc, char** argv) {
   // Host-owned native memory holding a copy of count elements at src.
   auto c_native = [&](const char* type, size_t count, const void* src) {
     marshal_value* v = nullptr;
-    marshal_value_native(c_pinvoke, type, count, &v);
+    marshal_value_create_native(c_pinvoke, type, count, &v);
     void* mem = nullptr;
     size_t size = 0;
     marshal_native_data(v, &mem, &size);
@@ -228,9 +229,9 @@ int main(int argc, char** argv) {
   marshal_function* c_add = c_fn(c_pinvoke, "add_i32");
   add("add_i32", CAPI, slow, [&](long n) {
     int64_t t = 0;
-    marshal_value* three = marshal_value_int64(3);
-    marshal_value* a = marshal_value_int64(0);
-    marshal_result* r = marshal_result_create();
+    marshal_value* three = mv_int64(3);
+    marshal_value* a = mv_int64(0);
+    marshal_result* r = mv_result();
     for (long i = 0; i < n; ++i) {
       marshal_value_set_int64(a, i);
       t += c_int(marshal_result_return(c_call(c_add, {a, three}, r)));
@@ -288,8 +289,8 @@ int main(int argc, char** argv) {
   add("sum_f64", CAPI, 200 * slow, [&](long n) {
     double t = 0;
     marshal_value* list = c_native("double", data.size(), data.data());
-    marshal_value* k = marshal_value_uint64(1000);
-    marshal_result* r = marshal_result_create();
+    marshal_value* k = mv_uint64(1000);
+    marshal_result* r = mv_result();
     for (long i = 0; i < n; ++i) t += c_double(marshal_result_return(c_call(c_sum, {list, k}, r)));
     marshal_result_release(r);
     marshal_value_release(list);
@@ -339,8 +340,8 @@ int main(int argc, char** argv) {
     marshal_function* c = c_fn(c_pinvoke, fn);
     add(scenario, CAPI, weight, [&, c](long n) {
       double t = 0;
-      marshal_value* s = marshal_value_string(text.data(), text.size());
-      marshal_result* r = marshal_result_create();
+      marshal_value* s = mv_string(text.data(), text.size());
+      marshal_result* r = mv_result();
       for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c, {s}, r))));
       marshal_result_release(r);
       marshal_value_release(s);
@@ -413,9 +414,9 @@ int main(int argc, char** argv) {
   add("vec2_add", CAPI, slow, [&](long n) {
     double t = 0;
     marshal_value *a = nullptr, *b = nullptr;
-    marshal_value_from_json(R"({"x": 1.0, "y": 1.0})", &a);
-    marshal_value_from_json(R"({"x": 2.0, "y": 3.0})", &b);
-    marshal_result* r = marshal_result_create();
+    marshal_value_create_from_json(R"({"x": 1.0, "y": 1.0})", &a);
+    marshal_value_create_from_json(R"({"x": 2.0, "y": 3.0})", &b);
+    marshal_result* r = mv_result();
     for (long i = 0; i < n; ++i) t += c_double(marshal_record_get(marshal_result_return(c_call(c_vec, {a, b}, r)), "x"));
     marshal_result_release(r);
     marshal_value_release(a);
@@ -470,8 +471,8 @@ int main(int argc, char** argv) {
   marshal_function* c_fill = c_fn(c_pinvoke, "fill_out_i32_array");
   add("fill_i32", CAPI, 20 * slow, [&](long n) {
     double t = 0;
-    marshal_value* k = marshal_value_uint64(256);
-    marshal_result* r = marshal_result_create();
+    marshal_value* k = mv_uint64(256);
+    marshal_result* r = mv_result();
     for (long i = 0; i < n; ++i)
       t += static_cast<double>(c_int(marshal_list_get(marshal_result_out(c_call(c_fill, {k}, r), "out"), 5)));
     marshal_result_release(r);
@@ -528,9 +529,9 @@ int main(int argc, char** argv) {
   marshal_function* c_pt = c_fn(c_pinvoke, "get_out_point");
   add("out_struct", CAPI, slow, [&](long n) {
     double t = 0;
-    marshal_value* one = marshal_value_int64(1);
-    marshal_value* x = marshal_value_int64(0);
-    marshal_result* r = marshal_result_create();
+    marshal_value* one = mv_int64(1);
+    marshal_value* x = mv_int64(0);
+    marshal_result* r = mv_result();
     for (long i = 0; i < n; ++i) {
       marshal_value_set_int64(x, i & 0xffff);
       t += static_cast<double>(c_int(marshal_record_get(marshal_result_out(c_call(c_pt, {x, one}, r), "out"), "x")));
@@ -587,9 +588,9 @@ int main(int argc, char** argv) {
   marshal_function* c_rev = c_fn(c_pinvoke, "reverse_out_utf8");
   add("out_string", CAPI, slow, [&](long n) {
     double t = 0;
-    marshal_value* in = marshal_value_string("marshal", 7);
-    marshal_value* cap = marshal_value_uint64(64);
-    marshal_result* r = marshal_result_create();
+    marshal_value* in = mv_string("marshal", 7);
+    marshal_value* cap = mv_uint64(64);
+    marshal_result* r = mv_result();
     for (long i = 0; i < n; ++i) {
       const char* s = nullptr;
       size_t len = 0;
@@ -648,8 +649,8 @@ int main(int argc, char** argv) {
   add("struct_array", CAPI, 20 * slow, [&](long n) {
     double t = 0;
     marshal_value* list = c_native("Point", pts.size(), pts.data());
-    marshal_value* k = marshal_value_uint64(100);
-    marshal_result* r = marshal_result_create();
+    marshal_value* k = mv_uint64(100);
+    marshal_result* r = mv_result();
     for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c_pts, {list, k}, r))));
     marshal_result_release(r);
     marshal_value_release(list);
@@ -715,13 +716,13 @@ int main(int argc, char** argv) {
     return t;
   });
   marshal_function* c_apply = c_fn(c_callbacks, "apply_i32");
-  marshal_value* c_plus_one = marshal_value_function("plus_one", host_plus_one_c, nullptr, nullptr);
+  marshal_value* c_plus_one = mv_function("plus_one", host_plus_one_c, nullptr, nullptr);
   marshal_value* c_registered = nullptr;
-  marshal_library_callback(c_callbacks, "IntFn", c_plus_one, &c_registered);
+  marshal_value_create_callback(c_callbacks, "IntFn", c_plus_one, &c_registered);
   add("call_cb", CAPI, slow, [&](long n) {
     int64_t t = 0;
-    marshal_value* v = marshal_value_int64(0);
-    marshal_result* r = marshal_result_create();
+    marshal_value* v = mv_int64(0);
+    marshal_result* r = mv_result();
     for (long i = 0; i < n; ++i) {
       marshal_value_set_int64(v, i & 0xffff);
       t += c_int(marshal_result_return(c_call(c_apply, {c_registered, v}, r)));
@@ -748,9 +749,9 @@ int main(int argc, char** argv) {
   });
   marshal_function* c_threads = c_fn(c_callbacks, "call_from_threads");
   add("cb_thread", CAPI, slow, [&](long n) {
-    marshal_value* one = marshal_value_int64(1);
-    marshal_value* k = marshal_value_int64(n);
-    marshal_result* r = marshal_result_create();
+    marshal_value* one = mv_int64(1);
+    marshal_value* k = mv_int64(n);
+    marshal_result* r = mv_result();
     const double t = static_cast<double>(c_int(marshal_result_return(c_call(c_threads, {c_registered, one, k}, r))));
     marshal_result_release(r);
     marshal_value_release(one);
@@ -806,12 +807,12 @@ int main(int argc, char** argv) {
       return t;
     });
     marshal_value* cobj = nullptr;
-    marshal_value* zero = marshal_value_int64(0);
-    marshal_library_create(c_objects, "Counter", &zero, 1, &cobj);
+    marshal_value* zero = mv_int64(0);
+    marshal_value_create_object(c_objects, "Counter", &zero, 1, &cobj);
     add("vtable_method", CAPI, slow, [&](long n) {
       int64_t t = 0;
-      marshal_value* one = marshal_value_int64(1);
-      marshal_result* r = marshal_result_create();
+      marshal_value* one = mv_int64(1);
+      marshal_result* r = mv_result();
       for (long i = 0; i < n; ++i) {
         marshal_object_call_into(cobj, "Add", &one, 1, r);
         t += c_int(marshal_result_return(r));
@@ -990,8 +991,8 @@ int main(int argc, char** argv) {
     add("scale_sum_f64", CAPI, big, [&](long n) {
       double t = 0;
       marshal_value* list = c_native("double", nd, many.data());
-      marshal_value* k = marshal_value_uint64(nd);
-      marshal_result* r = marshal_result_create();
+      marshal_value* k = mv_uint64(nd);
+      marshal_result* r = mv_result();
       for (long i = 0; i < n; ++i) t += c_double(marshal_result_return(c_call(c_sum, {list, k}, r)));
       marshal_result_release(r);
       marshal_value_release(list);
@@ -1063,8 +1064,8 @@ int main(int argc, char** argv) {
     });
     add("scale_fill_i32", CAPI, huge, [&](long n) {
       double t = 0;
-      marshal_value* k = marshal_value_uint64(nf);
-      marshal_result* r = marshal_result_create();
+      marshal_value* k = mv_uint64(nf);
+      marshal_result* r = mv_result();
       for (long i = 0; i < n; ++i)
         t += static_cast<double>(c_int(marshal_list_get(marshal_result_out(c_call(c_fill, {k}, r), "out"), 5)));
       marshal_result_release(r);
@@ -1099,8 +1100,8 @@ int main(int argc, char** argv) {
     add("scale_struct_array", CAPI, big, [&](long n) {
       double t = 0;
       marshal_value* list = c_native("Point", np, points.data());
-      marshal_value* k = marshal_value_uint64(np);
-      marshal_result* r = marshal_result_create();
+      marshal_value* k = mv_uint64(np);
+      marshal_result* r = mv_result();
       for (long i = 0; i < n; ++i) t += static_cast<double>(c_int(marshal_result_return(c_call(c_pts, {list, k}, r))));
       marshal_result_release(r);
       marshal_value_release(list);
@@ -1148,7 +1149,7 @@ int main(int argc, char** argv) {
       }
     }
   }
-  marshal_callback_release(c_registered);
+  marshal_callback_deactivate(c_registered);
   marshal_value_release(c_registered);
   marshal_value_release(c_plus_one);
   registered_plus_one->release();

@@ -23,6 +23,8 @@ const char* kind_name(Kind k) {
     case Kind::function: return "function";
     case Kind::result: return "result";
     case Kind::value: return "value";
+    case Kind::signature: return "signature";
+    case Kind::type: return "type";
   }
   return "?";
 }
@@ -190,11 +192,21 @@ void Handles::recycle(Bits h) noexcept {
   give(static_cast<std::uint32_t>(h & 0xffffffffu));
 }
 
+bool Handles::stale(const void* p, Kind expected) noexcept {
+  const Bits h = bits_of(p);
+  if (!p || kind_of(h) != expected) return false;
+  Slot* s = slot(h);
+  if (!s) return false;
+  const std::uint64_t st = s->state.load(std::memory_order_acquire);
+  const std::uint32_t now = static_cast<std::uint32_t>(st >> gen_shift);
+  return generation_of(h) < now || (generation_of(h) == now && kind_of(st) == Kind::none);
+}
+
 std::string Handles::diagnose(const void* p, Kind expected, bool releasing) {
   const Bits h = bits_of(p);
   const Kind k = kind_of(h);
   const std::string want = kind_name(expected);
-  if (k == Kind::none || k > Kind::value) return "not a " + want + " handle (not made by this API, or corrupted)";
+  if (k == Kind::none || k > last_kind) return "not a " + want + " handle (not made by this API, or corrupted)";
   if (k != expected) return "the handle is a " + std::string(kind_name(k)) + " handle, not a " + want + " handle";
   Slot* s = slot(h);
   if (!s) return "not a " + want + " handle (not made by this API, or corrupted)";
@@ -208,6 +220,8 @@ std::string Handles::diagnose(const void* p, Kind expected, bool releasing) {
   switch (expected) {
     case Kind::typemap: return "typemap handle used after its context was released";
     case Kind::function: return "function handle used after its library was released";
+    case Kind::signature: return "signature handle used after its library was released";
+    case Kind::type: return "type handle used after its library was released";
     case Kind::value:
       return releasing ? "value handle already released"
                        : "value handle used after release (a borrowed value goes with its list, record or result)";

@@ -13,7 +13,8 @@
 namespace marshal_c {
 
 // What a handle names. `none` marks a free slot (no handle ever names it).
-enum class Kind : std::uint8_t { none = 0, context, typemap, library, function, result, value };
+enum class Kind : std::uint8_t { none = 0, context, typemap, library, function, result, value, signature, type };
+constexpr Kind last_kind = Kind::type;
 const char* kind_name(Kind k);
 
 // A handle's bits (what the host holds, cast to its opaque pointer type):
@@ -142,6 +143,10 @@ class Handles {
   }
   // Gives a slot freed by drop() back for reuse (its object is destroyed).
   static void recycle(Bits h) noexcept;
+
+  // Whether a handle find() refused is of kind `expected` and was released
+  // (or its owner was): stale, not made up.
+  static bool stale(const void* p, Kind expected) noexcept;
 
   // What is wrong with a handle find() refused, for messages: "result handle
   // already released", "the handle is a value handle, not a result handle"...

@@ -28,7 +28,43 @@
 
 namespace marshal_c {
 
+// ---- the error record (marshal_error) ----
+// What marshal_last_error() points to: the calling thread's last failure.
+struct ErrorRecord {
+  marshal_error_code id = MARSHAL_E_NONE;
+  std::string message, function, parameter_name, pointer, file, got, expected;
+  std::int64_t parameter_index = -1;
+  std::int64_t native_code = -1;
+};
+thread_local ErrorRecord error_record;
+
+// A new failure: every field but the id and the message is unknown until the
+// failing site fills it.
+void set_error(marshal_error_code id, std::string message) {
+  ErrorRecord& e = error_record;
+  e.id = id;
+  e.message = std::move(message);
+  e.function.clear();
+  e.parameter_name.clear();
+  e.pointer.clear();
+  e.file.clear();
+  e.got.clear();
+  e.expected.clear();
+  e.parameter_index = -1;
+  e.native_code = -1;
+}
+
 // ---- the objects behind the handles ----
+
+// What a call is about, for its error record: the typemap function or
+// method, its file, and (functions) its signature.
+struct Site {
+  const marshal::Signature* sig = nullptr;  // nullptr: not known here (methods are resolved by the engine)
+  const std::string* file = nullptr;
+  std::string_view function;
+  std::string_view iface;  // methods named without their interface
+};
+
 
 struct CTypemap;
 
@@ -54,6 +90,31 @@ struct CFunction {
   Bits self = 0;
   Bits library = 0;
   const marshal::Plan* plan = nullptr;
+  Site site;  // for errors
+};
+
+// A function's signature as the host reads it (introspection), with its
+// types as text made once. Belongs to its library, like a function.
+struct CSignature {
+  Bits self = 0;
+  const marshal::Signature* sig = nullptr;
+  std::int64_t variadic_from = -1;
+  std::string returns;
+  std::vector<std::string> types;  // one per parameter
+};
+
+// A type as the host reads it, copied out of the registry once.
+struct CType {
+  struct FieldInfo {
+    std::string name;
+    std::size_t offset;
+    std::string type;
+  };
+  Bits self = 0;
+  marshal_type_kind kind = MARSHAL_TYPE_VOID;
+  std::size_t size = 0, align = 0;
+  std::string text;
+  std::vector<FieldInfo> fields;
 };
 
 struct CLibrary {
@@ -61,6 +122,10 @@ struct CLibrary {
   std::shared_ptr<marshal::Library> lib;
   std::mutex mutex;
   std::map<std::string, std::unique_ptr<CFunction>> functions;
+  std::map<std::string, std::unique_ptr<CSignature>> signatures;
+  std::map<std::string, std::unique_ptr<CType>> types;
+  // The typemap's function and type names in order, for index lookups.
+  std::vector<const std::string*> function_names, type_names;
 };
 
 struct CResult {
@@ -93,6 +158,8 @@ template <> struct kind_for<CLibrary> { static constexpr Kind value = Kind::libr
 template <> struct kind_for<CFunction> { static constexpr Kind value = Kind::function; };
 template <> struct kind_for<CResult> { static constexpr Kind value = Kind::result; };
 template <> struct kind_for<CValue> { static constexpr Kind value = Kind::value; };
+template <> struct kind_for<CSignature> { static constexpr Kind value = Kind::signature; };
+template <> struct kind_for<CType> { static constexpr Kind value = Kind::type; };
 
 // Freed blocks kept per thread (handles.hpp, PerThread) for the next values.
 // The allocator's own pair is called out of line: a block may have come from
@@ -118,11 +185,28 @@ void CValue::operator delete(void* p, std::size_t size) noexcept {
 namespace {
 
 // ---- errors ----
+// One record per thread (marshal_last_error), rewritten by every failure:
+// the id and message always, the other fields where the failing entry point
+// knows them for certain (marshal.h says which).
 
-thread_local std::string last_error;
+// What each status means when the failing site says nothing finer.
+marshal_error_code default_id(marshal_status s) {
+  switch (s) {
+    case MARSHAL_OK: return MARSHAL_E_NONE;
+    case MARSHAL_ERROR_ARGUMENT: return MARSHAL_E_INVALID_ARGUMENT;
+    case MARSHAL_ERROR_TYPEMAP: return MARSHAL_E_TYPEMAP;
+    case MARSHAL_ERROR_LIBRARY: return MARSHAL_E_LIBRARY_NOT_FOUND;
+    case MARSHAL_ERROR_BIND: return MARSHAL_E_BIND;
+    case MARSHAL_ERROR_CALL: return MARSHAL_E_CALL;
+    case MARSHAL_ERROR_INTERNAL: return MARSHAL_E_INTERNAL;
+    case MARSHAL_ERROR_INVALID_HANDLE: return MARSHAL_E_INVALID_ARGUMENT;
+    case MARSHAL_ERROR_MISUSE: return MARSHAL_E_MISUSE;
+  }
+  return MARSHAL_E_INTERNAL;
+}
 
-marshal_status fail(marshal_status s, std::string message) {
-  last_error = std::move(message);
+marshal_status fail(marshal_status s, std::string message, marshal_error_code id = MARSHAL_E_NONE) {
+  set_error(id == MARSHAL_E_NONE ? default_id(s) : id, std::move(message));
   return s;
 }
 
@@ -151,7 +235,8 @@ marshal_status bad_handle(const char* api, const char* param, const void* h, Kin
   if (!h) return null_arg(api, param ? param : kind_name(k));
   std::string m = std::string(api) + ": ";
   if (param) m += std::string(param) + ": ";
-  return fail(MARSHAL_ERROR_INVALID_HANDLE, m + Handles::diagnose(h, k, releasing));
+  return fail(MARSHAL_ERROR_INVALID_HANDLE, m + Handles::diagnose(h, k, releasing),
+              Handles::stale(h, k) ? MARSHAL_E_RELEASED : MARSHAL_E_INVALID_ARGUMENT);
 }
 
 // For functions that answer with a count or a pointer: the message only.
@@ -179,8 +264,13 @@ const char* noun(const marshal::Value& v) {
   return "?";
 }
 
-marshal_status wrong_kind(const char* api, const CValue* v, const char* want) {
-  return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": expected " + want + ", got " + v->v.describe());
+marshal_status wrong_kind(const char* api, const CValue* v, const char* want,
+                          marshal_error_code id = MARSHAL_E_INVALID_ARGUMENT) {
+  std::string got = v->v.describe();
+  fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": expected " + want + ", got " + got, id);
+  error_record.got = std::move(got);
+  error_record.expected = want;
+  return MARSHAL_ERROR_ARGUMENT;
 }
 
 // Counts and lengths from the host: more than PTRDIFF_MAX is a negative
@@ -227,7 +317,8 @@ bool frame_uses(const CallFrame& f, Bits h, Kind k) {
       for (std::size_t i = 0; i < f.nargs; ++i)
         if (bits_of(f.args[i]) == h) return true;
       return false;
-    case Kind::none: case Kind::context: case Kind::typemap: case Kind::function: return false;
+    case Kind::none: case Kind::context: case Kind::typemap: case Kind::function: case Kind::signature:
+    case Kind::type: return false;
   }
   return false;
 }
@@ -332,26 +423,34 @@ Bits wrap(const char* api, marshal::Value&& v, bool borrowed = false) noexcept {
   try {
     c = new CValue;
   } catch (...) {
-    last_error = std::string(api) + ": out of memory";
+    set_error(MARSHAL_E_INTERNAL, std::string(api) + ": out of memory");
     return 0;
   }
   c->v = std::move(v);
   c->borrowed.store(borrowed, std::memory_order_relaxed);
   std::string error;
   Bits h = 0;
+  marshal_error_code id = MARSHAL_E_LIMIT;  // no slot left in the handle table
   try {
     h = Handles::add(Kind::value, c, 1, error);
   } catch (...) {
     error = "out of memory";
+    id = MARSHAL_E_INTERNAL;
   }
   if (!h) {
     delete c;
-    last_error = std::string(api) + ": " + error;
+    set_error(id, std::string(api) + ": " + error);
   }
   return h;
 }
 
-marshal_value* wrap_handle(const char* api, marshal::Value v) { return to_handle<marshal_value>(wrap(api, std::move(v))); }
+// A new value handle into *out: the constructors' common end.
+marshal_status wrap_out(const char* api, marshal::Value&& v, marshal_value** out) noexcept {
+  const Bits h = wrap(api, std::move(v));
+  if (!h) return MARSHAL_ERROR_INTERNAL;
+  *out = to_handle<marshal_value>(h);
+  return MARSHAL_OK;
+}
 
 [[gnu::noinline]] void drop_kids_now(CValue* v) noexcept {
   for (Bits k : v->kids) disown(k);
@@ -377,7 +476,7 @@ Bits kid(const char* api, CValue* v, std::size_t i) {
     }
     return v->kids[i];
   } catch (...) {
-    last_error = std::string(api) + ": out of memory";
+    set_error(MARSHAL_E_INTERNAL, std::string(api) + ": out of memory");
     return 0;
   }
 }
@@ -432,6 +531,8 @@ void destroy(Kind k, void* object) noexcept {
     case Kind::library: {
       auto* l = static_cast<CLibrary*>(object);
       for (auto& [name, f] : l->functions) Handles::kill(f->self);
+      for (auto& [name, sg] : l->signatures) Handles::kill(sg->self);
+      for (auto& [name, t] : l->types) Handles::kill(t->self);
       const Bits ctx = l->context;
       delete l;  // values still held by the host keep the engine's library alive
       drop(nullptr, ctx, Kind::context, false);
@@ -450,7 +551,8 @@ void destroy(Kind k, void* object) noexcept {
       delete v;
       break;
     }
-    case Kind::none: case Kind::typemap: case Kind::function: break;  // no references: killed with their owner
+    case Kind::none: case Kind::typemap: case Kind::function: case Kind::signature: case Kind::type:
+      break;  // no references: killed with their owner
   }
 }
 
@@ -466,11 +568,55 @@ struct ArgView {
   std::span<const marshal::Value* const> view;
 };
 
-marshal_status collect_args(const char* api, marshal_value* const* args, std::size_t nargs, ArgView& out) {
-  if (nargs > max_args)
-    return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": nargs is " + std::to_string(nargs) + ", more than " +
-                                            std::to_string(max_args) + " (a negative count?)");
-  if (nargs && !args) return null_arg(api, "args");
+// How many arguments the host gives for a signature's fixed parameters.
+std::size_t param_of_argument_count(const marshal::Signature& sig) {
+  std::size_t n = 0;
+  for (const marshal::Param& p : sig.params) n += p.host_supplied() ? 1 : 0;
+  return n;
+}
+
+// The signature's parameter that host argument i supplies (-1: a variadic one).
+std::int64_t param_of_argument(const marshal::Signature& sig, std::size_t i) {
+  std::size_t seen = 0;
+  for (std::size_t p = 0; p < sig.params.size(); ++p)
+    if (sig.params[p].host_supplied() && seen++ == i) return static_cast<std::int64_t>(p);
+  return -1;
+}
+
+// Fills the error record of a failed call with what the site knows for certain.
+void describe_site(const Site& site, std::int64_t argument = -1) {
+  ErrorRecord& e = error_record;
+  if (!site.function.empty()) {
+    e.function = site.iface.empty() || site.function.find('.') != std::string_view::npos
+                     ? std::string(site.function)
+                     : std::string(site.iface) + "." + std::string(site.function);
+  }
+  if (site.file) e.file = *site.file;
+  if (!site.sig) return;
+  e.pointer = site.sig->pointer;
+  if (argument < 0) return;
+  const std::int64_t p = param_of_argument(*site.sig, static_cast<std::size_t>(argument));
+  if (p < 0) return;
+  e.parameter_index = p;
+  e.parameter_name = site.sig->params[static_cast<std::size_t>(p)].name;
+  e.pointer += "/params/" + std::to_string(p);
+}
+
+marshal_status collect_args(const char* api, marshal_value* const* args, std::size_t nargs, ArgView& out,
+                            const Site& site = {}) {
+  if (nargs > max_args) {
+    fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": nargs is " + std::to_string(nargs) + ", more than " +
+                                     std::to_string(max_args) + " (a negative count?)");
+    error_record.got = std::to_string(nargs);
+    error_record.expected = "at most " + std::to_string(max_args);
+    describe_site(site);
+    return MARSHAL_ERROR_ARGUMENT;
+  }
+  if (nargs && !args) {
+    null_arg(api, "args");
+    describe_site(site);
+    return MARSHAL_ERROR_ARGUMENT;
+  }
   const marshal::Value** p = out.small;
   if (nargs > std::size(out.small)) {
     out.big = std::make_unique<const marshal::Value*[]>(nargs);
@@ -479,11 +625,16 @@ marshal_status collect_args(const char* api, marshal_value* const* args, std::si
   for (std::size_t i = 0; i < nargs; ++i) {
     CValue* v = find<CValue>(args[i]);
     if (!v) {
-      if (!args[i])
-        return fail(MARSHAL_ERROR_ARGUMENT,
-                    std::string(api) + ": argument " + std::to_string(i) + " is NULL (use marshal_value_null())");
-      const std::string which = "argument " + std::to_string(i);
-      return bad_handle(api, which.c_str(), args[i], Kind::value);
+      marshal_status st;
+      if (!args[i]) {
+        st = fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": argument " + std::to_string(i) +
+                                              " is NULL (use marshal_value_create_null())");
+      } else {
+        const std::string which = "argument " + std::to_string(i);
+        st = bad_handle(api, which.c_str(), args[i], Kind::value);
+      }
+      describe_site(site, static_cast<std::int64_t>(i));
+      return st;
     }
     p[i] = &v->v;
   }
@@ -498,8 +649,8 @@ const marshal::Value null_value;
 
 // Calls through `call` into r; r is left as it was when the call fails.
 template <class Call>
-marshal_status call_into(const char* api, Bits library, Bits object, marshal_value* const* args, std::size_t nargs,
-                         CResult* r, Bits result, bool wrong_count, Call&& call) {
+marshal_status call_into(const char* api, const Site& site, Bits library, Bits object, marshal_value* const* args,
+                         std::size_t nargs, CResult* r, Bits result, bool wrong_count, Call&& call) {
   return guarded(api, [&] {
     ArgView view;
     if (wrong_count && nargs <= max_args) {
@@ -510,14 +661,26 @@ marshal_status call_into(const char* api, Bits library, Bits object, marshal_val
       }
       for (std::size_t i = 0; i < nargs; ++i) p[i] = &null_value;
       view.view = std::span<const marshal::Value* const>(p, nargs);
-    } else if (marshal_status st = collect_args(api, args, nargs, view); st != MARSHAL_OK) {
+    } else if (marshal_status st = collect_args(api, args, nargs, view, site); st != MARSHAL_OK) {
       return st;
     }
     FrameGuard frame(library, result, object, args, wrong_count ? 0 : nargs);
     r->scratch.out.clear();
     r->scratch.error_number.reset();
     std::string error;
-    if (!call(view.view, r->scratch, error)) return fail(MARSHAL_ERROR_CALL, error);
+    if (!call(view.view, r->scratch, error)) {
+      fail(MARSHAL_ERROR_CALL, error);
+      describe_site(site);
+      if (wrong_count) {
+        // Refused before anything ran: an argument error of this API.
+        error_record.id = MARSHAL_E_INVALID_ARGUMENT;
+        error_record.got = std::to_string(nargs) + " arguments";
+        error_record.expected = std::to_string(site.sig ? param_of_argument_count(*site.sig) : 0) + " arguments";
+      }
+      // The native call ran and captured errno (a function with "errno": true).
+      if (r->scratch.error_number) error_record.native_code = *r->scratch.error_number;
+      return MARSHAL_ERROR_CALL;
+    }
     publish(r);
     return MARSHAL_OK;
   });
@@ -525,11 +688,11 @@ marshal_status call_into(const char* api, Bits library, Bits object, marshal_val
 
 // The same into a new result.
 template <class Call>
-marshal_status call_new(const char* api, Bits library, Bits object, marshal_value* const* args, std::size_t nargs,
-                        marshal_result** out, bool wrong_count, Call&& call) {
+marshal_status call_new(const char* api, const Site& site, Bits library, Bits object, marshal_value* const* args,
+                        std::size_t nargs, marshal_result** out, bool wrong_count, Call&& call) {
   auto* r = new (std::nothrow) CResult;
   if (!r) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": out of memory");
-  marshal_status st = call_into(api, library, object, args, nargs, r, 0, wrong_count, call);
+  marshal_status st = call_into(api, site, library, object, args, nargs, r, 0, wrong_count, call);
   if (st != MARSHAL_OK) {
     destroy(Kind::result, r);
     return st;
@@ -611,7 +774,9 @@ H* retain_handle(const char* api, H* h, Kind k) {
   if (!h) return nullptr;
   bool full = false;
   if (Handles::retain(bits_of(h), full)) return h;
-  if (full) fail(MARSHAL_ERROR_MISUSE, std::string(api) + ": " + kind_name(k) + " has 4294967295 references already");
+  if (full)
+    fail(MARSHAL_ERROR_MISUSE, std::string(api) + ": " + kind_name(k) + " has 4294967295 references already",
+         MARSHAL_E_LIMIT);
   else bad_handle(api, nullptr, h, k);
   return nullptr;
 }
@@ -623,12 +788,13 @@ using namespace marshal_c;
 
 extern "C" {
 
-const char* marshal_last_error(void) { return last_error.c_str(); }
+const marshal_error* marshal_last_error(void) { return reinterpret_cast<const marshal_error*>(&error_record); }
 
 // ---- contexts and typemaps ----
 
 marshal_status marshal_context_create(marshal_context** out) {
   if (!out) return null_arg("marshal_context_create", "out");
+  *out = nullptr;
   return guarded("marshal_context_create", [&] {
     auto c = std::make_unique<CContext>();
     std::string error;
@@ -653,7 +819,12 @@ static marshal_status finish_load(const char* api, marshal_context* handle, CCon
   if (!r.ok()) {
     std::string all;
     for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e.text();
-    return fail(MARSHAL_ERROR_TYPEMAP, all);
+    fail(MARSHAL_ERROR_TYPEMAP, all);
+    if (!r.errors.empty()) {  // the first problem's place
+      error_record.file = r.errors.front().file;
+      error_record.pointer = r.errors.front().pointer.empty() ? "/" : r.errors.front().pointer;
+    }
+    return MARSHAL_ERROR_TYPEMAP;
   }
   auto t = std::make_unique<CTypemap>(CTypemap{0, bits_of(handle), ctx, r.typemap});
   std::string error;
@@ -672,6 +843,7 @@ marshal_status marshal_typemap_load(marshal_context* ctx, const char* path, mars
   if (!c) return bad_handle(api, "ctx", ctx, Kind::context);
   if (!path) return null_arg(api, "path");
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   return guarded(api, [&] { return finish_load(api, ctx, c, c->ctx->load_file(path), out); });
 }
 
@@ -682,6 +854,7 @@ marshal_status marshal_typemap_load_text(marshal_context* ctx, const char* json,
   if (!c) return bad_handle(api, "ctx", ctx, Kind::context);
   if (!json) return null_arg(api, "json");
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   if (huge(length)) return huge_count(api, "length", length);
   return guarded(api, [&] {
     return finish_load(api, ctx, c, c->ctx->load_text(std::string_view(json, length), name ? name : "<text>"), out);
@@ -690,21 +863,29 @@ marshal_status marshal_typemap_load_text(marshal_context* ctx, const char* json,
 
 // ---- libraries and functions ----
 
-marshal_status marshal_library_open(marshal_typemap* tm, marshal_library** out) {
-  static const char* api = "marshal_library_open";
+marshal_status marshal_library_create(marshal_typemap* tm, marshal_library** out) {
+  static const char* api = "marshal_library_create";
   CTypemap* t = find<CTypemap>(tm);
   if (!t) return bad_handle(api, "tm", tm, Kind::typemap);
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   return guarded(api, [&] {
     std::string error;
     auto lib = marshal::Library::open(*t->ctx->ctx, *t->tm, error);
-    if (!lib) return fail(MARSHAL_ERROR_LIBRARY, error);
+    if (!lib) {
+      fail(MARSHAL_ERROR_LIBRARY, error);
+      error_record.file = t->tm->file;
+      return MARSHAL_ERROR_LIBRARY;
+    }
     lib->keep_alive(t->ctx->ctx);  // the engine library may outlive the context handle
     auto l = std::make_unique<CLibrary>();
+    for (const auto& [name, f] : t->tm->functions) l->function_names.push_back(&name);
+    for (const auto& [name, ty] : t->tm->types) l->type_names.push_back(&name);
     l->lib = std::move(lib);
     bool full = false;
     if (!Handles::retain(t->context, full))
-      return fail(MARSHAL_ERROR_MISUSE, std::string(api) + ": the typemap's context has 4294967295 references already");
+      return fail(MARSHAL_ERROR_MISUSE, std::string(api) + ": the typemap's context has 4294967295 references already",
+                  MARSHAL_E_LIMIT);
     l->context = t->context;
     const Bits h = Handles::add(Kind::library, l.get(), 1, error);
     if (!h) {
@@ -728,9 +909,13 @@ marshal_status marshal_library_release(marshal_library* lib) {
 marshal_status marshal_library_set_max_alloc(marshal_library* lib, size_t bytes) {
   CLibrary* l = find<CLibrary>(lib);
   if (!l) return bad_handle("marshal_library_set_max_alloc", "lib", lib, Kind::library);
-  if (bytes == 0 || huge(bytes))
-    return fail(MARSHAL_ERROR_ARGUMENT, "marshal_library_set_max_alloc: bytes is " + std::to_string(bytes) +
-                                            " (expected 1 to PTRDIFF_MAX)");
+  if (bytes == 0 || huge(bytes)) {
+    fail(MARSHAL_ERROR_ARGUMENT,
+         "marshal_library_set_max_alloc: bytes is " + std::to_string(bytes) + " (expected 1 to PTRDIFF_MAX)");
+    error_record.got = std::to_string(bytes);
+    error_record.expected = "1 to PTRDIFF_MAX";
+    return MARSHAL_ERROR_ARGUMENT;
+  }
   l->lib->set_max_buffer(bytes);  // one limit: native memory and the buffers of calls
   return MARSHAL_OK;
 }
@@ -741,14 +926,28 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
   if (!l) return bad_handle(api, "lib", lib, Kind::library);
   if (!name) return null_arg(api, "name");
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   return guarded(api, [&] {
     std::lock_guard lock(l->mutex);
     auto it = l->functions.find(name);
     if (it == l->functions.end()) {
       std::string error;
+      const marshal::Typemap& tm = l->lib->typemap();
       const marshal::Plan* plan = l->lib->bind(name, error);
-      if (!plan) return fail(MARSHAL_ERROR_BIND, error);
-      auto f = std::make_unique<CFunction>(CFunction{0, bits_of(lib), plan});
+      if (!plan) {
+        const auto known = tm.functions.find(name);
+        fail(MARSHAL_ERROR_BIND, error, known == tm.functions.end() ? MARSHAL_E_NOT_FOUND : MARSHAL_E_BIND);
+        error_record.file = tm.file;
+        error_record.function = name;
+        if (known != tm.functions.end()) error_record.pointer = known->second.pointer;
+        return MARSHAL_ERROR_BIND;
+      }
+      auto f = std::make_unique<CFunction>();
+      f->library = bits_of(lib);
+      f->plan = plan;
+      f->site.sig = &plan->function();
+      f->site.file = &tm.file;
+      f->site.function = plan->function().name;
       f->self = Handles::add(Kind::function, f.get(), 1, error);
       if (!f->self) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": " + error);
       it = l->functions.emplace(name, std::move(f)).first;
@@ -773,29 +972,33 @@ marshal_status marshal_function_call(const marshal_function* fn, marshal_value* 
   CFunction* f = find<CFunction>(fn);
   if (!f) return bad_handle(api, "fn", fn, Kind::function);
   if (!out) return null_arg(api, "out");
-  return call_new(api, f->library, 0, args, nargs, out, wrong_count(f->plan, nargs),
+  *out = nullptr;
+  return call_new(api, f->site, f->library, 0, args, nargs, out, wrong_count(f->plan, nargs),
                   [&](auto view, marshal::CallResult& r, std::string& error) { return f->plan->call(view, r, error); });
 }
 
-marshal_result* marshal_result_create(void) {
+marshal_status marshal_result_create(marshal_result** out) {
+  static const char* api = "marshal_result_create";
+  if (!out) return null_arg(api, "out");
+  *out = nullptr;
+  *out = nullptr;
   auto* r = new (std::nothrow) CResult;
-  if (!r) {
-    last_error = "marshal_result_create: out of memory";
-    return nullptr;
-  }
+  if (!r) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": out of memory");
   std::string error;
   Bits h = 0;
+  marshal_error_code id = MARSHAL_E_LIMIT;
   try {
     h = Handles::add(Kind::result, r, 1, error);
   } catch (...) {
     error = "out of memory";
+    id = MARSHAL_E_INTERNAL;
   }
   if (!h) {
     delete r;
-    last_error = "marshal_result_create: " + error;
-    return nullptr;
+    return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": " + error, id);
   }
-  return to_handle<marshal_result>(h);
+  *out = to_handle<marshal_result>(h);
+  return MARSHAL_OK;
 }
 
 marshal_status marshal_function_call_into(const marshal_function* fn, marshal_value* const* args, size_t nargs,
@@ -805,7 +1008,7 @@ marshal_status marshal_function_call_into(const marshal_function* fn, marshal_va
   if (!f) return bad_handle(api, "fn", fn, Kind::function);
   CResult* r = find<CResult>(result);
   if (!r) return bad_handle(api, "result", result, Kind::result);
-  return call_into(api, f->library, 0, args, nargs, r, bits_of(result), wrong_count(f->plan, nargs),
+  return call_into(api, f->site, f->library, 0, args, nargs, r, bits_of(result), wrong_count(f->plan, nargs),
                    [&](auto view, marshal::CallResult& c, std::string& error) { return f->plan->call(view, c, error); });
 }
 
@@ -853,7 +1056,7 @@ const marshal_value* marshal_result_out(const marshal_result* r, const char* nam
   }
   for (const auto& [n, v] : c->outs)
     if (n == name) return to_handle<const marshal_value>(v);
-  fail(MARSHAL_ERROR_ARGUMENT, std::string("marshal_result_out: no out parameter '") + name + "'");
+  fail(MARSHAL_ERROR_ARGUMENT, std::string("marshal_result_out: no out parameter '") + name + "'", MARSHAL_E_NOT_FOUND);
   return nullptr;
 }
 
@@ -874,57 +1077,68 @@ marshal_status marshal_result_release(marshal_result* r) {
 
 // ---- values ----
 
-marshal_value* marshal_value_null(void) { return wrap_handle("marshal_value_null", marshal::Value()); }
-marshal_value* marshal_value_bool(int b) { return wrap_handle("marshal_value_bool", marshal::Value(b != 0)); }
-marshal_value* marshal_value_int64(int64_t v) {
-  return wrap_handle("marshal_value_int64", marshal::Value(std::int64_t{v}));
+// Every value constructor: out checked first (and NULL on failure), then
+// the value made and wrapped.
+#define MARSHAL_CHECK_OUT(api) \
+  if (!out) return null_arg(api, "out"); \
+  *out = nullptr
+
+marshal_status marshal_value_create_null(marshal_value** out) {
+  MARSHAL_CHECK_OUT("marshal_value_create_null");
+  return wrap_out("marshal_value_create_null", marshal::Value(), out);
 }
-marshal_value* marshal_value_uint64(uint64_t v) {
-  return wrap_handle("marshal_value_uint64", marshal::Value(std::uint64_t{v}));
+marshal_status marshal_value_create_bool(int b, marshal_value** out) {
+  MARSHAL_CHECK_OUT("marshal_value_create_bool");
+  return wrap_out("marshal_value_create_bool", marshal::Value(b != 0), out);
 }
-marshal_value* marshal_value_double(double v) { return wrap_handle("marshal_value_double", marshal::Value(v)); }
+marshal_status marshal_value_create_int64(int64_t v, marshal_value** out) {
+  MARSHAL_CHECK_OUT("marshal_value_create_int64");
+  return wrap_out("marshal_value_create_int64", marshal::Value(std::int64_t{v}), out);
+}
+marshal_status marshal_value_create_uint64(uint64_t v, marshal_value** out) {
+  MARSHAL_CHECK_OUT("marshal_value_create_uint64");
+  return wrap_out("marshal_value_create_uint64", marshal::Value(std::uint64_t{v}), out);
+}
+marshal_status marshal_value_create_double(double v, marshal_value** out) {
+  MARSHAL_CHECK_OUT("marshal_value_create_double");
+  return wrap_out("marshal_value_create_double", marshal::Value(v), out);
+}
 
 // A host buffer given as pointer and length: not NULL unless empty, not larger
-// than any object can be. Records the error (naming api and the pointer) when not.
-bool buffer_ok(const char* api, const char* name, const void* p, size_t length) {
-  if (!p && length) {
-    last_error = std::string(api) + ": " + name + " is NULL with a length of " + std::to_string(length);
-    return false;
-  }
-  if (huge(length)) {
-    huge_count(api, "length", length);
-    return false;
-  }
-  return true;
+// than any object can be. The status, with the error naming api and the pointer.
+static marshal_status buffer_ok(const char* api, const char* name, const void* p, size_t length) {
+  if (!p && length)
+    return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + name + " is NULL with a length of " + std::to_string(length));
+  if (huge(length)) return huge_count(api, "length", length);
+  return MARSHAL_OK;
 }
 
-marshal_value* marshal_value_string(const char* utf8, size_t length) {
-  static const char* api = "marshal_value_string";
-  if (!buffer_ok(api, "utf8", utf8, length)) return nullptr;
-  try {
-    return wrap_handle(api, marshal::Value(std::string(utf8 ? utf8 : "", length)));
-  } catch (...) {
-    last_error = std::string(api) + ": out of memory";
-    return nullptr;
-  }
+marshal_status marshal_value_create_string(const char* utf8, size_t length, marshal_value** out) {
+  static const char* api = "marshal_value_create_string";
+  MARSHAL_CHECK_OUT(api);
+  if (marshal_status st = buffer_ok(api, "utf8", utf8, length); st != MARSHAL_OK) return st;
+  return guarded(api, [&] { return wrap_out(api, marshal::Value(std::string(utf8 ? utf8 : "", length)), out); });
 }
 
-marshal_value* marshal_value_bytes(const void* data, size_t length) {
-  static const char* api = "marshal_value_bytes";
-  if (!buffer_ok(api, "data", data, length)) return nullptr;
-  try {
+marshal_status marshal_value_create_bytes(const void* data, size_t length, marshal_value** out) {
+  static const char* api = "marshal_value_create_bytes";
+  MARSHAL_CHECK_OUT(api);
+  if (marshal_status st = buffer_ok(api, "data", data, length); st != MARSHAL_OK) return st;
+  return guarded(api, [&] {
     const auto* p = static_cast<const std::uint8_t*>(data);
-    return wrap_handle(api, marshal::Value(marshal::Bytes{p ? std::vector<std::uint8_t>(p, p + length)
-                                                            : std::vector<std::uint8_t>{}}));
-  } catch (...) {
-    last_error = std::string(api) + ": out of memory";
-    return nullptr;
-  }
+    return wrap_out(api, marshal::Value(marshal::Bytes{p ? std::vector<std::uint8_t>(p, p + length)
+                                                         : std::vector<std::uint8_t>{}}),
+                    out);
+  });
 }
 
-marshal_value* marshal_value_list(void) { return wrap_handle("marshal_value_list", marshal::Value(marshal::List{})); }
-marshal_value* marshal_value_record(void) {
-  return wrap_handle("marshal_value_record", marshal::Value(marshal::Record{}));
+marshal_status marshal_value_create_list(marshal_value** out) {
+  MARSHAL_CHECK_OUT("marshal_value_create_list");
+  return wrap_out("marshal_value_create_list", marshal::Value(marshal::List{}), out);
+}
+marshal_status marshal_value_create_record(marshal_value** out) {
+  MARSHAL_CHECK_OUT("marshal_value_create_record");
+  return wrap_out("marshal_value_create_record", marshal::Value(marshal::Record{}), out);
 }
 
 // Bytes for count elements of `size` bytes, or false when the product
@@ -933,34 +1147,45 @@ static bool checked_bytes(std::size_t count, std::size_t size, std::size_t& byte
   return !__builtin_mul_overflow(count, size, &bytes);
 }
 
-marshal_status marshal_value_native(marshal_library* lib, const char* type, size_t count, marshal_value** out) {
-  static const char* api = "marshal_value_native";
+marshal_status marshal_value_create_native(marshal_library* lib, const char* type, size_t count,
+                                          marshal_value** out) {
+  static const char* api = "marshal_value_create_native";
   CLibrary* l = find<CLibrary>(lib);
   if (!l) return bad_handle(api, "lib", lib, Kind::library);
   if (!type) return null_arg(api, "type");
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   return guarded(api, [&] {
     const marshal::TypeRegistry& reg = l->lib->context().types();
     marshal::TypeId t = reg.find_primitive(type);
     if (t == marshal::no_type) t = l->lib->typemap().find_type(type);
     if (t == marshal::no_type || t == reg.void_type() || reg.get(t).size == 0)
-      return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": unknown type '" + type + "' (a primitive or a sized type of " +
-                                              l->lib->typemap().file + ")");
+      return fail(MARSHAL_ERROR_ARGUMENT,
+                  std::string(api) + ": unknown type '" + type + "' (a primitive or a sized type of " +
+                      l->lib->typemap().file + ")",
+                  MARSHAL_E_NOT_FOUND);
     if (count == 0) return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": count must be at least 1");
     const std::size_t size = reg.get(t).size;
     std::size_t bytes = 0;
-    if (!checked_bytes(count, size, bytes))
-      return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + std::to_string(count) + " elements of " + type +
-                                              " (" + std::to_string(size) + " bytes each) overflow size_t");
     const std::size_t limit = l->lib->max_buffer();
-    if (bytes > limit)
-      return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + std::to_string(count) + " elements of " + type +
-                                              " are " + std::to_string(bytes) + " bytes, more than the library's limit of " +
-                                              std::to_string(limit) + " (marshal_library_set_max_alloc)");
-    const Bits h = wrap(api, marshal::Value(marshal::native_new(reg, t, count)));
-    if (!h) return MARSHAL_ERROR_INTERNAL;
-    *out = to_handle<marshal_value>(h);
-    return MARSHAL_OK;
+    if (!checked_bytes(count, size, bytes)) {
+      fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + std::to_string(count) + " elements of " + type + " (" +
+                                       std::to_string(size) + " bytes each) overflow size_t",
+           MARSHAL_E_LIMIT);
+      error_record.got = std::to_string(count) + " x " + std::to_string(size) + " bytes";
+      error_record.expected = "at most " + std::to_string(limit) + " bytes";
+      return MARSHAL_ERROR_ARGUMENT;
+    }
+    if (bytes > limit) {
+      fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + std::to_string(count) + " elements of " + type + " are " +
+                                       std::to_string(bytes) + " bytes, more than the library's limit of " +
+                                       std::to_string(limit) + " (marshal_library_set_max_alloc)",
+           MARSHAL_E_LIMIT);
+      error_record.got = std::to_string(bytes) + " bytes";
+      error_record.expected = "at most " + std::to_string(limit) + " bytes";
+      return MARSHAL_ERROR_ARGUMENT;
+    }
+    return wrap_out(api, marshal::Value(marshal::native_new(reg, t, count)), out);
   });
 }
 
@@ -1078,7 +1303,9 @@ marshal_status marshal_value_get_int64(const marshal_value* v, int64_t* out) {
   }
   if (!c) return bad_handle(api, "v", v, Kind::value);
   if (!out) return null_arg(api, "out");
-  return wrong_kind(api, c, "an integer from INT64_MIN to INT64_MAX");
+  // An integer that does not fit is a range error, anything else the wrong kind.
+  return wrong_kind(api, c, "an integer from INT64_MIN to INT64_MAX",
+                    c->v.is_integer() ? MARSHAL_E_CONVERSION : MARSHAL_E_INVALID_ARGUMENT);
 }
 
 marshal_status marshal_value_get_uint64(const marshal_value* v, uint64_t* out) {
@@ -1094,7 +1321,8 @@ marshal_status marshal_value_get_uint64(const marshal_value* v, uint64_t* out) {
     *out = static_cast<std::uint64_t>(c->v.as<std::int64_t>());
     return MARSHAL_OK;
   }
-  return wrong_kind(api, c, "a non-negative integer");
+  return wrong_kind(api, c, "a non-negative integer",
+                    c->v.is_integer() ? MARSHAL_E_CONVERSION : MARSHAL_E_INVALID_ARGUMENT);
 }
 
 marshal_status marshal_value_get_double(const marshal_value* v, double* out) {
@@ -1191,7 +1419,7 @@ const marshal_value* marshal_record_get(const marshal_value* record, const char*
   const auto& r = c->v.as<marshal::Record>();
   for (size_t i = 0; i < r.size(); ++i)
     if (r[i].first == name) return to_handle<const marshal_value>(kid(api, c, i));
-  fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": no field '" + name + "'");
+  fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": no field '" + name + "'", MARSHAL_E_NOT_FOUND);
   return nullptr;
 }
 
@@ -1223,7 +1451,7 @@ bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::Valu
     if (!(wrapped[made] = wrap(api, marshal::Value(args[made]), true))) break;
   if (made < args.size()) {
     for (std::size_t i = 0; i < made; ++i) disown(wrapped[i], false);
-    error = last_error;
+    error = error_record.message;
     return false;
   }
   marshal_value* out = nullptr;
@@ -1255,48 +1483,56 @@ bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::Valu
 }
 }  // namespace
 
-marshal_value* marshal_value_function(const char* name, marshal_host_fn fn, void* user, void (*destroy)(void*)) {
-  static const char* api = "marshal_value_function";
-  if (!fn) {
+marshal_status marshal_value_create_function(const char* name, marshal_host_fn fn, void* user,
+                                            void (*destroy)(void*), marshal_value** out) {
+  static const char* api = "marshal_value_create_function";
+  if (!fn || !out) {
     if (destroy) destroy(user);
-    last_error = std::string(api) + ": fn is NULL";
-    return nullptr;
+    if (out) *out = nullptr;
+    return null_arg(api, fn ? "out" : "fn");
   }
+  *out = nullptr;
   std::shared_ptr<UserFunction> data;
   try {
     data = std::make_shared<UserFunction>(fn, user, destroy);
   } catch (...) {
     if (destroy) destroy(user);
-    last_error = std::string(api) + ": out of memory";
-    return nullptr;
+    return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": out of memory");
   }
-  try {
+  return guarded(api, [&] {
     auto host = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
         name ? name : "c_function",
         [data](const std::vector<marshal::Value>& args, marshal::Value& result, std::string& error) {
           return call_c_host(data->fn, data->user, args, result, error);
         }});
-    return wrap_handle(api, marshal::Value(std::move(host)));
-  } catch (...) {
-    last_error = std::string(api) + ": out of memory";
-    return nullptr;
-  }
+    return wrap_out(api, marshal::Value(std::move(host)), out);
+  });
 }
 
-marshal_status marshal_library_callback(marshal_library* lib, const char* sig, const marshal_value* fn, marshal_value** out) {
-  static const char* api = "marshal_library_callback";
+marshal_status marshal_value_create_callback(marshal_library* lib, const char* sig, const marshal_value* fn,
+                                             marshal_value** out) {
+  static const char* api = "marshal_value_create_callback";
   CLibrary* l = find<CLibrary>(lib);
   if (!l) return bad_handle(api, "lib", lib, Kind::library);
   if (!sig) return null_arg(api, "sig");
   CValue* f = find<CValue>(fn);
   if (!f) return bad_handle(api, "fn", fn, Kind::value);
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   if (!f->v.is<std::shared_ptr<marshal::HostFunction>>())
-    return wrong_kind(api, f, "a function value (marshal_value_function)");
+    return wrong_kind(api, f, "a function value (marshal_value_create_function)");
   return guarded(api, [&] {
     std::string error;
     auto cb = l->lib->callback(sig, f->v.as<std::shared_ptr<marshal::HostFunction>>(), error);
-    if (!cb) return fail(MARSHAL_ERROR_BIND, error);
+    if (!cb) {
+      const marshal::Typemap& tm = l->lib->typemap();
+      const auto known = tm.callbacks.find(sig);
+      fail(MARSHAL_ERROR_BIND, error, known == tm.callbacks.end() ? MARSHAL_E_NOT_FOUND : MARSHAL_E_BIND);
+      error_record.file = tm.file;
+      error_record.function = sig;
+      if (known != tm.callbacks.end()) error_record.pointer = known->second.pointer;
+      return MARSHAL_ERROR_BIND;
+    }
     const Bits h = wrap(api, marshal::Value(cb));
     if (!h) {
       cb->release();
@@ -1307,29 +1543,48 @@ marshal_status marshal_library_callback(marshal_library* lib, const char* sig, c
   });
 }
 
-marshal_status marshal_callback_release(marshal_value* callback) {
-  static const char* api = "marshal_callback_release";
-  if (!callback) return MARSHAL_OK;
+marshal_status marshal_callback_deactivate(marshal_value* callback) {
+  static const char* api = "marshal_callback_deactivate";
+  if (!callback) return MARSHAL_OK;  // like the release functions: cleanup paths pass what they have
   CValue* c = find<CValue>(callback);
   if (!c) return bad_handle(api, "callback", callback, Kind::value);
-  if (!c->v.is<std::shared_ptr<marshal::Callback>>()) return wrong_kind(api, c, "a callback (marshal_library_callback)");
+  if (!c->v.is<std::shared_ptr<marshal::Callback>>())
+    return wrong_kind(api, c, "a callback (marshal_value_create_callback)");
   auto& cb = *c->v.as<std::shared_ptr<marshal::Callback>>();
   if (!cb.active())
-    return fail(MARSHAL_ERROR_MISUSE, std::string(api) + ": callback '" + cb.name() +
-                                          "' already released (by marshal_callback_release or with its library)");
-  cb.release();
+    return fail(MARSHAL_ERROR_MISUSE,
+                std::string(api) + ": callback '" + cb.name() +
+                    "' already deactivated (by marshal_callback_deactivate or with its library)",
+                MARSHAL_E_RELEASED);
+  cb.release();  // the engine's word: the host releases its claim on the closure
   return MARSHAL_OK;
+}
+
+marshal_status marshal_library_pump(marshal_library* lib, uint32_t wait_ms, size_t* ran) {
+  static const char* api = "marshal_library_pump";
+  CLibrary* l = find<CLibrary>(lib);
+  if (!l) return bad_handle(api, "lib", lib, Kind::library);
+  if (ran) *ran = 0;
+  return guarded(api, [&] {
+    // Host functions run here: one may release the library (deferred to the end).
+    std::shared_ptr<marshal::Library> keep = l->lib;
+    FrameGuard frame(bits_of(lib), 0, 0, nullptr, 0);
+    const std::size_t n = keep->callbacks().pump(std::chrono::milliseconds(wait_ms));
+    if (ran) *ran = n;
+    return MARSHAL_OK;
+  });
 }
 
 // ---- objects ----
 
-marshal_status marshal_library_create(marshal_library* lib, const char* cls, marshal_value* const* args, size_t nargs,
-                                      marshal_value** out) {
-  static const char* api = "marshal_library_create";
+marshal_status marshal_value_create_object(marshal_library* lib, const char* cls, marshal_value* const* args,
+                                          size_t nargs, marshal_value** out) {
+  static const char* api = "marshal_value_create_object";
   CLibrary* l = find<CLibrary>(lib);
   if (!l) return bad_handle(api, "lib", lib, Kind::library);
   if (!cls) return null_arg(api, "cls");
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   return guarded(api, [&] {
     ArgView view;
     if (marshal_status st = collect_args(api, args, nargs, view); st != MARSHAL_OK) return st;
@@ -1339,12 +1594,16 @@ marshal_status marshal_library_create(marshal_library* lib, const char* cls, mar
     std::string error;
     {
       FrameGuard frame(bits_of(lib), 0, 0, args, nargs);
-      if (!l->lib->objects().create(cls, values, obj, error)) return fail(MARSHAL_ERROR_CALL, error);
+      if (!l->lib->objects().create(cls, values, obj, error)) {
+        const marshal::Typemap& tm = l->lib->typemap();
+        const bool known = tm.classes.count(cls) != 0;
+        fail(MARSHAL_ERROR_CALL, error, known ? MARSHAL_E_CALL : MARSHAL_E_NOT_FOUND);
+        error_record.file = tm.file;
+        error_record.function = cls;
+        return MARSHAL_ERROR_CALL;
+      }
     }
-    const Bits h = wrap(api, std::move(obj));
-    if (!h) return MARSHAL_ERROR_INTERNAL;
-    *out = to_handle<marshal_value>(h);
-    return MARSHAL_OK;
+    return wrap_out(api, std::move(obj), out);
   });
 }
 
@@ -1362,6 +1621,16 @@ static const marshal::ObjectRef* object_of(const char* api, const marshal_value*
   return &c->v.as<marshal::ObjectRef>();
 }
 
+// A method call's site: the method as named, with its interface when the
+// name does not say it.
+static Site method_site(const marshal::ObjectRef& ref, const char* method) {
+  Site site;
+  site.file = &marshal::library_of(ref).typemap().file;
+  site.function = method;
+  if (ref.iface) site.iface = ref.iface->name;
+  return site;
+}
+
 marshal_status marshal_object_call(const marshal_value* obj, const char* method, marshal_value* const* args,
                                    size_t nargs, marshal_result** out) {
   static const char* api = "marshal_object_call";
@@ -1370,7 +1639,8 @@ marshal_status marshal_object_call(const marshal_value* obj, const char* method,
   if (!ref) return st;
   if (!method) return null_arg(api, "method");
   if (!out) return null_arg(api, "out");
-  return call_new(api, 0, bits_of(obj), args, nargs, out, false,
+  *out = nullptr;
+  return call_new(api, method_site(*ref, method), 0, bits_of(obj), args, nargs, out, false,
                   [&](auto view, marshal::CallResult& r, std::string& error) {
                     return marshal::library_of(*ref).objects().call(*ref, method, view, r, error);
                   });
@@ -1385,7 +1655,7 @@ marshal_status marshal_object_call_into(const marshal_value* obj, const char* me
   if (!method) return null_arg(api, "method");
   CResult* r = find<CResult>(result);
   if (!r) return bad_handle(api, "result", result, Kind::result);
-  return call_into(api, 0, bits_of(obj), args, nargs, r, bits_of(result), false,
+  return call_into(api, method_site(*ref, method), 0, bits_of(obj), args, nargs, r, bits_of(result), false,
                    [&](auto view, marshal::CallResult& c, std::string& error) {
                      return marshal::library_of(*ref).objects().call(*ref, method, view, c, error);
                    });
@@ -1398,6 +1668,7 @@ marshal_status marshal_object_query(const marshal_value* obj, const char* iface,
   if (!ref) return st;
   if (!iface) return null_arg(api, "iface");
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   return guarded(api, [&] {
     marshal::Value v;
     std::string error;
@@ -1436,31 +1707,34 @@ const char* marshal_object_interface(const marshal_value* obj) {
   return ref ? ref->iface->name.c_str() : nullptr;
 }
 
-marshal_value* marshal_value_host_object(const char* name, const char* const* interfaces, size_t ninterfaces,
-                                         const marshal_host_method* methods, size_t nmethods, void* user,
-                                         void (*destroy)(void* user)) {
-  static const char* api = "marshal_value_host_object";
+marshal_status marshal_value_create_host_object(const char* name, const char* const* interfaces, size_t ninterfaces,
+                                                const marshal_host_method* methods, size_t nmethods, void* user,
+                                                void (*destroy)(void* user), marshal_value** out) {
+  static const char* api = "marshal_value_create_host_object";
+  if (!out) {
+    if (destroy) destroy(user);
+    return null_arg(api, "out");
+  }
+  *out = nullptr;
   if ((nmethods && !methods) || (ninterfaces && !interfaces) || huge(nmethods) || huge(ninterfaces)) {
     if (destroy) destroy(user);
-    last_error = std::string(api) + ": methods and interfaces must not be NULL when counted, and their counts at most PTRDIFF_MAX";
-    return nullptr;
+    return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": methods and interfaces must not be NULL when counted, "
+                                                           "and their counts at most PTRDIFF_MAX");
   }
   std::shared_ptr<UserFunction> data;
   try {
     data = std::make_shared<UserFunction>(nullptr, user, destroy);
   } catch (...) {
     if (destroy) destroy(user);
-    last_error = std::string(api) + ": out of memory";
-    return nullptr;
+    return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": out of memory");
   }
-  try {
+  return guarded(api, [&] {
     // One owner of the user data for all methods: destroy runs once, with the last of them.
     std::map<std::string, std::shared_ptr<marshal::HostFunction>> table;
     for (size_t i = 0; i < nmethods; ++i) {
-      if (!methods[i].name || !methods[i].fn) {
-        last_error = std::string(api) + ": method " + std::to_string(i) + " has no name or no function";
-        return nullptr;
-      }
+      if (!methods[i].name || !methods[i].fn)
+        return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": method " + std::to_string(i) +
+                                                " has no name or no function");
       marshal_host_fn fn = methods[i].fn;
       table[methods[i].name] = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
           methods[i].name, [data, fn](const std::vector<marshal::Value>& args, marshal::Value& result, std::string& error) {
@@ -1469,18 +1743,13 @@ marshal_value* marshal_value_host_object(const char* name, const char* const* in
     }
     std::vector<std::string> names;
     for (size_t i = 0; i < ninterfaces; ++i) {
-      if (!interfaces[i]) {
-        last_error = std::string(api) + ": interface name " + std::to_string(i) + " is NULL";
-        return nullptr;
-      }
+      if (!interfaces[i])
+        return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": interface name " + std::to_string(i) + " is NULL");
       names.emplace_back(interfaces[i]);
     }
     auto host = std::make_shared<marshal::HostObject>(name ? name : "c_object", std::move(names), std::move(table));
-    return wrap_handle(api, marshal::Value(std::move(host)));
-  } catch (...) {
-    last_error = std::string(api) + ": out of memory";
-    return nullptr;
-  }
+    return wrap_out(api, marshal::Value(std::move(host)), out);
+  });
 }
 
 uint32_t marshal_host_object_refs(const marshal_value* obj) {
@@ -1503,7 +1772,8 @@ marshal_status marshal_apartment_enter(int sta) {
   return guarded("marshal_apartment_enter", [&] {
     std::string error;
     auto a = sta ? marshal::enter_sta(error) : marshal::enter_mta(error);
-    return a ? MARSHAL_OK : fail(MARSHAL_ERROR_CALL, error);
+    // The engine refuses only a thread that is in an apartment already.
+    return a ? MARSHAL_OK : fail(MARSHAL_ERROR_CALL, error, MARSHAL_E_WRONG_APARTMENT);
   });
 }
 
@@ -1514,14 +1784,19 @@ void marshal_apartment_leave(void) {
   }
 }
 
-size_t marshal_apartment_pump(uint32_t wait_ms) {
-  auto a = marshal::current_apartment();
-  if (!a || a->kind() != marshal::Apartment::Kind::sta) return 0;
-  try {
-    return a->pump(std::chrono::milliseconds(wait_ms));
-  } catch (...) {
-    return 0;
-  }
+marshal_status marshal_apartment_pump(uint32_t wait_ms, size_t* ran) {
+  static const char* api = "marshal_apartment_pump";
+  if (ran) *ran = 0;
+  return guarded(api, [&] {
+    auto a = marshal::current_apartment();
+    if (!a || a->kind() != marshal::Apartment::Kind::sta)
+      return fail(MARSHAL_ERROR_MISUSE,
+                  std::string(api) + ": this thread is not in a single-threaded apartment (marshal_apartment_enter(1))",
+                  MARSHAL_E_WRONG_APARTMENT);
+    const std::size_t n = a->pump(std::chrono::milliseconds(wait_ms));
+    if (ran) *ran = n;
+    return MARSHAL_OK;
+  });
 }
 
 marshal_status marshal_interface_marshal(const marshal_value* obj, uint64_t* token) {
@@ -1542,6 +1817,7 @@ marshal_status marshal_interface_marshal(const marshal_value* obj, uint64_t* tok
 marshal_status marshal_interface_unmarshal(uint64_t token, marshal_value** out) {
   static const char* api = "marshal_interface_unmarshal";
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   return guarded(api, [&] {
     std::string error;
     marshal::Value v;
@@ -1559,10 +1835,11 @@ int marshal_object_is_proxy(const marshal_value* obj) {
   return ref && ref->proxy ? 1 : 0;
 }
 
-marshal_status marshal_value_from_json(const char* json, marshal_value** out) {
-  static const char* api = "marshal_value_from_json";
+marshal_status marshal_value_create_from_json(const char* json, marshal_value** out) {
+  static const char* api = "marshal_value_create_from_json";
   if (!json) return null_arg(api, "json");
   if (!out) return null_arg(api, "out");
+  *out = nullptr;
   return guarded(api, [&] {
     // The engine's bounded reader: nesting past max_value_depth, a repeated
     // key or bad syntax is an argument error naming the place, never a deep
@@ -1577,31 +1854,331 @@ marshal_status marshal_value_from_json(const char* json, marshal_value** out) {
   });
 }
 
-char* marshal_value_to_json(const marshal_value* v) {
+marshal_status marshal_value_to_json(const marshal_value* v, char** out) {
   static const char* api = "marshal_value_to_json";
   CValue* c = find<CValue>(v);
-  if (!c) {
-    note_bad_handle(api, "v", v, Kind::value);
-    return nullptr;
-  }
+  if (!c) return bad_handle(api, "v", v, Kind::value);
+  if (!out) return null_arg(api, "out");
+  *out = nullptr;
   try {
     std::string s = c->v.to_json().dump();
-    char* out = static_cast<char*>(std::malloc(s.size() + 1));
-    if (!out) {
-      last_error = std::string(api) + ": out of memory";
-      return nullptr;
-    }
-    std::memcpy(out, s.c_str(), s.size() + 1);
-    return out;
-  } catch (const std::exception& e) {
-    last_error = std::string(api) + ": " + e.what();
-    return nullptr;
+    char* text = static_cast<char*>(std::malloc(s.size() + 1));
+    if (!text) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": out of memory");
+    std::memcpy(text, s.c_str(), s.size() + 1);
+    *out = text;
+    return MARSHAL_OK;
+  } catch (const std::bad_alloc&) {
+    return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": out of memory");
+  } catch (const std::exception& e) {  // a value JSON cannot hold (text that is not UTF-8...)
+    return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + e.what(), MARSHAL_E_CONVERSION);
   } catch (...) {
-    last_error = std::string(api) + ": failed";
-    return nullptr;
+    return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": failed");
   }
 }
 
 void marshal_free(void* p) { std::free(p); }
+
+// ---- version ----
+// MARSHAL_VERSION_* come from meson's project version (bindings/c/meson.build).
+
+const char* marshal_version(void) { return MARSHAL_VERSION_TEXT; }
+unsigned marshal_version_major(void) { return MARSHAL_VERSION_MAJOR; }
+unsigned marshal_version_minor(void) { return MARSHAL_VERSION_MINOR; }
+unsigned marshal_version_micro(void) { return MARSHAL_VERSION_MICRO; }
+
+// ---- the error record ----
+// A NULL record reads as "no error" (the accessors never fail).
+
+static const ErrorRecord* record_of(const marshal_error* e) { return reinterpret_cast<const ErrorRecord*>(e); }
+
+marshal_error_code marshal_error_id(const marshal_error* e) { return e ? record_of(e)->id : MARSHAL_E_NONE; }
+const char* marshal_error_message(const marshal_error* e) { return e ? record_of(e)->message.c_str() : ""; }
+const char* marshal_error_function(const marshal_error* e) { return e ? record_of(e)->function.c_str() : ""; }
+int64_t marshal_error_parameter_index(const marshal_error* e) { return e ? record_of(e)->parameter_index : -1; }
+const char* marshal_error_parameter_name(const marshal_error* e) {
+  return e ? record_of(e)->parameter_name.c_str() : "";
+}
+const char* marshal_error_pointer(const marshal_error* e) { return e ? record_of(e)->pointer.c_str() : ""; }
+const char* marshal_error_file(const marshal_error* e) { return e ? record_of(e)->file.c_str() : ""; }
+const char* marshal_error_got(const marshal_error* e) { return e ? record_of(e)->got.c_str() : ""; }
+const char* marshal_error_expected(const marshal_error* e) { return e ? record_of(e)->expected.c_str() : ""; }
+int64_t marshal_error_native_code(const marshal_error* e) { return e ? record_of(e)->native_code : -1; }
+
+const char* marshal_error_code_name(marshal_error_code id) {
+  switch (id) {
+    case MARSHAL_E_NONE: return "MARSHAL_E_NONE";
+    case MARSHAL_E_INVALID_ARGUMENT: return "MARSHAL_E_INVALID_ARGUMENT";
+    case MARSHAL_E_TYPEMAP: return "MARSHAL_E_TYPEMAP";
+    case MARSHAL_E_LIBRARY_NOT_FOUND: return "MARSHAL_E_LIBRARY_NOT_FOUND";
+    case MARSHAL_E_NOT_FOUND: return "MARSHAL_E_NOT_FOUND";
+    case MARSHAL_E_BIND: return "MARSHAL_E_BIND";
+    case MARSHAL_E_CONVERSION: return "MARSHAL_E_CONVERSION";
+    case MARSHAL_E_NULL_NOT_ALLOWED: return "MARSHAL_E_NULL_NOT_ALLOWED";
+    case MARSHAL_E_NATIVE: return "MARSHAL_E_NATIVE";
+    case MARSHAL_E_WRONG_APARTMENT: return "MARSHAL_E_WRONG_APARTMENT";
+    case MARSHAL_E_RELEASED: return "MARSHAL_E_RELEASED";
+    case MARSHAL_E_LIMIT: return "MARSHAL_E_LIMIT";
+    case MARSHAL_E_INTERNAL: return "MARSHAL_E_INTERNAL";
+    case MARSHAL_E_MISUSE: return "MARSHAL_E_MISUSE";
+    case MARSHAL_E_CALL: return "MARSHAL_E_CALL";
+  }
+  return "";
+}
+
+// ---- introspection ----
+// Signatures and types are read from the typemap (never bound), copied into
+// small records the first time they are asked for, and owned by the library.
+
+// An index into one of a library's name lists, or nullptr with the error.
+static const char* name_at(const char* api, const marshal_library* lib, size_t i, bool types) {
+  CLibrary* l = find<CLibrary>(lib);
+  if (!l) {
+    note_bad_handle(api, "lib", lib, Kind::library);
+    return nullptr;
+  }
+  const auto& names = types ? l->type_names : l->function_names;
+  if (i >= names.size()) {
+    fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": index " + std::to_string(i) + " is out of range (" +
+                                     std::to_string(names.size()) + (types ? " types)" : " functions)"));
+    error_record.got = std::to_string(i);
+    error_record.expected = names.empty() ? "no index" : "0 to " + std::to_string(names.size() - 1);
+    return nullptr;
+  }
+  return names[i]->c_str();
+}
+
+size_t marshal_library_function_count(const marshal_library* lib) {
+  CLibrary* l = find<CLibrary>(lib);
+  if (!l) {
+    note_bad_handle("marshal_library_function_count", "lib", lib, Kind::library);
+    return 0;
+  }
+  return l->function_names.size();
+}
+
+const char* marshal_library_function_name(const marshal_library* lib, size_t i) {
+  return name_at("marshal_library_function_name", lib, i, false);
+}
+
+size_t marshal_library_type_count(const marshal_library* lib) {
+  CLibrary* l = find<CLibrary>(lib);
+  if (!l) {
+    note_bad_handle("marshal_library_type_count", "lib", lib, Kind::library);
+    return 0;
+  }
+  return l->type_names.size();
+}
+
+const char* marshal_library_type_name(const marshal_library* lib, size_t i) {
+  return name_at("marshal_library_type_name", lib, i, true);
+}
+
+// A type's spelling for hosts: "void" for a signature without a return.
+static std::string type_text(const marshal::TypeRegistry& reg, marshal::TypeId t) {
+  return t == marshal::no_type ? std::string("void") : reg.spell(t);
+}
+
+marshal_status marshal_library_signature(marshal_library* lib, const char* function, marshal_signature** out) {
+  static const char* api = "marshal_library_signature";
+  CLibrary* l = find<CLibrary>(lib);
+  if (!l) return bad_handle(api, "lib", lib, Kind::library);
+  if (!function) return null_arg(api, "function");
+  if (!out) return null_arg(api, "out");
+  *out = nullptr;
+  return guarded(api, [&] {
+    std::lock_guard lock(l->mutex);
+    auto it = l->signatures.find(function);
+    if (it == l->signatures.end()) {
+      const marshal::Typemap& tm = l->lib->typemap();
+      const auto fit = tm.functions.find(function);
+      if (fit == tm.functions.end()) {
+        fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + tm.file + " has no function '" + function + "'",
+             MARSHAL_E_NOT_FOUND);
+        error_record.file = tm.file;
+        error_record.function = function;
+        return MARSHAL_ERROR_ARGUMENT;
+      }
+      const marshal::Function& fn = fit->second;
+      const marshal::TypeRegistry& reg = l->lib->context().types();
+      auto sg = std::make_unique<CSignature>();
+      sg->sig = &fn;
+      sg->variadic_from = fn.variadic_from;
+      sg->returns = type_text(reg, fn.returns);
+      for (const marshal::Param& p : fn.params) sg->types.push_back(type_text(reg, p.type));
+      std::string error;
+      sg->self = Handles::add(Kind::signature, sg.get(), 1, error);
+      if (!sg->self) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": " + error, MARSHAL_E_LIMIT);
+      it = l->signatures.emplace(function, std::move(sg)).first;
+    }
+    *out = to_handle<marshal_signature>(it->second->self);
+    return MARSHAL_OK;
+  });
+}
+
+// The signature behind a handle, or nullptr with the error.
+static CSignature* signature_of(const char* api, const marshal_signature* sig) {
+  CSignature* s = find<CSignature>(sig);
+  if (!s) note_bad_handle(api, "sig", sig, Kind::signature);
+  return s;
+}
+
+const char* marshal_signature_name(const marshal_signature* sig) {
+  CSignature* s = signature_of("marshal_signature_name", sig);
+  return s ? s->sig->name.c_str() : nullptr;
+}
+
+const char* marshal_signature_return_type(const marshal_signature* sig) {
+  CSignature* s = signature_of("marshal_signature_return_type", sig);
+  return s ? s->returns.c_str() : nullptr;
+}
+
+size_t marshal_signature_param_count(const marshal_signature* sig) {
+  CSignature* s = signature_of("marshal_signature_param_count", sig);
+  return s ? s->sig->params.size() : 0;
+}
+
+int64_t marshal_signature_variadic_from(const marshal_signature* sig) {
+  CSignature* s = signature_of("marshal_signature_variadic_from", sig);
+  return s ? s->variadic_from : -1;
+}
+
+static marshal_direction direction_of(marshal::Dir d) {
+  switch (d) {
+    case marshal::Dir::in: return MARSHAL_DIR_IN;
+    case marshal::Dir::out: return MARSHAL_DIR_OUT;
+    case marshal::Dir::inout: return MARSHAL_DIR_INOUT;
+  }
+  return MARSHAL_DIR_IN;
+}
+
+marshal_status marshal_signature_param(const marshal_signature* sig, size_t i, const char** name, const char** type,
+                                       marshal_direction* dir, uint32_t* flags) {
+  static const char* api = "marshal_signature_param";
+  CSignature* s = find<CSignature>(sig);
+  if (!s) return bad_handle(api, "sig", sig, Kind::signature);
+  const std::size_t n = s->sig->params.size();
+  if (i >= n) {
+    fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": index " + std::to_string(i) + " is out of range ('" +
+                                     s->sig->name + "' has " + std::to_string(n) + " parameters)");
+    error_record.function = s->sig->name;
+    error_record.got = std::to_string(i);
+    error_record.expected = n ? "0 to " + std::to_string(n - 1) : "no index";
+    return MARSHAL_ERROR_ARGUMENT;
+  }
+  const marshal::Param& p = s->sig->params[i];
+  if (name) *name = p.name.c_str();
+  if (type) *type = s->types[i].c_str();
+  if (dir) *dir = direction_of(p.dir);
+  if (flags)
+    *flags = (p.nullable ? MARSHAL_PARAM_OPTIONAL : 0u) | (p.value.present() ? MARSHAL_PARAM_COMPUTED : 0u);
+  return MARSHAL_OK;
+}
+
+static marshal_type_kind type_kind_of(marshal::Kind k) {
+  switch (k) {
+    case marshal::Kind::void_: return MARSHAL_TYPE_VOID;
+    case marshal::Kind::integer: return MARSHAL_TYPE_INTEGER;
+    case marshal::Kind::floating: return MARSHAL_TYPE_FLOAT;
+    case marshal::Kind::boolean: return MARSHAL_TYPE_BOOL;
+    case marshal::Kind::pointer: return MARSHAL_TYPE_POINTER;
+    case marshal::Kind::ptr: return MARSHAL_TYPE_PTR;
+    case marshal::Kind::array: return MARSHAL_TYPE_ARRAY;
+    case marshal::Kind::string: return MARSHAL_TYPE_STRING;
+    case marshal::Kind::struct_: return MARSHAL_TYPE_STRUCT;
+    case marshal::Kind::union_: return MARSHAL_TYPE_UNION;
+    case marshal::Kind::enum_: return MARSHAL_TYPE_ENUM;
+    case marshal::Kind::handle: return MARSHAL_TYPE_HANDLE;
+    case marshal::Kind::callback: return MARSHAL_TYPE_CALLBACK;
+    case marshal::Kind::interface: return MARSHAL_TYPE_INTERFACE;
+  }
+  return MARSHAL_TYPE_VOID;
+}
+
+marshal_status marshal_library_type(marshal_library* lib, const char* name, marshal_type** out) {
+  static const char* api = "marshal_library_type";
+  CLibrary* l = find<CLibrary>(lib);
+  if (!l) return bad_handle(api, "lib", lib, Kind::library);
+  if (!name) return null_arg(api, "name");
+  if (!out) return null_arg(api, "out");
+  *out = nullptr;
+  return guarded(api, [&] {
+    std::lock_guard lock(l->mutex);
+    auto it = l->types.find(name);
+    if (it == l->types.end()) {
+      const marshal::Typemap& tm = l->lib->typemap();
+      const marshal::TypeRegistry& reg = l->lib->context().types();
+      marshal::TypeId t = tm.find_type(name);
+      if (t == marshal::no_type) t = reg.find_primitive(name);
+      if (t == marshal::no_type) {
+        fail(MARSHAL_ERROR_ARGUMENT,
+             std::string(api) + ": unknown type '" + name + "' (a primitive or a type of " + tm.file + ")",
+             MARSHAL_E_NOT_FOUND);
+        error_record.file = tm.file;
+        return MARSHAL_ERROR_ARGUMENT;
+      }
+      const marshal::TypeDesc& d = reg.get(t);
+      auto ty = std::make_unique<CType>();
+      ty->kind = type_kind_of(d.kind);
+      ty->size = d.size;
+      ty->align = d.align;
+      ty->text = reg.spell(t);
+      if (d.kind == marshal::Kind::struct_ || d.kind == marshal::Kind::union_)
+        for (const marshal::Field& f : d.as<marshal::RecordInfo>().fields)
+          ty->fields.push_back({f.name, f.offset, reg.spell(f.type)});
+      std::string error;
+      ty->self = Handles::add(Kind::type, ty.get(), 1, error);
+      if (!ty->self) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": " + error, MARSHAL_E_LIMIT);
+      it = l->types.emplace(name, std::move(ty)).first;
+    }
+    *out = to_handle<marshal_type>(it->second->self);
+    return MARSHAL_OK;
+  });
+}
+
+marshal_status marshal_type_layout(const marshal_type* type, marshal_type_kind* kind, size_t* size, size_t* align) {
+  CType* t = find<CType>(type);
+  if (!t) return bad_handle("marshal_type_layout", "type", type, Kind::type);
+  if (kind) *kind = t->kind;
+  if (size) *size = t->size;
+  if (align) *align = t->align;
+  return MARSHAL_OK;
+}
+
+const char* marshal_type_text(const marshal_type* type) {
+  CType* t = find<CType>(type);
+  if (!t) {
+    note_bad_handle("marshal_type_text", "type", type, Kind::type);
+    return nullptr;
+  }
+  return t->text.c_str();
+}
+
+size_t marshal_type_field_count(const marshal_type* type) {
+  CType* t = find<CType>(type);
+  if (!t) {
+    note_bad_handle("marshal_type_field_count", "type", type, Kind::type);
+    return 0;
+  }
+  return t->fields.size();
+}
+
+marshal_status marshal_type_field(const marshal_type* type, size_t i, const char** name, size_t* offset,
+                                  const char** field_type) {
+  static const char* api = "marshal_type_field";
+  CType* t = find<CType>(type);
+  if (!t) return bad_handle(api, "type", type, Kind::type);
+  if (i >= t->fields.size()) {
+    fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": index " + std::to_string(i) + " is out of range ('" + t->text +
+                                     "' has " + std::to_string(t->fields.size()) + " fields)");
+    error_record.got = std::to_string(i);
+    error_record.expected = t->fields.empty() ? "no index" : "0 to " + std::to_string(t->fields.size() - 1);
+    return MARSHAL_ERROR_ARGUMENT;
+  }
+  const CType::FieldInfo& f = t->fields[i];
+  if (name) *name = f.name.c_str();
+  if (offset) *offset = f.offset;
+  if (field_type) *field_type = f.type.c_str();
+  return MARSHAL_OK;
+}
 
 }  // extern "C"

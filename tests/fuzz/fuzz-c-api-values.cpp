@@ -8,6 +8,7 @@
 // misuse is not what this target looks for. Failing calls are fine; a
 // sanitizer report or a crash is a finding.
 #include "marshal.h"
+#include "../c_api_values.hpp"
 
 #include <algorithm>
 #include <cstdint>
@@ -32,7 +33,7 @@ namespace {
 constexpr std::size_t max_input = 64 * 1024;
 constexpr std::size_t max_stack = 32;
 
-// Type names for marshal_value_native: primitives, the fixtures' records, and
+// Type names for marshal_value_create_native: primitives, the fixtures' records, and
 // names that are not types.
 constexpr const char* type_names[] = {"int8", "uint8", "int32", "uint64", "double", "float32", "cbool", "size_t",
                                       "pointer", "void", "FzPoint", "FzHeader", "FzFlex", "Point", "Header",
@@ -89,7 +90,7 @@ struct Api {
       marshal_typemap* tm = nullptr;
       marshal_library* lib = nullptr;
       if (marshal_typemap_load_text(ctx, text.c_str(), text.size(), file, &tm) != MARSHAL_OK) die(file);
-      if (marshal_library_open(tm, &lib) != MARSHAL_OK) die(file);
+      if (marshal_library_create(tm, &lib) != MARSHAL_OK) die(file);
       // The documented per-library limit, set low: a 256 MiB box is legal but
       // its JSON form takes longer than the target's timeout under ASan.
       if (marshal_library_set_max_alloc(lib, std::size_t{1} << 20) != MARSHAL_OK) die("max_alloc");
@@ -105,7 +106,7 @@ struct Api {
     }
   }
   [[noreturn]] static void die(const char* what) {
-    std::fprintf(stderr, "fuzz: %s: %s\n", what, marshal_last_error());
+    std::fprintf(stderr, "fuzz: %s: %s\n", what, marshal_error_message(marshal_last_error()));
     std::abort();
   }
 };
@@ -185,7 +186,7 @@ void read_all(const marshal_value* v, int depth = 0) {
       break;
     default: break;
   }
-  if (char* j = marshal_value_to_json(v)) marshal_free(j);
+  if (char* j = mv_json(v)) marshal_free(j);
 }
 
 }  // namespace
@@ -201,7 +202,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   Reader in{data, size};
   std::vector<marshal_value*> stack;
   std::vector<const void*> opaque;  // native memory of pointer-holding types (zeros only)
-  marshal_result* reused = marshal_result_create();
+  marshal_result* reused = mv_result();
   auto push = [&](marshal_value* v) {
     if (!v) return;
     if (stack.size() < max_stack) stack.push_back(v);
@@ -213,34 +214,34 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       case 0: {  // a JSON value (C string: up to the first NUL)
         const std::string text = in.text(in.u8() | (in.u8() << 8));
         marshal_value* v = nullptr;
-        if (marshal_value_from_json(text.c_str(), &v) == MARSHAL_OK) push(v);
+        if (marshal_value_create_from_json(text.c_str(), &v) == MARSHAL_OK) push(v);
         break;
       }
       case 1:
         switch (in.u8() % 5) {
-          case 0: push(marshal_value_null()); break;
-          case 1: push(marshal_value_bool(in.u8())); break;
-          case 2: push(marshal_value_int64(static_cast<int64_t>(in.u64()))); break;
-          case 3: push(marshal_value_uint64(in.u64())); break;
+          case 0: push(mv_null()); break;
+          case 1: push(mv_bool(in.u8())); break;
+          case 2: push(mv_int64(static_cast<int64_t>(in.u64()))); break;
+          case 3: push(mv_uint64(in.u64())); break;
           default: {
             const std::uint64_t bits = in.u64();
             double d;
             std::memcpy(&d, &bits, sizeof d);
-            push(marshal_value_double(d));
+            push(mv_double(d));
           }
         }
         break;
       case 2: {
         const std::string s = in.text(in.u8());
-        push(marshal_value_string(s.data(), s.size()));
+        push(mv_string(s.data(), s.size()));
         break;
       }
       case 3: {
         const std::string s = in.text(in.u8());
-        push(marshal_value_bytes(s.data(), s.size()));
+        push(mv_bytes(s.data(), s.size()));
         break;
       }
-      case 4: push(in.u8() % 2 ? marshal_value_list() : marshal_value_record()); break;
+      case 4: push(in.u8() % 2 ? mv_list() : mv_record()); break;
       case 5: {
         marshal_value* list = pick();
         marshal_value* item = pick();
@@ -262,7 +263,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         const std::uint8_t how = in.u8();
         const std::size_t count = how & 1 ? in.u64() : (how & 2 ? in.u8() : in.u8() | (in.u8() << 8));
         marshal_value* v = nullptr;
-        if (marshal_value_native(lib, type, count, &v) == MARSHAL_OK) {
+        if (marshal_value_create_native(lib, type, count, &v) == MARSHAL_OK) {
           void* p;
           std::size_t n;
           if (marshal_native_data(v, &p, &n) != MARSHAL_OK) std::abort();
