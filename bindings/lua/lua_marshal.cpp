@@ -795,6 +795,7 @@ int l_library_new(lua_State* L) {
     err.function = "new";
     const Typemap& tm = lib->lib->typemap();
     TypeId t = tm.find_type(type);
+    if (t == no_type) t = lib->lib->context().types().find_primitive(type);  // lib:new("uint8", 4096)
     if (t == no_type) {
       err.message = "no type '" + std::string(type) + "' in " + tm.file;
       err.text = tm.file + ": new: " + err.message;
@@ -812,7 +813,15 @@ int l_library_new(lua_State* L) {
     if (has_init) {
       Value init;
       ToValue tv{L, &lib->lib->context().types(), &lib->lib, nullptr};
-      if (!to_value(tv, 4, count > 1 ? no_type : t, init) || !native_store(lib->lib->context().types(), *box, init, tv.error)) {
+      bool ok = true;
+      if (count > 1 && lua_type(L, 4) == LUA_TSTRING) {  // bytes for a byte array
+        std::size_t n = 0;
+        const char* s = lua_tolstring(L, 4, &n);
+        init = Value(Bytes{std::vector<std::uint8_t>(s, s + n)});
+      } else {
+        ok = to_value(tv, 4, count > 1 ? no_type : t, init);
+      }
+      if (!ok || !native_store(lib->lib->context().types(), *box, init, tv.error)) {
         err.message = tv.error;
         err.text = tm.file + ": new " + std::string(type) + ": " + tv.error;
         push_error(L, err);
