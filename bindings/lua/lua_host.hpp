@@ -77,6 +77,11 @@ struct Host : std::enable_shared_from_this<Host> {
   std::condition_variable mail_cv;
   std::deque<Task*> mail;
   bool closed = false;
+  // Native calls in progress on the Lua thread that do not pump: a callback
+  // from another thread then fails at once (never a deadlock) with a message
+  // naming the `pump` option, kept here for the call to raise.
+  int blocking_calls = 0;      // under mail_mutex
+  std::string foreign_error;   // under mail_mutex: the first such failure
 
   // The worker that runs calls listed in a library's `pump` option while the
   // Lua thread pumps.
@@ -101,6 +106,9 @@ struct Host : std::enable_shared_from_this<Host> {
   // Runs job on the worker, pumping until it finished.
   void run_pumping(const std::function<void()>& job);
   void drop_refs();  // the queued unrefs, on the Lua thread
+  void enter_blocking();
+  void leave_blocking();
+  std::string take_foreign_error();
 };
 
 Host& host_of(lua_State* L);

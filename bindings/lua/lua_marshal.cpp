@@ -72,6 +72,14 @@ bool Host::on_lua_thread(const std::function<void()>& fn, std::string& error) {
     error = "the Lua state is closed";
     return false;
   }
+  if (blocking_calls > 0) {
+    // The Lua thread waits inside a native call that does not pump: waiting
+    // for it would deadlock. Lua never runs on this thread.
+    error = "a Lua function was called from another native thread while the Lua thread waits in a native call that "
+            "does not pump callbacks; list that function in marshal.load's `pump` option";
+    if (foreign_error.empty()) foreign_error = error;
+    return false;
+  }
   mail.push_back(&task);
   mail_cv.notify_all();
   mail_cv.wait(lock, [&] { return task.done || closed; });
@@ -159,6 +167,21 @@ void Host::run_pumping(const std::function<void()>& fn) {
     if (job_done && mail.empty()) break;
     mail_cv.wait_for(lock, std::chrono::milliseconds(2), [&] { return !mail.empty() || job_done; });
   }
+}
+
+void Host::enter_blocking() {
+  std::lock_guard lock(mail_mutex);
+  ++blocking_calls;
+}
+void Host::leave_blocking() {
+  std::lock_guard lock(mail_mutex);
+  --blocking_calls;
+}
+std::string Host::take_foreign_error() {
+  std::lock_guard lock(mail_mutex);
+  std::string e;
+  e.swap(foreign_error);
+  return e;
 }
 
 void Host::drop_refs() {
@@ -593,14 +616,20 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   ++host.call_depth;
   lua_State* outer = host.L;
   host.L = L;  // callbacks run on the calling coroutine
-  if (f.pump) host.run_pumping([&] { ok = f.plan->call(args, result, error); });
-  else ok = f.plan->call(args, result, error);
+  if (f.pump) {
+    host.run_pumping([&] { ok = f.plan->call(args, result, error); });
+  } else {
+    host.enter_blocking();
+    ok = f.plan->call(args, result, error);
+    host.leave_blocking();
+  }
   host.L = outer;
   --host.call_depth;
   const int cause = host.call_depth == 0 ? host.pending_cause : LUA_NOREF;
   if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
-  if (!ok || cause != LUA_NOREF) {
-    parse_engine_error(ok ? f.name + ": a Lua callback failed" : error, err);
+  std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
+  if (!ok || cause != LUA_NOREF || !foreign.empty()) {
+    parse_engine_error(!foreign.empty() ? f.name + ": " + foreign : ok ? f.name + ": a Lua callback failed" : error, err);
     err.cause = cause;
     for (std::size_t k = 0; k < f.names.size(); ++k)
       if (f.names[k] == err.parameter) err.position = static_cast<int>(k) + 1;
@@ -864,6 +893,33 @@ int l_library_callback(lua_State* L) {
     ud->lib = lib->lib;
     return 1;
   }));
+}
+
+// lib:stats(): the engine's counters for this library (callback closures, objects).
+int l_library_stats(lua_State* L) {
+  LibraryUd* lib = check_library(L, 1);
+  CallbackStats cs;
+  ObjectStats os;
+  std::size_t handles = 0;
+  try {
+    cs = lib->lib->callbacks().stats();
+    os = lib->lib->objects().stats();
+    handles = lib->lib->handles().live();
+  } catch (...) {
+    return luaL_error(L, "marshal: stats failed");
+  }
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, static_cast<lua_Integer>(cs.live));
+  lua_setfield(L, -2, "callbacks_live");
+  lua_pushinteger(L, static_cast<lua_Integer>(cs.created));
+  lua_setfield(L, -2, "callbacks_created");
+  lua_pushinteger(L, static_cast<lua_Integer>(handles));
+  lua_setfield(L, -2, "handles_live");
+  lua_pushinteger(L, static_cast<lua_Integer>(os.wrappers));
+  lua_setfield(L, -2, "objects_live");
+  lua_pushinteger(L, static_cast<lua_Integer>(os.faults));
+  lua_setfield(L, -2, "object_faults");
+  return 1;
 }
 
 // ---- handles ---------------------------------------------------------------------------
@@ -1226,7 +1282,8 @@ void open_module(lua_State* L) {
 
     static const luaL_Reg lib_fns[] = {{"__index", l_library_index}, {"__gc", gc_reset<LibraryUd>}, {nullptr, nullptr}};
     static const luaL_Reg lib_methods[] = {{"new", l_library_new}, {"callback", l_library_callback},
-                                           {"call_named", l_library_call_named}, {nullptr, nullptr}};
+                                           {"call_named", l_library_call_named}, {"stats", l_library_stats},
+                                           {nullptr, nullptr}};
     new_metatable(L, &mt_library, "marshal.library", lib_fns, lib_methods);
     static const luaL_Reg fn_fns[] = {{"__gc", gc_reset<FunctionUd>}, {nullptr, nullptr}};
     new_metatable(L, &mt_function, "marshal.function", fn_fns, nullptr);

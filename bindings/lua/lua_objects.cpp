@@ -143,13 +143,17 @@ int l_method_call(lua_State* L) {
     ++host.call_depth;
     lua_State* outer = host.L;
     host.L = L;
+    host.enter_blocking();
     const bool ok = lib.objects().call(ref, name, args, result, error);
+    host.leave_blocking();
     host.L = outer;
     --host.call_depth;
     const int cause = host.call_depth == 0 ? host.pending_cause : LUA_NOREF;
     if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
-    if (!ok || cause != LUA_NOREF) {
-      parse_engine_error(ok ? err.function + ": a Lua callback failed" : error, err);
+    std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
+    if (!ok || cause != LUA_NOREF || !foreign.empty()) {
+      parse_engine_error(!foreign.empty() ? err.function + ": " + foreign
+                         : ok ? err.function + ": a Lua callback failed" : error, err);
       err.cause = cause;
       push_error(L, err);
       return -1;
