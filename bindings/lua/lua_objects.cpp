@@ -154,6 +154,9 @@ int l_method_call(lua_State* L) {
     if (!ok || cause != LUA_NOREF || !foreign.empty()) {
       parse_engine_error(!foreign.empty() ? err.function + ": " + foreign
                          : ok ? err.function + ": a Lua callback failed" : error, err);
+      int k = 0;
+      for (const Param& p : m.method->params)
+        if (p.host_supplied() && ++k && p.name == err.parameter) err.position = k;
       err.cause = cause;
       push_error(L, err);
       return -1;
