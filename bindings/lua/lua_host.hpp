@@ -80,16 +80,11 @@ struct Host : std::enable_shared_from_this<Host> {
   // Native calls in progress on the Lua thread that do not pump: a callback
   // from another thread then fails at once (never a deadlock) with a message
   // naming the `pump` option, kept here for the call to raise.
+  // (A blocking call made by a callback inside a pumping call returns to the
+  // pump: callbacks then wait for it.)
   int blocking_calls = 0;      // under mail_mutex
+  int pumping_calls = 0;       // under mail_mutex
   std::string foreign_error;   // under mail_mutex: the first such failure
-
-  // The worker that runs calls listed in a library's `pump` option while the
-  // Lua thread pumps.
-  std::thread worker;
-  std::function<void()> job;
-  bool job_ready = false, job_done = false, stop = false;
-  std::mutex job_mutex;
-  std::condition_variable job_cv;
 
   // Registry references to drop, queued by destructors on other threads.
   std::mutex unref_mutex;
@@ -103,7 +98,7 @@ struct Host : std::enable_shared_from_this<Host> {
   // STA's queue when this thread is one); waits up to ms for the first.
   std::size_t pump(int ms);
   std::size_t drain();
-  // Runs job on the worker, pumping until it finished.
+  // Runs job on a thread of its own, pumping until it finished.
   void run_pumping(const std::function<void()>& job);
   void drop_refs();  // the queued unrefs, on the Lua thread
   void enter_blocking();

@@ -48,14 +48,7 @@ Host& host_of(lua_State* L) {
   return *h->host;  // set by luaopen_marshal before any entry point can run
 }
 
-Host::~Host() {
-  {
-    std::lock_guard lock(mail_mutex);
-    stop = true;
-  }
-  job_cv.notify_all();
-  if (worker.joinable()) worker.join();
-}
+Host::~Host() = default;
 
 bool Host::on_lua_thread(const std::function<void()>& fn, std::string& error) {
   if (std::this_thread::get_id() == thread) {
@@ -72,7 +65,7 @@ bool Host::on_lua_thread(const std::function<void()>& fn, std::string& error) {
     error = "the Lua state is closed";
     return false;
   }
-  if (blocking_calls > 0) {
+  if (blocking_calls > 0 && pumping_calls == 0) {
     // The Lua thread waits inside a native call that does not pump: waiting
     // for it would deadlock. Lua never runs on this thread.
     error = "a Lua function was called from another native thread while the Lua thread waits in a native call that "
@@ -133,40 +126,41 @@ std::size_t Host::pump(int ms) {
 }
 
 void Host::run_pumping(const std::function<void()>& fn) {
+  // A thread per pumping call (such calls start threads of their own anyway):
+  // a callback inside one may make another.
+  bool done = false;  // under mail_mutex
   {
     std::lock_guard lock(mail_mutex);
-    if (!worker.joinable()) {
-      worker = std::thread([this] {
-        std::unique_lock lock(mail_mutex);
-        for (;;) {
-          job_cv.wait(lock, [&] { return job_ready || stop; });
-          if (stop) return;
-          job_ready = false;
-          auto run = std::move(job);
-          lock.unlock();
-          try {
-            run();
-          } catch (...) {
-          }
-          lock.lock();
-          job_done = true;
-          mail_cv.notify_all();
-        }
-      });
-    }
-    job = fn;
-    job_ready = true;
-    job_done = false;
+    ++pumping_calls;
   }
-  job_cv.notify_all();
+  std::thread t;
+  try {
+    t = std::thread([&] {
+      try {
+        fn();
+      } catch (...) {
+      }
+      std::lock_guard lock(mail_mutex);
+      done = true;
+      mail_cv.notify_all();
+    });
+  } catch (...) {
+    std::lock_guard lock(mail_mutex);
+    --pumping_calls;
+    throw;
+  }
   for (;;) {
     drain();
     for (auto& w : libraries)
       if (auto lib = w.lock()) lib->callbacks().pump();
     std::unique_lock lock(mail_mutex);
-    if (job_done && mail.empty()) break;
-    mail_cv.wait_for(lock, std::chrono::milliseconds(2), [&] { return !mail.empty() || job_done; });
+    if (done && mail.empty()) {
+      --pumping_calls;
+      break;
+    }
+    mail_cv.wait_for(lock, std::chrono::milliseconds(2), [&] { return !mail.empty() || done; });
   }
+  t.join();
 }
 
 void Host::enter_blocking() {
