@@ -177,6 +177,7 @@ struct ErrorInfo {
   int position = 0;       // 1-based Lua argument position, 0: none
   std::string type;       // the parameter's type, if known
   std::string message;    // the reason (without the prefix naming function and parameter)
+  std::string expected, got;  // when the engine says "expected X, got Y"
   std::string text;       // the whole message
   int cause = LUA_NOREF;  // a Lua callback's error value (registry reference, taken over)
 };

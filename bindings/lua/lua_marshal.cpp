@@ -364,6 +364,13 @@ void parse_engine_error(const std::string& text, ErrorInfo& e) {
       if (text.compare(rest, 2, ": ") == 0) e.message = text.substr(rest + 2);
     }
   }
+  // "... expected X, got Y" (the engine's wording for a value of the wrong kind).
+  const std::size_t x = e.message.find("expected ");
+  const std::size_t g = x == std::string::npos ? x : e.message.find(", got ", x);
+  if (g != std::string::npos) {
+    e.expected = e.message.substr(x + 9, g - x - 9);
+    e.got = e.message.substr(g + 6);
+  }
 }
 
 namespace {
@@ -379,6 +386,8 @@ int error_thunk(lua_State* L) {
   set("parameter", e->parameter);
   set("type", e->type);
   set("message", e->message);
+  set("expected", e->expected);
+  set("got", e->got);
   set("text", e->text);
   if (e->position > 0) {
     lua_pushinteger(L, e->position);
@@ -889,6 +898,19 @@ int l_library_callback(lua_State* L) {
   }));
 }
 
+// lib:functions(): the names of the typemap's functions, sorted.
+int l_library_functions(lua_State* L) {
+  LibraryUd* lib = check_library(L, 1);
+  const auto& fns = lib->lib->typemap().functions;
+  lua_createtable(L, static_cast<int>(fns.size()), 0);
+  lua_Integer i = 0;
+  for (const auto& item : fns) {  // std::map: sorted; nothing here owns memory across a raise
+    lua_pushlstring(L, item.first.data(), item.first.size());
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
 // lib:stats(): the engine's counters for this library (callback closures, objects).
 int l_library_stats(lua_State* L) {
   LibraryUd* lib = check_library(L, 1);
@@ -1277,6 +1299,7 @@ void open_module(lua_State* L) {
     static const luaL_Reg lib_fns[] = {{"__index", l_library_index}, {"__gc", gc_reset<LibraryUd>}, {nullptr, nullptr}};
     static const luaL_Reg lib_methods[] = {{"new", l_library_new}, {"callback", l_library_callback},
                                            {"call_named", l_library_call_named}, {"stats", l_library_stats},
+                                           {"functions", l_library_functions},
                                            {nullptr, nullptr}};
     new_metatable(L, &mt_library, "marshal.library", lib_fns, lib_methods);
     static const luaL_Reg fn_fns[] = {{"__gc", gc_reset<FunctionUd>}, {nullptr, nullptr}};

@@ -108,4 +108,25 @@ check.ok(tostring(e2):find("parameter", 1, true) ~= nil, "__tostring is the whol
 check.err(function() marshal.load("tests/fixtures/no-such.json") end, "no-such.json")
 check.err(function() marshal.load("tests/fixtures/pinvoke.json", { isolate = "process" }) end, "surrogate")
 
+-- expected and got, when the engine says so
+local e3 = check.err(function() return fx.echo_i32("x") end, nil, { parameter = "v" })
+check.eq(e3 and e3.expected, "an integer for int32", "expected")
+check.eq(e3 and e3.got, "a string", "got")
+
+-- bad input for every function of the fixture: an error before native code runs
+local names = fx:functions()
+check.ok(#names > 90, "lib:functions()")
+local hostile = { coroutine.create(print), io.stdout }
+local refused = 0
+for _, name in ipairs(names) do
+  for _, bad in ipairs(hostile) do
+    local ok = pcall(fx[name], bad, bad, bad)
+    if not ok then refused = refused + 1 end
+  end
+end
+check.eq(refused, 2 * #names, "every function refused values Lua cannot pass")
+check.err(function() return fx.sum_in_i32_array({ 1 }, 1000000) end, nil, { parameter = "v" })
+check.err(function() return fx.sum_in_i32_array({ 1 }, -1) end, nil)
+check.err(function() return fx.len_in_utf8("a\0b") end, nil, { parameter = "s" })
+
 check.done("lua-calls")
