@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <dlfcn.h>
 
 namespace marshal::lua {
 
@@ -1335,6 +1336,16 @@ int gc_ud_handle(lua_State* L) { return l_handle_gc(L); }
 }  // namespace marshal::lua
 
 extern "C" __attribute__((visibility("default"))) int luaopen_marshal(lua_State* L) {
+  // Pinned in memory: lua_close dlcloses C modules, but native threads the
+  // engine started (apartments) or native code holding our closures may
+  // outlive the state; unmapping their code would crash the process.
+  static const bool pinned = [] {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&luaopen_marshal), &info) && info.dli_fname)
+      dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+    return true;
+  }();
+  (void)pinned;
   marshal::lua::open_module(L);
   return 1;
 }
