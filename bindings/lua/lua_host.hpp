@@ -18,6 +18,7 @@ extern "C" {
 
 #include "plan.hpp"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -71,6 +72,7 @@ struct Host : std::enable_shared_from_this<Host> {
   // Callbacks from other threads, waiting for the Lua thread.
   struct Task {
     std::function<void()> run;
+    bool taken = false;  // the Lua thread is running it
     bool done = false;
   };
   std::mutex mail_mutex;
@@ -82,13 +84,18 @@ struct Host : std::enable_shared_from_this<Host> {
   // naming the `pump` option, kept here for the call to raise.
   // (A blocking call made by a callback inside a pumping call returns to the
   // pump: callbacks then wait for it.)
-  int blocking_calls = 0;      // under mail_mutex
-  int pumping_calls = 0;       // under mail_mutex
+  // Atomic: read on every call; a waiting callback re-checks them while its
+  // task is not taken (so a call entered after it was queued is seen too).
+  std::atomic<int> blocking_calls{0};
+  std::atomic<std::uint64_t> blocking_seq{0};  // counts blocking calls entered
+  std::atomic<int> pumping_calls{0};
+  std::atomic<bool> has_foreign_error{false};
   std::string foreign_error;   // under mail_mutex: the first such failure
 
   // Registry references to drop, queued by destructors on other threads.
   std::mutex unref_mutex;
   std::vector<int> unref;
+  std::atomic<bool> has_unref{false};
 
   ~Host();
   // Runs fn on the Lua thread: at once when called there, else queued and
@@ -101,8 +108,14 @@ struct Host : std::enable_shared_from_this<Host> {
   // Runs job on a thread of its own, pumping until it finished.
   void run_pumping(const std::function<void()>& job);
   void drop_refs();  // the queued unrefs, on the Lua thread
-  void enter_blocking();
-  void leave_blocking();
+  // Written by the Lua thread only: plain stores (no locked instruction per call).
+  void enter_blocking() {
+    blocking_seq.store(blocking_seq.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    blocking_calls.store(blocking_calls.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+  }
+  void leave_blocking() {
+    blocking_calls.store(blocking_calls.load(std::memory_order_relaxed) - 1, std::memory_order_release);
+  }
   std::string take_foreign_error();
 };
 
@@ -189,6 +202,6 @@ void push_error(lua_State* L, ErrorInfo& e);
 // the error object and returns -1, which the caller turns into lua_error
 // after its own C++ locals are gone.
 // Pushes results with a protected thunk: fn(L) pushes, returning the count.
-int push_protected(lua_State* L, int (*thunk)(lua_State*), void* data, ErrorInfo& on_fail);
+int push_protected(lua_State* L, int (*thunk)(lua_State*), void* data, const std::string& function);
 
 }  // namespace marshal::lua

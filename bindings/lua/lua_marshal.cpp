@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 #include <dlfcn.h>
+#include <optional>
 
 namespace marshal::lua {
 
@@ -26,6 +27,7 @@ struct HostUd { std::shared_ptr<Host> host; };
 // A bound function: the closure's upvalue.
 struct FunctionUd {
   std::shared_ptr<Library> lib;
+  Host* host = nullptr;  // the state's host record (outlives every function of the state)
   const Plan* plan = nullptr;
   std::string name;
   std::vector<TypeId> types;                // per host argument
@@ -66,28 +68,47 @@ bool Host::on_lua_thread(const std::function<void()>& fn, std::string& error) {
     error = "the Lua state is closed";
     return false;
   }
-  if (blocking_calls > 0 && pumping_calls == 0) {
-    // The Lua thread waits inside a native call that does not pump: waiting
-    // for it would deadlock. Lua never runs on this thread.
+  // The Lua thread waits inside a native call that does not pump: waiting
+  // for it would deadlock. Lua never runs on this thread.
+  auto stuck = [&] { return blocking_calls.load() > 0 && pumping_calls.load() == 0; };
+  auto refuse = [&] {
     error = "a Lua function was called from another native thread while the Lua thread waits in a native call that "
             "does not pump callbacks; list that function in marshal.load's `pump` option";
     if (foreign_error.empty()) foreign_error = error;
-    return false;
-  }
+    has_foreign_error.store(true);
+  };
+  // Stuck means: inside the same non-pumping call for 200 ms while this
+  // callback waits (a short call the Lua thread makes between pumps is not).
+  std::uint64_t seq = blocking_seq.load();
+  auto since = std::chrono::steady_clock::now();
+  auto stuck_long = [&] {
+    const auto now = std::chrono::steady_clock::now();
+    const std::uint64_t s = blocking_seq.load();
+    if (!stuck() || s != seq) {
+      seq = s;
+      since = now;
+      return false;
+    }
+    return now - since >= std::chrono::milliseconds(200);
+  };
   mail.push_back(&task);
   mail_cv.notify_all();
-  mail_cv.wait(lock, [&] { return task.done || closed; });
-  if (!task.done) {
-    // Closed before the Lua thread took it: it never runs.
-    for (auto it = mail.begin(); it != mail.end(); ++it)
-      if (*it == &task) {
-        mail.erase(it);
-        break;
-      }
-    error = "the Lua state was closed before the callback could run";
-    return false;
+  for (;;) {
+    mail_cv.wait_for(lock, std::chrono::milliseconds(5), [&] { return task.done || closed; });
+    if (task.done) return true;
+    if (!task.taken && (closed || stuck_long())) {
+      // Not run and never will be (closed), or the Lua thread entered a call
+      // that does not pump since this was queued: withdraw it.
+      for (auto it = mail.begin(); it != mail.end(); ++it)
+        if (*it == &task) {
+          mail.erase(it);
+          break;
+        }
+      if (closed) error = "the Lua state was closed before the callback could run";
+      else refuse();
+      return false;
+    }
   }
-  return true;
 }
 
 std::size_t Host::drain() {
@@ -96,6 +117,7 @@ std::size_t Host::drain() {
   while (!mail.empty()) {
     Task* t = mail.front();
     mail.pop_front();
+    t->taken = true;
     lock.unlock();
     t->run();  // run() catches everything (call_lua)
     lock.lock();
@@ -164,26 +186,22 @@ void Host::run_pumping(const std::function<void()>& fn) {
   t.join();
 }
 
-void Host::enter_blocking() {
-  std::lock_guard lock(mail_mutex);
-  ++blocking_calls;
-}
-void Host::leave_blocking() {
-  std::lock_guard lock(mail_mutex);
-  --blocking_calls;
-}
 std::string Host::take_foreign_error() {
+  if (!has_foreign_error.load(std::memory_order_acquire)) return {};
   std::lock_guard lock(mail_mutex);
+  has_foreign_error.store(false);
   std::string e;
   e.swap(foreign_error);
   return e;
 }
 
 void Host::drop_refs() {
+  if (!has_unref.load(std::memory_order_acquire)) return;
   std::vector<int> refs;
   {
     std::lock_guard lock(unref_mutex);
     refs.swap(unref);
+    has_unref.store(false);
   }
   for (int r : refs) luaL_unref(L, LUA_REGISTRYINDEX, r);
 }
@@ -424,14 +442,16 @@ void push_error(lua_State* L, ErrorInfo& e) {
   }
 }
 
-int push_protected(lua_State* L, int (*thunk)(lua_State*), void* data, ErrorInfo& on_fail) {
+int push_protected(lua_State* L, int (*thunk)(lua_State*), void* data, const std::string& function) {
   const int base = lua_gettop(L);
   lua_pushcfunction(L, thunk);
   lua_pushlightuserdata(L, data);
   if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) {
     lua_settop(L, base);
-    on_fail.message = on_fail.text = "out of memory while converting the results";
-    push_error(L, on_fail);
+    ErrorInfo e;
+    e.function = function;
+    e.message = e.text = function + ": out of memory while converting the results";
+    push_error(L, e);
     return -1;
   }
   return lua_gettop(L) - base;
@@ -443,20 +463,19 @@ int push_protected(lua_State* L, int (*thunk)(lua_State*), void* data, ErrorInfo
 template <class F> int guarded(lua_State* L, const char* what, F&& body) {
   int n = -1;
   {
-    ErrorInfo oops;
-    bool failed = false;
+    std::string failure;  // empty unless an exception escaped body
     try {
       n = body();
     } catch (const std::exception& e) {
-      oops.function = what;
-      oops.message = oops.text = std::string(what) + ": " + e.what();
-      failed = true;
+      failure = e.what();
+      if (failure.empty()) failure = "an exception";
     } catch (...) {
-      oops.function = what;
-      oops.message = oops.text = std::string(what) + ": an unknown C++ exception";
-      failed = true;
+      failure = "an unknown C++ exception";
     }
-    if (failed) {
+    if (!failure.empty()) {
+      ErrorInfo oops;
+      oops.function = what;
+      oops.message = oops.text = std::string(what) + ": " + failure;
       push_error(L, oops);
       n = -1;
     }
@@ -559,12 +578,17 @@ bool computed_matches(lua_State* L, const FunctionUd& f, std::uint32_t param, in
 }
 
 int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
-  Host& host = host_of(L);
+  Host& host = *f.host;
   host.drop_refs();
   const int given = lua_gettop(L) - first + 1;
-  ErrorInfo err;
-  err.function = f.name;
-  std::vector<Value> args;
+  std::optional<ErrorInfo> made;  // built on failure only (the hot path copies no name)
+  auto E = [&]() -> ErrorInfo& {
+    if (!made) {
+      made.emplace();
+      made->function = f.name;
+    }
+    return *made;
+  };
   CallScope scope{&host};
   ToValue tv{L, &f.plan->types(), &f.lib, &scope};
   // The long form (computed parameters given too) is taken when the count says so.
@@ -573,13 +597,34 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   if (!f.variadic && !full && given != static_cast<int>(f.types.size())) {
     std::string names;
     for (const auto& n : f.names) names += (names.empty() ? "" : ", ") + n;
-    err.message = "expects " + std::to_string(f.types.size()) + " argument" + (f.types.size() == 1 ? "" : "s") +
+    E().message = "expects " + std::to_string(f.types.size()) + " argument" + (f.types.size() == 1 ? "" : "s") +
                   " (" + names + "), got " + std::to_string(given);
-    err.text = f.lib->typemap().file + ": " + f.name + ": " + err.message;
-    push_error(L, err);
+    E().text = f.lib->typemap().file + ": " + f.name + ": " + E().message;
+    push_error(L, E());
     return -1;
   }
-  args.resize(f.variadic ? static_cast<std::size_t>(std::max(given, 0)) : f.types.size());
+  // Arguments: on the stack for the usual counts.
+  const std::size_t nargs = f.variadic ? static_cast<std::size_t>(std::max(given, 0)) : f.types.size();
+  struct Args {  // nargs Values in place (constructed and destroyed exactly that many)
+    alignas(Value) std::byte small[6 * sizeof(Value)];
+    std::vector<Value> big;
+    Value* p = nullptr;
+    std::size_t n = 0;
+    explicit Args(std::size_t count) : n(count) {
+      if (count > 6) {
+        big.resize(count);
+        p = big.data();
+      } else {
+        p = reinterpret_cast<Value*>(small);
+        for (std::size_t i = 0; i < count; ++i) new (p + i) Value();
+      }
+    }
+    ~Args() {
+      if (big.empty())
+        for (std::size_t i = 0; i < n; ++i) p[i].~Value();
+    }
+  } storage(nargs);
+  Value* args = storage.p;
   for (int k = 0; k < given; ++k) {
     const int idx = first + k;
     int host_index = k;
@@ -589,11 +634,11 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
         std::string why;
         if (!computed_matches(L, f, f.full_params[static_cast<std::size_t>(k)], idx, why)) {
           const Param& p = f.plan->function().params[f.full_params[static_cast<std::size_t>(k)]];
-          err.parameter = p.name;
-          err.position = k + 1;
-          err.message = why;
-          err.text = f.lib->typemap().file + ": " + f.name + ": parameter '" + p.name + "' " + why;
-          push_error(L, err);
+          E().parameter = p.name;
+          E().position = k + 1;
+          E().message = why;
+          E().text = f.lib->typemap().file + ": " + f.name + ": parameter '" + p.name + "' " + why;
+          push_error(L, E());
           return -1;
         }
         continue;
@@ -601,16 +646,16 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
     }
     const bool fixed = host_index < static_cast<int>(f.types.size());
     if (!to_value(tv, idx, fixed ? f.types[static_cast<std::size_t>(host_index)] : no_type,
-                  args[static_cast<std::size_t>(host_index)])) {
-      err.position = k + 1;
-      err.parameter = fixed ? f.names[static_cast<std::size_t>(host_index)] : "";
-      err.type = fixed ? f.plan->types().spell(f.types[static_cast<std::size_t>(host_index)]) : "";
-      err.message = tv.error;
-      err.text = f.lib->typemap().file + ": " + f.name + ": " +
-                 (fixed ? "parameter '" + err.parameter + "' (" + err.type + ")"
+                  args[host_index])) {
+      E().position = k + 1;
+      E().parameter = fixed ? f.names[static_cast<std::size_t>(host_index)] : "";
+      E().type = fixed ? f.plan->types().spell(f.types[static_cast<std::size_t>(host_index)]) : "";
+      E().message = tv.error;
+      E().text = f.lib->typemap().file + ": " + f.name + ": " +
+                 (fixed ? "parameter '" + E().parameter + "' (" + E().type + ")"
                         : "variadic argument " + std::to_string(k + 1)) +
                  ": " + tv.error;
-      push_error(L, err);
+      push_error(L, E());
       return -1;
     }
   }
@@ -621,10 +666,10 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   lua_State* outer = host.L;
   host.L = L;  // callbacks run on the calling coroutine
   if (f.pump) {
-    host.run_pumping([&] { ok = f.plan->call(args, result, error); });
+    host.run_pumping([&] { ok = f.plan->call(std::span<const Value>(args, nargs), result, error); });
   } else {
     host.enter_blocking();
-    ok = f.plan->call(args, result, error);
+    ok = f.plan->call(std::span<const Value>(args, nargs), result, error);
     host.leave_blocking();
   }
   host.L = outer;
@@ -633,15 +678,28 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
   std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
   if (!ok || cause != LUA_NOREF || !foreign.empty()) {
-    parse_engine_error(!foreign.empty() ? f.name + ": " + foreign : ok ? f.name + ": a Lua callback failed" : error, err);
-    err.cause = cause;
+    parse_engine_error(!foreign.empty() ? f.name + ": " + foreign : ok ? f.name + ": a Lua callback failed" : error, E());
+    E().cause = cause;
     for (std::size_t k = 0; k < f.names.size(); ++k)
-      if (f.names[k] == err.parameter) err.position = static_cast<int>(k) + 1;
-    push_error(L, err);
+      if (f.names[k] == E().parameter) E().position = static_cast<int>(k) + 1;
+    push_error(L, E());
     return -1;
   }
+  if (!named && result.out.empty() && !result.error_number) {
+    // A scalar result: pushed directly (no allocation, so nothing can raise;
+    // a C function has LUA_MINSTACK free slots).
+    if (!f.has_return) return 0;
+    switch (result.ret.type()) {
+      case Value::Type::null: lua_pushnil(L); return 1;
+      case Value::Type::boolean: lua_pushboolean(L, result.ret.as<bool>()); return 1;
+      case Value::Type::int64: lua_pushinteger(L, static_cast<lua_Integer>(result.ret.as<std::int64_t>())); return 1;
+      case Value::Type::uint64: lua_pushinteger(L, static_cast<lua_Integer>(result.ret.as<std::uint64_t>())); return 1;
+      case Value::Type::real: lua_pushnumber(L, result.ret.as<double>()); return 1;
+      default: break;
+    }
+  }
   Results data{&result, &f.lib, f.has_return, named};
-  return push_protected(L, results_thunk, &data, err);
+  return push_protected(L, results_thunk, &data, f.name);
 }
 
 int l_function_call(lua_State* L) {
@@ -665,6 +723,7 @@ int push_function(lua_State* L, int lib_idx, LibraryUd& lib, const std::string& 
     }
     FunctionUd* f = new_ud<FunctionUd>(L, &mt_function);
     f->lib = lib.lib;
+    f->host = &host_of(L);
     f->plan = plan;
     f->name = name;
     const Function& fn = plan->function();
@@ -1035,7 +1094,7 @@ int l_box_index(lua_State* L) {
       auto* d = static_cast<D*>(lua_touserdata(L, 1));
       push_value(L, *d->v, *d->lib);
       return 1;
-    }, &d, err);
+    }, &d, err.function);
   }));
 }
 
@@ -1087,7 +1146,7 @@ int l_box_get(lua_State* L) {
       auto* d = static_cast<D*>(lua_touserdata(L, 1));
       push_value(L, *d->v, *d->lib);
       return 1;
-    }, &d, err);
+    }, &d, err.function);
   }));
 }
 
@@ -1239,10 +1298,10 @@ int l_type(lua_State* L) {
 
 template <class T> int gc_reset(lua_State* L) {
   auto* t = static_cast<T*>(lua_touserdata(L, 1));
-  try {
-    *t = T{};
-  } catch (...) {
-  }
+  // Destroyed and made empty again (a userdata is never freed by C++; methods
+  // called after __gc see an empty value, and assignment would keep buffers).
+  t->~T();
+  new (t) T();
   return 0;
 }
 

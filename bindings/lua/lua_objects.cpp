@@ -162,7 +162,7 @@ int l_method_call(lua_State* L) {
       return -1;
     }
     Pushed d{nullptr, &result, &keep, lib.context().types().get(m.method->returns).kind != Kind::void_};
-    return push_protected(L, push_results_thunk, &d, err);
+    return push_protected(L, push_results_thunk, &d, err.function);
   }));
 }
 
@@ -187,7 +187,7 @@ int l_object_as(lua_State* L) {
       return -1;
     }
     Pushed d{&out, nullptr, &keep, true};
-    return push_protected(L, push_one_thunk, &d, err);
+    return push_protected(L, push_one_thunk, &d, err.function);
   }));
 }
 
@@ -341,7 +341,7 @@ int l_library_create(lua_State* L) {
       return -1;
     }
     Pushed d{&out, nullptr, &lib->lib, true};
-    return push_protected(L, push_one_thunk, &d, err);
+    return push_protected(L, push_one_thunk, &d, err.function);
   }));
 }
 
@@ -387,7 +387,7 @@ int l_unmarshal(lua_State* L) {
     }
     std::shared_ptr<Library> keep = library_of(out.as<ObjectRef>()).shared_from_this();
     Pushed d{&out, nullptr, &keep, true};
-    return push_protected(L, push_one_thunk, &d, err);
+    return push_protected(L, push_one_thunk, &d, err.function);
   }));
 }
 }  // namespace
