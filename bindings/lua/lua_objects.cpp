@@ -8,6 +8,7 @@
 #include "object.hpp"
 
 #include <cstring>
+#include <deque>
 
 namespace marshal::lua {
 
@@ -80,32 +81,37 @@ int push_results_thunk(lua_State* L) {
   return n;
 }
 
-// Host arguments for a signature from Lua arguments first..top.
+// Host arguments for a signature from Lua arguments first..top (no
+// allocation for the usual counts: `args` has room for `room` values).
 bool collect(lua_State* L, const Signature& sig, const TypeRegistry& reg, const std::shared_ptr<Library>& lib, int first,
-             bool skip_this, CallScope& scope, std::vector<Value>& args, ErrorInfo& err) {
-  std::vector<const Param*> params;
-  for (std::size_t i = skip_this ? 1 : 0; i < sig.params.size(); ++i)
-    if (sig.params[i].host_supplied()) params.push_back(&sig.params[i]);
+             CallScope& scope, std::vector<Value>& args, ErrorInfo& err) {
+  std::size_t count = 0;
+  for (const Param& p : sig.params) count += p.host_supplied() ? 1 : 0;
   const int given = lua_gettop(L) - first + 1;
-  if (given != static_cast<int>(params.size())) {
+  if (given != static_cast<int>(count)) {
     std::string names;
-    for (const Param* p : params) names += (names.empty() ? "" : ", ") + p->name;
-    err.message = "expects " + std::to_string(params.size()) + " argument" + (params.size() == 1 ? "" : "s") + " (" +
-                  names + "), got " + std::to_string(given);
-    err.text = err.function + ": " + err.message;
+    for (const Param& p : sig.params)
+      if (p.host_supplied()) names += (names.empty() ? "" : ", ") + p.name;
+    err.message = "expects " + std::to_string(count) + " argument" + (count == 1 ? "" : "s") + " (" + names +
+                  "), got " + std::to_string(given);
+    err.text = err.message;  // the caller prefixes the function
     return false;
   }
   ToValue tv{L, &reg, &lib, &scope};
-  args.resize(params.size());
-  for (std::size_t k = 0; k < params.size(); ++k)
-    if (!to_value(tv, first + static_cast<int>(k), params[k]->type, args[k])) {
-      err.parameter = params[k]->name;
+  args.resize(count);
+  std::size_t k = 0;
+  for (const Param& p : sig.params) {
+    if (!p.host_supplied()) continue;
+    if (!to_value(tv, first + static_cast<int>(k), p.type, args[k])) {
+      err.parameter = p.name;
       err.position = static_cast<int>(k) + 1;
-      err.type = reg.spell(params[k]->type);
+      err.type = reg.spell(p.type);
       err.message = tv.error;
-      err.text = err.function + ": parameter '" + err.parameter + "' (" + err.type + "): " + tv.error;
+      err.text = "parameter '" + err.parameter + "' (" + err.type + "): " + tv.error;
       return false;
     }
+    ++k;
+  }
   return true;
 }
 
@@ -130,12 +136,25 @@ int l_method_call(lua_State* L) {
       push_error(L, err);
       return -1;
     }
-    err.function = ref.iface->name + "." + name;
     Host& host = host_of(L);
     host.drop_refs();
     CallScope scope{&host};
-    std::vector<Value> args;
-    if (!collect(L, *m.method, lib.context().types(), keep, 2, false, scope, args, err)) {
+    // Argument vectors reused call after call, one per nesting level.
+    static thread_local std::deque<std::vector<Value>> pool;  // deque: growing keeps references
+    const std::size_t level = static_cast<std::size_t>(host.call_depth);
+    if (pool.size() <= level) pool.resize(level + 1);
+    std::vector<Value> args = std::move(pool[level]);
+    struct GiveBack {
+      std::vector<Value>& from;
+      std::vector<Value>& to;
+      ~GiveBack() {
+        from.clear();  // the values go now; the capacity stays
+        if (to.capacity() < from.capacity()) to.swap(from);
+      }
+    } give_back{args, pool[level]};
+    if (!collect(L, *m.method, lib.context().types(), keep, 2, scope, args, err)) {
+      err.function = ref.iface->name + "." + name;
+      err.text = lib.typemap().file + ": " + err.function + ": " + err.text;
       push_error(L, err);
       return -1;
     }
@@ -152,6 +171,7 @@ int l_method_call(lua_State* L) {
     if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
     std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
     if (!ok || cause != LUA_NOREF || !foreign.empty()) {
+      err.function = ref.iface->name + "." + name;
       parse_engine_error(!foreign.empty() ? err.function + ": " + foreign
                          : ok ? err.function + ": a Lua callback failed" : error, err);
       int k = 0;
@@ -326,9 +346,9 @@ int l_library_create(lua_State* L) {
     Host& host = host_of(L);
     CallScope scope{&host};
     std::vector<Value> args;
-    err.function = tm.file + ": " + cls;
-    if (!collect(L, *c->second.create, lib->lib->context().types(), lib->lib, 3, false, scope, args, err)) {
+    if (!collect(L, *c->second.create, lib->lib->context().types(), lib->lib, 3, scope, args, err)) {
       err.function = cls;
+      err.text = tm.file + ": " + cls + ": " + err.text;
       push_error(L, err);
       return -1;
     }
