@@ -119,9 +119,9 @@ int l_method_call(lua_State* L) {
   ObjectUd* o = check_object(L, 1);
   const char* name = lua_tostring(L, lua_upvalueindex(1));
   MARSHAL_LUA_RETURN(guarded_call(L, name, [&]() -> int {
-    ErrorInfo err;
-    err.function = name;
+    ErrorInfo err;  // its function is named on failure only
     if (o->ref.is_null()) {
+      err.function = name;
       err.message = err.text = std::string(name) + ": this object was released";
       push_error(L, err);
       return -1;
@@ -132,6 +132,7 @@ int l_method_call(lua_State* L) {
     std::string error;
     ObjectSpace::MethodRef m;
     if (!lib.objects().find_method(ref, name, m, error)) {
+      err.function = name;
       parse_engine_error(error, err);
       push_error(L, err);
       return -1;
@@ -181,8 +182,20 @@ int l_method_call(lua_State* L) {
       push_error(L, err);
       return -1;
     }
-    Pushed d{nullptr, &result, &keep, lib.context().types().get(m.method->returns).kind != Kind::void_};
-    return push_protected(L, push_results_thunk, &d, err.function);
+    const bool has_return = lib.context().types().get(m.method->returns).kind != Kind::void_;
+    if (result.out.empty()) {  // a scalar result: pushed directly (nothing allocates)
+      if (!has_return) return 0;
+      switch (result.ret.type()) {
+        case Value::Type::null: lua_pushnil(L); return 1;
+        case Value::Type::boolean: lua_pushboolean(L, result.ret.as<bool>()); return 1;
+        case Value::Type::int64: lua_pushinteger(L, static_cast<lua_Integer>(result.ret.as<std::int64_t>())); return 1;
+        case Value::Type::uint64: lua_pushinteger(L, static_cast<lua_Integer>(result.ret.as<std::uint64_t>())); return 1;
+        case Value::Type::real: lua_pushnumber(L, result.ret.as<double>()); return 1;
+        default: break;
+      }
+    }
+    Pushed d{nullptr, &result, &keep, has_return};
+    return push_protected(L, push_results_thunk, &d, name);
   }));
 }
 
