@@ -267,7 +267,11 @@ void push_value(lua_State* L, const Value& v, const std::shared_ptr<Library>& li
       lua_createtable(L, static_cast<int>(std::min<std::size_t>(list.size(), INT32_MAX)), 0);
       lua_Integer i = 0;
       for (const Value& item : list) {
-        push_value(L, item, lib, true);
+        switch (item.type()) {  // scalars inline: the common out array of numbers
+          case Value::Type::int64: lua_pushinteger(L, static_cast<lua_Integer>(item.as<std::int64_t>())); break;
+          case Value::Type::real: lua_pushnumber(L, item.as<double>()); break;
+          default: push_value(L, item, lib, true); break;
+        }
         lua_rawseti(L, -2, ++i);
       }
       return;
