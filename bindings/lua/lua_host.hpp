@@ -174,7 +174,18 @@ template <class T> T* new_ud(lua_State* L, const char* mt, int uservalues = 0) {
   lua_setmetatable(L, -2);
   return t;
 }
-int gc_ud_handle(lua_State* L);
+// __gc of a userdata payload: destroyed and made empty again (a userdata is
+// never freed by C++; methods called after __gc see an empty value).
+template <class T> int gc_reset(lua_State* L) {
+  auto* t = static_cast<T*>(lua_touserdata(L, 1));
+  t->~T();
+  new (t) T();
+  return 0;
+}
+// A metatable registered under key (with a "methods" table when given).
+void new_metatable(lua_State* L, const char* key, const char* name, const luaL_Reg* fns, const luaL_Reg* methods);
+// Handles and native memory (lua_native.cpp): their metatables.
+void open_native(lua_State* L);
 
 // Objects (lua_objects.cpp): methods, identity, host objects, apartments.
 void open_objects(lua_State* L);          // metatables (once per state)
@@ -203,5 +214,38 @@ void push_error(lua_State* L, ErrorInfo& e);
 // after its own C++ locals are gone.
 // Pushes results with a protected thunk: fn(L) pushes, returning the count.
 int push_protected(lua_State* L, int (*thunk)(lua_State*), void* data, const std::string& function);
+
+// Runs body, whose C++ objects all live inside it; any exception becomes an
+// error. body returns the number of results, or -1 with the error object pushed.
+// After it returns nothing with a destructor is alive here: raising is safe.
+template <class F> int guarded(lua_State* L, const char* what, F&& body) {
+  int n = -1;
+  {
+    std::string failure;  // empty unless an exception escaped body
+    try {
+      n = body();
+    } catch (const std::exception& e) {
+      failure = e.what();
+      if (failure.empty()) failure = "an exception";
+    } catch (...) {
+      failure = "an unknown C++ exception";
+    }
+    if (!failure.empty()) {
+      ErrorInfo oops;
+      oops.function = what;
+      oops.message = oops.text = std::string(what) + ": " + failure;
+      push_error(L, oops);
+      n = -1;
+    }
+  }
+  return n;
+}
+
+#define MARSHAL_LUA_RETURN(expr)      \
+  do {                                 \
+    const int n_ = (expr);             \
+    if (n_ < 0) return lua_error(L);   \
+    return n_;                         \
+  } while (0)
 
 }  // namespace marshal::lua

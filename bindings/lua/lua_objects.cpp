@@ -17,36 +17,6 @@ const char key_methods = 0;      // name -> method closure (shared by every obje
 const char key_host_tables = 0;  // Lua table -> host object userdata (weak keys)
 const char key_host_objects = 0; // HostObject* -> its Lua table (weak values)
 
-template <class F> int guarded_call(lua_State* L, const char* what, F&& body) {
-  int n = -1;
-  {
-    ErrorInfo oops;
-    bool failed = false;
-    try {
-      n = body();
-    } catch (const std::exception& e) {
-      oops.function = what;
-      oops.message = oops.text = std::string(what) + ": " + e.what();
-      failed = true;
-    } catch (...) {
-      oops.function = what;
-      oops.message = oops.text = std::string(what) + ": an unknown C++ exception";
-      failed = true;
-    }
-    if (failed) {
-      push_error(L, oops);
-      n = -1;
-    }
-  }
-  return n;
-}
-#define MARSHAL_LUA_RETURN(expr)    \
-  do {                               \
-    const int n_ = (expr);           \
-    if (n_ < 0) return lua_error(L); \
-    return n_;                       \
-  } while (0)
-
 ObjectUd* check_object(lua_State* L, int idx) {
   auto* o = test_ud<ObjectUd>(L, idx, &mt_object);
   if (!o) luaL_argerror(L, idx, "expected a marshal object");
@@ -118,7 +88,7 @@ bool collect(lua_State* L, const Signature& sig, const TypeRegistry& reg, const 
 int l_method_call(lua_State* L) {
   ObjectUd* o = check_object(L, 1);
   const char* name = lua_tostring(L, lua_upvalueindex(1));
-  MARSHAL_LUA_RETURN(guarded_call(L, name, [&]() -> int {
+  MARSHAL_LUA_RETURN(guarded(L, name, [&]() -> int {
     ErrorInfo err;  // its function is named on failure only
     if (o->ref.is_null()) {
       err.function = name;
@@ -202,7 +172,7 @@ int l_method_call(lua_State* L) {
 int l_object_as(lua_State* L) {
   ObjectUd* o = check_object(L, 1);
   const char* iface = luaL_checkstring(L, 2);
-  MARSHAL_LUA_RETURN(guarded_call(L, "as", [&]() -> int {
+  MARSHAL_LUA_RETURN(guarded(L, "as", [&]() -> int {
     ErrorInfo err;
     err.function = "as";
     if (o->ref.is_null()) {
@@ -236,7 +206,7 @@ int l_object_release(lua_State* L) {
 
 int l_object_token(lua_State* L) {
   ObjectUd* o = check_object(L, 1);
-  MARSHAL_LUA_RETURN(guarded_call(L, "token", [&]() -> int {
+  MARSHAL_LUA_RETURN(guarded(L, "token", [&]() -> int {
     ErrorInfo err;
     err.function = "token";
     std::uint64_t token = 0;
@@ -345,7 +315,7 @@ int l_library_create(lua_State* L) {
   auto* lib = test_ud<LibraryUd>(L, 1, &mt_library);
   if (!lib || !lib->lib) return luaL_argerror(L, 1, "expected a library (marshal.load)");
   const char* cls = luaL_checkstring(L, 2);
-  MARSHAL_LUA_RETURN(guarded_call(L, cls, [&]() -> int {
+  MARSHAL_LUA_RETURN(guarded(L, cls, [&]() -> int {
     ErrorInfo err;
     err.function = cls;
     const Typemap& tm = lib->lib->typemap();
@@ -382,7 +352,7 @@ int l_apartment(lua_State* L) {
   const char* kind = luaL_checkstring(L, 1);
   const bool sta = !std::strcmp(kind, "sta");
   if (!sta && std::strcmp(kind, "mta")) return luaL_argerror(L, 1, "\"sta\" or \"mta\"");
-  MARSHAL_LUA_RETURN(guarded_call(L, "marshal.apartment", [&]() -> int {
+  MARSHAL_LUA_RETURN(guarded(L, "marshal.apartment", [&]() -> int {
     std::string error;
     auto a = sta ? enter_sta(error) : enter_mta(error);
     if (!a) {
@@ -408,7 +378,7 @@ int l_leave_apartment(lua_State* L) {
 
 int l_unmarshal(lua_State* L) {
   const lua_Integer token = luaL_checkinteger(L, 1);
-  MARSHAL_LUA_RETURN(guarded_call(L, "marshal.unmarshal", [&]() -> int {
+  MARSHAL_LUA_RETURN(guarded(L, "marshal.unmarshal", [&]() -> int {
     ErrorInfo err;
     err.function = "marshal.unmarshal";
     Value out;
