@@ -129,8 +129,12 @@ bool table_to_list(ToValue& c, int idx, TypeId element, Value& out, int depth) {
 bool to_value(ToValue& c, int idx, TypeId t, Value& out, int depth) {
   lua_State* L = c.L;
   if (depth > static_cast<int>(max_value_depth)) return fail(c, "values nest deeper than " + std::to_string(max_value_depth) + " levels");
-  if (!lua_checkstack(L, 4)) return fail(c, "the Lua stack is full");
-  idx = lua_absindex(L, idx);
+  if (depth > 0) {  // top-level arguments: absolute indices, and a C function's LUA_MINSTACK slots
+    if (!lua_checkstack(L, 4)) return fail(c, "the Lua stack is full");
+    idx = lua_absindex(L, idx);
+  } else if (idx < 0) {
+    idx = lua_absindex(L, idx);
+  }
   const TypeDesc* d = target(c.reg, t);
   switch (lua_type(L, idx)) {
     case LUA_TNONE:
