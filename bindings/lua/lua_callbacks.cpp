@@ -271,6 +271,13 @@ std::shared_ptr<HostFunction> make_host_function(const std::shared_ptr<LuaFn>& f
       error = "the Lua state is closed";
       return false;
     }
+    if (std::this_thread::get_id() == host->thread) {  // the usual case: no queue, no std::function
+      if (!host->L) {
+        error = "the Lua state is closed";
+        return false;
+      }
+      return call_lua(*host, *fn, args, result, error);
+    }
     bool ok = false;
     std::string why;
     if (!host->on_lua_thread([&] { ok = call_lua(*host, *fn, args, result, why); }, error)) return false;
