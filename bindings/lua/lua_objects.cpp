@@ -446,27 +446,35 @@ bool host_object_of_table(lua_State* L, int idx, const Interface& iface, Value& 
     return true;
   }
   lua_pop(L, 1);
-  // Methods: every function field named like a method of iface or its bases
-  // (IUnknown's three are the engine's).
+  // Methods: every method of iface and its bases (looked up on the table when
+  // called, so methods inherited through a metatable work: self[name](self, ...)),
+  // and every function field of the table (other interfaces it may be passed
+  // as). IUnknown's three are the engine's. It implements the interfaces it is
+  // passed as.
   Host& host = host_of(L);
   lua_pushvalue(L, idx);
   const int table_ref = luaL_ref(L, LUA_REGISTRYINDEX);  // held while the host object lives
   std::map<std::string, std::shared_ptr<HostFunction>> methods;
+  auto add = [&](const std::string& name) {
+    if (name == "QueryInterface" || name == "AddRef" || name == "Release" || methods.count(name)) return;
+    auto fn = std::make_shared<LuaFn>();
+    fn->host = host.weak_from_this();
+    fn->self_ref = table_ref;
+    fn->name = name;
+    methods[name] = make_host_function(fn);
+  };
   for (const Interface* i = &iface; i; i = i->base)
-    for (const Method& m : i->methods) {
-      if (m.name == "QueryInterface" || m.name == "AddRef" || m.name == "Release") continue;
-      lua_pushstring(L, m.name.c_str());
-      lua_rawget(L, idx);  // raw: no metamethod may raise here
-      const bool is_fn = lua_isfunction(L, -1);
-      lua_pop(L, 1);
-      if (!is_fn) continue;
-      auto fn = std::make_shared<LuaFn>();
-      fn->host = host.weak_from_this();
-      fn->self_ref = table_ref;
-      fn->name = m.name;
-      methods[m.name] = make_host_function(fn);
+    for (const Method& m : i->methods) add(m.name);
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {  // raw traversal: nothing here raises
+    if (lua_type(L, -2) == LUA_TSTRING && lua_isfunction(L, -1)) {
+      std::size_t n = 0;
+      const char* k = lua_tolstring(L, -2, &n);
+      add(std::string(k, n));
     }
-  auto obj = std::make_shared<HostObject>("Lua table", std::vector<std::string>{iface.name}, std::move(methods));
+    lua_pop(L, 1);
+  }
+  auto obj = std::make_shared<HostObject>("Lua table", std::vector<std::string>{}, std::move(methods));
   auto* h = new_ud<HostObjectUd>(L, &mt_host_object);
   h->obj = obj;
   lua_pushvalue(L, idx);

@@ -70,6 +70,21 @@ do
   local _, mine_back = s:Get(1)
   check.ok(rawequal(mine_back, mine), "a Lua table comes back as itself")
   s:Clear()
+
+  -- a class-style Lua object: methods through its metatable
+  local Counter = {}
+  Counter.__index = Counter
+  function Counter:Add(by) self.n = self.n + by; return self.n end
+  function Counter:Get() return self.n end
+  local obj = setmetatable({ n = 10 }, Counter)
+  s:Put(obj)
+  s:AddAll(5)
+  check.eq(obj.n, 15, "methods inherited through a metatable")
+  check.eq(o.counter_get(obj), 15, "the same table passed as ICounter again")
+  -- a method the table lacks: an error in Lua, never a crash
+  local partial = { Add = function(self, by) return by end }
+  check.err(function() return o.counter_get(partial) end, "counter_get")
+  s:Clear()
 end
 collectgarbage(); collectgarbage()
 check.eq(o.objects_live(), base, "every object released after collectgarbage()")
