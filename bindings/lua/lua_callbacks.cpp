@@ -190,9 +190,12 @@ int lua_call_thunk(lua_State* L) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn->ref);
   }
   int nargs = 0;
-  if (c->fn->self_ref != LUA_NOREF) {  // a host object's method: self[name](self, ...)
+  if (c->fn->self_id != 0) {  // a host object's method: self[name](self, ...)
     lua_pop(L, 1);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn->self_ref);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_weak);
+    lua_rawgeti(L, -1, c->fn->self_id);
+    lua_remove(L, -2);
+    if (lua_isnil(L, -1)) luaL_error(L, "the Lua table behind this host object was collected (Lua let it go while native code held no reference)");
     lua_getfield(L, -1, c->fn->name.c_str());
     lua_insert(L, -2);
     ++nargs;

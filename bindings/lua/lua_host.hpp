@@ -34,6 +34,9 @@ namespace marshal::lua {
 // Metatables of the userdata kinds, the weak identity table, the slot table of
 // call-scoped Lua functions, the null sentinel, the host record.
 extern const char key_host, key_null, key_identity, key_slots, key_fn_cache;
+// Lua tables made host objects: id -> table, weak (key_host_weak), and pinned
+// (key_host_pins) while native code holds a reference (lua_objects.cpp).
+extern const char key_host_weak, key_host_pins;
 extern const char mt_library, mt_function, mt_handle, mt_box, mt_callback, mt_object, mt_host_object, mt_error;
 
 struct Host;
@@ -44,7 +47,7 @@ struct LuaFn {
   std::weak_ptr<Host> host;
   int slot = 0;           // index in the slot table (call scope), 0: none
   int ref = LUA_NOREF;    // registry reference (registered callbacks, host-object methods)
-  int self_ref = LUA_NOREF;  // host-object methods: the table passed as `self`
+  int self_id = 0;        // host-object methods: the table passed as `self` (key_host_weak[self_id])
   std::string name;       // for messages
 };
 
@@ -91,6 +94,17 @@ struct Host : std::enable_shared_from_this<Host> {
   std::atomic<int> pumping_calls{0};
   std::atomic<bool> has_foreign_error{false};
   std::string foreign_error;   // under mail_mutex: the first such failure
+
+  // Lua tables made host objects, for the sweep that pins the ones native code
+  // holds (so a table native code still uses is never collected, and one it
+  // let go of is collected with its last Lua reference).
+  struct HostRec {
+    std::weak_ptr<HostObject> obj;
+    int id = 0;
+  };
+  std::vector<HostRec> host_objects;
+  int next_host_id = 0;
+  void sweep_host_objects(lua_State* L);  // on the Lua thread; raises nothing
 
   // Registry references to drop, queued by destructors on other threads.
   std::mutex unref_mutex;

@@ -238,6 +238,7 @@ bool computed_matches(lua_State* L, const FunctionUd& f, std::uint32_t param, in
 int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   Host& host = *f.host;
   host.drop_refs();
+  host.sweep_host_objects(L);
   const int given = lua_gettop(L) - first + 1;
   std::optional<ErrorInfo> made;  // built on failure only (the hot path copies no name)
   auto E = [&]() -> ErrorInfo& {
@@ -719,6 +720,7 @@ int l_pump(lua_State* L) {
   MARSHAL_LUA_RETURN(guarded(L, "marshal.pump", [&]() -> int {
     Host& host = host_of(L);
     host.drop_refs();
+    host.sweep_host_objects(L);
     lua_State* outer = host.L;
     host.L = L;
     const std::size_t n = host.pump(static_cast<int>(std::min<lua_Integer>(std::max<lua_Integer>(ms, 0), 24 * 3600 * 1000)));

@@ -12,6 +12,48 @@
 
 namespace marshal::lua {
 
+const char key_host_weak = 0, key_host_pins = 0;
+
+namespace {
+int sweep_thunk(lua_State* L) {
+  auto* h = static_cast<Host*>(lua_touserdata(L, 1));
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_weak);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_pins);
+  auto& recs = h->host_objects;
+  std::size_t keep = 0;
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    int refs = -1;  // -1: the host object is gone
+    if (auto obj = recs[i].obj.lock()) refs = static_cast<int>(obj->native_refs());  // released before any Lua call
+    const int id = recs[i].id;
+    if (refs < 0) {  // gone: forget its table
+      lua_pushnil(L);
+      lua_rawseti(L, -3, id);
+      lua_pushnil(L);
+      lua_rawseti(L, -2, id);
+      continue;
+    }
+    if (refs > 0) {
+      lua_rawgeti(L, -2, id);  // the table (alive: pinned until now, or still held by Lua)
+      lua_rawseti(L, -2, id);
+    } else {
+      lua_pushnil(L);
+      lua_rawseti(L, -2, id);
+    }
+    if (keep != i) recs[keep] = std::move(recs[i]);
+    ++keep;
+  }
+  recs.resize(keep);
+  return 0;
+}
+}  // namespace
+
+void Host::sweep_host_objects(lua_State* L) {
+  if (host_objects.empty()) return;
+  lua_pushcfunction(L, sweep_thunk);
+  lua_pushlightuserdata(L, this);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) lua_pop(L, 1);  // out of memory: try again next time
+}
+
 namespace {
 const char key_methods = 0;      // name -> method closure (shared by every object)
 const char key_host_tables = 0;  // Lua table -> host object userdata (weak keys)
@@ -109,6 +151,7 @@ int l_method_call(lua_State* L) {
     }
     Host& host = host_of(L);
     host.drop_refs();
+    host.sweep_host_objects(L);
     CallScope scope{&host};
     // Argument vectors reused call after call, one per nesting level.
     static thread_local std::deque<std::vector<Value>> pool;  // deque: growing keeps references
@@ -452,14 +495,20 @@ bool host_object_of_table(lua_State* L, int idx, const Interface& iface, Value& 
   // as). IUnknown's three are the engine's. It implements the interfaces it is
   // passed as.
   Host& host = host_of(L);
+  const int id = ++host.next_host_id;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_weak);
   lua_pushvalue(L, idx);
-  const int table_ref = luaL_ref(L, LUA_REGISTRYINDEX);  // held while the host object lives
+  lua_rawseti(L, -2, id);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_pins);  // pinned until a sweep sees no native reference
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, id);
+  lua_pop(L, 2);
   std::map<std::string, std::shared_ptr<HostFunction>> methods;
   auto add = [&](const std::string& name) {
     if (name == "QueryInterface" || name == "AddRef" || name == "Release" || methods.count(name)) return;
     auto fn = std::make_shared<LuaFn>();
     fn->host = host.weak_from_this();
-    fn->self_ref = table_ref;
+    fn->self_id = id;
     fn->name = name;
     methods[name] = make_host_function(fn);
   };
@@ -485,6 +534,7 @@ bool host_object_of_table(lua_State* L, int idx, const Interface& iface, Value& 
   lua_pushvalue(L, idx);
   lua_rawsetp(L, -2, obj.get());
   lua_pop(L, 1);
+  host.host_objects.push_back({obj, id});
   out = Value(std::move(obj));
   return true;
 }
@@ -516,6 +566,14 @@ void open_objects(lua_State* L) {
   lua_setfield(L, -2, "__mode");
   lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &key_host_objects);
+  lua_newtable(L);  // id -> table, weak
+  lua_newtable(L);
+  lua_pushliteral(L, "v");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_host_weak);
+  lua_newtable(L);  // id -> table, while native code holds it
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &key_host_pins);
   // lib:create joins the library's methods.
   lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_library);
   lua_getfield(L, -1, "methods");

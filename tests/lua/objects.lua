@@ -88,6 +88,34 @@ do
 end
 collectgarbage(); collectgarbage()
 check.eq(o.objects_live(), base, "every object released after collectgarbage()")
+
+-- a Lua table passed as an object: kept while native code holds it, collected after
+do
+  local seen = setmetatable({}, { __mode = "k" })
+  local s = o:create("Store")
+  do
+    local t = { n = 0 }
+    function t:Add(by) self.n = self.n + by; return self.n end
+    function t:Get() return self.n end
+    seen[t] = true
+    s:Put(t)
+  end
+  collectgarbage(); collectgarbage()
+  check.ok(next(seen) ~= nil, "held by native code: not collected")
+  check.eq(s:AddAll(2), 2, "still callable")
+  s:Clear()
+  o.objects_live()  -- any call: the binding notices native code let go
+  collectgarbage(); collectgarbage()
+  check.ok(next(seen) == nil, "let go by native code and Lua: collected")
+  local t2 = { Add = function(self, by) return by end, Get = function() return 0 end }
+  check.eq(o.counter_get(t2), 0, "a table native code never kept")
+  seen[t2] = true
+  t2 = nil
+  o.objects_live()
+  collectgarbage(); collectgarbage()
+  check.ok(next(seen) == nil, "collected too")
+  s:release()
+end
 check.eq(o.objects_faults(), faults, "none released twice")
 
 -- <close> and :release()
