@@ -77,6 +77,18 @@ check.eq(calls, 800, "800 callbacks ran")
 check.eq(foreign, 0, "all of them on the Lua thread")
 check.eq(total, 8 * (99 * 100 // 2), "their results reached the threads")
 
+-- nested: a callback delivered by a pumping call makes another pumping call
+local inner_total = 0
+local t2 = cb.call_from_threads(function(i)
+  if i == 0 then
+    local r = cb.call_from_threads(function(j) return j end, 2, 3)  -- (may run the other thread's call nested)
+    inner_total = inner_total + r
+  end
+  return 1
+end, 2, 2)
+check.eq(t2, 4, "outer results")
+check.eq(inner_total, 12, "inner calls, each from 2 threads")
+
 -- the same function from a library without `pump`: an error, never a deadlock
 local plain = marshal.load("tests/fixtures/callbacks.json")
 check.err(function() return plain.call_from_threads(function(i) return i end, 2, 3) end, "pump",
