@@ -5,7 +5,7 @@
 // object methods), each under lua_pcall so no Lua error unwinds native frames.
 #include "lua_host.hpp"
 
-#include "apartment.hpp"
+#include "apartments/apartment.hpp"
 
 #include <chrono>
 

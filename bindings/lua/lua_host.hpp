@@ -16,7 +16,8 @@ extern "C" {
 #include <lualib.h>
 }
 
-#include "plan.hpp"
+#include "call/library.hpp"
+#include "call/plan.hpp"
 
 #include <atomic>
 #include <condition_variable>

@@ -5,8 +5,8 @@
 // values: lua_values.cpp.
 #include "lua_host.hpp"
 
-#include "apartment.hpp"
-#include "native.hpp"
+#include "apartments/apartment.hpp"
+#include "convert/native.hpp"
 
 #include <chrono>
 #include <cstring>

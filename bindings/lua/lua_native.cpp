@@ -4,7 +4,7 @@
 // access by name and pass by address.
 #include "lua_host.hpp"
 
-#include "native.hpp"
+#include "convert/native.hpp"
 
 #include <cstring>
 

@@ -4,8 +4,8 @@
 // host objects from Lua tables of functions; apartments and tokens.
 #include "lua_host.hpp"
 
-#include "apartment.hpp"
-#include "object.hpp"
+#include "apartments/apartment.hpp"
+#include "objects/object.hpp"
 
 #include <cstring>
 #include <deque>
@@ -58,6 +58,12 @@ namespace {
 const char key_methods = 0;      // name -> method closure (shared by every object)
 const char key_host_tables = 0;  // Lua table -> host object userdata (weak keys)
 const char key_host_objects = 0; // HostObject* -> its Lua table (weak values)
+
+// The library behind an object (for handles in its results), or null when
+// the object's host is not an in-process library.
+std::shared_ptr<Library> library_ptr(ObjectHost& host) {
+  return std::dynamic_pointer_cast<Library>(host.keep_loaded());
+}
 
 ObjectUd* check_object(lua_State* L, int idx) {
   auto* o = test_ud<ObjectUd>(L, idx, &mt_object);
@@ -139,8 +145,8 @@ int l_method_call(lua_State* L) {
       return -1;
     }
     const ObjectRef& ref = o->ref.as<ObjectRef>();
-    Library& lib = library_of(ref);
-    std::shared_ptr<Library> keep = lib.shared_from_this();
+    ObjectHost& lib = library_of(ref);
+    std::shared_ptr<Library> keep = library_ptr(lib);
     std::string error;
     ObjectSpace::MethodRef m;
     if (!lib.objects().find_method(ref, name, m, error)) {
@@ -224,10 +230,11 @@ int l_object_as(lua_State* L) {
       return -1;
     }
     const ObjectRef& ref = o->ref.as<ObjectRef>();
-    std::shared_ptr<Library> keep = library_of(ref).shared_from_this();
+    ObjectHost& host_lib = library_of(ref);
+    std::shared_ptr<Library> keep = library_ptr(host_lib);
     Value out;
     std::string error;
-    if (!keep->objects().query(ref, iface, out, error)) {
+    if (!host_lib.objects().query(ref, iface, out, error)) {
       err.message = err.text = error;
       push_error(L, err);
       return -1;
@@ -431,7 +438,7 @@ int l_unmarshal(lua_State* L) {
       push_error(L, err);
       return -1;
     }
-    std::shared_ptr<Library> keep = library_of(out.as<ObjectRef>()).shared_from_this();
+    std::shared_ptr<Library> keep = library_ptr(library_of(out.as<ObjectRef>()));
     Pushed d{&out, nullptr, &keep, true};
     return push_protected(L, push_one_thunk, &d, err.function);
   }));

@@ -4,7 +4,7 @@
 // rest of the binding (bindings/lua/README.md, "Design").
 #include "lua_host.hpp"
 
-#include "native.hpp"
+#include "convert/native.hpp"
 
 #include <cstring>
 
@@ -304,6 +304,10 @@ void push_value(lua_State* L, const Value& v, const std::shared_ptr<Library>& li
     }
     case Value::Type::native: {
       const auto& box = v.as<std::shared_ptr<NativeBox>>();
+      if (!lib) {  // no library to read its type with: its address
+        lua_pushlightuserdata(L, box->data());
+        return;
+      }
       if (push_known(L, box.get())) return;
       BoxUd* b = new_ud<BoxUd>(L, &mt_box);
       b->box = box;
