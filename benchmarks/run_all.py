@@ -57,8 +57,8 @@ def scale_bytes(name, fixed):
 
 
 IMPLS = ["direct C", "raw libffi", "marshal typed C++", "marshal dynamic values", "marshal C API",
-         "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "Koffi", "Mono P/Invoke",
-         "raw thread hand-off"]
+         "Python ctypes", "Python cffi (ABI)", "LuaJIT (JIT)", "LuaJIT (interp.)", "marshal Lua 5.4", "Koffi",
+         "Mono P/Invoke", "raw thread hand-off"]
 
 
 def run(cmd, label, env=None):
@@ -97,6 +97,15 @@ def drivers(missing):
             continue
         out.append((label, [luajit] + flags + [os.path.join(PEERS, "luajit_peers.lua"), FIXTURE, str(ITER), "1", label],
                     None, None, False))
+    # Lua 5.4 + marshal (bindings/lua): marshal-lua from the same build, the
+    # fixture found by the typemaps' load list through LD_LIBRARY_PATH.
+    marshal_lua = os.path.join(os.path.dirname(os.path.abspath(BENCH)), "..", "bindings", "lua", "marshal-lua")
+    if os.path.exists(marshal_lua):
+        env = dict(os.environ, LD_LIBRARY_PATH=os.path.dirname(os.path.abspath(FIXTURE)))
+        out.append(("marshal Lua 5.4", [marshal_lua, os.path.join(PEERS, "marshal_lua_peers.lua"), ROOT, str(ITER), "1",
+                                        "marshal Lua 5.4"], env, None, False))
+    else:
+        missing["marshal Lua 5.4"] = "not built (liblua5.4-dev missing): " + marshal_lua
     node = shutil.which("node")
     if node and os.path.isdir(os.path.join(PEERS, "node_modules", "koffi")):
         out.append(("Koffi", [node, os.path.join(PEERS, "koffi_peers.js"), FIXTURE, str(ITER), "1"], None, "Koffi", False))
@@ -264,6 +273,22 @@ def targets(r):
             x = ratio(sc, impl, "memcpy")
             out.append(("%s %s within 2x of memcpy" % (impl, sc), x is not None and x <= 2,
                         "%.2fx memcpy" % x if x is not None else "not measured"))
+    # Lua 5.4 + marshal (issue 18) against LuaJIT's FFI.
+    lua = "marshal Lua 5.4"
+    x, joff = get("add_i32", lua), get("add_i32", "LuaJIT (interp.)")
+    out.append(("Lua add_i32 below LuaJIT -joff and under 50 ns", x is not None and joff is not None and x < joff and x < 50,
+                "%.1f ns (LuaJIT -joff %s ns)" % (x, fmt(joff)) if x is not None else "not measured"))
+    slower = []
+    for sc in s:
+        mine, theirs = get(sc, lua), get(sc, "LuaJIT (interp.)")
+        if mine is not None and theirs is not None and mine >= theirs:
+            slower.append("%s: %.0f ns >= %.0f ns" % (sc, mine, theirs))
+    out.append(("Lua: every scenario faster than LuaJIT -joff", get("add_i32", lua) is not None and not slower,
+                "; ".join(slower) or ("none" if get("add_i32", lua) is not None else "not measured")))
+    for sc in ("vec2_add", "call_cb"):
+        x = ratio(sc, lua, "LuaJIT (JIT)")
+        out.append(("Lua %s faster than LuaJIT with its JIT" % sc, x is not None and x < 1,
+                    "%.2fx" % x if x is not None else "not measured"))
     r = ratio("proxy_call", "marshal typed C++", "raw thread hand-off")
     out.append(("typed C++ proxy_call within 2x of the raw thread hand-off", r is not None and r <= 2,
                 "%.2fx" % r if r is not None else "not measured"))
@@ -350,7 +375,8 @@ def write_markdown(r, path):
         f.write("\n".join(lines))
 
 
-SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Koffi", "Mono", "hand-off"]
+SHORT = ["C", "libffi", "typed C++", "dynamic", "C API", "ctypes", "cffi", "LuaJIT", "LuaJIT -joff", "Lua 5.4 + marshal",
+         "Koffi", "Mono", "hand-off"]
 BEGIN, END = "<!-- bench-table: written by benchmarks/run_all.py -->", "<!-- /bench-table -->"
 
 
@@ -378,7 +404,7 @@ def write_svg(r, path):
     colors = {"direct C": "#444444", "raw libffi": "#888888", "marshal typed C++": "#1b7837",
               "marshal dynamic values": "#5aae61", "marshal C API": "#a6dba0", "Python ctypes": "#2166ac",
               "Python cffi (ABI)": "#67a9cf", "LuaJIT (JIT)": "#b2182b", "LuaJIT (interp.)": "#ef8a62",
-              "Koffi": "#762a83", "Mono P/Invoke": "#e08214", "raw thread hand-off": "#bbbbbb"}
+              "marshal Lua 5.4": "#d6604d", "Koffi": "#762a83", "Mono P/Invoke": "#e08214", "raw thread hand-off": "#bbbbbb"}
     names = [n for n, _ in SCENARIOS if n in s and "direct C" in s[n]]
     bar, gap, left, width = 9, 14, 190, 560
     rows = sum(len([i for i in IMPLS if i in s[n]]) for n in names)

@@ -1,0 +1,851 @@
+// marshal Lua host: the module (luaopen_marshal). Libraries loaded from
+// typemaps, their functions bound once and cached as Lua closures, native
+// memory boxes, handles with identity, callbacks (call-scoped Lua functions and
+// registered ones), pumping, and structured errors. Objects: lua_objects.cpp;
+// values: lua_values.cpp.
+#include "lua_host.hpp"
+
+#include "apartments/apartment.hpp"
+#include "convert/native.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <dlfcn.h>
+#include <optional>
+
+namespace marshal::lua {
+
+const char key_host = 0, key_null = 0, key_identity = 0, key_slots = 0, key_fn_cache = 0;
+const char mt_library = 0, mt_function = 0, mt_handle = 0, mt_box = 0, mt_callback = 0, mt_object = 0,
+           mt_host_object = 0, mt_error = 0;
+
+namespace {
+const char mt_host = 0;
+
+struct HostUd { std::shared_ptr<Host> host; };
+
+// A bound function: the closure's upvalue.
+struct FunctionUd {
+  std::shared_ptr<Library> lib;
+  Host* host = nullptr;  // the state's host record (outlives every function of the state)
+  const Plan* plan = nullptr;
+  std::string name;
+  std::vector<TypeId> types;                // per host argument
+  std::vector<std::string> names;           // per host argument
+  // The long form: one argument per non-out parameter, computed ones given
+  // too (checked against what the engine computes, then dropped).
+  std::vector<int> full_to_host;            // per non-out parameter: host index, or -1 (computed)
+  std::vector<std::uint32_t> full_params;   // per non-out parameter: its parameter index
+  bool has_return = false;
+  bool variadic = false;
+  bool pump = false;
+};
+}  // namespace
+
+// ---- the host record ------------------------------------------------------------
+
+Host& host_of(lua_State* L) {
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host);
+  auto* h = static_cast<HostUd*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  return *h->host;  // set by luaopen_marshal before any entry point can run
+}
+
+// ---- errors -------------------------------------------------------------------------
+
+void parse_engine_error(const std::string& text, ErrorInfo& e) {
+  e.text = text;
+  e.message = text;
+  // "FILE: FUNCTION: parameter N 'NAME' (TYPE): REASON"
+  const std::size_t p = text.find(": parameter ");
+  if (p != std::string::npos) {
+    const std::size_t q1 = text.find('\'', p);
+    const std::size_t q2 = q1 == std::string::npos ? q1 : text.find('\'', q1 + 1);
+    if (q2 != std::string::npos) {
+      e.parameter = text.substr(q1 + 1, q2 - q1 - 1);
+      std::size_t rest = q2 + 1;
+      if (text.compare(rest, 2, " (") == 0) {
+        const std::size_t close = text.find("):", rest);
+        if (close != std::string::npos) {
+          e.type = text.substr(rest + 2, close - rest - 2);
+          rest = close + 1;
+        }
+      }
+      if (text.compare(rest, 2, ": ") == 0) e.message = text.substr(rest + 2);
+    }
+  }
+  // "... expected X, got Y" (the engine's wording for a value of the wrong kind).
+  const std::size_t x = e.message.find("expected ");
+  const std::size_t g = x == std::string::npos ? x : e.message.find(", got ", x);
+  if (g != std::string::npos) {
+    e.expected = e.message.substr(x + 9, g - x - 9);
+    e.got = e.message.substr(g + 6);
+  }
+}
+
+namespace {
+int error_thunk(lua_State* L) {
+  auto* e = static_cast<ErrorInfo*>(lua_touserdata(L, 1));
+  lua_createtable(L, 0, 8);
+  auto set = [&](const char* k, const std::string& v) {
+    if (v.empty()) return;
+    lua_pushlstring(L, v.data(), v.size());
+    lua_setfield(L, -2, k);
+  };
+  set("function", e->function);
+  set("parameter", e->parameter);
+  set("type", e->type);
+  set("message", e->message);
+  set("expected", e->expected);
+  set("got", e->got);
+  set("text", e->text);
+  if (e->position > 0) {
+    lua_pushinteger(L, e->position);
+    lua_setfield(L, -2, "position");
+  }
+  if (e->cause != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, e->cause);
+    lua_setfield(L, -2, "cause");
+  }
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_error);
+  lua_setmetatable(L, -2);
+  return 1;
+}
+
+int error_tostring(lua_State* L) {
+  lua_getfield(L, 1, "text");
+  if (!lua_isstring(L, -1)) lua_pushliteral(L, "marshal error");
+  return 1;
+}
+}  // namespace
+
+void push_error(lua_State* L, ErrorInfo& e) {
+  if (e.text.empty()) e.text = e.message;
+  lua_pushcfunction(L, error_thunk);
+  lua_pushlightuserdata(L, &e);
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    lua_pop(L, 1);
+    lua_pushliteral(L, "marshal: out of memory while building an error");
+  }
+  if (e.cause != LUA_NOREF) {
+    luaL_unref(L, LUA_REGISTRYINDEX, e.cause);
+    e.cause = LUA_NOREF;
+  }
+}
+
+int push_protected(lua_State* L, int (*thunk)(lua_State*), void* data, const std::string& function) {
+  const int base = lua_gettop(L);
+  lua_pushcfunction(L, thunk);
+  lua_pushlightuserdata(L, data);
+  if (lua_pcall(L, 1, LUA_MULTRET, 0) != LUA_OK) {
+    lua_settop(L, base);
+    ErrorInfo e;
+    e.function = function;
+    e.message = e.text = function + ": out of memory while converting the results";
+    push_error(L, e);
+    return -1;
+  }
+  return lua_gettop(L) - base;
+}
+
+// ---- calls --------------------------------------------------------------------------
+
+namespace {
+struct Results {
+  const CallResult* r;
+  const std::shared_ptr<Library>* lib;
+  bool has_return;
+  bool named;  // one table {return=, NAME=, errno=}
+};
+
+int results_thunk(lua_State* L) {
+  auto* d = static_cast<Results*>(lua_touserdata(L, 1));
+  lua_settop(L, 0);
+  const CallResult& r = *d->r;
+  if (d->named) {
+    lua_createtable(L, 0, static_cast<int>(r.out.size()) + 2);
+    if (d->has_return) {
+      push_value(L, r.ret, *d->lib, true);
+      lua_setfield(L, -2, "return");
+    }
+    for (const auto& [name, v] : r.out) {
+      lua_pushlstring(L, name.data(), name.size());
+      push_value(L, v, *d->lib, true);
+      lua_rawset(L, -3);
+    }
+    if (r.error_number) {
+      lua_pushinteger(L, *r.error_number);
+      lua_setfield(L, -2, "errno");
+    }
+    return 1;
+  }
+  luaL_checkstack(L, static_cast<int>(r.out.size()) + 3, "marshal: too many results");
+  int n = 0;
+  if (d->has_return) {
+    push_value(L, r.ret, *d->lib);
+    ++n;
+  }
+  for (const auto& item : r.out) {
+    push_value(L, item.second, *d->lib);
+    ++n;
+  }
+  if (r.error_number) {
+    lua_pushinteger(L, *r.error_number);
+    ++n;
+  }
+  return n;
+}
+
+// What the engine computes for a computed parameter, when a host gives it anyway.
+bool computed_matches(lua_State* L, const FunctionUd& f, std::uint32_t param, int first_arg, std::string& error) {
+  const Param& p = f.plan->function().params[param];
+  const int idx = first_arg;  // the Lua argument given for it
+  if (!lua_isinteger(L, idx)) {
+    error = "is computed by the engine (" + std::string(measure_name(p.value.measure)) + "); got a " +
+            lua_typename(L, lua_type(L, idx));
+    return false;
+  }
+  const lua_Integer given = lua_tointeger(L, idx);
+  lua_Integer expect = -1;
+  if (p.value.measure == Computed::Measure::size_of) {
+    expect = static_cast<lua_Integer>(p.value.size);
+  } else {
+    // The measured parameter's Lua argument: a string or a sequence.
+    int measured_arg = 0;
+    for (std::size_t k = 0; k < f.full_params.size(); ++k)
+      if (f.full_params[k] == p.value.index) measured_arg = static_cast<int>(k) + 1;
+    if (measured_arg == 0) return true;
+    const int t = lua_type(L, measured_arg);
+    lua_Integer count = -1;
+    if (t == LUA_TSTRING || t == LUA_TTABLE) count = static_cast<lua_Integer>(lua_rawlen(L, measured_arg));
+    else if (t == LUA_TNIL) count = 0;
+    if (count < 0) return true;  // native memory and the like: the engine measures it
+    expect = count;
+    if (p.value.measure == Computed::Measure::bytes_of && t == LUA_TTABLE) {
+      const TypeDesc& d = f.plan->types().get(f.plan->function().params[p.value.index].type);
+      if (d.ref != no_type) expect = count * static_cast<lua_Integer>(f.plan->types().get(d.ref).size);
+    }
+  }
+  if (given != expect) {
+    error = "is computed by the engine (" + std::string(measure_name(p.value.measure)) +
+            (p.value.name.empty() ? "" : " '" + p.value.name + "'") + " = " + std::to_string(expect) + "); got " +
+            std::to_string(given);
+    return false;
+  }
+  return true;
+}
+
+int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
+  Host& host = *f.host;
+  host.drop_refs();
+  host.sweep_host_objects(L);
+  const int given = lua_gettop(L) - first + 1;
+  std::optional<ErrorInfo> made;  // built on failure only (the hot path copies no name)
+  auto E = [&]() -> ErrorInfo& {
+    if (!made) {
+      made.emplace();
+      made->function = f.name;
+    }
+    return *made;
+  };
+  CallScope scope{&host};
+  ToValue tv{L, &f.plan->types(), &f.lib, &scope};
+  // The long form (computed parameters given too) is taken when the count says so.
+  const bool full = !f.variadic && given != static_cast<int>(f.types.size()) &&
+                    given == static_cast<int>(f.full_to_host.size());
+  if (!f.variadic && !full && given != static_cast<int>(f.types.size())) {
+    std::string names;
+    for (const auto& n : f.names) names += (names.empty() ? "" : ", ") + n;
+    E().message = "expects " + std::to_string(f.types.size()) + " argument" + (f.types.size() == 1 ? "" : "s") +
+                  " (" + names + "), got " + std::to_string(given);
+    E().text = f.lib->typemap().file + ": " + f.name + ": " + E().message;
+    push_error(L, E());
+    return -1;
+  }
+  // Arguments: on the stack for the usual counts.
+  const std::size_t nargs = f.variadic ? static_cast<std::size_t>(std::max(given, 0)) : f.types.size();
+  struct Args {  // nargs Values in place (constructed and destroyed exactly that many)
+    alignas(Value) std::byte small[6 * sizeof(Value)];
+    std::vector<Value> big;
+    Value* p = nullptr;
+    std::size_t n = 0;
+    explicit Args(std::size_t count) : n(count) {
+      if (count > 6) {
+        big.resize(count);
+        p = big.data();
+      } else {
+        p = reinterpret_cast<Value*>(small);
+        for (std::size_t i = 0; i < count; ++i) new (p + i) Value();
+      }
+    }
+    ~Args() {
+      if (big.empty())
+        for (std::size_t i = 0; i < n; ++i) p[i].~Value();
+    }
+  } storage(nargs);
+  Value* args = storage.p;
+  for (int k = 0; k < given; ++k) {
+    const int idx = first + k;
+    int host_index = k;
+    if (full) {
+      host_index = f.full_to_host[static_cast<std::size_t>(k)];
+      if (host_index < 0) {
+        std::string why;
+        if (!computed_matches(L, f, f.full_params[static_cast<std::size_t>(k)], idx, why)) {
+          const Param& p = f.plan->function().params[f.full_params[static_cast<std::size_t>(k)]];
+          E().parameter = p.name;
+          E().position = k + 1;
+          E().message = why;
+          E().text = f.lib->typemap().file + ": " + f.name + ": parameter '" + p.name + "' " + why;
+          push_error(L, E());
+          return -1;
+        }
+        continue;
+      }
+    }
+    const bool fixed = host_index < static_cast<int>(f.types.size());
+    if (!to_value(tv, idx, fixed ? f.types[static_cast<std::size_t>(host_index)] : no_type,
+                  args[host_index])) {
+      E().position = k + 1;
+      E().parameter = fixed ? f.names[static_cast<std::size_t>(host_index)] : "";
+      E().type = fixed ? f.plan->types().spell(f.types[static_cast<std::size_t>(host_index)]) : "";
+      E().message = tv.error;
+      E().text = f.lib->typemap().file + ": " + f.name + ": " +
+                 (fixed ? "parameter '" + E().parameter + "' (" + E().type + ")"
+                        : "variadic argument " + std::to_string(k + 1)) +
+                 ": " + tv.error;
+      push_error(L, E());
+      return -1;
+    }
+  }
+  CallResult result;
+  std::string error;
+  bool ok = false;
+  ++host.call_depth;
+  lua_State* outer = host.L;
+  host.L = L;  // callbacks run on the calling coroutine
+  if (f.pump) {
+    host.run_pumping([&] { ok = f.plan->call(std::span<const Value>(args, nargs), result, error); });
+  } else {
+    host.enter_blocking();
+    ok = f.plan->call(std::span<const Value>(args, nargs), result, error);
+    host.leave_blocking();
+  }
+  host.L = outer;
+  --host.call_depth;
+  const int cause = host.call_depth == 0 ? host.pending_cause : LUA_NOREF;
+  if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
+  std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
+  if (!ok || cause != LUA_NOREF || !foreign.empty()) {
+    parse_engine_error(!foreign.empty() ? f.name + ": " + foreign : ok ? f.name + ": a Lua callback failed" : error, E());
+    E().cause = cause;
+    for (std::size_t k = 0; k < f.names.size(); ++k)
+      if (f.names[k] == E().parameter) E().position = static_cast<int>(k) + 1;
+    push_error(L, E());
+    return -1;
+  }
+  if (!named && result.out.empty() && !result.error_number) {
+    // A scalar result: pushed directly (no allocation, so nothing can raise;
+    // a C function has LUA_MINSTACK free slots).
+    if (!f.has_return) return 0;
+    switch (result.ret.type()) {
+      case Value::Type::null: lua_pushnil(L); return 1;
+      case Value::Type::boolean: lua_pushboolean(L, result.ret.as<bool>()); return 1;
+      case Value::Type::int64: lua_pushinteger(L, static_cast<lua_Integer>(result.ret.as<std::int64_t>())); return 1;
+      case Value::Type::uint64: lua_pushinteger(L, static_cast<lua_Integer>(result.ret.as<std::uint64_t>())); return 1;
+      case Value::Type::real: lua_pushnumber(L, result.ret.as<double>()); return 1;
+      default: break;
+    }
+  }
+  Results data{&result, &f.lib, f.has_return, named};
+  return push_protected(L, results_thunk, &data, f.name);
+}
+
+int l_function_call(lua_State* L) {
+  auto* f = static_cast<FunctionUd*>(lua_touserdata(L, lua_upvalueindex(1)));
+  MARSHAL_LUA_RETURN(guarded(L, f->name.c_str(), [&] { return call_body(L, *f, 1, false); }));
+}
+
+// A function's closure, bound once per library and name (cached in the
+// library's uservalue table).
+int push_function(lua_State* L, int lib_idx, LibraryUd& lib, const std::string& name) {
+  lib_idx = lua_absindex(L, lib_idx);
+  return guarded(L, name.c_str(), [&]() -> int {
+    ErrorInfo err;
+    err.function = name;
+    std::string error;
+    const Plan* plan = lib.lib->bind(name, error);
+    if (!plan) {
+      parse_engine_error(error, err);
+      push_error(L, err);
+      return -1;
+    }
+    FunctionUd* f = new_ud<FunctionUd>(L, &mt_function);
+    f->lib = lib.lib;
+    f->host = &host_of(L);
+    f->plan = plan;
+    f->name = name;
+    const Function& fn = plan->function();
+    f->variadic = fn.variadic_from >= 0;
+    f->has_return = plan->types().get(fn.returns).kind != Kind::void_;
+    for (std::uint32_t i = 0; i < fn.params.size(); ++i) {
+      const Param& p = fn.params[i];
+      if (f->variadic && static_cast<int>(i) >= fn.variadic_from) break;
+      if (p.dir == Dir::out) continue;
+      f->full_params.push_back(i);
+      f->full_to_host.push_back(p.host_supplied() ? static_cast<int>(f->types.size()) : -1);
+      if (p.host_supplied()) {
+        f->types.push_back(p.type);
+        f->names.push_back(p.name);
+      }
+    }
+    f->pump = lib.pump_all;
+    for (const auto& n : lib.pump) f->pump = f->pump || n == name;
+    lua_pushcclosure(L, l_function_call, 1);
+    // cache: uservalue table of the library
+    lua_getiuservalue(L, lib_idx, 1);
+    lua_pushlstring(L, name.data(), name.size());
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    return 1;
+  });
+}
+
+LibraryUd* check_library(lua_State* L, int idx) {
+  auto* lib = test_ud<LibraryUd>(L, idx, &mt_library);
+  if (!lib || !lib->lib) luaL_argerror(L, idx, "expected a library (marshal.load)");
+  return lib;
+}
+
+// ---- libraries ---------------------------------------------------------------------
+
+int l_load(lua_State* L) {
+  const char* path = luaL_checkstring(L, 1);
+  const bool has_opts = lua_istable(L, 2);
+  if (!lua_isnoneornil(L, 2) && !has_opts) luaL_argerror(L, 2, "expected an options table");
+  // Options, read before any C++ object exists (luaL_* may raise).
+  bool guard = false, pump_all = false;
+  lua_Integer max_buffer = 0;
+  const char* isolate = nullptr;  // a string of the options table (alive on the stack)
+  std::vector<std::string>* pump = nullptr;
+  LibraryUd* ud = new_ud<LibraryUd>(L, &mt_library, 1);  // owns what the options give
+  lua_newtable(L);
+  lua_setiuservalue(L, -2, 1);
+  const int ud_idx = lua_gettop(L);
+  pump = &ud->pump;
+  if (has_opts) {
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+      const char* k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+      if (!std::strcmp(k, "guard")) guard = lua_toboolean(L, -1);
+      else if (!std::strcmp(k, "max_buffer")) max_buffer = luaL_checkinteger(L, -1);
+      else if (!std::strcmp(k, "isolate")) isolate = luaL_checkstring(L, -1);
+      else if (!std::strcmp(k, "pump")) {
+        if (lua_isboolean(L, -1)) pump_all = lua_toboolean(L, -1);
+        else if (lua_istable(L, -1)) {
+          for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; ++i) {
+            pump->emplace_back(lua_tostring(L, -1));
+            lua_pop(L, 1);
+          }
+          lua_pop(L, 1);
+        } else {
+          return luaL_error(L, "marshal.load: option 'pump' is true or a list of function names");
+        }
+      } else {
+        return luaL_error(L, "marshal.load: unknown option '%s' (options: guard, max_buffer, isolate, pump)", k);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  ud->pump_all = pump_all;
+  MARSHAL_LUA_RETURN(guarded(L, "marshal.load", [&]() -> int {
+    ErrorInfo err;
+    err.function = "marshal.load";
+    if (isolate && std::strcmp(isolate, "none") != 0) {
+      err.message = "isolate = \"" + std::string(isolate) + "\": this engine has no surrogate process yet; load in-process";
+      err.text = std::string(path) + ": " + err.message;
+      push_error(L, err);
+      return -1;
+    }
+    Host& host = host_of(L);
+    LoadResult r = host.ctx->load_file(path);
+    if (!r.ok()) {
+      std::string all;
+      for (const auto& d : r.errors) all += (all.empty() ? "" : "\n") + d.text();
+      err.message = err.text = all;
+      push_error(L, err);
+      return -1;
+    }
+    std::string error;
+    auto lib = Library::open(*host.ctx, *r.typemap, error);
+    if (!lib) {
+      err.message = err.text = error;
+      push_error(L, err);
+      return -1;
+    }
+    lib->keep_alive(host.ctx);
+    if (guard) lib->set_guard(true);
+    if (max_buffer > 0) lib->set_max_buffer(static_cast<std::size_t>(max_buffer));
+    host.libraries.push_back(lib);
+    ud->lib = std::move(lib);
+    lua_pushvalue(L, ud_idx);
+    return 1;
+  }));
+}
+
+int l_library_index(lua_State* L) {
+  LibraryUd* lib = check_library(L, 1);
+  // Methods first (lib:new, lib:callback, ...), then the cache, then bind.
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "methods");
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, -2) != LUA_TNIL) return 1;
+  lua_settop(L, 2);
+  lua_getiuservalue(L, 1, 1);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, -2) != LUA_TNIL) return 1;
+  lua_settop(L, 2);
+  if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  const char* name = lua_tostring(L, 2);
+  const Typemap& tm = lib->lib->typemap();
+  const bool is_function = tm.functions.find(name) != tm.functions.end();  // no std::string outlives this line
+  if (is_function) MARSHAL_LUA_RETURN(push_function(L, 1, *lib, name));
+  const auto c = tm.constants.find(name);
+  if (c != tm.constants.end()) {
+    MARSHAL_LUA_RETURN(guarded(L, "constant", [&]() -> int {
+      Value v = Value::from_json(c->second);
+      push_value(L, v, lib->lib);  // a constant: small, allocation failure is a plain Lua error
+      return 1;
+    }));
+  }
+  return luaL_error(L, "%s: no function or constant '%s' in this typemap", tm.file.c_str(), name);
+}
+
+// lib:call_named("fn", ...): the results as one table {return = R, NAME = V, errno = E}.
+int l_library_call_named(lua_State* L) {
+  check_library(L, 1);
+  luaL_checkstring(L, 2);
+  lua_pushvalue(L, 2);
+  lua_gettable(L, 1);  // the cached closure (bound on first use)
+  FunctionUd* f = nullptr;
+  if (lua_tocfunction(L, -1) == l_function_call && lua_getupvalue(L, -1, 1)) f = test_ud<FunctionUd>(L, -1, &mt_function);
+  if (!f) return luaL_argerror(L, 2, "not a function of this typemap");
+  lua_pop(L, 2);
+  MARSHAL_LUA_RETURN(guarded(L, f->name.c_str(), [&] { return call_body(L, *f, 3, true); }));
+}
+
+int l_library_new(lua_State* L) {
+  LibraryUd* lib = check_library(L, 1);
+  const char* type = luaL_checkstring(L, 2);
+  const lua_Integer count = luaL_optinteger(L, 3, 1);
+  if (count < 1) return luaL_argerror(L, 3, "count must be at least 1");
+  const bool has_init = !lua_isnoneornil(L, 4);
+  MARSHAL_LUA_RETURN(guarded(L, "new", [&]() -> int {
+    ErrorInfo err;
+    err.function = "new";
+    const Typemap& tm = lib->lib->typemap();
+    TypeId t = tm.find_type(type);
+    if (t == no_type) t = lib->lib->context().types().find_primitive(type);  // lib:new("uint8", 4096)
+    if (t == no_type) {
+      err.message = "no type '" + std::string(type) + "' in " + tm.file;
+      err.text = tm.file + ": new: " + err.message;
+      push_error(L, err);
+      return -1;
+    }
+    std::string error;
+    auto box = native_new(lib->lib->context().types(), t, static_cast<std::size_t>(count), lib->lib->max_buffer(), error);
+    if (!box) {
+      err.message = error;
+      err.text = tm.file + ": new: " + error;
+      push_error(L, err);
+      return -1;
+    }
+    if (has_init) {
+      Value init;
+      ToValue tv{L, &lib->lib->context().types(), &lib->lib, nullptr};
+      bool ok = true;
+      if (count > 1 && lua_type(L, 4) == LUA_TSTRING) {  // bytes for a byte array
+        std::size_t n = 0;
+        const char* s = lua_tolstring(L, 4, &n);
+        init = Value(Bytes{std::vector<std::uint8_t>(s, s + n)});
+      } else {
+        ok = to_value(tv, 4, count > 1 ? no_type : t, init);
+      }
+      if (!ok || !native_store(lib->lib->context().types(), *box, init, tv.error)) {
+        err.message = tv.error;
+        err.text = tm.file + ": new " + std::string(type) + ": " + tv.error;
+        push_error(L, err);
+        return -1;
+      }
+    }
+    BoxUd* b = new_ud<BoxUd>(L, &mt_box);
+    b->box = box;
+    b->lib = lib->lib;
+    return 1;
+  }));
+}
+
+// lib:callback("Sig", f): a registered callback, active until cb:release().
+int l_library_callback(lua_State* L) {
+  LibraryUd* lib = check_library(L, 1);
+  const char* sig = luaL_checkstring(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_pushvalue(L, 3);
+  const int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  CallbackUd* ud = new_ud<CallbackUd>(L, &mt_callback);
+  MARSHAL_LUA_RETURN(guarded(L, "callback", [&]() -> int {
+    Host& host = host_of(L);
+    auto fn = std::make_shared<LuaFn>();
+    fn->host = host.weak_from_this();
+    fn->ref = ref;
+    fn->name = sig;
+    std::string error;
+    auto cb = lib->lib->callback(sig, make_host_function(fn), error);
+    if (!cb) {
+      luaL_unref(L, LUA_REGISTRYINDEX, ref);
+      ErrorInfo err;
+      err.function = "callback";
+      err.message = err.text = error;
+      push_error(L, err);
+      return -1;
+    }
+    ud->cb = std::move(cb);
+    ud->fn = std::move(fn);
+    ud->lib = lib->lib;
+    return 1;
+  }));
+}
+
+// lib:functions(): the names of the typemap's functions, sorted.
+int l_library_functions(lua_State* L) {
+  LibraryUd* lib = check_library(L, 1);
+  const auto& fns = lib->lib->typemap().functions;
+  lua_createtable(L, static_cast<int>(fns.size()), 0);
+  lua_Integer i = 0;
+  for (const auto& item : fns) {  // std::map: sorted; nothing here owns memory across a raise
+    lua_pushlstring(L, item.first.data(), item.first.size());
+    lua_rawseti(L, -2, ++i);
+  }
+  return 1;
+}
+
+// lib:stats(): the engine's counters for this library (callback closures, objects).
+int l_library_stats(lua_State* L) {
+  LibraryUd* lib = check_library(L, 1);
+  CallbackStats cs;
+  ObjectStats os;
+  std::size_t handles = 0;
+  try {
+    cs = lib->lib->callbacks().stats();
+    os = lib->lib->objects().stats();
+    handles = lib->lib->handles().live();
+  } catch (...) {
+    return luaL_error(L, "marshal: stats failed");
+  }
+  lua_createtable(L, 0, 6);
+  lua_pushinteger(L, static_cast<lua_Integer>(cs.live));
+  lua_setfield(L, -2, "callbacks_live");
+  lua_pushinteger(L, static_cast<lua_Integer>(cs.created));
+  lua_setfield(L, -2, "callbacks_created");
+  lua_pushinteger(L, static_cast<lua_Integer>(handles));
+  lua_setfield(L, -2, "handles_live");
+  lua_pushinteger(L, static_cast<lua_Integer>(os.wrappers));
+  lua_setfield(L, -2, "objects_live");
+  lua_pushinteger(L, static_cast<lua_Integer>(os.faults));
+  lua_setfield(L, -2, "object_faults");
+  return 1;
+}
+
+// ---- callbacks ----------------------------------------------------------------------------
+
+int l_callback_release(lua_State* L) {
+  auto* c = test_ud<CallbackUd>(L, 1, &mt_callback);
+  if (!c) return luaL_argerror(L, 1, "expected a callback (lib:callback)");
+  if (!c->cb) return luaL_error(L, "marshal: this callback was already released");
+  int ref = LUA_NOREF;
+  try {
+    if (!c->cb->active()) {
+      c->cb.reset();
+      return luaL_error(L, "marshal: this callback was already released");
+    }
+    c->cb->release();  // later calls from native code reach the trap
+    if (c->fn) ref = c->fn->ref;
+    if (c->fn) c->fn->ref = LUA_NOREF;
+    c->cb.reset();
+    c->fn.reset();
+    c->lib.reset();
+  } catch (...) {
+  }
+  if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  return 0;
+}
+
+int l_callback_gc(lua_State* L) {
+  // Not a release: native code may still hold the pointer (explicit release
+  // only). The Lua function stays referenced until cb:release().
+  auto* c = static_cast<CallbackUd*>(lua_touserdata(L, 1));
+  try {
+    c->cb.reset();
+    c->fn.reset();
+    c->lib.reset();
+  } catch (...) {
+  }
+  return 0;
+}
+
+int l_callback_index(lua_State* L) {
+  auto* c = test_ud<CallbackUd>(L, 1, &mt_callback);
+  const char* k = luaL_checkstring(L, 2);
+  if (!std::strcmp(k, "release")) {
+    lua_pushcfunction(L, l_callback_release);
+    return 1;
+  }
+  if (!std::strcmp(k, "active")) {
+    lua_pushboolean(L, c && c->cb && c->cb->active());
+    return 1;
+  }
+  if (!std::strcmp(k, "address")) {
+    if (!c || !c->cb) return 0;
+    lua_pushlightuserdata(L, c->cb->code());
+    return 1;
+  }
+  return 0;
+}
+
+// ---- module functions -------------------------------------------------------------------
+
+int l_pump(lua_State* L) {
+  const lua_Integer ms = luaL_optinteger(L, 1, 0);
+  MARSHAL_LUA_RETURN(guarded(L, "marshal.pump", [&]() -> int {
+    Host& host = host_of(L);
+    host.drop_refs();
+    host.sweep_host_objects(L);
+    lua_State* outer = host.L;
+    host.L = L;
+    const std::size_t n = host.pump(static_cast<int>(std::min<lua_Integer>(std::max<lua_Integer>(ms, 0), 24 * 3600 * 1000)));
+    host.L = outer;
+    lua_pushinteger(L, static_cast<lua_Integer>(n));
+    return 1;
+  }));
+}
+
+int l_host_gc(lua_State* L) {
+  auto* h = static_cast<HostUd*>(lua_touserdata(L, 1));
+  if (!h->host) return 0;
+  try {
+    {
+      std::lock_guard lock(h->host->mail_mutex);
+      h->host->closed = true;
+    }
+    h->host->mail_cv.notify_all();
+    h->host->L = nullptr;
+    h->host.reset();
+  } catch (...) {
+  }
+  return 0;
+}
+
+int l_type(lua_State* L) {
+  if (test_ud<HandleUd>(L, 1, &mt_handle)) lua_pushliteral(L, "handle");
+  else if (test_ud<BoxUd>(L, 1, &mt_box)) lua_pushliteral(L, "native");
+  else if (test_ud<CallbackUd>(L, 1, &mt_callback)) lua_pushliteral(L, "callback");
+  else if (test_ud<ObjectUd>(L, 1, &mt_object)) lua_pushliteral(L, "object");
+  else if (test_ud<HostObjectUd>(L, 1, &mt_host_object)) lua_pushliteral(L, "host_object");
+  else if (test_ud<LibraryUd>(L, 1, &mt_library)) lua_pushliteral(L, "library");
+  else if (lua_type(L, 1) == LUA_TTABLE && lua_getmetatable(L, 1)) {
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &mt_error);
+    if (lua_rawequal(L, -1, -2)) lua_pushliteral(L, "error");
+    else lua_pushnil(L);
+  } else lua_pushnil(L);
+  return 1;
+}
+
+}  // namespace
+
+void new_metatable(lua_State* L, const char* key, const char* name, const luaL_Reg* fns, const luaL_Reg* methods) {
+  lua_newtable(L);
+  lua_pushstring(L, name);
+  lua_setfield(L, -2, "__name");
+  if (fns) luaL_setfuncs(L, fns, 0);
+  if (methods) {
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "methods");
+  }
+  lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+}
+
+void open_module(lua_State* L) {
+  // The host record.
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host);
+  const bool have_host = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  if (!have_host) {
+    static const luaL_Reg host_fns[] = {{"__gc", l_host_gc}, {nullptr, nullptr}};
+    new_metatable(L, &mt_host, "marshal.host", host_fns, nullptr);
+    auto* h = new_ud<HostUd>(L, &mt_host);
+    h->host = std::make_shared<Host>();
+    h->host->L = L;
+    h->host->thread = std::this_thread::get_id();
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_host);
+
+    lua_pushlightuserdata(L, const_cast<char*>(&key_null));
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_null);
+    lua_newtable(L);  // identity: weak values
+    lua_newtable(L);
+    lua_pushliteral(L, "v");
+    lua_setfield(L, -2, "__mode");
+    lua_setmetatable(L, -2);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_identity);
+    lua_createtable(L, Host::max_slots, 0);
+    for (int i = 1; i <= Host::max_slots; ++i) {  // the array part, allocated once
+      lua_pushboolean(L, 0);
+      lua_rawseti(L, -2, i);
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &key_slots);
+
+    static const luaL_Reg lib_fns[] = {{"__index", l_library_index}, {"__gc", gc_reset<LibraryUd>}, {nullptr, nullptr}};
+    static const luaL_Reg lib_methods[] = {{"new", l_library_new}, {"callback", l_library_callback},
+                                           {"call_named", l_library_call_named}, {"stats", l_library_stats},
+                                           {"functions", l_library_functions},
+                                           {nullptr, nullptr}};
+    new_metatable(L, &mt_library, "marshal.library", lib_fns, lib_methods);
+    static const luaL_Reg fn_fns[] = {{"__gc", gc_reset<FunctionUd>}, {nullptr, nullptr}};
+    new_metatable(L, &mt_function, "marshal.function", fn_fns, nullptr);
+    open_native(L);
+    static const luaL_Reg cb_fns[] = {{"__gc", l_callback_gc}, {"__close", l_callback_release},
+                                      {"__index", l_callback_index}, {nullptr, nullptr}};
+    new_metatable(L, &mt_callback, "marshal.callback", cb_fns, nullptr);
+    static const luaL_Reg err_fns[] = {{"__tostring", error_tostring}, {nullptr, nullptr}};
+    new_metatable(L, &mt_error, "marshal.error", err_fns, nullptr);
+    open_objects(L);
+  }
+  static const luaL_Reg module[] = {{"load", l_load}, {"pump", l_pump}, {"type", l_type}, {nullptr, nullptr}};
+  luaL_newlib(L, module);
+  add_object_functions(L);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_null);
+  lua_setfield(L, -2, "null");
+  lua_pushinteger(L, lua_Integer{INT64_MAX});
+  lua_setfield(L, -2, "maxinteger");
+  lua_pushliteral(L, "0.1.0");
+  lua_setfield(L, -2, "version");
+}
+
+
+}  // namespace marshal::lua
+
+extern "C" __attribute__((visibility("default"))) int luaopen_marshal(lua_State* L) {
+  // Pinned in memory: lua_close dlcloses C modules, but native threads the
+  // engine started (apartments) or native code holding our closures may
+  // outlive the state; unmapping their code would crash the process.
+  static const bool pinned = [] {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&luaopen_marshal), &info) && info.dli_fname)
+      dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE | RTLD_NOLOAD);
+    return true;
+  }();
+  (void)pinned;
+  marshal::lua::open_module(L);
+  return 1;
+}
