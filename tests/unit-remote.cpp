@@ -355,3 +355,120 @@ TEST_SUITE("remote") {
     CHECK(r.err.find("--deadline needs --isolate") != std::string::npos);
   }
 }
+
+// ---- marshal serve / --connect (loopback) ----
+
+namespace {
+
+// `marshal serve ARGS` in the background; the port it printed.
+struct Server {
+  pid_t pid = -1;
+  unsigned port = 0;
+  explicit Server(const std::vector<std::string>& typemaps) {
+    int out[2];
+    REQUIRE(::pipe(out) == 0);
+    pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      ::close(out[1]);
+      std::vector<std::string> args{MARSHAL_EXE, "serve"};
+      for (const auto& t : typemaps) args.push_back(t);
+      args.push_back("--listen");
+      args.push_back("127.0.0.1:0");
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(MARSHAL_EXE, argv.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+    ::close(out[0]);
+    INFO(line);
+    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
+    port = static_cast<unsigned>(std::stoul(line.substr(line.rfind(':') + 1)));
+  }
+  ~Server() {
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
+};
+
+}  // namespace
+
+TEST_SUITE("remote") {
+  TEST_CASE("marshal serve on loopback: --connect calls give the in-process results") {
+    Server server({"typemaps/zlib.json", "tests/fixtures/pinvoke.json"});
+    Run r = run("call --connect " + server.address() + " typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}'");
+    CHECK(r.err == "");
+    CHECK(r.out == "{\"return\":907060870,\"out\":{}}\n");
+    // The engine API: the fixture through the server, compared with in-process.
+    Bound here("tests/fixtures/pinvoke.json");
+    Context ctx;
+    std::string error;
+    auto o = options();
+    o.connect = server.address();
+    auto there = remote::IsolatedLibrary::open_file(ctx, source_path("tests/fixtures/pinvoke.json"), o, error);
+    INFO(error);
+    REQUIRE(there);
+    CHECK(there->pid() == 0);  // no surrogate process of ours
+    for (const char* fn : {"reverse_out_utf8", "fill_out_i32_array"}) {
+      std::vector<Value> args = std::string(fn) == "reverse_out_utf8" ? std::vector<Value>{"marshal", 32}
+                                                                       : std::vector<Value>{5};
+      CallResult a, b;
+      std::string ea, eb;
+      REQUIRE(here.lib->bind(fn, ea)->call(args, a, ea));
+      REQUIRE(there->call(fn, args, b, eb));
+      CHECK(a.ret == b.ret);
+      CHECK(a.out == b.out);
+    }
+    // A client's handles are released when it goes away.
+    CallResult live;
+    REQUIRE(there->call("res_live", {}, live, error));
+    {
+      Context ctx2;
+      auto other = remote::IsolatedLibrary::open_file(ctx2, source_path("tests/fixtures/pinvoke.json"), o, error);
+      REQUIRE(other);
+      CallResult h, n;
+      REQUIRE(other->call("res_open", std::vector<Value>{9}, h, error));
+      REQUIRE(other->call("res_open", std::vector<Value>{10}, h, error));
+      REQUIRE(there->call("res_live", {}, n, error));
+      CHECK(I(n.ret) == I(live.ret) + 2);  // two clients on one server share the library
+    }  // `other` disconnects still holding its handles
+    CallResult after;
+    for (int i = 0; i < 100; ++i) {  // the server sees the disconnect shortly
+      REQUIRE(there->call("res_live", {}, after, error));
+      if (I(after.ret) == I(live.ret)) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    CHECK(I(after.ret) == I(live.ret));
+  }
+
+  TEST_CASE("marshal serve refuses a non-loopback address without TLS, and typemaps it was not given") {
+    Run r = run("serve typemaps/zlib.json --listen 0.0.0.0:7777");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("refusing to listen on 0.0.0.0:7777: without mutual TLS") != std::string::npos);
+    CHECK(remote::is_loopback("127.0.0.1:1"));
+    CHECK(remote::is_loopback("127.200.3.4:65535"));
+    CHECK(remote::is_loopback("[::1]:80"));
+    CHECK(remote::is_loopback("localhost:80"));
+    CHECK_FALSE(remote::is_loopback("128.0.0.1:80"));
+    CHECK_FALSE(remote::is_loopback("127.0.0.1"));
+    CHECK_FALSE(remote::is_loopback("127.0.0.256:80"));
+    CHECK_FALSE(remote::is_loopback("127.0.0.1.5:80"));
+    CHECK_FALSE(remote::is_loopback("example.com:80"));
+    r = run("call --connect 192.0.2.1:80 typemaps/zlib.json crc32 0 null");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("refusing to connect to 192.0.2.1:80") != std::string::npos);
+    Server server({"typemaps/zlib.json"});
+    r = run("call --connect " + server.address() + " typemaps/libc.json div 17 5");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("typemap typemaps/libc.json is not served here") != std::string::npos);
+    CHECK(r.err.find("(served: typemaps/zlib.json)") != std::string::npos);
+  }
+}

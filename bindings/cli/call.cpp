@@ -33,7 +33,7 @@ std::string shown(const std::string& text) {
 int cmd_call(const Args& args) {
   if (wants_help(args)) {
     std::printf(
-        "usage: marshal call [--isolate] [--deadline MS] TYPEMAP FUNCTION [ARG...]\n"
+        "usage: marshal call [--isolate | --connect HOST:PORT] [--deadline MS] TYPEMAP FUNCTION [ARG...]\n"
         "\n"
         "Calls FUNCTION of TYPEMAP's library. Each ARG is one JSON value for the next\n"
         "in or inout parameter, in order (out parameters are not given). Variadic\n"
@@ -50,6 +50,8 @@ int cmd_call(const Args& args) {
         "--isolate      run the library in a surrogate process (as the typemap's\n"
         "               \"library\": {\"isolate\": \"process\"} does): a crash of the\n"
         "               library is an error naming the function and the signal\n"
+        "--connect HOST:PORT  call the library where `marshal serve` runs it (loopback\n"
+        "               only); the server must serve the same typemap\n"
         "--deadline MS  with --isolate: a call that takes longer is killed and fails\n"
         "\n"
         "example: marshal call typemaps/libm.json frexp 8.0\n");
@@ -64,6 +66,14 @@ int cmd_call(const Args& args) {
     if (o == "--isolate") {
       isolate = true;
       ++first;
+    } else if (o == "--connect") {
+      if (first + 1 >= args.size()) {
+        std::fprintf(stderr, "marshal call: --connect expects HOST:PORT of a marshal serve\n");
+        return 2;
+      }
+      isolate = true;
+      options.connect = args[first + 1];
+      first += 2;
     } else if (o == "--deadline") {
       std::uint64_t ms = 0;
       const std::string v = first + 1 < args.size() ? args[first + 1] : "";

@@ -13,6 +13,7 @@
 
 #include <csignal>
 #include <cstring>
+#include <string_view>
 #include <map>
 #include <unistd.h>
 
@@ -216,12 +217,32 @@ class LibraryServer final : public wire::Library::Server {
   Exports exports_;
 };
 
+using Allowed = std::vector<std::pair<std::string, std::string>>;  // (path, text)
+
 class SurrogateServer final : public wire::Surrogate::Server {
  public:
+  // allowed: a server's allowlist (nullptr: a surrogate, which opens what its host sends).
+  explicit SurrogateServer(const Allowed* allowed = nullptr) : allowed_(allowed) {}
+
   kj::Promise<void> open(OpenContext context) override {
     auto p = context.getParams();
     auto text = p.getTypemap();
     auto file = p.getFile();
+    if (allowed_) {
+      const std::string_view sent(text.begin(), text.size());
+      bool ok = false;
+      std::string served;
+      for (const auto& [path, t] : *allowed_) {
+        ok = ok || t == sent;
+        served += (served.empty() ? "" : ", ") + path;
+      }
+      if (!ok) {
+        context.getResults().setError("typemap " + std::string(file.begin(), file.size()) +
+                                      " is not served here: a client may open only the typemaps the server was "
+                                      "given, with the same text (served: " + served + ")");
+        return kj::READY_NOW;
+      }
+    }
     auto ctx = std::make_unique<Context>();
     LoadResult r = ctx->load_text(std::string_view(text.begin(), text.size()), std::string(file.begin(), file.size()));
     if (!r.ok()) {
@@ -237,9 +258,63 @@ class SurrogateServer final : public wire::Surrogate::Server {
     context.getResults().setLibrary(kj::heap<LibraryServer>(std::move(ctx), std::move(lib)));
     return kj::READY_NOW;
   }
+
+ private:
+  const Allowed* allowed_;
 };
 
+// One client of `marshal serve`: its connection and the objects it holds.
+struct Session {
+  Session(kj::Own<kj::AsyncIoStream> s, const Allowed& allowed)
+      : stream(kj::mv(s)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER, reader_options()),
+        rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(&allowed))) {
+    rpc.setFlowLimit(traversal_limit_words);
+  }
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+struct Tasks : kj::TaskSet::ErrorHandler {
+  void taskFailed(kj::Exception&&) override {}  // one client's failure ends that client only
+};
+
+kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, const Allowed& allowed, kj::TaskSet& tasks) {
+  return listener.accept().then([&](kj::Own<kj::AsyncIoStream> stream) {
+    auto session = kj::heap<Session>(kj::mv(stream), allowed);
+    // When the client goes, its session goes, and with it every handle it held.
+    tasks.add(session->network.onDisconnect().attach(kj::mv(session)));
+    return accept_loop(listener, allowed, tasks);
+  });
+}
+
 }  // namespace
+
+int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
+          const std::function<void(unsigned port)>& on_listening, std::string& error) {
+  if (!is_loopback(listen)) {
+    error = "refusing to listen on " + listen + ": without mutual TLS (not available yet) only a loopback address "
+            "(127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be served, so that no other machine can call the "
+            "libraries";
+    return 1;
+  }
+  try {
+    auto io = kj::setupAsyncIo();
+    // Loopback peers only, whatever the address resolves to.
+    auto network = io.provider->getNetwork().restrictPeers({"local"});
+    auto address = network->parseAddress(listen).wait(io.waitScope);
+    auto listener = address->listen();
+    on_listening(listener->getPort());
+    Tasks handler;
+    kj::TaskSet tasks(handler);
+    accept_loop(*listener, typemaps, tasks).wait(io.waitScope);
+  } catch (const kj::Exception& e) {
+    error = "cannot serve on " + listen + ": " + std::string(e.getDescription().cStr());
+    return 1;
+  }
+  return 0;
+}
 
 int run_surrogate(int sock, int crash_fd) {
   g_crash_fd = crash_fd;

@@ -39,6 +39,34 @@ namespace marshal::remote {
 
 bool wants_isolation(const Typemap& tm) { return tm.library.isolate == LibrarySpec::Isolate::process; }
 
+bool is_loopback(const std::string& address) {
+  // HOST:PORT, [V6]:PORT; the port must be all digits.
+  std::string host;
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) return false;
+  for (std::size_t i = colon + 1; i < address.size(); ++i)
+    if (address[i] < '0' || address[i] > '9') return false;
+  host = address.substr(0, colon);
+  if (host == "localhost" || host == "[::1]") return true;
+  // 127.0.0.0/8 as dotted decimal: four numbers 0-255, the first 127.
+  int parts = 0, value = -1;
+  bool first127 = false;
+  for (std::size_t i = 0; i <= host.size(); ++i) {
+    if (i == host.size() || host[i] == '.') {
+      if (value < 0 || value > 255) return false;
+      if (parts == 0) first127 = value == 127;
+      ++parts;
+      value = -1;
+    } else if (host[i] >= '0' && host[i] <= '9') {
+      value = (value < 0 ? 0 : value * 10) + (host[i] - '0');
+      if (value > 255) return false;
+    } else {
+      return false;
+    }
+  }
+  return parts == 4 && first127;
+}
+
 namespace {
 
 std::string signal_name(int s) {
@@ -192,6 +220,7 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
   const Typemap* tm = nullptr;
   std::string text, file, surrogate;
   std::chrono::milliseconds deadline{0};
+  std::string connect;  // a server's address instead of a surrogate
 
   std::thread io_thread;
   kj::Own<const kj::Executor> exec;
@@ -203,6 +232,7 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
   // I/O thread only:
   kj::AsyncIoContext* io = nullptr;
   kj::Own<Conn> conn;
+  kj::Own<kj::Network> network;  // connect: loopback peers only
 
   void taskFailed(kj::Exception&&) override {}
 
@@ -311,9 +341,36 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
     Child* c = child.get();
     child->exit = child->observer->whenBecomesReadable().then([c]() { return c->describe_exit(); }).fork();
 
+    generation.store(child->generation);
+    pid.store(child_pid);
+    return open_over(io->lowLevelProvider->wrapSocketFd(sv[0], kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
+                     child);
+  }
+
+  // Connects to `marshal serve` and opens the typemap's library there.
+  kj::Promise<std::string> start_connected() {
+    if (!is_loopback(connect))
+      return "refusing to connect to " + connect + ": without mutual TLS (not available yet) only a loopback "
+             "address (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be used";
+    if (!network) network = io->provider->getNetwork().restrictPeers({"local"});
+    const int gen = generation.load() + 1;
+    return network->parseAddress(connect)
+        .then([](kj::Own<kj::NetworkAddress> a) { return a->connect().attach(kj::mv(a)); })
+        .then([this, gen](kj::Own<kj::AsyncIoStream> stream) {
+                generation.store(gen);
+                return open_over(kj::mv(stream), nullptr);
+              },
+              [this](kj::Exception&& e) -> kj::Promise<std::string> {
+                return "cannot connect to marshal serve at " + connect + ": " + e.getDescription().cStr();
+              });
+  }
+
+  // Over a fresh connection (to a surrogate, or to a server when child is
+  // null): opens the typemap's library; "" or why not.
+  kj::Promise<std::string> open_over(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<Child> child) {
     auto next = kj::heap<Conn>();
     next->child = child;
-    next->stream = io->lowLevelProvider->wrapSocketFd(sv[0], kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+    next->stream = kj::mv(stream);
     next->network = kj::heap<capnp::TwoPartyVatNetwork>(*next->stream, capnp::rpc::twoparty::Side::CLIENT,
                                                          reader_options());
     next->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(capnp::makeRpcClient(*next->network));
@@ -325,8 +382,6 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
     req.setTypemap(text);
     req.setFile(file);
     conn = kj::mv(next);
-    generation.store(child->generation);
-    pid.store(child_pid);
     Conn* cn = conn.get();
     auto opened = req.send().then(
         [cn](capnp::Response<wire::Surrogate::OpenResults> r) -> kj::Promise<std::string> {
@@ -339,8 +394,9 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
     return io->provider->getTimer()
         .timeoutAfter(30 * kj::SECONDS, kj::mv(opened))
         .catch_([this, cn](kj::Exception&&) -> kj::Promise<std::string> {
-          cn->child->kill();
           cn->broken = true;
+          if (!cn->child) return "the server at " + connect + " did not open the library within 30 s";
+          cn->child->kill();
           return std::string("the surrogate (pid ") + std::to_string(cn->child->pid) +
                  ") did not open the library within 30 s and was killed";
         })
@@ -361,6 +417,12 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
     cn->broken = true;
     pid.store(0);
     auto child = cn->child;
+    if (!child) {  // a server: it went away (or the deadline closed the connection)
+      const std::string how = "the connection to marshal serve at " + connect + " ended";
+      imports->deaths[generation.load()] = how;
+      if (!cn->death.empty()) return cn->death;
+      return how + " during " + function;
+    }
     KJ_IF_MAYBE(x, child->exit) {
       auto& timer = io->provider->getTimer();
       return timer.timeoutAfter(2 * kj::SECONDS, x->addBranch())
@@ -391,9 +453,8 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
                              const std::vector<std::string>& where, std::chrono::milliseconds limit) {
     kj::Promise<std::string> ready = std::string();
     if (!conn || conn->broken) {
-      if (conn) imports->deaths.emplace(conn->child->generation, conn->death);
       conn = nullptr;  // drops the old capabilities and reaps the old process
-      ready = start();
+      ready = connect.empty() ? start() : start_connected();
     }
     return ready.then([this, &function, args, &where, limit](std::string e) -> kj::Promise<Reply> {
       if (!e.empty()) return Reply{false, {}, e};
@@ -439,8 +500,14 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
       // (the kill disconnects it), with the timeout's words.
       auto timeout = io->provider->getTimer()
                          .afterDelay(static_cast<std::int64_t>(limit.count()) * kj::MILLISECONDS)
-                         .then([this, cn, function, limit]() {
+                         .then([this, cn, function, limit]() -> kj::Promise<Reply> {
                            auto child = cn->child;
+                           if (!child) {  // a server cannot be killed from here: the connection is closed
+                             cn->death = "function " + function + " timed out after " + std::to_string(limit.count()) +
+                                         " ms at marshal serve " + connect + "; the connection was closed";
+                             return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
+                                 .then([](std::string why) { return Reply{false, {}, why}; });
+                           }
                            child->timed_out = true;
                            child->timeout_message = "function " + function + " timed out after " +
                                                     std::to_string(limit.count()) + " ms in the surrogate (pid " +
@@ -497,6 +564,7 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
   impl->text = std::move(text);
   impl->file = std::move(file);
   impl->surrogate = find_surrogate(options.surrogate);
+  impl->connect = options.connect;
   impl->deadline = options.deadline.count() > 0 ? options.deadline
                                                 : std::chrono::milliseconds(r.typemap->library.deadline_ms);
 
@@ -523,6 +591,7 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
     // surrogate sees the disconnect and exits; ~Child reaps it).
     for (auto& [box, entry] : im->imports->by_box) entry.cap = nullptr;
     im->conn = nullptr;
+    im->network = nullptr;
     im->io = nullptr;
   });
   {
@@ -531,7 +600,7 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
   }
   std::unique_ptr<IsolatedLibrary> lib(new IsolatedLibrary(std::move(impl)));
   try {
-    error = lib->impl_->exec->executeSync([im] { return im->start(); });
+    error = lib->impl_->exec->executeSync([im] { return im->connect.empty() ? im->start() : im->start_connected(); });
   } catch (const std::exception& e) {
     error = std::string("cannot start the surrogate: ") + e.what();
   }

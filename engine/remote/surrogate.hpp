@@ -20,9 +20,12 @@
 #include "plan.hpp"
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace marshal::remote {
 
@@ -33,7 +36,16 @@ struct IsolateOptions {
   // A call that takes longer is killed with its surrogate and is an error.
   // Zero: the typemap's library "deadline_ms", else no deadline.
   std::chrono::milliseconds deadline{0};
+  // "HOST:PORT" of a `marshal serve` to use instead of a surrogate process
+  // (loopback only until mutual TLS exists: see loopback_only). The server
+  // must serve the same typemap text. Its crashes are not reported as a
+  // surrogate's; a deadline closes the connection.
+  std::string connect;
 };
+
+// Whether an address names this machine only (127.0.0.0/8, ::1, localhost);
+// serve and connect refuse anything else without TLS, with a message saying why.
+bool is_loopback(const std::string& address);
 
 // Whether a typemap asks for its library in a surrogate ("isolate": "process").
 bool wants_isolation(const Typemap& tm);
@@ -74,6 +86,15 @@ class IsolatedLibrary {
 // disconnects, reporting a native crash on `crash_fd`. The main of
 // marshal-surrogate; returns its exit status.
 int run_surrogate(int sock, int crash_fd);
+
+// `marshal serve`: serves the typemaps (path, text) on `listen` ("HOST:PORT",
+// loopback only) until killed; a client may open only a typemap whose text is
+// one of these (an allowlist: nothing by address or by file name). Each
+// client gets its own library objects; its handles are released when it
+// disconnects. `on_listening` gets the bound port (for port 0). Returns an
+// exit status; `error` says why it could not serve.
+int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
+          const std::function<void(unsigned port)>& on_listening, std::string& error);
 
 // What the surrogate's crash handler writes to the crash pipe (one write,
 // under PIPE_BUF, so it arrives whole).
