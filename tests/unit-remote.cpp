@@ -434,9 +434,9 @@ TEST_SUITE("remote") {
       Context ctx2;
       auto other = remote::IsolatedLibrary::open_file(ctx2, source_path("tests/fixtures/pinvoke.json"), o, error);
       REQUIRE(other);
-      CallResult h, n;
-      REQUIRE(other->call("res_open", std::vector<Value>{9}, h, error));
-      REQUIRE(other->call("res_open", std::vector<Value>{10}, h, error));
+      CallResult h1, h2, n;
+      REQUIRE(other->call("res_open", std::vector<Value>{9}, h1, error));
+      REQUIRE(other->call("res_open", std::vector<Value>{10}, h2, error));
       REQUIRE(there->call("res_live", {}, n, error));
       CHECK(I(n.ret) == I(live.ret) + 2);  // two clients on one server share the library
     }  // `other` disconnects still holding its handles
@@ -470,5 +470,71 @@ TEST_SUITE("remote") {
     CHECK(r.status == 1);
     CHECK(r.err.find("typemap typemaps/libc.json is not served here") != std::string::npos);
     CHECK(r.err.find("(served: typemaps/zlib.json)") != std::string::npos);
+  }
+}
+
+// A measurement, not a check (skipped unless run with --no-skip): add_i32 and
+// a 1 MiB bytes in/out through the surrogate, next to a raw socketpair
+// ping-pong of the same payloads (the floor). ./run bench owns the real rows.
+#include <sys/socket.h>
+
+TEST_SUITE("remote") {
+  TEST_CASE("timing: surrogate round trips next to a raw socketpair ping-pong" * doctest::skip()) {
+    using clock = std::chrono::steady_clock;
+    auto us = [](clock::duration d, int n) { return std::chrono::duration<double, std::micro>(d).count() / n; };
+    auto pingpong = [](std::size_t bytes, int n) {
+      int sv[2];
+      REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+      std::thread echo([&] {
+        std::vector<char> buf(bytes);
+        for (int i = 0; i < n; ++i) {
+          std::size_t got = 0;
+          while (got < bytes) got += static_cast<std::size_t>(::read(sv[1], buf.data() + got, bytes - got));
+          std::size_t put = 0;
+          while (put < bytes) put += static_cast<std::size_t>(::write(sv[1], buf.data() + put, bytes - put));
+        }
+      });
+      std::vector<char> buf(bytes, 'x');
+      auto t0 = clock::now();
+      for (int i = 0; i < n; ++i) {
+        std::size_t put = 0;
+        while (put < bytes) put += static_cast<std::size_t>(::write(sv[0], buf.data() + put, bytes - put));
+        std::size_t got = 0;
+        while (got < bytes) got += static_cast<std::size_t>(::read(sv[0], buf.data() + got, bytes - got));
+      }
+      auto t = clock::now() - t0;
+      echo.join();
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return t;
+    };
+    Bound here("tests/fixtures/pinvoke.json");
+    Isolated there("tests/fixtures/pinvoke.json");
+    const int n = 3000;
+    std::vector<Value> args{2, 40};
+    CallResult r;
+    std::string error;
+    const Plan* plan = here.lib->bind("add_i32", error);
+    auto t0 = clock::now();
+    for (int i = 0; i < n; ++i) plan->call(args, r, error);
+    auto in_process = clock::now() - t0;
+    t0 = clock::now();
+    for (int i = 0; i < n; ++i) there.lib->call("add_i32", args, r, error);
+    auto isolated = clock::now() - t0;
+    auto floor = pingpong(16, n);
+    MESSAGE("add_i32: in-process " << us(in_process, n) << " us, surrogate " << us(isolated, n)
+                                   << " us, raw socketpair ping-pong " << us(floor, n) << " us");
+    const int m = 50;
+    std::vector<Value> big{Bytes{std::vector<std::uint8_t>(1 << 20, 7)}, 1 << 20};
+    const Plan* scribble = here.lib->bind("scribble_in_bytes", error);
+    t0 = clock::now();
+    for (int i = 0; i < m; ++i) REQUIRE(scribble->call(big, r, error));
+    auto mib_here = clock::now() - t0;
+    t0 = clock::now();
+    for (int i = 0; i < m; ++i) REQUIRE(there.lib->call("scribble_in_bytes", big, r, error));
+    auto mib = clock::now() - t0;
+    auto mib_floor = pingpong(1 << 20, m);
+    MESSAGE("1 MiB bytes in: in-process " << us(mib_here, m) << " us, surrogate " << us(mib, m)
+                                          << " us, raw socketpair 1 MiB each way " << us(mib_floor, m) << " us");
   }
 }
