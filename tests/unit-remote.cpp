@@ -538,3 +538,72 @@ TEST_SUITE("remote") {
                                           << " us, raw socketpair 1 MiB each way " << us(mib_floor, m) << " us");
   }
 }
+
+// ---- robustness ----
+
+#include <fcntl.h>
+#include <spawn.h>
+
+TEST_SUITE("remote") {
+  TEST_CASE("a surrogate fed garbage or a truncated message closes the connection and exits, never crashes") {
+    for (const std::string& garbage :
+         {std::string("\xff\xff\xff\x7f" "garbage that is not a Cap'n Proto message", 45),
+          std::string("\x00\x00\x00\x00\x10\x00\x00\x00", 8),  // one segment of 16 words, then nothing
+          std::string(4096, '\x41')}) {
+      int sv[2], crash[2];
+      REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+      REQUIRE(::pipe2(crash, O_CLOEXEC) == 0);
+      posix_spawn_file_actions_t fa;
+      posix_spawn_file_actions_init(&fa);
+      posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+      posix_spawn_file_actions_adddup2(&fa, crash[1], 4);
+      // kj reports the protocol error on stderr: keep the test's output clean.
+      posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+      char name[] = "marshal-surrogate";
+      char* argv[] = {name, nullptr};
+      pid_t pid;
+      REQUIRE(::posix_spawn(&pid, MARSHAL_SURROGATE, &fa, nullptr, argv, environ) == 0);
+      posix_spawn_file_actions_destroy(&fa);
+      ::close(sv[1]);
+      ::close(crash[1]);
+      CHECK(::write(sv[0], garbage.data(), garbage.size()) == static_cast<ssize_t>(garbage.size()));
+      ::shutdown(sv[0], SHUT_WR);  // a truncated message: the rest never comes
+      int status = 0;
+      REQUIRE(::waitpid(pid, &status, 0) == pid);
+      CHECK(WIFEXITED(status));  // not killed by a signal
+      char byte;
+      CHECK(::read(crash[0], &byte, 1) == 0);  // and no crash report
+      ::close(sv[0]);
+      ::close(crash[0]);
+    }
+  }
+
+  TEST_CASE("values nested deeper than the engine allows are refused before they are sent") {
+    Isolated there("tests/fixtures/pinvoke.json");
+    Value deep = List{1};
+    for (int i = 0; i < 300; ++i) deep = Value(List{std::move(deep)});
+    std::string e = there.error_of("sum_in_i32_array", {deep, 1});
+    CHECK(e.find("parameter 0 'v'") != std::string::npos);
+    CHECK(e.find("values nest more than 256 deep") != std::string::npos);
+    CHECK(there.call("add_i32", {1, 2}).ret == Value(3));
+  }
+
+  TEST_CASE("a typemap that says isolate runs isolated from the CLI without --isolate") {
+    std::string text = read_text(source_path("typemaps/libc.json"));
+    const auto at = text.find("\"load\"");
+    REQUIRE(at != std::string::npos);
+    text.insert(at, "\"isolate\": \"process\", ");
+    const std::string path = temp_path("isolated-libc.json");
+    {
+      std::ofstream out(path);
+      out << text;
+    }
+    Run r = run("call " + path + " div 1 0");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("function div crashed in the surrogate (pid ") == 0);
+    CHECK(r.err.find("with SIGFPE") != std::string::npos);
+    r = run("call " + path + " div 17 5");
+    CHECK(r.out == "{\"return\":{\"quot\":3,\"rem\":2},\"out\":{}}\n");
+    std::filesystem::remove(path);
+  }
+}
