@@ -248,6 +248,17 @@ TEST_SUITE("remote") {
     CHECK(there.call("div", {-7, 2}).ret == Value(rec({{"quot", -3}, {"rem", -1}})));
   }
 
+  TEST_CASE("a surrogate killed between calls is replaced before the next call is sent") {
+    Isolated there(crashing_libc, "killed.json");
+    const int pid = there.lib->pid();
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    std::this_thread::sleep_for(200ms);  // it has ended (the host reaps it, not the test)
+    const std::int64_t now = I(there.call("getpid").ret);
+    CHECK(now != pid);
+    CHECK(now == there.lib->pid());
+    CHECK(there.lib->generation() == 2);
+  }
+
   TEST_CASE("handles from a dead surrogate are refused with a message, never a hang") {
     Isolated there(std::string(R"({"typemap": 1,
       "library": {"name": "fx", "load": {"linux": ["libmarshal_fixture.so", "build/tests/libmarshal_fixture.so"]}},

@@ -122,6 +122,13 @@ struct Child {
     if (crash_fd >= 0) close(crash_fd);
   }
 
+  // Whether the process has ended (its pidfd is readable), without waiting.
+  bool exited() const {
+    if (reaped) return true;
+    pollfd p{pidfd, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+  }
+
   void kill() const {
     if (!reaped && pidfd >= 0) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
   }
@@ -452,6 +459,12 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
   kj::Promise<Reply> io_call(const std::string& function, std::span<const Value> args,
                              const std::vector<std::string>& where, std::chrono::milliseconds limit) {
     kj::Promise<std::string> ready = std::string();
+    // A surrogate that ended between calls (killed from outside, say) is
+    // replaced before this call is sent: nothing of the call ran yet.
+    if (conn && !conn->broken && conn->child && conn->child->exited()) {
+      conn->broken = true;
+      imports->deaths[conn->child->generation] = conn->child->reaped ? "it ended" : conn->child->describe_exit();
+    }
     if (!conn || conn->broken) {
       conn = nullptr;  // drops the old capabilities and reaps the old process
       ready = connect.empty() ? start() : start_connected();
