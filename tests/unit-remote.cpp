@@ -652,5 +652,16 @@ TEST_SUITE("remote") {
     r = run("call " + path + " div 17 5");
     CHECK(r.out == "{\"return\":{\"quot\":3,\"rem\":2},\"out\":{}}\n");
     std::filesystem::remove(path);
+    // --deadline: a hung call is one error line and exit status 1.
+    const std::string hang = temp_path("hang.json");
+    {
+      std::ofstream out(hang);
+      out << crashing_libc;
+    }
+    r = run("call --isolate --deadline 200 " + hang + " pause");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("function pause timed out after 200 ms in the surrogate (pid ") == 0);
+    CHECK(r.err.find("); the surrogate was killed\n") != std::string::npos);
+    std::filesystem::remove(hang);
   }
 }
