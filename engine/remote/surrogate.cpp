@@ -13,6 +13,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <condition_variable>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -175,6 +176,45 @@ struct Reply {
   std::string error;
 };
 
+// Runs f (returning a kj::Promise<T>) on the I/O thread and waits for its
+// value. kj's executor queues with raw futexes, which ThreadSanitizer cannot
+// see; the hand-off here goes through a std::mutex both ways (the caller's
+// writes are published before f reads them, the result before the caller reads
+// it), so the happens-before is explicit, and the result is moved across under
+// the same mutex.
+template <class T, class F>
+T run_on(const kj::Executor& exec, F&& f) {
+  struct Slot {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    kj::Maybe<T> value;
+    kj::Maybe<kj::Exception> failure;
+  } slot;
+  { std::lock_guard publish(slot.m); }
+  exec.executeSync([&]() -> kj::Promise<void> {
+    { std::lock_guard acquire(slot.m); }
+    return kj::evalNow([&] { return f(); })
+        .then([&](T v) {
+                std::lock_guard lock(slot.m);
+                slot.value = kj::mv(v);
+                slot.done = true;
+                slot.cv.notify_all();
+              },
+              [&](kj::Exception&& e) {
+                std::lock_guard lock(slot.m);
+                slot.failure = kj::mv(e);
+                slot.done = true;
+                slot.cv.notify_all();
+              });
+  });
+  std::unique_lock lock(slot.m);
+  slot.cv.wait(lock, [&] { return slot.done; });
+  KJ_IF_MAYBE(e, slot.failure) { kj::throwFatalException(kj::mv(*e)); }
+  KJ_IF_MAYBE(v, slot.value) { return kj::mv(*v); }
+  return T{};
+}
+
 }  // namespace
 
 // ---- handles imported from surrogates (shared with the HandleBoxes) ----
@@ -215,7 +255,10 @@ struct Imports {
       }
       std::lock_guard lock(self->mutex);
       if (!self->alive) return;
-      self->exec->executeSync([&] { self->forget(box); });
+      run_on<bool>(*self->exec, [&] {
+        self->forget(box);
+        return kj::Promise<bool>(true);
+      });
     } catch (...) {
       // The I/O thread is ending: its teardown drops every capability.
     }
@@ -613,7 +656,7 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
   }
   std::unique_ptr<IsolatedLibrary> lib(new IsolatedLibrary(std::move(impl)));
   try {
-    error = lib->impl_->exec->executeSync([im] { return im->connect.empty() ? im->start() : im->start_connected(); });
+    error = run_on<std::string>(*lib->impl_->exec, [im] { return im->connect.empty() ? im->start() : im->start_connected(); });
   } catch (const std::exception& e) {
     error = std::string("cannot start the surrogate: ") + e.what();
   }
@@ -643,7 +686,7 @@ bool IsolatedLibrary::call(const std::string& function, std::span<const Value> a
   Reply reply;
   try {
     Impl* im = impl_.get();
-    reply = im->exec->executeSync([&] { return im->io_call(function, args, where, limit); });
+    reply = run_on<Reply>(*im->exec, [&] { return im->io_call(function, args, where, limit); });
   } catch (const std::exception& e) {
     error = "remote call of " + function + " failed: " + e.what();
     return false;
