@@ -11,7 +11,7 @@
 #include "fixtures/pinvoke.h"
 #include "marshal.h"
 #include "marshal/marshal.hpp"
-#include "native.hpp"
+#include "convert/native.hpp"
 
 #include <algorithm>
 #include <atomic>

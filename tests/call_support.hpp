@@ -3,8 +3,8 @@
 
 #include <doctest/doctest.h>
 
-#include "context.hpp"
-#include "plan.hpp"
+#include "typemap/context.hpp"
+#include "call/library.hpp"
 #include "support.hpp"
 
 namespace marshal::test {

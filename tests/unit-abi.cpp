@@ -6,8 +6,8 @@
 // Results are compared byte by byte with the direct C call, made by the compiler.
 #include "call_support.hpp"
 
-#include "abi.hpp"
-#include "convert.hpp"
+#include "abi/abi.hpp"
+#include "convert/convert.hpp"
 #include "fixtures/abi_edge.h"
 #include "marshal/marshal.hpp"
 

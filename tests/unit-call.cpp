@@ -4,8 +4,8 @@
 #include "call_support.hpp"
 
 #include "fixtures/pinvoke.h"
-#include "native.hpp"
-#include "strings.hpp"
+#include "convert/native.hpp"
+#include "convert/strings.hpp"
 
 #include <cerrno>
 #include <cmath>

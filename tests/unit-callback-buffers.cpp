@@ -7,7 +7,7 @@
 // puts guards after every buffer and reports any write past the count.
 #include "call_support.hpp"
 
-#include "callback.hpp"
+#include "callbacks/callback.hpp"
 
 #include <cstdint>
 

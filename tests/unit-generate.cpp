@@ -4,7 +4,7 @@
 // `marshal check` must list exactly the questions annotations could not answer.
 #include <doctest/doctest.h>
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 #include "cli_run.hpp"
 #include "support.hpp"
 

@@ -5,7 +5,7 @@
 #include "call_support.hpp"
 #include "child_process.hpp"
 
-#include "guard.hpp"
+#include "base/guard.hpp"
 
 #include <csignal>
 #include <string>

@@ -7,11 +7,11 @@
 // about, so an ASan build reports any buffer smaller than its count.
 #include "call_support.hpp"
 
-#include "arena.hpp"
-#include "bounds.hpp"
-#include "lane.hpp"
-#include "native.hpp"
-#include "numeric.hpp"
+#include "base/arena.hpp"
+#include "base/bounds.hpp"
+#include "convert/lane.hpp"
+#include "convert/native.hpp"
+#include "convert/numeric.hpp"
 
 #include <chrono>
 #include <cmath>

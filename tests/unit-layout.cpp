@@ -4,7 +4,7 @@
 // them out, must equal what the engine computes from tests/fixtures/layout.json.
 #include <doctest/doctest.h>
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 #include "support.hpp"
 
 #include "fixtures/layout_table.h"

@@ -4,7 +4,7 @@
 // a z_stream in host-owned native memory (its address must not change).
 #include "call_support.hpp"
 
-#include "native.hpp"
+#include "convert/native.hpp"
 
 #include <cerrno>
 #include <climits>

@@ -6,7 +6,7 @@
 #include "call_support.hpp"
 #include "child_process.hpp"
 
-#include "guard.hpp"
+#include "base/guard.hpp"
 #include "marshal/marshal.hpp"
 
 #include <csignal>

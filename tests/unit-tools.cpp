@@ -5,7 +5,7 @@
 // entries, and generate (drafts from C headers whose layouts equal the compiler's).
 #include <doctest/doctest.h>
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 #include "fixtures/layout_table.h"
 #include "cli_run.hpp"
 #include "support.hpp"

@@ -4,7 +4,7 @@
 #include <set>
 #include <doctest/doctest.h>
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 #include "support.hpp"
 
 #include <algorithm>

@@ -5,7 +5,7 @@
 // never crash or hang, and every error they give is well formed.
 #include <doctest/doctest.h>
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 #include "support.hpp"
 
 #include <filesystem>

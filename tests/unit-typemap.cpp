@@ -3,7 +3,7 @@
 // vtable slots, classes and constants of tests/typemaps/good/everything.json.
 #include <doctest/doctest.h>
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 #include "support.hpp"
 
 #include <algorithm>

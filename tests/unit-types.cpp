@@ -3,7 +3,7 @@
 // structural type is interned once, and the registry is readable while loading.
 #include <doctest/doctest.h>
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 
 #include <atomic>
 #include <cwchar>

@@ -7,13 +7,13 @@
 #include "marshal.h"
 
 #include "handles.hpp"
-#include "native.hpp"
+#include "convert/native.hpp"
 
-#include "apartment.hpp"
-#include "context.hpp"
-#include "object.hpp"
-#include "plan.hpp"
-#include "value.hpp"
+#include "apartments/apartment.hpp"
+#include "typemap/context.hpp"
+#include "objects/object.hpp"
+#include "call/library.hpp"
+#include "values/value.hpp"
 
 #include <atomic>
 #include <chrono>

@@ -4,8 +4,8 @@
 // error is one line on stderr and exit status 1.
 #include "commands.hpp"
 
-#include "context.hpp"
-#include "plan.hpp"
+#include "typemap/context.hpp"
+#include "call/library.hpp"
 #include "remote/surrogate.hpp"
 
 #include <charconv>

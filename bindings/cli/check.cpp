@@ -4,8 +4,8 @@
 #include "commands.hpp"
 #include "tools.hpp"
 
-#include "context.hpp"
-#include "plan.hpp"
+#include "typemap/context.hpp"
+#include "call/library.hpp"
 
 #include <cstdio>
 #include <fstream>

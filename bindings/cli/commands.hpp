@@ -1,7 +1,7 @@
 // marshal command line: one function per subcommand.
 #pragma once
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 
 #include <string>
 #include <vector>

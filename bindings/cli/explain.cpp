@@ -5,8 +5,8 @@
 // (marshal: copies and allocations, pin, unmarshal: copy-back, cleanup: frees).
 #include "tools.hpp"
 
-#include "abi.hpp"
-#include "context.hpp"
+#include "abi/abi.hpp"
+#include "typemap/context.hpp"
 
 #include <cstdio>
 #include <string>

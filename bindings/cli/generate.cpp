@@ -9,7 +9,7 @@
 
 #ifdef MARSHAL_HAVE_LIBCLANG
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 #include "generate.hpp"
 
 #include <clang-c/Index.h>

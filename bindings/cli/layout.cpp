@@ -3,8 +3,8 @@
 // flattened with dotted names and absolute offsets), bit ranges and padding.
 #include "commands.hpp"
 
-#include "context.hpp"
-#include "layout.hpp"
+#include "typemap/context.hpp"
+#include "types/layout.hpp"
 
 #include <cstdio>
 #include <string>

@@ -4,7 +4,7 @@
 // rejected everything that is wrong, so these are judgements, not errors.
 #include "tools.hpp"
 
-#include "context.hpp"
+#include "typemap/context.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -4,8 +4,10 @@
 // crash is reported on the crash pipe by a handler on an alternate stack
 // (naming the function that was running), then the signal's default action
 // ends the process, which the host sees as a disconnect plus an exit status.
-#include "surrogate.hpp"
-#include "wire.hpp"
+#include "call/library.hpp"
+#include "call/plan.hpp"
+#include "remote/surrogate.hpp"
+#include "remote/wire.hpp"
 
 #include <capnp/capability.h>
 #include <capnp/rpc-twoparty.h>

@@ -2,8 +2,8 @@
 // All Cap'n Proto objects of one IsolatedLibrary live on its I/O thread; a
 // caller's thread hands it a call with Executor::executeSync and blocks until
 // the reply (or the deadline, or the surrogate's death) settles it.
-#include "surrogate.hpp"
-#include "wire.hpp"
+#include "remote/surrogate.hpp"
+#include "remote/wire.hpp"
 
 #include <capnp/capability.h>
 #include <capnp/message.h>

@@ -16,8 +16,8 @@
 // kj ignores SIGPIPE process-wide once a surrogate has been started.
 #pragma once
 
-#include "context.hpp"
-#include "plan.hpp"
+#include "typemap/context.hpp"
+#include "values/call_values.hpp"
 
 #include <chrono>
 #include <functional>

@@ -1,5 +1,5 @@
 // marshal remote: host values on the wire (see wire.hpp).
-#include "wire.hpp"
+#include "remote/wire.hpp"
 
 #include <cstdio>
 

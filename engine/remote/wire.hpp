@@ -8,8 +8,8 @@
 // where the value stood ("parameter 1 'buf'", "out 'len'").
 #pragma once
 
-#include "marshal_remote.capnp.h"
-#include "value.hpp"
+#include "remote/marshal_remote.capnp.h"
+#include "values/value.hpp"
 
 #include <capnp/message.h>
 #include <string>

@@ -6,8 +6,8 @@
 // callback with fixed arguments, and records what the host returned. Each
 // (library, direction) batch runs in a child process, so a crash names the
 // signature that was being called and the batch goes on after it.
-#include "context.hpp"
-#include "plan.hpp"
+#include "typemap/context.hpp"
+#include "call/library.hpp"
 
 #include <nlohmann/json.hpp>
 

@@ -6,7 +6,7 @@
 // struct or union holds its fields inside its size.
 #include "fuzz_support.hpp"
 
-#include "layout.hpp"
+#include "types/layout.hpp"
 
 #include <bit>
 

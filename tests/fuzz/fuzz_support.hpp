@@ -4,8 +4,8 @@
 // report (both sides printed, then abort so libFuzzer saves the input).
 #pragma once
 
-#include "context.hpp"
-#include "plan.hpp"
+#include "typemap/context.hpp"
+#include "call/library.hpp"
 
 #include <cstdio>
 #include <cstdlib>

@@ -1,7 +1,7 @@
 // marshal tests: the engine's layout of every struct and union of a typemap, printed in
 // the line format of the C program gen_layouts.py writes, so check_layouts.py can compare
 // them. In process, through the loader (which calls compute_layout, as `marshal layout` does).
-#include "context.hpp"
+#include "typemap/context.hpp"
 
 #include <cstdio>
 #include <string>

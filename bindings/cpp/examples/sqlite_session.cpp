@@ -1,8 +1,8 @@
 // marshal example: a sqlite3 session through typemaps/sqlite3.json and the
 // engine's dynamic values: an in-memory database, rows read through
 // sqlite3_exec's row callback (a host function), and a prepared statement.
-#include "context.hpp"
-#include "plan.hpp"
+#include "typemap/context.hpp"
+#include "call/library.hpp"
 
 #include <cstdio>
 #include <string>

@@ -4,9 +4,9 @@
 // against a typemap type. Included by marshal.hpp; not an API of its own.
 #pragma once
 
-#include "context.hpp"
-#include "plan.hpp"
-#include "strings.hpp"
+#include "typemap/context.hpp"
+#include "call/library.hpp"
+#include "convert/strings.hpp"
 #include "marshal/wrappers.hpp"
 
 #include <array>

@@ -444,7 +444,7 @@ template <class R, class... A> class method<R(A...)> {
   method(const object& obj, const std::string& name) : obj_(obj), name_(name) {
     if (!obj.value().template is<ObjectRef>()) throw error("marshal: method '" + name + "' of an object that is not native");
     const ObjectRef& ref = obj.value().template as<ObjectRef>();
-    Library& lib = library_of(ref);
+    Library& lib = dynamic_cast<Library&>(library_of(ref));  // the one ObjectHost there is
     ObjectSpace::MethodRef m;
     std::string err;
     if (!lib.objects().find_method(ref, name, m, err)) throw error(err);

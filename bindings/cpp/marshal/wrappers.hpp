@@ -3,7 +3,7 @@
 // address (an opaque void*), and callback<R(A...)> (any callable).
 #pragma once
 
-#include "value.hpp"
+#include "values/value.hpp"
 
 #include <cstdint>
 #include <chrono>

@@ -1,0 +1,189 @@
+// marshal engine: host values.
+// One dynamic value type for the host side of a call: null, bool, exact signed
+// and unsigned 64-bit integers, double, UTF-8 string, bytes, list, record (ordered
+// name -> value), address, handle, and native memory. Converts to and from JSON.
+#pragma once
+
+#include "base/bounds.hpp"
+#include "types/type_desc.hpp"
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace marshal {
+
+class Value;
+using List = std::vector<Value>;
+using Record = std::vector<std::pair<std::string, Value>>;
+struct Bytes { std::vector<std::uint8_t> data; };
+struct Address { std::uintptr_t value = 0; };
+
+// A native handle with identity: the same (type, value) maps to one HandleBox
+// while the host holds it; dropping the last reference calls the release.
+struct HandleBox {
+  TypeId type = no_type;
+  std::int64_t value = 0;
+  std::string type_name;
+  std::function<void(std::int64_t)> release;  // empty: nothing to release
+  // Its release function was called explicitly; using it is an error. Atomic:
+  // a call on one thread may release what another thread is converting.
+  std::atomic<bool> released{false};
+  ~HandleBox() { if (release && !released) release(value); }
+};
+
+class Value;
+class Callback;      // callback.hpp
+class NativeObject;  // object.hpp
+class HostObject;    // object.hpp
+struct Proxy;        // object.hpp
+class Apartment;     // apartment.hpp
+struct Interface;    // typemap.hpp
+
+// A native object as the host holds it: the object (one per COM identity, so
+// two references to one object compare equal), the interface it was obtained
+// as (which decides how method names resolve), the apartment the reference
+// belongs to (null: none), for a reference marshaled from another
+// apartment, the proxy its calls go through, and the object's COM identity
+// (its IUnknown address; objects/ sets it with the object or proxy): two
+// references are equal when it is.
+struct ObjectRef {
+  std::shared_ptr<NativeObject> object;
+  const Interface* iface = nullptr;
+  std::shared_ptr<Apartment> home;
+  std::shared_ptr<Proxy> proxy;
+  void* identity = nullptr;
+};
+
+// A host function that native code can call back (through a callback type).
+// It returns false with a message to fail; a throw is caught and treated the
+// same way: exceptions never unwind through native frames.
+struct HostFunction {
+  std::string name;
+  std::function<bool(const std::vector<Value>& args, Value& result, std::string& error)> fn;
+};
+
+// Native memory owned by the host (like ctypes' structure instances): passed to
+// a ptr parameter of its type by address, without a copy, so a callee may keep
+// the address across calls (zlib's z_stream).
+struct NativeBox {
+  TypeId type = no_type;
+  std::size_t count = 1;
+  std::vector<std::shared_ptr<void>> keep_alive;  // memory its pointer fields refer to
+  std::unique_ptr<std::byte[]> storage;
+  std::size_t size = 0;
+  void* data() const { return storage.get(); }
+};
+
+class Value {
+ public:
+  using Storage = std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Bytes, List,
+                               Record, Address, std::shared_ptr<HandleBox>, std::shared_ptr<NativeBox>,
+                               std::shared_ptr<HostFunction>, std::shared_ptr<Callback>, ObjectRef,
+                               std::shared_ptr<HostObject>>;
+  enum class Type : std::uint8_t {
+    null, boolean, int64, uint64, real, string, bytes, list, record, address, handle, native, function, callback,
+    object, host_object
+  };
+
+  Value() = default;
+  Value(std::nullptr_t) {}
+  Value(bool b) : v_(b) {}
+  Value(int i) : v_(std::int64_t{i}) {}
+  Value(std::int64_t i) : v_(i) {}
+  Value(std::uint64_t u) { set_unsigned(u); }
+  Value(double d) : v_(d) {}
+  Value(std::string s) : v_(std::move(s)) {}
+  Value(const char* s) : v_(std::string(s)) {}
+  Value(Bytes b) : v_(std::move(b)) {}
+  Value(List l) : v_(std::move(l)) {}
+  Value(Record r) : v_(std::move(r)) {}
+  Value(Address a) : v_(a) {}
+  Value(std::shared_ptr<HandleBox> h) : v_(std::move(h)) {}
+  Value(std::shared_ptr<NativeBox> n) : v_(std::move(n)) {}
+  Value(std::shared_ptr<HostFunction> f) : v_(std::move(f)) {}
+  Value(std::shared_ptr<Callback> c) : v_(std::move(c)) {}
+  Value(ObjectRef o) : v_(std::move(o)) {}
+  Value(std::shared_ptr<HostObject> h) : v_(std::move(h)) {}
+
+  Type type() const { return static_cast<Type>(v_.index()); }
+  bool is_null() const { return type() == Type::null; }
+  bool is_integer() const { return type() == Type::int64 || type() == Type::uint64; }
+  template <class T> bool is() const { return std::holds_alternative<T>(v_); }
+  template <class T> const T& as() const { return std::get<T>(v_); }
+  template <class T> T& as() { return std::get<T>(v_); }
+
+  // Replace the value in place: no temporary Value, no visit when the kind is
+  // the same as before (the call paths write results this way).
+  void set_null() { v_.emplace<std::monostate>(); }
+  void set_bool(bool b) { put(b); }
+  void set_int(std::int64_t i) { put(i); }
+  void set_uint(std::uint64_t u) {
+    if (u <= static_cast<std::uint64_t>(INT64_MAX)) put(static_cast<std::int64_t>(u));
+    else put(u);
+  }
+  void set_real(double d) { put(d); }
+  void set_address(std::uintptr_t a) {
+    if (a) put(Address{a});
+    else set_null();
+  }
+
+  // Moves o's value here; scalars are copied by kind, without a visit.
+  void take(Value&& o) {
+    switch (o.type()) {
+      case Type::null: set_null(); return;
+      case Type::boolean: put(o.as<bool>()); return;
+      case Type::int64: put(o.as<std::int64_t>()); return;
+      case Type::uint64: put(o.as<std::uint64_t>()); return;
+      case Type::real: put(o.as<double>()); return;
+      case Type::address: put(o.as<Address>()); return;
+      default: v_ = std::move(o.v_); return;
+    }
+  }
+
+  // A record's field, or nullptr.
+  const Value* field(std::string_view name) const;
+  // For messages: "an integer", "a string", ...
+  std::string describe() const;
+
+  // JSON form (TYPEMAP.md "Host values in JSON"): bytes are {"base64": "..."},
+  // addresses {"address": "0x..."}, records keep their order. Doubles JSON
+  // cannot hold are {"float": "inf" | "-inf" | "nan"}, read back the same way.
+  nlohmann::ordered_json to_json() const;
+  // Nesting deeper than max_value_depth (bounds.hpp) is an error, not a deep
+  // recursion: false with a message.
+  static bool from_json(const nlohmann::json& j, Value& out, std::string& error);
+  static bool from_json(const nlohmann::ordered_json& j, Value& out, std::string& error);
+  // The same, read from text without building a JSON document first: nesting
+  // is bounded while parsing, an object that names a key twice is an error,
+  // and integers are exact (JSON integers beyond 64 bits become doubles, which
+  // integer types refuse: numeric.hpp).
+  static bool parse_json(std::string_view text, Value& out, std::string& error);
+  // Throws std::invalid_argument where the forms above return false.
+  static Value from_json(const nlohmann::json& j);
+  static Value from_json(const nlohmann::ordered_json& j);
+
+  friend bool operator==(const Value& a, const Value& b);
+
+ private:
+  template <class T> void put(T x) {
+    if (T* p = std::get_if<T>(&v_)) *p = x;
+    else v_.template emplace<T>(x);
+  }
+  void set_unsigned(std::uint64_t u) {
+    if (u <= static_cast<std::uint64_t>(INT64_MAX)) v_ = static_cast<std::int64_t>(u);
+    else v_ = u;
+  }
+  Storage v_;
+};
+
+std::string base64_encode(const std::uint8_t* data, std::size_t n);
+bool base64_decode(std::string_view text, std::vector<std::uint8_t>& out);
+
+}  // namespace marshal
