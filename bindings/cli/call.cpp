@@ -1,4 +1,4 @@
-// marshal command line: `marshal call TYPEMAP FUNCTION [ARG...]`.
+// marshal command line: `marshal call [--isolate] [--deadline MS] TYPEMAP FUNCTION [ARG...]`.
 // Each ARG is one JSON value for the next in/inout parameter; prints exactly one
 // JSON object {"return": R, "out": {...}} (plus "errno" when captured). Any
 // error is one line on stderr and exit status 1.
@@ -6,7 +6,9 @@
 
 #include "typemap/context.hpp"
 #include "call/library.hpp"
+#include "remote/surrogate.hpp"
 
+#include <charconv>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -31,7 +33,7 @@ std::string shown(const std::string& text) {
 int cmd_call(const Args& args) {
   if (wants_help(args)) {
     std::printf(
-        "usage: marshal call TYPEMAP FUNCTION [ARG...]\n"
+        "usage: marshal call [--isolate | --connect HOST:PORT] [--deadline MS] TYPEMAP FUNCTION [ARG...]\n"
         "\n"
         "Calls FUNCTION of TYPEMAP's library. Each ARG is one JSON value for the next\n"
         "in or inout parameter, in order (out parameters are not given). Variadic\n"
@@ -45,55 +47,120 @@ int cmd_call(const Args& args) {
         "Prints one JSON object: {\"return\": R, \"out\": {NAME: V, ...}}, with\n"
         "\"errno\": N when the function captures errno. Errors go to stderr, exit 1.\n"
         "\n"
+        "--isolate      run the library in a surrogate process (as the typemap's\n"
+        "               \"library\": {\"isolate\": \"process\"} does): a crash of the\n"
+        "               library is an error naming the function and the signal\n"
+        "--connect HOST:PORT  call the library where `marshal serve` runs it (loopback\n"
+        "               only); the server must serve the same typemap\n"
+        "--deadline MS  with --isolate: a call that takes longer is killed and fails\n"
+        "\n"
         "example: marshal call typemaps/libm.json frexp 8.0\n");
     return 0;
   }
-  if (args.size() < 2) {
+  // Options before TYPEMAP (an argument after it is a JSON value, whatever it says).
+  bool isolate = false;
+  remote::IsolateOptions options;
+  std::size_t first = 0;
+  while (first < args.size() && args[first].rfind("--", 0) == 0) {
+    const std::string& o = args[first];
+    if (o == "--isolate") {
+      isolate = true;
+      ++first;
+    } else if (o == "--connect") {
+      if (first + 1 >= args.size()) {
+        std::fprintf(stderr, "marshal call: --connect expects HOST:PORT of a marshal serve\n");
+        return 2;
+      }
+      isolate = true;
+      options.connect = args[first + 1];
+      first += 2;
+    } else if (o == "--deadline") {
+      std::uint64_t ms = 0;
+      const std::string v = first + 1 < args.size() ? args[first + 1] : "";
+      auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+      if (v.empty() || ec != std::errc() || end != v.data() + v.size() || ms == 0 || ms > 86400000) {
+        std::fprintf(stderr, "marshal call: --deadline expects milliseconds from 1 to 86400000, got '%s'\n",
+                     shown(v).c_str());
+        return 2;
+      }
+      options.deadline = std::chrono::milliseconds(ms);
+      first += 2;
+    } else {
+      std::fprintf(stderr, "marshal call: unknown option '%s' (see marshal call --help)\n", shown(o).c_str());
+      return 2;
+    }
+  }
+  if (args.size() < first + 2) {
     std::fprintf(stderr, "marshal call: expected TYPEMAP FUNCTION [ARG...] (see marshal call --help)\n");
     return 2;
   }
+  const Args rest(args.begin() + static_cast<std::ptrdiff_t>(first), args.end());
   Context ctx;
-  const Typemap* tm = load_or_report(ctx, args[0], false);  // one line on stderr, as documented
+  const Typemap* tm = load_or_report(ctx, rest[0], false);  // one line on stderr, as documented
   if (!tm) return 1;
-  std::string error;
-  auto lib = Library::open(ctx, *tm, error);
-  if (!lib) {
-    std::fprintf(stderr, "%s\n", error.c_str());
-    return 1;
+  if (options.deadline.count() > 0 && !isolate && !remote::wants_isolation(*tm)) {
+    std::fprintf(stderr, "marshal call: --deadline needs --isolate (an in-process call cannot be stopped)\n");
+    return 2;
   }
-  const Plan* plan = lib->bind(args[1], error);
-  if (!plan) {
-    std::fprintf(stderr, "%s\n", error.c_str());
-    return 1;
+  std::string error;
+  Context ictx;
+  std::unique_ptr<remote::IsolatedLibrary> isolated;
+  std::shared_ptr<Library> lib;
+  const Function* function = nullptr;
+  if (isolate || remote::wants_isolation(*tm)) {
+    // The host never opens the library; the typemap is read again into a
+    // context of its own, the text the surrogate loads too.
+    isolated = remote::IsolatedLibrary::open_file(ictx, rest[0], options, error);
+    if (!isolated) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
+    auto it = isolated->typemap().functions.find(rest[1]);
+    if (it != isolated->typemap().functions.end()) function = &it->second;
+  } else {
+    lib = Library::open(ctx, *tm, error);
+    if (!lib) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
+    const Plan* plan = lib->bind(rest[1], error);
+    if (!plan) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return 1;
+    }
+    function = &plan->function();
   }
   // Arguments: one JSON value each, named by the parameter it is for.
   std::vector<std::string> names, types;
-  for (const Param& p : plan->function().params)
-    if (p.host_supplied()) {  // not out, not computed by the engine
-      names.push_back(p.name);
-      types.push_back(plan->types().spell(p.type));
-    }
+  if (function)
+    for (const Param& p : function->params)
+      if (p.host_supplied()) {  // not out, not computed by the engine
+        names.push_back(p.name);
+        types.push_back((isolated ? ictx : ctx).types().spell(p.type));
+      }
   std::vector<Value> values;
-  for (std::size_t i = 2; i < args.size(); ++i) {
+  for (std::size_t i = 2; i < rest.size(); ++i) {
     const std::size_t k = i - 2;
     const std::string who = k < names.size() ? "parameter " + std::to_string(k) + " '" + names[k] + "'"
                                              : "variadic argument " + std::to_string(k);
     // Read straight into a host value: nesting bounded while parsing (no deep
     // document, no deep recursion), integers exact, a repeated key an error.
     Value v;
-    if (!Value::parse_json(args[i], v, error)) {
-      if (!nlohmann::json::accept(args[i]))
+    if (!Value::parse_json(rest[i], v, error)) {
+      if (!nlohmann::json::accept(rest[i]))
         std::fprintf(stderr, "%s: %s: argument is not JSON: %s (write strings in quotes, e.g. '\"text\"')\n",
-                     args[0].c_str(), who.c_str(), shown(args[i]).c_str());
+                     rest[0].c_str(), who.c_str(), shown(rest[i]).c_str());
       else  // valid JSON the engine does not take (too deep, a repeated key): name the type too
-        std::fprintf(stderr, "%s: %s%s: %s\n", args[0].c_str(), who.c_str(),
+        std::fprintf(stderr, "%s: %s%s: %s\n", rest[0].c_str(), who.c_str(),
                      k < types.size() ? (" (" + types[k] + ")").c_str() : "", error.c_str());
       return 1;
     }
     values.push_back(std::move(v));
   }
   CallResult result;
-  if (!plan->call(values, result, error)) {
+  const bool ok = isolated ? isolated->call(rest[1], values, result, error)
+                          : lib->bind(rest[1], error)->call(values, result, error);
+  if (!ok) {
     std::fprintf(stderr, "%s\n", error.c_str());
     return 1;
   }

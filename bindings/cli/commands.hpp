@@ -13,6 +13,7 @@ using Args = std::vector<std::string>;
 int cmd_check(const Args& args);
 int cmd_layout(const Args& args);
 int cmd_call(const Args& args);
+int cmd_serve(const Args& args);
 
 bool wants_help(const Args& args);
 

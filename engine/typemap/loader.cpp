@@ -309,10 +309,23 @@ void Loader::read_defaults(const json& j, const std::string& p) {
 }
 
 void Loader::read_library(const json& j, const std::string& p) {
-  if (!is_object(j, p, "the library ({\"name\": ..., \"load\": {...}})") || !check_keys(j, p, {"name", "load", "max_buffer", "guard"})) return;
+  if (!is_object(j, p, "the library ({\"name\": ..., \"load\": {...}})") || !check_keys(j, p, {"name", "load", "max_buffer", "guard", "isolate", "deadline_ms"})) return;
   bool ok = true;
   // extension: guard mode (guard.hpp) for every call of this library
   if (j.contains("guard")) read_bool(j.at("guard"), pointer_join(p, "guard"), tm_.library.guard);
+  if (j.contains("isolate"))  // TYPEMAP.md "Process and host boundaries"
+    read_enum<LibrarySpec::Isolate>(j.at("isolate"), pointer_join(p, "isolate"),
+                                    {{"none", LibrarySpec::Isolate::none}, {"process", LibrarySpec::Isolate::process}},
+                                    tm_.library.isolate);
+  if (j.contains("deadline_ms")) {  // extension: the deadline of an isolated call
+    const json& d = j.at("deadline_ms");
+    if (d.is_number_integer() && (d.is_number_unsigned() || d.get<std::int64_t>() > 0) && d.get<std::uint64_t>() > 0 &&
+        d.get<std::uint64_t>() <= 86400000)
+      tm_.library.deadline_ms = d.get<std::uint64_t>();
+    else
+      error(pointer_join(p, "deadline_ms"), "expected a positive integer of milliseconds up to 86400000 (a day): an "
+                                            "isolated call that takes longer is killed with its surrogate; got " + d.dump());
+  }
   if (j.contains("max_buffer")) {  // extension: the largest buffer for one value (bounds.hpp)
     const json& m = j.at("max_buffer");
     if (m.is_number_integer() && (m.is_number_unsigned() || m.get<std::int64_t>() > 0) && m.get<std::uint64_t>() > 0 &&

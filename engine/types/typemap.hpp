@@ -132,6 +132,12 @@ struct LibrarySpec {
   std::map<std::string, std::vector<std::string>> load;  // os -> candidates
   std::size_t max_buffer = 0;  // extension "max_buffer": bytes per value; 0: the default (bounds.hpp)
   bool guard = false;          // extension "guard": guard mode (guard.hpp) for every call
+  // "isolate": "process" runs the library in a surrogate process (remote/surrogate.hpp);
+  // "none" (the default) loads it in-process. Library::open always loads in-process:
+  // the choice is made above it (the surrogate itself opens the library in-process).
+  enum class Isolate : std::uint8_t { none, process };
+  Isolate isolate = Isolate::none;
+  std::uint64_t deadline_ms = 0;  // extension "deadline_ms": an isolated call that takes longer is killed; 0: none
   bool present = false;
 };
 

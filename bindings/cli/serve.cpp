@@ -1,0 +1,81 @@
+// marshal command line: `marshal serve TYPEMAP... --listen HOST:PORT`.
+// Serves the typemaps' libraries to `marshal call --connect HOST:PORT` over
+// Cap'n Proto RPC (engine/remote). Loopback only until mutual TLS exists: any
+// other address is refused with a message. Prints "listening on HOST:PORT"
+// (the bound port, for :0) on stdout once it accepts connections.
+#include "commands.hpp"
+
+#include "remote/surrogate.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace marshal::cli {
+
+int cmd_serve(const Args& args) {
+  if (wants_help(args)) {
+    std::printf(
+        "usage: marshal serve TYPEMAP... --listen HOST:PORT\n"
+        "\n"
+        "Runs the libraries of the TYPEMAPs for clients that connect with\n"
+        "`marshal call --connect HOST:PORT TYPEMAP FUNCTION ...`. A client may open\n"
+        "only these typemaps (the same text), nothing else. Each client's handles are\n"
+        "released when it disconnects. HOST must be a loopback address (127.0.0.1,\n"
+        "[::1], localhost) until mutual TLS is available. Port 0 picks a free port;\n"
+        "the line \"listening on HOST:PORT\" says which. Runs until killed.\n");
+    return 0;
+  }
+  std::vector<std::string> paths;
+  std::string listen;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--listen") {
+      if (i + 1 >= args.size()) {
+        std::fprintf(stderr, "marshal serve: --listen expects HOST:PORT\n");
+        return 2;
+      }
+      listen = args[++i];
+    } else if (args[i].rfind("--", 0) == 0) {
+      std::fprintf(stderr, "marshal serve: unknown option '%s' (see marshal serve --help)\n", args[i].c_str());
+      return 2;
+    } else {
+      paths.push_back(args[i]);
+    }
+  }
+  if (paths.empty() || listen.empty()) {
+    std::fprintf(stderr, "marshal serve: expected TYPEMAP... --listen HOST:PORT (see marshal serve --help)\n");
+    return 2;
+  }
+  if (!remote::is_loopback(listen)) {
+    std::fprintf(stderr,
+                 "marshal serve: refusing to listen on %s: without mutual TLS (not available yet) only a loopback "
+                 "address (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be served, so that no other machine can "
+                 "call the libraries\n",
+                 listen.c_str());
+    return 1;
+  }
+  // Each typemap must load here as it will for clients.
+  std::vector<std::pair<std::string, std::string>> typemaps;
+  for (const std::string& path : paths) {
+    Context ctx;
+    if (!load_or_report(ctx, path, false)) return 1;
+    std::ifstream in(path, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    typemaps.emplace_back(path, s.str());
+  }
+  const std::string host = listen.substr(0, listen.rfind(':'));
+  std::string error;
+  int status = remote::serve(typemaps, listen,
+                             [&](unsigned port) {
+                               std::printf("listening on %s:%u\n", host.c_str(), port);
+                               std::fflush(stdout);
+                             },
+                             error);
+  if (status != 0) std::fprintf(stderr, "marshal serve: %s\n", error.c_str());
+  return status;
+}
+
+}  // namespace marshal::cli

@@ -1,0 +1,67 @@
+@0xd7fe9d8e2cecb849;
+# marshal remote: the wire schema between a host and a surrogate (or server).
+# It carries the engine's dynamic host values (engine/value.hpp); typemap
+# checking stays in the plans on the side that makes the native call, which
+# holds the same typemap. Handles cross as capabilities that live in the vat
+# that owns the native handle (one capability per identity), so Cap'n Proto
+# counts the references and drops them all when the connection ends.
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("marshal::remote::wire");
+
+struct Value {
+  union {
+    null @0 :Void;
+    bool @1 :Bool;
+    int @2 :Int64;
+    uint @3 :UInt64;
+    real @4 :Float64;
+    text @5 :Text;
+    bytes @6 :Data;
+    list @7 :List(Value);
+    record @8 :List(Field);
+    handle @9 :HandleRef;
+  }
+}
+
+struct Field {
+  name @0 :Text;
+  value @1 :Value;
+}
+
+# A native handle: the capability lives in the surrogate; typeName and value
+# are the native handle's type and bits (for messages and display only: the
+# host never passes the bits back, it passes the capability).
+struct HandleRef {
+  cap @0 :Handle;
+  typeName @1 :Text;
+  value @2 :Int64;
+}
+
+interface Handle {
+  # The handle's release function, called now (as the engine's explicit release).
+  release @0 () -> ();
+}
+
+struct Outcome {
+  union {
+    ok @0 :Done;
+    error @1 :Text;   # the engine's message for a refused or failed call
+  }
+  struct Done {
+    ret @0 :Value;
+    out @1 :List(Field);
+    hasErrno @2 :Bool;
+    errno @3 :Int32;
+  }
+}
+
+interface Library {
+  call @0 (function :Text, args :List(Value)) -> (outcome :Outcome);
+}
+
+interface Surrogate {
+  # Loads the typemap (its JSON text; file names it in messages) and opens
+  # its library in this process; an error is the loader's first message.
+  open @0 (typemap :Text, file :Text) -> (library :Library, error :Text);
+}

@@ -1,0 +1,337 @@
+// marshal remote: the surrogate's side (run by marshal-surrogate).
+// Loads the typemap the host sends, opens its library in this process and runs
+// each call through the ordinary engine (Library::bind, Plan::call). A native
+// crash is reported on the crash pipe by a handler on an alternate stack
+// (naming the function that was running), then the signal's default action
+// ends the process, which the host sees as a disconnect plus an exit status.
+#include "call/library.hpp"
+#include "call/plan.hpp"
+#include "remote/surrogate.hpp"
+#include "remote/wire.hpp"
+
+#include <capnp/capability.h>
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+
+#include <csignal>
+#include <cstring>
+#include <string_view>
+#include <map>
+#include <unistd.h>
+
+namespace marshal::remote {
+
+namespace {
+
+// ---- crash reporting (async-signal-safe: fixed buffers, one write) ----
+
+int g_crash_fd = -1;
+char g_current[sizeof(CrashRecord::function)] = {};  // the function being called, or empty
+
+void crash_handler(int sig, siginfo_t* si, void*) {
+  CrashRecord r;
+  r.signo = sig;
+  r.code = si ? si->si_code : 0;
+  r.address = si ? reinterpret_cast<std::uintptr_t>(si->si_addr) : 0;
+  for (std::size_t i = 0; i + 1 < sizeof r.function && g_current[i]; ++i) r.function[i] = g_current[i];
+  ssize_t n = write(g_crash_fd, &r, sizeof r);
+  (void)n;
+  // The default action from here: a fault repeats when the handler returns and
+  // kills the process with the same signal, which the host reads with waitid.
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void install_crash_handlers() {
+  static char altstack[64 * 1024];
+  stack_t ss{};
+  ss.ss_sp = altstack;
+  ss.ss_size = sizeof altstack;
+  sigaltstack(&ss, nullptr);
+  struct sigaction sa {};
+  sa.sa_sigaction = crash_handler;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  for (int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) sigaction(s, &sa, nullptr);
+}
+
+struct Current {  // names the native call in progress for the crash handler
+  explicit Current(const std::string& fn) {
+    std::size_t n = std::min(fn.size(), sizeof g_current - 1);
+    std::memcpy(g_current, fn.data(), n);
+    g_current[n] = '\0';
+  }
+  ~Current() { g_current[0] = '\0'; }
+};
+
+// ---- handles: one capability per handle identity ----
+
+class HandleServer;
+
+// The surrogate's exports: a HandleBox (one per native handle identity, kept
+// by the engine's HandleTable) maps to one capability while the host holds
+// it, so capnp reuses the export and the host sees one reference per handle.
+struct Exports {
+  std::map<const HandleBox*, HandleServer*> live;
+  capnp::CapabilityServerSet<wire::Handle> servers;
+};
+
+class HandleServer final : public wire::Handle::Server {
+ public:
+  HandleServer(Exports& exports, std::shared_ptr<HandleBox> box) : exports_(exports), box_(std::move(box)) {
+    exports_.live[box_.get()] = this;
+  }
+  // The host dropped its last reference (or disconnected): the box goes, and
+  // with it the handle's release function runs as in-process.
+  ~HandleServer() { exports_.live.erase(box_.get()); }
+  wire::Handle::Client self() { return thisCap(); }
+  const std::shared_ptr<HandleBox>& box() const { return box_; }
+
+ private:
+  Exports& exports_;
+  std::shared_ptr<HandleBox> box_;
+};
+
+// Handles in a call's arguments arrive as capabilities; each must be one this
+// surrogate exported. They resolve asynchronously (getLocalServer), so
+// decoding leaves a placeholder and records where the box goes.
+class SurrogateCodec final : public HandleCodec {
+ public:
+  explicit SurrogateCodec(Exports& e) : exports_(e) {}
+  bool to_wire(const std::shared_ptr<HandleBox>& box, wire::HandleRef::Builder b, const std::string&,
+               std::string&) override {
+    auto it = exports_.live.find(box.get());
+    if (it != exports_.live.end()) b.setCap(it->second->self());
+    else b.setCap(exports_.servers.add(kj::heap<HandleServer>(exports_, box)));
+    b.setTypeName(box->type_name);
+    b.setValue(box->value);
+    return true;
+  }
+  bool to_host(wire::HandleRef::Reader r, Value& out, const std::string& where, std::string&) override {
+    out = Value();
+    pending.push_back({&out, r.getCap(), where});
+    return true;
+  }
+  struct Pending {
+    Value* slot;
+    wire::Handle::Client cap;
+    std::string where;
+  };
+  std::vector<Pending> pending;
+
+ private:
+  Exports& exports_;
+};
+
+class LibraryServer final : public wire::Library::Server {
+ public:
+  LibraryServer(std::unique_ptr<Context> ctx, std::shared_ptr<Library> lib)
+      : ctx_(std::move(ctx)), lib_(std::move(lib)) {}
+
+  kj::Promise<void> call(CallContext context) override {
+    auto params = context.getParams();
+    auto fn = params.getFunction();
+    std::string function(fn.begin(), fn.size());
+    auto args = params.getArgs();
+    auto state = std::make_shared<CallState>(exports_);
+    state->function = function;
+    state->args.resize(args.size());
+    std::string error;
+    for (unsigned i = 0; i < args.size(); ++i)
+      if (!remote::to_host(args[i], state->args[i], "argument " + std::to_string(i), &state->codec, error)) {
+        context.getResults().initOutcome().setError(error);
+        return kj::READY_NOW;
+      }
+    // Handles first: each must be a capability this surrogate exported.
+    kj::Promise<void> ready = kj::READY_NOW;
+    for (std::size_t k = 0; k < state->codec.pending.size(); ++k) {
+      ready = ready.then([this, state, k]() {
+        auto& p = state->codec.pending[k];
+        return exports_.servers.getLocalServer(p.cap).then([state, k](kj::Maybe<wire::Handle::Server&> s) {
+          auto& p = state->codec.pending[k];
+          KJ_IF_MAYBE(server, s) {
+            *p.slot = Value(static_cast<HandleServer&>(*server).box());
+          } else if (state->error.empty()) {
+            state->error = p.where + ": a handle that this surrogate did not hand out";
+          }
+        });
+      });
+    }
+    return ready.then([this, state, context]() mutable { run(*state, context.getResults().initOutcome()); });
+  }
+
+ private:
+  struct CallState {
+    explicit CallState(Exports& e) : codec(e) {}
+    std::string function;
+    std::vector<Value> args;
+    SurrogateCodec codec;
+    std::string error;
+  };
+
+  void run(CallState& s, wire::Outcome::Builder outcome) {
+    if (!s.error.empty()) {
+      outcome.setError(s.error);
+      return;
+    }
+    std::string error;
+    const Plan* plan = lib_->bind(s.function, error);
+    if (!plan) {
+      outcome.setError(error);
+      return;
+    }
+    CallResult result;
+    bool ok;
+    {
+      Current current(s.function);
+      ok = plan->call(s.args, result, error);
+    }
+    if (!ok) {
+      outcome.setError(error);
+      return;
+    }
+    // Results: a raw pointer or a host-only value cannot go back either; the
+    // message names where it stood.
+    SurrogateCodec codec(exports_);
+    auto done = outcome.initOk();
+    if (!remote::to_wire(result.ret, done.initRet(), "the return value of " + s.function, &codec, error)) {
+      outcome.setError(error);
+      return;
+    }
+    auto out = done.initOut(static_cast<unsigned>(result.out.size()));
+    for (std::size_t i = 0; i < result.out.size(); ++i) {
+      auto f = out[static_cast<unsigned>(i)];
+      f.setName(result.out[i].first);
+      if (!remote::to_wire(result.out[i].second, f.initValue(),
+                           "out parameter '" + result.out[i].first + "' of " + s.function, &codec, error)) {
+        outcome.setError(error);
+        return;
+      }
+    }
+    if (result.error_number) {
+      done.setHasErrno(true);
+      done.setErrno(*result.error_number);
+    }
+  }
+
+  std::unique_ptr<Context> ctx_;
+  std::shared_ptr<Library> lib_;
+  Exports exports_;
+};
+
+using Allowed = std::vector<std::pair<std::string, std::string>>;  // (path, text)
+
+class SurrogateServer final : public wire::Surrogate::Server {
+ public:
+  // allowed: a server's allowlist (nullptr: a surrogate, which opens what its host sends).
+  explicit SurrogateServer(const Allowed* allowed = nullptr) : allowed_(allowed) {}
+
+  kj::Promise<void> open(OpenContext context) override {
+    auto p = context.getParams();
+    auto text = p.getTypemap();
+    auto file = p.getFile();
+    if (allowed_) {
+      const std::string_view sent(text.begin(), text.size());
+      bool ok = false;
+      std::string served;
+      for (const auto& [path, t] : *allowed_) {
+        ok = ok || t == sent;
+        served += (served.empty() ? "" : ", ") + path;
+      }
+      if (!ok) {
+        context.getResults().setError("typemap " + std::string(file.begin(), file.size()) +
+                                      " is not served here: a client may open only the typemaps the server was "
+                                      "given, with the same text (served: " + served + ")");
+        return kj::READY_NOW;
+      }
+    }
+    auto ctx = std::make_unique<Context>();
+    LoadResult r = ctx->load_text(std::string_view(text.begin(), text.size()), std::string(file.begin(), file.size()));
+    if (!r.ok()) {
+      context.getResults().setError(r.errors.empty() ? "the typemap did not load" : r.errors.front().text());
+      return kj::READY_NOW;
+    }
+    std::string error;
+    auto lib = Library::open(*ctx, *r.typemap, error);
+    if (!lib) {
+      context.getResults().setError(error);
+      return kj::READY_NOW;
+    }
+    context.getResults().setLibrary(kj::heap<LibraryServer>(std::move(ctx), std::move(lib)));
+    return kj::READY_NOW;
+  }
+
+ private:
+  const Allowed* allowed_;
+};
+
+// One client of `marshal serve`: its connection and the objects it holds.
+struct Session {
+  Session(kj::Own<kj::AsyncIoStream> s, const Allowed& allowed)
+      : stream(kj::mv(s)),
+        network(*stream, capnp::rpc::twoparty::Side::SERVER, reader_options()),
+        rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(&allowed))) {
+    rpc.setFlowLimit(traversal_limit_words);
+  }
+  kj::Own<kj::AsyncIoStream> stream;
+  capnp::TwoPartyVatNetwork network;
+  capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
+};
+
+struct Tasks : kj::TaskSet::ErrorHandler {
+  void taskFailed(kj::Exception&&) override {}  // one client's failure ends that client only
+};
+
+kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, const Allowed& allowed, kj::TaskSet& tasks) {
+  return listener.accept().then([&](kj::Own<kj::AsyncIoStream> stream) {
+    auto session = kj::heap<Session>(kj::mv(stream), allowed);
+    // When the client goes, its session goes, and with it every handle it held.
+    tasks.add(session->network.onDisconnect().attach(kj::mv(session)));
+    return accept_loop(listener, allowed, tasks);
+  });
+}
+
+}  // namespace
+
+int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
+          const std::function<void(unsigned port)>& on_listening, std::string& error) {
+  if (!is_loopback(listen)) {
+    error = "refusing to listen on " + listen + ": without mutual TLS (not available yet) only a loopback address "
+            "(127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be served, so that no other machine can call the "
+            "libraries";
+    return 1;
+  }
+  try {
+    auto io = kj::setupAsyncIo();
+    // Loopback peers only, whatever the address resolves to.
+    auto network = io.provider->getNetwork().restrictPeers({"local"});
+    auto address = network->parseAddress(listen).wait(io.waitScope);
+    auto listener = address->listen();
+    on_listening(listener->getPort());
+    Tasks handler;
+    kj::TaskSet tasks(handler);
+    accept_loop(*listener, typemaps, tasks).wait(io.waitScope);
+  } catch (const kj::Exception& e) {
+    error = "cannot serve on " + listen + ": " + std::string(e.getDescription().cStr());
+    return 1;
+  }
+  return 0;
+}
+
+int run_surrogate(int sock, int crash_fd) {
+  g_crash_fd = crash_fd;
+  install_crash_handlers();
+  auto io = kj::setupAsyncIo();
+  // A plain stream (not a capability stream): no file descriptors can be
+  // passed, whatever a peer sends.
+  auto stream = io.lowLevelProvider->wrapSocketFd(sock, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+  capnp::TwoPartyVatNetwork network(*stream, capnp::rpc::twoparty::Side::SERVER, reader_options());
+  auto rpc = capnp::makeRpcServer(network, kj::heap<SurrogateServer>());
+  // At most this many words of calls in flight from the host before capnp
+  // stops reading: a flooding peer is slowed, not buffered without bound.
+  rpc.setFlowLimit(traversal_limit_words);
+  network.onDisconnect().wait(io.waitScope);  // the host went away: exit
+  return 0;
+}
+
+}  // namespace marshal::remote

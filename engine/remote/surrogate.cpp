@@ -1,0 +1,702 @@
+// marshal remote: the host's side of a surrogate process (see surrogate.hpp).
+// All Cap'n Proto objects of one IsolatedLibrary live on its I/O thread; a
+// caller's thread hands it a call with Executor::executeSync and blocks until
+// the reply (or the deadline, or the surrogate's death) settles it.
+#include "remote/surrogate.hpp"
+#include "remote/wire.hpp"
+
+#include <capnp/capability.h>
+#include <capnp/message.h>
+#include <capnp/rpc-twoparty.h>
+#include <kj/async-io.h>
+#include <kj/async-unix.h>
+
+#include <cerrno>
+#include <climits>
+#include <condition_variable>
+#include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <poll.h>
+#include <spawn.h>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+
+extern char** environ;
+
+#ifndef MARSHAL_SURROGATE_INSTALLED
+#define MARSHAL_SURROGATE_INSTALLED "/usr/local/bin/marshal-surrogate"
+#endif
+
+namespace marshal::remote {
+
+bool wants_isolation(const Typemap& tm) { return tm.library.isolate == LibrarySpec::Isolate::process; }
+
+bool is_loopback(const std::string& address) {
+  // HOST:PORT, [V6]:PORT; the port must be all digits.
+  std::string host;
+  const auto colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size()) return false;
+  for (std::size_t i = colon + 1; i < address.size(); ++i)
+    if (address[i] < '0' || address[i] > '9') return false;
+  host = address.substr(0, colon);
+  if (host == "localhost" || host == "[::1]") return true;
+  // 127.0.0.0/8 as dotted decimal: four numbers 0-255, the first 127.
+  int parts = 0, value = -1;
+  bool first127 = false;
+  for (std::size_t i = 0; i <= host.size(); ++i) {
+    if (i == host.size() || host[i] == '.') {
+      if (value < 0 || value > 255) return false;
+      if (parts == 0) first127 = value == 127;
+      ++parts;
+      value = -1;
+    } else if (host[i] >= '0' && host[i] <= '9') {
+      value = (value < 0 ? 0 : value * 10) + (host[i] - '0');
+      if (value > 255) return false;
+    } else {
+      return false;
+    }
+  }
+  return parts == 4 && first127;
+}
+
+namespace {
+
+std::string signal_name(int s) {
+  const char* n = sigabbrev_np(s);
+  return n ? std::string("SIG") + n : "signal " + std::to_string(s);
+}
+
+std::string hex(std::uint64_t a) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(a));
+  return buf;
+}
+
+// The surrogate program: the option, $MARSHAL_SURROGATE, next to this
+// program, the installed one; the first that exists.
+std::string find_surrogate(const std::string& given) {
+  if (!given.empty()) return given;
+  if (const char* env = std::getenv("MARSHAL_SURROGATE"); env && *env) return env;
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    std::string dir(self, static_cast<std::size_t>(n));
+    dir = dir.substr(0, dir.rfind('/') + 1);
+    if (access((dir + "marshal-surrogate").c_str(), X_OK) == 0) return dir + "marshal-surrogate";
+  }
+  return MARSHAL_SURROGATE_INSTALLED;
+}
+
+// ---- one surrogate process ----
+
+struct Child {
+  pid_t pid = -1;
+  int pidfd = -1;
+  int crash_fd = -1;  // read end of the crash pipe
+  int generation = 0;
+  bool timed_out = false;       // killed for a deadline (I/O thread)
+  std::string timeout_message;  // what the killed call reports
+  kj::Maybe<kj::ForkedPromise<std::string>> exit;  // how it ended, in words (I/O thread)
+  kj::Own<kj::UnixEventPort::FdObserver> observer;
+  bool reaped = false;
+
+  ~Child() {
+    observer = nullptr;
+    if (!reaped && pidfd >= 0) {
+      // Normal shutdown: the connection is gone, so the surrogate exits;
+      // a surrogate that does not within 2 s is killed.
+      pollfd p{pidfd, POLLIN, 0};
+      if (poll(&p, 1, 2000) != 1) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+      siginfo_t si{};
+      waitid(static_cast<idtype_t>(3) /* P_PIDFD */, static_cast<id_t>(pidfd), &si, WEXITED);
+    }
+    if (pidfd >= 0) close(pidfd);
+    if (crash_fd >= 0) close(crash_fd);
+  }
+
+  // Whether the process has ended (its pidfd is readable), without waiting.
+  bool exited() const {
+    if (reaped) return true;
+    pollfd p{pidfd, POLLIN, 0};
+    return poll(&p, 1, 0) == 1;
+  }
+
+  void kill() const {
+    if (!reaped && pidfd >= 0) syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0);
+  }
+
+  // After the pidfd became readable: reap, and say how it ended.
+  std::string describe_exit() {
+    siginfo_t si{};
+    if (waitid(static_cast<idtype_t>(3), static_cast<id_t>(pidfd), &si, WEXITED) != 0)
+      return "the surrogate (pid " + std::to_string(pid) + ") ended (" + std::strerror(errno) + ")";
+    reaped = true;
+    CrashRecord r;
+    bool have = read(crash_fd, &r, sizeof r) == static_cast<ssize_t>(sizeof r);
+    const std::string who = "the surrogate (pid " + std::to_string(pid) + ")";
+    if (si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED) {
+      if (have && r.signo == si.si_status) {
+        r.function[sizeof r.function - 1] = '\0';
+        std::string s = r.function[0] ? "function " + std::string(r.function) + " crashed in " + who
+                                      : who + " crashed outside a native call";
+        s += " with " + signal_name(r.signo);
+        if (r.signo == SIGSEGV || r.signo == SIGBUS) s += " (address " + hex(r.address) + ")";
+        return s;
+      }
+      return who + " was killed by " + signal_name(si.si_status);
+    }
+    return who + " exited with status " + std::to_string(si.si_status);
+  }
+};
+
+// ---- the connection to one surrogate (I/O thread) ----
+
+struct Conn {
+  std::shared_ptr<Child> child;
+  kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::TwoPartyVatNetwork> network;
+  kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
+  wire::Library::Client lib = nullptr;
+  bool broken = false;  // the surrogate died or was killed: replaced on the next call
+  std::string death;    // how, for handles that came from it
+};
+
+struct Reply {
+  bool ok = false;
+  CallResult result;
+  std::string error;
+};
+
+// Runs f (returning a kj::Promise<T>) on the I/O thread and waits for its
+// value. kj's executor queues with raw futexes, which ThreadSanitizer cannot
+// see; the hand-off here goes through a std::mutex both ways (the caller's
+// writes are published before f reads them, the result before the caller reads
+// it), so the happens-before is explicit, and the result is moved across under
+// the same mutex.
+template <class T, class F>
+T run_on(const kj::Executor& exec, F&& f) {
+  struct Slot {
+    std::mutex m;
+    std::condition_variable cv;
+    bool done = false;
+    kj::Maybe<T> value;
+    kj::Maybe<kj::Exception> failure;
+  } slot;
+  { std::lock_guard publish(slot.m); }
+  exec.executeSync([&]() -> kj::Promise<void> {
+    { std::lock_guard acquire(slot.m); }
+    return kj::evalNow([&] { return f(); })
+        .then([&](T v) {
+                std::lock_guard lock(slot.m);
+                slot.value = kj::mv(v);
+                slot.done = true;
+                slot.cv.notify_all();
+              },
+              [&](kj::Exception&& e) {
+                std::lock_guard lock(slot.m);
+                slot.failure = kj::mv(e);
+                slot.done = true;
+                slot.cv.notify_all();
+              });
+  });
+  std::unique_lock lock(slot.m);
+  slot.cv.wait(lock, [&] { return slot.done; });
+  KJ_IF_MAYBE(e, slot.failure) { kj::throwFatalException(kj::mv(*e)); }
+  KJ_IF_MAYBE(v, slot.value) { return kj::mv(*v); }
+  return T{};
+}
+
+}  // namespace
+
+// ---- handles imported from surrogates (shared with the HandleBoxes) ----
+
+// The host's HandleBoxes for handles living in a surrogate: one box per
+// capability (capnp gives one import per export, and the surrogate exports one
+// capability per handle identity), dropped when the host drops the box.
+struct Imports {
+  struct Entry {
+    std::weak_ptr<HandleBox> box;
+    wire::Handle::Client cap = nullptr;  // destroyed on the I/O thread only
+    int generation = 0;
+    const void* hook = nullptr;
+  };
+  std::mutex mutex;  // guards `alive` and `exec` against HandleBox releases on other threads
+  bool alive = true;
+  kj::Own<const kj::Executor> exec;
+  std::thread::id io_thread;
+  // I/O thread only:
+  std::map<const HandleBox*, Entry> by_box;
+  std::map<std::pair<int, const void*>, const HandleBox*> by_hook;
+  std::map<int, std::string> deaths;  // generation -> how its surrogate ended
+
+  void forget(const HandleBox* box) {  // I/O thread
+    auto it = by_box.find(box);
+    if (it == by_box.end()) return;
+    by_hook.erase({it->second.generation, it->second.hook});
+    by_box.erase(it);
+  }
+  // A HandleBox's release: the host dropped its last reference.
+  static void release(const std::weak_ptr<Imports>& weak, const HandleBox* box) noexcept {
+    auto self = weak.lock();
+    if (!self) return;
+    try {
+      if (std::this_thread::get_id() == self->io_thread) {
+        self->forget(box);
+        return;
+      }
+      std::lock_guard lock(self->mutex);
+      if (!self->alive) return;
+      run_on<bool>(*self->exec, [&] {
+        self->forget(box);
+        return kj::Promise<bool>(true);
+      });
+    } catch (...) {
+      // The I/O thread is ending: its teardown drops every capability.
+    }
+  }
+};
+
+struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
+  Context* ctx = nullptr;
+  const Typemap* tm = nullptr;
+  std::string text, file, surrogate;
+  std::chrono::milliseconds deadline{0};
+  std::string connect;  // a server's address instead of a surrogate
+
+  std::thread io_thread;
+  kj::Own<const kj::Executor> exec;
+  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop;
+  std::shared_ptr<Imports> imports = std::make_shared<Imports>();
+  std::atomic<int> pid{0};
+  std::atomic<int> generation{0};
+
+  // I/O thread only:
+  kj::AsyncIoContext* io = nullptr;
+  kj::Own<Conn> conn;
+  kj::Own<kj::Network> network;  // connect: loopback peers only
+
+  void taskFailed(kj::Exception&&) override {}
+
+  // ---- handles as the host sees them ----
+  class Codec final : public HandleCodec {
+   public:
+    explicit Codec(Impl& impl) : impl_(impl) {}
+    bool to_wire(const std::shared_ptr<HandleBox>& box, wire::HandleRef::Builder b, const std::string& where,
+                 std::string& error) override {
+      auto& im = *impl_.imports;
+      auto it = im.by_box.find(box.get());
+      if (it == im.by_box.end()) {
+        error = where + ": handle " + box->type_name + " " + hex(static_cast<std::uint64_t>(box->value)) +
+                " did not come from this library's surrogate";
+        return false;
+      }
+      if (it->second.generation != impl_.generation.load() || !impl_.conn || impl_.conn->broken) {
+        auto d = im.deaths.find(it->second.generation);
+        error = where + ": handle " + box->type_name + " came from a surrogate that has ended" +
+                (d != im.deaths.end() ? " (" + d->second + ")" : std::string()) +
+                "; the handles of a dead surrogate are gone with it";
+        return false;
+      }
+      b.setCap(it->second.cap);
+      b.setTypeName(box->type_name);
+      b.setValue(box->value);
+      return true;
+    }
+    bool to_host(wire::HandleRef::Reader r, Value& out, const std::string&, std::string&) override {
+      auto& im = *impl_.imports;
+      wire::Handle::Client cap = r.getCap();
+      const void* hook = capnp::ClientHook::from(kj::cp(cap)).get();
+      const int gen = impl_.generation.load();
+      if (auto it = im.by_hook.find({gen, hook}); it != im.by_hook.end()) {
+        if (auto box = im.by_box.at(it->second).box.lock()) {
+          out = Value(std::move(box));
+          return true;
+        }
+      }
+      auto box = std::make_shared<HandleBox>();
+      auto tn = r.getTypeName();
+      box->type_name.assign(tn.begin(), tn.size());
+      box->type = impl_.tm->find_type(box->type_name);
+      box->value = r.getValue();
+      std::weak_ptr<Imports> weak = impl_.imports;
+      const HandleBox* raw = box.get();
+      box->release = [weak, raw](std::int64_t) { Imports::release(weak, raw); };
+      im.forget(raw);  // a stale entry at a reused address
+      im.by_box[raw] = Imports::Entry{box, kj::mv(cap), gen, hook};
+      im.by_hook[{gen, hook}] = raw;
+      out = Value(std::move(box));
+      return true;
+    }
+
+   private:
+    Impl& impl_;
+  };
+
+  // ---- starting a surrogate (I/O thread) ----
+
+  // Spawns the surrogate and opens the typemap's library in it; the promise
+  // gives "" or the reason it could not.
+  kj::Promise<std::string> start() {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+      return std::string("cannot start the surrogate: socketpair: ") + std::strerror(errno);
+    int crash[2];
+    if (pipe2(crash, O_CLOEXEC) != 0) {
+      close(sv[0]);
+      close(sv[1]);
+      return std::string("cannot start the surrogate: pipe: ") + std::strerror(errno);
+    }
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec
+    posix_spawn_file_actions_adddup2(&fa, crash[1], 4);
+    posix_spawn_file_actions_addclosefrom_np(&fa, 5);  // nothing else of the host leaks in
+    std::string arg0 = "marshal-surrogate";
+    char* argv[] = {arg0.data(), nullptr};
+    pid_t child_pid = -1;
+    int err = posix_spawn(&child_pid, surrogate.c_str(), &fa, nullptr, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(sv[1]);
+    close(crash[1]);
+    if (err != 0) {
+      close(sv[0]);
+      close(crash[0]);
+      return "cannot start the surrogate " + surrogate + ": " + std::strerror(err) +
+             " (set MARSHAL_SURROGATE or IsolateOptions::surrogate to the marshal-surrogate program)";
+    }
+    auto child = std::make_shared<Child>();
+    child->pid = child_pid;
+    child->crash_fd = crash[0];
+    fcntl(child->crash_fd, F_SETFL, O_NONBLOCK);
+    child->pidfd = static_cast<int>(syscall(SYS_pidfd_open, child_pid, 0));
+    child->generation = generation.load() + 1;
+    if (child->pidfd < 0) {
+      ::kill(child_pid, SIGKILL);
+      waitpid(child_pid, nullptr, 0);
+      child->reaped = true;
+      close(sv[0]);
+      return std::string("cannot watch the surrogate: pidfd_open: ") + std::strerror(errno);
+    }
+    child->observer = kj::heap<kj::UnixEventPort::FdObserver>(io->unixEventPort, child->pidfd,
+                                                              kj::UnixEventPort::FdObserver::OBSERVE_READ);
+    Child* c = child.get();
+    child->exit = child->observer->whenBecomesReadable().then([c]() { return c->describe_exit(); }).fork();
+
+    generation.store(child->generation);
+    pid.store(child_pid);
+    return open_over(io->lowLevelProvider->wrapSocketFd(sv[0], kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP),
+                     child);
+  }
+
+  // Connects to `marshal serve` and opens the typemap's library there.
+  kj::Promise<std::string> start_connected() {
+    if (!is_loopback(connect))
+      return "refusing to connect to " + connect + ": without mutual TLS (not available yet) only a loopback "
+             "address (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be used";
+    if (!network) network = io->provider->getNetwork().restrictPeers({"local"});
+    const int gen = generation.load() + 1;
+    return network->parseAddress(connect)
+        .then([](kj::Own<kj::NetworkAddress> a) { return a->connect().attach(kj::mv(a)); })
+        .then([this, gen](kj::Own<kj::AsyncIoStream> stream) {
+                generation.store(gen);
+                return open_over(kj::mv(stream), nullptr);
+              },
+              [this](kj::Exception&& e) -> kj::Promise<std::string> {
+                return "cannot connect to marshal serve at " + connect + ": " + e.getDescription().cStr();
+              });
+  }
+
+  // Over a fresh connection (to a surrogate, or to a server when child is
+  // null): opens the typemap's library; "" or why not.
+  kj::Promise<std::string> open_over(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<Child> child) {
+    auto next = kj::heap<Conn>();
+    next->child = child;
+    next->stream = kj::mv(stream);
+    next->network = kj::heap<capnp::TwoPartyVatNetwork>(*next->stream, capnp::rpc::twoparty::Side::CLIENT,
+                                                         reader_options());
+    next->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(capnp::makeRpcClient(*next->network));
+    capnp::MallocMessageBuilder vat;
+    auto id = vat.initRoot<capnp::rpc::twoparty::VatId>();
+    id.setSide(capnp::rpc::twoparty::Side::SERVER);
+    auto boot = next->rpc->bootstrap(id).castAs<wire::Surrogate>();
+    auto req = boot.openRequest();
+    req.setTypemap(text);
+    req.setFile(file);
+    conn = kj::mv(next);
+    Conn* cn = conn.get();
+    auto opened = req.send().then(
+        [cn](capnp::Response<wire::Surrogate::OpenResults> r) -> kj::Promise<std::string> {
+          if (r.hasError() && r.getError().size() > 0) return std::string(r.getError().cStr());
+          cn->lib = r.getLibrary();
+          return std::string();
+        },
+        [this, cn](kj::Exception&& e) { return explain_failure(cn, kj::mv(e), "(opening the library)"); });
+    // A library whose loading hangs is a hung surrogate too.
+    return io->provider->getTimer()
+        .timeoutAfter(30 * kj::SECONDS, kj::mv(opened))
+        .catch_([this, cn](kj::Exception&&) -> kj::Promise<std::string> {
+          cn->broken = true;
+          if (!cn->child) return "the server at " + connect + " did not open the library within 30 s";
+          cn->child->kill();
+          return std::string("the surrogate (pid ") + std::to_string(cn->child->pid) +
+                 ") did not open the library within 30 s and was killed";
+        })
+        .then([this, cn](std::string e) {
+          if (!e.empty()) {
+            cn->broken = true;
+            pid.store(0);
+          }
+          return e;
+        });
+  }
+
+  // A call failed at the RPC level: if the connection is gone, wait (bounded)
+  // for the surrogate's exit and say how it ended instead of "disconnected".
+  kj::Promise<std::string> explain_failure(Conn* cn, kj::Exception&& e, const std::string& function) {
+    if (e.getType() != kj::Exception::Type::DISCONNECTED)
+      return std::string("remote call of ") + function + " failed: " + e.getDescription().cStr();
+    cn->broken = true;
+    pid.store(0);
+    auto child = cn->child;
+    if (!child) {  // a server: it went away (or the deadline closed the connection)
+      const std::string how = "the connection to marshal serve at " + connect + " ended";
+      imports->deaths[generation.load()] = how;
+      if (!cn->death.empty()) return cn->death;
+      return how + " during " + function;
+    }
+    KJ_IF_MAYBE(x, child->exit) {
+      auto& timer = io->provider->getTimer();
+      return timer.timeoutAfter(2 * kj::SECONDS, x->addBranch())
+          .catch_([child, &timer](kj::Exception&&) -> kj::Promise<std::string> {
+            // Disconnected but still running: it closed its socket; end it.
+            child->kill();
+            KJ_IF_MAYBE(y, child->exit) {
+              return timer.timeoutAfter(5 * kj::SECONDS, y->addBranch()).catch_([child](kj::Exception&&) {
+                return "the surrogate (pid " + std::to_string(child->pid) + ") disconnected and did not exit";
+              });
+            }
+            return std::string("the surrogate disconnected");
+          })
+          .then([this, child, function](std::string how) {
+            imports->deaths[child->generation] = how;
+            if (child->timed_out) return child->timeout_message;
+            // A crash names the function that was running; otherwise say which call saw it.
+            if (how.rfind("function ", 0) == 0) return how;
+            return how + " during " + function;
+          });
+    }
+    return std::string("the surrogate disconnected during ") + function;
+  }
+
+  // ---- one call (I/O thread) ----
+
+  kj::Promise<Reply> io_call(const std::string& function, std::span<const Value> args,
+                             const std::vector<std::string>& where, std::chrono::milliseconds limit) {
+    kj::Promise<std::string> ready = std::string();
+    // A surrogate that ended between calls (killed from outside, say) is
+    // replaced before this call is sent: nothing of the call ran yet.
+    if (conn && !conn->broken && conn->child && conn->child->exited()) {
+      conn->broken = true;
+      imports->deaths[conn->child->generation] = conn->child->reaped ? "it ended" : conn->child->describe_exit();
+    }
+    if (!conn || conn->broken) {
+      conn = nullptr;  // drops the old capabilities and reaps the old process
+      ready = connect.empty() ? start() : start_connected();
+    }
+    return ready.then([this, &function, args, &where, limit](std::string e) -> kj::Promise<Reply> {
+      if (!e.empty()) return Reply{false, {}, e};
+      auto req = conn->lib.callRequest();
+      req.setFunction(function);
+      auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
+      Codec codec(*this);
+      std::string error;
+      for (std::size_t i = 0; i < args.size(); ++i)
+        if (!remote::to_wire(args[i], wargs[static_cast<unsigned>(i)], where[i], &codec, error))
+          return Reply{false, {}, function + ": " + error};
+      Conn* cn = conn.get();
+      auto reply = req.send().then(
+          [this, function](capnp::Response<wire::Library::CallResults> r) -> kj::Promise<Reply> {
+            auto outcome = r.getOutcome();
+            Reply reply;
+            if (outcome.isError()) {
+              reply.error = outcome.getError().cStr();
+              return kj::mv(reply);
+            }
+            auto done = outcome.getOk();
+            Codec codec(*this);
+            if (!remote::to_host(done.getRet(), reply.result.ret, "the return value of " + function, &codec,
+                                 reply.error))
+              return kj::mv(reply);
+            auto out = done.getOut();
+            reply.result.out.resize(out.size());
+            for (unsigned i = 0; i < out.size(); ++i) {
+              reply.result.out[i].first = out[i].getName().cStr();
+              if (!remote::to_host(out[i].getValue(), reply.result.out[i].second,
+                                   "out parameter '" + reply.result.out[i].first + "'", &codec, reply.error))
+                return kj::mv(reply);
+            }
+            if (done.getHasErrno()) reply.result.error_number = done.getErrno();
+            reply.ok = true;
+            return kj::mv(reply);
+          },
+          [this, cn, function](kj::Exception&& e) {
+            return explain_failure(cn, kj::mv(e), function).then([](std::string why) { return Reply{false, {}, why}; });
+          });
+      if (limit.count() <= 0) return reply;
+      // The deadline: kill the surrogate, then report as the failed call does
+      // (the kill disconnects it), with the timeout's words.
+      auto timeout = io->provider->getTimer()
+                         .afterDelay(static_cast<std::int64_t>(limit.count()) * kj::MILLISECONDS)
+                         .then([this, cn, function, limit]() -> kj::Promise<Reply> {
+                           auto child = cn->child;
+                           if (!child) {  // a server cannot be killed from here: the connection is closed
+                             cn->death = "function " + function + " timed out after " + std::to_string(limit.count()) +
+                                         " ms at marshal serve " + connect + "; the connection was closed";
+                             return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
+                                 .then([](std::string why) { return Reply{false, {}, why}; });
+                           }
+                           child->timed_out = true;
+                           child->timeout_message = "function " + function + " timed out after " +
+                                                    std::to_string(limit.count()) + " ms in the surrogate (pid " +
+                                                    std::to_string(child->pid) + "); the surrogate was killed";
+                           child->kill();
+                           return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
+                               .then([](std::string why) { return Reply{false, {}, why}; });
+                         });
+      return reply.exclusiveJoin(kj::mv(timeout));
+    });
+  }
+
+  void shutdown() {
+    if (!exec) return;
+    {
+      std::lock_guard lock(imports->mutex);
+      imports->alive = false;
+    }
+    stop->fulfill();
+    io_thread.join();
+  }
+};
+
+IsolatedLibrary::IsolatedLibrary(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+IsolatedLibrary::~IsolatedLibrary() { impl_->shutdown(); }
+
+const Typemap& IsolatedLibrary::typemap() const { return *impl_->tm; }
+int IsolatedLibrary::pid() const { return impl_->pid.load(); }
+int IsolatedLibrary::generation() const { return impl_->generation.load(); }
+
+std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_file(Context& ctx, const std::string& path,
+                                                            const IsolateOptions& options, std::string& error) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    error = path + ": cannot read the typemap (" + std::strerror(errno) + ")";
+    return nullptr;
+  }
+  std::ostringstream s;
+  s << in.rdbuf();
+  return open_text(ctx, s.str(), path, options, error);
+}
+
+std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::string text, std::string file,
+                                                            const IsolateOptions& options, std::string& error) {
+  LoadResult r = ctx.load_text(text, file);
+  if (!r.ok()) {
+    error = r.errors.empty() ? file + ": the typemap did not load" : r.errors.front().text();
+    return nullptr;
+  }
+  auto impl = std::make_unique<Impl>();
+  impl->ctx = &ctx;
+  impl->tm = r.typemap;
+  impl->text = std::move(text);
+  impl->file = std::move(file);
+  impl->surrogate = find_surrogate(options.surrogate);
+  impl->connect = options.connect;
+  impl->deadline = options.deadline.count() > 0 ? options.deadline
+                                                : std::chrono::milliseconds(r.typemap->library.deadline_ms);
+
+  // The I/O thread: one kj event loop serving this library's connection.
+  std::mutex m;
+  std::condition_variable cv;
+  bool ready = false;
+  Impl* im = impl.get();
+  im->io_thread = std::thread([im, &m, &cv, &ready] {
+    auto io = kj::setupAsyncIo();
+    im->io = &io;
+    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    {
+      std::lock_guard lock(m);
+      im->exec = kj::getCurrentThreadExecutor().addRef();
+      im->imports->exec = kj::getCurrentThreadExecutor().addRef();
+      im->imports->io_thread = std::this_thread::get_id();
+      im->stop = kj::mv(paf.fulfiller);
+      ready = true;
+    }
+    cv.notify_all();
+    paf.promise.wait(io.waitScope);
+    // Teardown on this thread: every capability, then the connection (the
+    // surrogate sees the disconnect and exits; ~Child reaps it).
+    for (auto& [box, entry] : im->imports->by_box) entry.cap = nullptr;
+    im->conn = nullptr;
+    im->network = nullptr;
+    im->io = nullptr;
+  });
+  {
+    std::unique_lock lock(m);
+    cv.wait(lock, [&] { return ready; });
+  }
+  std::unique_ptr<IsolatedLibrary> lib(new IsolatedLibrary(std::move(impl)));
+  try {
+    error = run_on<std::string>(*lib->impl_->exec, [im] { return im->connect.empty() ? im->start() : im->start_connected(); });
+  } catch (const std::exception& e) {
+    error = std::string("cannot start the surrogate: ") + e.what();
+  }
+  if (!error.empty()) {
+    error = lib->impl_->file + ": " + error;
+    return nullptr;
+  }
+  return lib;
+}
+
+bool IsolatedLibrary::call(const std::string& function, std::span<const Value> args, CallResult& result,
+                           std::string& error, std::chrono::milliseconds deadline) {
+  // Where each argument stands, for messages (the surrogate names the rest).
+  std::vector<std::string> where(args.size());
+  const Function* fn = nullptr;
+  if (auto it = impl_->tm->functions.find(function); it != impl_->tm->functions.end()) fn = &it->second;
+  std::size_t k = 0;
+  if (fn)
+    for (const Param& p : fn->params)
+      if (p.host_supplied() && k < args.size()) {
+        where[k] = "parameter " + std::to_string(k) + " '" + p.name + "'";
+        ++k;
+      }
+  for (; k < args.size(); ++k) where[k] = (fn ? "variadic argument " : "argument ") + std::to_string(k);
+
+  const auto limit = deadline.count() > 0 ? deadline : impl_->deadline;
+  Reply reply;
+  try {
+    Impl* im = impl_.get();
+    reply = run_on<Reply>(*im->exec, [&] { return im->io_call(function, args, where, limit); });
+  } catch (const std::exception& e) {
+    error = "remote call of " + function + " failed: " + e.what();
+    return false;
+  }
+  if (!reply.ok) {
+    error = std::move(reply.error);
+    return false;
+  }
+  result = std::move(reply.result);
+  return true;
+}
+
+}  // namespace marshal::remote

@@ -1,0 +1,108 @@
+// marshal remote: a typemap's library in a surrogate process.
+// The host spawns `marshal-surrogate` with a socketpair on fd 3 and a crash
+// pipe on fd 4; the two speak Cap'n Proto RPC (marshal_remote.capnp) on one
+// I/O thread per library on the host side. A call crosses as the function's
+// name and its host values; the surrogate runs the ordinary in-process call
+// (Library::bind, Plan::call) and sends back the return value, the out values
+// and errno, so results are those of an in-process call. Calls stay
+// synchronous for the caller.
+//
+// Crash policy: a surrogate that dies during a call (SIGSEGV, SIGBUS, SIGFPE,
+// SIGILL, SIGABRT) turns that call into an error naming the function, the pid,
+// the signal and, for SIGSEGV and SIGBUS, the faulting address; the host keeps
+// running and the next call starts a fresh surrogate. Handles that came from
+// the dead surrogate are refused with a message saying so. A deadline
+// (per library or per call) kills a surrogate whose call outlasts it.
+// kj ignores SIGPIPE process-wide once a surrogate has been started.
+#pragma once
+
+#include "typemap/context.hpp"
+#include "values/call_values.hpp"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace marshal::remote {
+
+struct IsolateOptions {
+  // The surrogate program; empty: $MARSHAL_SURROGATE, else `marshal-surrogate`
+  // next to this program, else the installed one.
+  std::string surrogate;
+  // A call that takes longer is killed with its surrogate and is an error.
+  // Zero: the typemap's library "deadline_ms", else no deadline.
+  std::chrono::milliseconds deadline{0};
+  // "HOST:PORT" of a `marshal serve` to use instead of a surrogate process
+  // (loopback only until mutual TLS exists: see loopback_only). The server
+  // must serve the same typemap text. Its crashes are not reported as a
+  // surrogate's; a deadline closes the connection.
+  std::string connect;
+};
+
+// Whether an address names this machine only (127.0.0.0/8, ::1, localhost);
+// serve and connect refuse anything else without TLS, with a message saying why.
+bool is_loopback(const std::string& address);
+
+// Whether a typemap asks for its library in a surrogate ("isolate": "process").
+bool wants_isolation(const Typemap& tm);
+
+class IsolatedLibrary {
+ public:
+  // Loads the typemap into ctx (for parameter names, and so the host never
+  // opens the library itself) and starts a surrogate that loads it too.
+  // nullptr with the first error (a typemap error, a surrogate that cannot
+  // start or cannot open the library).
+  static std::unique_ptr<IsolatedLibrary> open_file(Context& ctx, const std::string& path,
+                                                    const IsolateOptions& options, std::string& error);
+  static std::unique_ptr<IsolatedLibrary> open_text(Context& ctx, std::string text, std::string file,
+                                                    const IsolateOptions& options, std::string& error);
+  ~IsolatedLibrary();
+  IsolatedLibrary(const IsolatedLibrary&) = delete;
+  IsolatedLibrary& operator=(const IsolatedLibrary&) = delete;
+
+  // The in-process call's arguments and results (Plan::call). `deadline`
+  // overrides the library's for this call (zero: the library's). Thread-safe.
+  bool call(const std::string& function, std::span<const Value> args, CallResult& result, std::string& error,
+            std::chrono::milliseconds deadline = std::chrono::milliseconds{0});
+
+  const Typemap& typemap() const;
+  // The current surrogate's process id; 0 when none runs (before the first
+  // call after a crash).
+  int pid() const;
+  // Surrogates started so far (1 after open; one more after each crash).
+  int generation() const;
+
+  struct Impl;
+ private:
+  explicit IsolatedLibrary(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The surrogate's side: serves one host on the socket `sock` until it
+// disconnects, reporting a native crash on `crash_fd`. The main of
+// marshal-surrogate; returns its exit status.
+int run_surrogate(int sock, int crash_fd);
+
+// `marshal serve`: serves the typemaps (path, text) on `listen` ("HOST:PORT",
+// loopback only) until killed; a client may open only a typemap whose text is
+// one of these (an allowlist: nothing by address or by file name). Each
+// client gets its own library objects; its handles are released when it
+// disconnects. `on_listening` gets the bound port (for port 0). Returns an
+// exit status; `error` says why it could not serve.
+int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
+          const std::function<void(unsigned port)>& on_listening, std::string& error);
+
+// What the surrogate's crash handler writes to the crash pipe (one write,
+// under PIPE_BUF, so it arrives whole).
+struct CrashRecord {
+  int signo = 0;
+  int code = 0;
+  std::uint64_t address = 0;
+  char function[200] = {};
+};
+
+}  // namespace marshal::remote

@@ -1,0 +1,168 @@
+// marshal remote: host values on the wire (see wire.hpp).
+#include "remote/wire.hpp"
+
+#include <cstdio>
+
+namespace marshal::remote {
+
+capnp::ReaderOptions reader_options() {
+  capnp::ReaderOptions o;
+  o.traversalLimitInWords = traversal_limit_words;
+  o.nestingLimit = nesting_limit;
+  return o;
+}
+
+namespace {
+
+std::string hex(std::uintptr_t a) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(a));
+  return buf;
+}
+
+// A list or record of more elements than capnp's list size field holds.
+bool fits(std::size_t n, const std::string& where, std::string& error) {
+  if (n <= (std::size_t{1} << 28)) return true;
+  error = where + ": " + std::to_string(n) + " elements are too many to cross the process boundary";
+  return false;
+}
+
+bool put(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles, std::size_t depth,
+         std::string& error) {
+  if (depth > max_value_depth) {
+    error = where + ": values nest more than " + std::to_string(max_value_depth) + " deep";
+    return false;
+  }
+  switch (v.type()) {
+    case Value::Type::null: b.setNull(); return true;
+    case Value::Type::boolean: b.setBool(v.as<bool>()); return true;
+    case Value::Type::int64: b.setInt(v.as<std::int64_t>()); return true;
+    case Value::Type::uint64: b.setUint(v.as<std::uint64_t>()); return true;
+    case Value::Type::real: b.setReal(v.as<double>()); return true;
+    case Value::Type::string: {
+      // capnp Text carries its length: an embedded NUL crosses as it is, and
+      // the other side's engine treats it as in-process.
+      const std::string& s = v.as<std::string>();
+      if (!fits(s.size(), where, error)) return false;
+      b.setText(capnp::Text::Reader(s.data(), s.size()));
+      return true;
+    }
+    case Value::Type::bytes: {
+      const auto& d = v.as<Bytes>().data;
+      if (!fits(d.size(), where, error)) return false;
+      b.setBytes(capnp::Data::Reader(d.data(), d.size()));
+      return true;
+    }
+    case Value::Type::list: {
+      const List& l = v.as<List>();
+      if (!fits(l.size(), where, error)) return false;
+      auto out = b.initList(static_cast<unsigned>(l.size()));
+      for (std::size_t i = 0; i < l.size(); ++i)
+        if (!put(l[i], out[static_cast<unsigned>(i)], where + "[" + std::to_string(i) + "]", handles, depth + 1, error))
+          return false;
+      return true;
+    }
+    case Value::Type::record: {
+      const Record& r = v.as<Record>();
+      if (!fits(r.size(), where, error)) return false;
+      auto out = b.initRecord(static_cast<unsigned>(r.size()));
+      for (std::size_t i = 0; i < r.size(); ++i) {
+        auto f = out[static_cast<unsigned>(i)];
+        f.setName(r[i].first);
+        if (!put(r[i].second, f.initValue(), where + "." + r[i].first, handles, depth + 1, error)) return false;
+      }
+      return true;
+    }
+    case Value::Type::address:
+      error = where + ": a raw pointer (" + hex(v.as<Address>().value) +
+              ") cannot cross the process boundary: an address means nothing in the other process "
+              "(pass the data itself, or a handle)";
+      return false;
+    case Value::Type::handle:
+      if (!handles) {
+        error = where + ": a handle cannot cross this boundary";
+        return false;
+      }
+      return handles->to_wire(v.as<std::shared_ptr<HandleBox>>(), b.initHandle(), where, error);
+    case Value::Type::native:
+      error = where + ": native memory owned by the host cannot cross the process boundary yet "
+                      "(pass the data as a record or bytes)";
+      return false;
+    case Value::Type::function:
+    case Value::Type::callback:
+      error = where + ": callbacks cannot cross the process boundary yet (issue 17, part 4)";
+      return false;
+    case Value::Type::object:
+    case Value::Type::host_object:
+      error = where + ": objects cannot cross the process boundary yet (issue 17, part 3)";
+      return false;
+  }
+  error = where + ": a value of an unknown kind";
+  return false;
+}
+
+bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCodec* handles, std::size_t depth,
+         std::string& error) {
+  if (depth > max_value_depth) {
+    error = where + ": values nest more than " + std::to_string(max_value_depth) + " deep";
+    return false;
+  }
+  switch (r.which()) {
+    case wire::Value::NULL_: out = Value(); return true;
+    case wire::Value::BOOL: out = Value(r.getBool()); return true;
+    case wire::Value::INT: out = Value(static_cast<std::int64_t>(r.getInt())); return true;
+    case wire::Value::UINT: out = Value(static_cast<std::uint64_t>(r.getUint())); return true;
+    case wire::Value::REAL: out = Value(r.getReal()); return true;
+    case wire::Value::TEXT: {
+      auto t = r.getText();
+      out = Value(std::string(t.begin(), t.size()));
+      return true;
+    }
+    case wire::Value::BYTES: {
+      auto d = r.getBytes();
+      out = Value(Bytes{std::vector<std::uint8_t>(d.begin(), d.end())});
+      return true;
+    }
+    case wire::Value::LIST: {
+      auto l = r.getList();
+      List list(l.size());
+      for (unsigned i = 0; i < l.size(); ++i)
+        if (!get(l[i], list[i], where + "[" + std::to_string(i) + "]", handles, depth + 1, error)) return false;
+      out = Value(std::move(list));
+      return true;
+    }
+    case wire::Value::RECORD: {
+      auto l = r.getRecord();
+      Record rec(l.size());
+      for (unsigned i = 0; i < l.size(); ++i) {
+        auto n = l[i].getName();
+        rec[i].first.assign(n.begin(), n.size());
+        if (!get(l[i].getValue(), rec[i].second, where + "." + rec[i].first, handles, depth + 1, error)) return false;
+      }
+      out = Value(std::move(rec));
+      return true;
+    }
+    case wire::Value::HANDLE:
+      if (!handles) {
+        error = where + ": a handle cannot cross this boundary";
+        return false;
+      }
+      return handles->to_host(r.getHandle(), out, where, error);
+  }
+  // A union tag this side does not know (a newer peer): refused, not guessed.
+  error = where + ": a value of a kind this side does not know (tag " + std::to_string(static_cast<unsigned>(r.which())) + ")";
+  return false;
+}
+
+}  // namespace
+
+bool to_wire(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles,
+             std::string& error) {
+  return put(v, b, where, handles, 0, error);
+}
+
+bool to_host(wire::Value::Reader r, Value& out, const std::string& where, HandleCodec* handles, std::string& error) {
+  return get(r, out, where, handles, 0, error);
+}
+
+}  // namespace marshal::remote

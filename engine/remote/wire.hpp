@@ -1,0 +1,46 @@
+// marshal remote: host values on the wire.
+// Converts the engine's dynamic Value (value.hpp) to and from the Cap'n Proto
+// encoding of marshal_remote.capnp. What crosses: null, bools, integers,
+// doubles, strings, bytes, lists, records and handles (as capabilities, through
+// the HandleCodec of the side that converts). What never crosses: a raw
+// address (it means nothing in the other process) and host-side objects the
+// remote layer does not carry yet; both are refused with a message naming
+// where the value stood ("parameter 1 'buf'", "out 'len'").
+#pragma once
+
+#include "remote/marshal_remote.capnp.h"
+#include "values/value.hpp"
+
+#include <capnp/message.h>
+#include <string>
+
+namespace marshal::remote {
+
+// Every reader of a remote message uses these limits, set explicitly rather
+// than capnp's defaults (issue 17, "Robust decoding"): a message may not make
+// the reader traverse more than 64 MiWords (512 MiB: two max_buffer values and
+// their framing), and nesting may go as deep as max_value_depth values (a
+// Value is a struct holding a list pointer: two levels each) plus the RPC
+// envelope.
+inline constexpr std::uint64_t traversal_limit_words = std::uint64_t{64} << 20;
+inline constexpr int nesting_limit = 2 * static_cast<int>(max_value_depth) + 32;
+capnp::ReaderOptions reader_options();
+
+// How handles cross: each side supplies its own codec (the surrogate exports
+// capabilities, the host imports them). Without one, a handle is refused.
+class HandleCodec {
+ public:
+  virtual ~HandleCodec() = default;
+  virtual bool to_wire(const std::shared_ptr<HandleBox>& box, wire::HandleRef::Builder b, const std::string& where,
+                       std::string& error) = 0;
+  // out is set to a placeholder or the final value; false with a message.
+  virtual bool to_host(wire::HandleRef::Reader r, Value& out, const std::string& where, std::string& error) = 0;
+};
+
+// Host value -> wire. `where` names the value in messages.
+bool to_wire(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles,
+             std::string& error);
+// Wire -> host value; nesting beyond max_value_depth is an error.
+bool to_host(wire::Value::Reader r, Value& out, const std::string& where, HandleCodec* handles, std::string& error);
+
+}  // namespace marshal::remote

@@ -1,0 +1,667 @@
+// marshal tests: remote marshaling, a typemap's library in a surrogate process
+// (engine/remote). The fixture library is called in-process and through the
+// surrogate with the same arguments, and the results (or errors) compared;
+// then the surrogate's crash, hang and handle rules, and the CLI's --isolate.
+#include "call_support.hpp"
+#include "cli_run.hpp"
+
+#include "remote/surrogate.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <thread>
+
+#ifndef MARSHAL_SURROGATE
+#error "MARSHAL_SURROGATE must be defined by the build"
+#endif
+
+using namespace marshal;
+using namespace marshal::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+remote::IsolateOptions options(std::chrono::milliseconds deadline = 0ms) {
+  remote::IsolateOptions o;
+  o.surrogate = MARSHAL_SURROGATE;
+  o.deadline = deadline;
+  return o;
+}
+
+struct Isolated {
+  Context ctx;
+  std::unique_ptr<remote::IsolatedLibrary> lib;
+  explicit Isolated(const std::string& typemap, std::chrono::milliseconds deadline = 0ms) {
+    std::string error;
+    lib = remote::IsolatedLibrary::open_file(ctx, source_path(typemap), options(deadline), error);
+    INFO(error);
+    REQUIRE(lib);
+  }
+  Isolated(const std::string& text, const std::string& file, std::chrono::milliseconds deadline = 0ms) {
+    std::string error;
+    lib = remote::IsolatedLibrary::open_text(ctx, text, file, options(deadline), error);
+    INFO(error);
+    REQUIRE(lib);
+  }
+  CallResult call(const std::string& fn, std::vector<Value> args = {}) {
+    CallResult r;
+    std::string error;
+    bool ok = lib->call(fn, args, r, error);
+    INFO(fn << ": " << error);
+    REQUIRE(ok);
+    return r;
+  }
+  std::string error_of(const std::string& fn, std::vector<Value> args = {},
+                       std::chrono::milliseconds deadline = 0ms) {
+    CallResult r;
+    std::string error;
+    CHECK_FALSE(lib->call(fn, args, r, error, deadline));
+    return error;
+  }
+};
+
+Value va(const char* type, Value v) { return Value(rec({{"type", type}, {"value", std::move(v)}})); }
+Value pt(int x, int y) { return Value(rec({{"x", x}, {"y", y}})); }
+
+// libc functions that crash or hang on purpose, declared for these tests.
+const char* crashing_libc = R"({"typemap": 1,
+  "library": {"name": "c", "load": {"linux": ["libc.so.6"]}},
+  "types": {"div_t": {"struct": [{"name": "quot", "type": "int"}, {"name": "rem", "type": "int"}]}},
+  "functions": {
+    "div": {"returns": "div_t",
+            "params": [{"name": "a", "type": "int"}, {"name": "b", "type": "int"}]},
+    "strlen": {"returns": "size_t", "params": [{"name": "s", "type": "uint64"}]},
+    "abort": {"returns": "void", "params": []},
+    "pause": {"returns": "int", "params": []},
+    "getpid": {"returns": "int", "params": []}
+  }})";
+
+}  // namespace
+
+TEST_SUITE("remote") {
+  TEST_CASE("the typemap's library says isolate and deadline_ms; bad values are errors at their pointer") {
+    Context ctx;
+    auto r = ctx.load_text(R"({"typemap": 1, "library": {"name": "c", "load": {"linux": ["libc.so.6"]},
+      "isolate": "process", "deadline_ms": 250}})", "iso.json");
+    REQUIRE(r.ok());
+    CHECK(remote::wants_isolation(*r.typemap));
+    CHECK(r.typemap->library.deadline_ms == 250);
+    auto plain = ctx.load_text(R"({"typemap": 1, "library": {"name": "c", "load": {"linux": ["libc.so.6"]}, "isolate": "none"}})", "none.json");
+    REQUIRE(plain.ok());
+    CHECK_FALSE(remote::wants_isolation(*plain.typemap));
+    auto bad = ctx.load_text(R"({"typemap": 1, "library": {"name": "c", "load": {"linux": ["libc.so.6"]}, "isolate": "thread"}})", "bad.json");
+    REQUIRE_FALSE(bad.ok());
+    CHECK(bad.errors.front().text().find("/library/isolate") != std::string::npos);
+    CHECK(bad.errors.front().text().find("expected one of: none, process; got 'thread'") != std::string::npos);
+    auto bad_deadline = ctx.load_text(R"({"typemap": 1, "library": {"name": "c", "load": {"linux": ["libc.so.6"]}, "deadline_ms": 0}})", "bad2.json");
+    REQUIRE_FALSE(bad_deadline.ok());
+    CHECK(bad_deadline.errors.front().text().find("/library/deadline_ms") != std::string::npos);
+  }
+
+  TEST_CASE("every fixture call gives the same result or error in-process and through the surrogate") {
+    Bound here("tests/fixtures/pinvoke.json");
+    Isolated there("tests/fixtures/pinvoke.json");
+    CHECK(there.lib->pid() > 0);
+    CHECK(there.lib->pid() != ::getpid());
+    const std::uint64_t u64max = UINT64_MAX;
+    struct Case {
+      const char* fn;
+      std::vector<Value> args;
+    };
+    const std::vector<Case> cases = {
+        // scalars, in range and out of it (the errors must match too)
+        {"echo_i8", {-128}}, {"echo_i8", {128}}, {"echo_i8", {4.5}}, {"echo_i8", {"x"}}, {"echo_i8", {Value()}},
+        {"echo_u8", {255}}, {"echo_u16", {65535}}, {"echo_i32", {INT32_MIN}}, {"echo_u32", {Value(std::uint64_t{4294967295u})}},
+        {"echo_i64", {INT64_MIN}}, {"echo_u64", {u64max}}, {"echo_u64", {-1}}, {"echo_f32", {1.5}},
+        {"echo_f64", {-2.25e300}}, {"echo_char", {65}}, {"echo_long", {Value(std::int64_t{-5000000000})}},
+        {"echo_ulong", {Value(std::uint64_t{1} << 63)}}, {"echo_size", {12345}},
+        {"add_i32", {2000000000, 2000000000}}, {"add_i32", {2}}, {"add_f64", {0.1, 0.2}},
+        {"add_mixed", {-3, 1.25, 300, 0.5, Value(std::int64_t{1} << 40)}},
+        {"spill12_i64", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, -12}},
+        {"spill12_mixed", {1, 2.5, 3, 4.5, 5, 6.5, 7, 8.5, 9, 10.5, 11, 12.5}},
+        // bools, enums, flags
+        {"not_cbool", {true}}, {"not_bool32", {false}}, {"not_vbool", {true}}, {"not_cbool", {1}},
+        {"next_color", {"BLUE"}}, {"next_color", {1}}, {"next_color", {"PINK"}}, {"flags_or", {List{"READ"}, 6}},
+        {"flags_or", {8, 1}},
+        // strings in every encoding, in, out, inout, returned
+        {"len_in_utf8", {"h\xc3\xa9llo"}}, {"len_in_utf8", {std::string("a\0b", 3)}}, {"len_in_utf8", {"\xff"}},
+        {"len_in_utf16", {"h\xc3\xa9llo \xf0\x9f\x98\x80"}}, {"len_in_utf32", {"\xe2\x82\xac"}},
+        {"len_in_wchar", {"w\xc3\xb6"}}, {"sum_in_latin1", {"gr\xc3\xbc\xc3\x9f"}},
+        {"sum_in_bytes", {Bytes{{1, 0, 2, 255}}, 4}}, {"count_in_double_nul", {List{"a", "bc", "def"}}},
+        {"reverse_out_utf8", {"marshal", 32}}, {"reverse_out_utf8", {"marshal", 4}}, {"fill_out_utf16", {16}},
+        {"greet_out_latin1", {}}, {"upper_inout_ascii", {"Hello, marshal"}}, {"dup_ret_utf8", {"copy me"}},
+        {"static_ret_name", {}}, {"dup_ret_utf16", {"w\xc3\xb6rld"}}, {"make_ret_double_nul", {}},
+        // arrays with every count source
+        {"sum_in_i32_array", {List{1, -2, 3, 400}, 4}}, {"sum_in_i32_array", {List{1, -2, 3, 400}, 2}},
+        {"sum_in_i32_array", {List{1}, 4}}, {"sum_in_f64_array", {List{0.5, 1.25, -3}, 3}},
+        {"sum_in_u8_bytes", {Bytes{{200, 100, 7}}, 3}}, {"sum_in_u8_bytes", {List{200, 100, 7}, 3}},
+        {"sum_in_point_array", {List{pt(1, 2), pt(3, 4)}, 2}}, {"count_in_strings_sentinel", {List{"a", "b", "c"}}},
+        {"sum_in_i16_fixed4", {List{1, 2, 3, 4}}}, {"fill_out_i32_array", {5}}, {"fill_out_u8_bytes", {4}},
+        {"fill_out_points_len", {8}}, {"fill_inout_i32_array", {List{1, 2, 3}, 3}},
+        {"reverse_inout_f32_array", {List{1.0, 2.0, 3.5}, 3}}, {"range_ret_i32", {4}}, {"names_ret_sentinel", {}},
+        {"alloc_out_points", {}},
+        // pointers to one value, structs, unions, bitfields, nested pointers
+        {"get_out_i32", {}}, {"get_out_point", {-4, 11}}, {"incr_inout_i64", {Value(std::int64_t{1} << 40)}},
+        {"read_in_point", {pt(7, 9)}}, {"read_in_point", {Value()}}, {"scale_inout_point", {pt(7, 9), 3}},
+        {"maybe_null_in_i32", {Value()}}, {"maybe_null_in_i32", {5}}, {"sum_in_point", {pt(3, 4)}},
+        {"make_ret_point", {-1, 2}}, {"add_vec2", {Record{{"x", 1.5}, {"y", 2}}, Record{{"x", 3}, {"y", -4.25}}}},
+        {"echo_s1i", {Record{{"a", 1}}}}, {"echo_s3f", {Record{{"a", 1.5}, {"b", 2.5}, {"c", 3.5}}}},
+        {"echo_mix_fid", {Record{{"f", 1.5}, {"i", 2}, {"d", 3.5}}}}, {"echo_mix_bd", {Record{{"b", true}, {"d", 3.5}}}},
+        {"echo_union_if", {Value(rec({{"i", 12345}}))}}, {"echo_union_if", {Value(rec({{"i", 1}, {"f", 2.0}}))}},
+        {"echo_bits", {Value(rec({{"a", 5}, {"b", 300}, {"c", 77}}))}},
+        {"echo_bits", {Value(rec({{"a", 8}, {"b", 0}, {"c", 0}}))}},
+        {"echo_arr_in_struct", {Value(rec({{"v", List{1, 2, 3}}, {"f", 2.5}}))}},
+        {"spill_points", {pt(1, 2), pt(3, 4), pt(5, 6), pt(7, 8), pt(9, 10), pt(11, 12), pt(13, 14)}},
+        {"sum_in_header", {Value(rec({{"name", "abc"}, {"n", 2}, {"items", List{5, 6}}}))}},
+        {"fill_out_header", {}},
+        {"sum_in_flex", {Value(rec({{"n", 3}, {"tag", 1}, {"items", List{1.5, 2.5, 3.5}}}))}},
+        // errno and checks, variadics, direction semantics
+        {"fail_with_errno", {0}}, {"fail_with_errno", {2}},
+        {"sum_var_i32", {3, va("int16", 1), va("int8", -2), va("int", 40)}}, {"sum_var_i32", {1, Value(5)}},
+        {"fmt_var", {64, "%s|%d|%.3f|%c", va("string", "x"), va("int", 7), va("float", 0.5), va("char", 65)}},
+        {"scribble_in_i32_array", {List{1, 2, 3}, 3}}, {"scribble_in_utf8", {"scribble"}},
+        {"scribble_in_point", {pt(1, 2)}}, {"scribble_in_bytes", {Bytes{{1, 2, 3}}, 3}},
+        // unknown functions are the surrogate's error, as in-process
+        {"no_such_function", {}}};
+    int compared = 0;
+    for (const Case& c : cases) {
+      INFO(c.fn << " with " << Value(List(c.args.begin(), c.args.end())).to_json().dump());
+      CallResult a, b;
+      std::string ea, eb;
+      const Plan* plan = here.lib->bind(c.fn, ea);
+      const bool ok_here = plan && plan->call(c.args, a, ea);
+      const bool ok_there = there.lib->call(c.fn, c.args, b, eb);
+      CHECK(ok_here == ok_there);
+      CHECK(ea == eb);
+      if (ok_here && ok_there) {
+        CHECK(a.ret.to_json() == b.ret.to_json());
+        CHECK(a.ret == b.ret);
+        CHECK(a.out == b.out);
+        CHECK(a.error_number == b.error_number);
+        ++compared;
+      }
+    }
+    CHECK(compared > 80);
+  }
+
+  TEST_CASE("a raw pointer is refused at the boundary, naming the parameter") {
+    Isolated there("tests/fixtures/pinvoke.json");
+    std::string e = there.error_of("maybe_null_in_i32", {Value(Address{0x1234})});
+    CHECK(e == "maybe_null_in_i32: parameter 0 'p': a raw pointer (0x1234) cannot cross the process boundary: an "
+               "address means nothing in the other process (pass the data itself, or a handle)");
+    // Nested in a record or a list: the path says where.
+    e = there.error_of("sum_in_point_array", {List{pt(1, 2), Value(rec({{"x", Value(Address{8})}, {"y", 1}}))}, 2});
+    CHECK(e.find("parameter 0 'v'[1].x: a raw pointer (0x8)") != std::string::npos);
+    CHECK(there.call("add_i32", {1, 2}).ret == Value(3));  // the connection is fine afterwards
+  }
+
+  TEST_CASE("handles live in the surrogate: released when the host drops them, refused once released") {
+    Isolated there("tests/fixtures/pinvoke.json");
+    const std::int64_t before = I(there.call("res_live").ret);
+    {
+      Value h = there.call("res_open", {41}).ret;
+      REQUIRE(h.is<std::shared_ptr<HandleBox>>());
+      CHECK(h.as<std::shared_ptr<HandleBox>>()->type_name == "Res");
+      CHECK(I(there.call("res_live").ret) == before + 1);
+      CHECK(I(there.call("res_value", {h}).ret) == 41);
+      CHECK(I(there.call("res_value", {h}).ret) == 41);  // the same capability again
+      CHECK(there.call("res_open", {-1}).ret.is_null());
+    }
+    // The host dropped its last reference: the surrogate's box went, and the
+    // typemap's release (res_close) ran there exactly once.
+    CHECK(I(there.call("res_live").ret) == before);
+    Value h = there.call("res_open", {7}).ret;
+    CHECK(I(there.call("res_close", {h}).ret) == 0);
+    CHECK(I(there.call("res_live").ret) == before);
+    CHECK(there.error_of("res_value", {h}).find("the Res handle was already released") != std::string::npos);
+    // A handle made in this process means nothing to the surrogate.
+    Bound here("tests/fixtures/pinvoke.json");
+    Value local = here.call("res_open", {3}).ret;
+    CHECK(there.error_of("res_value", {local}).find("parameter 0 'r': handle Res") != std::string::npos);
+    CHECK(there.error_of("res_value", {local}).find("did not come from this library's surrogate") != std::string::npos);
+  }
+
+  TEST_CASE("a native crash is an error naming the function and the signal; the next call gets a fresh surrogate") {
+    Isolated there(crashing_libc, "crashing-libc.json");
+    const int first = there.lib->pid();
+    CHECK(there.call("div", {17, 5}).ret == Value(rec({{"quot", 3}, {"rem", 2}})));
+    std::string e = there.error_of("div", {1, 0});
+    CHECK(e == "function div crashed in the surrogate (pid " + std::to_string(first) + ") with SIGFPE");
+    CHECK(there.lib->pid() == 0);
+    // The host is alive and the next call starts a new surrogate.
+    CHECK(there.call("div", {17, 5}).ret == Value(rec({{"quot", 3}, {"rem", 2}})));
+    const int second = there.lib->pid();
+    CHECK(second > 0);
+    CHECK(second != first);
+    CHECK(there.lib->generation() == 2);
+    CHECK(I(there.call("getpid").ret) == second);
+    // A segmentation fault names the faulting address.
+    e = there.error_of("strlen", {8});
+    CHECK(e == "function strlen crashed in the surrogate (pid " + std::to_string(second) + ") with SIGSEGV (address 0x8)");
+    // abort() in the library.
+    const std::int64_t third = I(there.call("getpid").ret);
+    CHECK(third == there.lib->pid());
+    e = there.error_of("abort");
+    CHECK(e == "function abort crashed in the surrogate (pid " + std::to_string(third) + ") with SIGABRT");
+    CHECK(there.lib->generation() == 3);
+    CHECK(there.call("div", {-7, 2}).ret == Value(rec({{"quot", -3}, {"rem", -1}})));
+  }
+
+  TEST_CASE("a surrogate killed between calls is replaced before the next call is sent") {
+    Isolated there(crashing_libc, "killed.json");
+    const int pid = there.lib->pid();
+    REQUIRE(::kill(pid, SIGKILL) == 0);
+    std::this_thread::sleep_for(200ms);  // it has ended (the host reaps it, not the test)
+    const std::int64_t now = I(there.call("getpid").ret);
+    CHECK(now != pid);
+    CHECK(now == there.lib->pid());
+    CHECK(there.lib->generation() == 2);
+  }
+
+  TEST_CASE("handle identity crosses the boundary: one host box per surrogate handle, and back home as itself") {
+    // labs() as an identity function on a handle-sized value: a handle made from
+    // a number, and one passed back and returned.
+    const std::string text = R"({"typemap": 1,
+      "library": {"name": "c", "load": {"linux": ["libc.so.6"]}},
+      "types": {"H": {"handle": {"invalid": [0]}}},
+      "functions": {
+        "make": {"symbol": "labs", "returns": "H", "params": [{"name": "v", "type": "int64"}]},
+        "same": {"symbol": "labs", "returns": "H", "params": [{"name": "h", "type": "H"}]},
+        "bits": {"symbol": "labs", "returns": "int64", "params": [{"name": "h", "type": "H"}]}}})";
+    Isolated there(text, "identity.json");
+    Value a = there.call("make", {4096}).ret;
+    Value b = there.call("make", {4096}).ret;
+    Value c = there.call("make", {8192}).ret;
+    REQUIRE(a.is<std::shared_ptr<HandleBox>>());
+    const auto& box = a.as<std::shared_ptr<HandleBox>>();
+    CHECK(box == b.as<std::shared_ptr<HandleBox>>());  // the same surrogate handle: the same host box
+    CHECK(box != c.as<std::shared_ptr<HandleBox>>());
+    CHECK(box->value == 4096);
+    CHECK(there.call("same", {a}).ret.as<std::shared_ptr<HandleBox>>() == box);  // sent home and back: itself
+    CHECK(I(there.call("bits", {b}).ret) == 4096);
+    // In-process the engine keeps the same identity: the results agree.
+    Context ctx;
+    auto r = ctx.load_text(text, "identity-here.json");
+    REQUIRE(r.ok());
+    std::string error;
+    auto lib = Library::open(ctx, *r.typemap, error);
+    REQUIRE(lib);
+    CallResult x, y;
+    std::vector<Value> args{4096};
+    REQUIRE(lib->bind("make", error)->call(args, x, error));
+    REQUIRE(lib->bind("make", error)->call(args, y, error));
+    CHECK(x.ret.as<std::shared_ptr<HandleBox>>() == y.ret.as<std::shared_ptr<HandleBox>>());
+    CHECK(x.ret.to_json() == a.to_json());
+  }
+
+  TEST_CASE("handles from a dead surrogate are refused with a message, never a hang") {
+    Isolated there(std::string(R"({"typemap": 1,
+      "library": {"name": "fx", "load": {"linux": ["libmarshal_fixture.so", "build/tests/libmarshal_fixture.so"]}},
+      "types": {"Res": {"handle": {"invalid": [0], "release": "res_close"}}},
+      "functions": {
+        "res_open": {"returns": "Res", "params": [{"name": "value", "type": "int32"}]},
+        "res_value": {"returns": "int32", "params": [{"name": "r", "type": "Res"}]},
+        "res_close": {"returns": "int32", "params": [{"name": "r", "type": "Res"}]},
+        "echo_i32": {"returns": "int32", "params": [{"name": "v", "type": "int32"}]},
+        "crash": {"symbol": "res_value", "returns": "int32", "params": [{"name": "r", "type": "uint64"}]}}})"),
+                   "handles.json");
+    Value h = there.call("res_open", {5}).ret;
+    CHECK(I(there.call("res_value", {h}).ret) == 5);
+    const int pid = there.lib->pid();
+    std::string e = there.error_of("crash", {16});
+    CHECK(e == "function crash crashed in the surrogate (pid " + std::to_string(pid) + ") with SIGSEGV (address 0x10)");
+    e = there.error_of("res_value", {h});
+    CHECK(e == "res_value: parameter 0 'r': handle Res came from a surrogate that has ended (function crash crashed in "
+               "the surrogate (pid " + std::to_string(pid) + ") with SIGSEGV (address 0x10)); the handles of a dead "
+               "surrogate are gone with it");
+    Value fresh = there.call("res_open", {6}).ret;  // the new surrogate's handles work
+    CHECK(I(there.call("res_value", {fresh}).ret) == 6);
+  }
+
+  TEST_CASE("a call past its deadline kills the surrogate and is an error; the next call works") {
+    Isolated there(crashing_libc, "hang.json");
+    const int pid = there.lib->pid();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::string e = there.error_of("pause", {}, 300ms);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(e == "function pause timed out after 300 ms in the surrogate (pid " + std::to_string(pid) +
+                   "); the surrogate was killed");
+    CHECK(took >= 300ms);
+    CHECK(took < 10s);
+    CHECK(::kill(pid, 0) != 0);  // gone (and reaped)
+    const std::int64_t next = I(there.call("getpid").ret);
+    CHECK(next == there.lib->pid());
+    CHECK(next != pid);
+    // The library's deadline (the typemap's deadline_ms or the option) applies without a per-call one.
+    Isolated limited(crashing_libc, "hang2.json", 200ms);
+    e = limited.error_of("pause");
+    CHECK(e.find("function pause timed out after 200 ms in the surrogate") != std::string::npos);
+    std::string text = crashing_libc;
+    text.replace(text.find("\"load\""), 0, "\"deadline_ms\": 150, ");
+    Isolated from_typemap(text, "hang3.json");
+    e = from_typemap.error_of("pause");
+    CHECK(e.find("function pause timed out after 150 ms in the surrogate") != std::string::npos);
+    CHECK(from_typemap.call("div", {9, 2}).ret == Value(rec({{"quot", 4}, {"rem", 1}})));
+  }
+
+  TEST_CASE("a surrogate that cannot start or open the library is an error at open") {
+    Context ctx;
+    std::string error;
+    auto o = options();
+    o.surrogate = "/nonexistent/marshal-surrogate";
+    CHECK_FALSE(remote::IsolatedLibrary::open_file(ctx, source_path("typemaps/libm.json"), o, error));
+    CHECK(error.find("cannot start the surrogate /nonexistent/marshal-surrogate") != std::string::npos);
+    Context ctx2;
+    CHECK_FALSE(remote::IsolatedLibrary::open_text(ctx2, R"({"typemap": 1, "library": {"name": "nope",
+      "load": {"linux": ["libmarshal-no-such-library.so"]}}})", "nope.json", options(), error));
+    CHECK(error.find("nope.json") != std::string::npos);
+    CHECK(error.find("libmarshal-no-such-library.so") != std::string::npos);
+  }
+
+  TEST_CASE("4 threads x 500 calls through one surrogate give exact results") {
+    Isolated there("tests/fixtures/pinvoke.json");
+    std::atomic<int> wrong{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 500; ++i) {
+          CallResult r;
+          std::string error;
+          std::vector<Value> args{t * 100000, i};
+          if (!there.lib->call("add_i32", args, r, error) || !(r.ret == Value(t * 100000 + i))) ++wrong;
+        }
+      });
+    for (auto& th : threads) th.join();
+    CHECK(wrong == 0);
+  }
+
+  TEST_CASE("marshal call --isolate: the issue's acceptance commands") {
+    Run r = run("call --isolate typemaps/libc.json div 1 0");
+    CHECK(r.status == 1);
+    CHECK(r.out.empty());
+    CHECK(r.err.find("function div crashed in the surrogate (pid ") == 0);
+    CHECK(r.err.find(") with SIGFPE\n") != std::string::npos);
+    CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+    // zlib's crc32 computes len from buf (TYPEMAP.md "value"), so it takes two
+    // arguments, in-process and isolated alike.
+    r = run("call --isolate typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}'");
+    CHECK(r.status == 0);
+    CHECK(r.out == "{\"return\":907060870,\"out\":{}}\n");
+    Run three_here = run("call typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 5");
+    Run three_there = run("call --isolate typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 5");
+    CHECK(three_here.err == three_there.err);
+    CHECK(three_there.status == 1);
+    r = run("call --isolate typemaps/libc.json div 17 5");
+    CHECK(r.out == "{\"return\":{\"quot\":3,\"rem\":2},\"out\":{}}\n");
+    r = run("call --isolate --deadline 0 typemaps/libc.json div 17 5");
+    CHECK(r.status == 2);
+    CHECK(r.err.find("--deadline expects milliseconds") != std::string::npos);
+    r = run("call --deadline 100 typemaps/libc.json div 17 5");
+    CHECK(r.status == 2);
+    CHECK(r.err.find("--deadline needs --isolate") != std::string::npos);
+  }
+}
+
+// ---- marshal serve / --connect (loopback) ----
+
+namespace {
+
+// `marshal serve ARGS` in the background; the port it printed.
+struct Server {
+  pid_t pid = -1;
+  unsigned port = 0;
+  explicit Server(const std::vector<std::string>& typemaps) {
+    int out[2];
+    REQUIRE(::pipe(out) == 0);
+    pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      ::dup2(out[1], 1);
+      ::close(out[0]);
+      ::close(out[1]);
+      std::vector<std::string> args{MARSHAL_EXE, "serve"};
+      for (const auto& t : typemaps) args.push_back(t);
+      args.push_back("--listen");
+      args.push_back("127.0.0.1:0");
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(MARSHAL_EXE, argv.data());
+      ::_exit(127);
+    }
+    ::close(out[1]);
+    std::string line;
+    char c;
+    while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+    ::close(out[0]);
+    INFO(line);
+    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
+    port = static_cast<unsigned>(std::stoul(line.substr(line.rfind(':') + 1)));
+  }
+  ~Server() {
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
+};
+
+}  // namespace
+
+TEST_SUITE("remote") {
+  TEST_CASE("marshal serve on loopback: --connect calls give the in-process results") {
+    Server server({"typemaps/zlib.json", "tests/fixtures/pinvoke.json"});
+    Run r = run("call --connect " + server.address() + " typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}'");
+    CHECK(r.err == "");
+    CHECK(r.out == "{\"return\":907060870,\"out\":{}}\n");
+    // The engine API: the fixture through the server, compared with in-process.
+    Bound here("tests/fixtures/pinvoke.json");
+    Context ctx;
+    std::string error;
+    auto o = options();
+    o.connect = server.address();
+    auto there = remote::IsolatedLibrary::open_file(ctx, source_path("tests/fixtures/pinvoke.json"), o, error);
+    INFO(error);
+    REQUIRE(there);
+    CHECK(there->pid() == 0);  // no surrogate process of ours
+    for (const char* fn : {"reverse_out_utf8", "fill_out_i32_array"}) {
+      std::vector<Value> args = std::string(fn) == "reverse_out_utf8" ? std::vector<Value>{"marshal", 32}
+                                                                       : std::vector<Value>{5};
+      CallResult a, b;
+      std::string ea, eb;
+      REQUIRE(here.lib->bind(fn, ea)->call(args, a, ea));
+      REQUIRE(there->call(fn, args, b, eb));
+      CHECK(a.ret == b.ret);
+      CHECK(a.out == b.out);
+    }
+    // A client's handles are released when it goes away.
+    CallResult live;
+    REQUIRE(there->call("res_live", {}, live, error));
+    {
+      Context ctx2;
+      auto other = remote::IsolatedLibrary::open_file(ctx2, source_path("tests/fixtures/pinvoke.json"), o, error);
+      REQUIRE(other);
+      CallResult h1, h2, n;
+      REQUIRE(other->call("res_open", std::vector<Value>{9}, h1, error));
+      REQUIRE(other->call("res_open", std::vector<Value>{10}, h2, error));
+      REQUIRE(there->call("res_live", {}, n, error));
+      CHECK(I(n.ret) == I(live.ret) + 2);  // two clients on one server share the library
+    }  // `other` disconnects still holding its handles
+    CallResult after;
+    for (int i = 0; i < 100; ++i) {  // the server sees the disconnect shortly
+      REQUIRE(there->call("res_live", {}, after, error));
+      if (I(after.ret) == I(live.ret)) break;
+      std::this_thread::sleep_for(10ms);
+    }
+    CHECK(I(after.ret) == I(live.ret));
+  }
+
+  TEST_CASE("marshal serve refuses a non-loopback address without TLS, and typemaps it was not given") {
+    Run r = run("serve typemaps/zlib.json --listen 0.0.0.0:7777");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("refusing to listen on 0.0.0.0:7777: without mutual TLS") != std::string::npos);
+    CHECK(remote::is_loopback("127.0.0.1:1"));
+    CHECK(remote::is_loopback("127.200.3.4:65535"));
+    CHECK(remote::is_loopback("[::1]:80"));
+    CHECK(remote::is_loopback("localhost:80"));
+    CHECK_FALSE(remote::is_loopback("128.0.0.1:80"));
+    CHECK_FALSE(remote::is_loopback("127.0.0.1"));
+    CHECK_FALSE(remote::is_loopback("127.0.0.256:80"));
+    CHECK_FALSE(remote::is_loopback("127.0.0.1.5:80"));
+    CHECK_FALSE(remote::is_loopback("example.com:80"));
+    r = run("call --connect 192.0.2.1:80 typemaps/zlib.json crc32 0 null");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("refusing to connect to 192.0.2.1:80") != std::string::npos);
+    Server server({"typemaps/zlib.json"});
+    r = run("call --connect " + server.address() + " typemaps/libc.json div 17 5");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("typemap typemaps/libc.json is not served here") != std::string::npos);
+    CHECK(r.err.find("(served: typemaps/zlib.json)") != std::string::npos);
+  }
+}
+
+// A measurement, not a check (skipped unless run with --no-skip): add_i32 and
+// a 1 MiB bytes in/out through the surrogate, next to a raw socketpair
+// ping-pong of the same payloads (the floor). ./run bench owns the real rows.
+#include <sys/socket.h>
+
+TEST_SUITE("remote") {
+  TEST_CASE("timing: surrogate round trips next to a raw socketpair ping-pong" * doctest::skip()) {
+    using clock = std::chrono::steady_clock;
+    auto us = [](clock::duration d, int n) { return std::chrono::duration<double, std::micro>(d).count() / n; };
+    auto pingpong = [](std::size_t bytes, int n) {
+      int sv[2];
+      REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+      std::thread echo([&] {
+        std::vector<char> buf(bytes);
+        for (int i = 0; i < n; ++i) {
+          std::size_t got = 0;
+          while (got < bytes) got += static_cast<std::size_t>(::read(sv[1], buf.data() + got, bytes - got));
+          std::size_t put = 0;
+          while (put < bytes) put += static_cast<std::size_t>(::write(sv[1], buf.data() + put, bytes - put));
+        }
+      });
+      std::vector<char> buf(bytes, 'x');
+      auto t0 = clock::now();
+      for (int i = 0; i < n; ++i) {
+        std::size_t put = 0;
+        while (put < bytes) put += static_cast<std::size_t>(::write(sv[0], buf.data() + put, bytes - put));
+        std::size_t got = 0;
+        while (got < bytes) got += static_cast<std::size_t>(::read(sv[0], buf.data() + got, bytes - got));
+      }
+      auto t = clock::now() - t0;
+      echo.join();
+      ::close(sv[0]);
+      ::close(sv[1]);
+      return t;
+    };
+    Bound here("tests/fixtures/pinvoke.json");
+    Isolated there("tests/fixtures/pinvoke.json");
+    const int n = 3000;
+    std::vector<Value> args{2, 40};
+    CallResult r;
+    std::string error;
+    const Plan* plan = here.lib->bind("add_i32", error);
+    auto t0 = clock::now();
+    for (int i = 0; i < n; ++i) plan->call(args, r, error);
+    auto in_process = clock::now() - t0;
+    t0 = clock::now();
+    for (int i = 0; i < n; ++i) there.lib->call("add_i32", args, r, error);
+    auto isolated = clock::now() - t0;
+    auto floor = pingpong(16, n);
+    MESSAGE("add_i32: in-process " << us(in_process, n) << " us, surrogate " << us(isolated, n)
+                                   << " us, raw socketpair ping-pong " << us(floor, n) << " us");
+    const int m = 50;
+    std::vector<Value> big{Bytes{std::vector<std::uint8_t>(1 << 20, 7)}, 1 << 20};
+    const Plan* scribble = here.lib->bind("scribble_in_bytes", error);
+    t0 = clock::now();
+    for (int i = 0; i < m; ++i) REQUIRE(scribble->call(big, r, error));
+    auto mib_here = clock::now() - t0;
+    t0 = clock::now();
+    for (int i = 0; i < m; ++i) REQUIRE(there.lib->call("scribble_in_bytes", big, r, error));
+    auto mib = clock::now() - t0;
+    auto mib_floor = pingpong(1 << 20, m);
+    MESSAGE("1 MiB bytes in: in-process " << us(mib_here, m) << " us, surrogate " << us(mib, m)
+                                          << " us, raw socketpair 1 MiB each way " << us(mib_floor, m) << " us");
+  }
+}
+
+// ---- robustness ----
+
+#include <fcntl.h>
+#include <spawn.h>
+
+TEST_SUITE("remote") {
+  TEST_CASE("a surrogate fed garbage or a truncated message closes the connection and exits, never crashes") {
+    for (const std::string& garbage :
+         {std::string("\xff\xff\xff\x7f" "garbage that is not a Cap'n Proto message", 45),
+          std::string("\x00\x00\x00\x00\x10\x00\x00\x00", 8),  // one segment of 16 words, then nothing
+          std::string(4096, '\x41')}) {
+      int sv[2], crash[2];
+      REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+      REQUIRE(::pipe2(crash, O_CLOEXEC) == 0);
+      posix_spawn_file_actions_t fa;
+      posix_spawn_file_actions_init(&fa);
+      posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+      posix_spawn_file_actions_adddup2(&fa, crash[1], 4);
+      // kj reports the protocol error on stderr: keep the test's output clean.
+      posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+      char name[] = "marshal-surrogate";
+      char* argv[] = {name, nullptr};
+      pid_t pid;
+      REQUIRE(::posix_spawn(&pid, MARSHAL_SURROGATE, &fa, nullptr, argv, environ) == 0);
+      posix_spawn_file_actions_destroy(&fa);
+      ::close(sv[1]);
+      ::close(crash[1]);
+      CHECK(::write(sv[0], garbage.data(), garbage.size()) == static_cast<ssize_t>(garbage.size()));
+      ::shutdown(sv[0], SHUT_WR);  // a truncated message: the rest never comes
+      int status = 0;
+      REQUIRE(::waitpid(pid, &status, 0) == pid);
+      CHECK(WIFEXITED(status));  // not killed by a signal
+      char byte;
+      CHECK(::read(crash[0], &byte, 1) == 0);  // and no crash report
+      ::close(sv[0]);
+      ::close(crash[0]);
+    }
+  }
+
+  TEST_CASE("values nested deeper than the engine allows are refused before they are sent") {
+    Isolated there("tests/fixtures/pinvoke.json");
+    Value deep = List{1};
+    for (int i = 0; i < 300; ++i) deep = Value(List{std::move(deep)});
+    std::string e = there.error_of("sum_in_i32_array", {deep, 1});
+    CHECK(e.find("parameter 0 'v'") != std::string::npos);
+    CHECK(e.find("values nest more than 256 deep") != std::string::npos);
+    CHECK(there.call("add_i32", {1, 2}).ret == Value(3));
+  }
+
+  TEST_CASE("a typemap that says isolate runs isolated from the CLI without --isolate") {
+    std::string text = read_text(source_path("typemaps/libc.json"));
+    const auto at = text.find("\"load\"");
+    REQUIRE(at != std::string::npos);
+    text.insert(at, "\"isolate\": \"process\", ");
+    const std::string path = temp_path("isolated-libc.json");
+    {
+      std::ofstream out(path);
+      out << text;
+    }
+    Run r = run("call " + path + " div 1 0");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("function div crashed in the surrogate (pid ") == 0);
+    CHECK(r.err.find("with SIGFPE") != std::string::npos);
+    r = run("call " + path + " div 17 5");
+    CHECK(r.out == "{\"return\":{\"quot\":3,\"rem\":2},\"out\":{}}\n");
+    std::filesystem::remove(path);
+    // --deadline: a hung call is one error line and exit status 1.
+    const std::string hang = temp_path("hang.json");
+    {
+      std::ofstream out(hang);
+      out << crashing_libc;
+    }
+    r = run("call --isolate --deadline 200 " + hang + " pause");
+    CHECK(r.status == 1);
+    CHECK(r.err.find("function pause timed out after 200 ms in the surrogate (pid ") == 0);
+    CHECK(r.err.find("); the surrogate was killed\n") != std::string::npos);
+    std::filesystem::remove(hang);
+  }
+}
