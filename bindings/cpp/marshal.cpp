@@ -9,7 +9,9 @@ library::library(const std::string& typemap_path) : state_(std::make_shared<deta
   if (!r.ok()) {
     std::string all;
     for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e.text();
-    throw error(all);
+    Error record = r.errors.front().record();  // the first problem's file and pointer; what() lists all
+    record.message = all;
+    throw error(std::move(record));
   }
   state_->typemap = r.typemap;
   std::string err;

@@ -1,5 +1,6 @@
 // marshal engine: shared libraries (dlopen, dlsym, dlvsym).
 #include "abi/shared_library.hpp"
+#include "base/error.hpp"
 
 #include <dlfcn.h>
 
@@ -35,8 +36,9 @@ std::unique_ptr<SharedLibrary> SharedLibrary::open(const LibrarySpec& spec, std:
     if (auto it = spec.load.find(os); it != spec.load.end())
       candidates.insert(candidates.end(), it->second.begin(), it->second.end());
   if (candidates.empty()) {
-    error = "library '" + spec.name + "' has no candidates for " + os_key() + " (library.load." + os_key() +
-            " or library.load.any)";
+    raise_error(ErrorId::library_not_found, "library '" + spec.name + "' has no candidates for " + os_key() +
+                                                " (library.load." + os_key() + " or library.load.any)");
+    error = last_error().message;
     return nullptr;
   }
   std::string tried;
@@ -48,7 +50,9 @@ std::unique_ptr<SharedLibrary> SharedLibrary::open(const LibrarySpec& spec, std:
     }
     tried += (tried.empty() ? "" : "; ") + c + ": " + why;
   }
-  error = "cannot load library '" + spec.name + "': tried " + tried;
+  Error& e = raise_error(ErrorId::library_not_found, "cannot load library '" + spec.name + "': tried " + tried);
+  e.got = tried;
+  error = e.message;
   return nullptr;
 }
 
@@ -65,8 +69,11 @@ void* SharedLibrary::symbol(const std::string& name, const std::string& version,
 #endif
   if (!p) {
     const char* e = ::dlerror();
-    error = "symbol '" + name + (version.empty() ? "" : "@" + version) + "' not found in library '" + name_ +
-            "' (" + file_ + ")" + (e ? std::string(": ") + e : std::string());
+    Error& r = raise_error(ErrorId::symbol_not_found, "symbol '" + name + (version.empty() ? "" : "@" + version) +
+                                                          "' not found in library '" + name_ + "' (" + file_ + ")" +
+                                                          (e ? std::string(": ") + e : std::string()));
+    r.got = name;
+    error = r.message;
   }
   return p;
 }

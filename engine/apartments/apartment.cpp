@@ -1,6 +1,7 @@
 // marshal engine: apartments (STA message loops, the MTA and its engine
 // threads, cross-apartment calls).
 #include "apartments/apartment.hpp"
+#include "base/error.hpp"
 
 
 #include <algorithm>
@@ -222,7 +223,7 @@ bool Apartment::post(Task* task, std::string& error) {
   {
     std::lock_guard lock(mutex_);
     if (!alive_) {
-      error = label() + " has ended (its thread left it)";
+      error = raise_error(ErrorId::apartment_ended, label() + " has ended (its thread left it)").message;
       return false;
     }
     queue_.push_back(task);
@@ -305,7 +306,7 @@ void Apartment::end() {
   }
   for (Task* t : pending) {
     t->failed = true;
-    t->error = label() + " has ended (its thread left it) before running the call";
+    t->error = raise_error(ErrorId::apartment_ended, label() + " has ended (its thread left it) before running the call").message;
     finish(t);
   }
   // What other apartments held through proxies, and tokens marshaled here, are

@@ -40,11 +40,19 @@ std::shared_ptr<Callback> Library::callback(const std::string& sig, std::shared_
 
 std::shared_ptr<Library> Library::open(Context& ctx, const Typemap& tm, std::string& error) {
   if (!tm.library.present) {
-    error = tm.file + ": the typemap has no library";
+    Error e;
+    e.id = ErrorId::typemap;
+    e.file = tm.file;
+    e.pointer = "/library";
+    e.message = tm.file + ": the typemap has no library";
+    set_error(error, std::move(e));
     return nullptr;
   }
   auto so = SharedLibrary::open(tm.library, error);
-  if (!so) return nullptr;
+  if (!so) {
+    error_for(error).file = tm.file;  // SharedLibrary::open raised library_not_found
+    return nullptr;
+  }
   return std::make_shared<Library>(ctx, tm, std::move(so));
 }
 
@@ -125,14 +133,29 @@ const Plan* Library::bind(const std::string& function, std::string& error) {
   if (fit == tm_.functions.end()) {
     std::string names;
     for (const auto& [n, _] : tm_.functions) names += (names.empty() ? "" : ", ") + n;
-    error = tm_.file + ": no function '" + function + "' (functions: " + names + ")";
+    Error e;
+    e.id = ErrorId::invalid_argument;
+    e.file = tm_.file;
+    e.function = function;
+    e.got = function;
+    e.expected = "a function of the typemap";
+    e.message = tm_.file + ": no function '" + function + "' (functions: " + names + ")";
+    set_error(error, std::move(e));
     return nullptr;
   }
   const Function& fn = fit->second;
   void* symbol = so_->symbol(fn.symbol, fn.version, error);
-  if (!symbol) return nullptr;
+  if (!symbol) {
+    Error& e = error_for(error);  // SharedLibrary::symbol raised symbol_not_found
+    e.file = tm_.file;
+    e.function = fn.name;
+    return nullptr;
+  }
   auto plan = build(fn, symbol, false, error);
-  if (!plan) return nullptr;
+  if (!plan) {
+    bind_failed(fn.name, error);
+    return nullptr;
+  }
   const Plan* out = plan.get();
   plans_[function] = std::move(plan);
   return out;
@@ -160,6 +183,7 @@ const Plan* Library::bind_method(const Interface& iface, const Method& method, s
   }
   auto plan = build(*fn, nullptr, true, error);
   if (!plan) {
+    bind_failed(fn->name, error);
     method_plans_.erase(&method);
     return nullptr;
   }
@@ -228,6 +252,15 @@ static bool scalar_lane(const TypeRegistry& reg, const Function& fn, bool method
   }
   if (reg.get(fn.returns).kind == Kind::struct_) return record_lane(reg, fn.returns, records, ret);
   return lane_of(reg, fn.returns, ret);
+}
+
+// A signature the engine or the ABI refuses (Library::build): id unsupported
+// unless the failure site named one.
+void Library::bind_failed(const std::string& function, const std::string& error) const {
+  Error& e = error_for(error);
+  if (e.id == ErrorId::unclassified) e.id = ErrorId::unsupported;
+  e.file = tm_.file;
+  e.function = function;
 }
 
 std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool method, std::string& error) {
@@ -345,10 +378,16 @@ bool Library::call_method(const Interface& owner, const Method& m, void* self, v
     std::string names;
     for (const Param& p : m.params)
       if (p.host_supplied()) names += (names.empty() ? "" : ", ") + p.name;
-    error = tm_.file + ": " + owner.name + "." + m.name + ": expects " + std::to_string(plan->host_arity()) +
-            " argument" + (plan->host_arity() == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") + ", got " +
-            std::to_string(args.size());
-    return false;
+    Error e;
+    e.id = ErrorId::invalid_argument;
+    e.file = tm_.file;
+    e.function = owner.name + "." + m.name;
+    e.got = std::to_string(args.size()) + " arguments";
+    e.expected = std::to_string(plan->host_arity()) + " arguments";
+    e.message = tm_.file + ": " + owner.name + "." + m.name + ": expects " + std::to_string(plan->host_arity()) +
+                " argument" + (plan->host_arity() == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") +
+                ", got " + std::to_string(args.size());
+    return set_error(error, std::move(e));
   }
   return plan->call_method(self, target, args, result, error);
 }

@@ -63,6 +63,7 @@ class Library final : public ObjectHost, public std::enable_shared_from_this<Lib
   bool resolve_free(const FreeWith& fw, Releaser& out, std::string& error);
   std::function<void(std::int64_t)> handle_releaser(TypeId type);
   std::unique_ptr<Plan> build(const Function& fn, void* symbol, bool method, std::string& error);
+  void bind_failed(const std::string& function, const std::string& error) const;
 
   std::shared_ptr<const void> keep_alive_;  // first: destroyed last
   Context& ctx_;

@@ -58,8 +58,8 @@ const char* hresult_name(std::int32_t code) {
 
 // The declared failure test (Function::check) on a return value: a message, or
 // empty when the call did not fail.
-std::string check_failure(const Typemap& tm, const Function& fn, const TypeDesc& rd, const void* ret,
-                          std::int64_t return_int, int saved_errno) {
+Error check_failure(const Typemap& tm, const Function& fn, const TypeDesc& rd, const void* ret,
+                    std::int64_t return_int, int saved_errno) {
   if (fn.check.when == Check::When::never) return {};
   bool failed = false;
   const std::uint64_t raw = rd.size ? load_unsigned(ret, rd.size) : 0;
@@ -71,15 +71,54 @@ std::string check_failure(const Typemap& tm, const Function& fn, const TypeDesc&
     case Check::When::negative: failed = rd.has(flag_signed) && return_int < 0; break;
   }
   if (!failed) return {};
+  Error e;
+  e.id = ErrorId::native_error;
+  e.file = tm.file;
+  e.function = fn.name;
   if (fn.check.hresult) {
     char code[16];
     std::snprintf(code, sizeof code, "0x%08X", static_cast<unsigned>(return_int));
-    return tm.file + ": " + fn.name + " failed (HRESULT " + code + hresult_name(static_cast<std::int32_t>(return_int)) + ")";
+    e.native_kind = NativeCodeKind::hresult;
+    e.native_code = static_cast<std::int32_t>(return_int);
+    e.got = code;
+    e.message = tm.file + ": " + fn.name + " failed (HRESULT " + code + hresult_name(static_cast<std::int32_t>(return_int)) + ")";
+    return e;
   }
-  std::string text = tm.file + ": " + fn.name + " failed (returned " +
-                     (fn.check.when == Check::When::null ? std::string("NULL") : std::to_string(return_int)) + ")";
-  if (fn.check.error_errno) text += ": errno " + std::to_string(saved_errno) + " (" + std::strerror(saved_errno) + ")";
-  return text;
+  e.got = fn.check.when == Check::When::null ? std::string("NULL") : std::to_string(return_int);
+  e.message = tm.file + ": " + fn.name + " failed (returned " + e.got + ")";
+  e.native_kind = NativeCodeKind::return_value;
+  e.native_code = return_int;
+  if (fn.check.error_errno) {
+    e.message += ": errno " + std::to_string(saved_errno) + " (" + std::strerror(saved_errno) + ")";
+    e.native_kind = NativeCodeKind::errno_value;
+    e.native_code = saved_errno;
+  }
+  return e;
+}
+
+// The record of a failure in a parameter's conversion (the marshaler's id, got
+// and expected; the plan's function and parameter), rendered as `message`.
+Error param_error(const Typemap& tm, const Function& fn, std::size_t i, const Marshaler& m, std::string message) {
+  Error e;
+  e.id = m.error_id == ErrorId::none ? ErrorId::conversion : m.error_id;
+  e.file = tm.file;
+  e.function = fn.name;
+  e.param_index = static_cast<int>(i);
+  e.param_name = fn.params[i].name;
+  e.got = m.error_got;
+  e.expected = m.error_expected;
+  e.message = std::move(message);
+  return e;
+}
+
+// A failure with no parameter: id, file and function.
+bool call_error(std::string& out, ErrorId id, const Typemap& tm, const Function& fn, std::string message) {
+  Error e;
+  e.id = id;
+  e.file = tm.file;
+  e.function = fn.name;
+  e.message = std::move(message);
+  return set_error(out, std::move(e));
 }
 }  // namespace
 
@@ -113,8 +152,13 @@ bool Plan::marshal_variadic(std::span<const Value* const> extra, std::vector<ffi
   for (std::size_t k = 0; k < extra.size(); ++k) {
     VariadicArg a;  // variadic.cpp: any type expression, C's default promotions
     if (!variadic_to_native(*lib_, m, arena, *extra[k], a, error)) {
-      error = lib_->typemap().file + ": " + fn_->name + ": variadic argument " + std::to_string(host_count_ + k) +
-              ": " + error;
+      const std::string inner = error;
+      Error& e = prefix_error(error, lib_->typemap().file + ": " + fn_->name + ": variadic argument " +
+                                         std::to_string(host_count_ + k) + ": ", inner);
+      if (e.id == ErrorId::unclassified) e.id = m.error_id == ErrorId::none ? ErrorId::conversion : m.error_id;
+      e.file = lib_->typemap().file;
+      e.function = fn_->name;
+      e.param_index = static_cast<int>(host_count_ + k);
       return false;
     }
     types.push_back(a.ffi);
@@ -207,9 +251,9 @@ bool Plan::in_place_length(std::size_t i, std::int64_t ret, std::uint64_t capaci
   c.frame = &frame;
   if (m.count(d.as<ArrayInfo>().length, c, length) && m.length_within(length, capacity)) return true;
   const Param& p = fn_->params[i];
-  error = lib_->typemap().file + ": " + fn_->name + ": " + std::string(dir_name(p.dir)) + " parameter " +
-          std::to_string(i) + " '" + p.name + "': " + m.error;
-  return false;
+  return set_error(error, param_error(lib_->typemap(), *fn_, i, m,
+                                      lib_->typemap().file + ": " + fn_->name + ": " + std::string(dir_name(p.dir)) +
+                                          " parameter " + std::to_string(i) + " '" + p.name + "': " + m.error));
 }
 
 bool Plan::call(std::span<const Value> args, CallResult& result, std::string& error) const {
@@ -219,8 +263,8 @@ bool Plan::call(std::span<const Value> args, CallResult& result, std::string& er
 
 bool Plan::call(std::span<const Value* const> args, CallResult& result, std::string& error) const {
   if (method_) {
-    error = lib_->typemap().file + ": " + fn_->name + " is a method: call it on an object";
-    return false;
+    return call_error(error, ErrorId::invalid_argument, lib_->typemap(), *fn_,
+                      lib_->typemap().file + ": " + fn_->name + " is a method: call it on an object");
   }
   return dispatch(nullptr, symbol_, args, result, error);
 }
@@ -364,14 +408,16 @@ int Plan::run_lane(void* self, void* target, const Value* const* args, CallResul
   const std::uint32_t size = lane_ret_.size;
   std::string callback_failure;
   if (callback_error_pending() && callback_take_error(callback_failure)) {
-    error = lib_->typemap().file + ": " + fn.name + ": " + callback_failure;
+    Error& e = prefix_error(error, lib_->typemap().file + ": " + fn.name + ": ", callback_failure);
+    e.file = lib_->typemap().file;
+    e.function = fn.name;
     return 0;
   }
   if (fn.check.when != Check::When::never) {
     std::uint64_t narrowed = size < 8 && size ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
-    std::string failed = check_failure(lib_->typemap(), fn, reg_->get(fn.returns), &narrowed, return_int, saved_errno);
-    if (!failed.empty()) {
-      error = std::move(failed);
+    Error failed = check_failure(lib_->typemap(), fn, reg_->get(fn.returns), &narrowed, return_int, saved_errno);
+    if (failed) {
+      set_error(error, std::move(failed));
       return 0;
     }
   }
@@ -390,10 +436,16 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     std::string names;
     for (std::size_t i = method_ ? 1 : 0; i < fn.params.size(); ++i)
       if (fn.params[i].host_supplied()) names += (names.empty() ? "" : ", ") + fn.params[i].name;
-    error = tm.file + ": " + fn.name + ": expects " + std::to_string(host_count_) + " argument" +
-            (host_count_ == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") +
-            (variadic ? " and then variadic ones" : "") + ", got " + std::to_string(args.size());
-    return false;
+    Error e;
+    e.id = ErrorId::invalid_argument;
+    e.file = tm.file;
+    e.function = fn.name;
+    e.got = std::to_string(args.size()) + " arguments";
+    e.expected = std::to_string(host_count_) + (variadic ? " or more" : "") + " arguments";
+    e.message = tm.file + ": " + fn.name + ": expects " + std::to_string(host_count_) + " argument" +
+                (host_count_ == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") +
+                (variadic ? " and then variadic ones" : "") + ", got " + std::to_string(args.size());
+    return set_error(error, std::move(e));
   }
   Arena arena;
   std::optional<GuardPages> guard;
@@ -439,9 +491,9 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
 
   // ---- marshal: every argument is converted before any native code runs ----
   auto fail = [&](std::size_t i) {
-    error = tm.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" + fn.params[i].name + "' (" +
-            reg.spell(fn.params[i].type) + "): " + m.error;
-    return false;
+    return set_error(error, param_error(tm, fn, i, m,
+                                        tm.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" +
+                                            fn.params[i].name + "' (" + reg.spell(fn.params[i].type) + "): " + m.error));
   };
   // Converts parameter i into its slot; `units` (strings) receives the code
   // units passed, without the terminator.
@@ -489,7 +541,13 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
           ptr = arena.alloc_zeroed(bytes ? bytes : 1, std::max<std::uint32_t>(e.align, 1));
           m.lend(ptr, bytes ? bytes : 1);
         } else if (host[i]->is_null()) {
-          if (!p.nullable) { m.error = "null is not allowed here (not nullable)"; return fail(i); }
+          if (!p.nullable) {
+            m.error = "null is not allowed here (not nullable)";
+            m.error_id = ErrorId::null_not_allowed;
+            m.error_got = "null";
+            m.error_expected.clear();
+            return fail(i);
+          }
         } else if (!m.array_to_native(s.type, *host[i], c, ptr, p.dir == Dir::inout)) {
           return fail(i);
         }
@@ -505,7 +563,13 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
           ptr = arena.alloc_zeroed(bytes, unit);
           m.lend(ptr, bytes);
         } else if (host[i]->is_null()) {
-          if (!p.nullable) { m.error = "null is not allowed here (not nullable)"; return fail(i); }
+          if (!p.nullable) {
+            m.error = "null is not allowed here (not nullable)";
+            m.error_id = ErrorId::null_not_allowed;
+            m.error_got = "null";
+            m.error_expected.clear();
+            return fail(i);
+          }
         } else if (!m.string_to_native(si, *host[i], cap, ptr, c, &units)) {
           return fail(i);
         }
@@ -559,12 +623,17 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     const TypeDesc& pd = reg.get(steps_[i].type);
     std::uint64_t bits = 0;
     if (integer_fit(Value(value), pd.size * 8u, pd.has(flag_signed), bits) != Fit::ok) {
-      error = tm.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" + fn.params[i].name + "' (" +
-              reg.spell(steps_[i].type) + "): the computed value " + std::to_string(value) + " (" +
-              std::string(measure_name(cv.measure)) + " " +
-              (cv.measure == Computed::Measure::size_of ? reg.spell(cv.type) : "'" + cv.name + "'") +
-              ") does not fit " + reg.spell(steps_[i].type);
-      return false;
+      m.error_id = ErrorId::limit_exceeded;
+      m.error_got = std::to_string(value);
+      m.error_expected = reg.spell(steps_[i].type);
+      return set_error(error, param_error(tm, fn, i, m,
+                                          tm.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" +
+                                              fn.params[i].name + "' (" + reg.spell(steps_[i].type) +
+                                              "): the computed value " + std::to_string(value) + " (" +
+                                              std::string(measure_name(cv.measure)) + " " +
+                                              (cv.measure == Computed::Measure::size_of ? reg.spell(cv.type)
+                                                                                        : "'" + cv.name + "'") +
+                                              ") does not fit " + reg.spell(steps_[i].type)));
     }
     computed[k] = Value(value);
     host[i] = &computed[k];
@@ -599,12 +668,13 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
       var_values = split_values;
     }
     ffi_abi abi = FFI_DEFAULT_ABI;
-    if (!ffi_abi_of(fn.callconv, abi, error)) return false;
-    if (ffi_prep_cif_var(&var_cif, abi, fixed, static_cast<unsigned>(var_types.size()), cif_.rtype,
-                         var_types.data()) != FFI_OK) {
-      error = tm.file + ": " + fn.name + ": libffi cannot prepare this variadic call";
+    if (!ffi_abi_of(fn.callconv, abi, error)) {
+      error_for(error).id = ErrorId::unsupported;
       return false;
     }
+    if (ffi_prep_cif_var(&var_cif, abi, fixed, static_cast<unsigned>(var_types.size()), cif_.rtype,
+                         var_types.data()) != FFI_OK)
+      return call_error(error, ErrorId::unsupported, tm, fn, tm.file + ": " + fn.name + ": libffi cannot prepare this variadic call");
     cif = &var_cif;
     avalues = var_values.data();
   } else if (!lowered_.empty()) {
@@ -639,8 +709,17 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
   // A host function that failed inside this call: native code got its on_error
   // value; the host caller gets the error once unmarshal has run, so memory the
   // callee handed over (an error message to free, say) is still freed.
-  std::string callback_failure;
-  if (callback_error_pending() && callback_take_error(callback_failure)) callback_failure = tm.file + ": " + fn.name + ": " + callback_failure;
+  // Failures are kept as records until the first is reported (unmarshal may fail again).
+  Error callback_failure;
+  {
+    std::string text;
+    if (callback_error_pending() && callback_take_error(text)) {
+      callback_failure = error_for(text);
+      callback_failure.message = tm.file + ": " + fn.name + ": " + text;
+      callback_failure.file = tm.file;
+      callback_failure.function = fn.name;
+    }
+  }
 
   // ---- unmarshal: the return value, then out/inout parameters ----
   frame.after = true;
@@ -653,12 +732,19 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
   Ctx rc;
   rc.frame = &frame;
   rc.transfer = true;  // a returned object carries a reference for the caller
-  std::string fail_text = check_failure(tm, fn, rd, ret, frame.return_int, saved_errno);
+  Error fail_text = check_failure(tm, fn, rd, ret, frame.return_int, saved_errno);
   // Unmarshal always runs to the end, so that every pointer the callee handed
   // over is converted and freed; the first problem is reported afterwards.
-  std::string unmarshal_error;
-  auto note = [&](std::string e) {
-    if (unmarshal_error.empty()) unmarshal_error = std::move(e);
+  Error unmarshal_error;
+  auto note = [&](std::string e, ErrorId id = ErrorId::conversion, int param = -1) {
+    if (unmarshal_error) return;
+    if (param >= 0) unmarshal_error = param_error(tm, fn, static_cast<std::size_t>(param), m, std::move(e));
+    else {
+      unmarshal_error.id = id == ErrorId::none ? ErrorId::conversion : id;
+      unmarshal_error.file = tm.file;
+      unmarshal_error.function = fn.name;
+      unmarshal_error.message = std::move(e);
+    }
   };
   const bool owned = rd.kind == Kind::string || rd.kind == Kind::array || rd.kind == Kind::ptr;
   if (rd.kind == Kind::void_) result.ret.set_null();  // a reused result holds no earlier return
@@ -668,8 +754,8 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     bool ok = true;
     if (!p) {
       result.ret = Value();
-      if (!fn.return_nullable && fail_text.empty())
-        note(tm.file + ": " + fn.name + " returned NULL, and its return is not nullable");
+      if (!fn.return_nullable && !fail_text)
+        note(tm.file + ": " + fn.name + " returned NULL, and its return is not nullable", ErrorId::null_not_allowed);
     } else if (rd.kind == Kind::string) {
       ok = m.string_to_host(rd.as<StringInfo>(), p, 0, rc, result.ret);
     } else if (rd.kind == Kind::array) {
@@ -678,13 +764,14 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
       ok = m.to_host(fn.returns, ret, result.ret, rc);
     }
     if (p && ret_free_) ret_free_(reinterpret_cast<std::uintptr_t>(p));  // converted first, then freed
-    if (!ok) note(tm.file + ": " + fn.name + ": return value: " + m.error);
+    if (!ok) note(tm.file + ": " + fn.name + ": return value: " + m.error, m.error_id);
   } else if (rd.kind != Kind::void_) {
-    if (!m.to_host(fn.returns, ret, result.ret, rc)) note(tm.file + ": " + fn.name + ": return value: " + m.error);
-    if (rd.kind == Kind::handle && result.ret.is_null() && !fn.return_nullable && fail_text.empty())
-      note(tm.file + ": " + fn.name + " returned an invalid " + rd.name + " handle");
-    if (rd.kind == Kind::interface && result.ret.is_null() && !fn.return_nullable && fail_text.empty())
-      note(tm.file + ": " + fn.name + " returned NULL, and its return is not nullable");  // TYPEMAP.md, returns
+    if (!m.to_host(fn.returns, ret, result.ret, rc)) note(tm.file + ": " + fn.name + ": return value: " + m.error, m.error_id);
+    if (rd.kind == Kind::handle && result.ret.is_null() && !fn.return_nullable && !fail_text)
+      note(tm.file + ": " + fn.name + " returned an invalid " + rd.name + " handle", ErrorId::native_error);
+    if (rd.kind == Kind::interface && result.ret.is_null() && !fn.return_nullable && !fail_text)
+      note(tm.file + ": " + fn.name + " returned NULL, and its return is not nullable",  // TYPEMAP.md, returns
+           ErrorId::null_not_allowed);
   }
   for (std::size_t i = 0; i < n; ++i) {
     const Param& p = fn.params[i];
@@ -725,15 +812,12 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     }
     if (!ok)
       note(tm.file + ": " + fn.name + ": " + std::string(dir_name(p.dir)) + " parameter " + std::to_string(i) + " '" +
-           p.name + "': " + m.error);
+           p.name + "': " + m.error, m.error_id, static_cast<int>(i));
     result.out.emplace_back(p.name, std::move(v));
   }
   // The first failure wins: a host callback's is the cause of what follows it.
-  for (const std::string* e : {&callback_failure, &fail_text, &unmarshal_error})
-    if (!e->empty()) {
-      error = *e;
-      return false;
-    }
+  for (Error* e : {&callback_failure, &fail_text, &unmarshal_error})
+    if (*e) return set_error(error, std::move(*e));
   // ---- cleanup: the arena releases all scratch memory when it goes out of scope.
   return true;
 }

@@ -8,6 +8,7 @@
 #include "abi/abi.hpp"
 #include "base/arena.hpp"
 #include "base/bounds.hpp"
+#include "base/error.hpp"
 #include "callbacks/callback.hpp"
 #include "typemap/context.hpp"
 #include "base/guard.hpp"

@@ -1,5 +1,6 @@
 // marshal engine: callbacks (libffi closures, trap, error policy).
 #include "callbacks/callback.hpp"
+#include "base/error.hpp"
 
 #include "abi/abi.hpp"
 #include "apartments/apartment.hpp"
@@ -189,7 +190,7 @@ void Callback::run_here(void* ret, void** args) {
       std::fprintf(stderr, "marshal: callback '%s' has no on_error value to return; aborting\n", name_.c_str());
       std::abort();
     }
-    callback_note_error("callback '" + name_ + "' was called after it was released");
+    callback_note_error(raise_error(ErrorId::released, "callback '" + name_ + "' was called after it was released").message);
     write_on_error(ret);
     return;
   }
@@ -365,7 +366,7 @@ bool callback_code(const CallbackInfo& info, const Value& v, CallbackPool* pool,
       return false;
     }
     if (!cb.active()) {
-      why = "callback '" + cb.name() + "' was already released";
+      why = raise_error(ErrorId::released, "callback '" + cb.name() + "' was already released").message;
       return false;
     }
     code = cb.code();

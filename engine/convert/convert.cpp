@@ -30,9 +30,16 @@ std::string range_of(std::uint32_t bits, bool is_signed) {
 // signedness, as its two's complement bit pattern (the rule: integer_fit).
 // type_name() is only called to build an error: a call that succeeds builds no string.
 template <class Name>
-bool integer_bits(const Value& v, std::uint32_t bits, bool is_signed, std::uint64_t& out, std::string& error,
+bool integer_bits(const Value& v, std::uint32_t bits, bool is_signed, std::uint64_t& out, Marshaler& m,
                   const Name& type_name) {
-  switch (integer_fit(v, bits, is_signed, out)) {
+  std::string& error = m.error;
+  const Fit fit = integer_fit(v, bits, is_signed, out);
+  if (fit == Fit::ok) return true;
+  m.error_id = ErrorId::conversion;
+  m.error_got = v.describe();
+  m.error_expected = type_name();
+  if (fit == Fit::out_of_range) m.error_expected += " (" + range_of(bits, is_signed) + ")";
+  switch (fit) {
     case Fit::ok: return true;
     case Fit::not_number: error = "expected an integer for " + type_name() + ", got " + v.describe(); return false;
     case Fit::not_integral:
@@ -132,7 +139,7 @@ bool Marshaler::count(const Count& n, const Ctx& c, std::uint64_t& out) {
       }
       const Value* hv = c.host_rec ? c.host_rec->field(f.name) : nullptr;
       std::uint64_t bits = 0;
-      if (!hv || !integer_bits(*hv, 63, false, bits, error, [&] { return "count field '" + n.name + "'"; }))
+      if (!hv || !integer_bits(*hv, 63, false, bits, *this, [&] { return "count field '" + n.name + "'"; }))
         return hv ? false : fail("count field '" + n.name + "' is missing");
       out = bits;
       return true;
@@ -153,7 +160,7 @@ bool Marshaler::count(const Count& n, const Ctx& c, std::uint64_t& out) {
       const Value* hv = c.frame->host[index];
       if (!hv) return fail("count parameter '" + n.name + "' has no value before the call");
       std::uint64_t bits = 0;
-      if (!integer_bits(*hv, 63, false, bits, error, [&] { return "count parameter '" + n.name + "'"; })) return false;
+      if (!integer_bits(*hv, 63, false, bits, *this, [&] { return "count parameter '" + n.name + "'"; })) return false;
       out = bits;
       return true;
     }
@@ -216,7 +223,8 @@ bool Marshaler::buffer_bytes(std::uint64_t n, std::size_t unit, const Count* sou
   else if (unit != 1) what += " (more than the address space)";
   return fail("a buffer of " + what + (source ? ", counted by " + count_source(*source) : std::string()) +
               ", is larger than the limit of " + std::to_string(max_buffer) +
-              " bytes (\"max_buffer\" of the typemap's library)");
+              " bytes (\"max_buffer\" of the typemap's library)",
+              ErrorId::limit_exceeded, what, "at most " + std::to_string(max_buffer) + " bytes");
 }
 
 bool Marshaler::length_within(std::uint64_t length, std::uint64_t capacity) {
@@ -242,7 +250,8 @@ bool Marshaler::enter(bool native) {
   }
   nest_failed_ = true;
   return fail(std::string("pointers nest deeper than ") + std::to_string(max_value_depth) + " levels" +
-              (native ? "" : " (a cycle in native data?)"));
+              (native ? "" : " (a cycle in native data?)"),
+              ErrorId::limit_exceeded, {}, "at most " + std::to_string(max_value_depth) + " levels");
 }
 
 namespace {
@@ -626,7 +635,7 @@ bool Marshaler::record_to_native(const TypeDesc& d, const Value& v, std::byte* d
         // The value must fit the field's width.
         const bool is_signed = ft.has(flag_signed);
         std::uint64_t check = 0;
-        if (!integer_bits(ft.has(flag_signed) ? Value(load_signed(tmp, ft.size)) : Value(bits), f.bits, is_signed, check, error,
+        if (!integer_bits(ft.has(flag_signed) ? Value(load_signed(tmp, ft.size)) : Value(bits), f.bits, is_signed, check, *this,
                           [&] { return "a " + std::to_string(f.bits) + "-bit field"; }))
           return prefix("field '" + f.name + "'");
       }
@@ -681,7 +690,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
     case Kind::void_: return fail("void has no values");
     case Kind::integer: {
       std::uint64_t bits = 0;
-      if (!integer_bits(v, d.size * 8, d.has(flag_signed), bits, error, [&] { return reg_.spell(t); })) return false;
+      if (!integer_bits(v, d.size * 8, d.has(flag_signed), bits, *this, [&] { return reg_.spell(t); })) return false;
       store_bits(dst, d.size, bits);
       return true;
     }
@@ -691,13 +700,17 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
         case Fit::ok: store_bits(dst, d.size, bits); return true;
         case Fit::out_of_range:
           return fail(v.describe() + " is out of range for " + reg_.spell(t) +
-                      " (finite values that round to at most 3.40282347e+38 in magnitude)");
+                      " (finite values that round to at most 3.40282347e+38 in magnitude)",
+                      ErrorId::conversion, v.describe(), reg_.spell(t));
         case Fit::not_number: case Fit::not_integral: case Fit::inexact: break;
       }
-      return fail("expected a number for " + reg_.spell(t) + ", got " + v.describe());
+      return fail("expected a number for " + reg_.spell(t) + ", got " + v.describe(), ErrorId::conversion, v.describe(),
+                  reg_.spell(t));
     }
     case Kind::boolean:
-      if (!v.is<bool>()) return fail("expected true or false for " + reg_.spell(t) + ", got " + v.describe());
+      if (!v.is<bool>())
+        return fail("expected true or false for " + reg_.spell(t) + ", got " + v.describe(), ErrorId::conversion,
+                    v.describe(), reg_.spell(t));
       store_bits(dst, d.size, v.as<bool>() ? static_cast<std::uint64_t>(d.as<BoolInfo>().true_value) : 0);
       return true;
     case Kind::enum_: {
@@ -711,7 +724,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
           for (const EnumItem& e : info.items) names += (names.empty() ? "" : ", ") + e.name;
           return fail("'" + item.as<std::string>() + "' is not a value of " + reg_.spell(t) + " (" + names + ")");
         }
-        return integer_bits(item, u.size * 8, u.has(flag_signed), bits, error, [&] { return reg_.spell(t); });
+        return integer_bits(item, u.size * 8, u.has(flag_signed), bits, *this, [&] { return reg_.spell(t); });
       };
       std::uint64_t bits = 0;
       if (info.flags && v.is<List>()) {
@@ -739,15 +752,18 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       const HandleInfo& h = d.as<HandleInfo>();
       std::int64_t value = 0;
       if (v.is_null()) {
-        if (!c.nullable) return fail("null is not allowed for " + reg_.spell(t) + " (not nullable)");
+        if (!c.nullable)
+          return fail("null is not allowed for " + reg_.spell(t) + " (not nullable)", ErrorId::null_not_allowed, "null",
+                      reg_.spell(t));
       } else if (v.is<std::shared_ptr<HandleBox>>() && v.as<std::shared_ptr<HandleBox>>()->type == t) {
         if (v.as<std::shared_ptr<HandleBox>>()->released)
-          return fail("the " + reg_.spell(t) + " handle was already released");
+          return fail("the " + reg_.spell(t) + " handle was already released", ErrorId::released);
         value = v.as<std::shared_ptr<HandleBox>>()->value;
         for (std::int64_t bad : h.invalid)
           if (bad == value) return fail("an invalid " + reg_.spell(t) + " handle (" + std::to_string(value) + ")");
       } else {
-        return fail("expected a " + reg_.spell(t) + " handle, got " + v.describe());
+        return fail("expected a " + reg_.spell(t) + " handle, got " + v.describe(), ErrorId::conversion, v.describe(),
+                    reg_.spell(t) + " handle");
       }
       store_bits(dst, d.size, static_cast<std::uint64_t>(value));
       return true;
@@ -757,7 +773,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       if (!enter(true)) return false;
       Leave leave{depth_};
       if (v.is_null()) {
-        if (!c.nullable) return fail("null is not allowed here (not nullable)");
+        if (!c.nullable) return fail("null is not allowed here (not nullable)", ErrorId::null_not_allowed, "null");
       } else if (v.is<std::shared_ptr<NativeBox>>() && v.as<std::shared_ptr<NativeBox>>()->type == d.ref) {
         const NativeBox& box = *v.as<std::shared_ptr<NativeBox>>();
         if (!native_box_fits(d.ref, box)) return false;
@@ -786,7 +802,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       }
       void* p = nullptr;
       if (v.is_null()) {
-        if (!c.nullable) return fail("null is not allowed here (not nullable)");
+        if (!c.nullable) return fail("null is not allowed here (not nullable)", ErrorId::null_not_allowed, "null");
       } else {
         std::size_t cap = 0;
         if (s.capacity.present()) {
@@ -833,25 +849,25 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
     case Kind::callback: {
       void* code = nullptr;
       if (v.is_null()) {
-        if (!c.nullable) return fail("null is not allowed here (not nullable)");
+        if (!c.nullable) return fail("null is not allowed here (not nullable)", ErrorId::null_not_allowed, "null");
       } else {
-        if (!refs) return fail("callbacks are not available here");
+        if (!refs) return fail("callbacks are not available here", ErrorId::unsupported);
         std::string why;
-        if (!refs->callback_to_native(d.as<CallbackInfo>(), v, code, why)) return fail(why);
+        if (!refs->callback_to_native(d.as<CallbackInfo>(), v, code, why)) return fail_from(std::move(why));
       }
       std::memcpy(dst, &code, sizeof code);
       return true;
     }
     case Kind::interface: {
-      if (!refs) return fail("objects are not available here");
+      if (!refs) return fail("objects are not available here", ErrorId::unsupported);
       void* p = nullptr;
       std::string why;
-      if (!refs->object_to_native(v, *d.as<InterfaceInfo>().iface, c.transfer, c.nullable, p, why)) return fail(why);
+      if (!refs->object_to_native(v, *d.as<InterfaceInfo>().iface, c.transfer, c.nullable, p, why)) return fail_from(std::move(why));
       std::memcpy(dst, &p, sizeof p);
       return true;
     }
   }
-  return fail("unhandled kind");
+  return fail("unhandled kind", ErrorId::internal);
 }
 
 bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
@@ -900,7 +916,7 @@ bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
       const std::int64_t value = h.by_pointer ? static_cast<std::int64_t>(load_unsigned(src, d.size)) : load_signed(src, d.size);
       for (std::int64_t bad : h.invalid)
         if (bad == value) { out = Value(); return true; }  // the caller decides whether null is allowed
-      if (!handles_) return fail("no handle table");
+      if (!handles_) return fail("no handle table", ErrorId::internal);
       out = Value(handles_->wrap(t, d.name, value));
       return true;
     }
@@ -952,13 +968,13 @@ bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
       void* p;
       std::memcpy(&p, src, sizeof p);
       if (!p) { out = Value(); return true; }
-      if (!refs) return fail("objects are not available here");
+      if (!refs) return fail("objects are not available here", ErrorId::unsupported);
       std::string why;
-      if (!refs->object_to_host(p, *d.as<InterfaceInfo>().iface, c.transfer, out, why)) return fail(why);
+      if (!refs->object_to_host(p, *d.as<InterfaceInfo>().iface, c.transfer, out, why)) return fail_from(std::move(why));
       return true;
     }
   }
-  return fail("unhandled kind");
+  return fail("unhandled kind", ErrorId::internal);
 }
 
 }  // namespace marshal

@@ -7,6 +7,7 @@
 
 #include "base/arena.hpp"
 #include "base/bounds.hpp"
+#include "base/error.hpp"
 #include "types/registry.hpp"
 #include "types/typemap.hpp"
 #include "values/value.hpp"
@@ -93,6 +94,10 @@ class Marshaler {
   void lend(const void* p, std::size_t bytes) { lent_.add(p, bytes); }
 
   std::string error;
+  // What the failure is (base/error.hpp), and for a conversion what the host
+  // gave and what was expected; set with `error`, read by the plan.
+  ErrorId error_id = ErrorId::none;
+  std::string error_got, error_expected;
   // The largest buffer allocated, copied or read for one value (bounds.hpp).
   std::size_t max_buffer = default_max_buffer;
   // Callbacks and objects (null: not available here).
@@ -102,10 +107,20 @@ class Marshaler {
   Arena& arena() { return arena_; }
 
  private:
-  bool fail(std::string message) {
+  bool fail(std::string message, ErrorId id = ErrorId::conversion, std::string got = {}, std::string expected = {}) {
     error = std::move(message);
+    error_id = id;
+    error_got = std::move(got);
+    error_expected = std::move(expected);
     return false;
   }
+ public:
+  // A failure reported by an interface (ReferenceMarshaler): its id when it raised one (base/error.hpp).
+  bool fail_from(std::string why) {
+    const ErrorId id = error_id_of(why, ErrorId::conversion);
+    return fail(std::move(why), id);
+  }
+ private:
   bool prefix(const std::string& where) {
     // A pointer chain past the nesting limit names the place once, not 256 times.
     if (nest_failed_ && error.rfind(where + ": ", 0) == 0) return false;

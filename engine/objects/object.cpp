@@ -1,5 +1,6 @@
 // marshal engine: objects (runtime- and COM-callable wrappers, identity).
 #include "objects/object.hpp"
+#include "base/error.hpp"
 
 #include "abi/abi.hpp"
 #include "base/arena.hpp"
@@ -314,8 +315,9 @@ bool ObjectSpace::to_native(const Value& v, const Interface& iface, bool transfe
   if (v.is<ObjectRef>()) {
     const ObjectRef& r = v.as<ObjectRef>();
     if (!usable_here(r.home)) {
-      error = wrong_apartment("this " + (r.iface ? r.iface->name : iface.name) + " reference", r.home,
-                              "marshal it with marshal_interface and pass the proxy");
+      error = raise_error(ErrorId::wrong_apartment,
+                          wrong_apartment("this " + (r.iface ? r.iface->name : iface.name) + " reference", r.home,
+                              "marshal it with marshal_interface and pass the proxy")).message;
       return false;
     }
     if (r.proxy) {
@@ -595,9 +597,10 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
   const Interface* owner = ref.owner;
   const Method* m = ref.method;
   if (!usable_here(obj.home)) {
-    error = tm.file + ": " + owner->name + "." + m->name + ": " +
+    error = raise_error(ErrorId::wrong_apartment,
+                        tm.file + ": " + owner->name + "." + m->name + ": " +
             wrong_apartment("this " + obj.iface->name + (obj.proxy ? " proxy" : " reference"), obj.home,
-                            "marshal it with marshal_interface and call through the proxy");
+                            "marshal it with marshal_interface and call through the proxy")).message;
     return false;
   }
   if (obj.proxy) {
@@ -703,7 +706,8 @@ bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& o
     return false;
   }
   if (!usable_here(obj.home)) {
-    error = tm.file + ": query(" + iface + "): " + wrong_apartment("this reference", obj.home, "");
+    error = raise_error(ErrorId::wrong_apartment,
+                        tm.file + ": query(" + iface + "): " + wrong_apartment("this reference", obj.home, "")).message;
     return false;
   }
   if (obj.proxy) {
@@ -829,7 +833,7 @@ void Stub::release_now() {
 bool Stub::get(ObjectRef& out, std::string& error) {
   std::lock_guard lock(mutex);
   if (released) {
-    error = "the object's apartment, " + describe(home) + ", has ended";
+    error = raise_error(ErrorId::apartment_ended, "the object's apartment, " + describe(home) + ", has ended").message;
     return false;
   }
   out = direct;
@@ -916,8 +920,9 @@ bool marshal_interface(const Value& v, std::uint64_t& token, std::string& error)
     return false;
   }
   if (v.is<ObjectRef>() && !usable_here(v.as<ObjectRef>().home)) {
-    error = "marshal_interface: " +
-            wrong_apartment("the reference", v.as<ObjectRef>().home, "marshal it where it was obtained");
+    error = raise_error(ErrorId::wrong_apartment,
+                        "marshal_interface: " +
+            wrong_apartment("the reference", v.as<ObjectRef>().home, "marshal it where it was obtained")).message;
     return false;
   }
   const auto here = current_apartment();
@@ -952,7 +957,7 @@ bool unmarshal_interface(std::uint64_t token, Value& out, std::string& error) {
     tokens().erase(it);
   }
   if (!e.ended.empty()) {
-    error = "unmarshal_interface: token " + std::to_string(token) + " was marshaled in " + e.ended;
+    error = raise_error(ErrorId::apartment_ended, "unmarshal_interface: token " + std::to_string(token) + " was marshaled in " + e.ended).message;
     return false;
   }
   out = std::move(e.ref);

@@ -4,6 +4,7 @@
 // classes. Immutable once loaded; calling the signatures is the plan's business.
 #pragma once
 
+#include "base/error.hpp"
 #include "types/type_desc.hpp"
 
 #include <array>
@@ -173,6 +174,15 @@ struct Diagnostic {
   std::string pointer;  // RFC 6901; the document root is shown as "/"
   std::string message;
   std::string text() const { return file + ": " + (pointer.empty() ? "/" : pointer) + ": " + message; }
+  // The structured record (id typemap), its message the text().
+  Error record() const {
+    Error e;
+    e.id = ErrorId::typemap;
+    e.file = file;
+    e.pointer = pointer.empty() ? "/" : pointer;
+    e.message = text();
+    return e;
+  }
 };
 
 }  // namespace marshal

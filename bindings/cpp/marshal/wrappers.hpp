@@ -3,6 +3,7 @@
 // address (an opaque void*), and callback<R(A...)> (any callable).
 #pragma once
 
+#include "base/error.hpp"
 #include "values/value.hpp"
 
 #include <cstdint>
@@ -15,9 +16,40 @@
 
 namespace marshal {
 
+// The exception of the typed API. It holds the engine's record of the failure
+// (base/error.hpp): the id and what is known of the file, JSON Pointer,
+// function, parameter, got/expected and native code; what() is its one line.
 class error : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  // A message from the engine: its record when it is this thread's last error,
+  // else a record of id `unclassified` holding the message.
+  explicit error(const std::string& what) : std::runtime_error(what), record_(record_of(what)) {}
+  explicit error(const char* what) : error(std::string(what)) {}
+  explicit error(Error record) : std::runtime_error(record.message), record_(std::move(record)) {}
+
+  const Error& record() const { return record_; }
+  ErrorId id() const { return record_.id; }
+  const char* id_name() const { return error_id_name(record_.id); }
+  const std::string& file() const { return record_.file; }
+  const std::string& pointer() const { return record_.pointer; }
+  const std::string& function() const { return record_.function; }
+  int parameter_index() const { return record_.param_index; }
+  const std::string& parameter_name() const { return record_.param_name; }
+  const std::string& got() const { return record_.got; }
+  const std::string& expected() const { return record_.expected; }
+  NativeCodeKind native_kind() const { return record_.native_kind; }
+  std::int64_t native_code() const { return record_.native_code; }
+
+ private:
+  static Error record_of(const std::string& what) {
+    const Error& last = last_error();
+    if (last.id != ErrorId::none && last.message == what) return last;
+    Error e;
+    e.id = ErrorId::unclassified;
+    e.message = what;
+    return e;
+  }
+  Error record_;
 };
 
 // Parameters the callee writes, bound to the caller's variable: out<T> is not
