@@ -1335,21 +1335,30 @@ TEST_SUITE("c-api") {
     marshal_value* wrong[2] = {reinterpret_cast<marshal_value*>(fn), one};
     CHECK(marshal_function_call(fn, wrong, 2, &r) == MARSHAL_ERROR_INVALID_HANDLE);
     CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
-    // A conversion inside the engine: the function and its place; the engine
-    // does not report the parameter structurally yet (-1, documented).
+    // A conversion inside the engine: its record (base/error.hpp) says which
+    // parameter, what was given and what was expected.
     marshal_value* big = mv_uint64(UINT64_MAX);
     marshal_value* args[2] = {big, one};
     CHECK(marshal_function_call(fn, args, 2, &r) == MARSHAL_ERROR_CALL);
-    CHECK(marshal_error_id(err()) == MARSHAL_E_CALL);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_CONVERSION);
     CHECK(text(marshal_error_function(err())) == "div");
-    CHECK(text(marshal_error_pointer(err())) == "/functions/div");
+    CHECK(marshal_error_parameter_index(err()) == 0);
+    CHECK(text(marshal_error_parameter_name(err())) == "numer");
+    CHECK(text(marshal_error_pointer(err())) == "/functions/div/params/0");
+    CHECK(text(marshal_error_got(err())).find("18446744073709551615") != std::string::npos);
+    CHECK(text(marshal_error_expected(err())).find("int") != std::string::npos);
     CHECK(marshal_error_native_code(err()) == -1);
     CHECK(text(marshal_error_message(err())).find("out of range for int") != std::string::npos);
+    // A stale engine record is not adopted: a failure of this API's own keeps its id.
+    CHECK(marshal_function_call(fn, nullptr, 2, &r) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_INVALID_ARGUMENT);
+    CHECK(marshal_error_parameter_index(err()) != 0);
     // A failed check after the native call: the errno it captured.
     marshal_function* clock = nullptr;
     REQUIRE(marshal_library_function(lib, "clock_gettime", &clock) == MARSHAL_OK);
     marshal_value* no_clock = mv_int64(987654);
     CHECK(marshal_function_call(clock, &no_clock, 1, &r) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_NATIVE);
     CHECK(marshal_error_native_code(err()) == EINVAL);
     CHECK(text(marshal_error_function(err())) == "clock_gettime");
     // Values read out of range or as the wrong kind.

@@ -158,7 +158,7 @@ typedef enum marshal_error_code {
   MARSHAL_E_INTERNAL = 12,        /* out of memory or an engine fault */
   MARSHAL_E_MISUSE = 13,          /* a live handle used against its rules (releasing a borrowed value...) */
   MARSHAL_E_CALL = 14             /* a call failed and the engine does not classify the failure yet
-                                     (conversion, a check, a host function...): the message says why */
+                                     (an ended apartment, some object paths): the message says why */
 } marshal_error_code;
 
 /* The last error on the calling thread (never NULL; id MARSHAL_E_NONE and an
@@ -171,16 +171,16 @@ MARSHAL_API const marshal_error *marshal_last_error(void);
  * - function: the typemap function ("compress2") or method ("ICounter.Add")
  *   of a failed bind or call;
  * - parameter_index, parameter_name: the parameter (its index among all the
- *   signature's parameters, as in messages) when the C API knows it: an
- *   argument that is NULL or not a value handle; -1 / "" otherwise (the
- *   engine does not yet report which parameter a conversion failed on);
+ *   signature's parameters, as in messages): an argument that is NULL or not
+ *   a value handle, or one the engine failed to convert (its error record:
+ *   id, got and expected filled from it too); -1 / "" otherwise;
  * - pointer: the JSON Pointer in the typemap: of a load error, of the
  *   function (or its parameter) of a failed call or bind;
  * - file: the typemap file of the above;
  * - got, expected: for wrong argument counts, wrong kinds of values in this
  *   API, and limits;
  * - native_code: the errno a failed call captured (functions with
- *   "errno": true), else -1. */
+ *   "errno": true), the HRESULT or return value a failed check saw, else -1. */
 MARSHAL_API marshal_error_code marshal_error_id(const marshal_error *e);
 MARSHAL_API const char *marshal_error_message(const marshal_error *e);
 MARSHAL_API const char *marshal_error_function(const marshal_error *e);

@@ -14,6 +14,7 @@
 #include "objects/object.hpp"
 #include "call/library.hpp"
 #include "values/value.hpp"
+#include "base/error.hpp"
 
 #include <atomic>
 #include <chrono>
@@ -205,8 +206,52 @@ marshal_error_code default_id(marshal_status s) {
   return MARSHAL_E_INTERNAL;
 }
 
+// The engine's id of a failure as the C API's.
+marshal_error_code c_id(marshal::ErrorId id) {
+  using marshal::ErrorId;
+  switch (id) {
+    case ErrorId::invalid_argument: return MARSHAL_E_INVALID_ARGUMENT;
+    case ErrorId::typemap: return MARSHAL_E_TYPEMAP;
+    case ErrorId::library_not_found: return MARSHAL_E_LIBRARY_NOT_FOUND;
+    case ErrorId::symbol_not_found: case ErrorId::unsupported: return MARSHAL_E_BIND;
+    case ErrorId::conversion: return MARSHAL_E_CONVERSION;
+    case ErrorId::null_not_allowed: return MARSHAL_E_NULL_NOT_ALLOWED;
+    case ErrorId::limit_exceeded: return MARSHAL_E_LIMIT;
+    case ErrorId::native_error: case ErrorId::native_crash: return MARSHAL_E_NATIVE;
+    case ErrorId::wrong_apartment: return MARSHAL_E_WRONG_APARTMENT;
+    case ErrorId::released: return MARSHAL_E_RELEASED;
+    case ErrorId::internal: return MARSHAL_E_INTERNAL;
+    case ErrorId::none: case ErrorId::apartment_ended: case ErrorId::unclassified: break;
+  }
+  return MARSHAL_E_NONE;
+}
+
+// A failure the engine reported with a record (base/error.hpp): its id and
+// fields, when the record is this failure's (the same message), else nothing.
+void adopt_engine_error(const std::string& message) {
+  const marshal::Error& e = marshal::last_error();
+  if (!e || e.message.empty() || message.size() < e.message.size() ||
+      message.compare(message.size() - e.message.size(), e.message.size(), e.message) != 0)
+    return;
+  ErrorRecord& r = error_record;
+  if (marshal_error_code id = c_id(e.id); id != MARSHAL_E_NONE) r.id = id;
+  if (!e.function.empty()) r.function = e.function;
+  if (!e.file.empty()) r.file = e.file;
+  if (!e.pointer.empty()) r.pointer = e.pointer;
+  if (e.param_index >= 0) {
+    r.parameter_index = e.param_index;
+    r.parameter_name = e.param_name;
+  }
+  if (!e.got.empty()) r.got = e.got;
+  if (!e.expected.empty()) r.expected = e.expected;
+  if (e.native_kind != marshal::NativeCodeKind::none) r.native_code = e.native_code;
+}
+
 marshal_status fail(marshal_status s, std::string message, marshal_error_code id = MARSHAL_E_NONE) {
   set_error(id == MARSHAL_E_NONE ? default_id(s) : id, std::move(message));
+  // Calls and binds: the engine's record, when it has one for this failure, is finer.
+  if (id == MARSHAL_E_NONE && (s == MARSHAL_ERROR_CALL || s == MARSHAL_ERROR_BIND || s == MARSHAL_ERROR_LIBRARY))
+    adopt_engine_error(error_record.message);
   return s;
 }
 
@@ -594,7 +639,12 @@ void describe_site(const Site& site, std::int64_t argument = -1) {
   if (site.file) e.file = *site.file;
   if (!site.sig) return;
   e.pointer = site.sig->pointer;
-  if (argument < 0) return;
+  if (argument < 0) {
+    // The engine named the parameter (adopt_engine_error): point at it.
+    if (e.parameter_index >= 0 && static_cast<std::size_t>(e.parameter_index) < site.sig->params.size())
+      e.pointer += "/params/" + std::to_string(e.parameter_index);
+    return;
+  }
   const std::int64_t p = param_of_argument(*site.sig, static_cast<std::size_t>(argument));
   if (p < 0) return;
   e.parameter_index = p;
