@@ -542,10 +542,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
           m.lend(ptr, bytes ? bytes : 1);
         } else if (host[i]->is_null()) {
           if (!p.nullable) {
-            m.error = "null is not allowed here (not nullable)";
-            m.error_id = ErrorId::null_not_allowed;
-            m.error_got = "null";
-            m.error_expected.clear();
+            m.fail_null();
             return fail(i);
           }
         } else if (!m.array_to_native(s.type, *host[i], c, ptr, p.dir == Dir::inout)) {
@@ -564,10 +561,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
           m.lend(ptr, bytes);
         } else if (host[i]->is_null()) {
           if (!p.nullable) {
-            m.error = "null is not allowed here (not nullable)";
-            m.error_id = ErrorId::null_not_allowed;
-            m.error_got = "null";
-            m.error_expected.clear();
+            m.fail_null();
             return fail(i);
           }
         } else if (!m.string_to_native(si, *host[i], cap, ptr, c, &units)) {

@@ -773,7 +773,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       if (!enter(true)) return false;
       Leave leave{depth_};
       if (v.is_null()) {
-        if (!c.nullable) return fail("null is not allowed here (not nullable)", ErrorId::null_not_allowed, "null");
+        if (!c.nullable) return fail_null();
       } else if (v.is<std::shared_ptr<NativeBox>>() && v.as<std::shared_ptr<NativeBox>>()->type == d.ref) {
         const NativeBox& box = *v.as<std::shared_ptr<NativeBox>>();
         if (!native_box_fits(d.ref, box)) return false;
@@ -802,7 +802,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       }
       void* p = nullptr;
       if (v.is_null()) {
-        if (!c.nullable) return fail("null is not allowed here (not nullable)", ErrorId::null_not_allowed, "null");
+        if (!c.nullable) return fail_null();
       } else {
         std::size_t cap = 0;
         if (s.capacity.present()) {
@@ -849,7 +849,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
     case Kind::callback: {
       void* code = nullptr;
       if (v.is_null()) {
-        if (!c.nullable) return fail("null is not allowed here (not nullable)", ErrorId::null_not_allowed, "null");
+        if (!c.nullable) return fail_null();
       } else {
         if (!refs) return fail("callbacks are not available here", ErrorId::unsupported);
         std::string why;

@@ -120,6 +120,8 @@ class Marshaler {
     const ErrorId id = error_id_of(why, ErrorId::conversion);
     return fail(std::move(why), id);
   }
+  // The one "null is not allowed" failure, for a value that is not nullable.
+  bool fail_null() { return fail("null is not allowed here (not nullable)", ErrorId::null_not_allowed, "null"); }
  private:
   bool prefix(const std::string& where) {
     // A pointer chain past the nesting limit names the place once, not 256 times.
