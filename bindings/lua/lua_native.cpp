@@ -12,6 +12,16 @@ namespace marshal::lua {
 
 namespace {
 
+// Pushes one host value (protected: a Lua memory error is caught there); 1, or -1 with the error pushed.
+int push_value_protected(lua_State* L, const Value& v, const std::shared_ptr<Library>& lib, const std::string& function) {
+  struct D { const Value* v; const std::shared_ptr<Library>* lib; } d{&v, &lib};
+  return push_protected(L, [](lua_State* L) -> int {
+    auto* d = static_cast<D*>(lua_touserdata(L, 1));
+    push_value(L, *d->v, *d->lib);
+    return 1;
+  }, &d, function);
+}
+
 // ---- handles ---------------------------------------------------------------------------
 
 int l_handle_release(lua_State* L) {
@@ -103,12 +113,7 @@ int l_box_index(lua_State* L) {
       push_error(L, err);
       return -1;
     }
-    struct D { const Value* v; const std::shared_ptr<Library>* lib; } d{&v, &b->lib};
-    return push_protected(L, [](lua_State* L) -> int {
-      auto* d = static_cast<D*>(lua_touserdata(L, 1));
-      push_value(L, *d->v, *d->lib);
-      return 1;
-    }, &d, err.function);
+    return push_value_protected(L, v, b->lib, err.function);
   }));
 }
 
@@ -155,12 +160,7 @@ int l_box_get(lua_State* L) {
       push_error(L, err);
       return -1;
     }
-    struct D { const Value* v; const std::shared_ptr<Library>* lib; } d{&v, &b->lib};
-    return push_protected(L, [](lua_State* L) -> int {
-      auto* d = static_cast<D*>(lua_touserdata(L, 1));
-      push_value(L, *d->v, *d->lib);
-      return 1;
-    }, &d, err.function);
+    return push_value_protected(L, v, b->lib, err.function);
   }));
 }
 
