@@ -227,6 +227,28 @@ TEST_SUITE("hostile") {
               "out of range for count field 'n'"));
   }
 
+  TEST_CASE("null for an array passes NULL only with a count of 0, for every count source known before the call") {
+    // Found by fuzz-call-args: a null array with a nonzero count let the callee read through NULL.
+    Bound h(hostile);
+    for (const char* fn : {"touch_in_i32_or_null", "touch_in_i32_ptr_or_null"}) {
+      INFO(std::string(fn));
+      CHECK(I(h.call(fn, {Value(), Value(0)}).ret) == 0);
+      CHECK(I(h.call(fn, {Value(List{Value(1), Value(2)}), Value(2)}).ret) == 3);
+      const std::string e = h.error_of(fn, {Value(), Value(3)});
+      CHECK(has(e, "null given for an array whose count (parameter 'n') is 3"));
+      CHECK(has(e, "'v'"));
+    }
+    CHECK(I(h.call("touch_in_counted_or_null", {Value(rec({{"n", Value(0)}, {"items", Value()}}))}).ret) == 0);
+    CHECK(has(h.error_of("touch_in_counted_or_null", {Value(rec({{"n", Value(3)}, {"items", Value()}}))}),
+              "field 'items': null given for an array whose count (field 'n') is 3"));
+    // The fuzzer's input, through the fixture it found it in.
+    Bound p("tests/fixtures/pinvoke.json");
+    const std::string e = p.error_of("sum_in_header", {Value(rec({{"cb", Value(0)}, {"items", Value()}, {"n", Value(3)}, {"name", Value("hdr")}}))});
+    CHECK(has(e, "null given for an array whose count (field 'n') is 3"));
+    CHECK(I(p.call("sum_in_header", {Value(rec({{"cb", Value(0)}, {"items", Value()}, {"n", Value(0)}, {"name", Value("hdr")}}))}).ret) ==
+          std::int64_t{3} * 1000);
+  }
+
   TEST_CASE("what a callee reports after the call is read only within what it was given") {
     Bound h(hostile);
     // An inout struct whose count field the callee raised past the array it got.
