@@ -545,7 +545,6 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
             m.fail_null();
             return fail(i);
           }
-          if (!m.null_array(s.type, c)) return fail(i);
         } else if (!m.array_to_native(s.type, *host[i], c, ptr, p.dir == Dir::inout)) {
           return fail(i);
         }

@@ -439,28 +439,6 @@ bool Marshaler::string_to_host(const StringInfo& s, const void* data, std::size_
 
 // ---- arrays behind a pointer ----------------------------------------------------------
 
-bool Marshaler::null_array(TypeId t, const Ctx& c) {
-  const TypeDesc* d = &reg_.get(t);
-  if (d->kind == Kind::ptr) d = &reg_.get(d->ref);
-  if (d->kind != Kind::array) return true;
-  const Count& source = d->as<ArrayInfo>().count;
-  if (source.source == Count::Source::param) {
-    // Only a count the host gives before the call: an out count is the callee's to set.
-    if (!c.frame || c.frame->after) return true;
-    const Param& p = c.frame->sig->params[source.index + c.frame->param_offset];
-    if (p.dir == Dir::out || !c.frame->host[source.index + c.frame->param_offset]) return true;
-  } else if (source.source != Count::Source::field || !c.rec || c.native_rec) {
-    return true;
-  }
-  std::uint64_t n = 0;
-  if (!count(source, c, n)) return false;
-  if (n != 0)
-    return fail("null given for an array whose count (" + count_source(source) + ") is " + std::to_string(n) +
-                    ": the callee would use " + std::to_string(n) + " elements at NULL (give the elements, or a count of 0)",
-                ErrorId::conversion, "null", std::to_string(n) + " elements");
-  return true;
-}
-
 bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out, bool pin) {
   const TypeDesc& d = reg_.get(array);
   const ArrayInfo& a = d.as<ArrayInfo>();
@@ -796,7 +774,6 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       Leave leave{depth_};
       if (v.is_null()) {
         if (!c.nullable) return fail_null();
-        if (!null_array(t, c)) return false;
       } else if (v.is<std::shared_ptr<NativeBox>>() && v.as<std::shared_ptr<NativeBox>>()->type == d.ref) {
         const NativeBox& box = *v.as<std::shared_ptr<NativeBox>>();
         if (!native_box_fits(d.ref, box)) return false;

@@ -70,10 +70,6 @@ class Marshaler {
   // otherwise it is copied once, as all `in` data is.
   bool array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out, bool pin = false);
   bool array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length = nullptr);
-  // A null given for an array (type `array`, or a pointer to one) passes NULL:
-  // then a count known before the call (a field or an `in` parameter) must be
-  // 0, or the callee would read or write that many elements through NULL.
-  bool null_array(TypeId t, const Ctx& c);
   // An `in` string's `length` (when the host gives it) must not exceed the
   // host's string: the callee reads that many units.
   // `units`, when given, receives the code units written, without the terminator.
