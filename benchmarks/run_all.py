@@ -484,10 +484,13 @@ def write_svg(r, path):
     colors = {"direct C": "#444444", "raw libffi": "#888888", "marshal typed C++": "#1b7837",
               "marshal dynamic values": "#5aae61", "marshal C API": "#a6dba0", "Python ctypes": "#2166ac",
               "Python cffi (ABI)": "#67a9cf", "LuaJIT (JIT)": "#b2182b", "LuaJIT (interp.)": "#ef8a62",
-              "marshal Lua 5.4": "#d6604d", "Koffi": "#762a83", "Mono P/Invoke": "#e08214", "raw thread hand-off": "#bbbbbb"}
-    names = [n for n, _ in SCENARIOS if n in s and "direct C" in s[n]]
+              "marshal Lua 5.4": "#d6604d", "Koffi": "#762a83", "Mono P/Invoke": "#e08214", "raw thread hand-off": "#bbbbbb",
+              FLOOR: "#cccccc", "raw TCP loopback ping-pong": "#dddddd", "marshal surrogate": "#00441b",
+              "marshal serve/connect (loopback)": "#4d9221"}
+    impls = IMPLS + [i for i in REMOTE_IMPLS if i not in IMPLS]
+    names = [n for n, _ in SCENARIOS + REMOTE if n in s and "direct C" in s[n]]
     bar, gap, left, width = 9, 14, 190, 560
-    rows = sum(len([i for i in IMPLS if i in s[n]]) for n in names)
+    rows = sum(len([i for i in impls if i in s[n]]) for n in names)
     height = 60 + rows * bar + len(names) * gap + 40
     maxlog = max(math.log10(max(s[n][i] / s[n]["direct C"], 1)) for n in names for i in s[n]) or 1
     out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="10">'
@@ -503,7 +506,7 @@ def write_svg(r, path):
     y = 45
     for n in names:
         out.append('<text x="10" y="%d" font-weight="bold">%s</text>' % (y + bar, n))
-        for impl in IMPLS:
+        for impl in impls:
             if impl not in s[n]:
                 continue
             ratio = s[n][impl] / s[n]["direct C"]
@@ -513,7 +516,7 @@ def write_svg(r, path):
             y += bar
         y += gap
     ly = 45
-    for impl in IMPLS:
+    for impl in impls:
         out.append('<rect x="%d" y="%d" width="10" height="10" fill="%s"/><text x="%d" y="%d">%s</text>'
                    % (left + width + 20, ly, colors[impl], left + width + 35, ly + 9, impl))
         ly += 16
