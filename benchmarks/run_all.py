@@ -89,9 +89,12 @@ def run(cmd, label, env=None):
 THREADED = ("cb_thread", "proxy_call")
 # Why a target was missed, from profiling (benchmarks/README.md, "Where the time
 # goes"): shown next to a missed target only.
-_REMOTE_COPIES = ("the bytes are copied into and out of Cap'n Proto messages and host values on both sides, and "
-                  "the message crosses in socket-buffer pieces, each an event-loop wake-up on each side, where the "
-                  "floor's blocking read/write copies once each way")
+_REMOTE_COPIES = ("page faults: every 1 MiB buffer of a call (the Cap'n Proto messages, the host values, on both "
+                  "sides) is a fresh mmap that glibc's malloc unmaps when freed, so each call faults ~1000 pages in "
+                  "again (~17 ms of CPU in the surrogate); with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:"
+                  "glibc.malloc.trim_threshold=268435456 the surrogate measured 0.95x and serve/connect 1.29x of the "
+                  "floor (benchmarks/README.md): the fix is to keep such buffers mapped (mallopt in the surrogate and "
+                  "the host, or reused message buffers)")
 WHY = {
     "Lua add_i32 below LuaJIT -joff and under 50 ns":
         "the binding's general entry (a guarded scope, a Value per argument, Plan::call into a CallResult) costs "
