@@ -24,10 +24,23 @@ Bound& fx() {
 std::int64_t address_of(const void* p) { return static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)); }
 
 std::shared_ptr<NativeBox> doubles(const TypeRegistry& reg, List values) {
-  auto box = native_new(reg, reg.primitive(Prim::float64), values.size());
+  auto box = native_new(reg, reg.find_primitive("double"), values.size());
   std::string err;
   REQUIRE(native_store(reg, *box, Value(std::move(values)), err));
   return box;
+}
+
+// The address `fn` was given for args[0], calling with these very values (Bound::call copies them).
+std::int64_t address_given(Bound& f, const std::string& fn, const std::vector<Value>& args) {
+  std::string error;
+  const Plan* plan = f.lib->bind(fn, error);
+  INFO(fn << ": " << error);
+  REQUIRE(plan);
+  CallResult result;
+  const bool ok = plan->call(std::span<const Value>(args), result, error);
+  INFO(fn << ": " << error);
+  REQUIRE(ok);
+  return I(result.ret);
 }
 
 // Longer than the scalar lane's stack scratch (plan.cpp), so the string goes
@@ -65,10 +78,12 @@ TEST_SUITE("call") {
   TEST_CASE("const: host bytes for a byte array are passed in place; without const they are copied") {
     auto& f = fx();
     Value b(Bytes{{1, 2, 3, 4, 5}});
-    const std::int64_t host = address_of(b.as<Bytes>().data.data());
-    CHECK(I(f.call("address_in_u8_bytes", {b, 5}).ret) == host);
-    CHECK(I(f.call("address_in_u8_bytes", {b, 3}).ret) == host);  // fewer than the host has: still its memory
-    CHECK(I(f.call("address_in_u8_bytes_copied", {b, 5}).ret) != host);
+    std::vector<Value> five{b, 5}, three{b, 3};
+    const std::int64_t host = address_of(five[0].as<Bytes>().data.data());
+    CHECK(address_given(f, "address_in_u8_bytes", five) == host);
+    // Fewer than the host has: still its memory.
+    CHECK(address_given(f, "address_in_u8_bytes", three) == address_of(three[0].as<Bytes>().data.data()));
+    CHECK(address_given(f, "address_in_u8_bytes_copied", five) != host);
     CHECK(f.error_of("address_in_u8_bytes", {b, 6}).find("the array has 5 elements but its count is 6") !=
           std::string::npos);
     // No bytes: a buffer of the engine's (the host's empty vector has no address to give).
@@ -79,18 +94,18 @@ TEST_SUITE("call") {
     auto& f = fx();
     for (const std::string& text : {long_text("ascii "), long_text("h\xc3\xa9llo w\xc3\xb6rld \xe2\x88\x91 ")}) {
       CAPTURE(text.substr(0, 12));
-      Value s(text);
-      const std::int64_t host = address_of(s.as<std::string>().c_str());
-      CHECK(I(f.call("address_in_utf8", {s}).ret) == host);
-      CHECK(I(f.call("address_in_utf8_copied", {s}).ret) != host);
+      const std::vector<Value> s{Value(text)};
+      const std::int64_t host = address_of(s[0].as<std::string>().c_str());
+      CHECK(address_given(f, "address_in_utf8", s) == host);
+      CHECK(address_given(f, "address_in_utf8_copied", s) != host);
       // UTF-16 is another layout: transcoded, const or not.
-      CHECK(I(f.call("address_in_utf16", {s}).ret) != host);
+      CHECK(address_given(f, "address_in_utf16", s) != host);
     }
     // Latin-1: ASCII text is the same bytes; other text is transcoded.
-    Value ascii(long_text("abc "));
-    CHECK(I(f.call("address_in_latin1", {ascii}).ret) == address_of(ascii.as<std::string>().c_str()));
-    Value accented(long_text("\xc3\xa9t\xc3\xa9 "));
-    CHECK(I(f.call("address_in_latin1", {accented}).ret) != address_of(accented.as<std::string>().c_str()));
+    const std::vector<Value> ascii{Value(long_text("abc "))};
+    CHECK(address_given(f, "address_in_latin1", ascii) == address_of(ascii[0].as<std::string>().c_str()));
+    const std::vector<Value> accented{Value(long_text("\xc3\xa9t\xc3\xa9 "))};
+    CHECK(address_given(f, "address_in_latin1", accented) != address_of(accented[0].as<std::string>().c_str()));
     // Text that is not valid native text gets the message it always got.
     std::string with_nul = long_text("x");
     with_nul[10] = '\0';
@@ -115,7 +130,7 @@ TEST_SUITE("guard") {
         Bound b("tests/fixtures/guard.json");
         b.lib->set_guard(guard);
         const TypeRegistry& reg = b.ctx.types();
-        auto box = native_new(reg, reg.primitive(Prim::float64), 4);
+        auto box = native_new(reg, reg.find_primitive("double"), 4);
         box->storage.reset(shared);  // the host's memory, here shared with the parent
         b.call("lie_const_f64_array", {Value(box), 4});
         box->storage.release();
@@ -181,8 +196,8 @@ TEST_SUITE("guard") {
     CHECK(D(b.call("sum_in_f64_array", {Value(box), 4}).ret) == 10.0);
     // In guard mode const data is a read-only copy, never the host's memory.
     CHECK(I(b.call("address_in_f64_array", {Value(box), 4}).ret) != address_of(box->data()));
-    Value text(long_text("guarded "));
-    CHECK(I(b.call("address_in_utf8", {text}).ret) != address_of(text.as<std::string>().c_str()));
+    const std::vector<Value> text{Value(long_text("guarded "))};
+    CHECK(address_given(b, "address_in_utf8", text) != address_of(text[0].as<std::string>().c_str()));
     CHECK(guard_live_mappings() == before);
   }
 }
