@@ -9,6 +9,7 @@
 #include "base/guard.hpp"
 #include "convert/native.hpp"
 
+#include <cstdio>
 #include <cstring>
 #include <sys/mman.h>
 
@@ -188,16 +189,30 @@ TEST_SUITE("guard") {
   }
 
   TEST_CASE("guard mode: callees that keep a const promise read the data, and every mapping is released") {
-    Bound b("tests/fixtures/pinvoke.json");
-    b.lib->set_guard(true);
-    const TypeRegistry& reg = b.ctx.types();
-    const std::size_t before = guard_live_mappings();
-    auto box = doubles(reg, List{1.0, 2.0, 3.0, 4.0});
-    CHECK(D(b.call("sum_in_f64_array", {Value(box), 4}).ret) == 10.0);
-    // In guard mode const data is a read-only copy, never the host's memory.
-    CHECK(I(b.call("address_in_f64_array", {Value(box), 4}).ret) != address_of(box->data()));
-    const std::vector<Value> text{Value(long_text("guarded "))};
-    CHECK(address_given(b, "address_in_utf8", text) != address_of(text[0].as<std::string>().c_str()));
-    CHECK(guard_live_mappings() == before);
+    // In a child: guard mode installs its fault handler once per process, and
+    // the other guard tests need theirs in children that fork after this one.
+    Child c = in_child([] {
+      Bound b("tests/fixtures/pinvoke.json");
+      b.lib->set_guard(true);
+      const TypeRegistry& reg = b.ctx.types();
+      const std::size_t before = guard_live_mappings();
+      auto box = doubles(reg, List{1.0, 2.0, 3.0, 4.0});
+      std::string failed;
+      if (D(b.call("sum_in_f64_array", {Value(box), 4}).ret) != 10.0) failed += "sum; ";
+      // In guard mode const data is a read-only copy, never the host's memory.
+      if (I(b.call("address_in_f64_array", {Value(box), 4}).ret) == address_of(box->data())) failed += "box pinned; ";
+      const std::vector<Value> text{Value(long_text("guarded "))};
+      if (address_given(b, "address_in_utf8", text) == address_of(text[0].as<std::string>().c_str()))
+        failed += "string pinned; ";
+      if (guard_live_mappings() != before) failed += "mappings left; ";
+      if (!failed.empty()) {
+        std::fprintf(stderr, "FAILED: %s\n", failed.c_str());
+        _exit(3);
+      }
+    });
+    INFO(c.err);
+    CHECK(WIFEXITED(c.status));
+    CHECK(WEXITSTATUS(c.status) == 0);
   }
+
 }
