@@ -28,7 +28,8 @@ shape_bad = ["unknown_top_key", "missing_version", "wrong_version", "not_an_obje
              "count_negative", "array_without_count", "missing_returns", "bool_bad_size", "bool_no_true",
              "string_bad_encoding", "callback_no_scope", "interface_bad_iid", "class_no_threading",
              "library_empty_load", "library_unknown_os", "constant_object", "sentinel_float",
-             "enum_no_underlying", "versioned_symbol_empty"]
+             "enum_no_underlying", "versioned_symbol_empty",
+             "const_out", "const_inout", "const_not_bool"]
 passed = failed = 0
 for path in good:
     with open(path) as f:

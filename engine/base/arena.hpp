@@ -50,6 +50,7 @@ class Arena {
   // Guard mode (guard.hpp): every allocation from now on gets its own mapping
   // against a guard page.
   void guard(GuardPages* pages) { guard_ = pages; }
+  GuardPages* guard_pages() const { return guard_; }
 
  private:
   static constexpr std::size_t block_size = 64 * 1024;

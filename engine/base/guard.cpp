@@ -26,6 +26,8 @@ struct Entry {
   std::atomic<int> state{0};  // 0 free, 1 being filled or emptied, 2 live
   std::uintptr_t guard = 0;   // the PROT_NONE page
   std::uintptr_t start = 0;   // the buffer handed out
+  std::uintptr_t base = 0;    // the first data page
+  std::atomic<bool> read_only{false};  // the data pages are PROT_READ (protect)
   std::size_t size = 0;
   int index = -1;
   char function[96] = {};
@@ -74,11 +76,16 @@ void on_fault(int sig, siginfo_t* info, void* context) {
   const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
   const std::uintptr_t page = addr & ~(page_size() - 1);
   for (Entry& e : table) {
-    if (e.state.load(std::memory_order_acquire) != 2 || e.guard != page) continue;
-    bool write = false;
+    if (e.state.load(std::memory_order_acquire) != 2) continue;
+    const bool overrun = e.guard == page;
+    // A read-only page faults only on a write: a callee that broke `const`.
+    const bool const_write =
+        !overrun && e.read_only.load(std::memory_order_acquire) && addr >= e.base && addr < e.guard;
+    if (!overrun && !const_write) continue;
+    bool write = const_write;
 #if defined(__x86_64__)
     // Page-fault error code: bit 1 set for a write access.
-    write = (static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
+    if (overrun) write = (static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_ERR] & 2) != 0;
 #endif
     (void)context;
     Line line;
@@ -94,13 +101,28 @@ void on_fault(int sig, siginfo_t* info, void* context) {
     } else {
       line.put(e.param);
     }
-    line.put(": the callee ");
-    line.put(write ? "wrote" : "read");
-    line.put(" past the end of the ");
-    line.put_unsigned(e.size);
-    line.put("-byte buffer it was given (");
-    line.put_unsigned(addr - (e.start + e.size));
-    line.put(" bytes past it, address 0x");
+    if (const_write) {
+      line.put(": the callee wrote to the ");
+      line.put_unsigned(e.size);
+      line.put("-byte buffer of a const parameter, which it promised not to write (");
+      if (addr >= e.start) {
+        line.put("byte ");
+        line.put_unsigned(addr - e.start);
+        line.put(" of it");
+      } else {
+        line.put_unsigned(e.start - addr);
+        line.put(" bytes before it");
+      }
+    } else {
+      line.put(": the callee ");
+      line.put(write ? "wrote" : "read");
+      line.put(" past the end of the ");
+      line.put_unsigned(e.size);
+      line.put("-byte buffer it was given (");
+      line.put_unsigned(addr - (e.start + e.size));
+      line.put(" bytes past it");
+    }
+    line.put(", address 0x");
     line.put_unsigned(addr, 16);
     line.put(")\n");
     ssize_t ignored = ::write(2, line.text, line.at);
@@ -124,13 +146,15 @@ void install_handler() {
   });
 }
 
-int publish(std::uintptr_t guard, std::uintptr_t start, std::size_t size, int index, const char (&function)[96],
-            const char (&param)[96]) {
+int publish(std::uintptr_t base, std::uintptr_t guard, std::uintptr_t start, std::size_t size, int index,
+            const char (&function)[96], const char (&param)[96]) {
   for (int i = 0; i < table_size; ++i) {
     int expected = 0;
     Entry& e = table[i];
     if (!e.state.compare_exchange_strong(expected, 1, std::memory_order_acquire)) continue;
     e.guard = guard;
+    e.base = base;
+    e.read_only.store(false, std::memory_order_relaxed);
     e.start = start;
     e.size = size;
     e.index = index;
@@ -189,10 +213,24 @@ void* GuardPages::alloc(std::size_t size, std::size_t align) {
     return nullptr;
   }
   const std::uintptr_t start = (guard - size) & ~(static_cast<std::uintptr_t>(align) - 1);
-  const int slot = publish(guard, start, size, index_, function_, param_);
-  mappings_.push_back({base, length, slot});
+  const int slot = publish(reinterpret_cast<std::uintptr_t>(base), guard, start, size, index_, function_, param_);
+  mappings_.push_back({base, length, start, slot});
   live.fetch_add(1, std::memory_order_relaxed);
   return reinterpret_cast<void*>(start);
+}
+
+bool GuardPages::protect(const void* p) {
+  const auto at = reinterpret_cast<std::uintptr_t>(p);
+  for (const Mapping& m : mappings_) {
+    if (m.start != at) continue;
+    // Every data page of the mapping holds this buffer and nothing else.
+    const std::size_t data = m.length - page_size();
+    if (m.slot >= 0) table[m.slot].read_only.store(true, std::memory_order_release);
+    if (mprotect(m.base, data, PROT_READ) == 0) return true;
+    if (m.slot >= 0) table[m.slot].read_only.store(false, std::memory_order_release);
+    return false;
+  }
+  return false;
 }
 
 void* Arena::guarded(std::size_t size, std::size_t align) {

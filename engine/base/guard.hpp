@@ -7,6 +7,10 @@
 // instead of memory being corrupted silently. It costs two system calls per
 // buffer: a mode for finding bugs and for untrusted callees under test, not for
 // production (where the surrogate process isolates crashes).
+// What a `const` parameter passes (TYPEMAP.md) is copied into such a mapping
+// and then made read-only (protect): a callee that writes through it despite
+// its promise faults, and the handler names the function and the parameter.
+// The host's own memory is never mprotect'ed: its pages hold other data.
 #pragma once
 
 #include <cstddef>
@@ -37,11 +41,16 @@ class GuardPages {
   // alignment allows (exactly at it when size is a multiple of align, as it is
   // for every array and string); nullptr when the system refuses a mapping.
   void* alloc(std::size_t size, std::size_t align);
+  // Makes the pages of the mapping that alloc() returned `p` from read-only
+  // until the call ends. false (and nothing changed) when p is not the start
+  // of such a buffer (an allocation that fell back to the unguarded arena).
+  bool protect(const void* p);
 
  private:
   struct Mapping {
     void* base;
     std::size_t length;
+    std::uintptr_t start;  // the buffer handed out
     int slot;  // entry of the fault handler's table, -1 when it was full
   };
   std::vector<Mapping> mappings_;

@@ -510,6 +510,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     Ctx c;
     c.frame = &frame;
     c.nullable = p.nullable;
+    c.is_const = p.is_const;
     void* ptr = nullptr;
     if (method_ && i == 0) {  // `this`
       std::memcpy(slot, &self, sizeof self);
@@ -676,9 +677,9 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
     avalues = split_values.data();
   }
 
-  // ---- pin: host-owned native memory (NativeBox) was passed by address above;
-  // everything else is a copy in the arena, so `in` data of the host is never
-  // touched by the callee.
+  // ---- pin: host-owned native memory (NativeBox) was passed by address above,
+  // as was host data in the native layout for a `const` parameter (which guard
+  // mode copies read-only instead); everything else is a copy in the arena.
 
   // ---- invoke ----
   // A handle this call releases leaves the identity table first: once the

@@ -2,6 +2,7 @@
 #include "convert/convert.hpp"
 
 
+#include "base/guard.hpp"
 #include "values/handles.hpp"
 #include "convert/numeric.hpp"
 #include "convert/strings.hpp"
@@ -254,6 +255,11 @@ bool Marshaler::enter(bool native) {
               ErrorId::limit_exceeded, {}, "at most " + std::to_string(max_value_depth) + " levels");
 }
 
+void Marshaler::read_only(const Ctx& c, const void* p) {
+  if (!c.is_const) return;
+  if (GuardPages* g = arena_.guard_pages()) g->protect(p);
+}
+
 namespace {
 // Leaves one level of pointer nesting (Marshaler::enter) on every path.
 struct Leave {
@@ -278,6 +284,33 @@ bool known_before_call(const Count& n, const Ctx& c) {
 
 bool Marshaler::string_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out,
                                  const Ctx& c, std::size_t* units_out) {
+  if (!c.is_const || out) return string_copy_to_native(s, v, capacity_units, out, c, units_out);
+  // const: a host string that already is the native text (UTF-8, or ASCII for
+  // Latin-1 and ASCII, NUL-terminated, no NUL inside) is passed in place.
+  if (s.terminator == Terminator::nul && !capacity_units && v.is<std::string>() && !arena_.guard_pages() &&
+      (s.encoding == Encoding::utf8 || s.encoding == Encoding::latin1 || s.encoding == Encoding::ascii)) {
+    const std::string& text = v.as<std::string>();
+    if (s.encoding == Encoding::utf8 ? utf8_well_formed(text) : plain_ascii(text)) {
+      if (s.length.present() && known_before_call(s.length, c)) {
+        std::uint64_t len = 0;
+        if (!count(s.length, c, len)) return false;
+        if (len > text.size())
+          return fail("the string has " + std::to_string(text.size()) + " bytes but its length (" +
+                      count_source(s.length) + ") is " + std::to_string(len));
+      }
+      out = const_cast<char*>(text.c_str());
+      lent_.add(out, text.size() + 1);
+      if (units_out) *units_out = text.size();
+      return true;
+    }
+  }
+  if (!string_copy_to_native(s, v, capacity_units, out, c, units_out)) return false;
+  read_only(c, out);
+  return true;
+}
+
+bool Marshaler::string_copy_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out,
+                                      const Ctx& c, std::size_t* units_out) {
   const std::size_t unit = encoding_unit(s.encoding);
   const Count* cap_source = s.capacity.present() ? &s.capacity : nullptr;
   // A length the host gives tells the callee how many units to read: no more
@@ -452,7 +485,9 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
     if (box.count < n)
       return fail("the native memory holds " + std::to_string(box.count) + " elements but the count is " +
                   std::to_string(n) + " (" + count_source(a.count) + ")");
-    if (pin) {
+    // const: the callee only reads it, so it may read the host's memory
+    // (guard mode copies it into a read-only mapping instead).
+    if (pin || (c.is_const && !arena_.guard_pages())) {
       out = box.data();
       lent_.add(out, box.size);
     } else {
@@ -461,6 +496,7 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
       out = arena_.alloc(bytes ? bytes : 1, std::max<std::size_t>(e.align, 1));
       std::memcpy(out, box.data(), bytes);
       lent_.add(out, bytes);
+      read_only(c, out);
     }
     return true;
   }
@@ -477,6 +513,12 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
   }
   std::size_t total = 0;
   if (!buffer_bytes(n + (sentinel ? 1 : 0), e.size, &a.count, total)) return false;
+  if (is_bytes && c.is_const && !sentinel && n > 0 && !arena_.guard_pages()) {
+    // Host bytes already are the native layout of a byte array: in place.
+    out = const_cast<std::uint8_t*>(v.as<Bytes>().data.data());
+    lent_.add(out, have);
+    return true;
+  }
   std::byte* mem = static_cast<std::byte*>(arena_.alloc_zeroed(total ? total : 1, std::max<std::size_t>(e.align, 1)));
   lent_.add(mem, total);
   if (is_bytes) {
@@ -510,6 +552,7 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
       if (!to_native(d.ref, items[i], mem + i * e.size, ec)) return prefix("element " + std::to_string(i));
   }
   if (sentinel && !a.count.sentinel_null) store_bits(mem + n * e.size, e.size, static_cast<std::uint64_t>(a.count.sentinel));
+  read_only(c, mem);
   out = mem;
   return true;
 }
@@ -743,8 +786,16 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       std::uintptr_t a = 0;
       if (v.is_null()) a = 0;
       else if (v.is<Address>()) a = v.as<Address>().value;
-      else if (v.is<std::shared_ptr<NativeBox>>()) a = reinterpret_cast<std::uintptr_t>(v.as<std::shared_ptr<NativeBox>>()->data());
-      else return fail("expected an address ({\"address\": \"0x...\"}), native memory or null, got " + v.describe());
+      else if (v.is<std::shared_ptr<NativeBox>>()) {
+        const NativeBox& box = *v.as<std::shared_ptr<NativeBox>>();
+        void* p = box.data();
+        if (c.is_const && arena_.guard_pages()) {  // guard mode: a read-only copy (see Kind::ptr)
+          p = arena_.alloc(box.size ? box.size : 1, alignof(std::max_align_t));
+          std::memcpy(p, box.data(), box.size);
+          read_only(c, p);
+        }
+        a = reinterpret_cast<std::uintptr_t>(p);
+      } else return fail("expected an address ({\"address\": \"0x...\"}), native memory or null, got " + v.describe());
       std::memcpy(dst, &a, sizeof a);
       return true;
     }
@@ -777,7 +828,15 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       } else if (v.is<std::shared_ptr<NativeBox>>() && v.as<std::shared_ptr<NativeBox>>()->type == d.ref) {
         const NativeBox& box = *v.as<std::shared_ptr<NativeBox>>();
         if (!native_box_fits(d.ref, box)) return false;
-        p = box.data();  // pinned: the host's own native memory
+        if (c.is_const && arena_.guard_pages()) {
+          // Guard mode: a read-only copy, so a callee that writes despite
+          // `const` faults instead of changing the host's memory.
+          p = arena_.alloc(box.size ? box.size : 1, std::max<std::uint32_t>(reg_.get(d.ref).align, 1));
+          std::memcpy(p, box.data(), box.size);
+          read_only(c, p);
+        } else {
+          p = box.data();  // pinned: the host's own native memory
+        }
         lent_.add(p, box.size);
       } else if (reg_.get(d.ref).kind == Kind::array && reg_.get(d.ref).as<ArrayInfo>().count.source != Count::Source::constant) {
         if (!array_to_native(d.ref, v, c, p)) return false;
@@ -790,6 +849,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
         pc.frame = c.frame;
         pc.transfer = c.transfer;
         if (!to_native(d.ref, v, p, pc)) return false;
+        read_only(c, p);
       }
       std::memcpy(dst, &p, sizeof p);
       return true;

@@ -55,6 +55,10 @@ struct Ctx {
   // Objects: the pointer carries one reference from the writer to the reader
   // (returns and out parameters, as in COM); otherwise it is borrowed.
   bool transfer = false;
+  // The parameter is `const` (Param::is_const): host-owned native memory and
+  // host data already in the native layout go in place, without a copy; in
+  // guard mode they are copied and the copy is mapped read-only instead.
+  bool is_const = false;
 };
 
 class Marshaler {
@@ -67,7 +71,7 @@ class Marshaler {
   // Arrays and strings behind a pointer (parameters, ptr pointees, pointer fields).
   // pin: host-owned native memory of the element type is passed by address
   // (inout: the callee writes the host's memory, which is the copy-back);
-  // otherwise it is copied once, as all `in` data is.
+  // otherwise it is copied once, as all `in` data is, unless c.is_const.
   bool array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out, bool pin = false);
   bool array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length = nullptr);
   // An `in` string's `length` (when the host gives it) must not exceed the
@@ -129,6 +133,9 @@ class Marshaler {
     error = where + ": " + error;
     return false;
   }
+  // string_to_native's conversion into a buffer of this call (or `out`, when given).
+  bool string_copy_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out,
+                             const Ctx& c, std::size_t* units);
   bool record_to_native(const TypeDesc& d, const Value& v, std::byte* dst, const Ctx& c);
   bool elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out);
   bool record_to_host(const TypeDesc& d, const std::byte* src, Value& out, const Ctx& c);
@@ -137,6 +144,9 @@ class Marshaler {
   bool readable(const void* p, std::uint64_t n, std::size_t unit, const Count* source);
   // Pointer chains (to_native, to_host) nest at most max_value_depth deep.
   bool enter(bool to_native);
+  // Guard mode: what a const parameter passes becomes read-only for the call
+  // (p is a buffer this call's arena allocated). Outside guard mode: nothing.
+  void read_only(const Ctx& c, const void* p);
 
   const TypeRegistry& reg_;
   Arena& arena_;

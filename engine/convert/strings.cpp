@@ -197,6 +197,13 @@ bool plain_ascii(std::string_view t) {
   return true;
 }
 
+bool utf8_well_formed(std::string_view text) {
+  if (plain_ascii(text)) return true;
+  for (std::size_t i = 0; i < text.size();)
+    if (next_code_point(text, i) <= 0) return false;  // invalid, or a NUL
+  return true;
+}
+
 std::size_t transcode_utf8(std::string_view text, std::size_t unit, void* dst) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t n = text.size();

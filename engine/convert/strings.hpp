@@ -20,6 +20,9 @@ bool encode_text(Encoding e, Unmappable policy, std::string_view utf8, std::vect
 // Plain ASCII without NUL: the same characters in UTF-8, Latin-1, ASCII,
 // UTF-16 and UTF-32 (widened), and no terminator inside. Checks 8 bytes at a time.
 bool plain_ascii(std::string_view text);
+// Well-formed UTF-8 without NUL (what transcode_utf8 accepts): the text is
+// already its own native utf8 form.
+bool utf8_well_formed(std::string_view text);
 // Well-formed UTF-8 without NUL, transcoded to `unit`-byte code units (1: a
 // copy, 2: UTF-16, 4: UTF-32) at dst, which has room for text.size() units;
 // the number of units written, or SIZE_MAX when the text is not well-formed

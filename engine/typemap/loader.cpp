@@ -588,7 +588,10 @@ bool Loader::read_signature(const json& j, const std::string& p, Signature& sig,
     if (!params[i].is_object() || names[i].empty()) continue;
     const json& pj = params[i];
     Param& prm = sig.params[i];
-    if (!check_keys(pj, ip, {"name", "type", "dir", "nullable", "free_with", "value"})) { ok = false; continue; }
+    if (!check_keys(pj, ip, {"name", "type", "dir", "nullable", "const", "free_with", "value"})) {
+      ok = false;
+      continue;
+    }
     if (pj.contains("dir") &&
         !read_enum<Dir>(pj.at("dir"), pointer_join(ip, "dir"), {{"in", Dir::in}, {"out", Dir::out}, {"inout", Dir::inout}}, prm.dir)) {
       ok = false;
@@ -634,6 +637,24 @@ bool Loader::read_signature(const json& j, const std::string& p, Signature& sig,
       if (!read_bool(pj.at("nullable"), pointer_join(ip, "nullable"), prm.nullable)) { ok = false; continue; }
       if (prm.nullable && !is_pointer_like(d) && d.kind != Kind::array) {
         error(pointer_join(ip, "nullable"), "only pointers can be null; '" + prm.name + "' is " + reg_.spell(prm.type));
+        ok = false;
+        continue;
+      }
+    }
+    if (pj.contains("const")) {
+      // C's const: only data the callee reads through a pointer can be promised.
+      const std::string cp = pointer_join(ip, "const");
+      if (!read_bool(pj.at("const"), cp, prm.is_const)) { ok = false; continue; }
+      if (prm.is_const && prm.dir != Dir::in) {
+        error(cp, "'const' applies only to in parameters (the callee promises not to write through them); '" +
+                      prm.name + "' is " + std::string(dir_name(prm.dir)));
+        ok = false;
+        continue;
+      }
+      if (prm.is_const && d.kind != Kind::ptr && d.kind != Kind::pointer && d.kind != Kind::array &&
+          d.kind != Kind::string) {
+        error(cp, "'const' applies only to pointers, arrays and strings (what the callee reads through a pointer); '" +
+                      prm.name + "' is " + reg_.spell(prm.type));
         ok = false;
         continue;
       }

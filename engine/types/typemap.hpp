@@ -49,6 +49,11 @@ struct Param {
   TypeId type = no_type;
   Dir dir = Dir::in;
   bool nullable = false;
+  // "const": true (in pointers, arrays and strings only): C's promise that the
+  // callee does not write through it. Host-owned native memory (and host data
+  // already in the native layout) is then passed in place, without a copy;
+  // guard mode maps what such a parameter passes read-only (base/guard.hpp).
+  bool is_const = false;
   FreeWith free_with;  // extension: out/inout pointers to callee-allocated memory
   Computed value;      // extension: computed by the engine, not given by the host
   // Whether the host gives this parameter a value when it calls (in and inout
