@@ -83,6 +83,35 @@ TEST_SUITE("c-api") {
     for (auto* a : cargs) marshal_value_release(a);
   }
 
+  TEST_CASE("computed parameters given too: checked against the engine's value, then left out") {
+    Api z("typemaps/zlib.json");
+    marshal_value* args[3] = {mv_uint64(0), mv_bytes("hello", 5), mv_int64(5)};
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_function_call(z.fn("crc32"), args, 3, &r) == MARSHAL_OK);
+    uint64_t crc = 0;
+    REQUIRE(marshal_value_get_uint64(marshal_result_return(r), &crc) == MARSHAL_OK);
+    CHECK(crc == 907060870u);
+    marshal_result_release(r);
+    marshal_value_release(args[2]);
+    args[2] = mv_int64(6);
+    CHECK(marshal_function_call(z.fn("crc32"), args, 3, &r) == MARSHAL_ERROR_CALL);
+    CHECK(r == nullptr);
+    const marshal_error* e = marshal_last_error();
+    CHECK(marshal_error_id(e) == MARSHAL_E_INVALID_ARGUMENT);
+    CHECK(marshal_error_parameter_index(e) == 2);
+    CHECK(std::string(marshal_error_parameter_name(e)) == "len");
+    CHECK(std::string(marshal_error_got(e)) == "6");
+    CHECK(std::string(marshal_error_expected(e)) == "5");
+    CHECK(std::string(marshal_error_function(e)) == "crc32");
+    CHECK(std::string(marshal_error_message(e)).find("crc32: parameter 2 'len' (uint): is computed by the engine "
+                                                     "(count_of 'buf' = 5); got 6") != std::string::npos);
+    // Four arguments are neither form: the arity error, before anything is read.
+    marshal_value* four[4] = {args[0], args[1], args[2], args[2]};
+    CHECK(marshal_function_call(z.fn("crc32"), four, 4, &r) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_INVALID_ARGUMENT);
+    for (auto* a : args) marshal_value_release(a);
+  }
+
   TEST_CASE("errors: statuses, messages naming the place, NULL arguments") {
     marshal_context* ctx = nullptr;
     REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);

@@ -5,6 +5,9 @@
 #include "call_support.hpp"
 #include "cli_run.hpp"
 
+#include "call/arguments.hpp"
+#include "marshal/marshal.hpp"
+#include "marshal.h"
 #include "remote/surrogate.hpp"
 
 #include <atomic>
@@ -183,6 +186,64 @@ TEST_SUITE("remote") {
       }
     }
     CHECK(compared > 80);
+  }
+
+  TEST_CASE("computed parameters: left out, or given and checked, in-process and through the surrogate") {
+    Bound here("typemaps/zlib.json");
+    Isolated there("typemaps/zlib.json");
+    const Value hello = Bytes{{'h', 'e', 'l', 'l', 'o'}};
+    // In-process: the engine's rule (call/arguments.hpp) before Plan::call.
+    auto call_in = [](Bound& b, const char* fn, std::vector<Value> args, CallResult& r, std::string& error) {
+      const Plan* plan = b.lib->bind(fn, error);
+      REQUIRE(plan);
+      ValuePointers given(args);
+      std::span<const Value* const> view = given.view;
+      std::vector<const Value*> storage;
+      return host_arguments(b.ctx.types(), b.tm->file, plan->function(), view, storage, error) &&
+             plan->call(view, r, error);
+    };
+    auto here_call = [&](std::vector<Value> args, CallResult& r, std::string& error) {
+      return call_in(here, "crc32", std::move(args), r, error);
+    };
+    for (const std::vector<Value>& args : {std::vector<Value>{0, hello}, std::vector<Value>{0, hello, 5},
+                                           std::vector<Value>{0, hello, Value(std::uint64_t{5})}}) {
+      CallResult a, b;
+      std::string ea, eb;
+      CHECK(here_call(args, a, ea));
+      CHECK(there.lib->call("crc32", args, b, eb));
+      CHECK(ea == "");
+      CHECK(eb == "");
+      CHECK(a.ret == Value(std::uint64_t{907060870}));
+      CHECK(b.ret == a.ret);
+    }
+    // A computed value that differs: an error naming the parameter, what was
+    // given and what the engine computes; nothing is called.
+    for (const Value& wrong : {Value(4), Value(-5), Value("5")}) {
+      CallResult a, b;
+      std::string ea, eb;
+      CHECK_FALSE(here_call({0, hello, wrong}, a, ea));
+      CHECK(last_error().id == ErrorId::invalid_argument);
+      CHECK(last_error().param_index == 2);
+      CHECK(last_error().param_name == "len");
+      CHECK(last_error().expected == "5");
+      CHECK_FALSE(there.lib->call("crc32", std::vector<Value>{0, hello, wrong}, b, eb));
+      CHECK(ea == eb);
+      CHECK(ea.find("typemaps/zlib.json: crc32: parameter 2 'len' (uint): is computed by the engine (count_of 'buf' = "
+                    "5); got ") != std::string::npos);
+    }
+    CHECK(here.error_of("crc32", {0, hello, 4}).find("expects 2 arguments (crc, buf), got 3") != std::string::npos);
+    // Strings are measured in their encoding's code units; sizeof is constant.
+    Bound sizes("tests/fixtures/sizes.json");
+    const Function& text = sizes.tm->functions.at("sizes_sum_text");
+    CHECK(full_arity(text) == 2);
+    CallResult t;
+    std::string et;
+    CHECK(call_in(sizes, "sizes_sum_text", {"h\xc3\xa9", 3}, t, et));  // 3 UTF-8 bytes
+    CHECK(et == "");
+    CHECK_FALSE(call_in(sizes, "sizes_sum_text", {"h\xc3\xa9", 2}, t, et));
+    CHECK(et.find("parameter 1 'n' (int64): is computed by the engine (count_of 's' = 3); got 2") != std::string::npos);
+    CHECK(full_arity(here.tm->functions.at("crc32")) == 3);
+    CHECK(full_arity(here.tm->functions.at("compressBound")) == 0);  // nothing computed: no long form
   }
 
   TEST_CASE("a raw pointer is refused at the boundary, naming the parameter") {
@@ -383,15 +444,26 @@ TEST_SUITE("remote") {
     CHECK(r.err.find("function div crashed in the surrogate (pid ") == 0);
     CHECK(r.err.find(") with SIGFPE\n") != std::string::npos);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
-    // zlib's crc32 computes len from buf (TYPEMAP.md "value"), so it takes two
-    // arguments, in-process and isolated alike.
-    r = run("call --isolate typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}'");
-    CHECK(r.status == 0);
-    CHECK(r.out == "{\"return\":907060870,\"out\":{}}\n");
-    Run three_here = run("call typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 5");
-    Run three_there = run("call --isolate typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 5");
-    CHECK(three_here.err == three_there.err);
-    CHECK(three_there.status == 1);
+    // zlib's crc32 computes len from buf (TYPEMAP.md "value"): it is left
+    // out, or given and equal to what the engine computes, in-process and
+    // isolated alike.
+    for (const char* how : {"", "--isolate "}) {
+      CAPTURE(how);
+      r = run(std::string("call ") + how + "typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}'");
+      CHECK(r.status == 0);
+      CHECK(r.out == "{\"return\":907060870,\"out\":{}}\n");
+      r = run(std::string("call ") + how + "typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 5");
+      CHECK(r.err == "");
+      CHECK(r.status == 0);
+      CHECK(r.out == "{\"return\":907060870,\"out\":{}}\n");
+    }
+    Run six_here = run("call typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 6");
+    Run six_there = run("call --isolate typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 6");
+    CHECK(six_here.err == six_there.err);
+    CHECK(six_there.status == 1);
+    CHECK(six_there.out.empty());
+    CHECK(six_there.err == "typemaps/zlib.json: crc32: parameter 2 'len' (uint): is computed by the engine (count_of "
+                           "'buf' = 5); got 6 (leave it out, or give 5)\n");
     r = run("call --isolate typemaps/libc.json div 17 5");
     CHECK(r.out == "{\"return\":{\"quot\":3,\"rem\":2},\"out\":{}}\n");
     r = run("call --isolate --deadline 0 typemaps/libc.json div 17 5");
@@ -663,5 +735,118 @@ TEST_SUITE("remote") {
     CHECK(r.err.find("function pause timed out after 200 ms in the surrogate (pid ") == 0);
     CHECK(r.err.find("); the surrogate was killed\n") != std::string::npos);
     std::filesystem::remove(hang);
+  }
+}
+
+// ---- isolate as a load option of the typed C++ API and the C API ----
+
+TEST_SUITE("remote") {
+  TEST_CASE("typed C++ API: library(path, {.isolate = process}) calls through the surrogate") {
+    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);
+    marshal::library here(source_path("typemaps/zlib.json"));
+    marshal::library there(source_path("typemaps/zlib.json"), {.isolate = marshal::isolation::process});
+    CHECK_FALSE(here.isolated());
+    CHECK(there.isolated());
+    const std::vector<std::uint8_t> hello{'h', 'e', 'l', 'l', 'o'};
+    auto crc_here = here.function<unsigned long(unsigned long, std::span<const std::uint8_t>)>("crc32");
+    auto crc_there = there.function<unsigned long(unsigned long, std::span<const std::uint8_t>)>("crc32");
+    CHECK(crc_there(0, hello) == 907060870u);
+    CHECK(crc_there(0, hello) == crc_here(0, hello));
+    // A crash: an error naming the function and the signal; the next call works.
+    marshal::library libc(source_path("typemaps/libc.json"), {.isolate = marshal::isolation::process});
+    struct div_t_ {
+      int quot, rem;
+    };
+    auto div = libc.function<div_t_(int, int)>("div");
+    CHECK(div(17, 5).quot == 3);
+    try {
+      (void)div(1, 0);
+      FAIL("div(1, 0) returned");
+    } catch (const marshal::error& e) {
+      CHECK(std::string(e.what()).find("function div crashed in the surrogate (pid ") == 0);
+      CHECK(std::string(e.what()).find(") with SIGFPE") != std::string::npos);
+    }
+    CHECK(div(-7, 2).rem == -1);
+    // What cannot cross yet is refused with a message.
+    try {
+      (void)libc.create("Nope");
+      FAIL("create() on an isolated library");
+    } catch (const marshal::error& e) {
+      CHECK(std::string(e.what()).find("objects cannot cross the process boundary yet") != std::string::npos);
+    }
+    // A deadline needs isolation.
+    CHECK_THROWS_WITH_AS(marshal::library(source_path("typemaps/libc.json"), {.deadline = 100ms}),
+                         doctest::Contains("a deadline needs an isolated library"), marshal::error);
+  }
+
+  TEST_CASE("C API: marshal_library_create_isolated calls through the surrogate") {
+    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* z = nullptr;
+    REQUIRE(marshal_typemap_load(ctx, "typemaps/zlib.json", &z) == MARSHAL_OK);
+    marshal_library *here = nullptr, *there = nullptr;
+    REQUIRE(marshal_library_create(z, &here) == MARSHAL_OK);
+    INFO(marshal_error_message(marshal_last_error()));
+    REQUIRE(marshal_library_create_isolated(z, 0, &there) == MARSHAL_OK);
+    CHECK(marshal_library_isolated(there) == 1);
+    CHECK(marshal_library_isolated(here) == 0);
+    marshal_value *crc = nullptr, *buf = nullptr, *len = nullptr;
+    REQUIRE(marshal_value_create_uint64(0, &crc) == MARSHAL_OK);
+    REQUIRE(marshal_value_create_bytes("hello", 5, &buf) == MARSHAL_OK);
+    REQUIRE(marshal_value_create_int64(5, &len) == MARSHAL_OK);
+    marshal_value* args[3] = {crc, buf, len};
+    for (std::size_t n : {std::size_t{2}, std::size_t{3}}) {  // len left out, or given
+      std::uint64_t a = 0, b = 0;
+      marshal_function *fa = nullptr, *fb = nullptr;
+      REQUIRE(marshal_library_function(here, "crc32", &fa) == MARSHAL_OK);
+      REQUIRE(marshal_library_function(there, "crc32", &fb) == MARSHAL_OK);
+      CHECK(marshal_function_arity(fb) == 2);
+      marshal_result *ra = nullptr, *rb = nullptr;
+      REQUIRE(marshal_function_call(fa, args, n, &ra) == MARSHAL_OK);
+      REQUIRE(marshal_function_call(fb, args, n, &rb) == MARSHAL_OK);
+      REQUIRE(marshal_value_get_uint64(marshal_result_return(ra), &a) == MARSHAL_OK);
+      REQUIRE(marshal_value_get_uint64(marshal_result_return(rb), &b) == MARSHAL_OK);
+      CHECK(a == 907060870u);
+      CHECK(b == a);
+      marshal_result_release(ra);
+      marshal_result_release(rb);
+    }
+    // What cannot cross: refused with a message, never a crash.
+    marshal_value* box = nullptr;
+    CHECK(marshal_value_create_native(there, "uint8", 4, &box) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_error_message(marshal_last_error())).find("cannot cross the process boundary yet") !=
+          std::string::npos);
+    marshal_function* missing = nullptr;
+    CHECK(marshal_library_function(there, "nosuch", &missing) == MARSHAL_ERROR_BIND);
+    CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_NOT_FOUND);
+    // libc's div(1, 0): SIGFPE in the surrogate is a failed call; the next works.
+    marshal_typemap* c = nullptr;
+    REQUIRE(marshal_typemap_load(ctx, "typemaps/libc.json", &c) == MARSHAL_OK);
+    marshal_library* libc = nullptr;
+    REQUIRE(marshal_library_create_isolated(c, 0, &libc) == MARSHAL_OK);
+    marshal_function* div = nullptr;
+    REQUIRE(marshal_library_function(libc, "div", &div) == MARSHAL_OK);
+    marshal_value *one = nullptr, *zero = nullptr, *five = nullptr;
+    marshal_value_create_int64(1, &one);
+    marshal_value_create_int64(0, &zero);
+    marshal_value_create_int64(5, &five);
+    marshal_value* bad[2] = {one, zero};
+    marshal_result* r = nullptr;
+    CHECK(marshal_function_call(div, bad, 2, &r) == MARSHAL_ERROR_CALL);
+    const std::string msg = marshal_error_message(marshal_last_error());
+    CHECK(msg.find("function div crashed in the surrogate (pid ") == 0);
+    CHECK(msg.find(") with SIGFPE") != std::string::npos);
+    marshal_value* good[2] = {five, one};
+    REQUIRE(marshal_function_call(div, good, 2, &r) == MARSHAL_OK);
+    std::int64_t quot = 0;
+    REQUIRE(marshal_value_get_int64(marshal_record_get(marshal_result_return(r), "quot"), &quot) == MARSHAL_OK);
+    CHECK(quot == 5);
+    marshal_result_release(r);
+    for (auto* v : {crc, buf, len, one, zero, five}) marshal_value_release(v);
+    marshal_library_release(libc);
+    marshal_library_release(here);
+    marshal_library_release(there);
+    marshal_context_release(ctx);
   }
 }

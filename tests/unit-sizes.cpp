@@ -176,9 +176,13 @@ TEST_SUITE("sizes") {
     auto [status, out] = marshal_cli("call tests/fixtures/sizes.json sizes_sum_u8 '{\"base64\":\"AQID\"}'");
     CHECK(status == 0);
     CHECK(out == "{\"return\":6,\"out\":{\"got\":3}}\n");
-    auto [bad, msg] = marshal_cli("call tests/fixtures/sizes.json sizes_sum_u8 '{\"base64\":\"AQID\"}' 3");
+    // Or given (the long form), and then it must be what the engine computes.
+    auto [full, full_out] = marshal_cli("call tests/fixtures/sizes.json sizes_sum_u8 '{\"base64\":\"AQID\"}' 3");
+    CHECK(full == 0);
+    CHECK(full_out == out);
+    auto [bad, msg] = marshal_cli("call tests/fixtures/sizes.json sizes_sum_u8 '{\"base64\":\"AQID\"}' 4");
     CHECK(bad == 1);
-    CHECK(msg.find("sizes_sum_u8: expects 1 argument (data), got 2") != std::string::npos);
+    CHECK(msg.find("is computed by the engine (bytes_of 'data' = 3); got 4") != std::string::npos);
     auto [e, explained] = marshal_cli("explain typemaps/sqlite3.json sqlite3_bind_text");
     CHECK(e == 0);
     CHECK(explained.find("computed by the engine, not given by the host: the size in bytes of 'text' as passed") !=

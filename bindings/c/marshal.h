@@ -204,8 +204,27 @@ MARSHAL_API marshal_status marshal_typemap_load_text(marshal_context *ctx, const
                                                      const char *name, marshal_typemap **out);
 
 /* ---- libraries and functions ---- */
-/* Loads the native library a typemap describes. */
+/* Loads the native library a typemap describes. A typemap whose library says
+ * "isolate": "process" is loaded as marshal_library_create_isolated does. */
 MARSHAL_API marshal_status marshal_library_create(marshal_typemap *tm, marshal_library **out);
+/* The same library run in a surrogate process (the marshal-surrogate program:
+ * $MARSHAL_SURROGATE, else next to this program, else the installed one).
+ * Functions are bound and called as in-process, with the same results; a
+ * native crash there (SIGSEGV, SIGFPE, abort...) fails that call with
+ * MARSHAL_ERROR_CALL and a message naming the function and the signal
+ * ("function div crashed in the surrogate (pid N) with SIGFPE"), this process
+ * keeps running, and the next call starts a new surrogate (handles from the
+ * dead one fail with a message). deadline_ms (0: the typemap's "deadline_ms",
+ * else none): a call that takes longer fails and its surrogate is killed.
+ * What cannot cross the process boundary yet fails with
+ * MARSHAL_ERROR_ARGUMENT and a message saying so: native memory
+ * (marshal_value_create_native), callbacks, objects, raw addresses.
+ * A surrogate that cannot start, or cannot open the library, is
+ * MARSHAL_ERROR_LIBRARY. */
+MARSHAL_API marshal_status marshal_library_create_isolated(marshal_typemap *tm, uint32_t deadline_ms,
+                                                           marshal_library **out);
+/* 1 when lib's calls run in a surrogate process, else 0. */
+MARSHAL_API int marshal_library_isolated(const marshal_library *lib);
 MARSHAL_API marshal_library *marshal_library_retain(marshal_library *lib);
 MARSHAL_API marshal_status marshal_library_release(marshal_library *lib);
 /* The most bytes one block of native memory (marshal_value_create_native) or
@@ -222,7 +241,11 @@ MARSHAL_API size_t marshal_function_arity(const marshal_function *fn);
 
 /* Calls fn with args (borrowed) and returns a new result. nargs is at most
  * 65535; a function without variadic parameters given another number than
- * its arity fails without reading args. */
+ * its arity fails without reading args. Parameters the engine computes
+ * (MARSHAL_PARAM_COMPUTED) are left out of args; or every in/inout parameter
+ * is given, the computed ones too, and each of those must equal what the
+ * engine computes (else MARSHAL_ERROR_CALL, MARSHAL_E_INVALID_ARGUMENT, naming
+ * the parameter, with got and expected). */
 MARSHAL_API marshal_status marshal_function_call(const marshal_function *fn, marshal_value *const *args, size_t nargs,
                                                  marshal_result **out);
 MARSHAL_API const marshal_value *marshal_result_return(const marshal_result *r);

@@ -12,7 +12,9 @@
 #include "apartments/apartment.hpp"
 #include "typemap/context.hpp"
 #include "objects/object.hpp"
+#include "call/arguments.hpp"
 #include "call/library.hpp"
+#include "remote/surrogate.hpp"
 #include "values/value.hpp"
 #include "base/error.hpp"
 
@@ -83,6 +85,8 @@ struct CTypemap {
   Bits context = 0;
   CContext* ctx = nullptr;
   const marshal::Typemap* tm = nullptr;
+  std::string text;  // the JSON (marshal_typemap_load_text), for a surrogate to load too
+  std::string path;  // or the file it was read from (marshal_typemap_load)
 };
 
 // Belongs to its library: its handle dies with the library's (a function of a
@@ -90,7 +94,10 @@ struct CTypemap {
 struct CFunction {
   Bits self = 0;
   Bits library = 0;
-  const marshal::Plan* plan = nullptr;
+  const marshal::Plan* plan = nullptr;  // null: a function of an isolated library
+  const marshal::Function* fn = nullptr;
+  const marshal::TypeRegistry* types = nullptr;
+  marshal::remote::IsolatedLibrary* isolated = nullptr;  // its library's (which owns this function)
   Site site;  // for errors
 };
 
@@ -120,7 +127,12 @@ struct CType {
 
 struct CLibrary {
   Bits context = 0;  // one reference, dropped with the library
-  std::shared_ptr<marshal::Library> lib;
+  std::shared_ptr<marshal::Library> lib;  // null when isolated
+  // An isolated library (in a surrogate process) and the context holding its typemap.
+  std::shared_ptr<marshal::Context> isolated_ctx;
+  std::unique_ptr<marshal::remote::IsolatedLibrary> isolated;
+  const marshal::Typemap& typemap() const { return lib ? lib->typemap() : isolated->typemap(); }
+  const marshal::TypeRegistry& registry() const { return lib ? lib->context().types() : isolated_ctx->types(); }
   std::mutex mutex;
   std::map<std::string, std::unique_ptr<CFunction>> functions;
   std::map<std::string, std::unique_ptr<CSignature>> signatures;
@@ -762,9 +774,19 @@ marshal_status call_new(const char* api, const Site& site, Bits library, Bits ob
   return MARSHAL_OK;
 }
 
-// Whether a function of fixed arity is given another number of arguments.
-bool wrong_count(const marshal::Plan* plan, std::size_t nargs) {
-  return plan->function().variadic_from < 0 && nargs != plan->host_arity();
+// Whether a function of fixed arity is given another number of arguments
+// (neither its arity nor, with computed parameters, the long form's).
+bool wrong_count(const CFunction& f, std::size_t nargs) {
+  return f.fn->variadic_from < 0 && nargs != param_of_argument_count(*f.fn) && nargs != marshal::full_arity(*f.fn);
+}
+
+// A function's call: computed parameters given too are checked and left out
+// (the engine's rule, call/arguments.hpp).
+bool call_function(const CFunction& f, std::span<const marshal::Value* const> view, marshal::CallResult& r,
+                   std::string& error) {
+  if (f.isolated) return f.isolated->call_addressed(f.fn->name, view, r, error);  // it applies the rule itself
+  std::vector<const marshal::Value*> storage;
+  return marshal::host_arguments(*f.types, *f.site.file, *f.fn, view, storage, error) && f.plan->call(view, r, error);
 }
 
 // ---- changing values in place ----
@@ -865,7 +887,7 @@ marshal_status marshal_context_release(marshal_context* ctx) {
 }
 
 static marshal_status finish_load(const char* api, marshal_context* handle, CContext* ctx, marshal::LoadResult r,
-                                  marshal_typemap** out) {
+                                  marshal_typemap** out, std::string text = {}, std::string path = {}) {
   if (!r.ok()) {
     std::string all;
     for (const auto& e : r.errors) all += (all.empty() ? "" : "\n") + e.text();
@@ -876,7 +898,7 @@ static marshal_status finish_load(const char* api, marshal_context* handle, CCon
     }
     return MARSHAL_ERROR_TYPEMAP;
   }
-  auto t = std::make_unique<CTypemap>(CTypemap{0, bits_of(handle), ctx, r.typemap});
+  auto t = std::make_unique<CTypemap>(CTypemap{0, bits_of(handle), ctx, r.typemap, std::move(text), std::move(path)});
   std::string error;
   std::lock_guard lock(ctx->mutex);
   ctx->typemaps.reserve(ctx->typemaps.size() + 1);
@@ -894,7 +916,7 @@ marshal_status marshal_typemap_load(marshal_context* ctx, const char* path, mars
   if (!path) return null_arg(api, "path");
   if (!out) return null_arg(api, "out");
   *out = nullptr;
-  return guarded(api, [&] { return finish_load(api, ctx, c, c->ctx->load_file(path), out); });
+  return guarded(api, [&] { return finish_load(api, ctx, c, c->ctx->load_file(path), out, {}, path); });
 }
 
 marshal_status marshal_typemap_load_text(marshal_context* ctx, const char* json, size_t length, const char* name,
@@ -907,31 +929,56 @@ marshal_status marshal_typemap_load_text(marshal_context* ctx, const char* json,
   *out = nullptr;
   if (huge(length)) return huge_count(api, "length", length);
   return guarded(api, [&] {
-    return finish_load(api, ctx, c, c->ctx->load_text(std::string_view(json, length), name ? name : "<text>"), out);
+    return finish_load(api, ctx, c, c->ctx->load_text(std::string_view(json, length), name ? name : "<text>"), out,
+                       std::string(json, length));
   });
 }
 
 // ---- libraries and functions ----
 
-marshal_status marshal_library_create(marshal_typemap* tm, marshal_library** out) {
-  static const char* api = "marshal_library_create";
+// A library in this process, or isolated in a surrogate process (asked for,
+// or the typemap's "isolate": "process").
+static marshal_status create_library(const char* api, marshal_typemap* tm, bool isolate, uint32_t deadline_ms,
+                                     marshal_library** out) {
   CTypemap* t = find<CTypemap>(tm);
   if (!t) return bad_handle(api, "tm", tm, Kind::typemap);
   if (!out) return null_arg(api, "out");
   *out = nullptr;
   return guarded(api, [&] {
     std::string error;
-    auto lib = marshal::Library::open(*t->ctx->ctx, *t->tm, error);
-    if (!lib) {
-      fail(MARSHAL_ERROR_LIBRARY, error);
-      error_record.file = t->tm->file;
-      return MARSHAL_ERROR_LIBRARY;
-    }
-    lib->keep_alive(t->ctx->ctx);  // the engine library may outlive the context handle
     auto l = std::make_unique<CLibrary>();
-    for (const auto& [name, f] : t->tm->functions) l->function_names.push_back(&name);
-    for (const auto& [name, ty] : t->tm->types) l->type_names.push_back(&name);
-    l->lib = std::move(lib);
+    if (isolate || marshal::remote::wants_isolation(*t->tm)) {
+      // The host never loads the library: a context of its own holds the
+      // typemap the surrogate loads too.
+      marshal::remote::IsolateOptions o;
+      o.deadline = std::chrono::milliseconds(deadline_ms);
+      l->isolated_ctx = std::make_shared<marshal::Context>();
+      l->isolated = t->text.empty()
+                        ? marshal::remote::IsolatedLibrary::open_file(*l->isolated_ctx, t->path, o, error)
+                        : marshal::remote::IsolatedLibrary::open_text(*l->isolated_ctx, t->text, t->tm->file, o, error);
+      if (!l->isolated) {
+        fail(MARSHAL_ERROR_LIBRARY, error);
+        error_record.file = t->tm->file;
+        return MARSHAL_ERROR_LIBRARY;
+      }
+    } else {
+      if (deadline_ms) {
+        fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": a deadline needs an isolated library (an in-process call "
+                                                        "cannot be stopped)");
+        return MARSHAL_ERROR_ARGUMENT;
+      }
+      auto lib = marshal::Library::open(*t->ctx->ctx, *t->tm, error);
+      if (!lib) {
+        fail(MARSHAL_ERROR_LIBRARY, error);
+        error_record.file = t->tm->file;
+        return MARSHAL_ERROR_LIBRARY;
+      }
+      lib->keep_alive(t->ctx->ctx);  // the engine library may outlive the context handle
+      l->lib = std::move(lib);
+    }
+    const marshal::Typemap& ltm = l->typemap();
+    for (const auto& [name, f] : ltm.functions) l->function_names.push_back(&name);
+    for (const auto& [name, ty] : ltm.types) l->type_names.push_back(&name);
     bool full = false;
     if (!Handles::retain(t->context, full))
       return fail(MARSHAL_ERROR_MISUSE, std::string(api) + ": the typemap's context has 4294967295 references already",
@@ -946,6 +993,31 @@ marshal_status marshal_library_create(marshal_typemap* tm, marshal_library** out
     *out = to_handle<marshal_library>(h);
     return MARSHAL_OK;
   });
+}
+
+marshal_status marshal_library_create(marshal_typemap* tm, marshal_library** out) {
+  return create_library("marshal_library_create", tm, false, 0, out);
+}
+
+marshal_status marshal_library_create_isolated(marshal_typemap* tm, uint32_t deadline_ms, marshal_library** out) {
+  return create_library("marshal_library_create_isolated", tm, true, deadline_ms, out);
+}
+
+int marshal_library_isolated(const marshal_library* lib) {
+  CLibrary* l = find<CLibrary>(lib);
+  if (!l) {
+    note_bad_handle("marshal_library_isolated", "lib", lib, Kind::library);
+    return 0;
+  }
+  return l->isolated ? 1 : 0;
+}
+
+// What an isolated library cannot do yet: MARSHAL_ERROR_ARGUMENT naming it.
+static marshal_status not_across(const char* api, const CLibrary* l, const char* what) {
+  fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + l->typemap().file + " is isolated (its library runs in a "
+                                   "surrogate process): " + what + " cannot cross the process boundary yet");
+  error_record.file = l->typemap().file;
+  return MARSHAL_ERROR_ARGUMENT;
 }
 
 marshal_library* marshal_library_retain(marshal_library* lib) {
@@ -966,6 +1038,7 @@ marshal_status marshal_library_set_max_alloc(marshal_library* lib, size_t bytes)
     error_record.expected = "1 to PTRDIFF_MAX";
     return MARSHAL_ERROR_ARGUMENT;
   }
+  if (!l->lib) return not_across("marshal_library_set_max_alloc", l, "native memory");
   l->lib->set_max_buffer(bytes);  // one limit: native memory and the buffers of calls
   return MARSHAL_OK;
 }
@@ -982,7 +1055,32 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
     auto it = l->functions.find(name);
     if (it == l->functions.end()) {
       std::string error;
-      const marshal::Typemap& tm = l->lib->typemap();
+      const marshal::Typemap& tm = l->typemap();
+      if (l->isolated) {  // bound in the surrogate, at the first call
+        const auto known = tm.functions.find(name);
+        if (known == tm.functions.end()) {
+          std::string names;
+          for (const auto& [n, _] : tm.functions) names += (names.empty() ? "" : ", ") + n;
+          fail(MARSHAL_ERROR_BIND, tm.file + ": no function '" + name + "' (functions: " + names + ")",
+               MARSHAL_E_NOT_FOUND);
+          error_record.file = tm.file;
+          error_record.function = name;
+          return MARSHAL_ERROR_BIND;
+        }
+        auto f = std::make_unique<CFunction>();
+        f->library = bits_of(lib);
+        f->fn = &known->second;
+        f->types = &l->registry();
+        f->isolated = l->isolated.get();
+        f->site.sig = f->fn;
+        f->site.file = &tm.file;
+        f->site.function = f->fn->name;
+        f->self = Handles::add(Kind::function, f.get(), 1, error);
+        if (!f->self) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": " + error);
+        it = l->functions.emplace(name, std::move(f)).first;
+        *out = to_handle<marshal_function>(it->second->self);
+        return MARSHAL_OK;
+      }
       const marshal::Plan* plan = l->lib->bind(name, error);
       if (!plan) {
         const auto known = tm.functions.find(name);
@@ -995,6 +1093,8 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
       auto f = std::make_unique<CFunction>();
       f->library = bits_of(lib);
       f->plan = plan;
+      f->fn = &plan->function();
+      f->types = &plan->types();
       f->site.sig = &plan->function();
       f->site.file = &tm.file;
       f->site.function = plan->function().name;
@@ -1013,7 +1113,7 @@ size_t marshal_function_arity(const marshal_function* fn) {
     note_bad_handle("marshal_function_arity", "fn", fn, Kind::function);
     return 0;
   }
-  return f->plan->host_arity();
+  return param_of_argument_count(*f->fn);
 }
 
 marshal_status marshal_function_call(const marshal_function* fn, marshal_value* const* args, size_t nargs,
@@ -1023,8 +1123,8 @@ marshal_status marshal_function_call(const marshal_function* fn, marshal_value* 
   if (!f) return bad_handle(api, "fn", fn, Kind::function);
   if (!out) return null_arg(api, "out");
   *out = nullptr;
-  return call_new(api, f->site, f->library, 0, args, nargs, out, wrong_count(f->plan, nargs),
-                  [&](auto view, marshal::CallResult& r, std::string& error) { return f->plan->call(view, r, error); });
+  return call_new(api, f->site, f->library, 0, args, nargs, out, wrong_count(*f, nargs),
+                  [&](auto view, marshal::CallResult& r, std::string& error) { return call_function(*f, view, r, error); });
 }
 
 marshal_status marshal_result_create(marshal_result** out) {
@@ -1058,8 +1158,8 @@ marshal_status marshal_function_call_into(const marshal_function* fn, marshal_va
   if (!f) return bad_handle(api, "fn", fn, Kind::function);
   CResult* r = find<CResult>(result);
   if (!r) return bad_handle(api, "result", result, Kind::result);
-  return call_into(api, f->site, f->library, 0, args, nargs, r, bits_of(result), wrong_count(f->plan, nargs),
-                   [&](auto view, marshal::CallResult& c, std::string& error) { return f->plan->call(view, c, error); });
+  return call_into(api, f->site, f->library, 0, args, nargs, r, bits_of(result), wrong_count(*f, nargs),
+                   [&](auto view, marshal::CallResult& c, std::string& error) { return call_function(*f, view, c, error); });
 }
 
 const marshal_value* marshal_result_return(const marshal_result* r) {
@@ -1205,6 +1305,7 @@ marshal_status marshal_value_create_native(marshal_library* lib, const char* typ
   if (!type) return null_arg(api, "type");
   if (!out) return null_arg(api, "out");
   *out = nullptr;
+  if (!l->lib) return not_across(api, l, "native memory owned by the host");
   return guarded(api, [&] {
     const marshal::TypeRegistry& reg = l->lib->context().types();
     marshal::TypeId t = reg.find_primitive(type);
@@ -1571,6 +1672,7 @@ marshal_status marshal_value_create_callback(marshal_library* lib, const char* s
   *out = nullptr;
   if (!f->v.is<std::shared_ptr<marshal::HostFunction>>())
     return wrong_kind(api, f, "a function value (marshal_value_create_function)");
+  if (!l->lib) return not_across(api, l, "callbacks");
   return guarded(api, [&] {
     std::string error;
     auto cb = l->lib->callback(sig, f->v.as<std::shared_ptr<marshal::HostFunction>>(), error);
@@ -1618,6 +1720,7 @@ marshal_status marshal_library_pump(marshal_library* lib, uint32_t wait_ms, size
   return guarded(api, [&] {
     // Host functions run here: one may release the library (deferred to the end).
     std::shared_ptr<marshal::Library> keep = l->lib;
+    if (!keep) return MARSHAL_OK;  // isolated: no callbacks cross yet, none to run
     FrameGuard frame(bits_of(lib), 0, 0, nullptr, 0);
     const std::size_t n = keep->callbacks().pump(std::chrono::milliseconds(wait_ms));
     if (ran) *ran = n;
@@ -1635,6 +1738,7 @@ marshal_status marshal_value_create_object(marshal_library* lib, const char* cls
   if (!cls) return null_arg(api, "cls");
   if (!out) return null_arg(api, "out");
   *out = nullptr;
+  if (!l->lib) return not_across(api, l, "objects");
   return guarded(api, [&] {
     ArgView view;
     if (marshal_status st = collect_args(api, args, nargs, view); st != MARSHAL_OK) return st;
@@ -2039,7 +2143,7 @@ marshal_status marshal_library_signature(marshal_library* lib, const char* funct
     std::lock_guard lock(l->mutex);
     auto it = l->signatures.find(function);
     if (it == l->signatures.end()) {
-      const marshal::Typemap& tm = l->lib->typemap();
+      const marshal::Typemap& tm = l->typemap();
       const auto fit = tm.functions.find(function);
       if (fit == tm.functions.end()) {
         fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + tm.file + " has no function '" + function + "'",
@@ -2049,7 +2153,7 @@ marshal_status marshal_library_signature(marshal_library* lib, const char* funct
         return MARSHAL_ERROR_ARGUMENT;
       }
       const marshal::Function& fn = fit->second;
-      const marshal::TypeRegistry& reg = l->lib->context().types();
+      const marshal::TypeRegistry& reg = l->registry();
       auto sg = std::make_unique<CSignature>();
       sg->sig = &fn;
       sg->variadic_from = fn.variadic_from;
@@ -2155,8 +2259,8 @@ marshal_status marshal_library_type(marshal_library* lib, const char* name, mars
     std::lock_guard lock(l->mutex);
     auto it = l->types.find(name);
     if (it == l->types.end()) {
-      const marshal::Typemap& tm = l->lib->typemap();
-      const marshal::TypeRegistry& reg = l->lib->context().types();
+      const marshal::Typemap& tm = l->typemap();
+      const marshal::TypeRegistry& reg = l->registry();
       marshal::TypeId t = tm.find_type(name);
       if (t == marshal::no_type) t = reg.find_primitive(name);
       if (t == marshal::no_type) {

@@ -5,6 +5,7 @@
 #include "commands.hpp"
 
 #include "typemap/context.hpp"
+#include "call/arguments.hpp"
 #include "call/library.hpp"
 #include "remote/surrogate.hpp"
 
@@ -36,7 +37,9 @@ int cmd_call(const Args& args) {
         "usage: marshal call [--isolate | --connect HOST:PORT] [--deadline MS] TYPEMAP FUNCTION [ARG...]\n"
         "\n"
         "Calls FUNCTION of TYPEMAP's library. Each ARG is one JSON value for the next\n"
-        "in or inout parameter, in order (out parameters are not given). Variadic\n"
+        "in or inout parameter, in order (out parameters are not given). Parameters\n"
+        "the engine computes (the typemap's \"value\") are left out, or all are given\n"
+        "and each computed one must equal what the engine computes. Variadic\n"
         "arguments are given as {\"type\": T, \"value\": V}. Bytes are\n"
         "{\"base64\": \"...\"}, addresses {\"address\": \"0x...\"}, structs objects.\n"
         "Integers are exact up to 64 bits; a number with a fraction or exponent is a\n"
@@ -131,17 +134,21 @@ int cmd_call(const Args& args) {
     function = &plan->function();
   }
   // Arguments: one JSON value each, named by the parameter it is for.
+  // The long form gives the computed parameters too (checked before the call).
+  const bool long_form = function && full_arity(*function) == rest.size() - 2;
   std::vector<std::string> names, types;
   if (function)
-    for (const Param& p : function->params)
-      if (p.host_supplied()) {  // not out, not computed by the engine
-        names.push_back(p.name);
+    for (std::size_t i = 0; i < function->params.size(); ++i) {
+      const Param& p = function->params[i];
+      if (long_form ? p.dir != Dir::out : p.host_supplied()) {  // short form: not out, not computed
+        names.push_back(std::to_string(i) + " '" + p.name + "'");
         types.push_back((isolated ? ictx : ctx).types().spell(p.type));
       }
+    }
   std::vector<Value> values;
   for (std::size_t i = 2; i < rest.size(); ++i) {
     const std::size_t k = i - 2;
-    const std::string who = k < names.size() ? "parameter " + std::to_string(k) + " '" + names[k] + "'"
+    const std::string who = k < names.size() ? "parameter " + names[k]
                                              : "variadic argument " + std::to_string(k);
     // Read straight into a host value: nesting bounded while parsing (no deep
     // document, no deep recursion), integers exact, a repeated key an error.
@@ -158,8 +165,17 @@ int cmd_call(const Args& args) {
     values.push_back(std::move(v));
   }
   CallResult result;
-  const bool ok = isolated ? isolated->call(rest[1], values, result, error)
-                          : lib->bind(rest[1], error)->call(values, result, error);
+  bool ok;
+  if (isolated) {
+    ok = isolated->call(rest[1], values, result, error);  // it takes either form too
+  } else {
+    const Plan* plan = lib->bind(rest[1], error);
+    ValuePointers given(values);
+    std::span<const Value* const> host = given.view;
+    std::vector<const Value*> storage;
+    ok = host_arguments(ctx.types(), tm->file, plan->function(), host, storage, error) &&
+         plan->call(host, result, error);
+  }
   if (!ok) {
     std::fprintf(stderr, "%s\n", error.c_str());
     return 1;

@@ -1,9 +1,12 @@
 // marshal: the typed C++ API (the parts that are not templates).
 #include "marshal/marshal.hpp"
 
+#include "remote/surrogate.hpp"
+
 namespace marshal {
 
-library::library(const std::string& typemap_path) : state_(std::make_shared<detail::State>()) {
+library::library(const std::string& typemap_path, const load_options& options)
+    : state_(std::make_shared<detail::State>()) {
   state_->ctx = std::make_unique<Context>();
   LoadResult r = state_->ctx->load_file(typemap_path);
   if (!r.ok()) {
@@ -15,9 +18,42 @@ library::library(const std::string& typemap_path) : state_(std::make_shared<deta
   }
   state_->typemap = r.typemap;
   std::string err;
+  if (options.isolate == isolation::process || remote::wants_isolation(*r.typemap)) {
+    // The library never loads here: a context of its own holds the typemap
+    // the surrogate loads too (IsolatedLibrary reads the file again).
+    remote::IsolateOptions o;
+    o.surrogate = options.surrogate;
+    o.deadline = options.deadline;
+    auto ctx = std::make_unique<Context>();
+    auto lib = remote::IsolatedLibrary::open_file(*ctx, typemap_path, o, err);
+    if (!lib) throw error(err);
+    state_->isolated = std::move(lib);
+    state_->typemap = &state_->isolated->typemap();
+    state_->ctx = std::move(ctx);  // the isolated library's context (the first one's typemap is not used)
+    return;
+  }
+  if (options.deadline.count() > 0)
+    throw error(typemap_path + ": a deadline needs an isolated library (an in-process call cannot be stopped)");
   state_->lib = Library::open(*state_->ctx, *r.typemap, err);
   if (!state_->lib) throw error(err);
 }
+
+const Function& library::function_of(const std::string& name) const {
+  auto it = state_->typemap->functions.find(name);
+  if (it == state_->typemap->functions.end()) {
+    std::string names;
+    for (const auto& [n, _] : state_->typemap->functions) names += (names.empty() ? "" : ", ") + n;
+    throw error(state_->typemap->file + ": no function '" + name + "' (functions: " + names + ")");
+  }
+  return it->second;
+}
+
+namespace detail {
+bool call_isolated(const State& state, const std::string& function, std::span<const Value> args, CallResult& result,
+                   std::string& error) {
+  return state.isolated->call(function, args, result, error);
+}
+}  // namespace detail
 
 Context& library::context() { return *state_->ctx; }
 const Typemap& library::typemap() const { return *state_->typemap; }

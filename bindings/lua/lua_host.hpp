@@ -29,6 +29,8 @@ extern "C" {
 #include <thread>
 #include <vector>
 
+namespace marshal::remote { class IsolatedLibrary; }
+
 namespace marshal::lua {
 
 // ---- registry keys: addresses of these objects (lua_rawgetp) -----------------
@@ -166,7 +168,16 @@ bool slot_function(lua_State* L, int idx, CallScope& scope, Value& out, std::str
 std::shared_ptr<HostFunction> make_host_function(const std::shared_ptr<LuaFn>& fn);
 
 // ---- userdata payloads ------------------------------------------------------
-struct LibraryUd { std::shared_ptr<Library> lib; std::vector<std::string> pump; bool pump_all = false; };
+// A library: in this process (lib), or isolated in a surrogate process
+// (isolated, which keeps the context of its typemap alive; lib is null).
+struct LibraryUd {
+  std::shared_ptr<Library> lib;
+  std::shared_ptr<remote::IsolatedLibrary> isolated;
+  std::vector<std::string> pump;
+  bool pump_all = false;
+  const Typemap& typemap() const;
+  const TypeRegistry& types() const;
+};
 struct HandleUd { std::shared_ptr<HandleBox> box; std::shared_ptr<Library> lib; };
 struct BoxUd { std::shared_ptr<NativeBox> box; std::shared_ptr<Library> lib; };
 struct CallbackUd { std::shared_ptr<Callback> cb; std::shared_ptr<LuaFn> fn; std::shared_ptr<Library> lib; };

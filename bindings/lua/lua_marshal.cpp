@@ -6,7 +6,9 @@
 #include "lua_host.hpp"
 
 #include "apartments/apartment.hpp"
+#include "call/arguments.hpp"
 #include "convert/native.hpp"
+#include "remote/surrogate.hpp"
 
 #include <chrono>
 #include <cstring>
@@ -27,13 +29,18 @@ struct HostUd { std::shared_ptr<Host> host; };
 // A bound function: the closure's upvalue.
 struct FunctionUd {
   std::shared_ptr<Library> lib;
+  std::shared_ptr<remote::IsolatedLibrary> isolated;  // or its library in a surrogate (plan is null)
   Host* host = nullptr;  // the state's host record (outlives every function of the state)
   const Plan* plan = nullptr;
+  const Function* fn = nullptr;
+  const TypeRegistry* reg = nullptr;
+  std::string file;  // the typemap's, for messages
   std::string name;
   std::vector<TypeId> types;                // per host argument
   std::vector<std::string> names;           // per host argument
   // The long form: one argument per non-out parameter, computed ones given
-  // too (checked against what the engine computes, then dropped).
+  // too (checked against what the engine computes, then dropped: the
+  // engine's rule, call/arguments.hpp).
   std::vector<int> full_to_host;            // per non-out parameter: host index, or -1 (computed)
   std::vector<std::uint32_t> full_params;   // per non-out parameter: its parameter index
   bool has_return = false;
@@ -41,6 +48,9 @@ struct FunctionUd {
   bool pump = false;
 };
 }  // namespace
+
+const Typemap& LibraryUd::typemap() const { return lib ? lib->typemap() : isolated->typemap(); }
+const TypeRegistry& LibraryUd::types() const { return lib ? lib->context().types() : isolated->context().types(); }
 
 // ---- the host record ------------------------------------------------------------
 
@@ -196,45 +206,6 @@ int results_thunk(lua_State* L) {
   return n;
 }
 
-// What the engine computes for a computed parameter, when a host gives it anyway.
-bool computed_matches(lua_State* L, const FunctionUd& f, std::uint32_t param, int first_arg, std::string& error) {
-  const Param& p = f.plan->function().params[param];
-  const int idx = first_arg;  // the Lua argument given for it
-  if (!lua_isinteger(L, idx)) {
-    error = "is computed by the engine (" + std::string(measure_name(p.value.measure)) + "); got a " +
-            lua_typename(L, lua_type(L, idx));
-    return false;
-  }
-  const lua_Integer given = lua_tointeger(L, idx);
-  lua_Integer expect = -1;
-  if (p.value.measure == Computed::Measure::size_of) {
-    expect = static_cast<lua_Integer>(p.value.size);
-  } else {
-    // The measured parameter's Lua argument: a string or a sequence.
-    int measured_arg = 0;
-    for (std::size_t k = 0; k < f.full_params.size(); ++k)
-      if (f.full_params[k] == p.value.index) measured_arg = static_cast<int>(k) + 1;
-    if (measured_arg == 0) return true;
-    const int t = lua_type(L, measured_arg);
-    lua_Integer count = -1;
-    if (t == LUA_TSTRING || t == LUA_TTABLE) count = static_cast<lua_Integer>(lua_rawlen(L, measured_arg));
-    else if (t == LUA_TNIL) count = 0;
-    if (count < 0) return true;  // native memory and the like: the engine measures it
-    expect = count;
-    if (p.value.measure == Computed::Measure::bytes_of && t == LUA_TTABLE) {
-      const TypeDesc& d = f.plan->types().get(f.plan->function().params[p.value.index].type);
-      if (d.ref != no_type) expect = count * static_cast<lua_Integer>(f.plan->types().get(d.ref).size);
-    }
-  }
-  if (given != expect) {
-    error = "is computed by the engine (" + std::string(measure_name(p.value.measure)) +
-            (p.value.name.empty() ? "" : " '" + p.value.name + "'") + " = " + std::to_string(expect) + "); got " +
-            std::to_string(given);
-    return false;
-  }
-  return true;
-}
-
 int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   Host& host = *f.host;
   host.drop_refs();
@@ -251,7 +222,8 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
     return *made;
   };
   CallScope scope{&host};
-  ToValue tv{L, &f.plan->types(), &f.lib, &scope};
+  const Function& fn = *f.fn;
+  ToValue tv{L, f.reg, &f.lib, &scope};
   // The long form (computed parameters given too) is taken when the count says so.
   const bool full = !f.variadic && given != static_cast<int>(f.types.size()) &&
                     given == static_cast<int>(f.full_to_host.size());
@@ -260,12 +232,13 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
     for (const auto& n : f.names) names += (names.empty() ? "" : ", ") + n;
     E().message = "expects " + std::to_string(f.types.size()) + " argument" + (f.types.size() == 1 ? "" : "s") +
                   " (" + names + "), got " + std::to_string(given);
-    E().text = f.lib->typemap().file + ": " + f.name + ": " + E().message;
+    E().text = f.file + ": " + f.name + ": " + E().message;
     push_error(L, E());
     return -1;
   }
   // Arguments: on the stack for the usual counts.
-  const std::size_t nargs = f.variadic ? static_cast<std::size_t>(std::max(given, 0)) : f.types.size();
+  const std::size_t nargs = f.variadic ? static_cast<std::size_t>(std::max(given, 0))
+                                       : full ? f.full_to_host.size() : f.types.size();
   struct Args {  // nargs Values in place (constructed and destroyed exactly that many)
     alignas(Value) std::byte small[6 * sizeof(Value)];
     std::vector<Value> big;
@@ -286,40 +259,65 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
     }
   } storage(nargs);
   Value* args = storage.p;
+  // The Lua argument position of a parameter named in an error.
+  auto position_of = [&](const std::string& parameter) {
+    if (full) {
+      for (std::size_t k = 0; k < f.full_params.size(); ++k)
+        if (fn.params[f.full_params[k]].name == parameter) return static_cast<int>(k) + 1;
+    } else {
+      for (std::size_t k = 0; k < f.names.size(); ++k)
+        if (f.names[k] == parameter) return static_cast<int>(k) + 1;
+    }
+    return 0;
+  };
   for (int k = 0; k < given; ++k) {
     const int idx = first + k;
-    int host_index = k;
+    // Each argument converts to its parameter's type, computed ones too (long form).
+    TypeId type = no_type;
+    const std::string* pname = nullptr;
     if (full) {
-      host_index = f.full_to_host[static_cast<std::size_t>(k)];
-      if (host_index < 0) {
-        std::string why;
-        if (!computed_matches(L, f, f.full_params[static_cast<std::size_t>(k)], idx, why)) {
-          const Param& p = f.plan->function().params[f.full_params[static_cast<std::size_t>(k)]];
-          E().parameter = p.name;
-          E().position = k + 1;
-          E().message = why;
-          E().text = f.lib->typemap().file + ": " + f.name + ": parameter '" + p.name + "' " + why;
-          push_error(L, E());
-          return -1;
-        }
-        continue;
-      }
+      const Param& p = fn.params[f.full_params[static_cast<std::size_t>(k)]];
+      type = p.type;
+      pname = &p.name;
+    } else if (k < static_cast<int>(f.types.size())) {
+      type = f.types[static_cast<std::size_t>(k)];
+      pname = &f.names[static_cast<std::size_t>(k)];
     }
-    const bool fixed = host_index < static_cast<int>(f.types.size());
-    if (!to_value(tv, idx, fixed ? f.types[static_cast<std::size_t>(host_index)] : no_type,
-                  args[host_index])) {
+    if (!to_value(tv, idx, type, args[k])) {
       E().position = k + 1;
-      E().parameter = fixed ? f.names[static_cast<std::size_t>(host_index)] : "";
-      E().type = fixed ? f.plan->types().spell(f.types[static_cast<std::size_t>(host_index)]) : "";
+      E().parameter = pname ? *pname : "";
+      E().type = pname ? f.reg->spell(type) : "";
       E().message = tv.error;
-      E().text = f.lib->typemap().file + ": " + f.name + ": " +
-                 (fixed ? "parameter '" + E().parameter + "' (" + E().type + ")"
+      E().text = f.file + ": " + f.name + ": " +
+                 (pname ? "parameter '" + E().parameter + "' (" + E().type + ")"
                         : "variadic argument " + std::to_string(k + 1)) +
                  ": " + tv.error;
       push_error(L, E());
       return -1;
     }
   }
+  // The long form and isolated calls pass the arguments by address.
+  std::vector<const Value*> pointers, host_args;
+  std::span<const Value* const> view;
+  if (full || f.isolated) {
+    pointers.resize(nargs);
+    for (std::size_t i = 0; i < nargs; ++i) pointers[i] = &args[i];
+    view = std::span<const Value* const>(pointers.data(), nargs);
+  }
+  if (full && !f.isolated) {  // (an isolated library checks them itself)
+    std::string why;
+    if (!host_arguments(*f.reg, f.file, fn, view, host_args, why)) {
+      parse_engine_error(why, E());
+      E().position = position_of(E().parameter);
+      push_error(L, E());
+      return -1;
+    }
+  }
+  auto invoke = [&](CallResult& result, std::string& error) {
+    if (f.isolated) return f.isolated->call_addressed(f.name, view, result, error);
+    if (full) return f.plan->call(view, result, error);
+    return f.plan->call(std::span<const Value>(args, nargs), result, error);
+  };
   CallResult result;
   std::string error;
   bool ok = false;
@@ -327,10 +325,10 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   lua_State* outer = host.L;
   host.L = L;  // callbacks run on the calling coroutine
   if (f.pump) {
-    host.run_pumping([&] { ok = f.plan->call(std::span<const Value>(args, nargs), result, error); });
+    host.run_pumping([&] { ok = invoke(result, error); });
   } else {
     host.enter_blocking();
-    ok = f.plan->call(std::span<const Value>(args, nargs), result, error);
+    ok = invoke(result, error);
     host.leave_blocking();
   }
   host.L = outer;
@@ -341,8 +339,7 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   if (!ok || cause != LUA_NOREF || !foreign.empty()) {
     parse_engine_error(!foreign.empty() ? f.name + ": " + foreign : ok ? f.name + ": a Lua callback failed" : error, E());
     E().cause = cause;
-    for (std::size_t k = 0; k < f.names.size(); ++k)
-      if (f.names[k] == E().parameter) E().position = static_cast<int>(k) + 1;
+    if (int at = position_of(E().parameter)) E().position = at;
     push_error(L, E());
     return -1;
   }
@@ -376,20 +373,24 @@ int push_function(lua_State* L, int lib_idx, LibraryUd& lib, const std::string& 
     ErrorInfo err;
     err.function = name;
     std::string error;
-    const Plan* plan = lib.lib->bind(name, error);
-    if (!plan) {
+    const Plan* plan = lib.lib ? lib.lib->bind(name, error) : nullptr;  // isolated: bound in the surrogate
+    if (lib.lib && !plan) {
       parse_engine_error(error, err);
       push_error(L, err);
       return -1;
     }
+    const Function& fn = plan ? plan->function() : lib.typemap().functions.at(name);
     FunctionUd* f = new_ud<FunctionUd>(L, &mt_function);
     f->lib = lib.lib;
+    f->isolated = lib.isolated;
     f->host = &host_of(L);
     f->plan = plan;
+    f->fn = &fn;
+    f->reg = &lib.types();
+    f->file = lib.typemap().file;
     f->name = name;
-    const Function& fn = plan->function();
     f->variadic = fn.variadic_from >= 0;
-    f->has_return = plan->types().get(fn.returns).kind != Kind::void_;
+    f->has_return = f->reg->get(fn.returns).kind != Kind::void_;
     for (std::uint32_t i = 0; i < fn.params.size(); ++i) {
       const Param& p = fn.params[i];
       if (f->variadic && static_cast<int>(i) >= fn.variadic_from) break;
@@ -416,8 +417,21 @@ int push_function(lua_State* L, int lib_idx, LibraryUd& lib, const std::string& 
 
 LibraryUd* check_library(lua_State* L, int idx) {
   auto* lib = test_ud<LibraryUd>(L, idx, &mt_library);
-  if (!lib || !lib->lib) luaL_argerror(L, idx, "expected a library (marshal.load)");
+  if (!lib || (!lib->lib && !lib->isolated)) luaL_argerror(L, idx, "expected a library (marshal.load)");
   return lib;
+}
+
+// An isolated library (in a surrogate process) refusing what cannot cross yet.
+int not_across(lua_State* L, const LibraryUd& lib, const char* api, const char* what) {
+  {  // destroyed before lua_error unwinds
+    ErrorInfo err;
+    err.function = api;
+    err.message = lib.typemap().file + " is isolated (its library runs in a surrogate process): " + what +
+                  " cannot cross the process boundary yet";
+    err.text = err.message;
+    push_error(L, err);
+  }
+  return lua_error(L);
 }
 
 // ---- libraries ---------------------------------------------------------------------
@@ -428,7 +442,7 @@ int l_load(lua_State* L) {
   if (!lua_isnoneornil(L, 2) && !has_opts) luaL_argerror(L, 2, "expected an options table");
   // Options, read before any C++ object exists (luaL_* may raise).
   bool guard = false, pump_all = false;
-  lua_Integer max_buffer = 0;
+  lua_Integer max_buffer = 0, deadline = 0;
   const char* isolate = nullptr;  // a string of the options table (alive on the stack)
   std::vector<std::string>* pump = nullptr;
   LibraryUd* ud = new_ud<LibraryUd>(L, &mt_library, 1);  // owns what the options give
@@ -443,6 +457,11 @@ int l_load(lua_State* L) {
       if (!std::strcmp(k, "guard")) guard = lua_toboolean(L, -1);
       else if (!std::strcmp(k, "max_buffer")) max_buffer = luaL_checkinteger(L, -1);
       else if (!std::strcmp(k, "isolate")) isolate = luaL_checkstring(L, -1);
+      else if (!std::strcmp(k, "deadline")) {
+        deadline = luaL_checkinteger(L, -1);
+        if (deadline < 1 || deadline > 86400000)
+          return luaL_error(L, "marshal.load: option 'deadline' is milliseconds from 1 to 86400000");
+      }
       else if (!std::strcmp(k, "pump")) {
         if (lua_isboolean(L, -1)) pump_all = lua_toboolean(L, -1);
         else if (lua_istable(L, -1)) {
@@ -455,7 +474,7 @@ int l_load(lua_State* L) {
           return luaL_error(L, "marshal.load: option 'pump' is true or a list of function names");
         }
       } else {
-        return luaL_error(L, "marshal.load: unknown option '%s' (options: guard, max_buffer, isolate, pump)", k);
+        return luaL_error(L, "marshal.load: unknown option '%s' (options: guard, max_buffer, isolate, deadline, pump)", k);
       }
       lua_pop(L, 1);
     }
@@ -464,8 +483,8 @@ int l_load(lua_State* L) {
   MARSHAL_LUA_RETURN(guarded(L, "marshal.load", [&]() -> int {
     ErrorInfo err;
     err.function = "marshal.load";
-    if (isolate && std::strcmp(isolate, "none") != 0) {
-      err.message = "isolate = \"" + std::string(isolate) + "\": this engine has no surrogate process yet; load in-process";
+    if (isolate && std::strcmp(isolate, "none") != 0 && std::strcmp(isolate, "process") != 0) {
+      err.message = "isolate = \"" + std::string(isolate) + "\": expected \"process\" (a surrogate process) or \"none\"";
       err.text = std::string(path) + ": " + err.message;
       push_error(L, err);
       return -1;
@@ -480,6 +499,32 @@ int l_load(lua_State* L) {
       return -1;
     }
     std::string error;
+    if ((isolate && !std::strcmp(isolate, "process")) || remote::wants_isolation(*r.typemap)) {
+      // The library never loads here: a context of its own holds the typemap
+      // the surrogate loads too, alive as long as the isolated library.
+      struct Isolation {
+        Context ctx;
+        std::unique_ptr<remote::IsolatedLibrary> lib;
+      };
+      auto iso = std::make_shared<Isolation>();
+      remote::IsolateOptions o;
+      o.deadline = std::chrono::milliseconds(deadline);
+      iso->lib = remote::IsolatedLibrary::open_file(iso->ctx, path, o, error);
+      if (!iso->lib) {
+        err.message = err.text = error;
+        push_error(L, err);
+        return -1;
+      }
+      ud->isolated = std::shared_ptr<remote::IsolatedLibrary>(iso, iso->lib.get());
+      lua_pushvalue(L, ud_idx);
+      return 1;
+    }
+    if (deadline > 0) {
+      err.message = "option 'deadline' needs isolate = \"process\" (an in-process call cannot be stopped)";
+      err.text = std::string(path) + ": " + err.message;
+      push_error(L, err);
+      return -1;
+    }
     auto lib = Library::open(*host.ctx, *r.typemap, error);
     if (!lib) {
       err.message = err.text = error;
@@ -510,14 +555,14 @@ int l_library_index(lua_State* L) {
   lua_settop(L, 2);
   if (lua_type(L, 2) != LUA_TSTRING) return 0;
   const char* name = lua_tostring(L, 2);
-  const Typemap& tm = lib->lib->typemap();
+  const Typemap& tm = lib->typemap();
   const bool is_function = tm.functions.find(name) != tm.functions.end();  // no std::string outlives this line
   if (is_function) MARSHAL_LUA_RETURN(push_function(L, 1, *lib, name));
   const auto c = tm.constants.find(name);
   if (c != tm.constants.end()) {
     MARSHAL_LUA_RETURN(guarded(L, "constant", [&]() -> int {
       Value v = Value::from_json(c->second);
-      push_value(L, v, lib->lib);  // a constant: small, allocation failure is a plain Lua error
+      push_value(L, v, lib->lib);  // a constant: small, allocation failure is a plain Lua error (lib may be null)
       return 1;
     }));
   }
@@ -543,6 +588,7 @@ int l_library_new(lua_State* L) {
   const lua_Integer count = luaL_optinteger(L, 3, 1);
   if (count < 1) return luaL_argerror(L, 3, "count must be at least 1");
   const bool has_init = !lua_isnoneornil(L, 4);
+  if (!lib->lib) return not_across(L, *lib, "new", "native memory owned by the host");
   MARSHAL_LUA_RETURN(guarded(L, "new", [&]() -> int {
     ErrorInfo err;
     err.function = "new";
@@ -593,6 +639,7 @@ int l_library_callback(lua_State* L) {
   LibraryUd* lib = check_library(L, 1);
   const char* sig = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TFUNCTION);
+  if (!lib->lib) return not_across(L, *lib, "callback", "callbacks");
   lua_pushvalue(L, 3);
   const int ref = luaL_ref(L, LUA_REGISTRYINDEX);
   CallbackUd* ud = new_ud<CallbackUd>(L, &mt_callback);
@@ -622,7 +669,7 @@ int l_library_callback(lua_State* L) {
 // lib:functions(): the names of the typemap's functions, sorted.
 int l_library_functions(lua_State* L) {
   LibraryUd* lib = check_library(L, 1);
-  const auto& fns = lib->lib->typemap().functions;
+  const auto& fns = lib->typemap().functions;
   lua_createtable(L, static_cast<int>(fns.size()), 0);
   lua_Integer i = 0;
   for (const auto& item : fns) {  // std::map: sorted; nothing here owns memory across a raise
@@ -635,6 +682,7 @@ int l_library_functions(lua_State* L) {
 // lib:stats(): the engine's counters for this library (callback closures, objects).
 int l_library_stats(lua_State* L) {
   LibraryUd* lib = check_library(L, 1);
+  if (!lib->lib) return not_across(L, *lib, "stats", "the engine's counters");
   CallbackStats cs;
   ObjectStats os;
   std::size_t handles = 0;

@@ -363,6 +363,9 @@ int l_host_object_index(lua_State* L) {
 // lib:create("Class", ...): an instance through the class's factory.
 int l_library_create(lua_State* L) {
   auto* lib = test_ud<LibraryUd>(L, 1, &mt_library);
+  if (lib && lib->isolated)
+    return luaL_error(L, "%s is isolated (its library runs in a surrogate process): objects cannot cross the "
+                      "process boundary yet", lib->typemap().file.c_str());
   if (!lib || !lib->lib) return luaL_argerror(L, 1, "expected a library (marshal.load)");
   const char* cls = luaL_checkstring(L, 2);
   MARSHAL_LUA_RETURN(guarded(L, cls, [&]() -> int {

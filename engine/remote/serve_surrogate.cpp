@@ -4,6 +4,7 @@
 // crash is reported on the crash pipe by a handler on an alternate stack
 // (naming the function that was running), then the signal's default action
 // ends the process, which the host sees as a disconnect plus an exit status.
+#include "call/arguments.hpp"
 #include "call/library.hpp"
 #include "call/plan.hpp"
 #include "remote/surrogate.hpp"
@@ -180,11 +181,19 @@ class LibraryServer final : public wire::Library::Server {
       outcome.setError(error);
       return;
     }
+    // A client may give the computed parameters too (arguments.hpp).
+    ValuePointers given(s.args);
+    std::span<const Value* const> args = given.view;
+    std::vector<const Value*> storage;
+    if (!host_arguments(ctx_->types(), lib_->typemap().file, plan->function(), args, storage, error)) {
+      outcome.setError(error);
+      return;
+    }
     CallResult result;
     bool ok;
     {
       Current current(s.function);
-      ok = plan->call(s.args, result, error);
+      ok = plan->call(args, result, error);
     }
     if (!ok) {
       outcome.setError(error);

@@ -5,6 +5,8 @@
 #include "remote/surrogate.hpp"
 #include "remote/wire.hpp"
 
+#include "call/arguments.hpp"
+
 #include <capnp/capability.h>
 #include <capnp/message.h>
 #include <capnp/rpc-twoparty.h>
@@ -499,7 +501,7 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
 
   // ---- one call (I/O thread) ----
 
-  kj::Promise<Reply> io_call(const std::string& function, std::span<const Value> args,
+  kj::Promise<Reply> io_call(const std::string& function, std::span<const Value* const> args,
                              const std::vector<std::string>& where, std::chrono::milliseconds limit) {
     kj::Promise<std::string> ready = std::string();
     // A surrogate that ended between calls (killed from outside, say) is
@@ -520,7 +522,7 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
       Codec codec(*this);
       std::string error;
       for (std::size_t i = 0; i < args.size(); ++i)
-        if (!remote::to_wire(args[i], wargs[static_cast<unsigned>(i)], where[i], &codec, error))
+        if (!remote::to_wire(*args[i], wargs[static_cast<unsigned>(i)], where[i], &codec, error))
           return Reply{false, {}, function + ": " + error};
       Conn* cn = conn.get();
       auto reply = req.send().then(
@@ -592,6 +594,7 @@ IsolatedLibrary::IsolatedLibrary(std::unique_ptr<Impl> impl) : impl_(std::move(i
 IsolatedLibrary::~IsolatedLibrary() { impl_->shutdown(); }
 
 const Typemap& IsolatedLibrary::typemap() const { return *impl_->tm; }
+Context& IsolatedLibrary::context() const { return *impl_->ctx; }
 int IsolatedLibrary::pid() const { return impl_->pid.load(); }
 int IsolatedLibrary::generation() const { return impl_->generation.load(); }
 
@@ -669,17 +672,24 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
 
 bool IsolatedLibrary::call(const std::string& function, std::span<const Value> args, CallResult& result,
                            std::string& error, std::chrono::milliseconds deadline) {
-  // Where each argument stands, for messages (the surrogate names the rest).
-  std::vector<std::string> where(args.size());
+  ValuePointers given(args);
+  return call_addressed(function, given.view, result, error, deadline);
+}
+
+bool IsolatedLibrary::call_addressed(const std::string& function, std::span<const Value* const> args, CallResult& result,
+                           std::string& error, std::chrono::milliseconds deadline) {
   const Function* fn = nullptr;
   if (auto it = impl_->tm->functions.find(function); it != impl_->tm->functions.end()) fn = &it->second;
+  // Computed parameters given too (the long form): checked here, before
+  // anything is sent, and left out (arguments.hpp).
+  std::vector<const Value*> storage;
+  if (fn && !host_arguments(impl_->ctx->types(), impl_->tm->file, *fn, args, storage, error)) return false;
+  // Where each argument stands, for messages (the surrogate names the rest).
+  std::vector<std::string> where(args.size());
   std::size_t k = 0;
   if (fn)
-    for (const Param& p : fn->params)
-      if (p.host_supplied() && k < args.size()) {
-        where[k] = "parameter " + std::to_string(k) + " '" + p.name + "'";
-        ++k;
-      }
+    for (std::size_t i = 0; i < fn->params.size() && k < args.size(); ++i)
+      if (fn->params[i].host_supplied()) where[k++] = "parameter " + std::to_string(i) + " '" + fn->params[i].name + "'";
   for (; k < args.size(); ++k) where[k] = (fn ? "variadic argument " : "argument ") + std::to_string(k);
 
   const auto limit = deadline.count() > 0 ? deadline : impl_->deadline;

@@ -66,10 +66,17 @@ class IsolatedLibrary {
 
   // The in-process call's arguments and results (Plan::call). `deadline`
   // overrides the library's for this call (zero: the library's). Thread-safe.
+  // Computed parameters may be given too (call/arguments.hpp: checked here,
+  // before anything is sent).
   bool call(const std::string& function, std::span<const Value> args, CallResult& result, std::string& error,
+            std::chrono::milliseconds deadline = std::chrono::milliseconds{0});
+  // The same with the arguments by address (the C API, the Lua host).
+  bool call_addressed(const std::string& function, std::span<const Value* const> args, CallResult& result, std::string& error,
             std::chrono::milliseconds deadline = std::chrono::milliseconds{0});
 
   const Typemap& typemap() const;
+  // The context the typemap was loaded into (its types).
+  Context& context() const;
   // The current surrogate's process id; 0 when none runs (before the first
   // call after a crash).
   int pid() const;

@@ -25,6 +25,8 @@
 
 namespace marshal {
 
+namespace remote { class IsolatedLibrary; }
+
 namespace detail {
 
 template <class T> struct is_std_array : std::false_type {};
@@ -588,12 +590,17 @@ struct State {
   std::unique_ptr<Context> ctx;
   const Typemap* typemap = nullptr;
   std::shared_ptr<Library> lib;        // typemap libraries
+  std::shared_ptr<remote::IsolatedLibrary> isolated;  // a typemap library in a surrogate (lib is null)
   std::unique_ptr<SharedLibrary> so;   // plain libraries
   std::mutex mutex;
   FfiFromCpp ffi;
   std::deque<ffi_cif> cifs;
   std::deque<std::vector<ffi_type*>> arg_types;
 };
+
+// A call of an isolated library's function (through its surrogate).
+bool call_isolated(const State& state, const std::string& function, std::span<const Value> args, CallResult& result,
+                   std::string& error);
 
 }  // namespace detail
 

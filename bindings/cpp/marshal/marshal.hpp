@@ -145,15 +145,16 @@ class function<R(A...)> {
   }
 
   R slow(A&... args) const {
-    const TypeRegistry& reg = plan_->types();
-    const Function& fn = plan_->function();
+    const TypeRegistry& reg = *reg_;
+    const Function& fn = *fn_;
     std::vector<Value> values;
     values.reserve(sizeof...(A));
     std::size_t i = 0;
     (detail::push_arg(reg, fn, detail::cpp_param(fn, i++), args, values), ...);
     CallResult result;
     std::string err;
-    if (!plan_->call(values, result, err)) throw error(err);
+    if (!(plan_ ? plan_->call(values, result, err) : detail::call_isolated(*keep_, fn.name, values, result, err)))
+      throw error(err);
     i = 0;
     std::size_t out_index = 0;
     (detail::copy_back(reg, fn, detail::cpp_param(fn, i++), args, result, out_index), ...);
@@ -161,7 +162,9 @@ class function<R(A...)> {
     if constexpr (!std::is_void_v<R>) return detail::from_value<R>(reg, fn.returns, result.ret);
   }
 
-  const Plan* plan_ = nullptr;
+  const Plan* plan_ = nullptr;  // null: an isolated library's function (called through its surrogate)
+  const Function* fn_ = nullptr;
+  const TypeRegistry* reg_ = nullptr;
   const ffi_cif* cif_ = nullptr;
   void* symbol_ = nullptr;
   bool direct_ = false;  // called through the C++ function type (fast signatures, default convention)
@@ -179,12 +182,34 @@ class function<R(A...)> {
   std::shared_ptr<detail::State> keep_;  // the library outlives its functions
 };
 
+// How a library is loaded (library(path, {.isolate = isolation::process})).
+enum class isolation : std::uint8_t {
+  none,     // in this process, unless the typemap's library says "isolate": "process"
+  process,  // in a surrogate process (engine/remote): a native crash is an error, not the end of this one
+};
+struct load_options {
+  isolation isolate = isolation::none;
+  // Isolated: a call that takes longer is killed with its surrogate and
+  // throws; zero: the typemap's library "deadline_ms", else none.
+  std::chrono::milliseconds deadline{0};
+  // Isolated: the marshal-surrogate program; empty: $MARSHAL_SURROGATE, next
+  // to this program, else the installed one.
+  std::string surrogate;
+};
+
 // A library described by a typemap: every signature is checked against it.
+// Isolated (load_options, or the typemap's "isolate": "process"), its
+// functions are called in a surrogate process with the same results; a
+// native crash there throws an error naming the function and the signal, and
+// the next call starts a new surrogate. What cannot cross the process
+// boundary yet (objects, callbacks, native memory, raw pointers) throws.
 class library {
  public:
-  explicit library(const std::string& typemap_path);
+  explicit library(const std::string& typemap_path, const load_options& options = {});
   Context& context();
   const Typemap& typemap() const;
+  // Whether calls run in a surrogate process.
+  bool isolated() const { return state_->isolated != nullptr; }
 
   template <class Sig> marshal::function<Sig> function(const std::string& name) const {
     return bind(name, static_cast<Sig*>(nullptr));
@@ -211,6 +236,9 @@ class library {
     }
     Value out;
     std::string err;
+    if (!state_->lib)
+      throw error(typemap().file + ": create(" + cls + "): objects cannot cross the process boundary yet (the "
+                  "library is isolated)");
     if (!state_->lib->objects().create(cls, values, out, err)) throw error(err);
     return object(std::move(out));
   }
@@ -227,9 +255,9 @@ class library {
   template <class R, class... A> marshal::function<R(A...)> bind(const std::string& name, R (*)(A...)) const {
     (detail::check_usable<A, true>(), ...);
     if constexpr (!std::is_void_v<R>) detail::check_usable<R, true>();
-    const Plan* plan = plan_of(name);
-    const Function& fn = plan->function();
-    const TypeRegistry& reg = plan->types();
+    const Plan* plan = isolated() ? nullptr : plan_of(name);  // isolated: the surrogate binds it
+    const Function& fn = plan ? plan->function() : function_of(name);
+    const TypeRegistry& reg = plan ? plan->types() : state_->ctx->types();
     // Parameters the engine computes (Param::value) are not in the C++ signature.
     if (detail::cpp_arity(fn) != sizeof...(A))
       throw error(typemap().file + ": " + name + ": the C++ signature has " + std::to_string(sizeof...(A)) +
@@ -242,6 +270,12 @@ class library {
       throw error(typemap().file + ": " + name + ": return: " + why);
     marshal::function<R(A...)> f;
     f.plan_ = plan;
+    f.fn_ = &fn;
+    f.reg_ = &reg;
+    f.keep_ = state_;
+    if (fn.variadic_from >= 0)
+      throw error(typemap().file + ": " + name + ": variadic functions cannot be bound with a fixed C++ signature");
+    if (!plan) return f;  // isolated: every call goes through the engine's values and the surrogate
     f.cif_ = plan->cif();
     f.symbol_ = plan->symbol();
     // A declared check or errno needs the plan; so does a non-default convention.
@@ -292,9 +326,6 @@ class library {
       (void)check;
       f.pinned_ = ok;
     }
-    f.keep_ = state_;
-    if (fn.variadic_from >= 0)
-      throw error(typemap().file + ": " + name + ": variadic functions cannot be bound with a fixed C++ signature");
     return f;
   }
 
@@ -319,6 +350,7 @@ class library {
   }
 
   const Plan* plan_of(const std::string& name) const;
+  const Function& function_of(const std::string& name) const;
   std::shared_ptr<detail::State> state_;
 };
 

@@ -1,0 +1,78 @@
+-- marshal Lua host: libraries in a surrogate process (marshal.load(path,
+-- {isolate = "process"})): the same results as in-process, a native crash
+-- as a Lua error naming the function and the signal, the next call working,
+-- deadlines, and what cannot cross the boundary refused with a message.
+-- Run by marshal-lua with MARSHAL_SURROGATE set (tests/meson.build).
+local marshal = require("marshal")
+
+-- zlib through the surrogate equals zlib in-process.
+local here = marshal.load("typemaps/zlib.json")
+local there = marshal.load("typemaps/zlib.json", {isolate = "process"})
+assert(there.crc32(0, "hello") == here.crc32(0, "hello"))
+assert(there.crc32(0, "hello") == 907060870)
+assert(there.crc32(0, "hello", 5) == 907060870)  -- the computed len given, and checked
+local ok, err = pcall(there.crc32, 0, "hello", 6)
+assert(not ok and err.parameter == "len", tostring(err))
+assert(tostring(err):find("is computed by the engine %(count_of 'buf' = 5%); got 6"), tostring(err))
+local ok2, err2 = pcall(here.crc32, 0, "hello", 6)  -- the same rule in-process
+assert(not ok2 and tostring(err2) == tostring(err), tostring(err2))
+local text = string.rep("through the surrogate. ", 50)
+local rc, packed, packed_len = there.compress2(there.compressBound(#text), text, 9)
+local rc_here, packed_here, len_here = here.compress2(here.compressBound(#text), text, 9)
+assert(rc == 0 and rc_here == 0 and packed == packed_here and packed_len == len_here)
+local rc2, back = there.uncompress(#text, packed)
+assert(rc2 == 0 and back == text)
+assert(there.zlibVersion() == here.zlibVersion())
+assert(there.Z_OK == 0)  -- constants of the typemap
+local named = there:call_named("crc32", 0, "hello")
+assert(named["return"] == 907060870)
+
+-- A crash in the surrogate: a Lua error naming the function and the signal.
+local libc = marshal.load("typemaps/libc.json", {isolate = "process"})
+local q = libc.div(17, 5)
+assert(q.quot == 3 and q.rem == 2)
+ok, err = pcall(libc.div, 1, 0)
+assert(not ok)
+assert(tostring(err):find("^function div crashed in the surrogate %(pid %d+%) with SIGFPE$"), tostring(err))
+assert(err["function"] == "div")
+-- this process is alive and the next call starts a new surrogate
+q = libc.div(-7, 2)
+assert(q.quot == -3 and q.rem == -1)
+
+-- A hung call past its deadline: an error, the surrogate killed, the next call works.
+local path = os.tmpname()
+local f = assert(io.open(path, "w"))
+f:write([[{"typemap": 1, "library": {"name": "c", "load": {"linux": ["libc.so.6"]}},
+  "functions": {"pause": {"returns": "int", "params": []}, "getpid": {"returns": "int", "params": []}}}]])
+f:close()
+local hang = marshal.load(path, {isolate = "process", deadline = 200})
+ok, err = pcall(hang.pause)
+assert(not ok and tostring(err):find("function pause timed out after 200 ms in the surrogate"), tostring(err))
+assert(hang.getpid() > 0)
+-- a deadline needs isolation
+ok, err = pcall(marshal.load, path, {deadline = 200})
+assert(not ok and tostring(err):find("needs isolate"), tostring(err))
+os.remove(path)
+
+-- What cannot cross the boundary yet is refused with a message, never a crash.
+ok, err = pcall(function() return there:new("uint8", 16) end)
+assert(not ok and tostring(err):find("cannot cross the process boundary yet"), tostring(err))
+ok, err = pcall(function() return there:callback("nope", function() end) end)
+assert(not ok and tostring(err):find("cannot cross the process boundary yet"), tostring(err))
+ok, err = pcall(function() return there:stats() end)
+assert(not ok and tostring(err):find("is isolated"), tostring(err))
+ok, err = pcall(marshal.load, "typemaps/zlib.json", {isolate = "thread"})
+assert(not ok and tostring(err):find('expected "process"'), tostring(err))
+-- a typemap saying "isolate": "process" is isolated without the option
+local iso_path = os.tmpname()
+local src = assert(io.open("typemaps/libc.json")):read("a")
+local at = src:find('"load"', 1, true)
+f = assert(io.open(iso_path, "w"))
+f:write(src:sub(1, at - 1) .. '"isolate": "process", ' .. src:sub(at))
+f:close()
+local by_typemap = marshal.load(iso_path)
+ok, err = pcall(by_typemap.div, 1, 0)
+assert(not ok and tostring(err):find("with SIGFPE"), tostring(err))
+assert(by_typemap.div(9, 2).quot == 4)
+os.remove(iso_path)
+print("isolate.lua: ok")
