@@ -424,7 +424,8 @@ class PlanRun {
 
   // A fast instruction: the value as native bits, in a slot or the stack
   // scratch; false when the fast form does not take it (the general converter then does).
-  bool marshal_fast(std::size_t i, const Instr& in) {
+  // flatten: the scalar rules (numeric.hpp, lane.hpp) inline here, as one switch per argument.
+  [[gnu::flatten]] bool marshal_fast(std::size_t i, const Instr& in) {
     const LaneOp& l = in.fast;
     const auto h = static_cast<std::size_t>(in.host_index);
     std::uint64_t bits = 0;
@@ -743,7 +744,7 @@ class PlanRun {
         e.message = tm.file + ": " + fn_.name + ": " + text;
         e.file = tm.file;
         e.function = fn_.name;
-        callback_failure_ = std::move(e);
+        callback_failure_ = std::make_unique<Error>(std::move(e));
       }
     }
     return true;
@@ -754,16 +755,16 @@ class PlanRun {
   // converted and freed. The first failure wins: a host callback's is the
   // cause of what follows it, then the declared failure check, then a conversion.
   bool unmarshal() {
-    std::optional<Error> failed, conversion;
+    std::unique_ptr<Error> failed, conversion;  // errors only: nothing to build on success
     if (fast_ && p_.ret_fast_) unmarshal_fast_return(failed);
     else unmarshal_general_return(failed, conversion);
     if (g_) unmarshal_outs(conversion);
-    for (std::optional<Error>* e : {&callback_failure_, &failed, &conversion})
+    for (std::unique_ptr<Error>* e : {&callback_failure_, &failed, &conversion})
       if (*e) return set_error(error_, std::move(**e));
     return true;
   }
 
-  void unmarshal_fast_return(std::optional<Error>& failed) {
+  [[gnu::flatten]] void unmarshal_fast_return(std::unique_ptr<Error>& failed) {
     const LaneOp& l = p_.ret_lane_;
     std::uint64_t wide;
     std::memcpy(&wide, rvalue_, 8);
@@ -789,15 +790,15 @@ class PlanRun {
       const std::uint32_t size = l.size;
       std::uint64_t narrowed = size < 8 && size ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
       Error e = check_failure(p_.lib_->typemap(), fn_, p_.reg_->get(fn_.returns), &narrowed, return_int, saved_errno_);
-      if (e) failed = std::move(e);
+      if (e) failed = std::make_unique<Error>(std::move(e));
     }
   }
 
-  void note(std::optional<Error>& conversion, std::string e, ErrorId id = ErrorId::conversion, int param = -1) {
+  void note(std::unique_ptr<Error>& conversion, std::string e, ErrorId id = ErrorId::conversion, int param = -1) {
     if (conversion) return;
     const Typemap& tm = p_.lib_->typemap();
     if (param >= 0) {
-      conversion = param_error(tm, fn_, static_cast<std::size_t>(param), g_->m, std::move(e));
+      conversion = std::make_unique<Error>(param_error(tm, fn_, static_cast<std::size_t>(param), g_->m, std::move(e)));
       return;
     }
     Error r;
@@ -805,10 +806,10 @@ class PlanRun {
     r.file = tm.file;
     r.function = fn_.name;
     r.message = std::move(e);
-    conversion = std::move(r);
+    conversion = std::make_unique<Error>(std::move(r));
   }
 
-  void unmarshal_general_return(std::optional<Error>& failed, std::optional<Error>& conversion) {
+  void unmarshal_general_return(std::unique_ptr<Error>& failed, std::unique_ptr<Error>& conversion) {
     General& g = general();
     Marshaler& m = g.m;
     const TypeRegistry& reg = *p_.reg_;
@@ -827,7 +828,8 @@ class PlanRun {
     Ctx rc;
     rc.frame = &frame;
     rc.transfer = true;  // a returned object carries a reference for the caller
-    if (Error e = check_failure(tm, fn_, rd, ret, frame.return_int, saved_errno_)) failed = std::move(e);
+    if (Error e = check_failure(tm, fn_, rd, ret, frame.return_int, saved_errno_))
+      failed = std::make_unique<Error>(std::move(e));
     if (rd.kind == Kind::void_) {
       HostScalar none;
       none.kind = HostScalar::Kind::null;
@@ -867,7 +869,7 @@ class PlanRun {
     if (!place) out_.value(HostResults::ret, std::move(temp));
   }
 
-  void unmarshal_outs(std::optional<Error>& conversion) {
+  void unmarshal_outs(std::unique_ptr<Error>& conversion) {
     General& g = *g_;
     Marshaler& m = g.m;
     const TypeRegistry& reg = *p_.reg_;
@@ -951,7 +953,7 @@ class PlanRun {
   alignas(16) std::byte rvalue_small_[32];
   void* rvalue_ = nullptr;
   int saved_errno_ = 0;
-  std::optional<Error> callback_failure_;
+  std::unique_ptr<Error> callback_failure_;
 };
 
 // ---- the adapters' entry points -----------------------------------------------------------------
