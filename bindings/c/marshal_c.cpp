@@ -1031,8 +1031,7 @@ marshal_status marshal_function_call(const marshal_function* fn, marshal_value* 
   *out = nullptr;
   return call_new(api, f->site, f->library, 0, args, nargs, out, wrong_count(f->plan, nargs),
                   [&](const ArgView& view, marshal::CallResult& r, std::string& error) {
-                    marshal::ValueResults results(r, f->plan->function());
-                    return f->plan->call(static_cast<const marshal::HostArgs&>(view), results, error);
+                    return f->plan->call(view.view, r, error);  // the Value adapter: final, no virtual calls
                   });
 }
 
@@ -1069,8 +1068,7 @@ marshal_status marshal_function_call_into(const marshal_function* fn, marshal_va
   if (!r) return bad_handle(api, "result", result, Kind::result);
   return call_into(api, f->site, f->library, 0, args, nargs, r, bits_of(result), wrong_count(f->plan, nargs),
                    [&](const ArgView& view, marshal::CallResult& c, std::string& error) {
-                     marshal::ValueResults results(c, f->plan->function());
-                     return f->plan->call(static_cast<const marshal::HostArgs&>(view), results, error);
+                     return f->plan->call(view.view, c, error);  // the Value adapter: final, no virtual calls
                    });
 }
 

@@ -347,9 +347,53 @@ class PlanRun {
     return ok;
   }
 
+  // A call: a laned plan first runs the tight loop (run_lane), with its state
+  // in locals; the general run takes every call the fast forms do not.
+  static bool call(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error) {
+    if (p.laned_ && scalar_lanes_enabled.load(std::memory_order_relaxed) && !p.lib_->guarded()) {
+      const int done = run_lane(p, self, target, args, out, error);
+      if (done >= 0) return done == 1;
+    }
+    return run_general(p, self, target, args, out, error);
+  }
+
  private:
   using Instr = Plan::Instr;
   using Op = LaneOp::Op;
+  static constexpr std::size_t scratch_size = 1024;  // fast strings and records, on the stack
+
+  [[gnu::noinline]] static bool run_general(const Plan& p, void* self, void* target, const Args& args, Results& out,
+                                            std::string& error) {
+    return PlanRun(p, self, target, args, out, error).run();
+  }
+
+  // Every instruction and the return have a fast form, and no more than 16
+  // parameters: the same stages over the same fast conversions, the state in
+  // locals. 1: done, 0: failed (error set), -1: an argument the fast forms do
+  // not take (nothing has run yet: the general run then makes the call).
+  static int run_lane(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error) {
+    constexpr std::size_t max_params = 16;
+    const std::size_t n = p.instrs_.size();
+    if (n > max_params || args.size() != p.host_count_) return -1;
+    std::uint64_t slots[max_params];
+    void* avalues[max_params];
+    alignas(16) std::byte scratch[scratch_size];
+    std::size_t used = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (!fast_arg(p, p.instrs_[i], args, self, slots[i], avalues[i], scratch, used)) return -1;
+    alignas(16) std::byte rvalue[32] = {};  // fast returns: at most 32 bytes
+    int saved_errno = 0;
+    std::unique_ptr<Error> callback_failure, failed;
+    native_call(p, &p.cif_, target, avalues, rvalue, out, saved_errno, callback_failure);
+    std::int64_t return_int = 0;
+    fast_return(p, out, rvalue, saved_errno, return_int, failed);
+    for (std::unique_ptr<Error>* e : {&callback_failure, &failed})
+      if (*e) {
+        set_error(error, std::move(**e));
+        return 0;
+      }
+    return 1;
+  }
 
   // ---- setup: the argument count, per-parameter storage, and whether the
   // fast forms are on (not in guard mode, not when tests turn them off) and
@@ -425,33 +469,35 @@ class PlanRun {
   // A fast instruction: the value as native bits, in a slot or the stack
   // scratch; false when the fast form does not take it (the general converter then does).
   // flatten: the scalar rules (numeric.hpp, lane.hpp) inline here, as one switch per argument.
-  [[gnu::flatten]] bool marshal_fast(std::size_t i, const Instr& in) {
+  // Shared by the laned loop (run_lane) and the general run (marshal_fast): one set of rules.
+  [[gnu::flatten]] static bool fast_arg(const Plan& p, const Instr& in, const Args& args, void* self,
+                                        std::uint64_t& slot, void*& avalue, std::byte* scratch, std::size_t& used) {
     const LaneOp& l = in.fast;
     const auto h = static_cast<std::size_t>(in.host_index);
     std::uint64_t bits = 0;
-    avalues_[i] = &slots_[i];
+    avalue = &slot;
     switch (l.op) {
       case Op::self:
-        std::memcpy(&slots_[i], &self_, sizeof self_);
+        std::memcpy(&slot, &self, sizeof self);
         return true;
       case Op::sint: case Op::uint: case Op::f32: case Op::f64: case Op::boolean: case Op::pointer: {
         HostScalar s;
-        args_.scalar(h, s);
+        args.scalar(h, s);
         if (!lane_to_native(l, s, bits)) return false;
         break;
       }
       case Op::string: {
         // Well-formed text that fits the scratch, or null where null is allowed.
         HostScalar s;
-        args_.scalar(h, s);
+        args.scalar(h, s);
         if (s.kind == HostScalar::Kind::string) {
           const std::size_t room = (s.text.size() + 1) * l.unit;
-          if (used_ + room > sizeof scratch_) return false;
-          std::byte* dst = scratch_ + used_;
+          if (used + room > scratch_size) return false;
+          std::byte* dst = scratch + used;
           const std::size_t units = transcode_utf8(s.text, l.unit, dst);
           if (units == SIZE_MAX) return false;
           std::memset(dst + units * l.unit, 0, l.unit);
-          used_ += (room + 15) & ~std::size_t{15};
+          used += (room + 15) & ~std::size_t{15};
           bits = reinterpret_cast<std::uintptr_t>(dst);
         } else if (s.kind != HostScalar::Kind::null || !l.nullable) {
           return false;
@@ -461,12 +507,12 @@ class PlanRun {
       case Op::record: {
         // A record with exactly the struct's fields, in order, each taken by
         // its fast form; any other form goes to the general converter.
-        const Value& v = args_.value(h);
+        const Value& v = args.value(h);
         if (!v.is<Record>()) return false;
         const Record& rec = v.as<Record>();
-        const std::vector<LaneField>& fields = p_.record_fields_[l.record];
-        if (rec.size() != fields.size() || used_ + 32 > sizeof scratch_) return false;
-        std::byte* dst = scratch_ + used_;
+        const std::vector<LaneField>& fields = p.record_fields_[l.record];
+        if (rec.size() != fields.size() || used + 32 > scratch_size) return false;
+        std::byte* dst = scratch + used;
         std::memset(dst, 0, 32);
         for (std::size_t k = 0; k < fields.size(); ++k) {
           std::uint64_t fb = 0;
@@ -474,14 +520,14 @@ class PlanRun {
             return false;
           store_bits(dst + fields[k].offset, fields[k].op.size, fb);
         }
-        used_ += 32;
-        avalues_[i] = dst;  // an aggregate: libffi reads it where it is
+        used += 32;
+        avalue = dst;  // an aggregate: libffi reads it where it is
         return true;
       }
       case Op::callback: {
         // A registered callback of this signature, still active; a host
         // function (a closure for this call) and every error: the general converter.
-        const Value& v = args_.value(h);
+        const Value& v = args.value(h);
         if (!v.is<std::shared_ptr<Callback>>()) return false;
         const Callback& cb = *v.as<std::shared_ptr<Callback>>();
         if (&cb.signature() != l.signature || !cb.active()) return false;
@@ -492,8 +538,12 @@ class PlanRun {
       case Op::void_:
         return false;
     }
-    slots_[i] = bits;
+    slot = bits;
     return true;
+  }
+
+  bool marshal_fast(std::size_t i, const Instr& in) {
+    return fast_arg(p_, in, args_, self_, slots_[i], avalues_[i], scratch_, used_);
   }
 
   bool fail(std::size_t i) {
@@ -706,6 +756,39 @@ class PlanRun {
     return true;
   }
 
+  // The native call proper, shared by run_lane and invoke: errno, and a host
+  // callback's failure (kept for after unmarshal).
+  static void native_call(const Plan& p, const ffi_cif* cif, void* target, void** values, void* rvalue, Results& out,
+                          int& saved_errno, std::unique_ptr<Error>& callback_failure) {
+    const Function& fn = *p.fn_;
+    if (callback_error_pending()) {
+      std::string stale;
+      callback_take_error(stale);  // a failure from an earlier call is not this call's
+    }
+    const bool wants_errno = fn.capture_errno || fn.check.error_errno;
+    if (wants_errno) errno = 0;
+    if (cif == &p.cif_ && p.invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
+      marshal::invoke(p.invoker_, target, values, rvalue);
+    else
+      ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(target), rvalue, values);
+    saved_errno = wants_errno ? errno : 0;
+    if (fn.capture_errno) out.error_number(saved_errno);
+    // A host function that failed inside this call: native code got its
+    // on_error value; the host caller gets the error once unmarshal has run,
+    // so memory the callee handed over (an error message to free, say) is still freed.
+    if (callback_error_pending()) {
+      std::string text;
+      if (callback_take_error(text)) {
+        const Typemap& tm = p.lib_->typemap();
+        Error e = error_for(text);
+        e.message = tm.file + ": " + fn.name + ": " + text;
+        e.file = tm.file;
+        e.function = fn.name;
+        callback_failure = std::make_unique<Error>(std::move(e));
+      }
+    }
+  }
+
   // ---- invoke: the native call, errno, and a host callback's failure.
   bool invoke() {
     const TypeDesc& rd = p_.reg_->get(fn_.returns);
@@ -721,32 +804,7 @@ class PlanRun {
       std::memset(rvalue_small_, 0, sizeof rvalue_small_);
       rvalue_ = rvalue_small_;  // fast returns: at most 32 bytes
     }
-    if (callback_error_pending()) {
-      std::string stale;
-      callback_take_error(stale);  // a failure from an earlier call is not this call's
-    }
-    const bool wants_errno = fn_.capture_errno || fn_.check.error_errno;
-    if (wants_errno) errno = 0;
-    if (cif_ == &p_.cif_ && p_.invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
-      marshal::invoke(p_.invoker_, target_, call_values_, rvalue_);
-    else
-      ffi_call(const_cast<ffi_cif*>(cif_), FFI_FN(target_), rvalue_, call_values_);
-    saved_errno_ = wants_errno ? errno : 0;
-    if (fn_.capture_errno) out_.error_number(saved_errno_);
-    // A host function that failed inside this call: native code got its
-    // on_error value; the host caller gets the error once unmarshal has run,
-    // so memory the callee handed over (an error message to free, say) is still freed.
-    if (callback_error_pending()) {
-      std::string text;
-      if (callback_take_error(text)) {
-        const Typemap& tm = p_.lib_->typemap();
-        Error e = error_for(text);
-        e.message = tm.file + ": " + fn_.name + ": " + text;
-        e.file = tm.file;
-        e.function = fn_.name;
-        callback_failure_ = std::make_unique<Error>(std::move(e));
-      }
-    }
+    native_call(p_, cif_, target_, call_values_, rvalue_, out_, saved_errno_, callback_failure_);
     return true;
   }
 
@@ -764,33 +822,42 @@ class PlanRun {
     return true;
   }
 
-  [[gnu::flatten]] void unmarshal_fast_return(std::unique_ptr<Error>& failed) {
-    const LaneOp& l = p_.ret_lane_;
+  // The fast return, shared by run_lane and unmarshal: the result to the host,
+  // the declared failure check; return_int for counts that read it.
+  [[gnu::flatten]] static void fast_return(const Plan& p, Results& out, const void* rvalue, int saved_errno,
+                                           std::int64_t& return_int, std::unique_ptr<Error>& failed) {
+    const Function& fn = *p.fn_;
+    const LaneOp& l = p.ret_lane_;
     std::uint64_t wide;
-    std::memcpy(&wide, rvalue_, 8);
-    std::int64_t return_int = 0;
+    std::memcpy(&wide, rvalue, 8);
+    return_int = 0;
     if (l.op == Op::record) {
-      if (Value* place = out_.place(HostResults::ret)) {
-        record_to_host(p_.record_fields_[l.record], static_cast<const std::byte*>(rvalue_), *place);
+      if (Value* place = out.place(HostResults::ret)) {
+        record_to_host(p.record_fields_[l.record], static_cast<const std::byte*>(rvalue), *place);
       } else {
         Value v;
-        record_to_host(p_.record_fields_[l.record], static_cast<const std::byte*>(rvalue_), v);
-        out_.value(HostResults::ret, std::move(v));
+        record_to_host(p.record_fields_[l.record], static_cast<const std::byte*>(rvalue), v);
+        out.value(HostResults::ret, std::move(v));
       }
     } else {
       const HostScalar s = lane_scalar(l, wide);
-      out_.scalar(HostResults::ret, s);
+      out.scalar(HostResults::ret, s);
       return_int = scalar_int(s);
     }
+    if (fn.check.when != Check::When::never) {
+      const std::uint32_t size = l.size;
+      std::uint64_t narrowed = size < 8 && size ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
+      Error e = check_failure(p.lib_->typemap(), fn, p.reg_->get(fn.returns), &narrowed, return_int, saved_errno);
+      if (e) failed = std::make_unique<Error>(std::move(e));
+    }
+  }
+
+  void unmarshal_fast_return(std::unique_ptr<Error>& failed) {
+    std::int64_t return_int = 0;
+    fast_return(p_, out_, rvalue_, saved_errno_, return_int, failed);
     if (g_) {  // out parameters follow: counts may read the return value
       g_->frame.after = true;
       g_->frame.return_int = return_int;
-    }
-    if (fn_.check.when != Check::When::never) {
-      const std::uint32_t size = l.size;
-      std::uint64_t narrowed = size < 8 && size ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
-      Error e = check_failure(p_.lib_->typemap(), fn_, p_.reg_->get(fn_.returns), &narrowed, return_int, saved_errno_);
-      if (e) failed = std::make_unique<Error>(std::move(e));
     }
   }
 
@@ -945,7 +1012,7 @@ class PlanRun {
   void** avalues_ = avalue_small_;
   void** pointee_ = pointee_small_;
   const Value** host_ = host_small_;
-  alignas(16) std::byte scratch_[1024];  // fast strings and records
+  alignas(16) std::byte scratch_[scratch_size];  // fast strings and records
   std::size_t used_ = 0;
   std::optional<General> g_;
   const ffi_cif* cif_ = nullptr;
@@ -973,7 +1040,7 @@ bool Plan::call(std::span<const Value* const> args, CallResult& result, std::str
   if (method_) return method_error(error, lib_->typemap(), *fn_);
   ValueArgs a(args);
   ValueResults r(result, *fn_);
-  return PlanRun<ValueArgs, ValueResults>(*this, nullptr, symbol_, a, r, error).run();
+  return PlanRun<ValueArgs, ValueResults>::call(*this, nullptr, symbol_, a, r, error);
 }
 
 bool Plan::call_method(void* self, void* target, std::span<const Value> args, CallResult& result,
@@ -986,17 +1053,17 @@ bool Plan::call_method(void* self, void* target, std::span<const Value* const> a
                        std::string& error) const {
   ValueArgs a(args);
   ValueResults r(result, *fn_);
-  return PlanRun<ValueArgs, ValueResults>(*this, self, target, a, r, error).run();
+  return PlanRun<ValueArgs, ValueResults>::call(*this, self, target, a, r, error);
 }
 
 bool Plan::call(const HostArgs& args, HostResults& results, std::string& error) const {
   if (method_) return method_error(error, lib_->typemap(), *fn_);
-  return PlanRun<HostArgs, HostResults>(*this, nullptr, symbol_, args, results, error).run();
+  return PlanRun<HostArgs, HostResults>::call(*this, nullptr, symbol_, args, results, error);
 }
 
 bool Plan::call_method(void* self, void* target, const HostArgs& args, HostResults& results,
                        std::string& error) const {
-  return PlanRun<HostArgs, HostResults>(*this, self, target, args, results, error).run();
+  return PlanRun<HostArgs, HostResults>::call(*this, self, target, args, results, error);
 }
 
 }  // namespace marshal
