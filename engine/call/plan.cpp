@@ -371,7 +371,7 @@ class PlanRun {
   // parameters: the same stages over the same fast conversions, the state in
   // locals. 1: done, 0: failed (error set), -1: an argument the fast forms do
   // not take (nothing has run yet: the general run then makes the call).
-  static int run_lane(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error) {
+  [[gnu::flatten]] static int run_lane(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error) {
     constexpr std::size_t max_params = 16;
     const std::size_t n = p.instrs_.size();
     if (n > max_params || args.size() != p.host_count_) return -1;
@@ -470,7 +470,7 @@ class PlanRun {
   // scratch; false when the fast form does not take it (the general converter then does).
   // flatten: the scalar rules (numeric.hpp, lane.hpp) inline here, as one switch per argument.
   // Shared by the laned loop (run_lane) and the general run (marshal_fast): one set of rules.
-  [[gnu::flatten]] static bool fast_arg(const Plan& p, const Instr& in, const Args& args, void* self,
+  [[gnu::flatten, gnu::always_inline]] static inline bool fast_arg(const Plan& p, const Instr& in, const Args& args, void* self,
                                         std::uint64_t& slot, void*& avalue, std::byte* scratch, std::size_t& used) {
     const LaneOp& l = in.fast;
     const auto h = static_cast<std::size_t>(in.host_index);
@@ -758,7 +758,7 @@ class PlanRun {
 
   // The native call proper, shared by run_lane and invoke: errno, and a host
   // callback's failure (kept for after unmarshal).
-  static void native_call(const Plan& p, const ffi_cif* cif, void* target, void** values, void* rvalue, Results& out,
+  [[gnu::always_inline]] static inline void native_call(const Plan& p, const ffi_cif* cif, void* target, void** values, void* rvalue, Results& out,
                           int& saved_errno, std::unique_ptr<Error>& callback_failure) {
     const Function& fn = *p.fn_;
     if (callback_error_pending()) {
@@ -824,7 +824,7 @@ class PlanRun {
 
   // The fast return, shared by run_lane and unmarshal: the result to the host,
   // the declared failure check; return_int for counts that read it.
-  [[gnu::flatten]] static void fast_return(const Plan& p, Results& out, const void* rvalue, int saved_errno,
+  [[gnu::flatten, gnu::always_inline]] static inline void fast_return(const Plan& p, Results& out, const void* rvalue, int saved_errno,
                                            std::int64_t& return_int, std::unique_ptr<Error>& failed) {
     const Function& fn = *p.fn_;
     const LaneOp& l = p.ret_lane_;
