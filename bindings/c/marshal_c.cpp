@@ -618,11 +618,17 @@ void destroy(Kind k, void* object) noexcept {
 // The most arguments a call takes from the host: more is a wrong count.
 constexpr std::size_t max_args = 65535;
 
-// The engine's view of the host's arguments: their addresses, no copies.
-struct ArgView {
+// The C API's host adapter (call/host_io.hpp) over the caller's argument
+// handles: each one's value by address, no copies; a plan reads scalars
+// straight from them, and a Value only where its general converter needs one.
+struct ArgView final : marshal::HostArgs {
   const marshal::Value* small[16];
   std::unique_ptr<const marshal::Value*[]> big;  // more than 16 arguments
   std::span<const marshal::Value* const> view;
+
+  std::size_t size() const override { return view.size(); }
+  void scalar(std::size_t i, marshal::HostScalar& out) const override { marshal::scalar_of(*view[i], out); }
+  const marshal::Value& value(std::size_t i) const override { return *view[i]; }
 };
 
 // How many arguments the host gives for a signature's fixed parameters.
@@ -730,7 +736,7 @@ marshal_status call_into(const char* api, const Site& site, Bits library, Bits o
     r->scratch.out.clear();
     r->scratch.error_number.reset();
     std::string error;
-    if (!call(view.view, r->scratch, error)) {
+    if (!call(static_cast<const ArgView&>(view), r->scratch, error)) {
       fail(MARSHAL_ERROR_CALL, error);
       describe_site(site);
       if (wrong_count) {
@@ -1124,7 +1130,7 @@ marshal_status marshal_function_call(const marshal_function* fn, marshal_value* 
   if (!out) return null_arg(api, "out");
   *out = nullptr;
   return call_new(api, f->site, f->library, 0, args, nargs, out, wrong_count(*f, nargs),
-                  [&](auto view, marshal::CallResult& r, std::string& error) { return call_function(*f, view, r, error); });
+                  [&](const ArgView& view, marshal::CallResult& r, std::string& error) { return call_function(*f, view.view, r, error); });
 }
 
 marshal_status marshal_result_create(marshal_result** out) {
@@ -1159,7 +1165,7 @@ marshal_status marshal_function_call_into(const marshal_function* fn, marshal_va
   CResult* r = find<CResult>(result);
   if (!r) return bad_handle(api, "result", result, Kind::result);
   return call_into(api, f->site, f->library, 0, args, nargs, r, bits_of(result), wrong_count(*f, nargs),
-                   [&](auto view, marshal::CallResult& c, std::string& error) { return call_function(*f, view, c, error); });
+                   [&](const ArgView& view, marshal::CallResult& c, std::string& error) { return call_function(*f, view.view, c, error); });
 }
 
 const marshal_value* marshal_result_return(const marshal_result* r) {
@@ -1795,8 +1801,8 @@ marshal_status marshal_object_call(const marshal_value* obj, const char* method,
   if (!out) return null_arg(api, "out");
   *out = nullptr;
   return call_new(api, method_site(*ref, method), 0, bits_of(obj), args, nargs, out, false,
-                  [&](auto view, marshal::CallResult& r, std::string& error) {
-                    return marshal::library_of(*ref).objects().call(*ref, method, view, r, error);
+                  [&](const ArgView& view, marshal::CallResult& r, std::string& error) {
+                    return marshal::library_of(*ref).objects().call(*ref, method, view.view, r, error);
                   });
 }
 
@@ -1810,8 +1816,8 @@ marshal_status marshal_object_call_into(const marshal_value* obj, const char* me
   CResult* r = find<CResult>(result);
   if (!r) return bad_handle(api, "result", result, Kind::result);
   return call_into(api, method_site(*ref, method), 0, bits_of(obj), args, nargs, r, bits_of(result), false,
-                   [&](auto view, marshal::CallResult& c, std::string& error) {
-                     return marshal::library_of(*ref).objects().call(*ref, method, view, c, error);
+                   [&](const ArgView& view, marshal::CallResult& c, std::string& error) {
+                     return marshal::library_of(*ref).objects().call(*ref, method, view.view, c, error);
                    });
 }
 

@@ -3,6 +3,7 @@
 
 #include "abi/abi.hpp"
 #include "convert/convert.hpp"
+#include "convert/strings.hpp"
 
 #include <atomic>
 #include <bit>
@@ -196,9 +197,9 @@ const Plan* Library::bind_method(const Interface& iface, const Method& method, s
 }
 
 // A struct of scalar fields by value (no bitfields, no size field, at most 32
-// bytes): its lane, with the fields stored in `records`.
+// bytes): its fast form, with the fields stored in `records`.
 static bool record_lane(const TypeRegistry& reg, TypeId t, std::vector<std::vector<LaneField>>& records,
-                        Plan::Lane& l) {
+                        LaneOp& l) {
   const TypeDesc& d = reg.get(t);
   if (d.kind != Kind::struct_ || d.size == 0 || d.size > 32 || records.size() >= 0xFFFF) return false;
   const RecordInfo& r = d.as<RecordInfo>();
@@ -208,50 +209,48 @@ static bool record_lane(const TypeRegistry& reg, TypeId t, std::vector<std::vect
     LaneField lf;
     lf.name = &f.name;
     lf.offset = f.offset;
-    if (f.is_bitfield || !lane_of(reg, f.type, lf.op) || lf.op.op == Plan::Lane::Op::void_) return false;
+    if (f.is_bitfield || !lane_of(reg, f.type, lf.op) || lf.op.op == LaneOp::Op::void_) return false;
     fields.push_back(lf);
   }
-  l.op = Plan::Lane::Op::record;
+  l.op = LaneOp::Op::record;
   l.size = static_cast<std::uint8_t>(d.size);
   l.record = static_cast<std::uint16_t>(records.size());
   records.push_back(std::move(fields));
   return true;
 }
 
-// The scalar lane of a signature (Plan::Lane); false when a parameter or the
-// return needs more than the lane does.
-static bool scalar_lane(const TypeRegistry& reg, const Function& fn, bool method, std::vector<Plan::Lane>& lane,
-                        Plan::Lane& ret, std::vector<std::vector<LaneField>>& records) {
-  if (fn.variadic_from >= 0 || fn.params.size() > 14) return false;
-  for (std::size_t i = 0; i < fn.params.size(); ++i) {
-    const Param& p = fn.params[i];
-    Plan::Lane l;
-    const TypeDesc& d = reg.get(p.type);
-    if (method && i == 0) {
-      l.op = Plan::Lane::Op::self;
-    } else if (p.dir == Dir::in && d.kind == Kind::callback) {  // a registered callback: its code pointer
-      l.op = Plan::Lane::Op::callback;
-      l.size = sizeof(void*);
-      l.signature = d.as<CallbackInfo>().sig;
-    } else if (p.dir == Dir::in && d.kind == Kind::string) {
-      // A NUL-terminated Unicode string the callee reads: transcoded to the stack.
-      const StringInfo& si = d.as<StringInfo>();
-      const bool unicode = si.encoding == Encoding::utf8 || si.encoding == Encoding::utf16 ||
-                           si.encoding == Encoding::utf32 || si.encoding == Encoding::wchar;
-      if (!unicode || si.terminator != Terminator::nul || si.length.present() || si.capacity.present()) return false;
-      l.op = Plan::Lane::Op::string;
-      l.size = sizeof(void*);
-      l.unit = static_cast<std::uint8_t>(encoding_unit(si.encoding));
-      l.nullable = p.nullable;
-    } else if (p.dir == Dir::in && d.kind == Kind::struct_) {
-      if (!record_lane(reg, p.type, records, l)) return false;
-    } else if (p.dir != Dir::in || !lane_of(reg, p.type, l) || l.op == Plan::Lane::Op::void_) {
-      return false;
-    }
-    lane.push_back(l);
+// The fast form of parameter i (Plan::Instr::fast); false when it has none
+// and always takes the general converter.
+static bool fast_form(const TypeRegistry& reg, const Function& fn, bool method, std::size_t i,
+                      std::vector<std::vector<LaneField>>& records, LaneOp& l) {
+  const Param& p = fn.params[i];
+  const TypeDesc& d = reg.get(p.type);
+  if (method && i == 0) {
+    l.op = LaneOp::Op::self;
+    return true;
   }
-  if (reg.get(fn.returns).kind == Kind::struct_) return record_lane(reg, fn.returns, records, ret);
-  return lane_of(reg, fn.returns, ret);
+  if (p.dir != Dir::in) return false;
+  if (d.kind == Kind::callback) {  // a registered callback: its code pointer
+    l.op = LaneOp::Op::callback;
+    l.size = sizeof(void*);
+    l.signature = d.as<CallbackInfo>().sig;
+    return true;
+  }
+  if (d.kind == Kind::string) {
+    // A NUL-terminated string the callee reads, of an encoding UTF-8 text is
+    // transcoded to directly (the marshaler's rule): transcoded to the stack.
+    const StringInfo& si = d.as<StringInfo>();
+    if (!transcodes_utf8(si.encoding) || si.terminator != Terminator::nul || si.length.present() ||
+        si.capacity.present())
+      return false;
+    l.op = LaneOp::Op::string;
+    l.size = sizeof(void*);
+    l.unit = static_cast<std::uint8_t>(encoding_unit(si.encoding));
+    l.nullable = p.nullable;
+    return true;
+  }
+  if (d.kind == Kind::struct_) return record_lane(reg, p.type, records, l);
+  return lane_of(reg, p.type, l) && l.op != LaneOp::Op::void_;
 }
 
 // A signature the engine or the ABI refuses (Library::build): id unsupported
@@ -279,20 +278,20 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
   for (std::size_t i = 0; i < fn.params.size(); ++i) {
     const Param& p = fn.params[i];
     const TypeDesc& d = reg.get(p.type);
-    Plan::Step s;
+    Plan::Instr s;
     s.type = p.type;
     s.host_index = !p.host_supplied() || (method && i == 0) ? -1 : static_cast<int>(plan->host_count_++);
     switch (d.kind) {
-      case Kind::ptr: s.op = Plan::Step::Op::ptr; break;
-      case Kind::array: s.op = Plan::Step::Op::array; break;
-      case Kind::string: s.op = Plan::Step::Op::string; break;
+      case Kind::ptr: s.op = Plan::Instr::Op::ptr; break;
+      case Kind::array: s.op = Plan::Instr::Op::array; break;
+      case Kind::string: s.op = Plan::Instr::Op::string; break;
       case Kind::interface: case Kind::callback: case Kind::void_: case Kind::integer: case Kind::floating: case Kind::boolean: case Kind::pointer:
       case Kind::struct_: case Kind::union_: case Kind::enum_: case Kind::handle:
-        s.op = Plan::Step::Op::value;
+        s.op = Plan::Instr::Op::value;
         break;
     }
     std::string why;
-    ffi_type* t = s.op == Plan::Step::Op::value ? ctx_.ffi().lower(reg, p.type, why) : &ffi_type_pointer;
+    ffi_type* t = s.op == Plan::Instr::Op::value ? ctx_.ffi().lower(reg, p.type, why) : &ffi_type_pointer;
     if (!t) {
       error = where(i) + why;
       return nullptr;
@@ -301,8 +300,8 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
       s.slot_size = d.size;
       s.slot_align = d.align;
     } else {
-      s.slot_size = s.op == Plan::Step::Op::value ? d.size : sizeof(void*);
-      s.slot_align = s.op == Plan::Step::Op::value ? d.align : alignof(void*);
+      s.slot_size = s.op == Plan::Instr::Op::value ? d.size : sizeof(void*);
+      s.slot_align = s.op == Plan::Instr::Op::value ? d.align : alignof(void*);
     }
     if (!resolve_free(p.free_with, s.free_with, why)) {
       error = where(i) + "free_with: " + why;
@@ -313,7 +312,7 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
     s.releases_handle = d.kind == Kind::handle && d.as<HandleInfo>().release == fn.name;
     plan->atypes_.push_back(t);
     plan->value_types_.push_back(p.type);
-    plan->steps_.push_back(s);
+    plan->instrs_.push_back(s);
   }
   std::string why;
   ffi_type* rtype = ctx_.ffi().lower(reg, fn.returns, why);
@@ -354,13 +353,25 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
     st = ffi_prep_cif(&plan->cif_, abi, static_cast<unsigned>(types.size()), rtype, types.data());
     if (plan->lowered_.empty() && fn.callconv == CallConv::default_) {
       std::vector<TypeId> by_value;
-      for (std::size_t i = 0; i < plan->steps_.size(); ++i)
-        by_value.push_back(plan->steps_[i].op == Plan::Step::Op::value ? plan->value_types_[i] : no_type);
+      for (std::size_t i = 0; i < plan->instrs_.size(); ++i)
+        by_value.push_back(plan->instrs_[i].op == Plan::Instr::Op::value ? plan->value_types_[i] : no_type);
       choose_invoker(reg, by_value, fn.returns, plan->invoker_);
     }
-    // A computed parameter is not a host argument: such plans take run().
-    plan->laned_ = plan->lowered_.empty() && plan->computed_.empty() &&
-                   scalar_lane(reg, fn, method, plan->lane_, plan->lane_ret_, plan->record_lanes_);
+  }
+  // Fast forms: not for variadic plans, split arguments or computed
+  // parameters (their calls take the general converter throughout), and
+  // only where bits are written as 8 bytes (lane_of).
+  if (fn.variadic_from < 0 && plan->lowered_.empty() && plan->computed_.empty()) {
+    bool all = true;
+    for (std::size_t i = 0; i < plan->instrs_.size(); ++i) {
+      Plan::Instr& in = plan->instrs_[i];
+      in.has_fast = fast_form(reg, fn, method, i, plan->record_fields_, in.fast);
+      all = all && in.has_fast;
+    }
+    plan->ret_fast_ = rd.kind == Kind::struct_ ? record_lane(reg, fn.returns, plan->record_fields_, plan->ret_lane_)
+                                               : lane_of(reg, fn.returns, plan->ret_lane_);
+    plan->laned_ = all && plan->ret_fast_;
+    plan->needs_general_ = !plan->laned_;
   }
   plan->cif_.rtype = rtype;
   if (st != FFI_OK) {

@@ -193,17 +193,17 @@ bool plain_data(const TypeRegistry& reg, TypeId t, int depth = 0) {
 
 Plan::InPlace Plan::in_place(std::size_t i) const {
   InPlace r;
-  if (method_ || i >= steps_.size()) return r;
-  const Step& s = steps_[i];
+  if (method_ || i >= instrs_.size()) return r;
+  const Instr& s = instrs_[i];
   const Param& p = fn_->params[i];
   const TypeRegistry& reg = *reg_;
   const TypeDesc& d = reg.get(s.type);
   if (p.dir == Dir::in) return r;
-  if (s.op == Step::Op::ptr) {
+  if (s.op == Instr::Op::ptr) {
     if (!s.free_with && plain_data(reg, d.ref)) r.form = InPlace::Form::value;
     return r;
   }
-  if (s.op != Step::Op::array || !plain_data(reg, d.ref)) return r;
+  if (s.op != Instr::Op::array || !plain_data(reg, d.ref)) return r;
   const ArrayInfo& a = d.as<ArrayInfo>();
   if (a.count.source == Count::Source::param) {
     const Param& cp = fn_->params[a.count.index];
@@ -226,7 +226,7 @@ bool Plan::guarded() const { return lib_->guarded(); }
 
 bool Plan::in_place_count(std::size_t i, std::int64_t count_arg, std::uint64_t& count) const {
   if (lib_->guarded()) return false;
-  const TypeDesc& d = reg_->get(steps_[i].type);
+  const TypeDesc& d = reg_->get(instrs_[i].type);
   const Count& source = d.as<ArrayInfo>().count;
   // Marshaler::count and buffer_bytes: a count of 63 bits at most, and no more
   // bytes than max_buffer (run() gives the message when this says no).
@@ -239,7 +239,7 @@ bool Plan::in_place_count(std::size_t i, std::int64_t count_arg, std::uint64_t& 
 
 bool Plan::in_place_length(std::size_t i, std::int64_t ret, std::uint64_t capacity, std::uint64_t& length,
                            std::string& error) const {
-  const TypeDesc& d = reg_->get(steps_[i].type);
+  const TypeDesc& d = reg_->get(instrs_[i].type);
   Arena arena;
   Marshaler m(*reg_, arena, nullptr);
   m.max_buffer = lib_->max_buffer();
@@ -256,38 +256,7 @@ bool Plan::in_place_length(std::size_t i, std::int64_t ret, std::uint64_t capaci
                                           " parameter " + std::to_string(i) + " '" + p.name + "': " + m.error));
 }
 
-bool Plan::call(std::span<const Value> args, CallResult& result, std::string& error) const {
-  ValuePointers p(args);
-  return call(p.view, result, error);
-}
-
-bool Plan::call(std::span<const Value* const> args, CallResult& result, std::string& error) const {
-  if (method_) {
-    return call_error(error, ErrorId::invalid_argument, lib_->typemap(), *fn_,
-                      lib_->typemap().file + ": " + fn_->name + " is a method: call it on an object");
-  }
-  return dispatch(nullptr, symbol_, args, result, error);
-}
-
-bool Plan::call_method(void* self, void* target, std::span<const Value> args, CallResult& result,
-                       std::string& error) const {
-  ValuePointers p(args);
-  return dispatch(self, target, p.view, result, error);
-}
-
-bool Plan::call_method(void* self, void* target, std::span<const Value* const> args, CallResult& result,
-                       std::string& error) const {
-  return dispatch(self, target, args, result, error);
-}
-
-bool Plan::dispatch(void* self, void* target, std::span<const Value* const> args, CallResult& result,
-                    std::string& error) const {
-  if (laned_ && args.size() == host_count_ && !lib_->guarded() && scalar_lanes_enabled.load(std::memory_order_relaxed)) {
-    const int done = run_lane(self, target, args.data(), result, error);
-    if (done >= 0) return done == 1;
-  }
-  return run(self, target, args, result, error);
-}
+// ---- one call ---------------------------------------------------------------------------------
 
 namespace {
 // Field names are short: compared inline, without a library call.
@@ -317,209 +286,305 @@ void record_to_host(const std::vector<LaneField>& fields, const std::byte* src, 
     lane_to_host(fields[k].op, load_unsigned(src + fields[k].offset, fields[k].op.size), r[k].second);
   }
 }
+
+// The general converter's per-call state, made when a call first needs it:
+// the arena, the marshaler, callbacks of scope "call" (deactivated when the
+// call returns, whatever path it takes), the frame counts read, and what pin
+// prepares for variadic and split arguments.
+struct General {
+  General(Library& lib, const TypeRegistry& reg, const Function& fn)
+      : m(reg, arena, &lib.handles()), refs(lib.callbacks(), call_scoped, lib.objects()) {
+    if (lib.guarded()) {
+      guard.emplace(fn.name);
+      arena.guard(&*guard);
+    }
+    m.max_buffer = lib.max_buffer();
+    m.refs = &refs;
+  }
+  General(const General&) = delete;
+  General& operator=(const General&) = delete;
+  ~General() {
+    for (auto& cb : call_scoped) cb->release();
+  }
+
+  Arena arena;
+  std::optional<GuardPages> guard;
+  Marshaler m;
+  std::vector<std::shared_ptr<Callback>> call_scoped;
+  CallReferences refs;
+  CallFrame frame;
+  std::vector<Value> computed;     // computed parameters' values
+  std::vector<std::uint8_t> done;  // converted already (a string a computed parameter measures)
+  ffi_cif var_cif{};
+  std::vector<const Value*> extra;  // variadic arguments
+  std::vector<ffi_type*> var_types;
+  std::vector<void*> var_values, split_values;
+};
+
+// Per-parameter storage beyond 16 parameters.
+struct BigArrays {
+  explicit BigArrays(std::size_t n) : slots(n), avalues(n), pointee(n), host(n) {}
+  std::vector<std::uint64_t> slots;
+  std::vector<void*> avalues, pointee;
+  std::vector<const Value*> host;
+};
 }  // namespace
 
-int Plan::run_lane(void* self, void* target, const Value* const* args, CallResult& result, std::string& error) const {
-  // ---- marshal: one switch per argument; anything unusual goes to run() ----
-  const std::size_t n = lane_.size();
-  std::uint64_t slots[14];
-  void* avalues[14];
-  alignas(16) std::byte scratch[1024];  // strings
-  std::size_t used = 0;
-  std::size_t h = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const Lane& l = lane_[i];
-    std::uint64_t bits = 0;
-    avalues[i] = &slots[i];
-    if (l.op == Lane::Op::self) {
-      std::memcpy(&slots[i], &self, sizeof self);
-      continue;
+// One call of a plan: the instructions run in one loop, stage by stage. Args
+// and Results are the host adapters (host_io.hpp); the Value adapters are
+// final classes, so their calls are direct.
+template <class Args, class Results>
+class PlanRun {
+ public:
+  PlanRun(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error)
+      : p_(p), fn_(*p.fn_), self_(self), target_(target), args_(args), out_(out), error_(error), n_(p.instrs_.size()) {}
+  PlanRun(const PlanRun&) = delete;
+  PlanRun& operator=(const PlanRun&) = delete;
+
+  bool run() {
+    const bool ok = setup() && marshal() && pin() && invoke() && unmarshal();
+    cleanup();
+    return ok;
+  }
+
+  // A call: a laned plan first runs the tight loop (run_lane), with its state
+  // in locals; the general run takes every call the fast forms do not.
+  static bool call(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error) {
+    if (p.laned_ && scalar_lanes_enabled.load(std::memory_order_relaxed) && !p.lib_->guarded()) {
+      const int done = run_lane(p, self, target, args, out, error);
+      if (done >= 0) return done == 1;
     }
-    const Value& v = *args[h++];
-    if (l.op < Lane::Op::void_) {  // a scalar: the common case first
-      if (!lane_to_native(l, v, bits)) return -1;
-    } else if (l.op == Lane::Op::string) {
-      // Well-formed text that fits the scratch; anything else (null not
-      // allowed, not a string, not well-formed, too long) goes through run().
-      if (v.is<std::string>()) {
-        const std::string& text = v.as<std::string>();
-        const std::size_t room = (text.size() + 1) * l.unit;
-        if (used + room > sizeof scratch) return -1;
-        std::byte* dst = scratch + used;
-        const std::size_t units = transcode_utf8(text, l.unit, dst);
-        if (units == SIZE_MAX) return -1;
-        std::memset(dst + units * l.unit, 0, l.unit);
-        used += (room + 15) & ~std::size_t{15};
-        bits = reinterpret_cast<std::uintptr_t>(dst);
-      } else if (!v.is_null() || !l.nullable) {
-        return -1;
+    return run_general(p, self, target, args, out, error);
+  }
+
+ private:
+  using Instr = Plan::Instr;
+  using Op = LaneOp::Op;
+  static constexpr std::size_t scratch_size = 1024;  // fast strings and records, on the stack
+
+  [[gnu::noinline]] static bool run_general(const Plan& p, void* self, void* target, const Args& args, Results& out,
+                                            std::string& error) {
+    return PlanRun(p, self, target, args, out, error).run();
+  }
+
+  // Every instruction and the return have a fast form, and no more than 16
+  // parameters: the same stages over the same fast conversions, the state in
+  // locals. 1: done, 0: failed (error set), -1: an argument the fast forms do
+  // not take (nothing has run yet: the general run then makes the call).
+  [[gnu::flatten]] static int run_lane(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error) {
+    constexpr std::size_t max_params = 16;
+    const std::size_t n = p.instrs_.size();
+    if (n > max_params || args.size() != p.host_count_) return -1;
+    std::uint64_t slots[max_params];
+    void* avalues[max_params];
+    alignas(16) std::byte scratch[scratch_size];
+    std::size_t used = 0;
+    for (std::size_t i = 0; i < n; ++i)
+      if (!fast_arg(p, p.instrs_[i], args, self, slots[i], avalues[i], scratch, used)) return -1;
+    alignas(16) std::byte rvalue[32] = {};  // fast returns: at most 32 bytes
+    int saved_errno = 0;
+    std::unique_ptr<Error> callback_failure, failed;
+    native_call(p, &p.cif_, target, avalues, rvalue, out, saved_errno, callback_failure);
+    std::int64_t return_int = 0;
+    fast_return(p, out, rvalue, saved_errno, return_int, failed);
+    for (std::unique_ptr<Error>* e : {&callback_failure, &failed})
+      if (*e) {
+        set_error(error, std::move(**e));
+        return 0;
       }
-    } else if (l.op == Lane::Op::record) {
-      // A record with exactly the struct's fields, in order, each taken by the
-      // lane; anything else (another order, a missing field) goes through run().
-      if (!v.is<Record>()) return -1;
-      const Record& rec = v.as<Record>();
-      const std::vector<LaneField>& fields = record_lanes_[l.record];
-      if (rec.size() != fields.size() || used + 32 > sizeof scratch) return -1;
-      std::byte* dst = scratch + used;
-      std::memset(dst, 0, 32);
-      for (std::size_t k = 0; k < fields.size(); ++k) {
-        std::uint64_t fb = 0;
-        if (!same_name(rec[k].first, *fields[k].name) || !lane_to_native(fields[k].op, rec[k].second, fb)) return -1;
-        store_bits(dst + fields[k].offset, fields[k].op.size, fb);
-      }
-      used += 32;
-      avalues[i] = dst;  // an aggregate: libffi reads it where it is
-      continue;
-    } else if (l.op == Lane::Op::callback) {
-      // A registered callback of this signature, still active; a host function
-      // (a closure for this call) and every error go through run().
-      if (!v.is<std::shared_ptr<Callback>>()) return -1;
-      const Callback& cb = *v.as<std::shared_ptr<Callback>>();
-      if (&cb.signature() != l.signature || !cb.active()) return -1;
-      const void* code = cb.code();
-      std::memcpy(&bits, &code, sizeof code);
+    return 1;
+  }
+
+  // ---- setup: the argument count, per-parameter storage, and whether the
+  // fast forms are on (not in guard mode, not when tests turn them off) and
+  // the general converter is needed from the start.
+  bool setup() {
+    const bool variadic = fn_.variadic_from >= 0;
+    const std::size_t given = args_.size();
+    if (given < p_.host_count_ || (!variadic && given != p_.host_count_)) return arity_error(given);
+    if (n_ > std::size(slot_small_)) {
+      big_ = std::make_unique<BigArrays>(n_);
+      slots_ = big_->slots.data();
+      avalues_ = big_->avalues.data();
+      pointee_ = big_->pointee.data();
+      host_ = big_->host.data();
     }
-    slots[i] = bits;
+    fast_ = scalar_lanes_enabled.load(std::memory_order_relaxed) && !p_.lib_->guarded();
+    if (p_.needs_general_ || !fast_) general();
+    return true;
   }
 
-  // ---- invoke ----
-  const Function& fn = *fn_;
-  alignas(16) std::byte rvalue[32] = {};
-  if (callback_error_pending()) {
-    std::string stale;
-    callback_take_error(stale);  // a failure from an earlier call is not this call's
-  }
-  const bool wants_errno = fn.capture_errno || fn.check.error_errno;
-  if (wants_errno) errno = 0;
-  if (invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
-    invoke(invoker_, target, avalues, rvalue);
-  else
-    ffi_call(const_cast<ffi_cif*>(&cif_), FFI_FN(target), rvalue, avalues);
-  const int saved_errno = wants_errno ? errno : 0;
-  if (fn.capture_errno) result.error_number = saved_errno;
-
-  // ---- unmarshal ----
-  std::uint64_t wide;
-  std::memcpy(&wide, rvalue, 8);
-  std::int64_t return_int = 0;
-  if (lane_ret_.op == Lane::Op::record) record_to_host(record_lanes_[lane_ret_.record], rvalue, result.ret);
-  else return_int = lane_to_host(lane_ret_, wide, result.ret);
-  const std::uint32_t size = lane_ret_.size;
-  std::string callback_failure;
-  if (callback_error_pending() && callback_take_error(callback_failure)) {
-    Error& e = prefix_error(error, lib_->typemap().file + ": " + fn.name + ": ", callback_failure);
-    e.file = lib_->typemap().file;
-    e.function = fn.name;
-    return 0;
-  }
-  if (fn.check.when != Check::When::never) {
-    std::uint64_t narrowed = size < 8 && size ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
-    Error failed = check_failure(lib_->typemap(), fn, reg_->get(fn.returns), &narrowed, return_int, saved_errno);
-    if (failed) {
-      set_error(error, std::move(failed));
-      return 0;
-    }
-  }
-  return 1;
-}
-
-bool Plan::run(void* self, void* target, std::span<const Value* const> args, CallResult& result,
-               std::string& error) const {
-  // ---- setup ----
-  const Function& fn = *fn_;
-  const TypeRegistry& reg = *reg_;
-  const Typemap& tm = lib_->typemap();
-  const std::size_t n = steps_.size();
-  const bool variadic = fn.variadic_from >= 0;
-  if (args.size() < host_count_ || (!variadic && args.size() != host_count_)) {
+  bool arity_error(std::size_t given) {
+    const Typemap& tm = p_.lib_->typemap();
+    const bool variadic = fn_.variadic_from >= 0;
+    const std::size_t want = p_.host_count_;
     std::string names;
-    for (std::size_t i = method_ ? 1 : 0; i < fn.params.size(); ++i)
-      if (fn.params[i].host_supplied()) names += (names.empty() ? "" : ", ") + fn.params[i].name;
+    for (std::size_t i = p_.method_ ? 1 : 0; i < fn_.params.size(); ++i)
+      if (fn_.params[i].host_supplied()) names += (names.empty() ? "" : ", ") + fn_.params[i].name;
     Error e;
     e.id = ErrorId::invalid_argument;
     e.file = tm.file;
-    e.function = fn.name;
-    e.got = std::to_string(args.size()) + " arguments";
-    e.expected = std::to_string(host_count_) + (variadic ? " or more" : "") + " arguments";
-    e.message = tm.file + ": " + fn.name + ": expects " + std::to_string(host_count_) + " argument" +
-                (host_count_ == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") +
-                (variadic ? " and then variadic ones" : "") + ", got " + std::to_string(args.size());
-    return set_error(error, std::move(e));
+    e.function = fn_.name;
+    e.got = std::to_string(given) + " arguments";
+    e.expected = std::to_string(want) + (variadic ? " or more" : "") + " arguments";
+    e.message = tm.file + ": " + fn_.name + ": expects " + std::to_string(want) + " argument" + (want == 1 ? "" : "s") +
+                (names.empty() ? "" : " (" + names + ")") + (variadic ? " and then variadic ones" : "") + ", got " +
+                std::to_string(given);
+    return set_error(error_, std::move(e));
   }
-  Arena arena;
-  std::optional<GuardPages> guard;
-  if (lib_->guarded()) {
-    guard.emplace(fn.name);
-    arena.guard(&*guard);
-  }
-  Marshaler m(reg, arena, &lib_->handles());
-  m.max_buffer = lib_->max_buffer();
-  // Callbacks of scope "call" live until this call returns, whatever path it takes.
-  std::vector<std::shared_ptr<Callback>> call_scoped;
-  struct ReleaseAtExit {
-    std::vector<std::shared_ptr<Callback>>& list;
-    ~ReleaseAtExit() { for (auto& cb : list) cb->release(); }
-  } release_at_exit{call_scoped};
-  CallReferences refs(lib_->callbacks(), call_scoped, lib_->objects());
-  m.refs = &refs;
-  const Value* host_small[16];
-  void* pointee_small[16];
-  void* avalue_small[16];
-  std::vector<const Value*> host_big;
-  std::vector<void*> pointee_big, avalue_big;
-  const Value** host = host_small;
-  void** pointee = pointee_small;
-  void** avalues = avalue_small;
-  if (n > 16) {
-    host_big.resize(n);
-    pointee_big.resize(n);
-    avalue_big.resize(n);
-    host = host_big.data();
-    pointee = pointee_big.data();
-    avalues = avalue_big.data();
-  }
-  for (std::size_t i = 0; i < n; ++i) {
-    host[i] = steps_[i].host_index >= 0 ? args[static_cast<std::size_t>(steps_[i].host_index)] : nullptr;
-    pointee[i] = nullptr;
-  }
-  CallFrame frame;
-  frame.sig = &fn;
-  frame.param_offset = method_ ? 1 : 0;
-  frame.host = std::span<const Value* const>(host, n);
-  frame.pointee = std::span<void* const>(pointee, n);
 
-  // ---- marshal: every argument is converted before any native code runs ----
-  auto fail = [&](std::size_t i) {
-    return set_error(error, param_error(tm, fn, i, m,
-                                        tm.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" +
-                                            fn.params[i].name + "' (" + reg.spell(fn.params[i].type) + "): " + m.error));
-  };
-  // Converts parameter i into its slot; `units` (strings) receives the code
-  // units passed, without the terminator.
-  auto marshal_param = [&](std::size_t i, std::size_t& units) -> bool {
-    const Step& s = steps_[i];
-    const Param& p = fn.params[i];
+  // The general converter's state; made on first need, with every host
+  // argument as a Value (counts may name any parameter).
+  General& general() {
+    if (!g_) {
+      g_.emplace(*p_.lib_, *p_.reg_, fn_);
+      for (std::size_t i = 0; i < n_; ++i) {
+        const int h = p_.instrs_[i].host_index;
+        host_[i] = h >= 0 ? &args_.value(static_cast<std::size_t>(h)) : nullptr;
+        pointee_[i] = nullptr;
+      }
+      CallFrame& f = g_->frame;
+      f.sig = &fn_;
+      f.param_offset = p_.method_ ? 1 : 0;
+      f.host = std::span<const Value* const>(host_, n_);
+      f.pointee = std::span<void* const>(pointee_, n_);
+    }
+    return *g_;
+  }
+
+  // ---- marshal: every argument is converted before any native code runs;
+  // computed parameters first (they read what other parameters hold).
+  bool marshal() {
+    if (!p_.computed_.empty() && !marshal_computed()) return false;
+    for (std::size_t i = 0; i < n_; ++i) {
+      if (g_ && !g_->done.empty() && g_->done[i]) continue;
+      const Instr& in = p_.instrs_[i];
+      if (fast_ && in.has_fast && marshal_fast(i, in)) continue;
+      std::size_t units = 0;
+      if (!marshal_general(i, units)) return false;
+    }
+    return true;
+  }
+
+  // A fast instruction: the value as native bits, in a slot or the stack
+  // scratch; false when the fast form does not take it (the general converter then does).
+  // flatten: the scalar rules (numeric.hpp, lane.hpp) inline here, as one switch per argument.
+  // Shared by the laned loop (run_lane) and the general run (marshal_fast): one set of rules.
+  [[gnu::flatten, gnu::always_inline]] static inline bool fast_arg(const Plan& p, const Instr& in, const Args& args, void* self,
+                                        std::uint64_t& slot, void*& avalue, std::byte* scratch, std::size_t& used) {
+    const LaneOp& l = in.fast;
+    const auto h = static_cast<std::size_t>(in.host_index);
+    std::uint64_t bits = 0;
+    avalue = &slot;
+    switch (l.op) {
+      case Op::self:
+        std::memcpy(&slot, &self, sizeof self);
+        return true;
+      case Op::sint: case Op::uint: case Op::f32: case Op::f64: case Op::boolean: case Op::pointer: {
+        HostScalar s;
+        args.scalar(h, s);
+        if (!lane_to_native(l, s, bits)) return false;
+        break;
+      }
+      case Op::string: {
+        // Well-formed text that fits the scratch, or null where null is allowed.
+        HostScalar s;
+        args.scalar(h, s);
+        if (s.kind == HostScalar::Kind::string) {
+          const std::size_t room = (s.text.size() + 1) * l.unit;
+          if (used + room > scratch_size) return false;
+          std::byte* dst = scratch + used;
+          const std::size_t units = transcode_utf8(s.text, l.unit, dst);
+          if (units == SIZE_MAX) return false;
+          std::memset(dst + units * l.unit, 0, l.unit);
+          used += (room + 15) & ~std::size_t{15};
+          bits = reinterpret_cast<std::uintptr_t>(dst);
+        } else if (s.kind != HostScalar::Kind::null || !l.nullable) {
+          return false;
+        }
+        break;
+      }
+      case Op::record: {
+        // A record with exactly the struct's fields, in order, each taken by
+        // its fast form; any other form goes to the general converter.
+        const Value& v = args.value(h);
+        if (!v.is<Record>()) return false;
+        const Record& rec = v.as<Record>();
+        const std::vector<LaneField>& fields = p.record_fields_[l.record];
+        if (rec.size() != fields.size() || used + 32 > scratch_size) return false;
+        std::byte* dst = scratch + used;
+        std::memset(dst, 0, 32);
+        for (std::size_t k = 0; k < fields.size(); ++k) {
+          std::uint64_t fb = 0;
+          if (!same_name(rec[k].first, *fields[k].name) || !lane_to_native(fields[k].op, rec[k].second, fb))
+            return false;
+          store_bits(dst + fields[k].offset, fields[k].op.size, fb);
+        }
+        used += 32;
+        avalue = dst;  // an aggregate: libffi reads it where it is
+        return true;
+      }
+      case Op::callback: {
+        // A registered callback of this signature, still active; a host
+        // function (a closure for this call) and every error: the general converter.
+        const Value& v = args.value(h);
+        if (!v.is<std::shared_ptr<Callback>>()) return false;
+        const Callback& cb = *v.as<std::shared_ptr<Callback>>();
+        if (&cb.signature() != l.signature || !cb.active()) return false;
+        const void* code = cb.code();
+        std::memcpy(&bits, &code, sizeof code);
+        break;
+      }
+      case Op::void_:
+        return false;
+    }
+    slot = bits;
+    return true;
+  }
+
+  bool marshal_fast(std::size_t i, const Instr& in) {
+    return fast_arg(p_, in, args_, self_, slots_[i], avalues_[i], scratch_, used_);
+  }
+
+  bool fail(std::size_t i) {
+    const Typemap& tm = p_.lib_->typemap();
+    const TypeRegistry& reg = *p_.reg_;
+    return set_error(error_, param_error(tm, fn_, i, g_->m,
+                                         tm.file + ": " + fn_.name + ": parameter " + std::to_string(i) + " '" +
+                                             fn_.params[i].name + "' (" + reg.spell(fn_.params[i].type) +
+                                             "): " + g_->m.error));
+  }
+
+  // A general instruction: parameter i converted by the marshaler into its
+  // slot; `units` (strings) receives the code units passed, without the terminator.
+  bool marshal_general(std::size_t i, std::size_t& units) {
+    General& g = general();
+    Marshaler& m = g.m;
+    Arena& arena = g.arena;
+    const TypeRegistry& reg = *p_.reg_;
+    const Instr& s = p_.instrs_[i];
+    const Param& p = fn_.params[i];
     const TypeDesc& d = reg.get(s.type);
-    if (guard) guard->label(static_cast<int>(i), p.name);
+    if (g.guard) g.guard->label(static_cast<int>(i), p.name);
     // Slots are zeroed and rounded up to 16 bytes: a struct split into eightbytes
     // (abi.hpp) is read 8 bytes at a time.
     void* slot = arena.alloc_zeroed((std::max<std::size_t>(s.slot_size, sizeof(void*)) + 15) & ~std::size_t{15},
                                     std::max<std::size_t>(s.slot_align, alignof(void*)));
-    avalues[i] = slot;
+    avalues_[i] = slot;
     Ctx c;
-    c.frame = &frame;
+    c.frame = &g.frame;
     c.nullable = p.nullable;
     c.is_const = p.is_const;
     void* ptr = nullptr;
-    if (method_ && i == 0) {  // `this`
-      std::memcpy(slot, &self, sizeof self);
+    if (p_.method_ && i == 0) {  // `this`
+      std::memcpy(slot, &self_, sizeof self_);
       return true;
     }
+    const Value* const* host = host_;
     switch (s.op) {
-      case Step::Op::value:
+      case Instr::Op::value:
         return m.to_native(s.type, *host[i], slot, c) || fail(i);
-      case Step::Op::ptr:
+      case Instr::Op::ptr:
         if (p.dir == Dir::out) {
           std::size_t size = reg.get(d.ref).size;
           ptr = arena.alloc_zeroed(size ? size : 1, std::max<std::uint32_t>(reg.get(d.ref).align, 1));
@@ -530,7 +595,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
           std::memcpy(&ptr, slot, sizeof ptr);
         }
         break;
-      case Step::Op::array:
+      case Instr::Op::array:
         if (p.dir == Dir::out) {
           // The callee is told `count` elements: it gets room for all of them,
           // or the call fails here, before any allocation.
@@ -550,7 +615,7 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
           return fail(i);
         }
         break;
-      case Step::Op::string: {
+      case Instr::Op::string: {
         const StringInfo& si = d.as<StringInfo>();
         std::uint64_t cap = 0;
         if (si.capacity.present() && !m.count(si.capacity, c, cap)) return fail(i);
@@ -572,249 +637,435 @@ bool Plan::run(void* self, void* target, std::span<const Value* const> args, Cal
       }
     }
     std::memcpy(slot, &ptr, sizeof ptr);
-    pointee[i] = ptr;
+    pointee_[i] = ptr;
     return true;
-  };
-  // Computed parameters first (extension "value"), so that every count that
-  // names one reads the engine's value: a string they measure is converted
-  // here, an array is measured by what the host gave (and converted with that
-  // count below). The value must fit the parameter's integer type.
-  std::vector<Value> computed(computed_.size());
-  std::uint8_t done_small[16] = {};  // converted already (a string a computed parameter measures)
-  std::vector<std::uint8_t> done_big;
-  std::uint8_t* done = done_small;
-  if (n > 16) {
-    done_big.assign(n, 0);
-    done = done_big.data();
   }
-  for (std::size_t k = 0; k < computed_.size(); ++k) {
-    const std::size_t i = computed_[k];
-    const Computed& cv = fn.params[i].value;
-    std::uint64_t value = cv.size;
-    if (cv.measure != Computed::Measure::size_of) {
-      const std::size_t t = cv.index + (method_ ? 1 : 0);
-      const TypeDesc& td = reg.get(steps_[t].type);
-      const Value& hv = *host[t];
-      std::uint64_t elements = 0;
-      std::size_t unit = 1;
-      if (td.kind == Kind::string) {
-        std::size_t units = 0;
-        if (!done[t] && !marshal_param(t, units)) return false;
-        done[t] = 1;
-        elements = units;
-        unit = encoding_unit(td.as<StringInfo>().encoding);
-      } else {  // an array counted by this parameter (or a sentinel): what the host gave
-        if (hv.is<List>()) elements = hv.as<List>().size();
-        else if (hv.is<Bytes>()) elements = hv.as<Bytes>().data.size();
-        else if (hv.is<std::shared_ptr<NativeBox>>()) elements = hv.as<std::shared_ptr<NativeBox>>()->count;
-        // anything else (null, a wrong kind) counts 0: its conversion accepts or reports it
-        unit = reg.get(td.ref).size;
+
+  // Computed parameters (extension "value"), so that every count that names
+  // one reads the engine's value: a string they measure is converted here, an
+  // array is measured by what the host gave (and converted with that count
+  // later). The value must fit the parameter's integer type.
+  bool marshal_computed() {
+    General& g = general();
+    const TypeRegistry& reg = *p_.reg_;
+    const Typemap& tm = p_.lib_->typemap();
+    g.computed.resize(p_.computed_.size());
+    g.done.assign(n_, 0);
+    for (std::size_t k = 0; k < p_.computed_.size(); ++k) {
+      const std::size_t i = p_.computed_[k];
+      const Computed& cv = fn_.params[i].value;
+      std::uint64_t value = cv.size;
+      if (cv.measure != Computed::Measure::size_of) {
+        const std::size_t t = cv.index + (p_.method_ ? 1 : 0);
+        const TypeDesc& td = reg.get(p_.instrs_[t].type);
+        const Value& hv = *host_[t];
+        std::uint64_t elements = 0;
+        std::size_t unit = 1;
+        if (td.kind == Kind::string) {
+          std::size_t units = 0;
+          if (!g.done[t] && !marshal_general(t, units)) return false;
+          g.done[t] = 1;
+          elements = units;
+          unit = encoding_unit(td.as<StringInfo>().encoding);
+        } else {  // an array counted by this parameter (or a sentinel): what the host gave
+          if (hv.is<List>()) elements = hv.as<List>().size();
+          else if (hv.is<Bytes>()) elements = hv.as<Bytes>().data.size();
+          else if (hv.is<std::shared_ptr<NativeBox>>()) elements = hv.as<std::shared_ptr<NativeBox>>()->count;
+          // anything else (null, a wrong kind) counts 0: its conversion accepts or reports it
+          unit = reg.get(td.ref).size;
+        }
+        std::size_t bytes = 0;
+        if (cv.measure == Computed::Measure::count_of) value = elements;
+        else if (checked_mul(elements, unit, bytes)) value = bytes;
+        else value = UINT64_MAX;  // cannot be: the host's data exists; reported as out of range below
       }
-      std::size_t bytes = 0;
-      if (cv.measure == Computed::Measure::count_of) value = elements;
-      else if (checked_mul(elements, unit, bytes)) value = bytes;
-      else value = UINT64_MAX;  // cannot be: the host's data exists; reported as out of range below
+      const TypeId type = p_.instrs_[i].type;
+      const TypeDesc& pd = reg.get(type);
+      std::uint64_t bits = 0;
+      if (integer_fit(HostScalar::of_uint(value), pd.size * 8u, pd.has(flag_signed), bits) != Fit::ok) {
+        Marshaler& m = g.m;
+        m.error_id = ErrorId::limit_exceeded;
+        m.error_got = std::to_string(value);
+        m.error_expected = reg.spell(type);
+        return set_error(error_, param_error(tm, fn_, i, m,
+                                             tm.file + ": " + fn_.name + ": parameter " + std::to_string(i) + " '" +
+                                                 fn_.params[i].name + "' (" + reg.spell(type) +
+                                                 "): the computed value " + std::to_string(value) + " (" +
+                                                 std::string(measure_name(cv.measure)) + " " +
+                                                 (cv.measure == Computed::Measure::size_of ? reg.spell(cv.type)
+                                                                                           : "'" + cv.name + "'") +
+                                                 ") does not fit " + reg.spell(type)));
+      }
+      g.computed[k] = Value(value);
+      host_[i] = &g.computed[k];
     }
-    const TypeDesc& pd = reg.get(steps_[i].type);
-    std::uint64_t bits = 0;
-    if (integer_fit(Value(value), pd.size * 8u, pd.has(flag_signed), bits) != Fit::ok) {
-      m.error_id = ErrorId::limit_exceeded;
-      m.error_got = std::to_string(value);
-      m.error_expected = reg.spell(steps_[i].type);
-      return set_error(error, param_error(tm, fn, i, m,
-                                          tm.file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" +
-                                              fn.params[i].name + "' (" + reg.spell(steps_[i].type) +
-                                              "): the computed value " + std::to_string(value) + " (" +
-                                              std::string(measure_name(cv.measure)) + " " +
-                                              (cv.measure == Computed::Measure::size_of ? reg.spell(cv.type)
-                                                                                        : "'" + cv.name + "'") +
-                                              ") does not fit " + reg.spell(steps_[i].type)));
-    }
-    computed[k] = Value(value);
-    host[i] = &computed[k];
+    return true;
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    std::size_t units = 0;
-    if (!done[i] && !marshal_param(i, units)) return false;
+
+  // ---- pin: what native code is given is fixed. Host-owned native memory
+  // (NativeBox) was passed by address in marshal, as was host data already in
+  // the native layout for a `const` parameter (guard mode copies it read-only
+  // instead); every other argument is a copy (the arena, the slots, the
+  // scratch), so `in` data of the host is never touched by the callee. A variadic call gets its own cif, split
+  // arguments (abi.hpp) the addresses of their parts.
+  bool pin() {
+    cif_ = &p_.cif_;
+    call_values_ = avalues_;
+    if (fn_.variadic_from >= 0) return pin_variadic();
+    if (!p_.lowered_.empty()) {
+      General& g = general();
+      for (const LoweredArg& a : p_.lowered_)
+        g.split_values.push_back(static_cast<std::byte*>(avalues_[a.param]) + a.offset);
+      call_values_ = g.split_values.data();
+    }
+    return true;
   }
 
   // Variadic arguments: promoted and prepared per call.
-  ffi_cif var_cif;
-  const ffi_cif* cif = &cif_;
-  std::vector<ffi_type*> var_types;
-  std::vector<void*> var_values;
-  std::vector<void*> split_values;
-  if (variadic) {
-    var_types.assign(atypes_.begin(), atypes_.end());
-    std::vector<TypeId> ids(value_types_);
-    var_values.assign(avalues, avalues + n);
-    if (!marshal_variadic(args.subspan(host_count_), var_types, ids, var_values, m, arena, error)) return false;
+  bool pin_variadic() {
+    General& g = general();
+    const TypeRegistry& reg = *p_.reg_;
+    const Typemap& tm = p_.lib_->typemap();
+    for (std::size_t k = p_.host_count_; k < args_.size(); ++k) g.extra.push_back(&args_.value(k));
+    g.var_types.assign(p_.atypes_.begin(), p_.atypes_.end());
+    std::vector<TypeId> ids(p_.value_types_);
+    g.var_values.assign(avalues_, avalues_ + n_);
+    if (!p_.marshal_variadic(g.extra, g.var_types, ids, g.var_values, g.m, g.arena, error_)) return false;
     std::vector<LoweredArg> lowered;
-    unsigned fixed = static_cast<unsigned>(fn.variadic_from);
-    if (lower_arguments(reg, ids, var_types, fn.returns, lowered)) {
+    unsigned fixed = static_cast<unsigned>(fn_.variadic_from);
+    if (lower_arguments(reg, ids, g.var_types, fn_.returns, lowered)) {
       std::vector<ffi_type*> types;
       fixed = 0;
       for (const LoweredArg& a : lowered) {
         types.push_back(a.type);
-        split_values.push_back(static_cast<std::byte*>(var_values[a.param]) + a.offset);
-        if (a.param < static_cast<std::uint32_t>(fn.variadic_from)) ++fixed;
+        g.split_values.push_back(static_cast<std::byte*>(g.var_values[a.param]) + a.offset);
+        if (a.param < static_cast<std::uint32_t>(fn_.variadic_from)) ++fixed;
       }
-      var_types = std::move(types);
-      var_values = split_values;
+      g.var_types = std::move(types);
+      g.var_values = g.split_values;
     }
     ffi_abi abi = FFI_DEFAULT_ABI;
-    if (!ffi_abi_of(fn.callconv, abi, error)) {
-      error_for(error).id = ErrorId::unsupported;
+    if (!ffi_abi_of(fn_.callconv, abi, error_)) {
+      error_for(error_).id = ErrorId::unsupported;
       return false;
     }
-    if (ffi_prep_cif_var(&var_cif, abi, fixed, static_cast<unsigned>(var_types.size()), cif_.rtype,
-                         var_types.data()) != FFI_OK)
-      return call_error(error, ErrorId::unsupported, tm, fn, tm.file + ": " + fn.name + ": libffi cannot prepare this variadic call");
-    cif = &var_cif;
-    avalues = var_values.data();
-  } else if (!lowered_.empty()) {
-    for (const LoweredArg& a : lowered_) split_values.push_back(static_cast<std::byte*>(avalues[a.param]) + a.offset);
-    avalues = split_values.data();
+    if (ffi_prep_cif_var(&g.var_cif, abi, fixed, static_cast<unsigned>(g.var_types.size()), p_.cif_.rtype,
+                         g.var_types.data()) != FFI_OK)
+      return call_error(error_, ErrorId::unsupported, tm, fn_,
+                        tm.file + ": " + fn_.name + ": libffi cannot prepare this variadic call");
+    cif_ = &g.var_cif;
+    call_values_ = g.var_values.data();
+    return true;
   }
 
-  // ---- pin: host-owned native memory (NativeBox) was passed by address above,
-  // as was host data in the native layout for a `const` parameter (which guard
-  // mode copies read-only instead); everything else is a copy in the arena.
-
-  // ---- invoke ----
-  // A handle this call releases leaves the identity table first: once the
-  // callee frees it, its value may come back as a new handle (HandleTable).
-  for (std::size_t i = 0; i < n; ++i)
-    if (steps_[i].releases_handle && host[i]->is<std::shared_ptr<HandleBox>>())
-      lib_->handles().released(host[i]->as<std::shared_ptr<HandleBox>>());
-  const TypeDesc& rd = reg.get(fn.returns);
-  if (guard) guard->label(-1, {});
-  void* rvalue = arena.alloc(return_buffer_size(rd), 16);
-  if (callback_error_pending()) {
-    std::string stale;
-    callback_take_error(stale);  // a failure from an earlier call is not this call's
-  }
-  errno = 0;
-  if (cif == &cif_ && invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
-    invoke(invoker_, target, avalues, rvalue);
-  else
-    ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(target), rvalue, avalues);
-  const int saved_errno = errno;
-  if (fn.capture_errno) result.error_number = saved_errno;
-  // A host function that failed inside this call: native code got its on_error
-  // value; the host caller gets the error once unmarshal has run, so memory the
-  // callee handed over (an error message to free, say) is still freed.
-  // Failures are kept as records until the first is reported (unmarshal may fail again).
-  Error callback_failure;
-  {
-    std::string text;
-    if (callback_error_pending() && callback_take_error(text)) {
-      callback_failure = error_for(text);
-      callback_failure.message = tm.file + ": " + fn.name + ": " + text;
-      callback_failure.file = tm.file;
-      callback_failure.function = fn.name;
+  // The native call proper, shared by run_lane and invoke: errno, and a host
+  // callback's failure (kept for after unmarshal).
+  [[gnu::always_inline]] static inline void native_call(const Plan& p, const ffi_cif* cif, void* target, void** values, void* rvalue, Results& out,
+                          int& saved_errno, std::unique_ptr<Error>& callback_failure) {
+    const Function& fn = *p.fn_;
+    if (callback_error_pending()) {
+      std::string stale;
+      callback_take_error(stale);  // a failure from an earlier call is not this call's
+    }
+    const bool wants_errno = fn.capture_errno || fn.check.error_errno;
+    if (wants_errno) errno = 0;
+    if (cif == &p.cif_ && p.invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
+      marshal::invoke(p.invoker_, target, values, rvalue);
+    else
+      ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(target), rvalue, values);
+    saved_errno = wants_errno ? errno : 0;
+    if (fn.capture_errno) out.error_number(saved_errno);
+    // A host function that failed inside this call: native code got its
+    // on_error value; the host caller gets the error once unmarshal has run,
+    // so memory the callee handed over (an error message to free, say) is still freed.
+    if (callback_error_pending()) {
+      std::string text;
+      if (callback_take_error(text)) {
+        const Typemap& tm = p.lib_->typemap();
+        Error e = error_for(text);
+        e.message = tm.file + ": " + fn.name + ": " + text;
+        e.file = tm.file;
+        e.function = fn.name;
+        callback_failure = std::make_unique<Error>(std::move(e));
+      }
     }
   }
 
-  // ---- unmarshal: the return value, then out/inout parameters ----
-  frame.after = true;
-  void* ret = arena.alloc(std::max<std::size_t>(rd.size, 8), 16);
-  std::memset(ret, 0, std::max<std::size_t>(rd.size, 8));
-  if (rd.kind == Kind::string || rd.kind == Kind::array || rd.kind == Kind::ptr) std::memcpy(ret, rvalue, sizeof(void*));
-  else if (rd.kind != Kind::void_) read_return(rd, rvalue, ret);
-  if (rd.kind == Kind::integer || rd.kind == Kind::enum_)
-    frame.return_int = rd.has(flag_signed) ? load_signed(ret, rd.size) : static_cast<std::int64_t>(load_unsigned(ret, rd.size));
-  Ctx rc;
-  rc.frame = &frame;
-  rc.transfer = true;  // a returned object carries a reference for the caller
-  Error fail_text = check_failure(tm, fn, rd, ret, frame.return_int, saved_errno);
-  // Unmarshal always runs to the end, so that every pointer the callee handed
-  // over is converted and freed; the first problem is reported afterwards.
-  Error unmarshal_error;
-  auto note = [&](std::string e, ErrorId id = ErrorId::conversion, int param = -1) {
-    if (unmarshal_error) return;
-    if (param >= 0) unmarshal_error = param_error(tm, fn, static_cast<std::size_t>(param), m, std::move(e));
-    else {
-      unmarshal_error.id = id == ErrorId::none ? ErrorId::conversion : id;
-      unmarshal_error.file = tm.file;
-      unmarshal_error.function = fn.name;
-      unmarshal_error.message = std::move(e);
-    }
-  };
-  const bool owned = rd.kind == Kind::string || rd.kind == Kind::array || rd.kind == Kind::ptr;
-  if (rd.kind == Kind::void_) result.ret.set_null();  // a reused result holds no earlier return
-  if (owned) {
-    void* p;
-    std::memcpy(&p, ret, sizeof p);
-    bool ok = true;
-    if (!p) {
-      result.ret = Value();
-      if (!fn.return_nullable && !fail_text)
-        note(tm.file + ": " + fn.name + " returned NULL, and its return is not nullable", ErrorId::null_not_allowed);
-    } else if (rd.kind == Kind::string) {
-      ok = m.string_to_host(rd.as<StringInfo>(), p, 0, rc, result.ret);
-    } else if (rd.kind == Kind::array) {
-      ok = m.array_to_host(fn.returns, p, rc, result.ret);
+  // ---- invoke: the native call, errno, and a host callback's failure.
+  bool invoke() {
+    const TypeDesc& rd = p_.reg_->get(fn_.returns);
+    if (g_) {
+      // A handle this call releases leaves the identity table first: once the
+      // callee frees it, its value may come back as a new handle (HandleTable).
+      for (std::size_t i = 0; i < n_; ++i)
+        if (p_.instrs_[i].releases_handle && host_[i] && host_[i]->is<std::shared_ptr<HandleBox>>())
+          p_.lib_->handles().released(host_[i]->as<std::shared_ptr<HandleBox>>());
+      if (g_->guard) g_->guard->label(-1, {});
+      rvalue_ = g_->arena.alloc(return_buffer_size(rd), 16);
     } else {
-      ok = m.to_host(fn.returns, ret, result.ret, rc);
+      std::memset(rvalue_small_, 0, sizeof rvalue_small_);
+      rvalue_ = rvalue_small_;  // fast returns: at most 32 bytes
     }
-    if (p && ret_free_) ret_free_(reinterpret_cast<std::uintptr_t>(p));  // converted first, then freed
-    if (!ok) note(tm.file + ": " + fn.name + ": return value: " + m.error, m.error_id);
-  } else if (rd.kind != Kind::void_) {
-    if (!m.to_host(fn.returns, ret, result.ret, rc)) note(tm.file + ": " + fn.name + ": return value: " + m.error, m.error_id);
-    if (rd.kind == Kind::handle && result.ret.is_null() && !fn.return_nullable && !fail_text)
-      note(tm.file + ": " + fn.name + " returned an invalid " + rd.name + " handle", ErrorId::native_error);
-    if (rd.kind == Kind::interface && result.ret.is_null() && !fn.return_nullable && !fail_text)
-      note(tm.file + ": " + fn.name + " returned NULL, and its return is not nullable",  // TYPEMAP.md, returns
-           ErrorId::null_not_allowed);
+    native_call(p_, cif_, target_, call_values_, rvalue_, out_, saved_errno_, callback_failure_);
+    return true;
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    const Param& p = fn.params[i];
-    if (p.dir == Dir::in) continue;
-    const Step& s = steps_[i];
-    const TypeDesc& d = reg.get(s.type);
-    Value v;
-    bool ok = true;
-    Ctx c;
-    c.frame = &frame;
-    c.transfer = true;  // an object written to an out pointer carries a reference
-    switch (s.op) {
-      case Step::Op::value: break;
-      case Step::Op::ptr: {
-        if (!pointee[i]) break;
-        ok = m.to_host(d.ref, pointee[i], v, c);
-        if (s.free_with) {
-          void* inner;
-          std::memcpy(&inner, pointee[i], sizeof inner);
-          if (inner) s.free_with(reinterpret_cast<std::uintptr_t>(inner));
-        }
-        break;
+
+  // ---- unmarshal: the return value, then out/inout parameters; it always
+  // runs to the end, so that every pointer the callee handed over is
+  // converted and freed. The first failure wins: a host callback's is the
+  // cause of what follows it, then the declared failure check, then a conversion.
+  bool unmarshal() {
+    std::unique_ptr<Error> failed, conversion;  // errors only: nothing to build on success
+    if (fast_ && p_.ret_fast_) unmarshal_fast_return(failed);
+    else unmarshal_general_return(failed, conversion);
+    if (g_) unmarshal_outs(conversion);
+    for (std::unique_ptr<Error>* e : {&callback_failure_, &failed, &conversion})
+      if (*e) return set_error(error_, std::move(**e));
+    return true;
+  }
+
+  // The fast return, shared by run_lane and unmarshal: the result to the host,
+  // the declared failure check; return_int for counts that read it.
+  [[gnu::flatten, gnu::always_inline]] static inline void fast_return(const Plan& p, Results& out, const void* rvalue, int saved_errno,
+                                           std::int64_t& return_int, std::unique_ptr<Error>& failed) {
+    const Function& fn = *p.fn_;
+    const LaneOp& l = p.ret_lane_;
+    std::uint64_t wide;
+    std::memcpy(&wide, rvalue, 8);
+    return_int = 0;
+    if (l.op == Op::record) {
+      if (Value* place = out.place(HostResults::ret)) {
+        record_to_host(p.record_fields_[l.record], static_cast<const std::byte*>(rvalue), *place);
+      } else {
+        Value v;
+        record_to_host(p.record_fields_[l.record], static_cast<const std::byte*>(rvalue), v);
+        out.value(HostResults::ret, std::move(v));
       }
-      case Step::Op::array:
-        if (pointee[i]) ok = m.array_to_host(s.type, pointee[i], c, v, &d.as<ArrayInfo>().length);
-        break;
-      case Step::Op::string: {
-        if (!pointee[i]) break;
-        const StringInfo& si = d.as<StringInfo>();
-        std::uint64_t cap = 0;
-        if (si.capacity.present()) {
-          Ctx before = c;
-          ok = m.count(si.capacity, before, cap);
-        }
-        ok = ok && m.string_to_host(si, pointee[i], cap, c, v);
-        break;
-      }
+    } else {
+      const HostScalar s = lane_scalar(l, wide);
+      out.scalar(HostResults::ret, s);
+      return_int = scalar_int(s);
     }
-    if (!ok)
-      note(tm.file + ": " + fn.name + ": " + std::string(dir_name(p.dir)) + " parameter " + std::to_string(i) + " '" +
-           p.name + "': " + m.error, m.error_id, static_cast<int>(i));
-    result.out.emplace_back(p.name, std::move(v));
+    if (fn.check.when != Check::When::never) {
+      const std::uint32_t size = l.size;
+      std::uint64_t narrowed = size < 8 && size ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
+      Error e = check_failure(p.lib_->typemap(), fn, p.reg_->get(fn.returns), &narrowed, return_int, saved_errno);
+      if (e) failed = std::make_unique<Error>(std::move(e));
+    }
   }
-  // The first failure wins: a host callback's is the cause of what follows it.
-  for (Error* e : {&callback_failure, &fail_text, &unmarshal_error})
-    if (*e) return set_error(error, std::move(*e));
-  // ---- cleanup: the arena releases all scratch memory when it goes out of scope.
-  return true;
+
+  void unmarshal_fast_return(std::unique_ptr<Error>& failed) {
+    std::int64_t return_int = 0;
+    fast_return(p_, out_, rvalue_, saved_errno_, return_int, failed);
+    if (g_) {  // out parameters follow: counts may read the return value
+      g_->frame.after = true;
+      g_->frame.return_int = return_int;
+    }
+  }
+
+  void note(std::unique_ptr<Error>& conversion, std::string e, ErrorId id = ErrorId::conversion, int param = -1) {
+    if (conversion) return;
+    const Typemap& tm = p_.lib_->typemap();
+    if (param >= 0) {
+      conversion = std::make_unique<Error>(param_error(tm, fn_, static_cast<std::size_t>(param), g_->m, std::move(e)));
+      return;
+    }
+    Error r;
+    r.id = id == ErrorId::none ? ErrorId::conversion : id;
+    r.file = tm.file;
+    r.function = fn_.name;
+    r.message = std::move(e);
+    conversion = std::make_unique<Error>(std::move(r));
+  }
+
+  void unmarshal_general_return(std::unique_ptr<Error>& failed, std::unique_ptr<Error>& conversion) {
+    General& g = general();
+    Marshaler& m = g.m;
+    const TypeRegistry& reg = *p_.reg_;
+    const Typemap& tm = p_.lib_->typemap();
+    const TypeDesc& rd = reg.get(fn_.returns);
+    CallFrame& frame = g.frame;
+    frame.after = true;
+    void* ret = g.arena.alloc(std::max<std::size_t>(rd.size, 8), 16);
+    std::memset(ret, 0, std::max<std::size_t>(rd.size, 8));
+    const bool owned = rd.kind == Kind::string || rd.kind == Kind::array || rd.kind == Kind::ptr;
+    if (owned) std::memcpy(ret, rvalue_, sizeof(void*));
+    else if (rd.kind != Kind::void_) read_return(rd, rvalue_, ret);
+    if (rd.kind == Kind::integer || rd.kind == Kind::enum_)
+      frame.return_int = rd.has(flag_signed) ? load_signed(ret, rd.size)
+                                             : static_cast<std::int64_t>(load_unsigned(ret, rd.size));
+    Ctx rc;
+    rc.frame = &frame;
+    rc.transfer = true;  // a returned object carries a reference for the caller
+    if (Error e = check_failure(tm, fn_, rd, ret, frame.return_int, saved_errno_))
+      failed = std::make_unique<Error>(std::move(e));
+    if (rd.kind == Kind::void_) {
+      HostScalar none;
+      none.kind = HostScalar::Kind::null;
+      out_.scalar(HostResults::ret, none);  // a reused result holds no earlier return
+      return;
+    }
+    Value* place = out_.place(HostResults::ret);
+    Value temp;
+    Value& dst = place ? *place : temp;
+    if (owned) {
+      void* ptr;
+      std::memcpy(&ptr, ret, sizeof ptr);
+      bool ok = true;
+      if (!ptr) {
+        dst = Value();
+        if (!fn_.return_nullable && !failed)
+          note(conversion, tm.file + ": " + fn_.name + " returned NULL, and its return is not nullable",
+               ErrorId::null_not_allowed);
+      } else if (rd.kind == Kind::string) {
+        ok = m.string_to_host(rd.as<StringInfo>(), ptr, 0, rc, dst);
+      } else if (rd.kind == Kind::array) {
+        ok = m.array_to_host(fn_.returns, ptr, rc, dst);
+      } else {
+        ok = m.to_host(fn_.returns, ret, dst, rc);
+      }
+      if (ptr && p_.ret_free_) p_.ret_free_(reinterpret_cast<std::uintptr_t>(ptr));  // converted first, then freed
+      if (!ok) note(conversion, tm.file + ": " + fn_.name + ": return value: " + m.error, m.error_id);
+    } else {
+      if (!m.to_host(fn_.returns, ret, dst, rc))
+        note(conversion, tm.file + ": " + fn_.name + ": return value: " + m.error, m.error_id);
+      if (rd.kind == Kind::handle && dst.is_null() && !fn_.return_nullable && !failed)
+        note(conversion, tm.file + ": " + fn_.name + " returned an invalid " + rd.name + " handle", ErrorId::native_error);
+      if (rd.kind == Kind::interface && dst.is_null() && !fn_.return_nullable && !failed)
+        note(conversion, tm.file + ": " + fn_.name + " returned NULL, and its return is not nullable",  // TYPEMAP.md, returns
+             ErrorId::null_not_allowed);
+    }
+    if (!place) out_.value(HostResults::ret, std::move(temp));
+  }
+
+  void unmarshal_outs(std::unique_ptr<Error>& conversion) {
+    General& g = *g_;
+    Marshaler& m = g.m;
+    const TypeRegistry& reg = *p_.reg_;
+    const Typemap& tm = p_.lib_->typemap();
+    g.frame.after = true;
+    for (std::size_t i = 0; i < n_; ++i) {
+      const Param& p = fn_.params[i];
+      if (p.dir == Dir::in) continue;
+      const Instr& s = p_.instrs_[i];
+      const TypeDesc& d = reg.get(s.type);
+      Value v;
+      bool ok = true;
+      Ctx c;
+      c.frame = &g.frame;
+      c.transfer = true;  // an object written to an out pointer carries a reference
+      void* const pointee = pointee_[i];
+      switch (s.op) {
+        case Instr::Op::value: break;
+        case Instr::Op::ptr: {
+          if (!pointee) break;
+          ok = m.to_host(d.ref, pointee, v, c);
+          if (s.free_with) {
+            void* inner;
+            std::memcpy(&inner, pointee, sizeof inner);
+            if (inner) s.free_with(reinterpret_cast<std::uintptr_t>(inner));
+          }
+          break;
+        }
+        case Instr::Op::array:
+          if (pointee) ok = m.array_to_host(s.type, pointee, c, v, &d.as<ArrayInfo>().length);
+          break;
+        case Instr::Op::string: {
+          if (!pointee) break;
+          const StringInfo& si = d.as<StringInfo>();
+          std::uint64_t cap = 0;
+          if (si.capacity.present()) {
+            Ctx before = c;
+            ok = m.count(si.capacity, before, cap);
+          }
+          ok = ok && m.string_to_host(si, pointee, cap, c, v);
+          break;
+        }
+      }
+      if (!ok)
+        note(conversion,
+             tm.file + ": " + fn_.name + ": " + std::string(dir_name(p.dir)) + " parameter " + std::to_string(i) + " '" +
+                 p.name + "': " + m.error,
+             m.error_id, static_cast<int>(i));
+      out_.value(static_cast<int>(i), std::move(v));
+    }
+  }
+
+  // ---- cleanup: callbacks of scope "call" are deactivated and the arena
+  // releases all scratch memory (the general state goes); the stack scratch
+  // goes with the run.
+  void cleanup() { g_.reset(); }
+
+  const Plan& p_;
+  const Function& fn_;
+  void* self_;
+  void* target_;
+  const Args& args_;
+  Results& out_;
+  std::string& error_;
+  const std::size_t n_;
+  bool fast_ = false;
+  std::uint64_t slot_small_[16];
+  void* avalue_small_[16];
+  void* pointee_small_[16];
+  const Value* host_small_[16];
+  std::unique_ptr<BigArrays> big_;
+  std::uint64_t* slots_ = slot_small_;
+  void** avalues_ = avalue_small_;
+  void** pointee_ = pointee_small_;
+  const Value** host_ = host_small_;
+  alignas(16) std::byte scratch_[scratch_size];  // fast strings and records
+  std::size_t used_ = 0;
+  std::optional<General> g_;
+  const ffi_cif* cif_ = nullptr;
+  void** call_values_ = nullptr;
+  alignas(16) std::byte rvalue_small_[32];
+  void* rvalue_ = nullptr;
+  int saved_errno_ = 0;
+  std::unique_ptr<Error> callback_failure_;
+};
+
+// ---- the adapters' entry points -----------------------------------------------------------------
+
+namespace {
+bool method_error(std::string& error, const Typemap& tm, const Function& fn) {
+  return call_error(error, ErrorId::invalid_argument, tm, fn, tm.file + ": " + fn.name + " is a method: call it on an object");
+}
+}  // namespace
+
+bool Plan::call(std::span<const Value> args, CallResult& result, std::string& error) const {
+  ValuePointers p(args);
+  return call(p.view, result, error);
+}
+
+bool Plan::call(std::span<const Value* const> args, CallResult& result, std::string& error) const {
+  if (method_) return method_error(error, lib_->typemap(), *fn_);
+  ValueArgs a(args);
+  ValueResults r(result, *fn_);
+  return PlanRun<ValueArgs, ValueResults>::call(*this, nullptr, symbol_, a, r, error);
+}
+
+bool Plan::call_method(void* self, void* target, std::span<const Value> args, CallResult& result,
+                       std::string& error) const {
+  ValuePointers p(args);
+  return call_method(self, target, p.view, result, error);
+}
+
+bool Plan::call_method(void* self, void* target, std::span<const Value* const> args, CallResult& result,
+                       std::string& error) const {
+  ValueArgs a(args);
+  ValueResults r(result, *fn_);
+  return PlanRun<ValueArgs, ValueResults>::call(*this, self, target, a, r, error);
+}
+
+bool Plan::call(const HostArgs& args, HostResults& results, std::string& error) const {
+  if (method_) return method_error(error, lib_->typemap(), *fn_);
+  return PlanRun<HostArgs, HostResults>::call(*this, nullptr, symbol_, args, results, error);
+}
+
+bool Plan::call_method(void* self, void* target, const HostArgs& args, HostResults& results,
+                       std::string& error) const {
+  return PlanRun<HostArgs, HostResults>::call(*this, self, target, args, results, error);
 }
 
 }  // namespace marshal

@@ -1,7 +1,12 @@
-// marshal engine: call plans and bound libraries.
-// Binding a function builds its Plan once: the prepared ffi_cif, one step per
-// parameter, the resolved symbol and free functions. A call only executes it,
-// through the fixed stages setup, marshal, pin, invoke, unmarshal, cleanup.
+// marshal engine: call plans.
+// Binding a function builds its Plan once: the prepared ffi_cif, the resolved
+// symbol and free functions, and one instruction per parameter (Instr): a fast
+// form (the scalar lane: integers, floats, bools, pointers, registered
+// callbacks, `in` strings, structs of scalars) where the parameter has one,
+// and the general converter's step (Marshaler) for everything else and for
+// every value the fast form does not take. A call runs the one loop over them,
+// through the stages setup, marshal, pin, invoke, unmarshal, cleanup (plan.cpp).
+// Arguments come from a host adapter and results go to one (host_io.hpp).
 // Plans are immutable and may be called from many threads at once.
 #pragma once
 
@@ -17,6 +22,7 @@
 #include "abi/shared_library.hpp"
 #include "objects/object.hpp"
 #include "values/call_values.hpp"
+#include "call/host_io.hpp"
 #include "values/value.hpp"
 
 #include <ffi.h>
@@ -55,6 +61,10 @@ class Plan {
   bool call_method(void* self, void* target, std::span<const Value> args, CallResult& result, std::string& error) const;
   bool call_method(void* self, void* target, std::span<const Value* const> args, CallResult& result,
                    std::string& error) const;
+  // The same through host adapters (host_io.hpp): a binding's own arguments,
+  // with no Value built for what the fast instructions take.
+  bool call(const HostArgs& args, HostResults& results, std::string& error) const;
+  bool call_method(void* self, void* target, const HostArgs& args, HostResults& results, std::string& error) const;
 
   const Function& function() const { return *fn_; }
   std::size_t host_arity() const { return host_count_; }
@@ -100,23 +110,26 @@ class Plan {
 
   // Whether calls go through the specialized invoker (abi.hpp) rather than ffi_call.
   bool specialized() const { return invoker_.usable(); }
-  // Whether calls take the scalar lane (see Lane).
+  // Whether every instruction and the return have a fast form (the scalar
+  // lane): such calls need no arena, marshaler or frame unless a value is one
+  // the fast form does not take.
   bool laned() const { return laned_; }
 
-  // The scalar lane: a signature whose parameters are all `in` integers,
-  // floating-point numbers, bools or opaque pointers (and `this`), with such a
-  // return or none, and no variadic part, is called without the arena, the
-  // marshaler or a frame: each argument is converted by one switch over what
-  // the plan decided at bind time. A value the lane does not take as it is (a
-  // wrong kind, out of range, native memory for a pointer) goes through run(),
-  // which converts it or reports the error exactly as for every other plan.
+  // The fast form of a parameter or the return (convert/lane.hpp). A value
+  // the fast form does not take as it is (a wrong kind, out of range, native
+  // memory for a pointer) goes to the general converter, which converts it or
+  // reports the error exactly as for every other plan.
   using Lane = LaneOp;
 
  private:
   friend class Library;
-  struct Step {
-    enum class Op : std::uint8_t { value, ptr, array, string };
+  template <class Args, class Results> friend class PlanRun;  // plan.cpp: one call
+  // One parameter's instruction, decided at bind time.
+  struct Instr {
+    enum class Op : std::uint8_t { value, ptr, array, string };  // the general converter's form
     Op op = Op::value;
+    bool has_fast = false;        // `fast` is used (when the fast forms are on)
+    LaneOp fast;                  // the fast form (self: `this` of a method)
     TypeId type = no_type;
     std::uint32_t slot_size = 0;  // bytes of the argument itself
     std::uint32_t slot_align = 1;
@@ -124,11 +137,6 @@ class Plan {
     Releaser free_with;           // out ptr to callee-allocated memory
     bool releases_handle = false; // this function is the release of the handle passed here
   };
-  // -1: not taken (run() must do the call), 0: failed, 1: done.
-  int run_lane(void* self, void* target, const Value* const* args, CallResult& result, std::string& error) const;
-  bool run(void* self, void* target, std::span<const Value* const> args, CallResult& result, std::string& error) const;
-  bool dispatch(void* self, void* target, std::span<const Value* const> args, CallResult& result,
-                std::string& error) const;
   bool marshal_variadic(std::span<const Value* const> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
                         std::vector<void*>& values,
                         class Marshaler& m, Arena& arena, std::string& error) const;
@@ -142,17 +150,19 @@ class Plan {
   std::vector<TypeId> value_types_;   // what each parameter passes by value (ptr kinds: the pointer)
   std::vector<LoweredArg> lowered_;   // empty unless an argument is split (abi.hpp)
   std::vector<ffi_type*> lowered_types_;
-  std::vector<Step> steps_;
+  std::vector<Instr> instrs_;         // one per parameter
   std::vector<std::uint32_t> computed_;  // computed parameters (Param::value), in evaluation order
   std::size_t host_count_ = 0;
   Releaser ret_free_;
   bool method_ = false;  // parameter 0 is `this`, given by call_method
   const Method* source_ = nullptr;  // the method a method plan was built for
   Invoker invoker_;      // usable: register-only signature, called without ffi_call
-  bool laned_ = false;
-  std::vector<Lane> lane_;  // per parameter
-  Lane lane_ret_;
-  std::vector<std::vector<LaneField>> record_lanes_;  // Lane::Op::record: the fields
+  bool laned_ = false;   // every instruction and the return have a fast form
+  bool needs_general_ = true;  // a call always needs the general converter (some instruction or the
+                              // return has no fast form; variadic, split or computed arguments)
+  bool ret_fast_ = false;     // the return has a fast form
+  LaneOp ret_lane_;
+  std::vector<std::vector<LaneField>> record_fields_;  // LaneOp::Op::record: the fields
 };
 
 // Tests turn the specialized invoker off to compare it with ffi_call, and the

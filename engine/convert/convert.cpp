@@ -351,8 +351,7 @@ bool Marshaler::string_copy_to_native(const StringInfo& s, const Value& v, std::
   // Well-formed UTF-8 text for a Unicode encoding: transcoded straight into
   // the arena (ASCII in one copy or one widening loop; UTF-16 needs at most one
   // unit per UTF-8 byte).
-  const bool unicode = s.encoding == Encoding::utf8 || s.encoding == Encoding::utf16 || s.encoding == Encoding::utf32 ||
-                       s.encoding == Encoding::wchar;
+  const bool unicode = transcodes_utf8(s.encoding);
   if (s.terminator == Terminator::nul && unicode && v.is<std::string>() &&
       (!out || capacity_units > v.as<std::string>().size())) {  // a given buffer must hold the worst case
     const std::string& text = v.as<std::string>();

@@ -1,14 +1,15 @@
-// marshal engine: the scalar lane.
+// marshal engine: the fast forms of conversion (the scalar lane).
 // Integers, floating-point numbers, bools and opaque pointers convert between
-// host values and native bits by one switch over what was decided at bind time
-// (LaneOp), with no arena, marshaler or frame. Plans use it for signatures made
-// only of such values (Plan::Lane), callbacks for host functions of such
-// signatures. A value the lane does not take as it is (a wrong kind, out of
+// host scalars and native bits by one switch over what was decided at bind time
+// (LaneOp), with no arena, marshaler or frame. Plans use them as the fast form
+// of a parameter's instruction (Plan::Instr), callbacks for host functions of
+// such signatures. A value the lane does not take as it is (a wrong kind, out of
 // range, native memory for a pointer) goes to the general conversion, which
 // converts it or reports the error in the words every other path uses.
 #pragma once
 
 #include "convert/numeric.hpp"
+#include "values/call_values.hpp"
 #include "types/registry.hpp"
 #include "values/value.hpp"
 
@@ -68,10 +69,11 @@ inline bool lane_of(const TypeRegistry& reg, TypeId t, LaneOp& l) {
   }
 }
 
-// A host value as native bits (the low `size` bytes are the value); false when
-// the lane does not take it. Numbers follow the general conversion's rule
-// (numeric.hpp), so both paths accept and refuse the same values.
-inline bool lane_to_native(const LaneOp& l, const Value& v, std::uint64_t& bits) {
+// A host scalar as native bits (the low `size` bytes are the value); false
+// when the fast form does not take it (then the general conversion converts
+// it or says why). Numbers follow the general conversion's rule (numeric.hpp),
+// so both accept and refuse the same values.
+inline bool lane_to_native(const LaneOp& l, const HostScalar& v, std::uint64_t& bits) {
   switch (l.op) {
     case LaneOp::Op::sint:  // the bits sign-extended to 64, as a register holds them
       return integer_fit(v, l.size * 8u, true, bits) == Fit::ok;
@@ -80,12 +82,12 @@ inline bool lane_to_native(const LaneOp& l, const Value& v, std::uint64_t& bits)
     case LaneOp::Op::f64: case LaneOp::Op::f32:
       return float_fit(v, l.op == LaneOp::Op::f32, bits) == Fit::ok;
     case LaneOp::Op::boolean:
-      if (!v.is<bool>()) return false;
-      bits = v.as<bool>() ? l.true_value : 0;
+      if (v.kind != HostScalar::Kind::boolean) return false;
+      bits = v.b ? l.true_value : 0;
       return true;
     case LaneOp::Op::pointer:
-      if (v.is<Address>()) bits = v.as<Address>().value;
-      else if (v.is_null()) bits = 0;
+      if (v.kind == HostScalar::Kind::address) bits = v.p;
+      else if (v.kind == HostScalar::Kind::null) bits = 0;
       else return false;
       return true;
     case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
@@ -95,39 +97,67 @@ inline bool lane_to_native(const LaneOp& l, const Value& v, std::uint64_t& bits)
   return false;
 }
 
-// Native bits (a register's worth; only the low `size` bytes count) as a host
-// value, written in place. Returns the value as an integer for checks.
-inline std::int64_t lane_to_host(const LaneOp& l, std::uint64_t wide, Value& out) {
+inline bool lane_to_native(const LaneOp& l, const Value& v, std::uint64_t& bits) {
+  HostScalar s;
+  scalar_of(v, s);
+  return lane_to_native(l, s, bits);
+}
+
+// Native bits (a register's worth, as libffi and the invokers return them:
+// only the low `size` bytes count, integers narrower than a register are read
+// from those bytes) as a host scalar: the one return-widening rule of the fast
+// forms. void and the non-scalar forms give null.
+inline HostScalar lane_scalar(const LaneOp& l, std::uint64_t wide) {
   const std::uint32_t size = l.size;
   const std::uint64_t low = size && size < 8 ? wide & ((std::uint64_t{1} << (size * 8)) - 1) : wide;
+  HostScalar s;
   switch (l.op) {
     case LaneOp::Op::sint: {
       const unsigned shift = 64 - size * 8;
-      const auto x = static_cast<std::int64_t>(wide << shift) >> shift;
-      out.set_int(x);
-      return x;
+      s.kind = HostScalar::Kind::int64;
+      s.i = static_cast<std::int64_t>(wide << shift) >> shift;
+      return s;
     }
-    case LaneOp::Op::uint: out.set_uint(low); return static_cast<std::int64_t>(low);
+    case LaneOp::Op::uint: s.kind = HostScalar::Kind::uint64; s.u = low; return s;
     case LaneOp::Op::f64: {
       double x;
       std::memcpy(&x, &wide, 8);
-      out.set_real(x);
-      return 0;
+      s.kind = HostScalar::Kind::real;
+      s.d = x;
+      return s;
     }
     case LaneOp::Op::f32: {
       float x;
       std::memcpy(&x, &wide, 4);
-      out.set_real(static_cast<double>(x));
-      return 0;
+      s.kind = HostScalar::Kind::real;
+      s.d = static_cast<double>(x);
+      return s;
     }
-    case LaneOp::Op::boolean: out.set_bool(low != 0); return 0;  // checks read integers only, as run() does
-    case LaneOp::Op::pointer: out.set_address(static_cast<std::uintptr_t>(wide)); return 0;
+    case LaneOp::Op::boolean: s.kind = HostScalar::Kind::boolean; s.b = low != 0; return s;
+    case LaneOp::Op::pointer: s.kind = HostScalar::Kind::address; s.p = static_cast<std::uintptr_t>(wide); return s;
     case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
     case LaneOp::Op::record:
-      out.set_null();
-      return 0;
+      s.kind = HostScalar::Kind::null;
+      return s;
   }
+  s.kind = HostScalar::Kind::null;
+  return s;
+}
+
+// The integer a failure check reads (Function::check): integers only, as the
+// general path reads them.
+inline std::int64_t scalar_int(const HostScalar& s) {
+  if (s.kind == HostScalar::Kind::int64) return s.i;
+  if (s.kind == HostScalar::Kind::uint64) return static_cast<std::int64_t>(s.u);
   return 0;
+}
+
+// Native bits as a host value, written in place. Returns the value as an
+// integer for checks.
+inline std::int64_t lane_to_host(const LaneOp& l, std::uint64_t wide, Value& out) {
+  const HostScalar s = lane_scalar(l, wide);
+  put_scalar(s, out);
+  return scalar_int(s);
 }
 
 }  // namespace marshal

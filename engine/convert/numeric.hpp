@@ -4,6 +4,7 @@
 // a float32/float64, checked exactly, without rounding, before any cast.
 #pragma once
 
+#include "values/call_values.hpp"
 #include "values/value.hpp"
 
 #include <cmath>
@@ -28,19 +29,21 @@ enum class Fit : std::uint8_t {
 // JSON integer outside 64 bits is read as a double, and one below -2^63 may
 // round to exactly -2^63; a double of that value is therefore refused for a
 // signed 64-bit type (the integer -9223372036854775808 itself is exact and fine).
-inline Fit integer_fit(const Value& v, std::uint32_t bits, bool is_signed, std::uint64_t& out) {
+// The rule is written once, on a scalar (host adapters give scalars without a
+// Value); the Value form reads the Value as a scalar.
+inline Fit integer_fit(const HostScalar& v, std::uint32_t bits, bool is_signed, std::uint64_t& out) {
   bool negative = false;
   std::uint64_t mag = 0;
-  switch (v.type()) {
-    case Value::Type::int64: {
-      const std::int64_t i = v.as<std::int64_t>();
+  switch (v.kind) {
+    case HostScalar::Kind::int64: {
+      const std::int64_t i = v.i;
       negative = i < 0;
       mag = negative ? 0 - static_cast<std::uint64_t>(i) : static_cast<std::uint64_t>(i);
       break;
     }
-    case Value::Type::uint64: mag = v.as<std::uint64_t>(); break;
-    case Value::Type::real: {
-      const double d = v.as<double>();
+    case HostScalar::Kind::uint64: mag = v.u; break;
+    case HostScalar::Kind::real: {
+      const double d = v.d;
       if (!std::isfinite(d) || std::trunc(d) != d) return Fit::not_integral;
       if (d < 0) {
         if (!(d >= -0x1p63)) return Fit::out_of_range;
@@ -67,6 +70,12 @@ inline Fit integer_fit(const Value& v, std::uint32_t bits, bool is_signed, std::
   return Fit::ok;
 }
 
+inline Fit integer_fit(const Value& v, std::uint32_t bits, bool is_signed, std::uint64_t& out) {
+  HostScalar s;
+  scalar_of(v, s);
+  return integer_fit(s, bits, is_signed, out);
+}
+
 // The largest magnitude that rounds to a finite float32: FLT_MAX plus half an
 // ulp (exactly representable as a double). At it and beyond, round-to-nearest
 // gives infinity, and a cast from such a double is undefined behaviour.
@@ -76,11 +85,11 @@ inline constexpr double float32_limit = 0x1.ffffffp127;
 // rounded to nearest directly (no double rounding through a double for
 // float32); a finite double that would round to infinity in float32 is out of
 // range; infinities and NaN stay what they are.
-inline Fit float_fit(const Value& v, bool single, std::uint64_t& bits) {
+inline Fit float_fit(const HostScalar& v, bool single, std::uint64_t& bits) {
   bits = 0;
-  switch (v.type()) {
-    case Value::Type::real: {
-      const double x = v.as<double>();
+  switch (v.kind) {
+    case HostScalar::Kind::real: {
+      const double x = v.d;
       if (single) {
         if (std::isfinite(x) && std::fabs(x) >= float32_limit) return Fit::out_of_range;
         const float f = static_cast<float>(x);
@@ -90,20 +99,26 @@ inline Fit float_fit(const Value& v, bool single, std::uint64_t& bits) {
       }
       return Fit::ok;
     }
-    case Value::Type::int64: {
-      const std::int64_t i = v.as<std::int64_t>();
+    case HostScalar::Kind::int64: {
+      const std::int64_t i = v.i;
       if (single) { const float f = static_cast<float>(i); std::memcpy(&bits, &f, 4); }
       else { const double x = static_cast<double>(i); std::memcpy(&bits, &x, 8); }
       return Fit::ok;
     }
-    case Value::Type::uint64: {
-      const std::uint64_t u = v.as<std::uint64_t>();
+    case HostScalar::Kind::uint64: {
+      const std::uint64_t u = v.u;
       if (single) { const float f = static_cast<float>(u); std::memcpy(&bits, &f, 4); }
       else { const double x = static_cast<double>(u); std::memcpy(&bits, &x, 8); }
       return Fit::ok;
     }
     default: return Fit::not_number;
   }
+}
+
+inline Fit float_fit(const Value& v, bool single, std::uint64_t& bits) {
+  HostScalar s;
+  scalar_of(v, s);
+  return float_fit(s, single, bits);
 }
 
 }  // namespace marshal

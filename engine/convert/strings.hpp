@@ -28,6 +28,11 @@ bool utf8_well_formed(std::string_view text);
 // the number of units written, or SIZE_MAX when the text is not well-formed
 // (or holds a NUL): the caller then takes the general path for its message.
 std::size_t transcode_utf8(std::string_view text, std::size_t unit, void* dst);
+// The encodings UTF-8 text is transcoded to directly (transcode_utf8): the
+// Unicode ones. The one rule for the marshaler and the plans' fast strings.
+inline bool transcodes_utf8(Encoding e) {
+  return e == Encoding::utf8 || e == Encoding::utf16 || e == Encoding::utf32 || e == Encoding::wchar;
+}
 
 // Decodes `units` code units of `e` at data into UTF-8. Invalid input (a lone
 // surrogate, a code point past U+10FFFF) is an error, never a silent guess.

@@ -1,10 +1,12 @@
-// marshal fuzz target: the scalar lane against the general path.
+// marshal fuzz target: the plans' fast instructions (the scalar lane) against
+// the general converter.
 // Input "NAME\nJSON": arguments for a laned function of the P/Invoke or the
 // fuzz fixture. Each input is called on the lane (twice, the second time into
-// the same result, as the C API's reused results are), then with the lane off
-// (set_scalar_lanes(false), as tests/unit-call.cpp compares them). Both must
-// succeed with the same result or fail with the same message; anything else
-// aborts with both sides printed.
+// the same result, as the C API's reused results are), once more through the
+// host adapter interface (HostArgs/HostResults by reference, as the C API
+// calls), then with the fast forms off (set_scalar_lanes(false), as
+// tests/unit-call.cpp compares them). All must succeed with the same result
+// or fail with the same message; anything else aborts with both sides printed.
 #include "fuzz_support.hpp"
 
 #include <cstring>
@@ -73,13 +75,19 @@ MARSHAL_FUZZ_CALL_ENTRY_POINTS(fixture)
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   fuzz::CallInput in;
   if (!fuzz::read_call(data, size, fixture().fns, in)) return 0;
-  CallResult laned, again, general;
-  std::string laned_error, again_error, general_error;
-  bool laned_ok = false, again_ok = false, general_ok = false;
+  CallResult laned, again, general, adapted;
+  std::string laned_error, again_error, general_error, adapted_error;
+  bool laned_ok = false, again_ok = false, general_ok = false, adapted_ok = false;
   try {
     laned_ok = in.fn->plan->call(in.args, laned, laned_error);
     again = laned;
     again_ok = in.fn->plan->call(in.args, again, again_error);
+    {
+      ValuePointers p(in.args);
+      ValueArgs a(p.view);
+      ValueResults r(adapted, in.fn->plan->function());
+      adapted_ok = in.fn->plan->call(static_cast<const HostArgs&>(a), static_cast<HostResults&>(r), adapted_error);
+    }
     set_scalar_lanes(false);
     general_ok = in.fn->plan->call(in.args, general, general_error);
     set_scalar_lanes(true);
@@ -95,5 +103,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   };
   differ("lane vs general", laned_ok, laned, laned_error, general_ok, general, general_error);
   differ("lane vs lane into a reused result", laned_ok, laned, laned_error, again_ok, again, again_error);
+  differ("lane vs host adapter", laned_ok, laned, laned_error, adapted_ok, adapted, adapted_error);
   return 0;
 }

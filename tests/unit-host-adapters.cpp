@@ -1,0 +1,188 @@
+// marshal tests: host adapters (call/host_io.hpp). A binding's own arguments
+// go into a plan without a Value per scalar argument, and results come back
+// through its sink; the general converter asks for Values only where it is needed.
+#include "call_support.hpp"
+
+#include "call/host_io.hpp"
+#include "fixtures/pinvoke.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+using namespace marshal;
+using namespace marshal::test;
+
+namespace {
+Bound& fx() {
+  static Bound b("tests/fixtures/pinvoke.json");
+  return b;
+}
+
+// Arguments as a binding might hold them: scalars, and a Value only for what
+// is not one. value(i) counts how often the plan asks for a Value.
+class TestArgs final : public HostArgs {
+ public:
+  TestArgs& add(HostScalar s) {
+    items_.push_back(s);
+    values_.emplace_back();
+    return *this;
+  }
+  TestArgs& add(Value v) {  // not a scalar: only as a Value
+    HostScalar s;
+    s.kind = HostScalar::Kind::other;
+    items_.push_back(s);
+    values_.emplace_back(std::move(v));
+    return *this;
+  }
+  std::size_t size() const override { return items_.size(); }
+  void scalar(std::size_t i, HostScalar& out) const override { out = items_[i]; }
+  const Value& value(std::size_t i) const override {
+    ++value_calls;
+    if (items_[i].kind != HostScalar::Kind::other && !values_[i]) {
+      Value v;
+      put_scalar(items_[i], v);
+      values_[i] = std::move(v);
+    }
+    return *values_[i];
+  }
+  mutable int value_calls = 0;
+
+ private:
+  std::vector<HostScalar> items_;
+  mutable std::vector<std::optional<Value>> values_;
+};
+
+// A sink that records what arrives, and how.
+class TestResults final : public HostResults {
+ public:
+  void scalar(int i, const HostScalar& s) override { scalars.emplace_back(i, s); }
+  void value(int i, Value&& v) override { values.emplace_back(i, std::move(v)); }
+  void error_number(int e) override { err = e; }
+  std::vector<std::pair<int, HostScalar>> scalars;
+  std::vector<std::pair<int, Value>> values;
+  std::optional<int> err;
+};
+
+const Plan& plan_of(const char* fn) {
+  std::string error;
+  const Plan* p = fx().lib->bind(fn, error);
+  INFO(fn << ": " << error);
+  REQUIRE(p);
+  return *p;
+}
+}  // namespace
+
+TEST_SUITE("call") {
+  TEST_CASE("host adapters: scalar arguments need no Value, results arrive through the sink") {
+    TestArgs args;
+    args.add(HostScalar::of_int(2000000000)).add(HostScalar::of_uint(40));
+    TestResults out;
+    std::string error;
+    REQUIRE(plan_of("add_i32").call(args, out, error));
+    CHECK(args.value_calls == 0);
+    REQUIRE(out.scalars.size() == 1);
+    CHECK(out.values.empty());
+    CHECK(out.scalars[0].first == HostResults::ret);
+    CHECK(out.scalars[0].second.kind == HostScalar::Kind::int64);
+    CHECK(out.scalars[0].second.i == add_i32(2000000000, 40));
+
+    // Floats, narrowing included, and an `in` string from a view.
+    TestArgs mixed;
+    mixed.add(HostScalar::of_int(-3)).add(HostScalar::of_real(1.25)).add(HostScalar::of_int(300))
+        .add(HostScalar::of_real(0.5)).add(HostScalar::of_int(std::int64_t{1} << 40));
+    TestResults mixed_out;
+    REQUIRE(plan_of("add_mixed").call(mixed, mixed_out, error));
+    CHECK(mixed.value_calls == 0);
+    REQUIRE(mixed_out.scalars.size() == 1);
+    CHECK(mixed_out.scalars[0].second.kind == HostScalar::Kind::real);
+    CHECK(mixed_out.scalars[0].second.d == add_mixed(-3, 1.25, 300, 0.5f, std::int64_t{1} << 40));
+    const std::string text = "h\xc3\xa9llo";
+    TestArgs str;
+    str.add(HostScalar::of_text(text));
+    TestResults str_out;
+    REQUIRE(plan_of("len_in_utf8").call(str, str_out, error));
+    CHECK(str.value_calls == 0);
+    REQUIRE(str_out.scalars.size() == 1);
+    CHECK(str_out.scalars[0].second.u == len_in_utf8(text.c_str()));
+  }
+
+  TEST_CASE("host adapters: a value the fast form refuses is reported by the general converter, in its words") {
+    TestArgs args;
+    args.add(HostScalar::of_int(300));
+    TestResults out;
+    std::string error;
+    CHECK_FALSE(plan_of("echo_u8").call(args, out, error));
+    CHECK(args.value_calls == 1);  // the general converter reads the Value
+    CHECK(error == fx().error_of("echo_u8", {300}));
+    CHECK(error.find("parameter 0 'v' (uint8): 300 is out of range for uint8 (0 to 255)") != std::string::npos);
+    CHECK(out.scalars.empty());
+    CHECK(out.values.empty());
+    // The wrong count: the same message as the Value adapter's.
+    TestArgs one;
+    one.add(HostScalar::of_int(1));
+    CHECK_FALSE(plan_of("add_i32").call(one, out, error));
+    CHECK(error.find("expects 2 arguments (a, b), got 1") != std::string::npos);
+  }
+
+  TEST_CASE("host adapters: the general path through an adapter, out parameters and errno") {
+    std::string error;
+    // An array needs the general converter: every argument is asked for as a Value.
+    TestArgs arr;
+    arr.add(Value(List{1.5, 2.5, 3.0})).add(HostScalar::of_int(3));
+    TestResults arr_out;
+    REQUIRE(plan_of("sum_in_f64_array").call(arr, arr_out, error));
+    CHECK(arr.value_calls == 2);
+    REQUIRE(arr_out.scalars.size() == 1);
+    CHECK(arr_out.scalars[0].second.d == 7.0);
+
+    // An out parameter arrives by its parameter index, after the (void) return.
+    TestArgs none;
+    TestResults out;
+    REQUIRE(plan_of("get_out_i32").call(none, out, error));
+    REQUIRE(out.scalars.size() == 1);
+    CHECK(out.scalars[0].second.kind == HostScalar::Kind::null);
+    REQUIRE(out.values.size() == 1);
+    CHECK(out.values[0].first == 0);
+    std::int32_t direct = 0;
+    get_out_i32(&direct);
+    CHECK(I(out.values[0].second) == direct);
+
+    // errno reaches the sink; the failure check still fails the call.
+    TestArgs e;
+    e.add(HostScalar::of_int(2));
+    TestResults e_out;
+    CHECK_FALSE(plan_of("fail_with_errno").call(e, e_out, error));
+    CHECK(error.find("failed (returned -1): errno 2") != std::string::npos);
+    REQUIRE(e_out.err);
+    CHECK(*e_out.err == 2);
+    CHECK(e.value_calls == 0);
+
+    // With the fast forms off, the same call takes the general converter:
+    // Values are asked for, and the result is the same.
+    set_scalar_lanes(false);
+    TestArgs args;
+    args.add(HostScalar::of_int(2)).add(HostScalar::of_int(40));
+    TestResults general;
+    const bool ok = plan_of("add_i32").call(args, general, error);
+    set_scalar_lanes(true);
+    REQUIRE(ok);
+    CHECK(args.value_calls == 2);
+    REQUIRE(general.values.size() + general.scalars.size() == 1);
+    if (!general.values.empty()) CHECK(I(general.values[0].second) == 42);
+  }
+
+  TEST_CASE("host adapters: a struct by value through an adapter (the Value is asked for the record only)") {
+    TestArgs args;
+    args.add(Value(Record{{"x", 1.5}, {"y", 2.0}})).add(Value(Record{{"x", 3.0}, {"y", -4.25}}));
+    TestResults out;
+    std::string error;
+    REQUIRE(plan_of("add_vec2").call(args, out, error));
+    CHECK(args.value_calls == 2);
+    REQUIRE(out.values.size() == 1);  // no place() given: the record arrives as a value
+    const Value& r = out.values[0].second;
+    REQUIRE(r.is<Record>());
+    CHECK(D(*r.field("x")) == 4.5);
+    CHECK(D(*r.field("y")) == -2.25);
+  }
+}
