@@ -6,6 +6,7 @@
 // Every implementation checks its result once, then consumes every result.
 // Usage: bench-calls [--root DIR] [--iterations N] [--repetitions R] [--json]
 //                    [--only SCENARIO[,SCENARIO...]] [--impl IMPLEMENTATION] (for profiling one)
+#include "bench_support.hpp"
 #include "fixtures/callbacks.h"
 #include "fixtures/objects.h"
 #include "fixtures/pinvoke.h"
@@ -27,24 +28,9 @@
 #include <thread>
 #include <vector>
 
+using namespace marshal::bench;
+
 namespace {
-
-volatile double sink;
-
-struct Stat { double median, low, high; };
-
-Stat measure(long iterations, int reps, const std::function<double(long)>& body) {
-  body(std::max(1L, iterations / 20));  // warm up
-  std::vector<double> ns;
-  for (int r = 0; r < reps; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    sink = body(iterations);
-    auto t1 = std::chrono::steady_clock::now();
-    ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(iterations));
-  }
-  std::sort(ns.begin(), ns.end());
-  return {ns[ns.size() / 2], ns.front(), ns.back()};
-}
 
 struct P { int32_t x, y; };
 struct V2 { double x, y; };
@@ -66,8 +52,6 @@ int host_plus_one_c(void*, const marshal_value* const* args, size_t, marshal_val
 const char* kText64 = "marshal: P/Invoke for any host. marshal: P/Invoke for any host. ";
 const char* kText16 = "h\xc3\xa9llo w\xc3\xb6rld, \xe2\x88\x91 UTF-16 text here";  // 31 UTF-16 units
 const char16_t kText16u[] = u"h\u00e9llo w\u00f6rld, \u2211 UTF-16 text here";
-
-struct Row { std::string scenario, impl; Stat s; };
 
 }  // namespace
 
@@ -1115,21 +1099,7 @@ int main(int argc, char** argv) {
   for (const Row& r : rows)
     if (std::find(order.begin(), order.end(), r.scenario) == order.end()) order.push_back(r.scenario);
   if (json) {
-    std::map<std::string, std::string> by_impl;
-    std::vector<std::string> impls;
-    for (const Row& r : rows) {
-      if (!by_impl.count(r.impl)) impls.push_back(r.impl);
-      char item[256];
-      std::snprintf(item, sizeof item, "\"%s\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}", r.scenario.c_str(),
-                    r.s.median, r.s.low, r.s.high);
-      std::string& s = by_impl[r.impl];
-      s += (s.empty() ? "" : ", ") + std::string(item);
-    }
-    std::string out = "[";
-    for (const std::string& i : impls)
-      out += (out.size() > 1 ? ", " : "") + std::string("{\"implementation\": \"") + i + "\", \"scenarios\": {" +
-             by_impl[i] + "}}";
-    std::printf("%s]\n", out.c_str());
+    print_json(rows);
   } else {
     std::printf("%-15s %-24s %10s %16s %9s %9s\n", "scenario", "implementation", "ns/call", "spread (min-max)",
                 "x direct", "x libffi");

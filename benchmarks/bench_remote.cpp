@@ -14,6 +14,7 @@
 //                     [--only SCENARIO[,...]] [--impl IMPLEMENTATION] (for profiling one)
 //                     [--marshal PATH] [--surrogate PATH] [--fixture-dir DIR]
 // Every implementation checks its result once, then consumes every result.
+#include "bench_support.hpp"
 #include "fixtures/pinvoke.h"
 #include "marshal/marshal.hpp"
 #include "remote/surrogate.hpp"
@@ -45,24 +46,9 @@
 #define FIXTURE_DIR ""
 #endif
 
+using namespace marshal::bench;
+
 namespace {
-
-volatile double sink;
-
-struct Stat { double median, low, high; };
-
-Stat measure(long iterations, int reps, const std::function<double(long)>& body) {
-  body(std::max(1L, iterations / 20));  // warm up
-  std::vector<double> ns;
-  for (int r = 0; r < reps; ++r) {
-    auto t0 = std::chrono::steady_clock::now();
-    sink = body(iterations);
-    auto t1 = std::chrono::steady_clock::now();
-    ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count() / static_cast<double>(iterations));
-  }
-  std::sort(ns.begin(), ns.end());
-  return {ns[ns.size() / 2], ns.front(), ns.back()};
-}
 
 [[noreturn]] void die(const std::string& what) {
   std::fprintf(stderr, "bench-remote: %s\n", what.c_str());
@@ -196,8 +182,6 @@ double num(const marshal::Value& v) {
   return v.is<double>() ? v.as<double>() : v.is<std::uint64_t>() ? static_cast<double>(v.as<std::uint64_t>())
                                                                  : static_cast<double>(v.as<std::int64_t>());
 }
-
-struct Row { std::string scenario, impl; Stat s; };
 
 }  // namespace
 
@@ -404,21 +388,7 @@ int main(int argc, char** argv) {
 
   // ---- report (the format of bench-calls) ----
   if (json) {
-    std::map<std::string, std::string> by_impl;
-    std::vector<std::string> impls;
-    for (const Row& r : rows) {
-      if (!by_impl.count(r.impl)) impls.push_back(r.impl);
-      char item[256];
-      std::snprintf(item, sizeof item, "\"%s\": {\"median\": %.3f, \"min\": %.3f, \"max\": %.3f}", r.scenario.c_str(),
-                    r.s.median, r.s.low, r.s.high);
-      std::string& s = by_impl[r.impl];
-      s += (s.empty() ? "" : ", ") + std::string(item);
-    }
-    std::string out = "[";
-    for (const std::string& i : impls)
-      out += (out.size() > 1 ? ", " : "") + std::string("{\"implementation\": \"") + i + "\", \"scenarios\": {" +
-             by_impl[i] + "}}";
-    std::printf("%s]\n", out.c_str());
+    print_json(rows);
   } else {
     std::printf("%-18s %-34s %12s %20s %9s\n", "scenario", "implementation", "ns/call", "spread (min-max)", "x floor");
     for (const char* sc : {SMALL, BIG}) {

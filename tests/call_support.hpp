@@ -58,6 +58,12 @@ struct Bound {
   }
 };
 
+// The P/Invoke fixture (tests/fixtures/pinvoke.json), bound once per test program.
+inline Bound& pinvoke() {
+  static Bound b("tests/fixtures/pinvoke.json");
+  return b;
+}
+
 inline Record rec(std::initializer_list<std::pair<const char*, Value>> fields) {
   Record r;
   for (const auto& [k, v] : fields) r.emplace_back(k, v);

@@ -18,16 +18,12 @@ using namespace marshal;
 using namespace marshal::test;
 
 namespace {
-Bound& fx() {
-  static Bound b("tests/fixtures/pinvoke.json");
-  return b;
-}
 Value pt(int x, int y) { return Value(rec({{"x", x}, {"y", y}})); }
 }  // namespace
 
 TEST_SUITE("call") {
   TEST_CASE("primitives round trip, small-integer returns included") {
-    auto& f = fx();
+    auto& f = pinvoke();
     CHECK(I(f.call("echo_i8", {-128}).ret) == echo_i8(-128));
     CHECK(I(f.call("echo_u8", {255}).ret) == echo_u8(255));
     CHECK(I(f.call("echo_i16", {-32768}).ret) == echo_i16(-32768));
@@ -49,7 +45,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("out-of-range integers and wrong types are errors before the call") {
-    auto& f = fx();
+    auto& f = pinvoke();
     CHECK(f.error_of("echo_u8", {300}).find("parameter 0 'v' (uint8): 300 is out of range for uint8 (0 to 255)") != std::string::npos);
     CHECK(f.error_of("echo_i8", {-129}).find("out of range") != std::string::npos);
     CHECK(f.error_of("echo_u64", {-1}).find("out of range") != std::string::npos);
@@ -61,7 +57,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("bools in their three forms, enums by name, number and flag list") {
-    auto& f = fx();
+    auto& f = pinvoke();
     CHECK(f.call("not_cbool", {true}).ret.as<bool>() == not_cbool(true));
     CHECK(f.call("not_cbool", {false}).ret.as<bool>() == not_cbool(false));
     CHECK(f.call("not_bool32", {true}).ret.as<bool>() == (not_bool32(1) != 0));
@@ -79,7 +75,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("strings in every encoding") {
-    auto& f = fx();
+    auto& f = pinvoke();
     const std::string text = "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80";  // héllo € 😀
     CHECK(I(f.call("len_in_utf8", {text}).ret) == static_cast<std::int64_t>(len_in_utf8(text.c_str())));
     CHECK(I(f.call("len_in_utf16", {text}).ret) == static_cast<std::int64_t>(len_in_utf16(u"h\u00e9llo \u20ac \U0001F600")));
@@ -121,13 +117,13 @@ TEST_SUITE("call") {
         }
       }
     // Through a call: well-formed text takes the direct path, the rest the general one's message.
-    auto& f = fx();
+    auto& f = pinvoke();
     CHECK(I(f.call("len_in_utf16", {"\xf0\x9f\x98\x80x"}).ret) == 3);
     CHECK(f.error_of("len_in_utf16", {"a\xed\xa0\x80"}).find("at byte 1") != std::string::npos);
   }
 
   TEST_CASE("strings out (caller-allocated), inout, and returned with ownership") {
-    auto& f = fx();
+    auto& f = pinvoke();
     CallResult r = f.call("reverse_out_utf8", {"marshal", 32});
     char buf[32];
     CHECK(I(r.ret) == static_cast<std::int64_t>(reverse_out_utf8("marshal", buf, 32)));
@@ -161,7 +157,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("arrays in, out, inout, returned; counts from params, constants, sentinels, return") {
-    auto& f = fx();
+    auto& f = pinvoke();
     const int32_t v[] = {1, -2, 3, 400};
     CHECK(I(f.call("sum_in_i32_array", {List{1, -2, 3, 400}, 4}).ret) == sum_in_i32_array(v, 4));
     CHECK(I(f.call("sum_in_i32_array", {List{1, -2, 3, 400}, 2}).ret) == sum_in_i32_array(v, 2));  // at least count
@@ -219,7 +215,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("pointers to one value: in, out, inout, nullable") {
-    auto& f = fx();
+    auto& f = pinvoke();
     int32_t o = 0;
     get_out_i32(&o);
     CHECK(f.out(f.call("get_out_i32"), "out") == Value(o));
@@ -241,7 +237,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("structs by value: 1-4 int and float fields, mixed, 100 bytes, union, bitfields, inline arrays") {
-    auto& f = fx();
+    auto& f = pinvoke();
     CHECK(I(f.call("sum_in_point", {pt(3, 4)}).ret) == sum_in_point(Point{3, 4}));
     Point mp = make_ret_point(-1, 2);
     CHECK(f.call("make_ret_point", {-1, 2}).ret == pt(mp.x, mp.y));
@@ -302,7 +298,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("12-argument calls and struct arguments that spill to the stack") {
-    auto& f = fx();
+    auto& f = pinvoke();
     CHECK(I(f.call("spill12_i64", {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12}).ret) == spill12_i64(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12));
     CHECK(D(f.call("spill12_mixed", {1, 0.5, 3, 1.5, 5, 2.5, 7, 3.5, 9, 4.5, 11, 5.5}).ret) ==
           spill12_mixed(1, 0.5, 3, 1.5, 5, 2.5, 7, 3.5, 9, 4.5, 11, 5.5));
@@ -311,7 +307,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("structs by pointer with nested pointers: deep copy in and back; flexible array members") {
-    auto& f = fx();
+    auto& f = pinvoke();
     int32_t items[] = {5, 6};
     Header h{};
     h.cb = sizeof(Header);
@@ -337,7 +333,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("handles: identity, invalid values, release when the host drops them") {
-    auto& f = fx();
+    auto& f = pinvoke();
     Res* direct = res_open(41);
     CHECK(res_value(direct) == 41);
     CHECK(res_open(-1) == nullptr);
@@ -367,7 +363,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("errno capture and declarative checks") {
-    auto& f = fx();
+    auto& f = pinvoke();
     CallResult ok = f.call("fail_with_errno", {0});
     REQUIRE(ok.error_number.has_value());
     CHECK(*ok.error_number == 0);
@@ -379,7 +375,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("variadic calls with default promotions") {
-    auto& f = fx();
+    auto& f = pinvoke();
     auto va = [](const char* type, Value v) { return Value(rec({{"type", type}, {"value", std::move(v)}})); };
     CHECK(I(f.call("sum_var_i32", {3, va("int16", 1), va("int8", -2), va("int", 40)}).ret) == sum_var_i32(3, 1, -2, 40));
     char buf[64];
@@ -394,7 +390,7 @@ TEST_SUITE("call") {
     // This signature also hits a bug of libffi before 3.4.7 (libffi PR #848):
     // MixBD's INTEGER eightbyte lands in the sixth general register after the
     // double took xmm0, and libffi 3.4.4 overwrote xmm0. abi.cpp splits it.
-    auto& f = fx();
+    auto& f = pinvoke();
     const int32_t v[] = {5, -6, 7};
     const uint64_t direct = checksum_args(-7, 2.5, Point{1, 2}, v, 3, "bytes", MixBD{9, -1.5});
     CHECK(f.call("checksum_args", {-7, 2.5, pt(1, 2), List{5, -6, 7}, 3, "bytes", Value(rec({{"tag", 9}, {"v", -1.5}}))})
@@ -402,7 +398,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("in parameters are never changed in the host's value, even when the callee writes") {
-    auto& f = fx();
+    auto& f = pinvoke();
     const Value arr = List{1, 2, 3};
     CHECK(I(f.call("scribble_in_i32_array", {arr, 3}).ret) == 6);
     CHECK(arr == Value(List{1, 2, 3}));
@@ -431,7 +427,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("host-owned native memory: pinned for inout arrays, copied once for in arrays") {
-    auto& f = fx();
+    auto& f = pinvoke();
     const TypeRegistry& reg = f.ctx.types();
     auto box = native_new(reg, reg.primitive(Prim::int32), 4);
     std::string err;
@@ -485,7 +481,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("one plan is called from many threads at once") {
-    auto& f = fx();
+    auto& f = pinvoke();
     std::string error;
     const Plan* add = f.lib->bind("sum_in_point_array", error);
     REQUIRE(add);
@@ -505,14 +501,14 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("a failed call leaves the host's values as they were") {
-    auto& f = fx();
+    auto& f = pinvoke();
     const Value arr = List{1, 2};
     CHECK_FALSE(f.error_of("fill_inout_i32_array", {arr, 3}).empty());
     CHECK(arr == Value(List{1, 2}));
   }
 
   TEST_CASE("the specialized invoker gives what ffi_call gives, for every register-only fixture signature") {
-    auto& f = fx();
+    auto& f = pinvoke();
     struct Case { const char* fn; std::vector<Value> args; };
     const std::vector<Case> cases = {
         {"echo_i8", {-128}}, {"echo_u8", {255}}, {"echo_i16", {-32768}}, {"echo_u16", {65535}},
@@ -548,7 +544,7 @@ TEST_SUITE("call") {
     CHECK_FALSE(f.lib->bind("sum_var_i32", error)->specialized());  // variadic: libffi
   }
   TEST_CASE("the scalar lane gives what the general path gives: results, errors, errno") {
-    auto& f = fx();
+    auto& f = pinvoke();
     const Value u64max(std::uint64_t{18446744073709551615u});
     struct Case { const char* fn; std::vector<Value> args; };
     const std::vector<Case> cases = {

@@ -17,10 +17,6 @@ using namespace marshal;
 using namespace marshal::test;
 
 namespace {
-Bound& fx() {
-  static Bound b("tests/fixtures/pinvoke.json");
-  return b;
-}
 
 std::int64_t address_of(const void* p) { return static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(p)); }
 
@@ -55,7 +51,7 @@ std::string long_text(std::string unit) {
 
 TEST_SUITE("call") {
   TEST_CASE("const: an in array of host-owned native memory is passed in place; without const it is copied") {
-    auto& f = fx();
+    auto& f = pinvoke();
     const TypeRegistry& reg = f.ctx.types();
     auto box = doubles(reg, List{1.0, 2.0, 3.0, 4.0});
     Value v(box);
@@ -77,7 +73,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("const: host bytes for a byte array are passed in place; without const they are copied") {
-    auto& f = fx();
+    auto& f = pinvoke();
     Value b(Bytes{{1, 2, 3, 4, 5}});
     std::vector<Value> five{b, 5}, three{b, 3};
     const std::int64_t host = address_of(five[0].as<Bytes>().data.data());
@@ -92,7 +88,7 @@ TEST_SUITE("call") {
   }
 
   TEST_CASE("const: a UTF-8 host string is passed in place when it already is the native text") {
-    auto& f = fx();
+    auto& f = pinvoke();
     for (const std::string& text : {long_text("ascii "), long_text("h\xc3\xa9llo w\xc3\xb6rld \xe2\x88\x91 ")}) {
       CAPTURE(text.substr(0, 12));
       const std::vector<Value> s{Value(text)};

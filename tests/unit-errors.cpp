@@ -15,14 +15,10 @@ using namespace marshal::test;
 using marshal::ErrorId;
 
 namespace {
-Bound& fx() {
-  static Bound b("tests/fixtures/pinvoke.json");
-  return b;
-}
 
 // A failing call's record: the thread's last error, whose message is the error text.
 marshal::Error failure(const std::string& fn, std::vector<marshal::Value> args) {
-  std::string text = fx().error_of(fn, std::move(args));
+  std::string text = pinvoke().error_of(fn, std::move(args));
   const marshal::Error& e = marshal::last_error();
   CHECK(e.message == text);
   return e;
@@ -71,8 +67,8 @@ TEST_SUITE("errors") {
     CHECK(n.param_index == 0);
     CHECK(n.param_name == "r");
     CHECK(n.got == "null");
-    marshal::Value h = fx().call("res_open", {7}).ret;
-    CHECK(I(fx().call("res_close", {h}).ret) == 0);
+    marshal::Value h = pinvoke().call("res_open", {7}).ret;
+    CHECK(I(pinvoke().call("res_close", {h}).ret) == 0);
     marshal::Error r = failure("res_value", {h});
     CHECK(r.id == ErrorId::released);
     CHECK(r.param_name == "r");
@@ -85,7 +81,7 @@ TEST_SUITE("errors") {
     CHECK(a.function == "echo_u8");
     CHECK(a.param_index == -1);
     std::string error;
-    CHECK(fx().lib->bind("no_such_function", error) == nullptr);
+    CHECK(pinvoke().lib->bind("no_such_function", error) == nullptr);
     CHECK(marshal::last_error().id == ErrorId::invalid_argument);
     CHECK(marshal::last_error().message == error);
     CHECK(marshal::last_error().function == "no_such_function");

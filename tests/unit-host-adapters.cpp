@@ -14,10 +14,6 @@ using namespace marshal;
 using namespace marshal::test;
 
 namespace {
-Bound& fx() {
-  static Bound b("tests/fixtures/pinvoke.json");
-  return b;
-}
 
 // Arguments as a binding might hold them: scalars, and a Value only for what
 // is not one. value(i) counts how often the plan asks for a Value.
@@ -66,7 +62,7 @@ class TestResults final : public HostResults {
 
 const Plan& plan_of(const char* fn) {
   std::string error;
-  const Plan* p = fx().lib->bind(fn, error);
+  const Plan* p = pinvoke().lib->bind(fn, error);
   INFO(fn << ": " << error);
   REQUIRE(p);
   return *p;
@@ -114,7 +110,7 @@ TEST_SUITE("call") {
     std::string error;
     CHECK_FALSE(plan_of("echo_u8").call(args, out, error));
     CHECK(args.value_calls == 1);  // the general converter reads the Value
-    CHECK(error == fx().error_of("echo_u8", {300}));
+    CHECK(error == pinvoke().error_of("echo_u8", {300}));
     CHECK(error.find("parameter 0 'v' (uint8): 300 is out of range for uint8 (0 to 255)") != std::string::npos);
     CHECK(out.scalars.empty());
     CHECK(out.values.empty());
