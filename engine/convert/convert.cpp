@@ -521,7 +521,7 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
   std::byte* mem = static_cast<std::byte*>(arena_.alloc_zeroed(total ? total : 1, std::max<std::size_t>(e.align, 1)));
   lent_.add(mem, total);
   if (is_bytes) {
-    std::memcpy(mem, v.as<Bytes>().data.data(), n);  // blittable: one copy, no per-element work
+    if (n) std::memcpy(mem, v.as<Bytes>().data.data(), n);  // blittable: one copy (empty bytes have no address)
   } else {
     const List& items = v.as<List>();
     std::uint64_t i = 0;
@@ -891,7 +891,7 @@ bool Marshaler::to_native(TypeId t, const Value& v, void* dst_v, const Ctx& c) {
       }
       if (v.is<Bytes>() && e.kind == Kind::integer && e.size == 1) {
         if (v.as<Bytes>().data.size() != n) return fail("expected " + std::to_string(n) + " bytes, got " + std::to_string(v.as<Bytes>().data.size()));
-        std::memcpy(dst, v.as<Bytes>().data.data(), n);
+        if (n) std::memcpy(dst, v.as<Bytes>().data.data(), n);
         return true;
       }
       if (!v.is<List>()) return fail("expected a list of " + std::to_string(n) + " elements, got " + v.describe());

@@ -69,7 +69,7 @@ bool native_store(const TypeRegistry& reg, NativeBox& box, const Value& v, std::
       error = std::to_string(v.as<Bytes>().data.size()) + " bytes do not fit in " + std::to_string(box.count);
       return false;
     }
-    std::memcpy(box.data(), v.as<Bytes>().data.data(), v.as<Bytes>().data.size());
+    if (!v.as<Bytes>().data.empty()) std::memcpy(box.data(), v.as<Bytes>().data.data(), v.as<Bytes>().data.size());
     return true;
   }
   if (!v.is<List>() || v.as<List>().size() > box.count) {
