@@ -18,7 +18,11 @@ namespace {
 
 fuzz::CallFixture& fixture() {
   static auto* f = new fuzz::CallFixture({"tests/fixtures/pinvoke.json", "tests/fuzz/fuzz_fixture.json"},
-                                         [](const std::string&, const Plan& plan) { return plan.laned(); });
+                                         [](const std::string& name, const Plan& plan) {
+                                           // address_* return the address they were given: a copy's
+                                           // address differs between two calls by design (unit-const.cpp).
+                                           return plan.laned() && !name.starts_with("address_");
+                                         });
   return *f;
 }
 
