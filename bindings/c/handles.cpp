@@ -1,9 +1,11 @@
 // marshal C API: the handle table (see handles.hpp).
-// Slots live in chunks that are never freed, so a stale handle always reads a
-// slot, never freed memory. Free slots are kept per thread (no lock when
+// Slots live in one reserved range that is never unmapped, so a stale handle
+// always reads a slot, never freed memory. Free slots are kept per thread (no lock when
 // values are made and dropped call after call) and exchanged with a shared
 // pool in batches.
 #include "handles.hpp"
+
+#include <sys/mman.h>
 
 #include <mutex>
 #include <new>
@@ -11,7 +13,19 @@
 
 namespace marshal_c {
 
-std::atomic<Slot*> Handles::dir_[Handles::max_chunks];  // zero-initialized: no chunk yet
+namespace {
+// The slot range: max_slots if the address space allows, else a smaller one
+// (a process limited by `ulimit -v`), else none (every new handle fails).
+Handles::Table reserve() noexcept {
+  for (std::size_t n = Handles::max_slots; n >= (std::size_t{1} << 16); n >>= 5) {
+    void* p = mmap(nullptr, n * sizeof(Slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p != MAP_FAILED) return {static_cast<Slot*>(p), n};  // zero: every slot free, generation 0
+  }
+  return {nullptr, 0};
+}
+}  // namespace
+
+const Handles::Table Handles::table_ = reserve();
 thread_local PerThread* per_thread_state __attribute__((tls_model("initial-exec"))) = nullptr;
 
 const char* kind_name(Kind k) {
@@ -72,20 +86,12 @@ struct PerThreadOwner {
 };
 thread_local PerThreadOwner per_thread_owner;
 
-// A fresh index from the pool (the caller holds its lock), making its chunk.
+// A fresh index from the pool (the caller holds its lock).
 bool fresh(Pool& p, std::uint32_t& i, std::string& error) {
-  if (p.next >= Handles::max_slots) {
-    error = "too many handles: " + std::to_string(Handles::max_slots) + " slots are in use or retired";
+  if (p.next >= Handles::limit()) {
+    error = Handles::limit() ? "too many handles: " + std::to_string(Handles::limit()) + " slots are in use or retired"
+                             : std::string("no address space for the handle table");
     return false;
-  }
-  if ((p.next & (Handles::chunk_size - 1)) == 0) {
-    auto* chunk = new (std::nothrow) Slot[Handles::chunk_size];
-    if (!chunk) {
-      error = "out of memory";
-      return false;
-    }
-    // Published once, never freed: stale handles always find their slot.
-    Handles::publish(p.next >> Handles::chunk_bits, chunk);
   }
   i = static_cast<std::uint32_t>(p.next++);
   return true;
@@ -156,8 +162,6 @@ PerThread* make_per_thread() noexcept {
   per_thread_state = p;
   return p;
 }
-
-void Handles::publish(std::size_t chunk_index, Slot* chunk) { dir_[chunk_index].store(chunk, std::memory_order_release); }
 
 Bits Handles::add(Kind k, void* object, std::uint32_t refs, std::string& error) {
   std::uint32_t i;

@@ -41,17 +41,20 @@ struct Slot {
 
 class Handles {
  public:
-  static constexpr unsigned chunk_bits = 12;
-  static constexpr std::size_t chunk_size = std::size_t{1} << chunk_bits;
-  static constexpr std::size_t max_chunks = std::size_t{1} << 14;  // 2^26 slots
-  static constexpr std::size_t max_slots = chunk_size * max_chunks;
+  // Slots live in one address range reserved at load (MAP_NORESERVE: pages
+  // are made as handles reach them), never unmapped: a stale or made-up
+  // handle below the limit reads a slot (zero, or another generation).
+  static constexpr std::size_t max_slots = std::size_t{1} << 26;
+  struct Table {
+    Slot* base;
+    std::size_t limit;
+  };
 
-  // The slot a handle's index names, or nullptr when no handle ever had it.
+  // The slot a handle's index names, or nullptr past the reserved range.
   [[gnu::always_inline]] static Slot* slot(Bits h) noexcept {
     const std::uint64_t i = h & 0xffffffffu;
-    if (i >= max_slots) return nullptr;
-    Slot* chunk = dir_[i >> chunk_bits].load(std::memory_order_acquire);
-    return chunk ? chunk + (i & (chunk_size - 1)) : nullptr;
+    if (i >= table_.limit) return nullptr;
+    return table_.base + i;
   }
 
   // The object of a live handle of kind k, or nullptr (NULL, released, stale,
@@ -75,8 +78,8 @@ class Handles {
   // A new handle of kind k for object with `refs` references; 0 when no slot
   // is left (the message is in `error`).
   static Bits add(Kind k, void* object, std::uint32_t refs, std::string& error);
-  // Makes a new chunk of slots visible (the table grows only).
-  static void publish(std::size_t chunk_index, Slot* chunk);
+  // How many slots the reserved range holds (0: none could be reserved).
+  static std::size_t limit() noexcept { return table_.limit; }
 
   // Adds one reference to a live handle; false when it is not live or its
   // count is full (`full` says which).
@@ -160,7 +163,7 @@ class Handles {
     if (gen < max_generation) ++gen;
     return gen << gen_shift;
   }
-  static std::atomic<Slot*> dir_[max_chunks];
+  static const Table table_;
 };
 
 // ---- per-thread state ----

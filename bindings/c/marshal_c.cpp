@@ -99,6 +99,9 @@ struct CFunction {
   const marshal::TypeRegistry* types = nullptr;
   marshal::remote::IsolatedLibrary* isolated = nullptr;  // its library's (which owns this function)
   Site site;  // for errors
+  // Argument counts it takes, made once (set_counts): without its computed
+  // parameters, and with them (0: it has none, call/arguments.hpp).
+  std::size_t host_count = 0, full_count = 0;
 };
 
 // A function's signature as the host reads it (introspection), with its
@@ -638,6 +641,11 @@ std::size_t param_of_argument_count(const marshal::Signature& sig) {
   return n;
 }
 
+void set_counts(CFunction& f) {
+  f.host_count = param_of_argument_count(*f.fn);
+  f.full_count = marshal::full_arity(*f.fn);
+}
+
 // The signature's parameter that host argument i supplies (-1: a variadic one).
 std::int64_t param_of_argument(const marshal::Signature& sig, std::size_t i) {
   std::size_t seen = 0;
@@ -783,7 +791,7 @@ marshal_status call_new(const char* api, const Site& site, Bits library, Bits ob
 // Whether a function of fixed arity is given another number of arguments
 // (neither its arity nor, with computed parameters, the long form's).
 bool wrong_count(const CFunction& f, std::size_t nargs) {
-  return f.fn->variadic_from < 0 && nargs != param_of_argument_count(*f.fn) && nargs != marshal::full_arity(*f.fn);
+  return f.fn->variadic_from < 0 && nargs != f.host_count && nargs != f.full_count;
 }
 
 // A function's call: computed parameters given too are checked and left out
@@ -791,6 +799,7 @@ bool wrong_count(const CFunction& f, std::size_t nargs) {
 bool call_function(const CFunction& f, std::span<const marshal::Value* const> view, marshal::CallResult& r,
                    std::string& error) {
   if (f.isolated) return f.isolated->call_addressed(f.fn->name, view, r, error);  // it applies the rule itself
+  if (view.size() != f.full_count) return f.plan->call(view, r, error);  // no computed parameter given
   std::vector<const marshal::Value*> storage;
   return marshal::host_arguments(*f.types, *f.site.file, *f.fn, view, storage, error) && f.plan->call(view, r, error);
 }
@@ -1081,6 +1090,7 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
         f->site.sig = f->fn;
         f->site.file = &tm.file;
         f->site.function = f->fn->name;
+        set_counts(*f);
         f->self = Handles::add(Kind::function, f.get(), 1, error);
         if (!f->self) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": " + error);
         it = l->functions.emplace(name, std::move(f)).first;
@@ -1104,6 +1114,7 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
       f->site.sig = &plan->function();
       f->site.file = &tm.file;
       f->site.function = plan->function().name;
+      set_counts(*f);
       f->self = Handles::add(Kind::function, f.get(), 1, error);
       if (!f->self) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": " + error);
       it = l->functions.emplace(name, std::move(f)).first;
