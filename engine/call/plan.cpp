@@ -14,7 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 namespace {
 std::atomic<bool> invokers_on{true};
@@ -770,7 +770,7 @@ class PlanRun {
     const bool wants_errno = fn.capture_errno || fn.check.error_errno;
     if (wants_errno) errno = 0;
     if (cif == &p.cif_ && p.invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
-      marshal::invoke(p.invoker_, target, values, rvalue);
+      engine::invoke(p.invoker_, target, values, rvalue);
     else
       ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(target), rvalue, values);
     saved_errno = wants_errno ? errno : 0;
@@ -1068,4 +1068,4 @@ bool Plan::call_method(void* self, void* target, const HostArgs& args, HostResul
   return PlanRun<HostArgs, HostResults>::call(*this, self, target, args, results, error);
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -35,7 +35,7 @@
 #include <string>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // A function that frees memory or releases a handle: called as fn(value).
 struct Releaser {
@@ -170,4 +170,4 @@ class Plan {
 void set_specialized_invokers(bool on);
 void set_scalar_lanes(bool on);
 
-}  // namespace marshal
+}  // namespace marshal::engine

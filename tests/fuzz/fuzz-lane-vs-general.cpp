@@ -13,6 +13,7 @@
 #include <exception>
 
 using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 
