@@ -14,6 +14,7 @@
 #include "objects/object.hpp"
 #include "call/arguments.hpp"
 #include "call/library.hpp"
+#include "call/host_io.hpp"
 #include "remote/surrogate.hpp"
 #include "values/value.hpp"
 #include "base/error.hpp"

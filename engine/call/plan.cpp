@@ -2,6 +2,7 @@
 #include "call/plan.hpp"
 #include "call/library.hpp"
 #include "call/variadic.hpp"
+#include "call/host_io.hpp"
 
 #include "abi/abi.hpp"
 #include "convert/convert.hpp"

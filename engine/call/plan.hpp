@@ -22,7 +22,6 @@
 #include "abi/shared_library.hpp"
 #include "objects/object.hpp"
 #include "values/call_values.hpp"
-#include "call/host_io.hpp"
 #include "values/value.hpp"
 
 #include <ffi.h>
@@ -47,7 +46,10 @@ struct Releaser {
 };
 
 class Library;
-
+// Host adapters (call/host_io.hpp, not included here: it is not part of the
+// installed headers the typed C++ API reaches).
+class HostArgs;
+class HostResults;
 
 class Plan {
  public:
