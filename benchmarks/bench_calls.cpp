@@ -99,17 +99,17 @@ int main(int argc, char** argv) {
   marshal::library lib(pinvoke);
   marshal::library cblib(callbacks);
   marshal::library olib(objects);
-  marshal::Context ctx;
+  marshal::engine::Context ctx;
   std::string err;
   auto dyn_of = [&](const std::string& tm) {
-    marshal::LoadResult lr = ctx.load_file(tm);
-    return marshal::Library::open(ctx, *lr.typemap, err);
+    marshal::engine::LoadResult lr = ctx.load_file(tm);
+    return marshal::engine::Library::open(ctx, *lr.typemap, err);
   };
   auto dyn = dyn_of(pinvoke);
   auto dyn_cb = dyn_of(callbacks);
   auto dyn_obj = dyn_of(objects);
-  auto plan = [&](marshal::Library& l, const char* fn) {
-    const marshal::Plan* p = l.bind(fn, err);
+  auto plan = [&](marshal::engine::Library& l, const char* fn) {
+    const marshal::engine::Plan* p = l.bind(fn, err);
     if (!p) { std::fprintf(stderr, "%s\n", err.c_str()); std::exit(2); }
     return p;
   };
@@ -157,13 +157,13 @@ int main(int argc, char** argv) {
     return x;
   };
   // The result is read where the call left it (a host reads it in place).
-  auto dyn_call = [&](const marshal::Plan* p, const std::vector<marshal::Value>& args,
-                      marshal::CallResult& r) -> const marshal::Value& {
+  auto dyn_call = [&](const marshal::engine::Plan* p, const std::vector<marshal::engine::Value>& args,
+                      marshal::engine::CallResult& r) -> const marshal::engine::Value& {
     r.out.clear();
     p->call(args, r, err);
     return r.ret;
   };
-  auto num = [](const marshal::Value& v) {
+  auto num = [](const marshal::engine::Value& v) {
     return v.is<double>() ? v.as<double>() : v.is<std::uint64_t>() ? static_cast<double>(v.as<std::uint64_t>())
                                                                    : static_cast<double>(v.as<std::int64_t>());
   };
@@ -195,17 +195,17 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; ++i) t += typed_add(static_cast<int32_t>(i), 3);
     return static_cast<double>(t);
   });
-  const marshal::Plan* p_add = plan(*dyn, "add_i32");
+  const marshal::engine::Plan* p_add = plan(*dyn, "add_i32");
   {
-    marshal::CallResult r;
+    marshal::engine::CallResult r;
     expect(num(dyn_call(p_add, {1, 2}, r)) == 3, "dynamic add_i32");
   }
   add("add_i32", DYN, slow, [&](long n) {
     double t = 0;
-    std::vector<marshal::Value> args{0, 3};
-    marshal::CallResult r;
+    std::vector<marshal::engine::Value> args{0, 3};
+    marshal::engine::CallResult r;
     for (long i = 0; i < n; ++i) {
-      args[0] = marshal::Value(static_cast<std::int64_t>(i));
+      args[0] = marshal::engine::Value(static_cast<std::int64_t>(i));
       t += num(dyn_call(p_add, args, r));
     }
     return t;
@@ -259,13 +259,13 @@ int main(int argc, char** argv) {
   // Dynamic values and the C API pass the array as host-owned native memory,
   // as the peers' drivers do (a ctypes array, cffi's ffi.new, a Float64Array):
   // one copy for an `in` array, no conversion per element.
-  const marshal::Plan* p_sum = plan(*dyn, "sum_in_f64_array");
-  auto dbox = marshal::native_new(ctx.types(), ctx.types().find_primitive("double"), data.size());
+  const marshal::engine::Plan* p_sum = plan(*dyn, "sum_in_f64_array");
+  auto dbox = marshal::engine::native_new(ctx.types(), ctx.types().find_primitive("double"), data.size());
   std::memcpy(dbox->data(), data.data(), data.size() * sizeof(double));
   add("sum_f64", DYN, 200 * slow, [&](long n) {
     double t = 0;
-    std::vector<marshal::Value> args{marshal::Value(dbox), 1000};
-    marshal::CallResult r;
+    std::vector<marshal::engine::Value> args{marshal::engine::Value(dbox), 1000};
+    marshal::engine::CallResult r;
     for (long i = 0; i < n; ++i) t += num(dyn_call(p_sum, args, r));
     return t;
   });
@@ -313,11 +313,11 @@ int main(int argc, char** argv) {
       for (long i = 0; i < n; ++i) t += static_cast<double>(typed(text));
       return t;
     });
-    const marshal::Plan* p = plan(*dyn, fn);
+    const marshal::engine::Plan* p = plan(*dyn, fn);
     add(scenario, DYN, weight, [&, p](long n) {
       double t = 0;
-      std::vector<marshal::Value> args{text};
-      marshal::CallResult r;
+      std::vector<marshal::engine::Value> args{text};
+      marshal::engine::CallResult r;
       for (long i = 0; i < n; ++i) t += num(dyn_call(p, args, r));
       return t;
     });
@@ -382,14 +382,14 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; ++i) t += typed_vec({static_cast<double>(i), 1}, {2, 3}).x;
     return t;
   });
-  const marshal::Plan* p_vec = plan(*dyn, "add_vec2");
+  const marshal::engine::Plan* p_vec = plan(*dyn, "add_vec2");
   add("vec2_add", DYN, slow, [&](long n) {
     double t = 0;
-    marshal::Record a{{"x", 0.0}, {"y", 1.0}}, b{{"x", 2.0}, {"y", 3.0}};
-    std::vector<marshal::Value> args{a, b};
-    marshal::CallResult r;
+    marshal::engine::Record a{{"x", 0.0}, {"y", 1.0}}, b{{"x", 2.0}, {"y", 3.0}};
+    std::vector<marshal::engine::Value> args{a, b};
+    marshal::engine::CallResult r;
     for (long i = 0; i < n; ++i) {
-      args[0].as<marshal::Record>()[0].second = marshal::Value(static_cast<double>(i));
+      args[0].as<marshal::engine::Record>()[0].second = marshal::engine::Value(static_cast<double>(i));
       t += dyn_call(p_vec, args, r).field("x")->as<double>();
     }
     return t;
@@ -441,14 +441,14 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; ++i) { typed_fill(got, 256); t += got[5]; }
     return t;
   });
-  const marshal::Plan* p_fill = plan(*dyn, "fill_out_i32_array");
+  const marshal::engine::Plan* p_fill = plan(*dyn, "fill_out_i32_array");
   add("fill_i32", DYN, 20 * slow, [&](long n) {
     double t = 0;
-    std::vector<marshal::Value> args{256};
-    marshal::CallResult r;
+    std::vector<marshal::engine::Value> args{256};
+    marshal::engine::CallResult r;
     for (long i = 0; i < n; ++i) {
       dyn_call(p_fill, args, r);
-      t += num(r.out[0].second.as<marshal::List>()[5]);
+      t += num(r.out[0].second.as<marshal::engine::List>()[5]);
     }
     return t;
   });
@@ -498,13 +498,13 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; ++i) { typed_pt(got, static_cast<int32_t>(i), 1); t += got.x; }
     return t;
   });
-  const marshal::Plan* p_pt = plan(*dyn, "get_out_point");
+  const marshal::engine::Plan* p_pt = plan(*dyn, "get_out_point");
   add("out_struct", DYN, slow, [&](long n) {
     double t = 0;
-    std::vector<marshal::Value> args{0, 1};
-    marshal::CallResult r;
+    std::vector<marshal::engine::Value> args{0, 1};
+    marshal::engine::CallResult r;
     for (long i = 0; i < n; ++i) {
-      args[0] = marshal::Value(static_cast<std::int64_t>(i));
+      args[0] = marshal::engine::Value(static_cast<std::int64_t>(i));
       dyn_call(p_pt, args, r);
       t += num(*r.out[0].second.field("x"));
     }
@@ -561,11 +561,11 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; ++i) t += static_cast<double>(typed_rev(in, got, 64)) + got[0];
     return t;
   });
-  const marshal::Plan* p_rev = plan(*dyn, "reverse_out_utf8");
+  const marshal::engine::Plan* p_rev = plan(*dyn, "reverse_out_utf8");
   add("out_string", DYN, slow, [&](long n) {
     double t = 0;
-    std::vector<marshal::Value> args{"marshal", 64};
-    marshal::CallResult r;
+    std::vector<marshal::engine::Value> args{"marshal", 64};
+    marshal::engine::CallResult r;
     for (long i = 0; i < n; ++i) t += num(dyn_call(p_rev, args, r)) + r.out[0].second.as<std::string>()[0];
     return t;
   });
@@ -619,13 +619,13 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; ++i) t += static_cast<double>(typed_pts(pts, 100));
     return t;
   });
-  const marshal::Plan* p_pts = plan(*dyn, "sum_in_point_array");
-  auto pbox = marshal::native_new(ctx.types(), dyn->typemap().find_type("Point"), pts.size());
+  const marshal::engine::Plan* p_pts = plan(*dyn, "sum_in_point_array");
+  auto pbox = marshal::engine::native_new(ctx.types(), dyn->typemap().find_type("Point"), pts.size());
   std::memcpy(pbox->data(), pts.data(), pts.size() * sizeof(P));
   add("struct_array", DYN, 20 * slow, [&](long n) {
     double t = 0;
-    std::vector<marshal::Value> args{marshal::Value(pbox), 100};
-    marshal::CallResult r;
+    std::vector<marshal::engine::Value> args{marshal::engine::Value(pbox), 100};
+    marshal::engine::CallResult r;
     for (long i = 0; i < n; ++i) t += num(dyn_call(p_pts, args, r));
     return t;
   });
@@ -676,25 +676,25 @@ int main(int argc, char** argv) {
     for (long i = 0; i < n; ++i) t += typed_apply(typed_cb, static_cast<int32_t>(i));
     return static_cast<double>(t);
   });
-  auto host_plus_one = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
-      "plus_one", [](const std::vector<marshal::Value>& a, marshal::Value& r, std::string&) {
-        r = marshal::Value(a[0].as<std::int64_t>() + 1);
+  auto host_plus_one = std::make_shared<marshal::engine::HostFunction>(marshal::engine::HostFunction{
+      "plus_one", [](const std::vector<marshal::engine::Value>& a, marshal::engine::Value& r, std::string&) {
+        r = marshal::engine::Value(a[0].as<std::int64_t>() + 1);
         return true;
       }});
-  const marshal::Plan* p_apply = plan(*dyn_cb, "apply_i32");
+  const marshal::engine::Plan* p_apply = plan(*dyn_cb, "apply_i32");
   {
-    marshal::CallResult r;
-    expect(num(dyn_call(p_apply, {marshal::Value(host_plus_one), 41}, r)) == 42, "dynamic call_cb");
+    marshal::engine::CallResult r;
+    expect(num(dyn_call(p_apply, {marshal::engine::Value(host_plus_one), 41}, r)) == 42, "dynamic call_cb");
   }
   // Dynamic values and the C API pass a callback registered once, as the
   // peers' drivers do (koffi.register, a ctypes CFUNCTYPE object, ffi.callback).
   auto registered_plus_one = dyn_cb->callback("IntFn", host_plus_one, err);
   add("call_cb", DYN, slow, [&](long n) {
     double t = 0;
-    std::vector<marshal::Value> args{marshal::Value(registered_plus_one), 0};
-    marshal::CallResult r;
+    std::vector<marshal::engine::Value> args{marshal::engine::Value(registered_plus_one), 0};
+    marshal::engine::CallResult r;
     for (long i = 0; i < n; ++i) {
-      args[1] = marshal::Value(static_cast<std::int64_t>(i));
+      args[1] = marshal::engine::Value(static_cast<std::int64_t>(i));
       t += num(dyn_call(p_apply, args, r));
     }
     return t;
@@ -726,10 +726,10 @@ int main(int argc, char** argv) {
   add("cb_thread", TYPED, slow, [&](long n) {
     return static_cast<double>(typed_threads(typed_cb, 1, static_cast<int32_t>(n)));
   });
-  const marshal::Plan* p_threads = plan(*dyn_cb, "call_from_threads");
+  const marshal::engine::Plan* p_threads = plan(*dyn_cb, "call_from_threads");
   add("cb_thread", DYN, slow, [&](long n) {
-    marshal::CallResult r;
-    return num(dyn_call(p_threads, {marshal::Value(registered_plus_one), 1, marshal::Value(static_cast<std::int64_t>(n))}, r));
+    marshal::engine::CallResult r;
+    return num(dyn_call(p_threads, {marshal::engine::Value(registered_plus_one), 1, marshal::engine::Value(static_cast<std::int64_t>(n))}, r));
   });
   marshal_function* c_threads = c_fn(c_callbacks, "call_from_threads");
   add("cb_thread", CAPI, slow, [&](long n) {
@@ -776,13 +776,13 @@ int main(int argc, char** argv) {
       for (long i = 0; i < n; ++i) t += bound(1);
       return static_cast<double>(t);
     });
-    marshal::Value dobj;
-    dyn_obj->objects().create("Counter", std::vector<marshal::Value>{0}, dobj, err);
-    const marshal::ObjectRef& ref = dobj.as<marshal::ObjectRef>();
+    marshal::engine::Value dobj;
+    dyn_obj->objects().create("Counter", std::vector<marshal::engine::Value>{0}, dobj, err);
+    const marshal::engine::ObjectRef& ref = dobj.as<marshal::engine::ObjectRef>();
     add("vtable_method", DYN, slow, [&](long n) {
       double t = 0;
-      std::vector<marshal::Value> args{1};
-      marshal::CallResult r;
+      std::vector<marshal::engine::Value> args{1};
+      marshal::engine::CallResult r;
       for (long i = 0; i < n; ++i) {
         r.out.clear();
         dyn_obj->objects().call(ref, "Add", args, r, err);
@@ -830,12 +830,12 @@ int main(int argc, char** argv) {
         for (long i = 0; i < n; ++i) t += bound(1);
         return static_cast<double>(t);
       });
-      const marshal::ObjectRef& ref = obj.value().as<marshal::ObjectRef>();
-      marshal::ObjectSpace& space = marshal::library_of(ref).objects();
+      const marshal::engine::ObjectRef& ref = obj.value().as<marshal::engine::ObjectRef>();
+      marshal::engine::ObjectSpace& space = marshal::engine::library_of(ref).objects();
       add("same_apartment", DYN, slow, [&](long n) {
         double t = 0;
-        std::vector<marshal::Value> args{1};
-        marshal::CallResult r;
+        std::vector<marshal::engine::Value> args{1};
+        marshal::engine::CallResult r;
         for (long i = 0; i < n; ++i) {
           space.call(ref, "Add", args, r, err);
           t += num(r.ret);
@@ -862,12 +862,12 @@ int main(int argc, char** argv) {
         for (long i = 0; i < n; ++i) t += bound(1);
         return static_cast<double>(t);
       });
-      const marshal::ObjectRef& ref = proxy.value().as<marshal::ObjectRef>();
-      marshal::ObjectSpace& space = marshal::library_of(ref).objects();
+      const marshal::engine::ObjectRef& ref = proxy.value().as<marshal::engine::ObjectRef>();
+      marshal::engine::ObjectSpace& space = marshal::engine::library_of(ref).objects();
       add("proxy_call", DYN, 1000, [&](long n) {
         double t = 0;
-        std::vector<marshal::Value> args{1};
-        marshal::CallResult r;
+        std::vector<marshal::engine::Value> args{1};
+        marshal::engine::CallResult r;
         for (long i = 0; i < n; ++i) {
           space.call(ref, "Add", args, r, err);
           t += num(r.ret);
@@ -963,12 +963,12 @@ int main(int argc, char** argv) {
       for (long i = 0; i < n; ++i) t += typed_sum(many, nd);
       return t;
     });
-    auto many_box = marshal::native_new(ctx.types(), ctx.types().find_primitive("double"), nd);
+    auto many_box = marshal::engine::native_new(ctx.types(), ctx.types().find_primitive("double"), nd);
     std::memcpy(many_box->data(), many.data(), nd * sizeof(double));
     add("scale_sum_f64", DYN, big, [&](long n) {
       double t = 0;
-      std::vector<marshal::Value> args{marshal::Value(many_box), static_cast<std::uint64_t>(nd)};
-      marshal::CallResult r;
+      std::vector<marshal::engine::Value> args{marshal::engine::Value(many_box), static_cast<std::uint64_t>(nd)};
+      marshal::engine::CallResult r;
       for (long i = 0; i < n; ++i) t += num(dyn_call(p_sum, args, r));
       return t;
     });
@@ -1038,11 +1038,11 @@ int main(int argc, char** argv) {
     });
     add("scale_fill_i32", DYN, huge, [&](long n) {
       double t = 0;
-      std::vector<marshal::Value> args{static_cast<std::uint64_t>(nf)};
-      marshal::CallResult r;
+      std::vector<marshal::engine::Value> args{static_cast<std::uint64_t>(nf)};
+      marshal::engine::CallResult r;
       for (long i = 0; i < n; ++i) {
         dyn_call(p_fill, args, r);
-        t += num(r.out[0].second.as<marshal::List>()[5]);
+        t += num(r.out[0].second.as<marshal::engine::List>()[5]);
       }
       return t;
     });
@@ -1072,12 +1072,12 @@ int main(int argc, char** argv) {
       for (long i = 0; i < n; ++i) t += static_cast<double>(typed_pts(points, np));
       return t;
     });
-    auto points_box = marshal::native_new(ctx.types(), dyn->typemap().find_type("Point"), np);
+    auto points_box = marshal::engine::native_new(ctx.types(), dyn->typemap().find_type("Point"), np);
     std::memcpy(points_box->data(), points.data(), np * sizeof(P));
     add("scale_struct_array", DYN, big, [&](long n) {
       double t = 0;
-      std::vector<marshal::Value> args{marshal::Value(points_box), static_cast<std::uint64_t>(np)};
-      marshal::CallResult r;
+      std::vector<marshal::engine::Value> args{marshal::engine::Value(points_box), static_cast<std::uint64_t>(np)};
+      marshal::engine::CallResult r;
       for (long i = 0; i < n; ++i) t += num(dyn_call(p_pts, args, r));
       return t;
     });

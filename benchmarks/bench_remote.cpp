@@ -178,7 +178,7 @@ struct Server {
   }
 };
 
-double num(const marshal::Value& v) {
+double num(const marshal::engine::Value& v) {
   return v.is<double>() ? v.as<double>() : v.is<std::uint64_t>() ? static_cast<double>(v.as<std::uint64_t>())
                                                                  : static_cast<double>(v.as<std::int64_t>());
 }
@@ -296,28 +296,28 @@ int main(int argc, char** argv) {
       return t;
     });
   }
-  marshal::Context ctx;
+  marshal::engine::Context ctx;
   std::string err;
   auto open_here = [&](const std::string& tm) {
-    marshal::LoadResult lr = ctx.load_file(tm);
+    marshal::engine::LoadResult lr = ctx.load_file(tm);
     if (!lr.typemap) die("cannot load " + tm);
-    auto l = marshal::Library::open(ctx, *lr.typemap, err);
+    auto l = marshal::engine::Library::open(ctx, *lr.typemap, err);
     if (!l) die(err);
     return l;
   };
   auto here_small = open_here(pinvoke), here_big = open_here(hostile);
-  const marshal::Plan* p_add = here_small->bind("add_i32", err);
-  const marshal::Plan* p_touch = here_big->bind("touch_inout_u8", err);
+  const marshal::engine::Plan* p_add = here_small->bind("add_i32", err);
+  const marshal::engine::Plan* p_touch = here_big->bind("touch_inout_u8", err);
   if (!p_add || !p_touch) die(err);
-  std::vector<marshal::Value> big_args{marshal::Value(marshal::Bytes{payload}), marshal::Value(std::uint64_t{n})};
+  std::vector<marshal::engine::Value> big_args{marshal::engine::Value(marshal::engine::Bytes{payload}), marshal::engine::Value(std::uint64_t{n})};
   {
-    marshal::CallResult r;
-    expect(p_add->call(std::vector<marshal::Value>{1, 2}, r, err) && num(r.ret) == 3, "dynamic add_i32");
+    marshal::engine::CallResult r;
+    expect(p_add->call(std::vector<marshal::engine::Value>{1, 2}, r, err) && num(r.ret) == 3, "dynamic add_i32");
     add(SMALL, DYN, 1, [&](long k) {
       double t = 0;
-      std::vector<marshal::Value> args{0, 3};
+      std::vector<marshal::engine::Value> args{0, 3};
       for (long i = 0; i < k; ++i) {
-        args[0] = marshal::Value(static_cast<int>(i % 65536));
+        args[0] = marshal::engine::Value(static_cast<int>(i % 65536));
         p_add->call(args, r, err);
         t += num(r.ret);
       }
@@ -325,37 +325,37 @@ int main(int argc, char** argv) {
     });
     r.out.clear();
     expect(p_touch->call(big_args, r, err) && num(r.ret) == static_cast<double>(payload_sum) &&
-               xored_ok(r.out.at(0).second.as<marshal::Bytes>().data),
+               xored_ok(r.out.at(0).second.as<marshal::engine::Bytes>().data),
            "dynamic touch_inout_u8");
     add(BIG, DYN, mib, [&](long k) {
       double t = 0;
       for (long i = 0; i < k; ++i) {
         r.out.clear();
         p_touch->call(big_args, r, err);
-        t += num(r.ret) + r.out[0].second.as<marshal::Bytes>().data[static_cast<std::size_t>(i) % n];
+        t += num(r.ret) + r.out[0].second.as<marshal::engine::Bytes>().data[static_cast<std::size_t>(i) % n];
       }
       return t;
     });
   }
 
   // ---- across the boundary: the surrogate, then serve/connect ----
-  auto remote_rows = [&](const char* impl, const marshal::remote::IsolateOptions& o) {
-    marshal::Context rctx;
-    auto small = marshal::remote::IsolatedLibrary::open_file(rctx, pinvoke, o, err);
+  auto remote_rows = [&](const char* impl, const marshal::engine::remote::IsolateOptions& o) {
+    marshal::engine::Context rctx;
+    auto small = marshal::engine::remote::IsolatedLibrary::open_file(rctx, pinvoke, o, err);
     if (!small) die(std::string(impl) + ": " + err);
-    auto big = marshal::remote::IsolatedLibrary::open_file(rctx, hostile, o, err);
+    auto big = marshal::engine::remote::IsolatedLibrary::open_file(rctx, hostile, o, err);
     if (!big) die(std::string(impl) + ": " + err);
-    marshal::CallResult r;
-    auto call = [&](marshal::remote::IsolatedLibrary& l, const char* fn, const std::vector<marshal::Value>& args) {
+    marshal::engine::CallResult r;
+    auto call = [&](marshal::engine::remote::IsolatedLibrary& l, const char* fn, const std::vector<marshal::engine::Value>& args) {
       if (!l.call(fn, args, r, err)) die(std::string(impl) + ": " + err);
     };
     call(*small, "add_i32", {1, 2});
     expect(num(r.ret) == 3, std::string(impl) + " add_i32");
     add(SMALL, impl, round_trip, [&](long k) {
       double t = 0;
-      std::vector<marshal::Value> args{0, 3};
+      std::vector<marshal::engine::Value> args{0, 3};
       for (long i = 0; i < k; ++i) {
-        args[0] = marshal::Value(static_cast<int>(i % 65536));
+        args[0] = marshal::engine::Value(static_cast<int>(i % 65536));
         call(*small, "add_i32", args);
         t += num(r.ret);
       }
@@ -363,25 +363,25 @@ int main(int argc, char** argv) {
     });
     call(*big, "touch_inout_u8", big_args);
     expect(num(r.ret) == static_cast<double>(payload_sum) && !r.out.empty() &&
-               xored_ok(r.out.at(0).second.as<marshal::Bytes>().data),
+               xored_ok(r.out.at(0).second.as<marshal::engine::Bytes>().data),
            std::string(impl) + " touch_inout_u8");
     add(BIG, impl, mib, [&](long k) {
       double t = 0;
       for (long i = 0; i < k; ++i) {
         call(*big, "touch_inout_u8", big_args);
-        t += num(r.ret) + r.out.at(0).second.as<marshal::Bytes>().data[static_cast<std::size_t>(i) % n];
+        t += num(r.ret) + r.out.at(0).second.as<marshal::engine::Bytes>().data[static_cast<std::size_t>(i) % n];
       }
       return t;
     });
   };
   if (wanted(SMALL, SURROGATE) || wanted(BIG, SURROGATE)) {
-    marshal::remote::IsolateOptions o;
+    marshal::engine::remote::IsolateOptions o;
     o.surrogate = surrogate;
     remote_rows(SURROGATE, o);
   }
   if (wanted(SMALL, SERVE) || wanted(BIG, SERVE)) {
     Server server(marshal_exe, {pinvoke, hostile});
-    marshal::remote::IsolateOptions c;
+    marshal::engine::remote::IsolateOptions c;
     c.connect = server.address;
     remote_rows(SERVE, c);
   }

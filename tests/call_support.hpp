@@ -8,6 +8,7 @@
 #include "support.hpp"
 
 namespace marshal::test {
+using namespace marshal::engine;
 
 struct Bound {
   Context ctx;

@@ -24,6 +24,7 @@
 #endif
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 namespace {

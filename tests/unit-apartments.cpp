@@ -50,31 +50,31 @@ std::string on_thread(const std::function<void()>& f) {
 std::uint64_t host_sta_thread() {
   std::uint64_t id = 0;
   std::string error;
-  marshal::run_in(marshal::host_sta(), [&] { id = me(); }, error);
+  marshal::engine::run_in(marshal::engine::host_sta(), [&] { id = me(); }, error);
   return id;
 }
 
 // An STA on a thread of its own, running its message loop; run() executes
 // code there (through the engine's own cross-apartment call).
 struct StaThread {
-  std::shared_ptr<marshal::Apartment> apt;
+  std::shared_ptr<marshal::engine::Apartment> apt;
   std::atomic<bool> stop{false};
   std::thread thread;
   StaThread() {
-    auto ready = std::make_shared<std::promise<std::shared_ptr<marshal::Apartment>>>();
+    auto ready = std::make_shared<std::promise<std::shared_ptr<marshal::engine::Apartment>>>();
     auto got = ready->get_future();
     thread = std::thread([this, ready] {
       std::string error;
-      auto a = marshal::enter_sta(error);
+      auto a = marshal::engine::enter_sta(error);
       ready->set_value(a);
       a->run_until([this] { return stop.load(); });
-      marshal::leave_apartment();
+      marshal::engine::leave_apartment();
     });
     apt = got.get();
   }
   void run(const std::function<void()>& f) {
     std::string error;
-    bool ok = marshal::run_in(apt, f, error);
+    bool ok = marshal::engine::run_in(apt, f, error);
     INFO(error);
     REQUIRE(ok);
   }
@@ -345,7 +345,7 @@ TEST_SUITE("apartments") {
       std::promise<void> tokens_ready, proxy_ready;
       std::thread sta([&] {
         std::string error;
-        auto a = marshal::enter_sta(error);
+        auto a = marshal::engine::enter_sta(error);
         {
           object p = lib().create("ProbeApartment");
           t1 = marshal::marshal_interface(p);
@@ -355,7 +355,7 @@ TEST_SUITE("apartments") {
           // Serve calls until the other side made its proxy and used it once.
           a->run_until([&] { return got.wait_for(std::chrono::seconds(0)) == std::future_status::ready; });
         }
-        if (leaves) marshal::leave_apartment();
+        if (leaves) marshal::engine::leave_apartment();
       });
       tokens_ready.get_future().wait();
       object q;
@@ -492,7 +492,7 @@ TEST_SUITE("apartments") {
       Reenter impl;
       object h;
       std::string error;
-      marshal::run_in(sta2.apt, [&] {
+      marshal::engine::run_in(sta2.apt, [&] {
         sta2_thread = me();
         h = impl.make();
       }, error);
@@ -509,7 +509,7 @@ TEST_SUITE("apartments") {
       //    before it can leave.
       Reenter there;
       object in_sta2;
-      marshal::run_in(sta2.apt, [&] { in_sta2 = there.make(); }, error);
+      marshal::engine::run_in(sta2.apt, [&] { in_sta2 = there.make(); }, error);
       errors += error;
       errors += on_thread([&] {
         apartment_scope a(apartment_scope::kind::mta);
@@ -520,7 +520,7 @@ TEST_SUITE("apartments") {
         object g = relay.make();
         std::thread waiter([&] {
           std::string e;
-          marshal::run_in(sta2.apt, [&] {
+          marshal::engine::run_in(sta2.apt, [&] {
             while (!relay.inside) std::this_thread::sleep_for(std::chrono::milliseconds(1));
             try {
               waiter_calls = probe.call<std::int64_t>("Enter", 0);
@@ -535,7 +535,7 @@ TEST_SUITE("apartments") {
         there.probe = object();
       });
       h = object();
-      marshal::run_in(sta2.apt, [&] { in_sta2 = object(); }, error);
+      marshal::engine::run_in(sta2.apt, [&] { in_sta2 = object(); }, error);
       sta2.end();
     });
     INFO(failure << errors);
@@ -604,17 +604,17 @@ TEST_SUITE("apartments") {
     std::string failure = on_thread([&] {
       apartment_scope a(apartment_scope::kind::sta);
       const auto owner = std::this_thread::get_id();
-      auto on_owner = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
-          "on_owner", [&](const std::vector<marshal::Value>& args, marshal::Value& r, std::string&) {
+      auto on_owner = std::make_shared<marshal::engine::HostFunction>(marshal::engine::HostFunction{
+          "on_owner", [&](const std::vector<marshal::engine::Value>& args, marshal::engine::Value& r, std::string&) {
             if (std::this_thread::get_id() != owner) ++elsewhere;
             ++calls;
-            r = marshal::Value(I(args[0]) + 1);
+            r = marshal::engine::Value(I(args[0]) + 1);
             return true;
           }});
       std::string error;
       auto registered = f.lib->callback("OwnerFn", on_owner, error);
       REQUIRE(registered);
-      f.call("start_async", {marshal::Value(registered), threads, per});
+      f.call("start_async", {marshal::engine::Value(registered), threads, per});
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
       a.run_until([&] { return calls.load() == threads * per || std::chrono::steady_clock::now() > deadline; });
       joined = I(f.call("join_async").ret);

@@ -15,6 +15,7 @@
 #include <thread>
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 namespace {
@@ -530,9 +531,9 @@ TEST_SUITE("call") {
       CallResult with, without;
       INFO(c.fn << ": " << error);
       REQUIRE(plan->call(c.args, with, error));
-      marshal::set_specialized_invokers(false);
+      marshal::engine::set_specialized_invokers(false);
       const bool ok = plan->call(c.args, without, error);
-      marshal::set_specialized_invokers(true);
+      marshal::engine::set_specialized_invokers(true);
       REQUIRE(ok);
       CHECK(with.ret == without.ret);
       CHECK(with.out == without.out);
@@ -582,9 +583,9 @@ TEST_SUITE("call") {
       CallResult laned, general;
       std::string laned_error, general_error;
       const bool laned_ok = plan->call(c.args, laned, laned_error);
-      marshal::set_scalar_lanes(false);
+      marshal::engine::set_scalar_lanes(false);
       const bool general_ok = plan->call(c.args, general, general_error);
-      marshal::set_scalar_lanes(true);
+      marshal::engine::set_scalar_lanes(true);
       CHECK(laned_ok == general_ok);
       CHECK(laned_error == general_error);
       if (laned_ok && general_ok) {
@@ -625,9 +626,9 @@ TEST_SUITE("call") {
       std::string laned_error, general_error;
       const bool laned_ok = plan->call(c.args, laned, laned_error);
       const bool again_ok = plan->call(c.args, laned, laned_error);  // a reused result: the record updated in place
-      marshal::set_scalar_lanes(false);
+      marshal::engine::set_scalar_lanes(false);
       const bool general_ok = plan->call(c.args, general, general_error);
-      marshal::set_scalar_lanes(true);
+      marshal::engine::set_scalar_lanes(true);
       CHECK(laned_ok == general_ok);
       CHECK(laned_ok == succeed[at++]);
       CHECK(again_ok == general_ok);

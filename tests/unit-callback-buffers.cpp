@@ -12,6 +12,7 @@
 #include <cstdint>
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 extern "C" {

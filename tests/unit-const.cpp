@@ -14,6 +14,7 @@
 #include <sys/mman.h>
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 namespace {

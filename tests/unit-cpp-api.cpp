@@ -55,40 +55,40 @@ struct CIF { int32_t i; float f; };
 struct CFID { float f; int32_t i; double d; };
 
 // Calls fn through the engine's dynamic plan (libffi) with host values.
-marshal::Value via_libffi(Bound& b, const std::string& fn, std::vector<marshal::Value> args) {
+marshal::engine::Value via_libffi(Bound& b, const std::string& fn, std::vector<marshal::engine::Value> args) {
   return b.call(fn, std::move(args)).ret;
 }
-double F(const marshal::Value& v, const char* field) { return v.field(field)->as<double>(); }
+double F(const marshal::engine::Value& v, const char* field) { return v.field(field)->as<double>(); }
 }  // namespace
 
 TEST_SUITE("cpp-api") {
   TEST_CASE("the specialized invoker (a direct call through the C++ function type) equals libffi") {
     marshal::library lib(fixture);
     Bound b("tests/fixtures/pinvoke.json");
-    using marshal::Value;
+    using marshal::engine::Value;
     using marshal::test::rec;
     auto s1i = lib.function<C1i(C1i)>("echo_s1i")({-7});
     CHECK(s1i.a == I(*via_libffi(b, "echo_s1i", {Value(rec({{"a", -7}}))}).field("a")));
     auto s3i = lib.function<C3i(C3i)>("echo_s3i")({1, -2, 3});
-    marshal::Value l3 = via_libffi(b, "echo_s3i", {Value(rec({{"a", 1}, {"b", -2}, {"c", 3}}))});
+    marshal::engine::Value l3 = via_libffi(b, "echo_s3i", {Value(rec({{"a", 1}, {"b", -2}, {"c", 3}}))});
     CHECK((s3i.a == I(*l3.field("a")) && s3i.b == I(*l3.field("b")) && s3i.c == I(*l3.field("c"))));
     auto s4i = lib.function<C4i(C4i)>("echo_s4i")({1, 2, 3, 4});
     CHECK(s4i.d == I(*via_libffi(b, "echo_s4i", {Value(rec({{"a", 1}, {"b", 2}, {"c", 3}, {"d", 4}}))}).field("d")));
     auto s1f = lib.function<C1f(C1f)>("echo_s1f")({1.5f});
     CHECK(s1f.a == F(via_libffi(b, "echo_s1f", {Value(rec({{"a", 1.5}}))}), "a"));
     auto s3f = lib.function<C3f(C3f)>("echo_s3f")({1.5f, -2.25f, 8});
-    marshal::Value l3f = via_libffi(b, "echo_s3f", {Value(rec({{"a", 1.5}, {"b", -2.25}, {"c", 8.0}}))});
+    marshal::engine::Value l3f = via_libffi(b, "echo_s3f", {Value(rec({{"a", 1.5}, {"b", -2.25}, {"c", 8.0}}))});
     CHECK((s3f.a == F(l3f, "a") && s3f.b == F(l3f, "b") && s3f.c == F(l3f, "c")));
     auto s4f = lib.function<C4f(C4f)>("echo_s4f")({1, 2, 3, 4.5f});
     CHECK(s4f.d == F(via_libffi(b, "echo_s4f", {Value(rec({{"a", 1.0}, {"b", 2.0}, {"c", 3.0}, {"d", 4.5}}))}), "d"));
     auto mif = lib.function<CIF(CIF)>("echo_mix_if")({-3, 0.75f});
-    marshal::Value lif = via_libffi(b, "echo_mix_if", {Value(rec({{"i", -3}, {"f", 0.75}}))});
+    marshal::engine::Value lif = via_libffi(b, "echo_mix_if", {Value(rec({{"i", -3}, {"f", 0.75}}))});
     CHECK((mif.i == I(*lif.field("i")) && mif.f == F(lif, "f")));
     auto fid = lib.function<CFID(CFID)>("echo_mix_fid")({0.5f, 9, -1e10});
-    marshal::Value lfid = via_libffi(b, "echo_mix_fid", {Value(rec({{"f", 0.5}, {"i", 9}, {"d", -1e10}}))});
+    marshal::engine::Value lfid = via_libffi(b, "echo_mix_fid", {Value(rec({{"f", 0.5}, {"i", 9}, {"d", -1e10}}))});
     CHECK((fid.f == F(lfid, "f") && fid.i == I(*lfid.field("i")) && fid.d == F(lfid, "d")));
     auto bd = lib.function<BD(BD)>("echo_mix_bd")({7, 2.5});
-    marshal::Value lbd = via_libffi(b, "echo_mix_bd", {Value(rec({{"tag", 7}, {"v", 2.5}}))});
+    marshal::engine::Value lbd = via_libffi(b, "echo_mix_bd", {Value(rec({{"tag", 7}, {"v", 2.5}}))});
     CHECK((bd.tag == I(*lbd.field("tag")) && bd.v == F(lbd, "v")));
     const double mixed = lib.function<double(int32_t, double, int32_t, double, int32_t, double, int32_t, double, int32_t,
                                              double, int32_t, double)>("spill12_mixed")(1, 2.5, 3, 4.5, 5, 6.5, 7, 8.5, 9,
@@ -294,8 +294,8 @@ TEST_SUITE("cpp-api") {
     auto typed = lib.function<uint64_t(int8_t, double, P, std::vector<int32_t>, size_t, std::string, BD)>("checksum_args");
     CHECK(typed(-7, 2.5, {1, 2}, {5, -6, 7}, 3, "bytes", {9, -1.5}) == direct);
     Bound dyn("tests/fixtures/pinvoke.json");
-    CHECK(dyn.call("checksum_args", {-7, 2.5, marshal::Value(rec({{"x", 1}, {"y", 2}})), marshal::List{5, -6, 7}, 3, "bytes",
-                                     marshal::Value(rec({{"tag", 9}, {"v", -1.5}}))})
+    CHECK(dyn.call("checksum_args", {-7, 2.5, marshal::engine::Value(rec({{"x", 1}, {"y", 2}})), marshal::engine::List{5, -6, 7}, 3, "bytes",
+                                     marshal::engine::Value(rec({{"tag", 9}, {"v", -1.5}}))})
               .ret.as<uint64_t>() == direct);
     // The C API is tested through libmarshal_c in unit-c-api.cpp (same export, same check).
     auto add = lib.function<int32_t(int32_t, int32_t)>("add_i32");
@@ -314,9 +314,9 @@ TEST_SUITE("cpp-api") {
       if (n) fill_out_i32_array(want.data(), n);
       CHECK(got == want);
       if (n <= 256) {
-        const marshal::Value general = dyn.call("fill_out_i32_array", {marshal::Value(static_cast<uint64_t>(n))}).out.at(0).second;
-        REQUIRE(general.as<marshal::List>().size() == n);
-        for (size_t i = 0; i < n; ++i) CHECK(general.as<marshal::List>()[i].as<int64_t>() == got[i]);
+        const marshal::engine::Value general = dyn.call("fill_out_i32_array", {marshal::engine::Value(static_cast<uint64_t>(n))}).out.at(0).second;
+        REQUIRE(general.as<marshal::engine::List>().size() == n);
+        for (size_t i = 0; i < n; ++i) CHECK(general.as<marshal::engine::List>()[i].as<int64_t>() == got[i]);
       }
     }
     // In place: the caller's storage, one resize, and no allocation at all once it has room.
@@ -355,9 +355,9 @@ TEST_SUITE("cpp-api") {
     std::vector<int32_t> v{1, 2, 3, 4, 5};
     twice(v, 3);
     CHECK(v == std::vector<int32_t>{2, 4, 6});
-    const marshal::Value general = dyn.call("fill_inout_i32_array", {marshal::List{1, 2, 3, 4, 5}, 3}).out.at(0).second;
-    CHECK(general.as<marshal::List>().size() == 3);
-    CHECK(general.as<marshal::List>()[2].as<int64_t>() == 6);
+    const marshal::engine::Value general = dyn.call("fill_inout_i32_array", {marshal::engine::List{1, 2, 3, 4, 5}, 3}).out.at(0).second;
+    CHECK(general.as<marshal::engine::List>().size() == 3);
+    CHECK(general.as<marshal::engine::List>()[2].as<int64_t>() == 6);
     // A count larger than the caller's inout vector: the engine's error, nothing written.
     std::vector<int32_t> small{1, 2};
     CHECK_THROWS_WITH_AS(twice(small, 1000), doctest::Contains("the array has 2 elements but its count is 1000"), marshal::error);
@@ -396,16 +396,16 @@ TEST_SUITE("cpp-api") {
       f << text;
     }
     marshal::library lib(path);
-    marshal::Context ctx;
-    marshal::LoadResult r = ctx.load_text(text, path);
+    marshal::engine::Context ctx;
+    marshal::engine::LoadResult r = ctx.load_text(text, path);
     REQUIRE(r.ok());
     std::string error;
-    auto dyn = marshal::Library::open(ctx, *r.typemap, error);
+    auto dyn = marshal::engine::Library::open(ctx, *r.typemap, error);
     REQUIRE(dyn);
-    auto general_error = [&](const std::string& fn, std::vector<marshal::Value> args) {
-      const marshal::Plan* plan = dyn->bind(fn, error);
+    auto general_error = [&](const std::string& fn, std::vector<marshal::engine::Value> args) {
+      const marshal::engine::Plan* plan = dyn->bind(fn, error);
       REQUIRE(plan);
-      marshal::CallResult res;
+      marshal::engine::CallResult res;
       std::string e;
       CHECK_FALSE(plan->call(args, res, e));
       return e;
@@ -425,13 +425,13 @@ TEST_SUITE("cpp-api") {
     CHECK(v.size() == 256);
     v.assign(1, 7);
     const std::string over = typed_error([&] { fill(v, 257); });
-    CHECK(over == general_error("fill_out_i32_array", {marshal::Value(uint64_t{257})}));
+    CHECK(over == general_error("fill_out_i32_array", {marshal::engine::Value(uint64_t{257})}));
     CHECK(over.find("parameter 0 'out'") != std::string::npos);
     CHECK(over.find("larger than the limit of 1024 bytes") != std::string::npos);
     CHECK(v == std::vector<int32_t>{7});  // refused before the call: the caller's vector is untouched
     // A count no vector could hold (a caller that lies about its buffer): refused, never an overflow.
     const std::string huge = typed_error([&] { fill(v, SIZE_MAX); });
-    CHECK(huge == general_error("fill_out_i32_array", {marshal::Value(uint64_t{SIZE_MAX})}));
+    CHECK(huge == general_error("fill_out_i32_array", {marshal::engine::Value(uint64_t{SIZE_MAX})}));
     CHECK(v == std::vector<int32_t>{7});
     // The vector is sized by the engine's count, not by what the caller had.
     std::vector<int32_t> tiny;
@@ -446,7 +446,7 @@ TEST_SUITE("cpp-api") {
     CHECK(b == std::vector<uint8_t>{1 ^ 0x5a});
     std::vector<uint8_t> lie{200, 200};
     const std::string reported = typed_error([&] { sum_len(lie, 2); });
-    CHECK(reported == general_error("sum_len_u8", {marshal::Value(marshal::Bytes{{200, 200}}), marshal::Value(uint64_t{2})}));
+    CHECK(reported == general_error("sum_len_u8", {marshal::engine::Value(marshal::engine::Bytes{{200, 200}}), marshal::engine::Value(uint64_t{2})}));
     CHECK(reported.find("the callee reports 400 elements written into a buffer of 2") != std::string::npos);
     CHECK(lie.empty());  // what a lying callee wrote is not handed back
     std::filesystem::remove(path);
@@ -456,11 +456,11 @@ TEST_SUITE("cpp-api") {
     Bound b("tests/fixtures/pinvoke.json");
     std::string error;
     auto plan = [&](const char* fn) {
-      const marshal::Plan* p = b.lib->bind(fn, error);
+      const marshal::engine::Plan* p = b.lib->bind(fn, error);
       REQUIRE(p);
       return p;
     };
-    using Form = marshal::Plan::InPlace::Form;
+    using Form = marshal::engine::Plan::InPlace::Form;
     CHECK(plan("fill_out_i32_array")->in_place(0).form == Form::array);
     CHECK(plan("fill_out_i32_array")->in_place(0).count_param == 1);
     CHECK(plan("fill_out_i32_array")->in_place(1).form == Form::none);  // an `in` integer

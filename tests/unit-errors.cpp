@@ -17,9 +17,9 @@ using marshal::ErrorId;
 namespace {
 
 // A failing call's record: the thread's last error, whose message is the error text.
-marshal::Error failure(const std::string& fn, std::vector<marshal::Value> args) {
+marshal::Error failure(const std::string& fn, std::vector<marshal::engine::Value> args) {
   std::string text = pinvoke().error_of(fn, std::move(args));
-  const marshal::Error& e = marshal::last_error();
+  const marshal::Error& e = marshal::engine::last_error();
   CHECK(e.message == text);
   return e;
 }
@@ -32,18 +32,18 @@ TEST_SUITE("errors") {
                        ErrorId::native_crash, ErrorId::wrong_apartment, ErrorId::released, ErrorId::apartment_ended,
                        ErrorId::unsupported, ErrorId::internal}) {
       ErrorId back = ErrorId::none;
-      REQUIRE(marshal::error_id_from_name(marshal::error_id_name(id), back));
+      REQUIRE(marshal::engine::error_id_from_name(marshal::engine::error_id_name(id), back));
       CHECK(back == id);
     }
-    CHECK(std::string(marshal::error_id_name(ErrorId::conversion)) == "conversion");
-    CHECK(std::string(marshal::error_id_name(ErrorId::wrong_apartment)) == "wrong_apartment");
+    CHECK(std::string(marshal::engine::error_id_name(ErrorId::conversion)) == "conversion");
+    CHECK(std::string(marshal::engine::error_id_name(ErrorId::wrong_apartment)) == "wrong_apartment");
     ErrorId none;
-    CHECK_FALSE(marshal::error_id_from_name("no_such_id", none));
+    CHECK_FALSE(marshal::engine::error_id_from_name("no_such_id", none));
   }
 
   TEST_CASE("a range error names the function, the parameter and what was got and expected") {
     for (bool lanes : {true, false}) {
-      marshal::set_scalar_lanes(lanes);
+      marshal::engine::set_scalar_lanes(lanes);
       marshal::Error e = failure("echo_u8", {300});
       CHECK(e.id == ErrorId::conversion);
       CHECK(e.function == "echo_u8");
@@ -54,20 +54,20 @@ TEST_SUITE("errors") {
       CHECK(e.file.find("pinvoke.json") != std::string::npos);
       CHECK(e.message.find("echo_u8: parameter 0 'v' (uint8): 300 is out of range for uint8 (0 to 255)") != std::string::npos);
     }
-    marshal::set_scalar_lanes(true);
+    marshal::engine::set_scalar_lanes(true);
     marshal::Error w = failure("echo_u8", {"text"});
     CHECK(w.id == ErrorId::conversion);
     CHECK(w.expected == "uint8");
   }
 
   TEST_CASE("null where it is not allowed, and a released handle") {
-    marshal::Error n = failure("res_value", {marshal::Value()});
+    marshal::Error n = failure("res_value", {marshal::engine::Value()});
     CHECK(n.id == ErrorId::null_not_allowed);
     CHECK(n.function == "res_value");
     CHECK(n.param_index == 0);
     CHECK(n.param_name == "r");
     CHECK(n.got == "null");
-    marshal::Value h = pinvoke().call("res_open", {7}).ret;
+    marshal::engine::Value h = pinvoke().call("res_open", {7}).ret;
     CHECK(I(pinvoke().call("res_close", {h}).ret) == 0);
     marshal::Error r = failure("res_value", {h});
     CHECK(r.id == ErrorId::released);
@@ -82,21 +82,21 @@ TEST_SUITE("errors") {
     CHECK(a.param_index == -1);
     std::string error;
     CHECK(pinvoke().lib->bind("no_such_function", error) == nullptr);
-    CHECK(marshal::last_error().id == ErrorId::invalid_argument);
-    CHECK(marshal::last_error().message == error);
-    CHECK(marshal::last_error().function == "no_such_function");
+    CHECK(marshal::engine::last_error().id == ErrorId::invalid_argument);
+    CHECK(marshal::engine::last_error().message == error);
+    CHECK(marshal::engine::last_error().function == "no_such_function");
 
-    marshal::Context ctx;
+    marshal::engine::Context ctx;
     const std::string text = R"({"typemap": 1,
       "library": {"name": "marshal_fixture", "load": {"linux": ["libmarshal_fixture.so", "build/tests/libmarshal_fixture.so"]}},
       "functions": {"ghost": {"symbol": "no_such_symbol_anywhere", "returns": "int32", "params": []}}})";
-    marshal::LoadResult r = ctx.load_text(text, "ghost.json");
+    marshal::engine::LoadResult r = ctx.load_text(text, "ghost.json");
     for (const auto& d : r.errors) MESSAGE(d.text());
     REQUIRE(r.ok());
-    auto lib = marshal::Library::open(ctx, *r.typemap, error);
+    auto lib = marshal::engine::Library::open(ctx, *r.typemap, error);
     REQUIRE(lib);
     CHECK(lib->bind("ghost", error) == nullptr);
-    const marshal::Error& s = marshal::last_error();
+    const marshal::Error& s = marshal::engine::last_error();
     CHECK(s.id == ErrorId::symbol_not_found);
     CHECK(s.message == error);
     CHECK(s.function == "ghost");
@@ -104,17 +104,17 @@ TEST_SUITE("errors") {
 
     const std::string nolib = R"({"typemap": 1,
       "library": {"name": "nothere", "load": {"linux": ["libmarshal_no_such_library.so.9"]}}})";
-    marshal::LoadResult r2 = ctx.load_text(nolib, "nolib.json");
+    marshal::engine::LoadResult r2 = ctx.load_text(nolib, "nolib.json");
     REQUIRE(r2.ok());
-    CHECK_FALSE(marshal::Library::open(ctx, *r2.typemap, error));
-    CHECK(marshal::last_error().id == ErrorId::library_not_found);
-    CHECK(marshal::last_error().message == error);
-    CHECK(marshal::last_error().file == "nolib.json");
+    CHECK_FALSE(marshal::engine::Library::open(ctx, *r2.typemap, error));
+    CHECK(marshal::engine::last_error().id == ErrorId::library_not_found);
+    CHECK(marshal::engine::last_error().message == error);
+    CHECK(marshal::engine::last_error().file == "nolib.json");
   }
 
   TEST_CASE("a typemap error carries the file and the JSON Pointer") {
-    marshal::Context ctx;
-    marshal::LoadResult r = ctx.load_text(R"({"typemap": 1, "functions": {"f": {"returns": "no_such_type", "params": []}}})",
+    marshal::engine::Context ctx;
+    marshal::engine::LoadResult r = ctx.load_text(R"({"typemap": 1, "functions": {"f": {"returns": "no_such_type", "params": []}}})",
                                           "bad.json");
     REQUIRE_FALSE(r.ok());
     marshal::Error e = r.errors.front().record();
@@ -169,19 +169,19 @@ TEST_SUITE("errors") {
 
   TEST_CASE("a reference used from the wrong apartment") {
     marshal::library objs(source_path("tests/fixtures/objects.json"));
-    std::promise<std::shared_ptr<marshal::Apartment>> ready;
+    std::promise<std::shared_ptr<marshal::engine::Apartment>> ready;
     std::atomic<bool> stop{false};
     std::thread sta([&] {
       std::string error;
-      auto a = marshal::enter_sta(error);
+      auto a = marshal::engine::enter_sta(error);
       ready.set_value(a);
       a->run_until([&] { return stop.load(); });
-      marshal::leave_apartment();
+      marshal::engine::leave_apartment();
     });
     auto apt = ready.get_future().get();
     marshal::object p;
     std::string error;
-    REQUIRE(marshal::run_in(apt, [&] { p = objs.create("ProbeApartment"); }, error));
+    REQUIRE(marshal::engine::run_in(apt, [&] { p = objs.create("ProbeApartment"); }, error));
     std::thread([&] {
       marshal::apartment_scope mta(marshal::apartment_scope::kind::mta);
       try {
@@ -192,7 +192,7 @@ TEST_SUITE("errors") {
         CHECK(std::string(e.what()).find("wrong apartment") != std::string::npos);
       }
     }).join();
-    REQUIRE(marshal::run_in(apt, [&] { p = marshal::object(); }, error));
+    REQUIRE(marshal::engine::run_in(apt, [&] { p = marshal::object(); }, error));
     stop = true;
     apt->wake();
     sta.join();

@@ -47,6 +47,7 @@ extern "C" {
 #endif
 
 using namespace marshal;
+using namespace marshal::engine;
 using J = nlohmann::ordered_json;
 
 namespace {

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 namespace {

@@ -11,6 +11,7 @@
 #include <vector>
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 namespace {

@@ -20,6 +20,7 @@
 #include <stdexcept>
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 namespace {

@@ -6,6 +6,7 @@
 #include "call_support.hpp"
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 TEST_SUITE("identity") {

@@ -12,6 +12,7 @@
 #include <map>
 
 using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 

@@ -14,6 +14,7 @@
 #include <uuid/uuid.h>
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 namespace {

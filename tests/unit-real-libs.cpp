@@ -17,6 +17,7 @@
 #include <algorithm>
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 TEST_SUITE("real-libs") {

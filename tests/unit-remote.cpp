@@ -20,6 +20,7 @@
 #endif
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 using namespace std::chrono_literals;
 

@@ -28,6 +28,7 @@
 #endif
 
 using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 

@@ -11,6 +11,7 @@
 #include <filesystem>
 
 using namespace marshal;
+using namespace marshal::engine;
 namespace fs = std::filesystem;
 
 TEST_SUITE("typemap-bad") {

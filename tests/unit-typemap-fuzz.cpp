@@ -13,6 +13,7 @@
 #include <random>
 
 using namespace marshal;
+using namespace marshal::engine;
 using json = nlohmann::json;
 namespace fs = std::filesystem;
 

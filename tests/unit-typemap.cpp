@@ -11,6 +11,7 @@
 #include <string>
 
 using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 

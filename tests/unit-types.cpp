@@ -11,6 +11,7 @@
 #include <uchar.h>
 
 using namespace marshal;
+using namespace marshal::engine;
 
 TEST_SUITE("types") {
   TEST_CASE("primitive sizes follow the target ABI") {

@@ -19,6 +19,7 @@
 #endif
 
 using namespace marshal;
+using namespace marshal::engine;
 using namespace marshal::test;
 
 namespace {

@@ -14,6 +14,7 @@
 #include "objects/object.hpp"
 #include "call/arguments.hpp"
 #include "call/library.hpp"
+#include "call/host_io.hpp"
 #include "remote/surrogate.hpp"
 #include "values/value.hpp"
 #include "base/error.hpp"
@@ -62,7 +63,7 @@ void set_error(marshal_error_code id, std::string message) {
 // What a call is about, for its error record: the typemap function or
 // method, its file, and (functions) its signature.
 struct Site {
-  const marshal::Signature* sig = nullptr;  // nullptr: not known here (methods are resolved by the engine)
+  const marshal::engine::Signature* sig = nullptr;  // nullptr: not known here (methods are resolved by the engine)
   const std::string* file = nullptr;
   std::string_view function;
   std::string_view iface;  // methods named without their interface
@@ -74,7 +75,7 @@ struct CTypemap;
 struct CContext {
   // Shared with every engine library opened from it: objects and callbacks
   // may keep a library (and so its types) alive after the context handle goes.
-  std::shared_ptr<marshal::Context> ctx = std::make_shared<marshal::Context>();
+  std::shared_ptr<marshal::engine::Context> ctx = std::make_shared<marshal::engine::Context>();
   std::mutex mutex;
   std::vector<std::unique_ptr<CTypemap>> typemaps;
 };
@@ -84,7 +85,7 @@ struct CTypemap {
   Bits self = 0;
   Bits context = 0;
   CContext* ctx = nullptr;
-  const marshal::Typemap* tm = nullptr;
+  const marshal::engine::Typemap* tm = nullptr;
   std::string text;  // the JSON (marshal_typemap_load_text), for a surrogate to load too
   std::string path;  // or the file it was read from (marshal_typemap_load)
 };
@@ -94,10 +95,10 @@ struct CTypemap {
 struct CFunction {
   Bits self = 0;
   Bits library = 0;
-  const marshal::Plan* plan = nullptr;  // null: a function of an isolated library
-  const marshal::Function* fn = nullptr;
-  const marshal::TypeRegistry* types = nullptr;
-  marshal::remote::IsolatedLibrary* isolated = nullptr;  // its library's (which owns this function)
+  const marshal::engine::Plan* plan = nullptr;  // null: a function of an isolated library
+  const marshal::engine::Function* fn = nullptr;
+  const marshal::engine::TypeRegistry* types = nullptr;
+  marshal::engine::remote::IsolatedLibrary* isolated = nullptr;  // its library's (which owns this function)
   Site site;  // for errors
   // Argument counts it takes, made once (set_counts): without its computed
   // parameters, and with them (0: it has none, call/arguments.hpp).
@@ -108,7 +109,7 @@ struct CFunction {
 // types as text made once. Belongs to its library, like a function.
 struct CSignature {
   Bits self = 0;
-  const marshal::Signature* sig = nullptr;
+  const marshal::engine::Signature* sig = nullptr;
   std::int64_t variadic_from = -1;
   std::string returns;
   std::vector<std::string> types;  // one per parameter
@@ -130,12 +131,12 @@ struct CType {
 
 struct CLibrary {
   Bits context = 0;  // one reference, dropped with the library
-  std::shared_ptr<marshal::Library> lib;  // null when isolated
+  std::shared_ptr<marshal::engine::Library> lib;  // null when isolated
   // An isolated library (in a surrogate process) and the context holding its typemap.
-  std::shared_ptr<marshal::Context> isolated_ctx;
-  std::unique_ptr<marshal::remote::IsolatedLibrary> isolated;
-  const marshal::Typemap& typemap() const { return lib ? lib->typemap() : isolated->typemap(); }
-  const marshal::TypeRegistry& registry() const { return lib ? lib->context().types() : isolated_ctx->types(); }
+  std::shared_ptr<marshal::engine::Context> isolated_ctx;
+  std::unique_ptr<marshal::engine::remote::IsolatedLibrary> isolated;
+  const marshal::engine::Typemap& typemap() const { return lib ? lib->typemap() : isolated->typemap(); }
+  const marshal::engine::TypeRegistry& registry() const { return lib ? lib->context().types() : isolated_ctx->types(); }
   std::mutex mutex;
   std::map<std::string, std::unique_ptr<CFunction>> functions;
   std::map<std::string, std::unique_ptr<CSignature>> signatures;
@@ -149,11 +150,11 @@ struct CResult {
   std::vector<std::pair<std::string, Bits>> outs;
   bool has_errno = false;
   int err = 0;
-  marshal::CallResult scratch;  // what the engine writes; moved into the values above
+  marshal::engine::CallResult scratch;  // what the engine writes; moved into the values above
 };
 
 struct CValue {
-  marshal::Value v;
+  marshal::engine::Value v;
   // Handles given out for list items or record fields, each holding one
   // reference owned by this value; rebuilt after the container changes.
   std::vector<Bits> kids;
@@ -222,8 +223,8 @@ marshal_error_code default_id(marshal_status s) {
 }
 
 // The engine's id of a failure as the C API's.
-marshal_error_code c_id(marshal::ErrorId id) {
-  using marshal::ErrorId;
+marshal_error_code c_id(marshal::engine::ErrorId id) {
+  using marshal::engine::ErrorId;
   switch (id) {
     case ErrorId::invalid_argument: return MARSHAL_E_INVALID_ARGUMENT;
     case ErrorId::typemap: return MARSHAL_E_TYPEMAP;
@@ -244,7 +245,7 @@ marshal_error_code c_id(marshal::ErrorId id) {
 // A failure the engine reported with a record (base/error.hpp): its id and
 // fields, when the record is this failure's (the same message), else nothing.
 void adopt_engine_error(const std::string& message) {
-  const marshal::Error& e = marshal::last_error();
+  const marshal::engine::Error& e = marshal::engine::last_error();
   if (!e || e.message.empty() || message.size() < e.message.size() ||
       message.compare(message.size() - e.message.size(), e.message.size(), e.message) != 0)
     return;
@@ -259,7 +260,7 @@ void adopt_engine_error(const std::string& message) {
   }
   if (!e.got.empty()) r.got = e.got;
   if (!e.expected.empty()) r.expected = e.expected;
-  if (e.native_kind != marshal::NativeCodeKind::none) r.native_code = e.native_code;
+  if (e.native_kind != marshal::engine::NativeCodeKind::none) r.native_code = e.native_code;
 }
 
 marshal_status fail(marshal_status s, std::string message, marshal_error_code id = MARSHAL_E_NONE) {
@@ -303,23 +304,23 @@ marshal_status bad_handle(const char* api, const char* param, const void* h, Kin
 void note_bad_handle(const char* api, const char* param, const void* h, Kind k) { bad_handle(api, param, h, k); }
 
 // "a string", "an integer": what a value holds, for messages.
-const char* noun(const marshal::Value& v) {
+const char* noun(const marshal::engine::Value& v) {
   switch (v.type()) {
-    case marshal::Value::Type::null: return "null";
-    case marshal::Value::Type::boolean: return "a bool";
-    case marshal::Value::Type::int64: case marshal::Value::Type::uint64: return "an integer";
-    case marshal::Value::Type::real: return "a double";
-    case marshal::Value::Type::string: return "a string";
-    case marshal::Value::Type::bytes: return "bytes";
-    case marshal::Value::Type::list: return "a list";
-    case marshal::Value::Type::record: return "a record";
-    case marshal::Value::Type::address: return "an address";
-    case marshal::Value::Type::handle: return "a handle";
-    case marshal::Value::Type::native: return "native memory";
-    case marshal::Value::Type::function: return "a host function";
-    case marshal::Value::Type::callback: return "a callback";
-    case marshal::Value::Type::object: return "a native object";
-    case marshal::Value::Type::host_object: return "a host object";
+    case marshal::engine::Value::Type::null: return "null";
+    case marshal::engine::Value::Type::boolean: return "a bool";
+    case marshal::engine::Value::Type::int64: case marshal::engine::Value::Type::uint64: return "an integer";
+    case marshal::engine::Value::Type::real: return "a double";
+    case marshal::engine::Value::Type::string: return "a string";
+    case marshal::engine::Value::Type::bytes: return "bytes";
+    case marshal::engine::Value::Type::list: return "a list";
+    case marshal::engine::Value::Type::record: return "a record";
+    case marshal::engine::Value::Type::address: return "an address";
+    case marshal::engine::Value::Type::handle: return "a handle";
+    case marshal::engine::Value::Type::native: return "native memory";
+    case marshal::engine::Value::Type::function: return "a host function";
+    case marshal::engine::Value::Type::callback: return "a callback";
+    case marshal::engine::Value::Type::object: return "a native object";
+    case marshal::engine::Value::Type::host_object: return "a host object";
   }
   return "?";
 }
@@ -478,7 +479,7 @@ class FrameGuard {
 // ---- values ----
 
 // A new value handle for v (0 with the message set when no handle is left).
-Bits wrap(const char* api, marshal::Value&& v, bool borrowed = false) noexcept {
+Bits wrap(const char* api, marshal::engine::Value&& v, bool borrowed = false) noexcept {
   CValue* c = nullptr;
   try {
     c = new CValue;
@@ -505,7 +506,7 @@ Bits wrap(const char* api, marshal::Value&& v, bool borrowed = false) noexcept {
 }
 
 // A new value handle into *out: the constructors' common end.
-marshal_status wrap_out(const char* api, marshal::Value&& v, marshal_value** out) noexcept {
+marshal_status wrap_out(const char* api, marshal::engine::Value&& v, marshal_value** out) noexcept {
   const Bits h = wrap(api, std::move(v));
   if (!h) return MARSHAL_ERROR_INTERNAL;
   *out = to_handle<marshal_value>(h);
@@ -524,14 +525,14 @@ inline void drop_kids(CValue* v) noexcept {
 // The handle of a list's item or a record's field i, made on first use (a
 // host reading one item of a long list pays for that item only).
 Bits kid(const char* api, CValue* v, std::size_t i) {
-  const std::size_t n = v->v.is<marshal::List>() ? v->v.as<marshal::List>().size() : v->v.as<marshal::Record>().size();
+  const std::size_t n = v->v.is<marshal::engine::List>() ? v->v.as<marshal::engine::List>().size() : v->v.as<marshal::engine::Record>().size();
   try {
     if (v->kids.size() != n) {
       drop_kids(v);
       v->kids.assign(n, 0);
     }
     if (!v->kids[i]) {
-      marshal::Value copy = v->v.is<marshal::List>() ? v->v.as<marshal::List>()[i] : v->v.as<marshal::Record>()[i].second;
+      marshal::engine::Value copy = v->v.is<marshal::engine::List>() ? v->v.as<marshal::engine::List>()[i] : v->v.as<marshal::engine::Record>()[i].second;
       v->kids[i] = wrap(api, std::move(copy), true);
     }
     return v->kids[i];
@@ -544,14 +545,14 @@ Bits kid(const char* api, CValue* v, std::size_t i) {
 // Puts v into *slot (a result's value), reusing the value when nobody else
 // holds it (a host that retained a value from an earlier result keeps that
 // value unchanged, and an argument of a call in progress is not touched).
-void put(Bits& slot, marshal::Value&& v) {
+void put(Bits& slot, marshal::engine::Value&& v) {
   std::uint32_t refs = 0;
   auto* c = static_cast<CValue*>(Handles::find(to_handle<void>(slot), Kind::value, refs));
   if (c && refs == 1 && !in_call(slot, Kind::value)) {
     drop_kids(c);
     // A record is swapped, not moved: the engine's scratch keeps its shape, so
     // a record returned call after call is updated in place.
-    if (v.is<marshal::Record>()) std::swap(c->v, v);
+    if (v.is<marshal::engine::Record>()) std::swap(c->v, v);
     else c->v.take(std::move(v));
     return;
   }
@@ -563,7 +564,7 @@ void put(Bits& slot, marshal::Value&& v) {
 
 // Moves the engine's result (r->scratch) into r's values.
 void publish(CResult* r) {
-  marshal::CallResult& c = r->scratch;
+  marshal::engine::CallResult& c = r->scratch;
   put(r->ret, std::move(c.ret));
   if (r->outs.size() > c.out.size()) {
     for (std::size_t i = c.out.size(); i < r->outs.size(); ++i) disown(r->outs[i].second);
@@ -624,30 +625,30 @@ constexpr std::size_t max_args = 65535;
 // The C API's host adapter (call/host_io.hpp) over the caller's argument
 // handles: each one's value by address, no copies; a plan reads scalars
 // straight from them, and a Value only where its general converter needs one.
-struct ArgView final : marshal::HostArgs {
-  const marshal::Value* small[16];
-  std::unique_ptr<const marshal::Value*[]> big;  // more than 16 arguments
-  std::span<const marshal::Value* const> view;
+struct ArgView final : marshal::engine::HostArgs {
+  const marshal::engine::Value* small[16];
+  std::unique_ptr<const marshal::engine::Value*[]> big;  // more than 16 arguments
+  std::span<const marshal::engine::Value* const> view;
 
   std::size_t size() const override { return view.size(); }
-  void scalar(std::size_t i, marshal::HostScalar& out) const override { marshal::scalar_of(*view[i], out); }
-  const marshal::Value& value(std::size_t i) const override { return *view[i]; }
+  void scalar(std::size_t i, marshal::engine::HostScalar& out) const override { marshal::engine::scalar_of(*view[i], out); }
+  const marshal::engine::Value& value(std::size_t i) const override { return *view[i]; }
 };
 
 // How many arguments the host gives for a signature's fixed parameters.
-std::size_t param_of_argument_count(const marshal::Signature& sig) {
+std::size_t param_of_argument_count(const marshal::engine::Signature& sig) {
   std::size_t n = 0;
-  for (const marshal::Param& p : sig.params) n += p.host_supplied() ? 1 : 0;
+  for (const marshal::engine::Param& p : sig.params) n += p.host_supplied() ? 1 : 0;
   return n;
 }
 
 void set_counts(CFunction& f) {
   f.host_count = param_of_argument_count(*f.fn);
-  f.full_count = marshal::full_arity(*f.fn);
+  f.full_count = marshal::engine::full_arity(*f.fn);
 }
 
 // The signature's parameter that host argument i supplies (-1: a variadic one).
-std::int64_t param_of_argument(const marshal::Signature& sig, std::size_t i) {
+std::int64_t param_of_argument(const marshal::engine::Signature& sig, std::size_t i) {
   std::size_t seen = 0;
   for (std::size_t p = 0; p < sig.params.size(); ++p)
     if (sig.params[p].host_supplied() && seen++ == i) return static_cast<std::int64_t>(p);
@@ -693,9 +694,9 @@ marshal_status collect_args(const char* api, marshal_value* const* args, std::si
     describe_site(site);
     return MARSHAL_ERROR_ARGUMENT;
   }
-  const marshal::Value** p = out.small;
+  const marshal::engine::Value** p = out.small;
   if (nargs > std::size(out.small)) {
-    out.big = std::make_unique<const marshal::Value*[]>(nargs);
+    out.big = std::make_unique<const marshal::engine::Value*[]>(nargs);
     p = out.big.get();
   }
   for (std::size_t i = 0; i < nargs; ++i) {
@@ -714,14 +715,14 @@ marshal_status collect_args(const char* api, marshal_value* const* args, std::si
     }
     p[i] = &v->v;
   }
-  out.view = std::span<const marshal::Value* const>(p, nargs);
+  out.view = std::span<const marshal::engine::Value* const>(p, nargs);
   return MARSHAL_OK;
 }
 
 // A fixed-arity function given another number of arguments: the engine says
 // so (with the parameter names) from placeholders, without the host's array
 // being read past what the function can take.
-const marshal::Value null_value;
+const marshal::engine::Value null_value;
 
 // Calls through `call` into r; r is left as it was when the call fails.
 template <class Call>
@@ -730,13 +731,13 @@ marshal_status call_into(const char* api, const Site& site, Bits library, Bits o
   return guarded(api, [&] {
     ArgView view;
     if (wrong_count && nargs <= max_args) {
-      const marshal::Value** p = view.small;
+      const marshal::engine::Value** p = view.small;
       if (nargs > std::size(view.small)) {
-        view.big = std::make_unique<const marshal::Value*[]>(nargs);
+        view.big = std::make_unique<const marshal::engine::Value*[]>(nargs);
         p = view.big.get();
       }
       for (std::size_t i = 0; i < nargs; ++i) p[i] = &null_value;
-      view.view = std::span<const marshal::Value* const>(p, nargs);
+      view.view = std::span<const marshal::engine::Value* const>(p, nargs);
     } else if (marshal_status st = collect_args(api, args, nargs, view, site); st != MARSHAL_OK) {
       return st;
     }
@@ -796,12 +797,12 @@ bool wrong_count(const CFunction& f, std::size_t nargs) {
 
 // A function's call: computed parameters given too are checked and left out
 // (the engine's rule, call/arguments.hpp).
-bool call_function(const CFunction& f, std::span<const marshal::Value* const> view, marshal::CallResult& r,
+bool call_function(const CFunction& f, std::span<const marshal::engine::Value* const> view, marshal::engine::CallResult& r,
                    std::string& error) {
   if (f.isolated) return f.isolated->call_addressed(f.fn->name, view, r, error);  // it applies the rule itself
   if (view.size() != f.full_count) return f.plan->call(view, r, error);  // no computed parameter given
-  std::vector<const marshal::Value*> storage;
-  return marshal::host_arguments(*f.types, *f.site.file, *f.fn, view, storage, error) && f.plan->call(view, r, error);
+  std::vector<const marshal::engine::Value*> storage;
+  return marshal::engine::host_arguments(*f.types, *f.site.file, *f.fn, view, storage, error) && f.plan->call(view, r, error);
 }
 
 // ---- changing values in place ----
@@ -901,7 +902,7 @@ marshal_status marshal_context_release(marshal_context* ctx) {
   return ctx ? drop("marshal_context_release", bits_of(ctx), Kind::context, true) : MARSHAL_OK;
 }
 
-static marshal_status finish_load(const char* api, marshal_context* handle, CContext* ctx, marshal::LoadResult r,
+static marshal_status finish_load(const char* api, marshal_context* handle, CContext* ctx, marshal::engine::LoadResult r,
                                   marshal_typemap** out, std::string text = {}, std::string path = {}) {
   if (!r.ok()) {
     std::string all;
@@ -962,15 +963,15 @@ static marshal_status create_library(const char* api, marshal_typemap* tm, bool 
   return guarded(api, [&] {
     std::string error;
     auto l = std::make_unique<CLibrary>();
-    if (isolate || marshal::remote::wants_isolation(*t->tm)) {
+    if (isolate || marshal::engine::remote::wants_isolation(*t->tm)) {
       // The host never loads the library: a context of its own holds the
       // typemap the surrogate loads too.
-      marshal::remote::IsolateOptions o;
+      marshal::engine::remote::IsolateOptions o;
       o.deadline = std::chrono::milliseconds(deadline_ms);
-      l->isolated_ctx = std::make_shared<marshal::Context>();
+      l->isolated_ctx = std::make_shared<marshal::engine::Context>();
       l->isolated = t->text.empty()
-                        ? marshal::remote::IsolatedLibrary::open_file(*l->isolated_ctx, t->path, o, error)
-                        : marshal::remote::IsolatedLibrary::open_text(*l->isolated_ctx, t->text, t->tm->file, o, error);
+                        ? marshal::engine::remote::IsolatedLibrary::open_file(*l->isolated_ctx, t->path, o, error)
+                        : marshal::engine::remote::IsolatedLibrary::open_text(*l->isolated_ctx, t->text, t->tm->file, o, error);
       if (!l->isolated) {
         fail(MARSHAL_ERROR_LIBRARY, error);
         error_record.file = t->tm->file;
@@ -982,7 +983,7 @@ static marshal_status create_library(const char* api, marshal_typemap* tm, bool 
                                                         "cannot be stopped)");
         return MARSHAL_ERROR_ARGUMENT;
       }
-      auto lib = marshal::Library::open(*t->ctx->ctx, *t->tm, error);
+      auto lib = marshal::engine::Library::open(*t->ctx->ctx, *t->tm, error);
       if (!lib) {
         fail(MARSHAL_ERROR_LIBRARY, error);
         error_record.file = t->tm->file;
@@ -991,7 +992,7 @@ static marshal_status create_library(const char* api, marshal_typemap* tm, bool 
       lib->keep_alive(t->ctx->ctx);  // the engine library may outlive the context handle
       l->lib = std::move(lib);
     }
-    const marshal::Typemap& ltm = l->typemap();
+    const marshal::engine::Typemap& ltm = l->typemap();
     for (const auto& [name, f] : ltm.functions) l->function_names.push_back(&name);
     for (const auto& [name, ty] : ltm.types) l->type_names.push_back(&name);
     bool full = false;
@@ -1070,7 +1071,7 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
     auto it = l->functions.find(name);
     if (it == l->functions.end()) {
       std::string error;
-      const marshal::Typemap& tm = l->typemap();
+      const marshal::engine::Typemap& tm = l->typemap();
       if (l->isolated) {  // bound in the surrogate, at the first call
         const auto known = tm.functions.find(name);
         if (known == tm.functions.end()) {
@@ -1097,7 +1098,7 @@ marshal_status marshal_library_function(marshal_library* lib, const char* name, 
         *out = to_handle<marshal_function>(it->second->self);
         return MARSHAL_OK;
       }
-      const marshal::Plan* plan = l->lib->bind(name, error);
+      const marshal::engine::Plan* plan = l->lib->bind(name, error);
       if (!plan) {
         const auto known = tm.functions.find(name);
         fail(MARSHAL_ERROR_BIND, error, known == tm.functions.end() ? MARSHAL_E_NOT_FOUND : MARSHAL_E_BIND);
@@ -1141,7 +1142,7 @@ marshal_status marshal_function_call(const marshal_function* fn, marshal_value* 
   if (!out) return null_arg(api, "out");
   *out = nullptr;
   return call_new(api, f->site, f->library, 0, args, nargs, out, wrong_count(*f, nargs),
-                  [&](const ArgView& view, marshal::CallResult& r, std::string& error) { return call_function(*f, view.view, r, error); });
+                  [&](const ArgView& view, marshal::engine::CallResult& r, std::string& error) { return call_function(*f, view.view, r, error); });
 }
 
 marshal_status marshal_result_create(marshal_result** out) {
@@ -1176,7 +1177,7 @@ marshal_status marshal_function_call_into(const marshal_function* fn, marshal_va
   CResult* r = find<CResult>(result);
   if (!r) return bad_handle(api, "result", result, Kind::result);
   return call_into(api, f->site, f->library, 0, args, nargs, r, bits_of(result), wrong_count(*f, nargs),
-                   [&](const ArgView& view, marshal::CallResult& c, std::string& error) { return call_function(*f, view.view, c, error); });
+                   [&](const ArgView& view, marshal::engine::CallResult& c, std::string& error) { return call_function(*f, view.view, c, error); });
 }
 
 const marshal_value* marshal_result_return(const marshal_result* r) {
@@ -1252,23 +1253,23 @@ marshal_status marshal_result_release(marshal_result* r) {
 
 marshal_status marshal_value_create_null(marshal_value** out) {
   MARSHAL_CHECK_OUT("marshal_value_create_null");
-  return wrap_out("marshal_value_create_null", marshal::Value(), out);
+  return wrap_out("marshal_value_create_null", marshal::engine::Value(), out);
 }
 marshal_status marshal_value_create_bool(int b, marshal_value** out) {
   MARSHAL_CHECK_OUT("marshal_value_create_bool");
-  return wrap_out("marshal_value_create_bool", marshal::Value(b != 0), out);
+  return wrap_out("marshal_value_create_bool", marshal::engine::Value(b != 0), out);
 }
 marshal_status marshal_value_create_int64(int64_t v, marshal_value** out) {
   MARSHAL_CHECK_OUT("marshal_value_create_int64");
-  return wrap_out("marshal_value_create_int64", marshal::Value(std::int64_t{v}), out);
+  return wrap_out("marshal_value_create_int64", marshal::engine::Value(std::int64_t{v}), out);
 }
 marshal_status marshal_value_create_uint64(uint64_t v, marshal_value** out) {
   MARSHAL_CHECK_OUT("marshal_value_create_uint64");
-  return wrap_out("marshal_value_create_uint64", marshal::Value(std::uint64_t{v}), out);
+  return wrap_out("marshal_value_create_uint64", marshal::engine::Value(std::uint64_t{v}), out);
 }
 marshal_status marshal_value_create_double(double v, marshal_value** out) {
   MARSHAL_CHECK_OUT("marshal_value_create_double");
-  return wrap_out("marshal_value_create_double", marshal::Value(v), out);
+  return wrap_out("marshal_value_create_double", marshal::engine::Value(v), out);
 }
 
 // A host buffer given as pointer and length: not NULL unless empty, not larger
@@ -1284,7 +1285,7 @@ marshal_status marshal_value_create_string(const char* utf8, size_t length, mars
   static const char* api = "marshal_value_create_string";
   MARSHAL_CHECK_OUT(api);
   if (marshal_status st = buffer_ok(api, "utf8", utf8, length); st != MARSHAL_OK) return st;
-  return guarded(api, [&] { return wrap_out(api, marshal::Value(std::string(utf8 ? utf8 : "", length)), out); });
+  return guarded(api, [&] { return wrap_out(api, marshal::engine::Value(std::string(utf8 ? utf8 : "", length)), out); });
 }
 
 marshal_status marshal_value_create_bytes(const void* data, size_t length, marshal_value** out) {
@@ -1293,7 +1294,7 @@ marshal_status marshal_value_create_bytes(const void* data, size_t length, marsh
   if (marshal_status st = buffer_ok(api, "data", data, length); st != MARSHAL_OK) return st;
   return guarded(api, [&] {
     const auto* p = static_cast<const std::uint8_t*>(data);
-    return wrap_out(api, marshal::Value(marshal::Bytes{p ? std::vector<std::uint8_t>(p, p + length)
+    return wrap_out(api, marshal::engine::Value(marshal::engine::Bytes{p ? std::vector<std::uint8_t>(p, p + length)
                                                          : std::vector<std::uint8_t>{}}),
                     out);
   });
@@ -1301,11 +1302,11 @@ marshal_status marshal_value_create_bytes(const void* data, size_t length, marsh
 
 marshal_status marshal_value_create_list(marshal_value** out) {
   MARSHAL_CHECK_OUT("marshal_value_create_list");
-  return wrap_out("marshal_value_create_list", marshal::Value(marshal::List{}), out);
+  return wrap_out("marshal_value_create_list", marshal::engine::Value(marshal::engine::List{}), out);
 }
 marshal_status marshal_value_create_record(marshal_value** out) {
   MARSHAL_CHECK_OUT("marshal_value_create_record");
-  return wrap_out("marshal_value_create_record", marshal::Value(marshal::Record{}), out);
+  return wrap_out("marshal_value_create_record", marshal::engine::Value(marshal::engine::Record{}), out);
 }
 
 // Bytes for count elements of `size` bytes, or false when the product
@@ -1324,10 +1325,10 @@ marshal_status marshal_value_create_native(marshal_library* lib, const char* typ
   *out = nullptr;
   if (!l->lib) return not_across(api, l, "native memory owned by the host");
   return guarded(api, [&] {
-    const marshal::TypeRegistry& reg = l->lib->context().types();
-    marshal::TypeId t = reg.find_primitive(type);
-    if (t == marshal::no_type) t = l->lib->typemap().find_type(type);
-    if (t == marshal::no_type || t == reg.void_type() || reg.get(t).size == 0)
+    const marshal::engine::TypeRegistry& reg = l->lib->context().types();
+    marshal::engine::TypeId t = reg.find_primitive(type);
+    if (t == marshal::engine::no_type) t = l->lib->typemap().find_type(type);
+    if (t == marshal::engine::no_type || t == reg.void_type() || reg.get(t).size == 0)
       return fail(MARSHAL_ERROR_ARGUMENT,
                   std::string(api) + ": unknown type '" + type + "' (a primitive or a sized type of " +
                       l->lib->typemap().file + ")",
@@ -1353,7 +1354,7 @@ marshal_status marshal_value_create_native(marshal_library* lib, const char* typ
       error_record.expected = "at most " + std::to_string(limit) + " bytes";
       return MARSHAL_ERROR_ARGUMENT;
     }
-    return wrap_out(api, marshal::Value(marshal::native_new(reg, t, count)), out);
+    return wrap_out(api, marshal::engine::Value(marshal::engine::native_new(reg, t, count)), out);
   });
 }
 
@@ -1363,8 +1364,8 @@ marshal_status marshal_native_data(const marshal_value* v, void** data, size_t* 
   if (!c) return bad_handle(api, "v", v, Kind::value);
   if (!data) return null_arg(api, "data");
   if (!size) return null_arg(api, "size");
-  if (!c->v.is<std::shared_ptr<marshal::NativeBox>>()) return wrong_kind(api, c, "native memory");
-  const marshal::NativeBox& box = *c->v.as<std::shared_ptr<marshal::NativeBox>>();
+  if (!c->v.is<std::shared_ptr<marshal::engine::NativeBox>>()) return wrong_kind(api, c, "native memory");
+  const marshal::engine::NativeBox& box = *c->v.as<std::shared_ptr<marshal::engine::NativeBox>>();
   *data = box.data();
   *size = box.size;
   return MARSHAL_OK;
@@ -1391,12 +1392,12 @@ marshal_status marshal_list_append(marshal_value* list, const marshal_value* ite
   if (!l) return bad_handle(api, "list", list, Kind::value);
   CValue* i = find<CValue>(item);
   if (!i) return bad_handle(api, "item", item, Kind::value);
-  if (!l->v.is<marshal::List>()) return wrong_kind(api, l, "a list");
+  if (!l->v.is<marshal::engine::List>()) return wrong_kind(api, l, "a list");
   if (marshal_status st = check_container(api, list, l); st != MARSHAL_OK) return st;
   return guarded(api, [&] {
-    marshal::Value copy = i->v;  // first: the item may be the list itself
+    marshal::engine::Value copy = i->v;  // first: the item may be the list itself
     drop_kids(l);
-    l->v.as<marshal::List>().push_back(std::move(copy));
+    l->v.as<marshal::engine::List>().push_back(std::move(copy));
     return MARSHAL_OK;
   });
 }
@@ -1408,12 +1409,12 @@ marshal_status marshal_record_set(marshal_value* record, const char* name, const
   if (!name) return null_arg(api, "name");
   CValue* i = find<CValue>(item);
   if (!i) return bad_handle(api, "item", item, Kind::value);
-  if (!r->v.is<marshal::Record>()) return wrong_kind(api, r, "a record");
+  if (!r->v.is<marshal::engine::Record>()) return wrong_kind(api, r, "a record");
   if (marshal_status st = check_container(api, record, r); st != MARSHAL_OK) return st;
   return guarded(api, [&] {
-    marshal::Value copy = i->v;  // first: the item may be the record itself
+    marshal::engine::Value copy = i->v;  // first: the item may be the record itself
     drop_kids(r);
-    auto& fields = r->v.as<marshal::Record>();
+    auto& fields = r->v.as<marshal::engine::Record>();
     for (auto& [n, v] : fields)
       if (n == name) {
         v = std::move(copy);
@@ -1432,22 +1433,22 @@ marshal_kind marshal_value_kind(const marshal_value* v) {
     return MARSHAL_INVALID;
   }
   switch (c->v.type()) {
-    case marshal::Value::Type::null: return MARSHAL_NULL;
-    case marshal::Value::Type::boolean: return MARSHAL_BOOL;
-    case marshal::Value::Type::int64: return MARSHAL_INT64;
-    case marshal::Value::Type::uint64: return MARSHAL_UINT64;
-    case marshal::Value::Type::real: return MARSHAL_DOUBLE;
-    case marshal::Value::Type::string: return MARSHAL_STRING;
-    case marshal::Value::Type::bytes: return MARSHAL_BYTES;
-    case marshal::Value::Type::list: return MARSHAL_LIST;
-    case marshal::Value::Type::record: return MARSHAL_RECORD;
-    case marshal::Value::Type::address: return MARSHAL_ADDRESS;
-    case marshal::Value::Type::handle: return MARSHAL_HANDLE;
-    case marshal::Value::Type::native: return MARSHAL_NATIVE;
-    case marshal::Value::Type::function: return MARSHAL_FUNCTION;
-    case marshal::Value::Type::callback: return MARSHAL_CALLBACK;
-    case marshal::Value::Type::object: return MARSHAL_OBJECT;
-    case marshal::Value::Type::host_object: return MARSHAL_HOST_OBJECT;
+    case marshal::engine::Value::Type::null: return MARSHAL_NULL;
+    case marshal::engine::Value::Type::boolean: return MARSHAL_BOOL;
+    case marshal::engine::Value::Type::int64: return MARSHAL_INT64;
+    case marshal::engine::Value::Type::uint64: return MARSHAL_UINT64;
+    case marshal::engine::Value::Type::real: return MARSHAL_DOUBLE;
+    case marshal::engine::Value::Type::string: return MARSHAL_STRING;
+    case marshal::engine::Value::Type::bytes: return MARSHAL_BYTES;
+    case marshal::engine::Value::Type::list: return MARSHAL_LIST;
+    case marshal::engine::Value::Type::record: return MARSHAL_RECORD;
+    case marshal::engine::Value::Type::address: return MARSHAL_ADDRESS;
+    case marshal::engine::Value::Type::handle: return MARSHAL_HANDLE;
+    case marshal::engine::Value::Type::native: return MARSHAL_NATIVE;
+    case marshal::engine::Value::Type::function: return MARSHAL_FUNCTION;
+    case marshal::engine::Value::Type::callback: return MARSHAL_CALLBACK;
+    case marshal::engine::Value::Type::object: return MARSHAL_OBJECT;
+    case marshal::engine::Value::Type::host_object: return MARSHAL_HOST_OBJECT;
   }
   return MARSHAL_NULL;
 }
@@ -1522,9 +1523,9 @@ marshal_status marshal_value_get_bytes(const marshal_value* v, const uint8_t** d
   if (!c) return bad_handle(api, "v", v, Kind::value);
   if (!data) return null_arg(api, "data");
   if (!length) return null_arg(api, "length");
-  if (!c->v.is<marshal::Bytes>()) return wrong_kind(api, c, "bytes");
-  *data = c->v.as<marshal::Bytes>().data.data();
-  *length = c->v.as<marshal::Bytes>().data.size();
+  if (!c->v.is<marshal::engine::Bytes>()) return wrong_kind(api, c, "bytes");
+  *data = c->v.as<marshal::engine::Bytes>().data.data();
+  *length = c->v.as<marshal::engine::Bytes>().data.size();
   return MARSHAL_OK;
 }
 
@@ -1535,7 +1536,7 @@ static CValue* container(const char* api, const char* param, const marshal_value
     note_bad_handle(api, param, h, Kind::value);
     return nullptr;
   }
-  if (list ? !c->v.is<marshal::List>() : !c->v.is<marshal::Record>()) {
+  if (list ? !c->v.is<marshal::engine::List>() : !c->v.is<marshal::engine::Record>()) {
     wrong_kind(api, c, list ? "a list" : "a record");
     return nullptr;
   }
@@ -1544,16 +1545,16 @@ static CValue* container(const char* api, const char* param, const marshal_value
 
 size_t marshal_list_size(const marshal_value* list) {
   CValue* c = container("marshal_list_size", "list", list, true);
-  return c ? c->v.as<marshal::List>().size() : 0;
+  return c ? c->v.as<marshal::engine::List>().size() : 0;
 }
 
 const marshal_value* marshal_list_get(const marshal_value* list, size_t i) {
   static const char* api = "marshal_list_get";
   CValue* c = container(api, "list", list, true);
   if (!c) return nullptr;
-  if (i >= c->v.as<marshal::List>().size()) {
+  if (i >= c->v.as<marshal::engine::List>().size()) {
     fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": index " + std::to_string(i) + " is out of range (" +
-                                     std::to_string(c->v.as<marshal::List>().size()) + " items)");
+                                     std::to_string(c->v.as<marshal::engine::List>().size()) + " items)");
     return nullptr;
   }
   return to_handle<const marshal_value>(kid(api, c, i));
@@ -1561,19 +1562,19 @@ const marshal_value* marshal_list_get(const marshal_value* list, size_t i) {
 
 size_t marshal_record_size(const marshal_value* record) {
   CValue* c = container("marshal_record_size", "record", record, false);
-  return c ? c->v.as<marshal::Record>().size() : 0;
+  return c ? c->v.as<marshal::engine::Record>().size() : 0;
 }
 
 const char* marshal_record_name(const marshal_value* record, size_t i) {
   static const char* api = "marshal_record_name";
   CValue* c = container(api, "record", record, false);
   if (!c) return nullptr;
-  if (i >= c->v.as<marshal::Record>().size()) {
+  if (i >= c->v.as<marshal::engine::Record>().size()) {
     fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": index " + std::to_string(i) + " is out of range (" +
-                                     std::to_string(c->v.as<marshal::Record>().size()) + " fields)");
+                                     std::to_string(c->v.as<marshal::engine::Record>().size()) + " fields)");
     return nullptr;
   }
-  return c->v.as<marshal::Record>()[i].first.c_str();
+  return c->v.as<marshal::engine::Record>()[i].first.c_str();
 }
 
 const marshal_value* marshal_record_get(const marshal_value* record, const char* name) {
@@ -1584,7 +1585,7 @@ const marshal_value* marshal_record_get(const marshal_value* record, const char*
     null_arg(api, "name");
     return nullptr;
   }
-  const auto& r = c->v.as<marshal::Record>();
+  const auto& r = c->v.as<marshal::engine::Record>();
   for (size_t i = 0; i < r.size(); ++i)
     if (r[i].first == name) return to_handle<const marshal_value>(kid(api, c, i));
   fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": no field '" + name + "'", MARSHAL_E_NOT_FOUND);
@@ -1608,7 +1609,7 @@ struct UserFunction {
 };
 
 // Calls a C host function: arguments wrapped (borrowed by it), its result taken.
-bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::Value>& args, marshal::Value& result,
+bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::engine::Value>& args, marshal::engine::Value& result,
                  std::string& error) {
   static const char* api = "host function";
   Bits small[8];
@@ -1616,7 +1617,7 @@ bool call_c_host(marshal_host_fn fn, void* user, const std::vector<marshal::Valu
   Bits* wrapped = big.empty() ? small : big.data();
   std::size_t made = 0;
   for (; made < args.size(); ++made)
-    if (!(wrapped[made] = wrap(api, marshal::Value(args[made]), true))) break;
+    if (!(wrapped[made] = wrap(api, marshal::engine::Value(args[made]), true))) break;
   if (made < args.size()) {
     for (std::size_t i = 0; i < made; ++i) disown(wrapped[i], false);
     error = error_record.message;
@@ -1668,12 +1669,12 @@ marshal_status marshal_value_create_function(const char* name, marshal_host_fn f
     return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": out of memory");
   }
   return guarded(api, [&] {
-    auto host = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
+    auto host = std::make_shared<marshal::engine::HostFunction>(marshal::engine::HostFunction{
         name ? name : "c_function",
-        [data](const std::vector<marshal::Value>& args, marshal::Value& result, std::string& error) {
+        [data](const std::vector<marshal::engine::Value>& args, marshal::engine::Value& result, std::string& error) {
           return call_c_host(data->fn, data->user, args, result, error);
         }});
-    return wrap_out(api, marshal::Value(std::move(host)), out);
+    return wrap_out(api, marshal::engine::Value(std::move(host)), out);
   });
 }
 
@@ -1687,14 +1688,14 @@ marshal_status marshal_value_create_callback(marshal_library* lib, const char* s
   if (!f) return bad_handle(api, "fn", fn, Kind::value);
   if (!out) return null_arg(api, "out");
   *out = nullptr;
-  if (!f->v.is<std::shared_ptr<marshal::HostFunction>>())
+  if (!f->v.is<std::shared_ptr<marshal::engine::HostFunction>>())
     return wrong_kind(api, f, "a function value (marshal_value_create_function)");
   if (!l->lib) return not_across(api, l, "callbacks");
   return guarded(api, [&] {
     std::string error;
-    auto cb = l->lib->callback(sig, f->v.as<std::shared_ptr<marshal::HostFunction>>(), error);
+    auto cb = l->lib->callback(sig, f->v.as<std::shared_ptr<marshal::engine::HostFunction>>(), error);
     if (!cb) {
-      const marshal::Typemap& tm = l->lib->typemap();
+      const marshal::engine::Typemap& tm = l->lib->typemap();
       const auto known = tm.callbacks.find(sig);
       fail(MARSHAL_ERROR_BIND, error, known == tm.callbacks.end() ? MARSHAL_E_NOT_FOUND : MARSHAL_E_BIND);
       error_record.file = tm.file;
@@ -1702,7 +1703,7 @@ marshal_status marshal_value_create_callback(marshal_library* lib, const char* s
       if (known != tm.callbacks.end()) error_record.pointer = known->second.pointer;
       return MARSHAL_ERROR_BIND;
     }
-    const Bits h = wrap(api, marshal::Value(cb));
+    const Bits h = wrap(api, marshal::engine::Value(cb));
     if (!h) {
       cb->release();
       return MARSHAL_ERROR_INTERNAL;
@@ -1717,9 +1718,9 @@ marshal_status marshal_callback_deactivate(marshal_value* callback) {
   if (!callback) return MARSHAL_OK;  // like the release functions: cleanup paths pass what they have
   CValue* c = find<CValue>(callback);
   if (!c) return bad_handle(api, "callback", callback, Kind::value);
-  if (!c->v.is<std::shared_ptr<marshal::Callback>>())
+  if (!c->v.is<std::shared_ptr<marshal::engine::Callback>>())
     return wrong_kind(api, c, "a callback (marshal_value_create_callback)");
-  auto& cb = *c->v.as<std::shared_ptr<marshal::Callback>>();
+  auto& cb = *c->v.as<std::shared_ptr<marshal::engine::Callback>>();
   if (!cb.active())
     return fail(MARSHAL_ERROR_MISUSE,
                 std::string(api) + ": callback '" + cb.name() +
@@ -1736,7 +1737,7 @@ marshal_status marshal_library_pump(marshal_library* lib, uint32_t wait_ms, size
   if (ran) *ran = 0;
   return guarded(api, [&] {
     // Host functions run here: one may release the library (deferred to the end).
-    std::shared_ptr<marshal::Library> keep = l->lib;
+    std::shared_ptr<marshal::engine::Library> keep = l->lib;
     if (!keep) return MARSHAL_OK;  // isolated: no callbacks cross yet, none to run
     FrameGuard frame(bits_of(lib), 0, 0, nullptr, 0);
     const std::size_t n = keep->callbacks().pump(std::chrono::milliseconds(wait_ms));
@@ -1759,14 +1760,14 @@ marshal_status marshal_value_create_object(marshal_library* lib, const char* cls
   return guarded(api, [&] {
     ArgView view;
     if (marshal_status st = collect_args(api, args, nargs, view); st != MARSHAL_OK) return st;
-    std::vector<marshal::Value> values;
-    for (const marshal::Value* a : view.view) values.push_back(*a);
-    marshal::Value obj;
+    std::vector<marshal::engine::Value> values;
+    for (const marshal::engine::Value* a : view.view) values.push_back(*a);
+    marshal::engine::Value obj;
     std::string error;
     {
       FrameGuard frame(bits_of(lib), 0, 0, args, nargs);
       if (!l->lib->objects().create(cls, values, obj, error)) {
-        const marshal::Typemap& tm = l->lib->typemap();
+        const marshal::engine::Typemap& tm = l->lib->typemap();
         const bool known = tm.classes.count(cls) != 0;
         fail(MARSHAL_ERROR_CALL, error, known ? MARSHAL_E_CALL : MARSHAL_E_NOT_FOUND);
         error_record.file = tm.file;
@@ -1779,24 +1780,24 @@ marshal_status marshal_value_create_object(marshal_library* lib, const char* cls
 }
 
 // The native object behind a handle, or nullptr with the status in *st.
-static const marshal::ObjectRef* object_of(const char* api, const marshal_value* obj, marshal_status& st) {
+static const marshal::engine::ObjectRef* object_of(const char* api, const marshal_value* obj, marshal_status& st) {
   CValue* c = find<CValue>(obj);
   if (!c) {
     st = bad_handle(api, "obj", obj, Kind::value);
     return nullptr;
   }
-  if (!c->v.is<marshal::ObjectRef>()) {
+  if (!c->v.is<marshal::engine::ObjectRef>()) {
     st = wrong_kind(api, c, "a native object");
     return nullptr;
   }
-  return &c->v.as<marshal::ObjectRef>();
+  return &c->v.as<marshal::engine::ObjectRef>();
 }
 
 // A method call's site: the method as named, with its interface when the
 // name does not say it.
-static Site method_site(const marshal::ObjectRef& ref, const char* method) {
+static Site method_site(const marshal::engine::ObjectRef& ref, const char* method) {
   Site site;
-  site.file = &marshal::library_of(ref).typemap().file;
+  site.file = &marshal::engine::library_of(ref).typemap().file;
   site.function = method;
   if (ref.iface) site.iface = ref.iface->name;
   return site;
@@ -1806,14 +1807,14 @@ marshal_status marshal_object_call(const marshal_value* obj, const char* method,
                                    size_t nargs, marshal_result** out) {
   static const char* api = "marshal_object_call";
   marshal_status st = MARSHAL_OK;
-  const marshal::ObjectRef* ref = object_of(api, obj, st);
+  const marshal::engine::ObjectRef* ref = object_of(api, obj, st);
   if (!ref) return st;
   if (!method) return null_arg(api, "method");
   if (!out) return null_arg(api, "out");
   *out = nullptr;
   return call_new(api, method_site(*ref, method), 0, bits_of(obj), args, nargs, out, false,
-                  [&](const ArgView& view, marshal::CallResult& r, std::string& error) {
-                    return marshal::library_of(*ref).objects().call(*ref, method, view.view, r, error);
+                  [&](const ArgView& view, marshal::engine::CallResult& r, std::string& error) {
+                    return marshal::engine::library_of(*ref).objects().call(*ref, method, view.view, r, error);
                   });
 }
 
@@ -1821,31 +1822,31 @@ marshal_status marshal_object_call_into(const marshal_value* obj, const char* me
                                         size_t nargs, marshal_result* result) {
   static const char* api = "marshal_object_call_into";
   marshal_status st = MARSHAL_OK;
-  const marshal::ObjectRef* ref = object_of(api, obj, st);
+  const marshal::engine::ObjectRef* ref = object_of(api, obj, st);
   if (!ref) return st;
   if (!method) return null_arg(api, "method");
   CResult* r = find<CResult>(result);
   if (!r) return bad_handle(api, "result", result, Kind::result);
   return call_into(api, method_site(*ref, method), 0, bits_of(obj), args, nargs, r, bits_of(result), false,
-                   [&](const ArgView& view, marshal::CallResult& c, std::string& error) {
-                     return marshal::library_of(*ref).objects().call(*ref, method, view.view, c, error);
+                   [&](const ArgView& view, marshal::engine::CallResult& c, std::string& error) {
+                     return marshal::engine::library_of(*ref).objects().call(*ref, method, view.view, c, error);
                    });
 }
 
 marshal_status marshal_object_query(const marshal_value* obj, const char* iface, marshal_value** out) {
   static const char* api = "marshal_object_query";
   marshal_status st = MARSHAL_OK;
-  const marshal::ObjectRef* ref = object_of(api, obj, st);
+  const marshal::engine::ObjectRef* ref = object_of(api, obj, st);
   if (!ref) return st;
   if (!iface) return null_arg(api, "iface");
   if (!out) return null_arg(api, "out");
   *out = nullptr;
   return guarded(api, [&] {
-    marshal::Value v;
+    marshal::engine::Value v;
     std::string error;
     {
       FrameGuard frame(0, 0, bits_of(obj), nullptr, 0);
-      if (!marshal::library_of(*ref).objects().query(*ref, iface, v, error)) return fail(MARSHAL_ERROR_CALL, error);
+      if (!marshal::engine::library_of(*ref).objects().query(*ref, iface, v, error)) return fail(MARSHAL_ERROR_CALL, error);
     }
     const Bits h = wrap(api, std::move(v));
     if (!h) return MARSHAL_ERROR_INTERNAL;
@@ -1866,15 +1867,15 @@ int marshal_object_same(const marshal_value* a, const marshal_value* b) {
     note_bad_handle(api, "b", b, Kind::value);
     return 0;
   }
-  if (x->v.is<marshal::ObjectRef>() && y->v.is<marshal::ObjectRef>()) return x->v == y->v;  // COM identity, proxies included
-  if (x->v.is<std::shared_ptr<marshal::HostObject>>() && y->v.is<std::shared_ptr<marshal::HostObject>>())
-    return x->v.as<std::shared_ptr<marshal::HostObject>>() == y->v.as<std::shared_ptr<marshal::HostObject>>();
+  if (x->v.is<marshal::engine::ObjectRef>() && y->v.is<marshal::engine::ObjectRef>()) return x->v == y->v;  // COM identity, proxies included
+  if (x->v.is<std::shared_ptr<marshal::engine::HostObject>>() && y->v.is<std::shared_ptr<marshal::engine::HostObject>>())
+    return x->v.as<std::shared_ptr<marshal::engine::HostObject>>() == y->v.as<std::shared_ptr<marshal::engine::HostObject>>();
   return 0;
 }
 
 const char* marshal_object_interface(const marshal_value* obj) {
   marshal_status st = MARSHAL_OK;
-  const marshal::ObjectRef* ref = object_of("marshal_object_interface", obj, st);
+  const marshal::engine::ObjectRef* ref = object_of("marshal_object_interface", obj, st);
   return ref ? ref->iface->name.c_str() : nullptr;
 }
 
@@ -1901,14 +1902,14 @@ marshal_status marshal_value_create_host_object(const char* name, const char* co
   }
   return guarded(api, [&] {
     // One owner of the user data for all methods: destroy runs once, with the last of them.
-    std::map<std::string, std::shared_ptr<marshal::HostFunction>> table;
+    std::map<std::string, std::shared_ptr<marshal::engine::HostFunction>> table;
     for (size_t i = 0; i < nmethods; ++i) {
       if (!methods[i].name || !methods[i].fn)
         return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": method " + std::to_string(i) +
                                                 " has no name or no function");
       marshal_host_fn fn = methods[i].fn;
-      table[methods[i].name] = std::make_shared<marshal::HostFunction>(marshal::HostFunction{
-          methods[i].name, [data, fn](const std::vector<marshal::Value>& args, marshal::Value& result, std::string& error) {
+      table[methods[i].name] = std::make_shared<marshal::engine::HostFunction>(marshal::engine::HostFunction{
+          methods[i].name, [data, fn](const std::vector<marshal::engine::Value>& args, marshal::engine::Value& result, std::string& error) {
             return call_c_host(fn, data->user, args, result, error);
           }});
     }
@@ -1918,8 +1919,8 @@ marshal_status marshal_value_create_host_object(const char* name, const char* co
         return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": interface name " + std::to_string(i) + " is NULL");
       names.emplace_back(interfaces[i]);
     }
-    auto host = std::make_shared<marshal::HostObject>(name ? name : "c_object", std::move(names), std::move(table));
-    return wrap_out(api, marshal::Value(std::move(host)), out);
+    auto host = std::make_shared<marshal::engine::HostObject>(name ? name : "c_object", std::move(names), std::move(table));
+    return wrap_out(api, marshal::engine::Value(std::move(host)), out);
   });
 }
 
@@ -1930,11 +1931,11 @@ uint32_t marshal_host_object_refs(const marshal_value* obj) {
     note_bad_handle(api, "obj", obj, Kind::value);
     return 0;
   }
-  if (!c->v.is<std::shared_ptr<marshal::HostObject>>()) {
+  if (!c->v.is<std::shared_ptr<marshal::engine::HostObject>>()) {
     wrong_kind(api, c, "a host object");
     return 0;
   }
-  return c->v.as<std::shared_ptr<marshal::HostObject>>()->native_refs();
+  return c->v.as<std::shared_ptr<marshal::engine::HostObject>>()->native_refs();
 }
 
 // ---- apartments ----
@@ -1942,7 +1943,7 @@ uint32_t marshal_host_object_refs(const marshal_value* obj) {
 marshal_status marshal_apartment_enter(int sta) {
   return guarded("marshal_apartment_enter", [&] {
     std::string error;
-    auto a = sta ? marshal::enter_sta(error) : marshal::enter_mta(error);
+    auto a = sta ? marshal::engine::enter_sta(error) : marshal::engine::enter_mta(error);
     // The engine refuses only a thread that is in an apartment already.
     return a ? MARSHAL_OK : fail(MARSHAL_ERROR_CALL, error, MARSHAL_E_WRONG_APARTMENT);
   });
@@ -1950,7 +1951,7 @@ marshal_status marshal_apartment_enter(int sta) {
 
 void marshal_apartment_leave(void) {
   try {
-    marshal::leave_apartment();
+    marshal::engine::leave_apartment();
   } catch (...) {
   }
 }
@@ -1959,8 +1960,8 @@ marshal_status marshal_apartment_pump(uint32_t wait_ms, size_t* ran) {
   static const char* api = "marshal_apartment_pump";
   if (ran) *ran = 0;
   return guarded(api, [&] {
-    auto a = marshal::current_apartment();
-    if (!a || a->kind() != marshal::Apartment::Kind::sta)
+    auto a = marshal::engine::current_apartment();
+    if (!a || a->kind() != marshal::engine::Apartment::Kind::sta)
       return fail(MARSHAL_ERROR_MISUSE,
                   std::string(api) + ": this thread is not in a single-threaded apartment (marshal_apartment_enter(1))",
                   MARSHAL_E_WRONG_APARTMENT);
@@ -1979,7 +1980,7 @@ marshal_status marshal_interface_marshal(const marshal_value* obj, uint64_t* tok
     std::string error;
     std::uint64_t t = 0;
     FrameGuard frame(0, 0, bits_of(obj), nullptr, 0);
-    if (!marshal::marshal_interface(c->v, t, error)) return fail(MARSHAL_ERROR_CALL, error);
+    if (!marshal::engine::marshal_interface(c->v, t, error)) return fail(MARSHAL_ERROR_CALL, error);
     *token = t;
     return MARSHAL_OK;
   });
@@ -1991,8 +1992,8 @@ marshal_status marshal_interface_unmarshal(uint64_t token, marshal_value** out) 
   *out = nullptr;
   return guarded(api, [&] {
     std::string error;
-    marshal::Value v;
-    if (!marshal::unmarshal_interface(token, v, error)) return fail(MARSHAL_ERROR_CALL, error);
+    marshal::engine::Value v;
+    if (!marshal::engine::unmarshal_interface(token, v, error)) return fail(MARSHAL_ERROR_CALL, error);
     const Bits h = wrap(api, std::move(v));
     if (!h) return MARSHAL_ERROR_INTERNAL;
     *out = to_handle<marshal_value>(h);
@@ -2002,7 +2003,7 @@ marshal_status marshal_interface_unmarshal(uint64_t token, marshal_value** out) 
 
 int marshal_object_is_proxy(const marshal_value* obj) {
   marshal_status st = MARSHAL_OK;
-  const marshal::ObjectRef* ref = object_of("marshal_object_is_proxy", obj, st);
+  const marshal::engine::ObjectRef* ref = object_of("marshal_object_is_proxy", obj, st);
   return ref && ref->proxy ? 1 : 0;
 }
 
@@ -2015,9 +2016,9 @@ marshal_status marshal_value_create_from_json(const char* json, marshal_value** 
     // The engine's bounded reader: nesting past max_value_depth, a repeated
     // key or bad syntax is an argument error naming the place, never a deep
     // recursion or an internal error.
-    marshal::Value v;
+    marshal::engine::Value v;
     std::string why;
-    if (!marshal::Value::parse_json(json, v, why)) return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + why);
+    if (!marshal::engine::Value::parse_json(json, v, why)) return fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + why);
     const Bits h = wrap(api, std::move(v));
     if (!h) return MARSHAL_ERROR_INTERNAL;
     *out = to_handle<marshal_value>(h);
@@ -2145,8 +2146,8 @@ const char* marshal_library_type_name(const marshal_library* lib, size_t i) {
 }
 
 // A type's spelling for hosts: "void" for a signature without a return.
-static std::string type_text(const marshal::TypeRegistry& reg, marshal::TypeId t) {
-  return t == marshal::no_type ? std::string("void") : reg.spell(t);
+static std::string type_text(const marshal::engine::TypeRegistry& reg, marshal::engine::TypeId t) {
+  return t == marshal::engine::no_type ? std::string("void") : reg.spell(t);
 }
 
 marshal_status marshal_library_signature(marshal_library* lib, const char* function, marshal_signature** out) {
@@ -2160,7 +2161,7 @@ marshal_status marshal_library_signature(marshal_library* lib, const char* funct
     std::lock_guard lock(l->mutex);
     auto it = l->signatures.find(function);
     if (it == l->signatures.end()) {
-      const marshal::Typemap& tm = l->typemap();
+      const marshal::engine::Typemap& tm = l->typemap();
       const auto fit = tm.functions.find(function);
       if (fit == tm.functions.end()) {
         fail(MARSHAL_ERROR_ARGUMENT, std::string(api) + ": " + tm.file + " has no function '" + function + "'",
@@ -2169,13 +2170,13 @@ marshal_status marshal_library_signature(marshal_library* lib, const char* funct
         error_record.function = function;
         return MARSHAL_ERROR_ARGUMENT;
       }
-      const marshal::Function& fn = fit->second;
-      const marshal::TypeRegistry& reg = l->registry();
+      const marshal::engine::Function& fn = fit->second;
+      const marshal::engine::TypeRegistry& reg = l->registry();
       auto sg = std::make_unique<CSignature>();
       sg->sig = &fn;
       sg->variadic_from = fn.variadic_from;
       sg->returns = type_text(reg, fn.returns);
-      for (const marshal::Param& p : fn.params) sg->types.push_back(type_text(reg, p.type));
+      for (const marshal::engine::Param& p : fn.params) sg->types.push_back(type_text(reg, p.type));
       std::string error;
       sg->self = Handles::add(Kind::signature, sg.get(), 1, error);
       if (!sg->self) return fail(MARSHAL_ERROR_INTERNAL, std::string(api) + ": " + error, MARSHAL_E_LIMIT);
@@ -2213,11 +2214,11 @@ int64_t marshal_signature_variadic_from(const marshal_signature* sig) {
   return s ? s->variadic_from : -1;
 }
 
-static marshal_direction direction_of(marshal::Dir d) {
+static marshal_direction direction_of(marshal::engine::Dir d) {
   switch (d) {
-    case marshal::Dir::in: return MARSHAL_DIR_IN;
-    case marshal::Dir::out: return MARSHAL_DIR_OUT;
-    case marshal::Dir::inout: return MARSHAL_DIR_INOUT;
+    case marshal::engine::Dir::in: return MARSHAL_DIR_IN;
+    case marshal::engine::Dir::out: return MARSHAL_DIR_OUT;
+    case marshal::engine::Dir::inout: return MARSHAL_DIR_INOUT;
   }
   return MARSHAL_DIR_IN;
 }
@@ -2236,7 +2237,7 @@ marshal_status marshal_signature_param(const marshal_signature* sig, size_t i, c
     error_record.expected = n ? "0 to " + std::to_string(n - 1) : "no index";
     return MARSHAL_ERROR_ARGUMENT;
   }
-  const marshal::Param& p = s->sig->params[i];
+  const marshal::engine::Param& p = s->sig->params[i];
   if (name) *name = p.name.c_str();
   if (type) *type = s->types[i].c_str();
   if (dir) *dir = direction_of(p.dir);
@@ -2245,22 +2246,22 @@ marshal_status marshal_signature_param(const marshal_signature* sig, size_t i, c
   return MARSHAL_OK;
 }
 
-static marshal_type_kind type_kind_of(marshal::Kind k) {
+static marshal_type_kind type_kind_of(marshal::engine::Kind k) {
   switch (k) {
-    case marshal::Kind::void_: return MARSHAL_TYPE_VOID;
-    case marshal::Kind::integer: return MARSHAL_TYPE_INTEGER;
-    case marshal::Kind::floating: return MARSHAL_TYPE_FLOAT;
-    case marshal::Kind::boolean: return MARSHAL_TYPE_BOOL;
-    case marshal::Kind::pointer: return MARSHAL_TYPE_POINTER;
-    case marshal::Kind::ptr: return MARSHAL_TYPE_PTR;
-    case marshal::Kind::array: return MARSHAL_TYPE_ARRAY;
-    case marshal::Kind::string: return MARSHAL_TYPE_STRING;
-    case marshal::Kind::struct_: return MARSHAL_TYPE_STRUCT;
-    case marshal::Kind::union_: return MARSHAL_TYPE_UNION;
-    case marshal::Kind::enum_: return MARSHAL_TYPE_ENUM;
-    case marshal::Kind::handle: return MARSHAL_TYPE_HANDLE;
-    case marshal::Kind::callback: return MARSHAL_TYPE_CALLBACK;
-    case marshal::Kind::interface: return MARSHAL_TYPE_INTERFACE;
+    case marshal::engine::Kind::void_: return MARSHAL_TYPE_VOID;
+    case marshal::engine::Kind::integer: return MARSHAL_TYPE_INTEGER;
+    case marshal::engine::Kind::floating: return MARSHAL_TYPE_FLOAT;
+    case marshal::engine::Kind::boolean: return MARSHAL_TYPE_BOOL;
+    case marshal::engine::Kind::pointer: return MARSHAL_TYPE_POINTER;
+    case marshal::engine::Kind::ptr: return MARSHAL_TYPE_PTR;
+    case marshal::engine::Kind::array: return MARSHAL_TYPE_ARRAY;
+    case marshal::engine::Kind::string: return MARSHAL_TYPE_STRING;
+    case marshal::engine::Kind::struct_: return MARSHAL_TYPE_STRUCT;
+    case marshal::engine::Kind::union_: return MARSHAL_TYPE_UNION;
+    case marshal::engine::Kind::enum_: return MARSHAL_TYPE_ENUM;
+    case marshal::engine::Kind::handle: return MARSHAL_TYPE_HANDLE;
+    case marshal::engine::Kind::callback: return MARSHAL_TYPE_CALLBACK;
+    case marshal::engine::Kind::interface: return MARSHAL_TYPE_INTERFACE;
   }
   return MARSHAL_TYPE_VOID;
 }
@@ -2276,25 +2277,25 @@ marshal_status marshal_library_type(marshal_library* lib, const char* name, mars
     std::lock_guard lock(l->mutex);
     auto it = l->types.find(name);
     if (it == l->types.end()) {
-      const marshal::Typemap& tm = l->typemap();
-      const marshal::TypeRegistry& reg = l->registry();
-      marshal::TypeId t = tm.find_type(name);
-      if (t == marshal::no_type) t = reg.find_primitive(name);
-      if (t == marshal::no_type) {
+      const marshal::engine::Typemap& tm = l->typemap();
+      const marshal::engine::TypeRegistry& reg = l->registry();
+      marshal::engine::TypeId t = tm.find_type(name);
+      if (t == marshal::engine::no_type) t = reg.find_primitive(name);
+      if (t == marshal::engine::no_type) {
         fail(MARSHAL_ERROR_ARGUMENT,
              std::string(api) + ": unknown type '" + name + "' (a primitive or a type of " + tm.file + ")",
              MARSHAL_E_NOT_FOUND);
         error_record.file = tm.file;
         return MARSHAL_ERROR_ARGUMENT;
       }
-      const marshal::TypeDesc& d = reg.get(t);
+      const marshal::engine::TypeDesc& d = reg.get(t);
       auto ty = std::make_unique<CType>();
       ty->kind = type_kind_of(d.kind);
       ty->size = d.size;
       ty->align = d.align;
       ty->text = reg.spell(t);
-      if (d.kind == marshal::Kind::struct_ || d.kind == marshal::Kind::union_)
-        for (const marshal::Field& f : d.as<marshal::RecordInfo>().fields)
+      if (d.kind == marshal::engine::Kind::struct_ || d.kind == marshal::engine::Kind::union_)
+        for (const marshal::engine::Field& f : d.as<marshal::engine::RecordInfo>().fields)
           ty->fields.push_back({f.name, f.offset, reg.spell(f.type)});
       std::string error;
       ty->self = Handles::add(Kind::type, ty.get(), 1, error);

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 namespace {
 // An argument shown in a message: on one line, and not thousands of characters.

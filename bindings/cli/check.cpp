@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 namespace {
 

@@ -12,6 +12,7 @@
 #include <set>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 namespace {
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 using Args = std::vector<std::string>;
 

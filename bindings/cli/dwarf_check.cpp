@@ -21,6 +21,7 @@
 #include <vector>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 namespace {
 
@@ -282,6 +283,7 @@ int check_dwarf(const Typemap& tm, const TypeRegistry& reg, const std::string& l
 #include <cstdio>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 int check_dwarf(const Typemap& tm, const TypeRegistry&, const std::string&) {
   std::fprintf(stderr, "%s: /library: this marshal was built without libdw (apt-get install libdw-dev, then rebuild)\n",
                tm.file.c_str());

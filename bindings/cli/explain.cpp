@@ -13,6 +13,7 @@
 #include <vector>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 namespace {
 

@@ -31,6 +31,7 @@
 #include <vector>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 namespace gen {
 
@@ -766,6 +767,7 @@ int cmd_generate(const Args& args) {
 #include <cstdio>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 int cmd_generate(const Args&) {
   std::fprintf(stderr,

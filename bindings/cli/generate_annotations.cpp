@@ -12,6 +12,7 @@
 #include <sstream>
 
 namespace marshal::cli::annotations {
+using namespace marshal::engine;
 
 namespace {
 

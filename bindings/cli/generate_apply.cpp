@@ -13,6 +13,7 @@
 #include <cstdlib>
 
 namespace marshal::cli::gen {
+using namespace marshal::engine;
 
 namespace {
 

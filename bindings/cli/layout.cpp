@@ -10,6 +10,7 @@
 #include <string>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 namespace {
 

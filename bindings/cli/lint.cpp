@@ -14,6 +14,7 @@
 #include <vector>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 namespace {
 

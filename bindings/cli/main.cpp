@@ -40,7 +40,7 @@ void usage(std::FILE* out) {
 
 }  // namespace
 
-const marshal::Typemap* marshal::cli::load_or_report(Context& ctx, const std::string& path, bool all_errors) {
+const marshal::engine::Typemap* marshal::cli::load_or_report(Context& ctx, const std::string& path, bool all_errors) {
   LoadResult r = ctx.load_file(path);
   if (r.ok()) return r.typemap;
   for (const Diagnostic& d : r.errors) {

@@ -14,6 +14,7 @@
 #include <sstream>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 int cmd_serve(const Args& args) {
   if (wants_help(args)) {

@@ -15,5 +15,5 @@ int main() {
                  "it is started by marshal, not by hand\n");
     return 2;
   }
-  return marshal::remote::run_surrogate(3, 4);
+  return marshal::engine::remote::run_surrogate(3, 4);
 }

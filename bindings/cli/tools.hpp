@@ -8,6 +8,7 @@
 #include <string>
 
 namespace marshal::cli {
+using namespace marshal::engine;
 
 struct AgainstOptions {
   std::string library;  // --against FILE: the shared object to compare with

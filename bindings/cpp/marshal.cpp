@@ -3,6 +3,8 @@
 
 #include "remote/surrogate.hpp"
 
+using namespace marshal::engine;  // this file implements the typed API over the engine
+
 namespace marshal {
 
 library::library(const std::string& typemap_path, const load_options& options)
@@ -96,14 +98,14 @@ void apartment_scope::wake() { a_->wake(); }
 std::uint64_t marshal_interface(const object& obj) {
   std::uint64_t token = 0;
   std::string err;
-  if (!marshal::marshal_interface(obj.value(), token, err)) throw error(err);
+  if (!engine::marshal_interface(obj.value(), token, err)) throw error(err);
   return token;
 }
 
 object unmarshal_interface(std::uint64_t token) {
   Value v;
   std::string err;
-  if (!marshal::unmarshal_interface(token, v, err)) throw error(err);
+  if (!engine::unmarshal_interface(token, v, err)) throw error(err);
   return object(std::move(v));
 }
 

@@ -29,9 +29,10 @@ extern "C" {
 #include <thread>
 #include <vector>
 
-namespace marshal::remote { class IsolatedLibrary; }
+namespace marshal::engine::remote { class IsolatedLibrary; }
 
 namespace marshal::lua {
+using namespace marshal::engine;
 
 // ---- registry keys: addresses of these objects (lua_rawgetp) -----------------
 // Metatables of the userdata kinds, the weak identity table, the slot table of

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 ffi_type* scalar_ffi_type(const TypeRegistry& reg, const TypeDesc& d) {
   auto integer = [](std::uint32_t size, bool is_signed) -> ffi_type* {
@@ -611,4 +611,4 @@ bool choose_invoker(const TypeRegistry& reg, const std::vector<TypeId>& by_value
 #endif
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

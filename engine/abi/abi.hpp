@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // Owns the ffi_type records built for aggregates; one per Context.
 class FfiTypes {
@@ -200,4 +200,4 @@ inline void invoke(const Invoker& inv, void* fn, void* const* avalues, void* rva
 // float becomes double, integers narrower than int (and bools, enums) become int.
 TypeId promote_variadic(const TypeRegistry& reg, TypeId t);
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -4,7 +4,7 @@
 
 #include <dlfcn.h>
 
-namespace marshal {
+namespace marshal::engine {
 
 const char* SharedLibrary::os_key() {
 #if defined(__linux__)
@@ -78,4 +78,4 @@ void* SharedLibrary::symbol(const std::string& name, const std::string& version,
   return p;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -8,7 +8,7 @@
 #include <memory>
 #include <string>
 
-namespace marshal {
+namespace marshal::engine {
 
 class SharedLibrary {
  public:
@@ -36,4 +36,4 @@ class SharedLibrary {
   std::string name_;
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

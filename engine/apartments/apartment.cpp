@@ -9,7 +9,7 @@
 #include <future>
 #include <sstream>
 
-namespace marshal {
+namespace marshal::engine {
 
 struct Apartment::Task {
   std::function<void()> fn;
@@ -439,4 +439,4 @@ std::string wrong_apartment(const std::string& what, const std::shared_ptr<Apart
          describe(current_apartment()) + (advice.empty() ? "" : " (" + advice + ")");
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

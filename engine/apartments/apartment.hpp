@@ -28,7 +28,7 @@
 #include <thread>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // What an apartment lent to other apartments (the stub behind their proxies, a
 // token not yet unmarshaled): released on the apartment's own thread when it
@@ -163,4 +163,4 @@ std::string describe(const std::shared_ptr<Apartment>& a);  // "no apartment" fo
 // the calling thread is in HERE (ADVICE)" (no parentheses when advice is empty).
 std::string wrong_apartment(const std::string& what, const std::shared_ptr<Apartment>& home, const std::string& advice);
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -10,7 +10,7 @@
 #include <new>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 class GuardPages;
 
@@ -81,4 +81,4 @@ class Arena {
   void* guarded(std::size_t size, std::size_t align);  // guard.cpp
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

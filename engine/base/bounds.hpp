@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // The default largest buffer the engine allocates, copies or reads for one
 // array, string or struct (TYPEMAP extension "max_buffer", typemaps/README.md).
@@ -89,4 +89,4 @@ class LentBuffers {
   bool sorted_ = true;
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

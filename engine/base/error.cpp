@@ -3,7 +3,7 @@
 
 #include <utility>
 
-namespace marshal {
+namespace marshal::engine {
 
 const char* error_id_name(ErrorId id) {
   switch (id) {
@@ -62,4 +62,4 @@ Error& prefix_error(std::string& out, const std::string& prefix, const std::stri
   return e;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace marshal {
+namespace marshal::engine {
 
 // The ids, listed once (X-macro): id, stable name.
 #define MARSHAL_ERROR_IDS(X)                                                                    \
@@ -82,4 +82,4 @@ ErrorId error_id_of(const std::string& message, ErrorId otherwise);
 // Returns the record (to add function, parameter...).
 Error& prefix_error(std::string& out, const std::string& prefix, const std::string& inner);
 
-}  // namespace marshal
+}  // namespace marshal::engine

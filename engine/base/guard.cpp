@@ -16,7 +16,7 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-namespace marshal {
+namespace marshal::engine {
 
 namespace {
 
@@ -245,4 +245,4 @@ void* Arena::guarded(std::size_t size, std::size_t align) {
 
 std::size_t guard_live_mappings() { return live.load(std::memory_order_relaxed); }
 
-}  // namespace marshal
+}  // namespace marshal::engine

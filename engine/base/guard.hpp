@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // MARSHAL_GUARD=1 (or any value but "0" and empty) turns guard mode on for
 // every library of the process; read once.
@@ -62,4 +62,4 @@ class GuardPages {
 // For tests: the number of guarded mappings alive in the process.
 std::size_t guard_live_mappings();
 
-}  // namespace marshal
+}  // namespace marshal::engine

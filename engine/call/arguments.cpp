@@ -4,7 +4,7 @@
 #include "base/error.hpp"
 #include "convert/strings.hpp"
 
-namespace marshal {
+namespace marshal::engine {
 
 std::size_t full_arity(const Function& sig) {
   if (sig.variadic_from >= 0) return 0;
@@ -123,4 +123,4 @@ bool host_arguments(const TypeRegistry& reg, const std::string& file, const Func
   return true;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

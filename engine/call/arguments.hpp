@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // The number of arguments of the long form (every in/inout parameter of the
 // fixed part), or 0 when the signature has no long form (nothing computed, or
@@ -35,4 +35,4 @@ std::size_t full_arity(const Function& sig);
 bool host_arguments(const TypeRegistry& reg, const std::string& file, const Function& sig,
                     std::span<const Value* const>& args, std::vector<const Value*>& storage, std::string& error);
 
-}  // namespace marshal
+}  // namespace marshal::engine

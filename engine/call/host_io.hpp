@@ -19,7 +19,7 @@
 #include <cstddef>
 #include <span>
 
-namespace marshal {
+namespace marshal::engine {
 
 // A call's host arguments: in/inout parameters in order (out parameters are
 // not given), then for a variadic function one record {"type": T, "value": V}
@@ -94,4 +94,4 @@ class ValueResults final : public HostResults {
   const Function& fn_;
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

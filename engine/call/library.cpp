@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 // ---- the library ---------------------------------------------------------------------------
 
@@ -409,4 +409,4 @@ bool Library::call_function(const std::string& name, std::span<const Value> args
   return plan && plan->call(args, result, error);
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // A typemap's library, loaded: binds functions to plans (lazily, once each),
 // keeps handle identity, and resolves free/release functions.
@@ -83,4 +83,4 @@ class Library final : public ObjectHost, public std::enable_shared_from_this<Lib
   ObjectSpace objects_{*this};  // last: its wrappers use everything above
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -2,6 +2,7 @@
 #include "call/plan.hpp"
 #include "call/library.hpp"
 #include "call/variadic.hpp"
+#include "call/host_io.hpp"
 
 #include "abi/abi.hpp"
 #include "convert/convert.hpp"
@@ -14,7 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 namespace {
 std::atomic<bool> invokers_on{true};
@@ -770,7 +771,7 @@ class PlanRun {
     const bool wants_errno = fn.capture_errno || fn.check.error_errno;
     if (wants_errno) errno = 0;
     if (cif == &p.cif_ && p.invoker_.usable() && invokers_on.load(std::memory_order_relaxed))
-      marshal::invoke(p.invoker_, target, values, rvalue);
+      engine::invoke(p.invoker_, target, values, rvalue);
     else
       ffi_call(const_cast<ffi_cif*>(cif), FFI_FN(target), rvalue, values);
     saved_errno = wants_errno ? errno : 0;
@@ -1068,4 +1069,4 @@ bool Plan::call_method(void* self, void* target, const HostArgs& args, HostResul
   return PlanRun<HostArgs, HostResults>::call(*this, self, target, args, results, error);
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -22,7 +22,6 @@
 #include "abi/shared_library.hpp"
 #include "objects/object.hpp"
 #include "values/call_values.hpp"
-#include "call/host_io.hpp"
 #include "values/value.hpp"
 
 #include <ffi.h>
@@ -35,7 +34,7 @@
 #include <string>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // A function that frees memory or releases a handle: called as fn(value).
 struct Releaser {
@@ -47,7 +46,10 @@ struct Releaser {
 };
 
 class Library;
-
+// Host adapters (call/host_io.hpp, not included here: it is not part of the
+// installed headers the typed C++ API reaches).
+class HostArgs;
+class HostResults;
 
 class Plan {
  public:
@@ -170,4 +172,4 @@ class Plan {
 void set_specialized_invokers(bool on);
 void set_scalar_lanes(bool on);
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 namespace {
 
@@ -113,4 +113,4 @@ bool variadic_to_native(Library& lib, Marshaler& m, Arena& arena, const Value& i
   return true;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

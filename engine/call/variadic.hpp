@@ -11,7 +11,7 @@
 #include <ffi.h>
 #include <string>
 
-namespace marshal {
+namespace marshal::engine {
 
 class Library;
 
@@ -28,4 +28,4 @@ struct VariadicArg {
 bool variadic_to_native(Library& lib, Marshaler& m, Arena& arena, const Value& item, VariadicArg& out,
                         std::string& error);
 
-}  // namespace marshal
+}  // namespace marshal::engine

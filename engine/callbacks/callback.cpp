@@ -12,7 +12,7 @@
 #include <algorithm>
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 std::atomic<int> callback_errors_anywhere{0};
 
@@ -611,4 +611,4 @@ CallbackStats CallbackPool::stats() {
   return {live_.load(), all_.size(), limit_};
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

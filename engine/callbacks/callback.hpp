@@ -28,7 +28,7 @@
 #include <string>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 class HandleTable;
 class CallbackPool;
@@ -167,4 +167,4 @@ inline bool callback_error_pending() {
   return callback_errors_anywhere.load(std::memory_order_relaxed) != 0 && callback_error_pending_here();
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -12,7 +12,7 @@
 #include <cstring>
 #include <limits>
 
-namespace marshal {
+namespace marshal::engine {
 
 // ---- native integers ---------------------------------------------------------------
 
@@ -1036,4 +1036,4 @@ bool Marshaler::to_host(TypeId t, const void* src_v, Value& out, const Ctx& c) {
   return fail("unhandled kind", ErrorId::internal);
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -16,7 +16,7 @@
 #include <span>
 #include <string>
 
-namespace marshal {
+namespace marshal::engine {
 
 class HandleTable;
 
@@ -184,4 +184,4 @@ inline void store_bits(void* p, std::uint32_t size, std::uint64_t bits) {
   }
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -18,7 +18,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 // Tests turn lanes off (set_scalar_lanes in plan.hpp) to compare them with
 // the general path.
@@ -160,4 +160,4 @@ inline std::int64_t lane_to_host(const LaneOp& l, std::uint64_t wide, Value& out
   return scalar_int(s);
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -7,7 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
-namespace marshal {
+namespace marshal::engine {
 
 std::shared_ptr<NativeBox> native_new(const TypeRegistry& reg, TypeId type, std::size_t count, std::size_t max_bytes,
                                       std::string& error) {
@@ -142,4 +142,4 @@ bool native_get(const TypeRegistry& reg, const NativeBox& box, const std::string
   return true;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-namespace marshal {
+namespace marshal::engine {
 
 // count values of type, zeroed; nullptr with a message when count times the
 // type's size overflows or exceeds max_bytes (bounds.hpp), before allocating.
@@ -29,4 +29,4 @@ bool native_load(const TypeRegistry& reg, const NativeBox& box, Value& out, std:
 bool native_set(const TypeRegistry& reg, NativeBox& box, const std::string& field, const Value& v, std::string& error);
 bool native_get(const TypeRegistry& reg, const NativeBox& box, const std::string& field, Value& out, std::string& error);
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -11,7 +11,7 @@
 #include <cstdint>
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 enum class Fit : std::uint8_t {
   ok,
@@ -121,4 +121,4 @@ inline Fit float_fit(const Value& v, bool single, std::uint64_t& bits) {
   return float_fit(s, single, bits);
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-namespace marshal {
+namespace marshal::engine {
 
 namespace {
 
@@ -279,4 +279,4 @@ std::size_t transcode_utf8(std::string_view text, std::size_t unit, void* dst) {
   return units;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // Encodes UTF-8 text into code units of `e` (appended to out, unit-sized,
 // native byte order), without a terminator. Returns false with a message.
@@ -41,4 +41,4 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
 // Number of code units before the first zero unit, looking at most max units.
 std::size_t units_until_nul(Encoding e, const void* data, std::size_t max);
 
-}  // namespace marshal
+}  // namespace marshal::engine

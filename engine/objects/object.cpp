@@ -17,7 +17,7 @@
 #include <shared_mutex>
 #include <unordered_set>
 
-namespace marshal {
+namespace marshal::engine {
 
 namespace {
 
@@ -965,4 +965,4 @@ bool unmarshal_interface(std::uint64_t token, Value& out, std::string& error) {
   return true;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

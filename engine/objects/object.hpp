@@ -32,7 +32,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 class ObjectSpace;
 class HostObject;
@@ -273,4 +273,4 @@ class ObjectSpace : public ReferenceMarshaler {
 // Whether p points at a host object's wrapper (any library): its owner, or nullptr.
 HostObject* host_object_of(void* p);
 
-}  // namespace marshal
+}  // namespace marshal::engine

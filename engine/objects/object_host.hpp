@@ -10,7 +10,7 @@
 #include <span>
 #include <string>
 
-namespace marshal {
+namespace marshal::engine {
 
 class Context;
 class HandleTable;
@@ -36,4 +36,4 @@ class ObjectHost {
                              std::string& error) = 0;
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -7,7 +7,7 @@
 # counts the references and drops them all when the connection ends.
 
 using Cxx = import "/capnp/c++.capnp";
-$Cxx.namespace("marshal::remote::wire");
+$Cxx.namespace("marshal::engine::remote::wire");
 
 struct Value {
   union {

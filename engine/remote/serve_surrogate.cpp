@@ -20,7 +20,7 @@
 #include <map>
 #include <unistd.h>
 
-namespace marshal::remote {
+namespace marshal::engine::remote {
 
 namespace {
 
@@ -343,4 +343,4 @@ int run_surrogate(int sock, int crash_fd) {
   return 0;
 }
 
-}  // namespace marshal::remote
+}  // namespace marshal::engine::remote

@@ -38,7 +38,7 @@ extern char** environ;
 #define MARSHAL_SURROGATE_INSTALLED "/usr/local/bin/marshal-surrogate"
 #endif
 
-namespace marshal::remote {
+namespace marshal::engine::remote {
 
 bool wants_isolation(const Typemap& tm) { return tm.library.isolate == LibrarySpec::Isolate::process; }
 
@@ -709,4 +709,4 @@ bool IsolatedLibrary::call_addressed(const std::string& function, std::span<cons
   return true;
 }
 
-}  // namespace marshal::remote
+}  // namespace marshal::engine::remote

@@ -27,7 +27,7 @@
 #include <utility>
 #include <vector>
 
-namespace marshal::remote {
+namespace marshal::engine::remote {
 
 struct IsolateOptions {
   // The surrogate program; empty: $MARSHAL_SURROGATE, else `marshal-surrogate`
@@ -112,4 +112,4 @@ struct CrashRecord {
   char function[200] = {};
 };
 
-}  // namespace marshal::remote
+}  // namespace marshal::engine::remote

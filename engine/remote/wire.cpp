@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-namespace marshal::remote {
+namespace marshal::engine::remote {
 
 capnp::ReaderOptions reader_options() {
   capnp::ReaderOptions o;
@@ -165,4 +165,4 @@ bool to_host(wire::Value::Reader r, Value& out, const std::string& where, Handle
   return get(r, out, where, handles, 0, error);
 }
 
-}  // namespace marshal::remote
+}  // namespace marshal::engine::remote

@@ -14,7 +14,7 @@
 #include <capnp/message.h>
 #include <string>
 
-namespace marshal::remote {
+namespace marshal::engine::remote {
 
 // Every reader of a remote message uses these limits, set explicitly rather
 // than capnp's defaults (issue 17, "Robust decoding"): a message may not make
@@ -43,4 +43,4 @@ bool to_wire(const Value& v, wire::Value::Builder b, const std::string& where, H
 // Wire -> host value; nesting beyond max_value_depth is an error.
 bool to_host(wire::Value::Reader r, Value& out, const std::string& where, HandleCodec* handles, std::string& error);
 
-}  // namespace marshal::remote
+}  // namespace marshal::engine::remote

@@ -8,7 +8,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace marshal {
+namespace marshal::engine {
 
 LoadResult Context::load_text(std::string_view text, const std::string& file) {
   std::lock_guard lock(load_mutex_);
@@ -89,4 +89,4 @@ LoadResult Context::load_file(const std::string& path) {
   return load_text(text.str(), path);
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -13,7 +13,7 @@
 #include <string_view>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 struct LoadResult {
   const Typemap* typemap = nullptr;  // set when errors is empty
@@ -48,4 +48,4 @@ class Context {
   std::map<std::string, std::pair<TypeId, std::string>> variadic_types_;  // variadic_type: typemap:expression
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

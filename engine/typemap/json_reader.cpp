@@ -3,7 +3,7 @@
 
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 std::string pointer_join(const std::string& base, std::string_view token) {
   std::string out = base;
@@ -145,4 +145,4 @@ JsonRead read_json(std::string_view text, const std::string& file) {
   return out;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -10,7 +10,7 @@
 #include <string>
 #include <string_view>
 
-namespace marshal {
+namespace marshal::engine {
 
 inline constexpr std::size_t max_json_depth = 64;
 
@@ -25,4 +25,4 @@ JsonRead read_json(std::string_view text, const std::string& file);
 std::string pointer_join(const std::string& base, std::string_view token);
 std::string pointer_join(const std::string& base, std::size_t index);
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -14,7 +14,7 @@
 #include <functional>
 #include <sstream>
 
-namespace marshal {
+namespace marshal::engine {
 
 std::string_view dir_name(Dir d) {
   switch (d) {
@@ -1266,4 +1266,4 @@ void Loader::resolve_free_functions() {
 
 }  // namespace detail
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -20,7 +20,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace marshal::detail {
+namespace marshal::engine::detail {
 
 using json = nlohmann::ordered_json;  // declaration order matters (enum items, fields)
 
@@ -183,4 +183,4 @@ bool Loader::read_enum(const json& j, const std::string& p, std::initializer_lis
   return false;
 }
 
-}  // namespace marshal::detail
+}  // namespace marshal::engine::detail

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <limits>
 
-namespace marshal::detail {
+namespace marshal::engine::detail {
 
 namespace {
 
@@ -932,4 +932,4 @@ void Loader::complete_all() {
     }
 }
 
-}  // namespace marshal::detail
+}  // namespace marshal::engine::detail

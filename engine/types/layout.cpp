@@ -7,7 +7,7 @@
 #include <iterator>
 #include <map>
 
-namespace marshal {
+namespace marshal::engine {
 
 namespace {
 
@@ -210,4 +210,4 @@ std::vector<Hole> padding_holes(const std::vector<Field>& fields,
   return holes;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

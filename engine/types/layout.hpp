@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // What layout needs to know of each member's type.
 struct MemberShape {
@@ -41,4 +41,4 @@ struct Hole { std::uint32_t offset; std::uint32_t size; };
 std::vector<Hole> padding_holes(const std::vector<Field>& fields,
                                 const std::vector<MemberShape>& shapes, std::uint32_t size);
 
-}  // namespace marshal
+}  // namespace marshal::engine

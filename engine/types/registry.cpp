@@ -5,7 +5,7 @@
 #include <stdexcept>
 #include <type_traits>
 
-namespace marshal {
+namespace marshal::engine {
 
 namespace {
 // The alignment a type gets as a struct member (differs from alignof on some ABIs).
@@ -110,4 +110,4 @@ std::string TypeRegistry::spell(TypeId id) const {
   return "?";
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

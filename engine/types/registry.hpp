@@ -12,7 +12,7 @@
 #include <string>
 #include <unordered_map>
 
-namespace marshal {
+namespace marshal::engine {
 
 class TypeRegistry {
  public:
@@ -53,4 +53,4 @@ class TypeRegistry {
   TypeId pointer_id_ = no_type;
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -4,7 +4,7 @@
 #include <cstddef>
 #include <string_view>
 
-namespace marshal {
+namespace marshal::engine {
 
 std::string_view kind_name(Kind k) {
   switch (k) {
@@ -50,4 +50,4 @@ bool is_pointer_like(const TypeDesc& d) {
   return false;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

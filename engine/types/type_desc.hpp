@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // ---- kinds --------------------------------------------------------------
 // Every switch over Kind is checked by the compiler (-Werror=switch).
@@ -192,4 +192,4 @@ struct TypeDesc {
 // True for kinds passed as a machine pointer (what "nullable" may apply to).
 bool is_pointer_like(const TypeDesc& d);
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 enum class Dir : std::uint8_t { in, out, inout };
 std::string_view dir_name(Dir d);
@@ -190,4 +190,4 @@ struct Diagnostic {
   }
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 // What the host sees of a call: the return value, every out/inout parameter by
 // name, and errno when the function captures it.
@@ -89,4 +89,4 @@ struct ValuePointers {
   std::span<const Value* const> view;
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -11,7 +11,7 @@
 #include <memory>
 #include <mutex>
 
-namespace marshal {
+namespace marshal::engine {
 
 class HandleTable {
  public:
@@ -59,4 +59,4 @@ class HandleTable {
   std::map<std::pair<TypeId, std::int64_t>, std::weak_ptr<HandleBox>> map_;
 };
 
-}  // namespace marshal
+}  // namespace marshal::engine

@@ -9,7 +9,7 @@
 #include <stdexcept>
 #include <string_view>
 
-namespace marshal {
+namespace marshal::engine {
 
 const Value* Value::field(std::string_view name) const {
   if (!is<Record>()) return nullptr;
@@ -359,4 +359,4 @@ bool Value::parse_json(std::string_view text, Value& out, std::string& error) {
   return true;
 }
 
-}  // namespace marshal
+}  // namespace marshal::engine

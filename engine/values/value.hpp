@@ -17,7 +17,7 @@
 #include <variant>
 #include <vector>
 
-namespace marshal {
+namespace marshal::engine {
 
 class Value;
 using List = std::vector<Value>;
@@ -186,4 +186,4 @@ class Value {
 std::string base64_encode(const std::uint8_t* data, std::size_t n);
 bool base64_decode(std::string_view text, std::vector<std::uint8_t>& out);
 
-}  // namespace marshal
+}  // namespace marshal::engine

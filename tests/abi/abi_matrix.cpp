@@ -30,6 +30,7 @@
 #include <vector>
 
 using namespace marshal;
+using namespace marshal::engine;
 using json = nlohmann::json;
 
 namespace {

@@ -11,6 +11,7 @@
 #include <exception>
 
 using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 

@@ -8,11 +8,13 @@
 // tests/unit-call.cpp compares them). All must succeed with the same result
 // or fail with the same message; anything else aborts with both sides printed.
 #include "fuzz_support.hpp"
+#include "call/host_io.hpp"
 
 #include <cstring>
 #include <exception>
 
 using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 

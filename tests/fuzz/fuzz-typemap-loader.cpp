@@ -11,6 +11,7 @@
 #include <bit>
 
 using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 

@@ -29,6 +29,7 @@
 #endif
 
 namespace marshal::fuzz {
+using namespace marshal::engine;
 
 // The largest input a harness takes. A real host can pass any amount; this
 // only keeps one execution short (libFuzzer's -max_len is the same).

@@ -27,6 +27,24 @@ echo "marshal:   $(pkg-config --cflags --libs marshal)"
 
 # Outside the source tree, so no header of the tree can be picked up by accident.
 cd "$stage"
+
+# Only the public headers are installed: marshal/marshal.hpp and the headers it
+# includes, directly or not (the engine's, under marshal/engine/, which the
+# templates are built on), and marshal.h for C. The compiler says which ones are
+# reached (-MM); an installed header it does not reach is not public and fails
+# this, as does one it reaches but cannot find (the consumers below would not build).
+includedir=$(pkg-config --variable=includedir marshal)
+"$cxx" -std=c++20 -MM $(pkg-config --cflags marshal) -x c++ "$includedir/marshal/marshal.hpp" >deps.cpp
+"$cc" -std=c99 -MM $(pkg-config --cflags marshal-c) -x c "$includedir/marshal.h" >deps.c
+cat deps.cpp deps.c | tr -s ' \\' '\n\n' | grep -v ':$' | grep . | while read -r f; do realpath "$f"; done |
+  grep "^$(realpath "$includedir")/" | sort -u >headers.reached
+find "$includedir" -type f | while read -r f; do realpath "$f"; done | sort -u >headers.installed
+if ! cmp -s headers.reached headers.installed; then
+  echo "installed headers and the ones marshal.hpp/marshal.h reach differ (<: reached, not installed; >: installed, not reached):"
+  diff headers.reached headers.installed | grep '^[<>]'
+  exit 1
+fi
+echo "headers: $(wc -l <headers.installed) installed, all reached from marshal.hpp or marshal.h"
 "$cc" -std=c99 -pedantic -Wall -Wextra -Werror "$src/bindings/c/examples/zlib_roundtrip.c" \
   $(pkg-config --cflags --libs marshal-c) -o c-consumer
 "$cxx" -std=c++20 -Wall -Wextra -Werror "$src/bindings/cpp/examples/zlib_roundtrip.cpp" \

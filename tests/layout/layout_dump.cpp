@@ -7,6 +7,7 @@
 #include <string>
 
 using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <string>
 
-using namespace marshal;
+using namespace marshal::engine;
 
 namespace {
 

@@ -25,7 +25,7 @@
 
 namespace marshal {
 
-namespace remote { class IsolatedLibrary; }
+namespace engine::remote { class IsolatedLibrary; }
 
 namespace detail {
 
@@ -111,7 +111,7 @@ template <class T> native_t<T> native_arg(const T& v, void* empty = nullptr) {
 // UTF-8 as it is); anything else goes through the engine, which validates it
 // and reports a NUL or an invalid sequence, exactly as before.
 template <class T> bool pinnable_value(const T& v) {
-  if constexpr (std::is_same_v<std::remove_cvref_t<T>, std::string>) return plain_ascii(v);
+  if constexpr (std::is_same_v<std::remove_cvref_t<T>, std::string>) return engine::plain_ascii(v);
   else return true;
 }
 template <class T> std::int64_t integral_or_zero(const T& v) {
@@ -160,18 +160,18 @@ template <class T, bool Typemap> constexpr void check_usable() {
 
 // ---- C++ values <-> engine values (the typemap path) ----
 
-std::string describe_type(const TypeRegistry& reg, TypeId t);
+std::string describe_type(const engine::TypeRegistry& reg, engine::TypeId t);
 
-template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v);
-template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& v);
+template <class T> engine::Value to_value(const engine::TypeRegistry& reg, engine::TypeId t, const T& v);
+template <class T> T from_value(const engine::TypeRegistry& reg, engine::TypeId t, const engine::Value& v);
 
 // A HostFunction that converts native arguments to A..., calls fn, and converts
 // its result back; failures (and exceptions) become the engine's callback errors.
 template <class R, class... A>
-std::shared_ptr<HostFunction> make_host_function(const TypeRegistry& reg, const Signature* sig,
+std::shared_ptr<engine::HostFunction> make_host_function(const engine::TypeRegistry& reg, const engine::Signature* sig,
                                                  std::function<R(A...)> fn) {
-  return std::make_shared<HostFunction>(HostFunction{
-      sig->name, [&reg, sig, fn = std::move(fn)](const std::vector<Value>& args, Value& result, std::string& error) {
+  return std::make_shared<engine::HostFunction>(engine::HostFunction{
+      sig->name, [&reg, sig, fn = std::move(fn)](const std::vector<engine::Value>& args, engine::Value& result, std::string& error) {
         if (args.size() != sizeof...(A)) {
           error = "expected " + std::to_string(sizeof...(A)) + " arguments, got " + std::to_string(args.size());
           return false;
@@ -192,10 +192,10 @@ template <class T> std::string utf8_of(const T& s) {
   if constexpr (std::is_same_v<T, std::string>) {
     return s;
   } else {
-    constexpr Encoding e = std::is_same_v<T, std::u16string> ? Encoding::utf16
-                           : std::is_same_v<T, std::u32string> ? Encoding::utf32 : Encoding::wchar;
+    constexpr engine::Encoding e = std::is_same_v<T, std::u16string> ? engine::Encoding::utf16
+                           : std::is_same_v<T, std::u32string> ? engine::Encoding::utf32 : engine::Encoding::wchar;
     std::string out, err;
-    if (!decode_text(e, s.data(), s.size(), out, err)) throw error("marshal: " + err);
+    if (!engine::decode_text(e, s.data(), s.size(), out, err)) throw error("marshal: " + err);
     return out;
   }
 }
@@ -204,11 +204,11 @@ template <class T> T string_from_utf8(const std::string& s) {
   if constexpr (std::is_same_v<T, std::string>) {
     return s;
   } else {
-    constexpr Encoding e = std::is_same_v<T, std::u16string> ? Encoding::utf16
-                           : std::is_same_v<T, std::u32string> ? Encoding::utf32 : Encoding::wchar;
+    constexpr engine::Encoding e = std::is_same_v<T, std::u16string> ? engine::Encoding::utf16
+                           : std::is_same_v<T, std::u32string> ? engine::Encoding::utf32 : engine::Encoding::wchar;
     std::vector<std::uint8_t> units;
     std::string err;
-    if (!encode_text(e, Unmappable::error, s, units, err)) throw error("marshal: " + err);
+    if (!engine::encode_text(e, engine::Unmappable::error, s, units, err)) throw error("marshal: " + err);
     T out(units.size() / sizeof(typename T::value_type), typename T::value_type{});
     std::memcpy(out.data(), units.data(), units.size());
     return out;
@@ -216,64 +216,64 @@ template <class T> T string_from_utf8(const std::string& s) {
 }
 
 // The type a parameter's value has: its pointee for ptr types.
-inline TypeId value_type(const TypeRegistry& reg, TypeId t) {
-  const TypeDesc& d = reg.get(t);
-  return d.kind == Kind::ptr ? d.ref : t;
+inline engine::TypeId value_type(const engine::TypeRegistry& reg, engine::TypeId t) {
+  const engine::TypeDesc& d = reg.get(t);
+  return d.kind == engine::Kind::ptr ? d.ref : t;
 }
 
-template <class T> Value to_value(const TypeRegistry& reg, TypeId t, const T& v) {
-  if (reg.get(t).kind == Kind::ptr) return to_value(reg, reg.get(t).ref, v);  // the engine allocates the pointee
-  const TypeDesc& d = reg.get(t);
+template <class T> engine::Value to_value(const engine::TypeRegistry& reg, engine::TypeId t, const T& v) {
+  if (reg.get(t).kind == engine::Kind::ptr) return to_value(reg, reg.get(t).ref, v);  // the engine allocates the pointee
+  const engine::TypeDesc& d = reg.get(t);
   if constexpr (is_optional<T>::value) {
-    return v ? to_value(reg, t, *v) : Value();
+    return v ? to_value(reg, t, *v) : engine::Value();
   } else if constexpr (std::is_same_v<T, bool>) {
-    return Value(v);
+    return engine::Value(v);
   } else if constexpr (std::is_enum_v<T>) {
-    return Value(static_cast<std::int64_t>(static_cast<std::underlying_type_t<T>>(v)));
+    return engine::Value(static_cast<std::int64_t>(static_cast<std::underlying_type_t<T>>(v)));
   } else if constexpr (std::is_floating_point_v<T>) {
-    return Value(static_cast<double>(v));
+    return engine::Value(static_cast<double>(v));
   } else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) {
-    return Value(static_cast<std::int64_t>(v));
+    return engine::Value(static_cast<std::int64_t>(v));
   } else if constexpr (std::is_integral_v<T>) {
-    return Value(static_cast<std::uint64_t>(v));
+    return engine::Value(static_cast<std::uint64_t>(v));
   } else if constexpr (std::is_same_v<T, address>) {
-    return Value(Address{v.value});
+    return engine::Value(engine::Address{v.value});
   } else if constexpr (is_callback<T>::value) {
-    if (!v.host()) v.host() = make_host_function(reg, d.as<CallbackInfo>().sig, v.fn());
-    return Value(v.host());
+    if (!v.host()) v.host() = make_host_function(reg, d.as<engine::CallbackInfo>().sig, v.fn());
+    return engine::Value(v.host());
   } else if constexpr (std::is_same_v<T, object>) {
     return v.value();
   } else if constexpr (is_string_v<T>) {
-    return Value(utf8_of(v));
+    return engine::Value(utf8_of(v));
   } else if constexpr (is_vector<T>::value || is_span<T>::value || is_std_array<T>::value) {
     using E = std::remove_cv_t<typename T::value_type>;
     if constexpr (std::is_same_v<E, std::uint8_t>) {
-      return Value(Bytes{std::vector<std::uint8_t>(v.begin(), v.end())});
+      return engine::Value(engine::Bytes{std::vector<std::uint8_t>(v.begin(), v.end())});
     } else {
-      TypeId elem = d.kind == Kind::array ? d.ref : t;
-      List items;
+      engine::TypeId elem = d.kind == engine::Kind::array ? d.ref : t;
+      engine::List items;
       items.reserve(v.size());
       for (const auto& x : v) items.push_back(to_value(reg, elem, x));
-      return Value(std::move(items));
+      return engine::Value(std::move(items));
     }
   } else if constexpr (is_record_v<T>) {
-    const auto& fields = d.as<RecordInfo>().fields;
-    Record r;
+    const auto& fields = d.as<engine::RecordInfo>().fields;
+    engine::Record r;
     std::size_t i = 0;
     boost::pfr::for_each_field(v, [&](const auto& f) {
       while (i < fields.size() && fields[i].is_bitfield && fields[i].bits == 0) ++i;
       r.emplace_back(fields[i].name, to_value(reg, fields[i].type, f));
       ++i;
     });
-    return Value(std::move(r));
+    return engine::Value(std::move(r));
   } else {
     static_assert(sizeof(T) == 0, "marshal: no conversion for this C++ type");
   }
 }
 
-template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& v) {
-  if (reg.get(t).kind == Kind::ptr && !std::is_same_v<T, address>) return from_value<T>(reg, reg.get(t).ref, v);
-  const TypeDesc& d = reg.get(t);
+template <class T> T from_value(const engine::TypeRegistry& reg, engine::TypeId t, const engine::Value& v) {
+  if (reg.get(t).kind == engine::Kind::ptr && !std::is_same_v<T, address>) return from_value<T>(reg, reg.get(t).ref, v);
+  const engine::TypeDesc& d = reg.get(t);
   auto integer = [&]() -> std::int64_t {
     if (v.is<std::int64_t>()) return v.as<std::int64_t>();
     if (v.is<std::uint64_t>()) return static_cast<std::int64_t>(v.as<std::uint64_t>());
@@ -286,7 +286,7 @@ template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& 
     return v.as<bool>();
   } else if constexpr (std::is_enum_v<T>) {
     if (v.is<std::string>())
-      for (const EnumItem& e : d.as<EnumInfo>().items)
+      for (const engine::EnumItem& e : d.as<engine::EnumInfo>().items)
         if (e.name == v.as<std::string>()) return static_cast<T>(e.value);
     return static_cast<T>(integer());
   } else if constexpr (std::is_floating_point_v<T>) {
@@ -294,9 +294,9 @@ template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& 
   } else if constexpr (std::is_integral_v<T>) {
     return static_cast<T>(integer());
   } else if constexpr (std::is_same_v<T, address>) {
-    return address{v.is_null() ? 0 : v.as<Address>().value};
+    return address{v.is_null() ? 0 : v.as<engine::Address>().value};
   } else if constexpr (std::is_same_v<T, object>) {
-    if (!v.is_null() && !v.is<ObjectRef>() && !v.is<std::shared_ptr<HostObject>>())
+    if (!v.is_null() && !v.is<engine::ObjectRef>() && !v.is<std::shared_ptr<engine::HostObject>>())
       throw error("marshal: expected an object, got " + v.describe());
     return object(v);
   } else if constexpr (is_string_v<T>) {
@@ -304,28 +304,28 @@ template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& 
   } else if constexpr (is_vector<T>::value) {
     using E = typename T::value_type;
     if constexpr (std::is_same_v<E, std::uint8_t>) {
-      if (v.is<Bytes>()) return T(v.as<Bytes>().data.begin(), v.as<Bytes>().data.end());
+      if (v.is<engine::Bytes>()) return T(v.as<engine::Bytes>().data.begin(), v.as<engine::Bytes>().data.end());
     }
-    TypeId elem = d.kind == Kind::array ? d.ref : t;
+    engine::TypeId elem = d.kind == engine::Kind::array ? d.ref : t;
     T out;
-    for (const Value& x : v.as<List>()) out.push_back(from_value<E>(reg, elem, x));
+    for (const engine::Value& x : v.as<engine::List>()) out.push_back(from_value<E>(reg, elem, x));
     return out;
   } else if constexpr (is_std_array<T>::value) {
     T out{};
-    TypeId elem = d.ref;
-    if (v.is<Bytes>()) {
-      for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<typename T::value_type>(v.as<Bytes>().data.at(i));
+    engine::TypeId elem = d.ref;
+    if (v.is<engine::Bytes>()) {
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<typename T::value_type>(v.as<engine::Bytes>().data.at(i));
     } else {
-      for (std::size_t i = 0; i < out.size(); ++i) out[i] = from_value<typename T::value_type>(reg, elem, v.as<List>().at(i));
+      for (std::size_t i = 0; i < out.size(); ++i) out[i] = from_value<typename T::value_type>(reg, elem, v.as<engine::List>().at(i));
     }
     return out;
   } else if constexpr (is_record_v<T>) {
     T out{};
-    const auto& fields = d.as<RecordInfo>().fields;
+    const auto& fields = d.as<engine::RecordInfo>().fields;
     std::size_t i = 0;
     boost::pfr::for_each_field(out, [&](auto& f) {
       while (i < fields.size() && fields[i].is_bitfield && fields[i].bits == 0) ++i;
-      const Value* fv = v.field(fields[i].name);
+      const engine::Value* fv = v.field(fields[i].name);
       if (!fv) throw error("marshal: missing field '" + fields[i].name + "'");
       f = from_value<std::remove_cvref_t<decltype(f)>>(reg, fields[i].type, *fv);
       ++i;
@@ -341,12 +341,12 @@ template <class T> T from_value(const TypeRegistry& reg, TypeId t, const Value& 
 // A C++ signature lists every parameter of the typemap's signature except the
 // ones the engine computes (Param::value): the k-th C++ argument is parameter
 // cpp_param(sig, k).
-inline std::size_t cpp_arity(const Signature& sig) {
+inline std::size_t cpp_arity(const engine::Signature& sig) {
   std::size_t n = 0;
-  for (const Param& p : sig.params) n += p.value.present() ? 0 : 1;
+  for (const engine::Param& p : sig.params) n += p.value.present() ? 0 : 1;
   return n;
 }
-inline std::size_t cpp_param(const Signature& sig, std::size_t k) {
+inline std::size_t cpp_param(const engine::Signature& sig, std::size_t k) {
   for (std::size_t i = 0; i < sig.params.size(); ++i)
     if (!sig.params[i].value.present() && k-- == 0) return i;
   return sig.params.size();
@@ -354,7 +354,7 @@ inline std::size_t cpp_param(const Signature& sig, std::size_t k) {
 
 // Appends the engine value of argument i (out<T> passes nothing).
 template <class T>
-void push_arg(const TypeRegistry& reg, const Signature& sig, std::size_t i, T& a, std::vector<Value>& values) {
+void push_arg(const engine::TypeRegistry& reg, const engine::Signature& sig, std::size_t i, T& a, std::vector<engine::Value>& values) {
   using U = std::remove_cvref_t<T>;
   if constexpr (is_out<U>::value) {
     return;
@@ -367,30 +367,30 @@ void push_arg(const TypeRegistry& reg, const Signature& sig, std::size_t i, T& a
 
 // Assigns out<T>/inout<T> argument i from the call's result.
 template <class T>
-void copy_back(const TypeRegistry& reg, const Signature& sig, std::size_t i, T& a, const CallResult& result,
+void copy_back(const engine::TypeRegistry& reg, const engine::Signature& sig, std::size_t i, T& a, const engine::CallResult& result,
                std::size_t& out_index) {
   using U = std::remove_cvref_t<T>;
   if constexpr (is_out<U>::value || is_inout<U>::value) {
-    const Value& v = result.out.at(out_index++).second;
+    const engine::Value& v = result.out.at(out_index++).second;
     a.get() = from_value<typename U::type>(reg, value_type(reg, sig.params[i].type), v);
   }
 }
 
-template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t);
+template <class T> std::string mismatch(const engine::TypeRegistry& reg, engine::TypeId t);
 
 // "" when the C++ arguments A... (out<T>/inout<T> for written parameters) and
 // return R fit signature sig, else why not, naming the parameter.
-template <class R, class... A> std::string call_mismatch(const TypeRegistry& reg, const Signature& sig) {
+template <class R, class... A> std::string call_mismatch(const engine::TypeRegistry& reg, const engine::Signature& sig) {
   std::size_t i = 0;
   std::string why;
   auto check = [&]<class T>(T*) {
     using U = std::remove_cvref_t<T>;
     const std::size_t at = cpp_param(sig, i);
-    const Param& p = sig.params[at];
-    const Dir want = is_out<U>::value ? Dir::out : is_inout<U>::value ? Dir::inout : Dir::in;
+    const engine::Param& p = sig.params[at];
+    const engine::Dir want = is_out<U>::value ? engine::Dir::out : is_inout<U>::value ? engine::Dir::inout : engine::Dir::in;
     if (why.empty() && p.dir != want)
-      why = "parameter " + std::to_string(at) + " '" + p.name + "': the typemap says " + std::string(dir_name(p.dir)) +
-            ", the call passes " + std::string(dir_name(want));
+      why = "parameter " + std::to_string(at) + " '" + p.name + "': the typemap says " + std::string(engine::dir_name(p.dir)) +
+            ", the call passes " + std::string(engine::dir_name(want));
     if (why.empty()) {
       if constexpr (is_out<U>::value || is_inout<U>::value)
         why = mismatch<typename U::type>(reg, value_type(reg, p.type));
@@ -430,10 +430,10 @@ template <class T> std::string cpp_name() {
   else return "an unsupported C++ type";
 }
 
-template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t);
+template <class T> std::string mismatch(const engine::TypeRegistry& reg, engine::TypeId t);
 
 template <class R, class... A>
-std::string callback_mismatch(const TypeRegistry& reg, const CallbackSig& sig, callback<R(A...)>*) {
+std::string callback_mismatch(const engine::TypeRegistry& reg, const engine::CallbackSig& sig, callback<R(A...)>*) {
   if (sig.params.size() != sizeof...(A))
     return "callback '" + sig.name + "' takes " + std::to_string(sig.params.size()) + " parameters, the C++ callback " +
            std::to_string(sizeof...(A));
@@ -453,42 +453,42 @@ std::string callback_mismatch(const TypeRegistry& reg, const CallbackSig& sig, c
 }
 
 // Returns "" when T can stand for the typemap type t, else why not.
-template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
+template <class T> std::string mismatch(const engine::TypeRegistry& reg, engine::TypeId t) {
   if constexpr (!std::is_same_v<T, address> && !std::is_void_v<T>)
-    if (reg.get(t).kind == Kind::ptr && !blittable<T>()) return mismatch<T>(reg, reg.get(t).ref);
-  const TypeDesc& d = reg.get(t);
+    if (reg.get(t).kind == engine::Kind::ptr && !blittable<T>()) return mismatch<T>(reg, reg.get(t).ref);
+  const engine::TypeDesc& d = reg.get(t);
   auto no = [&] { return "C++ type " + cpp_name<T>() + " does not match typemap type " + reg.spell(t); };
   if constexpr (std::is_void_v<T>) {
-    return d.kind == Kind::void_ ? "" : no();
+    return d.kind == engine::Kind::void_ ? "" : no();
   } else if constexpr (is_optional<T>::value) {
     return mismatch<typename T::value_type>(reg, t);
   } else if constexpr (std::is_same_v<T, bool>) {
-    return d.kind == Kind::boolean ? "" : no();
+    return d.kind == engine::Kind::boolean ? "" : no();
   } else if constexpr (std::is_arithmetic_v<T> || std::is_enum_v<T>) {
     const bool fl = std::is_floating_point_v<T>;
-    const bool kind_ok = fl ? d.kind == Kind::floating
-                            : (d.kind == Kind::integer || d.kind == Kind::enum_ ||
-                               (d.kind == Kind::handle && !d.as<HandleInfo>().by_pointer));
+    const bool kind_ok = fl ? d.kind == engine::Kind::floating
+                            : (d.kind == engine::Kind::integer || d.kind == engine::Kind::enum_ ||
+                               (d.kind == engine::Kind::handle && !d.as<engine::HandleInfo>().by_pointer));
     if (!kind_ok || d.size != sizeof(T)) return no();
     if constexpr (std::is_integral_v<T>)
-      if (d.kind == Kind::integer && d.has(flag_signed) != std::is_signed_v<T> && sizeof(T) > 1) return no();
+      if (d.kind == engine::Kind::integer && d.has(engine::flag_signed) != std::is_signed_v<T> && sizeof(T) > 1) return no();
     return "";
   } else if constexpr (std::is_same_v<T, address>) {
-    return d.kind == Kind::pointer ? "" : no();
+    return d.kind == engine::Kind::pointer ? "" : no();
   } else if constexpr (is_callback<T>::value) {
-    if (d.kind != Kind::callback) return no();
-    return callback_mismatch(reg, *d.as<CallbackInfo>().sig, static_cast<T*>(nullptr));
+    if (d.kind != engine::Kind::callback) return no();
+    return callback_mismatch(reg, *d.as<engine::CallbackInfo>().sig, static_cast<T*>(nullptr));
   } else if constexpr (std::is_same_v<T, object>) {
-    return d.kind == Kind::interface ? "" : no();
+    return d.kind == engine::Kind::interface ? "" : no();
   } else if constexpr (is_string_v<T>) {
-    return d.kind == Kind::string ? "" : no();
+    return d.kind == engine::Kind::string ? "" : no();
   } else if constexpr (is_vector<T>::value || is_span<T>::value) {
-    if (d.kind != Kind::array) return no();
+    if (d.kind != engine::Kind::array) return no();
     std::string inner = mismatch<std::remove_cv_t<typename T::value_type>>(reg, d.ref);
     return inner.empty() ? "" : no() + ": elements: " + inner;
   } else if constexpr (is_std_array<T>::value) {
-    if (d.kind != Kind::array || d.as<ArrayInfo>().count.source != Count::Source::constant ||
-        d.as<ArrayInfo>().count.constant != std::tuple_size_v<T>)
+    if (d.kind != engine::Kind::array || d.as<engine::ArrayInfo>().count.source != engine::Count::Source::constant ||
+        d.as<engine::ArrayInfo>().count.constant != std::tuple_size_v<T>)
       return no();
     return mismatch<typename T::value_type>(reg, d.ref);
   } else if constexpr (is_record_v<T>) {
@@ -496,11 +496,11 @@ template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
     // offsets. Any other (std::string, std::vector fields) is converted field by
     // field, matched by position and type.
     constexpr bool same_bits = blittable<T>();
-    if (d.kind != Kind::struct_ && d.kind != Kind::union_) return no();
+    if (d.kind != engine::Kind::struct_ && d.kind != engine::Kind::union_) return no();
     if (same_bits && (d.size != sizeof(T) || d.align != alignof(T))) return no();
-    const auto& fields = d.as<RecordInfo>().fields;
-    std::vector<const Field*> real;
-    for (const Field& f : fields)
+    const auto& fields = d.as<engine::RecordInfo>().fields;
+    std::vector<const engine::Field*> real;
+    for (const engine::Field& f : fields)
       if (!(f.is_bitfield && f.bits == 0)) real.push_back(&f);
     if (real.size() != boost::pfr::tuple_size_v<T>) return no() + ": " + std::to_string(real.size()) + " fields in the typemap";
     std::string why;
@@ -508,7 +508,7 @@ template <class T> std::string mismatch(const TypeRegistry& reg, TypeId t) {
     std::size_t i = 0;
     boost::pfr::for_each_field(probe, [&](const auto& f) {
       using F = std::remove_cvref_t<decltype(f)>;
-      const Field& tf = *real[i];
+      const engine::Field& tf = *real[i];
       const auto offset = static_cast<std::size_t>(reinterpret_cast<const char*>(&f) - reinterpret_cast<const char*>(&probe));
       if (why.empty() && tf.is_bitfield) why = "field '" + tf.name + "' is a bitfield, which C++ reflection cannot see";
       if (why.empty() && same_bits && offset != tf.offset)
@@ -587,11 +587,11 @@ class FfiFromCpp {
 
 // What a library handle shares with the functions bound from it.
 struct State {
-  std::unique_ptr<Context> ctx;
-  const Typemap* typemap = nullptr;
-  std::shared_ptr<Library> lib;        // typemap libraries
-  std::shared_ptr<remote::IsolatedLibrary> isolated;  // a typemap library in a surrogate (lib is null)
-  std::unique_ptr<SharedLibrary> so;   // plain libraries
+  std::unique_ptr<engine::Context> ctx;
+  const engine::Typemap* typemap = nullptr;
+  std::shared_ptr<engine::Library> lib;        // typemap libraries
+  std::shared_ptr<engine::remote::IsolatedLibrary> isolated;  // a typemap library in a surrogate (lib is null)
+  std::unique_ptr<engine::SharedLibrary> so;   // plain libraries
   std::mutex mutex;
   FfiFromCpp ffi;
   std::deque<ffi_cif> cifs;
@@ -599,7 +599,7 @@ struct State {
 };
 
 // A call of an isolated library's function (through its surrogate).
-bool call_isolated(const State& state, const std::string& function, std::span<const Value> args, CallResult& result,
+bool call_isolated(const State& state, const std::string& function, std::span<const engine::Value> args, engine::CallResult& result,
                    std::string& error);
 
 }  // namespace detail

@@ -145,13 +145,13 @@ class function<R(A...)> {
   }
 
   R slow(A&... args) const {
-    const TypeRegistry& reg = *reg_;
-    const Function& fn = *fn_;
-    std::vector<Value> values;
+    const engine::TypeRegistry& reg = *reg_;
+    const engine::Function& fn = *fn_;
+    std::vector<engine::Value> values;
     values.reserve(sizeof...(A));
     std::size_t i = 0;
     (detail::push_arg(reg, fn, detail::cpp_param(fn, i++), args, values), ...);
-    CallResult result;
+    engine::CallResult result;
     std::string err;
     if (!(plan_ ? plan_->call(values, result, err) : detail::call_isolated(*keep_, fn.name, values, result, err)))
       throw error(err);
@@ -162,9 +162,9 @@ class function<R(A...)> {
     if constexpr (!std::is_void_v<R>) return detail::from_value<R>(reg, fn.returns, result.ret);
   }
 
-  const Plan* plan_ = nullptr;  // null: an isolated library's function (called through its surrogate)
-  const Function* fn_ = nullptr;
-  const TypeRegistry* reg_ = nullptr;
+  const engine::Plan* plan_ = nullptr;  // null: an isolated library's function (called through its surrogate)
+  const engine::Function* fn_ = nullptr;
+  const engine::TypeRegistry* reg_ = nullptr;
   const ffi_cif* cif_ = nullptr;
   void* symbol_ = nullptr;
   bool direct_ = false;  // called through the C++ function type (fast signatures, default convention)
@@ -206,8 +206,8 @@ struct load_options {
 class library {
  public:
   explicit library(const std::string& typemap_path, const load_options& options = {});
-  Context& context();
-  const Typemap& typemap() const;
+  engine::Context& context();
+  const engine::Typemap& typemap() const;
   // Whether calls run in a surrogate process.
   bool isolated() const { return state_->isolated != nullptr; }
 
@@ -219,22 +219,22 @@ class library {
   // lib.create("Counter", 5). The object records the class (and its threading).
   template <class... A> object create(const std::string& cls, const A&... args) const {
     auto it = typemap().classes.find(cls);
-    std::vector<Value> values;
+    std::vector<engine::Value> values;
     if (it != typemap().classes.end()) {
-      const Function& fn = *it->second.create;
-      const TypeRegistry& reg = state_->ctx->types();
+      const engine::Function& fn = *it->second.create;
+      const engine::TypeRegistry& reg = state_->ctx->types();
       // The arguments are the factory's in/inout parameters, in order (its out
       // parameter yields the object); extra ones go to the engine's arity check.
       std::size_t i = 0;
       auto push = [&](const auto& a) {
         while (i < fn.params.size() && !fn.params[i].host_supplied()) ++i;
         if (i < fn.params.size()) detail::push_arg(reg, fn, i++, a, values);
-        else values.push_back(Value());
+        else values.push_back(engine::Value());
       };
       (push(args), ...);
       (void)push;
     }
-    Value out;
+    engine::Value out;
     std::string err;
     if (!state_->lib)
       throw error(typemap().file + ": create(" + cls + "): objects cannot cross the process boundary yet (the "
@@ -255,9 +255,9 @@ class library {
   template <class R, class... A> marshal::function<R(A...)> bind(const std::string& name, R (*)(A...)) const {
     (detail::check_usable<A, true>(), ...);
     if constexpr (!std::is_void_v<R>) detail::check_usable<R, true>();
-    const Plan* plan = isolated() ? nullptr : plan_of(name);  // isolated: the surrogate binds it
-    const Function& fn = plan ? plan->function() : function_of(name);
-    const TypeRegistry& reg = plan ? plan->types() : state_->ctx->types();
+    const engine::Plan* plan = isolated() ? nullptr : plan_of(name);  // isolated: the surrogate binds it
+    const engine::Function& fn = plan ? plan->function() : function_of(name);
+    const engine::TypeRegistry& reg = plan ? plan->types() : state_->ctx->types();
     // Parameters the engine computes (Param::value) are not in the C++ signature.
     if (detail::cpp_arity(fn) != sizeof...(A))
       throw error(typemap().file + ": " + name + ": the C++ signature has " + std::to_string(sizeof...(A)) +
@@ -280,10 +280,10 @@ class library {
     f.symbol_ = plan->symbol();
     // A declared check or errno needs the plan; so does a non-default convention.
     // ... and so does a computed parameter: the C++ arguments are not the C ones.
-    const bool plain_call = fn.check.when == Check::When::never && !fn.capture_errno &&
+    const bool plain_call = fn.check.when == engine::Check::When::never && !fn.capture_errno &&
                             detail::cpp_arity(fn) == fn.params.size();
     if (!plain_call) f.cif_ = nullptr;
-    f.direct_ = plain_call && fn.callconv == CallConv::default_ && fn.variadic_from < 0;
+    f.direct_ = plain_call && fn.callconv == engine::CallConv::default_ && fn.variadic_from < 0;
     if constexpr (marshal::function<R(A...)>::pinnable) {
       // Pinned: each array is an `in` array counted by an integer parameter
       // (or a constant), each string an `in` UTF-8 string; else the engine path.
@@ -292,19 +292,19 @@ class library {
       constexpr bool integral[sizeof...(A) + 1] = {std::is_integral_v<std::remove_cvref_t<A>>..., false};
       auto check = [&]<class T>(T*) {
         using U = std::remove_cvref_t<T>;
-        const Param& p = fn.params[k];
-        const TypeDesc& d = reg.get(p.type);
+        const engine::Param& p = fn.params[k];
+        const engine::TypeDesc& d = reg.get(p.type);
         f.counts_[k] = -1;
         if constexpr (std::is_same_v<U, std::string>) {
-          ok = ok && p.dir == Dir::in && d.kind == Kind::string && d.as<StringInfo>().encoding == Encoding::utf8 &&
-               !d.as<StringInfo>().capacity.present() && !p.nullable;
+          ok = ok && p.dir == engine::Dir::in && d.kind == engine::Kind::string && d.as<engine::StringInfo>().encoding == engine::Encoding::utf8 &&
+               !d.as<engine::StringInfo>().capacity.present() && !p.nullable;
         } else if constexpr (detail::pinned_arg<U>::value) {
-          const Count& c = d.kind == Kind::array ? d.as<ArrayInfo>().count : Count{};
-          ok = ok && p.dir == Dir::in && d.kind == Kind::array && !p.nullable &&
-               (c.source == Count::Source::param || c.source == Count::Source::constant);
-          if (ok && c.source == Count::Source::param) {
-            const TypeDesc& cd = reg.get(fn.params[c.index].type);
-            ok = cd.kind == Kind::integer && fn.params[c.index].dir == Dir::in;
+          const engine::Count& c = d.kind == engine::Kind::array ? d.as<engine::ArrayInfo>().count : engine::Count{};
+          ok = ok && p.dir == engine::Dir::in && d.kind == engine::Kind::array && !p.nullable &&
+               (c.source == engine::Count::Source::param || c.source == engine::Count::Source::constant);
+          if (ok && c.source == engine::Count::Source::param) {
+            const engine::TypeDesc& cd = reg.get(fn.params[c.index].type);
+            ok = cd.kind == engine::Kind::integer && fn.params[c.index].dir == engine::Dir::in;
             f.counts_[k] = static_cast<std::int64_t>(c.index);
           } else if (ok) {
             f.counts_[k] = -2 - static_cast<std::int64_t>(c.constant);
@@ -313,9 +313,9 @@ class library {
           // Written in place when the engine says the parameter is plain
           // data with a count known before the call (the C++ layout was
           // checked against the typemap above).
-          const Plan::InPlace ip = plan->in_place(k);
+          const engine::Plan::InPlace ip = plan->in_place(k);
           constexpr bool array = detail::in_place_arg<U>::array;
-          ok = ok && ip.form == (array ? Plan::InPlace::Form::array : Plan::InPlace::Form::value);
+          ok = ok && ip.form == (array ? engine::Plan::InPlace::Form::array : engine::Plan::InPlace::Form::value);
           ok = ok && (!ip.length_is_return || std::is_integral_v<R>);
           ok = ok && (ip.count_param < 0 || integral[ip.count_param]);
           f.places_[k] = {ip.count_param, ip.length_is_return};
@@ -329,28 +329,28 @@ class library {
     return f;
   }
 
-  template <class T> void check_param(const TypeRegistry& reg, const Function& fn, std::size_t i) const {
+  template <class T> void check_param(const engine::TypeRegistry& reg, const engine::Function& fn, std::size_t i) const {
     using U = std::remove_cvref_t<T>;
-    const Param& p = fn.params[i];
+    const engine::Param& p = fn.params[i];
     const std::string where = typemap().file + ": " + fn.name + ": parameter " + std::to_string(i) + " '" + p.name + "': ";
     const bool writes = detail::is_out<U>::value || detail::is_inout<U>::value;
-    const Dir want = detail::is_out<U>::value ? Dir::out : detail::is_inout<U>::value ? Dir::inout : Dir::in;
+    const engine::Dir want = detail::is_out<U>::value ? engine::Dir::out : detail::is_inout<U>::value ? engine::Dir::inout : engine::Dir::in;
     if (p.dir != want)
-      throw error(where + "the typemap says " + std::string(dir_name(p.dir)) + ", the C++ signature " +
-                  std::string(dir_name(want)) + (p.dir != Dir::in && !writes ? " (use marshal::out<T> or inout<T>)" : ""));
-    TypeId t = p.type;
-    if (reg.get(t).kind == Kind::ptr) t = reg.get(t).ref;
+      throw error(where + "the typemap says " + std::string(engine::dir_name(p.dir)) + ", the C++ signature " +
+                  std::string(engine::dir_name(want)) + (p.dir != engine::Dir::in && !writes ? " (use marshal::out<T> or inout<T>)" : ""));
+    engine::TypeId t = p.type;
+    if (reg.get(t).kind == engine::Kind::ptr) t = reg.get(t).ref;
     std::string why;
     if constexpr (detail::is_out<U>::value || detail::is_inout<U>::value) why = detail::mismatch<typename U::type>(reg, t);
     else why = detail::mismatch<U>(reg, t);
     if (!why.empty()) throw error(where + why);
     if constexpr (detail::blittable<U>()) {
-      if (reg.get(p.type).kind == Kind::ptr) throw error(where + "the typemap passes a pointer; use out<T> or inout<T>");
+      if (reg.get(p.type).kind == engine::Kind::ptr) throw error(where + "the typemap passes a pointer; use out<T> or inout<T>");
     }
   }
 
-  const Plan* plan_of(const std::string& name) const;
-  const Function& function_of(const std::string& name) const;
+  const engine::Plan* plan_of(const std::string& name) const;
+  const engine::Function& function_of(const std::string& name) const;
   std::shared_ptr<detail::State> state_;
 };
 
@@ -407,22 +407,22 @@ template <class C> class host_object {
   }
   // The object to pass where the interfaces are expected.
   object make() const {
-    return object(Value(std::make_shared<HostObject>(typeid(C).name(), interfaces_, methods_)));
+    return object(engine::Value(std::make_shared<engine::HostObject>(typeid(C).name(), interfaces_, methods_)));
   }
 
  private:
   template <class R, class... A> host_object& add(const std::string& name, std::function<R(A...)> fn) {
     (detail::check_usable<A, true>(), ...);
     if constexpr (!std::is_void_v<R>) detail::check_usable<R, true>();
-    const Typemap& tm = *state_->typemap;
-    const TypeRegistry& reg = state_->ctx->types();
+    const engine::Typemap& tm = *state_->typemap;
+    const engine::TypeRegistry& reg = state_->ctx->types();
     // "Add" or "ICounter.Add", among the interfaces this object implements.
-    const Method* m = nullptr;
-    const Interface* owner = nullptr;
+    const engine::Method* m = nullptr;
+    const engine::Interface* owner = nullptr;
     const auto dot = name.find('.');
     for (const std::string& n : interfaces_)
-      for (const Interface* i = &tm.interfaces.at(n); i && !m; i = i->base)
-        for (const Method& x : i->methods)
+      for (const engine::Interface* i = &tm.interfaces.at(n); i && !m; i = i->base)
+        for (const engine::Method& x : i->methods)
           if ((dot == std::string::npos && x.name == name) || (dot != std::string::npos && i->name + "." + x.name == name)) {
             m = &x;
             owner = i;
@@ -437,8 +437,8 @@ template <class C> class host_object {
                   std::to_string(sizeof...(A)));
     std::size_t i = 0;
     std::string why;
-    ((why.empty() ? (m->params[i].dir != Dir::in
-                         ? why = "parameter '" + m->params[i].name + "' is " + std::string(dir_name(m->params[i].dir)) +
+    ((why.empty() ? (m->params[i].dir != engine::Dir::in
+                         ? why = "parameter '" + m->params[i].name + "' is " + std::string(engine::dir_name(m->params[i].dir)) +
                                  ": host methods with out parameters return a record; implement them with the dynamic API"
                          : (why = detail::mismatch<std::remove_cvref_t<A>>(reg, m->params[i].type),
                             why = why.empty() ? why : "parameter '" + m->params[i].name + "': " + why),
@@ -450,8 +450,8 @@ template <class C> class host_object {
     // The state (registry) stays alive as long as the host function does.
     auto keep = state_;
     auto inner = detail::make_host_function<R, A...>(reg, m, std::move(fn));
-    methods_[owner->name + "." + m->name] = std::make_shared<HostFunction>(HostFunction{
-        inner->name, [keep, inner](const std::vector<Value>& args, Value& result, std::string& err) {
+    methods_[owner->name + "." + m->name] = std::make_shared<engine::HostFunction>(engine::HostFunction{
+        inner->name, [keep, inner](const std::vector<engine::Value>& args, engine::Value& result, std::string& err) {
           return inner->fn(args, result, err);
         }});
     return *this;
@@ -460,7 +460,7 @@ template <class C> class host_object {
   std::shared_ptr<detail::State> state_;
   std::shared_ptr<C> self_;
   std::vector<std::string> interfaces_;
-  std::map<std::string, std::shared_ptr<HostFunction>> methods_;
+  std::map<std::string, std::shared_ptr<engine::HostFunction>> methods_;
 };
 
 // A method of one native object bound once: the vtable slot, the prepared CIF
@@ -474,10 +474,10 @@ template <class R, class... A> class method<R(A...)> {
                                (std::is_void_v<R> || detail::blittable<R>());
   method() = default;  // unbound: calling it throws
   method(const object& obj, const std::string& name) : obj_(obj), name_(name) {
-    if (!obj.value().template is<ObjectRef>()) throw error("marshal: method '" + name + "' of an object that is not native");
-    const ObjectRef& ref = obj.value().template as<ObjectRef>();
-    Library& lib = dynamic_cast<Library&>(library_of(ref));  // the one ObjectHost there is
-    ObjectSpace::MethodRef m;
+    if (!obj.value().template is<engine::ObjectRef>()) throw error("marshal: method '" + name + "' of an object that is not native");
+    const engine::ObjectRef& ref = obj.value().template as<engine::ObjectRef>();
+    engine::Library& lib = dynamic_cast<engine::Library&>(engine::library_of(ref));  // the one ObjectHost there is
+    engine::ObjectSpace::MethodRef m;
     std::string err;
     if (!lib.objects().find_method(ref, name, m, err)) throw error(err);
     const std::string where = lib.typemap().file + ": " + m.owner->name + "." + m.method->name + ": ";
@@ -487,11 +487,11 @@ template <class R, class... A> class method<R(A...)> {
     if (std::string why = detail::call_mismatch<R, A...>(lib.context().types(), *m.method); !why.empty())
       throw error(where + why);
     // Proxies and neutral objects (a lock per call) always go through the engine.
-    if (ref.proxy || (ref.home && ref.home->kind() == Apartment::Kind::neutral)) return;
+    if (ref.proxy || (ref.home && ref.home->kind() == engine::Apartment::Kind::neutral)) return;
     home_ = ref.home;
     self_ = ref.object->pointer(*m.view, err);
     if (!self_) throw error(where + err);
-    const Plan* plan = lib.bind_method(*m.owner, *m.method, err);
+    const engine::Plan* plan = lib.bind_method(*m.owner, *m.method, err);
     if (!plan) throw error(err);
     void* const* vtbl;
     std::memcpy(&vtbl, self_, sizeof vtbl);
@@ -512,7 +512,7 @@ template <class R, class... A> class method<R(A...)> {
  private:
   object obj_;
   std::string name_;
-  std::shared_ptr<Apartment> home_;
+  std::shared_ptr<engine::Apartment> home_;
   void* self_ = nullptr;
   void* target_ = nullptr;
   const ffi_cif* cif_ = nullptr;
@@ -521,27 +521,27 @@ template <class R, class... A> class method<R(A...)> {
 template <class Sig> method<Sig> object::bind(const std::string& name) const { return method<Sig>(*this, name); }
 
 template <class R, class... A> R object::call(const std::string& method, A&&... args) const {
-  if (!v_.is<ObjectRef>())
+  if (!v_.is<engine::ObjectRef>())
     throw error(is_host() ? "marshal: '" + method + "' on a host object: call your own object directly"
                           : "marshal: '" + method + "' called on an empty object");
-  const ObjectRef& ref = v_.as<ObjectRef>();
-  ObjectSpace& space = library_of(ref).objects();
-  const TypeRegistry& reg = library_of(ref).context().types();
-  ObjectSpace::MethodRef m;
+  const engine::ObjectRef& ref = v_.as<engine::ObjectRef>();
+  engine::ObjectSpace& space = engine::library_of(ref).objects();
+  const engine::TypeRegistry& reg = engine::library_of(ref).context().types();
+  engine::ObjectSpace::MethodRef m;
   std::string err;
   if (!space.find_method(ref, method, m, err)) throw error(err);
-  const Method& sig = *m.method;
-  const std::string where = library_of(ref).typemap().file + ": " + m.owner->name + "." + sig.name + ": ";
+  const engine::Method& sig = *m.method;
+  const std::string where = engine::library_of(ref).typemap().file + ": " + m.owner->name + "." + sig.name + ": ";
   if (detail::cpp_arity(sig) != sizeof...(A))
     throw error(where + "the method takes " + std::to_string(detail::cpp_arity(sig)) + " parameters, the call passes " +
                 std::to_string(sizeof...(A)) + " (out parameters are passed as marshal::out<T>; parameters the "
                 "engine computes are left out)");
   if (std::string why = detail::call_mismatch<R, A...>(reg, sig); !why.empty()) throw error(where + why);
-  std::vector<Value> values;
+  std::vector<engine::Value> values;
   values.reserve(sizeof...(A));
   std::size_t i = 0;
   (detail::push_arg(reg, sig, detail::cpp_param(sig, i++), args, values), ...);
-  CallResult result;
+  engine::CallResult result;
   if (!space.call(ref, method, values, result, err)) throw error(err);
   i = 0;
   std::size_t out_index = 0;

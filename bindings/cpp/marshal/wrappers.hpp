@@ -16,6 +16,15 @@
 
 namespace marshal {
 
+// The engine lives in marshal::engine; the typed API names its types there
+// (engine::Value, engine::Context...). Re-exported on purpose, because a user
+// handling marshal::error reads them: the error record (error::record()), its
+// id (error::id(), compared with marshal::ErrorId::...) and the kind of its
+// native code (error::native_kind()).
+using engine::Error;
+using engine::ErrorId;
+using engine::NativeCodeKind;
+
 // The exception of the typed API. It holds the engine's record of the failure
 // (base/error.hpp): the id and what is known of the file, JSON Pointer,
 // function, parameter, got/expected and native code; what() is its one line.
@@ -25,11 +34,11 @@ class error : public std::runtime_error {
   // else a record of id `unclassified` holding the message.
   explicit error(const std::string& what) : std::runtime_error(what), record_(record_of(what)) {}
   explicit error(const char* what) : error(std::string(what)) {}
-  explicit error(Error record) : std::runtime_error(record.message), record_(std::move(record)) {}
+  explicit error(engine::Error record) : std::runtime_error(record.message), record_(std::move(record)) {}
 
-  const Error& record() const { return record_; }
-  ErrorId id() const { return record_.id; }
-  const char* id_name() const { return error_id_name(record_.id); }
+  const engine::Error& record() const { return record_; }
+  engine::ErrorId id() const { return record_.id; }
+  const char* id_name() const { return engine::error_id_name(record_.id); }
   const std::string& file() const { return record_.file; }
   const std::string& pointer() const { return record_.pointer; }
   const std::string& function() const { return record_.function; }
@@ -37,19 +46,19 @@ class error : public std::runtime_error {
   const std::string& parameter_name() const { return record_.param_name; }
   const std::string& got() const { return record_.got; }
   const std::string& expected() const { return record_.expected; }
-  NativeCodeKind native_kind() const { return record_.native_kind; }
+  engine::NativeCodeKind native_kind() const { return record_.native_kind; }
   std::int64_t native_code() const { return record_.native_code; }
 
  private:
-  static Error record_of(const std::string& what) {
-    const Error& last = last_error();
-    if (last.id != ErrorId::none && last.message == what) return last;
-    Error e;
-    e.id = ErrorId::unclassified;
+  static engine::Error record_of(const std::string& what) {
+    const engine::Error& last = engine::last_error();
+    if (last.id != engine::ErrorId::none && last.message == what) return last;
+    engine::Error e;
+    e.id = engine::ErrorId::unclassified;
     e.message = what;
     return e;
   }
-  Error record_;
+  engine::Error record_;
 };
 
 // Parameters the callee writes, bound to the caller's variable: out<T> is not
@@ -81,17 +90,16 @@ template <class Sig> class callback;
 template <class R, class... A> class callback<R(A...)> {
  public:
   template <class F, class = std::enable_if_t<std::is_invocable_r_v<R, F&, A...>>>
-  callback(F f) : fn_(std::move(f)), host_(std::make_shared<std::shared_ptr<HostFunction>>()) {}
+  callback(F f) : fn_(std::move(f)), host_(std::make_shared<std::shared_ptr<engine::HostFunction>>()) {}
   const std::function<R(A...)>& fn() const { return fn_; }
-  std::shared_ptr<HostFunction>& host() const { return *host_; }
+  std::shared_ptr<engine::HostFunction>& host() const { return *host_; }
 
  private:
   std::function<R(A...)> fn_;
-  std::shared_ptr<std::shared_ptr<HostFunction>> host_;  // shared by copies
+  std::shared_ptr<std::shared_ptr<engine::HostFunction>> host_;  // shared by copies
 };
 
 template <class Sig> class method;
-class HostObject;
 
 // A COM-style object held by the host: a native object (one per COM identity,
 // so == is identity, whichever interface each side came through) or a host
@@ -101,7 +109,7 @@ class HostObject;
 class object {
  public:
   object() = default;
-  explicit object(Value v) : v_(std::move(v)) {}
+  explicit object(engine::Value v) : v_(std::move(v)) {}
   // A method of a native object: c.call<int32_t>("Add", 5). out<T>/inout<T>
   // parameters work as for functions; a failed HRESULT throws marshal::error.
   template <class R = void, class... A> R call(const std::string& method, A&&... args) const;
@@ -111,15 +119,15 @@ class object {
   object as(const std::string& iface) const;
   // The interface a native object was obtained as ("" for host objects).
   std::string interface_name() const;
-  bool is_host() const { return v_.is<std::shared_ptr<HostObject>>(); }
+  bool is_host() const { return v_.is<std::shared_ptr<engine::HostObject>>(); }
   // A reference marshaled from another apartment: calls run there.
-  bool is_proxy() const { return v_.is<ObjectRef>() && v_.as<ObjectRef>().proxy != nullptr; }
+  bool is_proxy() const { return v_.is<engine::ObjectRef>() && v_.as<engine::ObjectRef>().proxy != nullptr; }
   explicit operator bool() const { return !v_.is_null(); }
-  const Value& value() const { return v_; }
+  const engine::Value& value() const { return v_; }
   friend bool operator==(const object& a, const object& b) { return a.v_ == b.v_; }
 
  private:
-  Value v_;
+  engine::Value v_;
 };
 
 // This thread in an apartment for the scope (TYPEMAP.md, Apartments): a new
@@ -139,7 +147,7 @@ class apartment_scope {
   void wake();
 
  private:
-  std::shared_ptr<Apartment> a_;
+  std::shared_ptr<engine::Apartment> a_;
 };
 
 // A token for an object reference, made in the reference's apartment; another
