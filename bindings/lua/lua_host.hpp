@@ -194,6 +194,7 @@ class LuaArgs final : public HostArgs {
   std::size_t n_;
   const TypeId* types_;
   std::size_t ntypes_;
+  std::int8_t kind_[small];  // lua_type of each argument, read by prepare
   // Values made so far (made[i]), in place for the usual counts.
   alignas(Value) mutable std::byte values_small_[small * sizeof(Value)];
   mutable std::vector<Value> values_big_;
@@ -231,6 +232,7 @@ class LuaResults final : public HostResults {
     has_errno_ = true;
   }
   bool out_of_memory() const { return oom_; }
+  int pushed() const { return pushed_; }  // values pushed so far
   bool has_errno() const { return has_errno_; }
   int errno_value() const { return errno_; }
 
@@ -240,6 +242,7 @@ class LuaResults final : public HostResults {
   const std::shared_ptr<Library>& lib_;
   bool has_return_;
   bool oom_ = false;
+  int pushed_ = 0;
   bool has_errno_ = false;
   int errno_ = 0;
 };

@@ -240,29 +240,33 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
     push_error(L, E());
     return -1;
   }
-  // Room for every result and a protected push's function and argument.
-  if (!lua_checkstack(L, static_cast<int>(f.fn->params.size()) + 8)) {
+  // Room for every result and a protected push's function and argument (a C
+  // function starts with LUA_MINSTACK free slots).
+  const int room = static_cast<int>(f.fn->params.size()) + 8;
+  if (room > LUA_MINSTACK && !lua_checkstack(L, room)) {
     E().message = "the Lua stack is full";
     E().text = f.file + ": " + f.name + ": " + E().message;
     push_error(L, E());
     return -1;
   }
-  const int base = lua_gettop(L);
-  CallResult result;  // call_named only
+  const int base = first + given - 1;  // the top: the arguments are the last values
+  std::unique_ptr<CallResult> result;  // call_named only
   std::string error;
   bool ok = false, oom = false, has_errno = false;
-  int errno_value = 0;
+  int errno_value = 0, pushed = 0;
   ++host.call_depth;
   lua_State* outer = host.L;
   host.L = L;  // callbacks run on the calling coroutine
   host.enter_blocking();
   if (named) {
-    ValueResults out(result, *f.fn);
+    result = std::make_unique<CallResult>();
+    ValueResults out(*result, *f.fn);
     ok = f.plan->call(args, out, error);
   } else {
     LuaResults out(L, f.lib, f.has_return);
     ok = f.plan->call(args, out, error);
     oom = out.out_of_memory();
+    pushed = out.pushed();
     has_errno = out.has_errno();
     errno_value = out.errno_value();
   }
@@ -291,11 +295,14 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
     return -1;
   }
   if (named) {
-    Results data{&result, &f.lib, f.has_return, true};
+    Results data{result.get(), &f.lib, f.has_return, true};
     return push_protected(L, results_thunk, &data, f.name);
   }
-  if (has_errno) lua_pushinteger(L, errno_value);  // errno last (room reserved)
-  return lua_gettop(L) - base;
+  if (has_errno) {
+    lua_pushinteger(L, errno_value);  // errno last (room reserved)
+    ++pushed;
+  }
+  return pushed;
 }
 
 int call_body(lua_State* L, FunctionUd& f, int first, bool named) {

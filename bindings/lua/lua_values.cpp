@@ -339,8 +339,8 @@ namespace {
 // when it is one (nil, boolean, number, string, light userdata), with the
 // rules of to_value (uint64 beyond math.maxinteger, bytes strings are not
 // scalars, marshal.null is null).
-bool lua_scalar(lua_State* L, int idx, const TypeRegistry* reg, TypeId t, HostScalar& out) {
-  switch (lua_type(L, idx)) {
+bool lua_scalar(lua_State* L, int idx, int lt, const TypeRegistry* reg, TypeId t, HostScalar& out) {
+  switch (lt) {
     case LUA_TNONE:
     case LUA_TNIL: out.kind = HostScalar::Kind::null; return true;
     case LUA_TBOOLEAN:
@@ -518,7 +518,8 @@ bool LuaArgs::scan_record(std::size_t i, const RecordInfo& info) {
       }
     }
     HostScalar s;
-    if (j == nf || lua_type(L_, -1) == LUA_TSTRING || !lua_scalar(L_, -1, tv_.reg, info.fields[j].type, s)) {
+    const int lt = lua_type(L_, -1);
+    if (j == nf || lt == LUA_TSTRING || !lua_scalar(L_, -1, lt, tv_.reg, info.fields[j].type, s)) {
       lua_pop(L_, 2);
       return false;  // not a plain record of scalars: to_value converts it, or says why
     }
@@ -538,6 +539,7 @@ bool LuaArgs::prepare(std::size_t& failed) {
   for (std::size_t i = 0; i < n_; ++i) {
     const int idx = first_ + static_cast<int>(i);
     const int t = lua_type(L_, idx);
+    if (i < small) kind_[i] = static_cast<std::int8_t>(t);
     if (t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TLIGHTUSERDATA) continue;
     if (t == LUA_TTABLE && i < small && tv_.reg && type(i) != no_type) {
       const TypeDesc& d = tv_.reg->get(type(i));
@@ -552,7 +554,8 @@ bool LuaArgs::prepare(std::size_t& failed) {
 }
 
 void LuaArgs::scalar(std::size_t i, HostScalar& out) const {
-  lua_scalar(L_, first_ + static_cast<int>(i), tv_.reg, type(i), out);
+  const int idx = first_ + static_cast<int>(i);
+  lua_scalar(L_, idx, i < small ? kind_[i] : lua_type(L_, idx), tv_.reg, type(i), out);
 }
 
 const Value& LuaArgs::value(std::size_t i) const {
@@ -591,6 +594,7 @@ bool LuaResults::protect(int (*thunk)(lua_State*), void* data) {
     oom_ = true;  // a memory error: the call reports it, later results are dropped
     return false;
   }
+  ++pushed_;
   return true;
 }
 
@@ -602,16 +606,17 @@ void LuaResults::scalar(int i, const HostScalar& s) {
     return;
   }
   push_plain(L_, s, false);
+  ++pushed_;
 }
 
 void LuaResults::value(int i, Value&& v) {
   if (oom_ || (i == ret && !has_return_)) return;
   switch (v.type()) {
-    case Value::Type::null: lua_pushnil(L_); return;
-    case Value::Type::boolean: lua_pushboolean(L_, v.as<bool>()); return;
-    case Value::Type::int64: lua_pushinteger(L_, static_cast<lua_Integer>(v.as<std::int64_t>())); return;
-    case Value::Type::uint64: lua_pushinteger(L_, static_cast<lua_Integer>(v.as<std::uint64_t>())); return;
-    case Value::Type::real: lua_pushnumber(L_, v.as<double>()); return;
+    case Value::Type::null: lua_pushnil(L_); ++pushed_; return;
+    case Value::Type::boolean: lua_pushboolean(L_, v.as<bool>()); ++pushed_; return;
+    case Value::Type::int64: lua_pushinteger(L_, static_cast<lua_Integer>(v.as<std::int64_t>())); ++pushed_; return;
+    case Value::Type::uint64: lua_pushinteger(L_, static_cast<lua_Integer>(v.as<std::uint64_t>())); ++pushed_; return;
+    case Value::Type::real: lua_pushnumber(L_, v.as<double>()); ++pushed_; return;
     default: break;
   }
   ValueJob j{&v, &lib_};
