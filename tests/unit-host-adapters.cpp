@@ -6,6 +6,7 @@
 #include "call/host_io.hpp"
 #include "fixtures/pinvoke.h"
 
+#include <cstring>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,85 @@ class TestResults final : public HostResults {
   std::vector<std::pair<int, HostScalar>> scalars;
   std::vector<std::pair<int, Value>> values;
   std::optional<int> err;
+};
+
+// A binding that holds records as fields by name (any order) and offers them
+// through HostArgs::record; value(i) makes the record Value only when asked.
+class RecordArgs final : public HostArgs {
+ public:
+  using Fields = std::vector<std::pair<std::string, HostScalar>>;
+  RecordArgs& add(Fields f) {
+    records_.push_back(std::move(f));
+    values_.emplace_back();
+    return *this;
+  }
+  std::size_t size() const override { return records_.size(); }
+  void scalar(std::size_t, HostScalar& out) const override { out.kind = HostScalar::Kind::other; }
+  const Value& value(std::size_t i) const override {
+    ++value_calls;
+    if (!values_[i]) {
+      Record r;
+      for (const auto& [name, s] : records_[i]) {
+        Value v;
+        put_scalar(s, v);
+        r.emplace_back(name, std::move(v));
+      }
+      values_[i] = Value(std::move(r));
+    }
+    return *values_[i];
+  }
+  bool record(std::size_t i, std::span<const LaneField> fields, HostScalar* out) const override {
+    ++record_calls;
+    const Fields& mine = records_[i];
+    if (mine.size() != fields.size()) return false;
+    for (std::size_t k = 0; k < fields.size(); ++k) {
+      bool found = false;
+      for (const auto& [name, s] : mine)
+        if (name == *fields[k].name) {
+          out[k] = s;
+          found = true;
+        }
+      if (!found) return false;
+    }
+    return true;
+  }
+  mutable int value_calls = 0, record_calls = 0;
+
+ private:
+  std::vector<Fields> records_;
+  mutable std::vector<std::optional<Value>> values_;
+};
+
+// A sink that takes records and scalar arrays as they are (native bytes read
+// through their lanes), and everything else as TestResults does.
+class NativeResults final : public HostResults {
+ public:
+  void scalar(int i, const HostScalar& s) override { scalars.emplace_back(i, s); }
+  void value(int i, Value&& v) override { values.emplace_back(i, std::move(v)); }
+  bool record(int i, std::span<const LaneField> fields, const std::byte* src) override {
+    std::vector<std::pair<std::string, HostScalar>> r;
+    for (const LaneField& f : fields) {
+      std::uint64_t w = 0;
+      std::memcpy(&w, src + f.offset, f.op.size);
+      r.emplace_back(*f.name, lane_scalar(f.op, w));
+    }
+    records.emplace_back(i, std::move(r));
+    return true;
+  }
+  bool array(int i, const LaneOp& element, const void* data, std::size_t count) override {
+    std::vector<HostScalar> items;
+    for (std::size_t k = 0; k < count; ++k) {
+      std::uint64_t w = 0;
+      std::memcpy(&w, static_cast<const std::byte*>(data) + k * element.size, element.size);
+      items.push_back(lane_scalar(element, w));
+    }
+    arrays.emplace_back(i, std::move(items));
+    return true;
+  }
+  std::vector<std::pair<int, HostScalar>> scalars;
+  std::vector<std::pair<int, Value>> values;
+  std::vector<std::pair<int, std::vector<std::pair<std::string, HostScalar>>>> records;
+  std::vector<std::pair<int, std::vector<HostScalar>>> arrays;
 };
 
 const Plan& plan_of(const char* fn) {
@@ -181,5 +261,84 @@ TEST_SUITE("call") {
     REQUIRE(r.is<Record>());
     CHECK(D(*r.field("x")) == 4.5);
     CHECK(D(*r.field("y")) == -2.25);
+  }
+
+  TEST_CASE("host adapters: records and scalar arrays taken as they are (HostArgs::record, HostResults::record, array)") {
+    std::string error;
+    // Fields by name in the adapter's own order: no Value is made, and the
+    // record return arrives as native fields.
+    RecordArgs args;
+    args.add({{"y", HostScalar::of_real(2.0)}, {"x", HostScalar::of_real(1.5)}})
+        .add({{"x", HostScalar::of_int(3)}, {"y", HostScalar::of_real(-4.25)}});
+    NativeResults out;
+    REQUIRE(plan_of("add_vec2").call(args, out, error));
+    CHECK(args.value_calls == 0);
+    CHECK(args.record_calls == 2);
+    CHECK(out.values.empty());
+    REQUIRE(out.records.size() == 1);
+    CHECK(out.records[0].first == HostResults::ret);
+    const auto& r = out.records[0].second;
+    REQUIRE(r.size() == 2);
+    CHECK(r[0].first == "x");
+    CHECK(r[0].second.kind == HostScalar::Kind::real);
+    CHECK(r[0].second.d == 4.5);
+    CHECK(r[1].first == "y");
+    CHECK(r[1].second.d == -2.25);
+    // A sink that does not take records gets the record Value, the same numbers.
+    RecordArgs again;
+    again.add({{"x", HostScalar::of_real(1.5)}, {"y", HostScalar::of_real(2.0)}})
+        .add({{"x", HostScalar::of_real(3.0)}, {"y", HostScalar::of_real(-4.25)}});
+    TestResults plain;
+    REQUIRE(plan_of("add_vec2").call(again, plain, error));
+    REQUIRE(plain.values.size() == 1);
+    CHECK(D(*plain.values[0].second.field("x")) == 4.5);
+    CHECK(D(*plain.values[0].second.field("y")) == -2.25);
+
+    // A field the fast form refuses, a missing field: the general converter
+    // reads the record Value and reports it in its words.
+    RecordArgs bad;
+    bad.add({{"x", HostScalar::of_text("no")}, {"y", HostScalar::of_real(2.0)}})
+        .add({{"x", HostScalar::of_real(3.0)}, {"y", HostScalar::of_real(-4.25)}});
+    NativeResults bad_out;
+    CHECK_FALSE(plan_of("add_vec2").call(bad, bad_out, error));
+    CHECK(bad.value_calls >= 1);
+    CHECK(error.find("parameter 0 'a'") != std::string::npos);
+    CHECK(bad_out.records.empty());
+    RecordArgs missing;
+    missing.add({{"x", HostScalar::of_real(1.0)}}).add({{"x", HostScalar::of_real(3.0)}, {"y", HostScalar::of_real(1.0)}});
+    NativeResults missing_out;
+    CHECK_FALSE(plan_of("add_vec2").call(missing, missing_out, error));
+    CHECK(error.find("'y'") != std::string::npos);
+    CHECK(missing.value_calls >= 1);
+
+    // An out array of int32: the native elements, no list Value; the same
+    // numbers as the list a plain sink gets.
+    TestArgs n;
+    n.add(HostScalar::of_int(300));
+    NativeResults filled;
+    REQUIRE(plan_of("fill_out_i32_array").call(n, filled, error));
+    CHECK(filled.values.empty());
+    REQUIRE(filled.arrays.size() == 1);
+    CHECK(filled.arrays[0].first == 0);  // the parameter's index
+    const auto& items = filled.arrays[0].second;
+    REQUIRE(items.size() == 300);
+    std::vector<std::int32_t> direct(300);
+    fill_out_i32_array(direct.data(), direct.size());
+    for (std::size_t k = 0; k < items.size(); ++k) {
+      CHECK(items[k].kind == HostScalar::Kind::int64);
+      CHECK(items[k].i == direct[k]);
+    }
+    TestResults listed;
+    REQUIRE(plan_of("fill_out_i32_array").call(n, listed, error));
+    REQUIRE(listed.values.size() == 1);
+    REQUIRE(listed.values[0].second.is<List>());
+    CHECK(listed.values[0].second.as<List>().size() == 300);
+    CHECK(I(listed.values[0].second.as<List>()[299]) == direct[299]);
+    // uint8 elements come back as bytes: never offered as scalars.
+    NativeResults bytes;
+    REQUIRE(plan_of("fill_out_u8_bytes").call(n, bytes, error));
+    CHECK(bytes.arrays.empty());
+    REQUIRE(bytes.values.size() == 1);
+    CHECK(bytes.values[0].second.is<Bytes>());
   }
 }

@@ -242,12 +242,55 @@ bool call_lua(Host& host, LuaFn& fn, const std::vector<Value>& args, Value& resu
     error = "the Lua stack is full";
     return false;
   }
-  LuaCall c{&fn, &args, &result};
-  lua_pushcfunction(L, lua_call_thunk);
-  lua_pushlightuserdata(L, &c);
-  if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
-    if (!c.converted) error = c.error;
-    return c.converted;
+  // The usual callback: a plain function given numbers, booleans and nil.
+  // Pushing those allocates nothing, so the function is pcalled directly
+  // (no thunk), its result converted here (to_value raises nothing).
+  bool plain = fn.self_id == 0 && args.size() <= 16;
+  for (std::size_t k = 0; plain && k < args.size(); ++k) {
+    const Value::Type t = args[k].type();
+    plain = t == Value::Type::null || t == Value::Type::boolean || t == Value::Type::int64 ||
+            t == Value::Type::uint64 || t == Value::Type::real;
+  }
+  if (plain && lua_checkstack(L, static_cast<int>(args.size()) + 4)) {
+    const int base = lua_gettop(L);
+    if (fn.slot) {
+      lua_rawgetp(L, LUA_REGISTRYINDEX, &key_slots);
+      lua_rawgeti(L, -1, fn.slot);
+      lua_remove(L, -2);
+    } else {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, fn.ref);
+    }
+    for (const Value& a : args) {
+      switch (a.type()) {
+        case Value::Type::boolean: lua_pushboolean(L, a.as<bool>()); break;
+        case Value::Type::int64: lua_pushinteger(L, static_cast<lua_Integer>(a.as<std::int64_t>())); break;
+        case Value::Type::uint64: lua_pushinteger(L, static_cast<lua_Integer>(a.as<std::uint64_t>())); break;
+        case Value::Type::real: lua_pushnumber(L, a.as<double>()); break;
+        default: lua_pushnil(L); break;
+      }
+    }
+    if (lua_pcall(L, static_cast<int>(args.size()), 1, 0) == LUA_OK) {
+      bool converted = false;
+      try {
+        ToValue tv{L};
+        converted = to_value(tv, -1, no_type, result);
+        if (!converted) error = "its result: " + tv.error;
+      } catch (const std::exception& e) {
+        error = e.what();
+      } catch (...) {
+        error = "failed";
+      }
+      lua_settop(L, base);
+      return converted;
+    }
+  } else {
+    LuaCall c{&fn, &args, &result};
+    lua_pushcfunction(L, lua_call_thunk);
+    lua_pushlightuserdata(L, &c);
+    if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
+      if (!c.converted) error = c.error;
+      return c.converted;
+    }
   }
   // The error value is on top: keep it, and its text.
   lua_pushcfunction(L, lua_error_thunk);

@@ -140,7 +140,8 @@ struct Host : std::enable_shared_from_this<Host> {
 Host& host_of(lua_State* L);
 
 // ---- the converter: the one place where Lua values meet engine Values -------
-// (a host adapter replaces it later: see bindings/lua/README.md). Conversions
+// (calls go through the host adapters below, which use it for what the
+// plan's general converter needs: see bindings/lua/README.md). Conversions
 // to Value never raise a Lua error (raw access only, stack checked); pushing
 // may raise a memory error and so runs inside a protected thunk.
 struct CallScope {
@@ -158,6 +159,94 @@ struct ToValue {
 };
 // The Lua value at idx as a host value for type t (no_type: untyped).
 bool to_value(ToValue& c, int idx, TypeId t, Value& out, int depth = 0);
+
+// ---- the host adapters (call/host_io.hpp): Lua values straight into plans --
+// LuaArgs reads a call's arguments from the Lua stack (first .. first+n-1):
+// nil, booleans, numbers, strings and light userdata as scalars, a table for a
+// struct of scalar fields by its fields; a Value (to_value) only where the
+// plan's general converter asks for one. prepare() converts beforehand every
+// argument whose conversion can fail (other tables, userdata, functions), so
+// that a failure is reported as before the call, in to_value's words, and
+// value(i) never fails afterwards. Only on the Lua thread (not for pumping calls).
+class LuaArgs final : public HostArgs {
+ public:
+  LuaArgs(ToValue& tv, int first, std::size_t n, const TypeId* types, std::size_t ntypes);
+  ~LuaArgs() override;
+  LuaArgs(const LuaArgs&) = delete;
+  LuaArgs& operator=(const LuaArgs&) = delete;
+  // false: argument `failed` did not convert (tv.error says why).
+  bool prepare(std::size_t& failed);
+  std::size_t size() const override { return n_; }
+  void scalar(std::size_t i, HostScalar& out) const override;
+  const Value& value(std::size_t i) const override;
+  bool record(std::size_t i, std::span<const LaneField> fields, HostScalar* out) const override;
+  // A lazy conversion that failed after all (cannot happen for what prepare left): its text.
+  const std::string& late_error() const { return late_error_; }
+
+ private:
+  static constexpr std::size_t small = 8;
+  TypeId type(std::size_t i) const { return i < ntypes_ ? types_[i] : no_type; }
+  Value& slot(std::size_t i) const;
+  bool scan_record(std::size_t i, const RecordInfo& info);
+
+  ToValue& tv_;
+  lua_State* L_;
+  int first_;
+  std::size_t n_;
+  const TypeId* types_;
+  std::size_t ntypes_;
+  std::int8_t kind_[small];  // lua_type of each argument, read by prepare
+  // Values made so far (made[i]), in place for the usual counts.
+  alignas(Value) mutable std::byte values_small_[small * sizeof(Value)];
+  mutable std::vector<Value> values_big_;
+  mutable std::uint8_t made_small_[small];
+  mutable std::vector<std::uint8_t> made_big_;
+  // Tables for structs of scalar fields, read by prepare: argument i's fields
+  // (in the struct's order) start at rec_at_[i] in rec_ (0xFF: none).
+  std::uint8_t rec_at_[small];
+  const RecordInfo* rec_info_[small];
+  static constexpr std::size_t rec_room = 16;
+  alignas(HostScalar) std::byte rec_[rec_room * sizeof(HostScalar)];  // HostScalars, made by prepare
+  HostScalar* rec() { return reinterpret_cast<HostScalar*>(rec_); }
+  const HostScalar* rec() const { return reinterpret_cast<const HostScalar*>(rec_); }
+  std::size_t rec_used_ = 0;
+  mutable std::string late_error_;
+};
+
+// LuaResults pushes a call's results onto the Lua stack as they come, in the
+// documented order: the return value (when not void), out/inout parameters;
+// call_body pushes errno last (kept here). Numbers, booleans, nil and light
+// userdata are pushed directly (room reserved before the call); whatever
+// allocates (strings, tables, userdata) is pushed by a lua_pcall'd thunk, so
+// a memory error never unwinds C++ frames: it is noted (out_of_memory) and
+// later results are dropped.
+class LuaResults final : public HostResults {
+ public:
+  LuaResults(lua_State* L, const std::shared_ptr<Library>& lib, bool has_return)
+      : L_(L), lib_(lib), has_return_(has_return) {}
+  void scalar(int i, const HostScalar& s) override;
+  void value(int i, Value&& v) override;
+  bool record(int i, std::span<const LaneField> fields, const std::byte* src) override;
+  bool array(int i, const LaneOp& element, const void* data, std::size_t count) override;
+  void error_number(int e) override {
+    errno_ = e;
+    has_errno_ = true;
+  }
+  bool out_of_memory() const { return oom_; }
+  int pushed() const { return pushed_; }  // values pushed so far
+  bool has_errno() const { return has_errno_; }
+  int errno_value() const { return errno_; }
+
+ private:
+  bool protect(int (*thunk)(lua_State*), void* data);
+  lua_State* L_;
+  const std::shared_ptr<Library>& lib_;
+  bool has_return_;
+  bool oom_ = false;
+  int pushed_ = 0;
+  bool has_errno_ = false;
+  int errno_ = 0;
+};
 
 // Pushes v for Lua. in_table: null becomes marshal.null (else nil).
 // May raise (memory): call only from a protected thunk.

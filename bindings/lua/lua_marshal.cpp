@@ -206,6 +206,105 @@ int results_thunk(lua_State* L) {
   return n;
 }
 
+// A call through the host adapters (LuaArgs, LuaResults): the usual form of
+// an in-process call on the Lua thread. `given` was checked.
+int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
+  Host& host = *f.host;
+  std::unique_ptr<ErrorInfo> made;  // built on failure only
+  auto E = [&]() -> ErrorInfo& {
+    if (!made) {
+      made = std::make_unique<ErrorInfo>();
+      made->function = f.name;
+    }
+    return *made;
+  };
+  auto position_of = [&](const std::string& parameter) {
+    for (std::size_t k = 0; k < f.names.size(); ++k)
+      if (f.names[k] == parameter) return static_cast<int>(k) + 1;
+    return 0;
+  };
+  CallScope scope{&host};
+  ToValue tv{L, f.reg, &f.lib, &scope};
+  LuaArgs args(tv, first, static_cast<std::size_t>(given), f.types.data(), f.types.size());
+  std::size_t bad = 0;
+  if (!args.prepare(bad)) {
+    const bool typed = bad < f.types.size();
+    E().position = static_cast<int>(bad) + 1;
+    E().parameter = typed ? f.names[bad] : "";
+    E().type = typed ? f.reg->spell(f.types[bad]) : "";
+    E().message = tv.error;
+    E().text = f.file + ": " + f.name + ": " +
+               (typed ? "parameter '" + E().parameter + "' (" + E().type + ")"
+                      : "variadic argument " + std::to_string(bad + 1)) +
+               ": " + tv.error;
+    push_error(L, E());
+    return -1;
+  }
+  // Room for every result and a protected push's function and argument (a C
+  // function starts with LUA_MINSTACK free slots).
+  const int room = static_cast<int>(f.fn->params.size()) + 8;
+  if (room > LUA_MINSTACK && !lua_checkstack(L, room)) {
+    E().message = "the Lua stack is full";
+    E().text = f.file + ": " + f.name + ": " + E().message;
+    push_error(L, E());
+    return -1;
+  }
+  const int base = first + given - 1;  // the top: the arguments are the last values
+  std::unique_ptr<CallResult> result;  // call_named only
+  std::string error;
+  bool ok = false, oom = false, has_errno = false;
+  int errno_value = 0, pushed = 0;
+  ++host.call_depth;
+  lua_State* outer = host.L;
+  host.L = L;  // callbacks run on the calling coroutine
+  host.enter_blocking();
+  if (named) {
+    result = std::make_unique<CallResult>();
+    ValueResults out(*result, *f.fn);
+    ok = f.plan->call(args, out, error);
+  } else {
+    LuaResults out(L, f.lib, f.has_return);
+    ok = f.plan->call(args, out, error);
+    oom = out.out_of_memory();
+    pushed = out.pushed();
+    has_errno = out.has_errno();
+    errno_value = out.errno_value();
+  }
+  host.leave_blocking();
+  host.L = outer;
+  --host.call_depth;
+  const int cause = host.call_depth == 0 ? host.pending_cause : LUA_NOREF;
+  if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
+  std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
+  if (ok && !args.late_error().empty()) {
+    ok = false;
+    error = f.file + ": " + f.name + ": " + args.late_error();
+  }
+  if (!ok || cause != LUA_NOREF || !foreign.empty()) {
+    lua_settop(L, base);
+    parse_engine_error(!foreign.empty() ? f.name + ": " + foreign : ok ? f.name + ": a Lua callback failed" : error, E());
+    E().cause = cause;
+    if (int at = position_of(E().parameter)) E().position = at;
+    push_error(L, E());
+    return -1;
+  }
+  if (oom) {
+    lua_settop(L, base);
+    E().message = E().text = f.name + ": out of memory while converting the results";
+    push_error(L, E());
+    return -1;
+  }
+  if (named) {
+    Results data{result.get(), &f.lib, f.has_return, true};
+    return push_protected(L, results_thunk, &data, f.name);
+  }
+  if (has_errno) {
+    lua_pushinteger(L, errno_value);  // errno last (room reserved)
+    ++pushed;
+  }
+  return pushed;
+}
+
 int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   Host& host = *f.host;
   host.drop_refs();
@@ -236,6 +335,9 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
     push_error(L, E());
     return -1;
   }
+  // An in-process call on the Lua thread: through the host adapters. The
+  // long form, isolated and pumping calls (run on another thread) take Values.
+  if (!full && !f.isolated && !f.pump && f.plan) return call_direct(L, f, first, given, named);
   // Arguments: on the stack for the usual counts.
   const std::size_t nargs = f.variadic ? static_cast<std::size_t>(std::max(given, 0))
                                        : full ? f.full_to_host.size() : f.types.size();

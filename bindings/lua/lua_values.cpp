@@ -1,7 +1,7 @@
 // marshal Lua host: the value converter, Lua values to and from the engine's
-// dynamic Value. The only file that knows both representations: a host
-// adapter (Lua values straight into plans) replaces it without touching the
-// rest of the binding (bindings/lua/README.md, "Design").
+// dynamic Value, and the host adapters (LuaArgs, LuaResults) that feed Lua
+// values straight into plans and push their results, using the converter only
+// for what a plan's general converter needs (bindings/lua/README.md, "Design").
 #include "lua_host.hpp"
 
 #include "convert/native.hpp"
@@ -326,6 +326,316 @@ void push_value(lua_State* L, const Value& v, const std::shared_ptr<Library>& li
     case Value::Type::host_object: push_host_object(L, v.as<std::shared_ptr<HostObject>>()); return;
   }
   lua_pushnil(L);
+}
+
+}  // namespace marshal::lua
+
+// ---- the host adapters ----------------------------------------------------------------
+
+namespace marshal::lua {
+
+namespace {
+// The Lua value at idx as a scalar for a parameter (or field) of type t: true
+// when it is one (nil, boolean, number, string, light userdata), with the
+// rules of to_value (uint64 beyond math.maxinteger, bytes strings are not
+// scalars, marshal.null is null).
+bool lua_scalar(lua_State* L, int idx, int lt, const TypeRegistry* reg, TypeId t, HostScalar& out) {
+  switch (lt) {
+    case LUA_TNONE:
+    case LUA_TNIL: out.kind = HostScalar::Kind::null; return true;
+    case LUA_TBOOLEAN:
+      out.kind = HostScalar::Kind::boolean;
+      out.b = lua_toboolean(L, idx) != 0;
+      return true;
+    case LUA_TNUMBER:
+      if (lua_isinteger(L, idx)) {
+        const lua_Integer i = lua_tointeger(L, idx);
+        if (i < 0 && unsigned64(reg, target(reg, t))) {
+          out.kind = HostScalar::Kind::uint64;
+          out.u = static_cast<std::uint64_t>(i);
+        } else {
+          out.kind = HostScalar::Kind::int64;
+          out.i = static_cast<std::int64_t>(i);
+        }
+      } else {
+        out.kind = HostScalar::Kind::real;
+        out.d = static_cast<double>(lua_tonumber(L, idx));
+      }
+      return true;
+    case LUA_TSTRING: {
+      if (wants_bytes(reg, target(reg, t))) break;
+      std::size_t n = 0;
+      const char* s = lua_tolstring(L, idx, &n);
+      out.kind = HostScalar::Kind::string;
+      out.text = std::string_view(s, n);
+      return true;
+    }
+    case LUA_TLIGHTUSERDATA: {
+      void* p = lua_touserdata(L, idx);
+      if (!p || p == static_cast<const void*>(&key_null)) {
+        out.kind = HostScalar::Kind::null;
+      } else {
+        out.kind = HostScalar::Kind::address;
+        out.p = reinterpret_cast<std::uintptr_t>(p);
+      }
+      return true;
+    }
+    default: break;
+  }
+  out.kind = HostScalar::Kind::other;
+  return false;
+}
+
+// Pushes a scalar that needs no allocation (not a string). in_table: null is marshal.null.
+void push_plain(lua_State* L, const HostScalar& s, bool in_table) {
+  switch (s.kind) {
+    case HostScalar::Kind::boolean: lua_pushboolean(L, s.b); return;
+    case HostScalar::Kind::int64: lua_pushinteger(L, static_cast<lua_Integer>(s.i)); return;
+    case HostScalar::Kind::uint64: lua_pushinteger(L, static_cast<lua_Integer>(s.u)); return;  // two's complement
+    case HostScalar::Kind::real: lua_pushnumber(L, s.d); return;
+    case HostScalar::Kind::address:
+      if (s.p) {
+        lua_pushlightuserdata(L, reinterpret_cast<void*>(s.p));
+        return;
+      }
+      break;
+    default: break;
+  }
+  if (in_table) lua_pushlightuserdata(L, const_cast<char*>(&key_null));
+  else lua_pushnil(L);
+}
+
+// Native bits of a lane at p (little-endian: lanes exist only there).
+HostScalar lane_at(const LaneOp& l, const std::byte* p) {
+  std::uint64_t w = 0;
+  std::memcpy(&w, p, l.size <= 8 ? l.size : 8);
+  return lane_scalar(l, w);
+}
+
+// Thunks for what allocates, run under lua_pcall (they hold no C++ object).
+struct StringJob { const HostScalar* s; };
+int string_thunk(lua_State* L) {
+  const auto* j = static_cast<const StringJob*>(lua_touserdata(L, 1));
+  lua_pushlstring(L, j->s->text.data(), j->s->text.size());
+  return 1;
+}
+struct ValueJob { const Value* v; const std::shared_ptr<Library>* lib; };
+int value_thunk(lua_State* L) {
+  const auto* j = static_cast<const ValueJob*>(lua_touserdata(L, 1));
+  push_value(L, *j->v, *j->lib);
+  return 1;
+}
+struct RecordJob { std::span<const LaneField> fields; const std::byte* src; };
+int record_thunk(lua_State* L) {
+  const auto* j = static_cast<const RecordJob*>(lua_touserdata(L, 1));
+  lua_createtable(L, 0, static_cast<int>(j->fields.size()));
+  for (const LaneField& f : j->fields) {
+    lua_pushlstring(L, f.name->data(), f.name->size());
+    push_plain(L, lane_at(f.op, j->src + f.offset), true);
+    lua_rawset(L, -3);
+  }
+  return 1;
+}
+struct ArrayJob { const LaneOp* element; const std::byte* data; std::size_t count; };
+int array_thunk(lua_State* L) {
+  const auto* j = static_cast<const ArrayJob*>(lua_touserdata(L, 1));
+  const std::byte* p = j->data;
+  const std::size_t n = j->count;
+  const LaneOp& e = *j->element;
+  lua_createtable(L, static_cast<int>(n), 0);
+  if (e.op == LaneOp::Op::sint && e.size == 4) {  // the common int32 array: one tight loop
+    for (std::size_t k = 0; k < n; ++k) {
+      std::int32_t x;
+      std::memcpy(&x, p + k * 4, 4);
+      lua_pushinteger(L, x);
+      lua_rawseti(L, -2, static_cast<lua_Integer>(k + 1));
+    }
+  } else if (e.op == LaneOp::Op::f64) {
+    for (std::size_t k = 0; k < n; ++k) {
+      double x;
+      std::memcpy(&x, p + k * 8, 8);
+      lua_pushnumber(L, x);
+      lua_rawseti(L, -2, static_cast<lua_Integer>(k + 1));
+    }
+  } else {
+    for (std::size_t k = 0; k < n; ++k) {
+      push_plain(L, lane_at(e, p + k * e.size), true);
+      lua_rawseti(L, -2, static_cast<lua_Integer>(k + 1));
+    }
+  }
+  return 1;
+}
+}  // namespace
+
+LuaArgs::LuaArgs(ToValue& tv, int first, std::size_t n, const TypeId* types, std::size_t ntypes)
+    : tv_(tv), L_(tv.L), first_(first), n_(n), types_(types), ntypes_(ntypes) {
+  if (n_ <= small) {
+    std::memset(made_small_, 0, n_);
+  } else {
+    values_big_.resize(n_);
+    made_big_.assign(n_, 0);
+  }
+}
+
+LuaArgs::~LuaArgs() {
+  if (n_ <= small) {
+    Value* v = reinterpret_cast<Value*>(values_small_);
+    for (std::size_t i = 0; i < n_; ++i)
+      if (made_small_[i]) v[i].~Value();
+  }
+}
+
+Value& LuaArgs::slot(std::size_t i) const {
+  if (n_ > small) {
+    made_big_[i] = 1;
+    return values_big_[i];
+  }
+  Value* v = reinterpret_cast<Value*>(values_small_) + i;
+  if (!made_small_[i]) {
+    new (v) Value();
+    made_small_[i] = 1;
+  }
+  return *v;
+}
+
+bool LuaArgs::scan_record(std::size_t i, const RecordInfo& info) {
+  const std::size_t nf = info.fields.size();
+  if (nf == 0 || nf > max_record_fields || rec_used_ + nf > rec_room || !lua_checkstack(L_, 3)) return false;
+  for (const Field& f : info.fields)
+    if (f.is_bitfield) return false;
+  const int idx = first_ + static_cast<int>(i);
+  HostScalar* dst = rec() + rec_used_;
+  unsigned seen = 0;
+  lua_pushnil(L_);
+  while (lua_next(L_, idx) != 0) {
+    std::size_t j = nf;
+    if (lua_type(L_, -2) == LUA_TSTRING) {
+      std::size_t kn = 0;
+      const char* key = lua_tolstring(L_, -2, &kn);  // a string: no conversion, lua_next stays valid
+      for (j = 0; j < nf; ++j) {
+        const std::string& name = info.fields[j].name;
+        if (name.size() == kn && std::memcmp(name.data(), key, kn) == 0) break;
+      }
+    }
+    HostScalar s;
+    const int lt = lua_type(L_, -1);
+    if (j == nf || lt == LUA_TSTRING || !lua_scalar(L_, -1, lt, tv_.reg, info.fields[j].type, s)) {
+      lua_pop(L_, 2);
+      return false;  // not a plain record of scalars: to_value converts it, or says why
+    }
+    new (dst + j) HostScalar(s);
+    seen |= 1u << j;
+    lua_pop(L_, 1);
+  }
+  if (seen != (1u << nf) - 1) return false;
+  rec_at_[i] = static_cast<std::uint8_t>(rec_used_);
+  rec_info_[i] = &info;
+  rec_used_ += nf;
+  return true;
+}
+
+bool LuaArgs::prepare(std::size_t& failed) {
+  for (std::size_t i = 0; i < n_ && i < small; ++i) rec_at_[i] = 0xFF;
+  for (std::size_t i = 0; i < n_; ++i) {
+    const int idx = first_ + static_cast<int>(i);
+    const int t = lua_type(L_, idx);
+    if (i < small) kind_[i] = static_cast<std::int8_t>(t);
+    if (t == LUA_TNIL || t == LUA_TBOOLEAN || t == LUA_TNUMBER || t == LUA_TSTRING || t == LUA_TLIGHTUSERDATA) continue;
+    if (t == LUA_TTABLE && i < small && tv_.reg && type(i) != no_type) {
+      const TypeDesc& d = tv_.reg->get(type(i));
+      if (d.kind == Kind::struct_ && scan_record(i, d.as<RecordInfo>())) continue;
+    }
+    if (!to_value(tv_, idx, type(i), slot(i))) {
+      failed = i;
+      return false;
+    }
+  }
+  return true;
+}
+
+void LuaArgs::scalar(std::size_t i, HostScalar& out) const {
+  const int idx = first_ + static_cast<int>(i);
+  lua_scalar(L_, idx, i < small ? kind_[i] : lua_type(L_, idx), tv_.reg, type(i), out);
+}
+
+const Value& LuaArgs::value(std::size_t i) const {
+  const bool made = n_ > small ? made_big_[i] != 0 : made_small_[i] != 0;
+  Value& v = slot(i);
+  if (!made && !to_value(tv_, first_ + static_cast<int>(i), type(i), v)) {
+    // Cannot happen (prepare converted what can fail); never a half value.
+    if (late_error_.empty()) late_error_ = "argument " + std::to_string(i + 1) + ": " + tv_.error;
+    v = Value();
+  }
+  return v;
+}
+
+bool LuaArgs::record(std::size_t i, std::span<const LaneField> fields, HostScalar* out) const {
+  if (i >= small || i >= n_ || rec_at_[i] == 0xFF) return false;
+  const RecordInfo& info = *rec_info_[i];
+  const std::size_t nf = info.fields.size();
+  if (fields.size() != nf) return false;
+  const HostScalar* mine = rec() + rec_at_[i];
+  for (std::size_t k = 0; k < nf; ++k) {
+    std::size_t j = k;  // the plan's fields are the struct's, in order
+    if (fields[k].name != &info.fields[j].name) {
+      for (j = 0; j < nf && *fields[k].name != info.fields[j].name; ++j) {}
+      if (j == nf) return false;
+    }
+    out[k] = mine[j];
+  }
+  return true;
+}
+
+bool LuaResults::protect(int (*thunk)(lua_State*), void* data) {
+  lua_pushcfunction(L_, thunk);
+  lua_pushlightuserdata(L_, data);
+  if (lua_pcall(L_, 1, 1, 0) != LUA_OK) {
+    lua_pop(L_, 1);
+    oom_ = true;  // a memory error: the call reports it, later results are dropped
+    return false;
+  }
+  ++pushed_;
+  return true;
+}
+
+void LuaResults::scalar(int i, const HostScalar& s) {
+  if (oom_ || (i == ret && !has_return_)) return;
+  if (s.kind == HostScalar::Kind::string) {
+    StringJob j{&s};
+    protect(string_thunk, &j);
+    return;
+  }
+  push_plain(L_, s, false);
+  ++pushed_;
+}
+
+void LuaResults::value(int i, Value&& v) {
+  if (oom_ || (i == ret && !has_return_)) return;
+  switch (v.type()) {
+    case Value::Type::null: lua_pushnil(L_); ++pushed_; return;
+    case Value::Type::boolean: lua_pushboolean(L_, v.as<bool>()); ++pushed_; return;
+    case Value::Type::int64: lua_pushinteger(L_, static_cast<lua_Integer>(v.as<std::int64_t>())); ++pushed_; return;
+    case Value::Type::uint64: lua_pushinteger(L_, static_cast<lua_Integer>(v.as<std::uint64_t>())); ++pushed_; return;
+    case Value::Type::real: lua_pushnumber(L_, v.as<double>()); ++pushed_; return;
+    default: break;
+  }
+  ValueJob j{&v, &lib_};
+  protect(value_thunk, &j);
+}
+
+bool LuaResults::record(int i, std::span<const LaneField> fields, const std::byte* src) {
+  if (oom_ || (i == ret && !has_return_)) return true;
+  RecordJob j{fields, src};
+  protect(record_thunk, &j);
+  return true;
+}
+
+bool LuaResults::array(int i, const LaneOp& element, const void* data, std::size_t count) {
+  if (count > static_cast<std::size_t>(INT32_MAX)) return false;
+  if (oom_ || (i == ret && !has_return_)) return true;
+  ArrayJob j{&element, static_cast<const std::byte*>(data), count};
+  protect(array_thunk, &j);
+  return true;
 }
 
 }  // namespace marshal::lua

@@ -7,11 +7,13 @@
 // Value (value(i)) only for what needs the general converter (records, lists,
 // handles, callbacks, objects, native memory, a scalar the fast form refuses so
 // that the general converter reports it). Results flow back through
-// HostResults the same way: scalars for the fast returns, Values for the rest.
+// HostResults the same way: scalars for the fast returns, records and arrays of
+// scalars as native bytes when the adapter takes them so, Values for the rest.
 // The dynamic Value is one adapter among others (ValueArgs, ValueResults);
 // the C API has its own over its argument handles.
 #pragma once
 
+#include "convert/lane.hpp"
 #include "types/typemap.hpp"
 #include "values/call_values.hpp"
 #include "values/value.hpp"
@@ -34,6 +36,14 @@ class HostArgs {
   // when the call needs the general converter (then for every argument, since
   // counts may name any parameter), or for a record or callback argument.
   virtual const Value& value(std::size_t i) const = 0;
+  // Argument i as a struct of scalar fields (a record fast form): true when it
+  // holds exactly these fields, each a scalar, written to out[k] for
+  // fields[k] (fields.size() is at most max_record_fields); false when it is
+  // not one or the adapter does not read records so (then value(i) is asked).
+  static constexpr std::size_t max_record_fields = 8;
+  virtual bool record(std::size_t /*i*/, std::span<const LaneField> /*fields*/, HostScalar* /*out*/) const {
+    return false;
+  }
 };
 
 // Where a call's results go. Result i: `ret` (-1) for the return value,
@@ -52,6 +62,17 @@ class HostResults {
   // its reused result), or nullptr: the plan then converts into a temporary
   // and calls value(i).
   virtual Value* place(int /*i*/) { return nullptr; }
+  // A struct of scalar fields (a record fast form), its native bytes at src,
+  // each field at fields[k].offset read by its LaneOp (lane_scalar); true
+  // when the adapter took it, false: the plan makes a record Value (place, value).
+  virtual bool record(int /*i*/, std::span<const LaneField> /*fields*/, const std::byte* /*src*/) { return false; }
+  // An out array of `count` scalar elements (integers other than uint8, which
+  // comes back as bytes, and floating-point numbers), each `element.size`
+  // bytes at data read by element (lane_scalar); true when the adapter took
+  // it, false: the plan makes a list Value (value).
+  virtual bool array(int /*i*/, const LaneOp& /*element*/, const void* /*data*/, std::size_t /*count*/) {
+    return false;
+  }
   // errno after the call, for a function that captures it.
   virtual void error_number(int /*e*/) {}
 };

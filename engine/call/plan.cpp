@@ -322,6 +322,19 @@ struct General {
   std::vector<void*> var_values, split_values;
 };
 
+// The lane of an array's elements when HostResults::array may take them:
+// integers (not uint8: bytes) and floating-point numbers, as elements_to_host
+// converts them.
+bool scalar_elements(const TypeRegistry& reg, TypeId element, LaneOp& l) {
+  const TypeDesc& e = reg.get(element);
+  if (e.kind == Kind::integer) {
+    if (e.size == 1 && !e.has(flag_signed)) return false;
+  } else if (e.kind != Kind::floating) {
+    return false;
+  }
+  return lane_of(reg, element, l) && l.size == e.size;
+}
+
 // Per-parameter storage beyond 16 parameters.
 struct BigArrays {
   explicit BigArrays(std::size_t n) : slots(n), avalues(n), pointee(n), host(n) {}
@@ -506,14 +519,30 @@ class PlanRun {
         break;
       }
       case Op::record: {
-        // A record with exactly the struct's fields, in order, each taken by
-        // its fast form; any other form goes to the general converter.
+        // The adapter's own record of exactly the struct's fields, or a record
+        // Value with exactly those fields, in order; each field taken by its
+        // fast form. Any other form goes to the general converter.
+        const std::vector<LaneField>& fields = p.record_fields_[l.record];
+        if (used + 32 > scratch_size) return false;
+        std::byte* dst = scratch + used;
+        if (fields.size() <= HostArgs::max_record_fields) {
+          HostScalar fs[HostArgs::max_record_fields];
+          if (args.record(h, fields, fs)) {
+            std::memset(dst, 0, 32);
+            for (std::size_t k = 0; k < fields.size(); ++k) {
+              std::uint64_t fb = 0;
+              if (!lane_to_native(fields[k].op, fs[k], fb)) return false;
+              store_bits(dst + fields[k].offset, fields[k].op.size, fb);
+            }
+            used += 32;
+            avalue = dst;
+            return true;
+          }
+        }
         const Value& v = args.value(h);
         if (!v.is<Record>()) return false;
         const Record& rec = v.as<Record>();
-        const std::vector<LaneField>& fields = p.record_fields_[l.record];
-        if (rec.size() != fields.size() || used + 32 > scratch_size) return false;
-        std::byte* dst = scratch + used;
+        if (rec.size() != fields.size()) return false;
         std::memset(dst, 0, 32);
         for (std::size_t k = 0; k < fields.size(); ++k) {
           std::uint64_t fb = 0;
@@ -835,7 +864,9 @@ class PlanRun {
     std::memcpy(&wide, rvalue, 8);
     return_int = 0;
     if (l.op == Op::record) {
-      if (Value* place = out.place(HostResults::ret)) {
+      if (out.record(HostResults::ret, p.record_fields_[l.record], static_cast<const std::byte*>(rvalue))) {
+        // taken by the adapter
+      } else if (Value* place = out.place(HostResults::ret)) {
         record_to_host(p.record_fields_[l.record], static_cast<const std::byte*>(rvalue), *place);
       } else {
         Value v;
@@ -952,6 +983,7 @@ class PlanRun {
       const TypeDesc& d = reg.get(s.type);
       Value v;
       bool ok = true;
+      bool taken = false;  // the adapter took the result as it is
       Ctx c;
       c.frame = &g.frame;
       c.transfer = true;  // an object written to an out pointer carries a reference
@@ -968,9 +1000,24 @@ class PlanRun {
           }
           break;
         }
-        case Instr::Op::array:
-          if (pointee) ok = m.array_to_host(s.type, pointee, c, v, &d.as<ArrayInfo>().length);
+        case Instr::Op::array: {
+          if (!pointee) break;
+          const Count* length = &d.as<ArrayInfo>().length;
+          LaneOp element;
+          if (!scalar_elements(reg, d.ref, element)) {
+            ok = m.array_to_host(s.type, pointee, c, v, length);
+            break;
+          }
+          // Scalars: the adapter may take them as they are (no Value per element).
+          std::uint64_t count = 0;
+          ok = m.array_length(s.type, pointee, c, count, length);
+          if (ok && out_.array(static_cast<int>(i), element, pointee, static_cast<std::size_t>(count))) {
+            taken = true;
+            break;
+          }
+          ok = ok && m.elements_to_host(d.ref, static_cast<const std::byte*>(pointee), count, c, v);
           break;
+        }
         case Instr::Op::string: {
           if (!pointee) break;
           const StringInfo& si = d.as<StringInfo>();
@@ -988,7 +1035,7 @@ class PlanRun {
              tm.file + ": " + fn_.name + ": " + std::string(dir_name(p.dir)) + " parameter " + std::to_string(i) + " '" +
                  p.name + "': " + m.error,
              m.error_id, static_cast<int>(i));
-      out_.value(static_cast<int>(i), std::move(v));
+      if (!taken) out_.value(static_cast<int>(i), std::move(v));
     }
   }
 

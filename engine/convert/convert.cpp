@@ -557,11 +557,17 @@ bool Marshaler::array_to_native(TypeId array, const Value& v, const Ctx& c, void
 }
 
 bool Marshaler::array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length) {
+  std::uint64_t n = 0;
+  return array_length(array, data, c, n, length) &&
+         elements_to_host(reg_.get(array).ref, static_cast<const std::byte*>(data), n, c, out);
+}
+
+bool Marshaler::array_length(TypeId array, const void* data, const Ctx& c, std::uint64_t& n, const Count* length) {
   const TypeDesc& d = reg_.get(array);
   const ArrayInfo& a = d.as<ArrayInfo>();
   const TypeDesc& e = reg_.get(d.ref);
   const auto* mem = static_cast<const std::byte*>(data);
-  std::uint64_t n = 0;
+  n = 0;
   const Count& which = length && length->present() ? *length : a.count;
   if (which.source == Count::Source::sentinel) {
     // Scan for the sentinel: a null pointer or the integer value, within the
@@ -585,8 +591,7 @@ bool Marshaler::array_to_host(TypeId array, const void* data, const Ctx& c, Valu
     std::uint64_t cap = 0;
     if (count(a.count, c, cap) && !length_within(n, cap)) return false;
   }
-  if (!readable(mem, n, e.size, &which)) return false;
-  return elements_to_host(d.ref, mem, n, c, out);
+  return readable(mem, n, e.size, &which);
 }
 
 bool Marshaler::elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out) {

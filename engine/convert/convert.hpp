@@ -74,6 +74,10 @@ class Marshaler {
   // otherwise it is copied once, as all `in` data is, unless c.is_const.
   bool array_to_native(TypeId array, const Value& v, const Ctx& c, void*& out, bool pin = false);
   bool array_to_host(TypeId array, const void* data, const Ctx& c, Value& out, const Count* length = nullptr);
+  // What array_to_host converts: the element count (its length or count, a
+  // sentinel scanned), checked readable; then the elements.
+  bool array_length(TypeId array, const void* data, const Ctx& c, std::uint64_t& n, const Count* length = nullptr);
+  bool elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out);
   // An `in` string's `length` (when the host gives it) must not exceed the
   // host's string: the callee reads that many units.
   // `units`, when given, receives the code units written, without the terminator.
@@ -137,7 +141,6 @@ class Marshaler {
   bool string_copy_to_native(const StringInfo& s, const Value& v, std::size_t capacity_units, void*& out,
                              const Ctx& c, std::size_t* units);
   bool record_to_native(const TypeDesc& d, const Value& v, std::byte* dst, const Ctx& c);
-  bool elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out);
   bool record_to_host(const TypeDesc& d, const std::byte* src, Value& out, const Ctx& c);
   // n units at p may be read: within max_buffer, and within the buffer this
   // call lent when p is in one (what native code reports is not trusted).
