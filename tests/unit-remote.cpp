@@ -408,6 +408,49 @@ TEST_SUITE("remote") {
     CHECK(r.param_name == "a");
   }
 
+  TEST_CASE("large inout buffers cross exactly, call after call, whatever the order of sizes") {
+    // Each side reads a message into a buffer kept for the next (wire.hpp):
+    // growing sizes, one past the kept buffers' 16 MiB cap, then small ones
+    // again; two calls in flight keep two messages alive at once.
+    Isolated there("tests/fixtures/hostile.json");
+    for (std::size_t n : {std::size_t{1000}, std::size_t{1} << 20, std::size_t{3} << 20, std::size_t{1} << 20,
+                          std::size_t{17} << 20, std::size_t{5}, std::size_t{2} << 20, std::size_t{64}}) {
+      CAPTURE(n);
+      std::vector<std::uint8_t> data(n);
+      std::uint64_t sum = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        data[i] = static_cast<std::uint8_t>(i * 7 + n);
+        sum += data[i];
+      }
+      CallResult r = there.call("touch_inout_u8", {Value(Bytes{data}), Value(static_cast<std::uint64_t>(n))});
+      CHECK(static_cast<std::uint64_t>(I(r.ret)) == sum);
+      REQUIRE(r.out.size() == 1);
+      const auto& back = r.out[0].second.as<Bytes>().data;
+      REQUIRE(back.size() == n);
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < n; ++i) wrong += back[i] != (data[i] ^ 0x5a);
+      CHECK(wrong == 0);
+    }
+    std::atomic<int> bad{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 8; ++i) {
+          const std::size_t n = (std::size_t{1} << 20) + static_cast<std::size_t>(t * 4096 + i);
+          std::vector<std::uint8_t> data(n, static_cast<std::uint8_t>(t * 16 + i));
+          CallResult r;
+          std::string error;
+          const std::vector<Value> args{Value(Bytes{data}), Value(static_cast<std::uint64_t>(n))};
+          if (!there.lib->call("touch_inout_u8", args, r, error) ||
+              static_cast<std::uint64_t>(I(r.ret)) != static_cast<std::uint64_t>(n) * data[0] ||
+              r.out.at(0).second.as<Bytes>().data != std::vector<std::uint8_t>(n, data[0] ^ 0x5a))
+            ++bad;
+        }
+      });
+    for (auto& th : threads) th.join();
+    CHECK(bad == 0);
+  }
+
   TEST_CASE("a surrogate killed between calls is replaced before the next call is sent") {
     Isolated there(crashing_libc, "killed.json");
     const int pid = there.lib->pid();

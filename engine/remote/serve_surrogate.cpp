@@ -298,11 +298,13 @@ class SurrogateServer final : public wire::Surrogate::Server {
 struct Session {
   Session(kj::Own<kj::AsyncIoStream> s, const Allowed& allowed)
       : stream(kj::mv(s)),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER, reader_options()),
+        messages(reusing_message_stream(*stream)),
+        network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options()),
         rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(&allowed))) {
     rpc.setFlowLimit(traversal_limit_words);
   }
   kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::MessageStream> messages;  // wire.hpp: reused receive buffers
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
@@ -354,7 +356,8 @@ int run_surrogate(int sock, int crash_fd) {
   // A plain stream (not a capability stream): no file descriptors can be
   // passed, whatever a peer sends.
   auto stream = io.lowLevelProvider->wrapSocketFd(sock, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-  capnp::TwoPartyVatNetwork network(*stream, capnp::rpc::twoparty::Side::SERVER, reader_options());
+  auto messages = reusing_message_stream(*stream);  // wire.hpp: reused receive buffers
+  capnp::TwoPartyVatNetwork network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options());
   auto rpc = capnp::makeRpcServer(network, kj::heap<SurrogateServer>());
   // At most this many words of calls in flight from the host before capnp
   // stops reading: a flooding peer is slowed, not buffered without bound.

@@ -237,6 +237,7 @@ struct Child {
 struct Conn {
   std::shared_ptr<Child> child;
   kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::MessageStream> messages;  // over stream (wire.hpp: reused receive buffers)
   kj::Own<capnp::TwoPartyVatNetwork> network;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
   wire::Library::Client lib = nullptr;
@@ -522,7 +523,8 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
     auto next = kj::heap<Conn>();
     next->child = child;
     next->stream = kj::mv(stream);
-    next->network = kj::heap<capnp::TwoPartyVatNetwork>(*next->stream, capnp::rpc::twoparty::Side::CLIENT,
+    next->messages = reusing_message_stream(*next->stream);
+    next->network = kj::heap<capnp::TwoPartyVatNetwork>(*next->messages, capnp::rpc::twoparty::Side::CLIENT,
                                                          reader_options());
     next->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(capnp::makeRpcClient(*next->network));
     capnp::MallocMessageBuilder vat;
