@@ -162,7 +162,8 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
       auto out = b.initRecord(static_cast<unsigned>(r.size()));
       for (std::size_t i = 0; i < r.size(); ++i) {
         auto f = out[static_cast<unsigned>(i)];
-        f.setName(r[i].first);
+        // By its length (a std::string would convert through c_str() and stop at a NUL).
+        f.setName(capnp::Text::Reader(r[i].first.data(), r[i].first.size()));
         if (!put(r[i].second, f.initValue(), where + "." + r[i].first, handles, depth + 1, error)) return false;
       }
       return true;
