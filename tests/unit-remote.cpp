@@ -9,10 +9,13 @@
 #include "marshal/marshal.hpp"
 #include "marshal.h"
 #include "remote/surrogate.hpp"
+#include "remote/wire.hpp"
 
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <cstring>
+#include <fstream>
 #include <thread>
 
 #ifndef MARSHAL_SURROGATE
@@ -78,8 +81,27 @@ const char* crashing_libc = R"({"typemap": 1,
     "strlen": {"returns": "size_t", "params": [{"name": "s", "type": "uint64"}]},
     "abort": {"returns": "void", "params": []},
     "pause": {"returns": "int", "params": []},
-    "getpid": {"returns": "int", "params": []}
+    "getpid": {"returns": "int", "params": []},
+    "quit": {"symbol": "_exit", "returns": "void", "params": [{"name": "status", "type": "int"}]}
   }})";
+
+// The fixture's poke_i32 (a write through whatever address it is given), for
+// a crash at a known address; 0x48 is below mmap_min_addr, never mapped.
+const char* poking_fixture = R"({"typemap": 1,
+  "library": {"name": "fx", "load": {"linux": ["libmarshal_fixture.so", "build/tests/libmarshal_fixture.so"]}},
+  "functions": {
+    "poke_i32": {"returns": "void", "params": [{"name": "address", "type": "uint64"}, {"name": "v", "type": "int32"}]},
+    "echo_i32": {"returns": "int32", "params": [{"name": "v", "type": "int32"}]}}})";
+
+// "function div crashed in the surrogate (pid N) with SIGFPE (integer divide by
+// zero at 0x7f...)": the words up to the address, and a nonzero address.
+bool fpe_text(const std::string& e, const std::string& function, std::int64_t pid) {
+  const std::string head = "function " + function + " crashed in the surrogate (pid " + std::to_string(pid) +
+                           ") with SIGFPE (integer divide by zero at 0x";
+  return e.rfind(head, 0) == 0 && e.size() > head.size() + 1 && e.back() == ')' &&
+         e.find_first_not_of("0123456789abcdef", head.size()) == e.size() - 1 &&
+         e.substr(head.size(), e.size() - 1 - head.size()).find_first_not_of('0') != std::string::npos;
+}
 
 }  // namespace
 
@@ -168,16 +190,30 @@ TEST_SUITE("remote") {
         {"scribble_in_point", {pt(1, 2)}}, {"scribble_in_bytes", {Bytes{{1, 2, 3}}, 3}},
         // unknown functions are the surrogate's error, as in-process
         {"no_such_function", {}}};
-    int compared = 0;
+    int compared = 0, records = 0;
     for (const Case& c : cases) {
       INFO(c.fn << " with " << Value(List(c.args.begin(), c.args.end())).to_json().dump());
       CallResult a, b;
       std::string ea, eb;
       const Plan* plan = here.lib->bind(c.fn, ea);
       const bool ok_here = plan && plan->call(c.args, a, ea);
+      const Error rh = last_error();
       const bool ok_there = there.lib->call(c.fn, c.args, b, eb);
+      const Error rt = last_error();
       CHECK(ok_here == ok_there);
       CHECK(ea == eb);
+      if (!ok_here && !ok_there && rh.message == ea) {  // the structured record crosses too
+        CHECK(rt.message == eb);
+        CHECK(rt.id == rh.id);
+        CHECK(rt.function == rh.function);
+        CHECK(rt.param_index == rh.param_index);
+        CHECK(rt.param_name == rh.param_name);
+        CHECK(rt.got == rh.got);
+        CHECK(rt.expected == rh.expected);
+        CHECK(rt.native_kind == rh.native_kind);
+        CHECK(rt.native_code == rh.native_code);
+        ++records;
+      }
       if (ok_here && ok_there) {
         CHECK(a.ret.to_json() == b.ret.to_json());
         CHECK(a.ret == b.ret);
@@ -187,6 +223,7 @@ TEST_SUITE("remote") {
       }
     }
     CHECK(compared > 80);
+    CHECK(records > 5);
   }
 
   TEST_CASE("computed parameters: left out, or given and checked, in-process and through the surrogate") {
@@ -289,7 +326,8 @@ TEST_SUITE("remote") {
     const int first = there.lib->pid();
     CHECK(there.call("div", {17, 5}).ret == Value(rec({{"quot", 3}, {"rem", 2}})));
     std::string e = there.error_of("div", {1, 0});
-    CHECK(e == "function div crashed in the surrogate (pid " + std::to_string(first) + ") with SIGFPE");
+    INFO(e);
+    CHECK(fpe_text(e, "div", first));
     CHECK(there.lib->pid() == 0);
     // The host is alive and the next call starts a new surrogate.
     CHECK(there.call("div", {17, 5}).ret == Value(rec({{"quot", 3}, {"rem", 2}})));
@@ -308,6 +346,127 @@ TEST_SUITE("remote") {
     CHECK(e == "function abort crashed in the surrogate (pid " + std::to_string(third) + ") with SIGABRT");
     CHECK(there.lib->generation() == 3);
     CHECK(there.call("div", {-7, 2}).ret == Value(rec({{"quot", -3}, {"rem", -1}})));
+  }
+
+  TEST_CASE("a crash, a deadline and an exit in the surrogate are structured errors (base/error.hpp)") {
+    // SIGSEGV: id, function, signal number, the faulting address in the message.
+    Isolated there(poking_fixture, "poke.json");
+    const int pid = there.lib->pid();
+    std::string e = there.error_of("poke_i32", {0x48, 7});
+    CHECK(e == "function poke_i32 crashed in the surrogate (pid " + std::to_string(pid) + ") with SIGSEGV (address 0x48)");
+    Error r = last_error();
+    CHECK(r.message == e);
+    CHECK(r.id == ErrorId::native_crash);
+    CHECK(std::string(r.id_name()) == "native_crash");
+    CHECK(r.function == "poke_i32");
+    CHECK(r.file == "poke.json");
+    CHECK(r.native_kind == NativeCodeKind::signal);
+    CHECK(r.native_code == SIGSEGV);
+    // The next call works, in a fresh surrogate.
+    CHECK(I(there.call("echo_i32", {41}).ret) == 41);
+    CHECK(there.lib->pid() != pid);
+    CHECK(there.lib->generation() == 2);
+    // SIGFPE: the instruction's address.
+    Isolated libc(crashing_libc, "fpe.json");
+    const int p2 = libc.lib->pid();
+    e = libc.error_of("div", {1, 0});
+    INFO(e);
+    CHECK(fpe_text(e, "div", p2));
+    r = last_error();
+    CHECK(r.message == e);
+    CHECK(r.id == ErrorId::native_crash);
+    CHECK(r.function == "div");
+    CHECK(r.native_code == SIGFPE);
+    // abort(): the signal, and no address (it was sent, not a fault).
+    const std::int64_t p4 = I(libc.call("getpid").ret);
+    e = libc.error_of("abort");
+    CHECK(e == "function abort crashed in the surrogate (pid " + std::to_string(p4) + ") with SIGABRT");
+    CHECK(last_error().id == ErrorId::native_crash);
+    CHECK(last_error().native_code == SIGABRT);
+    // A deadline: its own id; the surrogate was killed with SIGKILL.
+    e = libc.error_of("pause", {}, 200ms);
+    CHECK(e.find("function pause timed out after 200 ms in the surrogate") == 0);
+    r = last_error();
+    CHECK(r.message == e);
+    CHECK(r.id == ErrorId::deadline_exceeded);
+    CHECK(r.function == "pause");
+    CHECK(r.native_kind == NativeCodeKind::signal);
+    CHECK(r.native_code == SIGKILL);
+    // A surrogate that exits during a call: disconnected, no signal.
+    const std::int64_t p3 = I(libc.call("getpid").ret);
+    e = libc.error_of("quit", {3});
+    CHECK(e == "the surrogate (pid " + std::to_string(p3) + ") exited with status 3 during quit");
+    CHECK(last_error().id == ErrorId::disconnected);
+    CHECK(last_error().function == "quit");
+    CHECK(last_error().native_kind == NativeCodeKind::none);
+    CHECK(libc.call("div", {9, 2}).ret == Value(rec({{"quot", 4}, {"rem", 1}})));
+    // A failure on the surrogate's side crosses with its record: as in-process.
+    e = libc.error_of("div", {Value(std::uint64_t{1} << 40), 1});
+    r = last_error();
+    CHECK(r.message == e);
+    CHECK(r.id == ErrorId::conversion);
+    CHECK(r.function == "div");
+    CHECK(r.param_index == 0);
+    CHECK(r.param_name == "a");
+  }
+
+  TEST_CASE("large inout buffers cross exactly, call after call, whatever the order of sizes") {
+    // Each side reads a message into a buffer kept for the next (wire.hpp):
+    // growing sizes, one past the kept buffers' 16 MiB cap, then small ones
+    // again; two calls in flight keep two messages alive at once.
+    Isolated there("tests/fixtures/hostile.json");
+    for (std::size_t n : {std::size_t{1000}, std::size_t{1} << 20, std::size_t{3} << 20, std::size_t{1} << 20,
+                          std::size_t{17} << 20, std::size_t{5}, std::size_t{2} << 20, std::size_t{64}}) {
+      CAPTURE(n);
+      std::vector<std::uint8_t> data(n);
+      std::uint64_t sum = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        data[i] = static_cast<std::uint8_t>(i * 7 + n);
+        sum += data[i];
+      }
+      CallResult r = there.call("touch_inout_u8", {Value(Bytes{data}), Value(static_cast<std::uint64_t>(n))});
+      CHECK(static_cast<std::uint64_t>(I(r.ret)) == sum);
+      REQUIRE(r.out.size() == 1);
+      const auto& back = r.out[0].second.as<Bytes>().data;
+      REQUIRE(back.size() == n);
+      std::size_t wrong = 0;
+      for (std::size_t i = 0; i < n; ++i) wrong += back[i] != (data[i] ^ 0x5a);
+      CHECK(wrong == 0);
+    }
+    std::atomic<int> bad{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 2; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 8; ++i) {
+          const std::size_t n = (std::size_t{1} << 20) + static_cast<std::size_t>(t * 4096 + i);
+          std::vector<std::uint8_t> data(n, static_cast<std::uint8_t>(t * 16 + i));
+          CallResult r;
+          std::string error;
+          const std::vector<Value> args{Value(Bytes{data}), Value(static_cast<std::uint64_t>(n))};
+          if (!there.lib->call("touch_inout_u8", args, r, error) ||
+              static_cast<std::uint64_t>(I(r.ret)) != static_cast<std::uint64_t>(n) * data[0] ||
+              r.out.at(0).second.as<Bytes>().data != std::vector<std::uint8_t>(n, data[0] ^ 0x5a))
+            ++bad;
+        }
+      });
+    for (auto& th : threads) th.join();
+    CHECK(bad == 0);
+  }
+
+  TEST_CASE("the wire encoding round-trips every value kind, NULs in texts and field names included") {
+    // Found by tests/fuzz/fuzz-remote-decoder: a record field name crossed
+    // through c_str() and lost everything after an embedded NUL.
+    const std::string nul("a\0b", 3);
+    const Value v(List{Value(), true, -5, Value(std::uint64_t{1} << 63), 2.5, nul, Value(Bytes{{0, 255, 7}}),
+                       Value(Record{{nul, Value(1)}, {"y", Value(List{Value(nul)})}})});
+    capnp::MallocMessageBuilder m;
+    auto root = m.initRoot<remote::wire::Value>();
+    std::string error;
+    REQUIRE(remote::to_wire(v, root, "v", nullptr, error));
+    Value back;
+    REQUIRE(remote::to_host(root.asReader(), back, "v", nullptr, error));
+    CHECK(back == v);
+    CHECK(back.as<List>()[7].as<Record>()[0].first.size() == 3);
   }
 
   TEST_CASE("a surrogate killed between calls is replaced before the next call is sent") {
@@ -443,7 +602,8 @@ TEST_SUITE("remote") {
     CHECK(r.status == 1);
     CHECK(r.out.empty());
     CHECK(r.err.find("function div crashed in the surrogate (pid ") == 0);
-    CHECK(r.err.find(") with SIGFPE\n") != std::string::npos);
+    CHECK(r.err.find(") with SIGFPE (integer divide by zero at 0x") != std::string::npos);
+    CHECK(r.err.find(")\n") == r.err.size() - 2);
     CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
     // zlib's crc32 computes len from buf (TYPEMAP.md "value"): it is left
     // out, or given and equal to what the engine computes, in-process and
@@ -849,5 +1009,83 @@ TEST_SUITE("remote") {
     marshal_library_release(here);
     marshal_library_release(there);
     marshal_context_release(ctx);
+  }
+
+  TEST_CASE("a crash and a deadline through the typed C++ API and the C API: id, function, signal, address") {
+    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);
+    const std::string path = temp_path("poke.json");
+    {
+      std::ofstream out(path);
+      out << poking_fixture;
+    }
+    // Typed C++ API: marshal::error carries the record.
+    marshal::library lib(path, {.isolate = marshal::isolation::process});
+    auto poke = lib.function<void(std::uint64_t, std::int32_t)>("poke_i32");
+    auto echo = lib.function<std::int32_t(std::int32_t)>("echo_i32");
+    try {
+      poke(0x48, 1);
+      FAIL("poke_i32 at 0x48 returned");
+    } catch (const marshal::error& e) {
+      CHECK(std::string(e.what()).find(") with SIGSEGV (address 0x48)") != std::string::npos);
+      CHECK(e.id() == ErrorId::native_crash);
+      CHECK(std::string(e.id_name()) == "native_crash");
+      CHECK(e.function() == "poke_i32");
+      CHECK(e.native_kind() == NativeCodeKind::signal);
+      CHECK(e.native_code() == SIGSEGV);
+    }
+    CHECK(echo(12) == 12);
+
+    // C API: the id, the signal as native_code, the function, the address.
+    auto err = [] { return marshal_last_error(); };
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* tm = nullptr;
+    REQUIRE(marshal_typemap_load_text(ctx, poking_fixture, std::strlen(poking_fixture), "poke-c.json", &tm) == MARSHAL_OK);
+    marshal_library* clib = nullptr;
+    REQUIRE(marshal_library_create_isolated(tm, 0, &clib) == MARSHAL_OK);
+    marshal_function *cpoke = nullptr, *cecho = nullptr;
+    REQUIRE(marshal_library_function(clib, "poke_i32", &cpoke) == MARSHAL_OK);
+    REQUIRE(marshal_library_function(clib, "echo_i32", &cecho) == MARSHAL_OK);
+    marshal_value *addr = nullptr, *v = nullptr;
+    REQUIRE(marshal_value_create_uint64(0x48, &addr) == MARSHAL_OK);
+    REQUIRE(marshal_value_create_int64(9, &v) == MARSHAL_OK);
+    marshal_value* args[2] = {addr, v};
+    marshal_result* r = nullptr;
+    CHECK(marshal_function_call(cpoke, args, 2, &r) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_NATIVE_CRASH);
+    CHECK(std::string(marshal_error_code_name(MARSHAL_E_NATIVE_CRASH)) == "MARSHAL_E_NATIVE_CRASH");
+    CHECK(marshal_error_native_code(err()) == SIGSEGV);
+    CHECK(std::string(marshal_error_function(err())) == "poke_i32");
+    CHECK(std::string(marshal_error_message(err())).find(") with SIGSEGV (address 0x48)") != std::string::npos);
+    REQUIRE(marshal_function_call(cecho, &v, 1, &r) == MARSHAL_OK);  // the next call works
+    std::int64_t got = 0;
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &got) == MARSHAL_OK);
+    CHECK(got == 9);
+    marshal_result_release(r);
+    // A deadline: MARSHAL_E_DEADLINE, SIGKILL.
+    marshal_typemap* hang = nullptr;
+    REQUIRE(marshal_typemap_load_text(ctx, crashing_libc, std::strlen(crashing_libc), "hang-c.json", &hang) == MARSHAL_OK);
+    marshal_library* hlib = nullptr;
+    REQUIRE(marshal_library_create_isolated(hang, 200, &hlib) == MARSHAL_OK);
+    marshal_function* pause = nullptr;
+    REQUIRE(marshal_library_function(hlib, "pause", &pause) == MARSHAL_OK);
+    marshal_value* none[1] = {nullptr};
+    CHECK(marshal_function_call(pause, none, 0, &r) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_DEADLINE);
+    CHECK(std::string(marshal_error_code_name(MARSHAL_E_DEADLINE)) == "MARSHAL_E_DEADLINE");
+    CHECK(marshal_error_native_code(err()) == SIGKILL);
+    CHECK(std::string(marshal_error_function(err())) == "pause");
+    // A surrogate that exits: MARSHAL_E_DISCONNECTED.
+    marshal_function* quit = nullptr;
+    REQUIRE(marshal_library_function(hlib, "quit", &quit) == MARSHAL_OK);
+    CHECK(marshal_function_call(quit, &v, 1, &r) == MARSHAL_ERROR_CALL);
+    CHECK(marshal_error_id(err()) == MARSHAL_E_DISCONNECTED);
+    CHECK(std::string(marshal_error_message(err())).find("exited with status 9 during quit") != std::string::npos);
+    marshal_value_release(addr);
+    marshal_value_release(v);
+    marshal_library_release(hlib);
+    marshal_library_release(clib);
+    marshal_context_release(ctx);
+    std::filesystem::remove(path);
   }
 }

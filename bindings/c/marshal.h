@@ -151,14 +151,20 @@ typedef enum marshal_error_code {
                                      or libffi cannot express it; the message says which) */
   MARSHAL_E_CONVERSION = 6,       /* a value does not convert (out of range, wrong kind) */
   MARSHAL_E_NULL_NOT_ALLOWED = 7, /* null where the typemap does not allow it */
-  MARSHAL_E_NATIVE = 8,           /* native code reported a failure (errno, HRESULT, a signal) */
+  MARSHAL_E_NATIVE = 8,           /* native code reported a failure (errno, HRESULT, a return value) */
   MARSHAL_E_WRONG_APARTMENT = 9,  /* an object reference used outside its apartment */
   MARSHAL_E_RELEASED = 10,        /* a released (or stale) handle, a deactivated callback */
   MARSHAL_E_LIMIT = 11,           /* a limit: the allocation limit, the handle table, a reference count */
   MARSHAL_E_INTERNAL = 12,        /* out of memory or an engine fault */
   MARSHAL_E_MISUSE = 13,          /* a live handle used against its rules (releasing a borrowed value...) */
-  MARSHAL_E_CALL = 14             /* a call failed and the engine does not classify the failure yet
+  MARSHAL_E_CALL = 14,            /* a call failed and the engine does not classify the failure yet
                                      (an ended apartment, some object paths): the message says why */
+  MARSHAL_E_NATIVE_CRASH = 15,    /* native code crashed in a surrogate process (SIGSEGV, SIGFPE, abort...):
+                                     function, signal (native_code) and faulting address (message) */
+  MARSHAL_E_DEADLINE = 16,        /* a call of an isolated library outlasted its deadline; its surrogate
+                                     was killed (native_code: SIGKILL) */
+  MARSHAL_E_DISCONNECTED = 17     /* the surrogate or server of a call went away without a crash (it
+                                     exited, or the connection ended) */
 } marshal_error_code;
 
 /* The last error on the calling thread (never NULL; id MARSHAL_E_NONE and an
@@ -180,7 +186,9 @@ MARSHAL_API const marshal_error *marshal_last_error(void);
  * - got, expected: for wrong argument counts, wrong kinds of values in this
  *   API, and limits;
  * - native_code: the errno a failed call captured (functions with
- *   "errno": true), the HRESULT or return value a failed check saw, else -1. */
+ *   "errno": true), the HRESULT or return value a failed check saw, the
+ *   signal number of a crash in a surrogate (MARSHAL_E_NATIVE_CRASH) or of
+ *   its kill at a deadline (MARSHAL_E_DEADLINE), else -1. */
 MARSHAL_API marshal_error_code marshal_error_id(const marshal_error *e);
 MARSHAL_API const char *marshal_error_message(const marshal_error *e);
 MARSHAL_API const char *marshal_error_function(const marshal_error *e);
@@ -211,11 +219,13 @@ MARSHAL_API marshal_status marshal_library_create(marshal_typemap *tm, marshal_l
  * $MARSHAL_SURROGATE, else next to this program, else the installed one).
  * Functions are bound and called as in-process, with the same results; a
  * native crash there (SIGSEGV, SIGFPE, abort...) fails that call with
- * MARSHAL_ERROR_CALL and a message naming the function and the signal
- * ("function div crashed in the surrogate (pid N) with SIGFPE"), this process
- * keeps running, and the next call starts a new surrogate (handles from the
- * dead one fail with a message). deadline_ms (0: the typemap's "deadline_ms",
- * else none): a call that takes longer fails and its surrogate is killed.
+ * MARSHAL_ERROR_CALL, id MARSHAL_E_NATIVE_CRASH, the function, the signal
+ * number as native_code and a message naming the function, the signal and the
+ * faulting address ("function div crashed in the surrogate (pid N) with SIGFPE
+ * (integer divide by zero at 0x7f...)"), this process keeps running, and the
+ * next call starts a new surrogate (handles from the dead one fail with a
+ * message). deadline_ms (0: the typemap's "deadline_ms", else none): a call
+ * that takes longer fails (MARSHAL_E_DEADLINE) and its surrogate is killed.
  * What cannot cross the process boundary yet fails with
  * MARSHAL_ERROR_ARGUMENT and a message saying so: native memory
  * (marshal_value_create_native), callbacks, objects, raw addresses.

@@ -233,7 +233,10 @@ marshal_error_code c_id(marshal::engine::ErrorId id) {
     case ErrorId::conversion: return MARSHAL_E_CONVERSION;
     case ErrorId::null_not_allowed: return MARSHAL_E_NULL_NOT_ALLOWED;
     case ErrorId::limit_exceeded: return MARSHAL_E_LIMIT;
-    case ErrorId::native_error: case ErrorId::native_crash: return MARSHAL_E_NATIVE;
+    case ErrorId::native_error: return MARSHAL_E_NATIVE;
+    case ErrorId::native_crash: return MARSHAL_E_NATIVE_CRASH;
+    case ErrorId::deadline_exceeded: return MARSHAL_E_DEADLINE;
+    case ErrorId::disconnected: return MARSHAL_E_DISCONNECTED;
     case ErrorId::wrong_apartment: return MARSHAL_E_WRONG_APARTMENT;
     case ErrorId::released: return MARSHAL_E_RELEASED;
     case ErrorId::internal: return MARSHAL_E_INTERNAL;
@@ -2093,6 +2096,9 @@ const char* marshal_error_code_name(marshal_error_code id) {
     case MARSHAL_E_INTERNAL: return "MARSHAL_E_INTERNAL";
     case MARSHAL_E_MISUSE: return "MARSHAL_E_MISUSE";
     case MARSHAL_E_CALL: return "MARSHAL_E_CALL";
+    case MARSHAL_E_NATIVE_CRASH: return "MARSHAL_E_NATIVE_CRASH";
+    case MARSHAL_E_DEADLINE: return "MARSHAL_E_DEADLINE";
+    case MARSHAL_E_DISCONNECTED: return "MARSHAL_E_DISCONNECTED";
   }
   return "";
 }

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <malloc.h>
 #include <sstream>
 
 namespace marshal::cli {
@@ -67,6 +68,14 @@ int cmd_serve(const Args& args) {
     s << in.rdbuf();
     typemaps.emplace_back(path, s.str());
   }
+  // This process only serves: large arguments and results are allocated and
+  // freed on every call, so its malloc keeps blocks up to 32 MiB in the heap
+  // and keeps freed memory for the next call, instead of a fresh mmap (or a
+  // trim) that the kernel faults in page by page each time. As in
+  // marshal-surrogate (surrogate_main.cpp); never in libmarshal, which must
+  // not change a host's malloc policy.
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 64 << 20);
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::string error;
   int status = remote::serve(typemaps, listen,

@@ -22,7 +22,9 @@ namespace marshal::engine {
   X(null_not_allowed, "null_not_allowed")                                                       \
   X(limit_exceeded, "limit_exceeded")     /* max_buffer, counts, nesting */                     \
   X(native_error, "native_error")         /* a check failed: errno, HRESULT, return value */    \
-  X(native_crash, "native_crash")         /* a signal in guard mode */                          \
+  X(native_crash, "native_crash")         /* a signal: guard mode, a crash in a surrogate */    \
+  X(deadline_exceeded, "deadline_exceeded") /* a call outlasted its deadline (surrogate killed) */ \
+  X(disconnected, "disconnected")         /* a surrogate or server went away during a call */   \
   X(wrong_apartment, "wrong_apartment")                                                         \
   X(released, "released")                 /* a handle, callback or object used after release */ \
   X(apartment_ended, "apartment_ended")                                                         \

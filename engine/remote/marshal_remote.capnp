@@ -48,12 +48,28 @@ struct Outcome {
     ok @0 :Done;
     error @1 :Text;   # the engine's message for a refused or failed call
   }
+  # With an error: the engine's structured record of it (engine/base/error.hpp),
+  # when the serving side has one, so the host's record is an in-process call's.
+  record @2 :ErrorRecord;
   struct Done {
     ret @0 :Value;
     out @1 :List(Field);
     hasErrno @2 :Bool;
     errno @3 :Int32;
   }
+}
+
+struct ErrorRecord {
+  id @0 :Text;            # the stable id name ("conversion"); a name the host does not know is "unclassified"
+  function @1 :Text;
+  file @2 :Text;
+  pointer @3 :Text;
+  paramIndex @4 :Int32 = -1;
+  paramName @5 :Text;
+  got @6 :Text;
+  expected @7 :Text;
+  nativeKind @8 :UInt8;   # NativeCodeKind: 0 none, 1 errno, 2 HRESULT, 3 signal, 4 return value
+  nativeCode @9 :Int64;
 }
 
 interface Library {

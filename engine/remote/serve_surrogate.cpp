@@ -4,6 +4,7 @@
 // crash is reported on the crash pipe by a handler on an alternate stack
 // (naming the function that was running), then the signal's default action
 // ends the process, which the host sees as a disconnect plus an exit status.
+#include "base/error.hpp"
 #include "call/arguments.hpp"
 #include "call/library.hpp"
 #include "call/plan.hpp"
@@ -124,6 +125,25 @@ class SurrogateCodec final : public HandleCodec {
   Exports& exports_;
 };
 
+// A refused or failed call: the message, and the engine's record of it when
+// this thread's last error is that failure's (base/error.hpp).
+void set_failure(wire::Outcome::Builder outcome, const std::string& error) {
+  outcome.setError(error);
+  const Error& e = last_error();
+  if (!e || e.message != error) return;
+  auto r = outcome.initRecord();
+  r.setId(e.id_name());
+  r.setFunction(e.function);
+  r.setFile(e.file);
+  r.setPointer(e.pointer);
+  r.setParamIndex(e.param_index);
+  r.setParamName(e.param_name);
+  r.setGot(e.got);
+  r.setExpected(e.expected);
+  r.setNativeKind(static_cast<std::uint8_t>(e.native_kind));
+  r.setNativeCode(e.native_code);
+}
+
 class LibraryServer final : public wire::Library::Server {
  public:
   LibraryServer(std::unique_ptr<Context> ctx, std::shared_ptr<Library> lib)
@@ -140,7 +160,7 @@ class LibraryServer final : public wire::Library::Server {
     std::string error;
     for (unsigned i = 0; i < args.size(); ++i)
       if (!remote::to_host(args[i], state->args[i], "argument " + std::to_string(i), &state->codec, error)) {
-        context.getResults().initOutcome().setError(error);
+        set_failure(context.getResults().initOutcome(), error);
         return kj::READY_NOW;
       }
     // Handles first: each must be a capability this surrogate exported.
@@ -178,7 +198,7 @@ class LibraryServer final : public wire::Library::Server {
     std::string error;
     const Plan* plan = lib_->bind(s.function, error);
     if (!plan) {
-      outcome.setError(error);
+      set_failure(outcome, error);
       return;
     }
     // A client may give the computed parameters too (arguments.hpp).
@@ -186,7 +206,7 @@ class LibraryServer final : public wire::Library::Server {
     std::span<const Value* const> args = given.view;
     std::vector<const Value*> storage;
     if (!host_arguments(ctx_->types(), lib_->typemap().file, plan->function(), args, storage, error)) {
-      outcome.setError(error);
+      set_failure(outcome, error);
       return;
     }
     CallResult result;
@@ -196,7 +216,7 @@ class LibraryServer final : public wire::Library::Server {
       ok = plan->call(args, result, error);
     }
     if (!ok) {
-      outcome.setError(error);
+      set_failure(outcome, error);
       return;
     }
     // Results: a raw pointer or a host-only value cannot go back either; the
@@ -204,7 +224,7 @@ class LibraryServer final : public wire::Library::Server {
     SurrogateCodec codec(exports_);
     auto done = outcome.initOk();
     if (!remote::to_wire(result.ret, done.initRet(), "the return value of " + s.function, &codec, error)) {
-      outcome.setError(error);
+      set_failure(outcome, error);
       return;
     }
     auto out = done.initOut(static_cast<unsigned>(result.out.size()));
@@ -213,7 +233,7 @@ class LibraryServer final : public wire::Library::Server {
       f.setName(result.out[i].first);
       if (!remote::to_wire(result.out[i].second, f.initValue(),
                            "out parameter '" + result.out[i].first + "' of " + s.function, &codec, error)) {
-        outcome.setError(error);
+        set_failure(outcome, error);
         return;
       }
     }
@@ -278,11 +298,13 @@ class SurrogateServer final : public wire::Surrogate::Server {
 struct Session {
   Session(kj::Own<kj::AsyncIoStream> s, const Allowed& allowed)
       : stream(kj::mv(s)),
-        network(*stream, capnp::rpc::twoparty::Side::SERVER, reader_options()),
+        messages(reusing_message_stream(*stream)),
+        network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options()),
         rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(&allowed))) {
     rpc.setFlowLimit(traversal_limit_words);
   }
   kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::MessageStream> messages;  // wire.hpp: reused receive buffers
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
@@ -334,7 +356,8 @@ int run_surrogate(int sock, int crash_fd) {
   // A plain stream (not a capability stream): no file descriptors can be
   // passed, whatever a peer sends.
   auto stream = io.lowLevelProvider->wrapSocketFd(sock, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-  capnp::TwoPartyVatNetwork network(*stream, capnp::rpc::twoparty::Side::SERVER, reader_options());
+  auto messages = reusing_message_stream(*stream);  // wire.hpp: reused receive buffers
+  capnp::TwoPartyVatNetwork network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options());
   auto rpc = capnp::makeRpcServer(network, kj::heap<SurrogateServer>());
   // At most this many words of calls in flight from the host before capnp
   // stops reading: a flooding peer is slowed, not buffered without bound.

@@ -5,6 +5,7 @@
 #include "remote/surrogate.hpp"
 #include "remote/wire.hpp"
 
+#include "base/error.hpp"
 #include "call/arguments.hpp"
 
 #include <capnp/capability.h>
@@ -83,6 +84,70 @@ std::string hex(std::uint64_t a) {
   return buf;
 }
 
+// What a fault's si_code says, for SIGFPE and SIGILL (whose si_addr is the
+// faulting instruction); "" for a code without words here.
+const char* fault_kind(int signo, int code) {
+  if (signo == SIGFPE) switch (code) {
+      case FPE_INTDIV: return "integer divide by zero";
+      case FPE_INTOVF: return "integer overflow";
+      case FPE_FLTDIV: return "floating-point divide by zero";
+      case FPE_FLTOVF: return "floating-point overflow";
+      case FPE_FLTUND: return "floating-point underflow";
+      case FPE_FLTRES: return "inexact floating-point result";
+      case FPE_FLTINV: return "invalid floating-point operation";
+      case FPE_FLTSUB: return "subscript out of range";
+      default: return "";
+    }
+  if (signo == SIGILL) switch (code) {
+      case ILL_ILLOPC: return "illegal opcode";
+      case ILL_ILLOPN: return "illegal operand";
+      case ILL_ILLADR: return "illegal addressing mode";
+      case ILL_ILLTRP: return "illegal trap";
+      case ILL_PRVOPC: return "privileged opcode";
+      case ILL_PRVREG: return "privileged register";
+      case ILL_COPROC: return "coprocessor error";
+      case ILL_BADSTK: return "internal stack error";
+      default: return "";
+    }
+  return "";
+}
+
+// The faulting address of a crash record, in words: the data address of a
+// SIGSEGV or SIGBUS, the instruction of a SIGFPE or SIGILL; nothing for a
+// signal that was sent rather than raised by a fault (si_code <= 0: abort,
+// kill), whose si_addr means nothing.
+std::string fault_detail(const CrashRecord& r) {
+  if (r.code <= 0) return "";
+  if (r.signo == SIGSEGV || r.signo == SIGBUS) return " (address " + hex(r.address) + ")";
+  if (r.signo == SIGFPE || r.signo == SIGILL) {
+    const std::string kind = fault_kind(r.signo, r.code);
+    return " (" + (kind.empty() ? std::string("instruction") : kind) + " at " + hex(r.address) + ")";
+  }
+  return "";
+}
+
+// A failed call's structured record (base/error.hpp): made on the I/O thread,
+// made the caller's last error on the caller's thread (call_addressed).
+Error failure(ErrorId id, std::string message, const std::string& function = {}, int signo = 0) {
+  Error e;
+  e.id = id;
+  e.message = std::move(message);
+  e.function = function;
+  if (signo != 0) {
+    e.native_kind = NativeCodeKind::signal;
+    e.native_code = signo;
+  }
+  return e;
+}
+
+// How a surrogate ended: the words, and the record's id, signal and function.
+struct Ending {
+  std::string text;
+  ErrorId id = ErrorId::disconnected;  // native_crash when a signal ended it
+  int signo = 0;
+  std::string function;  // the native call it crashed in (its crash record)
+};
+
 // The surrogate program: the option, $MARSHAL_SURROGATE, next to this
 // program, the installed one; the first that exists.
 std::string find_surrogate(const std::string& given) {
@@ -107,7 +172,7 @@ struct Child {
   int generation = 0;
   bool timed_out = false;       // killed for a deadline (I/O thread)
   std::string timeout_message;  // what the killed call reports
-  kj::Maybe<kj::ForkedPromise<std::string>> exit;  // how it ended, in words (I/O thread)
+  kj::Maybe<kj::ForkedPromise<Ending>> exit;  // how it ended (I/O thread)
   kj::Own<kj::UnixEventPort::FdObserver> observer;
   bool reaped = false;
 
@@ -137,26 +202,33 @@ struct Child {
   }
 
   // After the pidfd became readable: reap, and say how it ended.
-  std::string describe_exit() {
+  Ending describe_exit() {
+    Ending end;
     siginfo_t si{};
-    if (waitid(static_cast<idtype_t>(3), static_cast<id_t>(pidfd), &si, WEXITED) != 0)
-      return "the surrogate (pid " + std::to_string(pid) + ") ended (" + std::strerror(errno) + ")";
+    if (waitid(static_cast<idtype_t>(3), static_cast<id_t>(pidfd), &si, WEXITED) != 0) {
+      end.text = "the surrogate (pid " + std::to_string(pid) + ") ended (" + std::strerror(errno) + ")";
+      return end;
+    }
     reaped = true;
     CrashRecord r;
     bool have = read(crash_fd, &r, sizeof r) == static_cast<ssize_t>(sizeof r);
     const std::string who = "the surrogate (pid " + std::to_string(pid) + ")";
     if (si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED) {
+      end.id = ErrorId::native_crash;
+      end.signo = si.si_status;
       if (have && r.signo == si.si_status) {
         r.function[sizeof r.function - 1] = '\0';
-        std::string s = r.function[0] ? "function " + std::string(r.function) + " crashed in " + who
-                                      : who + " crashed outside a native call";
-        s += " with " + signal_name(r.signo);
-        if (r.signo == SIGSEGV || r.signo == SIGBUS) s += " (address " + hex(r.address) + ")";
-        return s;
+        end.function = r.function;
+        end.text = (r.function[0] ? "function " + end.function + " crashed in " + who
+                                   : who + " crashed outside a native call") +
+                   " with " + signal_name(r.signo) + fault_detail(r);
+        return end;
       }
-      return who + " was killed by " + signal_name(si.si_status);
+      end.text = who + " was killed by " + signal_name(si.si_status);
+      return end;
     }
-    return who + " exited with status " + std::to_string(si.si_status);
+    end.text = who + " exited with status " + std::to_string(si.si_status);
+    return end;
   }
 };
 
@@ -165,18 +237,46 @@ struct Child {
 struct Conn {
   std::shared_ptr<Child> child;
   kj::Own<kj::AsyncIoStream> stream;
+  kj::Own<capnp::MessageStream> messages;  // over stream (wire.hpp: reused receive buffers)
   kj::Own<capnp::TwoPartyVatNetwork> network;
   kj::Own<capnp::RpcSystem<capnp::rpc::twoparty::VatId>> rpc;
   wire::Library::Client lib = nullptr;
   bool broken = false;  // the surrogate died or was killed: replaced on the next call
-  std::string death;    // how, for handles that came from it
+  Error death;          // a server's deadline: what the call that closed the connection reports
 };
 
 struct Reply {
   bool ok = false;
   CallResult result;
-  std::string error;
+  Error error;  // its message is the call's error text
 };
+
+Reply refused(std::string message, ErrorId id = ErrorId::unclassified, const std::string& function = {}) {
+  return Reply{false, {}, failure(id, std::move(message), function)};
+}
+
+// The serving side's record of a call it refused or that failed there (the
+// engine's own, sent along with the message), else an unclassified one.
+Error remote_record(wire::Outcome::Reader outcome) {
+  Error e = failure(ErrorId::unclassified, outcome.getError().cStr());
+  if (!outcome.hasRecord()) return e;
+  auto r = outcome.getRecord();
+  ErrorId id;
+  if (error_id_from_name(std::string_view(r.getId().begin(), r.getId().size()), id) && id != ErrorId::none) e.id = id;
+  e.function = r.getFunction().cStr();
+  e.file = r.getFile().cStr();
+  e.pointer = r.getPointer().cStr();
+  e.param_index = r.getParamIndex();
+  e.param_name = r.getParamName().cStr();
+  e.got = r.getGot().cStr();
+  e.expected = r.getExpected().cStr();
+  const auto kind = r.getNativeKind();
+  if (kind <= static_cast<std::uint8_t>(NativeCodeKind::return_value)) {
+    e.native_kind = static_cast<NativeCodeKind>(kind);
+    e.native_code = r.getNativeCode();
+  }
+  return e;
+}
 
 // Runs f (returning a kj::Promise<T>) on the I/O thread and waits for its
 // value. kj's executor queues with raw futexes, which ThreadSanitizer cannot
@@ -423,7 +523,8 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
     auto next = kj::heap<Conn>();
     next->child = child;
     next->stream = kj::mv(stream);
-    next->network = kj::heap<capnp::TwoPartyVatNetwork>(*next->stream, capnp::rpc::twoparty::Side::CLIENT,
+    next->messages = reusing_message_stream(*next->stream);
+    next->network = kj::heap<capnp::TwoPartyVatNetwork>(*next->messages, capnp::rpc::twoparty::Side::CLIENT,
                                                          reader_options());
     next->rpc = kj::heap<capnp::RpcSystem<capnp::rpc::twoparty::VatId>>(capnp::makeRpcClient(*next->network));
     capnp::MallocMessageBuilder vat;
@@ -441,7 +542,9 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
           cn->lib = r.getLibrary();
           return std::string();
         },
-        [this, cn](kj::Exception&& e) { return explain_failure(cn, kj::mv(e), "(opening the library)"); });
+        [this, cn](kj::Exception&& e) {
+          return explain_failure(cn, kj::mv(e), "(opening the library)").then([](Error f) { return f.message; });
+        });
     // A library whose loading hangs is a hung surrogate too.
     return io->provider->getTimer()
         .timeoutAfter(30 * kj::SECONDS, kj::mv(opened))
@@ -463,40 +566,44 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
 
   // A call failed at the RPC level: if the connection is gone, wait (bounded)
   // for the surrogate's exit and say how it ended instead of "disconnected".
-  kj::Promise<std::string> explain_failure(Conn* cn, kj::Exception&& e, const std::string& function) {
+  kj::Promise<Error> explain_failure(Conn* cn, kj::Exception&& e, const std::string& function) {
     if (e.getType() != kj::Exception::Type::DISCONNECTED)
-      return std::string("remote call of ") + function + " failed: " + e.getDescription().cStr();
+      return failure(ErrorId::unclassified, std::string("remote call of ") + function + " failed: " +
+                                                e.getDescription().cStr(), function);
     cn->broken = true;
     pid.store(0);
     auto child = cn->child;
     if (!child) {  // a server: it went away (or the deadline closed the connection)
       const std::string how = "the connection to marshal serve at " + connect + " ended";
       imports->deaths[generation.load()] = how;
-      if (!cn->death.empty()) return cn->death;
-      return how + " during " + function;
+      if (cn->death) return cn->death;
+      return failure(ErrorId::disconnected, how + " during " + function, function);
     }
     KJ_IF_MAYBE(x, child->exit) {
       auto& timer = io->provider->getTimer();
       return timer.timeoutAfter(2 * kj::SECONDS, x->addBranch())
-          .catch_([child, &timer](kj::Exception&&) -> kj::Promise<std::string> {
+          .catch_([child, &timer](kj::Exception&&) -> kj::Promise<Ending> {
             // Disconnected but still running: it closed its socket; end it.
             child->kill();
             KJ_IF_MAYBE(y, child->exit) {
               return timer.timeoutAfter(5 * kj::SECONDS, y->addBranch()).catch_([child](kj::Exception&&) {
-                return "the surrogate (pid " + std::to_string(child->pid) + ") disconnected and did not exit";
+                return Ending{"the surrogate (pid " + std::to_string(child->pid) + ") disconnected and did not exit"};
               });
             }
-            return std::string("the surrogate disconnected");
+            return Ending{"the surrogate disconnected"};
           })
-          .then([this, child, function](std::string how) {
-            imports->deaths[child->generation] = how;
-            if (child->timed_out) return child->timeout_message;
-            // A crash names the function that was running; otherwise say which call saw it.
-            if (how.rfind("function ", 0) == 0) return how;
-            return how + " during " + function;
+          .then([this, child, function](Ending how) {
+            imports->deaths[child->generation] = how.text;
+            // Killed for its deadline: SIGKILL, from this side.
+            if (child->timed_out)
+              return failure(ErrorId::deadline_exceeded, child->timeout_message, function, SIGKILL);
+            // A crash names the function that was running (its crash record);
+            // otherwise say which call saw it.
+            if (!how.function.empty()) return failure(how.id, how.text, how.function, how.signo);
+            return failure(how.id, how.text + " during " + function, function, how.signo);
           });
     }
-    return std::string("the surrogate disconnected during ") + function;
+    return failure(ErrorId::disconnected, "the surrogate disconnected during " + function, function);
   }
 
   // ---- one call (I/O thread) ----
@@ -508,14 +615,14 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
     // replaced before this call is sent: nothing of the call ran yet.
     if (conn && !conn->broken && conn->child && conn->child->exited()) {
       conn->broken = true;
-      imports->deaths[conn->child->generation] = conn->child->reaped ? "it ended" : conn->child->describe_exit();
+      imports->deaths[conn->child->generation] = conn->child->reaped ? "it ended" : conn->child->describe_exit().text;
     }
     if (!conn || conn->broken) {
       conn = nullptr;  // drops the old capabilities and reaps the old process
       ready = connect.empty() ? start() : start_connected();
     }
     return ready.then([this, &function, args, &where, limit](std::string e) -> kj::Promise<Reply> {
-      if (!e.empty()) return Reply{false, {}, e};
+      if (!e.empty()) return refused(e);
       auto req = conn->lib.callRequest();
       req.setFunction(function);
       auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
@@ -523,35 +630,35 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
       std::string error;
       for (std::size_t i = 0; i < args.size(); ++i)
         if (!remote::to_wire(*args[i], wargs[static_cast<unsigned>(i)], where[i], &codec, error))
-          return Reply{false, {}, function + ": " + error};
+          return refused(function + ": " + error);
       Conn* cn = conn.get();
       auto reply = req.send().then(
           [this, function](capnp::Response<wire::Library::CallResults> r) -> kj::Promise<Reply> {
             auto outcome = r.getOutcome();
             Reply reply;
             if (outcome.isError()) {
-              reply.error = outcome.getError().cStr();
+              reply.error = remote_record(outcome);
               return kj::mv(reply);
             }
             auto done = outcome.getOk();
             Codec codec(*this);
-            if (!remote::to_host(done.getRet(), reply.result.ret, "the return value of " + function, &codec,
-                                 reply.error))
-              return kj::mv(reply);
+            std::string error;
+            if (!remote::to_host(done.getRet(), reply.result.ret, "the return value of " + function, &codec, error))
+              return refused(std::move(error), ErrorId::unclassified, function);
             auto out = done.getOut();
             reply.result.out.resize(out.size());
             for (unsigned i = 0; i < out.size(); ++i) {
               reply.result.out[i].first = out[i].getName().cStr();
               if (!remote::to_host(out[i].getValue(), reply.result.out[i].second,
-                                   "out parameter '" + reply.result.out[i].first + "'", &codec, reply.error))
-                return kj::mv(reply);
+                                   "out parameter '" + reply.result.out[i].first + "'", &codec, error))
+                return refused(std::move(error), ErrorId::unclassified, function);
             }
             if (done.getHasErrno()) reply.result.error_number = done.getErrno();
             reply.ok = true;
             return kj::mv(reply);
           },
           [this, cn, function](kj::Exception&& e) {
-            return explain_failure(cn, kj::mv(e), function).then([](std::string why) { return Reply{false, {}, why}; });
+            return explain_failure(cn, kj::mv(e), function).then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
           });
       if (limit.count() <= 0) return reply;
       // The deadline: kill the surrogate, then report as the failed call does
@@ -561,10 +668,13 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
                          .then([this, cn, function, limit]() -> kj::Promise<Reply> {
                            auto child = cn->child;
                            if (!child) {  // a server cannot be killed from here: the connection is closed
-                             cn->death = "function " + function + " timed out after " + std::to_string(limit.count()) +
-                                         " ms at marshal serve " + connect + "; the connection was closed";
+                             cn->death = failure(ErrorId::deadline_exceeded,
+                                                 "function " + function + " timed out after " +
+                                                     std::to_string(limit.count()) + " ms at marshal serve " + connect +
+                                                     "; the connection was closed",
+                                                 function);
                              return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
-                                 .then([](std::string why) { return Reply{false, {}, why}; });
+                                 .then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
                            }
                            child->timed_out = true;
                            child->timeout_message = "function " + function + " timed out after " +
@@ -572,7 +682,7 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
                                                     std::to_string(child->pid) + "); the surrogate was killed";
                            child->kill();
                            return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
-                               .then([](std::string why) { return Reply{false, {}, why}; });
+                               .then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
                          });
       return reply.exclusiveJoin(kj::mv(timeout));
     });
@@ -698,12 +808,14 @@ bool IsolatedLibrary::call_addressed(const std::string& function, std::span<cons
     Impl* im = impl_.get();
     reply = run_on<Reply>(*im->exec, [&] { return im->io_call(function, args, where, limit); });
   } catch (const std::exception& e) {
-    error = "remote call of " + function + " failed: " + e.what();
+    raise_error(ErrorId::internal, "remote call of " + function + " failed: " + e.what()).function = function;
+    error = last_error().message;
     return false;
   }
   if (!reply.ok) {
-    error = std::move(reply.error);
-    return false;
+    // The record becomes this thread's last error (the bindings read it).
+    if (reply.error.file.empty() && fn) reply.error.file = impl_->tm->file;
+    return set_error(error, std::move(reply.error));
   }
   result = std::move(reply.result);
   return true;

@@ -9,8 +9,14 @@
 //
 // Crash policy: a surrogate that dies during a call (SIGSEGV, SIGBUS, SIGFPE,
 // SIGILL, SIGABRT) turns that call into an error naming the function, the pid,
-// the signal and, for SIGSEGV and SIGBUS, the faulting address; the host keeps
-// running and the next call starts a fresh surrogate. Handles that came from
+// the signal and the faulting address (the data address of SIGSEGV and SIGBUS,
+// the instruction of SIGFPE and SIGILL, from the crash record); the host keeps
+// running and the next call starts a fresh surrogate. The caller's thread gets
+// the structured record (base/error.hpp): id native_crash, the function, the
+// signal number as native code; a deadline's kill is deadline_exceeded (native
+// code SIGKILL); a surrogate that exits, or a server connection that ends,
+// during a call is disconnected. A failure on the serving side (a conversion,
+// a check) crosses with its record, as in-process. Handles that came from
 // the dead surrogate are refused with a message saying so. A deadline
 // (per library or per call) kills a surrogate whose call outlasts it.
 // kj ignores SIGPIPE process-wide once a surrogate has been started.

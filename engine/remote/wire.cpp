@@ -2,6 +2,8 @@
 #include "remote/wire.hpp"
 
 #include <cstdio>
+#include <memory>
+#include <vector>
 
 namespace marshal::engine::remote {
 
@@ -13,6 +15,98 @@ capnp::ReaderOptions reader_options() {
 }
 
 namespace {
+
+// ---- reusable receive buffers (see reusing_message_stream) ----
+
+struct ScratchPool {
+  static constexpr std::size_t min_words = 1024;                                      // 8 KiB
+  static constexpr std::size_t max_words = (std::size_t{16} << 20) / sizeof(capnp::word);  // 16 MiB
+  static constexpr std::size_t max_idle = 2;
+  std::vector<kj::Array<capnp::word>> idle;
+  std::size_t want = min_words;  // the size of the next new buffer
+
+  kj::Array<capnp::word> take() {
+    while (!idle.empty()) {
+      auto b = kj::mv(idle.back());
+      idle.pop_back();
+      if (b.size() >= want) return b;
+    }
+    return kj::heapArray<capnp::word>(want);
+  }
+  void give_back(kj::Array<capnp::word> b) {
+    if (b.size() >= want && idle.size() < max_idle) idle.push_back(kj::mv(b));
+  }
+  // A message of `words` arrived: later buffers hold one as large (with an
+  // eighth more), up to max_words.
+  void saw(std::size_t words) {
+    if (words > want && words <= max_words) want = std::min(max_words, words + words / 8);
+  }
+};
+
+// A buffer a message was read into: back to its pool when the message goes
+// (the pool outlives the connection if a message does).
+struct Lease {
+  std::shared_ptr<ScratchPool> pool;
+  kj::Array<capnp::word> buffer;
+  Lease(std::shared_ptr<ScratchPool> p, kj::Array<capnp::word> b) : pool(std::move(p)), buffer(kj::mv(b)) {}
+  Lease(Lease&&) = default;
+  ~Lease() {
+    if (pool && buffer != nullptr) pool->give_back(kj::mv(buffer));
+  }
+};
+
+class ReusingMessageStream final : public capnp::MessageStream {
+ public:
+  explicit ReusingMessageStream(kj::AsyncIoStream& stream) : inner_(stream) {}
+  using capnp::MessageStream::tryReadMessage;
+  using capnp::MessageStream::writeMessage;
+  using capnp::MessageStream::writeMessages;
+
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(kj::ArrayPtr<kj::AutoCloseFd> fds,
+                                                                    capnp::ReaderOptions options,
+                                                                    kj::ArrayPtr<capnp::word> scratch) override {
+    if (scratch.size() > 0) return inner_.tryReadMessage(fds, options, scratch);
+    auto buffer = pool_->take();
+    auto space = buffer.asPtr();
+    return inner_.tryReadMessage(fds, options, space)
+        .then([pool = pool_, buffer = kj::mv(buffer)](
+                  kj::Maybe<capnp::MessageReaderAndFds>&& got) mutable -> kj::Maybe<capnp::MessageReaderAndFds> {
+          KJ_IF_MAYBE(m, got) {
+            // The message's size: its segments (capnp read them all into
+            // `space` when they fit, else into an allocation of its own).
+            std::size_t words = 0;
+            for (unsigned i = 0; i < 512; ++i) {
+              auto segment = m->reader->getSegment(i);
+              if (segment.begin() == nullptr) break;
+              words += segment.size();
+            }
+            if (words <= buffer.size()) {
+              m->reader = m->reader.attach(Lease(pool, kj::mv(buffer)));
+            } else {
+              pool->saw(words);
+              pool->give_back(kj::mv(buffer));
+            }
+            return kj::mv(got);
+          }
+          pool->give_back(kj::mv(buffer));  // the end of the stream
+          return nullptr;
+        });
+  }
+  kj::Promise<void> writeMessage(kj::ArrayPtr<const int> fds,
+                                 kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override {
+    return inner_.writeMessage(fds, segments);
+  }
+  kj::Promise<void> writeMessages(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override {
+    return inner_.writeMessages(messages);
+  }
+  kj::Maybe<int> getSendBufferSize() override { return inner_.getSendBufferSize(); }
+  kj::Promise<void> end() override { return inner_.end(); }
+
+ private:
+  capnp::AsyncIoMessageStream inner_;
+  std::shared_ptr<ScratchPool> pool_ = std::make_shared<ScratchPool>();
+};
 
 std::string hex(std::uintptr_t a) {
   char buf[32];
@@ -68,7 +162,8 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
       auto out = b.initRecord(static_cast<unsigned>(r.size()));
       for (std::size_t i = 0; i < r.size(); ++i) {
         auto f = out[static_cast<unsigned>(i)];
-        f.setName(r[i].first);
+        // By its length (a std::string would convert through c_str() and stop at a NUL).
+        f.setName(capnp::Text::Reader(r[i].first.data(), r[i].first.size()));
         if (!put(r[i].second, f.initValue(), where + "." + r[i].first, handles, depth + 1, error)) return false;
       }
       return true;
@@ -155,6 +250,10 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
 }
 
 }  // namespace
+
+kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream) {
+  return kj::heap<ReusingMessageStream>(stream);
+}
 
 bool to_wire(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles,
              std::string& error) {

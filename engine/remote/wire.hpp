@@ -12,6 +12,8 @@
 #include "values/value.hpp"
 
 #include <capnp/message.h>
+#include <capnp/serialize-async.h>
+#include <kj/async-io.h>
 #include <string>
 
 namespace marshal::engine::remote {
@@ -25,6 +27,17 @@ namespace marshal::engine::remote {
 inline constexpr std::uint64_t traversal_limit_words = std::uint64_t{64} << 20;
 inline constexpr int nesting_limit = 2 * static_cast<int>(max_value_depth) + 32;
 capnp::ReaderOptions reader_options();
+
+// The message stream every connection reads through (host, surrogate, serve):
+// capnp's, except that each incoming message is read into a buffer kept for
+// the next one (up to 2 idle buffers per connection, each up to 16 MiB, grown
+// to the largest message seen), not into a fresh allocation per message. A 1
+// MiB argument or result otherwise costs a fresh 1 MiB allocation per call,
+// which glibc serves with mmap (or trims back) and the kernel faults in page
+// by page: the remote layer's large-buffer cost (benchmarks/bench_remote).
+// A larger message is read into its own allocation, as capnp does. Like
+// capnp's plain AsyncIoMessageStream, it passes no file descriptors.
+kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream);
 
 // How handles cross: each side supplies its own codec (the surrogate exports
 // capabilities, the host imports them). Without one, a handle is refused.
