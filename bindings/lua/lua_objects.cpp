@@ -457,12 +457,12 @@ void push_object(lua_State* L, const Value& v) {
   lua_pushfstring(L, "object:%p:%p:%p", identity_of(ref), static_cast<const void*>(ref.iface),
                   static_cast<void*>(ref.proxy.get()));
   lua_pushvalue(L, -1);
-  if (lua_rawget(L, -3) != LUA_TNIL) {
+  if (lua_rawget(L, -3) != LUA_TNIL && !static_cast<ObjectUd*>(lua_touserdata(L, -1))->ref.is_null()) {
     lua_replace(L, -3);
     lua_pop(L, 1);
     return;
   }
-  lua_pop(L, 1);
+  lua_pop(L, 1);  // none, or one released by :release() or <close>: a new userdata takes its place
   auto* o = new_ud<ObjectUd>(L, &mt_object);
   o->ref = v;
   lua_pushvalue(L, -2);  // key

@@ -295,7 +295,10 @@ void push_value(lua_State* L, const Value& v, const std::shared_ptr<Library>& li
       return;
     case Value::Type::handle: {
       const auto& box = v.as<std::shared_ptr<HandleBox>>();
-      if (push_known(L, box.get())) return;
+      if (push_known(L, box.get())) {  // still standing for this box (not released: a box at a reused address)
+        if (static_cast<HandleUd*>(lua_touserdata(L, -1))->box == box) return;
+        lua_pop(L, 1);
+      }
       HandleUd* h = new_ud<HandleUd>(L, &mt_handle);
       h->box = box;
       h->lib = lib;
@@ -308,7 +311,10 @@ void push_value(lua_State* L, const Value& v, const std::shared_ptr<Library>& li
         lua_pushlightuserdata(L, box->data());
         return;
       }
-      if (push_known(L, box.get())) return;
+      if (push_known(L, box.get())) {  // still standing for this box (not freed)
+        if (static_cast<BoxUd*>(lua_touserdata(L, -1))->box == box) return;
+        lua_pop(L, 1);
+      }
       BoxUd* b = new_ud<BoxUd>(L, &mt_box);
       b->box = box;
       b->lib = lib;
