@@ -342,6 +342,8 @@ bool slot_function(lua_State* L, int idx, CallScope& scope, Value& out, std::str
     slot = fn->slot;
   }
   scope.slots.push_back(slot);
+  // Room for every slot in free_slots: ~CallScope gives them back without allocating.
+  h.free_slots.reserve(h.slot_fns.size());
   // The slot table's array part was sized for max_slots: no allocation here.
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_slots);
   lua_pushvalue(L, idx);
@@ -358,7 +360,10 @@ CallScope::~CallScope() {
   for (int s : slots) {
     lua_pushnil(L);
     lua_rawseti(L, -2, s);  // an existing array slot: no allocation
-    host->free_slots.push_back(s);
+    try {
+      host->free_slots.push_back(s);  // within the capacity slot_function reserved: no allocation
+    } catch (...) {  // (never): the slot is lost, not the process
+    }
   }
   lua_pop(L, 1);
 }

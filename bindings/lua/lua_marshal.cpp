@@ -466,7 +466,13 @@ int l_load(lua_State* L) {
         if (lua_isboolean(L, -1)) pump_all = lua_toboolean(L, -1);
         else if (lua_istable(L, -1)) {
           for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; ++i) {
-            pump->emplace_back(lua_tostring(L, -1));
+            bool no_memory = false;  // raised after the try: nothing is unwound by the longjmp
+            try {
+              pump->emplace_back(lua_tostring(L, -1));
+            } catch (...) {
+              no_memory = true;
+            }
+            if (no_memory) return luaL_error(L, "marshal.load: option 'pump': out of memory");
             lua_pop(L, 1);
           }
           lua_pop(L, 1);
@@ -686,13 +692,15 @@ int l_library_stats(lua_State* L) {
   CallbackStats cs;
   ObjectStats os;
   std::size_t handles = 0;
+  bool failed = false;
   try {
     cs = lib->lib->callbacks().stats();
     os = lib->lib->objects().stats();
     handles = lib->lib->handles().live();
   } catch (...) {
-    return luaL_error(L, "marshal: stats failed");
+    failed = true;  // raised after the catch: no exception object is live across the longjmp
   }
+  if (failed) return luaL_error(L, "marshal: stats failed");
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, static_cast<lua_Integer>(cs.live));
   lua_setfield(L, -2, "callbacks_live");
@@ -714,19 +722,22 @@ int l_callback_release(lua_State* L) {
   if (!c) return luaL_argerror(L, 1, "expected a callback (lib:callback)");
   if (!c->cb) return luaL_error(L, "marshal: this callback was already released");
   int ref = LUA_NOREF;
+  bool already = false;  // raised after the try block
   try {
     if (!c->cb->active()) {
       c->cb.reset();
-      return luaL_error(L, "marshal: this callback was already released");
+      already = true;
+    } else {
+      c->cb->release();  // later calls from native code reach the trap
+      if (c->fn) ref = c->fn->ref;
+      if (c->fn) c->fn->ref = LUA_NOREF;
+      c->cb.reset();
+      c->fn.reset();
+      c->lib.reset();
     }
-    c->cb->release();  // later calls from native code reach the trap
-    if (c->fn) ref = c->fn->ref;
-    if (c->fn) c->fn->ref = LUA_NOREF;
-    c->cb.reset();
-    c->fn.reset();
-    c->lib.reset();
   } catch (...) {
   }
+  if (already) return luaL_error(L, "marshal: this callback was already released");
   if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
   return 0;
 }
