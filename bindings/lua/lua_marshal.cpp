@@ -11,6 +11,7 @@
 #include "remote/surrogate.hpp"
 
 #include <chrono>
+#include <cctype>
 #include <cstring>
 #include <dlfcn.h>
 #include <memory>
@@ -63,10 +64,14 @@ Host& host_of(lua_State* L) {
 
 // ---- errors -------------------------------------------------------------------------
 
-void parse_engine_error(const std::string& text, ErrorInfo& e) {
-  e.text = text;
-  e.message = text;
+void parse_engine_error(const std::string& raw, ErrorInfo& e) {
+  e.text = raw;
+  // The engine's null is Lua's nil (or marshal.null): "got nil" in Lua's words.
+  for (std::size_t at = 0; (at = e.text.find(", got null", at)) != std::string::npos; at += 9)
+    if (at + 10 == e.text.size() || !std::isalnum(static_cast<unsigned char>(e.text[at + 10]))) e.text.replace(at + 6, 4, "nil");
+  e.message = e.text;
   // "FILE: FUNCTION: parameter N 'NAME' (TYPE): REASON"
+  const std::string& text = e.text;
   const std::size_t p = text.find(": parameter ");
   if (p != std::string::npos) {
     const std::size_t q1 = text.find('\'', p);
@@ -454,11 +459,17 @@ int l_load(lua_State* L) {
     lua_pushnil(L);
     while (lua_next(L, 2)) {
       const char* k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+      int is_int = 0;  // a wrong type is named (not "bad argument #-1")
+      const lua_Integer n = lua_tointegerx(L, -1, &is_int);
+      if ((!std::strcmp(k, "max_buffer") || !std::strcmp(k, "deadline")) && !is_int)
+        return luaL_error(L, "marshal.load: option '%s' is an integer, got %s", k, luaL_typename(L, -1));
+      if (!std::strcmp(k, "isolate") && !lua_isstring(L, -1))
+        return luaL_error(L, "marshal.load: option 'isolate' is a string, got %s", luaL_typename(L, -1));
       if (!std::strcmp(k, "guard")) guard = lua_toboolean(L, -1);
-      else if (!std::strcmp(k, "max_buffer")) max_buffer = luaL_checkinteger(L, -1);
-      else if (!std::strcmp(k, "isolate")) isolate = luaL_checkstring(L, -1);
+      else if (!std::strcmp(k, "max_buffer")) max_buffer = n;
+      else if (!std::strcmp(k, "isolate")) isolate = lua_tostring(L, -1);
       else if (!std::strcmp(k, "deadline")) {
-        deadline = luaL_checkinteger(L, -1);
+        deadline = n;
         if (deadline < 1 || deadline > 86400000)
           return luaL_error(L, "marshal.load: option 'deadline' is milliseconds from 1 to 86400000");
       }

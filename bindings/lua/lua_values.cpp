@@ -64,8 +64,9 @@ bool table_to_record(ToValue& c, int idx, const TypeDesc* d, Value& out, int dep
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     if (lua_type(L, -2) != LUA_TSTRING) {
+      const char* kind = lua_kind(L, -2);  // (read before the pop)
       lua_pop(L, 2);
-      return fail(c, std::string("a record's keys are field names (strings); got a ") + lua_kind(L, -2) + " key" +
+      return fail(c, std::string("a record's keys are field names (strings); got a ") + kind + " key" +
                          (d && !d->name.empty() ? " for " + d->name : ""));
     }
     std::size_t n = 0;
