@@ -232,7 +232,9 @@ int lua_error_thunk(lua_State* L) {
   return 1;
 }
 
-bool call_lua(Host& host, LuaFn& fn, const std::vector<Value>& args, Value& result, std::string& error) {
+// result_failed: set when the function ran but its result could not be converted.
+bool call_lua(Host& host, LuaFn& fn, const std::vector<Value>& args, Value& result, std::string& error,
+              bool* result_failed = nullptr) {
   lua_State* L = host.L;
   if (!L) {
     error = "the Lua state is closed";
@@ -280,6 +282,7 @@ bool call_lua(Host& host, LuaFn& fn, const std::vector<Value>& args, Value& resu
       } catch (...) {
         error = "failed";
       }
+      if (!converted && result_failed) *result_failed = true;
       lua_settop(L, base);
       return converted;
     }
@@ -289,6 +292,7 @@ bool call_lua(Host& host, LuaFn& fn, const std::vector<Value>& args, Value& resu
     lua_pushlightuserdata(L, &c);
     if (lua_pcall(L, 1, 0, 0) == LUA_OK) {
       if (!c.converted) error = c.error;
+      if (!c.converted && result_failed) *result_failed = true;
       return c.converted;
     }
   }
@@ -308,9 +312,32 @@ bool call_lua(Host& host, LuaFn& fn, const std::vector<Value>& args, Value& resu
 }
 }  // namespace
 
+namespace {
+// Set on a native thread by the last Lua function delivered from it: whether
+// the Lua thread ran it inside a call (that call waits for its failures).
+thread_local bool delivered_in_call = false;
+
+// A delivered Lua function's result native code cannot take: kept for the
+// call that delivered it (on a native thread).
+void hf_result_failed(Host& host, const std::string& error) {
+  if (!delivered_in_call) return;
+  std::lock_guard lock(host.mail_mutex);
+  if (host.foreign_error.empty()) host.foreign_error = error + " (a Lua function called from another native thread)";
+  host.has_foreign_error.store(true);
+}
+}  // namespace
+
 std::shared_ptr<HostFunction> make_host_function(const std::shared_ptr<LuaFn>& fn) {
   auto hf = std::make_shared<HostFunction>();
   hf->name = fn->name;
+  // Its result not convertible for native code (a string or nil for an int):
+  // on the Lua thread the engine fails the call; from another native thread
+  // the failure is recorded here for the call that delivered it, which raises
+  // it (as a Lua error in a delivered callback does), never only on_error.
+  hf->result_failed = [fn](const std::string& error) {
+    auto host = fn->host.lock();
+    if (host && std::this_thread::get_id() != host->thread) hf_result_failed(*host, error);
+  };
   hf->fn = [fn](const std::vector<Value>& args, Value& result, std::string& error) -> bool {
     auto host = fn->host.lock();
     if (!host) {
@@ -324,10 +351,17 @@ std::shared_ptr<HostFunction> make_host_function(const std::shared_ptr<LuaFn>& f
       }
       return call_lua(*host, *fn, args, result, error);
     }
-    bool ok = false;
+    bool ok = false, in_call = false, bad_result = false;
     std::string why;
-    if (!host->on_lua_thread([&] { ok = call_lua(*host, *fn, args, result, why); }, error)) return false;
+    delivered_in_call = false;
+    if (!host->on_lua_thread([&] {
+          ok = call_lua(*host, *fn, args, result, why, &bad_result);
+          in_call = host->call_depth > 0;
+        }, error))
+      return false;
+    delivered_in_call = in_call;
     if (!ok) error = why;
+    if (bad_result) hf_result_failed(*host, fn->name + ": " + why);  // not a Lua error: no cause tells the call
     return ok;
   };
   return hf;
@@ -352,6 +386,8 @@ bool slot_function(lua_State* L, int idx, CallScope& scope, Value& out, std::str
     slot = fn->slot;
   }
   scope.slots.push_back(slot);
+  // Room for every slot in free_slots: ~CallScope gives them back without allocating.
+  h.free_slots.reserve(h.slot_fns.size());
   // The slot table's array part was sized for max_slots: no allocation here.
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_slots);
   lua_pushvalue(L, idx);
@@ -368,7 +404,10 @@ CallScope::~CallScope() {
   for (int s : slots) {
     lua_pushnil(L);
     lua_rawseti(L, -2, s);  // an existing array slot: no allocation
-    host->free_slots.push_back(s);
+    try {
+      host->free_slots.push_back(s);  // within the capacity slot_function reserved: no allocation
+    } catch (...) {  // (never): the slot is lost, not the process
+    }
   }
   lua_pop(L, 1);
 }

@@ -16,6 +16,7 @@ extern "C" {
 #include <lualib.h>
 }
 
+#include "call/host_io.hpp"
 #include "call/library.hpp"
 #include "call/plan.hpp"
 

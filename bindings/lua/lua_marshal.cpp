@@ -11,6 +11,7 @@
 #include "remote/surrogate.hpp"
 
 #include <chrono>
+#include <cctype>
 #include <cstring>
 #include <dlfcn.h>
 #include <memory>
@@ -63,10 +64,14 @@ Host& host_of(lua_State* L) {
 
 // ---- errors -------------------------------------------------------------------------
 
-void parse_engine_error(const std::string& text, ErrorInfo& e) {
-  e.text = text;
-  e.message = text;
+void parse_engine_error(const std::string& raw, ErrorInfo& e) {
+  e.text = raw;
+  // The engine's null is Lua's nil (or marshal.null): "got nil" in Lua's words.
+  for (std::size_t at = 0; (at = e.text.find(", got null", at)) != std::string::npos; at += 9)
+    if (at + 10 == e.text.size() || !std::isalnum(static_cast<unsigned char>(e.text[at + 10]))) e.text.replace(at + 6, 4, "nil");
+  e.message = e.text;
   // "FILE: FUNCTION: parameter N 'NAME' (TYPE): REASON"
+  const std::string& text = e.text;
   const std::size_t p = text.find(": parameter ");
   if (p != std::string::npos) {
     const std::size_t q1 = text.find('\'', p);
@@ -556,11 +561,17 @@ int l_load(lua_State* L) {
     lua_pushnil(L);
     while (lua_next(L, 2)) {
       const char* k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+      int is_int = 0;  // a wrong type is named (not "bad argument #-1")
+      const lua_Integer n = lua_tointegerx(L, -1, &is_int);
+      if ((!std::strcmp(k, "max_buffer") || !std::strcmp(k, "deadline")) && !is_int)
+        return luaL_error(L, "marshal.load: option '%s' is an integer, got %s", k, luaL_typename(L, -1));
+      if (!std::strcmp(k, "isolate") && !lua_isstring(L, -1))
+        return luaL_error(L, "marshal.load: option 'isolate' is a string, got %s", luaL_typename(L, -1));
       if (!std::strcmp(k, "guard")) guard = lua_toboolean(L, -1);
-      else if (!std::strcmp(k, "max_buffer")) max_buffer = luaL_checkinteger(L, -1);
-      else if (!std::strcmp(k, "isolate")) isolate = luaL_checkstring(L, -1);
+      else if (!std::strcmp(k, "max_buffer")) max_buffer = n;
+      else if (!std::strcmp(k, "isolate")) isolate = lua_tostring(L, -1);
       else if (!std::strcmp(k, "deadline")) {
-        deadline = luaL_checkinteger(L, -1);
+        deadline = n;
         if (deadline < 1 || deadline > 86400000)
           return luaL_error(L, "marshal.load: option 'deadline' is milliseconds from 1 to 86400000");
       }
@@ -568,7 +579,13 @@ int l_load(lua_State* L) {
         if (lua_isboolean(L, -1)) pump_all = lua_toboolean(L, -1);
         else if (lua_istable(L, -1)) {
           for (lua_Integer i = 1; lua_rawgeti(L, -1, i) == LUA_TSTRING; ++i) {
-            pump->emplace_back(lua_tostring(L, -1));
+            bool no_memory = false;  // raised after the try: nothing is unwound by the longjmp
+            try {
+              pump->emplace_back(lua_tostring(L, -1));
+            } catch (...) {
+              no_memory = true;
+            }
+            if (no_memory) return luaL_error(L, "marshal.load: option 'pump': out of memory");
             lua_pop(L, 1);
           }
           lua_pop(L, 1);
@@ -788,13 +805,15 @@ int l_library_stats(lua_State* L) {
   CallbackStats cs;
   ObjectStats os;
   std::size_t handles = 0;
+  bool failed = false;
   try {
     cs = lib->lib->callbacks().stats();
     os = lib->lib->objects().stats();
     handles = lib->lib->handles().live();
   } catch (...) {
-    return luaL_error(L, "marshal: stats failed");
+    failed = true;  // raised after the catch: no exception object is live across the longjmp
   }
+  if (failed) return luaL_error(L, "marshal: stats failed");
   lua_createtable(L, 0, 6);
   lua_pushinteger(L, static_cast<lua_Integer>(cs.live));
   lua_setfield(L, -2, "callbacks_live");
@@ -816,19 +835,22 @@ int l_callback_release(lua_State* L) {
   if (!c) return luaL_argerror(L, 1, "expected a callback (lib:callback)");
   if (!c->cb) return luaL_error(L, "marshal: this callback was already released");
   int ref = LUA_NOREF;
+  bool already = false;  // raised after the try block
   try {
     if (!c->cb->active()) {
       c->cb.reset();
-      return luaL_error(L, "marshal: this callback was already released");
+      already = true;
+    } else {
+      c->cb->release();  // later calls from native code reach the trap
+      if (c->fn) ref = c->fn->ref;
+      if (c->fn) c->fn->ref = LUA_NOREF;
+      c->cb.reset();
+      c->fn.reset();
+      c->lib.reset();
     }
-    c->cb->release();  // later calls from native code reach the trap
-    if (c->fn) ref = c->fn->ref;
-    if (c->fn) c->fn->ref = LUA_NOREF;
-    c->cb.reset();
-    c->fn.reset();
-    c->lib.reset();
   } catch (...) {
   }
+  if (already) return luaL_error(L, "marshal: this callback was already released");
   if (ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ref);
   return 0;
 }

@@ -457,12 +457,12 @@ void push_object(lua_State* L, const Value& v) {
   lua_pushfstring(L, "object:%p:%p:%p", identity_of(ref), static_cast<const void*>(ref.iface),
                   static_cast<void*>(ref.proxy.get()));
   lua_pushvalue(L, -1);
-  if (lua_rawget(L, -3) != LUA_TNIL) {
+  if (lua_rawget(L, -3) != LUA_TNIL && !static_cast<ObjectUd*>(lua_touserdata(L, -1))->ref.is_null()) {
     lua_replace(L, -3);
     lua_pop(L, 1);
     return;
   }
-  lua_pop(L, 1);
+  lua_pop(L, 1);  // none, or one released by :release() or <close>: a new userdata takes its place
   auto* o = new_ud<ObjectUd>(L, &mt_object);
   o->ref = v;
   lua_pushvalue(L, -2);  // key
@@ -484,6 +484,37 @@ void push_host_object(lua_State* L, const std::shared_ptr<HostObject>& obj) {
   h->obj = obj;
 }
 
+namespace {
+// Registers a new host object for the table (argument 2): weak and pinned by
+// id, a userdata for it, table -> userdata and object -> table. Runs under
+// lua_pcall (everything here may raise a memory error): the C++ objects are
+// the caller's, which is outside the protected call.
+struct NewHostObject {
+  int id;
+  const std::shared_ptr<HostObject>* obj;
+};
+int new_host_object_thunk(lua_State* L) {
+  auto* d = static_cast<NewHostObject*>(lua_touserdata(L, 1));
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_weak);
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, d->id);
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_pins);  // pinned until a sweep sees no native reference
+  lua_pushvalue(L, 2);
+  lua_rawseti(L, -2, d->id);
+  lua_pop(L, 2);
+  auto* h = new_ud<HostObjectUd>(L, &mt_host_object);
+  h->obj = *d->obj;  // copying a shared_ptr does not throw
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_tables);
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, -3);
+  lua_rawset(L, -3);  // table -> userdata
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_objects);
+  lua_pushvalue(L, 2);
+  lua_rawsetp(L, -2, d->obj->get());
+  return 0;
+}
+}  // namespace
+
 bool host_object_of_table(lua_State* L, int idx, const Interface& iface, Value& out, std::string& error) {
   idx = lua_absindex(L, idx);
   if (!lua_checkstack(L, 6)) {
@@ -498,21 +529,15 @@ bool host_object_of_table(lua_State* L, int idx, const Interface& iface, Value& 
     lua_pop(L, 2);
     return true;
   }
-  lua_pop(L, 1);
+  lua_pop(L, 2);
   // Methods: every method of iface and its bases (looked up on the table when
   // called, so methods inherited through a metatable work: self[name](self, ...)),
   // and every function field of the table (other interfaces it may be passed
   // as). IUnknown's three are the engine's. It implements the interfaces it is
-  // passed as.
+  // passed as. The C++ side first (nothing here raises a Lua error), then the
+  // Lua side in a protected call.
   Host& host = host_of(L);
-  const int id = ++host.next_host_id;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_weak);
-  lua_pushvalue(L, idx);
-  lua_rawseti(L, -2, id);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_pins);  // pinned until a sweep sees no native reference
-  lua_pushvalue(L, idx);
-  lua_rawseti(L, -2, id);
-  lua_pop(L, 2);
+  const int id = host.next_host_id + 1;
   std::map<std::string, std::shared_ptr<HostFunction>> methods;
   auto add = [&](const std::string& name) {
     if (name == "QueryInterface" || name == "AddRef" || name == "Release" || methods.count(name)) return;
@@ -534,17 +559,17 @@ bool host_object_of_table(lua_State* L, int idx, const Interface& iface, Value& 
     lua_pop(L, 1);
   }
   auto obj = std::make_shared<HostObject>("Lua table", std::vector<std::string>{}, std::move(methods));
-  auto* h = new_ud<HostObjectUd>(L, &mt_host_object);
-  h->obj = obj;
+  host.host_objects.push_back({obj, id});  // before the Lua side: if that fails, a sweep forgets what it set
+  host.next_host_id = id;
+  NewHostObject d{id, &obj};
+  lua_pushcfunction(L, new_host_object_thunk);
+  lua_pushlightuserdata(L, &d);
   lua_pushvalue(L, idx);
-  lua_pushvalue(L, -2);
-  lua_rawset(L, -4);  // table -> userdata
-  lua_pop(L, 2);
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_host_objects);
-  lua_pushvalue(L, idx);
-  lua_rawsetp(L, -2, obj.get());
-  lua_pop(L, 1);
-  host.host_objects.push_back({obj, id});
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_pop(L, 1);  // obj goes with this function: the next sweep unpins the table
+    error = "out of memory making a host object of a Lua table";
+    return false;
+  }
   out = Value(std::move(obj));
   return true;
 }

@@ -64,8 +64,9 @@ bool table_to_record(ToValue& c, int idx, const TypeDesc* d, Value& out, int dep
   lua_pushnil(L);
   while (lua_next(L, idx) != 0) {
     if (lua_type(L, -2) != LUA_TSTRING) {
+      const char* kind = lua_kind(L, -2);  // (read before the pop)
       lua_pop(L, 2);
-      return fail(c, std::string("a record's keys are field names (strings); got a ") + lua_kind(L, -2) + " key" +
+      return fail(c, std::string("a record's keys are field names (strings); got a ") + kind + " key" +
                          (d && !d->name.empty() ? " for " + d->name : ""));
     }
     std::size_t n = 0;
@@ -295,7 +296,10 @@ void push_value(lua_State* L, const Value& v, const std::shared_ptr<Library>& li
       return;
     case Value::Type::handle: {
       const auto& box = v.as<std::shared_ptr<HandleBox>>();
-      if (push_known(L, box.get())) return;
+      if (push_known(L, box.get())) {  // still standing for this box (not released: a box at a reused address)
+        if (static_cast<HandleUd*>(lua_touserdata(L, -1))->box == box) return;
+        lua_pop(L, 1);
+      }
       HandleUd* h = new_ud<HandleUd>(L, &mt_handle);
       h->box = box;
       h->lib = lib;
@@ -308,7 +312,10 @@ void push_value(lua_State* L, const Value& v, const std::shared_ptr<Library>& li
         lua_pushlightuserdata(L, box->data());
         return;
       }
-      if (push_known(L, box.get())) return;
+      if (push_known(L, box.get())) {  // still standing for this box (not freed)
+        if (static_cast<BoxUd*>(lua_touserdata(L, -1))->box == box) return;
+        lua_pop(L, 1);
+      }
       BoxUd* b = new_ud<BoxUd>(L, &mt_box);
       b->box = box;
       b->lib = lib;

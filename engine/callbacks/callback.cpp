@@ -109,6 +109,15 @@ class ArgLease {
   std::vector<Value>* args_;
 };
 
+// Tells fn that its result could not be converted (a throw is ignored).
+void tell_result_failed(const HostFunction& fn, const std::string& name, const std::string& error) noexcept {
+  if (!fn.result_failed) return;
+  try {
+    fn.result_failed("callback '" + name + "' failed: " + error);
+  } catch (...) {
+  }
+}
+
 // Calls the host function; a throw is a failure (nothing unwinds through native frames).
 bool call_host(const HostFunction& fn, const std::vector<Value>& args, Value& result, std::string& error) {
   try {
@@ -224,6 +233,13 @@ bool Callback::run_lane(void* ret, void** args, std::string& error) {
   Value result;
   if (!call_host(*fn_, host_args, result, error)) return false;
   if (!returns_value_) return true;
+  struct Told {  // a failed conversion of the result: told to the host function
+    const HostFunction& fn;
+    const std::string& name;
+    const std::string& error;
+    bool failed = true;
+    ~Told() { if (failed) tell_result_failed(fn, name, error); }
+  } told{*fn_, name_, error};
   const TypeDesc& rd = reg_->get(sig_->returns);
   std::uint64_t bits = 0;
   std::byte value[16] = {};
@@ -241,6 +257,7 @@ bool Callback::run_lane(void* ret, void** args, std::string& error) {
     }
   }
   store_return(rd, value, ret);
+  told.failed = false;
   return true;
 }
 
@@ -433,6 +450,7 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
     }
   Value result;
   if (ok) ok = call_host(fn, host_args, result, error);
+  const bool returned = ok;
   // With out/inout parameters the host returns {"return": R, NAME: V, ...}.
   bool has_out = false;
   for (const Param& p : sig.params) has_out = has_out || p.dir != Dir::in;
@@ -502,6 +520,7 @@ bool run_host_function(Marshaler& m, const Signature& sig, void** args, void* re
       store_return(rd, tmp, ret);
     }
   }
+  if (returned && !ok) tell_result_failed(fn, sig.name, error);
   return ok;
 }
 

@@ -67,6 +67,11 @@ struct ObjectRef {
 struct HostFunction {
   std::string name;
   std::function<bool(const std::vector<Value>& args, Value& result, std::string& error)> fn;
+  // Optional: told (on the native thread that called, before it gets the
+  // on_error value) when fn returned true but its result or out values could
+  // not be converted for native code. A host that ran fn on another thread
+  // records the failure for the call waiting there (the Lua host).
+  std::function<void(const std::string& error)> result_failed = {};
 };
 
 // Native memory owned by the host (like ctypes' structure instances): passed to

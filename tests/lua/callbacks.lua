@@ -89,6 +89,19 @@ end, 2, 2)
 check.eq(t2, 4, "outer results")
 check.eq(inner_total, 12, "inner calls, each from 2 threads")
 
+-- a result native code cannot take ('x' or nil for an int) from a callback
+-- delivered from native threads: the call raises, as on the Lua thread (not
+-- only on_error silently given to native code)
+for _, case in ipairs({ { "x", "return value" }, { false, "return value" }, { coroutine.create(print), "its result" } }) do
+  local bad, why = case[1], case[2]
+  local e2 = check.err(function()
+    return cb.call_from_threads(function(i) if bad then return bad end return nil end, 2, 3)
+  end, why, { ["function"] = "call_from_threads" })
+  check.ok(e2 and tostring(e2):find("another native thread", 1, true), "named as delivered: " .. tostring(e2))
+end
+check.eq(cb.call_from_threads(function(i) return i end, 2, 3), 6, "fine again afterwards")
+check.eq(cb.apply_i32(function(v) return v end, 5), 5, "and no stale error for the next call")
+
 -- the same function from a library without `pump`: an error, never a deadlock
 local plain = marshal.load("tests/fixtures/callbacks.json")
 check.err(function() return plain.call_from_threads(function(i) return i end, 2, 3) end, "pump",

@@ -57,6 +57,8 @@ check.eq(fx.read_in_point({ x = 3, y = 4 }), 3004, "record in")
 check.err(function() return fx.read_in_point({ x = 3 }) end, "'y'", { parameter = "p" })
 check.err(function() return fx.read_in_point({ x = 3, y = 4, z = 5 }) end, "unknown field 'z'", { parameter = "p" })
 check.err(function() return fx.read_in_point({ 3, 4 }) end, "field names", { parameter = "p" })
+check.err(function() return fx.read_in_point({ [true] = 3 }) end, "got a boolean key", { parameter = "p" })
+check.err(function() return fx.read_in_point({ [2.5] = 3 }) end, "got a number key", { parameter = "p" })
 check.deq(fx.make_ret_point(5, 6), { x = 5, y = 6 }, "record returned")
 check.deq(fx.get_out_point(1, 2), { x = 1, y = 2 }, "out record")
 check.deq(fx.scale_inout_point({ x = 2, y = 3 }, 10), { x = 20, y = 30 }, "inout record")
@@ -95,6 +97,8 @@ check.eq(fx.maybe_null_in_i32(5), 5, "nullable given")
 check.eq(fx.maybe_null_in_i32(nil), -1, "nil is NULL")
 check.eq(fx.maybe_null_in_i32(marshal.null), -1, "marshal.null is NULL")
 check.err(function() return fx.read_in_point(nil) end, "null", { parameter = "p" })
+local enil = check.err(function() return fx.echo_i32(nil) end, "got nil", { parameter = "v" })
+check.eq(enil and enil.got, "nil", "e.got names Lua's nil")
 
 -- errno last when captured; a failed check is an error carrying it
 local r, e = fx.fail_with_errno(0)
@@ -125,6 +129,13 @@ check.eq(marshal.type(e2), "error", "marshal.type of an error")
 check.ok(tostring(e2):find("parameter", 1, true) ~= nil, "__tostring is the whole message")
 check.err(function() marshal.load("tests/fixtures/no-such.json") end, "no-such.json")
 check.err(function() marshal.load("tests/fixtures/pinvoke.json", { isolate = "process" }) end, "surrogate")
+-- options of the wrong type: named, not "bad argument #-1"
+for _, o in ipairs({ { max_buffer = "x" }, { deadline = {} }, { isolate = {} } }) do
+  local k = next(o)
+  local ok, msg = pcall(marshal.load, "tests/fixtures/pinvoke.json", o)
+  check.ok(not ok and tostring(msg):find("option '" .. k .. "'", 1, true) and not tostring(msg):find("#-1", 1, true),
+    "option " .. k .. " of a wrong type: " .. tostring(msg))
+end
 
 -- expected and got, when the engine says so
 local e3 = check.err(function() return fx.echo_i32("x") end, nil, { parameter = "v" })

@@ -35,6 +35,20 @@ do
   check.eq(fx.res_live(), base + 1, "open in the block")
 end
 check.eq(fx.res_live(), base, "<close> released it")
+-- identity after an explicit release: the released userdata never stands for a
+-- new handle (its box may reuse the address), and the new resource stays open
+for i = 1, 20 do
+  local r1 = fx.res_open(100 + i)
+  if i % 2 == 0 then r1:release() else getmetatable(r1).__close(r1) end
+  check.eq(fx.res_live(), base, "released (" .. i .. ")")
+  local r2 = fx.res_open(200 + i)
+  check.ok(not rawequal(r1, r2), "a new handle is a new userdata (" .. i .. ")")
+  check.ok(r1.released and not r2.released, "the old one released, the new one open (" .. i .. ")")
+  check.eq(fx.res_live(), base + 1, "the new native resource stays open (" .. i .. ")")
+  check.eq(fx.res_value(r2), 200 + i, "the new handle's value (" .. i .. ")")
+  r2:release()
+  check.eq(fx.res_live(), base, "then released (" .. i .. ")")
+end
 -- many handles, dropped: every one released exactly once
 for i = 1, 200 do fx.res_open(i) end
 collectgarbage(); collectgarbage()

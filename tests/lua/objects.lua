@@ -129,6 +129,31 @@ y:release()
 check.eq(o.objects_live(), base, ":release()")
 check.err(function() return y:Add(1) end, "released")
 y:release()
+-- identity after :release(): the released userdata never comes back for a live object
+do
+  local c = o:create("Counter", 4)
+  local w = c:as("IWidget")
+  c:release()
+  check.eq(o.objects_live(), base + 1, "alive through w")
+  local back = w:Self()
+  check.ok(not rawequal(back, c), "a new userdata, not the released one")
+  check.eq(tostring(back):find("released", 1, true), nil, "not a released object: " .. tostring(back))
+  check.eq(back:Get(), 4, "usable")
+  check.ok(rawequal(w:Self(), back), "then the same userdata again")
+  w:release(); back:release()
+  check.eq(o.objects_live(), base, "released both")
+  -- and a new object in place of a released one (its address may be reused)
+  for i = 1, 20 do
+    local a = o:create("Counter", i)
+    a:release()
+    local b = o:create("Counter", 100 + i)
+    check.ok(not rawequal(a, b), "a new object is a new userdata (" .. i .. ")")
+    check.eq(b:Get(), 100 + i, "usable (" .. i .. ")")
+    check.eq(o.objects_live(), base + 1, "alive (" .. i .. ")")
+    b:release()
+  end
+  check.eq(o.objects_live(), base, "all released")
+end
 y = nil
 collectgarbage(); collectgarbage()
 check.eq(o.objects_faults(), faults, "still no fault")
