@@ -1,6 +1,7 @@
 // marshal remote: host values on the wire (see wire.hpp).
 #include "remote/wire.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <vector>
@@ -55,6 +56,30 @@ struct Lease {
   }
 };
 
+// capnp's traversal limit counts every word a reader visits, revisits
+// included; set once per connection (reader_options), a small message whose
+// pointers share subtrees could make the decoder visit them millions of
+// times. Each message gets its own limit instead: a few times its size
+// (every value is read once or twice), never more than the connection's.
+std::uint64_t message_traversal_limit(std::size_t words, std::uint64_t connection_limit) {
+  return std::min<std::uint64_t>(connection_limit, std::uint64_t{8} * words + (std::uint64_t{64} << 10));
+}
+
+void limit_traversal(capnp::MessageReaderAndFds& m, capnp::ReaderOptions options) {
+  std::size_t n = 0, words = 0;
+  for (; n < 512; ++n) {  // capnp's most segments per message
+    auto segment = m.reader->getSegment(static_cast<unsigned>(n));
+    if (segment.begin() == nullptr) break;
+    words += segment.size();
+  }
+  auto segments = kj::heapArray<kj::ArrayPtr<const capnp::word>>(n);
+  for (std::size_t i = 0; i < n; ++i) segments[i] = m.reader->getSegment(static_cast<unsigned>(i));
+  options.traversalLimitInWords = message_traversal_limit(words, options.traversalLimitInWords);
+  auto limited = kj::heap<capnp::SegmentArrayMessageReader>(segments.asPtr(), options);
+  // Destroyed before what it reads: the segment list and the reader holding the words.
+  m.reader = limited.attach(kj::mv(segments), kj::mv(m.reader));
+}
+
 class ReusingMessageStream final : public capnp::MessageStream {
  public:
   explicit ReusingMessageStream(kj::AsyncIoStream& stream) : inner_(stream) {}
@@ -65,11 +90,17 @@ class ReusingMessageStream final : public capnp::MessageStream {
   kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(kj::ArrayPtr<kj::AutoCloseFd> fds,
                                                                     capnp::ReaderOptions options,
                                                                     kj::ArrayPtr<capnp::word> scratch) override {
-    if (scratch.size() > 0) return inner_.tryReadMessage(fds, options, scratch);
+    if (scratch.size() > 0) {
+      return inner_.tryReadMessage(fds, options, scratch)
+          .then([options](kj::Maybe<capnp::MessageReaderAndFds>&& got) -> kj::Maybe<capnp::MessageReaderAndFds> {
+            KJ_IF_MAYBE(m, got) limit_traversal(*m, options);
+            return kj::mv(got);
+          });
+    }
     auto buffer = pool_->take();
     auto space = buffer.asPtr();
     return inner_.tryReadMessage(fds, options, space)
-        .then([pool = pool_, buffer = kj::mv(buffer)](
+        .then([pool = pool_, buffer = kj::mv(buffer), options](
                   kj::Maybe<capnp::MessageReaderAndFds>&& got) mutable -> kj::Maybe<capnp::MessageReaderAndFds> {
           KJ_IF_MAYBE(m, got) {
             // The message's size: its segments (capnp read them all into
@@ -86,6 +117,7 @@ class ReusingMessageStream final : public capnp::MessageStream {
               pool->saw(words);
               pool->give_back(kj::mv(buffer));
             }
+            limit_traversal(*m, options);
             return kj::mv(got);
           }
           pool->give_back(kj::mv(buffer));  // the end of the stream

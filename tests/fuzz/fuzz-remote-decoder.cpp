@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+using namespace marshal;
 using namespace marshal::engine;
 
 namespace {
