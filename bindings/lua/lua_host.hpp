@@ -136,6 +136,24 @@ struct Host : std::enable_shared_from_this<Host> {
     blocking_calls.store(blocking_calls.load(std::memory_order_relaxed) - 1, std::memory_order_release);
   }
   std::string take_foreign_error();
+  // Around a native call made from coroutine L (callbacks run on L meanwhile):
+  // begin_call returns the coroutine to restore; end_call restores it and, at
+  // the outermost call, hands over what callbacks left: the Lua error one
+  // raised (its registry ref, else LUA_NOREF) and a foreign thread's error.
+  lua_State* begin_call(lua_State* on) {
+    ++call_depth;
+    lua_State* outer = L;
+    L = on;
+    return outer;
+  }
+  int end_call(lua_State* outer, std::string& foreign) {
+    L = outer;
+    if (--call_depth != 0) return LUA_NOREF;
+    const int cause = pending_cause;
+    pending_cause = LUA_NOREF;
+    foreign = take_foreign_error();
+    return cause;
+  }
 };
 
 Host& host_of(lua_State* L);

@@ -211,6 +211,19 @@ int results_thunk(lua_State* L) {
   return n;
 }
 
+// Argument k (0-based) could not be converted: the error's fields and text.
+// `name`: its parameter's (nullptr: a variadic argument).
+void argument_error(ErrorInfo& e, const FunctionUd& f, std::size_t k, const std::string* name, TypeId type,
+                    const std::string& why) {
+  e.position = static_cast<int>(k) + 1;
+  e.parameter = name ? *name : "";
+  e.type = name ? f.reg->spell(type) : "";
+  e.message = why;
+  e.text = f.file + ": " + f.name + ": " +
+           (name ? "parameter '" + e.parameter + "' (" + e.type + ")" : "variadic argument " + std::to_string(k + 1)) +
+           ": " + why;
+}
+
 // A call through the host adapters (LuaArgs, LuaResults): the usual form of
 // an in-process call on the Lua thread. `given` was checked.
 int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
@@ -234,14 +247,7 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
   std::size_t bad = 0;
   if (!args.prepare(bad)) {
     const bool typed = bad < f.types.size();
-    E().position = static_cast<int>(bad) + 1;
-    E().parameter = typed ? f.names[bad] : "";
-    E().type = typed ? f.reg->spell(f.types[bad]) : "";
-    E().message = tv.error;
-    E().text = f.file + ": " + f.name + ": " +
-               (typed ? "parameter '" + E().parameter + "' (" + E().type + ")"
-                      : "variadic argument " + std::to_string(bad + 1)) +
-               ": " + tv.error;
+    argument_error(E(), f, bad, typed ? &f.names[bad] : nullptr, typed ? f.types[bad] : no_type, tv.error);
     push_error(L, E());
     return -1;
   }
@@ -259,9 +265,7 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
   std::string error;
   bool ok = false, oom = false, has_errno = false;
   int errno_value = 0, pushed = 0;
-  ++host.call_depth;
-  lua_State* outer = host.L;
-  host.L = L;  // callbacks run on the calling coroutine
+  lua_State* outer = host.begin_call(L);  // callbacks run on the calling coroutine
   host.enter_blocking();
   if (named) {
     result = std::make_unique<CallResult>();
@@ -276,11 +280,8 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
     errno_value = out.errno_value();
   }
   host.leave_blocking();
-  host.L = outer;
-  --host.call_depth;
-  const int cause = host.call_depth == 0 ? host.pending_cause : LUA_NOREF;
-  if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
-  std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
+  std::string foreign;
+  const int cause = host.end_call(outer, foreign);
   if (ok && !args.late_error().empty()) {
     ok = false;
     error = f.file + ": " + f.name + ": " + args.late_error();
@@ -391,14 +392,7 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
       pname = &f.names[static_cast<std::size_t>(k)];
     }
     if (!to_value(tv, idx, type, args[k])) {
-      E().position = k + 1;
-      E().parameter = pname ? *pname : "";
-      E().type = pname ? f.reg->spell(type) : "";
-      E().message = tv.error;
-      E().text = f.file + ": " + f.name + ": " +
-                 (pname ? "parameter '" + E().parameter + "' (" + E().type + ")"
-                        : "variadic argument " + std::to_string(k + 1)) +
-                 ": " + tv.error;
+      argument_error(E(), f, static_cast<std::size_t>(k), pname, type, tv.error);
       push_error(L, E());
       return -1;
     }
@@ -428,9 +422,7 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   CallResult result;
   std::string error;
   bool ok = false;
-  ++host.call_depth;
-  lua_State* outer = host.L;
-  host.L = L;  // callbacks run on the calling coroutine
+  lua_State* outer = host.begin_call(L);  // callbacks run on the calling coroutine
   if (f.pump) {
     host.run_pumping([&] { ok = invoke(result, error); });
   } else {
@@ -438,11 +430,8 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
     ok = invoke(result, error);
     host.leave_blocking();
   }
-  host.L = outer;
-  --host.call_depth;
-  const int cause = host.call_depth == 0 ? host.pending_cause : LUA_NOREF;
-  if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
-  std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
+  std::string foreign;
+  const int cause = host.end_call(outer, foreign);
   if (!ok || cause != LUA_NOREF || !foreign.empty()) {
     parse_engine_error(!foreign.empty() ? f.name + ": " + foreign : ok ? f.name + ": a Lua callback failed" : error, E());
     E().cause = cause;

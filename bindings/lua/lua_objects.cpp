@@ -179,17 +179,12 @@ int l_method_call(lua_State* L) {
       return -1;
     }
     CallResult result;
-    ++host.call_depth;
-    lua_State* outer = host.L;
-    host.L = L;
+    lua_State* outer = host.begin_call(L);
     host.enter_blocking();
     const bool ok = lib.objects().call(ref, name, args, result, error);
     host.leave_blocking();
-    host.L = outer;
-    --host.call_depth;
-    const int cause = host.call_depth == 0 ? host.pending_cause : LUA_NOREF;
-    if (host.call_depth == 0) host.pending_cause = LUA_NOREF;
-    std::string foreign = host.call_depth == 0 ? host.take_foreign_error() : std::string();
+    std::string foreign;
+    const int cause = host.end_call(outer, foreign);
     if (!ok || cause != LUA_NOREF || !foreign.empty()) {
       err.function = ref.iface->name + "." + name;
       parse_engine_error(!foreign.empty() ? err.function + ": " + foreign
