@@ -7,6 +7,17 @@
 
 #include <sys/mman.h>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define MARSHAL_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#include <sanitizer/lsan_interface.h>
+#define MARSHAL_LSAN 1
+#endif
+#endif
+
+#include <algorithm>
 #include <mutex>
 #include <new>
 #include <vector>
@@ -93,6 +104,13 @@ bool fresh(Pool& p, std::uint32_t& i, std::string& error) {
                              : std::string("no address space for the handle table");
     return false;
   }
+#ifdef MARSHAL_LSAN
+  // The range is an mmap, which LeakSanitizer does not scan: the objects of
+  // live handles would look leaked. Each 4096 slots in use become a root.
+  constexpr std::size_t step = 4096;
+  if (p.next % step == 0)
+    __lsan_register_root_region(Handles::slot(p.next), std::min(step, Handles::limit() - p.next) * sizeof(Slot));
+#endif
   i = static_cast<std::uint32_t>(p.next++);
   return true;
 }
