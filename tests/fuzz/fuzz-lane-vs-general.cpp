@@ -28,39 +28,10 @@ fuzz::CallFixture& fixture() {
   return *f;
 }
 
-// Exact sameness: the kind, and doubles bit for bit (0.0 and -0.0 differ).
-bool same(const Value& a, const Value& b) {
-  if (a.type() != b.type()) return false;
-  switch (a.type()) {
-    case Value::Type::real: {
-      const double x = a.as<double>(), y = b.as<double>();
-      return std::memcmp(&x, &y, sizeof x) == 0;
-    }
-    case Value::Type::list: {
-      const List& x = a.as<List>();
-      const List& y = b.as<List>();
-      if (x.size() != y.size()) return false;
-      for (std::size_t i = 0; i < x.size(); ++i)
-        if (!same(x[i], y[i])) return false;
-      return true;
-    }
-    case Value::Type::record: {
-      const Record& x = a.as<Record>();
-      const Record& y = b.as<Record>();
-      if (x.size() != y.size()) return false;
-      for (std::size_t i = 0; i < x.size(); ++i)
-        if (x[i].first != y[i].first || !same(x[i].second, y[i].second)) return false;
-      return true;
-    }
-    default:
-      return a == b;
-  }
-}
-
 bool same(const CallResult& a, const CallResult& b) {
-  if (!same(a.ret, b.ret) || a.error_number != b.error_number || a.out.size() != b.out.size()) return false;
+  if (!fuzz::same(a.ret, b.ret) || a.error_number != b.error_number || a.out.size() != b.out.size()) return false;
   for (std::size_t i = 0; i < a.out.size(); ++i)
-    if (a.out[i].first != b.out[i].first || !same(a.out[i].second, b.out[i].second)) return false;
+    if (a.out[i].first != b.out[i].first || !fuzz::same(a.out[i].second, b.out[i].second)) return false;
   return true;
 }
 

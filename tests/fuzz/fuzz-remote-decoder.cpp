@@ -48,32 +48,6 @@ class NoCapabilities final : public remote::HandleCodec {
   }
 };
 
-// Equal values; doubles compared bit for bit (a NaN crosses as itself).
-bool same(const Value& a, const Value& b) {
-  if (a.type() != b.type()) return false;
-  switch (a.type()) {
-    case Value::Type::real: {
-      const double x = a.as<double>(), y = b.as<double>();
-      return std::memcmp(&x, &y, sizeof x) == 0;
-    }
-    case Value::Type::list: {
-      const List &l = a.as<List>(), &m = b.as<List>();
-      if (l.size() != m.size()) return false;
-      for (std::size_t i = 0; i < l.size(); ++i)
-        if (!same(l[i], m[i])) return false;
-      return true;
-    }
-    case Value::Type::record: {
-      const Record &l = a.as<Record>(), &m = b.as<Record>();
-      if (l.size() != m.size()) return false;
-      for (std::size_t i = 0; i < l.size(); ++i)
-        if (l[i].first != m[i].first || !same(l[i].second, m[i].second)) return false;
-      return true;
-    }
-    default: return a == b;
-  }
-}
-
 // One wire value: decoded, or refused with a message; what decodes must
 // encode again and come back the same.
 void check(remote::wire::Value::Reader r, const std::string& where, std::vector<Value>& decoded) {
@@ -95,7 +69,7 @@ void check(remote::wire::Value::Reader r, const std::string& where, std::vector<
   Value back;
   if (!remote::to_host(root.asReader(), back, where, &codec, e2))
     fuzz::finding("an encoded value does not decode again", e2);
-  if (!same(v, back)) fuzz::finding("to_host(to_wire(v)) differs from v", where);
+  if (!fuzz::same(v, back)) fuzz::finding("to_host(to_wire(v)) differs from v", where);
   decoded.push_back(std::move(v));
 }
 
@@ -140,7 +114,7 @@ std::vector<Value> decode(capnp::MessageReader& m) {
 bool same_all(const std::vector<Value>& a, const std::vector<Value>& b) {
   if (a.size() != b.size()) return false;
   for (std::size_t i = 0; i < a.size(); ++i)
-    if (!same(a[i], b[i])) return false;
+    if (!fuzz::same(a[i], b[i])) return false;
   return true;
 }
 
