@@ -401,11 +401,10 @@ class PlanRun {
     native_call(p, &p.cif_, target, avalues, rvalue, out, saved_errno, callback_failure);
     std::int64_t return_int = 0;
     fast_return(p, out, rvalue, saved_errno, return_int, failed);
-    for (std::unique_ptr<Error>* e : {&callback_failure, &failed})
-      if (*e) {
-        set_error(error, std::move(**e));
-        return 0;
-      }
+    if (callback_failure || failed) [[unlikely]] {
+      set_error(error, std::move(callback_failure ? *callback_failure : *failed));  // the callback's is the cause
+      return 0;
+    }
     return 1;
   }
 
@@ -572,7 +571,7 @@ class PlanRun {
     return true;
   }
 
-  bool marshal_fast(std::size_t i, const Instr& in) {
+  [[gnu::flatten]] bool marshal_fast(std::size_t i, const Instr& in) {
     return fast_arg(p_, in, args_, self_, slots_[i], avalues_[i], scratch_, used_);
   }
 

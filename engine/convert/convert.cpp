@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <iterator>
 #include <limits>
 
 namespace marshal::engine {
@@ -594,6 +595,43 @@ bool Marshaler::array_length(TypeId array, const void* data, const Ctx& c, std::
   return readable(mem, n, e.size, &which);
 }
 
+namespace {
+// Native numbers of type N read as host values of type H, for a List's range
+// constructor: one allocation, each element made in place, no capacity check
+// per element (a random-access iterator: the constructor measures with `-`).
+template <class N, class H>
+struct NumberReader {
+  using iterator_category = std::random_access_iterator_tag;
+  using value_type = Value;
+  using difference_type = std::ptrdiff_t;
+  using pointer = void;
+  using reference = Value;
+  const std::byte* p;
+  Value operator*() const {
+    N x;
+    std::memcpy(&x, p, sizeof x);
+    return Value(static_cast<H>(x));
+  }
+  NumberReader& operator++() {
+    p += sizeof(N);
+    return *this;
+  }
+  NumberReader operator++(int) {
+    NumberReader old = *this;
+    p += sizeof(N);
+    return old;
+  }
+  difference_type operator-(const NumberReader& o) const { return (p - o.p) / static_cast<difference_type>(sizeof(N)); }
+  bool operator==(const NumberReader& o) const { return p == o.p; }
+};
+
+template <class N, class H>
+Value numbers_to_host(const std::byte* mem, std::uint64_t n) {
+  const NumberReader<N, H> first{mem}, last{mem + n * sizeof(N)};
+  return Value(List(first, last));
+}
+}  // namespace
+
 bool Marshaler::elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out) {
   const TypeDesc& e = reg_.get(elem);
   if (e.kind == Kind::integer && e.size == 1 && !e.has(flag_signed)) {  // uint8 comes back as bytes
@@ -601,28 +639,19 @@ bool Marshaler::elements_to_host(TypeId elem, const std::byte* mem, std::uint64_
     out = Value(Bytes{std::vector<std::uint8_t>(p, p + n)});
     return true;
   }
-  List items;
-  // n is bounded by the buffer limit in native bytes, not in host values.
-  items.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(n, max_buffer / sizeof(Value))));
-  // Numbers: one tight loop (see array_to_native).
+  // n is bounded by the buffer limit in native bytes (readable()), which is
+  // enough for the tight loops below: int32 and double elements.
   if (e.kind == Kind::integer && e.size == 4 && e.has(flag_signed)) {
-    for (std::uint64_t i = 0; i < n; ++i) {
-      std::int32_t x;
-      std::memcpy(&x, mem + i * 4, 4);
-      items.emplace_back(static_cast<std::int64_t>(x));
-    }
-    out = Value(std::move(items));
+    out = numbers_to_host<std::int32_t, std::int64_t>(mem, n);
     return true;
   }
   if (e.kind == Kind::floating && e.size == 8) {
-    for (std::uint64_t i = 0; i < n; ++i) {
-      double x;
-      std::memcpy(&x, mem + i * 8, 8);
-      items.emplace_back(x);
-    }
-    out = Value(std::move(items));
+    out = numbers_to_host<double, double>(mem, n);
     return true;
   }
+  List items;
+  // n is bounded by the buffer limit in native bytes, not in host values.
+  items.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(n, max_buffer / sizeof(Value))));
   Ctx ec;
   ec.frame = c.frame;
   for (std::uint64_t i = 0; i < n; ++i) {
