@@ -141,8 +141,11 @@ TEST_SUITE("generate") {
   TEST_CASE("generate: SAL annotations") {
     const Draft d = generate("generate_sal.h");
     INFO(d.json.dump(1));
-    CHECK(entry(d, "sal_sum", 0) == J::parse(R"({"name": "values", "type": {"array": "int32", "count": {"param": "count"}}})"));
-    CHECK(entry(d, "sal_hash", 0) == J::parse(R"({"name": "data", "type": {"array": "uint8", "count": {"param": "len"}}})"));
+    // C's const on the pointee: "const": true on in pointers, arrays and strings.
+    CHECK(entry(d, "sal_sum", 0) ==
+          J::parse(R"({"name": "values", "type": {"array": "int32", "count": {"param": "count"}}, "const": true})"));
+    CHECK(entry(d, "sal_hash", 0) ==
+          J::parse(R"({"name": "data", "type": {"array": "uint8", "count": {"param": "len"}}, "const": true})"));
     CHECK(entry(d, "sal_fill", 0) ==
           J::parse(R"({"name": "out", "type": {"array": "int32", "count": {"param": "cap"}}, "dir": "out"})"));
     CHECK(entry(d, "sal_read", 0) ==
@@ -154,14 +157,14 @@ TEST_SUITE("generate") {
     CHECK(entry(d, "sal_move", 0) == J::parse(R"({"name": "p", "type": {"ptr": "sal_point"}, "dir": "inout"})"));
     CHECK(entry(d, "sal_scale", 0) ==
           J::parse(R"({"name": "v", "type": {"array": "double", "count": {"param": "n"}}, "dir": "inout"})"));
-    CHECK(entry(d, "sal_open", 0) == J::parse(R"({"name": "path", "type": "string"})"));
+    CHECK(entry(d, "sal_open", 0) == J::parse(R"({"name": "path", "type": "string", "const": true})"));
     CHECK(entry(d, "sal_open", 1) == J::parse(R"({"name": "ctx", "type": {"ptr": "pointer"}, "dir": "out"})"));
-    CHECK(entry(d, "sal_find", 0) == J::parse(R"({"name": "hint", "type": {"ptr": "sal_point"}, "nullable": true})"));
+    CHECK(entry(d, "sal_find", 0) == J::parse(R"({"name": "hint", "type": {"ptr": "sal_point"}, "nullable": true, "const": true})"));
     CHECK(entry(d, "sal_find", 1) == J::parse(R"({"name": "index", "type": {"ptr": "int"}, "dir": "out"})"));
-    CHECK(entry(d, "sal_length", 0) == J::parse(R"({"name": "s", "type": "string"})"));
+    CHECK(entry(d, "sal_length", 0) == J::parse(R"({"name": "s", "type": "string"})"));  // char *: no const promise
     CHECK(entry(d, "sal_name", 0) ==
           J::parse(R"({"name": "buf", "type": {"string": "utf8", "capacity": {"param": "cap"}}, "dir": "out"})"));
-    CHECK(entry(d, "sal_key", 0) == J::parse(R"({"name": "key", "type": {"array": "uint8", "count": 16}})"));
+    CHECK(entry(d, "sal_key", 0) == J::parse(R"({"name": "key", "type": {"array": "uint8", "count": 16}, "const": true})"));
     CHECK(entry(d, "sal_error", -1) == J::parse(R"({"type": "string", "nullable": true, "free_with": "none"})"));
     // The reasons name the annotation.
     CHECK(said(d, "inferred: /functions/sal_copy/params/0: SAL _Out_writes_to_(cap,*written): an out array of 'cap', "
@@ -197,13 +200,13 @@ TEST_SUITE("generate") {
     CHECK(entry(d, "gi_get_rect", 1) == J::parse(R"({"name": "rect", "type": {"ptr": "gi_rect"}, "dir": "out"})"));
     CHECK(entry(d, "gi_bump", 0) == J::parse(R"({"name": "value", "type": {"ptr": "int"}, "dir": "inout"})"));
     CHECK(entry(d, "gi_sum", 0) ==
-          J::parse(R"({"name": "values", "type": {"array": "int", "count": {"param": "n_values"}}})"));  // not adjacent
-    CHECK(entry(d, "gi_trace", 0) == J::parse(R"({"name": "m", "type": {"array": "double", "count": 16}})"));
+          J::parse(R"({"name": "values", "type": {"array": "int", "count": {"param": "n_values"}}, "const": true})"));  // not adjacent
+    CHECK(entry(d, "gi_trace", 0) == J::parse(R"({"name": "m", "type": {"array": "double", "count": 16}, "const": true})"));
     CHECK(entry(d, "gi_join", 0) ==
-          J::parse(R"({"name": "strv", "type": {"array": "string", "count": {"sentinel": null}}})"));
+          J::parse(R"({"name": "strv", "type": {"array": "string", "count": {"sentinel": null}}, "const": true})"));
     CHECK(entry(d, "gi_join", -1) == J::parse(R"({"type": "string", "free_with": "free"})"));
     CHECK(entry(d, "gi_get_name", -1) == J::parse(R"({"type": "string", "nullable": true, "free_with": "none"})"));
-    CHECK(entry(d, "gi_set_label", 1) == J::parse(R"({"name": "label", "type": "string", "nullable": true})"));
+    CHECK(entry(d, "gi_set_label", 1) == J::parse(R"({"name": "label", "type": "string", "nullable": true, "const": true})"));
     CHECK(entry(d, "gi_foreach", 1) == J::parse(R"({"name": "func", "type": {"callback": "gi_func", "scope": "call"}})"));
     CHECK(entry(d, "gi_watch", 1) ==
           J::parse(R"({"name": "func", "type": {"callback": "gi_func", "scope": "registered"}})"));
@@ -227,6 +230,7 @@ TEST_SUITE("generate") {
   TEST_CASE("generate: doxygen parameter directions") {
     const Draft d = generate("generate_doxygen.h");
     INFO(d.json.dump(1));
+    // [in] on int *: in, but C makes no const promise, so no "const".
     CHECK(entry(d, "dx_sum", 0) == J::parse(R"({"name": "values", "type": {"array": "int", "count": {"param": "count"}}})"));
     CHECK(entry(d, "dx_stats_get", 0) == J::parse(R"({"name": "stats", "type": {"ptr": "dx_stats"}, "dir": "out"})"));
     CHECK(entry(d, "dx_bump", 0) == J::parse(R"({"name": "counter", "type": {"ptr": "long"}, "dir": "inout"})"));
@@ -315,6 +319,92 @@ void odd_gi(int *f, int *e);
     CHECK(plain["out"]["dest"] == J::parse(hello));
     CHECK(plain["out"]["destLen"] == 23);
     std::filesystem::remove(d.path);
+  }
+
+  TEST_CASE("generate: C's const on a pointee becomes \"const\": true on in pointers, arrays and strings only") {
+    const std::string h = temp_path("cst.h");
+    std::ofstream(h) << R"(#include <stddef.h>
+#include <stdint.h>
+typedef struct cst_point { int x, y; } cst_point;
+typedef struct cst_ctx cst_ctx;
+typedef unsigned char cst_uuid[16];
+typedef int (*cst_cmp)(const cst_point *a, cst_point *b);
+size_t strlen(const char *s);
+int cst_sum(const int32_t *values, size_t count);
+int cst_hash(const void *data, size_t len);
+int cst_norm(const cst_point *p);
+int cst_unparse(const cst_uuid uu);
+int cst_text(const char *text, size_t len);
+int cst_strv(const char *const *argv, size_t count);
+void cst_fill(char *buf, size_t size);
+void cst_get(cst_point *p);
+int cst_read(int32_t *out, size_t count);
+void cst_close(const cst_ctx *ctx);
+void cst_opaque(const void *handle);
+void cst_sort(cst_cmp cmp);
+int cst_value(const int x);
+int cst_mutable(int * const p);
+int cst_sal(_In_reads_(n) int32_t *v, size_t n, _In_z_ const char *name, _Out_ int32_t *total);
+)";
+    const std::string out = temp_path("cst.json");
+    Run g = run("generate " + h + " --library c --load libc.so.6 --string-default utf8 -o " + out);
+    INFO(g.err);
+    REQUIRE(g.status == 0);
+    Draft d{J::parse(test::read_text(out)), g.err, out};
+    INFO(d.json.dump(1));
+    // In, and C says const: the callee promises not to write.
+    CHECK(entry(d, "strlen", 0) == J::parse(R"({"name": "s", "type": "string", "const": true})"));
+    CHECK(entry(d, "cst_sum", 0) ==
+          J::parse(R"({"name": "values", "type": {"array": "int32", "count": {"param": "count"}}, "const": true})"));
+    CHECK(entry(d, "cst_hash", 0) ==
+          J::parse(R"({"name": "data", "type": {"array": "uint8", "count": {"param": "len"}}, "const": true})"));
+    CHECK(entry(d, "cst_norm", 0) == J::parse(R"({"name": "p", "type": {"ptr": "cst_point"}, "const": true})"));
+    CHECK(entry(d, "cst_unparse", 0) == J::parse(R"({"name": "uu", "type": {"array": "uchar", "count": 16}, "const": true})"));
+    CHECK(entry(d, "cst_text", 0) ==  // bytes or text is asked; const either way
+          J::parse(R"({"name": "text", "type": {"array": "uint8", "count": {"param": "len"}}, "const": true})"));
+    CHECK(d.json["functions"]["cst_text"]["params"][0].contains("$question"));
+    CHECK(entry(d, "cst_strv", 0) ==
+          J::parse(R"({"name": "argv", "type": {"array": "pointer", "count": {"param": "count"}}, "const": true})"));
+    CHECK(entry(d, "cst_sal", 2) == J::parse(R"({"name": "name", "type": "string", "const": true})"));
+    // A callback's const parameter documents the header, as libc.json's CompareItems does.
+    CHECK(without_questions(d.json["callbacks"]["cst_cmp"]["params"][0]) ==
+          J::parse(R"({"name": "arg0", "type": {"ptr": "cst_point"}, "const": true})"));
+    // Not const in C, out, opaque, a callback or a value: no "const".
+    for (auto [fn, i] : std::initializer_list<std::pair<const char*, int>>{
+             {"cst_fill", 0}, {"cst_get", 0}, {"cst_read", 0}, {"cst_close", 0}, {"cst_opaque", 0}, {"cst_sort", 0},
+             {"cst_value", 0}, {"cst_mutable", 0}, {"cst_sal", 0}, {"cst_sal", 3}}) {
+      CAPTURE(fn);
+      CAPTURE(i);
+      CHECK_FALSE(entry(d, fn, i).contains("const"));
+    }
+    CHECK_FALSE(without_questions(d.json["callbacks"]["cst_cmp"]["params"][1]).contains("const"));
+    CHECK(entry(d, "cst_fill", 0)["dir"] == "out");
+    CHECK(entry(d, "cst_close", 0)["type"] == "pointer");
+    CHECK(entry(d, "cst_opaque", 0)["type"] == "pointer");
+    CHECK(entry(d, "cst_sal", 0)["type"].contains("array"));  // SAL says in; C does not promise const
+    // Every entry loads as drafted, const included, and the const string reaches libc.
+    Context ctx;
+    LoadResult r = ctx.load_text(without_questions(d.json).dump(), "answered.json");
+    std::string errors;
+    for (const auto& e : r.errors) errors += e.text() + "\n";
+    INFO(errors);
+    REQUIRE(r.ok());
+    CHECK(r.typemap->functions.at("strlen").params[0].is_const);
+    CHECK(r.typemap->functions.at("cst_norm").params[0].is_const);
+    CHECK_FALSE(r.typemap->functions.at("cst_get").params[0].is_const);
+    J only_strlen = d.json;
+    only_strlen["functions"] = J{{"strlen", d.json["functions"]["strlen"]}};
+    only_strlen.erase("callbacks");
+    only_strlen.erase("types");
+    const std::string sl = temp_path("cst_strlen.json");
+    std::ofstream(sl) << only_strlen.dump();
+    Run c = run("call " + sl + " strlen '\"h\u00e9llo\"'");
+    INFO(c.err);
+    REQUIRE(c.status == 0);
+    CHECK(J::parse(c.out)["return"] == 6);
+    std::filesystem::remove(h);
+    std::filesystem::remove(out);
+    std::filesystem::remove(sl);
   }
 
   TEST_CASE("generate: a header that defines SAL macros itself keeps its own definitions") {

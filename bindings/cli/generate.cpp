@@ -99,6 +99,11 @@ bool is_integer(CXType t) {
   return p && *p != "float" && *p != "double" && *p != "cbool";
 }
 
+bool const_elements(CXType array) {
+  return clang_isConstQualifiedType(array) != 0 ||
+         clang_isConstQualifiedType(clang_getCanonicalType(clang_getArrayElementType(array))) != 0;
+}
+
 bool is_char(CXType t) {
   const CXTypeKind k = clang_getCanonicalType(t).kind;
   return k == CXType_Char_S || k == CXType_Char_U;
@@ -261,7 +266,7 @@ json Generator::param(CXType t, const std::string& name, const std::string& p, c
     // A parameter of array type (uuid_t) is a pointer to its first element, with a known count.
     CXType elem = clang_getArrayElementType(c);
     j["type"] = json{{"array", type_expr(elem, p)}, {"count", clang_getArraySize(c)}};
-    if (clang_isConstQualifiedType(clang_getCanonicalType(elem))) {
+    if (const_elements(c)) {
       reasons.push_back(p + ": " + spelling(t) + " (const array of " + std::to_string(clang_getArraySize(c)) +
                         "): an in array of that count");
     } else {
@@ -363,6 +368,31 @@ json Generator::param(CXType t, const std::string& name, const std::string& p, c
   return j;
 }
 
+// C's const on what a parameter points to, kept as the typemap's "const" (the
+// callee promises not to write through it, so the engine may pass host memory in
+// place): only on an in pointer to data (ptr), array or string as drafted; never on
+// out/inout, an opaque pointer, a callback or a value. Before any question, so a
+// draft reads in the order the shipped typemaps use.
+void Generator::mark_const(json& j, CXType t) {
+  CXType c = clang_getCanonicalType(t);
+  bool c_const = false;
+  if (c.kind == CXType_Pointer) c_const = clang_isConstQualifiedType(clang_getCanonicalType(clang_getPointeeType(c))) != 0;
+  else if (c.kind == CXType_ConstantArray) c_const = const_elements(c);
+  if (!c_const) return;
+  if (j.value("dir", "in") != "in" || !j.contains("type")) return;
+  const json& type = j.at("type");
+  const bool data = type.is_object() ? type.contains("ptr") || type.contains("array") || type.contains("string")
+                                     : type == json(string_type);
+  if (!data) return;
+  std::optional<json> asked;
+  if (j.contains("$question")) {
+    asked = j.at("$question");
+    j.erase("$question");
+  }
+  j["const"] = true;
+  if (asked) j["$question"] = *asked;
+}
+
 json Generator::signature(CXType fn_type, const std::vector<std::string>& names_in, const std::string& p,
                           bool is_callback, const std::string& fname, const ann::FunctionNotes* notes) {
   json sig;
@@ -412,6 +442,7 @@ json Generator::signature(CXType fn_type, const std::vector<std::string>& names_
       params.push_back(annotated_param(types[i], names[i], ip, types, names, i, fname, it->second));
     else
       params.push_back(param(types[i], names[i], ip, types, names, i, fname));
+    mark_const(params.back(), types[i]);
   }
   if (!is_callback) compute_counts(params, p);
   if (!params.empty()) sig["params"] = params;

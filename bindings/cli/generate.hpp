@@ -109,6 +109,7 @@ class Generator {
   void compute_counts(json& params, const std::string& p);
   json param(CXType t, const std::string& name, const std::string& p, const std::vector<CXType>& types,
              const std::vector<std::string>& names, std::size_t i, const std::string& fname);
+  void mark_const(json& j, CXType t);
   // What a parameter's or the return's annotations make certain (generate_apply.cpp).
   json annotated_param(CXType t, const std::string& name, const std::string& p, const std::vector<CXType>& types,
                        const std::vector<std::string>& names, std::size_t i, const std::string& fname,
@@ -119,9 +120,10 @@ class Generator {
   std::optional<json> count_of(const std::string& expr, const std::vector<CXType>& types,
                                const std::vector<std::string>& names, bool allow_return, std::string& why_not);
   std::optional<json> text_type(CXType pointee);
+  static constexpr const char* string_type = "string";  // the draft's UTF-8 (or --string-default) string type
   std::string string_name() {
     uses_strings_ = true;
-    return "string";
+    return string_type;
   }
   void constant_from_macro(CXCursor c);
   // Whether an attribute libclang does not expose is spelled with this word.
@@ -155,5 +157,8 @@ class Generator {
 std::optional<std::string> primitive(CXType t);
 bool is_integer(CXType t);
 bool is_char(CXType t);
+// Whether the elements of an array type (canonical) are const: `const uuid_t` qualifies
+// the array type itself, which C reads as const elements.
+bool const_elements(CXType array);
 
 }  // namespace marshal::cli::gen

@@ -189,7 +189,7 @@ json Generator::annotated_param(CXType t, const std::string& name, const std::st
 
   if (c.kind == CXType_ConstantArray) {  // uuid_t: a pointer to N elements
     CXType elem = clang_getArrayElementType(c);
-    const bool is_const = clang_isConstQualifiedType(clang_getCanonicalType(elem)) != 0;
+    const bool is_const = const_elements(c);
     if (dir != ann::Direction::in && is_const)
       return ask(said + " says " + dir_name + ", but C declares it " + spelling(t) +
                  " (const: the callee does not write it). Which is right?");
