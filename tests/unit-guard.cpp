@@ -34,6 +34,22 @@ TEST_SUITE("guard") {
                      "end of the 12-byte buffer it was given (0 bytes past it") != std::string::npos);
   }
 
+  TEST_CASE("a host that sets its own SIGSEGV handler after guard mode began does not turn it off") {
+    // A test framework restores the handler it saw before each test; a host
+    // may install its own. The next guarded call puts the guard's back.
+    Child c = in_child([] {
+      Bound b("tests/fixtures/guard.json");
+      b.lib->set_guard(true);
+      b.call("fill_exact_i32_array", {3});  // installs the handler
+      signal(SIGSEGV, SIG_DFL);
+      signal(SIGBUS, SIG_DFL);
+      b.call("overrun_out_i32_array", {3});
+    });
+    INFO(c.err);
+    CHECK(aborted(c));
+    CHECK(c.err.find("marshal guard: function 'overrun_out_i32_array': parameter 0 'out'") != std::string::npos);
+  }
+
   TEST_CASE("a callee reading one byte past copied-in data stops at once") {
     Child c = in_child([] {
       Bound b("tests/fixtures/guard.json");

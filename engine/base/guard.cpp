@@ -134,16 +134,31 @@ void on_fault(int sig, siginfo_t* info, void* context) {
   sigaction(sig, sig == SIGBUS ? &previous_bus : &previous_segv, nullptr);
 }
 
+// Installs the fault handler unless it is the current one. Checked on every
+// guarded buffer, not once: a host (or a test framework) that sets its own
+// SIGSEGV handler afterwards, or restores the one it saw before ours, would
+// otherwise turn guard mode off without a word. The handler found is what a
+// fault outside the guard pages goes to.
 void install_handler() {
-  static std::once_flag once;
-  std::call_once(once, [] {
-    struct sigaction sa = {};
-    sa.sa_sigaction = on_fault;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGSEGV, &sa, &previous_segv);
-    sigaction(SIGBUS, &sa, &previous_bus);
-  });
+  static std::mutex m;
+  const std::lock_guard<std::mutex> lock(m);
+  struct sigaction current = {};
+  if (sigaction(SIGSEGV, nullptr, &current) == 0 && (current.sa_flags & SA_SIGINFO) &&
+      current.sa_sigaction == on_fault) {
+    struct sigaction bus = {};
+    if (sigaction(SIGBUS, nullptr, &bus) == 0 && (bus.sa_flags & SA_SIGINFO) && bus.sa_sigaction == on_fault) return;
+  }
+  struct sigaction sa = {};
+  sa.sa_sigaction = on_fault;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction before = {};
+  for (int sig : {SIGSEGV, SIGBUS}) {
+    if (sigaction(sig, &sa, &before) != 0) continue;
+    // Never chain to ourselves (both signals are checked above as one).
+    if ((before.sa_flags & SA_SIGINFO) && before.sa_sigaction == on_fault) continue;
+    (sig == SIGBUS ? previous_bus : previous_segv) = before;
+  }
 }
 
 int publish(std::uintptr_t base, std::uintptr_t guard, std::uintptr_t start, std::size_t size, int index,
