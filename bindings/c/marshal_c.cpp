@@ -548,10 +548,11 @@ Bits kid(const char* api, CValue* v, std::size_t i) {
 // Puts v into *slot (a result's value), reusing the value when nobody else
 // holds it (a host that retained a value from an earlier result keeps that
 // value unchanged, and an argument of a call in progress is not touched).
-void put(Bits& slot, marshal::engine::Value&& v) {
+// `outer`: the calls in progress that may still read the slot's value.
+void put(Bits& slot, marshal::engine::Value&& v, const CallFrame* outer) {
   std::uint32_t refs = 0;
   auto* c = static_cast<CValue*>(Handles::find(to_handle<void>(slot), Kind::value, refs));
-  if (c && refs == 1 && !in_call(slot, Kind::value)) {
+  if (c && refs == 1 && !(outer && in_call(slot, Kind::value, outer))) {
     drop_kids(c);
     // A record is swapped, not moved: the engine's scratch keeps its shape, so
     // a record returned call after call is updated in place.
@@ -565,10 +566,15 @@ void put(Bits& slot, marshal::engine::Value&& v) {
   if (!slot) throw std::bad_alloc();
 }
 
-// Moves the engine's result (r->scratch) into r's values.
+// Moves the engine's result (r->scratch) into r's values. The call that made
+// it has finished reading its arguments: only the calls around it (a host
+// function's caller) may still use r's borrowed values. Those the host took
+// from r and passed to this very call are updated in place, as documented
+// (borrowed values are valid until a reused result is called into again).
 void publish(CResult* r) {
   marshal::engine::CallResult& c = r->scratch;
-  put(r->ret, std::move(c.ret));
+  const CallFrame* outer = frames ? frames->up : nullptr;
+  put(r->ret, std::move(c.ret), outer);
   if (r->outs.size() > c.out.size()) {
     for (std::size_t i = c.out.size(); i < r->outs.size(); ++i) disown(r->outs[i].second);
     r->outs.resize(c.out.size());
@@ -576,7 +582,7 @@ void publish(CResult* r) {
   for (std::size_t i = 0; i < c.out.size(); ++i) {
     if (i == r->outs.size()) r->outs.emplace_back(c.out[i].first, 0);
     else if (r->outs[i].first != c.out[i].first) r->outs[i].first = c.out[i].first;
-    put(r->outs[i].second, std::move(c.out[i].second));
+    put(r->outs[i].second, std::move(c.out[i].second), outer);
   }
   r->has_errno = c.error_number.has_value();
   r->err = c.error_number.value_or(0);
