@@ -25,7 +25,8 @@
 -- Functions left out entirely: none.
 -- marshal.null inside returned tables: no fixture function returns a record
 -- whose pointer field is null (fill_out_header always sets items), so it is
--- checked inside argument tables here (sum_in_header, items = marshal.null).
+-- checked in a Header read back from native memory (lib:new, box:get()) and
+-- inside argument tables (sum_in_header, items = marshal.null).
 local check = dofile("tests/lua/check.lua")
 local J = dofile("tests/lua/json.lua")
 local marshal = require("marshal")
@@ -331,6 +332,18 @@ P("sum_in_header", A({ name = "abc", n = 2, items = { 5, 6 } }), R(32 * 1000000 
 P("sum_in_header", A({ name = "abcd", n = 2, items = marshal.null }), R(32 * 1000000 + 4 * 1000))
 P("fill_out_header", A(), R({ cb = 32, name = "filled", n = 3, items = { 7, 8, 9 } }))
 P("sum_in_flex", A({ n = 2, tag = 1, items = { 0.5, 0.25 } }), R(1.75))
+do  -- marshal.null inside a returned table: a Header in native memory read back whole
+  local fx = libs.pinvoke
+  local h = fx:new("Header")
+  local t = h:get()
+  check.ok(rawequal(t.items, marshal.null), "a null pointer field reads as marshal.null")
+  check.deq(t, { cb = 0, name = "", n = 0, items = marshal.null }, "a zeroed Header")
+  h:set({ cb = 32, name = "abcde", n = 2, items = marshal.null })
+  check.ok(rawequal(h:get().items, marshal.null), "written and read back as marshal.null")
+  check.eq(fx.sum_in_header(h), 32 * 1000000 + 5 * 1000, "the box by address: items NULL, n ignored")
+  h:set({ cb = 32, name = "abcde", n = 2, items = { 5, 6 } })
+  check.eq(fx.sum_in_header(h), 32 * 1000000 + 5 * 1000 + 11, "and with items")
+end
 
 -- handles (one process: Lua only)
 do
