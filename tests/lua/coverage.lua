@@ -309,7 +309,10 @@ do
   P("echo_big100", A({ data = data }), R({ data = table.concat(doubled) }))  -- uint8 arrays come back as strings
   P("sum_in_big100", A({ data = data }), R(t))
 end
-P("echo_union_if", A({ i = 1 }), R({ i = 1 ~ 0x00800000, f = (string.unpack("<f", string.pack("<i4", 1 ~ 0x00800000))) }))
+do  -- both members read back: f is the float with i's bits
+  local i = 1 ~ 0x00800000
+  P("echo_union_if", A({ i = 1 }), R({ i = i, f = (string.unpack("<f", string.pack("<i4", i))) }))
+end
 P("echo_bits", A({ a = 7, b = 300, c = 1 }), R({ a = (7 + 1) & 7, b = (300 * 2) & 511, c = 1 ~ 0xFFFFF }))
 P("echo_arr_in_struct", A({ v = { 1, 2, 3 }, f = 1.5 }), R({ v = { 2, 4, 6 }, f = -1.5 }))
 
@@ -416,7 +419,8 @@ CB("apply_point", A(function(p) return p.x * 100 + p.y end, 4, 2), R(402))
 CB("apply_text", A(function(s) return #s end, "h\u{e9}llo"), R(6))
 CB("apply_u8", A(function(v) return v + 100 end, 100), R(201))  -- (100 + 100) + 1, a uint8
 CB("apply_out", A(function(v) return { ["return"] = 4, result = v * 2 } end, 21), R(4 * 1000 + 42))
-CB("apply_vec", A(function(v, k) return { x = v.x * k, y = v.y * k } end, { x = 1.5, y = -2.0 }), R({ x = 4.5, y = -5.5 }))
+CB("apply_vec", A(function(v, k) return { x = v.x * k, y = v.y * k } end, { x = 1.5, y = -2.0 }),
+  R({ x = 4.5, y = -5.5 }))  -- k is 3, then y + 0.5
 do
   local r = libs.callbacks:callback("IntFn", function(v) return v + 100 end)
   CB("register_i32", A(r), R())
