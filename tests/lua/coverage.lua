@@ -461,7 +461,7 @@ do
   check.err(function() return o.square_create(-1.0) end, "square_create")  -- check: fails_when negative
   local s = O("store_create", A())[1]
   check.eq(marshal.type(s), "object", "store_create: an object")
-  O("store_last_sum", A())
+  O("store_last_sum", A(), R(0))  -- no AddAll has run in this process
   local p = O("probe_create", A())[1]
   check.eq(marshal.type(p), "object", "probe_create: an object")
   check.eq(p:Thread(), o.current_thread(), "the probe runs on this thread")
