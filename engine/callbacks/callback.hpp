@@ -9,9 +9,9 @@
 // its limit of closures, a released one of the same signature that no handle
 // refers to any more is recycled (round robin over the pool): the trap holds
 // for a released callback until that many closures exist, and the number of
-// callbacks made over a library's life is not limited, only those held at once. Host failures (false or a
-// throw) return the signature's on_error value to native code and are re-raised
-// to the host when the outer native call returns.
+// callbacks made over a library's life is not limited, only those held at once.
+// Host failures (false or a throw) return the signature's on_error value to
+// native code and are re-raised to the host when the outer native call returns.
 #pragma once
 
 #include "base/bounds.hpp"
