@@ -109,6 +109,62 @@ TEST_SUITE("callbacks") {
     CHECK(small.stats().live == 1);
   }
 
+  TEST_CASE("at the limit, released closures without handles are recycled: no limit over a library's life") {
+    auto& f = cb();
+    CallbackPool small(f.ctx.types(), f.ctx.ffi(), nullptr, 2);
+    const CallbackSig& sig = f.tm->callbacks.at("IntFn");
+    const CallbackSig& other = f.tm->callbacks.at("OwnerFn");
+    auto adds = [](std::int64_t k) {
+      return host("adds", [k](const std::vector<Value>& a, Value& r, std::string&) {
+        r = Value(I(a[0]) + k);
+        return true;
+      });
+    };
+    using Fn = int32_t (*)(int32_t);
+    std::string error;
+    // Below the limit a released closure stays a trap: a new host function gets a new closure.
+    auto a = small.acquire(sig, adds(1), error);
+    REQUIRE(a);
+    void* a_code = a->code();
+    a->release();
+    a.reset();
+    auto b = small.acquire(sig, adds(2), error);
+    REQUIRE(b);
+    CHECK(b->code() != a_code);
+    CHECK(small.stats().created == 2);
+    // At the limit: the released one is recycled for the next host function, which it runs.
+    auto c = small.acquire(sig, adds(3), error);
+    INFO(error);
+    REQUIRE(c);
+    CHECK(c->code() == a_code);
+    CHECK(reinterpret_cast<Fn>(c->code())(10) == 13);
+    CHECK(small.stats().created == 2);
+    CHECK(small.stats().recycled == 1);
+    // A released callback whose handle is still held is not recycled (its holder
+    // must keep seeing it released); nor is a closure of another signature.
+    b->release();
+    CHECK(small.acquire(sig, adds(4), error) == nullptr);
+    CHECK(error.find("too many callbacks: 2 closures exist") != std::string::npos);
+    CHECK_FALSE(b->active());
+    CHECK(reinterpret_cast<Fn>(b->code())(1) == -1);  // the trap: IntFn's on_error
+    std::string trapped;
+    CHECK(callback_take_error(trapped));
+    CHECK(trapped.find("called after it was released") != std::string::npos);
+    b.reset();
+    CHECK(small.acquire(other, adds(5), error) == nullptr);
+    // Many more than the limit over the pool's life, two at a time.
+    for (int i = 0; i < 3000; ++i) {
+      auto d = small.acquire(sig, adds(i), error);
+      REQUIRE(d);
+      CHECK(reinterpret_cast<Fn>(d->code())(1) == 1 + i);
+      d->release();
+    }
+    CHECK(small.stats().created == 2);
+    CHECK(small.stats().live == 1);  // c
+    CHECK(reinterpret_cast<Fn>(c->code())(0) == 3);
+    c->release();
+  }
+
   TEST_CASE("the same host function reuses its closure: no growth in a loop") {
     auto& f = cb();
     auto h = host("inc", [](const std::vector<Value>& a, Value& r, std::string&) {

@@ -803,11 +803,13 @@ int l_library_stats(lua_State* L) {
     failed = true;  // raised after the catch: no exception object is live across the longjmp
   }
   if (failed) return luaL_error(L, "marshal: stats failed");
-  lua_createtable(L, 0, 6);
+  lua_createtable(L, 0, 7);
   lua_pushinteger(L, static_cast<lua_Integer>(cs.live));
   lua_setfield(L, -2, "callbacks_live");
   lua_pushinteger(L, static_cast<lua_Integer>(cs.created));
   lua_setfield(L, -2, "callbacks_created");
+  lua_pushinteger(L, static_cast<lua_Integer>(cs.recycled));
+  lua_setfield(L, -2, "callbacks_recycled");
   lua_pushinteger(L, static_cast<lua_Integer>(handles));
   lua_setfield(L, -2, "handles_live");
   lua_pushinteger(L, static_cast<lua_Integer>(os.wrappers));

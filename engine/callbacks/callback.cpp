@@ -132,7 +132,17 @@ bool call_host(const HostFunction& fn, const std::vector<Value>& args, Value& re
 }  // namespace
 
 void Callback::trampoline(ffi_cif*, void* ret, void** args, void* self) {
-  static_cast<Callback*>(self)->run(ret, args);
+  // Counted before active() is read (seq_cst, paired with recycle()): a
+  // closure is recycled only when no call is inside it, so fn_ is never
+  // replaced under a running call; a call that enters later sees active()
+  // false (the trap) or true with the new host function.
+  auto* cb = static_cast<Callback*>(self);
+  cb->running_.fetch_add(1);
+  struct Leave {
+    Callback* cb;
+    ~Leave() { cb->running_.fetch_sub(1, std::memory_order_release); }
+  } leave{cb};
+  cb->run(ret, args);
 }
 
 void Callback::run(void* ret, void** args) {
@@ -536,6 +546,7 @@ CallbackPool::~CallbackPool() {
 
 std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const std::shared_ptr<HostFunction>& fn,
                                                 std::string& error) {
+  std::shared_ptr<HostFunction> old;  // a recycled closure's former host function, destroyed unlocked
   std::lock_guard lock(mutex_);
   auto& mine = by_function_[{&sig, fn.get()}];
   for (Callback* cb : mine) {
@@ -549,8 +560,14 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
     }
   }
   if (all_.size() >= limit_) {
-    error = "too many callbacks: " + std::to_string(limit_) + " closures exist (callbacks are never freed, so a late "
-            "call cannot reach freed memory; reuse host functions, or raise the limit)";
+    if (auto cb = recycle(sig, fn, old)) {
+      mine.push_back(cb.get());
+      return cb;
+    }
+    error = "too many callbacks: " + std::to_string(limit_) + " closures exist and none of signature '" + sig.name +
+            "' is released with no handle left (closures are never freed, so a late call cannot reach freed "
+            "memory; release callbacks and drop their handles, reuse host functions, or raise the limit)";
+    if (mine.empty()) by_function_.erase({&sig, fn.get()});
     return nullptr;
   }
   for (const Param& p : sig.params)
@@ -625,9 +642,42 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
   return cb;
 }
 
+std::shared_ptr<Callback> CallbackPool::recycle(const CallbackSig& sig, const std::shared_ptr<HostFunction>& fn,
+                                                std::shared_ptr<HostFunction>& old) {
+  // Round robin from where the last search stopped: a released closure is
+  // taken again only after the others have had their turn. use_count() == 1:
+  // no handle outside all_ (copies are made only under mutex_), so no holder
+  // of the released callback sees it active again.
+  const std::size_t n = all_.size();
+  for (std::size_t k = 0; k < n; ++k) {
+    const std::size_t i = (cursor_ + k) % n;
+    std::shared_ptr<Callback>& cb = all_[i];
+    // Inactive and no call inside (seq_cst, paired with trampoline()): only
+    // acquire (under mutex_) makes a closure active, so it stays inactive
+    // while fn_ is replaced below.
+    if (cb->sig_ != &sig || cb.use_count() != 1 || cb->active() || cb->running_.load() != 0) continue;
+    auto at = by_function_.find({&sig, cb->fn_.get()});
+    if (at != by_function_.end()) {
+      auto& v = at->second;
+      v.erase(std::remove(v.begin(), v.end(), cb.get()), v.end());
+      if (v.empty()) by_function_.erase(at);
+    }
+    old = std::move(cb->fn_);
+    cb->fn_ = fn;
+    cb->owner_.store(std::this_thread::get_id());
+    cb->set_owner_apartment();
+    cb->active_.store(true);  // after fn_: a call that sees it active runs fn
+    live_.fetch_add(1, std::memory_order_relaxed);
+    ++recycled_;
+    cursor_ = (i + 1) % n;
+    return cb;
+  }
+  return nullptr;
+}
+
 CallbackStats CallbackPool::stats() {
   std::lock_guard lock(mutex_);
-  return {live_.load(), all_.size(), limit_};
+  return {live_.load(), all_.size(), limit_, recycled_};
 }
 
 }  // namespace marshal::engine

@@ -5,9 +5,13 @@
 // until the host releases it for "registered". Its closure is never freed, so a
 // late call from native code lands in a trap that names the callback, never in
 // freed memory; a host function is reused with its closure, so a loop that
-// passes the same comparator does not grow memory. Host failures (false or a
-// throw) return the signature's on_error value to native code and are re-raised
-// to the host when the outer native call returns.
+// passes the same comparator does not grow memory. Once a library's pool holds
+// its limit of closures, a released one of the same signature that no handle
+// refers to any more is recycled (round robin over the pool): the trap holds
+// for a released callback until that many closures exist, and the number of
+// callbacks made over a library's life is not limited, only those held at once.
+// Host failures (false or a throw) return the signature's on_error value to
+// native code and are re-raised to the host when the outer native call returns.
 #pragma once
 
 #include "base/bounds.hpp"
@@ -60,6 +64,7 @@ class Callback {
   std::string name_;
   std::shared_ptr<HostFunction> fn_;
   std::atomic<bool> active_{false};
+  std::atomic<int> running_{0};  // native calls inside the closure now (see trampoline)
   bool deliver_to_owner_ = false;
   std::atomic<std::thread::id> owner_{};  // the thread that made it active
   std::mutex owner_mutex_;
@@ -85,10 +90,13 @@ struct CallbackStats {
   std::size_t live = 0;     // active now
   std::size_t created = 0;  // closures allocated (never freed)
   std::size_t limit = 0;
+  std::size_t recycled = 0;  // released closures given to another host function
 };
 
 // Owns every closure of a library. Closures are allocated on demand up to a
-// limit (exhaustion is an error, never a crash) and kept for the process's life.
+// limit and kept for the process's life; at the limit, released closures of
+// the same signature without handles are recycled, and only when none is
+// (all held or active) is acquiring an error, never a crash.
 class CallbackPool {
  public:
   CallbackPool(const TypeRegistry& reg, class FfiTypes& ffi, HandleTable* handles, std::size_t limit = 65536)
@@ -127,6 +135,12 @@ class CallbackPool {
   std::vector<std::shared_ptr<Callback>> all_;
   std::map<std::pair<const CallbackSig*, const HostFunction*>, std::vector<Callback*>> by_function_;
   std::atomic<std::size_t> live_{0};
+  std::size_t cursor_ = 0;    // where the next search for a closure to recycle starts
+  std::size_t recycled_ = 0;  // under mutex_
+  // A released closure of sig that only all_ refers to, taken for fn (mutex_ held);
+  // its former host function is moved to `old` (destroyed by the caller, unlocked).
+  std::shared_ptr<Callback> recycle(const CallbackSig& sig, const std::shared_ptr<HostFunction>& fn,
+                                    std::shared_ptr<HostFunction>& old);
 
   struct Task {
     Callback* cb;

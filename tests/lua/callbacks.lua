@@ -127,4 +127,39 @@ check.eq(marshal.pump(0), 0, "nothing left to pump")
 local inline = cb:callback("IntFn", function(v) return v end)
 check.err(function() cb.start_async(inline, 4, 10) end, "IntFn", { parameter = "f" })
 inline:release()
+-- no fixed small limit over the library's life: 200,000 registered callbacks
+-- made and released one after another (a library holds at most 65,536
+-- closures; released ones without handles are recycled once it holds that many)
+do
+  local wrong = 0
+  for i = 1, 200000 do
+    local r = cb:callback("IntFn", function(v) return v + i end)
+    if i % 10000 == 0 then
+      cb.register_i32(r)
+      if cb.fire_registered(1) ~= 1 + i then wrong = wrong + 1 end
+      cb.register_i32(nil)
+    end
+    r:release()
+  end
+  check.eq(wrong, 0, "each sampled callback ran its own function")
+  local s = cb:stats()
+  check.ok(s.callbacks_created <= 65536, "closures made: " .. s.callbacks_created)
+  check.ok(s.callbacks_recycled >= 200000 - 65536, "closures recycled: " .. s.callbacks_recycled)
+  check.eq(s.callbacks_live, 0, "none active")
+  -- the trap after release still holds for the callback released last
+  local last = cb:callback("IntFn", function(v) return v * 3 end)
+  cb.register_i32(last)
+  check.eq(cb.fire_registered(4), 12, "a recycled closure runs the new function")
+  last:release()
+  check.err(function() return cb.fire_registered(5) end, "released")
+  check.err(function() cb.register_i32(last) end, "released", { parameter = "f" })
+  cb.register_i32(nil)
+  -- as many held at once as before
+  local held = {}
+  for i = 1, 1000 do held[i] = cb:callback("IntFn", function(v) return v - i end) end
+  cb.register_i32(held[1000])
+  check.eq(cb.fire_registered(0), -1000, "the 1000th of those held")
+  cb.register_i32(nil)
+  for i = 1, 1000 do held[i]:release() end
+end
 check.done("lua-callbacks")
