@@ -53,8 +53,9 @@ local function lua_arg(a)
   return a
 end
 
-local function to_json(v)
-  if v == nil or v == marshal.null then return "null" end
+-- What JSON cannot say by itself: marshal.null, bytes, unsigned 64-bit integers.
+local function leaf_json(v)
+  if v == marshal.null then return "null" end
   if getmetatable(v) == Bytes then return '{"base64":"' .. J.base64(v.bytes) .. '"}' end
   if getmetatable(v) == Unsigned then
     local x = v.value
@@ -62,20 +63,11 @@ local function to_json(v)
     local q = (x >> 1) // 5  -- x / 10, unsigned
     return string.format("%d%d", q, x - q * 10)
   end
-  if type(v) == "table" then
-    if v[1] ~= nil then
-      local parts = {}
-      for i = 1, #v do parts[i] = to_json(v[i]) end
-      return "[" .. table.concat(parts, ",") .. "]"
-    end
-    local keys = {}
-    for k in pairs(v) do keys[#keys + 1] = k end
-    table.sort(keys)
-    local parts = {}
-    for _, k in ipairs(keys) do parts[#parts + 1] = J.encode(k) .. ":" .. to_json(v[k]) end
-    return "{" .. table.concat(parts, ",") .. "}"
-  end
-  return J.encode(v)
+  return nil
+end
+
+local function to_json(v)
+  return J.encode(v, leaf_json)
 end
 
 -- ---- exact comparison ------------------------------------------------------------------

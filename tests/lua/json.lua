@@ -165,7 +165,12 @@ end
 -- encode: nil and J.null are null; a table with a first element is an array,
 -- any other table an object (keys sorted); floats keep a fraction or exponent
 -- (infinities and NaN as {"float": ...}, as `marshal call` reads them).
-function J.encode(v)
+-- `leaf(v)`, when given, encodes what it knows (a string back) at any depth.
+function J.encode(v, leaf)
+  if leaf then
+    local s = leaf(v)
+    if s then return s end
+  end
   local t = type(v)
   if v == nil or v == J.null then return "null" end
   if t == "boolean" then return tostring(v) end
@@ -182,14 +187,14 @@ function J.encode(v)
   if t == "table" then
     if v[1] ~= nil or (next(v) == nil and J.arrays[v]) then
       local parts = {}
-      for i = 1, #v do parts[i] = J.encode(v[i]) end
+      for i = 1, #v do parts[i] = J.encode(v[i], leaf) end
       return "[" .. table.concat(parts, ",") .. "]"
     end
     local keys = {}
     for k in pairs(v) do keys[#keys + 1] = k end
     table.sort(keys)
     local parts = {}
-    for _, k in ipairs(keys) do parts[#parts + 1] = encode_string(k) .. ":" .. J.encode(v[k]) end
+    for _, k in ipairs(keys) do parts[#parts + 1] = encode_string(k) .. ":" .. J.encode(v[k], leaf) end
     return "{" .. table.concat(parts, ",") .. "}"
   end
   error("json: cannot encode a " .. t, 0)
