@@ -383,23 +383,9 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
 
 bool Library::call_method(const Interface& owner, const Method& m, void* self, void* target,
                           std::span<const Value* const> args, CallResult& result, std::string& error) {
+  // A wrong argument count is the plan's error (setup): "IFace.Method: expects N arguments (names), got M".
   const Plan* plan = bind_method(owner, m, error);
   if (!plan) return false;
-  if (args.size() != plan->host_arity()) {
-    std::string names;
-    for (const Param& p : m.params)
-      if (p.host_supplied()) names += (names.empty() ? "" : ", ") + p.name;
-    Error e;
-    e.id = ErrorId::invalid_argument;
-    e.file = tm_.file;
-    e.function = owner.name + "." + m.name;
-    e.got = std::to_string(args.size()) + " arguments";
-    e.expected = std::to_string(plan->host_arity()) + " arguments";
-    e.message = tm_.file + ": " + owner.name + "." + m.name + ": expects " + std::to_string(plan->host_arity()) +
-                " argument" + (plan->host_arity() == 1 ? "" : "s") + (names.empty() ? "" : " (" + names + ")") +
-                ", got " + std::to_string(args.size());
-    return set_error(error, std::move(e));
-  }
   return plan->call_method(self, target, args, result, error);
 }
 
