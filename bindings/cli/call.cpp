@@ -1,4 +1,5 @@
-// marshal command line: `marshal call [--isolate] [--deadline MS] TYPEMAP FUNCTION [ARG...]`.
+// marshal command line: `marshal call [--isolate | --connect HOST:PORT [--tls-cert FILE --tls-key FILE
+// --tls-ca FILE [--tls-name NAME]]] [--deadline MS] TYPEMAP FUNCTION [ARG...]`.
 // Each ARG is one JSON value for the next in/inout parameter; prints exactly one
 // JSON object {"return": R, "out": {...}} (plus "errno" when captured). Any
 // error is one line on stderr and exit status 1.
