@@ -15,6 +15,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
 #include <thread>
 
@@ -640,11 +641,13 @@ TEST_SUITE("remote") {
 
 namespace {
 
-// `marshal serve ARGS` in the background; the port it printed.
+// `marshal serve TYPEMAPS --listen LISTEN OPTIONS` in the background; the
+// port it printed. Its stderr goes to `err_file` when one is given.
 struct Server {
   pid_t pid = -1;
   unsigned port = 0;
-  explicit Server(const std::vector<std::string>& typemaps) {
+  explicit Server(const std::vector<std::string>& typemaps, const std::vector<std::string>& options = {},
+                  const std::string& listen = "127.0.0.1:0", const std::string& err_file = "") {
     int out[2];
     REQUIRE(::pipe(out) == 0);
     pid = ::fork();
@@ -653,10 +656,15 @@ struct Server {
       ::dup2(out[1], 1);
       ::close(out[0]);
       ::close(out[1]);
+      if (!err_file.empty()) {
+        const int fd = ::open(err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd >= 0) ::dup2(fd, 2);
+      }
       std::vector<std::string> args{MARSHAL_EXE, "serve"};
       for (const auto& t : typemaps) args.push_back(t);
       args.push_back("--listen");
-      args.push_back("127.0.0.1:0");
+      args.push_back(listen);
+      for (const auto& o : options) args.push_back(o);
       std::vector<char*> argv;
       for (auto& a : args) argv.push_back(a.data());
       argv.push_back(nullptr);
@@ -669,7 +677,7 @@ struct Server {
     while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
     ::close(out[0]);
     INFO(line);
-    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
+    REQUIRE(line.rfind("listening on " + listen.substr(0, listen.rfind(':')) + ":", 0) == 0);
     port = static_cast<unsigned>(std::stoul(line.substr(line.rfind(':') + 1)));
   }
   ~Server() {
@@ -732,7 +740,8 @@ TEST_SUITE("remote") {
   TEST_CASE("marshal serve refuses a non-loopback address without TLS, and typemaps it was not given") {
     Run r = run("serve typemaps/zlib.json --listen 0.0.0.0:7777");
     CHECK(r.status == 1);
-    CHECK(r.err.find("refusing to listen on 0.0.0.0:7777: without mutual TLS") != std::string::npos);
+    CHECK(r.err.find("refusing to listen on 0.0.0.0:7777: without mutual TLS (--tls-cert, --tls-key, "
+                     "--tls-client-ca) only a loopback address") != std::string::npos);
     CHECK(remote::is_loopback("127.0.0.1:1"));
     CHECK(remote::is_loopback("127.200.3.4:65535"));
     CHECK(remote::is_loopback("[::1]:80"));
@@ -744,12 +753,259 @@ TEST_SUITE("remote") {
     CHECK_FALSE(remote::is_loopback("example.com:80"));
     r = run("call --connect 192.0.2.1:80 typemaps/zlib.json crc32 0 null");
     CHECK(r.status == 1);
-    CHECK(r.err.find("refusing to connect to 192.0.2.1:80") != std::string::npos);
+    CHECK(r.err.find("refusing to connect to 192.0.2.1:80: without mutual TLS") != std::string::npos);
+    CHECK(r.err.find("--tls-cert, --tls-key, --tls-ca") != std::string::npos);
     Server server({"typemaps/zlib.json"});
     r = run("call --connect " + server.address() + " typemaps/libc.json div 17 5");
     CHECK(r.status == 1);
     CHECK(r.err.find("typemap typemaps/libc.json is not served here") != std::string::npos);
     CHECK(r.err.find("(served: typemaps/zlib.json)") != std::string::npos);
+  }
+}
+
+// ---- marshal serve / --connect with mutual TLS ----
+
+#include "remote/tls.hpp"
+
+#include <arpa/inet.h>
+#include <filesystem>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+namespace {
+
+// A throwaway PKI made with the openssl command: a CA, a server certificate
+// for localhost and 127.0.0.1, a client certificate of that CA, and a second
+// CA with a client certificate of its own (a stranger to the server).
+struct Pki {
+  std::string dir;
+  bool ok = false;
+  Pki() {
+    if (std::system("openssl version >/dev/null 2>&1") != 0) return;
+    dir = (std::filesystem::temp_directory_path() / ("marshal-tls-" + std::to_string(::getpid()))).string();
+    std::filesystem::create_directories(dir);
+    const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    auto sh = [&](const std::string& cmd) {
+      const int st = std::system(("cd " + dir + " && (" + cmd + ") >/dev/null 2>&1").c_str());
+      INFO(cmd);
+      REQUIRE(st == 0);
+    };
+    for (const char* ca : {"ca", "otherca"})
+      sh(std::string("openssl req -x509 ") + key + " -keyout " + ca + ".key -out " + ca + ".crt -days 2 -subj /CN=" +
+         ca + " -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign");
+    auto leaf = [&](const std::string& name, const std::string& ca, const std::string& ext) {
+      sh("openssl req " + key + " -keyout " + name + ".key -out " + name + ".csr -subj /CN=" + name);
+      sh("printf '" + ext + "\\n' > " + name + ".ext");
+      sh("openssl x509 -req -in " + name + ".csr -CA " + ca + ".crt -CAkey " + ca + ".key -CAcreateserial -out " +
+         name + ".crt -days 2 -extfile " + name + ".ext");
+    };
+    leaf("server", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\\nextendedKeyUsage=serverAuth");
+    leaf("client", "ca", "extendedKeyUsage=clientAuth");
+    leaf("stranger", "otherca", "extendedKeyUsage=clientAuth");
+    ok = true;
+  }
+  ~Pki() {
+    if (!dir.empty()) std::filesystem::remove_all(dir);
+  }
+  std::string operator()(const std::string& file) const { return dir + "/" + file; }
+  // marshal serve's TLS options.
+  std::vector<std::string> serve_options() const {
+    return {"--tls-cert", (*this)("server.crt"), "--tls-key", (*this)("server.key"), "--tls-client-ca", (*this)("ca.crt")};
+  }
+  // marshal call's, for a client with the certificate NAME.crt trusting CA.crt.
+  std::string call_options(const std::string& name = "client", const std::string& ca = "ca") const {
+    return " --tls-cert " + (*this)(name + ".crt") + " --tls-key " + (*this)(name + ".key") + " --tls-ca " +
+           (*this)(ca + ".crt");
+  }
+};
+
+// A shell command's stdout and exit status.
+Run run_shell(const std::string& command) {
+  Run r;
+  FILE* p = ::popen(command.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  const int st = ::pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+const std::string crc32_hello = " typemaps/zlib.json crc32 0 '{\"base64\":\"aGVsbG8=\"}' 5";
+const std::string crc32_result = "{\"return\":907060870,\"out\":{}}\n";
+
+}  // namespace
+
+TEST_SUITE("remote") {
+  TEST_CASE("marshal serve with mutual TLS: any address, clients with a certificate of its CA only") {
+    Pki pki;
+    if (!pki.ok) {
+      MESSAGE("skipped: no openssl command to make the test certificates");
+      return;
+    }
+    const std::string server_err = temp_path("tls-server-stderr");
+    // 0.0.0.0 is allowed with TLS; the clients come through 127.0.0.1, and
+    // check the server's certificate as localhost (an IP address is compared
+    // as a DNS name).
+    Server server({"typemaps/zlib.json"}, pki.serve_options(), "0.0.0.0:0", server_err);
+    const std::string at = " --connect 127.0.0.1:" + std::to_string(server.port);
+    const std::string good = at + pki.call_options() + " --tls-name localhost";
+
+    Run r = run("call" + good + crc32_hello);
+    CHECK(r.err == "");
+    CHECK(r.status == 0);
+    CHECK(r.out == crc32_result);
+
+    // A client that connects and says nothing holds up no other: each
+    // handshake is a task of its own.
+    {
+      const int idle = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(static_cast<std::uint16_t>(server.port));
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      REQUIRE(::connect(idle, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+      r = run("call" + good + crc32_hello);
+      CHECK(r.err == "");
+      CHECK(r.out == crc32_result);
+      ::close(idle);
+    }
+    // TLS 1.1 is refused (1.2 or later only).
+    r = run_shell("openssl s_client -connect 127.0.0.1:" + std::to_string(server.port) +
+                  " -tls1_1 -cipher DEFAULT@SECLEVEL=0 -CAfile " + pki("ca.crt") + " </dev/null 2>&1");
+    CHECK(r.out.find("alert protocol version") != std::string::npos);
+    // A client without a certificate: refused in the handshake, before Cap'n
+    // Proto reads anything. (marshal call always presents one: kj directly.)
+    {
+      auto io = kj::setupAsyncIo();
+      kj::TlsCertificate ca(kj::StringPtr(read_text(pki("ca.crt")).c_str()));
+      kj::TlsContext::Options o;
+      o.useSystemTrustStore = false;
+      o.trustedCertificates = kj::arrayPtr(&ca, 1);
+      kj::TlsContext anonymous(kj::mv(o));
+      auto address = io.provider->getNetwork().parseAddress("127.0.0.1", server.port).wait(io.waitScope);
+      auto stream = address->connect().wait(io.waitScope);
+      std::string why;
+      try {
+        remote::tls_connect(anonymous, kj::mv(stream), "localhost").wait(io.waitScope);
+      } catch (const kj::Exception& e) {
+        why = remote::tls_reason(e);
+      }
+      INFO(why);
+      CHECK(why.find("certificate required") != std::string::npos);
+    }
+    // A client without TLS at all: the server closes the connection.
+    r = run("call" + at + crc32_hello);
+    CHECK(r.status == 1);
+    CHECK(r.out.empty());
+    CHECK(r.err.find("the connection to marshal serve at 127.0.0.1:" + std::to_string(server.port) + " ended") !=
+          std::string::npos);
+    // A certificate of another CA: the server refuses it.
+    r = run("call" + at + pki.call_options("stranger") + " --tls-name localhost" + crc32_hello);
+    CHECK(r.status == 1);
+    CHECK(r.out.empty());
+    CHECK(r.err.find("TLS handshake with 127.0.0.1:" + std::to_string(server.port) + " failed: ") != std::string::npos);
+    CHECK(r.err.find("unknown ca") != std::string::npos);
+    // A client that trusts another CA: the server is not trusted.
+    r = run("call" + at + pki.call_options("client", "otherca") + " --tls-name localhost" + crc32_hello);
+    CHECK(r.status == 1);
+    CHECK(r.err.find("TLS handshake with 127.0.0.1:" + std::to_string(server.port) +
+                     " failed: TLS peer's certificate is not trusted") != std::string::npos);
+    // The server's certificate does not name the address (IP SANs are not
+    // compared), nor another name.
+    for (const std::string& name : {std::string(""), std::string(" --tls-name example.org")}) {
+      r = run("call" + at + pki.call_options() + name + crc32_hello);
+      CHECK(r.status == 1);
+      CHECK(r.err.find("TLS handshake with 127.0.0.1:" + std::to_string(server.port) + " failed: ") != std::string::npos);
+      CHECK(r.err.find("hostname mismatch") != std::string::npos);
+    }
+    // The server is still up, and serves the next good client; through the
+    // engine API too.
+    r = run("call" + good + crc32_hello);
+    CHECK(r.err == "");
+    CHECK(r.out == crc32_result);
+    Context ctx;
+    std::string error;
+    auto o = options();
+    o.connect = "127.0.0.1:" + std::to_string(server.port);
+    o.tls = {pki("client.crt"), pki("client.key"), pki("ca.crt"), "localhost"};
+    auto lib = remote::IsolatedLibrary::open_file(ctx, source_path("typemaps/zlib.json"), o, error);
+    INFO(error);
+    REQUIRE(lib);
+    CallResult result;
+    REQUIRE(lib->call("crc32", std::vector<Value>{0, Bytes{{'h', 'e', 'l', 'l', 'o'}}}, result, error));
+    CHECK(I(result.ret) == 907060870);
+    o.tls.cert = pki("stranger.crt");
+    o.tls.key = pki("stranger.key");
+    CHECK_FALSE(remote::IsolatedLibrary::open_file(ctx, source_path("typemaps/zlib.json"), o, error));
+    CHECK(error.find("TLS handshake with 127.0.0.1:") != std::string::npos);
+    // The server said whom it refused, and why.
+    const std::string log = read_text(server_err);
+    INFO(log);
+    CHECK(log.find("marshal serve: refused a client from 127.0.0.1:") != std::string::npos);
+    CHECK(log.find(": TLS handshake failed: ") != std::string::npos);
+    CHECK(log.find(": TLS handshake failed: unsupported protocol") != std::string::npos);  // the TLS 1.1 client
+    CHECK(log.find(": TLS handshake failed: certificate verify failed") != std::string::npos);  // the stranger
+    std::filesystem::remove(server_err);
+
+    // A TLS client of a server without TLS: the handshake fails, no hang.
+    Server plain({"typemaps/zlib.json"});
+    r = run("call --connect " + plain.address() + pki.call_options() + " --tls-name localhost" + crc32_hello);
+    CHECK(r.status == 1);
+    CHECK(r.err.find("TLS handshake with " + plain.address() + " failed") != std::string::npos);
+  }
+
+  TEST_CASE("marshal serve and call: partial TLS options and bad PEM files are errors naming what is wrong") {
+    Pki pki;
+    if (!pki.ok) {
+      MESSAGE("skipped: no openssl command to make the test certificates");
+      return;
+    }
+    Run r = run("serve typemaps/zlib.json --listen 0.0.0.0:0 --tls-cert " + pki("server.crt"));
+    CHECK(r.status == 2);
+    CHECK(r.err == "marshal serve: mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together: --tls-key "
+                   "and --tls-client-ca are missing\n");
+    r = run("serve typemaps/zlib.json --listen 127.0.0.1:0 --tls-cert " + pki("server.crt") + " --tls-key " +
+            pki("server.key"));
+    CHECK(r.status == 2);
+    CHECK(r.err.find(": --tls-client-ca is missing\n") != std::string::npos);
+    r = run("call --connect 127.0.0.1:1 --tls-key " + pki("client.key") + crc32_hello);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("--tls-cert and --tls-ca are missing") != std::string::npos);
+    r = run("call --tls-cert " + pki("client.crt") + " --tls-key " + pki("client.key") + " --tls-ca " + pki("ca.crt") +
+            crc32_hello);
+    CHECK(r.status == 2);
+    CHECK(r.err.find("the --tls-* options are for --connect") != std::string::npos);
+
+    // Each bad file is named, before the server listens.
+    auto serve_with = [&](const std::string& cert, const std::string& key, const std::string& ca) {
+      return run("serve typemaps/zlib.json --listen 127.0.0.1:0 --tls-cert " + cert + " --tls-key " + key +
+                 " --tls-client-ca " + ca);
+    };
+    const std::string missing = pki("missing.pem");
+    r = serve_with(missing, pki("server.key"), pki("ca.crt"));
+    CHECK(r.status == 1);
+    CHECK(r.out.empty());
+    CHECK(r.err == "marshal serve: cannot read the TLS certificate " + missing + " (No such file or directory)\n");
+    r = serve_with(pki("server.key"), pki("server.key"), pki("ca.crt"));
+    CHECK(r.status == 1);
+    CHECK(r.err.find("the TLS certificate " + pki("server.key") + " holds no PEM certificate") != std::string::npos);
+    r = serve_with(pki("server.crt"), pki("server.crt"), pki("ca.crt"));
+    CHECK(r.status == 1);
+    CHECK(r.err.find("the TLS key " + pki("server.crt") + " is not an unencrypted PEM private key") !=
+          std::string::npos);
+    r = serve_with(pki("server.crt"), pki("client.key"), pki("ca.crt"));
+    CHECK(r.status == 1);
+    CHECK(r.err.find("the TLS key " + pki("client.key") + " does not belong to the certificate " + pki("server.crt")) !=
+          std::string::npos);
+    r = serve_with(pki("server.crt"), pki("server.key"), pki("server.csr"));
+    CHECK(r.status == 1);
+    CHECK(r.err.find("the TLS client CA file " + pki("server.csr") + " holds no PEM certificate") != std::string::npos);
+    // The client checks its files too (before connecting: nothing listens there).
+    r = run("call --connect 127.0.0.1:1" + pki.call_options("client", "missing") + crc32_hello);
+    CHECK(r.status == 1);
+    CHECK(r.err.find("cannot read the TLS CA file " + pki("missing.crt")) != std::string::npos);
   }
 }
 

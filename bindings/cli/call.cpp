@@ -1,4 +1,5 @@
-// marshal command line: `marshal call [--isolate] [--deadline MS] TYPEMAP FUNCTION [ARG...]`.
+// marshal command line: `marshal call [--isolate | --connect HOST:PORT [--tls-cert FILE --tls-key FILE
+// --tls-ca FILE [--tls-name NAME]]] [--deadline MS] TYPEMAP FUNCTION [ARG...]`.
 // Each ARG is one JSON value for the next in/inout parameter; prints exactly one
 // JSON object {"return": R, "out": {...}} (plus "errno" when captured). Any
 // error is one line on stderr and exit status 1.
@@ -35,7 +36,8 @@ std::string shown(const std::string& text) {
 int cmd_call(const Args& args) {
   if (wants_help(args)) {
     std::printf(
-        "usage: marshal call [--isolate | --connect HOST:PORT] [--deadline MS] TYPEMAP FUNCTION [ARG...]\n"
+        "usage: marshal call [--isolate | --connect HOST:PORT [TLS OPTIONS]] [--deadline MS]\n"
+        "                    TYPEMAP FUNCTION [ARG...]\n"
         "\n"
         "Calls FUNCTION of TYPEMAP's library. Each ARG is one JSON value for the next\n"
         "in or inout parameter, in order (out parameters are not given). Parameters\n"
@@ -54,8 +56,17 @@ int cmd_call(const Args& args) {
         "--isolate      run the library in a surrogate process (as the typemap's\n"
         "               \"library\": {\"isolate\": \"process\"} does): a crash of the\n"
         "               library is an error naming the function and the signal\n"
-        "--connect HOST:PORT  call the library where `marshal serve` runs it (loopback\n"
-        "               only); the server must serve the same typemap\n"
+        "--connect HOST:PORT  call the library where `marshal serve` runs it; the\n"
+        "               server must serve the same typemap. A loopback address, or\n"
+        "               any address with mutual TLS (the server's TLS options):\n"
+        "  --tls-cert FILE  this client's certificate (PEM), signed by the server's\n"
+        "                   client CA\n"
+        "  --tls-key FILE   its private key (PEM, unencrypted)\n"
+        "  --tls-ca FILE    the CA certificate(s) (PEM) the server's certificate must\n"
+        "                   be signed by; the system's trust store is not used\n"
+        "  --tls-name NAME  the name the server's certificate must carry (a DNS name\n"
+        "                   of its subjectAltName); default: HOST. An IP address is\n"
+        "                   matched as a DNS name, so give NAME when HOST is one\n"
         "--deadline MS  with --isolate: a call that takes longer is killed and fails\n"
         "\n"
         "example: marshal call typemaps/libm.json frexp 8.0\n");
@@ -78,6 +89,15 @@ int cmd_call(const Args& args) {
       isolate = true;
       options.connect = args[first + 1];
       first += 2;
+    } else if (o == "--tls-cert" || o == "--tls-key" || o == "--tls-ca" || o == "--tls-name") {
+      if (first + 1 >= args.size() || args[first + 1].empty()) {
+        std::fprintf(stderr, "marshal call: %s expects %s\n", o.c_str(), o == "--tls-name" ? "a name" : "a PEM file");
+        return 2;
+      }
+      (o == "--tls-cert" ? options.tls.cert : o == "--tls-key" ? options.tls.key
+                                              : o == "--tls-ca"  ? options.tls.ca
+                                                                 : options.tls.name) = args[first + 1];
+      first += 2;
     } else if (o == "--deadline") {
       std::uint64_t ms = 0;
       const std::string v = first + 1 < args.size() ? args[first + 1] : "";
@@ -96,6 +116,16 @@ int cmd_call(const Args& args) {
   }
   if (args.size() < first + 2) {
     std::fprintf(stderr, "marshal call: expected TYPEMAP FUNCTION [ARG...] (see marshal call --help)\n");
+    return 2;
+  }
+  if (options.tls.any() && options.connect.empty()) {
+    std::fprintf(stderr, "marshal call: the --tls-* options are for --connect (a marshal serve with mutual TLS)\n");
+    return 2;
+  }
+  if (const std::string missing = remote::tls_missing(options.tls, "--tls-cert", "--tls-key", "--tls-ca");
+      !missing.empty()) {
+    std::fprintf(stderr, "marshal call: mutual TLS needs --tls-cert, --tls-key and --tls-ca together: %s %s missing\n",
+                 missing.c_str(), missing.find(" and ") == std::string::npos ? "is" : "are");
     return 2;
   }
   const Args rest(args.begin() + static_cast<std::ptrdiff_t>(first), args.end());

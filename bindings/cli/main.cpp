@@ -21,7 +21,7 @@ constexpr Command commands[] = {
     {"check", marshal::cli::cmd_check, "validate typemaps and report every error"},
     {"layout", marshal::cli::cmd_layout, "print the C layout of a struct or union"},
     {"call", marshal::cli::cmd_call, "call a function of a typemap's library"},
-    {"serve", marshal::cli::cmd_serve, "serve typemaps' libraries to `marshal call --connect` (loopback)"},
+    {"serve", marshal::cli::cmd_serve, "serve typemaps' libraries to `marshal call --connect` (loopback, or mutual TLS)"},
     {"explain", marshal::cli::cmd_explain, "how a function's parameters are passed and copied"},
     {"lint", marshal::cli::cmd_lint, "report valid but suspicious typemap entries"},
     {"generate", marshal::cli::cmd_generate, "write a draft typemap from C headers (libclang)"},

@@ -1,8 +1,11 @@
-// marshal command line: `marshal serve TYPEMAP... --listen HOST:PORT`.
+// marshal command line: `marshal serve TYPEMAP... --listen HOST:PORT
+// [--tls-cert FILE --tls-key FILE --tls-client-ca FILE]`.
 // Serves the typemaps' libraries to `marshal call --connect HOST:PORT` over
-// Cap'n Proto RPC (engine/remote). Loopback only until mutual TLS exists: any
-// other address is refused with a message. Prints "listening on HOST:PORT"
-// (the bound port, for :0) on stdout once it accepts connections.
+// Cap'n Proto RPC (engine/remote). Without the TLS options loopback only: any
+// other address is refused with a message; with them any address, and every
+// client must present a certificate signed by the client CA. Prints
+// "listening on HOST:PORT" (the bound port, for :0) on stdout once it accepts
+// connections, and each refused client on stderr.
 #include "commands.hpp"
 
 #include "remote/surrogate.hpp"
@@ -21,24 +24,46 @@ int cmd_serve(const Args& args) {
   if (wants_help(args)) {
     std::printf(
         "usage: marshal serve TYPEMAP... --listen HOST:PORT\n"
+        "                     [--tls-cert FILE --tls-key FILE --tls-client-ca FILE]\n"
         "\n"
         "Runs the libraries of the TYPEMAPs for clients that connect with\n"
         "`marshal call --connect HOST:PORT TYPEMAP FUNCTION ...`. A client may open\n"
         "only these typemaps (the same text), nothing else. Each client's handles are\n"
-        "released when it disconnects. HOST must be a loopback address (127.0.0.1,\n"
-        "[::1], localhost) until mutual TLS is available. Port 0 picks a free port;\n"
-        "the line \"listening on HOST:PORT\" says which. Runs until killed.\n");
+        "released when it disconnects. Port 0 picks a free port; the line\n"
+        "\"listening on HOST:PORT\" says which. Runs until killed.\n"
+        "\n"
+        "Without TLS options HOST must be a loopback address (127.0.0.1, [::1],\n"
+        "localhost). With all three, mutual TLS (1.2 or later) on any address: every\n"
+        "client must present a certificate signed by the client CA before any of its\n"
+        "messages is read (a refused client is one line on stderr).\n"
+        "--tls-cert FILE       this server's certificate (PEM; a chain starting with it)\n"
+        "--tls-key FILE        its private key (PEM, unencrypted)\n"
+        "--tls-client-ca FILE  the CA certificate(s) (PEM) clients' certificates must\n"
+        "                      be signed by; the system's trust store is not used\n"
+        "Clients connect with marshal call --connect HOST:PORT --tls-cert FILE\n"
+        "--tls-key FILE --tls-ca FILE (the CA of this server's certificate).\n");
     return 0;
   }
   std::vector<std::string> paths;
   std::string listen;
+  remote::TlsFiles tls;
   for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string* file = args[i] == "--tls-cert"        ? &tls.cert
+                        : args[i] == "--tls-key"       ? &tls.key
+                        : args[i] == "--tls-client-ca" ? &tls.ca
+                                                       : nullptr;
     if (args[i] == "--listen") {
       if (i + 1 >= args.size()) {
         std::fprintf(stderr, "marshal serve: --listen expects HOST:PORT\n");
         return 2;
       }
       listen = args[++i];
+    } else if (file) {
+      if (i + 1 >= args.size() || args[i + 1].empty()) {
+        std::fprintf(stderr, "marshal serve: %s expects a PEM file\n", args[i].c_str());
+        return 2;
+      }
+      *file = args[++i];
     } else if (args[i].rfind("--", 0) == 0) {
       std::fprintf(stderr, "marshal serve: unknown option '%s' (see marshal serve --help)\n", args[i].c_str());
       return 2;
@@ -50,11 +75,18 @@ int cmd_serve(const Args& args) {
     std::fprintf(stderr, "marshal serve: expected TYPEMAP... --listen HOST:PORT (see marshal serve --help)\n");
     return 2;
   }
-  if (!remote::is_loopback(listen)) {
+  if (const std::string missing = remote::tls_missing(tls, "--tls-cert", "--tls-key", "--tls-client-ca");
+      !missing.empty()) {
     std::fprintf(stderr,
-                 "marshal serve: refusing to listen on %s: without mutual TLS (not available yet) only a loopback "
-                 "address (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be served, so that no other machine can "
-                 "call the libraries\n",
+                 "marshal serve: mutual TLS needs --tls-cert, --tls-key and --tls-client-ca together: %s %s missing\n",
+                 missing.c_str(), missing.find(" and ") == std::string::npos ? "is" : "are");
+    return 2;
+  }
+  if (!tls.any() && !remote::is_loopback(listen)) {
+    std::fprintf(stderr,
+                 "marshal serve: refusing to listen on %s: without mutual TLS (--tls-cert, --tls-key, "
+                 "--tls-client-ca) only a loopback address (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be "
+                 "served, so that no other machine can call the libraries\n",
                  listen.c_str());
     return 1;
   }
@@ -78,12 +110,13 @@ int cmd_serve(const Args& args) {
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::string error;
-  int status = remote::serve(typemaps, listen,
-                             [&](unsigned port) {
-                               std::printf("listening on %s:%u\n", host.c_str(), port);
-                               std::fflush(stdout);
-                             },
-                             error);
+  int status = remote::serve(
+      typemaps, listen, tls,
+      [&](unsigned port) {
+        std::printf("listening on %s:%u\n", host.c_str(), port);
+        std::fflush(stdout);
+      },
+      [](const std::string& why) { std::fprintf(stderr, "marshal serve: %s\n", why.c_str()); }, error);
   if (status != 0) std::fprintf(stderr, "marshal serve: %s\n", error.c_str());
   return status;
 }

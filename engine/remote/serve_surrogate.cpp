@@ -9,16 +9,20 @@
 #include "call/library.hpp"
 #include "call/plan.hpp"
 #include "remote/surrogate.hpp"
+#include "remote/tls.hpp"
 #include "remote/wire.hpp"
 
 #include <capnp/capability.h>
 #include <capnp/rpc-twoparty.h>
 #include <kj/async-io.h>
 
+#include <arpa/inet.h>
 #include <csignal>
 #include <cstring>
 #include <string_view>
 #include <map>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace marshal::engine::remote {
@@ -313,35 +317,105 @@ struct Tasks : kj::TaskSet::ErrorHandler {
   void taskFailed(kj::Exception&&) override {}  // one client's failure ends that client only
 };
 
-kj::Promise<void> accept_loop(kj::ConnectionReceiver& listener, const Allowed& allowed, kj::TaskSet& tasks) {
-  return listener.accept().then([&](kj::Own<kj::AsyncIoStream> stream) {
-    auto session = kj::heap<Session>(kj::mv(stream), allowed);
-    // When the client goes, its session goes, and with it every handle it held.
-    tasks.add(session->network.onDisconnect().attach(kj::mv(session)));
-    return accept_loop(listener, allowed, tasks);
+// What the accept loop of `marshal serve` works with.
+struct Serving {
+  kj::ConnectionReceiver& port;
+  const Allowed& allowed;
+  kj::TaskSet& tasks;
+  kj::TlsContext* tls;  // null: plain TCP (loopback only)
+  kj::Timer& timer;
+  const std::function<void(const std::string&)>& on_refused;
+};
+
+// One client's session; it ends when the client goes, and with it every
+// handle the client held.
+kj::Promise<void> run_session(kj::Own<kj::AsyncIoStream> stream, const Allowed& allowed) {
+  auto session = kj::heap<Session>(kj::mv(stream), allowed);
+  return session->network.onDisconnect().attach(kj::mv(session));
+}
+
+// " from HOST:PORT" of an accepted connection, for the refusal message.
+std::string peer_of(kj::AsyncIoStream& stream) {
+  sockaddr_storage a{};
+  kj::uint len = sizeof a;
+  try {
+    stream.getpeername(reinterpret_cast<sockaddr*>(&a), &len);
+  } catch (...) {
+    return "";
+  }
+  char host[INET6_ADDRSTRLEN] = {};
+  if (a.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof host);
+    return " from " + std::string(host) + ":" + std::to_string(ntohs(v4->sin_port));
+  }
+  if (a.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+    inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof host);
+    return " from [" + std::string(host) + "]:" + std::to_string(ntohs(v6->sin6_port));
+  }
+  return "";
+}
+
+kj::Promise<void> accept_loop(Serving& s) {
+  return s.port.accept().then([&s](kj::Own<kj::AsyncIoStream> stream) {
+    if (!s.tls) {
+      s.tasks.add(run_session(kj::mv(stream), s.allowed));
+    } else {
+      // Each handshake is a task of its own (one slow client holds up no
+      // other), bounded in time; nothing the client sends reaches Cap'n Proto
+      // before its certificate is accepted.
+      std::string peer = peer_of(*stream);
+      s.tasks.add(s.timer.timeoutAfter(tls_handshake_seconds * kj::SECONDS, tls_accept(*s.tls, kj::mv(stream)))
+                      .then([&s](kj::Own<kj::AsyncIoStream> secure) { return run_session(kj::mv(secure), s.allowed); },
+                            [&s, peer](kj::Exception&& e) -> kj::Promise<void> {
+                              if (s.on_refused) s.on_refused("refused a client" + peer + ": TLS handshake failed: " +
+                                                             tls_reason(e));
+                              return kj::READY_NOW;
+                            }));
+    }
+    return accept_loop(s);
   });
 }
 
 }  // namespace
 
 int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
-          const std::function<void(unsigned port)>& on_listening, std::string& error) {
-  if (!is_loopback(listen)) {
-    error = "refusing to listen on " + listen + ": without mutual TLS (not available yet) only a loopback address "
-            "(127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be served, so that no other machine can call the "
-            "libraries";
+          const TlsFiles& tls, const std::function<void(unsigned port)>& on_listening,
+          const std::function<void(const std::string&)>& on_refused, std::string& error) {
+  if (const std::string missing = tls_missing(tls, "tls.cert", "tls.key", "tls.ca"); !missing.empty()) {
+    error = "mutual TLS needs a certificate, its key and the CA of the clients' certificates: " + missing +
+            (missing.find(" and ") == std::string::npos ? " is" : " are") + " missing";
     return 1;
+  }
+  if (!tls.any() && !is_loopback(listen)) {
+    error = "refusing to listen on " + listen + ": without mutual TLS (a certificate, its key and a client CA: "
+            "marshal serve --tls-cert, --tls-key, --tls-client-ca) only a loopback address (127.0.0.1:PORT, "
+            "[::1]:PORT, localhost:PORT) may be served, so that no other machine can call the libraries";
+    return 1;
+  }
+  kj::Own<kj::TlsContext> context;  // outlives the event loop and every connection
+  if (tls.any()) {
+    context = tls_context(tls, true, error);
+    if (context.get() == nullptr) return 1;
   }
   try {
     auto io = kj::setupAsyncIo();
-    // Loopback peers only, whatever the address resolves to.
-    auto network = io.provider->getNetwork().restrictPeers({"local"});
+    // Without TLS, loopback peers only, whatever the address resolves to; with
+    // it, any peer, which must then present a certificate of a trusted CA.
+    kj::Own<kj::Network> restricted;
+    kj::Network* network = &io.provider->getNetwork();
+    if (context.get() == nullptr) {
+      restricted = network->restrictPeers({"local"});
+      network = restricted.get();
+    }
     auto address = network->parseAddress(listen).wait(io.waitScope);
     auto listener = address->listen();
     on_listening(listener->getPort());
     Tasks handler;
     kj::TaskSet tasks(handler);
-    accept_loop(*listener, typemaps, tasks).wait(io.waitScope);
+    Serving serving{*listener, typemaps, tasks, context.get(), io.provider->getTimer(), on_refused};
+    accept_loop(serving).wait(io.waitScope);
   } catch (const kj::Exception& e) {
     error = "cannot serve on " + listen + ": " + std::string(e.getDescription().cStr());
     return 1;

@@ -3,6 +3,7 @@
 // caller's thread hands it a call with Executor::executeSync and blocks until
 // the reply (or the deadline, or the surrogate's death) settles it.
 #include "remote/surrogate.hpp"
+#include "remote/tls.hpp"
 #include "remote/wire.hpp"
 
 #include "base/error.hpp"
@@ -373,6 +374,8 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
   std::string text, file, surrogate;
   std::chrono::milliseconds deadline{0};
   std::string connect;  // a server's address instead of a surrogate
+  std::string tls_name;  // with tls: the name the server's certificate must carry
+  kj::Own<kj::TlsContext> tls;  // connect with mutual TLS (made by open_text; used on the I/O thread)
 
   std::thread io_thread;
   kj::Own<const kj::Executor> exec;
@@ -384,7 +387,8 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
   // I/O thread only:
   kj::AsyncIoContext* io = nullptr;
   kj::Own<Conn> conn;
-  kj::Own<kj::Network> network;  // connect: loopback peers only
+  kj::Own<kj::Network> network;  // connect without TLS: loopback peers only
+  ErrorId start_error = ErrorId::unclassified;  // the id of the last start's failure
 
   void taskFailed(kj::Exception&&) override {}
 
@@ -499,20 +503,46 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
                      child);
   }
 
-  // Connects to `marshal serve` and opens the typemap's library there.
+  // Connects to `marshal serve` (with mutual TLS when configured) and opens
+  // the typemap's library there. Connecting, and then the TLS handshake, are
+  // each bounded by tls_handshake_seconds; their failures are disconnected.
   kj::Promise<std::string> start_connected() {
-    if (!is_loopback(connect))
-      return "refusing to connect to " + connect + ": without mutual TLS (not available yet) only a loopback "
-             "address (127.0.0.1:PORT, [::1]:PORT, localhost:PORT) may be used";
-    if (!network) network = io->provider->getNetwork().restrictPeers({"local"});
+    if (tls.get() == nullptr && !is_loopback(connect))
+      return "refusing to connect to " + connect + ": without mutual TLS (a client certificate, its key and the "
+             "server's CA: marshal call --tls-cert, --tls-key, --tls-ca) only a loopback address (127.0.0.1:PORT, "
+             "[::1]:PORT, localhost:PORT) may be used";
+    kj::Network* net = &io->provider->getNetwork();  // with TLS: any peer, authenticated by its certificate
+    if (tls.get() == nullptr) {
+      if (network.get() == nullptr) network = net->restrictPeers({"local"});
+      net = network.get();
+    }
     const int gen = generation.load() + 1;
-    return network->parseAddress(connect)
-        .then([](kj::Own<kj::NetworkAddress> a) { return a->connect().attach(kj::mv(a)); })
-        .then([this, gen](kj::Own<kj::AsyncIoStream> stream) {
-                generation.store(gen);
-                return open_over(kj::mv(stream), nullptr);
+    auto connected = net->parseAddress(connect).then(
+        [](kj::Own<kj::NetworkAddress> a) { return a->connect().attach(kj::mv(a)); });
+    return io->provider->getTimer()
+        .timeoutAfter(tls_handshake_seconds * kj::SECONDS, kj::mv(connected))
+        .then([this, gen](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<std::string> {
+                if (tls.get() == nullptr) {
+                  generation.store(gen);
+                  return open_over(kj::mv(stream), nullptr);
+                }
+                auto secured = tls_connect(*tls, kj::mv(stream), tls_name);
+                return io->provider->getTimer()
+                    .timeoutAfter(tls_handshake_seconds * kj::SECONDS, kj::mv(secured))
+                    .then([this, gen](kj::Own<kj::AsyncIoStream> secure) {
+                            generation.store(gen);
+                            return open_over(kj::mv(secure), nullptr);
+                          },
+                          [this](kj::Exception&& e) -> kj::Promise<std::string> {
+                            start_error = ErrorId::disconnected;
+                            if (e.getType() == kj::Exception::Type::OVERLOADED)  // the timer's
+                              return "TLS handshake with " + connect + " did not finish within " +
+                                     std::to_string(tls_handshake_seconds) + " s";
+                            return "TLS handshake with " + connect + " failed: " + tls_reason(e);
+                          });
               },
               [this](kj::Exception&& e) -> kj::Promise<std::string> {
+                start_error = ErrorId::disconnected;
                 return "cannot connect to marshal serve at " + connect + ": " + e.getDescription().cStr();
               });
   }
@@ -619,10 +649,11 @@ struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
     }
     if (!conn || conn->broken) {
       conn = nullptr;  // drops the old capabilities and reaps the old process
+      start_error = ErrorId::unclassified;
       ready = connect.empty() ? start() : start_connected();
     }
     return ready.then([this, &function, args, &where, limit](std::string e) -> kj::Promise<Reply> {
-      if (!e.empty()) return refused(e);
+      if (!e.empty()) return refused(e, start_error);
       auto req = conn->lib.callRequest();
       req.setFunction(function);
       auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
@@ -734,6 +765,27 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
   impl->file = std::move(file);
   impl->surrogate = find_surrogate(options.surrogate);
   impl->connect = options.connect;
+  if (options.tls.any()) {
+    if (options.connect.empty()) {
+      error = "TLS options (IsolateOptions::tls) are for a connection to marshal serve (IsolateOptions::connect), "
+              "not for a surrogate process";
+      return nullptr;
+    }
+    if (const std::string missing = tls_missing(options.tls, "tls.cert", "tls.key", "tls.ca"); !missing.empty()) {
+      error = "mutual TLS needs a client certificate, its key and the server's CA: " + missing +
+              (missing.find(" and ") == std::string::npos ? " is" : " are") + " missing";
+      return nullptr;
+    }
+    impl->tls = tls_context(options.tls, false, error);
+    if (impl->tls.get() == nullptr) return nullptr;
+    // The host of HOST:PORT or [V6]:PORT, unless a name is given.
+    impl->tls_name = options.tls.name;
+    if (impl->tls_name.empty()) {
+      impl->tls_name = options.connect.substr(0, options.connect.rfind(':'));
+      if (impl->tls_name.size() > 2 && impl->tls_name.front() == '[' && impl->tls_name.back() == ']')
+        impl->tls_name = impl->tls_name.substr(1, impl->tls_name.size() - 2);
+    }
+  }
   impl->deadline = options.deadline.count() > 0 ? options.deadline
                                                 : std::chrono::milliseconds(r.typemap->library.deadline_ms);
 

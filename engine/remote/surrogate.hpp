@@ -35,6 +35,26 @@
 
 namespace marshal::engine::remote {
 
+// Mutual TLS between `marshal serve` and its clients (kj-tls), from PEM files:
+// all of cert, key and ca, or none. Without them only loopback addresses may be
+// served or connected to; with them any address, and each side must present a
+// certificate signed by a CA the other trusts (TLS 1.2 or later).
+struct TlsFiles {
+  std::string cert;  // this side's certificate (or a chain starting with it)
+  std::string key;   // its private key, unencrypted
+  std::string ca;    // the CA certificates the peer's certificate must chain to
+  // A client's only: the name the server's certificate must carry (a DNS name
+  // of its subjectAltName, or its common name); empty: the host of the address.
+  // An IP address is compared as a DNS name, so a server known by its address
+  // needs `name` set to a DNS name of its certificate.
+  std::string name;
+  bool any() const { return !cert.empty() || !key.empty() || !ca.empty() || !name.empty(); }
+};
+
+// What a partial TlsFiles lacks, as the caller names its parts ("--tls-key and
+// --tls-ca"); "" when it has all three or none (`name` alone counts as partial).
+std::string tls_missing(const TlsFiles& tls, const char* cert_name, const char* key_name, const char* ca_name);
+
 struct IsolateOptions {
   // The surrogate program; empty: $MARSHAL_SURROGATE, else `marshal-surrogate`
   // next to this program, else the installed one.
@@ -43,10 +63,13 @@ struct IsolateOptions {
   // Zero: the typemap's library "deadline_ms", else no deadline.
   std::chrono::milliseconds deadline{0};
   // "HOST:PORT" of a `marshal serve` to use instead of a surrogate process
-  // (loopback only until mutual TLS exists: see loopback_only). The server
-  // must serve the same typemap text. Its crashes are not reported as a
-  // surrogate's; a deadline closes the connection.
+  // (loopback only, unless `tls` is set). The server must serve the same
+  // typemap text. Its crashes are not reported as a surrogate's; a deadline
+  // closes the connection.
   std::string connect;
+  // With connect: mutual TLS (the server's CA in tls.ca). A refused handshake
+  // is an error (id disconnected) whose message says "TLS handshake".
+  TlsFiles tls;
 };
 
 // Whether an address names this machine only (127.0.0.0/8, ::1, localhost);
@@ -101,13 +124,17 @@ class IsolatedLibrary {
 int run_surrogate(int sock, int crash_fd);
 
 // `marshal serve`: serves the typemaps (path, text) on `listen` ("HOST:PORT",
-// loopback only) until killed; a client may open only a typemap whose text is
-// one of these (an allowlist: nothing by address or by file name). Each
-// client gets its own library objects; its handles are released when it
-// disconnects. `on_listening` gets the bound port (for port 0). Returns an
-// exit status; `error` says why it could not serve.
+// loopback only unless `tls` is set: then any address, and every client must
+// present a certificate signed by a CA of tls.ca before any of its messages is
+// read) until killed; a client may open only a typemap whose text is one of
+// these (an allowlist: nothing by address or by file name). Each client gets
+// its own library objects; its handles are released when it disconnects.
+// `on_listening` gets the bound port (for port 0); `on_refused`, if set, why a
+// client was refused (its address and the TLS reason). Returns an exit status;
+// `error` says why it could not serve.
 int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
-          const std::function<void(unsigned port)>& on_listening, std::string& error);
+          const TlsFiles& tls, const std::function<void(unsigned port)>& on_listening,
+          const std::function<void(const std::string&)>& on_refused, std::string& error);
 
 // What the surrogate's crash handler writes to the crash pipe (one write,
 // under PIPE_BUF, so it arrives whole).
