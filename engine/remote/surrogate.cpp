@@ -368,7 +368,7 @@ struct Imports {
   }
 };
 
-struct IsolatedLibrary::Impl : kj::TaskSet::ErrorHandler {
+struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: deleted through unique_ptr<Impl>
   Context* ctx = nullptr;
   const Typemap* tm = nullptr;
   std::string text, file, surrogate;
