@@ -29,7 +29,7 @@ TEST_SUITE("errors") {
   TEST_CASE("one table: every id has a stable name, and the name finds the id") {
     for (ErrorId id : {ErrorId::invalid_argument, ErrorId::typemap, ErrorId::library_not_found, ErrorId::symbol_not_found,
                        ErrorId::conversion, ErrorId::null_not_allowed, ErrorId::limit_exceeded, ErrorId::native_error,
-                       ErrorId::native_crash, ErrorId::deadline_exceeded, ErrorId::disconnected, ErrorId::wrong_apartment, ErrorId::released, ErrorId::apartment_ended,
+                       ErrorId::native_crash, ErrorId::deadline_exceeded, ErrorId::disconnected, ErrorId::refused, ErrorId::wrong_apartment, ErrorId::released, ErrorId::apartment_ended,
                        ErrorId::unsupported, ErrorId::internal}) {
       ErrorId back = ErrorId::none;
       REQUIRE(marshal::engine::error_id_from_name(marshal::engine::error_id_name(id), back));

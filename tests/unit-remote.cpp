@@ -940,6 +940,8 @@ TEST_SUITE("remote") {
     o.tls.key = pki("stranger.key");
     CHECK_FALSE(remote::IsolatedLibrary::open_file(ctx, source_path("typemaps/zlib.json"), o, error));
     CHECK(error.find("TLS handshake with 127.0.0.1:") != std::string::npos);
+    CHECK(marshal::engine::last_error().id == marshal::engine::ErrorId::refused);  // the record the bindings read
+    CHECK(marshal::engine::last_error().message == error);
     // The server said whom it refused, and why.
     const std::string log = read_text(server_err);
     INFO(log);
@@ -1343,5 +1345,118 @@ TEST_SUITE("remote") {
     marshal_library_release(clib);
     marshal_context_release(ctx);
     std::filesystem::remove(path);
+  }
+}
+
+// ---- connecting to marshal serve from each API ----
+
+TEST_SUITE("remote") {
+  TEST_CASE("typed C++ and C APIs connect to marshal serve, with mutual TLS; failures are disconnected or refused") {
+    Server server({"typemaps/zlib.json"});
+    const std::vector<std::uint8_t> hello{'h', 'e', 'l', 'l', 'o'};
+    // Typed C++: load_options::connect.
+    {
+      marshal::library z(source_path("typemaps/zlib.json"), {.connect = server.address()});
+      CHECK(z.isolated());
+      auto crc = z.function<unsigned long(unsigned long, std::span<const std::uint8_t>)>("crc32");
+      CHECK(crc(0, hello) == 907060870u);
+      // A typemap the server does not serve: refused.
+      try {
+        marshal::library libc(source_path("typemaps/libc.json"), {.connect = server.address()});
+        FAIL("a typemap the server does not serve was opened");
+      } catch (const marshal::error& e) {
+        CHECK(std::string(e.what()).find("is not served here") != std::string::npos);
+        CHECK(e.id() == marshal::ErrorId::refused);
+        CHECK(std::string(e.id_name()) == "refused");
+      }
+      // Nobody listening: disconnected.
+      try {
+        marshal::library none(source_path("typemaps/zlib.json"), {.connect = "127.0.0.1:1"});
+        FAIL("a connection to a closed port succeeded");
+      } catch (const marshal::error& e) {
+        CHECK(std::string(e.what()).find("cannot connect to marshal serve at 127.0.0.1:1") != std::string::npos);
+        CHECK(e.id() == marshal::ErrorId::disconnected);
+      }
+      // Not loopback, no TLS: refused before connecting.
+      try {
+        marshal::library far(source_path("typemaps/zlib.json"), {.connect = "192.0.2.1:80"});
+        FAIL("a non-loopback connection without TLS was made");
+      } catch (const marshal::error& e) {
+        CHECK(std::string(e.what()).find("refusing to connect to 192.0.2.1:80") != std::string::npos);
+        CHECK(e.id() == marshal::ErrorId::refused);
+      }
+      CHECK_THROWS_WITH_AS(marshal::library(source_path("typemaps/zlib.json"), {.tls_cert = "x.pem"}),
+                           doctest::Contains("the TLS options are for a connection to marshal serve"), marshal::error);
+    }
+    // C API: marshal_library_connect.
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap *z = nullptr, *libc = nullptr;
+    REQUIRE(marshal_typemap_load(ctx, "typemaps/zlib.json", &z) == MARSHAL_OK);
+    REQUIRE(marshal_typemap_load(ctx, "typemaps/libc.json", &libc) == MARSHAL_OK);
+    marshal_library* lib = nullptr;
+    const std::string address = server.address();
+    INFO(marshal_error_message(marshal_last_error()));
+    REQUIRE(marshal_library_connect(z, address.c_str(), nullptr, 0, &lib) == MARSHAL_OK);
+    CHECK(marshal_library_isolated(lib) == 1);
+    marshal_function* crc = nullptr;
+    REQUIRE(marshal_library_function(lib, "crc32", &crc) == MARSHAL_OK);
+    marshal_value *seed = nullptr, *buf = nullptr;
+    REQUIRE(marshal_value_create_uint64(0, &seed) == MARSHAL_OK);
+    REQUIRE(marshal_value_create_bytes("hello", 5, &buf) == MARSHAL_OK);
+    marshal_value* args[2] = {seed, buf};
+    marshal_result* result = nullptr;
+    REQUIRE(marshal_function_call(crc, args, 2, &result) == MARSHAL_OK);
+    std::uint64_t got = 0;
+    REQUIRE(marshal_value_get_uint64(marshal_result_return(result), &got) == MARSHAL_OK);
+    CHECK(got == 907060870u);
+    marshal_result_release(result);
+    marshal_value_release(seed);
+    marshal_value_release(buf);
+    marshal_library_release(lib);
+    lib = nullptr;
+    CHECK(marshal_library_connect(libc, address.c_str(), nullptr, 0, &lib) == MARSHAL_ERROR_LIBRARY);
+    CHECK(lib == nullptr);
+    CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_REFUSED);
+    CHECK(std::string(marshal_error_code_name(MARSHAL_E_REFUSED)) == "MARSHAL_E_REFUSED");
+    CHECK(marshal_library_connect(z, "127.0.0.1:1", nullptr, 0, &lib) == MARSHAL_ERROR_LIBRARY);
+    CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_DISCONNECTED);
+    CHECK(marshal_library_connect(z, nullptr, nullptr, 0, &lib) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_INVALID_ARGUMENT);
+
+    // With mutual TLS: the good client, and a stranger refused.
+    Pki pki;
+    if (!pki.ok) {
+      MESSAGE("TLS part skipped: no openssl command to make the test certificates");
+    } else {
+      Server tls_server({"typemaps/zlib.json"}, pki.serve_options());
+      const std::string at = "127.0.0.1:" + std::to_string(tls_server.port);
+      marshal::library zt(source_path("typemaps/zlib.json"),
+                          {.connect = at, .tls_cert = pki("client.crt"), .tls_key = pki("client.key"),
+                           .tls_ca = pki("ca.crt"), .tls_name = "localhost"});
+      CHECK(zt.function<unsigned long(unsigned long, std::span<const std::uint8_t>)>("crc32")(0, hello) == 907060870u);
+      try {
+        marshal::library stranger(source_path("typemaps/zlib.json"),
+                                  {.connect = at, .tls_cert = pki("stranger.crt"), .tls_key = pki("stranger.key"),
+                                   .tls_ca = pki("ca.crt"), .tls_name = "localhost"});
+        FAIL("a client certificate of another CA was accepted");
+      } catch (const marshal::error& e) {
+        CHECK(std::string(e.what()).find("TLS handshake with " + at + " failed") != std::string::npos);
+        CHECK(e.id() == marshal::ErrorId::refused);
+      }
+      const std::string cert = pki("client.crt"), key = pki("client.key"), ca = pki("ca.crt");
+      marshal_tls_files files{cert.c_str(), key.c_str(), ca.c_str(), "localhost"};
+      REQUIRE(marshal_library_connect(z, at.c_str(), &files, 0, &lib) == MARSHAL_OK);
+      marshal_library_release(lib);
+      lib = nullptr;
+      const std::string other = pki("stranger.crt"), other_key = pki("stranger.key");
+      marshal_tls_files strange{other.c_str(), other_key.c_str(), ca.c_str(), "localhost"};
+      CHECK(marshal_library_connect(z, at.c_str(), &strange, 0, &lib) == MARSHAL_ERROR_LIBRARY);
+      CHECK(marshal_error_id(marshal_last_error()) == MARSHAL_E_REFUSED);
+      marshal_tls_files partial{cert.c_str(), nullptr, nullptr, nullptr};
+      CHECK(marshal_library_connect(z, at.c_str(), &partial, 0, &lib) == MARSHAL_ERROR_LIBRARY);
+      CHECK(std::string(marshal_error_message(marshal_last_error())).find("missing") != std::string::npos);
+    }
+    marshal_context_release(ctx);
   }
 }

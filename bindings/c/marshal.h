@@ -163,8 +163,11 @@ typedef enum marshal_error_code {
                                      function, signal (native_code) and faulting address (message) */
   MARSHAL_E_DEADLINE = 16,        /* a call of an isolated library outlasted its deadline; its surrogate
                                      was killed (native_code: SIGKILL) */
-  MARSHAL_E_DISCONNECTED = 17     /* the surrogate or server of a call went away without a crash (it
-                                     exited, or the connection ended) */
+  MARSHAL_E_DISCONNECTED = 17,    /* the surrogate or server of a call went away without a crash (it
+                                     exited, or the connection ended), or could not be reached */
+  MARSHAL_E_REFUSED = 18          /* a server refused this client: the TLS handshake failed (no valid
+                                     certificate, another CA, a wrong name), the typemap is not one it
+                                     serves, or a non-loopback address without TLS */
 } marshal_error_code;
 
 /* The last error on the calling thread (never NULL; id MARSHAL_E_NONE and an
@@ -233,6 +236,25 @@ MARSHAL_API marshal_status marshal_library_create(marshal_typemap *tm, marshal_l
  * MARSHAL_ERROR_LIBRARY. */
 MARSHAL_API marshal_status marshal_library_create_isolated(marshal_typemap *tm, uint32_t deadline_ms,
                                                            marshal_library **out);
+/* Mutual TLS for marshal_library_connect: PEM files (cert, key and ca: all
+ * three or none); name: the name the server's certificate must carry (NULL:
+ * the host of the address; kj-tls compares DNS names, so give one when
+ * connecting to an IP address). */
+typedef struct marshal_tls_files {
+  const char *cert; /* this client's certificate */
+  const char *key;  /* its private key, unencrypted */
+  const char *ca;   /* the CA certificates the server's certificate must chain to */
+  const char *name;
+} marshal_tls_files;
+/* The library served by `marshal serve` at address ("HOST:PORT"), which must
+ * serve the same typemap text: calls as through marshal_library_create_isolated,
+ * in the server's process. Without tls (NULL) only a loopback address may be
+ * used. A server that cannot be reached is MARSHAL_ERROR_LIBRARY with id
+ * MARSHAL_E_DISCONNECTED; a TLS handshake that fails, a typemap the server does
+ * not serve, or a non-loopback address without TLS, id MARSHAL_E_REFUSED. */
+MARSHAL_API marshal_status marshal_library_connect(marshal_typemap *tm, const char *address,
+                                                   const marshal_tls_files *tls, uint32_t deadline_ms,
+                                                   marshal_library **out);
 /* 1 when lib's calls run in a surrogate process, else 0. */
 MARSHAL_API int marshal_library_isolated(const marshal_library *lib);
 MARSHAL_API marshal_library *marshal_library_retain(marshal_library *lib);

@@ -237,6 +237,7 @@ marshal_error_code c_id(marshal::engine::ErrorId id) {
     case ErrorId::native_crash: return MARSHAL_E_NATIVE_CRASH;
     case ErrorId::deadline_exceeded: return MARSHAL_E_DEADLINE;
     case ErrorId::disconnected: return MARSHAL_E_DISCONNECTED;
+    case ErrorId::refused: return MARSHAL_E_REFUSED;
     case ErrorId::wrong_apartment: return MARSHAL_E_WRONG_APARTMENT;
     case ErrorId::released: return MARSHAL_E_RELEASED;
     case ErrorId::internal: return MARSHAL_E_INTERNAL;
@@ -964,7 +965,8 @@ marshal_status marshal_typemap_load_text(marshal_context* ctx, const char* json,
 // A library in this process, or isolated in a surrogate process (asked for,
 // or the typemap's "isolate": "process").
 static marshal_status create_library(const char* api, marshal_typemap* tm, bool isolate, uint32_t deadline_ms,
-                                     marshal_library** out) {
+                                     marshal_library** out, const char* connect = nullptr,
+                                     const marshal_tls_files* tls = nullptr) {
   CTypemap* t = find<CTypemap>(tm);
   if (!t) return bad_handle(api, "tm", tm, Kind::typemap);
   if (!out) return null_arg(api, "out");
@@ -974,15 +976,21 @@ static marshal_status create_library(const char* api, marshal_typemap* tm, bool 
     auto l = std::make_unique<CLibrary>();
     if (isolate || marshal::engine::remote::wants_isolation(*t->tm)) {
       // The host never loads the library: a context of its own holds the
-      // typemap the surrogate loads too.
+      // typemap the surrogate (or server) loads too.
       marshal::engine::remote::IsolateOptions o;
       o.deadline = std::chrono::milliseconds(deadline_ms);
+      if (connect) o.connect = connect;
+      if (tls) {
+        auto text = [](const char* s) { return s ? std::string(s) : std::string(); };
+        o.tls = {text(tls->cert), text(tls->key), text(tls->ca), text(tls->name)};
+      }
       l->isolated_ctx = std::make_shared<marshal::engine::Context>();
       l->isolated = t->text.empty()
                         ? marshal::engine::remote::IsolatedLibrary::open_file(*l->isolated_ctx, t->path, o, error)
                         : marshal::engine::remote::IsolatedLibrary::open_text(*l->isolated_ctx, t->text, t->tm->file, o, error);
       if (!l->isolated) {
         fail(MARSHAL_ERROR_LIBRARY, error);
+        adopt_engine_error(error);  // disconnected, refused, or the serving side's id
         error_record.file = t->tm->file;
         return MARSHAL_ERROR_LIBRARY;
       }
@@ -1026,6 +1034,12 @@ marshal_status marshal_library_create(marshal_typemap* tm, marshal_library** out
 
 marshal_status marshal_library_create_isolated(marshal_typemap* tm, uint32_t deadline_ms, marshal_library** out) {
   return create_library("marshal_library_create_isolated", tm, true, deadline_ms, out);
+}
+
+marshal_status marshal_library_connect(marshal_typemap* tm, const char* address, const marshal_tls_files* tls,
+                                       uint32_t deadline_ms, marshal_library** out) {
+  if (!address || !*address) return null_arg("marshal_library_connect", "address");
+  return create_library("marshal_library_connect", tm, true, deadline_ms, out, address, tls);
 }
 
 int marshal_library_isolated(const marshal_library* lib) {
@@ -2105,6 +2119,7 @@ const char* marshal_error_code_name(marshal_error_code id) {
     case MARSHAL_E_NATIVE_CRASH: return "MARSHAL_E_NATIVE_CRASH";
     case MARSHAL_E_DEADLINE: return "MARSHAL_E_DEADLINE";
     case MARSHAL_E_DISCONNECTED: return "MARSHAL_E_DISCONNECTED";
+    case MARSHAL_E_REFUSED: return "MARSHAL_E_REFUSED";
   }
   return "";
 }

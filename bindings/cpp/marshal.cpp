@@ -20,12 +20,18 @@ library::library(const std::string& typemap_path, const load_options& options)
   }
   state_->typemap = r.typemap;
   std::string err;
-  if (options.isolate == isolation::process || remote::wants_isolation(*r.typemap)) {
+  const bool tls = !options.tls_cert.empty() || !options.tls_key.empty() || !options.tls_ca.empty() ||
+                   !options.tls_name.empty();
+  if (tls && options.connect.empty())
+    throw error(typemap_path + ": the TLS options are for a connection to marshal serve (load_options::connect)");
+  if (options.isolate == isolation::process || !options.connect.empty() || remote::wants_isolation(*r.typemap)) {
     // The library never loads here: a context of its own holds the typemap
     // the surrogate loads too (IsolatedLibrary reads the file again).
     remote::IsolateOptions o;
     o.surrogate = options.surrogate;
     o.deadline = options.deadline;
+    o.connect = options.connect;
+    o.tls = remote::TlsFiles{options.tls_cert, options.tls_key, options.tls_ca, options.tls_name};
     auto ctx = std::make_unique<Context>();
     auto lib = remote::IsolatedLibrary::open_file(*ctx, typemap_path, o, err);
     if (!lib) throw error(err);

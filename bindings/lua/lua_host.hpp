@@ -338,6 +338,7 @@ struct ErrorInfo {
   std::string message;    // the reason (without the prefix naming function and parameter)
   std::string expected, got;  // when the engine says "expected X, got Y"
   std::string text;       // the whole message
+  std::string id;         // the engine's error id name ("native_crash", "refused"), when it reported one
   int cause = LUA_NOREF;  // a Lua callback's error value (registry reference, taken over)
 };
 // Fills function/parameter/type/message from an engine message.

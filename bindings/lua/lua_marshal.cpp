@@ -114,6 +114,7 @@ int error_thunk(lua_State* L) {
   set("expected", e->expected);
   set("got", e->got);
   set("text", e->text);
+  set("id", e->id);
   if (e->position > 0) {
     lua_pushinteger(L, e->position);
     lua_setfield(L, -2, "position");
@@ -136,6 +137,13 @@ int error_tostring(lua_State* L) {
 
 void push_error(lua_State* L, ErrorInfo& e) {
   if (e.text.empty()) e.text = e.message;
+  // The engine's record of this failure (its message ends the text): its id.
+  if (e.id.empty()) {
+    const Error& r = last_error();
+    if (r && !r.message.empty() && e.text.size() >= r.message.size() &&
+        e.text.compare(e.text.size() - r.message.size(), r.message.size(), r.message) == 0)
+      e.id = r.id_name();
+  }
   lua_pushcfunction(L, error_thunk);
   lua_pushlightuserdata(L, &e);
   if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
@@ -540,6 +548,8 @@ int l_load(lua_State* L) {
   bool guard = false, pump_all = false;
   lua_Integer max_buffer = 0, deadline = 0;
   const char* isolate = nullptr;  // a string of the options table (alive on the stack)
+  const char* connect = nullptr;  // the same
+  const char* tls[4] = {};        // cert, key, ca, name: strings of the options' tls table
   std::vector<std::string>* pump = nullptr;
   LibraryUd* ud = new_ud<LibraryUd>(L, &mt_library, 1);  // owns what the options give
   lua_newtable(L);
@@ -554,11 +564,30 @@ int l_load(lua_State* L) {
       const lua_Integer n = lua_tointegerx(L, -1, &is_int);
       if ((!std::strcmp(k, "max_buffer") || !std::strcmp(k, "deadline")) && !is_int)
         return luaL_error(L, "marshal.load: option '%s' is an integer, got %s", k, luaL_typename(L, -1));
-      if (!std::strcmp(k, "isolate") && !lua_isstring(L, -1))
-        return luaL_error(L, "marshal.load: option 'isolate' is a string, got %s", luaL_typename(L, -1));
+      if ((!std::strcmp(k, "isolate") || !std::strcmp(k, "connect")) && lua_type(L, -1) != LUA_TSTRING)
+        return luaL_error(L, "marshal.load: option '%s' is a string, got %s", k, luaL_typename(L, -1));
       if (!std::strcmp(k, "guard")) guard = lua_toboolean(L, -1);
       else if (!std::strcmp(k, "max_buffer")) max_buffer = n;
       else if (!std::strcmp(k, "isolate")) isolate = lua_tostring(L, -1);
+      else if (!std::strcmp(k, "connect")) connect = lua_tostring(L, -1);
+      else if (!std::strcmp(k, "tls")) {
+        if (!lua_istable(L, -1)) return luaL_error(L, "marshal.load: option 'tls' is a table {cert, key, ca, name}, got %s", luaL_typename(L, -1));
+        static const char* const parts[] = {"cert", "key", "ca", "name"};
+        for (int i = 0; i < 4; ++i) {
+          const int t = lua_getfield(L, -1, parts[i]);
+          if (t != LUA_TNIL && t != LUA_TSTRING)
+            return luaL_error(L, "marshal.load: option tls.%s is a file name (a string), got %s", parts[i], luaL_typename(L, -1));
+          tls[i] = t == LUA_TSTRING ? lua_tostring(L, -1) : nullptr;  // alive: the tls table holds it
+          lua_pop(L, 1);
+        }
+        lua_pushnil(L);  // no other keys
+        while (lua_next(L, -2)) {
+          const char* tk = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+          if (std::strcmp(tk, "cert") && std::strcmp(tk, "key") && std::strcmp(tk, "ca") && std::strcmp(tk, "name"))
+            return luaL_error(L, "marshal.load: unknown key '%s' in option 'tls' (keys: cert, key, ca, name)", tk);
+          lua_pop(L, 1);
+        }
+      }
       else if (!std::strcmp(k, "deadline")) {
         deadline = n;
         if (deadline < 1 || deadline > 86400000)
@@ -582,7 +611,7 @@ int l_load(lua_State* L) {
           return luaL_error(L, "marshal.load: option 'pump' is true or a list of function names");
         }
       } else {
-        return luaL_error(L, "marshal.load: unknown option '%s' (options: guard, max_buffer, isolate, deadline, pump)", k);
+        return luaL_error(L, "marshal.load: unknown option '%s' (options: guard, max_buffer, isolate, deadline, pump, connect, tls)", k);
       }
       lua_pop(L, 1);
     }
@@ -607,7 +636,13 @@ int l_load(lua_State* L) {
       return -1;
     }
     std::string error;
-    if ((isolate && !std::strcmp(isolate, "process")) || remote::wants_isolation(*r.typemap)) {
+    if (!connect && (tls[0] || tls[1] || tls[2] || tls[3])) {
+      err.message = "option 'tls' is for a connection to marshal serve (option 'connect')";
+      err.text = std::string(path) + ": " + err.message;
+      push_error(L, err);
+      return -1;
+    }
+    if ((isolate && !std::strcmp(isolate, "process")) || connect || remote::wants_isolation(*r.typemap)) {
       // The library never loads here: a context of its own holds the typemap
       // the surrogate loads too, alive as long as the isolated library.
       struct Isolation {
@@ -617,6 +652,9 @@ int l_load(lua_State* L) {
       auto iso = std::make_shared<Isolation>();
       remote::IsolateOptions o;
       o.deadline = std::chrono::milliseconds(deadline);
+      if (connect) o.connect = connect;
+      auto text = [](const char* s) { return s ? std::string(s) : std::string(); };
+      o.tls = {text(tls[0]), text(tls[1]), text(tls[2]), text(tls[3])};
       iso->lib = remote::IsolatedLibrary::open_file(iso->ctx, path, o, error);
       if (!iso->lib) {
         err.message = err.text = error;

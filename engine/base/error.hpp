@@ -25,6 +25,7 @@ namespace marshal::engine {
   X(native_crash, "native_crash")         /* a signal: guard mode, a crash in a surrogate */    \
   X(deadline_exceeded, "deadline_exceeded") /* a call outlasted its deadline (surrogate killed) */ \
   X(disconnected, "disconnected")         /* a surrogate or server went away during a call */   \
+  X(refused, "refused")                   /* a server refused the client: TLS, its allowlist */ \
   X(wrong_apartment, "wrong_apartment")                                                         \
   X(released, "released")                 /* a handle, callback or object used after release */ \
   X(apartment_ended, "apartment_ended")                                                         \

@@ -79,5 +79,7 @@ interface Library {
 interface Surrogate {
   # Loads the typemap (its JSON text; file names it in messages) and opens
   # its library in this process; an error is the loader's first message.
-  open @0 (typemap :Text, file :Text) -> (library :Library, error :Text);
+  # errorId: the failure's stable id name (ErrorRecord.id): "refused" for a
+  # typemap a server does not serve.
+  open @0 (typemap :Text, file :Text) -> (library :Library, error :Text, errorId :Text);
 }

@@ -275,6 +275,7 @@ class SurrogateServer final : public wire::Surrogate::Server {
         context.getResults().setError("typemap " + std::string(file.begin(), file.size()) +
                                       " is not served here: a client may open only the typemaps the server was "
                                       "given, with the same text (served: " + served + ")");
+        context.getResults().setErrorId(error_id_name(ErrorId::refused));
         return kj::READY_NOW;
       }
     }
@@ -282,12 +283,15 @@ class SurrogateServer final : public wire::Surrogate::Server {
     LoadResult r = ctx->load_text(std::string_view(text.begin(), text.size()), std::string(file.begin(), file.size()));
     if (!r.ok()) {
       context.getResults().setError(r.errors.empty() ? "the typemap did not load" : r.errors.front().text());
+      context.getResults().setErrorId(error_id_name(ErrorId::typemap));
       return kj::READY_NOW;
     }
     std::string error;
     auto lib = Library::open(*ctx, *r.typemap, error);
     if (!lib) {
       context.getResults().setError(error);
+      const Error& e = last_error();
+      context.getResults().setErrorId(error_id_name(e && e.message == error ? e.id : ErrorId::library_not_found));
       return kj::READY_NOW;
     }
     context.getResults().setLibrary(kj::heap<LibraryServer>(std::move(ctx), std::move(lib)));

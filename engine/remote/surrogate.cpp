@@ -507,10 +507,12 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
   // the typemap's library there. Connecting, and then the TLS handshake, are
   // each bounded by tls_handshake_seconds; their failures are disconnected.
   kj::Promise<std::string> start_connected() {
-    if (tls.get() == nullptr && !is_loopback(connect))
+    if (tls.get() == nullptr && !is_loopback(connect)) {
+      start_error = ErrorId::refused;
       return "refusing to connect to " + connect + ": without mutual TLS (a client certificate, its key and the "
              "server's CA: marshal call --tls-cert, --tls-key, --tls-ca) only a loopback address (127.0.0.1:PORT, "
              "[::1]:PORT, localhost:PORT) may be used";
+    }
     kj::Network* net = &io->provider->getNetwork();  // with TLS: any peer, authenticated by its certificate
     if (tls.get() == nullptr) {
       if (network.get() == nullptr) network = net->restrictPeers({"local"});
@@ -538,6 +540,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
                             if (e.getType() == kj::Exception::Type::OVERLOADED)  // the timer's
                               return "TLS handshake with " + connect + " did not finish within " +
                                      std::to_string(tls_handshake_seconds) + " s";
+                            start_error = ErrorId::refused;  // a certificate, a CA or a name did not match
                             return "TLS handshake with " + connect + " failed: " + tls_reason(e);
                           });
               },
@@ -567,8 +570,13 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
     conn = kj::mv(next);
     Conn* cn = conn.get();
     auto opened = req.send().then(
-        [cn](capnp::Response<wire::Surrogate::OpenResults> r) -> kj::Promise<std::string> {
-          if (r.hasError() && r.getError().size() > 0) return std::string(r.getError().cStr());
+        [this, cn](capnp::Response<wire::Surrogate::OpenResults> r) -> kj::Promise<std::string> {
+          if (r.hasError() && r.getError().size() > 0) {
+            ErrorId id = ErrorId::unclassified;
+            auto name = r.getErrorId();
+            if (error_id_from_name(std::string_view(name.begin(), name.size()), id)) start_error = id;
+            return std::string(r.getError().cStr());
+          }
           cn->lib = r.getLibrary();
           return std::string();
         },
@@ -826,7 +834,13 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
     error = std::string("cannot start the surrogate: ") + e.what();
   }
   if (!error.empty()) {
-    error = lib->impl_->file + ": " + error;
+    // The record (the bindings read its id): disconnected (no connection),
+    // refused (TLS, a server's allowlist), the serving side's own (typemap,
+    // library_not_found), else library_not_found (no surrogate started).
+    const ErrorId id = lib->impl_->start_error == ErrorId::unclassified ? ErrorId::library_not_found : lib->impl_->start_error;
+    Error& e = raise_error(id, lib->impl_->file + ": " + error);
+    e.file = lib->impl_->file;
+    error = e.message;
     return nullptr;
   }
   return lib;

@@ -195,6 +195,15 @@ struct load_options {
   // Isolated: the marshal-surrogate program; empty: $MARSHAL_SURROGATE, next
   // to this program, else the installed one.
   std::string surrogate;
+  // "HOST:PORT" of a `marshal serve` that serves the same typemap: calls go
+  // there instead of to a surrogate process (isolate is implied). Loopback
+  // only, unless the tls files are set.
+  std::string connect;
+  // With connect: mutual TLS, PEM files (all three or none): this client's
+  // certificate and key, and the CA the server's certificate must chain to;
+  // tls_name: the name the server's certificate must carry (default: the
+  // host of connect; kj-tls compares DNS names, so give one for an address).
+  std::string tls_cert, tls_key, tls_ca, tls_name;
 };
 
 // A library described by a typemap: every signature is checked against it.
