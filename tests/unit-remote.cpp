@@ -1460,3 +1460,131 @@ TEST_SUITE("remote") {
     marshal_context_release(ctx);
   }
 }
+
+// ---- marshal serve's heartbeat ----
+
+namespace {
+// The client process of the heartbeat test: this test program run again with
+// MARSHAL_HEARTBEAT_CLIENT=ADDRESS. It opens two handles on the server, says
+// "ready" on stdout and stops itself (SIGSTOP): alive to the kernel, silent
+// to the server.
+int live_handles(remote::IsolatedLibrary& lib) {
+  CallResult n;
+  std::string error;
+  REQUIRE(lib.call("res_live", {}, n, error));
+  return static_cast<int>(I(n.ret));
+}
+}  // namespace
+
+TEST_SUITE("remote") {
+  TEST_CASE("heartbeat client (runs only as the heartbeat test's child process)") {
+    const char* address = std::getenv("MARSHAL_HEARTBEAT_CLIENT");
+    if (!address) return;
+    Context ctx;
+    std::string error;
+    auto o = options();
+    o.connect = address;
+    auto lib = remote::IsolatedLibrary::open_file(ctx, source_path("tests/fixtures/pinvoke.json"), o, error);
+    REQUIRE(lib);
+    CallResult h1, h2;
+    REQUIRE(lib->call("res_open", std::vector<Value>{1}, h1, error));
+    REQUIRE(lib->call("res_open", std::vector<Value>{2}, h2, error));
+    std::printf("ready\n");
+    std::fflush(stdout);
+    ::raise(SIGSTOP);
+  }
+
+  TEST_CASE("marshal serve's heartbeat: a silent client's references are released in seconds, a quiet one's kept") {
+    // Starts the child client against `server`; returns its pid once it holds two handles and has stopped.
+    auto stopped_client = [](const Server& server) {
+      int out[2];
+      REQUIRE(::pipe(out) == 0);
+      const pid_t pid = ::fork();
+      REQUIRE(pid >= 0);
+      if (pid == 0) {
+        ::dup2(out[1], 1);
+        ::close(out[0]);
+        ::close(out[1]);
+        ::setenv("MARSHAL_HEARTBEAT_CLIENT", server.address().c_str(), 1);
+        char self[] = "/proc/self/exe";
+        char tc[] = "-tc=heartbeat client*";
+        char nv[] = "--no-version";
+        char* argv[] = {self, tc, nv, nullptr};
+        ::execv("/proc/self/exe", argv);
+        ::_exit(127);
+      }
+      ::close(out[1]);
+      std::string line, got;  // doctest's own lines come first
+      char c;
+      while (got != "ready" && ::read(out[0], &c, 1) == 1) {
+        if (c != '\n') {
+          line += c;
+          continue;
+        }
+        got = line;
+        line.clear();
+      }
+      ::close(out[0]);
+      if (got != "ready") {
+        ::kill(pid, SIGKILL);
+        ::waitpid(pid, nullptr, 0);
+      }
+      REQUIRE(got == "ready");
+      int st = 0;
+      REQUIRE(::waitpid(pid, &st, WUNTRACED) == pid);  // it stopped itself
+      REQUIRE(WIFSTOPPED(st));
+      return pid;
+    };
+    Context ctx;
+    std::string error;
+    auto o = options();
+    {
+      Server server({"tests/fixtures/pinvoke.json"}, {"--heartbeat-ms", "1000"});
+      o.connect = server.address();
+      auto here = remote::IsolatedLibrary::open_file(ctx, source_path("tests/fixtures/pinvoke.json"), o, error);
+      INFO(error);
+      REQUIRE(here);
+      CallResult mine;
+      REQUIRE(here->call("res_open", std::vector<Value>{7}, mine, error));  // held through the quiet wait below
+      const int base = live_handles(*here);
+      const pid_t child = stopped_client(server);
+      CHECK(live_handles(*here) == base + 2);
+      const auto t0 = std::chrono::steady_clock::now();
+      int now = base + 2;
+      while (now != base && std::chrono::steady_clock::now() - t0 < 10s) {
+        std::this_thread::sleep_for(50ms);
+        now = live_handles(*here);
+      }
+      const auto waited = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0);
+      MESSAGE("a stopped client's two handles were released after " << waited.count() << " ms (heartbeat 1000 ms)");
+      CHECK(now == base);
+      CHECK(waited < 3000ms);
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+      // A quiet client (no calls for 2.5 heartbeats) that pings keeps its session and handle.
+      std::this_thread::sleep_for(2500ms);
+      CHECK(live_handles(*here) == base);
+      CallResult value;
+      CHECK(here->call("res_value", std::vector<Value>{mine.ret}, value, error));
+      INFO(error);
+      CHECK(I(value.ret) == 7);
+    }
+    {
+      // Without the heartbeat the stopped client's handles stay (what the heartbeat is for).
+      Server server({"tests/fixtures/pinvoke.json"}, {"--heartbeat-ms", "0"});
+      o.connect = server.address();
+      auto here = remote::IsolatedLibrary::open_file(ctx, source_path("tests/fixtures/pinvoke.json"), o, error);
+      INFO(error);
+      REQUIRE(here);
+      const int base = live_handles(*here);
+      const pid_t child = stopped_client(server);
+      std::this_thread::sleep_for(2000ms);
+      CHECK(live_handles(*here) == base + 2);
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+    }
+    Run r = run("serve typemaps/zlib.json --listen 127.0.0.1:0 --heartbeat-ms 50");
+    CHECK(r.status == 2);
+    CHECK(r.err.find("--heartbeat-ms expects milliseconds: 0 (none) or 100 to 86400000") != std::string::npos);
+  }
+}

@@ -1,5 +1,5 @@
 // marshal command line: `marshal serve TYPEMAP... --listen HOST:PORT
-// [--tls-cert FILE --tls-key FILE --tls-client-ca FILE]`.
+// [--tls-cert FILE --tls-key FILE --tls-client-ca FILE] [--heartbeat-ms MS]`.
 // Serves the typemaps' libraries to `marshal call --connect HOST:PORT` over
 // Cap'n Proto RPC (engine/remote). Without the TLS options loopback only: any
 // other address is refused with a message; with them any address, and every
@@ -11,6 +11,8 @@
 #include "remote/surrogate.hpp"
 
 #include <cerrno>
+#include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -25,6 +27,7 @@ int cmd_serve(const Args& args) {
     std::printf(
         "usage: marshal serve TYPEMAP... --listen HOST:PORT\n"
         "                     [--tls-cert FILE --tls-key FILE --tls-client-ca FILE]\n"
+        "                     [--heartbeat-ms MS]\n"
         "\n"
         "Runs the libraries of the TYPEMAPs for clients that connect with\n"
         "`marshal call --connect HOST:PORT TYPEMAP FUNCTION ...`. A client may open\n"
@@ -41,12 +44,19 @@ int cmd_serve(const Args& args) {
         "--tls-client-ca FILE  the CA certificate(s) (PEM) clients' certificates must\n"
         "                      be signed by; the system's trust store is not used\n"
         "Clients connect with marshal call --connect HOST:PORT --tls-cert FILE\n"
-        "--tls-key FILE --tls-ca FILE (the CA of this server's certificate).\n");
+        "--tls-key FILE --tls-ca FILE (the CA of this server's certificate).\n"
+        "\n"
+        "--heartbeat-ms MS     a client that sends nothing for MS milliseconds (its\n"
+        "                      library pings at a third of it) is disconnected and\n"
+        "                      its references released; TCP keepalive ends a\n"
+        "                      connection to a host that stops answering within\n"
+        "                      about MS too (default 10000; 0: neither)\n");
     return 0;
   }
   std::vector<std::string> paths;
   std::string listen;
   remote::TlsFiles tls;
+  long heartbeat_ms = 10000;
   for (std::size_t i = 0; i < args.size(); ++i) {
     std::string* file = args[i] == "--tls-cert"        ? &tls.cert
                         : args[i] == "--tls-key"       ? &tls.key
@@ -58,6 +68,16 @@ int cmd_serve(const Args& args) {
         return 2;
       }
       listen = args[++i];
+    } else if (args[i] == "--heartbeat-ms") {
+      char* end = nullptr;
+      errno = 0;
+      heartbeat_ms = i + 1 < args.size() ? std::strtol(args[i + 1].c_str(), &end, 10) : -1;
+      if (i + 1 >= args.size() || args[i + 1].empty() || *end || errno || heartbeat_ms < 0 || heartbeat_ms > 86400000 ||
+          (heartbeat_ms > 0 && heartbeat_ms < 100)) {
+        std::fprintf(stderr, "marshal serve: --heartbeat-ms expects milliseconds: 0 (none) or 100 to 86400000\n");
+        return 2;
+      }
+      ++i;
     } else if (file) {
       if (i + 1 >= args.size() || args[i + 1].empty()) {
         std::fprintf(stderr, "marshal serve: %s expects a PEM file\n", args[i].c_str());
@@ -111,7 +131,7 @@ int cmd_serve(const Args& args) {
   const std::string host = listen.substr(0, listen.rfind(':'));
   std::string error;
   int status = remote::serve(
-      typemaps, listen, tls,
+      typemaps, listen, tls, std::chrono::milliseconds(heartbeat_ms),
       [&](unsigned port) {
         std::printf("listening on %s:%u\n", host.c_str(), port);
         std::fflush(stdout);

@@ -81,5 +81,10 @@ interface Surrogate {
   # its library in this process; an error is the loader's first message.
   # errorId: the failure's stable id name (ErrorRecord.id): "refused" for a
   # typemap a server does not serve.
-  open @0 (typemap :Text, file :Text) -> (library :Library, error :Text, errorId :Text);
+  # heartbeatMs: a server's heartbeat timeout (0: none, a surrogate): it ends
+  # a client's session, releasing what the client holds, when nothing came
+  # from the client for that long; the client pings well within it.
+  open @0 (typemap :Text, file :Text) -> (library :Library, error :Text, errorId :Text, heartbeatMs :UInt32);
+  # Does nothing: a client's heartbeat.
+  ping @1 () -> ();
 }

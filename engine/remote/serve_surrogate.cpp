@@ -257,7 +257,10 @@ using Allowed = std::vector<std::pair<std::string, std::string>>;  // (path, tex
 class SurrogateServer final : public wire::Surrogate::Server {
  public:
   // allowed: a server's allowlist (nullptr: a surrogate, which opens what its host sends).
-  explicit SurrogateServer(const Allowed* allowed = nullptr) : allowed_(allowed) {}
+  explicit SurrogateServer(const Allowed* allowed = nullptr, std::uint32_t heartbeat_ms = 0)
+      : allowed_(allowed), heartbeat_ms_(heartbeat_ms) {}
+
+  kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
   kj::Promise<void> open(OpenContext context) override {
     auto p = context.getParams();
@@ -295,24 +298,64 @@ class SurrogateServer final : public wire::Surrogate::Server {
       return kj::READY_NOW;
     }
     context.getResults().setLibrary(kj::heap<LibraryServer>(std::move(ctx), std::move(lib)));
+    context.getResults().setHeartbeatMs(heartbeat_ms_);
     return kj::READY_NOW;
   }
 
  private:
   const Allowed* allowed_;
+  std::uint32_t heartbeat_ms_;
+};
+
+// A session's message stream that notes when it last read a message (the
+// heartbeat's evidence that the client is alive).
+class NotingMessageStream final : public capnp::MessageStream {
+ public:
+  NotingMessageStream(kj::Own<capnp::MessageStream> inner, kj::Timer& timer)
+      : inner_(kj::mv(inner)), timer_(timer), last_(timer.now()) {}
+  using capnp::MessageStream::tryReadMessage;
+  using capnp::MessageStream::writeMessage;
+  using capnp::MessageStream::writeMessages;
+  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(kj::ArrayPtr<kj::AutoCloseFd> fds,
+                                                                    capnp::ReaderOptions options,
+                                                                    kj::ArrayPtr<capnp::word> scratch) override {
+    return inner_->tryReadMessage(fds, options, scratch).then([this](kj::Maybe<capnp::MessageReaderAndFds>&& m) {
+      last_ = timer_.now();
+      return kj::mv(m);
+    });
+  }
+  kj::Promise<void> writeMessage(kj::ArrayPtr<const int> fds,
+                                 kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override {
+    return inner_->writeMessage(fds, segments);
+  }
+  kj::Promise<void> writeMessages(
+      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override {
+    return inner_->writeMessages(messages);
+  }
+  kj::Maybe<int> getSendBufferSize() override { return inner_->getSendBufferSize(); }
+  kj::Promise<void> end() override { return inner_->end(); }
+  kj::TimePoint last() const { return last_; }
+  // The event loop was busy (a native call ran) and could not read: what the
+  // client sent meanwhile counts as heard now.
+  void excuse() { last_ = timer_.now(); }
+
+ private:
+  kj::Own<capnp::MessageStream> inner_;
+  kj::Timer& timer_;
+  kj::TimePoint last_;
 };
 
 // One client of `marshal serve`: its connection and the objects it holds.
 struct Session {
-  Session(kj::Own<kj::AsyncIoStream> s, const Allowed& allowed)
+  Session(kj::Own<kj::AsyncIoStream> s, const Allowed& allowed, kj::Timer& timer, std::chrono::milliseconds heartbeat)
       : stream(kj::mv(s)),
-        messages(reusing_message_stream(*stream)),
+        messages(kj::heap<NotingMessageStream>(reusing_message_stream(*stream), timer)),
         network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options()),
-        rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(&allowed))) {
+        rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(&allowed, static_cast<std::uint32_t>(heartbeat.count())))) {
     rpc.setFlowLimit(traversal_limit_words);
   }
   kj::Own<kj::AsyncIoStream> stream;
-  kj::Own<capnp::MessageStream> messages;  // wire.hpp: reused receive buffers
+  kj::Own<NotingMessageStream> messages;  // wire.hpp: reused receive buffers
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
@@ -329,13 +372,40 @@ struct Serving {
   kj::TlsContext* tls;  // null: plain TCP (loopback only)
   kj::Timer& timer;
   const std::function<void(const std::string&)>& on_refused;
+  std::chrono::milliseconds heartbeat;  // zero: none
 };
 
-// One client's session; it ends when the client goes, and with it every
-// handle the client held.
-kj::Promise<void> run_session(kj::Own<kj::AsyncIoStream> stream, const Allowed& allowed) {
-  auto session = kj::heap<Session>(kj::mv(stream), allowed);
-  return session->network.onDisconnect().attach(kj::mv(session));
+// Resolves when nothing came from the session's client for `timeout`. It
+// checks a few times per timeout; a check that comes late (the loop ran a
+// native call) excuses the silence, since the client could not be heard.
+kj::Promise<void> watchdog(Session& s, kj::Timer& timer, kj::Duration timeout, kj::TimePoint due) {
+  const kj::Duration tick = timeout / 4;
+  return timer.atTime(due).then([&s, &timer, timeout, due, tick]() -> kj::Promise<void> {
+    const kj::TimePoint now = timer.now();
+    if (now - due > tick) s.messages->excuse();
+    if (now - s.messages->last() >= timeout) return kj::READY_NOW;
+    return watchdog(s, timer, timeout, now + tick);
+  });
+}
+
+// One client's session; it ends when the client goes (or falls silent past
+// the heartbeat), and with it every handle the client held.
+kj::Promise<void> run_session(kj::Own<kj::AsyncIoStream> stream, Serving& s) {
+  keep_alive(*stream, s.heartbeat);
+  auto session = kj::heap<Session>(kj::mv(stream), s.allowed, s.timer, s.heartbeat);
+  kj::Promise<void> ended = session->network.onDisconnect();
+  if (s.heartbeat.count() > 0) {
+    const kj::Duration timeout = s.heartbeat.count() * kj::MILLISECONDS;
+    auto* on_refused = &s.on_refused;
+    ended = ended.exclusiveJoin(watchdog(*session, s.timer, timeout, s.timer.now() + timeout / 4)
+                                    .then([on_refused, timeout] {
+                                      if (*on_refused)
+                                        (*on_refused)("ended a session: nothing from its client for " +
+                                                      std::to_string(timeout / kj::MILLISECONDS) +
+                                                      " ms (the heartbeat); its references are released");
+                                    }));
+  }
+  return ended.attach(kj::mv(session));
 }
 
 // " from HOST:PORT" of an accepted connection, for the refusal message.
@@ -364,14 +434,14 @@ std::string peer_of(kj::AsyncIoStream& stream) {
 kj::Promise<void> accept_loop(Serving& s) {
   return s.port.accept().then([&s](kj::Own<kj::AsyncIoStream> stream) {
     if (!s.tls) {
-      s.tasks.add(run_session(kj::mv(stream), s.allowed));
+      s.tasks.add(run_session(kj::mv(stream), s));
     } else {
       // Each handshake is a task of its own (one slow client holds up no
       // other), bounded in time; nothing the client sends reaches Cap'n Proto
       // before its certificate is accepted.
       std::string peer = peer_of(*stream);
       s.tasks.add(s.timer.timeoutAfter(tls_handshake_seconds * kj::SECONDS, tls_accept(*s.tls, kj::mv(stream)))
-                      .then([&s](kj::Own<kj::AsyncIoStream> secure) { return run_session(kj::mv(secure), s.allowed); },
+                      .then([&s](kj::Own<kj::AsyncIoStream> secure) { return run_session(kj::mv(secure), s); },
                             [&s, peer](kj::Exception&& e) -> kj::Promise<void> {
                               if (s.on_refused) s.on_refused("refused a client" + peer + ": TLS handshake failed: " +
                                                              tls_reason(e));
@@ -385,7 +455,7 @@ kj::Promise<void> accept_loop(Serving& s) {
 }  // namespace
 
 int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
-          const TlsFiles& tls, const std::function<void(unsigned port)>& on_listening,
+          const TlsFiles& tls, std::chrono::milliseconds heartbeat, const std::function<void(unsigned port)>& on_listening,
           const std::function<void(const std::string&)>& on_refused, std::string& error) {
   if (const std::string missing = tls_missing(tls, "tls.cert", "tls.key", "tls.ca"); !missing.empty()) {
     error = "mutual TLS needs a certificate, its key and the CA of the clients' certificates: " + missing +
@@ -418,7 +488,7 @@ int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, cons
     on_listening(listener->getPort());
     Tasks handler;
     kj::TaskSet tasks(handler);
-    Serving serving{*listener, typemaps, tasks, context.get(), io.provider->getTimer(), on_refused};
+    Serving serving{*listener, typemaps, tasks, context.get(), io.provider->getTimer(), on_refused, heartbeat};
     accept_loop(serving).wait(io.waitScope);
   } catch (const kj::Exception& e) {
     error = "cannot serve on " + listen + ": " + std::string(e.getDescription().cStr());

@@ -244,7 +244,19 @@ struct Conn {
   wire::Library::Client lib = nullptr;
   bool broken = false;  // the surrogate died or was killed: replaced on the next call
   Error death;          // a server's deadline: what the call that closed the connection reports
+  kj::Promise<void> heartbeat = nullptr;  // a server's: pings at a third of its timeout (first to go)
 };
+
+// Pings a server every `every` for as long as the connection lasts (the
+// promise is the connection's); a ping that fails ends the loop, and the
+// connection's failure shows at the next call.
+kj::Promise<void> ping_loop(wire::Surrogate::Client server, kj::Timer& timer, kj::Duration every) {
+  return timer.afterDelay(every).then([server, &timer, every]() mutable {
+    return server.pingRequest().send().then([server, &timer, every](auto&&) mutable {
+      return ping_loop(kj::mv(server), timer, every);
+    });
+  });
+}
 
 struct Reply {
   bool ok = false;
@@ -524,6 +536,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
     return io->provider->getTimer()
         .timeoutAfter(tls_handshake_seconds * kj::SECONDS, kj::mv(connected))
         .then([this, gen](kj::Own<kj::AsyncIoStream> stream) -> kj::Promise<std::string> {
+                keep_alive(*stream, client_keepalive);
                 if (tls.get() == nullptr) {
                   generation.store(gen);
                   return open_over(kj::mv(stream), nullptr);
@@ -570,7 +583,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
     conn = kj::mv(next);
     Conn* cn = conn.get();
     auto opened = req.send().then(
-        [this, cn](capnp::Response<wire::Surrogate::OpenResults> r) -> kj::Promise<std::string> {
+        [this, cn, boot](capnp::Response<wire::Surrogate::OpenResults> r) mutable -> kj::Promise<std::string> {
           if (r.hasError() && r.getError().size() > 0) {
             ErrorId id = ErrorId::unclassified;
             auto name = r.getErrorId();
@@ -578,6 +591,9 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
             return std::string(r.getError().cStr());
           }
           cn->lib = r.getLibrary();
+          if (const std::uint32_t ms = r.getHeartbeatMs(); ms > 0)
+            cn->heartbeat = ping_loop(kj::mv(boot), io->provider->getTimer(), std::max<std::uint32_t>(ms / 3, 1) * kj::MILLISECONDS)
+                                .eagerlyEvaluate([](kj::Exception&&) {});
           return std::string();
         },
         [this, cn](kj::Exception&& e) {

@@ -129,11 +129,17 @@ int run_surrogate(int sock, int crash_fd);
 // read) until killed; a client may open only a typemap whose text is one of
 // these (an allowlist: nothing by address or by file name). Each client gets
 // its own library objects; its handles are released when it disconnects.
+// Heartbeat (zero: none): a client that sends nothing for that long (clients
+// ping at a third of it; the server tells them when they open a library) has
+// its session ended and its references released; TCP keepalive with the same
+// timeout ends connections to a host that stopped answering. A native call
+// that runs longer than the heartbeat delays every check (the event loop is
+// busy), and silence during it is excused.
 // `on_listening` gets the bound port (for port 0); `on_refused`, if set, why a
-// client was refused (its address and the TLS reason). Returns an exit status;
-// `error` says why it could not serve.
+// client was refused (its address and the TLS reason) or its session ended.
+// Returns an exit status; `error` says why it could not serve.
 int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
-          const TlsFiles& tls, const std::function<void(unsigned port)>& on_listening,
+          const TlsFiles& tls, std::chrono::milliseconds heartbeat, const std::function<void(unsigned port)>& on_listening,
           const std::function<void(const std::string&)>& on_refused, std::string& error);
 
 // What the surrogate's crash handler writes to the crash pipe (one write,

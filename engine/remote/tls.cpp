@@ -11,6 +11,11 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -20,6 +25,23 @@
 #include <vector>
 
 namespace marshal::engine::remote {
+
+void keep_alive(kj::AsyncIoStream& stream, std::chrono::milliseconds timeout) {
+  if (timeout.count() <= 0) return;
+  const int on = 1;
+  const int probe = static_cast<int>(std::max<std::int64_t>(1, timeout.count() / 3000));
+  const int count = 3;
+  const unsigned user_timeout = static_cast<unsigned>(timeout.count());
+  try {
+    stream.setsockopt(SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    stream.setsockopt(IPPROTO_TCP, TCP_KEEPIDLE, &probe, sizeof probe);
+    stream.setsockopt(IPPROTO_TCP, TCP_KEEPINTVL, &probe, sizeof probe);
+    stream.setsockopt(IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+    stream.setsockopt(IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+  } catch (const kj::Exception&) {
+    // not a TCP socket: the heartbeat alone
+  }
+}
 
 std::string tls_missing(const TlsFiles& tls, const char* cert_name, const char* key_name, const char* ca_name) {
   if (!tls.any()) return "";

@@ -17,6 +17,7 @@
 #include <kj/async-io.h>
 #include <kj/compat/tls.h>
 
+#include <chrono>
 #include <string>
 
 namespace marshal::engine::remote {
@@ -25,6 +26,9 @@ namespace marshal::engine::remote {
 inline constexpr unsigned char tls_accepted = 1;
 // How long a connection may take from TCP connect to that byte, either side.
 inline constexpr int tls_handshake_seconds = 30;
+// A client's TCP keepalive on its connection to a server (keep_alive): a
+// server host that stops answering ends the connection within about this.
+inline constexpr std::chrono::milliseconds client_keepalive{10000};
 
 // The TLS context of a server (server = true) or a client; nullptr with an
 // error naming the file that is missing, unreadable or not what it should be
@@ -45,5 +49,11 @@ kj::Promise<kj::Own<kj::AsyncIoStream>> tls_connect(kj::TlsContext& tls, kj::Own
 // The server's side over an accepted stream: TLS with the client's certificate
 // checked, then the byte.
 kj::Promise<kj::Own<kj::AsyncIoStream>> tls_accept(kj::TlsContext& tls, kj::Own<kj::AsyncIoStream> stream);
+
+// TCP keepalive on a connection (TLS or not, before the handshake): the kernel
+// probes an idle peer and ends the connection when its host stops answering
+// for about `timeout` (a dead machine, a cut link), whatever the event loop
+// is doing. Nothing for zero or a stream that is not a TCP socket.
+void keep_alive(kj::AsyncIoStream& stream, std::chrono::milliseconds timeout);
 
 }  // namespace marshal::engine::remote
