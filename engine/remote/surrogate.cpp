@@ -1,8 +1,9 @@
 // marshal remote: the host's side of a surrogate process (see surrogate.hpp).
 // All Cap'n Proto objects of one IsolatedLibrary live on its I/O thread; a
-// caller's thread hands it a call with Executor::executeSync and blocks until
+// caller's thread hands it a call through an IoQueue (io_queue.hpp) and blocks until
 // the reply (or the deadline, or the surrogate's death) settles it.
 #include "remote/surrogate.hpp"
+#include "remote/io_queue.hpp"
 #include "remote/tls.hpp"
 #include "remote/wire.hpp"
 
@@ -292,41 +293,50 @@ Error remote_record(wire::Outcome::Reader outcome) {
 }
 
 // Runs f (returning a kj::Promise<T>) on the I/O thread and waits for its
-// value. kj's executor queues with raw futexes, which ThreadSanitizer cannot
-// see; the hand-off here goes through a std::mutex both ways (the caller's
-// writes are published before f reads them, the result before the caller reads
-// it), so the happens-before is explicit, and the result is moved across under
-// the same mutex.
+// value. The threads meet through IoQueue's mutex and the slot's (never kj's
+// futexes: ThreadSanitizer sees every hand-off). A task that never runs, or
+// whose promise is dropped unfinished (the I/O thread ending), is a
+// disconnected kj exception, never a wait forever.
 template <class T, class F>
-T run_on(const kj::Executor& exec, F&& f) {
+T run_on(IoQueue& queue, F&& f) {
   struct Slot {
     std::mutex m;
     std::condition_variable cv;
     bool done = false;
     kj::Maybe<T> value;
     kj::Maybe<kj::Exception> failure;
-  } slot;
-  { std::lock_guard publish(slot.m); }
-  exec.executeSync([&]() -> kj::Promise<void> {
-    { std::lock_guard acquire(slot.m); }
-    return kj::evalNow([&] { return f(); })
-        .then([&](T v) {
-                std::lock_guard lock(slot.m);
-                slot.value = kj::mv(v);
-                slot.done = true;
-                slot.cv.notify_all();
-              },
-              [&](kj::Exception&& e) {
-                std::lock_guard lock(slot.m);
-                slot.failure = kj::mv(e);
-                slot.done = true;
-                slot.cv.notify_all();
-              });
+    void finish(kj::Maybe<T> v, kj::Maybe<kj::Exception> e) {
+      std::lock_guard lock(m);
+      if (done) return;
+      value = kj::mv(v);
+      failure = kj::mv(e);
+      done = true;
+      cv.notify_all();
+    }
+  };
+  // Gone with the last copy of the task and of its promise (which may outlive
+  // this frame, so the slot is shared): a task that did not finish says so.
+  struct Unfinished {
+    std::shared_ptr<Slot> slot;
+    ~Unfinished() {
+      if (slot) slot->finish(nullptr, KJ_EXCEPTION(DISCONNECTED, "the connection's I/O thread ended before the call finished"));
+    }
+  };
+  auto slot = std::make_shared<Slot>();
+  auto guard = std::make_shared<Unfinished>();  // (no temporary: its destructor would report)
+  guard->slot = slot;
+  const bool posted = queue.post([s = slot.get(), &f, guard]() -> kj::Promise<void> {
+    // f and what it refers to stay alive until the slot is done: the caller waits.
+    return kj::evalNow([&f] { return f(); })
+        .then([s](T v) { s->finish(kj::mv(v), nullptr); }, [s](kj::Exception&& e) { s->finish(nullptr, kj::mv(e)); })
+        .attach(std::shared_ptr<Unfinished>(guard));
   });
-  std::unique_lock lock(slot.m);
-  slot.cv.wait(lock, [&] { return slot.done; });
-  KJ_IF_MAYBE(e, slot.failure) { kj::throwFatalException(kj::mv(*e)); }
-  KJ_IF_MAYBE(v, slot.value) { return kj::mv(*v); }
+  guard = nullptr;  // the queue's copies (or none, when not posted) decide now
+  if (!posted) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "the connection's I/O thread has ended"));
+  std::unique_lock lock(slot->m);
+  slot->cv.wait(lock, [&] { return slot->done; });
+  KJ_IF_MAYBE(e, slot->failure) { kj::throwFatalException(kj::mv(*e)); }
+  KJ_IF_MAYBE(v, slot->value) { return kj::mv(*v); }
   return T{};
 }
 
@@ -346,7 +356,7 @@ struct Imports {
   };
   std::mutex mutex;  // guards `alive` and `exec` against HandleBox releases on other threads
   bool alive = true;
-  kj::Own<const kj::Executor> exec;
+  std::shared_ptr<IoQueue> exec;
   std::thread::id io_thread;
   // I/O thread only:
   std::map<const HandleBox*, Entry> by_box;
@@ -390,8 +400,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
   kj::Own<kj::TlsContext> tls;  // connect with mutual TLS (made by open_text; used on the I/O thread)
 
   std::thread io_thread;
-  kj::Own<const kj::Executor> exec;
-  kj::Own<kj::CrossThreadPromiseFulfiller<void>> stop;
+  std::shared_ptr<IoQueue> exec = std::make_shared<IoQueue>();
   std::shared_ptr<Imports> imports = std::make_shared<Imports>();
   std::atomic<int> pid{0};
   std::atomic<int> generation{0};
@@ -744,12 +753,12 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
   }
 
   void shutdown() {
-    if (!exec) return;
+    if (!io_thread.joinable()) return;
     {
       std::lock_guard lock(imports->mutex);
       imports->alive = false;
     }
-    stop->fulfill();
+    exec->close();
     io_thread.join();
   }
 };
@@ -821,17 +830,16 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
   im->io_thread = std::thread([im, &m, &cv, &ready] {
     auto io = kj::setupAsyncIo();
     im->io = &io;
-    auto paf = kj::newPromiseAndCrossThreadFulfiller<void>();
+    auto tasks = im->exec->run(io.unixEventPort);
     {
       std::lock_guard lock(m);
-      im->exec = kj::getCurrentThreadExecutor().addRef();
-      im->imports->exec = kj::getCurrentThreadExecutor().addRef();
+      im->imports->exec = im->exec;
       im->imports->io_thread = std::this_thread::get_id();
-      im->stop = kj::mv(paf.fulfiller);
       ready = true;
     }
     cv.notify_all();
-    paf.promise.wait(io.waitScope);
+    tasks.wait(io.waitScope);
+    im->exec->cancel_all();  // what still runs ends here, on this thread
     // Teardown on this thread: every capability, then the connection (the
     // surrogate sees the disconnect and exits; ~Child reaps it).
     for (auto& [box, entry] : im->imports->by_box) entry.cap = nullptr;
