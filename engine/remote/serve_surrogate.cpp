@@ -307,55 +307,20 @@ class SurrogateServer final : public wire::Surrogate::Server {
   std::uint32_t heartbeat_ms_;
 };
 
-// A session's message stream that notes when it last read a message (the
-// heartbeat's evidence that the client is alive).
-class NotingMessageStream final : public capnp::MessageStream {
- public:
-  NotingMessageStream(kj::Own<capnp::MessageStream> inner, kj::Timer& timer)
-      : inner_(kj::mv(inner)), timer_(timer), last_(timer.now()) {}
-  using capnp::MessageStream::tryReadMessage;
-  using capnp::MessageStream::writeMessage;
-  using capnp::MessageStream::writeMessages;
-  kj::Promise<kj::Maybe<capnp::MessageReaderAndFds>> tryReadMessage(kj::ArrayPtr<kj::AutoCloseFd> fds,
-                                                                    capnp::ReaderOptions options,
-                                                                    kj::ArrayPtr<capnp::word> scratch) override {
-    return inner_->tryReadMessage(fds, options, scratch).then([this](kj::Maybe<capnp::MessageReaderAndFds>&& m) {
-      last_ = timer_.now();
-      return kj::mv(m);
-    });
-  }
-  kj::Promise<void> writeMessage(kj::ArrayPtr<const int> fds,
-                                 kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments) override {
-    return inner_->writeMessage(fds, segments);
-  }
-  kj::Promise<void> writeMessages(
-      kj::ArrayPtr<kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>>> messages) override {
-    return inner_->writeMessages(messages);
-  }
-  kj::Maybe<int> getSendBufferSize() override { return inner_->getSendBufferSize(); }
-  kj::Promise<void> end() override { return inner_->end(); }
-  kj::TimePoint last() const { return last_; }
-  // The event loop was busy (a native call ran) and could not read: what the
-  // client sent meanwhile counts as heard now.
-  void excuse() { last_ = timer_.now(); }
-
- private:
-  kj::Own<capnp::MessageStream> inner_;
-  kj::Timer& timer_;
-  kj::TimePoint last_;
-};
 
 // One client of `marshal serve`: its connection and the objects it holds.
 struct Session {
   Session(kj::Own<kj::AsyncIoStream> s, const Allowed& allowed, kj::Timer& timer, std::chrono::milliseconds heartbeat)
       : stream(kj::mv(s)),
-        messages(kj::heap<NotingMessageStream>(reusing_message_stream(*stream), timer)),
+        last_heard(timer.now()),
+        messages(reusing_message_stream(*stream, [this, &timer] { last_heard = timer.now(); })),
         network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options()),
         rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(&allowed, static_cast<std::uint32_t>(heartbeat.count())))) {
     rpc.setFlowLimit(traversal_limit_words);
   }
   kj::Own<kj::AsyncIoStream> stream;
-  kj::Own<NotingMessageStream> messages;  // wire.hpp: reused receive buffers
+  kj::TimePoint last_heard;  // the last message from the client (the heartbeat's evidence)
+  kj::Own<capnp::MessageStream> messages;  // wire.hpp: reused receive buffers
   capnp::TwoPartyVatNetwork network;
   capnp::RpcSystem<capnp::rpc::twoparty::VatId> rpc;
 };
@@ -382,8 +347,8 @@ kj::Promise<void> watchdog(Session& s, kj::Timer& timer, kj::Duration timeout, k
   const kj::Duration tick = timeout / 4;
   return timer.atTime(due).then([&s, &timer, timeout, due, tick]() -> kj::Promise<void> {
     const kj::TimePoint now = timer.now();
-    if (now - due > tick) s.messages->excuse();
-    if (now - s.messages->last() >= timeout) return kj::READY_NOW;
+    if (now - due > tick) s.last_heard = now;  // the loop was busy: what the client sent was not read yet
+    if (now - s.last_heard >= timeout) return kj::READY_NOW;
     return watchdog(s, timer, timeout, now + tick);
   });
 }

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -82,7 +83,8 @@ void limit_traversal(capnp::MessageReaderAndFds& m, capnp::ReaderOptions options
 
 class ReusingMessageStream final : public capnp::MessageStream {
  public:
-  explicit ReusingMessageStream(kj::AsyncIoStream& stream) : inner_(stream) {}
+  ReusingMessageStream(kj::AsyncIoStream& stream, std::function<void()> on_message)
+      : inner_(stream), on_message_(std::move(on_message)) {}
   using capnp::MessageStream::tryReadMessage;
   using capnp::MessageStream::writeMessage;
   using capnp::MessageStream::writeMessages;
@@ -92,7 +94,8 @@ class ReusingMessageStream final : public capnp::MessageStream {
                                                                     kj::ArrayPtr<capnp::word> scratch) override {
     if (scratch.size() > 0) {
       return inner_.tryReadMessage(fds, options, scratch)
-          .then([options](kj::Maybe<capnp::MessageReaderAndFds>&& got) -> kj::Maybe<capnp::MessageReaderAndFds> {
+          .then([this, options](kj::Maybe<capnp::MessageReaderAndFds>&& got) -> kj::Maybe<capnp::MessageReaderAndFds> {
+            if (on_message_) on_message_();
             KJ_IF_MAYBE(m, got) limit_traversal(*m, options);
             return kj::mv(got);
           });
@@ -100,8 +103,9 @@ class ReusingMessageStream final : public capnp::MessageStream {
     auto buffer = pool_->take();
     auto space = buffer.asPtr();
     return inner_.tryReadMessage(fds, options, space)
-        .then([pool = pool_, buffer = kj::mv(buffer), options](
+        .then([this, pool = pool_, buffer = kj::mv(buffer), options](
                   kj::Maybe<capnp::MessageReaderAndFds>&& got) mutable -> kj::Maybe<capnp::MessageReaderAndFds> {
+          if (on_message_) on_message_();
           KJ_IF_MAYBE(m, got) {
             // The message's size: its segments (capnp read them all into
             // `space` when they fit, else into an allocation of its own).
@@ -137,6 +141,7 @@ class ReusingMessageStream final : public capnp::MessageStream {
 
  private:
   capnp::AsyncIoMessageStream inner_;
+  std::function<void()> on_message_;
   std::shared_ptr<ScratchPool> pool_ = std::make_shared<ScratchPool>();
 };
 
@@ -283,8 +288,8 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
 
 }  // namespace
 
-kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream) {
-  return kj::heap<ReusingMessageStream>(stream);
+kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream, std::function<void()> on_message) {
+  return kj::heap<ReusingMessageStream>(stream, std::move(on_message));
 }
 
 bool to_wire(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles,

@@ -14,6 +14,7 @@
 #include <capnp/message.h>
 #include <capnp/serialize-async.h>
 #include <kj/async-io.h>
+#include <functional>
 #include <string>
 
 namespace marshal::engine::remote {
@@ -37,7 +38,10 @@ capnp::ReaderOptions reader_options();
 // by page: the remote layer's large-buffer cost (benchmarks/bench_remote).
 // A larger message is read into its own allocation, as capnp does. Like
 // capnp's plain AsyncIoMessageStream, it passes no file descriptors.
-kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream);
+// on_message, if set, is called (on the stream's thread) each time a message
+// or the end of the stream arrives: a server's evidence that its client lives.
+kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream,
+                                                     std::function<void()> on_message = {});
 
 // How handles cross: each side supplies its own codec (the surrogate exports
 // capabilities, the host imports them). Without one, a handle is refused.
