@@ -130,6 +130,18 @@ bool call_host(const HostFunction& fn, const std::vector<Value>& args, Value& re
   return false;
 }
 
+// A native argument's bytes as the low bytes of a register (little-endian),
+// by fixed-size loads for the usual sizes.
+[[gnu::always_inline]] inline std::uint64_t load_bits(const void* p, unsigned size) {
+  switch (size) {
+    case 1: { std::uint8_t v; std::memcpy(&v, p, 1); return v; }
+    case 2: { std::uint16_t v; std::memcpy(&v, p, 2); return v; }
+    case 4: { std::uint32_t v; std::memcpy(&v, p, 4); return v; }
+    case 8: { std::uint64_t v; std::memcpy(&v, p, 8); return v; }
+    default: { std::uint64_t v = 0; std::memcpy(&v, p, size); return v; }
+  }
+}
+
 // The same for a host function of scalars (HostFunction::scalar).
 [[gnu::always_inline]] inline bool call_scalar(const HostFunction& fn, const HostScalar* args, HostScalar& result,
                                                std::string& error) {
@@ -164,11 +176,7 @@ bool Callback::reactivate() {
   const std::size_t n = lane_.size();
   alignas(HostScalar) unsigned char storage[16 * sizeof(HostScalar)];  // laned_: at most 16 parameters
   auto* host_args = reinterpret_cast<HostScalar*>(storage);
-  for (std::size_t i = 0; i < n; ++i) {
-    std::uint64_t bits = 0;
-    std::memcpy(&bits, args[i], lane_[i].size);  // little-endian: the value's bytes are the low bytes
-    new (&host_args[i]) HostScalar(lane_scalar(lane_[i], bits));
-  }
+  for (std::size_t i = 0; i < n; ++i) new (&host_args[i]) HostScalar(lane_scalar(lane_[i], load_bits(args[i], lane_[i].size)));
   HostScalar result;
   result.kind = HostScalar::Kind::null;
   if (!call_scalar(fn, host_args, result, error)) return false;
