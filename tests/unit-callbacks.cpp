@@ -363,4 +363,95 @@ TEST_SUITE("callbacks") {
           std::string::npos);
     CHECK(f.error_of("apply_i32", {Value(), 1}).find("null is not allowed") != std::string::npos);
   }
+
+  TEST_CASE("a host function of scalars: no Values, the lane's rules, the trap, and held closures at the pool's limit") {
+    auto& f = cb();
+    // The Value form fails: a call that succeeds ran the scalar form.
+    auto values_fail = [](const std::vector<Value>&, Value&, std::string& e) {
+      e = "the Value form ran";
+      return false;
+    };
+    auto h = host("triple", values_fail);
+    h->scalar = [](const void*, const HostScalar* a, HostScalar& r, std::string&) {
+      r = HostScalar::of_int(a[0].i * 3);
+      return true;
+    };
+    CHECK(I(f.call("apply_i32", {Value(h), 14}).ret) == 42);
+    CHECK(I(f.call("apply_i32", {Value(h), -14}).ret) == -42);
+    // From native threads (delivery inline): the scalar form on each.
+    CHECK(I(f.call("call_from_threads", {Value(h), 4, 100}).ret) == 4 * 3 * (99 * 100 / 2));
+    // With the lanes off the general path runs the Value form (so the check above means something).
+    set_scalar_lanes(false);
+    CHECK(f.error_of("apply_i32", {Value(h), 14}).find("callback 'IntFn' failed: the Value form ran") != std::string::npos);
+    set_scalar_lanes(true);
+    // A throw: on_error for native code, the error for the host.
+    auto thrower = host("thrower", values_fail);
+    thrower->scalar = [](const void*, const HostScalar*, HostScalar&, std::string&) -> bool {
+      throw std::runtime_error("scalar boom");
+    };
+    CHECK(f.error_of("apply_i32", {Value(thrower), 1}).find("callback 'IntFn' failed: threw: scalar boom") != std::string::npos);
+    // A result out of the return type's range: the general conversion's words, as for the Value form.
+    auto wide = host("wide", [](const std::vector<Value>&, Value& r, std::string&) {
+      r = Value(std::int64_t{1} << 40);
+      return true;
+    });
+    const std::string general = f.error_of("apply_i32", {Value(wide), 1});
+    wide->scalar = [](const void*, const HostScalar*, HostScalar& r, std::string&) {
+      r = HostScalar::of_int(std::int64_t{1} << 40);
+      return true;
+    };
+    CHECK(general.find("return value:") != std::string::npos);
+    CHECK(f.error_of("apply_i32", {Value(wide), 1}) == general);
+    // u8: 200 in, 255 out (no sign extension either way); 256 is out of range (on_error 7, apply_u8 adds 1).
+    auto byte = host("byte", values_fail);
+    byte->scalar = [](const void*, const HostScalar* a, HostScalar& r, std::string&) {
+      r = HostScalar::of_uint(a[0].kind == HostScalar::Kind::uint64 && a[0].u == 200 ? 255 : 256);
+      return true;
+    };
+    CHECK(I(f.call("apply_u8", {Value(byte), 200}).ret) == 0);  // 255 + 1 wraps in uint8
+    CHECK(f.error_of("apply_u8", {Value(byte), 1}).find("callback 'ByteFn' failed: return value:") != std::string::npos);
+
+    // The pool: a held closure is reactivated for each call and released after
+    // it (the trap between), and at the limit it is never recycled while held.
+    CallbackPool small(f.ctx.types(), f.ctx.ffi(), nullptr, 2);
+    const CallbackSig& sig = f.tm->callbacks.at("IntFn");
+    using Fn = int32_t (*)(int32_t);
+    std::string error;
+    auto a = small.acquire(sig, h, error);
+    REQUIRE(a);
+    CHECK(a->scalar_host());
+    CHECK(reinterpret_cast<Fn>(a->code())(5) == 15);
+    CHECK_FALSE(a->reactivate());  // active: another call has it
+    a->release();
+    CHECK(small.stats().live == 0);
+    CHECK(reinterpret_cast<Fn>(a->code())(5) == -1);  // the trap: IntFn's on_error
+    std::string trapped;
+    CHECK(callback_take_error(trapped));
+    CHECK(trapped.find("callback 'IntFn' was called after it was released") != std::string::npos);
+    CHECK(a->reactivate());
+    CHECK(small.stats().live == 1);
+    CHECK(reinterpret_cast<Fn>(a->code())(6) == 18);
+    a->release();
+    auto b = small.acquire(sig, host("b", values_fail), error);
+    REQUIRE(b);
+    CHECK_FALSE(b->scalar_host());  // the Value form only
+    b->release();
+    auto third = host("third", values_fail);
+    third->scalar = [](const void*, const HostScalar* a, HostScalar& r, std::string&) {
+      r = HostScalar::of_int(a[0].i + 1000);
+      return true;
+    };
+    CHECK(small.acquire(sig, third, error) == nullptr);  // both held: nothing to recycle
+    CHECK(error.find("too many callbacks") != std::string::npos);
+    Callback* was_b = b.get();
+    b.reset();  // b's handle dropped: recyclable, a stays
+    auto c = small.acquire(sig, third, error);
+    REQUIRE(c);
+    CHECK(c.get() == was_b);
+    CHECK(c->scalar_host());  // the recycled closure takes the new host function's form
+    CHECK(reinterpret_cast<Fn>(c->code())(1) == 1001);
+    CHECK(reinterpret_cast<Fn>(a->code())(1) == -1);  // a: released, still the trap
+    CHECK(callback_take_error(trapped));
+    c->release();
+  }
 }

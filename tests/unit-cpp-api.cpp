@@ -16,7 +16,9 @@
 #include <fstream>
 #include <new>
 #include <stdexcept>
+#include <thread>
 #include <unistd.h>
+#include <vector>
 
 // Counts every allocation of this test program, to prove the fast path makes none.
 #pragma GCC diagnostic ignored "-Wmismatched-new-delete"  // ours pair malloc with free
@@ -285,6 +287,187 @@ TEST_SUITE("cpp-api") {
       CHECK(std::string(e.what()).find("parameter 0 'f': callback 'IntFn' parameter 0: C++ type double does not match typemap type int32") !=
             std::string::npos);
     }
+  }
+
+  TEST_CASE("callbacks of scalars: every width, directly, without a Value or an allocation per call") {
+    marshal::library lib(marshal::test::source_path("tests/fixtures/callback_scalars.json"));
+    auto last_int = lib.function<int64_t()>("cs_last_int");
+    auto last_real = lib.function<double()>("cs_last_real");
+    // Each width: the value in, a different one out (so a return left unwritten
+    // cannot pass), extremes included; native code saw exactly that value.
+    auto width = [&]<class T>(const std::string& name, std::initializer_list<T> values, auto change) {
+      auto apply = lib.function<T(marshal::callback<T(T)>, T)>("cs_apply_" + name);
+      marshal::callback<T(T)> cb([&](T v) { return change(v); });
+      for (T v : values) {
+        INFO(name << " " << +v);
+        CHECK(apply(cb, v) == change(v));
+        if constexpr (std::is_floating_point_v<T>) CHECK(last_real() == static_cast<double>(change(v)));
+        else CHECK(last_int() == static_cast<int64_t>(change(v)));
+      }
+      // A throw: native code got the typemap's on_error, the caller a marshal::error.
+      marshal::callback<T(T)> thrower([](T) -> T { throw std::runtime_error("boom " + std::to_string(sizeof(T))); });
+      try {
+        apply(thrower, T{});
+        FAIL("no error");
+      } catch (const marshal::error& e) {
+        CHECK(std::string(e.what()).find("cs_apply_" + name + ": callback 'Cs_" + name + "' failed: threw: boom " +
+                                         std::to_string(sizeof(T))) != std::string::npos);
+      }
+    };
+    auto flip = [](auto v) { return static_cast<decltype(v)>(~v); };
+    width.operator()<int8_t>("s8", {INT8_MIN, -1, 0, 1, INT8_MAX}, flip);
+    CHECK(last_int() == -8);  // on_error, after the throw
+    width.operator()<uint8_t>("u8", {0, 1, 127, 128, UINT8_MAX}, flip);
+    CHECK(last_int() == 8);
+    width.operator()<int16_t>("s16", {INT16_MIN, -1, 0, INT16_MAX}, flip);
+    CHECK(last_int() == -16);
+    width.operator()<uint16_t>("u16", {0, 0x7fff, 0x8000, UINT16_MAX}, flip);
+    CHECK(last_int() == 16);
+    width.operator()<int32_t>("s32", {INT32_MIN, -1, 0, INT32_MAX}, flip);
+    CHECK(last_int() == -32);
+    width.operator()<uint32_t>("u32", {0, 0x7fffffffu, 0x80000000u, UINT32_MAX}, flip);
+    CHECK(last_int() == 32);
+    width.operator()<int64_t>("s64", {INT64_MIN, -1, 0, INT64_MAX}, flip);
+    CHECK(last_int() == -64);
+    width.operator()<uint64_t>("u64", {0, uint64_t{1} << 63, UINT64_MAX}, flip);
+    CHECK(last_int() == 64);
+    width.operator()<float>("f32", {0.0f, -1.5f, 3.25e38f, 1e-45f}, [](float v) { return -v / 2; });
+    CHECK(last_real() == 0.5);
+    width.operator()<double>("f64", {0.0, -1.5, 1e308, 5e-324}, [](double v) { return -v * 0.5; });
+    CHECK(last_real() == 1.5);
+    width.operator()<bool>("b", {false, true}, [](bool v) { return !v; });
+    CHECK(last_int() == 0);
+    width.operator()<bool>("b32", {false, true}, [](bool v) { return !v; });  // bool32: 4 bytes, true is 1
+    auto vb = lib.function<bool(marshal::callback<bool(bool)>, bool)>("cs_apply_vb");  // {"bool": 2, "true": -1}
+    CHECK(vb([](bool v) { return !v; }, false) == true);
+    CHECK(last_int() == -1);  // native code got VARIANT_TRUE
+    CHECK(vb([](bool v) { return !v; }, true) == false);
+    CHECK(last_int() == 0);
+    auto ptr = lib.function<marshal::address(marshal::callback<marshal::address(marshal::address)>, marshal::address)>("cs_apply_ptr");
+    CHECK(ptr([](marshal::address a) { return marshal::address{a.value + 16}; }, marshal::address{0x1000}).value == 0x1010);
+    CHECK(last_int() == 0x1010);
+    CHECK(ptr([](marshal::address a) { return marshal::address{a.value}; }, marshal::address{0}).value == 0);
+
+    // Every kind at once, in order (registers and stack).
+    auto mix = lib.function<double(marshal::callback<double(int8_t, uint16_t, int32_t, uint64_t, float, double, bool,
+                                                           marshal::address, int64_t, uint8_t)>,
+                                   int8_t, uint16_t, int32_t, uint64_t, float, double, bool, marshal::address, int64_t, uint8_t)>("cs_mix");
+    auto weigh = [](int8_t a, uint16_t b, int32_t c, uint64_t d, float e, double g, bool h, marshal::address p, int64_t i, uint8_t j) {
+      return a + b * 2.0 + c * 4.0 + static_cast<double>(d) * 8 + e * 16.0 + g * 32 + (h ? 64 : 0) +
+             static_cast<double>(p.value) * 128 + static_cast<double>(i) * 256 + j * 512.0;
+    };
+    marshal::callback<double(int8_t, uint16_t, int32_t, uint64_t, float, double, bool, marshal::address, int64_t, uint8_t)> mixed(weigh);
+    CHECK(mix(mixed, -3, 65000, -70000, uint64_t{1} << 40, 0.25f, -2.5, true, marshal::address{3}, -5, 250) ==
+          weigh(-3, 65000, -70000, uint64_t{1} << 40, 0.25f, -2.5, true, marshal::address{3}, -5, 250));
+
+    // void: called, nothing written back.
+    int32_t seen = 0;
+    auto with_void = lib.function<int32_t(marshal::callback<void(int32_t)>, int32_t)>("cs_void");
+    CHECK(with_void([&](int32_t v) { seen = v; }, 41) == 42);
+    CHECK(seen == 41);
+
+    // Narrowing: a 1-byte C++ integer of the other signedness binds (as for
+    // functions); a result out of the typemap type's range is the engine's
+    // conversion error, in the same words as the general path's, and native
+    // code gets on_error.
+    auto apply_u8_signed = lib.function<int8_t(marshal::callback<int8_t(int8_t)>, int8_t)>("cs_apply_u8");
+    marshal::callback<int8_t(int8_t)> same([](int8_t v) { return v; });
+    CHECK(apply_u8_signed(same, 100) == 100);
+    int8_t got = 0;
+    CHECK(apply_u8_signed([&](int8_t v) { got = v; return int8_t{0}; }, -56) == 0);
+    CHECK(got == -56);  // native code's 200, read as from_value reads it
+    marshal::callback<int8_t(int8_t)> negative([](int8_t) { return int8_t{-1}; });
+    std::string direct, general;
+    try {
+      apply_u8_signed(negative, 1);
+    } catch (const marshal::error& e) {
+      direct = e.what();
+    }
+    CHECK(last_int() == 8);
+    marshal::engine::set_scalar_lanes(false);
+    try {
+      apply_u8_signed(negative, 1);
+    } catch (const marshal::error& e) {
+      general = e.what();
+    }
+    marshal::engine::set_scalar_lanes(true);
+    CHECK(direct.find("callback 'Cs_u8' failed: return value:") != std::string::npos);
+    CHECK(direct == general);
+
+    // The fast path: no allocation per call, and the callable runs without the
+    // host function's Value form (replaced here by one that fails).
+    auto apply = lib.function<int32_t(marshal::callback<int32_t(int32_t)>, int32_t)>("cs_apply_s32");
+    marshal::callback<int32_t(int32_t)> plus([](int32_t v) { return v + 7; });
+    CHECK(apply(plus, 1) == 8);
+    plus.host()->fn = [](const std::vector<marshal::engine::Value>&, marshal::engine::Value&, std::string& e) {
+      e = "the Value form ran";
+      return false;
+    };
+    long sum = 0;
+    const long before = allocations.load();
+    for (int32_t i = 0; i < 1000; ++i) sum += apply(plus, i);
+    CHECK(allocations.load() == before);
+    CHECK(sum == 999 * 1000 / 2 + 7000);
+    // With the lanes off, the general path runs the Value form: the check above means something.
+    marshal::engine::set_scalar_lanes(false);
+    CHECK_THROWS_WITH_AS(apply(plus, 1), doctest::Contains("the Value form ran"), marshal::error);
+    marshal::engine::set_scalar_lanes(true);
+    CHECK(apply(plus, 2) == 9);
+  }
+
+  TEST_CASE("callbacks of scalars: threads, delivery, the trap, and concurrent use of one callback") {
+    marshal::library lib(marshal::test::source_path("tests/fixtures/callback_scalars.json"));
+    // From threads native code starts (delivery inline): on those threads.
+    const auto me = std::this_thread::get_id();
+    std::atomic<long> here{0}, elsewhere{0};
+    marshal::callback<int32_t(int32_t)> counted([&](int32_t v) {
+      (std::this_thread::get_id() == me ? here : elsewhere).fetch_add(1);
+      if (v == 50) throw std::runtime_error("fifty");  // native code gets on_error (-32)
+      return v * 2;
+    });
+    auto threads = lib.function<int64_t(marshal::callback<int32_t(int32_t)>, int32_t, int32_t)>("cs_threads");
+    int64_t expected = 0;
+    for (int32_t i = 0; i < 100; ++i) expected += i == 50 ? -32 : i * 2;
+    // The failure was on another thread: native code got on_error there; this
+    // thread's call has no failure of its own.
+    CHECK(threads(counted, 4, 100) == 4 * expected);
+    CHECK(elsewhere.load() == 400);
+    CHECK(here.load() == 0);
+
+    // delivery "owner", called from the owner's own thread: runs at once.
+    auto owner = lib.function<int32_t(marshal::callback<int32_t(int32_t)>, int32_t)>("cs_apply_owner");
+    CHECK(owner(counted, 21) == 42);
+    CHECK(here.load() == 1);
+
+    // One callback object in calls on several threads at once: each call has
+    // an active closure of its own (the kept one, or the engine's).
+    auto apply = lib.function<int32_t(marshal::callback<int32_t(int32_t)>, int32_t)>("cs_apply_s32");
+    marshal::callback<int32_t(int32_t)> plus([](int32_t v) { return v + 1; });
+    std::atomic<long> wrong{0};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 4; ++t)
+      callers.emplace_back([&, t] {
+        for (int32_t i = 0; i < 2000; ++i)
+          if (apply(plus, i * 4 + t) != i * 4 + t + 1) ++wrong;
+      });
+    for (auto& c : callers) c.join();
+    CHECK(wrong.load() == 0);
+
+    // Scope "call": native code that keeps the pointer and calls it after the
+    // call reaches the trap (on_error), never the callable.
+    auto keep = lib.function<int32_t(marshal::callback<int32_t(int32_t)>, int32_t)>("cs_keep");
+    auto fire = lib.function<int32_t(int32_t)>("cs_fire_kept");
+    std::atomic<int> ran{0};
+    marshal::callback<int32_t(int32_t)> kept([&](int32_t v) { ++ran; return v + 100; });
+    CHECK(keep(kept, 1) == 101);
+    CHECK(ran.load() == 1);
+    CHECK(fire(5) == -32);
+    CHECK(ran.load() == 1);
+    std::string trapped;
+    CHECK(marshal::engine::callback_take_error(trapped));
+    CHECK(trapped.find("callback 'Cs_s32' was called after it was released") != std::string::npos);
+    CHECK(keep(kept, 2) == 102);  // active again for the next call
+    CHECK(ran.load() == 2);
   }
 
   TEST_CASE("the typed, dynamic and C APIs make byte-identical native calls") {

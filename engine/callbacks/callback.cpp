@@ -48,7 +48,7 @@ bool callback_take_error(std::string& message) {
 }
 
 void Callback::release() {
-  if (active_.exchange(false, std::memory_order_acq_rel)) pool_->live_.fetch_sub(1, std::memory_order_relaxed);
+  active_.store(false);  // seq_cst, as recycle() and the trampoline read it
 }
 
 void Callback::set_owner_apartment() {
@@ -129,7 +129,71 @@ bool call_host(const HostFunction& fn, const std::vector<Value>& args, Value& re
   }
   return false;
 }
+
+// A native argument's bytes as the low bytes of a register (little-endian),
+// by fixed-size loads for the usual sizes.
+[[gnu::always_inline]] inline std::uint64_t load_bits(const void* p, unsigned size) {
+  switch (size) {
+    case 1: { std::uint8_t v; std::memcpy(&v, p, 1); return v; }
+    case 2: { std::uint16_t v; std::memcpy(&v, p, 2); return v; }
+    case 4: { std::uint32_t v; std::memcpy(&v, p, 4); return v; }
+    case 8: { std::uint64_t v; std::memcpy(&v, p, 8); return v; }
+    default: { std::uint64_t v = 0; std::memcpy(&v, p, size); return v; }
+  }
+}
+
+// The same for a host function of scalars (HostFunction::scalar).
+[[gnu::always_inline]] inline bool call_scalar(const HostFunction& fn, const HostScalar* args, HostScalar& result,
+                                               std::string& error) {
+  try {
+    return fn.scalar(fn.scalar_self.get(), args, result, error);
+  } catch (const std::exception& e) {
+    error = std::string("threw: ") + e.what();
+  } catch (...) {
+    error = "threw a non-standard exception";
+  }
+  return false;
+}
 }  // namespace
+
+bool Callback::reactivate() {
+  bool expected = false;
+  if (!active_.compare_exchange_strong(expected, true)) return false;
+  if (deliver_to_owner_) {  // read only for delivery "owner"
+    owner_.store(std::this_thread::get_id());
+    set_owner_apartment();
+  }
+  return true;
+}
+
+// The scalar lane for a host function of scalars (HostFunction::scalar): the
+// native arguments read as host scalars by the lane's rule (lane_scalar), the
+// result written by it (lane_to_native gives the register's bits, integers
+// sign- or zero-extended to 64 as the return widening of store_return makes
+// them; libffi's return buffer of a scalar holds at least an ffi_arg).
+[[gnu::always_inline]] inline bool Callback::run_scalar(void* ret, void** args, std::string& error) {
+  const HostFunction& fn = *fn_;
+  const std::size_t n = lane_.size();
+  alignas(HostScalar) unsigned char storage[16 * sizeof(HostScalar)];  // laned_: at most 16 parameters
+  auto* host_args = reinterpret_cast<HostScalar*>(storage);
+  for (std::size_t i = 0; i < n; ++i) new (&host_args[i]) HostScalar(lane_scalar(lane_[i], load_bits(args[i], lane_[i].size)));
+  HostScalar result;
+  result.kind = HostScalar::Kind::null;
+  if (!call_scalar(fn, host_args, result, error)) return false;
+  if (!returns_value_) return true;
+  std::uint64_t bits = 0;
+  if (lane_to_native(lane_ret_, result, bits)) [[likely]] {
+    static_assert(sizeof bits == sizeof(ffi_arg));
+    std::memcpy(ret, &bits, sizeof bits);
+    return true;
+  }
+  return scalar_result_general(result, ret, error);
+}
+
+void Callback::failed(void* ret, const std::string& error) {
+  callback_note_error("callback '" + name_ + "' failed: " + error);
+  write_on_error(ret);
+}
 
 void Callback::trampoline(ffi_cif*, void* ret, void** args, void* self) {
   // Counted before active() is read (seq_cst, paired with recycle()): a
@@ -142,6 +206,14 @@ void Callback::trampoline(ffi_cif*, void* ret, void** args, void* self) {
     Callback* cb;
     ~Leave() { cb->running_.fetch_sub(1, std::memory_order_release); }
   } leave{cb};
+  // A host function of scalars that runs here (delivery "inline"), active:
+  // straight to it. Everything else (the trap, delivery, Values) below.
+  if (cb->scalar_ && !cb->deliver_to_owner_ && cb->active() && scalar_lanes_enabled.load(std::memory_order_relaxed))
+      [[likely]] {
+    std::string error;
+    if (!cb->run_scalar(ret, args, error)) [[unlikely]] cb->failed(ret, error);
+    return;
+  }
   cb->run(ret, args);
 }
 
@@ -215,10 +287,7 @@ void Callback::run_here(void* ret, void** args) {
   }
   std::string error;
   if (laned_ && scalar_lanes_enabled.load(std::memory_order_relaxed)) {
-    if (!run_lane(ret, args, error)) {
-      callback_note_error("callback '" + name_ + "' failed: " + error);
-      write_on_error(ret);
-    }
+    if (!(scalar_ ? run_scalar(ret, args, error) : run_lane(ret, args, error))) failed(ret, error);
     return;
   }
   Arena arena;
@@ -268,6 +337,26 @@ bool Callback::run_lane(void* ret, void** args, std::string& error) {
   }
   store_return(rd, value, ret);
   told.failed = false;
+  return true;
+}
+
+// What the lane does not take of a scalar host function's result: the
+// general conversion, for its value or its message.
+bool Callback::scalar_result_general(const HostScalar& result, void* ret, std::string& error) {
+  Value v;
+  put_scalar(result, v);
+  Arena arena;
+  Marshaler m(*reg_, arena, handles_);
+  m.max_buffer = pool_->max_buffer();
+  Ctx c;
+  c.nullable = sig_->return_nullable;
+  std::byte value[16] = {};
+  if (!m.to_native(sig_->returns, v, value, c)) {
+    error = "return value: " + m.error;
+    tell_result_failed(*fn_, name_, error);
+    return false;
+  }
+  store_return(reg_->get(sig_->returns), value, ret);
   return true;
 }
 
@@ -539,6 +628,7 @@ CallbackPool::~CallbackPool() {
   std::lock_guard lock(graveyard_mutex);
   for (auto& cb : all_) {
     cb->active_.store(false);
+    cb->scalar_ = false;
     cb->fn_.reset();
     graveyard().push_back(cb);
   }
@@ -554,7 +644,6 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
     if (cb->fn_ == fn && cb->active_.compare_exchange_strong(expected, true)) {
       cb->owner_.store(std::this_thread::get_id());
       cb->set_owner_apartment();
-      live_.fetch_add(1, std::memory_order_relaxed);
       for (auto& s : all_)
         if (s.get() == cb) return s;
     }
@@ -626,6 +715,7 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
     cb->laned_ = cb->laned_ && p.dir == Dir::in && lane_of(reg_, p.type, l) && l.op != LaneOp::Op::void_;
     cb->lane_.push_back(l);
   }
+  cb->scalar_ = cb->laned_ && fn->scalar;
   cb->closure_ = static_cast<ffi_closure*>(ffi_closure_alloc(sizeof(ffi_closure), &cb->code_));
   if (!cb->closure_ ||
       ffi_prep_closure_loc(cb->closure_, &cb->cif_, &Callback::trampoline, cb.get(), cb->code_) != FFI_OK) {
@@ -636,7 +726,6 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
   cb->owner_.store(std::this_thread::get_id());
   cb->set_owner_apartment();
   cb->active_.store(true);
-  live_.fetch_add(1, std::memory_order_relaxed);
   all_.push_back(cb);
   mine.push_back(cb.get());
   return cb;
@@ -664,10 +753,10 @@ std::shared_ptr<Callback> CallbackPool::recycle(const CallbackSig& sig, const st
     }
     old = std::move(cb->fn_);
     cb->fn_ = fn;
+    cb->scalar_ = cb->laned_ && fn->scalar;
     cb->owner_.store(std::this_thread::get_id());
     cb->set_owner_apartment();
     cb->active_.store(true);  // after fn_: a call that sees it active runs fn
-    live_.fetch_add(1, std::memory_order_relaxed);
     ++recycled_;
     cursor_ = (i + 1) % n;
     return cb;
@@ -677,7 +766,9 @@ std::shared_ptr<Callback> CallbackPool::recycle(const CallbackSig& sig, const st
 
 CallbackStats CallbackPool::stats() {
   std::lock_guard lock(mutex_);
-  return {live_.load(), all_.size(), limit_, recycled_};
+  std::size_t live = 0;  // counted here: making a callback active or releasing it counts nothing
+  for (const auto& cb : all_) live += cb->active() ? 1 : 0;
+  return {live, all_.size(), limit_, recycled_};
 }
 
 }  // namespace marshal::engine

@@ -47,6 +47,15 @@ class Callback {
   bool active() const { return active_.load(std::memory_order_acquire); }
   // The host is done with a registered callback: later calls reach the trap.
   void release();
+  // Active again for one more call of scope "call" from this thread, for a host
+  // that keeps its handle between calls (the typed C++ API: acquire() once,
+  // then reactivate() and release() around each call, no pool lookup). false
+  // when it is active already (another call has it): acquire() another one.
+  // A handle held keeps the closure from being recycled.
+  bool reactivate();
+  // Whether its host function takes scalars (HostFunction::scalar) and the
+  // signature is one of the scalar lane: no Value per call.
+  bool scalar_host() const { return scalar_; }
 
  private:
   friend class CallbackPool;
@@ -84,6 +93,12 @@ class Callback {
   std::vector<LaneOp> lane_;
   LaneOp lane_ret_;
   bool run_lane(void* ret, void** args, std::string& error);
+  // Laned with a host function of scalars (HostFunction::scalar): no Value
+  // per call. Set with fn_, before the callback is made active.
+  bool scalar_ = false;
+  bool run_scalar(void* ret, void** args, std::string& error);
+  bool scalar_result_general(const HostScalar& result, void* ret, std::string& error);
+  void failed(void* ret, const std::string& error);  // noted for the host, on_error for native code
 };
 
 struct CallbackStats {
@@ -134,7 +149,6 @@ class CallbackPool {
   std::mutex mutex_;
   std::vector<std::shared_ptr<Callback>> all_;
   std::map<std::pair<const CallbackSig*, const HostFunction*>, std::vector<Callback*>> by_function_;
-  std::atomic<std::size_t> live_{0};
   std::size_t cursor_ = 0;    // where the next search for a closure to recycle starts
   std::size_t recycled_ = 0;  // under mutex_
   // A released closure of sig that only all_ refers to, taken for fn (mutex_ held);

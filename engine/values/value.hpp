@@ -61,6 +61,8 @@ struct ObjectRef {
   void* identity = nullptr;
 };
 
+struct HostScalar;  // values/call_values.hpp
+
 // A host function that native code can call back (through a callback type).
 // It returns false with a message to fail; a throw is caught and treated the
 // same way: exceptions never unwind through native frames.
@@ -72,6 +74,15 @@ struct HostFunction {
   // not be converted for native code. A host that ran fn on another thread
   // records the failure for the call waiting there (the Lua host).
   std::function<void(const std::string& error)> result_failed = {};
+  // Optional: the same function for native arguments as host scalars, without
+  // a Value each (a host that knows its parameter types at compile time: the
+  // typed C++ API). A callback whose parameters and return are all scalars
+  // (the scalar lane, convert/lane.hpp) calls it instead of fn: args holds one
+  // scalar per parameter, read by the lane's rule; it writes its result (left
+  // null for void) and fails as fn does (false with a message, or a throw).
+  // scalar_self is its first argument, kept alive here.
+  bool (*scalar)(const void* self, const HostScalar* args, HostScalar& result, std::string& error) = nullptr;
+  std::shared_ptr<const void> scalar_self = {};
 };
 
 // Native memory owned by the host (like ctypes' structure instances): passed to

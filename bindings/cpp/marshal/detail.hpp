@@ -7,6 +7,7 @@
 #include "typemap/context.hpp"
 #include "call/library.hpp"
 #include "convert/strings.hpp"
+#include "values/call_values.hpp"
 #include "marshal/wrappers.hpp"
 
 #include <array>
@@ -165,17 +166,71 @@ std::string describe_type(const engine::TypeRegistry& reg, engine::TypeId t);
 template <class T> engine::Value to_value(const engine::TypeRegistry& reg, engine::TypeId t, const T& v);
 template <class T> T from_value(const engine::TypeRegistry& reg, engine::TypeId t, const engine::Value& v);
 
+// ---- scalars: C++ values <-> host scalars (the callbacks' direct form) ----
+
+// A C++ type a host scalar holds as it is: integers, bool, floats, enums, address.
+template <class T> inline constexpr bool scalar_v =
+    std::is_arithmetic_v<T> || std::is_enum_v<T> || std::is_same_v<T, address>;
+
+// A C++ value as the host scalar to_value makes of it (to_value's rule for
+// scalars is this one: integers as int64 or uint64 by signedness, floats as
+// double, enums as their integer, address as an address).
+template <class T> engine::HostScalar to_scalar(const T& v) {
+  if constexpr (std::is_same_v<T, bool>) return engine::HostScalar::of_bool(v);
+  else if constexpr (std::is_enum_v<T>)
+    return engine::HostScalar::of_int(static_cast<std::int64_t>(static_cast<std::underlying_type_t<T>>(v)));
+  else if constexpr (std::is_floating_point_v<T>) return engine::HostScalar::of_real(static_cast<double>(v));
+  else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) return engine::HostScalar::of_int(static_cast<std::int64_t>(v));
+  else if constexpr (std::is_integral_v<T>) return engine::HostScalar::of_uint(static_cast<std::uint64_t>(v));
+  else if constexpr (std::is_same_v<T, address>) return engine::HostScalar::of_address(v.value);
+  else static_assert(sizeof(T) == 0, "marshal: not a scalar");
+}
+
+// A host scalar, as the scalar lane reads a native argument (lane_scalar), as
+// C++ type T: what from_value makes of the same value. The typemap type was
+// checked against T when binding (mismatch: the same width), so the casts
+// are exact but for a 1-byte integer of the other signedness, which wraps as
+// from_value's does.
+template <class T> T from_scalar(const engine::HostScalar& s) {
+  using K = engine::HostScalar::Kind;
+  if constexpr (std::is_same_v<T, bool>) return s.kind == K::boolean ? s.b : s.u != 0;
+  else if constexpr (std::is_floating_point_v<T>) return static_cast<T>(s.d);
+  else if constexpr (std::is_enum_v<T>)
+    return static_cast<T>(static_cast<std::underlying_type_t<T>>(s.kind == K::uint64 ? static_cast<std::int64_t>(s.u) : s.i));
+  else if constexpr (std::is_integral_v<T>) return static_cast<T>(s.kind == K::uint64 ? static_cast<std::int64_t>(s.u) : s.i);
+  else if constexpr (std::is_same_v<T, address>) return address{s.kind == K::address ? s.p : 0};
+  else static_assert(sizeof(T) == 0, "marshal: not a scalar");
+}
+
+// HostFunction::scalar for a callable of scalars: its arguments straight from
+// the engine's host scalars, its result back as one (a throw is the engine's
+// callback failure). self: the std::function<R(A...)>.
+template <class R, class... A>
+bool scalar_host(const void* self, const engine::HostScalar* args, engine::HostScalar& result, std::string&) {
+  const auto& fn = *static_cast<const std::function<R(A...)>*>(self);
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    if constexpr (std::is_void_v<R>) fn(from_scalar<std::remove_cvref_t<A>>(args[I])...);
+    else result = to_scalar<R>(fn(from_scalar<std::remove_cvref_t<A>>(args[I])...));
+    (void)args;
+  }(std::index_sequence_for<A...>{});
+  return true;
+}
+
 // A HostFunction that converts native arguments to A..., calls fn, and converts
 // its result back; failures (and exceptions) become the engine's callback errors.
+// A callable of scalars only also gets the direct form (HostFunction::scalar),
+// which the engine calls for a callback signature of scalars: no Value per call.
 template <class R, class... A>
 std::shared_ptr<engine::HostFunction> make_host_function(const engine::TypeRegistry& reg, const engine::Signature* sig,
                                                  std::function<R(A...)> fn) {
-  return std::make_shared<engine::HostFunction>(engine::HostFunction{
-      sig->name, [&reg, sig, fn = std::move(fn)](const std::vector<engine::Value>& args, engine::Value& result, std::string& error) {
+  auto target = std::make_shared<const std::function<R(A...)>>(std::move(fn));
+  auto host = std::make_shared<engine::HostFunction>(engine::HostFunction{
+      sig->name, [&reg, sig, target](const std::vector<engine::Value>& args, engine::Value& result, std::string& error) {
         if (args.size() != sizeof...(A)) {
           error = "expected " + std::to_string(sizeof...(A)) + " arguments, got " + std::to_string(args.size());
           return false;
         }
+        const std::function<R(A...)>& fn = *target;
         auto call = [&]<std::size_t... I>(std::index_sequence<I...>) {
           if constexpr (std::is_void_v<R>) {
             fn(from_value<std::remove_cvref_t<A>>(reg, sig->params[I].type, args[I])...);
@@ -186,6 +241,25 @@ std::shared_ptr<engine::HostFunction> make_host_function(const engine::TypeRegis
         call(std::index_sequence_for<A...>{});
         return true;
       }});
+  if constexpr ((scalar_v<std::remove_cvref_t<A>> && ...) && (std::is_void_v<R> || scalar_v<R>)) {
+    host->scalar = &scalar_host<R, A...>;
+    host->scalar_self = target;
+  }
+  return host;
+}
+
+// The host function of callback object c, made on first use (once, whichever
+// thread gets there first).
+template <class R, class... A>
+const std::shared_ptr<engine::HostFunction>& host_of(const callback<R(A...)>& c, const engine::TypeRegistry& reg,
+                                                     const engine::Signature* sig) {
+  callback_state& st = c.state();
+  if (!st.made.load(std::memory_order_acquire)) {
+    std::lock_guard lock(st.making);
+    if (!st.host) st.host = make_host_function(reg, sig, c.fn());
+    st.made.store(true, std::memory_order_release);
+  }
+  return st.host;
 }
 
 template <class T> std::string utf8_of(const T& s) {
@@ -226,21 +300,14 @@ template <class T> engine::Value to_value(const engine::TypeRegistry& reg, engin
   const engine::TypeDesc& d = reg.get(t);
   if constexpr (is_optional<T>::value) {
     return v ? to_value(reg, t, *v) : engine::Value();
-  } else if constexpr (std::is_same_v<T, bool>) {
-    return engine::Value(v);
-  } else if constexpr (std::is_enum_v<T>) {
-    return engine::Value(static_cast<std::int64_t>(static_cast<std::underlying_type_t<T>>(v)));
-  } else if constexpr (std::is_floating_point_v<T>) {
-    return engine::Value(static_cast<double>(v));
-  } else if constexpr (std::is_integral_v<T> && std::is_signed_v<T>) {
-    return engine::Value(static_cast<std::int64_t>(v));
-  } else if constexpr (std::is_integral_v<T>) {
-    return engine::Value(static_cast<std::uint64_t>(v));
   } else if constexpr (std::is_same_v<T, address>) {
     return engine::Value(engine::Address{v.value});
+  } else if constexpr (scalar_v<T>) {
+    engine::Value out;
+    engine::put_scalar(to_scalar(v), out);
+    return out;
   } else if constexpr (is_callback<T>::value) {
-    if (!v.host()) v.host() = make_host_function(reg, d.as<engine::CallbackInfo>().sig, v.fn());
-    return engine::Value(v.host());
+    return engine::Value(host_of(v, reg, d.as<engine::CallbackInfo>().sig));
   } else if constexpr (std::is_same_v<T, object>) {
     return v.value();
   } else if constexpr (is_string_v<T>) {

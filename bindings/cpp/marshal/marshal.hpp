@@ -28,6 +28,13 @@ class function<R(A...)> {
   // Blittable values plus pinned arrays and UTF-8 strings: a direct call too.
   static constexpr bool pinnable = !fast && (detail::passes_direct<std::remove_cvref_t<A>>() && ...) &&
                                    (std::is_void_v<R> || detail::blittable<R>());
+  // Blittable values plus callbacks of scope "call": a direct call too, each
+  // callback passed as the code of the closure its callback object keeps
+  // (active for the call, released when it returns, as the engine does).
+  static constexpr bool with_callbacks =
+      !fast && !pinnable && (detail::is_callback<std::remove_cvref_t<A>>::value || ...) &&
+      ((detail::blittable<std::remove_cvref_t<A>>() || detail::is_callback<std::remove_cvref_t<A>>::value) && ...) &&
+      (std::is_void_v<R> || detail::blittable<R>());
 
   R operator()(A... args) const {
     if constexpr (pinnable) {
@@ -89,6 +96,9 @@ class function<R(A...)> {
                                           ? sizeof(std::conditional_t<std::is_void_v<R>, char, R>) : 16)];
       ffi_call(const_cast<ffi_cif*>(cif_), FFI_FN(symbol_), rbuf, av);
       if constexpr (!std::is_void_v<R>) return detail::read_return<R>(rbuf);
+    } else if constexpr (with_callbacks) {
+      if (callbacks_direct_) return call_with_callbacks(args...);
+      return slow(args...);
     } else {
       return slow(args...);
     }
@@ -97,6 +107,111 @@ class function<R(A...)> {
  private:
   friend class library;
   friend class plain_library;
+
+  // ---- callbacks passed directly (with_callbacks) ----
+  template <class T> using direct_t =
+      std::conditional_t<detail::is_callback<std::remove_cvref_t<T>>::value, void*, std::remove_cvref_t<T>>;
+  // The closures made active for one call: released when it returns, whatever
+  // way (scope "call"; a late call from native code reaches the trap).
+  struct held_closures {
+    engine::Callback* held[sizeof...(A) + 1] = {};
+    std::size_t n = 0;
+    void release() {
+      for (std::size_t i = 0; i < n; ++i) held[i]->release();
+      n = 0;
+    }
+    ~held_closures() { release(); }
+  };
+  // The code of the closure that callback argument k's object keeps for this
+  // library, made active for this call; false (nothing taken) where the
+  // engine's path decides: the first closure cannot be had (the pool's limit:
+  // its error), the object keeps a closure of another library or signature,
+  // or another call has its closure active now (the engine takes another).
+  template <class T> bool take_closure(std::size_t k, T& a, held_closures& held, void*& code) const {
+    if constexpr (detail::is_callback<std::remove_cvref_t<T>>::value) {
+      const engine::CallbackSig& sig = *callback_sigs_[k];
+      detail::callback_state& st = a.state();
+      const std::shared_ptr<engine::HostFunction>& host = detail::host_of(a, *reg_, &sig);
+      detail::kept_closure* kept = st.kept.load(std::memory_order_acquire);
+      if (!kept) {
+        std::string err;
+        std::shared_ptr<engine::Callback> cb = keep_->lib->callbacks().acquire(sig, host, err);  // active
+        if (!cb) return false;
+        auto* mine = new detail::kept_closure{keep_.get(), keep_, cb};
+        detail::kept_closure* none = nullptr;
+        if (!st.kept.compare_exchange_strong(none, mine, std::memory_order_acq_rel)) {
+          cb->release();  // another thread kept one first
+          delete mine;
+          return false;
+        }
+        held.held[held.n++] = cb.get();
+        code = cb->code();
+        return true;
+      }
+      engine::Callback& cb = *kept->closure;
+      if (kept->state != keep_.get() || kept->owner.expired() || &cb.signature() != &sig || !cb.reactivate())
+        return false;
+      held.held[held.n++] = &cb;
+      code = cb.code();
+      return true;
+    } else {
+      (void)k, (void)a, (void)held, (void)code;
+      return true;
+    }
+  }
+  template <class T> static direct_t<T> direct_arg(const T& a, void* code) {
+    if constexpr (detail::is_callback<std::remove_cvref_t<T>>::value) {
+      (void)a;
+      return code;
+    } else {
+      (void)code;
+      return a;
+    }
+  }
+  // A host callback that failed inside the call (native code got its
+  // on_error value): thrown now, in the words of the engine's path.
+  void callback_failure() const {
+    std::string text;
+    if (!engine::callback_error_pending() || !engine::callback_take_error(text)) return;
+    const engine::Typemap& tm = *keep_->typemap;
+    engine::Error e = engine::error_for(text);
+    e.message = tm.file + ": " + fn_->name + ": " + text;
+    e.file = tm.file;
+    e.function = fn_->name;
+    std::string message;
+    engine::set_error(message, std::move(e));
+    throw error(message);
+  }
+  R call_with_callbacks(A&... args) const {
+    {
+      held_closures held;
+      void* codes[sizeof...(A) + 1] = {};
+      std::size_t k = 0;
+      bool ok = true;
+      ((ok = ok && take_closure(k, args, held, codes[k]), ++k), ...);
+      if (ok) {
+        if (engine::callback_error_pending()) {
+          std::string stale;
+          engine::callback_take_error(stale);  // a failure from an earlier call is not this call's
+        }
+        using Native = R (*)(direct_t<A>...);
+        auto target = reinterpret_cast<Native>(symbol_);
+        auto call = [&]<std::size_t... I>(std::index_sequence<I...>) { return target(direct_arg(args, codes[I])...); };
+        if constexpr (std::is_void_v<R>) {
+          call(std::index_sequence_for<A...>{});
+          held.release();
+          callback_failure();
+          return;
+        } else {
+          R r = call(std::index_sequence_for<A...>{});
+          held.release();
+          callback_failure();
+          return r;
+        }
+      }
+    }
+    return slow(args...);
+  }
 
   static constexpr bool in_place = (detail::in_place_arg<std::remove_cvref_t<A>>::value || ...);
 
@@ -169,6 +284,9 @@ class function<R(A...)> {
   void* symbol_ = nullptr;
   bool direct_ = false;  // called through the C++ function type (fast signatures, default convention)
   bool pinned_ = false;  // pinnable signatures the typemap allows to pass by address
+  bool callbacks_direct_ = false;  // with_callbacks signatures called directly (see library::bind)
+  // Per parameter: the signature of a callback parameter (with_callbacks).
+  std::array<const engine::CallbackSig*, sizeof...(A) + 1> callback_sigs_{};
   // Per parameter: the index of the parameter holding a pinned array's count;
   // -1 not an array; -2 - N a constant count N.
   std::array<std::int64_t, sizeof...(A) + 1> counts_{};
@@ -293,6 +411,24 @@ class library {
                             detail::cpp_arity(fn) == fn.params.size();
     if (!plain_call) f.cif_ = nullptr;
     f.direct_ = plain_call && fn.callconv == engine::CallConv::default_ && fn.variadic_from < 0;
+    if constexpr (marshal::function<R(A...)>::with_callbacks) {
+      // Directly: a plain call (as for fast signatures) whose callbacks are of
+      // scope "call" (a registered one is the engine's, which refuses a host function).
+      bool ok = f.direct_;
+      std::size_t k = 0;
+      auto check = [&]<class T>(T*) {
+        if constexpr (detail::is_callback<std::remove_cvref_t<T>>::value) {
+          const engine::TypeDesc& d = reg.get(fn.params[k].type);
+          ok = ok && fn.params[k].dir == engine::Dir::in && d.kind == engine::Kind::callback &&
+               d.as<engine::CallbackInfo>().scope == engine::Scope::call;
+          if (ok) f.callback_sigs_[k] = d.as<engine::CallbackInfo>().sig;
+        }
+        ++k;
+      };
+      (check(static_cast<std::remove_reference_t<A>*>(nullptr)), ...);
+      (void)check;
+      f.callbacks_direct_ = ok;
+    }
     if constexpr (marshal::function<R(A...)>::pinnable) {
       // Pinned: each array is an `in` array counted by an integer parameter
       // (or a constant), each string an `in` UTF-8 string; else the engine path.

@@ -6,10 +6,12 @@
 #include "base/error.hpp"
 #include "values/value.hpp"
 
+#include <atomic>
 #include <cstdint>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -86,17 +88,43 @@ struct address { std::uintptr_t value = 0; };
 // this object (or a copy) lives; keep one object to call many times without
 // making a closure per call. An exception thrown by the callable reaches native
 // code as the signature's on_error value and the host as marshal::error.
+namespace detail {
+// The closure a callback object keeps for the typed API's direct calls
+// (function<>, marshal.hpp): taken once from one library's pool and made
+// active around each call of scope "call" (Callback::reactivate), so a call
+// passes its code pointer without a pool lookup. `state` and `owner` name
+// the library (detail::State) it belongs to.
+struct kept_closure {
+  const void* state = nullptr;
+  std::weak_ptr<const void> owner;
+  std::shared_ptr<engine::Callback> closure;
+};
+// What the copies of a callback share: its host function (made on first use)
+// and the closure kept for direct calls (set once, never replaced).
+struct callback_state {
+  std::shared_ptr<engine::HostFunction> host;
+  std::atomic<bool> made{false};  // host is set (copies may be used on several threads at once)
+  std::mutex making;
+  std::atomic<kept_closure*> kept{nullptr};
+  callback_state() = default;
+  callback_state(const callback_state&) = delete;
+  callback_state& operator=(const callback_state&) = delete;
+  ~callback_state() { delete kept.load(); }
+};
+}  // namespace detail
+
 template <class Sig> class callback;
 template <class R, class... A> class callback<R(A...)> {
  public:
   template <class F, class = std::enable_if_t<std::is_invocable_r_v<R, F&, A...>>>
-  callback(F f) : fn_(std::move(f)), host_(std::make_shared<std::shared_ptr<engine::HostFunction>>()) {}
+  callback(F f) : fn_(std::move(f)), state_(std::make_shared<detail::callback_state>()) {}
   const std::function<R(A...)>& fn() const { return fn_; }
-  std::shared_ptr<engine::HostFunction>& host() const { return *host_; }
+  std::shared_ptr<engine::HostFunction>& host() const { return state_->host; }
+  detail::callback_state& state() const { return *state_; }
 
  private:
   std::function<R(A...)> fn_;
-  std::shared_ptr<std::shared_ptr<engine::HostFunction>> host_;  // shared by copies
+  std::shared_ptr<detail::callback_state> state_;  // shared by copies
 };
 
 template <class Sig> class method;
