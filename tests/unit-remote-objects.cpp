@@ -8,6 +8,7 @@
 #include "call_support.hpp"
 
 #include "base/error.hpp"
+#include "marshal/marshal.hpp"
 #include "objects/object.hpp"
 #include "remote/surrogate.hpp"
 
@@ -36,10 +37,11 @@ const char* fixture = "tests/fixtures/objects.json";
 struct Isolated {
   Context ctx;
   std::unique_ptr<remote::IsolatedLibrary> lib;
-  explicit Isolated(const std::string& connect = "") {
+  explicit Isolated(const std::string& connect = "", std::chrono::milliseconds deadline = 0ms) {
     remote::IsolateOptions o;
     o.surrogate = MARSHAL_SURROGATE;
     o.connect = connect;
+    o.deadline = deadline;
     std::string error;
     lib = remote::IsolatedLibrary::open_file(ctx, source_path(fixture), o, error);
     INFO(error);
@@ -389,6 +391,22 @@ TEST_SUITE("remote") {
     CHECK(last_error().id == ErrorId::disconnected);
   }
 
+  TEST_CASE("a method call past the library's deadline kills the surrogate and is an error naming the method") {
+    Isolated there("", 300ms);
+    Value probe = there.call("probe_create").ret;
+    CHECK(I(mcall(probe, "Enter", {1000}).ret) >= 0);  // 1 ms: within the deadline
+    const int pid = there.lib->pid();
+    const auto start = std::chrono::steady_clock::now();
+    const std::string e = mcall_error(probe, "Enter", {5000000});  // 5 s
+    CHECK(std::chrono::steady_clock::now() - start < 4s);
+    CHECK(e == "function IProbe.Enter timed out after 300 ms in the surrogate (pid " + std::to_string(pid) +
+               "); the surrogate was killed");
+    CHECK(last_error().id == ErrorId::deadline_exceeded);
+    CHECK(mcall_error(probe, "Calls").find("the object came from a surrogate that has ended") != std::string::npos);
+    Value fresh = there.call("probe_create").ret;  // a new surrogate
+    CHECK(I(mcall(fresh, "Calls").ret) == 0);
+  }
+
   TEST_CASE("a proxy that outlives its isolated library is an error, not a crash") {
     Context ctx;  // outlives the references, as in-process
     Value kept;
@@ -405,6 +423,27 @@ TEST_SUITE("remote") {
     }
     const std::string e = mcall_error(kept, "Get");
     CHECK(e == source_path(fixture) + ": ICounter.Get: the isolated library this object came from is closed");
+  }
+
+  TEST_CASE("typed C++ API: objects of an isolated library, made by create() or returned by a function") {
+    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);
+    marshal::library there(source_path(fixture), {.isolate = marshal::isolation::process});
+    marshal::object c = there.create("Counter", 5);
+    CHECK(c.interface_name() == "ICounter");
+    CHECK(c.call<std::int32_t>("Add", 3) == 8);
+    marshal::object w = c.as("IWidget");
+    CHECK(w == c);
+    auto add = w.bind<std::int32_t(std::int32_t)>("Add");  // through the engine: a remote object has no vtable here
+    CHECK(add(2) == 10);
+    std::string name;
+    CHECK(w.call<std::int32_t>("GetName", marshal::out<std::string>(name), 32) == 7);
+    CHECK(name == "counter");
+    auto make = there.function<marshal::object(std::int32_t)>("counter_create");
+    marshal::object d = make(1);
+    CHECK_FALSE(d == c);
+    auto get = there.function<std::int32_t(marshal::object)>("counter_get");
+    CHECK(get(w) == 10);  // passed back: the original object in the surrogate
+    CHECK(get(d) == 1);
   }
 
   TEST_CASE("marshal serve on loopback: objects, identity, pass-back and releases over TCP") {
