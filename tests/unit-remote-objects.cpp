@@ -354,6 +354,11 @@ TEST_SUITE("remote") {
     nlohmann::ordered_json tm = nlohmann::ordered_json::parse(read_text(source_path(fixture)));
     tm["functions"]["poke_i32"] = nlohmann::ordered_json::parse(
         R"({"returns": "void", "params": [{"name": "address", "type": "uint64"}, {"name": "v", "type": "int32"}]})");
+    // IWidget.Sum's array declared as a plain address: a crash inside a method.
+    for (auto& m : tm["interfaces"]["IWidget"]["methods"])
+      if (m["name"] == "Sum")
+        m["params"] = nlohmann::ordered_json::parse(
+            R"([{"name": "xs", "type": "uint64"}, {"name": "n", "type": "int32"}])");
     Isolated there(tm.dump(), "objects-poke.json");
     Value a = there.call("counter_create", {1}).ret;
     Value w = as(a, "IWidget");
@@ -389,6 +394,16 @@ TEST_SUITE("remote") {
     CHECK(e2.find("ICounter.Get: the object came from a surrogate that has ended (the surrogate (pid " +
                   std::to_string(pid2) + ") was killed by SIGKILL)") == 0);
     CHECK(last_error().id == ErrorId::disconnected);
+
+    // A crash inside a method names the method, and its object is gone with the surrogate.
+    Value c = there.call("counter_create", {1}).ret;
+    Value bad = as(c, "IWidget");
+    const int pid3 = there.lib->pid();
+    CHECK(mcall_error(bad, "Sum", {0x48, 1}) == "function IWidget.Sum crashed in the surrogate (pid " +
+                                                   std::to_string(pid3) + ") with SIGSEGV (address 0x48)");
+    CHECK(last_error().id == ErrorId::native_crash);
+    CHECK(mcall_error(c, "Get").find("the object came from a surrogate that has ended (function IWidget.Sum "
+                                     "crashed") != std::string::npos);
   }
 
   TEST_CASE("a method call past the library's deadline kills the surrogate and is an error naming the method") {
