@@ -61,6 +61,10 @@ bool call_isolated(const State& state, const std::string& function, std::span<co
                    std::string& error) {
   return state.isolated->call(function, args, result, error);
 }
+bool create_isolated(const State& state, const std::string& cls, std::span<const Value> args, Value& out,
+                     std::string& error) {
+  return state.isolated->objects().create(cls, args, out, error);
+}
 }  // namespace detail
 
 Context& library::context() { return *state_->ctx; }

@@ -320,6 +320,12 @@ bool ObjectSpace::to_native(const Value& v, const Interface& iface, bool transfe
                               "marshal it with marshal_interface and pass the proxy")).message;
       return false;
     }
+    if (r.remote) {
+      error = "an object of another process (" + (r.iface ? r.iface->name : iface.name) + " of " +
+              r.remote->host().typemap().file + ") can be passed only to functions and methods of the library it "
+              "came from";
+      return false;
+    }
     if (r.proxy) {
       // Native code here gets a host object whose methods call through the proxy.
       auto fwd = forwarder(r, iface, error);
@@ -533,7 +539,7 @@ void ObjectSpace::method_trampoline(ffi_cif*, void* ret, void** args, void* user
 
 bool ObjectSpace::find_method(const ObjectRef& obj, std::string_view method, MethodRef& out, std::string& error) {
   const Typemap& tm = lib_.typemap();
-  if ((!obj.object && !obj.proxy) || !obj.iface) {
+  if ((!obj.object && !obj.proxy && !obj.remote) || !obj.iface) {
     error = tm.file + ": an empty object reference";
     return false;
   }
@@ -591,6 +597,7 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
 bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value* const> args,
                        CallResult& result, std::string& error) {
   const Typemap& tm = lib_.typemap();
+  if (obj.remote && obj.iface) return obj.remote->call(*obj.iface, method, args, result, error);  // another process
   MethodRef ref;
   if (!find_method(obj, method, ref, error)) return false;
   const Interface* view = ref.view;
@@ -705,6 +712,7 @@ bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& o
     error = tm.file + ": no interface '" + iface + "' (interfaces: " + names + ")";
     return false;
   }
+  if (obj.remote) return obj.remote->query(it->second, out, error);  // another process
   if (!usable_here(obj.home)) {
     error = raise_error(ErrorId::wrong_apartment,
                         tm.file + ": query(" + iface + "): " + wrong_apartment("this reference", obj.home, "")).message;
@@ -790,6 +798,13 @@ bool ObjectSpace::make_here(const ClassDesc& c, std::span<const Value> args, Val
     return false;
   }
   ObjectRef ref = obj.as<ObjectRef>();
+  if (ref.remote) {  // made in another process (engine/remote): asked there for the class's interface
+    if (ref.iface == c.iface) {
+      out = Value(std::move(ref));
+      return true;
+    }
+    return ref.remote->query(*c.iface, out, error);
+  }
   ref.object->cls_ = &c;
   if (ref.iface != c.iface) {
     if (!ref.object->pointer(*c.iface, error)) {
@@ -804,7 +819,10 @@ bool ObjectSpace::make_here(const ClassDesc& c, std::span<const Value> args, Val
 
 // ---- proxies and tokens ----------------------------------------------------------------------
 
-ObjectHost& library_of(const ObjectRef& ref) { return ref.proxy ? *ref.proxy->lib : ref.object->library(); }
+ObjectHost& library_of(const ObjectRef& ref) {
+  if (ref.remote) return ref.remote->host();
+  return ref.proxy ? *ref.proxy->lib : ref.object->library();
+}
 
 void* identity_of(const ObjectRef& ref) { return ref.identity; }
 

@@ -113,6 +113,20 @@ struct Proxy {
   std::map<const Interface*, std::shared_ptr<HostObject>> forwarders;
 };
 
+// An object that lives in another process (engine/remote implements it, one
+// per remote identity): a reference whose `remote` is set calls and queries
+// through it; objects/ only forwards. Its host() is the ObjectHost that
+// stands for the remote library on this side (library_of).
+class RemoteObject {
+ public:
+  virtual ~RemoteObject() = default;
+  virtual ObjectHost& host() = 0;
+  // A method by name ("Add" or "ICounter.Add") seen through interface `view`.
+  virtual bool call(const Interface& view, std::string_view method, std::span<const Value* const> args,
+                    CallResult& result, std::string& error) = 0;
+  virtual bool query(const Interface& want, Value& out, std::string& error) = 0;
+};
+
 // The library a reference's object belongs to, and its identity (for ==).
 ObjectHost& library_of(const ObjectRef& ref);
 void* identity_of(const ObjectRef& ref);

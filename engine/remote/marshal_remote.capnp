@@ -21,6 +21,7 @@ struct Value {
     list @7 :List(Value);
     record @8 :List(Field);
     handle @9 :HandleRef;
+    object @10 :RemoteRef;
   }
 }
 
@@ -41,6 +42,25 @@ struct HandleRef {
 interface Handle {
   # The handle's release function, called now (as the engine's explicit release).
   release @0 () -> ();
+}
+
+# A COM-style object living on the serving side: one capability per object
+# identity there (whatever interface it crossed as), so the importer gets one
+# import per object. identity is the serving side's COM identity (the IUnknown
+# address), for equality only: it is never passed back, the capability is.
+# interface: the interface this reference is, by its typemap name.
+struct RemoteRef {
+  cap @0 :RemoteObject;
+  identity @1 :UInt64;
+  interface @2 :Text;
+}
+
+interface RemoteObject {
+  # A method by name ("Add" or "ICounter.Add"), resolved through `interface`
+  # as in-process; the outcome is a function call's.
+  call @0 (interface :Text, method :Text, args :List(Value)) -> (outcome :Outcome);
+  # The same object as another interface: ok.ret is its RemoteRef (as an object value).
+  queryInterface @1 (interface :Text) -> (outcome :Outcome);
 }
 
 struct Outcome {

@@ -70,45 +70,63 @@ struct Current {  // names the native call in progress for the crash handler
   ~Current() { g_current[0] = '\0'; }
 };
 
-// ---- handles: one capability per handle identity ----
+// ---- handles and objects: one capability per identity ----
 
 class HandleServer;
+class ObjectServer;
 
 // The surrogate's exports: a HandleBox (one per native handle identity, kept
 // by the engine's HandleTable) maps to one capability while the host holds
 // it, so capnp reuses the export and the host sees one reference per handle.
+// Objects the same way, by COM identity: each ObjectServer holds the
+// engine's wrapper of its object (one native reference), released when the
+// host drops its last reference or the connection ends.
 struct Exports {
   std::map<const HandleBox*, HandleServer*> live;
   capnp::CapabilityServerSet<wire::Handle> servers;
+  std::map<void*, ObjectServer*> objects;
+  capnp::CapabilityServerSet<wire::RemoteObject> object_servers;
+};
+
+// One opened library and what it exported; shared by its LibraryServer and
+// every capability it handed out, so whichever capnp drops last, the library
+// and its context outlive the objects that call into them.
+struct Served {
+  std::unique_ptr<Context> ctx;  // destroyed last: the library's types
+  std::shared_ptr<Library> lib;
+  Exports exports;
 };
 
 class HandleServer final : public wire::Handle::Server {
  public:
-  HandleServer(Exports& exports, std::shared_ptr<HandleBox> box) : exports_(exports), box_(std::move(box)) {
-    exports_.live[box_.get()] = this;
+  HandleServer(std::shared_ptr<Served> served, std::shared_ptr<HandleBox> box)
+      : served_(std::move(served)), box_(std::move(box)) {
+    served_->exports.live[box_.get()] = this;
   }
   // The host dropped its last reference (or disconnected): the box goes, and
   // with it the handle's release function runs as in-process.
-  ~HandleServer() { exports_.live.erase(box_.get()); }
+  ~HandleServer() { served_->exports.live.erase(box_.get()); }
   wire::Handle::Client self() { return thisCap(); }
   const std::shared_ptr<HandleBox>& box() const { return box_; }
 
  private:
-  Exports& exports_;
+  std::shared_ptr<Served> served_;
   std::shared_ptr<HandleBox> box_;
 };
 
-// Handles in a call's arguments arrive as capabilities; each must be one this
-// surrogate exported. They resolve asynchronously (getLocalServer), so
-// decoding leaves a placeholder and records where the box goes.
+// Handles and objects in a call's arguments arrive as capabilities; each must
+// be one this surrogate exported. They resolve asynchronously
+// (getLocalServer), so decoding leaves a placeholder and records where the
+// value goes.
 class SurrogateCodec final : public HandleCodec {
  public:
-  explicit SurrogateCodec(Exports& e) : exports_(e) {}
+  explicit SurrogateCodec(std::shared_ptr<Served> s) : served_(std::move(s)) {}
   bool to_wire(const std::shared_ptr<HandleBox>& box, wire::HandleRef::Builder b, const std::string&,
                std::string&) override {
-    auto it = exports_.live.find(box.get());
-    if (it != exports_.live.end()) b.setCap(it->second->self());
-    else b.setCap(exports_.servers.add(kj::heap<HandleServer>(exports_, box)));
+    auto& exports = served_->exports;
+    auto it = exports.live.find(box.get());
+    if (it != exports.live.end()) b.setCap(it->second->self());
+    else b.setCap(exports.servers.add(kj::heap<HandleServer>(served_, box)));
     b.setTypeName(box->type_name);
     b.setValue(box->value);
     return true;
@@ -118,15 +136,32 @@ class SurrogateCodec final : public HandleCodec {
     pending.push_back({&out, r.getCap(), where});
     return true;
   }
+  bool object_to_wire(const ObjectRef& ref, wire::RemoteRef::Builder b, const std::string& where,
+                      std::string& error) override;
+  bool object_to_host(wire::RemoteRef::Reader r, Value& out, const std::string& where, std::string&) override {
+    out = Value();
+    auto name = r.getInterface();
+    objects.push_back({&out, r.getCap(), where, std::string(name.begin(), name.size())});
+    return true;
+  }
   struct Pending {
     Value* slot;
     wire::Handle::Client cap;
     std::string where;
   };
   std::vector<Pending> pending;
+  struct PendingObject {
+    Value* slot;
+    wire::RemoteObject::Client cap;
+    std::string where;
+    std::string iface;
+  };
+  std::vector<PendingObject> objects;
+  // objects[k]'s capability resolved to s (null: not one of this side's).
+  void resolved(std::size_t k, kj::Maybe<wire::RemoteObject::Server&> s, std::string& error);
 
  private:
-  Exports& exports_;
+  std::shared_ptr<Served> served_;
 };
 
 // A refused or failed call: the message, and the engine's record of it when
@@ -148,59 +183,218 @@ void set_failure(wire::Outcome::Builder outcome, const std::string& error) {
   r.setNativeCode(e.native_code);
 }
 
+// One incoming call: its arguments, decoded, with the capabilities in them
+// still to be resolved to what this side exported.
+struct CallState {
+  explicit CallState(std::shared_ptr<Served> s) : served(s), codec(std::move(s)) {}
+  std::shared_ptr<Served> served;
+  std::string function;
+  std::vector<Value> args;
+  SurrogateCodec codec;
+  std::string error;
+};
+
+// Decodes a call's arguments into state (false: the outcome says why).
+bool decode_args(capnp::List<wire::Value>::Reader args, CallState& state, wire::Outcome::Builder outcome) {
+  state.args.resize(args.size());
+  std::string error;
+  for (unsigned i = 0; i < args.size(); ++i)
+    if (!remote::to_host(args[i], state.args[i], "argument " + std::to_string(i), &state.codec, error)) {
+      set_failure(outcome, error);
+      return false;
+    }
+  return true;
+}
+
+// Resolves the handles and objects of a call's arguments: each must be a
+// capability this side exported (state.error says which was not).
+kj::Promise<void> resolve(std::shared_ptr<CallState> state) {
+  kj::Promise<void> ready = kj::READY_NOW;
+  for (std::size_t k = 0; k < state->codec.pending.size(); ++k) {
+    ready = ready.then([state, k]() {
+      auto& p = state->codec.pending[k];
+      return state->served->exports.servers.getLocalServer(p.cap).then(
+          [state, k](kj::Maybe<wire::Handle::Server&> s) {
+            auto& p = state->codec.pending[k];
+            KJ_IF_MAYBE(server, s) {
+              *p.slot = Value(static_cast<HandleServer&>(*server).box());
+            } else if (state->error.empty()) {
+              state->error = p.where + ": a handle that this surrogate did not hand out";
+            }
+          });
+    });
+  }
+  for (std::size_t k = 0; k < state->codec.objects.size(); ++k) {
+    ready = ready.then([state, k]() {
+      auto& p = state->codec.objects[k];
+      return state->served->exports.object_servers.getLocalServer(p.cap).then(
+          [state, k](kj::Maybe<wire::RemoteObject::Server&> s) { state->codec.resolved(k, s, state->error); });
+    });
+  }
+  return ready;
+}
+
+// A call's result into its outcome: a raw pointer or a host-only value cannot
+// go back either; the message names where it stood.
+void put_result(const CallResult& result, const std::string& function, const std::shared_ptr<Served>& served,
+                wire::Outcome::Builder outcome) {
+  SurrogateCodec codec(served);
+  std::string error;
+  auto done = outcome.initOk();
+  if (!remote::to_wire(result.ret, done.initRet(), "the return value of " + function, &codec, error)) {
+    set_failure(outcome, error);
+    return;
+  }
+  auto out = done.initOut(static_cast<unsigned>(result.out.size()));
+  for (std::size_t i = 0; i < result.out.size(); ++i) {
+    auto f = out[static_cast<unsigned>(i)];
+    f.setName(result.out[i].first);
+    if (!remote::to_wire(result.out[i].second, f.initValue(),
+                         "out parameter '" + result.out[i].first + "' of " + function, &codec, error)) {
+      set_failure(outcome, error);
+      return;
+    }
+  }
+  if (result.error_number) {
+    done.setHasErrno(true);
+    done.setErrno(*result.error_number);
+  }
+}
+
+// ---- objects: one capability per COM identity ----
+
+class ObjectServer final : public wire::RemoteObject::Server {
+ public:
+  ObjectServer(std::shared_ptr<Served> served, ObjectRef ref) : served_(std::move(served)), ref_(std::move(ref)) {
+    served_->exports.objects[ref_.object->identity()] = this;
+  }
+  // The host dropped its last reference (or disconnected): the wrapper goes,
+  // and with it the native reference it held (after this body, before served_).
+  ~ObjectServer() { served_->exports.objects.erase(ref_.object->identity()); }
+  wire::RemoteObject::Client self() { return thisCap(); }
+  const ObjectRef& ref() const { return ref_; }
+
+  kj::Promise<void> call(CallContext context) override {
+    auto p = context.getParams();
+    auto state = std::make_shared<CallState>(served_);
+    const std::string iface(p.getInterface().begin(), p.getInterface().size());
+    const std::string method(p.getMethod().begin(), p.getMethod().size());
+    state->function = method.find('.') != std::string::npos ? method : iface + "." + method;
+    if (!decode_args(p.getArgs(), *state, context.getResults().initOutcome())) return kj::READY_NOW;
+    return resolve(state).then([this, state, iface, method, context]() mutable {
+      auto outcome = context.getResults().initOutcome();
+      if (!state->error.empty()) {
+        outcome.setError(state->error);
+        return;
+      }
+      std::string error;
+      ObjectRef ref = ref_;
+      if (!view(iface, ref, error)) {
+        set_failure(outcome, error);
+        return;
+      }
+      CallResult result;
+      bool ok;
+      {
+        Current current(state->function);
+        ok = served_->lib->objects().call(ref, method, state->args, result, error);
+      }
+      if (!ok) set_failure(outcome, error);
+      else put_result(result, state->function, served_, outcome);
+    });
+  }
+
+  kj::Promise<void> queryInterface(QueryInterfaceContext context) override {
+    auto name = context.getParams().getInterface();
+    const std::string iface(name.begin(), name.size());
+    auto outcome = context.getResults().initOutcome();
+    CallResult result;
+    std::string error;
+    bool ok;
+    {
+      Current current("query(" + iface + ")");
+      ok = served_->lib->objects().query(ref_, iface, result.ret, error);
+    }
+    if (!ok) set_failure(outcome, error);
+    else put_result(result, "query(" + iface + ")", served_, outcome);
+    return kj::READY_NOW;
+  }
+
+ private:
+  // The reference seen as interface `name` (the host's reference's interface).
+  bool view(const std::string& name, ObjectRef& ref, std::string& error) {
+    const Typemap& tm = served_->lib->typemap();
+    auto it = tm.interfaces.find(name);
+    if (it == tm.interfaces.end()) {
+      error = tm.file + ": no interface '" + name + "'";
+      return false;
+    }
+    ref.iface = &it->second;
+    return true;
+  }
+
+  std::shared_ptr<Served> served_;  // declared first: destroyed after ref_
+  ObjectRef ref_;
+};
+
+bool SurrogateCodec::object_to_wire(const ObjectRef& ref, wire::RemoteRef::Builder b, const std::string& where,
+                                    std::string& error) {
+  if (!ref.object || !ref.iface) {
+    // A proxy of another apartment or process: not an object of this library's.
+    error = where + ": only this library's own objects can cross the process boundary";
+    return false;
+  }
+  auto& exports = served_->exports;
+  void* identity = ref.object->identity();
+  auto it = exports.objects.find(identity);
+  if (it != exports.objects.end()) b.setCap(it->second->self());
+  else b.setCap(exports.object_servers.add(kj::heap<ObjectServer>(served_, ref)));
+  b.setIdentity(reinterpret_cast<std::uintptr_t>(identity));
+  b.setInterface(ref.iface->name);
+  return true;
+}
+
+void SurrogateCodec::resolved(std::size_t k, kj::Maybe<wire::RemoteObject::Server&> s, std::string& error) {
+  auto& p = objects[k];
+  KJ_IF_MAYBE(server, s) {
+    const ObjectRef& home = static_cast<ObjectServer&>(*server).ref();
+    const Typemap& tm = served_->lib->typemap();
+    auto it = tm.interfaces.find(p.iface);
+    if (it == tm.interfaces.end()) {
+      if (error.empty()) error = p.where + ": an object as interface '" + p.iface + "', which the typemap does not declare";
+      return;
+    }
+    ObjectRef ref = home;  // the original reference: native code gets the object itself
+    ref.iface = &it->second;
+    *p.slot = Value(std::move(ref));
+  } else if (error.empty()) {
+    error = p.where + ": an object that this surrogate did not hand out";
+  }
+}
+
 class LibraryServer final : public wire::Library::Server {
  public:
-  LibraryServer(std::unique_ptr<Context> ctx, std::shared_ptr<Library> lib)
-      : ctx_(std::move(ctx)), lib_(std::move(lib)) {}
+  explicit LibraryServer(std::shared_ptr<Served> served) : served_(std::move(served)) {}
 
   kj::Promise<void> call(CallContext context) override {
     auto params = context.getParams();
     auto fn = params.getFunction();
-    std::string function(fn.begin(), fn.size());
-    auto args = params.getArgs();
-    auto state = std::make_shared<CallState>(exports_);
-    state->function = function;
-    state->args.resize(args.size());
-    std::string error;
-    for (unsigned i = 0; i < args.size(); ++i)
-      if (!remote::to_host(args[i], state->args[i], "argument " + std::to_string(i), &state->codec, error)) {
-        set_failure(context.getResults().initOutcome(), error);
-        return kj::READY_NOW;
-      }
-    // Handles first: each must be a capability this surrogate exported.
-    kj::Promise<void> ready = kj::READY_NOW;
-    for (std::size_t k = 0; k < state->codec.pending.size(); ++k) {
-      ready = ready.then([this, state, k]() {
-        auto& p = state->codec.pending[k];
-        return exports_.servers.getLocalServer(p.cap).then([state, k](kj::Maybe<wire::Handle::Server&> s) {
-          auto& p = state->codec.pending[k];
-          KJ_IF_MAYBE(server, s) {
-            *p.slot = Value(static_cast<HandleServer&>(*server).box());
-          } else if (state->error.empty()) {
-            state->error = p.where + ": a handle that this surrogate did not hand out";
-          }
-        });
-      });
-    }
-    return ready.then([this, state, context]() mutable { run(*state, context.getResults().initOutcome()); });
+    auto state = std::make_shared<CallState>(served_);
+    state->function.assign(fn.begin(), fn.size());
+    if (!decode_args(params.getArgs(), *state, context.getResults().initOutcome())) return kj::READY_NOW;
+    // Handles and objects first: each must be a capability this surrogate exported.
+    return resolve(state).then([this, state, context]() mutable { run(*state, context.getResults().initOutcome()); });
   }
 
  private:
-  struct CallState {
-    explicit CallState(Exports& e) : codec(e) {}
-    std::string function;
-    std::vector<Value> args;
-    SurrogateCodec codec;
-    std::string error;
-  };
-
   void run(CallState& s, wire::Outcome::Builder outcome) {
     if (!s.error.empty()) {
       outcome.setError(s.error);
       return;
     }
+    Library& lib = *served_->lib;
     std::string error;
-    const Plan* plan = lib_->bind(s.function, error);
+    const Plan* plan = lib.bind(s.function, error);
     if (!plan) {
       set_failure(outcome, error);
       return;
@@ -209,7 +403,7 @@ class LibraryServer final : public wire::Library::Server {
     ValuePointers given(s.args);
     std::span<const Value* const> args = given.view;
     std::vector<const Value*> storage;
-    if (!host_arguments(ctx_->types(), lib_->typemap().file, plan->function(), args, storage, error)) {
+    if (!host_arguments(served_->ctx->types(), lib.typemap().file, plan->function(), args, storage, error)) {
       set_failure(outcome, error);
       return;
     }
@@ -223,33 +417,10 @@ class LibraryServer final : public wire::Library::Server {
       set_failure(outcome, error);
       return;
     }
-    // Results: a raw pointer or a host-only value cannot go back either; the
-    // message names where it stood.
-    SurrogateCodec codec(exports_);
-    auto done = outcome.initOk();
-    if (!remote::to_wire(result.ret, done.initRet(), "the return value of " + s.function, &codec, error)) {
-      set_failure(outcome, error);
-      return;
-    }
-    auto out = done.initOut(static_cast<unsigned>(result.out.size()));
-    for (std::size_t i = 0; i < result.out.size(); ++i) {
-      auto f = out[static_cast<unsigned>(i)];
-      f.setName(result.out[i].first);
-      if (!remote::to_wire(result.out[i].second, f.initValue(),
-                           "out parameter '" + result.out[i].first + "' of " + s.function, &codec, error)) {
-        set_failure(outcome, error);
-        return;
-      }
-    }
-    if (result.error_number) {
-      done.setHasErrno(true);
-      done.setErrno(*result.error_number);
-    }
+    put_result(result, s.function, served_, outcome);
   }
 
-  std::unique_ptr<Context> ctx_;
-  std::shared_ptr<Library> lib_;
-  Exports exports_;
+  std::shared_ptr<Served> served_;
 };
 
 using Allowed = std::vector<std::pair<std::string, std::string>>;  // (path, text)
@@ -297,7 +468,10 @@ class SurrogateServer final : public wire::Surrogate::Server {
       context.getResults().setErrorId(error_id_name(e && e.message == error ? e.id : ErrorId::library_not_found));
       return kj::READY_NOW;
     }
-    context.getResults().setLibrary(kj::heap<LibraryServer>(std::move(ctx), std::move(lib)));
+    auto served = std::make_shared<Served>();
+    served->ctx = std::move(ctx);
+    served->lib = std::move(lib);
+    context.getResults().setLibrary(kj::heap<LibraryServer>(std::move(served)));
     context.getResults().setHeartbeatMs(heartbeat_ms_);
     return kj::READY_NOW;
   }

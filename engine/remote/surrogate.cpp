@@ -2,6 +2,7 @@
 // All Cap'n Proto objects of one IsolatedLibrary live on its I/O thread; a
 // caller's thread hands it a call through an IoQueue (io_queue.hpp) and blocks until
 // the reply (or the deadline, or the surrogate's death) settles it.
+#include "remote/objects.hpp"
 #include "remote/surrogate.hpp"
 #include "remote/io_queue.hpp"
 #include "remote/tls.hpp"
@@ -177,6 +178,7 @@ struct Child {
   kj::Maybe<kj::ForkedPromise<Ending>> exit;  // how it ended (I/O thread)
   kj::Own<kj::UnixEventPort::FdObserver> observer;
   bool reaped = false;
+  std::string how;  // once reaped: how it ended (describe_exit's words)
 
   ~Child() {
     observer = nullptr;
@@ -205,6 +207,16 @@ struct Child {
 
   // After the pidfd became readable: reap, and say how it ended.
   Ending describe_exit() {
+    Ending end = reap();
+    how = end.text;
+    return end;
+  }
+  // How it ended, reaping it now if the I/O thread has not yet.
+  std::string ending() {
+    if (!reaped) return describe_exit().text;
+    return how.empty() ? std::string("it ended") : how;
+  }
+  Ending reap() {
     Ending end;
     siginfo_t si{};
     if (waitid(static_cast<idtype_t>(3), static_cast<id_t>(pidfd), &si, WEXITED) != 0) {
@@ -362,6 +374,40 @@ struct Imports {
   std::map<const HandleBox*, Entry> by_box;
   std::map<std::pair<int, const void*>, const HandleBox*> by_hook;
   std::map<int, std::string> deaths;  // generation -> how its surrogate ended
+  // Objects: one proxy per (generation, remote identity) while the host holds
+  // it (the serving side exports one capability per identity).
+  struct ObjectEntry {
+    std::weak_ptr<RemoteProxy> proxy;
+    wire::RemoteObject::Client cap = nullptr;  // destroyed on the I/O thread only
+  };
+  std::map<const RemoteProxy*, ObjectEntry> objects;
+  std::map<std::pair<int, std::uint64_t>, const RemoteProxy*> objects_by_identity;
+
+  void forget_object(const RemoteProxy* p) {  // I/O thread
+    auto it = objects.find(p);
+    if (it == objects.end()) return;
+    auto key = std::make_pair(p->generation(), p->remote_identity());
+    if (auto k = objects_by_identity.find(key); k != objects_by_identity.end() && k->second == p)
+      objects_by_identity.erase(k);
+    objects.erase(it);
+  }
+  // A proxy's release: the host dropped its last reference.
+  void release_object(const RemoteProxy* p) noexcept {
+    try {
+      if (std::this_thread::get_id() == io_thread) {
+        forget_object(p);
+        return;
+      }
+      std::lock_guard lock(mutex);
+      if (!alive) return;
+      run_on<bool>(*exec, [&] {
+        forget_object(p);
+        return kj::Promise<bool>(true);
+      });
+    } catch (...) {
+      // The I/O thread is ending: its teardown drops every capability.
+    }
+  }
 
   void forget(const HandleBox* box) {  // I/O thread
     auto it = by_box.find(box);
@@ -390,7 +436,7 @@ struct Imports {
   }
 };
 
-struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: deleted through unique_ptr<Impl>
+struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  // final: deleted through unique_ptr<Impl>
   Context* ctx = nullptr;
   const Typemap* tm = nullptr;
   std::string text, file, surrogate;
@@ -402,6 +448,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
   std::thread io_thread;
   std::shared_ptr<IoQueue> exec = std::make_shared<IoQueue>();
   std::shared_ptr<Imports> imports = std::make_shared<Imports>();
+  std::shared_ptr<RemoteHost> objects_host;  // what remote object references say they belong to
+  IsolatedLibrary* self = nullptr;            // for a class factory's call (RemoteHost::call_function)
   std::atomic<int> pid{0};
   std::atomic<int> generation{0};
 
@@ -411,6 +459,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
   kj::Own<kj::Network> network;  // connect without TLS: loopback peers only
   ErrorId start_error = ErrorId::unclassified;  // the id of the last start's failure
 
+  // Noexcept as ObjectLink's: kj members may declare throwing destructors, none throws here.
+  ~Impl() noexcept override = default;
   void taskFailed(kj::Exception&&) override {}
 
   // ---- handles as the host sees them ----
@@ -463,10 +513,125 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
       out = Value(std::move(box));
       return true;
     }
+    bool object_to_wire(const ObjectRef& ref, wire::RemoteRef::Builder b, const std::string& where,
+                        std::string& error) override {
+      const std::string what = ref.iface ? ref.iface->name : std::string("object");
+      const auto* p = dynamic_cast<const RemoteProxy*>(ref.remote.get());
+      if (!p) {
+        error = where + ": " + what + " is an object of this process; only objects that came from this "
+                "library's surrogate can be passed to it";
+        return false;
+      }
+      auto& im = *impl_.imports;
+      auto it = im.objects.find(p);
+      if (it == im.objects.end()) {
+        error = where + ": " + what + " came from another library (" + p->remote_host().typemap().file +
+                "); an object can be passed only to the library it came from";
+        return false;
+      }
+      if (!impl_.object_alive(*p, where + ": " + what, error)) return false;
+      b.setCap(it->second.cap);
+      b.setIdentity(p->remote_identity());
+      b.setInterface(ref.iface ? ref.iface->name : std::string());
+      return true;
+    }
+    bool object_to_host(wire::RemoteRef::Reader r, Value& out, const std::string& where,
+                        std::string& error) override {
+      auto& im = *impl_.imports;
+      auto name = r.getInterface();
+      auto iface = impl_.tm->interfaces.find(std::string(name.begin(), name.size()));
+      if (iface == impl_.tm->interfaces.end()) {
+        error = where + ": an object as interface '" + std::string(name.begin(), name.size()) +
+                "', which the typemap does not declare";
+        return false;
+      }
+      const int gen = impl_.generation.load();
+      const auto key = std::make_pair(gen, static_cast<std::uint64_t>(r.getIdentity()));
+      std::shared_ptr<RemoteProxy> proxy;
+      if (auto it = im.objects_by_identity.find(key); it != im.objects_by_identity.end())
+        proxy = im.objects.at(it->second).proxy.lock();
+      if (!proxy) {
+        if (auto it = im.objects_by_identity.find(key); it != im.objects_by_identity.end())
+          im.forget_object(it->second);  // its host reference is going: a new proxy
+        proxy = std::make_shared<RemoteProxy>(impl_.objects_host, key.second, gen);
+        im.objects[proxy.get()] = Imports::ObjectEntry{proxy, r.getCap()};
+        im.objects_by_identity[key] = proxy.get();
+      }
+      void* identity = proxy.get();
+      out = Value(ObjectRef{nullptr, &iface->second, nullptr, nullptr, identity, std::move(proxy)});
+      return true;
+    }
 
    private:
     Impl& impl_;
   };
+
+  // Whether a proxy's object still lives: its surrogate (or server
+  // connection) is the current one and has not ended. I/O thread.
+  bool object_alive(const RemoteProxy& p, const std::string& what, std::string& error) {
+    if (conn && !conn->broken && conn->child && conn->child->exited()) {
+      conn->broken = true;
+      pid.store(0);
+      imports->deaths[conn->child->generation] = conn->child->ending();
+    }
+    if (p.generation() == generation.load() && conn && !conn->broken) return true;
+    auto d = imports->deaths.find(p.generation());
+    error = what + ": the object came from " + (connect.empty() ? "a surrogate" : "a server connection") +
+            " that has ended" + (d != imports->deaths.end() ? " (" + d->second + ")" : std::string()) +
+            "; the objects of a dead surrogate are gone with it";
+    return false;
+  }
+
+  // ---- remote objects (ObjectLink; callers' threads) ----
+
+  bool call_object(const RemoteProxy& p, const Interface& view, std::string_view method,
+                   std::span<const Value* const> args, CallResult& result, std::string& error) override {
+    const std::string name = method.find('.') != std::string_view::npos ? std::string(method)
+                                                                         : view.name + "." + std::string(method);
+    Reply reply;
+    try {
+      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, view.name, std::string(method), args, name, deadline); });
+    } catch (const std::exception& e) {
+      raise_error(ErrorId::internal, "remote call of " + name + " failed: " + e.what()).function = name;
+      error = last_error().message;
+      return false;
+    }
+    return finish(std::move(reply), true, result, error);
+  }
+
+  bool query_object(const RemoteProxy& p, const Interface& want, Value& out, std::string& error) override {
+    const std::string name = "query(" + want.name + ")";
+    Reply reply;
+    try {
+      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, want.name, std::string(), {}, name, deadline); });
+    } catch (const std::exception& e) {
+      raise_error(ErrorId::internal, "remote " + name + " failed: " + e.what()).function = name;
+      error = last_error().message;
+      return false;
+    }
+    CallResult r;
+    if (!finish(std::move(reply), true, r, error)) return false;
+    out = std::move(r.ret);
+    return true;
+  }
+
+  void release_object(const RemoteProxy* p) noexcept override { imports->release_object(p); }
+
+  bool call_function(const std::string& name, std::span<const Value> args, CallResult& result,
+                     std::string& error) override {
+    return self->call(name, args, result, error);
+  }
+
+  // A reply on the caller's thread: the result, or the error record made this
+  // thread's last error (the bindings read it).
+  bool finish(Reply&& reply, bool named_file, CallResult& result, std::string& error) {
+    if (!reply.ok) {
+      if (reply.error.file.empty() && named_file) reply.error.file = tm->file;
+      return set_error(error, std::move(reply.error));
+    }
+    result = std::move(reply.result);
+    return true;
+  }
 
   // ---- starting a surrogate (I/O thread) ----
 
@@ -678,7 +843,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
     // replaced before this call is sent: nothing of the call ran yet.
     if (conn && !conn->broken && conn->child && conn->child->exited()) {
       conn->broken = true;
-      imports->deaths[conn->child->generation] = conn->child->reaped ? "it ended" : conn->child->describe_exit().text;
+      imports->deaths[conn->child->generation] = conn->child->ending();
     }
     if (!conn || conn->broken) {
       conn = nullptr;  // drops the old capabilities and reaps the old process
@@ -698,58 +863,108 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
       Conn* cn = conn.get();
       auto reply = req.send().then(
           [this, function](capnp::Response<wire::Library::CallResults> r) -> kj::Promise<Reply> {
-            auto outcome = r.getOutcome();
-            Reply reply;
-            if (outcome.isError()) {
-              reply.error = remote_record(outcome);
-              return kj::mv(reply);
-            }
-            auto done = outcome.getOk();
-            Codec codec(*this);
-            std::string error;
-            if (!remote::to_host(done.getRet(), reply.result.ret, "the return value of " + function, &codec, error))
-              return refused(std::move(error), ErrorId::unclassified, function);
-            auto out = done.getOut();
-            reply.result.out.resize(out.size());
-            for (unsigned i = 0; i < out.size(); ++i) {
-              reply.result.out[i].first = out[i].getName().cStr();
-              if (!remote::to_host(out[i].getValue(), reply.result.out[i].second,
-                                   "out parameter '" + reply.result.out[i].first + "'", &codec, error))
-                return refused(std::move(error), ErrorId::unclassified, function);
-            }
-            if (done.getHasErrno()) reply.result.error_number = done.getErrno();
-            reply.ok = true;
-            return kj::mv(reply);
+            return read_reply(r.getOutcome(), function);
           },
           [this, cn, function](kj::Exception&& e) {
             return explain_failure(cn, kj::mv(e), function).then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
           });
-      if (limit.count() <= 0) return reply;
-      // The deadline: kill the surrogate, then report as the failed call does
-      // (the kill disconnects it), with the timeout's words.
-      auto timeout = io->provider->getTimer()
-                         .afterDelay(static_cast<std::int64_t>(limit.count()) * kj::MILLISECONDS)
-                         .then([this, cn, function, limit]() -> kj::Promise<Reply> {
-                           auto child = cn->child;
-                           if (!child) {  // a server cannot be killed from here: the connection is closed
-                             cn->death = failure(ErrorId::deadline_exceeded,
-                                                 "function " + function + " timed out after " +
-                                                     std::to_string(limit.count()) + " ms at marshal serve " + connect +
-                                                     "; the connection was closed",
-                                                 function);
-                             return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
-                                 .then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
-                           }
-                           child->timed_out = true;
-                           child->timeout_message = "function " + function + " timed out after " +
-                                                    std::to_string(limit.count()) + " ms in the surrogate (pid " +
-                                                    std::to_string(child->pid) + "); the surrogate was killed";
-                           child->kill();
+      return bounded(kj::mv(reply), cn, function, limit);
+    });
+  }
+
+  // A call's outcome as the host's values (I/O thread).
+  Reply read_reply(wire::Outcome::Reader outcome, const std::string& function) {
+    Reply reply;
+    if (outcome.isError()) {
+      reply.error = remote_record(outcome);
+      return reply;
+    }
+    auto done = outcome.getOk();
+    Codec codec(*this);
+    std::string error;
+    if (!remote::to_host(done.getRet(), reply.result.ret, "the return value of " + function, &codec, error))
+      return refused(std::move(error), ErrorId::unclassified, function);
+    auto out = done.getOut();
+    reply.result.out.resize(out.size());
+    for (unsigned i = 0; i < out.size(); ++i) {
+      reply.result.out[i].first = out[i].getName().cStr();
+      if (!remote::to_host(out[i].getValue(), reply.result.out[i].second,
+                           "out parameter '" + reply.result.out[i].first + "'", &codec, error))
+        return refused(std::move(error), ErrorId::unclassified, function);
+    }
+    if (done.getHasErrno()) reply.result.error_number = done.getErrno();
+    reply.ok = true;
+    return reply;
+  }
+
+  // A method call (method non-empty) or a query (method empty: `iface` is the
+  // interface asked for) on a remote object (I/O thread). A proxy whose
+  // surrogate ended is refused without starting a new one: its object is gone.
+  kj::Promise<Reply> io_object_call(const RemoteProxy& p, const std::string& iface, const std::string& method,
+                                    std::span<const Value* const> args, const std::string& name,
+                                    std::chrono::milliseconds limit) {
+    std::string error;
+    if (!object_alive(p, name, error)) return refused(std::move(error), ErrorId::disconnected, name);
+    auto it = imports->objects.find(&p);
+    if (it == imports->objects.end()) return refused(name + ": an object this library does not hold", ErrorId::unclassified, name);
+    Conn* cn = conn.get();
+    auto failed = [this, cn, name](kj::Exception&& e) {
+      return explain_failure(cn, kj::mv(e), name).then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
+    };
+    if (method.empty()) {
+      auto req = it->second.cap.queryInterfaceRequest();
+      req.setInterface(iface);
+      auto reply = req.send().then(
+          [this, name](capnp::Response<wire::RemoteObject::QueryInterfaceResults> r) -> kj::Promise<Reply> {
+            return read_reply(r.getOutcome(), name);
+          },
+          kj::mv(failed));
+      return bounded(kj::mv(reply), cn, name, limit);
+    }
+    auto req = it->second.cap.callRequest();
+    req.setInterface(iface);
+    req.setMethod(method);
+    auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
+    Codec codec(*this);
+    for (std::size_t i = 0; i < args.size(); ++i)
+      if (!remote::to_wire(*args[i], wargs[static_cast<unsigned>(i)], "argument " + std::to_string(i), &codec, error))
+        return refused(name + ": " + error, ErrorId::unclassified, name);
+    auto reply = req.send().then(
+        [this, name](capnp::Response<wire::RemoteObject::CallResults> r) -> kj::Promise<Reply> {
+          return read_reply(r.getOutcome(), name);
+        },
+        kj::mv(failed));
+    return bounded(kj::mv(reply), cn, name, limit);
+  }
+
+  // A reply bounded by a deadline (none when limit is zero). Past it the
+  // surrogate is killed, and the call reports as the failed call does (the
+  // kill disconnects it), with the timeout's words.
+  kj::Promise<Reply> bounded(kj::Promise<Reply> reply, Conn* cn, const std::string& function,
+                             std::chrono::milliseconds limit) {
+    if (limit.count() <= 0) return reply;
+    auto timeout = io->provider->getTimer()
+                       .afterDelay(static_cast<std::int64_t>(limit.count()) * kj::MILLISECONDS)
+                       .then([this, cn, function, limit]() -> kj::Promise<Reply> {
+                         auto child = cn->child;
+                         if (!child) {  // a server cannot be killed from here: the connection is closed
+                           cn->death = failure(ErrorId::deadline_exceeded,
+                                               "function " + function + " timed out after " +
+                                                   std::to_string(limit.count()) + " ms at marshal serve " + connect +
+                                                   "; the connection was closed",
+                                               function);
                            return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
                                .then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
-                         });
-      return reply.exclusiveJoin(kj::mv(timeout));
-    });
+                         }
+                         child->timed_out = true;
+                         child->timeout_message = "function " + function + " timed out after " +
+                                                  std::to_string(limit.count()) + " ms in the surrogate (pid " +
+                                                  std::to_string(child->pid) + "); the surrogate was killed";
+                         child->kill();
+                         return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
+                             .then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
+                       });
+    return reply.exclusiveJoin(kj::mv(timeout));
   }
 
   void shutdown() {
@@ -763,12 +978,19 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler {  // final: dele
   }
 };
 
-IsolatedLibrary::IsolatedLibrary(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+IsolatedLibrary::IsolatedLibrary(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  impl_->self = this;
+  impl_->objects_host = std::make_shared<RemoteHost>(*impl_->ctx, *impl_->tm, *impl_);
+}
 
-IsolatedLibrary::~IsolatedLibrary() { impl_->shutdown(); }
+IsolatedLibrary::~IsolatedLibrary() {
+  impl_->objects_host->detach();  // proxies that outlive the library: their calls are errors now
+  impl_->shutdown();
+}
 
 const Typemap& IsolatedLibrary::typemap() const { return *impl_->tm; }
 Context& IsolatedLibrary::context() const { return *impl_->ctx; }
+ObjectSpace& IsolatedLibrary::objects() const { return impl_->objects_host->objects(); }
 int IsolatedLibrary::pid() const { return impl_->pid.load(); }
 int IsolatedLibrary::generation() const { return impl_->generation.load(); }
 
@@ -843,6 +1065,7 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
     // Teardown on this thread: every capability, then the connection (the
     // surrogate sees the disconnect and exits; ~Child reaps it).
     for (auto& [box, entry] : im->imports->by_box) entry.cap = nullptr;
+    for (auto& [proxy, entry] : im->imports->objects) entry.cap = nullptr;
     im->conn = nullptr;
     im->network = nullptr;
     im->io = nullptr;
@@ -902,13 +1125,7 @@ bool IsolatedLibrary::call_addressed(const std::string& function, std::span<cons
     error = last_error().message;
     return false;
   }
-  if (!reply.ok) {
-    // The record becomes this thread's last error (the bindings read it).
-    if (reply.error.file.empty() && fn) reply.error.file = impl_->tm->file;
-    return set_error(error, std::move(reply.error));
-  }
-  result = std::move(reply.result);
-  return true;
+  return impl_->finish(std::move(reply), fn != nullptr, result, error);
 }
 
 }  // namespace marshal::engine::remote

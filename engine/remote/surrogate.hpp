@@ -17,7 +17,7 @@
 // code SIGKILL); a surrogate that exits, or a server connection that ends,
 // during a call is disconnected. A failure on the serving side (a conversion,
 // a check) crosses with its record, as in-process. Handles that came from
-// the dead surrogate are refused with a message saying so. A deadline
+// the dead surrogate are refused with a message saying so, and so are objects. A deadline
 // (per library or per call) kills a surrogate whose call outlasts it.
 // kj ignores SIGPIPE process-wide once a surrogate has been started.
 #pragma once
@@ -32,6 +32,10 @@
 #include <string>
 #include <utility>
 #include <vector>
+
+namespace marshal::engine {
+class ObjectSpace;
+}
 
 namespace marshal::engine::remote {
 
@@ -104,6 +108,13 @@ class IsolatedLibrary {
             std::chrono::milliseconds deadline = std::chrono::milliseconds{0});
 
   const Typemap& typemap() const;
+  // Its objects as the host sees them (issue 17, part 3): an object a call
+  // returns (or gives as an out value) lives in the surrogate and arrives as
+  // a reference whose calls and queries go there (library_of(ref).objects(),
+  // this); create(class) makes one there. A proxy passed back to this
+  // library becomes the original object; one of another library or process
+  // is refused, and so is one whose surrogate has ended.
+  ObjectSpace& objects() const;
   // The context the typemap was loaded into (its types).
   Context& context() const;
   // The current surrogate's process id; 0 when none runs (before the first

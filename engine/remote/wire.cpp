@@ -225,8 +225,14 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
       error = where + ": callbacks cannot cross the process boundary yet (issue 17, part 4)";
       return false;
     case Value::Type::object:
+      if (!handles) {
+        error = where + ": an object cannot cross this boundary";
+        return false;
+      }
+      return handles->object_to_wire(v.as<ObjectRef>(), b.initObject(), where, error);
     case Value::Type::host_object:
-      error = where + ": objects cannot cross the process boundary yet (issue 17, part 3)";
+      error = where + ": host objects cannot cross the process boundary yet (issue 17, part 4: native code in "
+                      "the other process would call back into this one)";
       return false;
   }
   error = where + ": a value of an unknown kind";
@@ -280,6 +286,12 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
         return false;
       }
       return handles->to_host(r.getHandle(), out, where, error);
+    case wire::Value::OBJECT:
+      if (!handles) {
+        error = where + ": an object cannot cross this boundary";
+        return false;
+      }
+      return handles->object_to_host(r.getObject(), out, where, error);
   }
   // A union tag this side does not know (a newer peer): refused, not guessed.
   error = where + ": a value of a kind this side does not know (tag " + std::to_string(static_cast<unsigned>(r.which())) + ")";
@@ -287,6 +299,17 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
 }
 
 }  // namespace
+
+bool HandleCodec::object_to_wire(const ObjectRef&, wire::RemoteRef::Builder, const std::string& where,
+                                 std::string& error) {
+  error = where + ": an object cannot cross this boundary";
+  return false;
+}
+
+bool HandleCodec::object_to_host(wire::RemoteRef::Reader, Value&, const std::string& where, std::string& error) {
+  error = where + ": an object cannot cross this boundary";
+  return false;
+}
 
 kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream, std::function<void()> on_message) {
   return kj::heap<ReusingMessageStream>(stream, std::move(on_message));

@@ -1,10 +1,10 @@
 // marshal remote: host values on the wire.
 // Converts the engine's dynamic Value (value.hpp) to and from the Cap'n Proto
 // encoding of marshal_remote.capnp. What crosses: null, bools, integers,
-// doubles, strings, bytes, lists, records and handles (as capabilities, through
-// the HandleCodec of the side that converts). What never crosses: a raw
-// address (it means nothing in the other process) and host-side objects the
-// remote layer does not carry yet; both are refused with a message naming
+// doubles, strings, bytes, lists, records, handles and native objects (as
+// capabilities, through the HandleCodec of the side that converts). What never
+// crosses: a raw address (it means nothing in the other process) and host-side
+// values the remote layer does not carry yet (host objects, callbacks); both are refused with a message naming
 // where the value stood ("parameter 1 'buf'", "out 'len'").
 #pragma once
 
@@ -52,6 +52,12 @@ class HandleCodec {
                        std::string& error) = 0;
   // out is set to a placeholder or the final value; false with a message.
   virtual bool to_host(wire::HandleRef::Reader r, Value& out, const std::string& where, std::string& error) = 0;
+  // Objects (issue 17, part 3) the same way: the serving side exports one
+  // capability per object identity, the host imports them as proxies
+  // (remote/objects.hpp). A codec without them refuses objects.
+  virtual bool object_to_wire(const ObjectRef& ref, wire::RemoteRef::Builder b, const std::string& where,
+                              std::string& error);
+  virtual bool object_to_host(wire::RemoteRef::Reader r, Value& out, const std::string& where, std::string& error);
 };
 
 // Host value -> wire. `where` names the value in messages.

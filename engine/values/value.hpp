@@ -43,6 +43,7 @@ class Callback;      // callback.hpp
 class NativeObject;  // object.hpp
 class HostObject;    // object.hpp
 struct Proxy;        // object.hpp
+class RemoteObject;  // object.hpp
 class Apartment;     // apartment.hpp
 struct Interface;    // typemap.hpp
 
@@ -52,13 +53,16 @@ struct Interface;    // typemap.hpp
 // belongs to (null: none), for a reference marshaled from another
 // apartment, the proxy its calls go through, and the object's COM identity
 // (its IUnknown address; objects/ sets it with the object or proxy): two
-// references are equal when it is.
+// references are equal when it is. An object of another process (a surrogate,
+// marshal serve) has neither object nor proxy but `remote`, through which its
+// calls go (engine/remote), and the remote proxy's address as its identity.
 struct ObjectRef {
   std::shared_ptr<NativeObject> object;
   const Interface* iface = nullptr;
   std::shared_ptr<Apartment> home;
   std::shared_ptr<Proxy> proxy;
   void* identity = nullptr;
+  std::shared_ptr<RemoteObject> remote;
 };
 
 struct HostScalar;  // values/call_values.hpp

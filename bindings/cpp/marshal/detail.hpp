@@ -668,6 +668,9 @@ struct State {
 // A call of an isolated library's function (through its surrogate).
 bool call_isolated(const State& state, const std::string& function, std::span<const engine::Value> args, engine::CallResult& result,
                    std::string& error);
+// An instance of a class made in an isolated library's surrogate (a proxy here).
+bool create_isolated(const State& state, const std::string& cls, std::span<const engine::Value> args,
+                     engine::Value& out, std::string& error);
 
 }  // namespace detail
 

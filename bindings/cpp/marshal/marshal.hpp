@@ -363,10 +363,10 @@ class library {
     }
     engine::Value out;
     std::string err;
-    if (!state_->lib)
-      throw error(typemap().file + ": create(" + cls + "): objects cannot cross the process boundary yet (the "
-                  "library is isolated)");
-    if (!state_->lib->objects().create(cls, values, out, err)) throw error(err);
+    // Isolated: made in the surrogate; the object is a proxy whose calls go there.
+    if (!(state_->lib ? state_->lib->objects().create(cls, values, out, err)
+                      : detail::create_isolated(*state_, cls, values, out, err)))
+      throw error(err);
     return object(std::move(out));
   }
 
@@ -621,7 +621,9 @@ template <class R, class... A> class method<R(A...)> {
   method(const object& obj, const std::string& name) : obj_(obj), name_(name) {
     if (!obj.value().template is<engine::ObjectRef>()) throw error("marshal: method '" + name + "' of an object that is not native");
     const engine::ObjectRef& ref = obj.value().template as<engine::ObjectRef>();
-    engine::Library& lib = dynamic_cast<engine::Library&>(engine::library_of(ref));  // the one ObjectHost there is
+    // A Library, or for an object of an isolated library's surrogate its
+    // stand-in (remote/objects.hpp), whose calls always go through the engine.
+    engine::ObjectHost& lib = engine::library_of(ref);
     engine::ObjectSpace::MethodRef m;
     std::string err;
     if (!lib.objects().find_method(ref, name, m, err)) throw error(err);
@@ -632,11 +634,11 @@ template <class R, class... A> class method<R(A...)> {
     if (std::string why = detail::call_mismatch<R, A...>(lib.context().types(), *m.method); !why.empty())
       throw error(where + why);
     // Proxies and neutral objects (a lock per call) always go through the engine.
-    if (ref.proxy || (ref.home && ref.home->kind() == engine::Apartment::Kind::neutral)) return;
+    if (ref.proxy || ref.remote || (ref.home && ref.home->kind() == engine::Apartment::Kind::neutral)) return;
     home_ = ref.home;
     self_ = ref.object->pointer(*m.view, err);
     if (!self_) throw error(where + err);
-    const engine::Plan* plan = lib.bind_method(*m.owner, *m.method, err);
+    const engine::Plan* plan = dynamic_cast<engine::Library&>(lib).bind_method(*m.owner, *m.method, err);
     if (!plan) throw error(err);
     void* const* vtbl;
     std::memcpy(&vtbl, self_, sizeof vtbl);
