@@ -6,6 +6,7 @@
 
 #include "apartments/apartment.hpp"
 #include "objects/object.hpp"
+#include "remote/surrogate.hpp"
 
 #include <cstring>
 #include <deque>
@@ -358,15 +359,14 @@ int l_host_object_index(lua_State* L) {
 // lib:create("Class", ...): an instance through the class's factory.
 int l_library_create(lua_State* L) {
   auto* lib = test_ud<LibraryUd>(L, 1, &mt_library);
-  if (lib && lib->isolated)
-    return luaL_error(L, "%s is isolated (its library runs in a surrogate process): objects cannot cross the "
-                      "process boundary yet", lib->typemap().file.c_str());
-  if (!lib || !lib->lib) return luaL_argerror(L, 1, "expected a library (marshal.load)");
+  if (!lib || (!lib->lib && !lib->isolated)) return luaL_argerror(L, 1, "expected a library (marshal.load)");
   const char* cls = luaL_checkstring(L, 2);
   MARSHAL_LUA_RETURN(guarded(L, cls, [&]() -> int {
     ErrorInfo err;
     err.function = cls;
-    const Typemap& tm = lib->lib->typemap();
+    // Isolated: the object is made in the surrogate (or server) and arrives
+    // as a proxy whose calls go there (engine/remote/objects.hpp).
+    const Typemap& tm = lib->typemap();
     auto c = tm.classes.find(cls);
     if (c == tm.classes.end() || !c->second.create) {
       err.message = "no class '" + std::string(cls) + "' in this typemap";
@@ -377,7 +377,7 @@ int l_library_create(lua_State* L) {
     Host& host = host_of(L);
     CallScope scope{&host};
     std::vector<Value> args;
-    if (!collect(L, *c->second.create, lib->lib->context().types(), lib->lib, 3, scope, args, err)) {
+    if (!collect(L, *c->second.create, lib->types(), lib->lib, 3, scope, args, err)) {
       err.function = cls;
       err.text = tm.file + ": " + cls + ": " + err.text;
       push_error(L, err);
@@ -386,7 +386,8 @@ int l_library_create(lua_State* L) {
     err.function = cls;
     Value out;
     std::string error;
-    if (!lib->lib->objects().create(cls, args, out, error)) {
+    ObjectSpace& objects = lib->lib ? lib->lib->objects() : lib->isolated->objects();
+    if (!objects.create(cls, args, out, error)) {
       parse_engine_error(error, err);
       push_error(L, err);
       return -1;

@@ -77,6 +77,36 @@ assert(not ok and tostring(err):find("with SIGFPE"), tostring(err))
 assert(by_typemap.div(9, 2).quot == 4)
 os.remove(iso_path)
 
+-- COM-style objects from the surrogate: proxies with the in-process behaviour.
+local objs = marshal.load("tests/fixtures/objects.json", {isolate = "process"})
+collectgarbage(); collectgarbage()
+local live0 = objs.objects_live()
+do
+  local c = objs:create("Counter", 5)
+  assert(marshal.type(c) == "object" and c.interface == "ICounter", tostring(c))
+  assert(c:Add(3) == 8 and c:Get() == 8)
+  assert(objs.counter_get(c) == 8)  -- passed back: the original object there
+  local w = c:as("IWidget")
+  assert(w.interface == "IWidget" and w == c, "== across interfaces")
+  assert(rawequal(w:Self(), c), "the same object and interface: the same userdata")
+  local f = objs.counter_create(1)
+  assert(f ~= c and f:Add(1) == 2)
+  assert(objs.objects_live() == live0 + 2, objs.objects_live() - live0)
+  ok, err = pcall(objs.create, objs, "NoSuchClass")
+  assert(not ok and tostring(err):find("no class 'NoSuchClass'"), tostring(err))
+  local here_objs = marshal.load("tests/fixtures/objects.json")
+  ok, err = pcall(here_objs.counter_get, c)  -- a proxy is not an object of this process
+  assert(not ok, "a surrogate's object passed to an in-process library")
+end
+collectgarbage(); collectgarbage()
+local released = false
+for _ = 1, 200 do  -- the surrogate releases them shortly after the proxies go
+  if objs.objects_live() == live0 then released = true break end
+  os.execute("sleep 0.01")
+end
+assert(released, "the surrogate's references released: " .. (objs.objects_live() - live0) .. " left")
+assert(objs.objects_faults() == 0)
+
 -- A library served by `marshal serve` (option connect), and the ids of the
 -- ways a connection fails.
 local exe = assert(os.getenv("MARSHAL_EXE"), "MARSHAL_EXE: the marshal program (tests/meson.build sets it)")
