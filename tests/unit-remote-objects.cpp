@@ -6,6 +6,7 @@
 // fault counters, read through the same library), and a dead surrogate's
 // proxies are clear errors.
 #include "call_support.hpp"
+#include "serve_support.hpp"
 
 #include "base/error.hpp"
 #include "marshal/marshal.hpp"
@@ -133,45 +134,6 @@ bool ended(int pid) {
 }
 
 bool is_remote(const Value& v) { return v.is<ObjectRef>() && v.as<ObjectRef>().remote && !v.as<ObjectRef>().object; }
-
-// `marshal serve TYPEMAPS --listen 127.0.0.1:0` in the background, and its port.
-struct Server {
-  pid_t pid = -1;
-  unsigned port = 0;
-  explicit Server(const std::vector<std::string>& typemaps) {
-    int out[2];
-    REQUIRE(::pipe(out) == 0);
-    pid = ::fork();
-    REQUIRE(pid >= 0);
-    if (pid == 0) {
-      ::dup2(out[1], 1);
-      ::close(out[0]);
-      ::close(out[1]);
-      std::vector<std::string> args{MARSHAL_EXE, "serve"};
-      for (const auto& t : typemaps) args.push_back(t);
-      args.push_back("--listen");
-      args.push_back("127.0.0.1:0");
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(MARSHAL_EXE, argv.data());
-      ::_exit(127);
-    }
-    ::close(out[1]);
-    std::string line;
-    char c;
-    while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
-    ::close(out[0]);
-    INFO(line);
-    REQUIRE(line.rfind("listening on 127.0.0.1:", 0) == 0);
-    port = static_cast<unsigned>(std::stoul(line.substr(line.rfind(':') + 1)));
-  }
-  ~Server() {
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, nullptr, 0);
-  }
-  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
-};
 
 }  // namespace
 
