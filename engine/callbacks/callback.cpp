@@ -722,7 +722,7 @@ std::shared_ptr<Callback> CallbackPool::acquire(const CallbackSig& sig, const st
     error = "callback '" + sig.name + "': cannot allocate a closure";
     return nullptr;
   }
-  cb->deliver_to_owner_ = sig.delivery == Delivery::owner;
+  cb->deliver_to_owner_ = sig.delivery == Delivery::owner && !inline_only_.load(std::memory_order_relaxed);
   cb->owner_.store(std::this_thread::get_id());
   cb->set_owner_apartment();
   cb->active_.store(true);

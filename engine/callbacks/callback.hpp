@@ -132,6 +132,11 @@ class CallbackPool {
     return max_buffer_ ? max_buffer_->load(std::memory_order_relaxed) : default_max_buffer;
   }
 
+  // Every callback delivered inline, whatever its signature says: the serving
+  // side of a process boundary, whose host functions forward each call to
+  // their host, which applies the delivery there (remote/host_functions.hpp).
+  void set_inline_only(bool on) { inline_only_.store(on, std::memory_order_relaxed); }
+
   // delivery "owner": runs the calls other threads queued for callbacks owned
   // by the calling thread, waiting up to `wait` for the first one. Returns how
   // many ran. The owner must pump while native code may call from elsewhere;
@@ -146,6 +151,7 @@ class CallbackPool {
   ReferenceMarshaler* objects_ = nullptr;
   const std::atomic<std::size_t>* max_buffer_ = nullptr;
   std::size_t limit_;
+  std::atomic<bool> inline_only_{false};
   std::mutex mutex_;
   std::vector<std::shared_ptr<Callback>> all_;
   std::map<std::pair<const CallbackSig*, const HostFunction*>, std::vector<Callback*>> by_function_;

@@ -22,6 +22,7 @@ struct Value {
     record @8 :List(Field);
     handle @9 :HandleRef;
     object @10 :RemoteRef;
+    function @11 :FunctionRef;
   }
 }
 
@@ -49,6 +50,24 @@ interface Handle {
 # import per object. identity is the serving side's COM identity (the IUnknown
 # address), for equality only: it is never passed back, the capability is.
 # interface: the interface this reference is, by its typemap name.
+# A host function (a callback's code) living on the side that sent it: the
+# receiver makes native function pointers for it there, and each call from
+# native code comes back as HostCallback.call. One capability per host
+# function while the receiver holds it, so the receiver reuses its closure.
+struct FunctionRef {
+  cap @0 :HostCallback;
+  name @1 :Text;   # the host function's name, for messages only
+}
+
+interface HostCallback {
+  # token: the caller's call (Library.call, RemoteObject.call) this callback
+  # runs inside, when native code calls back on the thread that runs that call
+  # (the caller runs it on its waiting thread); 0 when called from another
+  # thread (a thread of the library's own). The outcome's ok.ret is the host
+  # function's result.
+  call @0 (args :List(Value), token :UInt64) -> (outcome :Outcome);
+}
+
 struct RemoteRef {
   cap @0 :RemoteObject;
   identity @1 :UInt64;
@@ -58,7 +77,7 @@ struct RemoteRef {
 interface RemoteObject {
   # A method by name ("Add" or "ICounter.Add"), resolved through `interface`
   # as in-process; the outcome is a function call's.
-  call @0 (interface :Text, method :Text, args :List(Value)) -> (outcome :Outcome);
+  call @0 (interface :Text, method :Text, args :List(Value), token :UInt64) -> (outcome :Outcome);
   # The same object as another interface: ok.ret is its RemoteRef (as an object value).
   queryInterface @1 (interface :Text) -> (outcome :Outcome);
 }
@@ -93,7 +112,9 @@ struct ErrorRecord {
 }
 
 interface Library {
-  call @0 (function :Text, args :List(Value)) -> (outcome :Outcome);
+  # token: the caller's id for this call (non-zero), which callbacks made
+  # during it carry back (HostCallback.call).
+  call @0 (function :Text, args :List(Value), token :UInt64) -> (outcome :Outcome);
 }
 
 interface Surrogate {

@@ -8,6 +8,7 @@
 #include "call/arguments.hpp"
 #include "call/library.hpp"
 #include "call/plan.hpp"
+#include "remote/native_thread.hpp"
 #include "remote/surrogate.hpp"
 #include "remote/tls.hpp"
 #include "remote/wire.hpp"
@@ -17,6 +18,8 @@
 #include <kj/async-io.h>
 
 #include <arpa/inet.h>
+#include <atomic>
+#include <condition_variable>
 #include <csignal>
 #include <cstring>
 #include <string_view>
@@ -90,12 +93,43 @@ struct Exports {
 
 // One opened library and what it exported; shared by its LibraryServer and
 // every capability it handed out, so whichever capnp drops last, the library
-// and its context outlive the objects that call into them.
+// and its context outlive the objects that call into them. Destroyed on the
+// I/O thread (what native jobs hold of it is handed back there).
 struct Served {
   std::unique_ptr<Context> ctx;  // destroyed last: the library's types
   std::shared_ptr<Library> lib;
   Exports exports;
+  std::shared_ptr<Runtime> rt;
+  // Host functions the client sent (I/O thread only): each import's
+  // capability, and the host function made for it while one lives (found by
+  // the capability's hook, so the same host function arrives as the same one
+  // and the callback pool reuses its closure).
+  struct Imported {
+    wire::HostCallback::Client cap = nullptr;
+    std::weak_ptr<HostFunction> fn;
+    const void* hook = nullptr;
+  };
+  std::map<std::uint64_t, Imported> functions;
+  std::map<const void*, std::uint64_t> functions_by_hook;
+  std::uint64_t next_function = 0;
 };
+
+// Releases `what` (a handle box, an object reference: their last reference,
+// whose release runs native code) on the native thread, after the calls
+// queued before it; `served` is handed back to the I/O thread.
+void release_on_native(std::shared_ptr<Served> served, std::shared_ptr<void> what) {
+  auto rt = served->rt;
+  if (!rt) return;  // (what goes here)
+  auto* raw = rt.get();
+  auto job = [raw, what = std::move(what), served = std::move(served)]() mutable {
+    what = nullptr;
+    raw->io.post([served = std::move(served)]() mutable {
+      served = nullptr;
+      return kj::Promise<void>(kj::READY_NOW);
+    });
+  };
+  rt->native.post(std::move(job));  // not queued (ending): released as the job goes, here
+}
 
 class HandleServer final : public wire::Handle::Server {
  public:
@@ -104,8 +138,12 @@ class HandleServer final : public wire::Handle::Server {
     served_->exports.live[box_.get()] = this;
   }
   // The host dropped its last reference (or disconnected): the box goes, and
-  // with it the handle's release function runs as in-process.
-  ~HandleServer() { served_->exports.live.erase(box_.get()); }
+  // with it the handle's release function runs as in-process (on the native
+  // thread, like every native call).
+  ~HandleServer() {
+    served_->exports.live.erase(box_.get());
+    release_on_native(served_, std::move(box_));
+  }
   wire::Handle::Client self() { return thisCap(); }
   const std::shared_ptr<HandleBox>& box() const { return box_; }
 
@@ -144,6 +182,7 @@ class SurrogateCodec final : public HandleCodec {
     objects.push_back({&out, r.getCap(), where, std::string(name.begin(), name.size())});
     return true;
   }
+  bool function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where, std::string& error) override;
   struct Pending {
     Value* slot;
     wire::Handle::Client cap;
@@ -165,10 +204,9 @@ class SurrogateCodec final : public HandleCodec {
 };
 
 // A refused or failed call: the message, and the engine's record of it when
-// this thread's last error is that failure's (base/error.hpp).
-void set_failure(wire::Outcome::Builder outcome, const std::string& error) {
+// `e` is that failure's (base/error.hpp).
+void set_failure(wire::Outcome::Builder outcome, const std::string& error, const Error& e) {
   outcome.setError(error);
-  const Error& e = last_error();
   if (!e || e.message != error) return;
   auto r = outcome.initRecord();
   r.setId(e.id_name());
@@ -183,15 +221,23 @@ void set_failure(wire::Outcome::Builder outcome, const std::string& error) {
   r.setNativeCode(e.native_code);
 }
 
+// The same with this thread's last error (a failure on the I/O thread).
+void set_failure(wire::Outcome::Builder outcome, const std::string& error) { set_failure(outcome, error, last_error()); }
+
 // One incoming call: its arguments, decoded, with the capabilities in them
 // still to be resolved to what this side exported.
 struct CallState {
   explicit CallState(std::shared_ptr<Served> s) : served(s), codec(std::move(s)) {}
   std::shared_ptr<Served> served;
   std::string function;
+  std::uint64_t token = 0;  // the host's id of the call (callbacks carry it back)
   std::vector<Value> args;
   SurrogateCodec codec;
   std::string error;
+  // Set on the native thread, read on the I/O thread once it has run.
+  bool ok = false;
+  CallResult result;
+  Error record;  // the native thread's last error when !ok
 };
 
 // Decodes a call's arguments into state (false: the outcome says why).
@@ -261,6 +307,167 @@ void put_result(const CallResult& result, const std::string& function, const std
   }
 }
 
+// ---- host functions: callbacks into the host ----
+
+// What a host function made for an imported capability holds: where the
+// capability is (its Served, by id) and how to reach the I/O thread. Gone
+// with the host function (the callback pool may drop it on any thread); the
+// capability is then dropped on the I/O thread.
+class FunctionLink {
+ public:
+  FunctionLink(std::shared_ptr<Served> served, std::uint64_t id, std::string name)
+      : served_(served), rt_(served->rt), id_(id), name_(std::move(name)) {}
+  ~FunctionLink() {
+    rt_->io.post([served = served_, id = id_]() {
+      if (auto s = served.lock()) {
+        auto it = s->functions.find(id);
+        if (it != s->functions.end()) {
+          if (auto h = s->functions_by_hook.find(it->second.hook); h != s->functions_by_hook.end() && h->second == id)
+            s->functions_by_hook.erase(h);
+          s->functions.erase(it);
+        }
+      }
+      return kj::Promise<void>(kj::READY_NOW);
+    });
+  }
+  FunctionLink(const FunctionLink&) = delete;
+  FunctionLink& operator=(const FunctionLink&) = delete;
+
+  // Any thread (native code calling back): sends the call to the host and
+  // waits for its reply. The native thread keeps running the calls that
+  // arrive meanwhile (the host function may call this library again); its
+  // call's token tells the host which of its threads waits for that call.
+  bool call(const std::vector<Value>& args, Value& result, std::string& error) {
+    struct Pending {
+      std::mutex m;
+      std::condition_variable cv;
+      std::atomic<bool> done{false};
+      bool ok = false;
+      Value result;
+      std::string error;
+    };
+    auto p = std::make_shared<Pending>();
+    Runtime* rt = rt_.get();
+    auto finish = [p, rt](bool ok, Value v, std::string e) {
+      {
+        std::lock_guard lock(p->m);
+        if (p->done.load()) return;
+        p->ok = ok;
+        p->result = std::move(v);
+        p->error = std::move(e);
+        p->done.store(true, std::memory_order_release);
+      }
+      p->cv.notify_all();
+      rt->native.wake();
+    };
+    // Settles the call if the I/O thread drops it unfinished (the connection ended).
+    struct Unfinished {
+      std::function<void()> report;
+      ~Unfinished() { report(); }
+    };
+    const std::string what = "host function '" + name_ + "'";
+    auto guard = std::make_shared<Unfinished>();
+    guard->report = [finish, what] { finish(false, Value(), "the connection to the host ended before " + what + " returned"); };
+    const bool on_native = rt->native.here();
+    const std::uint64_t token = on_native ? rt->native.token : 0;
+    const bool posted = rt->io.post([this, &args, finish, guard, token, what]() -> kj::Promise<void> {
+      auto served = served_.lock();
+      if (!served || served->functions.count(id_) == 0) {
+        finish(false, Value(), what + ": the connection it came from has ended");
+        return kj::READY_NOW;
+      }
+      auto it = served->functions.find(id_);
+      auto req = it->second.cap.callRequest();
+      req.setToken(token);
+      auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
+      SurrogateCodec codec(served);
+      std::string e;
+      for (std::size_t i = 0; i < args.size(); ++i)
+        if (!remote::to_wire(args[i], wargs[static_cast<unsigned>(i)], what + ", argument " + std::to_string(i), &codec, e)) {
+          finish(false, Value(), e);
+          return kj::READY_NOW;
+        }
+      return req.send()
+          .then(
+              [served, finish, what](capnp::Response<wire::HostCallback::CallResults> r) -> kj::Promise<void> {
+                auto outcome = r.getOutcome();
+                if (outcome.isError()) {
+                  finish(false, Value(), outcome.getError().cStr());
+                  return kj::READY_NOW;
+                }
+                auto state = std::make_shared<CallState>(served);
+                state->args.resize(1);
+                std::string e;
+                if (!remote::to_host(outcome.getOk().getRet(), state->args[0], "the result of " + what, &state->codec, e)) {
+                  finish(false, Value(), e);
+                  return kj::READY_NOW;
+                }
+                return resolve(state).then([state, finish] {
+                  if (!state->error.empty()) finish(false, Value(), state->error);
+                  else finish(true, std::move(state->args[0]), std::string());
+                });
+              },
+              [finish, what](kj::Exception&& x) {
+                finish(false, Value(), what + ": the call back to the host failed (" +
+                                           std::string(x.getDescription().cStr()) + ")");
+              })
+          .attach(kj::mv(guard));
+    });
+    guard = nullptr;  // the queue's copy decides now
+    if (!posted) {
+      error = what + ": the surrogate is ending";
+      return false;
+    }
+    if (on_native) {
+      rt->native.run_until([&] { return p->done.load(std::memory_order_acquire); });
+    } else {
+      std::unique_lock lock(p->m);
+      p->cv.wait(lock, [&] { return p->done.load(); });
+    }
+    std::lock_guard lock(p->m);
+    if (!p->ok) {
+      error = p->error;
+      return false;
+    }
+    result = std::move(p->result);
+    return true;
+  }
+
+ private:
+  std::weak_ptr<Served> served_;
+  std::shared_ptr<Runtime> rt_;
+  std::uint64_t id_;
+  std::string name_;
+};
+
+bool SurrogateCodec::function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where,
+                                      std::string& error) {
+  auto& s = *served_;
+  if (!s.rt) {
+    error = where + ": a host function cannot cross this boundary";
+    return false;
+  }
+  wire::HostCallback::Client cap = r.getCap();
+  const void* hook = capnp::ClientHook::from(kj::cp(cap)).get();
+  if (auto h = s.functions_by_hook.find(hook); h != s.functions_by_hook.end()) {
+    if (auto fn = s.functions.at(h->second).fn.lock()) {
+      out = Value(std::move(fn));
+      return true;
+    }
+    s.functions_by_hook.erase(h);  // its host function is going: a new one
+  }
+  const std::uint64_t id = ++s.next_function;
+  auto name = r.getName();
+  auto link = std::make_shared<FunctionLink>(served_, id, std::string(name.begin(), name.size()));
+  auto fn = std::make_shared<HostFunction>();
+  fn->name.assign(name.begin(), name.size());
+  fn->fn = [link](const std::vector<Value>& args, Value& result, std::string& e) { return link->call(args, result, e); };
+  s.functions.emplace(id, Served::Imported{kj::mv(cap), fn, hook});
+  s.functions_by_hook[hook] = id;
+  out = Value(std::move(fn));
+  return true;
+}
+
 // ---- objects: one capability per COM identity ----
 
 class ObjectServer final : public wire::RemoteObject::Server {
@@ -269,8 +476,11 @@ class ObjectServer final : public wire::RemoteObject::Server {
     served_->exports.objects[ref_.object->identity()] = this;
   }
   // The host dropped its last reference (or disconnected): the wrapper goes,
-  // and with it the native reference it held (after this body, before served_).
-  ~ObjectServer() { served_->exports.objects.erase(ref_.object->identity()); }
+  // and with it the native reference it held (on the native thread).
+  ~ObjectServer() {
+    served_->exports.objects.erase(ref_.object->identity());
+    release_on_native(served_, std::make_shared<ObjectRef>(std::move(ref_)));
+  }
   wire::RemoteObject::Client self() { return thisCap(); }
   const ObjectRef& ref() const { return ref_; }
 
@@ -280,44 +490,54 @@ class ObjectServer final : public wire::RemoteObject::Server {
     const std::string iface(p.getInterface().begin(), p.getInterface().size());
     const std::string method(p.getMethod().begin(), p.getMethod().size());
     state->function = method.find('.') != std::string::npos ? method : iface + "." + method;
+    state->token = p.getToken();
     if (!decode_args(p.getArgs(), *state, context.getResults().initOutcome())) return kj::READY_NOW;
-    return resolve(state).then([this, state, iface, method, context]() mutable {
+    return resolve(state).then([this, state, iface, method, context]() mutable -> kj::Promise<void> {
       auto outcome = context.getResults().initOutcome();
       if (!state->error.empty()) {
         outcome.setError(state->error);
-        return;
+        return kj::READY_NOW;
       }
-      std::string error;
       ObjectRef ref = ref_;
-      if (!view(iface, ref, error)) {
-        set_failure(outcome, error);
-        return;
+      if (!view(iface, ref, state->error)) {
+        set_failure(outcome, state->error);
+        return kj::READY_NOW;
       }
-      CallResult result;
-      bool ok;
-      {
-        Current current(state->function);
-        ok = served_->lib->objects().call(ref, method, state->args, result, error);
-      }
-      if (!ok) set_failure(outcome, error);
-      else put_result(result, state->function, served_, outcome);
+      auto* lib = served_->lib.get();
+      return served_->rt
+          ->on_native(state->token,
+                      [state, lib, ref = std::move(ref), method] {
+                        Current current(state->function);
+                        state->ok = lib->objects().call(ref, method, state->args, state->result, state->error);
+                        if (!state->ok) state->record = last_error();
+                        state->args.clear();  // their last references go here
+                      })
+          .then([this, state, context]() mutable {
+            auto outcome = context.getResults().initOutcome();
+            if (!state->ok) set_failure(outcome, state->error, state->record);
+            else put_result(state->result, state->function, served_, outcome);
+          });
     });
   }
 
   kj::Promise<void> queryInterface(QueryInterfaceContext context) override {
     auto name = context.getParams().getInterface();
     const std::string iface(name.begin(), name.size());
-    auto outcome = context.getResults().initOutcome();
-    CallResult result;
-    std::string error;
-    bool ok;
-    {
-      Current current("query(" + iface + ")");
-      ok = served_->lib->objects().query(ref_, iface, result.ret, error);
-    }
-    if (!ok) set_failure(outcome, error);
-    else put_result(result, "query(" + iface + ")", served_, outcome);
-    return kj::READY_NOW;
+    auto state = std::make_shared<CallState>(served_);
+    state->function = "query(" + iface + ")";
+    auto* lib = served_->lib.get();
+    return served_->rt
+        ->on_native(0,
+                    [state, lib, ref = ref_, iface] {
+                      Current current(state->function);
+                      state->ok = lib->objects().query(ref, iface, state->result.ret, state->error);
+                      if (!state->ok) state->record = last_error();
+                    })
+        .then([this, state, context]() mutable {
+          auto outcome = context.getResults().initOutcome();
+          if (!state->ok) set_failure(outcome, state->error, state->record);
+          else put_result(state->result, state->function, served_, outcome);
+        });
   }
 
  private:
@@ -381,43 +601,47 @@ class LibraryServer final : public wire::Library::Server {
     auto fn = params.getFunction();
     auto state = std::make_shared<CallState>(served_);
     state->function.assign(fn.begin(), fn.size());
+    state->token = params.getToken();
     if (!decode_args(params.getArgs(), *state, context.getResults().initOutcome())) return kj::READY_NOW;
-    // Handles and objects first: each must be a capability this surrogate exported.
-    return resolve(state).then([this, state, context]() mutable { run(*state, context.getResults().initOutcome()); });
+    // Handles and objects first: each must be a capability this surrogate
+    // exported. Then the call, on the native thread.
+    return resolve(state)
+        .then([this, state]() -> kj::Promise<void> {
+          if (!state->error.empty()) return kj::READY_NOW;
+          auto* served = served_.get();
+          return served_->rt->on_native(state->token, [state, served] { run(*served, *state); });
+        })
+        .then([this, state, context]() mutable {
+          auto outcome = context.getResults().initOutcome();
+          if (!state->error.empty() && !state->ok && !state->record) outcome.setError(state->error);
+          else if (!state->ok) set_failure(outcome, state->error, state->record);
+          else put_result(state->result, state->function, served_, outcome);
+        });
   }
 
  private:
-  void run(CallState& s, wire::Outcome::Builder outcome) {
-    if (!s.error.empty()) {
-      outcome.setError(s.error);
-      return;
-    }
-    Library& lib = *served_->lib;
-    std::string error;
-    const Plan* plan = lib.bind(s.function, error);
-    if (!plan) {
-      set_failure(outcome, error);
-      return;
-    }
+  // The native thread: the ordinary in-process call.
+  static void run(Served& served, CallState& s) {
+    Library& lib = *served.lib;
+    clear_last_error();
+    auto fail = [&s] {
+      s.ok = false;
+      s.record = last_error();
+      s.args.clear();
+    };
+    const Plan* plan = lib.bind(s.function, s.error);
+    if (!plan) return fail();
     // A client may give the computed parameters too (arguments.hpp).
     ValuePointers given(s.args);
     std::span<const Value* const> args = given.view;
     std::vector<const Value*> storage;
-    if (!host_arguments(served_->ctx->types(), lib.typemap().file, plan->function(), args, storage, error)) {
-      set_failure(outcome, error);
-      return;
-    }
-    CallResult result;
-    bool ok;
+    if (!host_arguments(served.ctx->types(), lib.typemap().file, plan->function(), args, storage, s.error)) return fail();
     {
       Current current(s.function);
-      ok = plan->call(args, result, error);
+      s.ok = plan->call(args, s.result, s.error);
     }
-    if (!ok) {
-      set_failure(outcome, error);
-      return;
-    }
-    put_result(result, s.function, served_, outcome);
+    if (!s.ok) return fail();
+    s.args.clear();  // their last references go here, on the native thread
   }
 
   std::shared_ptr<Served> served_;
@@ -428,8 +652,8 @@ using Allowed = std::vector<std::pair<std::string, std::string>>;  // (path, tex
 class SurrogateServer final : public wire::Surrogate::Server {
  public:
   // allowed: a server's allowlist (nullptr: a surrogate, which opens what its host sends).
-  explicit SurrogateServer(const Allowed* allowed = nullptr, std::uint32_t heartbeat_ms = 0)
-      : allowed_(allowed), heartbeat_ms_(heartbeat_ms) {}
+  SurrogateServer(std::shared_ptr<Runtime> rt, const Allowed* allowed = nullptr, std::uint32_t heartbeat_ms = 0)
+      : rt_(std::move(rt)), allowed_(allowed), heartbeat_ms_(heartbeat_ms) {}
 
   kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
@@ -471,12 +695,18 @@ class SurrogateServer final : public wire::Surrogate::Server {
     auto served = std::make_shared<Served>();
     served->ctx = std::move(ctx);
     served->lib = std::move(lib);
+    served->rt = rt_;
+    // Host functions forward their calls to the host, which honours their
+    // delivery (a callback queued here for the native thread, blocked in
+    // the call that waits for it, would never run).
+    served->lib->callbacks().set_inline_only(true);
     context.getResults().setLibrary(kj::heap<LibraryServer>(std::move(served)));
     context.getResults().setHeartbeatMs(heartbeat_ms_);
     return kj::READY_NOW;
   }
 
  private:
+  std::shared_ptr<Runtime> rt_;
   const Allowed* allowed_;
   std::uint32_t heartbeat_ms_;
 };
@@ -484,12 +714,13 @@ class SurrogateServer final : public wire::Surrogate::Server {
 
 // One client of `marshal serve`: its connection and the objects it holds.
 struct Session {
-  Session(kj::Own<kj::AsyncIoStream> s, const Allowed& allowed, kj::Timer& timer, std::chrono::milliseconds heartbeat)
+  Session(kj::Own<kj::AsyncIoStream> s, const std::shared_ptr<Runtime>& rt, const Allowed& allowed, kj::Timer& timer,
+          std::chrono::milliseconds heartbeat)
       : stream(kj::mv(s)),
         last_heard(timer.now()),
         messages(reusing_message_stream(*stream, [this, &timer] { last_heard = timer.now(); })),
         network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options()),
-        rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(&allowed, static_cast<std::uint32_t>(heartbeat.count())))) {
+        rpc(capnp::makeRpcServer(network, kj::heap<SurrogateServer>(rt, &allowed, static_cast<std::uint32_t>(heartbeat.count())))) {
     rpc.setFlowLimit(traversal_limit_words);
   }
   kj::Own<kj::AsyncIoStream> stream;
@@ -512,6 +743,7 @@ struct Serving {
   kj::Timer& timer;
   const std::function<void(const std::string&)>& on_refused;
   std::chrono::milliseconds heartbeat;  // zero: none
+  std::shared_ptr<Runtime> rt;
 };
 
 // Resolves when nothing came from the session's client for `timeout`. It
@@ -531,7 +763,7 @@ kj::Promise<void> watchdog(Session& s, kj::Timer& timer, kj::Duration timeout, k
 // the heartbeat), and with it every handle the client held.
 kj::Promise<void> run_session(kj::Own<kj::AsyncIoStream> stream, Serving& s) {
   keep_alive(*stream, s.heartbeat);
-  auto session = kj::heap<Session>(kj::mv(stream), s.allowed, s.timer, s.heartbeat);
+  auto session = kj::heap<Session>(kj::mv(stream), s.rt, s.allowed, s.timer, s.heartbeat);
   kj::Promise<void> ended = session->network.onDisconnect();
   if (s.heartbeat.count() > 0) {
     const kj::Duration timeout = s.heartbeat.count() * kj::MILLISECONDS;
@@ -625,9 +857,13 @@ int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, cons
     auto address = network->parseAddress(listen).wait(io.waitScope);
     auto listener = address->listen();
     on_listening(listener->getPort());
+    // Native calls on a thread of their own (native_thread.hpp), handed back
+    // through the runtime's queue.
+    auto rt = std::make_shared<Runtime>();
+    auto queue = rt->io.run(io.unixEventPort).eagerlyEvaluate(nullptr);
     Tasks handler;
     kj::TaskSet tasks(handler);
-    Serving serving{*listener, typemaps, tasks, context.get(), io.provider->getTimer(), on_refused, heartbeat};
+    Serving serving{*listener, typemaps, tasks, context.get(), io.provider->getTimer(), on_refused, heartbeat, rt};
     accept_loop(serving).wait(io.waitScope);
   } catch (const kj::Exception& e) {
     error = "cannot serve on " + listen + ": " + std::string(e.getDescription().cStr());
@@ -640,16 +876,28 @@ int run_surrogate(int sock, int crash_fd) {
   g_crash_fd = crash_fd;
   install_crash_handlers();
   auto io = kj::setupAsyncIo();
-  // A plain stream (not a capability stream): no file descriptors can be
-  // passed, whatever a peer sends.
-  auto stream = io.lowLevelProvider->wrapSocketFd(sock, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
-  auto messages = reusing_message_stream(*stream);  // wire.hpp: reused receive buffers
-  capnp::TwoPartyVatNetwork network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options());
-  auto rpc = capnp::makeRpcServer(network, kj::heap<SurrogateServer>());
-  // At most this many words of calls in flight from the host before capnp
-  // stops reading: a flooding peer is slowed, not buffered without bound.
-  rpc.setFlowLimit(traversal_limit_words);
-  network.onDisconnect().wait(io.waitScope);  // the host went away: exit
+  // Native calls on a thread of their own (native_thread.hpp), handed back
+  // through the runtime's queue; destroyed before the event loop.
+  auto rt = std::make_shared<Runtime>();
+  auto queue = rt->io.run(io.unixEventPort).eagerlyEvaluate(nullptr);
+  {
+    // A plain stream (not a capability stream): no file descriptors can be
+    // passed, whatever a peer sends.
+    auto stream = io.lowLevelProvider->wrapSocketFd(sock, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+    auto messages = reusing_message_stream(*stream);  // wire.hpp: reused receive buffers
+    capnp::TwoPartyVatNetwork network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options());
+    auto rpc = capnp::makeRpcServer(network, kj::heap<SurrogateServer>(rt));
+    // At most this many words of calls in flight from the host before capnp
+    // stops reading: a flooding peer is slowed, not buffered without bound.
+    rpc.setFlowLimit(traversal_limit_words);
+    network.onDisconnect().wait(io.waitScope);  // the host went away: exit
+  }
+  // The releases the disconnect queued run on the native thread (bounded: a
+  // native call that hangs is the host's to kill); what they hand back is
+  // dropped here, on this thread, with the queue.
+  rt->native.finish(std::chrono::seconds(5));
+  rt->io.close();
+  rt->io.cancel_all();
   return 0;
 }
 

@@ -2,12 +2,14 @@
 // All Cap'n Proto objects of one IsolatedLibrary live on its I/O thread; a
 // caller's thread hands it a call through an IoQueue (io_queue.hpp) and blocks until
 // the reply (or the deadline, or the surrogate's death) settles it.
+#include "remote/host_functions.hpp"
 #include "remote/objects.hpp"
 #include "remote/surrogate.hpp"
 #include "remote/io_queue.hpp"
 #include "remote/tls.hpp"
 #include "remote/wire.hpp"
 
+#include "apartments/apartment.hpp"
 #include "base/error.hpp"
 #include "call/arguments.hpp"
 
@@ -308,21 +310,21 @@ Error remote_record(wire::Outcome::Reader outcome) {
 // value. The threads meet through IoQueue's mutex and the slot's (never kj's
 // futexes: ThreadSanitizer sees every hand-off). A task that never runs, or
 // whose promise is dropped unfinished (the I/O thread ending), is a
-// disconnected kj exception, never a wait forever.
+// disconnected kj exception, never a wait forever. With `waiters`, the wait
+// is known by `token` and runs the callbacks that come back for it
+// (host_functions.hpp) until the value arrives.
 template <class T, class F>
-T run_on(IoQueue& queue, F&& f) {
-  struct Slot {
-    std::mutex m;
-    std::condition_variable cv;
-    bool done = false;
+T run_on(IoQueue& queue, F&& f, Waiters* waiters = nullptr, std::uint64_t token = 0) {
+  struct Slot : Waiter {
+    bool finished = false;
     kj::Maybe<T> value;
     kj::Maybe<kj::Exception> failure;
     void finish(kj::Maybe<T> v, kj::Maybe<kj::Exception> e) {
       std::lock_guard lock(m);
-      if (done) return;
+      if (finished) return;
       value = kj::mv(v);
       failure = kj::mv(e);
-      done = true;
+      finished = true;
       cv.notify_all();
     }
   };
@@ -337,6 +339,7 @@ T run_on(IoQueue& queue, F&& f) {
   auto slot = std::make_shared<Slot>();
   auto guard = std::make_shared<Unfinished>();  // (no temporary: its destructor would report)
   guard->slot = slot;
+  if (waiters) waiters->enter(token, slot);  // before the call goes: its callbacks find this wait
   const bool posted = queue.post([s = slot.get(), &f, guard]() -> kj::Promise<void> {
     // f and what it refers to stay alive until the slot is done: the caller waits.
     return kj::evalNow([&f] { return f(); })
@@ -344,9 +347,13 @@ T run_on(IoQueue& queue, F&& f) {
         .attach(std::shared_ptr<Unfinished>(guard));
   });
   guard = nullptr;  // the queue's copies (or none, when not posted) decide now
-  if (!posted) kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "the connection's I/O thread has ended"));
+  if (!posted) {
+    if (waiters) waiters->leave(token);
+    kj::throwFatalException(KJ_EXCEPTION(DISCONNECTED, "the connection's I/O thread has ended"));
+  }
+  slot->run_until([&] { return slot->finished; });
+  if (waiters) waiters->leave(token);
   std::unique_lock lock(slot->m);
-  slot->cv.wait(lock, [&] { return slot->done; });
   KJ_IF_MAYBE(e, slot->failure) { kj::throwFatalException(kj::mv(*e)); }
   KJ_IF_MAYBE(v, slot->value) { return kj::mv(*v); }
   return T{};
@@ -436,7 +443,7 @@ struct Imports {
   }
 };
 
-struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  // final: deleted through unique_ptr<Impl>
+struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, CallbackSite {  // final: deleted through unique_ptr<Impl>
   Context* ctx = nullptr;
   const Typemap* tm = nullptr;
   std::string text, file, surrogate;
@@ -453,9 +460,16 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
   std::atomic<int> pid{0};
   std::atomic<int> generation{0};
 
+  // Host functions called back (host_functions.hpp): the threads waiting for
+  // calls, and the thread for callbacks no waiting thread takes.
+  Waiters waiters_;
+  Dispatcher dispatcher_;
+
   // I/O thread only:
   kj::AsyncIoContext* io = nullptr;
   kj::Own<Conn> conn;
+  std::map<const HostFunction*, HostCallbackServer*> function_exports;  // one capability per host function
+  CallbackOwner caller;  // who passes the argument being encoded (delivery "owner")
   kj::Own<kj::Network> network;  // connect without TLS: loopback peers only
   ErrorId start_error = ErrorId::unclassified;  // the id of the last start's failure
 
@@ -535,6 +549,26 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
       b.setInterface(ref.iface ? ref.iface->name : std::string());
       return true;
     }
+    bool function_to_wire(const std::shared_ptr<HostFunction>& fn, wire::FunctionRef::Builder b,
+                          const std::string& where, std::string& error) override {
+      if (!fn || !fn->fn) {
+        error = where + ": a host function without a body";
+        return false;
+      }
+      auto& exports = impl_.function_exports;
+      if (auto it = exports.find(fn.get()); it != exports.end()) {
+        it->second->set_owner(impl_.caller);  // the latest caller owns it, as in-process
+        b.setCap(it->second->self());
+      } else {
+        auto server = kj::heap<HostCallbackServer>(impl_, fn, impl_.caller);
+        HostCallbackServer* raw = server.get();
+        wire::HostCallback::Client cap = kj::mv(server);
+        exports[fn.get()] = raw;
+        b.setCap(kj::mv(cap));
+      }
+      b.setName(fn->name);
+      return true;
+    }
     bool object_to_host(wire::RemoteRef::Reader r, Value& out, const std::string& where,
                         std::string& error) override {
       auto& im = *impl_.imports;
@@ -566,6 +600,25 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
     Impl& impl_;
   };
 
+  // ---- host functions called back (CallbackSite; I/O thread) ----
+  std::unique_ptr<Codec> codec_;
+  HandleCodec& codec() override {
+    if (!codec_) codec_ = std::make_unique<Codec>(*this);
+    return *codec_;
+  }
+  std::shared_ptr<IoQueue> queue() override { return exec; }
+  Waiters& waiters() override { return waiters_; }
+  Dispatcher& dispatcher() override { return dispatcher_; }
+  void forget_function(const HostFunction* fn) override { function_exports.erase(fn); }
+
+  // The calling thread as the owner of the host functions it passes.
+  static CallbackOwner calling_thread() {
+    CallbackOwner o;
+    o.thread = std::this_thread::get_id();
+    if (auto a = current_apartment(); a && a->kind() == Apartment::Kind::sta) o.sta = std::move(a);
+    return o;
+  }
+
   // Whether a proxy's object still lives: its surrogate (or server
   // connection) is the current one and has not ended. I/O thread.
   bool object_alive(const RemoteProxy& p, const std::string& what, std::string& error) {
@@ -590,7 +643,11 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
                                                                          : view.name + "." + std::string(method);
     Reply reply;
     try {
-      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, view.name, std::string(method), args, name, deadline); });
+      const std::uint64_t token = waiters_.next_token();
+      const CallbackOwner owner = calling_thread();
+      reply = run_on<Reply>(
+          *exec, [&] { return io_object_call(p, view.name, std::string(method), args, name, deadline, token, owner); },
+          &waiters_, token);
     } catch (const std::exception& e) {
       raise_error(ErrorId::internal, "remote call of " + name + " failed: " + e.what()).function = name;
       error = last_error().message;
@@ -603,7 +660,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
     const std::string name = "query(" + want.name + ")";
     Reply reply;
     try {
-      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, want.name, std::string(), {}, name, deadline); });
+      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, want.name, std::string(), {}, name, deadline, 0, {}); });
     } catch (const std::exception& e) {
       raise_error(ErrorId::internal, "remote " + name + " failed: " + e.what()).function = name;
       error = last_error().message;
@@ -837,7 +894,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
   // ---- one call (I/O thread) ----
 
   kj::Promise<Reply> io_call(const std::string& function, std::span<const Value* const> args,
-                             const std::vector<std::string>& where, std::chrono::milliseconds limit) {
+                             const std::vector<std::string>& where, std::chrono::milliseconds limit,
+                             std::uint64_t token, const CallbackOwner& owner, const std::vector<bool>& owner_delivery) {
     kj::Promise<std::string> ready = std::string();
     // A surrogate that ended between calls (killed from outside, say) is
     // replaced before this call is sent: nothing of the call ran yet.
@@ -850,16 +908,21 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
       start_error = ErrorId::unclassified;
       ready = connect.empty() ? start() : start_connected();
     }
-    return ready.then([this, &function, args, &where, limit](std::string e) -> kj::Promise<Reply> {
+    return ready.then([this, &function, args, &where, limit, token, &owner, &owner_delivery](std::string e) -> kj::Promise<Reply> {
       if (!e.empty()) return refused(e, start_error);
       auto req = conn->lib.callRequest();
       req.setFunction(function);
+      req.setToken(token);
       auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
       Codec codec(*this);
       std::string error;
-      for (std::size_t i = 0; i < args.size(); ++i)
-        if (!remote::to_wire(*args[i], wargs[static_cast<unsigned>(i)], where[i], &codec, error))
-          return refused(function + ": " + error);
+      for (std::size_t i = 0; i < args.size(); ++i) {
+        caller = owner;
+        caller.owner_delivery = i < owner_delivery.size() && owner_delivery[i];
+        const bool put = remote::to_wire(*args[i], wargs[static_cast<unsigned>(i)], where[i], &codec, error);
+        caller = CallbackOwner{};
+        if (!put) return refused(function + ": " + error);
+      }
       Conn* cn = conn.get();
       auto reply = req.send().then(
           [this, function](capnp::Response<wire::Library::CallResults> r) -> kj::Promise<Reply> {
@@ -902,7 +965,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
   // surrogate ended is refused without starting a new one: its object is gone.
   kj::Promise<Reply> io_object_call(const RemoteProxy& p, const std::string& iface, const std::string& method,
                                     std::span<const Value* const> args, const std::string& name,
-                                    std::chrono::milliseconds limit) {
+                                    std::chrono::milliseconds limit, std::uint64_t token, const CallbackOwner& owner) {
     std::string error;
     if (!object_alive(p, name, error)) return refused(std::move(error), ErrorId::disconnected, name);
     auto it = imports->objects.find(&p);
@@ -924,11 +987,15 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
     auto req = it->second.cap.callRequest();
     req.setInterface(iface);
     req.setMethod(method);
+    req.setToken(token);
     auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
     Codec codec(*this);
-    for (std::size_t i = 0; i < args.size(); ++i)
-      if (!remote::to_wire(*args[i], wargs[static_cast<unsigned>(i)], "argument " + std::to_string(i), &codec, error))
-        return refused(name + ": " + error, ErrorId::unclassified, name);
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      caller = owner;
+      const bool put = remote::to_wire(*args[i], wargs[static_cast<unsigned>(i)], "argument " + std::to_string(i), &codec, error);
+      caller = CallbackOwner{};
+      if (!put) return refused(name + ": " + error, ErrorId::unclassified, name);
+    }
     auto reply = req.send().then(
         [this, name](capnp::Response<wire::RemoteObject::CallResults> r) -> kj::Promise<Reply> {
           return read_reply(r.getOutcome(), name);
@@ -975,6 +1042,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink {  //
     }
     exec->close();
     io_thread.join();
+    dispatcher_.stop();  // after the connection: no callback can come any more
   }
 };
 
@@ -1108,18 +1176,28 @@ bool IsolatedLibrary::call_addressed(const std::string& function, std::span<cons
   std::vector<const Value*> storage;
   if (fn && !host_arguments(impl_->ctx->types(), impl_->tm->file, *fn, args, storage, error)) return false;
   // Where each argument stands, for messages (the surrogate names the rest).
+  // And which are host functions of delivery "owner" (host_functions.hpp).
   std::vector<std::string> where(args.size());
+  std::vector<bool> owner_delivery(args.size());
   std::size_t k = 0;
   if (fn)
     for (std::size_t i = 0; i < fn->params.size() && k < args.size(); ++i)
-      if (fn->params[i].host_supplied()) where[k++] = "parameter " + std::to_string(i) + " '" + fn->params[i].name + "'";
+      if (fn->params[i].host_supplied()) {
+        const auto* cb = std::get_if<CallbackInfo>(&impl_->ctx->types().get(fn->params[i].type).info);
+        owner_delivery[k] = cb && cb->sig && cb->sig->delivery == Delivery::owner;
+        where[k++] = "parameter " + std::to_string(i) + " '" + fn->params[i].name + "'";
+      }
   for (; k < args.size(); ++k) where[k] = (fn ? "variadic argument " : "argument ") + std::to_string(k);
 
   const auto limit = deadline.count() > 0 ? deadline : impl_->deadline;
   Reply reply;
   try {
     Impl* im = impl_.get();
-    reply = run_on<Reply>(*im->exec, [&] { return im->io_call(function, args, where, limit); });
+    const std::uint64_t token = im->waiters_.next_token();
+    const CallbackOwner owner = Impl::calling_thread();
+    reply = run_on<Reply>(
+        *im->exec, [&] { return im->io_call(function, args, where, limit, token, owner, owner_delivery); },
+        &im->waiters_, token);
   } catch (const std::exception& e) {
     raise_error(ErrorId::internal, "remote call of " + function + " failed: " + e.what()).function = function;
     error = last_error().message;

@@ -1,6 +1,8 @@
 // marshal remote: host values on the wire (see wire.hpp).
 #include "remote/wire.hpp"
 
+#include "callbacks/callback.hpp"
+
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -221,8 +223,15 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
                       "(pass the data as a record or bytes)";
       return false;
     case Value::Type::function:
+      if (!handles) {
+        error = where + ": a host function cannot cross this boundary";
+        return false;
+      }
+      return handles->function_to_wire(v.as<std::shared_ptr<HostFunction>>(), b.initFunction(), where, error);
     case Value::Type::callback:
-      error = where + ": callbacks cannot cross the process boundary yet (issue 17, part 4)";
+      error = where + ": callback '" + (v.as<std::shared_ptr<Callback>>() ? v.as<std::shared_ptr<Callback>>()->name() : std::string()) +
+              "' is a native function pointer of this process, which means nothing in the other one; pass the "
+              "host function itself (the other side makes its own function pointer for it)";
       return false;
     case Value::Type::object:
       if (!handles) {
@@ -291,7 +300,12 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
         error = where + ": an object cannot cross this boundary";
         return false;
       }
-      return handles->object_to_host(r.getObject(), out, where, error);
+      return handles->object_to_host(r.getObject(), out, where, error);    case wire::Value::FUNCTION:
+      if (!handles) {
+        error = where + ": a host function cannot cross this boundary";
+        return false;
+      }
+      return handles->function_to_host(r.getFunction(), out, where, error);
   }
   // A union tag this side does not know (a newer peer): refused, not guessed.
   error = where + ": a value of a kind this side does not know (tag " + std::to_string(static_cast<unsigned>(r.which())) + ")";
@@ -308,6 +322,17 @@ bool HandleCodec::object_to_wire(const ObjectRef&, wire::RemoteRef::Builder, con
 
 bool HandleCodec::object_to_host(wire::RemoteRef::Reader, Value&, const std::string& where, std::string& error) {
   error = where + ": an object cannot cross this boundary";
+  return false;
+}
+
+bool HandleCodec::function_to_wire(const std::shared_ptr<HostFunction>&, wire::FunctionRef::Builder,
+                                   const std::string& where, std::string& error) {
+  error = where + ": a host function cannot cross this boundary";
+  return false;
+}
+
+bool HandleCodec::function_to_host(wire::FunctionRef::Reader, Value&, const std::string& where, std::string& error) {
+  error = where + ": a host function cannot cross this boundary";
   return false;
 }
 

@@ -2,9 +2,11 @@
 // Converts the engine's dynamic Value (value.hpp) to and from the Cap'n Proto
 // encoding of marshal_remote.capnp. What crosses: null, bools, integers,
 // doubles, strings, bytes, lists, records, handles and native objects (as
-// capabilities, through the HandleCodec of the side that converts). What never
-// crosses: a raw address (it means nothing in the other process) and host-side
-// values the remote layer does not carry yet (host objects, callbacks); both are refused with a message naming
+// capabilities, through the HandleCodec of the side that converts), and host
+// functions (capabilities called back). What never crosses: a raw address (it
+// means nothing in the other process), a native callback already made here,
+// and host-side values the remote layer does not carry yet (host objects,
+// native memory boxes); each is refused with a message naming
 // where the value stood ("parameter 1 'buf'", "out 'len'").
 #pragma once
 
@@ -58,6 +60,12 @@ class HandleCodec {
   virtual bool object_to_wire(const ObjectRef& ref, wire::RemoteRef::Builder b, const std::string& where,
                               std::string& error);
   virtual bool object_to_host(wire::RemoteRef::Reader r, Value& out, const std::string& where, std::string& error);
+  // Host functions (issue 17, part 4): the sending side exports one
+  // capability per host function, the receiving side makes a host function
+  // that calls it back over the connection. A codec without them refuses.
+  virtual bool function_to_wire(const std::shared_ptr<HostFunction>& fn, wire::FunctionRef::Builder b,
+                                const std::string& where, std::string& error);
+  virtual bool function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where, std::string& error);
 };
 
 // Host value -> wire. `where` names the value in messages.

@@ -1,0 +1,95 @@
+// marshal remote: the serving side's native thread (see native_thread.hpp).
+#include "remote/native_thread.hpp"
+
+#include <kj/debug.h>
+
+namespace marshal::engine::remote {
+
+NativeThread::NativeThread() {
+  thread_ = std::thread([s = state_] {
+    std::unique_lock lock(s->m);
+    for (;;) {
+      s->cv.wait(lock, [&] { return s->closed || !s->jobs.empty(); });
+      if (s->jobs.empty()) break;  // closed and drained
+      auto job = std::move(s->jobs.front());
+      s->jobs.pop_front();
+      lock.unlock();
+      job();
+      job = nullptr;  // what it held goes before the lock is taken again
+      lock.lock();
+    }
+    s->ended = true;
+    s->cv.notify_all();
+  });
+  id_ = thread_.get_id();
+}
+
+NativeThread::~NativeThread() {
+  if (finish(std::chrono::seconds(1))) thread_.join();
+  else thread_.detach();  // stuck in native code: it keeps its state alive (state_ is shared)
+}
+
+bool NativeThread::post(std::function<void()> job) {
+  {
+    std::lock_guard lock(state_->m);
+    if (state_->closed) return false;
+    state_->jobs.push_back(std::move(job));
+  }
+  state_->cv.notify_all();
+  return true;
+}
+
+void NativeThread::run_until(const std::function<bool()>& done) {
+  auto& s = *state_;
+  std::unique_lock lock(s.m);
+  for (;;) {
+    s.cv.wait(lock, [&] { return !s.jobs.empty() || done(); });
+    if (done()) return;
+    auto job = std::move(s.jobs.front());
+    s.jobs.pop_front();
+    lock.unlock();
+    job();
+    job = nullptr;
+    lock.lock();
+  }
+}
+
+void NativeThread::wake() {
+  { std::lock_guard lock(state_->m); }  // done() was made true before: seen by the next check
+  state_->cv.notify_all();
+}
+
+bool NativeThread::finish(std::chrono::milliseconds grace) {
+  std::unique_lock lock(state_->m);
+  state_->closed = true;
+  state_->cv.notify_all();
+  return state_->cv.wait_for(lock, grace, [&] { return state_->ended; });
+}
+
+kj::Promise<void> Runtime::on_native(std::uint64_t token, std::function<void()> job) {
+  const std::uint64_t id = ++next_;
+  auto paf = kj::newPromiseAndFulfiller<void>();
+  waiting_[id] = kj::mv(paf.fulfiller);
+  auto run = [this, id, token, job = std::move(job)]() mutable {
+    const std::uint64_t outer = native.token;
+    native.token = token;
+    job();
+    native.token = outer;
+    // Back on the I/O thread: the job goes there, and the caller's promise resolves.
+    io.post([this, id, job = std::move(job)]() mutable {
+      job = nullptr;
+      if (auto it = waiting_.find(id); it != waiting_.end()) {
+        it->second->fulfill();
+        waiting_.erase(it);
+      }
+      return kj::Promise<void>(kj::READY_NOW);
+    });
+  };
+  if (!native.post(std::move(run))) {
+    waiting_.erase(id);
+    return KJ_EXCEPTION(DISCONNECTED, "the surrogate's native thread has ended");
+  }
+  return kj::mv(paf.promise);
+}
+
+}  // namespace marshal::engine::remote

@@ -1,0 +1,81 @@
+// marshal remote: the serving side's native thread (issue 17, part 4).
+// A surrogate, or `marshal serve`, makes every native call for its hosts on
+// one thread of its own, never on its I/O thread, so that native code can call
+// a host function back: the callback's request goes out and its reply comes in
+// on the I/O thread while the native thread waits. While it waits it runs the
+// calls that arrive meanwhile, so a host function that calls the library again
+// (a re-entrant call) runs nested, as in-process, instead of deadlocking (a
+// COM STA's modal loop). One thread keeps the native calls of all clients
+// serialized, as they were on the I/O thread, and the releases of handles
+// and objects run there too.
+#pragma once
+
+#include "remote/io_queue.hpp"
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+namespace marshal::engine::remote {
+
+class NativeThread {
+ public:
+  NativeThread();
+  ~NativeThread();  // finish(1 s); a thread still busy then is left running (the process is ending)
+  NativeThread(const NativeThread&) = delete;
+  NativeThread& operator=(const NativeThread&) = delete;
+
+  // Any thread: queues a job. False once finished (the job did not run).
+  bool post(std::function<void()> job);
+  // Whether the calling thread is this native thread.
+  bool here() const { return std::this_thread::get_id() == id_; }
+  // This thread: runs queued jobs until done() holds, checked after each job
+  // and on each wake().
+  void run_until(const std::function<bool()>& done);
+  // Any thread: done() of a run_until may hold now.
+  void wake();
+  // Stops taking jobs and waits up to `grace` for the queued ones to run;
+  // true when they did (the thread has ended).
+  bool finish(std::chrono::milliseconds grace);
+
+  // The token of the host call (wire Library.call) running on this thread
+  // now, 0 when none: the callbacks native code makes from this thread carry
+  // it, so the host runs them on the thread that waits for that call.
+  // This thread only.
+  std::uint64_t token = 0;
+
+ private:
+  struct State {
+    std::mutex m;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> jobs;
+    bool closed = false, ended = false;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+  std::thread thread_;
+  std::thread::id id_;
+};
+
+// What the serving side's servers share: the I/O thread's queue (for what
+// other threads hand back to it) and the native thread.
+struct Runtime {
+  IoQueue io;
+  NativeThread native;
+  // I/O thread: runs job on the native thread with `token` as its token; the
+  // promise resolves (on the I/O thread) when it has run. The job is destroyed
+  // on the I/O thread, so what it holds is released there. A job that cannot
+  // be queued (the runtime is ending) rejects the promise (disconnected).
+  kj::Promise<void> on_native(std::uint64_t token, std::function<void()> job);
+
+ private:
+  std::uint64_t next_ = 0;  // I/O thread only, and:
+  std::map<std::uint64_t, kj::Own<kj::PromiseFulfiller<void>>> waiting_;
+};
+
+}  // namespace marshal::engine::remote

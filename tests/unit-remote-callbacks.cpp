@@ -1,0 +1,393 @@
+// marshal tests: host functions called back across the process boundary
+// (issue 17, part 4). A host function passed to an isolated library (or to
+// `marshal serve`) runs in the host when native code in the other process
+// calls it: results equal in-process ones, it runs on the thread waiting for
+// the call (qsort's comparator on the qsort caller, an STA on its own thread),
+// it may call the library again (nested, both sides), callbacks from the
+// library's own threads run on a dispatcher (delivery inline) or on the
+// waiting owner (delivery owner), a host failure is native code's on_error
+// and the call's error, and a surrogate that dies or hangs inside a callback
+// is the usual error, never a hang.
+#include "call_support.hpp"
+#include "serve_support.hpp"
+
+#include "apartments/apartment.hpp"
+#include "base/error.hpp"
+#include "remote/surrogate.hpp"
+
+#include "fixtures/callbacks.h"
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+#ifndef MARSHAL_SURROGATE
+#error "MARSHAL_SURROGATE must be defined by the build"
+#endif
+
+using namespace marshal;
+using namespace marshal::engine;
+using namespace marshal::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::shared_ptr<HostFunction> host(std::string name, std::function<bool(const std::vector<Value>&, Value&, std::string&)> fn) {
+  return std::make_shared<HostFunction>(HostFunction{std::move(name), std::move(fn)});
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(source_path(path), std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+struct Isolated {
+  Context ctx;
+  std::unique_ptr<remote::IsolatedLibrary> lib;
+  explicit Isolated(const std::string& typemap = "tests/fixtures/callbacks.json", const std::string& connect = "",
+                    std::chrono::milliseconds deadline = 0ms) {
+    open(slurp(typemap), source_path(typemap), connect, deadline);
+  }
+  Isolated(const std::string& text, const std::string& file, int) { open(text, file, "", 0ms); }
+  void open(const std::string& text, const std::string& file, const std::string& connect, std::chrono::milliseconds deadline) {
+    remote::IsolateOptions o;
+    o.surrogate = MARSHAL_SURROGATE;
+    o.connect = connect;
+    o.deadline = deadline;
+    std::string error;
+    lib = remote::IsolatedLibrary::open_text(ctx, text, file, o, error);
+    INFO(error);
+    REQUIRE(lib);
+  }
+  CallResult call(const std::string& fn, std::vector<Value> args = {}) {
+    CallResult r;
+    std::string error;
+    const bool ok = lib->call(fn, args, r, error);
+    INFO(fn << ": " << error);
+    REQUIRE(ok);
+    return r;
+  }
+  std::string error_of(const std::string& fn, std::vector<Value> args = {}) {
+    CallResult r;
+    std::string error;
+    CHECK_FALSE(lib->call(fn, args, r, error));
+    return error;
+  }
+};
+
+Bound& in_process() {
+  static Bound b("tests/fixtures/callbacks.json");
+  return b;
+}
+
+// apply_* with the same host functions in-process and through `lib`.
+void same_as_in_process(Isolated& there) {
+  auto& here = in_process();
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int> elsewhere{0};
+  auto triple = host("triple", [&](const std::vector<Value>& a, Value& r, std::string&) {
+    if (std::this_thread::get_id() != caller) ++elsewhere;
+    r = Value(I(a[0]) * 3);
+    return true;
+  });
+  auto squares = host("squares", [](const std::vector<Value>& a, Value& r, std::string&) {
+    r = Value(D(a[0]) + D(a[1]) * D(a[1]));
+    return true;
+  });
+  auto point = host("point", [](const std::vector<Value>& a, Value& r, std::string&) {
+    r = Value(I(*a[0].field("x")) * 100 + I(*a[0].field("y")));
+    return true;
+  });
+  auto text = host("text", [](const std::vector<Value>& a, Value& r, std::string&) {
+    r = Value(static_cast<std::int64_t>(a[0].as<std::string>().size()));
+    return true;
+  });
+  auto byte = host("byte", [](const std::vector<Value>& a, Value& r, std::string&) {
+    r = Value(I(a[0]) + 100);
+    return true;
+  });
+  auto writes = host("writes", [](const std::vector<Value>& a, Value& r, std::string&) {
+    r = Value(rec({{"return", 4}, {"result", I(a[0]) * 2}}));
+    return true;
+  });
+  auto scale = host("scale", [](const std::vector<Value>& a, Value& r, std::string&) {
+    r = Value(rec({{"x", D(*a[0].field("x")) * I(a[1])}, {"y", D(*a[0].field("y")) * I(a[1])}}));
+    return true;
+  });
+  const std::vector<std::pair<std::string, std::vector<Value>>> calls = {
+      {"apply_i32", {Value(triple), 14}},
+      {"apply_i32", {Value(triple), -7}},
+      {"fold_f64", {Value(squares), List{1.0, 2.0, 3.5}, 3}},
+      {"apply_point", {Value(point), 4, 2}},
+      {"apply_text", {Value(text), "h\xc3\xa9llo"}},
+      {"apply_u8", {Value(byte), 100}},
+      {"apply_out", {Value(writes), 21}},
+      {"apply_vec", {Value(scale), Value(rec({{"x", 1.5}, {"y", -2.0}}))}},
+  };
+  for (const auto& [fn, args] : calls) {
+    CAPTURE(fn);
+    const CallResult a = here.call(fn, args);
+    const CallResult b = there.call(fn, args);
+    CHECK(a.ret == b.ret);
+    CHECK(a.out.size() == b.out.size());
+  }
+  CHECK(I(there.call("apply_i32", {Value(triple), 14}).ret) == apply_i32([](int32_t v) { return v * 3; }, 14));
+  CHECK(elsewhere.load() == 0);  // every callback ran on the thread that called
+}
+
+// A host function that calls the library again, twice nested: each level
+// crosses to the surrogate and back while the outer ones wait.
+void reentrant(Isolated& there) {
+  auto add_one = host("add_one", [](const std::vector<Value>& a, Value& r, std::string&) {
+    r = Value(I(a[0]) + 1);
+    return true;
+  });
+  auto middle = host("middle", [&](const std::vector<Value>& a, Value& r, std::string& e) {
+    CallResult inner;
+    if (!there.lib->call("apply_i32", std::vector<Value>{Value(add_one), Value(I(a[0]) * 10)}, inner, e)) return false;
+    r = inner.ret;
+    return true;
+  });
+  auto outer = host("outer", [&](const std::vector<Value>& a, Value& r, std::string& e) {
+    CallResult inner;
+    if (!there.lib->call("apply_i32", std::vector<Value>{Value(middle), Value(I(a[0]) + 2)}, inner, e)) return false;
+    r = Value(I(inner.ret) * 2);
+    return true;
+  });
+  // outer(5): middle(7) = add_one(70) = 71; outer returns 142.
+  CHECK(I(there.call("apply_i32", {Value(outer), 5}).ret) == 142);
+}
+
+// qsort of libc with a host comparator, through `lib`, against std::sort.
+void qsort_items(Isolated& there, int n) {
+  std::mt19937 rng(1234);
+  List items;
+  std::vector<std::pair<int, int>> expect;
+  for (int i = 0; i < n; ++i) {
+    const int key = static_cast<int>(rng() % 1000) - 500;
+    items.push_back(Value(rec({{"key", key}, {"value", i}})));
+    expect.emplace_back(key, i);
+  }
+  std::atomic<int> compares{0};
+  const auto caller = std::this_thread::get_id();
+  std::atomic<int> elsewhere{0};
+  auto by_key = host("by_key", [&](const std::vector<Value>& a, Value& r, std::string&) {
+    ++compares;
+    if (std::this_thread::get_id() != caller) ++elsewhere;
+    const auto ka = I(*a[0].field("key")), kb = I(*a[1].field("key"));
+    const auto va = I(*a[0].field("value")), vb = I(*a[1].field("value"));
+    r = Value(static_cast<std::int64_t>(ka != kb ? (ka < kb ? -1 : 1) : (va < vb ? -1 : va > vb ? 1 : 0)));
+    return true;
+  });
+  const CallResult r = there.call("qsort", {Value(items), Value(by_key)});
+  std::sort(expect.begin(), expect.end());
+  REQUIRE(r.out.size() == 1);
+  const List& sorted = r.out[0].second.as<List>();
+  REQUIRE(sorted.size() == expect.size());
+  bool same = true;
+  for (std::size_t i = 0; i < sorted.size(); ++i)
+    same = same && I(*sorted[i].field("key")) == expect[i].first && I(*sorted[i].field("value")) == expect[i].second;
+  CHECK(same);
+  CHECK(compares.load() >= n - 1);
+  CHECK(elsewhere.load() == 0);
+}
+
+}  // namespace
+
+TEST_SUITE("remote") {
+  TEST_CASE("host functions cross the boundary: the in-process results, on the calling thread") {
+    Isolated there;
+    same_as_in_process(there);
+  }
+
+  TEST_CASE("qsort of libc with a host comparator through the surrogate") {
+    Isolated libc("typemaps/libc.json");
+    qsort_items(libc, 500);
+    qsort_items(libc, 1);
+  }
+
+  TEST_CASE("a host function that calls the library again nests on both sides") {
+    Isolated there;
+    reentrant(there);
+    reentrant(there);  // and the surrogate's native thread is free again
+  }
+
+  TEST_CASE("host failures: native code gets on_error, the call reports the host's error") {
+    Isolated there;
+    auto fails = host("fails", [](const std::vector<Value>&, Value&, std::string& e) {
+      e = "the host says no";
+      return false;
+    });
+    std::string error = there.error_of("apply_i32", {Value(fails), 1});
+    CHECK(error.find("the host says no") != std::string::npos);
+    auto throws = host("throws", [](const std::vector<Value>&, Value&, std::string&) -> bool {
+      throw std::runtime_error("thrown in the host");
+    });
+    error = there.error_of("apply_i32", {Value(throws), 1});
+    CHECK(error.find("thrown in the host") != std::string::npos);
+    // A result native code cannot take is the surrogate's conversion error.
+    auto wrong = host("wrong", [](const std::vector<Value>&, Value& r, std::string&) {
+      r = Value("not a number");
+      return true;
+    });
+    error = there.error_of("apply_i32", {Value(wrong), 1});
+    CHECK(error.find("IntFn") != std::string::npos);
+    // And the library still works.
+    auto twice = host("twice", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) * 2);
+      return true;
+    });
+    CHECK(I(there.call("apply_i32", {Value(twice), 21}).ret) == 42);
+    // A native callback of this process cannot cross; a registered scope is
+    // refused with the engine's message.
+    auto& here = in_process();
+    std::string e;
+    auto made = here.lib->callback("IntFn", twice, e);
+    REQUIRE(made);
+    error = there.error_of("apply_i32", {Value(made), 1});
+    CHECK(error.find("native function pointer of this process") != std::string::npos);
+    made->release();
+    error = there.error_of("register_i32", {Value(twice)});
+    CHECK(error.find("registered callback") != std::string::npos);
+  }
+
+  TEST_CASE("callbacks from the library's own threads: delivery inline on a host thread, exact results") {
+    Isolated there;
+    std::atomic<long> calls{0};
+    const auto caller = std::this_thread::get_id();
+    std::atomic<long> on_caller{0};
+    auto counting = host("counting", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      ++calls;
+      if (std::this_thread::get_id() == caller) ++on_caller;
+      r = Value(I(a[0]) * 3);
+      return true;
+    });
+    const int threads = 4, per = 100;
+    const std::int64_t expected = 3 * (per - 1) * per / 2;
+    CHECK(I(there.call("call_from_threads", {Value(counting), threads, per}).ret) == expected * threads);
+    CHECK(calls.load() == threads * per);
+    CHECK(on_caller.load() == 0);  // inline: not the waiting thread's to run
+  }
+
+  TEST_CASE("callbacks from the library's own threads with delivery owner run on the waiting owner") {
+    // call_from_threads with a callback of delivery "owner" (OwnerFn).
+    std::string text = slurp("tests/fixtures/callbacks.json");
+    const std::string from = "\"call_from_threads\"";
+    auto at = text.find(from);
+    REQUIRE(at != std::string::npos);
+    auto cb = text.find("\"IntFn\"", at);
+    REQUIRE(cb != std::string::npos);
+    text.replace(cb, 7, "\"OwnerFn\"");
+    Isolated there(text, "owner-callbacks.json", 0);
+    const auto caller = std::this_thread::get_id();
+    std::atomic<long> elsewhere{0};
+    auto owner = host("owner", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      if (std::this_thread::get_id() != caller) ++elsewhere;
+      r = Value(I(a[0]) + 1);
+      return true;
+    });
+    const int threads = 3, per = 50;
+    const std::int64_t expected = ((per - 1) * per / 2 + per) * threads;
+    CHECK(I(there.call("call_from_threads", {Value(owner), threads, per}).ret) == expected);
+    CHECK(elsewhere.load() == 0);
+  }
+
+  TEST_CASE("4 host threads with their own host functions: each callback on its own thread, exact results") {
+    Isolated there;
+    std::atomic<int> wrong{0}, bad{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 4; ++t)
+      ts.emplace_back([&, t] {
+        const auto me = std::this_thread::get_id();
+        auto fn = host("mine", [&, me, t](const std::vector<Value>& a, Value& r, std::string&) {
+          if (std::this_thread::get_id() != me) ++wrong;
+          r = Value(I(a[0]) * 10 + t);
+          return true;
+        });
+        for (int i = 0; i < 150; ++i) {
+          CallResult r;
+          std::string e;
+          if (!there.lib->call("apply_i32", std::vector<Value>{Value(fn), i}, r, e) || I(r.ret) != i * 10 + t) ++bad;
+        }
+      });
+    for (auto& t : ts) t.join();
+    CHECK(wrong.load() == 0);
+    CHECK(bad.load() == 0);
+  }
+
+  TEST_CASE("a callback into a waiting STA runs on the STA's thread") {
+    Isolated there;
+    std::thread sta([&] {
+      std::string e;
+      auto apartment = enter_sta(e);
+      REQUIRE(apartment);
+      const auto me = std::this_thread::get_id();
+      bool here = false;
+      auto fn = host("in_sta", [&](const std::vector<Value>& a, Value& r, std::string&) {
+        here = std::this_thread::get_id() == me && current_apartment() == apartment;
+        r = Value(I(a[0]) + 5);
+        return true;
+      });
+      CallResult r;
+      CHECK(there.lib->call("apply_i32", std::vector<Value>{Value(fn), 1}, r, e));
+      CHECK(I(r.ret) == 6);
+      CHECK(here);
+      leave_apartment();
+    });
+    sta.join();
+  }
+
+  TEST_CASE("a surrogate that dies or hangs inside a callback: the call's error, then a fresh surrogate") {
+    Isolated there;
+    auto kills = host("kills", [&](const std::vector<Value>&, Value& r, std::string&) {
+      ::kill(there.lib->pid(), SIGKILL);
+      std::this_thread::sleep_for(100ms);
+      r = Value(1);
+      return true;
+    });
+    const std::string died = there.error_of("apply_i32", {Value(kills), 1});
+    CHECK(died.find("apply_i32") != std::string::npos);
+    auto twice = host("twice", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) * 2);
+      return true;
+    });
+    CHECK(I(there.call("apply_i32", {Value(twice), 4}).ret) == 8);
+
+    Isolated slow("tests/fixtures/callbacks.json", "", 300ms);
+    auto sleeps = host("sleeps", [](const std::vector<Value>&, Value& r, std::string&) {
+      std::this_thread::sleep_for(800ms);
+      r = Value(1);
+      return true;
+    });
+    const std::string late = slow.error_of("apply_i32", {Value(sleeps), 1});
+    CHECK(late.find("timed out") != std::string::npos);
+    CHECK(last_error().id == ErrorId::deadline_exceeded);
+    CHECK(I(slow.call("apply_i32", {Value(twice), 5}).ret) == 10);
+  }
+
+  TEST_CASE("host functions through marshal serve: results, qsort, nesting, library threads") {
+    Server server({source_path("tests/fixtures/callbacks.json"), source_path("typemaps/libc.json")});
+    const std::string address = "127.0.0.1:" + std::to_string(server.port);
+    Isolated there("tests/fixtures/callbacks.json", address);
+    same_as_in_process(there);
+    reentrant(there);
+    std::atomic<long> calls{0};
+    auto counting = host("counting", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      ++calls;
+      r = Value(I(a[0]));
+      return true;
+    });
+    CHECK(I(there.call("call_from_threads", {Value(counting), 2, 20}).ret) == 2 * (19 * 20 / 2));
+    CHECK(calls.load() == 40);
+    Isolated libc("typemaps/libc.json", address);
+    qsort_items(libc, 200);
+  }
+}
