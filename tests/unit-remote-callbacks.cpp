@@ -16,6 +16,7 @@
 #include "remote/surrogate.hpp"
 
 #include "fixtures/callbacks.h"
+#include "marshal.h"
 
 #include <algorithm>
 #include <atomic>
@@ -371,6 +372,48 @@ TEST_SUITE("remote") {
     CHECK(late.find("timed out") != std::string::npos);
     CHECK(last_error().id == ErrorId::deadline_exceeded);
     CHECK(I(slow.call("apply_i32", {Value(twice), 5}).ret) == 10);
+  }
+
+  TEST_CASE("C API: a function value crosses; a registered callback is refused with a message") {
+    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);  // the C API's surrogate
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* tm = nullptr;
+    REQUIRE(marshal_typemap_load(ctx, "tests/fixtures/callbacks.json", &tm) == MARSHAL_OK);
+    marshal_library* lib = nullptr;
+    REQUIRE(marshal_library_create_isolated(tm, 0, &lib) == MARSHAL_OK);
+    static std::atomic<int> destroyed{0};
+    marshal_value* fn = nullptr;
+    REQUIRE(marshal_value_create_function(
+                "plus_seven",
+                [](void*, const marshal_value* const* args, size_t nargs, marshal_value** result, const char** error) {
+                  std::int64_t v = 0;
+                  if (nargs != 1 || marshal_value_get_int64(args[0], &v) != MARSHAL_OK) {
+                    *error = "plus_seven: one integer expected";
+                    return 1;
+                  }
+                  return marshal_value_create_int64(v + 7, result) == MARSHAL_OK ? 0 : 1;
+                },
+                nullptr, [](void*) { ++destroyed; }, &fn) == MARSHAL_OK);
+    marshal_function* apply = nullptr;
+    REQUIRE(marshal_library_function(lib, "apply_i32", &apply) == MARSHAL_OK);
+    marshal_value* v = nullptr;
+    REQUIRE(marshal_value_create_int64(35, &v) == MARSHAL_OK);
+    marshal_value* args[] = {fn, v};
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_function_call(apply, args, 2, &r) == MARSHAL_OK);
+    std::int64_t got = 0;
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &got) == MARSHAL_OK);
+    CHECK(got == 42);
+    marshal_result_release(r);
+    marshal_value* registered = nullptr;
+    CHECK(marshal_value_create_callback(lib, "IntFn", fn, &registered) == MARSHAL_ERROR_ARGUMENT);
+    CHECK(std::string(marshal_error_message(marshal_last_error())).find("registered callbacks") != std::string::npos);
+    marshal_value_release(v);
+    marshal_value_release(fn);
+    marshal_library_release(lib);
+    marshal_context_release(ctx);
+    CHECK(destroyed.load() == 1);  // the surrogate's reference went with the library
   }
 
   TEST_CASE("host functions through marshal serve: results, qsort, nesting, library threads") {

@@ -229,9 +229,14 @@ MARSHAL_API marshal_status marshal_library_create(marshal_typemap *tm, marshal_l
  * next call starts a new surrogate (handles from the dead one fail with a
  * message). deadline_ms (0: the typemap's "deadline_ms", else none): a call
  * that takes longer fails (MARSHAL_E_DEADLINE) and its surrogate is killed.
- * What cannot cross the process boundary yet fails with
+ * Function values (marshal_value_create_function) cross: native code in the
+ * surrogate calls them back in this process, on the thread waiting for the
+ * call when it calls from the thread running that call (a qsort comparator),
+ * else on a thread of the library (delivery "inline") or the waiting owner
+ * (delivery "owner"). What cannot cross the process boundary yet fails with
  * MARSHAL_ERROR_ARGUMENT and a message saying so: native memory
- * (marshal_value_create_native), callbacks, objects, raw addresses.
+ * (marshal_value_create_native), registered callbacks
+ * (marshal_value_create_callback), host objects, raw addresses.
  * A surrogate that cannot start, or cannot open the library, is
  * MARSHAL_ERROR_LIBRARY. */
 MARSHAL_API marshal_status marshal_library_create_isolated(marshal_typemap *tm, uint32_t deadline_ms,

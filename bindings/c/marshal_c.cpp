@@ -1713,7 +1713,7 @@ marshal_status marshal_value_create_callback(marshal_library* lib, const char* s
   *out = nullptr;
   if (!f->v.is<std::shared_ptr<marshal::engine::HostFunction>>())
     return wrong_kind(api, f, "a function value (marshal_value_create_function)");
-  if (!l->lib) return not_across(api, l, "callbacks");
+  if (!l->lib) return not_across(api, l, "registered callbacks (function values of scope \"call\" do)");
   return guarded(api, [&] {
     std::string error;
     auto cb = l->lib->callback(sig, f->v.as<std::shared_ptr<marshal::engine::HostFunction>>(), error);

@@ -1,7 +1,8 @@
 -- marshal Lua host: libraries in a surrogate process (marshal.load(path,
 -- {isolate = "process"})): the same results as in-process, a native crash
 -- as a Lua error naming the function and the signal, the next call working,
--- deadlines, and what cannot cross the boundary refused with a message.
+-- deadlines, Lua functions called back from the surrogate, and what cannot
+-- cross the boundary refused with a message.
 -- Run by marshal-lua with MARSHAL_SURROGATE set (tests/meson.build).
 local marshal = require("marshal")
 
@@ -39,6 +40,27 @@ assert(err.id == "native_crash", tostring(err.id))
 -- this process is alive and the next call starts a new surrogate
 q = libc.div(-7, 2)
 assert(q.quot == -3 and q.rem == -1)
+
+-- Lua functions as callbacks of scope "call" cross the boundary: native code
+-- in the surrogate calls them back, on this thread, nested calls included.
+local items = {}
+for i = 1, 200 do items[i] = { key = (i * 7919) % 101, value = i } end
+local sorted = libc.qsort(items, function(a, b)
+  if a.key ~= b.key then return a.key < b.key and -1 or 1 end
+  return a.value < b.value and -1 or (a.value > b.value and 1 or 0)
+end)
+assert(#sorted == 200)
+for i = 2, #sorted do
+  local a, b = sorted[i - 1], sorted[i]
+  assert(a.key < b.key or (a.key == b.key and a.value < b.value), "sorted through the surrogate")
+end
+local cb = marshal.load("tests/fixtures/callbacks.json", {isolate = "process"})
+assert(cb.apply_i32(function(v) return v * 2 end, 21) == 42)
+assert(cb.apply_i32(function(v) return cb.apply_i32(function(w) return w + 1 end, v) * 10 end, 4) == 50, "nested")
+assert(cb.apply_out(function(v) return { ["return"] = v, result = v + 1 } end, 3) == 3004)
+ok, err = pcall(cb.apply_i32, function() error("no from Lua") end, 1)
+assert(not ok and tostring(err):find("no from Lua"), tostring(err))
+assert(cb.apply_i32(function(v) return v + 1 end, 1) == 2)  -- and the library still works
 
 -- A hung call past its deadline: an error, the surrogate killed, the next call works.
 local path = os.tmpname()
