@@ -13,6 +13,7 @@
 
 #include "apartments/apartment.hpp"
 #include "base/error.hpp"
+#include "objects/object.hpp"
 #include "remote/surrogate.hpp"
 
 #include "fixtures/callbacks.h"
@@ -374,6 +375,108 @@ TEST_SUITE("remote") {
     CHECK(I(slow.call("apply_i32", {Value(twice), 5}).ret) == 10);
   }
 
+  TEST_CASE("host objects cross: native code in the surrogate keeps them, calls them, hands back the same object") {
+    Isolated there("tests/fixtures/objects.json");
+    auto value = std::make_shared<std::atomic<std::int64_t>>(0);
+    const auto caller = std::this_thread::get_id();
+    std::atomic<int> elsewhere{0};
+    std::map<std::string, std::shared_ptr<HostFunction>> m;
+    m["Add"] = host("Add", [value, caller, &elsewhere](const std::vector<Value>& a, Value& r, std::string&) {
+      if (std::this_thread::get_id() != caller) ++elsewhere;
+      r = Value(static_cast<std::int64_t>(value->fetch_add(I(a[0])) + I(a[0])));
+      return true;
+    });
+    m["Get"] = host("Get", [value](const std::vector<Value>&, Value& r, std::string&) {
+      r = Value(static_cast<std::int64_t>(value->load()));
+      return true;
+    });
+    std::weak_ptr<HostObject> watch;
+    Value store = there.call("store_create").ret;
+    auto call = [&](const std::string& method, std::vector<Value> args = {}) {
+      const ObjectRef& ref = store.as<ObjectRef>();
+      CallResult r;
+      std::string error;
+      const bool ok = library_of(ref).objects().call(ref, method, args, r, error);
+      INFO(method << ": " << error);
+      REQUIRE(ok);
+      return r;
+    };
+    {
+      auto obj = std::make_shared<HostObject>("host-counter", std::vector<std::string>{}, m);
+      watch = obj;
+      call("Put", {Value(obj)});
+      call("Put", {Value(obj)});  // the same object again: one native object there, two references
+      CHECK(I(call("Count").ret) == 2);
+      // Native code hands it back: the host's own object, not a wrapper.
+      CallResult g = call("Get", {1});
+      REQUIRE(g.out.size() == 1);
+      const Value& back = g.out[0].second;
+      REQUIRE(back.is<std::shared_ptr<HostObject>>());
+      CHECK(back.as<std::shared_ptr<HostObject>>().get() == obj.get());
+    }
+    // The host dropped its references; the surrogate's keep it alive and callable.
+    CHECK_FALSE(watch.expired());
+    CHECK(I(call("AddAll", {5}).ret) == 5 + 10);  // two references to one counter: Add gives 5, then 10
+    CHECK(value->load() == 10);
+    CHECK(elsewhere.load() == 0);  // called back on the thread waiting for AddAll
+    CHECK(I(call("Clear").ret) == 2);
+    // The last native Release there drops the capability: the host's object goes (asynchronously).
+    for (int i = 0; i < 200 && !watch.expired(); ++i) std::this_thread::sleep_for(10ms);
+    CHECK(watch.expired());
+    // A host object from a dead surrogate's time is simply sent again to the new one.
+    auto again = std::make_shared<HostObject>("again", std::vector<std::string>{}, m);
+    call("Put", {Value(again)});
+    CHECK(I(call("AddAll", {1}).ret) == 11);
+    CHECK(I(call("Clear").ret) == 1);
+  }
+
+  TEST_CASE("a host object made in an STA runs its methods on the STA's thread, whichever thread calls") {
+    Isolated there("tests/fixtures/objects.json");
+    Value store = there.call("store_create").ret;
+    std::atomic<bool> put{false}, stop{false}, on_sta{true};
+    std::atomic<int> calls{0};
+    std::thread sta([&] {
+      std::string e;
+      auto apartment = enter_sta(e);
+      REQUIRE(apartment);
+      const auto me = std::this_thread::get_id();
+      std::map<std::string, std::shared_ptr<HostFunction>> m;
+      m["Add"] = host("Add", [&, me](const std::vector<Value>& a, Value& r, std::string&) {
+        if (std::this_thread::get_id() != me) on_sta = false;
+        ++calls;
+        r = Value(I(a[0]));
+        return true;
+      });
+      m["Get"] = host("Get", [](const std::vector<Value>&, Value& r, std::string&) {
+        r = Value(0);
+        return true;
+      });
+      auto obj = std::make_shared<HostObject>("sta-counter", std::vector<std::string>{}, m);
+      const ObjectRef& ref = store.as<ObjectRef>();
+      CallResult r;
+      CHECK(library_of(ref).objects().call(ref, "Put", std::vector<Value>{Value(obj)}, r, e));
+      INFO(e);
+      CHECK(e.empty());
+      obj = nullptr;
+      put = true;
+      apartment->run_until([&] { return stop.load(); });  // its message loop
+      leave_apartment();
+    });
+    while (!put) std::this_thread::sleep_for(1ms);
+    // From this thread (no apartment): the calls go to the STA's loop.
+    const ObjectRef& ref = store.as<ObjectRef>();
+    CallResult r;
+    std::string e;
+    CHECK(library_of(ref).objects().call(ref, "AddAll", std::vector<Value>{Value(7)}, r, e));
+    INFO(e);
+    CHECK(I(r.ret) == 7);
+    CHECK(calls.load() == 1);
+    CHECK(on_sta.load());
+    CHECK(library_of(ref).objects().call(ref, "Clear", std::vector<Value>{}, r, e));
+    stop = true;
+    sta.join();
+  }
+
   TEST_CASE("C API: a function value crosses; a registered callback is refused with a message") {
     ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);  // the C API's surrogate
     marshal_context* ctx = nullptr;
@@ -432,5 +535,30 @@ TEST_SUITE("remote") {
     CHECK(calls.load() == 40);
     Isolated libc("typemaps/libc.json", address);
     qsort_items(libc, 200);
+    // A host object to the server and back.
+    Server objects_server({source_path("tests/fixtures/objects.json")});
+    Isolated objs("tests/fixtures/objects.json", "127.0.0.1:" + std::to_string(objects_server.port));
+    std::map<std::string, std::shared_ptr<HostFunction>> m;
+    m["Add"] = host("Add", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) * 2);
+      return true;
+    });
+    m["Get"] = host("Get", [](const std::vector<Value>&, Value& r, std::string&) {
+      r = Value(0);
+      return true;
+    });
+    auto obj = std::make_shared<HostObject>("doubler", std::vector<std::string>{}, m);
+    Value store = objs.call("store_create").ret;
+    const ObjectRef& ref = store.as<ObjectRef>();
+    CallResult r;
+    std::string e;
+    CHECK(library_of(ref).objects().call(ref, "Put", std::vector<Value>{Value(obj)}, r, e));
+    INFO(e);
+    CHECK(e.empty());
+    CHECK(library_of(ref).objects().call(ref, "AddAll", std::vector<Value>{Value(21)}, r, e));
+    CHECK(I(r.ret) == 42);
+    CHECK(library_of(ref).objects().call(ref, "Get", std::vector<Value>{Value(0)}, r, e));
+    REQUIRE(r.out.size() == 1);
+    CHECK(r.out[0].second == Value(obj));
   }
 }

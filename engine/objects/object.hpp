@@ -162,6 +162,11 @@ class HostObject : public std::enable_shared_from_this<HostObject> {
   // References native code holds now (AddRef minus Release).
   std::uint32_t native_refs() const;
   const HostFunction* method(const Interface& iface, const std::string& name) const;
+  // What it was made of (engine/remote sends a host object as these).
+  const std::vector<std::string>& interface_names() const { return interface_names_; }
+  const std::map<std::string, std::shared_ptr<HostFunction>>& methods() const { return methods_; }
+  // The STA its methods run in, or null.
+  const std::shared_ptr<Apartment>& home() const { return home_; }
 
  private:
   friend class ObjectSpace;

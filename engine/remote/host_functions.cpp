@@ -167,8 +167,11 @@ kj::Promise<void> HostCallbackServer::call(CallContext context) {
   };
 
   const std::uint64_t token = params.getToken();
-  std::shared_ptr<Waiter> waiter = token ? site_.waiters().by_token(token) : nullptr;
-  if (!waiter && owner_.owner_delivery) waiter = site_.waiters().innermost(owner_.thread);
+  // Delivery "owner" goes to its owner whichever thread called; otherwise the
+  // thread waiting for the call it came back from, if any.
+  std::shared_ptr<Waiter> waiter = owner_.owner_delivery ? site_.waiters().innermost(owner_.thread)
+                                   : token                ? site_.waiters().by_token(token)
+                                                          : nullptr;
   if (waiter && waiter->push(job)) {
     // runs on the waiting thread
   } else if (owner_.owner_delivery) {

@@ -5,17 +5,18 @@
 // gets a function pointer of its own, and each call of it comes back here.
 //
 // Where it runs on the host:
-// - called back from the thread that runs one of this host's calls (the
-//   call's token): on the host thread waiting for that call, which runs
+// - otherwise, called back from the thread that runs one of this host's calls
+//   (the call's token): on the host thread waiting for that call, which runs
 //   callbacks while it waits (Waiter), so the comparator of a qsort runs on
 //   the thread that called qsort, any host function may call the library
 //   again (re-entrant calls nest, on both sides), and a waiting STA runs it
 //   on its own thread;
-// - delivery "owner" (TYPEMAP.md, Callbacks), called from another thread of
-//   the library: on the thread that passed the function if it is waiting for
-//   a call of this library, else in its STA (run_in) if it entered one, else
-//   it is refused with a message (native code gets the on_error value; the
-//   host sees the error after the call);
+// - delivery "owner" (TYPEMAP.md, Callbacks), and the methods of a host
+//   object made in an STA, whatever thread calls: on the thread that passed
+//   the function (the object's STA) if it is waiting for a call of this
+//   library, else in its STA (run_in, which its message loop runs) if it
+//   entered one, else it is refused with a message (native code gets the
+//   on_error value; the host sees the error after the call);
 // - delivery "inline" from another thread: on a dispatcher thread of this
 //   library (the "whatever thread" of an in-process callback).
 #pragma once
@@ -104,6 +105,7 @@ class CallbackSite {
   virtual Waiters& waiters() = 0;
   virtual Dispatcher& dispatcher() = 0;
   virtual void forget_function(const HostFunction* fn) = 0;  // its capability is gone
+  virtual void forget_host_object(const HostObject* obj) = 0;
 };
 
 // Who passed a host function, for delivery "owner".
@@ -141,6 +143,22 @@ class HostCallbackServer final : public wire::HostCallback::Server {
     std::map<std::uint64_t, kj::Own<kj::PromiseFulfiller<std::shared_ptr<Reply>>>> replies;
   };
   std::shared_ptr<Pending> pending_ = std::make_shared<Pending>();
+};
+
+// A host object sent to the other side: its identity there (one capability
+// per host object while the other side holds it), keeping it alive as long.
+class HostObjectServer final : public wire::HostObjectCap::Server {
+ public:
+  HostObjectServer(CallbackSite& site, std::shared_ptr<HostObject> obj) : site_(site), obj_(std::move(obj)) {}
+  ~HostObjectServer() { site_.forget_host_object(obj_.get()); }
+  HostObjectServer(const HostObjectServer&) = delete;
+  HostObjectServer& operator=(const HostObjectServer&) = delete;
+  wire::HostObjectCap::Client self() { return thisCap(); }
+  const std::shared_ptr<HostObject>& object() const { return obj_; }
+
+ private:
+  CallbackSite& site_;
+  std::shared_ptr<HostObject> obj_;
 };
 
 }  // namespace marshal::engine::remote

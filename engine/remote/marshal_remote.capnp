@@ -23,6 +23,7 @@ struct Value {
     handle @9 :HandleRef;
     object @10 :RemoteRef;
     function @11 :FunctionRef;
+    hostObject @12 :HostObjectRef;
   }
 }
 
@@ -57,6 +58,24 @@ interface Handle {
 struct FunctionRef {
   cap @0 :HostCallback;
   name @1 :Text;   # the host function's name, for messages only
+}
+
+# A host-implemented object (a COM-style object whose methods are host
+# functions) living on the side that sent it: the receiver makes a native
+# object for it there (one per capability, so identity holds), whose methods
+# call the host functions back; sent back, it is the original object again.
+# Its methods are sent each time; a receiver that already has the object
+# ignores them.
+struct HostObjectRef {
+  cap @0 :HostObjectCap;
+  name @1 :Text;
+  interfaces @2 :List(Text);
+  methods @3 :List(Field);   # each a function value
+}
+
+interface HostObjectCap {
+  # Nothing to call: the capability is the object's identity and keeps it
+  # alive on its side while the other side holds it.
 }
 
 interface HostCallback {

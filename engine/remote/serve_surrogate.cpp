@@ -8,6 +8,7 @@
 #include "call/arguments.hpp"
 #include "call/library.hpp"
 #include "call/plan.hpp"
+#include "objects/object.hpp"
 #include "remote/native_thread.hpp"
 #include "remote/surrogate.hpp"
 #include "remote/tls.hpp"
@@ -112,6 +113,20 @@ struct Served {
   std::map<std::uint64_t, Imported> functions;
   std::map<const void*, std::uint64_t> functions_by_hook;
   std::uint64_t next_function = 0;
+  // Host objects the client sent (I/O thread only), the same way: the native
+  // object made for each capability while it lives, found by the
+  // capability's hook (identity) and by the object (sent back, it is the
+  // client's own again).
+  struct ImportedObject {
+    wire::HostObjectCap::Client cap = nullptr;
+    std::weak_ptr<HostObject> obj;
+    const void* hook = nullptr;
+    std::string name;
+  };
+  std::map<std::uint64_t, ImportedObject> host_objects;
+  std::map<const void*, std::uint64_t> host_objects_by_hook;
+  std::map<const HostObject*, std::uint64_t> host_objects_by_ptr;
+  std::uint64_t next_host_object = 0;
 };
 
 // Releases `what` (a handle box, an object reference: their last reference,
@@ -183,6 +198,9 @@ class SurrogateCodec final : public HandleCodec {
     return true;
   }
   bool function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where, std::string& error) override;
+  bool host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where, std::string& error) override;
+  bool host_object_to_wire(const std::shared_ptr<HostObject>& obj, wire::HostObjectRef::Builder b, const std::string& where,
+                           std::string& error) override;
   struct Pending {
     Value* slot;
     wire::Handle::Client cap;
@@ -465,6 +483,97 @@ bool SurrogateCodec::function_to_host(wire::FunctionRef::Reader r, Value& out, c
   s.functions.emplace(id, Served::Imported{kj::mv(cap), fn, hook});
   s.functions_by_hook[hook] = id;
   out = Value(std::move(fn));
+  return true;
+}
+
+// Held by the methods of a host object made for an imported capability:
+// when the object (and so its methods) goes, its entry goes, on the I/O thread.
+class HostObjectLink {
+ public:
+  HostObjectLink(const std::shared_ptr<Served>& served, std::uint64_t id) : served_(served), rt_(served->rt), id_(id) {}
+  ~HostObjectLink() {
+    rt_->io.post([served = served_, id = id_]() {
+      if (auto s = served.lock()) {
+        auto it = s->host_objects.find(id);
+        if (it != s->host_objects.end() && it->second.obj.expired()) {
+          if (auto h = s->host_objects_by_hook.find(it->second.hook); h != s->host_objects_by_hook.end() && h->second == id)
+            s->host_objects_by_hook.erase(h);
+          for (auto p = s->host_objects_by_ptr.begin(); p != s->host_objects_by_ptr.end(); ++p)
+            if (p->second == id) {
+              s->host_objects_by_ptr.erase(p);
+              break;
+            }
+          s->host_objects.erase(it);
+        }
+      }
+      return kj::Promise<void>(kj::READY_NOW);
+    });
+  }
+  HostObjectLink(const HostObjectLink&) = delete;
+  HostObjectLink& operator=(const HostObjectLink&) = delete;
+
+ private:
+  std::weak_ptr<Served> served_;
+  std::shared_ptr<Runtime> rt_;
+  std::uint64_t id_;
+};
+
+bool SurrogateCodec::host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where,
+                                         std::string& error) {
+  auto& s = *served_;
+  if (!s.rt) {
+    error = where + ": a host object cannot cross this boundary";
+    return false;
+  }
+  wire::HostObjectCap::Client cap = r.getCap();
+  const void* hook = capnp::ClientHook::from(kj::cp(cap)).get();
+  if (auto h = s.host_objects_by_hook.find(hook); h != s.host_objects_by_hook.end()) {
+    if (auto obj = s.host_objects.at(h->second).obj.lock()) {
+      out = Value(std::move(obj));
+      return true;
+    }
+    s.host_objects_by_hook.erase(h);  // its object is going: a new one
+  }
+  const std::uint64_t id = ++s.next_host_object;
+  auto link = std::make_shared<HostObjectLink>(served_, id);
+  std::map<std::string, std::shared_ptr<HostFunction>> methods;
+  auto wm = r.getMethods();
+  for (unsigned i = 0; i < wm.size(); ++i) {
+    const std::string name(wm[i].getName().begin(), wm[i].getName().size());
+    Value fv;
+    if (!remote::to_host(wm[i].getValue(), fv, where + "." + name, this, error)) return false;
+    if (!fv.is<std::shared_ptr<HostFunction>>()) {
+      error = where + ": method '" + name + "' of a host object is not a host function";
+      return false;
+    }
+    auto fn = fv.as<std::shared_ptr<HostFunction>>();
+    auto wrapped = std::make_shared<HostFunction>();
+    wrapped->name = fn->name;
+    wrapped->fn = [fn, link](const std::vector<Value>& args, Value& result, std::string& e) { return fn->fn(args, result, e); };
+    methods[name] = std::move(wrapped);
+  }
+  std::vector<std::string> interfaces;
+  for (auto n : r.getInterfaces()) interfaces.emplace_back(n.begin(), n.size());
+  const std::string name(r.getName().begin(), r.getName().size());
+  auto obj = std::make_shared<HostObject>(name, std::move(interfaces), std::move(methods));
+  s.host_objects.emplace(id, Served::ImportedObject{kj::mv(cap), obj, hook, name});
+  s.host_objects_by_hook[hook] = id;
+  s.host_objects_by_ptr[obj.get()] = id;
+  out = Value(std::move(obj));
+  return true;
+}
+
+bool SurrogateCodec::host_object_to_wire(const std::shared_ptr<HostObject>& obj, wire::HostObjectRef::Builder b,
+                                         const std::string& where, std::string& error) {
+  auto& s = *served_;
+  auto p = obj ? s.host_objects_by_ptr.find(obj.get()) : s.host_objects_by_ptr.end();
+  if (p == s.host_objects_by_ptr.end()) {
+    error = where + ": a host object made in this process cannot cross to the host (only the host's own come back)";
+    return false;
+  }
+  auto& entry = s.host_objects.at(p->second);
+  b.setCap(entry.cap);
+  b.setName(entry.name);
   return true;
 }
 

@@ -469,6 +469,12 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
   kj::AsyncIoContext* io = nullptr;
   kj::Own<Conn> conn;
   std::map<const HostFunction*, HostCallbackServer*> function_exports;  // one capability per host function
+  struct HostObjectExport {
+    HostObjectServer* server = nullptr;
+    const void* hook = nullptr;  // its capability's, as it comes back
+  };
+  std::map<const HostObject*, HostObjectExport> host_object_exports;  // one capability per host object
+  std::map<const void*, HostObjectServer*> host_objects_by_hook;
   CallbackOwner caller;  // who passes the argument being encoded (delivery "owner")
   kj::Own<kj::Network> network;  // connect without TLS: loopback peers only
   ErrorId start_error = ErrorId::unclassified;  // the id of the last start's failure
@@ -569,6 +575,60 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
       b.setName(fn->name);
       return true;
     }
+    bool host_object_to_wire(const std::shared_ptr<HostObject>& obj, wire::HostObjectRef::Builder b,
+                             const std::string& where, std::string& error) override {
+      if (!obj) {
+        error = where + ": a null host object";
+        return false;
+      }
+      auto& exports = impl_.host_object_exports;
+      if (auto it = exports.find(obj.get()); it != exports.end()) {
+        b.setCap(it->second.server->self());
+      } else {
+        auto server = kj::heap<HostObjectServer>(impl_, obj);
+        HostObjectServer* raw = server.get();
+        wire::HostObjectCap::Client cap = kj::mv(server);
+        const void* hook = capnp::ClientHook::from(kj::cp(cap)).get();
+        exports[obj.get()] = Impl::HostObjectExport{raw, hook};
+        impl_.host_objects_by_hook[hook] = raw;
+        b.setCap(kj::mv(cap));
+      }
+      b.setName(obj->name());
+      auto names = b.initInterfaces(static_cast<unsigned>(obj->interface_names().size()));
+      for (unsigned i = 0; i < names.size(); ++i) names.set(i, obj->interface_names()[i]);
+      // Its methods run where they would in-process: in its STA when it has one.
+      const CallbackOwner outer = impl_.caller;
+      CallbackOwner owner;
+      if (obj->home() && obj->home()->kind() == Apartment::Kind::sta) {
+        owner.owner_delivery = true;
+        owner.thread = obj->home()->thread();
+        owner.sta = obj->home();
+      }
+      auto methods = b.initMethods(static_cast<unsigned>(obj->methods().size()));
+      unsigned i = 0;
+      for (const auto& [name, fn] : obj->methods()) {
+        methods[i].setName(name);
+        impl_.caller = owner;
+        const bool put = function_to_wire(fn, methods[i].initValue().initFunction(), where + "." + name, error);
+        impl_.caller = outer;
+        if (!put) return false;
+        ++i;
+      }
+      return true;
+    }
+    bool host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where,
+                             std::string& error) override {
+      wire::HostObjectCap::Client cap = r.getCap();
+      const void* hook = capnp::ClientHook::from(kj::mv(cap)).get();
+      auto it = impl_.host_objects_by_hook.find(hook);
+      if (it == impl_.host_objects_by_hook.end()) {
+        error = where + ": a host object that did not come from this process (host objects made on the other "
+                        "side cannot come here)";
+        return false;
+      }
+      out = Value(it->second->object());
+      return true;
+    }
     bool object_to_host(wire::RemoteRef::Reader r, Value& out, const std::string& where,
                         std::string& error) override {
       auto& im = *impl_.imports;
@@ -610,6 +670,12 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
   Waiters& waiters() override { return waiters_; }
   Dispatcher& dispatcher() override { return dispatcher_; }
   void forget_function(const HostFunction* fn) override { function_exports.erase(fn); }
+  void forget_host_object(const HostObject* obj) override {
+    auto it = host_object_exports.find(obj);
+    if (it == host_object_exports.end()) return;
+    host_objects_by_hook.erase(it->second.hook);
+    host_object_exports.erase(it);
+  }
 
   // The calling thread as the owner of the host functions it passes.
   static CallbackOwner calling_thread() {

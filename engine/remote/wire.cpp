@@ -240,9 +240,11 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
       }
       return handles->object_to_wire(v.as<ObjectRef>(), b.initObject(), where, error);
     case Value::Type::host_object:
-      error = where + ": host objects cannot cross the process boundary yet (issue 17, part 4: native code in "
-                      "the other process would call back into this one)";
-      return false;
+      if (!handles) {
+        error = where + ": a host object cannot cross this boundary";
+        return false;
+      }
+      return handles->host_object_to_wire(v.as<std::shared_ptr<HostObject>>(), b.initHostObject(), where, error);
   }
   error = where + ": a value of an unknown kind";
   return false;
@@ -306,6 +308,12 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
         return false;
       }
       return handles->function_to_host(r.getFunction(), out, where, error);
+    case wire::Value::HOST_OBJECT:
+      if (!handles) {
+        error = where + ": a host object cannot cross this boundary";
+        return false;
+      }
+      return handles->host_object_to_host(r.getHostObject(), out, where, error);
   }
   // A union tag this side does not know (a newer peer): refused, not guessed.
   error = where + ": a value of a kind this side does not know (tag " + std::to_string(static_cast<unsigned>(r.which())) + ")";
@@ -333,6 +341,18 @@ bool HandleCodec::function_to_wire(const std::shared_ptr<HostFunction>&, wire::F
 
 bool HandleCodec::function_to_host(wire::FunctionRef::Reader, Value&, const std::string& where, std::string& error) {
   error = where + ": a host function cannot cross this boundary";
+  return false;
+}
+
+bool HandleCodec::host_object_to_wire(const std::shared_ptr<HostObject>&, wire::HostObjectRef::Builder,
+                                      const std::string& where, std::string& error) {
+  error = where + ": a host object cannot cross this boundary";
+  return false;
+}
+
+bool HandleCodec::host_object_to_host(wire::HostObjectRef::Reader, Value&, const std::string& where,
+                                      std::string& error) {
+  error = where + ": a host object cannot cross this boundary";
   return false;
 }
 

@@ -3,10 +3,9 @@
 // encoding of marshal_remote.capnp. What crosses: null, bools, integers,
 // doubles, strings, bytes, lists, records, handles and native objects (as
 // capabilities, through the HandleCodec of the side that converts), and host
-// functions (capabilities called back). What never crosses: a raw address (it
-// means nothing in the other process), a native callback already made here,
-// and host-side values the remote layer does not carry yet (host objects,
-// native memory boxes); each is refused with a message naming
+// functions and host objects (capabilities called back). What never crosses:
+// a raw address (it means nothing in the other process), a native callback
+// already made here, and native memory boxes; each is refused with a message naming
 // where the value stood ("parameter 1 'buf'", "out 'len'").
 #pragma once
 
@@ -66,6 +65,11 @@ class HandleCodec {
   virtual bool function_to_wire(const std::shared_ptr<HostFunction>& fn, wire::FunctionRef::Builder b,
                                 const std::string& where, std::string& error);
   virtual bool function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where, std::string& error);
+  // Host objects (issue 17, part 4) the same way, their methods as host functions.
+  virtual bool host_object_to_wire(const std::shared_ptr<HostObject>& obj, wire::HostObjectRef::Builder b,
+                                   const std::string& where, std::string& error);
+  virtual bool host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where,
+                                   std::string& error);
 };
 
 // Host value -> wire. `where` names the value in messages.
