@@ -519,6 +519,62 @@ TEST_SUITE("remote") {
     CHECK(destroyed.load() == 1);  // the surrogate's reference went with the library
   }
 
+  TEST_CASE("C API: an object made in the surrogate, a host object passed to it and handed back") {
+    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);
+    marshal_context* ctx = nullptr;
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* tm = nullptr;
+    REQUIRE(marshal_typemap_load(ctx, "tests/fixtures/objects.json", &tm) == MARSHAL_OK);
+    marshal_library* lib = nullptr;
+    REQUIRE(marshal_library_create_isolated(tm, 0, &lib) == MARSHAL_OK);
+    marshal_value* store = nullptr;
+    REQUIRE(marshal_value_create_object(lib, "Store", nullptr, 0, &store) == MARSHAL_OK);
+    REQUIRE(marshal_value_kind(store) == MARSHAL_OBJECT);
+    static std::atomic<int> destroyed{0};
+    auto add = [](void*, const marshal_value* const* args, size_t, marshal_value** result, const char**) {
+      std::int64_t v = 0;
+      marshal_value_get_int64(args[0], &v);
+      return marshal_value_create_int64(v * 3, result) == MARSHAL_OK ? 0 : 1;
+    };
+    auto get = [](void*, const marshal_value* const*, size_t, marshal_value** result, const char**) {
+      return marshal_value_create_int64(0, result) == MARSHAL_OK ? 0 : 1;
+    };
+    const marshal_host_method methods[] = {{"Add", add}, {"Get", get}};
+    const char* ifaces[] = {"ICounter"};
+    marshal_value* obj = nullptr;
+    REQUIRE(marshal_value_create_host_object("tripler", ifaces, 1, methods, 2, nullptr, [](void*) { ++destroyed; },
+                                             &obj) == MARSHAL_OK);
+    marshal_value* args[] = {obj};
+    marshal_result* r = nullptr;
+    REQUIRE(marshal_object_call(store, "Put", args, 1, &r) == MARSHAL_OK);
+    marshal_result_release(r);
+    marshal_value* by = nullptr;
+    REQUIRE(marshal_value_create_int64(4, &by) == MARSHAL_OK);
+    marshal_value* args2[] = {by};
+    REQUIRE(marshal_object_call(store, "AddAll", args2, 1, &r) == MARSHAL_OK);
+    std::int64_t total = 0;
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &total) == MARSHAL_OK);
+    CHECK(total == 12);
+    marshal_result_release(r);
+    marshal_value* zero = nullptr;
+    REQUIRE(marshal_value_create_int64(0, &zero) == MARSHAL_OK);
+    marshal_value* args3[] = {zero};
+    REQUIRE(marshal_object_call(store, "Get", args3, 1, &r) == MARSHAL_OK);
+    const marshal_value* back = marshal_result_out(r, "item");
+    REQUIRE(back);
+    CHECK(marshal_object_same(back, obj) == 1);  // the host's own object again
+    marshal_result_release(r);
+    REQUIRE(marshal_object_call(store, "Clear", nullptr, 0, &r) == MARSHAL_OK);
+    marshal_result_release(r);
+    marshal_value_release(zero);
+    marshal_value_release(by);
+    marshal_value_release(obj);
+    marshal_value_release(store);
+    marshal_library_release(lib);
+    marshal_context_release(ctx);
+    CHECK(destroyed.load() == 1);
+  }
+
   TEST_CASE("host functions through marshal serve: results, qsort, nesting, library threads") {
     Server server({source_path("tests/fixtures/callbacks.json"), source_path("typemaps/libc.json")});
     const std::string address = "127.0.0.1:" + std::to_string(server.port);

@@ -1779,7 +1779,6 @@ marshal_status marshal_value_create_object(marshal_library* lib, const char* cls
   if (!cls) return null_arg(api, "cls");
   if (!out) return null_arg(api, "out");
   *out = nullptr;
-  if (!l->lib) return not_across(api, l, "objects");
   return guarded(api, [&] {
     ArgView view;
     if (marshal_status st = collect_args(api, args, nargs, view); st != MARSHAL_OK) return st;
@@ -1789,8 +1788,10 @@ marshal_status marshal_value_create_object(marshal_library* lib, const char* cls
     std::string error;
     {
       FrameGuard frame(bits_of(lib), 0, 0, args, nargs);
-      if (!l->lib->objects().create(cls, values, obj, error)) {
-        const marshal::engine::Typemap& tm = l->lib->typemap();
+      // An isolated library makes it in the surrogate: a proxy here.
+      marshal::engine::ObjectSpace& space = l->lib ? l->lib->objects() : l->isolated->objects();
+      if (!space.create(cls, values, obj, error)) {
+        const marshal::engine::Typemap& tm = l->typemap();
         const bool known = tm.classes.count(cls) != 0;
         fail(MARSHAL_ERROR_CALL, error, known ? MARSHAL_E_CALL : MARSHAL_E_NOT_FOUND);
         error_record.file = tm.file;
