@@ -67,6 +67,10 @@ bool NativeThread::finish(std::chrono::milliseconds grace) {
 }
 
 kj::Promise<void> Runtime::on_native(std::uint64_t token, std::function<void()> job) {
+  if (!native_mode) {
+    job();
+    return kj::READY_NOW;
+  }
   const std::uint64_t id = ++next_;
   auto paf = kj::newPromiseAndFulfiller<void>();
   waiting_[id] = kj::mv(paf.fulfiller);

@@ -1,5 +1,6 @@
 // marshal remote: the serving side's native thread (issue 17, part 4).
-// A surrogate, or `marshal serve`, makes every native call for its hosts on
+// A surrogate, or `marshal serve`, once a host function or host object has
+// come to it (before, see Runtime), makes every native call for its hosts on
 // one thread of its own, never on its I/O thread, so that native code can call
 // a host function back: the callback's request goes out and its reply comes in
 // on the I/O thread while the native thread waits. While it waits it runs the
@@ -64,13 +65,23 @@ class NativeThread {
 
 // What the serving side's servers share: the I/O thread's queue (for what
 // other threads hand back to it) and the native thread.
+//
+// Until a host function or host object arrives, nothing native code runs can
+// call a host back, so native calls run on the I/O thread itself, as one
+// thread hop less per call (the surrogate's add_i32 round trip); the first
+// one that arrives switches the runtime, for good and for every client, to
+// the native thread (at that moment nothing runs there: no native call
+// runs on two threads at once, ever).
 struct Runtime {
   IoQueue io;
   NativeThread native;
-  // I/O thread: runs job on the native thread with `token` as its token; the
-  // promise resolves (on the I/O thread) when it has run. The job is destroyed
-  // on the I/O thread, so what it holds is released there. A job that cannot
-  // be queued (the runtime is ending) rejects the promise (disconnected).
+  // I/O thread only: whether native calls go to the native thread now.
+  bool native_mode = false;
+  // I/O thread: runs job on the native thread with `token` as its token (or
+  // here, before native_mode); the promise resolves (on the I/O thread) when
+  // it has run. The job is destroyed on the I/O thread, so what it holds is
+  // released there. A job that cannot be queued (the runtime is ending)
+  // rejects the promise (disconnected).
   kj::Promise<void> on_native(std::uint64_t token, std::function<void()> job);
 
  private:

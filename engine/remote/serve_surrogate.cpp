@@ -134,7 +134,7 @@ struct Served {
 // queued before it; `served` is handed back to the I/O thread.
 void release_on_native(std::shared_ptr<Served> served, std::shared_ptr<void> what) {
   auto rt = served->rt;
-  if (!rt) return;  // (what goes here)
+  if (!rt || !rt->native_mode) return;  // native calls run here: so does the release (what goes here)
   auto* raw = rt.get();
   auto job = [raw, what = std::move(what), served = std::move(served)]() mutable {
     what = nullptr;
@@ -474,6 +474,7 @@ bool SurrogateCodec::function_to_host(wire::FunctionRef::Reader r, Value& out, c
     }
     s.functions_by_hook.erase(h);  // its host function is going: a new one
   }
+  s.rt->native_mode = true;  // native code may call a host back from now on
   const std::uint64_t id = ++s.next_function;
   auto name = r.getName();
   auto link = std::make_shared<FunctionLink>(served_, id, std::string(name.begin(), name.size()));
@@ -534,6 +535,7 @@ bool SurrogateCodec::host_object_to_host(wire::HostObjectRef::Reader r, Value& o
     }
     s.host_objects_by_hook.erase(h);  // its object is going: a new one
   }
+  s.rt->native_mode = true;  // native code may call a host back from now on
   const std::uint64_t id = ++s.next_host_object;
   auto link = std::make_shared<HostObjectLink>(served_, id);
   std::map<std::string, std::shared_ptr<HostFunction>> methods;
