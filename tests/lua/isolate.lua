@@ -61,6 +61,12 @@ assert(cb.apply_out(function(v) return { ["return"] = v, result = v + 1 } end, 3
 ok, err = pcall(cb.apply_i32, function() error("no from Lua") end, 1)
 assert(not ok and tostring(err):find("no from Lua"), tostring(err))
 assert(cb.apply_i32(function(v) return v + 1 end, 1) == 2)  -- and the library still works
+-- Called from the surrogate library's own threads: as in-process, the Lua
+-- thread must pump (marshal.load's `pump`), else a clear error, never a hang.
+ok, err = pcall(cb.call_from_threads, function(v) return v end, 1, 1)
+assert(not ok and tostring(err):find("list that function in marshal.load's `pump` option"), tostring(err))
+local pumped = marshal.load("tests/fixtures/callbacks.json", {isolate = "process", pump = {"call_from_threads"}})
+assert(pumped.call_from_threads(function(v) return v * 2 end, 2, 10) == 2 * 2 * 45)
 
 -- A hung call past its deadline: an error, the surrogate killed, the next call works.
 local path = os.tmpname()
