@@ -214,6 +214,14 @@ TEST_SUITE("remote") {
     Isolated libc("typemaps/libc.json");
     qsort_items(libc, 500);
     qsort_items(libc, 1);
+    // A crash on the surrogate's native thread (where calls run once a host
+    // function came) is the usual error naming the function and the signal.
+    const std::string crashed = libc.error_of("div", {1, 0});
+    CHECK(crashed.find("function div crashed in the surrogate") == 0);
+    CHECK(crashed.find("SIGFPE") != std::string::npos);
+    CHECK(last_error().id == ErrorId::native_crash);
+    CHECK(I(*libc.call("div", {17, 5}).ret.field("quot")) == 3);
+    qsort_items(libc, 50);
   }
 
   TEST_CASE("a host function that calls the library again nests on both sides") {
@@ -616,5 +624,32 @@ TEST_SUITE("remote") {
     CHECK(library_of(ref).objects().call(ref, "Get", std::vector<Value>{Value(0)}, r, e));
     REQUIRE(r.out.size() == 1);
     CHECK(r.out[0].second == Value(obj));
+  }
+
+  TEST_CASE("marshal serve: a client whose connection ends while its host function runs frees the server for others") {
+    Server server({source_path("tests/fixtures/callbacks.json")});
+    const std::string address = "127.0.0.1:" + std::to_string(server.port);
+    Isolated slow("tests/fixtures/callbacks.json", address, 300ms);
+    Isolated other("tests/fixtures/callbacks.json", address);
+    auto twice = host("twice", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) * 2);
+      return true;
+    });
+    CHECK(I(other.call("apply_i32", {Value(twice), 1}).ret) == 2);
+    auto sleeps = host("sleeps", [](const std::vector<Value>&, Value& r, std::string&) {
+      std::this_thread::sleep_for(1500ms);
+      r = Value(1);
+      return true;
+    });
+    std::thread t([&] {
+      const std::string e = slow.error_of("apply_i32", {Value(sleeps), 1});
+      CHECK(e.find("timed out") != std::string::npos);
+    });
+    std::this_thread::sleep_for(500ms);  // the deadline closed slow's connection meanwhile
+    const auto t0 = std::chrono::steady_clock::now();
+    CHECK(I(other.call("apply_i32", {Value(twice), 21}).ret) == 42);
+    // Not held up until the sleeping host function returns (1 s from here).
+    CHECK(std::chrono::steady_clock::now() - t0 < 800ms);
+    t.join();
   }
 }
