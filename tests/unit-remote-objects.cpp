@@ -8,12 +8,15 @@
 #include "call_support.hpp"
 #include "serve_support.hpp"
 
+#include "apartments/apartment.hpp"
 #include "base/error.hpp"
 #include "marshal/marshal.hpp"
 #include "objects/object.hpp"
 #include "remote/surrogate.hpp"
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <csignal>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -450,5 +453,54 @@ TEST_SUITE("remote") {
     }
     CHECK(there.settles(base));
     CHECK(I(there.call("objects_faults").ret) == 0);
+  }
+
+  TEST_CASE("apartments: a remote reference belongs to the apartment that received it (wrong-apartment rules)") {
+    Isolated there;
+    Value in_sta;
+    std::mutex m;
+    std::condition_variable cv;
+    bool got = false, done = false;
+    std::thread sta([&] {
+      std::string e;
+      auto apartment = enter_sta(e);
+      REQUIRE(apartment);
+      Value c = there.call("counter_create", {5}).ret;
+      CHECK(I(mcall(c, "Add", {1}).ret) == 6);  // used in its apartment
+      {
+        std::lock_guard lock(m);
+        in_sta = c;
+        got = true;
+      }
+      cv.notify_all();
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return done; });
+      in_sta = Value();
+      c = Value();
+      lock.unlock();
+      leave_apartment();
+    });
+    {
+      std::unique_lock lock(m);
+      cv.wait(lock, [&] { return got; });
+    }
+    // This thread entered no apartment: the STA's reference is not its to use.
+    const std::string e = mcall_error(in_sta, "Get");
+    CHECK(e.find("wrong apartment") != std::string::npos);
+    CHECK(last_error().id == ErrorId::wrong_apartment);
+    Value q;
+    std::string error;
+    CHECK_FALSE(library_of(in_sta.as<ObjectRef>()).objects().query(in_sta.as<ObjectRef>(), "ICounter", q, error));
+    CHECK(last_error().id == ErrorId::wrong_apartment);
+    // A reference received outside any apartment is usable from any thread, as in-process.
+    Value free = there.call("counter_create", {1}).ret;
+    std::thread other([&] { CHECK(I(mcall(free, "Add", {2}).ret) == 3); });
+    other.join();
+    {
+      std::lock_guard lock(m);
+      done = true;
+    }
+    cv.notify_all();
+    sta.join();
   }
 }

@@ -597,7 +597,17 @@ bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<
 bool ObjectSpace::call(const ObjectRef& obj, std::string_view method, std::span<const Value* const> args,
                        CallResult& result, std::string& error) {
   const Typemap& tm = lib_.typemap();
-  if (obj.remote && obj.iface) return obj.remote->call(*obj.iface, method, args, result, error);  // another process
+  if (obj.remote && obj.iface) {  // another process; a reference of another apartment still is not this one's
+    if (!usable_here(obj.home)) {
+      error = raise_error(ErrorId::wrong_apartment,
+                          tm.file + ": " + obj.iface->name + "." + std::string(method) + ": " +
+                              wrong_apartment("this " + obj.iface->name + " reference (to an object of another process)",
+                                              obj.home, "use it in the apartment that received it"))
+                  .message;
+      return false;
+    }
+    return obj.remote->call(*obj.iface, method, args, result, error);
+  }
   MethodRef ref;
   if (!find_method(obj, method, ref, error)) return false;
   const Interface* view = ref.view;
@@ -712,7 +722,18 @@ bool ObjectSpace::query(const ObjectRef& obj, const std::string& iface, Value& o
     error = tm.file + ": no interface '" + iface + "' (interfaces: " + names + ")";
     return false;
   }
-  if (obj.remote) return obj.remote->query(it->second, out, error);  // another process
+  if (obj.remote) {  // another process
+    if (!usable_here(obj.home)) {
+      error = raise_error(ErrorId::wrong_apartment,
+                          tm.file + ": query(" + iface + "): " +
+                              wrong_apartment("this " + (obj.iface ? obj.iface->name : std::string("object")) +
+                                                  " reference (to an object of another process)",
+                                              obj.home, "use it in the apartment that received it"))
+                  .message;
+      return false;
+    }
+    return obj.remote->query(it->second, out, error);
+  }
   if (!usable_here(obj.home)) {
     error = raise_error(ErrorId::wrong_apartment,
                         tm.file + ": query(" + iface + "): " + wrong_apartment("this reference", obj.home, "")).message;

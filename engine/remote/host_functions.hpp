@@ -112,7 +112,8 @@ class CallbackSite {
 struct CallbackOwner {
   bool owner_delivery = false;
   std::thread::id thread;
-  std::shared_ptr<Apartment> sta;  // the thread's STA, if it entered one
+  std::shared_ptr<Apartment> sta;   // the thread's STA, if it entered one
+  std::shared_ptr<Apartment> home;  // the thread's apartment, any kind (the home of the objects it receives)
 };
 
 class HostCallbackServer final : public wire::HostCallback::Server {

@@ -652,9 +652,13 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
         im.objects_by_identity[key] = proxy.get();
       }
       void* identity = proxy.get();
-      out = Value(ObjectRef{nullptr, &iface->second, nullptr, nullptr, identity, std::move(proxy)});
+      out = Value(ObjectRef{nullptr, &iface->second, home, nullptr, identity, std::move(proxy)});
       return true;
     }
+
+    // The apartment of the thread the values are for: the home of the object
+    // references it receives (the wrong-apartment rules hold for them too).
+    std::shared_ptr<Apartment> home;
 
    private:
     Impl& impl_;
@@ -681,7 +685,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
   static CallbackOwner calling_thread() {
     CallbackOwner o;
     o.thread = std::this_thread::get_id();
-    if (auto a = current_apartment(); a && a->kind() == Apartment::Kind::sta) o.sta = std::move(a);
+    o.home = current_apartment();
+    if (o.home && o.home->kind() == Apartment::Kind::sta) o.sta = o.home;
     return o;
   }
 
@@ -726,7 +731,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     const std::string name = "query(" + want.name + ")";
     Reply reply;
     try {
-      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, want.name, std::string(), {}, name, deadline, 0, {}); });
+      const CallbackOwner owner = calling_thread();
+      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, want.name, std::string(), {}, name, deadline, 0, owner); });
     } catch (const std::exception& e) {
       raise_error(ErrorId::internal, "remote " + name + " failed: " + e.what()).function = name;
       error = last_error().message;
@@ -991,8 +997,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
       }
       Conn* cn = conn.get();
       auto reply = req.send().then(
-          [this, function](capnp::Response<wire::Library::CallResults> r) -> kj::Promise<Reply> {
-            return read_reply(r.getOutcome(), function);
+          [this, function, home = owner.home](capnp::Response<wire::Library::CallResults> r) -> kj::Promise<Reply> {
+            return read_reply(r.getOutcome(), function, home);
           },
           [this, cn, function](kj::Exception&& e) {
             return explain_failure(cn, kj::mv(e), function).then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
@@ -1002,7 +1008,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
   }
 
   // A call's outcome as the host's values (I/O thread).
-  Reply read_reply(wire::Outcome::Reader outcome, const std::string& function) {
+  Reply read_reply(wire::Outcome::Reader outcome, const std::string& function, const std::shared_ptr<Apartment>& home) {
     Reply reply;
     if (outcome.isError()) {
       reply.error = remote_record(outcome);
@@ -1010,6 +1016,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     }
     auto done = outcome.getOk();
     Codec codec(*this);
+    codec.home = home;
     std::string error;
     if (!remote::to_host(done.getRet(), reply.result.ret, "the return value of " + function, &codec, error))
       return refused(std::move(error), ErrorId::unclassified, function);
@@ -1044,8 +1051,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
       auto req = it->second.cap.queryInterfaceRequest();
       req.setInterface(iface);
       auto reply = req.send().then(
-          [this, name](capnp::Response<wire::RemoteObject::QueryInterfaceResults> r) -> kj::Promise<Reply> {
-            return read_reply(r.getOutcome(), name);
+          [this, name, home = owner.home](capnp::Response<wire::RemoteObject::QueryInterfaceResults> r) -> kj::Promise<Reply> {
+            return read_reply(r.getOutcome(), name, home);
           },
           kj::mv(failed));
       return bounded(kj::mv(reply), cn, name, limit);
@@ -1063,8 +1070,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
       if (!put) return refused(name + ": " + error, ErrorId::unclassified, name);
     }
     auto reply = req.send().then(
-        [this, name](capnp::Response<wire::RemoteObject::CallResults> r) -> kj::Promise<Reply> {
-          return read_reply(r.getOutcome(), name);
+        [this, name, home = owner.home](capnp::Response<wire::RemoteObject::CallResults> r) -> kj::Promise<Reply> {
+          return read_reply(r.getOutcome(), name, home);
         },
         kj::mv(failed));
     return bounded(kj::mv(reply), cn, name, limit);
