@@ -19,6 +19,10 @@
 // a check) crosses with its record, as in-process. Handles that came from
 // the dead surrogate are refused with a message saying so, and so are objects. A deadline
 // (per library or per call) kills a surrogate whose call outlasts it.
+// Host functions and host objects passed to the library stay in the host and
+// are called back over the connection (host_functions.hpp: on the thread
+// waiting for the call, a dispatcher thread or the owner's STA); object
+// references received belong to the receiving thread's apartment.
 // kj ignores SIGPIPE process-wide once a surrogate has been started.
 #pragma once
 
