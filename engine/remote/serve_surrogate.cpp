@@ -9,6 +9,7 @@
 #include "call/library.hpp"
 #include "call/plan.hpp"
 #include "objects/object.hpp"
+#include "remote/import_table.hpp"
 #include "remote/native_thread.hpp"
 #include "remote/surrogate.hpp"
 #include "remote/tls.hpp"
@@ -101,32 +102,9 @@ struct Served {
   std::shared_ptr<Library> lib;
   Exports exports;
   std::shared_ptr<Runtime> rt;
-  // Host functions the client sent (I/O thread only): each import's
-  // capability, and the host function made for it while one lives (found by
-  // the capability's hook, so the same host function arrives as the same one
-  // and the callback pool reuses its closure).
-  struct Imported {
-    wire::HostCallback::Client cap = nullptr;
-    std::weak_ptr<HostFunction> fn;
-    const void* hook = nullptr;
-  };
-  std::map<std::uint64_t, Imported> functions;
-  std::map<const void*, std::uint64_t> functions_by_hook;
-  std::uint64_t next_function = 0;
-  // Host objects the client sent (I/O thread only), the same way: the native
-  // object made for each capability while it lives, found by the
-  // capability's hook (identity) and by the object (sent back, it is the
-  // client's own again).
-  struct ImportedObject {
-    wire::HostObjectCap::Client cap = nullptr;
-    std::weak_ptr<HostObject> obj;
-    const void* hook = nullptr;
-    std::string name;
-  };
-  std::map<std::uint64_t, ImportedObject> host_objects;
-  std::map<const void*, std::uint64_t> host_objects_by_hook;
-  std::map<const HostObject*, std::uint64_t> host_objects_by_ptr;
-  std::uint64_t next_host_object = 0;
+  // Host functions and host objects the client sent (I/O thread only).
+  ImportTable<wire::HostCallback::Client, HostFunction> functions;
+  ImportTable<wire::HostObjectCap::Client, HostObject> host_objects;
 };
 
 // Releases `what` (a handle box, an object reference: their last reference,
@@ -327,27 +305,38 @@ void put_result(const CallResult& result, const std::string& function, const std
 
 // ---- host functions: callbacks into the host ----
 
-// What a host function made for an imported capability holds: where the
-// capability is (its Served, by id) and how to reach the I/O thread. Gone
-// with the host function (the callback pool may drop it on any thread); the
-// capability is then dropped on the I/O thread.
-class FunctionLink {
+// Held by what a stand-in of an imported capability is made of (a host
+// function's body, a host object's methods): when the stand-in goes, so does
+// its entry (and the capability), on the I/O thread.
+template <class Client, class Local>
+class ImportGuard {
  public:
-  FunctionLink(std::shared_ptr<Served> served, std::uint64_t id, std::string name)
-      : served_(served), rt_(served->rt), id_(id), name_(std::move(name)) {}
-  ~FunctionLink() {
-    rt_->io.post([served = served_, id = id_]() {
-      if (auto s = served.lock()) {
-        auto it = s->functions.find(id);
-        if (it != s->functions.end()) {
-          if (auto h = s->functions_by_hook.find(it->second.hook); h != s->functions_by_hook.end() && h->second == id)
-            s->functions_by_hook.erase(h);
-          s->functions.erase(it);
-        }
-      }
+  using Table = ImportTable<Client, Local> Served::*;
+  ImportGuard(const std::shared_ptr<Served>& served, Table table, std::uint64_t id)
+      : served_(served), rt_(served->rt), table_(table), id_(id) {}
+  ~ImportGuard() {
+    rt_->io.post([served = served_, table = table_, id = id_]() {
+      if (auto s = served.lock()) ((*s).*table).erase(id);
       return kj::Promise<void>(kj::READY_NOW);
     });
   }
+  ImportGuard(const ImportGuard&) = delete;
+  ImportGuard& operator=(const ImportGuard&) = delete;
+
+ private:
+  std::weak_ptr<Served> served_;
+  std::shared_ptr<Runtime> rt_;
+  Table table_;
+  std::uint64_t id_;
+};
+
+// What a host function made for an imported capability holds: where the
+// capability is (its Served, by id) and how to reach the I/O thread. Gone
+// with the host function (the callback pool may drop it on any thread).
+class FunctionLink {
+ public:
+  FunctionLink(std::shared_ptr<Served> served, std::uint64_t id, std::string name)
+      : served_(served), rt_(served->rt), id_(id), name_(std::move(name)), guard_(served, &Served::functions, id) {}
   FunctionLink(const FunctionLink&) = delete;
   FunctionLink& operator=(const FunctionLink&) = delete;
 
@@ -390,12 +379,12 @@ class FunctionLink {
     const std::uint64_t token = on_native ? rt->native.token : 0;
     const bool posted = rt->io.post([this, &args, finish, guard, token, what]() -> kj::Promise<void> {
       auto served = served_.lock();
-      if (!served || served->functions.count(id_) == 0) {
+      auto* entry = served ? served->functions.entry(id_) : nullptr;
+      if (!entry) {
         finish(false, Value(), what + ": the connection it came from has ended");
         return kj::READY_NOW;
       }
-      auto it = served->functions.find(id_);
-      auto req = it->second.cap.callRequest();
+      auto req = entry->cap.callRequest();
       req.setToken(token);
       auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
       SurrogateCodec codec(served);
@@ -456,6 +445,7 @@ class FunctionLink {
   std::shared_ptr<Runtime> rt_;
   std::uint64_t id_;
   std::string name_;
+  ImportGuard<wire::HostCallback::Client, HostFunction> guard_;
 };
 
 bool SurrogateCodec::function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where,
@@ -466,58 +456,22 @@ bool SurrogateCodec::function_to_host(wire::FunctionRef::Reader r, Value& out, c
     return false;
   }
   wire::HostCallback::Client cap = r.getCap();
-  const void* hook = capnp::ClientHook::from(kj::cp(cap)).get();
-  if (auto h = s.functions_by_hook.find(hook); h != s.functions_by_hook.end()) {
-    if (auto fn = s.functions.at(h->second).fn.lock()) {
-      out = Value(std::move(fn));
-      return true;
-    }
-    s.functions_by_hook.erase(h);  // its host function is going: a new one
+  const void* hook = s.functions.hook_of(cap);
+  if (auto fn = s.functions.find(hook)) {
+    out = Value(std::move(fn));
+    return true;
   }
   s.rt->native_mode = true;  // native code may call a host back from now on
-  const std::uint64_t id = ++s.next_function;
+  const std::uint64_t id = s.functions.reserve();
   auto name = r.getName();
   auto link = std::make_shared<FunctionLink>(served_, id, std::string(name.begin(), name.size()));
   auto fn = std::make_shared<HostFunction>();
   fn->name.assign(name.begin(), name.size());
   fn->fn = [link](const std::vector<Value>& args, Value& result, std::string& e) { return link->call(args, result, e); };
-  s.functions.emplace(id, Served::Imported{kj::mv(cap), fn, hook});
-  s.functions_by_hook[hook] = id;
+  s.functions.add(id, kj::mv(cap), hook, fn, fn->name);
   out = Value(std::move(fn));
   return true;
 }
-
-// Held by the methods of a host object made for an imported capability:
-// when the object (and so its methods) goes, its entry goes, on the I/O thread.
-class HostObjectLink {
- public:
-  HostObjectLink(const std::shared_ptr<Served>& served, std::uint64_t id) : served_(served), rt_(served->rt), id_(id) {}
-  ~HostObjectLink() {
-    rt_->io.post([served = served_, id = id_]() {
-      if (auto s = served.lock()) {
-        auto it = s->host_objects.find(id);
-        if (it != s->host_objects.end() && it->second.obj.expired()) {
-          if (auto h = s->host_objects_by_hook.find(it->second.hook); h != s->host_objects_by_hook.end() && h->second == id)
-            s->host_objects_by_hook.erase(h);
-          for (auto p = s->host_objects_by_ptr.begin(); p != s->host_objects_by_ptr.end(); ++p)
-            if (p->second == id) {
-              s->host_objects_by_ptr.erase(p);
-              break;
-            }
-          s->host_objects.erase(it);
-        }
-      }
-      return kj::Promise<void>(kj::READY_NOW);
-    });
-  }
-  HostObjectLink(const HostObjectLink&) = delete;
-  HostObjectLink& operator=(const HostObjectLink&) = delete;
-
- private:
-  std::weak_ptr<Served> served_;
-  std::shared_ptr<Runtime> rt_;
-  std::uint64_t id_;
-};
 
 bool SurrogateCodec::host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where,
                                          std::string& error) {
@@ -527,17 +481,14 @@ bool SurrogateCodec::host_object_to_host(wire::HostObjectRef::Reader r, Value& o
     return false;
   }
   wire::HostObjectCap::Client cap = r.getCap();
-  const void* hook = capnp::ClientHook::from(kj::cp(cap)).get();
-  if (auto h = s.host_objects_by_hook.find(hook); h != s.host_objects_by_hook.end()) {
-    if (auto obj = s.host_objects.at(h->second).obj.lock()) {
-      out = Value(std::move(obj));
-      return true;
-    }
-    s.host_objects_by_hook.erase(h);  // its object is going: a new one
+  const void* hook = s.host_objects.hook_of(cap);
+  if (auto obj = s.host_objects.find(hook)) {
+    out = Value(std::move(obj));
+    return true;
   }
   s.rt->native_mode = true;  // native code may call a host back from now on
-  const std::uint64_t id = ++s.next_host_object;
-  auto link = std::make_shared<HostObjectLink>(served_, id);
+  const std::uint64_t id = s.host_objects.reserve();
+  auto link = std::make_shared<ImportGuard<wire::HostObjectCap::Client, HostObject>>(served_, &Served::host_objects, id);
   std::map<std::string, std::shared_ptr<HostFunction>> methods;
   auto wm = r.getMethods();
   for (unsigned i = 0; i < wm.size(); ++i) {
@@ -558,9 +509,7 @@ bool SurrogateCodec::host_object_to_host(wire::HostObjectRef::Reader r, Value& o
   for (auto n : r.getInterfaces()) interfaces.emplace_back(n.begin(), n.size());
   const std::string name(r.getName().begin(), r.getName().size());
   auto obj = std::make_shared<HostObject>(name, std::move(interfaces), std::move(methods));
-  s.host_objects.emplace(id, Served::ImportedObject{kj::mv(cap), obj, hook, name});
-  s.host_objects_by_hook[hook] = id;
-  s.host_objects_by_ptr[obj.get()] = id;
+  s.host_objects.add(id, kj::mv(cap), hook, obj, name);
   out = Value(std::move(obj));
   return true;
 }
@@ -568,14 +517,13 @@ bool SurrogateCodec::host_object_to_host(wire::HostObjectRef::Reader r, Value& o
 bool SurrogateCodec::host_object_to_wire(const std::shared_ptr<HostObject>& obj, wire::HostObjectRef::Builder b,
                                          const std::string& where, std::string& error) {
   auto& s = *served_;
-  auto p = obj ? s.host_objects_by_ptr.find(obj.get()) : s.host_objects_by_ptr.end();
-  if (p == s.host_objects_by_ptr.end()) {
+  auto* entry = obj ? s.host_objects.entry_of(obj.get()) : nullptr;
+  if (!entry) {
     error = where + ": a host object made in this process cannot cross to the host (only the host's own come back)";
     return false;
   }
-  auto& entry = s.host_objects.at(p->second);
-  b.setCap(entry.cap);
-  b.setName(entry.name);
+  b.setCap(entry->cap);
+  b.setName(entry->name);
   return true;
 }
 
