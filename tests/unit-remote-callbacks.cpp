@@ -9,6 +9,7 @@
 // and the call's error, and a surrogate that dies or hangs inside a callback
 // is the usual error, never a hang.
 #include "call_support.hpp"
+#include "isolated_support.hpp"
 #include "serve_support.hpp"
 
 #include "apartments/apartment.hpp"
@@ -29,10 +30,6 @@
 #include <stdexcept>
 #include <thread>
 
-#ifndef MARSHAL_SURROGATE
-#error "MARSHAL_SURROGATE must be defined by the build"
-#endif
-
 using namespace marshal;
 using namespace marshal::engine;
 using namespace marshal::test;
@@ -51,38 +48,32 @@ std::string slurp(const std::string& path) {
   return s.str();
 }
 
-struct Isolated {
-  Context ctx;
-  std::unique_ptr<remote::IsolatedLibrary> lib;
+// A typemap's library in a surrogate through the C API; released with it.
+struct CIsolated {
+  marshal_context* ctx = nullptr;
+  marshal_library* lib = nullptr;
+  explicit CIsolated(const char* typemap) {
+    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);  // the C API's surrogate
+    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
+    marshal_typemap* tm = nullptr;
+    REQUIRE(marshal_typemap_load(ctx, typemap, &tm) == MARSHAL_OK);
+    REQUIRE(marshal_library_create_isolated(tm, 0, &lib) == MARSHAL_OK);
+  }
+  ~CIsolated() { release(); }
+  void release() {
+    marshal_library_release(lib);
+    marshal_context_release(ctx);
+    lib = nullptr;
+    ctx = nullptr;
+  }
+};
+
+struct Isolated : IsolatedBase {
   explicit Isolated(const std::string& typemap = "tests/fixtures/callbacks.json", const std::string& connect = "",
                     std::chrono::milliseconds deadline = 0ms) {
-    open(slurp(typemap), source_path(typemap), connect, deadline);
+    open_path(typemap, deadline, connect);
   }
-  Isolated(const std::string& text, const std::string& file, int) { open(text, file, "", 0ms); }
-  void open(const std::string& text, const std::string& file, const std::string& connect, std::chrono::milliseconds deadline) {
-    remote::IsolateOptions o;
-    o.surrogate = MARSHAL_SURROGATE;
-    o.connect = connect;
-    o.deadline = deadline;
-    std::string error;
-    lib = remote::IsolatedLibrary::open_text(ctx, text, file, o, error);
-    INFO(error);
-    REQUIRE(lib);
-  }
-  CallResult call(const std::string& fn, std::vector<Value> args = {}) {
-    CallResult r;
-    std::string error;
-    const bool ok = lib->call(fn, args, r, error);
-    INFO(fn << ": " << error);
-    REQUIRE(ok);
-    return r;
-  }
-  std::string error_of(const std::string& fn, std::vector<Value> args = {}) {
-    CallResult r;
-    std::string error;
-    CHECK_FALSE(lib->call(fn, args, r, error));
-    return error;
-  }
+  Isolated(const std::string& text, const std::string& file, int) { open_text(text, file); }
 };
 
 Bound& in_process() {
@@ -400,15 +391,7 @@ TEST_SUITE("remote") {
     });
     std::weak_ptr<HostObject> watch;
     Value store = there.call("store_create").ret;
-    auto call = [&](const std::string& method, std::vector<Value> args = {}) {
-      const ObjectRef& ref = store.as<ObjectRef>();
-      CallResult r;
-      std::string error;
-      const bool ok = library_of(ref).objects().call(ref, method, args, r, error);
-      INFO(method << ": " << error);
-      REQUIRE(ok);
-      return r;
-    };
+    auto call = [&](const std::string& method, std::vector<Value> args = {}) { return mcall(store, method, std::move(args)); };
     {
       auto obj = std::make_shared<HostObject>("host-counter", std::vector<std::string>{}, m);
       watch = obj;
@@ -486,13 +469,8 @@ TEST_SUITE("remote") {
   }
 
   TEST_CASE("C API: a function value crosses; a registered callback is refused with a message") {
-    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);  // the C API's surrogate
-    marshal_context* ctx = nullptr;
-    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
-    marshal_typemap* tm = nullptr;
-    REQUIRE(marshal_typemap_load(ctx, "tests/fixtures/callbacks.json", &tm) == MARSHAL_OK);
-    marshal_library* lib = nullptr;
-    REQUIRE(marshal_library_create_isolated(tm, 0, &lib) == MARSHAL_OK);
+    CIsolated c("tests/fixtures/callbacks.json");
+    marshal_library* lib = c.lib;
     static std::atomic<int> destroyed{0};
     marshal_value* fn = nullptr;
     REQUIRE(marshal_value_create_function(
@@ -522,19 +500,13 @@ TEST_SUITE("remote") {
     CHECK(std::string(marshal_error_message(marshal_last_error())).find("registered callbacks") != std::string::npos);
     marshal_value_release(v);
     marshal_value_release(fn);
-    marshal_library_release(lib);
-    marshal_context_release(ctx);
+    c.release();
     CHECK(destroyed.load() == 1);  // the surrogate's reference went with the library
   }
 
   TEST_CASE("C API: an object made in the surrogate, a host object passed to it and handed back") {
-    ::setenv("MARSHAL_SURROGATE", MARSHAL_SURROGATE, 1);
-    marshal_context* ctx = nullptr;
-    REQUIRE(marshal_context_create(&ctx) == MARSHAL_OK);
-    marshal_typemap* tm = nullptr;
-    REQUIRE(marshal_typemap_load(ctx, "tests/fixtures/objects.json", &tm) == MARSHAL_OK);
-    marshal_library* lib = nullptr;
-    REQUIRE(marshal_library_create_isolated(tm, 0, &lib) == MARSHAL_OK);
+    CIsolated c("tests/fixtures/objects.json");
+    marshal_library* lib = c.lib;
     marshal_value* store = nullptr;
     REQUIRE(marshal_value_create_object(lib, "Store", nullptr, 0, &store) == MARSHAL_OK);
     REQUIRE(marshal_value_kind(store) == MARSHAL_OBJECT);
@@ -578,8 +550,7 @@ TEST_SUITE("remote") {
     marshal_value_release(by);
     marshal_value_release(obj);
     marshal_value_release(store);
-    marshal_library_release(lib);
-    marshal_context_release(ctx);
+    c.release();
     CHECK(destroyed.load() == 1);
   }
 

@@ -6,6 +6,7 @@
 // fault counters, read through the same library), and a dead surrogate's
 // proxies are clear errors.
 #include "call_support.hpp"
+#include "isolated_support.hpp"
 #include "serve_support.hpp"
 
 #include "apartments/apartment.hpp"
@@ -28,10 +29,6 @@
 #include <thread>
 #include <unistd.h>
 
-#ifndef MARSHAL_SURROGATE
-#error "MARSHAL_SURROGATE must be defined by the build"
-#endif
-
 using namespace marshal;
 using namespace marshal::engine;
 using namespace marshal::test;
@@ -41,42 +38,12 @@ namespace {
 
 const char* fixture = "tests/fixtures/objects.json";
 
-struct Isolated {
-  Context ctx;
-  std::unique_ptr<remote::IsolatedLibrary> lib;
+struct Isolated : IsolatedBase {
   explicit Isolated(const std::string& connect = "", std::chrono::milliseconds deadline = 0ms) {
-    remote::IsolateOptions o;
-    o.surrogate = MARSHAL_SURROGATE;
-    o.connect = connect;
-    o.deadline = deadline;
-    std::string error;
-    lib = remote::IsolatedLibrary::open_file(ctx, source_path(fixture), o, error);
-    INFO(error);
-    REQUIRE(lib);
+    open_path(fixture, deadline, connect);
   }
   // objects.json plus poke_i32 (a write through any address), to crash the surrogate.
-  Isolated(const std::string& text, const std::string& file) {
-    remote::IsolateOptions o;
-    o.surrogate = MARSHAL_SURROGATE;
-    std::string error;
-    lib = remote::IsolatedLibrary::open_text(ctx, text, file, o, error);
-    INFO(error);
-    REQUIRE(lib);
-  }
-  CallResult call(const std::string& fn, std::vector<Value> args = {}) {
-    CallResult r;
-    std::string error;
-    const bool ok = lib->call(fn, args, r, error);
-    INFO(fn << ": " << error);
-    REQUIRE(ok);
-    return r;
-  }
-  std::string error_of(const std::string& fn, std::vector<Value> args = {}) {
-    CallResult r;
-    std::string error;
-    CHECK_FALSE(lib->call(fn, args, r, error));
-    return error;
-  }
+  Isolated(const std::string& text, const std::string& file) { open_text(text, file); }
   std::int64_t live() { return I(call("objects_live").ret); }
   // Releases cross asynchronously: the live count reaches `want` within 2 s.
   bool settles(std::int64_t want) {
@@ -88,25 +55,6 @@ struct Isolated {
   }
 };
 
-// Method calls through whatever library the reference belongs to (the generic
-// path the C API and the Lua host use).
-CallResult mcall(const Value& obj, const std::string& method, std::vector<Value> args = {}) {
-  const ObjectRef& ref = obj.as<ObjectRef>();
-  CallResult r;
-  std::string error;
-  const bool ok = library_of(ref).objects().call(ref, method, args, r, error);
-  INFO(method << ": " << error);
-  REQUIRE(ok);
-  return r;
-}
-
-std::string mcall_error(const Value& obj, const std::string& method, std::vector<Value> args = {}) {
-  const ObjectRef& ref = obj.as<ObjectRef>();
-  CallResult r;
-  std::string error;
-  CHECK_FALSE(library_of(ref).objects().call(ref, method, args, r, error));
-  return error;
-}
 
 Value as(const Value& obj, const std::string& iface) {
   const ObjectRef& ref = obj.as<ObjectRef>();

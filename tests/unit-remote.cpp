@@ -3,6 +3,7 @@
 // surrogate with the same arguments, and the results (or errors) compared;
 // then the surrogate's crash, hang and handle rules, and the CLI's --isolate.
 #include "call_support.hpp"
+#include "isolated_support.hpp"
 #include "cli_run.hpp"
 #include "serve_support.hpp"
 
@@ -20,10 +21,6 @@
 #include <fstream>
 #include <thread>
 
-#ifndef MARSHAL_SURROGATE
-#error "MARSHAL_SURROGATE must be defined by the build"
-#endif
-
 using namespace marshal;
 using namespace marshal::engine;
 using namespace marshal::test;
@@ -31,42 +28,12 @@ using namespace std::chrono_literals;
 
 namespace {
 
-remote::IsolateOptions options(std::chrono::milliseconds deadline = 0ms) {
-  remote::IsolateOptions o;
-  o.surrogate = MARSHAL_SURROGATE;
-  o.deadline = deadline;
-  return o;
-}
+remote::IsolateOptions options(std::chrono::milliseconds deadline = 0ms) { return IsolatedBase::options(deadline, ""); }
 
-struct Isolated {
-  Context ctx;
-  std::unique_ptr<remote::IsolatedLibrary> lib;
-  explicit Isolated(const std::string& typemap, std::chrono::milliseconds deadline = 0ms) {
-    std::string error;
-    lib = remote::IsolatedLibrary::open_file(ctx, source_path(typemap), options(deadline), error);
-    INFO(error);
-    REQUIRE(lib);
-  }
+struct Isolated : IsolatedBase {
+  explicit Isolated(const std::string& typemap, std::chrono::milliseconds deadline = 0ms) { open_path(typemap, deadline); }
   Isolated(const std::string& text, const std::string& file, std::chrono::milliseconds deadline = 0ms) {
-    std::string error;
-    lib = remote::IsolatedLibrary::open_text(ctx, text, file, options(deadline), error);
-    INFO(error);
-    REQUIRE(lib);
-  }
-  CallResult call(const std::string& fn, std::vector<Value> args = {}) {
-    CallResult r;
-    std::string error;
-    bool ok = lib->call(fn, args, r, error);
-    INFO(fn << ": " << error);
-    REQUIRE(ok);
-    return r;
-  }
-  std::string error_of(const std::string& fn, std::vector<Value> args = {},
-                       std::chrono::milliseconds deadline = 0ms) {
-    CallResult r;
-    std::string error;
-    CHECK_FALSE(lib->call(fn, args, r, error, deadline));
-    return error;
+    open_text(text, file, deadline);
   }
 };
 

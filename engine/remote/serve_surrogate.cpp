@@ -448,6 +448,19 @@ class FunctionLink {
   ImportGuard<wire::HostCallback::Client, HostFunction> guard_;
 };
 
+// The stand-in already made for an imported capability (true: `out` is it),
+// or false: none yet, and from now on native code may call a host back.
+template <class Client, class Local>
+bool already_imported(Served& s, ImportTable<Client, Local>& table, Client& cap, const void*& hook, Value& out) {
+  hook = table.hook_of(cap);
+  if (auto local = table.find(hook)) {
+    out = Value(std::move(local));
+    return true;
+  }
+  s.rt->native_mode = true;
+  return false;
+}
+
 bool SurrogateCodec::function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where,
                                       std::string& error) {
   auto& s = *served_;
@@ -456,12 +469,8 @@ bool SurrogateCodec::function_to_host(wire::FunctionRef::Reader r, Value& out, c
     return false;
   }
   wire::HostCallback::Client cap = r.getCap();
-  const void* hook = s.functions.hook_of(cap);
-  if (auto fn = s.functions.find(hook)) {
-    out = Value(std::move(fn));
-    return true;
-  }
-  s.rt->native_mode = true;  // native code may call a host back from now on
+  const void* hook = nullptr;
+  if (already_imported(s, s.functions, cap, hook, out)) return true;
   const std::uint64_t id = s.functions.reserve();
   auto name = r.getName();
   auto link = std::make_shared<FunctionLink>(served_, id, std::string(name.begin(), name.size()));
@@ -481,12 +490,8 @@ bool SurrogateCodec::host_object_to_host(wire::HostObjectRef::Reader r, Value& o
     return false;
   }
   wire::HostObjectCap::Client cap = r.getCap();
-  const void* hook = s.host_objects.hook_of(cap);
-  if (auto obj = s.host_objects.find(hook)) {
-    out = Value(std::move(obj));
-    return true;
-  }
-  s.rt->native_mode = true;  // native code may call a host back from now on
+  const void* hook = nullptr;
+  if (already_imported(s, s.host_objects, cap, hook, out)) return true;
   const std::uint64_t id = s.host_objects.reserve();
   auto link = std::make_shared<ImportGuard<wire::HostObjectCap::Client, HostObject>>(served_, &Served::host_objects, id);
   std::map<std::string, std::shared_ptr<HostFunction>> methods;

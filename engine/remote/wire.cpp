@@ -160,6 +160,12 @@ bool fits(std::size_t n, const std::string& where, std::string& error) {
   return false;
 }
 
+// A value of a kind this side's codec does not carry (or without a codec).
+bool refuse(const std::string& where, const char* what, std::string& error) {
+  error = where + ": " + what + " cannot cross this boundary";
+  return false;
+}
+
 bool put(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles, std::size_t depth,
          std::string& error) {
   if (depth > max_value_depth) {
@@ -213,20 +219,14 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
               "(pass the data itself, or a handle)";
       return false;
     case Value::Type::handle:
-      if (!handles) {
-        error = where + ": a handle cannot cross this boundary";
-        return false;
-      }
+      if (!handles) return refuse(where, "a handle", error);
       return handles->to_wire(v.as<std::shared_ptr<HandleBox>>(), b.initHandle(), where, error);
     case Value::Type::native:
       error = where + ": native memory owned by the host cannot cross the process boundary yet "
                       "(pass the data as a record or bytes)";
       return false;
     case Value::Type::function:
-      if (!handles) {
-        error = where + ": a host function cannot cross this boundary";
-        return false;
-      }
+      if (!handles) return refuse(where, "a host function", error);
       return handles->function_to_wire(v.as<std::shared_ptr<HostFunction>>(), b.initFunction(), where, error);
     case Value::Type::callback:
       error = where + ": callback '" + (v.as<std::shared_ptr<Callback>>() ? v.as<std::shared_ptr<Callback>>()->name() : std::string()) +
@@ -234,16 +234,10 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
               "host function itself (the other side makes its own function pointer for it)";
       return false;
     case Value::Type::object:
-      if (!handles) {
-        error = where + ": an object cannot cross this boundary";
-        return false;
-      }
+      if (!handles) return refuse(where, "an object", error);
       return handles->object_to_wire(v.as<ObjectRef>(), b.initObject(), where, error);
     case Value::Type::host_object:
-      if (!handles) {
-        error = where + ": a host object cannot cross this boundary";
-        return false;
-      }
+      if (!handles) return refuse(where, "a host object", error);
       return handles->host_object_to_wire(v.as<std::shared_ptr<HostObject>>(), b.initHostObject(), where, error);
   }
   error = where + ": a value of an unknown kind";
@@ -292,27 +286,15 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
       return true;
     }
     case wire::Value::HANDLE:
-      if (!handles) {
-        error = where + ": a handle cannot cross this boundary";
-        return false;
-      }
+      if (!handles) return refuse(where, "a handle", error);
       return handles->to_host(r.getHandle(), out, where, error);
     case wire::Value::OBJECT:
-      if (!handles) {
-        error = where + ": an object cannot cross this boundary";
-        return false;
-      }
+      if (!handles) return refuse(where, "an object", error);
       return handles->object_to_host(r.getObject(), out, where, error);    case wire::Value::FUNCTION:
-      if (!handles) {
-        error = where + ": a host function cannot cross this boundary";
-        return false;
-      }
+      if (!handles) return refuse(where, "a host function", error);
       return handles->function_to_host(r.getFunction(), out, where, error);
     case wire::Value::HOST_OBJECT:
-      if (!handles) {
-        error = where + ": a host object cannot cross this boundary";
-        return false;
-      }
+      if (!handles) return refuse(where, "a host object", error);
       return handles->host_object_to_host(r.getHostObject(), out, where, error);
   }
   // A union tag this side does not know (a newer peer): refused, not guessed.
@@ -324,36 +306,30 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
 
 bool HandleCodec::object_to_wire(const ObjectRef&, wire::RemoteRef::Builder, const std::string& where,
                                  std::string& error) {
-  error = where + ": an object cannot cross this boundary";
-  return false;
+  return refuse(where, "an object", error);
 }
 
 bool HandleCodec::object_to_host(wire::RemoteRef::Reader, Value&, const std::string& where, std::string& error) {
-  error = where + ": an object cannot cross this boundary";
-  return false;
+  return refuse(where, "an object", error);
 }
 
 bool HandleCodec::function_to_wire(const std::shared_ptr<HostFunction>&, wire::FunctionRef::Builder,
                                    const std::string& where, std::string& error) {
-  error = where + ": a host function cannot cross this boundary";
-  return false;
+  return refuse(where, "a host function", error);
 }
 
 bool HandleCodec::function_to_host(wire::FunctionRef::Reader, Value&, const std::string& where, std::string& error) {
-  error = where + ": a host function cannot cross this boundary";
-  return false;
+  return refuse(where, "a host function", error);
 }
 
 bool HandleCodec::host_object_to_wire(const std::shared_ptr<HostObject>&, wire::HostObjectRef::Builder,
                                       const std::string& where, std::string& error) {
-  error = where + ": a host object cannot cross this boundary";
-  return false;
+  return refuse(where, "a host object", error);
 }
 
 bool HandleCodec::host_object_to_host(wire::HostObjectRef::Reader, Value&, const std::string& where,
                                       std::string& error) {
-  error = where + ": a host object cannot cross this boundary";
-  return false;
+  return refuse(where, "a host object", error);
 }
 
 kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream, std::function<void()> on_message) {
