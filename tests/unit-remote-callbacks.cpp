@@ -278,6 +278,30 @@ TEST_SUITE("remote") {
     CHECK(on_caller.load() == 0);  // inline: not the waiting thread's to run
   }
 
+  TEST_CASE("a host function called from the library's own thread may call the library again") {
+    // call_from_threads joins its threads inside the native call, so the
+    // surrogate's native thread is blocked: the nested calls run on the
+    // library's thread that waits for the host function there (its chain).
+    // The deadline turns a deadlock into a failure instead of a hang.
+    Isolated there("tests/fixtures/callbacks.json", "", 10000ms);
+    auto add_one = host("add_one", [](const std::vector<Value>& a, Value& r, std::string&) {
+      r = Value(I(a[0]) + 1);
+      return true;
+    });
+    std::atomic<int> nested{0};
+    auto reenters = host("reenters", [&](const std::vector<Value>& a, Value& r, std::string& e) {
+      CallResult inner;
+      if (!there.lib->call("apply_i32", std::vector<Value>{Value(add_one), a[0]}, inner, e)) return false;
+      ++nested;
+      r = inner.ret;
+      return true;
+    });
+    const int threads = 2, per = 5;
+    // Each thread calls f(0..per-1): the sum of (i + 1).
+    CHECK(I(there.call("call_from_threads", {Value(reenters), threads, per}).ret) == threads * (per * (per + 1) / 2));
+    CHECK(nested.load() == threads * per);
+  }
+
   TEST_CASE("callbacks from the library's own threads with delivery owner run on the waiting owner") {
     // call_from_threads with a callback of delivery "owner" (OwnerFn).
     std::string text = slurp("tests/fixtures/callbacks.json");

@@ -5,6 +5,16 @@
 
 namespace marshal::engine::remote {
 
+namespace {
+struct ChainContext {
+  const CallbackSite* site = nullptr;
+  std::uint64_t chain = 0;
+};
+thread_local ChainContext tls_chain;
+}  // namespace
+
+std::uint64_t current_chain(const CallbackSite* site) { return tls_chain.site == site ? tls_chain.chain : 0; }
+
 bool Waiter::push(CallbackJob job) {
   {
     std::lock_guard lock(m);
@@ -136,13 +146,15 @@ kj::Promise<void> HostCallbackServer::call(CallContext context) {
 
   // Runs (or refuses) the host function on whichever thread takes it, then
   // hands the reply to the I/O thread.
-  CallbackJob job = [fn = fn_, args, id, weak = std::weak_ptr<Pending>(pending_), queue = site_.queue(), what](
-                        const std::string& refused) mutable {
+  CallbackJob job = [fn = fn_, args, id, weak = std::weak_ptr<Pending>(pending_), queue = site_.queue(), what,
+                     site = &site_, chain = params.getChain()](const std::string& refused) mutable {
     auto reply = std::make_shared<Reply>();
     Reply& r = *reply;
     if (!refused.empty()) {
       r.error = what + " was not run: " + refused;
     } else {
+      const ChainContext outer = tls_chain;
+      tls_chain = ChainContext{site, chain};
       try {
         r.ok = fn->fn(*args, r.result, r.error);
       } catch (const std::exception& e) {
@@ -152,6 +164,7 @@ kj::Promise<void> HostCallbackServer::call(CallContext context) {
         r.ok = false;
         r.error = what + " threw";
       }
+      tls_chain = outer;
       if (!r.ok && r.error.empty()) r.error = what + " failed";
     }
     args = nullptr;  // the host's values go on the host's thread

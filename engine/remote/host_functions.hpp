@@ -19,6 +19,10 @@
 //   on_error value; the host sees the error after the call);
 // - delivery "inline" from another thread: on a dispatcher thread of this
 //   library (the "whatever thread" of an in-process callback).
+// A call a host function makes to the same library while it runs for a
+// thread of the library's own carries that thread's wait (its chain:
+// current_chain), and the serving side runs it on that thread
+// (native_thread.hpp, Chains), as in-process.
 #pragma once
 
 #include "remote/io_queue.hpp"
@@ -107,6 +111,12 @@ class CallbackSite {
   virtual void forget_function(const HostFunction* fn) = 0;  // its capability is gone
   virtual void forget_host_object(const HostObject* obj) = 0;
 };
+
+// The chain (wire HostCallback.call) of the callback the calling thread runs
+// now for `site`'s library, 0 when none: the calls it makes to that library
+// meanwhile carry it, so the serving side runs them on the thread that waits
+// for this callback.
+std::uint64_t current_chain(const CallbackSite* site);
 
 // Who passed a host function, for delivery "owner".
 struct CallbackOwner {

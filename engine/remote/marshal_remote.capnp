@@ -82,9 +82,11 @@ interface HostCallback {
   # token: the caller's call (Library.call, RemoteObject.call) this callback
   # runs inside, when native code calls back on the thread that runs that call
   # (the caller runs it on its waiting thread); 0 when called from another
-  # thread (a thread of the library's own). The outcome's ok.ret is the host
-  # function's result.
-  call @0 (args :List(Value), token :UInt64) -> (outcome :Outcome);
+  # thread (a thread of the library's own). chain: from such a thread, the
+  # id of its wait, which the calls the host function makes meanwhile carry
+  # (Library.call), so that they run on that waiting thread (0: none). The
+  # outcome's ok.ret is the host function's result.
+  call @0 (args :List(Value), token :UInt64, chain :UInt64) -> (outcome :Outcome);
 }
 
 struct RemoteRef {
@@ -96,7 +98,7 @@ struct RemoteRef {
 interface RemoteObject {
   # A method by name ("Add" or "ICounter.Add"), resolved through `interface`
   # as in-process; the outcome is a function call's.
-  call @0 (interface :Text, method :Text, args :List(Value), token :UInt64) -> (outcome :Outcome);
+  call @0 (interface :Text, method :Text, args :List(Value), token :UInt64, chain :UInt64) -> (outcome :Outcome);
   # The same object as another interface: ok.ret is its RemoteRef (as an object value).
   queryInterface @1 (interface :Text) -> (outcome :Outcome);
 }
@@ -132,8 +134,11 @@ struct ErrorRecord {
 
 interface Library {
   # token: the caller's id for this call (non-zero), which callbacks made
-  # during it carry back (HostCallback.call).
-  call @0 (function :Text, args :List(Value), token :UInt64) -> (outcome :Outcome);
+  # during it carry back (HostCallback.call). chain: the wait of the serving
+  # side's thread whose callback this call is made from (HostCallback.call's
+  # chain; 0: none): the call runs on that thread, which waits for it (COM's
+  # causality), as it would in-process.
+  call @0 (function :Text, args :List(Value), token :UInt64, chain :UInt64) -> (outcome :Outcome);
 }
 
 interface Surrogate {

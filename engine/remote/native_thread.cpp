@@ -5,6 +5,44 @@
 
 namespace marshal::engine::remote {
 
+namespace {
+thread_local std::uint64_t tls_token = 0;
+}
+
+std::uint64_t current_token() { return tls_token; }
+
+std::uint64_t Chains::enter(const std::shared_ptr<Wait>& w) {
+  std::lock_guard lock(m_);
+  const std::uint64_t id = ++next_;
+  waits_[id] = w;
+  return id;
+}
+
+std::deque<std::function<void()>> Chains::leave(std::uint64_t id) {
+  std::shared_ptr<Wait> w;
+  {
+    std::lock_guard lock(m_);
+    auto it = waits_.find(id);
+    if (it == waits_.end()) return {};
+    w = std::move(it->second);
+    waits_.erase(it);
+  }
+  std::lock_guard lock(w->m);
+  return std::move(w->jobs);
+}
+
+bool Chains::post(std::uint64_t id, const std::function<void()>& job) {
+  std::lock_guard lock(m_);  // held: a leave() waits, so the job is either queued before it or refused
+  auto it = waits_.find(id);
+  if (it == waits_.end()) return false;
+  {
+    std::lock_guard wl(it->second->m);
+    it->second->jobs.push_back(job);
+  }
+  it->second->cv.notify_all();
+  return true;
+}
+
 NativeThread::NativeThread() {
   thread_ = std::thread([s = state_] {
     std::unique_lock lock(s->m);
@@ -66,7 +104,7 @@ bool NativeThread::finish(std::chrono::milliseconds grace) {
   return state_->cv.wait_for(lock, grace, [&] { return state_->ended; });
 }
 
-kj::Promise<void> Runtime::on_native(std::uint64_t token, std::function<void()> job) {
+kj::Promise<void> Runtime::on_native(std::uint64_t token, std::uint64_t chain, std::function<void()> job) {
   if (!native_mode) {
     job();
     return kj::READY_NOW;
@@ -75,10 +113,10 @@ kj::Promise<void> Runtime::on_native(std::uint64_t token, std::function<void()> 
   auto paf = kj::newPromiseAndFulfiller<void>();
   waiting_[id] = kj::mv(paf.fulfiller);
   auto run = [this, id, token, job = std::move(job)]() mutable {
-    const std::uint64_t outer = native.token;
-    native.token = token;
+    const std::uint64_t outer = tls_token;
+    tls_token = token;
     job();
-    native.token = outer;
+    tls_token = outer;
     // Back on the I/O thread: the job goes there, and the caller's promise resolves.
     io.post([this, id, job = std::move(job)]() mutable {
       job = nullptr;
@@ -89,6 +127,7 @@ kj::Promise<void> Runtime::on_native(std::uint64_t token, std::function<void()> 
       return kj::Promise<void>(kj::READY_NOW);
     });
   };
+  if (chain != 0 && chains.post(chain, run)) return kj::mv(paf.promise);
   if (!native.post(std::move(run))) {
     waiting_.erase(id);
     return KJ_EXCEPTION(DISCONNECTED, "the surrogate's native thread has ended");

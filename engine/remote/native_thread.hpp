@@ -45,12 +45,6 @@ class NativeThread {
   // true when they did (the thread has ended).
   bool finish(std::chrono::milliseconds grace);
 
-  // The token of the host call (wire Library.call) running on this thread
-  // now, 0 when none: the callbacks native code makes from this thread carry
-  // it, so the host runs them on the thread that waits for that call.
-  // This thread only.
-  std::uint64_t token = 0;
-
  private:
   struct State {
     std::mutex m;
@@ -61,6 +55,34 @@ class NativeThread {
   std::shared_ptr<State> state_ = std::make_shared<State>();
   std::thread thread_;
   std::thread::id id_;
+};
+
+// The token of the host call (wire Library.call) running on the calling
+// thread now, 0 when none: the callbacks native code makes from this thread
+// carry it, so the host runs them on the thread that waits for that call.
+std::uint64_t current_token();
+
+// The threads of the library's own (not the native thread) waiting for a host
+// function to return: a call the host function makes meanwhile names the wait
+// (its chain) and runs on that thread, as it would in-process (the native
+// thread may be blocked in the native call that waits for this one).
+class Chains {
+ public:
+  struct Wait {
+    std::mutex m;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> jobs;
+  };
+  std::uint64_t enter(const std::shared_ptr<Wait>& w);
+  // The jobs that came too late to run there (the caller queues them elsewhere).
+  std::deque<std::function<void()>> leave(std::uint64_t id);
+  // Queues job for wait `id`; false when there is no such wait (any more).
+  bool post(std::uint64_t id, const std::function<void()>& job);
+
+ private:
+  std::mutex m_;
+  std::uint64_t next_ = 0;
+  std::map<std::uint64_t, std::shared_ptr<Wait>> waits_;
 };
 
 // What the serving side's servers share: the I/O thread's queue (for what
@@ -75,14 +97,16 @@ class NativeThread {
 struct Runtime {
   IoQueue io;
   NativeThread native;
+  Chains chains;
   // I/O thread only: whether native calls go to the native thread now.
   bool native_mode = false;
-  // I/O thread: runs job on the native thread with `token` as its token (or
-  // here, before native_mode); the promise resolves (on the I/O thread) when
-  // it has run. The job is destroyed on the I/O thread, so what it holds is
-  // released there. A job that cannot be queued (the runtime is ending)
-  // rejects the promise (disconnected).
-  kj::Promise<void> on_native(std::uint64_t token, std::function<void()> job);
+  // I/O thread: runs job on the native thread (on the thread waiting as
+  // `chain`, if one is) with `token` as its token (or here, before
+  // native_mode); the promise resolves (on the I/O thread) when it has run.
+  // The job is destroyed on the I/O thread, so what it holds is released
+  // there. A job that cannot be queued (the runtime is ending) rejects the
+  // promise (disconnected).
+  kj::Promise<void> on_native(std::uint64_t token, std::uint64_t chain, std::function<void()> job);
 
  private:
   std::uint64_t next_ = 0;  // I/O thread only, and:

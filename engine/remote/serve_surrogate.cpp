@@ -227,6 +227,7 @@ struct CallState {
   std::shared_ptr<Served> served;
   std::string function;
   std::uint64_t token = 0;  // the host's id of the call (callbacks carry it back)
+  std::uint64_t chain = 0;  // the waiting thread it runs on, if any (Chains)
   std::vector<Value> args;
   SurrogateCodec codec;
   std::string error;
@@ -355,7 +356,16 @@ class FunctionLink {
     };
     auto p = std::make_shared<Pending>();
     Runtime* rt = rt_.get();
-    auto finish = [p, rt](bool ok, Value v, std::string e) {
+    const bool on_native = rt->native.here();
+    // Another thread waits as a chain: the calls the host function makes
+    // meanwhile run here (Chains), woken through the wait's cv.
+    std::shared_ptr<Chains::Wait> wait;
+    std::uint64_t chain = 0;
+    if (!on_native) {
+      wait = std::make_shared<Chains::Wait>();
+      chain = rt->chains.enter(wait);
+    }
+    auto finish = [p, rt, wait](bool ok, Value v, std::string e) {
       {
         std::lock_guard lock(p->m);
         if (p->done.load()) return;
@@ -364,8 +374,12 @@ class FunctionLink {
         p->error = std::move(e);
         p->done.store(true, std::memory_order_release);
       }
-      p->cv.notify_all();
-      rt->native.wake();
+      if (wait) {
+        { std::lock_guard lock(wait->m); }  // done was set before: seen by the next check
+        wait->cv.notify_all();
+      } else {
+        rt->native.wake();
+      }
     };
     // Settles the call if the I/O thread drops it unfinished (the connection ended).
     struct Unfinished {
@@ -375,9 +389,8 @@ class FunctionLink {
     const std::string what = "host function '" + name_ + "'";
     auto guard = std::make_shared<Unfinished>();
     guard->report = [finish, what] { finish(false, Value(), "the connection to the host ended before " + what + " returned"); };
-    const bool on_native = rt->native.here();
-    const std::uint64_t token = on_native ? rt->native.token : 0;
-    const bool posted = rt->io.post([this, &args, finish, guard, token, what]() -> kj::Promise<void> {
+    const std::uint64_t token = current_token();
+    const bool posted = rt->io.post([this, &args, finish, guard, token, chain, what]() -> kj::Promise<void> {
       auto served = served_.lock();
       auto* entry = served ? served->functions.entry(id_) : nullptr;
       if (!entry) {
@@ -386,6 +399,7 @@ class FunctionLink {
       }
       auto req = entry->cap.callRequest();
       req.setToken(token);
+      req.setChain(chain);
       auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
       SurrogateCodec codec(served);
       std::string e;
@@ -421,15 +435,26 @@ class FunctionLink {
           .attach(kj::mv(guard));
     });
     guard = nullptr;  // the queue's copy decides now
+    if (posted && on_native) {
+      rt->native.run_until([&] { return p->done.load(std::memory_order_acquire); });
+    } else if (posted) {
+      std::unique_lock lock(wait->m);
+      for (;;) {
+        wait->cv.wait(lock, [&] { return p->done.load(std::memory_order_acquire) || !wait->jobs.empty(); });
+        if (wait->jobs.empty()) break;
+        auto job = std::move(wait->jobs.front());
+        wait->jobs.pop_front();
+        lock.unlock();
+        job();  // a call the host function made meanwhile
+        job = nullptr;
+        lock.lock();
+      }
+    }
+    if (chain != 0)  // calls that came after the reply: to the native thread
+      for (auto& job : rt->chains.leave(chain)) rt->native.post(std::move(job));
     if (!posted) {
       error = what + ": the surrogate is ending";
       return false;
-    }
-    if (on_native) {
-      rt->native.run_until([&] { return p->done.load(std::memory_order_acquire); });
-    } else {
-      std::unique_lock lock(p->m);
-      p->cv.wait(lock, [&] { return p->done.load(); });
     }
     std::lock_guard lock(p->m);
     if (!p->ok) {
@@ -555,6 +580,7 @@ class ObjectServer final : public wire::RemoteObject::Server {
     const std::string method(p.getMethod().begin(), p.getMethod().size());
     state->function = method.find('.') != std::string::npos ? method : iface + "." + method;
     state->token = p.getToken();
+    state->chain = p.getChain();
     if (!decode_args(p.getArgs(), *state, context.getResults().initOutcome())) return kj::READY_NOW;
     return resolve(state).then([this, state, iface, method, context]() mutable -> kj::Promise<void> {
       auto outcome = context.getResults().initOutcome();
@@ -569,7 +595,7 @@ class ObjectServer final : public wire::RemoteObject::Server {
       }
       auto* lib = served_->lib.get();
       return served_->rt
-          ->on_native(state->token,
+          ->on_native(state->token, state->chain,
                       [state, lib, ref = std::move(ref), method] {
                         Current current(state->function);
                         state->ok = lib->objects().call(ref, method, state->args, state->result, state->error);
@@ -591,7 +617,7 @@ class ObjectServer final : public wire::RemoteObject::Server {
     state->function = "query(" + iface + ")";
     auto* lib = served_->lib.get();
     return served_->rt
-        ->on_native(0,
+        ->on_native(0, 0,
                     [state, lib, ref = ref_, iface] {
                       Current current(state->function);
                       state->ok = lib->objects().query(ref, iface, state->result.ret, state->error);
@@ -666,6 +692,7 @@ class LibraryServer final : public wire::Library::Server {
     auto state = std::make_shared<CallState>(served_);
     state->function.assign(fn.begin(), fn.size());
     state->token = params.getToken();
+    state->chain = params.getChain();
     if (!decode_args(params.getArgs(), *state, context.getResults().initOutcome())) return kj::READY_NOW;
     // Handles and objects first: each must be a capability this surrogate
     // exported. Then the call, on the native thread.
@@ -673,7 +700,7 @@ class LibraryServer final : public wire::Library::Server {
         .then([this, state]() -> kj::Promise<void> {
           if (!state->error.empty()) return kj::READY_NOW;
           auto* served = served_.get();
-          return served_->rt->on_native(state->token, [state, served] { run(*served, *state); });
+          return served_->rt->on_native(state->token, state->chain, [state, served] { run(*served, *state); });
         })
         .then([this, state, context]() mutable {
           auto outcome = context.getResults().initOutcome();

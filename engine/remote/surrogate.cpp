@@ -715,9 +715,10 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     Reply reply;
     try {
       const std::uint64_t token = waiters_.next_token();
+      const std::uint64_t chain = current_chain(this);
       const CallbackOwner owner = calling_thread();
       reply = run_on<Reply>(
-          *exec, [&] { return io_object_call(p, view.name, std::string(method), args, name, deadline, token, owner); },
+          *exec, [&] { return io_object_call(p, view.name, std::string(method), args, name, deadline, token, chain, owner); },
           &waiters_, token);
     } catch (const std::exception& e) {
       raise_error(ErrorId::internal, "remote call of " + name + " failed: " + e.what()).function = name;
@@ -732,7 +733,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     Reply reply;
     try {
       const CallbackOwner owner = calling_thread();
-      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, want.name, std::string(), {}, name, deadline, 0, owner); });
+      reply = run_on<Reply>(*exec, [&] { return io_object_call(p, want.name, std::string(), {}, name, deadline, 0, 0, owner); });
     } catch (const std::exception& e) {
       raise_error(ErrorId::internal, "remote " + name + " failed: " + e.what()).function = name;
       error = last_error().message;
@@ -967,7 +968,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
 
   kj::Promise<Reply> io_call(const std::string& function, std::span<const Value* const> args,
                              const std::vector<std::string>& where, std::chrono::milliseconds limit,
-                             std::uint64_t token, const CallbackOwner& owner, const std::vector<bool>& owner_delivery) {
+                             std::uint64_t token, std::uint64_t chain, const CallbackOwner& owner,
+                             const std::vector<bool>& owner_delivery) {
     kj::Promise<std::string> ready = std::string();
     // A surrogate that ended between calls (killed from outside, say) is
     // replaced before this call is sent: nothing of the call ran yet.
@@ -980,11 +982,12 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
       start_error = ErrorId::unclassified;
       ready = connect.empty() ? start() : start_connected();
     }
-    return ready.then([this, &function, args, &where, limit, token, &owner, &owner_delivery](std::string e) -> kj::Promise<Reply> {
+    return ready.then([this, &function, args, &where, limit, token, chain, &owner, &owner_delivery](std::string e) -> kj::Promise<Reply> {
       if (!e.empty()) return refused(e, start_error);
       auto req = conn->lib.callRequest();
       req.setFunction(function);
       req.setToken(token);
+      req.setChain(chain);
       auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
       Codec codec(*this);
       std::string error;
@@ -1038,7 +1041,8 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
   // surrogate ended is refused without starting a new one: its object is gone.
   kj::Promise<Reply> io_object_call(const RemoteProxy& p, const std::string& iface, const std::string& method,
                                     std::span<const Value* const> args, const std::string& name,
-                                    std::chrono::milliseconds limit, std::uint64_t token, const CallbackOwner& owner) {
+                                    std::chrono::milliseconds limit, std::uint64_t token, std::uint64_t chain,
+                                    const CallbackOwner& owner) {
     std::string error;
     if (!object_alive(p, name, error)) return refused(std::move(error), ErrorId::disconnected, name);
     auto it = imports->objects.find(&p);
@@ -1061,6 +1065,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     req.setInterface(iface);
     req.setMethod(method);
     req.setToken(token);
+    req.setChain(chain);
     auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
     Codec codec(*this);
     for (std::size_t i = 0; i < args.size(); ++i) {
@@ -1267,9 +1272,10 @@ bool IsolatedLibrary::call_addressed(const std::string& function, std::span<cons
   try {
     Impl* im = impl_.get();
     const std::uint64_t token = im->waiters_.next_token();
+    const std::uint64_t chain = current_chain(im);
     const CallbackOwner owner = Impl::calling_thread();
     reply = run_on<Reply>(
-        *im->exec, [&] { return im->io_call(function, args, where, limit, token, owner, owner_delivery); },
+        *im->exec, [&] { return im->io_call(function, args, where, limit, token, chain, owner, owner_delivery); },
         &im->waiters_, token);
   } catch (const std::exception& e) {
     raise_error(ErrorId::internal, "remote call of " + function + " failed: " + e.what()).function = function;
