@@ -337,7 +337,8 @@ class ImportGuard {
 class FunctionLink {
  public:
   FunctionLink(std::shared_ptr<Served> served, std::uint64_t id, std::string name)
-      : served_(served), rt_(served->rt), id_(id), name_(std::move(name)), guard_(served, &Served::functions, id) {}
+      : served_(served), rt_(served->rt), id_(id), what_("host function '" + name + "'"),
+        guard_(served, &Served::functions, id) {}
   FunctionLink(const FunctionLink&) = delete;
   FunctionLink& operator=(const FunctionLink&) = delete;
 
@@ -348,7 +349,6 @@ class FunctionLink {
   bool call(const std::vector<Value>& args, Value& result, std::string& error) {
     struct Pending {
       std::mutex m;
-      std::condition_variable cv;
       std::atomic<bool> done{false};
       bool ok = false;
       Value result;
@@ -386,7 +386,7 @@ class FunctionLink {
       std::function<void()> report;
       ~Unfinished() { report(); }
     };
-    const std::string what = "host function '" + name_ + "'";
+    const std::string& what = what_;
     auto guard = std::make_shared<Unfinished>();
     guard->report = [finish, what] { finish(false, Value(), "the connection to the host ended before " + what + " returned"); };
     const std::uint64_t token = current_token();
@@ -469,7 +469,7 @@ class FunctionLink {
   std::weak_ptr<Served> served_;
   std::shared_ptr<Runtime> rt_;
   std::uint64_t id_;
-  std::string name_;
+  std::string what_;  // "host function 'NAME'", for messages
   ImportGuard<wire::HostCallback::Client, HostFunction> guard_;
 };
 
@@ -704,8 +704,7 @@ class LibraryServer final : public wire::Library::Server {
         })
         .then([this, state, context]() mutable {
           auto outcome = context.getResults().initOutcome();
-          if (!state->error.empty() && !state->ok && !state->record) outcome.setError(state->error);
-          else if (!state->ok) set_failure(outcome, state->error, state->record);
+          if (!state->ok) set_failure(outcome, state->error, state->record);  // (a record only when the call made one)
           else put_result(state->result, state->function, served_, outcome);
         });
   }
