@@ -147,12 +147,6 @@ class ReusingMessageStream final : public capnp::MessageStream {
   std::shared_ptr<ScratchPool> pool_ = std::make_shared<ScratchPool>();
 };
 
-std::string hex(std::uintptr_t a) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(a));
-  return buf;
-}
-
 // A list or record of more elements than capnp's list size field holds.
 bool fits(std::size_t n, const std::string& where, std::string& error) {
   if (n <= (std::size_t{1} << 28)) return true;
@@ -303,6 +297,12 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
 }
 
 }  // namespace
+
+std::string hex(std::uint64_t a) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(a));
+  return buf;
+}
 
 bool HandleCodec::object_to_wire(const ObjectRef&, wire::RemoteRef::Builder, const std::string& where,
                                  std::string& error) {

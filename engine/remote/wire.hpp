@@ -44,6 +44,9 @@ capnp::ReaderOptions reader_options();
 kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream,
                                                      std::function<void()> on_message = {});
 
+// An address or a handle's value in hexadecimal (0x...), for messages.
+std::string hex(std::uint64_t a);
+
 // How handles cross: each side supplies its own codec (the surrogate exports
 // capabilities, the host imports them). Without one, a handle is refused.
 class HandleCodec {
