@@ -7,9 +7,13 @@
 #include "objects/object.hpp"
 #include "remote/surrogate.hpp"
 
+#include <cerrno>
 #include <chrono>
 #include <memory>
+#include <poll.h>
 #include <string>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <vector>
 
 #ifndef MARSHAL_SURROGATE
@@ -17,6 +21,17 @@
 #endif
 
 namespace marshal::test {
+
+// Whether process pid has ended, as the host's watch sees it (its pidfd
+// readable: every thread gone, not only the main one a zombie), within 2 s.
+inline bool ended(int pid) {
+  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return errno == ESRCH;  // already reaped
+  pollfd p{fd, POLLIN, 0};
+  const bool done = ::poll(&p, 1, 2000) == 1;
+  ::close(fd);
+  return done;
+}
 
 struct IsolatedBase {
   engine::Context ctx;

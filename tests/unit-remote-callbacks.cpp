@@ -370,6 +370,73 @@ TEST_SUITE("remote") {
     sta.join();
   }
 
+  TEST_CASE("registered callbacks: made in the surrogate, kept by native code there, released from the host") {
+    Isolated there;
+    const auto caller = std::this_thread::get_id();
+    std::atomic<int> calls{0}, elsewhere{0};
+    auto h = host("plus_ten", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      ++calls;
+      if (std::this_thread::get_id() != caller) ++elsewhere;
+      r = Value(I(a[0]) + 10);
+      return true;
+    });
+    std::string error;
+    CHECK(there.error_of("register_i32", {Value(h)}).find("a registered callback outlives the call") != std::string::npos);
+    auto registered = there.lib->callback("IntFn", h, error);
+    REQUIRE(registered);
+    CHECK(registered->is_stand_in());
+    CHECK(registered->code() == nullptr);
+    there.call("register_i32", {Value(registered)});
+    // Native code keeps the pointer and calls it during later calls: each
+    // call comes back to the thread waiting for that call.
+    CHECK(I(there.call("fire_registered", {5}).ret) == 15);
+    CHECK(I(there.call("fire_registered", {6}).ret) == 16);
+    CHECK(I(there.call("apply_i32", {Value(registered), 1}).ret) == 11);  // where a callback of scope "call" goes too
+    CHECK(elsewhere.load() == 0);
+    // From the library's own threads (delivery inline): a dispatcher thread here.
+    const int threads = 3, per = 20;
+    CHECK(I(there.call("call_from_threads", {Value(registered), threads, per}).ret) == threads * (per * (per - 1) / 2 + 10 * per));
+    CHECK(calls.load() == 3 + threads * per);
+    // Not a function pointer of this process: an in-process library refuses it.
+    CHECK(in_process().error_of("apply_i32", {Value(registered), 1}).find("was made by a library in another process") !=
+          std::string::npos);
+    // Another library's (another surrogate's) is refused, with a message.
+    Isolated other;
+    auto theirs = other.lib->callback("IntFn", h, error);
+    REQUIRE(theirs);
+    CHECK(there.error_of("register_i32", {Value(theirs)}).find("was made by another library") != std::string::npos);
+    CHECK(I(other.call("apply_i32", {Value(theirs), 2}).ret) == 12);
+
+    // Released: native code there still holds the pointer, and reaches the
+    // trap, which names the callback; the outer call reports it.
+    calls = 0;
+    registered->release();
+    CHECK_FALSE(registered->active());
+    const std::string late = there.error_of("fire_registered", {7});
+    CHECK(late.find("callback 'IntFn' was called after it was released") != std::string::npos);
+    CHECK(calls.load() == 0);
+    CHECK(there.error_of("register_i32", {Value(registered)}).find("callback 'IntFn' was already released") !=
+          std::string::npos);
+    there.call("register_i32", {Value()});  // nullable: native code forgets it
+    CHECK(I(there.call("fire_registered", {1}).ret) == -999);
+    CHECK(there.lib->callback("NoSuchSig", h, error) == nullptr);
+    CHECK(error.find("no callback signature 'NoSuchSig'") != std::string::npos);
+    CHECK(last_error().id == ErrorId::invalid_argument);
+
+    // One made in a surrogate that has ended is refused by the next one.
+    auto again = there.lib->callback("IntFn", h, error);
+    REQUIRE(again);
+    there.call("register_i32", {Value(again)});
+    CHECK(I(there.call("fire_registered", {1}).ret) == 11);
+    const int old = there.lib->pid();
+    ::kill(old, SIGKILL);
+    REQUIRE(ended(old));
+    const std::string gone = there.error_of("apply_i32", {Value(again), 1});
+    CHECK(gone.find("callback 'IntFn' was made in a surrogate that has ended") != std::string::npos);
+    CHECK(I(there.call("fire_registered", {1}).ret) == -999);  // a fresh surrogate: nothing registered there
+    again->release();  // harmless: its surrogate is gone
+  }
+
   TEST_CASE("a surrogate that dies or hangs inside a callback: the call's error, then a fresh surrogate") {
     Isolated there;
     auto kills = host("kills", [&](const std::vector<Value>&, Value& r, std::string&) {
@@ -492,7 +559,7 @@ TEST_SUITE("remote") {
     sta.join();
   }
 
-  TEST_CASE("C API: a function value crosses; a registered callback is refused with a message") {
+  TEST_CASE("C API: a function value crosses, and a registered callback made in the surrogate") {
     CIsolated c("tests/fixtures/callbacks.json");
     marshal_library* lib = c.lib;
     static std::atomic<int> destroyed{0};
@@ -519,12 +586,37 @@ TEST_SUITE("remote") {
     REQUIRE(marshal_value_get_int64(marshal_result_return(r), &got) == MARSHAL_OK);
     CHECK(got == 42);
     marshal_result_release(r);
+    // A registered callback: made in the surrogate, kept there by native code.
     marshal_value* registered = nullptr;
-    CHECK(marshal_value_create_callback(lib, "IntFn", fn, &registered) == MARSHAL_ERROR_ARGUMENT);
-    CHECK(std::string(marshal_error_message(marshal_last_error())).find("registered callbacks") != std::string::npos);
+    REQUIRE(marshal_value_create_callback(lib, "IntFn", fn, &registered) == MARSHAL_OK);
+    marshal_function* reg = nullptr;
+    marshal_function* fire = nullptr;
+    REQUIRE(marshal_library_function(lib, "register_i32", &reg) == MARSHAL_OK);
+    REQUIRE(marshal_library_function(lib, "fire_registered", &fire) == MARSHAL_OK);
+    marshal_value* reg_args[] = {registered};
+    REQUIRE(marshal_function_call(reg, reg_args, 1, &r) == MARSHAL_OK);
+    marshal_result_release(r);
+    marshal_value* fire_args[] = {v};
+    REQUIRE(marshal_function_call(fire, fire_args, 1, &r) == MARSHAL_OK);
+    REQUIRE(marshal_value_get_int64(marshal_result_return(r), &got) == MARSHAL_OK);
+    CHECK(got == 42);
+    marshal_result_release(r);
+    REQUIRE(marshal_callback_deactivate(registered) == MARSHAL_OK);
+    CHECK(marshal_callback_deactivate(registered) == MARSHAL_ERROR_MISUSE);
+    CHECK(marshal_function_call(fire, fire_args, 1, &r) != MARSHAL_OK);
+    CHECK(std::string(marshal_error_message(marshal_last_error())).find("called after it was released") != std::string::npos);
+    marshal_value* unknown = nullptr;
+    CHECK(marshal_value_create_callback(lib, "NoSuchSig", fn, &unknown) == MARSHAL_ERROR_BIND);
+    CHECK(std::string(marshal_error_message(marshal_last_error())).find("no callback signature 'NoSuchSig'") != std::string::npos);
+    marshal_value* ended_with = nullptr;  // deactivated with its library, as in-process
+    REQUIRE(marshal_value_create_callback(lib, "IntFn", fn, &ended_with) == MARSHAL_OK);
+    marshal_value_release(registered);
     marshal_value_release(v);
     marshal_value_release(fn);
     c.release();
+    CHECK(marshal_callback_deactivate(ended_with) == MARSHAL_ERROR_MISUSE);
+    CHECK(std::string(marshal_error_message(marshal_last_error())).find("already deactivated") != std::string::npos);
+    marshal_value_release(ended_with);
     CHECK(destroyed.load() == 1);  // the surrogate's reference went with the library
   }
 
@@ -592,6 +684,16 @@ TEST_SUITE("remote") {
     });
     CHECK(I(there.call("call_from_threads", {Value(counting), 2, 20}).ret) == 2 * (19 * 20 / 2));
     CHECK(calls.load() == 40);
+    // A registered callback made at the server, kept there, released from here.
+    std::string error;
+    auto registered = there.lib->callback("IntFn", counting, error);
+    REQUIRE(registered);
+    there.call("register_i32", {Value(registered)});
+    CHECK(I(there.call("fire_registered", {9}).ret) == 9);
+    CHECK(calls.load() == 41);
+    registered->release();
+    CHECK(there.error_of("fire_registered", {9}).find("called after it was released") != std::string::npos);
+    there.call("register_i32", {Value()});
     Isolated libc("typemaps/libc.json", address);
     qsort_items(libc, 200);
     // A host object to the server and back.

@@ -74,18 +74,6 @@ const Value& out_of(const CallResult& r, const std::string& name) {
   return none;
 }
 
-// Whether process pid has ended (a zombie the library reaps later, or gone) within 2 s.
-// Whether process pid has ended, as the host's watch sees it (its pidfd
-// readable: every thread gone, not only the main one a zombie), within 2 s.
-bool ended(int pid) {
-  const int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0) return errno == ESRCH;  // already reaped
-  pollfd p{fd, POLLIN, 0};
-  const bool done = ::poll(&p, 1, 2000) == 1;
-  ::close(fd);
-  return done;
-}
-
 bool is_remote(const Value& v) { return v.is<ObjectRef>() && v.as<ObjectRef>().remote && !v.as<ObjectRef>().object; }
 
 }  // namespace

@@ -1713,12 +1713,14 @@ marshal_status marshal_value_create_callback(marshal_library* lib, const char* s
   *out = nullptr;
   if (!f->v.is<std::shared_ptr<marshal::engine::HostFunction>>())
     return wrong_kind(api, f, "a function value (marshal_value_create_function)");
-  if (!l->lib) return not_across(api, l, "registered callbacks (function values of scope \"call\" do)");
   return guarded(api, [&] {
     std::string error;
-    auto cb = l->lib->callback(sig, f->v.as<std::shared_ptr<marshal::engine::HostFunction>>(), error);
+    // Isolated: made in the surrogate, where native code keeps its pointer
+    // (the value is the host's stand-in; remote/surrogate.hpp).
+    const auto& fn = f->v.as<std::shared_ptr<marshal::engine::HostFunction>>();
+    auto cb = l->lib ? l->lib->callback(sig, fn, error) : l->isolated->callback(sig, fn, error);
     if (!cb) {
-      const marshal::engine::Typemap& tm = l->lib->typemap();
+      const marshal::engine::Typemap& tm = l->typemap();
       const auto known = tm.callbacks.find(sig);
       fail(MARSHAL_ERROR_BIND, error, known == tm.callbacks.end() ? MARSHAL_E_NOT_FOUND : MARSHAL_E_BIND);
       error_record.file = tm.file;
@@ -1761,7 +1763,9 @@ marshal_status marshal_library_pump(marshal_library* lib, uint32_t wait_ms, size
   return guarded(api, [&] {
     // Host functions run here: one may release the library (deferred to the end).
     std::shared_ptr<marshal::engine::Library> keep = l->lib;
-    if (!keep) return MARSHAL_OK;  // isolated: no callbacks cross yet, none to run
+    // Isolated: callbacks run on the thread waiting for the call they belong to
+    // or on a dispatcher thread (remote/host_functions.hpp); none queue here.
+    if (!keep) return MARSHAL_OK;
     FrameGuard frame(bits_of(lib), 0, 0, nullptr, 0);
     const std::size_t n = keep->callbacks().pump(std::chrono::milliseconds(wait_ms));
     if (ran) *ran = n;

@@ -780,12 +780,12 @@ int l_library_new(lua_State* L) {
   }));
 }
 
-// lib:callback("Sig", f): a registered callback, active until cb:release().
+// lib:callback("Sig", f): a registered callback, active until cb:release()
+// (an isolated library's lives in its surrogate).
 int l_library_callback(lua_State* L) {
   LibraryUd* lib = check_library(L, 1);
   const char* sig = luaL_checkstring(L, 2);
   luaL_checktype(L, 3, LUA_TFUNCTION);
-  if (!lib->lib) return not_across(L, *lib, "callback", "callbacks");
   lua_pushvalue(L, 3);
   const int ref = luaL_ref(L, LUA_REGISTRYINDEX);
   CallbackUd* ud = new_ud<CallbackUd>(L, &mt_callback);
@@ -796,7 +796,10 @@ int l_library_callback(lua_State* L) {
     fn->ref = ref;
     fn->name = sig;
     std::string error;
-    auto cb = lib->lib->callback(sig, make_host_function(fn), error);
+    // Isolated: made in the surrogate (native code keeps its pointer there);
+    // this is the host's stand-in, called back over the connection.
+    auto cb = lib->lib ? lib->lib->callback(sig, make_host_function(fn), error)
+                       : lib->isolated->callback(sig, make_host_function(fn), error);
     if (!cb) {
       luaL_unref(L, LUA_REGISTRYINDEX, ref);
       ErrorInfo err;

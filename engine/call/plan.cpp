@@ -559,7 +559,7 @@ class PlanRun {
         const Value& v = args.value(h);
         if (!v.is<std::shared_ptr<Callback>>()) return false;
         const Callback& cb = *v.as<std::shared_ptr<Callback>>();
-        if (&cb.signature() != l.signature || !cb.active()) return false;
+        if (&cb.signature() != l.signature || !cb.active() || cb.is_stand_in()) return false;
         const void* code = cb.code();
         std::memcpy(&bits, &code, sizeof code);
         break;

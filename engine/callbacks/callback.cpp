@@ -49,6 +49,24 @@ bool callback_take_error(std::string& message) {
 
 void Callback::release() {
   active_.store(false);  // seq_cst, as recycle() and the trampoline read it
+  if (!stand_in_) return;
+  std::function<void(const Callback*)> f;
+  {
+    std::lock_guard lock(owner_mutex_);
+    f = std::move(on_release_);
+    on_release_ = nullptr;
+  }
+  if (f) f(this);
+}
+
+std::shared_ptr<Callback> Callback::stand_in(const CallbackSig& sig, std::function<void(const Callback*)> on_release) {
+  auto cb = std::shared_ptr<Callback>(new Callback);
+  cb->sig_ = &sig;
+  cb->name_ = sig.name;
+  cb->stand_in_ = true;
+  cb->on_release_ = std::move(on_release);
+  cb->active_.store(true);
+  return cb;
 }
 
 void Callback::set_owner_apartment() {
@@ -477,6 +495,11 @@ bool callback_code(const CallbackInfo& info, const Value& v, CallbackPool* pool,
                    std::vector<std::shared_ptr<Callback>>* call_scoped, void*& code, std::string& why) {
   if (v.is<std::shared_ptr<Callback>>()) {
     const Callback& cb = *v.as<std::shared_ptr<Callback>>();
+    if (cb.is_stand_in()) {
+      why = "callback '" + cb.name() + "' was made by a library in another process (its closure lives there); "
+            "pass it to that library";
+      return false;
+    }
     if (cb.name() != info.sig->name) {
       why = "a callback of '" + cb.name() + "' given for '" + info.sig->name + "'";
       return false;

@@ -26,6 +26,7 @@
 #include <deque>
 #include <thread>
 #include <ffi.h>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -57,6 +58,14 @@ class Callback {
   // signature is one of the scalar lane: no Value per call.
   bool scalar_host() const { return scalar_; }
 
+  // A registered callback whose closure lives in another process (a library
+  // in a surrogate, engine/remote): the host's handle to it. It has no code
+  // here (code() is null: an in-process library refuses it), and release()
+  // runs `on_release` once, which releases the other side's closure (native
+  // code there then reaches its trap, as in-process), given this callback.
+  static std::shared_ptr<Callback> stand_in(const CallbackSig& sig, std::function<void(const Callback*)> on_release);
+  bool is_stand_in() const { return stand_in_; }
+
  private:
   friend class CallbackPool;
   static void trampoline(ffi_cif* cif, void* ret, void** args, void* self);
@@ -82,6 +91,8 @@ class Callback {
   std::vector<ffi_type*> atypes_;
   ffi_closure* closure_ = nullptr;
   void* code_ = nullptr;
+  bool stand_in_ = false;
+  std::function<void(const Callback*)> on_release_;  // a stand-in's (under owner_mutex_)
   // What the trap needs, owned here: the trap may run after the typemap is gone.
   bool returns_value_ = false;
   bool has_on_error_ = false;

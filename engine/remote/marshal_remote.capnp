@@ -24,6 +24,7 @@ struct Value {
     object @10 :RemoteRef;
     function @11 :FunctionRef;
     hostObject @12 :HostObjectRef;
+    callback @13 :CallbackRef;
   }
 }
 
@@ -44,6 +45,20 @@ struct HandleRef {
 interface Handle {
   # The handle's release function, called now (as the engine's explicit release).
   release @0 () -> ();
+}
+
+# A registered callback (scope "registered") made on the serving side for a
+# host function of the host's (Library.callback): its closure lives there,
+# where native code keeps its pointer. The host holds the capability while
+# its callback is active; dropping it releases the callback there (a late
+# call from native code then reaches the trap, as in-process). Passed back
+# in a call, it is the serving side's own callback again.
+struct CallbackRef {
+  cap @0 :RegisteredCallback;
+  signature @1 :Text;   # the callback signature's typemap name
+}
+
+interface RegisteredCallback {
 }
 
 # A COM-style object living on the serving side: one capability per object
@@ -133,6 +148,10 @@ struct ErrorRecord {
 }
 
 interface Library {
+  # A registered callback of `signature` calling `function` back: outcome.ok.ret
+  # is its CallbackRef (or the error, as in-process).
+  callback @1 (signature :Text, function :FunctionRef) -> (outcome :Outcome);
+
   # token: the caller's id for this call (non-zero), which callbacks made
   # during it carry back (HostCallback.call). chain: the wait of the serving
   # side's thread whose callback this call is made from (HostCallback.call's

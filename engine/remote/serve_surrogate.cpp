@@ -6,6 +6,7 @@
 // ends the process, which the host sees as a disconnect plus an exit status.
 #include "base/error.hpp"
 #include "call/arguments.hpp"
+#include "callbacks/callback.hpp"
 #include "call/library.hpp"
 #include "call/plan.hpp"
 #include "objects/object.hpp"
@@ -79,6 +80,7 @@ struct Current {  // names the native call in progress for the crash handler
 
 class HandleServer;
 class ObjectServer;
+class CallbackServer;
 
 // The surrogate's exports: a HandleBox (one per native handle identity, kept
 // by the engine's HandleTable) maps to one capability while the host holds
@@ -91,6 +93,9 @@ struct Exports {
   capnp::CapabilityServerSet<wire::Handle> servers;
   std::map<void*, ObjectServer*> objects;
   capnp::CapabilityServerSet<wire::RemoteObject> object_servers;
+  // Registered callbacks made for the host (Library.callback), by closure.
+  std::map<const Callback*, CallbackServer*> callbacks;
+  capnp::CapabilityServerSet<wire::RegisteredCallback> callback_servers;
 };
 
 // One opened library and what it exported; shared by its LibraryServer and
@@ -145,6 +150,28 @@ class HandleServer final : public wire::Handle::Server {
   std::shared_ptr<HandleBox> box_;
 };
 
+// A registered callback the host holds: while it does, the callback is active
+// here (native code may keep and call its pointer); when the host releases it
+// (drops the capability, or disconnects), it is released as in-process, and a
+// late call from native code reaches the trap.
+class CallbackServer final : public wire::RegisteredCallback::Server {
+ public:
+  CallbackServer(std::shared_ptr<Served> served, std::shared_ptr<Callback> cb)
+      : served_(std::move(served)), cb_(std::move(cb)) {
+    served_->exports.callbacks[cb_.get()] = this;
+  }
+  ~CallbackServer() {
+    served_->exports.callbacks.erase(cb_.get());
+    cb_->release();
+  }
+  wire::RegisteredCallback::Client self() { return thisCap(); }
+  const std::shared_ptr<Callback>& callback() const { return cb_; }
+
+ private:
+  std::shared_ptr<Served> served_;
+  std::shared_ptr<Callback> cb_;
+};
+
 // Handles and objects in a call's arguments arrive as capabilities; each must
 // be one this surrogate exported. They resolve asynchronously
 // (getLocalServer), so decoding leaves a placeholder and records where the
@@ -179,6 +206,23 @@ class SurrogateCodec final : public HandleCodec {
   bool host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where, std::string& error) override;
   bool host_object_to_wire(const std::shared_ptr<HostObject>& obj, wire::HostObjectRef::Builder b, const std::string& where,
                            std::string& error) override;
+  bool callback_to_wire(const std::shared_ptr<Callback>& cb, wire::CallbackRef::Builder b, const std::string& where,
+                        std::string& error) override {
+    auto& exports = served_->exports;
+    auto it = exports.callbacks.find(cb.get());
+    if (it == exports.callbacks.end()) {
+      error = where + ": callback '" + cb->name() + "' was not made for the host";
+      return false;
+    }
+    b.setCap(it->second->self());
+    b.setSignature(cb->name());
+    return true;
+  }
+  bool callback_to_host(wire::CallbackRef::Reader r, Value& out, const std::string& where, std::string&) override {
+    out = Value();
+    callbacks.push_back({&out, r.getCap(), where});
+    return true;
+  }
   struct Pending {
     Value* slot;
     wire::Handle::Client cap;
@@ -192,6 +236,12 @@ class SurrogateCodec final : public HandleCodec {
     std::string iface;
   };
   std::vector<PendingObject> objects;
+  struct PendingCallback {
+    Value* slot;
+    wire::RegisteredCallback::Client cap;
+    std::string where;
+  };
+  std::vector<PendingCallback> callbacks;
   // objects[k]'s capability resolved to s (null: not one of this side's).
   void resolved(std::size_t k, kj::Maybe<wire::RemoteObject::Server&> s, std::string& error);
 
@@ -272,6 +322,20 @@ kj::Promise<void> resolve(std::shared_ptr<CallState> state) {
       auto& p = state->codec.objects[k];
       return state->served->exports.object_servers.getLocalServer(p.cap).then(
           [state, k](kj::Maybe<wire::RemoteObject::Server&> s) { state->codec.resolved(k, s, state->error); });
+    });
+  }
+  for (std::size_t k = 0; k < state->codec.callbacks.size(); ++k) {
+    ready = ready.then([state, k]() {
+      auto& p = state->codec.callbacks[k];
+      return state->served->exports.callback_servers.getLocalServer(p.cap).then(
+          [state, k](kj::Maybe<wire::RegisteredCallback::Server&> s) {
+            auto& p = state->codec.callbacks[k];
+            KJ_IF_MAYBE(server, s) {
+              *p.slot = Value(static_cast<CallbackServer&>(*server).callback());
+            } else if (state->error.empty()) {
+              state->error = p.where + ": a registered callback that this side did not make";
+            }
+          });
     });
   }
   return ready;
@@ -685,6 +749,32 @@ void SurrogateCodec::resolved(std::size_t k, kj::Maybe<wire::RemoteObject::Serve
 class LibraryServer final : public wire::Library::Server {
  public:
   explicit LibraryServer(std::shared_ptr<Served> served) : served_(std::move(served)) {}
+
+  // A registered callback for a host function of the host's: made here (the
+  // I/O thread; the pool is thread-safe), its capability goes back.
+  kj::Promise<void> callback(CallbackContext context) override {
+    auto params = context.getParams();
+    auto outcome = context.getResults().initOutcome();
+    const std::string sig(params.getSignature().begin(), params.getSignature().size());
+    SurrogateCodec codec(served_);
+    Value fn;
+    std::string error;
+    clear_last_error();
+    if (!codec.function_to_host(params.getFunction(), fn, "callback '" + sig + "'", error)) {
+      set_failure(outcome, error);
+      return kj::READY_NOW;
+    }
+    auto cb = served_->lib->callback(sig, fn.as<std::shared_ptr<HostFunction>>(), error);
+    if (!cb) {
+      set_failure(outcome, error);
+      return kj::READY_NOW;
+    }
+    auto server = kj::heap<CallbackServer>(served_, cb);
+    auto ref = outcome.initOk().initRet().initCallback();
+    ref.setSignature(sig);
+    ref.setCap(served_->exports.callback_servers.add(kj::mv(server)));
+    return kj::READY_NOW;
+  }
 
   kj::Promise<void> call(CallContext context) override {
     auto params = context.getParams();

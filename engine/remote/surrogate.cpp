@@ -13,6 +13,7 @@
 #include "apartments/apartment.hpp"
 #include "base/error.hpp"
 #include "call/arguments.hpp"
+#include "callbacks/callback.hpp"
 
 #include <capnp/capability.h>
 #include <capnp/message.h>
@@ -208,7 +209,37 @@ struct Imports {
   };
   std::map<const RemoteProxy*, ObjectEntry> objects;
   std::map<std::pair<int, std::uint64_t>, const RemoteProxy*> objects_by_identity;
+  // Registered callbacks made on the serving side (IsolatedLibrary::callback):
+  // the capability is held while the host's stand-in is active.
+  struct CallbackEntry {
+    wire::RegisteredCallback::Client cap = nullptr;  // destroyed on the I/O thread only
+    int generation = 0;
+    std::weak_ptr<Callback> stand_in;  // deactivated with the library, as in-process
+  };
+  std::map<const Callback*, CallbackEntry> callbacks;
 
+  // Runs f on the I/O thread (here when called there) and waits for it; nothing
+  // once the I/O thread is ending (its teardown drops every capability).
+  template <class F>
+  void on_io(F&& f) noexcept {
+    try {
+      if (std::this_thread::get_id() == io_thread) {
+        f(*this);
+        return;
+      }
+      std::lock_guard lock(mutex);
+      if (!alive) return;
+      run_on<bool>(*exec, [&] {
+        f(*this);
+        return kj::Promise<bool>(true);
+      });
+    } catch (...) {
+    }
+  }
+  template <class F>
+  static void on_io(const std::weak_ptr<Imports>& weak, F&& f) noexcept {
+    if (auto self = weak.lock()) self->on_io(std::forward<F>(f));
+  }
   void forget_object(const RemoteProxy* p) {  // I/O thread
     auto it = objects.find(p);
     if (it == objects.end()) return;
@@ -219,20 +250,7 @@ struct Imports {
   }
   // A proxy's release: the host dropped its last reference.
   void release_object(const RemoteProxy* p) noexcept {
-    try {
-      if (std::this_thread::get_id() == io_thread) {
-        forget_object(p);
-        return;
-      }
-      std::lock_guard lock(mutex);
-      if (!alive) return;
-      run_on<bool>(*exec, [&] {
-        forget_object(p);
-        return kj::Promise<bool>(true);
-      });
-    } catch (...) {
-      // The I/O thread is ending: its teardown drops every capability.
-    }
+    on_io([p](Imports& im) { im.forget_object(p); });
   }
 
   void forget(const HandleBox* box) {  // I/O thread
@@ -243,22 +261,13 @@ struct Imports {
   }
   // A HandleBox's release: the host dropped its last reference.
   static void release(const std::weak_ptr<Imports>& weak, const HandleBox* box) noexcept {
-    auto self = weak.lock();
-    if (!self) return;
-    try {
-      if (std::this_thread::get_id() == self->io_thread) {
-        self->forget(box);
-        return;
-      }
-      std::lock_guard lock(self->mutex);
-      if (!self->alive) return;
-      run_on<bool>(*self->exec, [&] {
-        self->forget(box);
-        return kj::Promise<bool>(true);
-      });
-    } catch (...) {
-      // The I/O thread is ending: its teardown drops every capability.
-    }
+    on_io(weak, [box](Imports& im) { im.forget(box); });
+  }
+  // A registered callback's release: its capability goes, and with it the
+  // serving side's callback (released there before any later call arrives:
+  // capnp sends the release ahead of them).
+  static void release_callback(const std::weak_ptr<Imports>& weak, const Callback* cb) noexcept {
+    on_io(weak, [cb](Imports& im) { im.callbacks.erase(cb); });
   }
 };
 
@@ -446,6 +455,28 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
         return false;
       }
       out = Value(it->second->object());
+      return true;
+    }
+    bool callback_to_wire(const std::shared_ptr<Callback>& cb, wire::CallbackRef::Builder b, const std::string& where,
+                          std::string& error) override {
+      auto& im = *impl_.imports;
+      auto it = im.callbacks.find(cb.get());
+      if (!cb->active() || it == im.callbacks.end()) {
+        error = where + ": " +
+                (it == im.callbacks.end() && cb->active()
+                     ? "callback '" + cb->name() + "' was made by another library; pass it to the library that made it"
+                     : raise_error(ErrorId::released, "callback '" + cb->name() + "' was already released").message);
+        return false;
+      }
+      if (it->second.generation != impl_.generation.load() || !impl_.conn || impl_.conn->broken) {
+        auto d = im.deaths.find(it->second.generation);
+        error = where + ": callback '" + cb->name() + "' was made in a surrogate that has ended" +
+                (d != im.deaths.end() ? " (" + d->second + ")" : std::string()) +
+                "; make it again (Library callback) for the new one";
+        return false;
+      }
+      b.setCap(it->second.cap);
+      b.setSignature(cb->name());
       return true;
     }
     bool object_to_host(wire::RemoteRef::Reader r, Value& out, const std::string& where,
@@ -741,25 +772,66 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     return failure(ErrorId::disconnected, "the surrogate disconnected during " + function, function);
   }
 
+  // The connection, a fresh surrogate (or server connection) when the last
+  // one ended: "" or why none could be made. A surrogate that ended between
+  // calls (killed from outside, say) is replaced before a call is sent.
+  kj::Promise<std::string> connected() {
+    if (conn && !conn->broken && conn->child && conn->child->exited()) {
+      conn->broken = true;
+      imports->deaths[conn->child->generation] = conn->child->ending();
+    }
+    if (conn && !conn->broken) return std::string();
+    conn = nullptr;  // drops the old capabilities and reaps the old process
+    start_error = ErrorId::unclassified;
+    return connect.empty() ? start() : start_connected();
+  }
+
+  // ---- a registered callback made on the serving side (I/O thread) ----
+
+  kj::Promise<Reply> io_callback(const CallbackSig& sig, const std::shared_ptr<HostFunction>& fn,
+                                 const CallbackOwner& owner, std::chrono::milliseconds limit) {
+    const std::string what = "callback '" + sig.name + "'";
+    return connected().then([this, &sig, &fn, &owner, limit, what](std::string e) -> kj::Promise<Reply> {
+      if (!e.empty()) return refused(e, start_error);
+      auto req = conn->lib.callbackRequest();
+      req.setSignature(sig.name);
+      Codec codec(*this);
+      std::string error;
+      caller = owner;
+      caller.owner_delivery = sig.delivery == Delivery::owner;
+      const bool put = codec.function_to_wire(fn, req.initFunction(), what, error);
+      caller = CallbackOwner{};
+      if (!put) return refused(std::move(error), ErrorId::unclassified, sig.name);
+      Conn* cn = conn.get();
+      const int gen = generation.load();
+      auto reply = req.send().then(
+          [this, &sig, gen, what](capnp::Response<wire::Library::CallbackResults> r) -> kj::Promise<Reply> {
+            auto outcome = r.getOutcome();
+            if (outcome.isError()) return Reply{false, {}, remote_record(outcome)};
+            auto ret = outcome.getOk().getRet();
+            if (!ret.isCallback()) return refused(what + ": the serving side sent no callback back", ErrorId::unclassified, sig.name);
+            std::weak_ptr<Imports> weak = imports;
+            auto cb = Callback::stand_in(sig, [weak](const Callback* c) { Imports::release_callback(weak, c); });
+            imports->callbacks[cb.get()] = Imports::CallbackEntry{ret.getCallback().getCap(), gen, cb};
+            Reply reply;
+            reply.ok = true;
+            reply.result.ret = Value(std::move(cb));
+            return reply;
+          },
+          [this, cn, what](kj::Exception&& x) {
+            return explain_failure(cn, kj::mv(x), what).then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
+          });
+      return bounded(kj::mv(reply), cn, what, limit);
+    });
+  }
+
   // ---- one call (I/O thread) ----
 
   kj::Promise<Reply> io_call(const std::string& function, std::span<const Value* const> args,
                              const std::vector<std::string>& where, std::chrono::milliseconds limit,
                              std::uint64_t token, std::uint64_t chain, const CallbackOwner& owner,
                              const std::vector<bool>& owner_delivery) {
-    kj::Promise<std::string> ready = std::string();
-    // A surrogate that ended between calls (killed from outside, say) is
-    // replaced before this call is sent: nothing of the call ran yet.
-    if (conn && !conn->broken && conn->child && conn->child->exited()) {
-      conn->broken = true;
-      imports->deaths[conn->child->generation] = conn->child->ending();
-    }
-    if (!conn || conn->broken) {
-      conn = nullptr;  // drops the old capabilities and reaps the old process
-      start_error = ErrorId::unclassified;
-      ready = connect.empty() ? start() : start_connected();
-    }
-    return ready.then([this, &function, args, &where, limit, token, chain, &owner, &owner_delivery](std::string e) -> kj::Promise<Reply> {
+    return connected().then([this, &function, args, &where, limit, token, chain, &owner, &owner_delivery](std::string e) -> kj::Promise<Reply> {
       if (!e.empty()) return refused(e, start_error);
       auto req = conn->lib.callRequest();
       req.setFunction(function);
@@ -909,6 +981,10 @@ IsolatedLibrary::IsolatedLibrary(std::unique_ptr<Impl> impl) : impl_(std::move(i
 IsolatedLibrary::~IsolatedLibrary() {
   impl_->objects_host->detach();  // proxies that outlive the library: their calls are errors now
   impl_->shutdown();
+  // Its registered callbacks end with it, as an in-process library's do (the
+  // I/O thread is gone: their releases do nothing more).
+  for (auto& [raw, entry] : impl_->imports->callbacks)
+    if (auto cb = entry.stand_in.lock()) cb->release();
 }
 
 const Typemap& IsolatedLibrary::typemap() const { return *impl_->tm; }
@@ -989,6 +1065,7 @@ std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_text(Context& ctx, std::s
     // surrogate sees the disconnect and exits; ~Child reaps it).
     for (auto& [box, entry] : im->imports->by_box) entry.cap = nullptr;
     for (auto& [proxy, entry] : im->imports->objects) entry.cap = nullptr;
+    for (auto& [cb, entry] : im->imports->callbacks) entry.cap = nullptr;
     im->conn = nullptr;
     im->network = nullptr;
     im->io = nullptr;
@@ -1060,6 +1137,33 @@ bool IsolatedLibrary::call_addressed(const std::string& function, std::span<cons
     return false;
   }
   return impl_->finish(std::move(reply), fn != nullptr, result, error);
+}
+
+std::shared_ptr<Callback> IsolatedLibrary::callback(const std::string& sig, std::shared_ptr<HostFunction> fn,
+                                                    std::string& error) {
+  auto it = impl_->tm->callbacks.find(sig);
+  if (it == impl_->tm->callbacks.end()) {
+    Error& e = raise_error(ErrorId::invalid_argument, impl_->tm->file + ": no callback signature '" + sig + "'");
+    e.file = impl_->tm->file;
+    error = e.message;
+    return nullptr;
+  }
+  if (!fn || !fn->fn) {
+    error = raise_error(ErrorId::invalid_argument, impl_->tm->file + ": callback '" + sig + "': no host function").message;
+    return nullptr;
+  }
+  Reply reply;
+  try {
+    Impl* im = impl_.get();
+    const CallbackOwner owner = Impl::calling_thread();
+    reply = run_on<Reply>(*im->exec, [&] { return im->io_callback(it->second, fn, owner, im->deadline); });
+  } catch (const std::exception& e) {
+    error = raise_error(ErrorId::internal, "remote callback '" + sig + "' failed: " + e.what()).message;
+    return nullptr;
+  }
+  CallResult result;
+  if (!impl_->finish(std::move(reply), true, result, error)) return nullptr;
+  return result.ret.as<std::shared_ptr<Callback>>();
 }
 
 }  // namespace marshal::engine::remote

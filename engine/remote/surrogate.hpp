@@ -111,6 +111,16 @@ class IsolatedLibrary {
   bool call_addressed(const std::string& function, std::span<const Value* const> args, CallResult& result, std::string& error,
             std::chrono::milliseconds deadline = std::chrono::milliseconds{0});
 
+  // A registered callback (scope "registered") of signature `sig` calling fn:
+  // made in the surrogate, where native code keeps its pointer, and called
+  // back over the connection as a host function of scope "call" is (its
+  // signature's delivery honoured; owner: this thread). The host's callback is
+  // a stand-in (Callback::is_stand_in): pass it to this library's calls;
+  // release() releases the surrogate's (a late call there reaches its trap).
+  // One made in a surrogate that has ended is refused by the next one: make it
+  // again. nullptr with the error (an unknown signature, a failed surrogate).
+  std::shared_ptr<Callback> callback(const std::string& sig, std::shared_ptr<HostFunction> fn, std::string& error);
+
   const Typemap& typemap() const;
   // Its objects as the host sees them (issue 17, part 3): an object a call
   // returns (or gives as an out value) lives in the surrogate and arrives as

@@ -222,11 +222,14 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
     case Value::Type::function:
       if (!handles) return refuse(where, "a host function", error);
       return handles->function_to_wire(v.as<std::shared_ptr<HostFunction>>(), b.initFunction(), where, error);
-    case Value::Type::callback:
-      error = where + ": callback '" + (v.as<std::shared_ptr<Callback>>() ? v.as<std::shared_ptr<Callback>>()->name() : std::string()) +
+    case Value::Type::callback: {
+      const auto& cb = v.as<std::shared_ptr<Callback>>();
+      if (cb && cb->is_stand_in() && handles) return handles->callback_to_wire(cb, b.initCallback(), where, error);
+      error = where + ": callback '" + (cb ? cb->name() : std::string()) +
               "' is a native function pointer of this process, which means nothing in the other one; pass the "
               "host function itself (the other side makes its own function pointer for it)";
       return false;
+    }
     case Value::Type::object:
       if (!handles) return refuse(where, "an object", error);
       return handles->object_to_wire(v.as<ObjectRef>(), b.initObject(), where, error);
@@ -284,12 +287,16 @@ bool get(wire::Value::Reader r, Value& out, const std::string& where, HandleCode
       return handles->to_host(r.getHandle(), out, where, error);
     case wire::Value::OBJECT:
       if (!handles) return refuse(where, "an object", error);
-      return handles->object_to_host(r.getObject(), out, where, error);    case wire::Value::FUNCTION:
+      return handles->object_to_host(r.getObject(), out, where, error);
+    case wire::Value::FUNCTION:
       if (!handles) return refuse(where, "a host function", error);
       return handles->function_to_host(r.getFunction(), out, where, error);
     case wire::Value::HOST_OBJECT:
       if (!handles) return refuse(where, "a host object", error);
       return handles->host_object_to_host(r.getHostObject(), out, where, error);
+    case wire::Value::CALLBACK:
+      if (!handles) return refuse(where, "a registered callback", error);
+      return handles->callback_to_host(r.getCallback(), out, where, error);
   }
   // A union tag this side does not know (a newer peer): refused, not guessed.
   error = where + ": a value of a kind this side does not know (tag " + std::to_string(static_cast<unsigned>(r.which())) + ")";
@@ -330,6 +337,15 @@ bool HandleCodec::host_object_to_wire(const std::shared_ptr<HostObject>&, wire::
 bool HandleCodec::host_object_to_host(wire::HostObjectRef::Reader, Value&, const std::string& where,
                                       std::string& error) {
   return refuse(where, "a host object", error);
+}
+
+bool HandleCodec::callback_to_wire(const std::shared_ptr<Callback>&, wire::CallbackRef::Builder, const std::string& where,
+                                   std::string& error) {
+  return refuse(where, "a registered callback", error);
+}
+
+bool HandleCodec::callback_to_host(wire::CallbackRef::Reader, Value&, const std::string& where, std::string& error) {
+  return refuse(where, "a registered callback", error);
 }
 
 kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream, std::function<void()> on_message) {

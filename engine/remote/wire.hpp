@@ -73,6 +73,11 @@ class HandleCodec {
                                    const std::string& where, std::string& error);
   virtual bool host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where,
                                    std::string& error);
+  // Registered callbacks: made on the serving side (Library.callback), held by
+  // the host as a stand-in (Callback::stand_in) whose capability goes back.
+  virtual bool callback_to_wire(const std::shared_ptr<Callback>& cb, wire::CallbackRef::Builder b,
+                                const std::string& where, std::string& error);
+  virtual bool callback_to_host(wire::CallbackRef::Reader r, Value& out, const std::string& where, std::string& error);
 };
 
 // Host value -> wire. `where` names the value in messages.
