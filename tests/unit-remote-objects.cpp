@@ -391,21 +391,25 @@ TEST_SUITE("remote") {
     CHECK(I(there.call("objects_faults").ret) == 0);
   }
 
-  TEST_CASE("apartments: a remote reference belongs to the apartment that received it (wrong-apartment rules)") {
+  TEST_CASE("apartments: a remote reference belongs to the apartment that received it (wrong-apartment rules), and marshals to another") {
     Isolated there;
     Value in_sta;
     std::mutex m;
     std::condition_variable cv;
     bool got = false, done = false;
+    std::uint64_t token = 0;
     std::thread sta([&] {
       std::string e;
       auto apartment = enter_sta(e);
       REQUIRE(apartment);
       Value c = there.call("counter_create", {5}).ret;
       CHECK(I(mcall(c, "Add", {1}).ret) == 6);  // used in its apartment
+      std::uint64_t t = 0;
+      CHECK(marshal_interface(c, t, e));  // for another apartment
       {
         std::lock_guard lock(m);
         in_sta = c;
+        token = t;
         got = true;
       }
       cv.notify_all();
@@ -428,6 +432,22 @@ TEST_SUITE("remote") {
     std::string error;
     CHECK_FALSE(library_of(in_sta.as<ObjectRef>()).objects().query(in_sta.as<ObjectRef>(), "ICounter", q, error));
     CHECK(last_error().id == ErrorId::wrong_apartment);
+    // Marshaled to another apartment (a token), the same remote object is
+    // that apartment's to use: its calls go to the surrogate directly.
+    std::thread mta([&] {
+      std::string e;
+      auto apartment = enter_mta(e);
+      REQUIRE(apartment);
+      Value moved;
+      REQUIRE(unmarshal_interface(token, moved, e));
+      CHECK(identity_of(moved.as<ObjectRef>()) == identity_of(in_sta.as<ObjectRef>()));
+      CHECK(moved.as<ObjectRef>().home == apartment);
+      CHECK(I(mcall(moved, "Add", {10}).ret) == 16);  // the same counter: 6 + 10
+      CHECK_FALSE(unmarshal_interface(token, moved, e));  // a token is used once
+      moved = Value();
+      leave_apartment();
+    });
+    mta.join();
     // A reference received outside any apartment is usable from any thread, as in-process.
     Value free = there.call("counter_create", {1}).ret;
     std::thread other([&] { CHECK(I(mcall(free, "Add", {2}).ret) == 3); });

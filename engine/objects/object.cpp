@@ -904,6 +904,18 @@ void marshal_value_for(Value& v, const std::shared_ptr<Apartment>& to) {
     v = Value(std::move(r));
     return;
   }
+  if (r.remote && !r.object) {
+    // Another process's object (engine/remote): its calls go over the
+    // connection from any thread, and the serving side serializes them, so
+    // the reference itself moves, re-homed (as COM marshals an out-of-process
+    // proxy's object reference, never a proxy of a proxy). Identity holds: the
+    // same remote proxy.
+    if (r.home && r.home != to) {
+      r.home = to;
+      v = Value(std::move(r));
+    }
+    return;
+  }
   if (!r.home || r.home->kind() == Apartment::Kind::neutral || r.home == to || !r.object) return;
   auto proxy = std::make_shared<Proxy>();
   proxy->lib = r.object->library().keep_loaded();
