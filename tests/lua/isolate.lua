@@ -145,6 +145,21 @@ do
   local here_objs = marshal.load("tests/fixtures/objects.json")
   ok, err = pcall(here_objs.counter_get, c)  -- a proxy is not an object of this process
   assert(not ok, "a surrogate's object passed to an in-process library")
+  -- A Lua table as a host object: the surrogate keeps a native object for it,
+  -- calls its methods back here, and hands back the table itself.
+  local s = objs:create("Store")
+  local mine = { n = 0 }
+  function mine:Add(by) self.n = self.n + by; return self.n end
+  function mine:Get() return self.n end
+  assert(s:Put(c) == 0 and s:Put(mine) == 0 and s:Put(mine) == 0 and s:Count() == 3)
+  s:AddAll(4)
+  assert(mine.n == 8, "native code called the Lua table's method (twice: put twice)")
+  assert(c:Get() == 12, "and the surrogate's counter's")
+  local _, back = s:Get(0)
+  assert(rawequal(back, c), "the surrogate's object comes back as its userdata")
+  local _, mine_back = s:Get(1)
+  assert(rawequal(mine_back, mine), "the Lua table comes back as itself")
+  s:Clear()
 end
 collectgarbage(); collectgarbage()
 local released = false
