@@ -242,8 +242,6 @@ class SurrogateCodec final : public HandleCodec {
     std::string where;
   };
   std::vector<PendingCallback> callbacks;
-  // objects[k]'s capability resolved to s (null: not one of this side's).
-  void resolved(std::size_t k, kj::Maybe<wire::RemoteObject::Server&> s, std::string& error);
 
  private:
   std::shared_ptr<Served> served_;
@@ -299,46 +297,51 @@ bool decode_args(capnp::List<wire::Value>::Reader args, CallState& state, wire::
   return true;
 }
 
-// Resolves the handles and objects of a call's arguments: each must be a
-// capability this side exported (state.error says which was not).
+// An object capability of this side's, for p: the original reference, seen
+// as p's interface (defined with ObjectServer).
+void resolved_object(Served& served, wire::RemoteObject::Server& s, SurrogateCodec::PendingObject& p, std::string& error);
+
+// Each capability of `list` resolved through `set`: found(server, pending,
+// error) fills its slot; one this side did not export is the call's error.
+template <class Iface, class Pending, class Found>
+kj::Promise<void> resolve_all(kj::Promise<void> ready, const std::shared_ptr<CallState>& state,
+                              std::vector<Pending> SurrogateCodec::*list, capnp::CapabilityServerSet<Iface> Exports::*set,
+                              const char* refused, Found found) {
+  for (std::size_t k = 0; k < (state->codec.*list).size(); ++k)
+    ready = ready.then([state, k, list, set, refused, found]() {
+      return (state->served->exports.*set)
+          .getLocalServer((state->codec.*list)[k].cap)
+          .then([state, k, list, refused, found](kj::Maybe<typename Iface::Server&> s) {
+            auto& p = (state->codec.*list)[k];
+            KJ_IF_MAYBE(server, s) {
+              found(*server, p, state->error);
+            } else if (state->error.empty()) {
+              state->error = p.where + ": " + refused;
+            }
+          });
+    });
+  return ready;
+}
+
+// Resolves the handles, objects and registered callbacks of a call's
+// arguments: each must be a capability this side exported (state.error says
+// which was not).
 kj::Promise<void> resolve(std::shared_ptr<CallState> state) {
   kj::Promise<void> ready = kj::READY_NOW;
-  for (std::size_t k = 0; k < state->codec.pending.size(); ++k) {
-    ready = ready.then([state, k]() {
-      auto& p = state->codec.pending[k];
-      return state->served->exports.servers.getLocalServer(p.cap).then(
-          [state, k](kj::Maybe<wire::Handle::Server&> s) {
-            auto& p = state->codec.pending[k];
-            KJ_IF_MAYBE(server, s) {
-              *p.slot = Value(static_cast<HandleServer&>(*server).box());
-            } else if (state->error.empty()) {
-              state->error = p.where + ": a handle that this surrogate did not hand out";
-            }
-          });
-    });
-  }
-  for (std::size_t k = 0; k < state->codec.objects.size(); ++k) {
-    ready = ready.then([state, k]() {
-      auto& p = state->codec.objects[k];
-      return state->served->exports.object_servers.getLocalServer(p.cap).then(
-          [state, k](kj::Maybe<wire::RemoteObject::Server&> s) { state->codec.resolved(k, s, state->error); });
-    });
-  }
-  for (std::size_t k = 0; k < state->codec.callbacks.size(); ++k) {
-    ready = ready.then([state, k]() {
-      auto& p = state->codec.callbacks[k];
-      return state->served->exports.callback_servers.getLocalServer(p.cap).then(
-          [state, k](kj::Maybe<wire::RegisteredCallback::Server&> s) {
-            auto& p = state->codec.callbacks[k];
-            KJ_IF_MAYBE(server, s) {
-              *p.slot = Value(static_cast<CallbackServer&>(*server).callback());
-            } else if (state->error.empty()) {
-              state->error = p.where + ": a registered callback that this side did not make";
-            }
-          });
-    });
-  }
-  return ready;
+  ready = resolve_all(kj::mv(ready), state, &SurrogateCodec::pending, &Exports::servers,
+                      "a handle that this surrogate did not hand out",
+                      [](wire::Handle::Server& s, SurrogateCodec::Pending& p, std::string&) {
+                        *p.slot = Value(static_cast<HandleServer&>(s).box());
+                      });
+  ready = resolve_all(kj::mv(ready), state, &SurrogateCodec::objects, &Exports::object_servers,
+                      "an object that this surrogate did not hand out",
+                      [served = state->served](wire::RemoteObject::Server& s, SurrogateCodec::PendingObject& p,
+                                               std::string& error) { resolved_object(*served, s, p, error); });
+  return resolve_all(kj::mv(ready), state, &SurrogateCodec::callbacks, &Exports::callback_servers,
+                     "a registered callback that this side did not make",
+                     [](wire::RegisteredCallback::Server& s, SurrogateCodec::PendingCallback& p, std::string&) {
+                       *p.slot = Value(static_cast<CallbackServer&>(s).callback());
+                     });
 }
 
 // A call's result into its outcome: a raw pointer or a host-only value cannot
@@ -728,22 +731,17 @@ bool SurrogateCodec::object_to_wire(const ObjectRef& ref, wire::RemoteRef::Build
   return true;
 }
 
-void SurrogateCodec::resolved(std::size_t k, kj::Maybe<wire::RemoteObject::Server&> s, std::string& error) {
-  auto& p = objects[k];
-  KJ_IF_MAYBE(server, s) {
-    const ObjectRef& home = static_cast<ObjectServer&>(*server).ref();
-    const Typemap& tm = served_->lib->typemap();
-    auto it = tm.interfaces.find(p.iface);
-    if (it == tm.interfaces.end()) {
-      if (error.empty()) error = p.where + ": an object as interface '" + p.iface + "', which the typemap does not declare";
-      return;
-    }
-    ObjectRef ref = home;  // the original reference: native code gets the object itself
-    ref.iface = &it->second;
-    *p.slot = Value(std::move(ref));
-  } else if (error.empty()) {
-    error = p.where + ": an object that this surrogate did not hand out";
+void resolved_object(Served& served, wire::RemoteObject::Server& s, SurrogateCodec::PendingObject& p, std::string& error) {
+  const ObjectRef& home = static_cast<ObjectServer&>(s).ref();
+  const Typemap& tm = served.lib->typemap();
+  auto it = tm.interfaces.find(p.iface);
+  if (it == tm.interfaces.end()) {
+    if (error.empty()) error = p.where + ": an object as interface '" + p.iface + "', which the typemap does not declare";
+    return;
   }
+  ObjectRef ref = home;  // the original reference: native code gets the object itself
+  ref.iface = &it->second;
+  *p.slot = Value(std::move(ref));
 }
 
 class LibraryServer final : public wire::Library::Server {
