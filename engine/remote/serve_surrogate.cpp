@@ -10,8 +10,7 @@
 #include "call/library.hpp"
 #include "call/plan.hpp"
 #include "objects/object.hpp"
-#include "remote/import_table.hpp"
-#include "remote/native_thread.hpp"
+#include "remote/serving.hpp"
 #include "remote/surrogate.hpp"
 #include "remote/tls.hpp"
 #include "remote/wire.hpp"
@@ -67,6 +66,10 @@ void install_crash_handlers() {
   for (int s : {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT}) sigaction(s, &sa, nullptr);
 }
 
+}  // namespace
+
+namespace serving {
+
 struct Current {  // names the native call in progress for the crash handler
   explicit Current(const std::string& fn) {
     std::size_t n = std::min(fn.size(), sizeof g_current - 1);
@@ -74,42 +77,6 @@ struct Current {  // names the native call in progress for the crash handler
     g_current[n] = '\0';
   }
   ~Current() { g_current[0] = '\0'; }
-};
-
-// ---- handles and objects: one capability per identity ----
-
-class HandleServer;
-class ObjectServer;
-class CallbackServer;
-
-// The surrogate's exports: a HandleBox (one per native handle identity, kept
-// by the engine's HandleTable) maps to one capability while the host holds
-// it, so capnp reuses the export and the host sees one reference per handle.
-// Objects the same way, by COM identity: each ObjectServer holds the
-// engine's wrapper of its object (one native reference), released when the
-// host drops its last reference or the connection ends.
-struct Exports {
-  std::map<const HandleBox*, HandleServer*> live;
-  capnp::CapabilityServerSet<wire::Handle> servers;
-  std::map<void*, ObjectServer*> objects;
-  capnp::CapabilityServerSet<wire::RemoteObject> object_servers;
-  // Registered callbacks made for the host (Library.callback), by closure.
-  std::map<const Callback*, CallbackServer*> callbacks;
-  capnp::CapabilityServerSet<wire::RegisteredCallback> callback_servers;
-};
-
-// One opened library and what it exported; shared by its LibraryServer and
-// every capability it handed out, so whichever capnp drops last, the library
-// and its context outlive the objects that call into them. Destroyed on the
-// I/O thread (what native jobs hold of it is handed back there).
-struct Served {
-  std::unique_ptr<Context> ctx;  // destroyed last: the library's types
-  std::shared_ptr<Library> lib;
-  Exports exports;
-  std::shared_ptr<Runtime> rt;
-  // Host functions and host objects the client sent (I/O thread only).
-  ImportTable<wire::HostCallback::Client, HostFunction> functions;
-  ImportTable<wire::HostObjectCap::Client, HostObject> host_objects;
 };
 
 // Releases `what` (a handle box, an object reference: their last reference,
@@ -128,124 +95,6 @@ void release_on_native(std::shared_ptr<Served> served, std::shared_ptr<void> wha
   };
   rt->native.post(std::move(job));  // not queued (ending): released as the job goes, here
 }
-
-class HandleServer final : public wire::Handle::Server {
- public:
-  HandleServer(std::shared_ptr<Served> served, std::shared_ptr<HandleBox> box)
-      : served_(std::move(served)), box_(std::move(box)) {
-    served_->exports.live[box_.get()] = this;
-  }
-  // The host dropped its last reference (or disconnected): the box goes, and
-  // with it the handle's release function runs as in-process (on the native
-  // thread, like every native call).
-  ~HandleServer() {
-    served_->exports.live.erase(box_.get());
-    release_on_native(served_, std::move(box_));
-  }
-  wire::Handle::Client self() { return thisCap(); }
-  const std::shared_ptr<HandleBox>& box() const { return box_; }
-
- private:
-  std::shared_ptr<Served> served_;
-  std::shared_ptr<HandleBox> box_;
-};
-
-// A registered callback the host holds: while it does, the callback is active
-// here (native code may keep and call its pointer); when the host releases it
-// (drops the capability, or disconnects), it is released as in-process, and a
-// late call from native code reaches the trap.
-class CallbackServer final : public wire::RegisteredCallback::Server {
- public:
-  CallbackServer(std::shared_ptr<Served> served, std::shared_ptr<Callback> cb)
-      : served_(std::move(served)), cb_(std::move(cb)) {
-    served_->exports.callbacks[cb_.get()] = this;
-  }
-  ~CallbackServer() {
-    served_->exports.callbacks.erase(cb_.get());
-    cb_->release();
-  }
-  wire::RegisteredCallback::Client self() { return thisCap(); }
-  const std::shared_ptr<Callback>& callback() const { return cb_; }
-
- private:
-  std::shared_ptr<Served> served_;
-  std::shared_ptr<Callback> cb_;
-};
-
-// Handles and objects in a call's arguments arrive as capabilities; each must
-// be one this surrogate exported. They resolve asynchronously
-// (getLocalServer), so decoding leaves a placeholder and records where the
-// value goes.
-class SurrogateCodec final : public HandleCodec {
- public:
-  explicit SurrogateCodec(std::shared_ptr<Served> s) : served_(std::move(s)) {}
-  bool to_wire(const std::shared_ptr<HandleBox>& box, wire::HandleRef::Builder b, const std::string&,
-               std::string&) override {
-    auto& exports = served_->exports;
-    auto it = exports.live.find(box.get());
-    if (it != exports.live.end()) b.setCap(it->second->self());
-    else b.setCap(exports.servers.add(kj::heap<HandleServer>(served_, box)));
-    b.setTypeName(box->type_name);
-    b.setValue(box->value);
-    return true;
-  }
-  bool to_host(wire::HandleRef::Reader r, Value& out, const std::string& where, std::string&) override {
-    out = Value();
-    pending.push_back({&out, r.getCap(), where});
-    return true;
-  }
-  bool object_to_wire(const ObjectRef& ref, wire::RemoteRef::Builder b, const std::string& where,
-                      std::string& error) override;
-  bool object_to_host(wire::RemoteRef::Reader r, Value& out, const std::string& where, std::string&) override {
-    out = Value();
-    auto name = r.getInterface();
-    objects.push_back({&out, r.getCap(), where, std::string(name.begin(), name.size())});
-    return true;
-  }
-  bool function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where, std::string& error) override;
-  bool host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where, std::string& error) override;
-  bool host_object_to_wire(const std::shared_ptr<HostObject>& obj, wire::HostObjectRef::Builder b, const std::string& where,
-                           std::string& error) override;
-  bool callback_to_wire(const std::shared_ptr<Callback>& cb, wire::CallbackRef::Builder b, const std::string& where,
-                        std::string& error) override {
-    auto& exports = served_->exports;
-    auto it = exports.callbacks.find(cb.get());
-    if (it == exports.callbacks.end()) {
-      error = where + ": callback '" + cb->name() + "' was not made for the host";
-      return false;
-    }
-    b.setCap(it->second->self());
-    b.setSignature(cb->name());
-    return true;
-  }
-  bool callback_to_host(wire::CallbackRef::Reader r, Value& out, const std::string& where, std::string&) override {
-    out = Value();
-    callbacks.push_back({&out, r.getCap(), where});
-    return true;
-  }
-  struct Pending {
-    Value* slot;
-    wire::Handle::Client cap;
-    std::string where;
-  };
-  std::vector<Pending> pending;
-  struct PendingObject {
-    Value* slot;
-    wire::RemoteObject::Client cap;
-    std::string where;
-    std::string iface;
-  };
-  std::vector<PendingObject> objects;
-  struct PendingCallback {
-    Value* slot;
-    wire::RegisteredCallback::Client cap;
-    std::string where;
-  };
-  std::vector<PendingCallback> callbacks;
-
- private:
-  std::shared_ptr<Served> served_;
-};
 
 // A refused or failed call: the message, and the engine's record of it when
 // `e` is that failure's (base/error.hpp).
@@ -267,23 +116,6 @@ void set_failure(wire::Outcome::Builder outcome, const std::string& error, const
 
 // The same with this thread's last error (a failure on the I/O thread).
 void set_failure(wire::Outcome::Builder outcome, const std::string& error) { set_failure(outcome, error, last_error()); }
-
-// One incoming call: its arguments, decoded, with the capabilities in them
-// still to be resolved to what this side exported.
-struct CallState {
-  explicit CallState(std::shared_ptr<Served> s) : served(s), codec(std::move(s)) {}
-  std::shared_ptr<Served> served;
-  std::string function;
-  std::uint64_t token = 0;  // the host's id of the call (callbacks carry it back)
-  std::uint64_t chain = 0;  // the waiting thread it runs on, if any (Chains)
-  std::vector<Value> args;
-  SurrogateCodec codec;
-  std::string error;
-  // Set on the native thread, read on the I/O thread once it has run.
-  bool ok = false;
-  CallResult result;
-  Error record;  // the native thread's last error when !ok
-};
 
 // Decodes a call's arguments into state (false: the outcome says why).
 bool decode_args(capnp::List<wire::Value>::Reader args, CallState& state, wire::Outcome::Builder outcome) {
@@ -369,259 +201,6 @@ void put_result(const CallResult& result, const std::string& function, const std
     done.setHasErrno(true);
     done.setErrno(*result.error_number);
   }
-}
-
-// ---- host functions: callbacks into the host ----
-
-// Held by what a stand-in of an imported capability is made of (a host
-// function's body, a host object's methods): when the stand-in goes, so does
-// its entry (and the capability), on the I/O thread.
-template <class Client, class Local>
-class ImportGuard {
- public:
-  using Table = ImportTable<Client, Local> Served::*;
-  ImportGuard(const std::shared_ptr<Served>& served, Table table, std::uint64_t id)
-      : served_(served), rt_(served->rt), table_(table), id_(id) {}
-  ~ImportGuard() {
-    rt_->io.post([served = served_, table = table_, id = id_]() {
-      if (auto s = served.lock()) ((*s).*table).erase(id);
-      return kj::Promise<void>(kj::READY_NOW);
-    });
-  }
-  ImportGuard(const ImportGuard&) = delete;
-  ImportGuard& operator=(const ImportGuard&) = delete;
-
- private:
-  std::weak_ptr<Served> served_;
-  std::shared_ptr<Runtime> rt_;
-  Table table_;
-  std::uint64_t id_;
-};
-
-// What a host function made for an imported capability holds: where the
-// capability is (its Served, by id) and how to reach the I/O thread. Gone
-// with the host function (the callback pool may drop it on any thread).
-class FunctionLink {
- public:
-  FunctionLink(std::shared_ptr<Served> served, std::uint64_t id, std::string name)
-      : served_(served), rt_(served->rt), id_(id), what_("host function '" + name + "'"),
-        guard_(served, &Served::functions, id) {}
-  FunctionLink(const FunctionLink&) = delete;
-  FunctionLink& operator=(const FunctionLink&) = delete;
-
-  // Any thread (native code calling back): sends the call to the host and
-  // waits for its reply. The native thread keeps running the calls that
-  // arrive meanwhile (the host function may call this library again); its
-  // call's token tells the host which of its threads waits for that call.
-  bool call(const std::vector<Value>& args, Value& result, std::string& error) {
-    struct Pending {
-      std::mutex m;
-      std::atomic<bool> done{false};
-      bool ok = false;
-      Value result;
-      std::string error;
-    };
-    auto p = std::make_shared<Pending>();
-    Runtime* rt = rt_.get();
-    const bool on_native = rt->native.here();
-    // Another thread waits as a chain: the calls the host function makes
-    // meanwhile run here (Chains), woken through the wait's cv.
-    std::shared_ptr<Chains::Wait> wait;
-    std::uint64_t chain = 0;
-    if (!on_native) {
-      wait = std::make_shared<Chains::Wait>();
-      chain = rt->chains.enter(wait);
-    }
-    auto finish = [p, rt, wait](bool ok, Value v, std::string e) {
-      {
-        std::lock_guard lock(p->m);
-        if (p->done.load()) return;
-        p->ok = ok;
-        p->result = std::move(v);
-        p->error = std::move(e);
-        p->done.store(true, std::memory_order_release);
-      }
-      if (wait) {
-        { std::lock_guard lock(wait->m); }  // done was set before: seen by the next check
-        wait->cv.notify_all();
-      } else {
-        rt->native.wake();
-      }
-    };
-    // Settles the call if the I/O thread drops it unfinished (the connection ended).
-    struct Unfinished {
-      std::function<void()> report;
-      ~Unfinished() { report(); }
-    };
-    const std::string& what = what_;
-    auto guard = std::make_shared<Unfinished>();
-    guard->report = [finish, what] { finish(false, Value(), "the connection to the host ended before " + what + " returned"); };
-    const std::uint64_t token = current_token();
-    const bool posted = rt->io.post([this, &args, finish, guard, token, chain, what]() -> kj::Promise<void> {
-      auto served = served_.lock();
-      auto* entry = served ? served->functions.entry(id_) : nullptr;
-      if (!entry) {
-        finish(false, Value(), what + ": the connection it came from has ended");
-        return kj::READY_NOW;
-      }
-      auto req = entry->cap.callRequest();
-      req.setToken(token);
-      req.setChain(chain);
-      auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
-      SurrogateCodec codec(served);
-      std::string e;
-      for (std::size_t i = 0; i < args.size(); ++i)
-        if (!remote::to_wire(args[i], wargs[static_cast<unsigned>(i)], what + ", argument " + std::to_string(i), &codec, e)) {
-          finish(false, Value(), e);
-          return kj::READY_NOW;
-        }
-      return req.send()
-          .then(
-              [served, finish, what](capnp::Response<wire::HostCallback::CallResults> r) -> kj::Promise<void> {
-                auto outcome = r.getOutcome();
-                if (outcome.isError()) {
-                  finish(false, Value(), outcome.getError().cStr());
-                  return kj::READY_NOW;
-                }
-                auto state = std::make_shared<CallState>(served);
-                state->args.resize(1);
-                std::string e;
-                if (!remote::to_host(outcome.getOk().getRet(), state->args[0], "the result of " + what, &state->codec, e)) {
-                  finish(false, Value(), e);
-                  return kj::READY_NOW;
-                }
-                return resolve(state).then([state, finish] {
-                  if (!state->error.empty()) finish(false, Value(), state->error);
-                  else finish(true, std::move(state->args[0]), std::string());
-                });
-              },
-              [finish, what](kj::Exception&& x) {
-                finish(false, Value(), what + ": the call back to the host failed (" +
-                                           std::string(x.getDescription().cStr()) + ")");
-              })
-          .attach(kj::mv(guard));
-    });
-    guard = nullptr;  // the queue's copy decides now
-    if (posted && on_native) {
-      rt->native.run_until([&] { return p->done.load(std::memory_order_acquire); });
-    } else if (posted) {
-      std::unique_lock lock(wait->m);
-      for (;;) {
-        wait->cv.wait(lock, [&] { return p->done.load(std::memory_order_acquire) || !wait->jobs.empty(); });
-        if (wait->jobs.empty()) break;
-        auto job = std::move(wait->jobs.front());
-        wait->jobs.pop_front();
-        lock.unlock();
-        job();  // a call the host function made meanwhile
-        job = nullptr;
-        lock.lock();
-      }
-    }
-    if (chain != 0)  // calls that came after the reply: to the native thread
-      for (auto& job : rt->chains.leave(chain)) rt->native.post(std::move(job));
-    if (!posted) {
-      error = what + ": the surrogate is ending";
-      return false;
-    }
-    std::lock_guard lock(p->m);
-    if (!p->ok) {
-      error = p->error;
-      return false;
-    }
-    result = std::move(p->result);
-    return true;
-  }
-
- private:
-  std::weak_ptr<Served> served_;
-  std::shared_ptr<Runtime> rt_;
-  std::uint64_t id_;
-  std::string what_;  // "host function 'NAME'", for messages
-  ImportGuard<wire::HostCallback::Client, HostFunction> guard_;
-};
-
-// The stand-in already made for an imported capability (true: `out` is it),
-// or false: none yet, and from now on native code may call a host back.
-template <class Client, class Local>
-bool already_imported(Served& s, ImportTable<Client, Local>& table, Client& cap, const void*& hook, Value& out) {
-  hook = table.hook_of(cap);
-  if (auto local = table.find(hook)) {
-    out = Value(std::move(local));
-    return true;
-  }
-  s.rt->native_mode = true;
-  return false;
-}
-
-bool SurrogateCodec::function_to_host(wire::FunctionRef::Reader r, Value& out, const std::string& where,
-                                      std::string& error) {
-  auto& s = *served_;
-  if (!s.rt) {
-    error = where + ": a host function cannot cross this boundary";
-    return false;
-  }
-  wire::HostCallback::Client cap = r.getCap();
-  const void* hook = nullptr;
-  if (already_imported(s, s.functions, cap, hook, out)) return true;
-  const std::uint64_t id = s.functions.reserve();
-  auto name = r.getName();
-  auto link = std::make_shared<FunctionLink>(served_, id, std::string(name.begin(), name.size()));
-  auto fn = std::make_shared<HostFunction>();
-  fn->name.assign(name.begin(), name.size());
-  fn->fn = [link](const std::vector<Value>& args, Value& result, std::string& e) { return link->call(args, result, e); };
-  s.functions.add(id, kj::mv(cap), hook, fn, fn->name);
-  out = Value(std::move(fn));
-  return true;
-}
-
-bool SurrogateCodec::host_object_to_host(wire::HostObjectRef::Reader r, Value& out, const std::string& where,
-                                         std::string& error) {
-  auto& s = *served_;
-  if (!s.rt) {
-    error = where + ": a host object cannot cross this boundary";
-    return false;
-  }
-  wire::HostObjectCap::Client cap = r.getCap();
-  const void* hook = nullptr;
-  if (already_imported(s, s.host_objects, cap, hook, out)) return true;
-  const std::uint64_t id = s.host_objects.reserve();
-  auto link = std::make_shared<ImportGuard<wire::HostObjectCap::Client, HostObject>>(served_, &Served::host_objects, id);
-  std::map<std::string, std::shared_ptr<HostFunction>> methods;
-  auto wm = r.getMethods();
-  for (unsigned i = 0; i < wm.size(); ++i) {
-    const std::string name(wm[i].getName().begin(), wm[i].getName().size());
-    Value fv;
-    if (!remote::to_host(wm[i].getValue(), fv, where + "." + name, this, error)) return false;
-    if (!fv.is<std::shared_ptr<HostFunction>>()) {
-      error = where + ": method '" + name + "' of a host object is not a host function";
-      return false;
-    }
-    auto fn = fv.as<std::shared_ptr<HostFunction>>();
-    auto wrapped = std::make_shared<HostFunction>();
-    wrapped->name = fn->name;
-    wrapped->fn = [fn, link](const std::vector<Value>& args, Value& result, std::string& e) { return fn->fn(args, result, e); };
-    methods[name] = std::move(wrapped);
-  }
-  std::vector<std::string> interfaces;
-  for (auto n : r.getInterfaces()) interfaces.emplace_back(n.begin(), n.size());
-  const std::string name(r.getName().begin(), r.getName().size());
-  auto obj = std::make_shared<HostObject>(name, std::move(interfaces), std::move(methods));
-  s.host_objects.add(id, kj::mv(cap), hook, obj, name);
-  out = Value(std::move(obj));
-  return true;
-}
-
-bool SurrogateCodec::host_object_to_wire(const std::shared_ptr<HostObject>& obj, wire::HostObjectRef::Builder b,
-                                         const std::string& where, std::string& error) {
-  auto& s = *served_;
-  auto* entry = obj ? s.host_objects.entry_of(obj.get()) : nullptr;
-  if (!entry) {
-    error = where + ": a host object made in this process cannot cross to the host (only the host's own come back)";
-    return false;
-  }
-  b.setCap(entry->cap);
-  b.setName(entry->name);
-  return true;
 }
 
 // ---- objects: one capability per COM identity ----
@@ -1001,7 +580,9 @@ kj::Promise<void> accept_loop(Serving& s) {
   });
 }
 
-}  // namespace
+}  // namespace serving
+
+using namespace serving;
 
 int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, const std::string& listen,
           const TlsFiles& tls, std::chrono::milliseconds heartbeat, const std::function<void(unsigned port)>& on_listening,
