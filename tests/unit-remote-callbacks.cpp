@@ -23,6 +23,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <csignal>
 #include <fstream>
 #include <random>
@@ -721,6 +723,37 @@ TEST_SUITE("remote") {
     CHECK(library_of(ref).objects().call(ref, "Get", std::vector<Value>{Value(0)}, r, e));
     REQUIRE(r.out.size() == 1);
     CHECK(r.out[0].second == Value(obj));
+  }
+
+  TEST_CASE("marshal serve: while one client's host function runs, another client's calls are served") {
+    Server server({source_path("tests/fixtures/callbacks.json")});
+    const std::string address = "127.0.0.1:" + std::to_string(server.port);
+    Isolated a("tests/fixtures/callbacks.json", address);
+    Isolated b("tests/fixtures/callbacks.json", address);
+    std::mutex m;
+    std::condition_variable cv;
+    bool b_done = false;
+    // A's host function returns only once B's calls have: were B's calls held
+    // up behind it (the server's one native thread), it would wait 10 s and
+    // say so.
+    auto waits_for_b = host("waits_for_b", [&](const std::vector<Value>& args, Value& r, std::string&) {
+      std::unique_lock lock(m);
+      const bool seen = cv.wait_for(lock, 10s, [&] { return b_done; });
+      r = Value(seen ? I(args[0]) : -1);
+      return true;
+    });
+    std::thread ta([&] { CHECK(I(a.call("apply_i32", {Value(waits_for_b), 7}).ret) == 7); });
+    auto twice = host("twice", [](const std::vector<Value>& v, Value& r, std::string&) {
+      r = Value(I(v[0]) * 2);
+      return true;
+    });
+    for (int i = 0; i < 5; ++i) CHECK(I(b.call("apply_i32", {Value(twice), i}).ret) == 2 * i);
+    {
+      std::lock_guard lock(m);
+      b_done = true;
+    }
+    cv.notify_all();
+    ta.join();
   }
 
   TEST_CASE("marshal serve: a client whose connection ends while its host function runs frees the server for others") {
