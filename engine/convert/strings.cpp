@@ -292,6 +292,82 @@ template <std::size_t U> std::size_t convert_utf8(const unsigned char* p, std::s
   return o;
 }
 
+// Native UTF-16 (U 2) or UTF-32 (U 4) units at p, valid, to UTF-8 at d (room
+// for 3 bytes a UTF-16 unit, 4 a UTF-32 unit); the end of what was written,
+// or nullptr at the first invalid unit (decode_text's own loop then says
+// which). Plain ASCII goes 8 units at a time.
+template <std::size_t U> char* wide_to_utf8(const std::uint8_t* p, std::size_t units, char* d) {
+  auto unit_at = [&](std::size_t k) -> std::uint32_t {
+    if constexpr (U == 2) {
+      std::uint16_t u;
+      std::memcpy(&u, p + k * 2, 2);
+      return u;
+    } else {
+      std::uint32_t u;
+      std::memcpy(&u, p + k * 4, 4);
+      return u;
+    }
+  };
+  for (std::size_t k = 0; k < units;) {
+#if defined(__SSE2__)
+    if (k + 8 <= units) {
+      __m128i packed;
+      bool ascii;
+      if constexpr (U == 2) {
+        const __m128i a = load16(p + k * 2);
+        ascii = _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(a, _mm_set1_epi16(static_cast<short>(0xFF80))),
+                                                  _mm_setzero_si128())) == 0xFFFF;
+        packed = _mm_packus_epi16(a, a);
+      } else {
+        const __m128i a = load16(p + k * 4), b = load16(p + k * 4 + 16);
+        ascii = _mm_movemask_epi8(_mm_cmpeq_epi32(_mm_and_si128(_mm_or_si128(a, b), _mm_set1_epi32(~0x7F)),
+                                                  _mm_setzero_si128())) == 0xFFFF;
+        const __m128i words = _mm_packs_epi32(a, b);
+        packed = _mm_packus_epi16(words, words);
+      }
+      if (ascii) {
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(d), packed);
+        d += 8;
+        k += 8;
+        continue;
+      }
+    }
+#endif
+    std::uint32_t cp = unit_at(k);
+    if (cp < 0x80) {
+      *d++ = static_cast<char>(cp);
+      ++k;
+      continue;
+    }
+    if (U == 2 && cp >= 0xD800 && cp <= 0xDBFF && k + 1 < units) {
+      const std::uint32_t lo = unit_at(k + 1);
+      if (lo >= 0xDC00 && lo <= 0xDFFF) {
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        ++k;
+      }
+    }
+    if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return nullptr;
+    if (cp < 0x800) {
+      d[0] = static_cast<char>(0xC0 | (cp >> 6));
+      d[1] = static_cast<char>(0x80 | (cp & 0x3F));
+      d += 2;
+    } else if (cp < 0x10000) {
+      d[0] = static_cast<char>(0xE0 | (cp >> 12));
+      d[1] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      d[2] = static_cast<char>(0x80 | (cp & 0x3F));
+      d += 3;
+    } else {
+      d[0] = static_cast<char>(0xF0 | (cp >> 18));
+      d[1] = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      d[2] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      d[3] = static_cast<char>(0x80 | (cp & 0x3F));
+      d += 4;
+    }
+    ++k;
+  }
+  return d;
+}
+
 }  // namespace
 
 bool encode_text(Encoding e, Unmappable policy, std::string_view s, std::vector<std::uint8_t>& out, std::string& error) {
@@ -300,6 +376,13 @@ bool encode_text(Encoding e, Unmappable policy, std::string_view s, std::vector<
   if (e == Encoding::bytes) {
     out.insert(out.end(), s.begin(), s.end());
     return true;
+  }
+  if (transcodes_utf8(e)) {  // well-formed text without NUL: straight into out; the rest below says why
+    const std::size_t had = out.size();
+    out.resize(had + s.size() * unit);
+    const std::size_t units = transcode_utf8(s, unit, out.data() + had);
+    out.resize(units == SIZE_MAX ? had : had + units * unit);
+    if (units != SIZE_MAX) return true;
   }
   for (std::size_t i = 0; i < s.size();) {
     const std::size_t at = i;
@@ -365,6 +448,10 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
     case Encoding::bytes: out.assign(reinterpret_cast<const char*>(p), units); return true;
     case Encoding::utf8: {
       std::string_view s(reinterpret_cast<const char*>(p), units);
+      if (utf8_well_formed(s)) {  // (a NUL inside, allowed here, takes the loop)
+        out.assign(s);
+        return true;
+      }
       for (std::size_t i = 0; i < s.size();) {
         std::size_t at = i;
         if (next_code_point(s, i) < 0) {
@@ -384,7 +471,13 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
         put_utf8(out, p[k]);
       }
       return true;
-    case Encoding::utf16: case Encoding::utf32: case Encoding::wchar:
+    case Encoding::utf16: case Encoding::utf32: case Encoding::wchar: {
+      const std::size_t had = out.size();
+      out.resize(had + units * (unit == 2 ? 3 : 4));
+      char* end = unit == 2 ? wide_to_utf8<2>(p, units, out.data() + had) : wide_to_utf8<4>(p, units, out.data() + had);
+      out.resize(end ? static_cast<std::size_t>(end - out.data()) : had);
+      if (end) return true;
+      // An invalid unit: the loop says which, at which unit.
       for (std::size_t k = 0; k < units; ++k) {
         std::uint32_t cp = unit_at(k);
         if (unit == 2 && cp >= 0xD800 && cp <= 0xDBFF && k + 1 < units) {
@@ -401,6 +494,7 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
         put_utf8(out, cp);
       }
       return true;
+    }
   }
   return false;
 }
@@ -408,6 +502,18 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
 std::size_t units_until_nul(Encoding e, const void* data, std::size_t max) {
   const auto* p = static_cast<const std::uint8_t*>(data);
   const std::size_t unit = encoding_unit(e);
+  if (unit == 1) {
+    const void* z = max ? std::memchr(p, 0, max) : nullptr;
+    return z ? static_cast<std::size_t>(static_cast<const std::uint8_t*>(z) - p) : max;
+  }
+  if (unit == 2 || unit == 4) {
+    for (std::size_t k = 0; k < max; ++k) {
+      std::uint32_t u = 0;
+      std::memcpy(&u, p + k * unit, unit);
+      if (!u) return k;
+    }
+    return max;
+  }
   for (std::size_t k = 0; k < max; ++k) {
     bool zero = true;
     for (std::size_t b = 0; b < unit; ++b) zero = zero && p[k * unit + b] == 0;
