@@ -248,29 +248,26 @@ template <std::size_t U> std::size_t convert_utf8(const unsigned char* p, std::s
   std::uint32_t cp = 0;
   while (i + kBlock <= n) {
     unsigned other = other_bytes(p + i);
-    if constexpr (U != 0) widen_block<U>(p + i, out + o * U);
     if (!other) {
+      if constexpr (U != 0) widen_block<U>(p + i, out + o * U);
       i += kBlock;
       o += kBlock;
       continue;
     }
-    // The other bytes of the block, in order: the plain ASCII between them
-    // widened (the block's prefix already is), each sequence decoded.
+    // The other bytes of the block, in order: the plain ASCII before each
+    // widened (a block from there, without a branch on the gap's length), each
+    // sequence decoded.
     std::size_t at_end = i;  // end of what is done
     do {
       const std::size_t at = i + static_cast<std::size_t>(std::countr_zero(other));
-      if (at != at_end) {
-        if constexpr (U != 0) {
-          if (at_end != i) {  // (the block's prefix is written)
-            if (at_end + kBlock <= n) {
-              widen_block<U>(p + at_end, out + o * U);
-            } else {
-              for (std::size_t k = at_end, w = o; k < at; ++k) put_code_point<U>(out, w, p[k]);
-            }
-          }
+      if constexpr (U != 0) {
+        if (at_end + kBlock <= n) {
+          widen_block<U>(p + at_end, out + o * U);
+        } else {  // near the end of the text: the gap alone
+          for (std::size_t k = at_end, w = o; k < at; ++k) put_code_point<U>(out, w, p[k]);
         }
-        o += at - at_end;
       }
+      o += at - at_end;
       const std::size_t len = other_sequence(p, n, at, cp);
       if (!len) return SIZE_MAX;
       put_code_point<U>(out, o, cp);
