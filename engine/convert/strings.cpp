@@ -307,27 +307,25 @@ template <std::size_t U> char* wide_to_utf8(const std::uint8_t* p, std::size_t u
   };
   for (std::size_t k = 0; k < units;) {
 #if defined(__SSE2__)
-    if (k + 8 <= units) {
-      __m128i packed;
-      bool ascii;
+    if (k + 8 <= units) {  // 8 units narrowed and stored; those before the first one past 0x7F count
+      __m128i packed, ascii;  // ascii: 0xFFFF for each unit below 0x80
       if constexpr (U == 2) {
         const __m128i a = load16(p + k * 2);
-        ascii = _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(a, _mm_set1_epi16(static_cast<short>(0xFF80))),
-                                                  _mm_setzero_si128())) == 0xFFFF;
+        ascii = _mm_cmpeq_epi16(_mm_and_si128(a, _mm_set1_epi16(static_cast<short>(0xFF80))), _mm_setzero_si128());
         packed = _mm_packus_epi16(a, a);
       } else {
-        const __m128i a = load16(p + k * 4), b = load16(p + k * 4 + 16);
-        ascii = _mm_movemask_epi8(_mm_cmpeq_epi32(_mm_and_si128(_mm_or_si128(a, b), _mm_set1_epi32(~0x7F)),
-                                                  _mm_setzero_si128())) == 0xFFFF;
-        const __m128i words = _mm_packs_epi32(a, b);
+        const __m128i a = load16(p + k * 4), b = load16(p + k * 4 + 16), high = _mm_set1_epi32(~0x7F);
+        ascii = _mm_packs_epi32(_mm_cmpeq_epi32(_mm_and_si128(a, high), _mm_setzero_si128()),
+                                _mm_cmpeq_epi32(_mm_and_si128(b, high), _mm_setzero_si128()));
+        const __m128i words = _mm_packs_epi32(a, b);  // (only the ASCII ones are kept)
         packed = _mm_packus_epi16(words, words);
       }
-      if (ascii) {
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(d), packed);
-        d += 8;
-        k += 8;
-        continue;
-      }
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(d), packed);
+      const unsigned others = ~static_cast<unsigned>(_mm_movemask_epi8(ascii)) & 0xFFFF;  // two bits a unit
+      const std::size_t plain = others ? static_cast<std::size_t>(std::countr_zero(others)) / 2 : 8;
+      d += plain;
+      k += plain;
+      if (plain == 8) continue;
     }
 #endif
     std::uint32_t cp = unit_at(k);
@@ -503,10 +501,19 @@ std::size_t units_until_nul(Encoding e, const void* data, std::size_t max) {
     const void* z = max ? std::memchr(p, 0, max) : nullptr;
     return z ? static_cast<std::size_t>(static_cast<const std::uint8_t*>(z) - p) : max;
   }
-  if (unit == 2 || unit == 4) {
+  // Whole units, and none past the terminator (the memory after it may not be readable).
+  if (unit == 2) {
     for (std::size_t k = 0; k < max; ++k) {
-      std::uint32_t u = 0;
-      std::memcpy(&u, p + k * unit, unit);
+      std::uint16_t u;
+      std::memcpy(&u, p + k * 2, 2);
+      if (!u) return k;
+    }
+    return max;
+  }
+  if (unit == 4) {
+    for (std::size_t k = 0; k < max; ++k) {
+      std::uint32_t u;
+      std::memcpy(&u, p + k * 4, 4);
       if (!u) return k;
     }
     return max;
