@@ -184,20 +184,25 @@ bool check_blocks(const unsigned char* p, std::size_t n, std::size_t& done) {
   const __m128i complete_max = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, static_cast<char>(0xEF),
                                              static_cast<char>(0xDF), static_cast<char>(0xBF));
   __m128i prev = zero, error = zero;
-  auto check = [&](const __m128i v) {
+  auto check = [&](const __m128i v, std::size_t at) {  // the block at p + at
     error = _mm_or_si128(error, bytes_equal(v, 0));
     if (!_mm_movemask_epi8(v)) {  // ASCII: only a sequence left open by the block before is wrong
       error = _mm_or_si128(error, _mm_subs_epu8(prev, complete_max));
       prev = v;
       return;
     }
-    const __m128i prev1 = _mm_or_si128(_mm_slli_si128(v, 1), _mm_srli_si128(prev, 15));
-    const __m128i prev2 = _mm_or_si128(_mm_slli_si128(v, 2), _mm_srli_si128(prev, 14));
-    const __m128i prev3 = _mm_or_si128(_mm_slli_si128(v, 3), _mm_srli_si128(prev, 13));
-    const __m128i must_continue = _mm_or_si128(_mm_or_si128(bytes_at_least(prev1, 0xC0), bytes_at_least(prev2, 0xE0)),
-                                               bytes_at_least(prev3, 0xF0));
-    const __m128i is_continuation = bytes_equal(_mm_and_si128(v, _mm_set1_epi8(static_cast<char>(0xC0))), 0x80);
-    error = _mm_or_si128(error, _mm_xor_si128(must_continue, is_continuation));
+    // The bytes 1, 2 and 3 before each (loaded again; none before the text).
+    const bool first = at == 0;
+    const __m128i prev1 = first ? _mm_slli_si128(v, 1) : load16(p + at - 1);
+    const __m128i prev2 = first ? _mm_slli_si128(v, 2) : load16(p + at - 2);
+    const __m128i prev3 = first ? _mm_slli_si128(v, 3) : load16(p + at - 3);
+    // The high bit of must_continue: C0.. one before, E0.. two before, F0.. three before.
+    const __m128i must_continue =
+        _mm_or_si128(_mm_or_si128(_mm_subs_epu8(prev1, _mm_set1_epi8(0x40)), _mm_subs_epu8(prev2, _mm_set1_epi8(0x60))),
+                     _mm_subs_epu8(prev3, _mm_set1_epi8(0x70)));
+    const __m128i is_continuation = _mm_cmpgt_epi8(_mm_set1_epi8(static_cast<char>(0xC0)), v);  // 80..BF (signed)
+    error = _mm_or_si128(error, _mm_and_si128(_mm_xor_si128(must_continue, is_continuation),
+                                              _mm_set1_epi8(static_cast<char>(0x80))));
     error = _mm_or_si128(error, bytes_equal(_mm_and_si128(v, _mm_set1_epi8(static_cast<char>(0xFE))), 0xC0));
     error = _mm_or_si128(error, bytes_at_least(v, 0xF5));
     // The second byte's range after E0, F0 (overlong), ED (a surrogate), F4 (past U+10FFFF).
@@ -217,13 +222,13 @@ bool check_blocks(const unsigned char* p, std::size_t n, std::size_t& done) {
       error = _mm_or_si128(error, _mm_or_si128(bytes_equal(low, 0), _mm_subs_epu8(prev, complete_max)));
       prev = d;
     } else {
-      check(a);
-      check(b);
-      check(c);
-      check(d);
+      check(a, i);
+      check(b, i + 16);
+      check(c, i + 32);
+      check(d, i + 48);
     }
   }
-  for (; i + 16 <= n; i += 16) check(load16(p + i));
+  for (; i + 16 <= n; i += 16) check(load16(p + i), i);
   if (_mm_movemask_epi8(_mm_cmpeq_epi8(error, zero)) != 0xFFFF) return false;
   // The last block's open sequence, if any, is checked again whole with the tail.
   done = i;
