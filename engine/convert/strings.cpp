@@ -259,20 +259,34 @@ template <std::size_t U> std::size_t convert_utf8(const unsigned char* p, std::s
       o += kBlock;
       continue;
     }
+    if (std::popcount(other) > 8) {  // mostly other text: one character at a time to the block's end
+      for (const std::size_t end = i + kBlock; i < end;) {
+        if (p[i] != 0 && p[i] < 0x80) {
+          put_code_point<U>(out, o, p[i++]);
+          continue;
+        }
+        const std::size_t len = other_sequence(p, n, i, cp);
+        if (!len) return SIZE_MAX;
+        put_code_point<U>(out, o, cp);
+        i += len;
+      }
+      continue;
+    }
     // The other bytes of the block, in order: the plain ASCII before each
-    // widened (a block from there, without a branch on the gap's length), each
-    // sequence decoded.
+    // widened (a block from there), each sequence decoded.
     std::size_t at_end = i;  // end of what is done
     do {
       const std::size_t at = i + static_cast<std::size_t>(std::countr_zero(other));
-      if constexpr (U != 0) {
-        if (at_end + kBlock <= n) {
-          widen_block<U>(p + at_end, out + o * U);
-        } else {  // near the end of the text: the gap alone
-          for (std::size_t k = at_end, w = o; k < at; ++k) put_code_point<U>(out, w, p[k]);
+      if (at != at_end) {
+        if constexpr (U != 0) {
+          if (at_end + kBlock <= n) {
+            widen_block<U>(p + at_end, out + o * U);
+          } else {  // near the end of the text: the gap alone
+            for (std::size_t k = at_end, w = o; k < at; ++k) put_code_point<U>(out, w, p[k]);
+          }
         }
+        o += at - at_end;
       }
-      o += at - at_end;
       const std::size_t len = other_sequence(p, n, at, cp);
       if (!len) return SIZE_MAX;
       put_code_point<U>(out, o, cp);
