@@ -1,7 +1,13 @@
 // marshal engine: text encodings.
 #include "convert/strings.hpp"
 
+#include <bit>
+#include <cstdio>
 #include <cstring>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace marshal::engine {
 
@@ -59,6 +65,323 @@ std::string hex_cp(long cp) {
   return buf;
 }
 
+// ---- Fast paths: well-formed UTF-8 without NUL, validated and transcoded ----
+// Plain ASCII goes a block at a time: 16 bytes with SSE2 (the x86-64
+// baseline), else a portable 8-byte word. A block is loaded only while all of
+// it lies inside the text; the rest goes one character at a time, branching
+// on the lead byte (the rules of next_code_point, written out: overlongs,
+// surrogates, values past U+10FFFF, truncated sequences and NUL are refused).
+
+#if defined(__SSE2__)
+constexpr std::size_t kBlock = 16;
+
+inline __m128i load16(const unsigned char* p) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)); }
+
+// Bit k set when byte k of the block at p is not plain ASCII (0x80 and up, or NUL).
+inline unsigned other_bytes(const unsigned char* p) {
+  const __m128i v = load16(p);
+  return static_cast<unsigned>(_mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, _mm_setzero_si128()))));
+}
+
+// The block at p as kBlock code units of U bytes at out (meaningful up to the
+// first byte that is not plain ASCII; the caller counts only those).
+template <std::size_t U> inline void widen_block(const unsigned char* p, std::byte* out) {
+  const __m128i v = load16(p), zero = _mm_setzero_si128();
+  const __m128i lo = _mm_unpacklo_epi8(v, zero), hi = _mm_unpackhi_epi8(v, zero);
+  auto* o = reinterpret_cast<__m128i*>(out);
+  if constexpr (U == 2) {
+    _mm_storeu_si128(o, lo);
+    _mm_storeu_si128(o + 1, hi);
+  } else {
+    _mm_storeu_si128(o, _mm_unpacklo_epi16(lo, zero));
+    _mm_storeu_si128(o + 1, _mm_unpackhi_epi16(lo, zero));
+    _mm_storeu_si128(o + 2, _mm_unpacklo_epi16(hi, zero));
+    _mm_storeu_si128(o + 3, _mm_unpackhi_epi16(hi, zero));
+  }
+}
+#else
+constexpr std::size_t kBlock = 8;
+
+inline unsigned other_bytes(const unsigned char* p) {
+  std::uint64_t w;
+  std::memcpy(&w, p, 8);
+  const std::uint64_t high = 0x8080808080808080ull, ones = 0x0101010101010101ull;
+  if (!((w & high) || ((w - ones) & ~w & high))) return 0;  // the common case, any byte order
+  unsigned bits = 0;
+  for (std::size_t k = 0; k < kBlock; ++k)
+    if (p[k] == 0 || p[k] >= 0x80) bits |= 1u << k;
+  return bits;
+}
+
+template <std::size_t U> inline void widen_block(const unsigned char* p, std::byte* out) {
+  for (std::size_t k = 0; k < kBlock; ++k) {
+    if constexpr (U == 2) {
+      const std::uint16_t u = p[k];
+      std::memcpy(out + k * 2, &u, 2);
+    } else {
+      const std::uint32_t u = p[k];
+      std::memcpy(out + k * 4, &u, 4);
+    }
+  }
+}
+#endif
+
+// The well-formed sequence at p[i], a byte that is not plain ASCII (0x80 and
+// up, or NUL): its length, and its code point in cp; 0 when it is not
+// well-formed (NUL, a stray continuation, an overlong form, a surrogate, past
+// U+10FFFF, truncated).
+inline std::size_t other_sequence(const unsigned char* p, std::size_t n, std::size_t i, std::uint32_t& cp) {
+  const unsigned c = p[i];
+  auto cont = [&](std::size_t k) { return (p[i + k] & 0xC0) == 0x80; };
+  if (c < 0xE0) {  // NUL, 0x80..0xC1 (a continuation, an overlong lead) fail here
+    if (c < 0xC2 || i + 1 >= n || !cont(1)) return 0;
+    cp = (c & 0x1Fu) << 6 | (p[i + 1] & 0x3Fu);
+    return 2;
+  }
+  if (c < 0xF0) {
+    if (i + 2 >= n || !cont(1) || !cont(2)) return 0;
+    cp = (c & 0x0Fu) << 12 | (p[i + 1] & 0x3Fu) << 6 | (p[i + 2] & 0x3Fu);
+    return cp >= 0x800 && (cp < 0xD800 || cp > 0xDFFF) ? 3 : 0;  // not overlong, not a surrogate
+  }
+  if (c > 0xF4 || i + 3 >= n || !cont(1) || !cont(2) || !cont(3)) return 0;
+  cp = (c & 0x07u) << 18 | (p[i + 1] & 0x3Fu) << 12 | (p[i + 2] & 0x3Fu) << 6 | (p[i + 3] & 0x3Fu);
+  return cp >= 0x10000 && cp <= 0x10FFFF ? 4 : 0;
+}
+
+// Code point cp as U-byte units at out[o] (two for UTF-16 past U+FFFF); U 0 writes nothing.
+template <std::size_t U> inline void put_code_point(std::byte* out, std::size_t& o, std::uint32_t cp) {
+  if constexpr (U == 2) {
+    if (cp >= 0x10000) {
+      const auto hi = static_cast<std::uint16_t>(0xD800 + ((cp - 0x10000) >> 10));
+      std::memcpy(out + o++ * 2, &hi, 2);
+      cp = 0xDC00 + ((cp - 0x10000) & 0x3FF);
+    }
+    const auto u = static_cast<std::uint16_t>(cp);
+    std::memcpy(out + o * 2, &u, 2);
+  } else if constexpr (U == 4) {
+    std::memcpy(out + o * 4, &cp, 4);
+  }
+  ++o;
+}
+
+#if defined(__SSE2__)
+inline __m128i bytes_at_least(__m128i v, unsigned char k) {  // 0xFF where v >= k (unsigned)
+  return _mm_cmpeq_epi8(_mm_max_epu8(v, _mm_set1_epi8(static_cast<char>(k))), v);
+}
+inline __m128i bytes_equal(__m128i v, unsigned char k) { return _mm_cmpeq_epi8(v, _mm_set1_epi8(static_cast<char>(k))); }
+
+// Checks p[0, n) as UTF-8 without NUL, 16 bytes at a time and without a branch
+// per character, as far as whole blocks go: false when something there is not
+// well-formed, else true with `done` at the character boundary where the rest
+// is to be checked one character at a time. The rules, byte by byte (Unicode
+// Table 3-7): a byte is a continuation (80..BF) exactly when one of the three
+// before it leads a sequence that long (C0.., E0.., F0..); C0, C1 and F5..FF
+// never occur; after E0 comes A0.., after ED ..9F, after F0 90.., after F4
+// ..8F; no NUL.
+bool check_blocks(const unsigned char* p, std::size_t n, std::size_t& done) {
+  const __m128i zero = _mm_setzero_si128();
+  // A block that ends in the middle of a sequence: bytes past these in its last three.
+  const __m128i complete_max = _mm_setr_epi8(-1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, static_cast<char>(0xEF),
+                                             static_cast<char>(0xDF), static_cast<char>(0xBF));
+  __m128i prev = zero, error = zero;
+  auto check = [&](const __m128i v, std::size_t at) {  // the block at p + at
+    error = _mm_or_si128(error, bytes_equal(v, 0));
+    if (!_mm_movemask_epi8(v)) {  // ASCII: only a sequence left open by the block before is wrong
+      error = _mm_or_si128(error, _mm_subs_epu8(prev, complete_max));
+      prev = v;
+      return;
+    }
+    // The bytes 1, 2 and 3 before each (loaded again; none before the text).
+    const bool first = at == 0;
+    const __m128i prev1 = first ? _mm_slli_si128(v, 1) : load16(p + at - 1);
+    const __m128i prev2 = first ? _mm_slli_si128(v, 2) : load16(p + at - 2);
+    const __m128i prev3 = first ? _mm_slli_si128(v, 3) : load16(p + at - 3);
+    // The high bit of must_continue: C0.. one before, E0.. two before, F0.. three before.
+    const __m128i must_continue =
+        _mm_or_si128(_mm_or_si128(_mm_subs_epu8(prev1, _mm_set1_epi8(0x40)), _mm_subs_epu8(prev2, _mm_set1_epi8(0x60))),
+                     _mm_subs_epu8(prev3, _mm_set1_epi8(0x70)));
+    const __m128i is_continuation = _mm_cmpgt_epi8(_mm_set1_epi8(static_cast<char>(0xC0)), v);  // 80..BF (signed)
+    error = _mm_or_si128(error, _mm_and_si128(_mm_xor_si128(must_continue, is_continuation),
+                                              _mm_set1_epi8(static_cast<char>(0x80))));
+    error = _mm_or_si128(error, bytes_equal(_mm_and_si128(v, _mm_set1_epi8(static_cast<char>(0xFE))), 0xC0));
+    error = _mm_or_si128(error, bytes_at_least(v, 0xF5));
+    // The second byte's range after E0, F0 (overlong), ED (a surrogate), F4 (past U+10FFFF).
+    const __m128i low = _mm_or_si128(_mm_and_si128(bytes_equal(prev1, 0xE0), _mm_set1_epi8(static_cast<char>(0xA0))),
+                                     _mm_and_si128(bytes_equal(prev1, 0xF0), _mm_set1_epi8(static_cast<char>(0x90))));
+    const __m128i high_gap = _mm_or_si128(_mm_and_si128(bytes_equal(prev1, 0xED), _mm_set1_epi8(0x60)),
+                                          _mm_and_si128(bytes_equal(prev1, 0xF4), _mm_set1_epi8(0x70)));
+    error = _mm_or_si128(error, _mm_subs_epu8(low, v));  // v below its lowest
+    error = _mm_or_si128(error, _mm_subs_epu8(v, _mm_xor_si128(high_gap, _mm_set1_epi8(-1))));  // v above its highest
+    prev = v;
+  };
+  std::size_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m128i a = load16(p + i), b = load16(p + i + 16), c = load16(p + i + 32), d = load16(p + i + 48);
+    if (!_mm_movemask_epi8(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d)))) {  // 64 ASCII bytes
+      const __m128i low = _mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d));
+      error = _mm_or_si128(error, _mm_or_si128(bytes_equal(low, 0), _mm_subs_epu8(prev, complete_max)));
+      prev = d;
+    } else {
+      check(a, i);
+      check(b, i + 16);
+      check(c, i + 32);
+      check(d, i + 48);
+    }
+  }
+  for (; i + 16 <= n; i += 16) check(load16(p + i), i);
+  if (_mm_movemask_epi8(_mm_cmpeq_epi8(error, zero)) != 0xFFFF) return false;
+  // The last block's open sequence, if any, is checked again whole with the tail.
+  done = i;
+  for (std::size_t back = 1; back <= 3 && back <= i; ++back) {
+    const unsigned c = p[i - back];
+    if ((c & 0xC0) == 0x80) continue;
+    const std::size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (len > back) done = i - back;
+    break;
+  }
+  return true;
+}
+#endif
+
+// Well-formed UTF-8 without NUL at p[0, n) to U-byte code units at out (U 0:
+// only checked, nothing written; 2: UTF-16; 4: UTF-32), which has room for n
+// units. The number of units, or SIZE_MAX when the text is not well-formed.
+// Whole blocks are written where only a part counts: they end inside the room
+// (units written <= bytes read, and a block is taken only where kBlock bytes remain).
+template <std::size_t U> std::size_t convert_utf8(const unsigned char* p, std::size_t n, std::byte* out) {
+  std::size_t i = 0, o = 0;
+  std::uint32_t cp = 0;
+  while (i + kBlock <= n) {
+    unsigned other = other_bytes(p + i);
+    if (!other) {
+      if constexpr (U != 0) widen_block<U>(p + i, out + o * U);
+      i += kBlock;
+      o += kBlock;
+      continue;
+    }
+    if (std::popcount(other) > 8) {  // mostly other text: one character at a time to the block's end
+      for (const std::size_t end = i + kBlock; i < end;) {
+        if (p[i] != 0 && p[i] < 0x80) {
+          put_code_point<U>(out, o, p[i++]);
+          continue;
+        }
+        const std::size_t len = other_sequence(p, n, i, cp);
+        if (!len) return SIZE_MAX;
+        put_code_point<U>(out, o, cp);
+        i += len;
+      }
+      continue;
+    }
+    // The other bytes of the block, in order: the plain ASCII before each
+    // widened (a block from there), each sequence decoded.
+    std::size_t at_end = i;  // end of what is done
+    do {
+      const std::size_t at = i + static_cast<std::size_t>(std::countr_zero(other));
+      if (at != at_end) {
+        if constexpr (U != 0) {
+          if (at_end + kBlock <= n) {
+            widen_block<U>(p + at_end, out + o * U);
+          } else {  // near the end of the text: the gap alone
+            for (std::size_t k = at_end, w = o; k < at; ++k) put_code_point<U>(out, w, p[k]);
+          }
+        }
+        o += at - at_end;
+      }
+      const std::size_t len = other_sequence(p, n, at, cp);
+      if (!len) return SIZE_MAX;
+      put_code_point<U>(out, o, cp);
+      at_end = at + len;
+      other = at_end - i < kBlock ? other & (~0u << (at_end - i)) : 0;
+    } while (other);
+    i = at_end;  // the next block starts here (ASCII left in this one is read again)
+  }
+  while (i < n) {  // the tail, one character at a time
+    if (p[i] != 0 && p[i] < 0x80) {
+      put_code_point<U>(out, o, p[i++]);
+      continue;
+    }
+    const std::size_t len = other_sequence(p, n, i, cp);
+    if (!len) return SIZE_MAX;
+    put_code_point<U>(out, o, cp);
+    i += len;
+  }
+  return o;
+}
+
+// Native UTF-16 (U 2) or UTF-32 (U 4) units at p, valid, to UTF-8 at d (room
+// for 3 bytes a UTF-16 unit, 4 a UTF-32 unit); the end of what was written,
+// or nullptr at the first invalid unit (decode_text's own loop then says
+// which). Plain ASCII goes 8 units at a time.
+template <std::size_t U> char* wide_to_utf8(const std::uint8_t* p, std::size_t units, char* d) {
+  auto unit_at = [&](std::size_t k) -> std::uint32_t {
+    if constexpr (U == 2) {
+      std::uint16_t u;
+      std::memcpy(&u, p + k * 2, 2);
+      return u;
+    } else {
+      std::uint32_t u;
+      std::memcpy(&u, p + k * 4, 4);
+      return u;
+    }
+  };
+  for (std::size_t k = 0; k < units;) {
+#if defined(__SSE2__)
+    if (k + 8 <= units) {  // 8 units narrowed and stored; those before the first one past 0x7F count
+      __m128i packed, ascii;  // ascii: 0xFFFF for each unit below 0x80
+      if constexpr (U == 2) {
+        const __m128i a = load16(p + k * 2);
+        ascii = _mm_cmpeq_epi16(_mm_and_si128(a, _mm_set1_epi16(static_cast<short>(0xFF80))), _mm_setzero_si128());
+        packed = _mm_packus_epi16(a, a);
+      } else {
+        const __m128i a = load16(p + k * 4), b = load16(p + k * 4 + 16), high = _mm_set1_epi32(~0x7F);
+        ascii = _mm_packs_epi32(_mm_cmpeq_epi32(_mm_and_si128(a, high), _mm_setzero_si128()),
+                                _mm_cmpeq_epi32(_mm_and_si128(b, high), _mm_setzero_si128()));
+        const __m128i words = _mm_packs_epi32(a, b);  // (only the ASCII ones are kept)
+        packed = _mm_packus_epi16(words, words);
+      }
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(d), packed);
+      const unsigned others = ~static_cast<unsigned>(_mm_movemask_epi8(ascii)) & 0xFFFF;  // two bits a unit
+      const std::size_t plain = others ? static_cast<std::size_t>(std::countr_zero(others)) / 2 : 8;
+      d += plain;
+      k += plain;
+      if (plain == 8) continue;
+    }
+#endif
+    std::uint32_t cp = unit_at(k);
+    if (cp < 0x80) {
+      *d++ = static_cast<char>(cp);
+      ++k;
+      continue;
+    }
+    if (U == 2 && cp >= 0xD800 && cp <= 0xDBFF && k + 1 < units) {
+      const std::uint32_t lo = unit_at(k + 1);
+      if (lo >= 0xDC00 && lo <= 0xDFFF) {
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        ++k;
+      }
+    }
+    if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return nullptr;
+    if (cp < 0x800) {
+      d[0] = static_cast<char>(0xC0 | (cp >> 6));
+      d[1] = static_cast<char>(0x80 | (cp & 0x3F));
+      d += 2;
+    } else if (cp < 0x10000) {
+      d[0] = static_cast<char>(0xE0 | (cp >> 12));
+      d[1] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      d[2] = static_cast<char>(0x80 | (cp & 0x3F));
+      d += 3;
+    } else {
+      d[0] = static_cast<char>(0xF0 | (cp >> 18));
+      d[1] = static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      d[2] = static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      d[3] = static_cast<char>(0x80 | (cp & 0x3F));
+      d += 4;
+    }
+    ++k;
+  }
+  return d;
+}
+
 }  // namespace
 
 bool encode_text(Encoding e, Unmappable policy, std::string_view s, std::vector<std::uint8_t>& out, std::string& error) {
@@ -67,6 +390,13 @@ bool encode_text(Encoding e, Unmappable policy, std::string_view s, std::vector<
   if (e == Encoding::bytes) {
     out.insert(out.end(), s.begin(), s.end());
     return true;
+  }
+  if (transcodes_utf8(e)) {  // well-formed text without NUL: straight into out; the rest below says why
+    const std::size_t had = out.size();
+    out.resize(had + s.size() * unit);
+    const std::size_t units = transcode_utf8(s, unit, out.data() + had);
+    out.resize(units == SIZE_MAX ? had : had + units * unit);
+    if (units != SIZE_MAX) return true;
   }
   for (std::size_t i = 0; i < s.size();) {
     const std::size_t at = i;
@@ -132,6 +462,10 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
     case Encoding::bytes: out.assign(reinterpret_cast<const char*>(p), units); return true;
     case Encoding::utf8: {
       std::string_view s(reinterpret_cast<const char*>(p), units);
+      if (utf8_well_formed(s)) {  // (a NUL inside, allowed here, takes the loop)
+        out.assign(s);
+        return true;
+      }
       for (std::size_t i = 0; i < s.size();) {
         std::size_t at = i;
         if (next_code_point(s, i) < 0) {
@@ -151,7 +485,13 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
         put_utf8(out, p[k]);
       }
       return true;
-    case Encoding::utf16: case Encoding::utf32: case Encoding::wchar:
+    case Encoding::utf16: case Encoding::utf32: case Encoding::wchar: {
+      const std::size_t had = out.size();
+      out.resize(had + units * (unit == 2 ? 3 : 4));
+      char* end = unit == 2 ? wide_to_utf8<2>(p, units, out.data() + had) : wide_to_utf8<4>(p, units, out.data() + had);
+      out.resize(end ? static_cast<std::size_t>(end - out.data()) : had);
+      if (end) return true;
+      // An invalid unit: the loop says which, at which unit.
       for (std::size_t k = 0; k < units; ++k) {
         std::uint32_t cp = unit_at(k);
         if (unit == 2 && cp >= 0xD800 && cp <= 0xDBFF && k + 1 < units) {
@@ -168,6 +508,7 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
         put_utf8(out, cp);
       }
       return true;
+    }
   }
   return false;
 }
@@ -175,6 +516,27 @@ bool decode_text(Encoding e, const void* data, std::size_t units, std::string& o
 std::size_t units_until_nul(Encoding e, const void* data, std::size_t max) {
   const auto* p = static_cast<const std::uint8_t*>(data);
   const std::size_t unit = encoding_unit(e);
+  if (unit == 1) {
+    const void* z = max ? std::memchr(p, 0, max) : nullptr;
+    return z ? static_cast<std::size_t>(static_cast<const std::uint8_t*>(z) - p) : max;
+  }
+  // Whole units, and none past the terminator (the memory after it may not be readable).
+  if (unit == 2) {
+    for (std::size_t k = 0; k < max; ++k) {
+      std::uint16_t u;
+      std::memcpy(&u, p + k * 2, 2);
+      if (!u) return k;
+    }
+    return max;
+  }
+  if (unit == 4) {
+    for (std::size_t k = 0; k < max; ++k) {
+      std::uint32_t u;
+      std::memcpy(&u, p + k * 4, 4);
+      if (!u) return k;
+    }
+    return max;
+  }
   for (std::size_t k = 0; k < max; ++k) {
     bool zero = true;
     for (std::size_t b = 0; b < unit; ++b) zero = zero && p[k * unit + b] == 0;
@@ -184,99 +546,45 @@ std::size_t units_until_nul(Encoding e, const void* data, std::size_t max) {
 }
 
 bool plain_ascii(std::string_view t) {
-  const char* p = t.data();
+  const auto* p = reinterpret_cast<const unsigned char*>(t.data());
   const std::size_t n = t.size();
   std::size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    std::uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    if ((w & 0x8080808080808080ull) || ((w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull)) return false;
+#if defined(__SSE2__)
+  for (; i + 64 <= n; i += 64) {  // four blocks: any high bit, and the smallest byte (a NUL is 0)
+    const __m128i a = load16(p + i), b = load16(p + i + 16), c = load16(p + i + 32), d = load16(p + i + 48);
+    const __m128i high = _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d));
+    const __m128i low = _mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d));
+    if (_mm_movemask_epi8(_mm_or_si128(high, _mm_cmpeq_epi8(low, _mm_setzero_si128())))) return false;
   }
+#endif
+  for (; i + kBlock <= n; i += kBlock)
+    if (other_bytes(p + i)) return false;
   for (; i < n; ++i)
-    if (p[i] == 0 || static_cast<unsigned char>(p[i]) >= 0x80) return false;
+    if (p[i] == 0 || p[i] >= 0x80) return false;
   return true;
 }
 
 bool utf8_well_formed(std::string_view text) {
-  if (plain_ascii(text)) return true;
-  for (std::size_t i = 0; i < text.size();)
-    if (next_code_point(text, i) <= 0) return false;  // invalid, or a NUL
-  return true;
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  std::size_t done = 0;
+#if defined(__SSE2__)
+  if (!check_blocks(p, text.size(), done)) return false;
+#endif
+  return convert_utf8<0>(p + done, text.size() - done, nullptr) != SIZE_MAX;
 }
 
 std::size_t transcode_utf8(std::string_view text, std::size_t unit, void* dst) {
   const auto* p = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t n = text.size();
   auto* out = static_cast<std::byte*>(dst);
-  if (plain_ascii(text)) {  // the common case: one copy, or one widening loop
-    if (unit == 1) {
-      std::memcpy(out, p, n);
-    } else {
-      for (std::size_t i = 0; i < n; ++i) {
-        if (unit == 2) {
-          const std::uint16_t c = p[i];
-          std::memcpy(out + i * 2, &c, 2);
-        } else {
-          const std::uint32_t c = p[i];
-          std::memcpy(out + i * 4, &c, 4);
-        }
-      }
-    }
-    return n;
+  switch (unit) {
+    case 1:  // UTF-8 is its own form: checked, then copied once
+      if (!utf8_well_formed(text)) return SIZE_MAX;
+      if (n) std::memcpy(out, p, n);
+      return n;
+    case 2: return convert_utf8<2>(p, n, out);
+    default: return convert_utf8<4>(p, n, out);
   }
-  std::size_t units = 0;
-  auto put = [&](std::uint32_t u) {
-    if (unit == 2) {
-      const auto v = static_cast<std::uint16_t>(u);
-      std::memcpy(out + units * 2, &v, 2);
-    } else {
-      std::memcpy(out + units * 4, &u, 4);
-    }
-    ++units;
-  };
-  auto cont = [&](std::size_t k) { return k < n && (p[k] & 0xC0) == 0x80; };
-  for (std::size_t i = 0; i < n;) {
-    if (unit > 1 && i + 8 <= n) {  // a run of ASCII inside other text: 8 bytes at a time
-      std::uint64_t w;
-      std::memcpy(&w, p + i, 8);
-      const std::uint64_t high = 0x8080808080808080ull, ones = 0x0101010101010101ull;
-      if ((w & high) == 0 && ((w - ones) & ~w & high) == 0) {
-        for (int k = 0; k < 8; ++k) put(p[i + k]);
-        i += 8;
-        continue;
-      }
-    }
-    const unsigned char c = p[i];
-    std::uint32_t cp;
-    std::size_t len;
-    if (c >= 0x01 && c < 0x80) {
-      cp = c;
-      len = 1;
-    } else if (c >= 0xC2 && c <= 0xDF && cont(i + 1)) {
-      cp = (c & 0x1Fu) << 6 | (p[i + 1] & 0x3Fu);
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF && cont(i + 1) && cont(i + 2)) {
-      cp = (c & 0x0Fu) << 12 | (p[i + 1] & 0x3Fu) << 6 | (p[i + 2] & 0x3Fu);
-      if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return SIZE_MAX;  // overlong, or a surrogate
-      len = 3;
-    } else if (c >= 0xF0 && c <= 0xF4 && cont(i + 1) && cont(i + 2) && cont(i + 3)) {
-      cp = (c & 0x07u) << 18 | (p[i + 1] & 0x3Fu) << 12 | (p[i + 2] & 0x3Fu) << 6 | (p[i + 3] & 0x3Fu);
-      if (cp < 0x10000 || cp > 0x10FFFF) return SIZE_MAX;
-      len = 4;
-    } else {
-      return SIZE_MAX;  // NUL, a stray continuation byte, a truncated or overlong sequence
-    }
-    if (unit == 1) {
-      for (std::size_t k = 0; k < len; ++k) out[units++] = static_cast<std::byte>(p[i + k]);
-    } else if (unit == 2 && cp >= 0x10000) {
-      put(0xD800 + ((cp - 0x10000) >> 10));
-      put(0xDC00 + ((cp - 0x10000) & 0x3FF));
-    } else {
-      put(cp);
-    }
-    i += len;
-  }
-  return units;
 }
 
 }  // namespace marshal::engine

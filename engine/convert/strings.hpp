@@ -18,10 +18,12 @@ bool encode_text(Encoding e, Unmappable policy, std::string_view utf8, std::vect
                  std::string& error);
 
 // Plain ASCII without NUL: the same characters in UTF-8, Latin-1, ASCII,
-// UTF-16 and UTF-32 (widened), and no terminator inside. Checks 8 bytes at a time.
+// UTF-16 and UTF-32 (widened), and no terminator inside. Checks 64 bytes at a
+// time (SSE2; a portable 8-byte word elsewhere).
 bool plain_ascii(std::string_view text);
 // Well-formed UTF-8 without NUL (what transcode_utf8 accepts): the text is
-// already its own native utf8 form.
+// already its own native utf8 form. Checked 16 bytes at a time, without a
+// branch per character (SSE2), the last few bytes one character at a time.
 bool utf8_well_formed(std::string_view text);
 // Well-formed UTF-8 without NUL, transcoded to `unit`-byte code units (1: a
 // copy, 2: UTF-16, 4: UTF-32) at dst, which has room for text.size() units;
