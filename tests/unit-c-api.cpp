@@ -397,6 +397,105 @@ TEST_SUITE("c-api") {
     marshal_result_release(r);
   }
 
+  TEST_CASE("a reused result: out lists rewritten call after call, lists and items the host kept unchanged") {
+    Api f("tests/fixtures/pinvoke.json");
+    marshal_result* r = mv_result();
+    marshal_value* n = mv_uint64(0);
+    marshal_function* fill = f.fn("fill_out_i32_array");
+    auto items = [](const marshal_value* list) {
+      std::vector<int64_t> got(marshal_list_size(list));
+      for (size_t i = 0; i < got.size(); ++i) REQUIRE(marshal_value_get_int64(marshal_list_get(list, i), &got[i]) == MARSHAL_OK);
+      return got;
+    };
+    auto direct = [](size_t k) {
+      std::vector<int32_t> out(k + 1);
+      fill_out_i32_array(out.data(), k);
+      return std::vector<int64_t>(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(k));
+    };
+    // Longer, shorter, empty and longer again: the list a call writes into
+    // is the storage of an earlier call's list.
+    for (size_t k : {5u, 300u, 7u, 300u, 0u, 64u, 64u}) {
+      REQUIRE(marshal_value_set_uint64(n, k) == MARSHAL_OK);
+      REQUIRE(marshal_function_call_into(fill, &n, 1, r) == MARSHAL_OK);
+      const marshal_value* out = marshal_result_out(r, "out");
+      REQUIRE(marshal_value_kind(out) == MARSHAL_LIST);
+      CHECK(items(out) == direct(k));
+    }
+    // A list the host retained, and an item it retained, keep their contents.
+    REQUIRE(marshal_value_set_uint64(n, 3) == MARSHAL_OK);
+    REQUIRE(marshal_function_call_into(fill, &n, 1, r) == MARSHAL_OK);
+    marshal_value* kept = marshal_value_retain(const_cast<marshal_value*>(marshal_result_out(r, "out")));
+    for (int round = 0; round < 3; ++round) {  // the retained list is not reused: later calls build their own
+      REQUIRE(marshal_value_set_uint64(n, 6 + static_cast<uint64_t>(round)) == MARSHAL_OK);
+      REQUIRE(marshal_function_call_into(fill, &n, 1, r) == MARSHAL_OK);
+      CHECK(items(marshal_result_out(r, "out")) == direct(6 + static_cast<size_t>(round)));
+      CHECK(items(kept) == direct(3));
+    }
+    marshal_value_release(kept);
+    // inout: items read before the next call are the new call's.
+    marshal_function* twice = f.fn("fill_inout_i32_array");
+    marshal_value* three = mv_uint64(3);
+    marshal_value* item = marshal_value_retain(const_cast<marshal_value*>(marshal_list_get(marshal_result_out(r, "out"), 1)));
+    for (int64_t base : {1, 10, 100}) {
+      marshal_value* in = mv_list();
+      for (int64_t k = 0; k < 3; ++k) {
+        marshal_value* x = mv_int64(base * (k + 1));
+        REQUIRE(marshal_list_append(in, x) == MARSHAL_OK);
+        marshal_value_release(x);
+      }
+      marshal_value* args[2] = {in, three};
+      REQUIRE(marshal_function_call_into(twice, args, 2, r) == MARSHAL_OK);
+      const marshal_value* v = marshal_result_out(r, "v");
+      int64_t second = 0;
+      REQUIRE(marshal_value_get_int64(marshal_list_get(v, 1), &second) == MARSHAL_OK);
+      CHECK(second == base * 4);
+      CHECK(items(v) == std::vector<int64_t>{base * 2, base * 4, base * 6});
+      marshal_value_release(in);
+    }
+    int64_t old = 0;
+    REQUIRE(marshal_value_get_int64(item, &old) == MARSHAL_OK);
+    CHECK(old == direct(8)[1]);  // an item of an earlier result, retained: its own value
+    marshal_value_release(item);
+    // The same parameter name with another element type (float, through the
+    // lane's rule): the kinds change with the values.
+    marshal_function* reverse = f.fn("reverse_inout_f32_array");
+    for (double base : {1.5, -2.25}) {
+      marshal_value* in = mv_list();
+      for (int k = 0; k < 3; ++k) {
+        marshal_value* x = mv_double(base * (k + 1));
+        REQUIRE(marshal_list_append(in, x) == MARSHAL_OK);
+        marshal_value_release(x);
+      }
+      marshal_value* args[2] = {in, three};
+      REQUIRE(marshal_function_call_into(reverse, args, 2, r) == MARSHAL_OK);
+      const marshal_value* v = marshal_result_out(r, "v");
+      REQUIRE(marshal_list_size(v) == 3);
+      for (size_t k = 0; k < 3; ++k) {
+        CHECK(marshal_value_kind(marshal_list_get(v, k)) == MARSHAL_DOUBLE);
+        double y = 0;
+        REQUIRE(marshal_value_get_double(marshal_list_get(v, k), &y) == MARSHAL_OK);
+        CHECK(y == base * static_cast<double>(3 - k));
+      }
+      marshal_value_release(in);
+    }
+    // A failed call leaves the result as it was.
+    marshal_value* short_list = mv_list();
+    marshal_value* x = mv_int64(1);
+    REQUIRE(marshal_list_append(short_list, x) == MARSHAL_OK);
+    marshal_value* bad[2] = {short_list, three};
+    CHECK(marshal_function_call_into(twice, bad, 2, r) == MARSHAL_ERROR_CALL);
+    CHECK(std::string(marshal_error_message(marshal_last_error())).find("the array has 1 elements but its count is 3") !=
+          std::string::npos);
+    double y = 0;
+    REQUIRE(marshal_value_get_double(marshal_list_get(marshal_result_out(r, "v"), 0), &y) == MARSHAL_OK);
+    CHECK(y == -2.25 * 3);
+    marshal_value_release(x);
+    marshal_value_release(short_list);
+    marshal_value_release(three);
+    marshal_value_release(n);
+    marshal_result_release(r);
+  }
+
   TEST_CASE("native memory from C: arrays without per-element conversion, `in` copied, errors") {
     Api f("tests/fixtures/pinvoke.json");
     marshal_value* mem = nullptr;

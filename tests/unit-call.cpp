@@ -194,6 +194,19 @@ TEST_SUITE("call") {
     float rv[] = {1.0f, 2.0f, 3.5f};
     reverse_inout_f32_array(rv, 3);
     CHECK(f.out(f.call("reverse_inout_f32_array", {List{1.0, 2.0, 3.5}, 3}), "v") == Value(List{double(rv[0]), double(rv[1]), double(rv[2])}));
+    {
+      // A list of more than a few megabytes of host values (its memory advised
+      // for huge pages before it is written): every element.
+      const std::size_t big = 100000;
+      std::vector<int32_t> want(big);
+      fill_out_i32_array(want.data(), big);
+      const Value got = f.out(f.call("fill_out_i32_array", {Value(std::uint64_t{big})}), "out");
+      REQUIRE(got.is<List>());
+      REQUIRE(got.as<List>().size() == big);
+      std::size_t same = 0;
+      for (std::size_t i = 0; i < big; ++i) same += got.as<List>()[i] == Value(std::int64_t{want[i]}) ? 1 : 0;
+      CHECK(same == big);
+    }
     int32_t* range = range_ret_i32(4);
     CHECK(f.call("range_ret_i32", {4}).ret == Value(List{range[0], range[1], range[2], range[3]}));
     std::free(range);
@@ -213,6 +226,35 @@ TEST_SUITE("call") {
     CHECK(f.out(ap, "out") == Value(List{pt(1, 100), pt(2, 200), pt(3, 300), pt(4, 400)}));
     fixture_free(nullptr);
     CHECK(f.call("fixture_free", {Value()}).ret.is_null());
+  }
+
+  TEST_CASE("an out array element that does not convert is named by its index") {
+    // inout structs holding a char[4] ASCII text: the callee doubles each
+    // int32, so the fourth element ("a", 0x61) comes back as 0xC2.
+    Context ctx;
+    LoadResult lr = ctx.load_text(R"({"typemap": 1,
+      "library": {"name": "marshal_fixture", "load": {"linux": ["libmarshal_fixture.so", "build/tests/libmarshal_fixture.so"]}},
+      "types": {"Text4": {"struct": [{"name": "s", "type": {"string": "ascii", "capacity": 4}}]}},
+      "functions": {"fill_inout_i32_array": {"returns": "void", "params": [
+        {"name": "v", "type": {"array": "Text4", "count": {"param": "n"}}, "dir": "inout"},
+        {"name": "n", "type": "size_t"}]}}})",
+                                  "text4.json");
+    for (const auto& e : lr.errors) MESSAGE(e.text());
+    REQUIRE(lr.ok());
+    std::string error;
+    auto lib = Library::open(ctx, *lr.typemap, error);
+    INFO(error);
+    REQUIRE(lib);
+    const Plan* plan = lib->bind("fill_inout_i32_array", error);
+    REQUIRE(plan);
+    auto text = [](const char* s) { return Value(rec({{"s", s}})); };
+    CallResult r;
+    REQUIRE(plan->call(std::vector<Value>{List{text(""), text(""), text("")}, 3}, r, error));
+    CHECK(r.out.at(0).second == Value(List{text(""), text(""), text("")}));
+    r = CallResult();
+    CHECK_FALSE(plan->call(std::vector<Value>{List{text(""), text(""), text(""), text("a")}, 4}, r, error));
+    INFO(error);
+    CHECK(error.find("inout parameter 0 'v': element 3: ") != std::string::npos);
   }
 
   TEST_CASE("pointers to one value: in, out, inout, nullable") {

@@ -296,7 +296,9 @@ MARSHAL_API marshal_status marshal_result_release(marshal_result *r);
 /* Calls without an allocation per call: a result made once and reused. Each
  * call replaces r's return and out values; a value retained from an earlier
  * call (marshal_value_retain) keeps its contents, and r is left unchanged when
- * the call fails. Release r with marshal_result_release. */
+ * the call fails. An out array of numbers is written into the storage of the
+ * list the call before replaced (r keeps it for that: the memory of two such
+ * lists). Release r with marshal_result_release. */
 MARSHAL_API marshal_status marshal_result_create(marshal_result **out);
 MARSHAL_API marshal_status marshal_function_call_into(const marshal_function *fn, marshal_value *const *args,
                                                       size_t nargs, marshal_result *r);

@@ -103,6 +103,9 @@ struct CFunction {
   // Argument counts it takes, made once (set_counts): without its computed
   // parameters, and with them (0: it has none, call/arguments.hpp).
   std::size_t host_count = 0, full_count = 0;
+  // An out or inout parameter is an array (set_counts): a reused result
+  // converts it into the list its previous call left (ReusedResults).
+  bool out_arrays = false;
 };
 
 // A function's signature as the host reads it (introspection), with its
@@ -151,13 +154,20 @@ struct CResult {
   bool has_errno = false;
   int err = 0;
   marshal::engine::CallResult scratch;  // what the engine writes; moved into the values above
+  // Out lists the last publish replaced in the values above, by parameter
+  // name: the next call into this result writes its out arrays of scalars
+  // into them (ReusedResults) instead of building new lists.
+  marshal::engine::Record spare;
 };
 
 struct CValue {
   marshal::engine::Value v;
   // Handles given out for list items or record fields, each holding one
-  // reference owned by this value; rebuilt after the container changes.
+  // reference owned by this value, by index (0: none made); rebuilt after the
+  // container changes. kid_made lists the indexes made, so that dropping
+  // them costs what was made, not the container's size (the zeros stay).
   std::vector<Bits> kids;
+  std::vector<std::size_t> kid_made;
   // Owned by a container, a result or a host function's argument list: the
   // host may read it and retain it, not release it or change it.
   std::atomic<bool> borrowed{false};
@@ -518,12 +528,15 @@ marshal_status wrap_out(const char* api, marshal::engine::Value&& v, marshal_val
 }
 
 [[gnu::noinline]] void drop_kids_now(CValue* v) noexcept {
-  for (Bits k : v->kids) disown(k);
-  v->kids.clear();
+  for (std::size_t i : v->kid_made) {
+    disown(v->kids[i]);
+    v->kids[i] = 0;
+  }
+  v->kid_made.clear();
 }
 // Inline: most values never had their items read.
 inline void drop_kids(CValue* v) noexcept {
-  if (!v->kids.empty()) drop_kids_now(v);
+  if (!v->kid_made.empty()) drop_kids_now(v);
 }
 
 // The handle of a list's item or a record's field i, made on first use (a
@@ -537,7 +550,9 @@ Bits kid(const char* api, CValue* v, std::size_t i) {
     }
     if (!v->kids[i]) {
       marshal::engine::Value copy = v->v.is<marshal::engine::List>() ? v->v.as<marshal::engine::List>()[i] : v->v.as<marshal::engine::Record>()[i].second;
+      v->kid_made.reserve(v->kid_made.size() + 1);  // first: a handle made is always listed
       v->kids[i] = wrap(api, std::move(copy), true);
+      if (v->kids[i]) v->kid_made.push_back(i);
     }
     return v->kids[i];
   } catch (...) {
@@ -556,8 +571,10 @@ void put(Bits& slot, marshal::engine::Value&& v, const CallFrame* outer) {
   if (c && refs == 1 && !(outer && in_call(slot, Kind::value, outer))) {
     drop_kids(c);
     // A record is swapped, not moved: the engine's scratch keeps its shape, so
-    // a record returned call after call is updated in place.
-    if (v.is<marshal::engine::Record>()) std::swap(c->v, v);
+    // a record returned call after call is updated in place. So is a list: the
+    // replaced one goes back to the scratch, storage for the next call's
+    // (CResult::spare), and is not destroyed element by element here.
+    if (v.is<marshal::engine::Record>() || v.is<marshal::engine::List>()) std::swap(c->v, v);
     else c->v.take(std::move(v));
     return;
   }
@@ -587,6 +604,12 @@ void publish(CResult* r) {
   }
   r->has_errno = c.error_number.has_value();
   r->err = c.error_number.value_or(0);
+  // The lists r's values held before (put swapped them here) are the next
+  // call's storage; everything else goes.
+  r->spare.clear();
+  for (auto& entry : c.out)
+    if (entry.second.is<marshal::engine::List>() && entry.second.as<marshal::engine::List>().capacity())
+      r->spare.push_back(std::move(entry));
   c.out.clear();
   c.error_number.reset();
 }
@@ -655,6 +678,10 @@ std::size_t param_of_argument_count(const marshal::engine::Signature& sig) {
 void set_counts(CFunction& f) {
   f.host_count = param_of_argument_count(*f.fn);
   f.full_count = marshal::engine::full_arity(*f.fn);
+  f.out_arrays = false;
+  for (const marshal::engine::Param& p : f.fn->params)
+    f.out_arrays = f.out_arrays ||
+                   (p.dir != marshal::engine::Dir::in && f.types->get(p.type).kind == marshal::engine::Kind::array);
 }
 
 // The signature's parameter that host argument i supplies (-1: a variadic one).
@@ -805,12 +832,80 @@ bool wrong_count(const CFunction& f, std::size_t nargs) {
   return f.fn->variadic_from < 0 && nargs != f.host_count && nargs != f.full_count;
 }
 
+// The Value adapter (call/host_io.hpp) of a result reused call after call
+// (marshal_function_call_into), which writes an out array of scalars into the
+// list of that parameter the result's previous call left (CResult::spare):
+// in place, no allocation, and no Value made or destroyed per element when
+// the elements' kinds repeat (a Value is 88 bytes: 10^6 of them are memory
+// the allocator maps afresh on every call). The list then goes where the
+// Value adapter puts it. Everything else is the Value adapter's.
+class ReusedResults final : public marshal::engine::HostResults {
+ public:
+  ReusedResults(marshal::engine::CallResult& r, const marshal::engine::Function& fn, marshal::engine::Record& spare)
+      : values_(r, fn), r_(r), fn_(fn), spare_(spare) {}
+  void scalar(int i, const marshal::engine::HostScalar& s) override { values_.scalar(i, s); }
+  void value(int i, marshal::engine::Value&& v) override { values_.value(i, std::move(v)); }
+  marshal::engine::Value* place(int i) override { return values_.place(i); }
+  void error_number(int e) override { values_.error_number(e); }
+  bool array(int i, const marshal::engine::LaneOp& element, const void* data, std::size_t count) override {
+    if (i == ret) return false;
+    const std::string& name = fn_.params[static_cast<std::size_t>(i)].name;
+    for (auto& [n, v] : spare_) {
+      if (n != name) continue;
+      if (!v.is<marshal::engine::List>() || v.as<marshal::engine::List>().capacity() < count) return false;
+      fill(v.as<marshal::engine::List>(), element, static_cast<const std::byte*>(data), count);
+      r_.out.emplace_back(name, std::move(v));
+      return true;
+    }
+    return false;
+  }
+
+ private:
+  // The elements as the general converter makes them (elements_to_host): one
+  // tight loop for int32 and double, the lane's rule (lane_scalar) for the rest.
+  static void fill(marshal::engine::List& items, const marshal::engine::LaneOp& e, const std::byte* p, std::size_t n) {
+    items.resize(n);
+    if (e.op == marshal::engine::LaneOp::Op::sint && e.size == 4) {
+      for (std::size_t k = 0; k < n; ++k) {
+        std::int32_t x;
+        std::memcpy(&x, p + k * 4, 4);
+        items[k].set_int(x);
+      }
+    } else if (e.op == marshal::engine::LaneOp::Op::f64) {
+      for (std::size_t k = 0; k < n; ++k) {
+        double x;
+        std::memcpy(&x, p + k * 8, 8);
+        items[k].set_real(x);
+      }
+    } else {
+      for (std::size_t k = 0; k < n; ++k) {
+        std::uint64_t wide = 0;
+        std::memcpy(&wide, p + k * e.size, e.size <= 8 ? e.size : 8);
+        marshal::engine::put_scalar(marshal::engine::lane_scalar(e, wide), items[k]);
+      }
+    }
+  }
+
+  marshal::engine::ValueResults values_;
+  marshal::engine::CallResult& r_;
+  const marshal::engine::Function& fn_;
+  marshal::engine::Record& spare_;
+};
+
 // A function's call: computed parameters given too are checked and left out
-// (the engine's rule, call/arguments.hpp).
-bool call_function(const CFunction& f, std::span<const marshal::engine::Value* const> view, marshal::engine::CallResult& r,
-                   std::string& error) {
+// (the engine's rule, call/arguments.hpp). `spare`: the out lists of a reused
+// result (CResult::spare), or null.
+bool call_function(const CFunction& f, const ArgView& args, marshal::engine::CallResult& r, std::string& error,
+                   marshal::engine::Record* spare = nullptr) {
+  std::span<const marshal::engine::Value* const> view = args.view;
   if (f.isolated) return f.isolated->call_addressed(f.fn->name, view, r, error);  // it applies the rule itself
-  if (view.size() != f.full_count) return f.plan->call(view, r, error);  // no computed parameter given
+  if (view.size() != f.full_count) {  // no computed parameter given
+    if (spare && f.out_arrays && !spare->empty()) {
+      ReusedResults results(r, *f.fn, *spare);
+      return f.plan->call(args, results, error);
+    }
+    return f.plan->call(view, r, error);
+  }
   std::vector<const marshal::engine::Value*> storage;
   return marshal::engine::host_arguments(*f.types, *f.site.file, *f.fn, view, storage, error) && f.plan->call(view, r, error);
 }
@@ -1165,7 +1260,7 @@ marshal_status marshal_function_call(const marshal_function* fn, marshal_value* 
   if (!out) return null_arg(api, "out");
   *out = nullptr;
   return call_new(api, f->site, f->library, 0, args, nargs, out, wrong_count(*f, nargs),
-                  [&](const ArgView& view, marshal::engine::CallResult& r, std::string& error) { return call_function(*f, view.view, r, error); });
+                  [&](const ArgView& view, marshal::engine::CallResult& r, std::string& error) { return call_function(*f, view, r, error); });
 }
 
 marshal_status marshal_result_create(marshal_result** out) {
@@ -1200,7 +1295,9 @@ marshal_status marshal_function_call_into(const marshal_function* fn, marshal_va
   CResult* r = find<CResult>(result);
   if (!r) return bad_handle(api, "result", result, Kind::result);
   return call_into(api, f->site, f->library, 0, args, nargs, r, bits_of(result), wrong_count(*f, nargs),
-                   [&](const ArgView& view, marshal::engine::CallResult& c, std::string& error) { return call_function(*f, view.view, c, error); });
+                   [&](const ArgView& view, marshal::engine::CallResult& c, std::string& error) {
+                     return call_function(*f, view, c, error, &r->spare);
+                   });
 }
 
 const marshal_value* marshal_result_return(const marshal_result* r) {

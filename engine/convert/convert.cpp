@@ -13,6 +13,10 @@
 #include <iterator>
 #include <limits>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace marshal::engine {
 
 // ---- native integers ---------------------------------------------------------------
@@ -625,10 +629,46 @@ struct NumberReader {
   bool operator==(const NumberReader& o) const { return p == o.p; }
 };
 
+// An empty List with room for n values. A large one is memory the allocator
+// maps afresh on every call (glibc maps blocks above its mmap threshold, at
+// most 32 MB, and unmaps them when freed), and the first touch of each 4 KiB
+// page costs more than the Value written there: 10^6 values are 88 MB, some
+// 21,000 page faults, most of an out array's conversion. Such memory is
+// advised for transparent huge pages before it is touched (Linux, THP
+// "always" or "madvise"): 2 MiB pages, 500 times fewer faults. Only a hint:
+// where it is not taken, nothing changes.
+constexpr std::size_t huge_list_bytes = std::size_t{4} << 20;
+
+List reserved_list(std::uint64_t n) {
+  List items;
+  items.reserve(static_cast<std::size_t>(n));
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  const std::size_t bytes = static_cast<std::size_t>(n) * sizeof(Value);
+  if (bytes >= huge_list_bytes) {
+    constexpr std::uintptr_t huge = std::uintptr_t{2} << 20;
+    const auto at = reinterpret_cast<std::uintptr_t>(items.data());
+    const std::uintptr_t begin = (at + huge - 1) & ~(huge - 1), end = (at + bytes) & ~(huge - 1);
+    if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // a hint: failure is harmless
+  }
+#endif
+  return items;
+}
+
 template <class N, class H>
 Value numbers_to_host(const std::byte* mem, std::uint64_t n) {
-  const NumberReader<N, H> first{mem}, last{mem + n * sizeof(N)};
-  return Value(List(first, last));
+  if (n * sizeof(Value) < huge_list_bytes) {
+    const NumberReader<N, H> first{mem}, last{mem + n * sizeof(N)};
+    return Value(List(first, last));
+  }
+  // Large: room advised for huge pages first, then each element made in place
+  // (emplace_back: a Value constructed there, no temporary to move and destroy).
+  List items = reserved_list(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    N x;
+    std::memcpy(&x, mem + i * sizeof(N), sizeof x);
+    items.emplace_back(static_cast<H>(x));
+  }
+  return Value(std::move(items));
 }
 }  // namespace
 
@@ -649,9 +689,8 @@ bool Marshaler::elements_to_host(TypeId elem, const std::byte* mem, std::uint64_
     out = numbers_to_host<double, double>(mem, n);
     return true;
   }
-  List items;
   // n is bounded by the buffer limit in native bytes, not in host values.
-  items.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(n, max_buffer / sizeof(Value))));
+  List items = reserved_list(std::min<std::uint64_t>(n, max_buffer / sizeof(Value)));
   Ctx ec;
   ec.frame = c.frame;
   for (std::uint64_t i = 0; i < n; ++i) {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -112,12 +113,12 @@ class Value {
     object, host_object
   };
 
-  Value() = default;
-  Value(std::nullptr_t) {}
+  Value() noexcept : v_() {}
+  Value(std::nullptr_t) noexcept : v_() {}
   Value(bool b) : v_(b) {}
   Value(int i) : v_(std::int64_t{i}) {}
   Value(std::int64_t i) : v_(i) {}
-  Value(std::uint64_t u) { set_unsigned(u); }
+  Value(std::uint64_t u) : v_() { set_unsigned(u); }
   Value(double d) : v_(d) {}
   Value(std::string s) : v_(std::move(s)) {}
   Value(const char* s) : v_(std::string(s)) {}
@@ -131,6 +132,23 @@ class Value {
   Value(std::shared_ptr<Callback> c) : v_(std::move(c)) {}
   Value(ObjectRef o) : v_(std::move(o)) {}
   Value(std::shared_ptr<HostObject> h) : v_(std::move(h)) {}
+  Value(const Value& o) : v_(o.v_) {}
+  Value(Value&& o) noexcept : v_(std::move(o.v_)) {}
+  Value& operator=(const Value& o) {
+    v_ = o.v_;
+    return *this;
+  }
+  Value& operator=(Value&& o) noexcept {
+    v_ = std::move(o.v_);
+    return *this;
+  }
+  // Null, bools, numbers and addresses have nothing to destroy: a list of
+  // them is dropped without a visit of each element's kind (the variant's
+  // destructor is an indirect call per element, most of the cost of
+  // dropping a list of numbers).
+  ~Value() {
+    if (!trivially_destroyed(type())) v_.~Storage();
+  }
 
   Type type() const { return static_cast<Type>(v_.index()); }
   bool is_null() const { return type() == Type::null; }
@@ -200,7 +218,12 @@ class Value {
     if (u <= static_cast<std::uint64_t>(INT64_MAX)) v_ = static_cast<std::int64_t>(u);
     else v_ = u;
   }
-  Storage v_;
+  static constexpr bool trivially_destroyed(Type t) { return t <= Type::real || t == Type::address; }
+  static_assert(std::is_nothrow_move_constructible_v<Storage> && std::is_nothrow_move_assignable_v<Storage>);
+  // In a union so that ~Value decides when the variant's destructor runs.
+  union {
+    Storage v_;
+  };
 };
 
 std::string base64_encode(const std::uint8_t* data, std::size_t n);
