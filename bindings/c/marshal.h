@@ -233,10 +233,13 @@ MARSHAL_API marshal_status marshal_library_create(marshal_typemap *tm, marshal_l
  * surrogate calls them back in this process, on the thread waiting for the
  * call when it calls from the thread running that call (a qsort comparator),
  * else on a thread of the library (delivery "inline") or the waiting owner
- * (delivery "owner"). What cannot cross the process boundary yet fails with
- * MARSHAL_ERROR_ARGUMENT and a message saying so: native memory
- * (marshal_value_create_native), registered callbacks
- * (marshal_value_create_callback), host objects, raw addresses.
+ * (delivery "owner"). Registered callbacks (marshal_value_create_callback)
+ * are made in the surrogate, where native code keeps their pointer; the value
+ * here stands for it (pass it to this library's calls; deactivating it
+ * releases the surrogate's). Host objects cross too (their methods are called
+ * back here), and objects made there arrive as proxies. What cannot cross the
+ * process boundary yet fails with MARSHAL_ERROR_ARGUMENT and a message saying
+ * so: native memory (marshal_value_create_native), raw addresses.
  * A surrogate that cannot start, or cannot open the library, is
  * MARSHAL_ERROR_LIBRARY. */
 MARSHAL_API marshal_status marshal_library_create_isolated(marshal_typemap *tm, uint32_t deadline_ms,
@@ -445,7 +448,8 @@ MARSHAL_API marshal_status marshal_value_create_function(const char *name, marsh
 /* A registered callback of signature sig calling the function value fn: pass it
  * where a callback of scope "registered" is expected. It is active (native code
  * may call its function pointer) until marshal_callback_deactivate; a later
- * call from native code reaches the trap, which names the callback. */
+ * call from native code reaches the trap, which names the callback. On an
+ * isolated library it is made in the surrogate (marshal_library_create_isolated). */
 MARSHAL_API marshal_status marshal_value_create_callback(marshal_library *lib, const char *sig,
                                                          const marshal_value *fn, marshal_value **out);
 /* Deactivates a registered callback: native code must no longer call it. This
