@@ -43,65 +43,91 @@ bool Chains::post(std::uint64_t id, const std::function<void()>& job) {
   return true;
 }
 
+namespace {
+thread_local const void* tls_native = nullptr;  // the State of the native threads this thread is one of
+}
+
 NativeThread::NativeThread() {
-  thread_ = std::thread([s = state_] {
+  std::lock_guard lock(state_->m);
+  start_locked();
+}
+
+void NativeThread::start_locked() {
+  auto s = state_;
+  ++s->threads;
+  ++s->live;
+  threads_.emplace_back([s] {
+    tls_native = s.get();
     std::unique_lock lock(s->m);
     for (;;) {
+      ++s->idle;
       s->cv.wait(lock, [&] { return s->closed || !s->jobs.empty(); });
+      --s->idle;
       if (s->jobs.empty()) break;  // closed and drained
       auto job = std::move(s->jobs.front());
       s->jobs.pop_front();
       lock.unlock();
-      job();
-      job = nullptr;  // what it held goes before the lock is taken again
+      {
+        std::lock_guard baton(s->baton);
+        job();
+        job = nullptr;  // what it held goes under the baton, before the lock is taken again
+      }
       lock.lock();
     }
-    s->ended = true;
+    --s->live;
     s->cv.notify_all();
   });
-  id_ = thread_.get_id();
 }
 
 NativeThread::~NativeThread() {
-  if (finish(std::chrono::seconds(1))) thread_.join();
-  else thread_.detach();  // stuck in native code: it keeps its state alive (state_ is shared)
+  const bool ended = finish(std::chrono::seconds(1));
+  std::lock_guard lock(state_->m);
+  for (auto& t : threads_) {
+    if (ended) t.join();
+    else t.detach();  // stuck in native code: it keeps its state alive (state_ is shared)
+  }
 }
+
+bool NativeThread::here() const { return tls_native == state_.get(); }
 
 bool NativeThread::post(std::function<void()> job) {
   {
     std::lock_guard lock(state_->m);
     if (state_->closed) return false;
     state_->jobs.push_back(std::move(job));
+    // Every thread busy and one of them waiting for a host function: the
+    // job must not wait for that host function (nor nest under it).
+    if (state_->idle == 0 && state_->waiting > 0 && state_->threads < max_threads) start_locked();
   }
   state_->cv.notify_all();
   return true;
 }
 
-void NativeThread::run_until(const std::function<bool()>& done) {
-  auto& s = *state_;
-  std::unique_lock lock(s.m);
-  for (;;) {
-    s.cv.wait(lock, [&] { return !s.jobs.empty() || done(); });
-    if (done()) return;
-    auto job = std::move(s.jobs.front());
-    s.jobs.pop_front();
-    lock.unlock();
-    job();
-    job = nullptr;
-    lock.lock();
+void NativeThread::begin_wait() {
+  {
+    std::lock_guard lock(state_->m);
+    ++state_->waiting;
+    if (!state_->jobs.empty() && state_->idle == 0 && state_->threads < max_threads && !state_->closed) start_locked();
   }
+  state_->baton.unlock();  // held by this thread since its job began
 }
 
-void NativeThread::wake() {
-  { std::lock_guard lock(state_->m); }  // done() was made true before: seen by the next check
-  state_->cv.notify_all();
+void NativeThread::run_nested(const std::function<void()>& job) {
+  std::lock_guard baton(state_->baton);
+  job();
+}
+
+void NativeThread::end_wait() {
+  state_->baton.lock();
+  std::lock_guard lock(state_->m);
+  --state_->waiting;
 }
 
 bool NativeThread::finish(std::chrono::milliseconds grace) {
   std::unique_lock lock(state_->m);
   state_->closed = true;
   state_->cv.notify_all();
-  return state_->cv.wait_for(lock, grace, [&] { return state_->ended; });
+  return state_->cv.wait_for(lock, grace, [&] { return state_->live == 0; });
 }
 
 kj::Promise<void> Runtime::on_native(std::uint64_t token, std::uint64_t chain, std::function<void()> job) {

@@ -1,14 +1,19 @@
-// marshal remote: the serving side's native thread (issue 17, part 4).
+// marshal remote: the serving side's native threads (issue 17, part 4).
 // A surrogate, or `marshal serve`, once a host function or host object has
 // come to it (before, see Runtime), makes every native call for its hosts on
-// one thread of its own, never on its I/O thread, so that native code can call
-// a host function back: the callback's request goes out and its reply comes in
-// on the I/O thread while the native thread waits. While it waits it runs the
-// calls that arrive meanwhile, so a host function that calls the library again
-// (a re-entrant call) runs nested, as in-process, instead of deadlocking (a
-// COM STA's modal loop). One thread keeps the native calls of all clients
-// serialized, as they were on the I/O thread, and the releases of handles
-// and objects run there too.
+// a native thread of its own, never on its I/O thread, so that native code can
+// call a host function back: the callback's request goes out and its reply
+// comes in on the I/O thread while the native thread waits. Native code runs
+// under one baton, so the native calls of all clients stay serialized, as they
+// were on the I/O thread. A thread waiting for a host function hands the baton
+// on: the calls that host function makes to the library (re-entrant calls,
+// known by the wait's chain) run nested on that waiting thread, as in-process
+// (a COM STA's modal loop), and every other call (another host thread's,
+// another client's) runs on another native thread, started when none is idle,
+// so a call never waits for one that came after it (no call buried under a
+// later one). In the common case, one caller and no host function waiting,
+// every call runs on the first native thread. Releases of handles and objects
+// run there too.
 #pragma once
 
 #include "remote/io_queue.hpp"
@@ -22,27 +27,35 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace marshal::engine::remote {
 
 class NativeThread {
  public:
-  NativeThread();
-  ~NativeThread();  // finish(1 s); a thread still busy then is left running (the process is ending)
+  NativeThread();  // one native thread started; more on demand (at most max_threads)
+  ~NativeThread();  // finish(1 s); threads still busy then are left running (the process is ending)
   NativeThread(const NativeThread&) = delete;
   NativeThread& operator=(const NativeThread&) = delete;
 
-  // Any thread: queues a job. False once finished (the job did not run).
+  static constexpr int max_threads = 64;
+
+  // Any thread: queues a job, run by a native thread holding the baton. False
+  // once finished (the job did not run).
   bool post(std::function<void()> job);
-  // Whether the calling thread is this native thread.
-  bool here() const { return std::this_thread::get_id() == id_; }
-  // This thread: runs queued jobs until done() holds, checked after each job
-  // and on each wake().
-  void run_until(const std::function<bool()>& done);
-  // Any thread: done() of a run_until may hold now.
-  void wake();
+  // Whether the calling thread is one of these native threads.
+  bool here() const;
+  // A native thread (holding the baton) about to wait for a host function:
+  // hands the baton on, and another native thread runs the queued jobs (one
+  // is started when none is idle).
+  void begin_wait();
+  // The same thread, between begin_wait and end_wait: runs a job that is part
+  // of the call it waits for (a re-entrant call), under the baton.
+  void run_nested(const std::function<void()>& job);
+  // Its wait is over: takes the baton back before native code goes on.
+  void end_wait();
   // Stops taking jobs and waits up to `grace` for the queued ones to run;
-  // true when they did (the thread has ended).
+  // true when they did (every thread has ended).
   bool finish(std::chrono::milliseconds grace);
 
  private:
@@ -50,16 +63,15 @@ class NativeThread {
     std::mutex m;
     std::condition_variable cv;
     std::deque<std::function<void()>> jobs;
-    bool closed = false, ended = false;
+    bool closed = false;
+    int threads = 0, idle = 0, waiting = 0, live = 0;
+    std::mutex baton;  // held while native code runs
   };
+  void start_locked();  // a new native thread (s.m held)
   std::shared_ptr<State> state_ = std::make_shared<State>();
-  std::thread thread_;
-  std::thread::id id_;
+  std::vector<std::thread> threads_;  // under state_->m
 };
 
-// The token of the host call (wire Library.call) running on the calling
-// thread now, 0 when none: the callbacks native code makes from this thread
-// carry it, so the host runs them on the thread that waits for that call.
 std::uint64_t current_token();
 
 // The threads of the library's own (not the native thread) waiting for a host

@@ -66,15 +66,13 @@ class FunctionLink {
     auto p = std::make_shared<Pending>();
     Runtime* rt = rt_.get();
     const bool on_native = rt->native.here();
-    // Another thread waits as a chain: the calls the host function makes
-    // meanwhile run here (Chains), woken through the wait's cv.
-    std::shared_ptr<Chains::Wait> wait;
-    std::uint64_t chain = 0;
-    if (!on_native) {
-      wait = std::make_shared<Chains::Wait>();
-      chain = rt->chains.enter(wait);
-    }
-    auto finish = [p, rt, wait](bool ok, Value v, std::string e) {
+    // The waiting thread is known as a chain: the calls the host function
+    // makes meanwhile come back with it and run here (Chains), woken through
+    // the wait's cv. A native thread hands the baton on while it waits, so
+    // other calls run on another native thread, not nested under this one.
+    auto wait = std::make_shared<Chains::Wait>();
+    const std::uint64_t chain = rt->chains.enter(wait);
+    auto finish = [p, wait](bool ok, Value v, std::string e) {
       {
         std::lock_guard lock(p->m);
         if (p->done.load()) return;
@@ -83,12 +81,8 @@ class FunctionLink {
         p->error = std::move(e);
         p->done.store(true, std::memory_order_release);
       }
-      if (wait) {
-        { std::lock_guard lock(wait->m); }  // done was set before: seen by the next check
-        wait->cv.notify_all();
-      } else {
-        rt->native.wake();
-      }
+      { std::lock_guard lock(wait->m); }  // done was set before: seen by the next check
+      wait->cv.notify_all();
     };
     // Settles the call if the I/O thread drops it unfinished (the connection ended).
     struct Unfinished {
@@ -144,9 +138,8 @@ class FunctionLink {
           .attach(kj::mv(guard));
     });
     guard = nullptr;  // the queue's copy decides now
-    if (posted && on_native) {
-      rt->native.run_until([&] { return p->done.load(std::memory_order_acquire); });
-    } else if (posted) {
+    if (posted) {
+      if (on_native) rt->native.begin_wait();
       std::unique_lock lock(wait->m);
       for (;;) {
         wait->cv.wait(lock, [&] { return p->done.load(std::memory_order_acquire) || !wait->jobs.empty(); });
@@ -154,13 +147,15 @@ class FunctionLink {
         auto job = std::move(wait->jobs.front());
         wait->jobs.pop_front();
         lock.unlock();
-        job();  // a call the host function made meanwhile
+        if (on_native) rt->native.run_nested(job);  // a call the host function made meanwhile
+        else job();  // (a library thread: inside the native call that holds the baton)
         job = nullptr;
         lock.lock();
       }
+      lock.unlock();
+      if (on_native) rt->native.end_wait();
     }
-    if (chain != 0)  // calls that came after the reply: to the native thread
-      for (auto& job : rt->chains.leave(chain)) rt->native.post(std::move(job));
+    for (auto& job : rt->chains.leave(chain)) rt->native.post(std::move(job));  // came after the reply
     if (!posted) {
       error = what + ": the surrogate is ending";
       return false;
