@@ -251,6 +251,19 @@ bool check_blocks(const unsigned char* p, std::size_t n, std::size_t& done) {
 template <std::size_t U> std::size_t convert_utf8(const unsigned char* p, std::size_t n, std::byte* out) {
   std::size_t i = 0, o = 0;
   std::uint32_t cp = 0;
+  // The character at i (plain ASCII or a sequence), written at o; false when
+  // the text is not well-formed there.
+  auto one_character = [&]() -> bool {
+    if (p[i] != 0 && p[i] < 0x80) {
+      put_code_point<U>(out, o, p[i++]);
+      return true;
+    }
+    const std::size_t len = other_sequence(p, n, i, cp);
+    if (!len) return false;
+    put_code_point<U>(out, o, cp);
+    i += len;
+    return true;
+  };
   while (i + kBlock <= n) {
     unsigned other = other_bytes(p + i);
     if (!other) {
@@ -260,16 +273,8 @@ template <std::size_t U> std::size_t convert_utf8(const unsigned char* p, std::s
       continue;
     }
     if (std::popcount(other) > 8) {  // mostly other text: one character at a time to the block's end
-      for (const std::size_t end = i + kBlock; i < end;) {
-        if (p[i] != 0 && p[i] < 0x80) {
-          put_code_point<U>(out, o, p[i++]);
-          continue;
-        }
-        const std::size_t len = other_sequence(p, n, i, cp);
-        if (!len) return SIZE_MAX;
-        put_code_point<U>(out, o, cp);
-        i += len;
-      }
+      for (const std::size_t end = i + kBlock; i < end;)
+        if (!one_character()) return SIZE_MAX;
       continue;
     }
     // The other bytes of the block, in order: the plain ASCII before each
@@ -295,16 +300,8 @@ template <std::size_t U> std::size_t convert_utf8(const unsigned char* p, std::s
     } while (other);
     i = at_end;  // the next block starts here (ASCII left in this one is read again)
   }
-  while (i < n) {  // the tail, one character at a time
-    if (p[i] != 0 && p[i] < 0x80) {
-      put_code_point<U>(out, o, p[i++]);
-      continue;
-    }
-    const std::size_t len = other_sequence(p, n, i, cp);
-    if (!len) return SIZE_MAX;
-    put_code_point<U>(out, o, cp);
-    i += len;
-  }
+  while (i < n)  // the tail, one character at a time
+    if (!one_character()) return SIZE_MAX;
   return o;
 }
 
