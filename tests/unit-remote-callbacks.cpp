@@ -372,6 +372,36 @@ TEST_SUITE("remote") {
     sta.join();
   }
 
+  TEST_CASE("the direct channel stops once a host function has gone to the surrogate (it may call back any time)") {
+    Isolated there;
+    const auto d0 = there.lib->direct_calls();
+    CHECK(I(there.call("fire_registered", {5}).ret) == -999);  // plain data: direct
+    CHECK(there.lib->direct_calls() == d0 + 1);
+    std::atomic<int> ran{0};
+    const auto caller = std::this_thread::get_id();
+    std::atomic<int> elsewhere{0};
+    auto plus = host("plus", [&](const std::vector<Value>& a, Value& r, std::string&) {
+      ++ran;
+      if (std::this_thread::get_id() != caller) ++elsewhere;
+      r = Value(I(a[0]) + 1000);
+      return true;
+    });
+    std::string error;
+    auto registered = there.lib->callback("IntFn", plus, error);
+    INFO(error);
+    REQUIRE(registered);
+    there.call("register_i32", {Value(registered)});
+    const auto d1 = there.lib->direct_calls();
+    // fire_registered is plain data too, but native code calls the host
+    // back in it: through RPC, where the waiting caller runs the callback.
+    for (int i = 0; i < 20; ++i) CHECK(I(there.call("fire_registered", {i}).ret) == i + 1000);
+    CHECK(ran == 20);
+    CHECK(elsewhere == 0);
+    CHECK(there.lib->direct_calls() == d1);
+    registered->release();
+    there.call("register_i32", {Value()});
+  }
+
   TEST_CASE("registered callbacks: made in the surrogate, kept by native code there, released from the host") {
     Isolated there;
     const auto caller = std::this_thread::get_id();

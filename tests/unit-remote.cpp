@@ -422,6 +422,72 @@ TEST_SUITE("remote") {
     CHECK(bad == 0);
   }
 
+  TEST_CASE("the direct channel: plain-data calls skip RPC with the same results, crashes and deadlines") {
+    // Calls of plain data go over the surrogate's direct channel (one message
+    // each way, written and read by the calling thread); the rest, and calls
+    // that a release may not overtake, go through RPC. Every answer is the
+    // same either way (the fixture comparisons above run both ways too).
+    Isolated there(crashing_libc, "direct.json");
+    auto d = there.lib->direct_calls();
+    CHECK(there.call("div", {17, 5}).ret == Value(rec({{"quot", 3}, {"rem", 2}})));
+    CHECK(there.lib->direct_calls() == ++d);
+    // A crash during a direct call: the same words as through RPC, the next
+    // call starts a fresh surrogate, and takes the new one's direct channel.
+    const int first = there.lib->pid();
+    std::string e = there.error_of("div", {1, 0});
+    CHECK(there.lib->direct_calls() == ++d);
+    CHECK(fpe_text(e, "div", first));
+    CHECK(there.call("div", {9, 2}).ret == Value(rec({{"quot", 4}, {"rem", 1}})));  // RPC starts the new one
+    CHECK(there.call("div", {9, 2}).ret == Value(rec({{"quot", 4}, {"rem", 1}})));
+    CHECK(there.lib->direct_calls() == ++d);
+    const int second = there.lib->pid();
+    CHECK(second != first);
+    e = there.error_of("strlen", {8});
+    CHECK(e == "function strlen crashed in the surrogate (pid " + std::to_string(second) + ") with SIGSEGV (address 0x8)");
+    CHECK(there.lib->direct_calls() == ++d);
+    // A deadline during a direct call kills the surrogate, in the same words.
+    CHECK(I(there.call("getpid").ret) > 0);
+    const int third = there.lib->pid();
+    d = there.lib->direct_calls();
+    e = there.error_of("pause", {}, 200ms);
+    CHECK(there.lib->direct_calls() == d + 1);
+    CHECK(e == "function pause timed out after 200 ms in the surrogate (pid " + std::to_string(third) +
+                   "); the surrogate was killed");
+    CHECK(::kill(third, 0) != 0);
+    // Killed from outside between calls: replaced before the next call is sent.
+    const std::int64_t fourth = I(there.call("getpid").ret);
+    CHECK(fourth == there.lib->pid());
+    ::kill(static_cast<pid_t>(fourth), SIGKILL);
+    for (int i = 0; i < 200 && ::kill(static_cast<pid_t>(fourth), 0) == 0; ++i) std::this_thread::sleep_for(5ms);
+    CHECK(I(there.call("getpid").ret) != fourth);
+
+    // Handles are capabilities: functions that take or return one take RPC;
+    // after a handle's release (an RPC message), the next call takes RPC too,
+    // so it cannot overtake the release; then the direct channel again.
+    Isolated fx("tests/fixtures/pinvoke.json");
+    const std::int64_t live = I(fx.call("res_live").ret);
+    d = fx.lib->direct_calls();
+    for (int round = 0; round < 3; ++round) {
+      {
+        Value h = fx.call("res_open", {41 + round}).ret;
+        CHECK(fx.lib->direct_calls() == d);
+        CHECK(I(fx.call("res_live").ret) == live + 1);
+        CHECK(fx.lib->direct_calls() == ++d);
+      }
+      CHECK(I(fx.call("res_live").ret) == live);  // after the release: RPC
+      CHECK(fx.lib->direct_calls() == d);
+      CHECK(I(fx.call("res_live").ret) == live);
+      CHECK(fx.lib->direct_calls() == ++d);
+    }
+    // Errors of plain-data calls come back as through RPC (the engine's record).
+    e = fx.error_of("add_i32", {Value(std::int64_t{1} << 40), 1});
+    CHECK(fx.lib->direct_calls() == ++d);
+    CHECK(e.find("parameter 0 'a'") != std::string::npos);
+    // Strings, out parameters and records cross the direct channel exactly.
+    CHECK(fx.call("add_i32", {40, 2}).ret == Value(42));
+    CHECK(fx.lib->direct_calls() == ++d);
+  }
+
   TEST_CASE("the wire encoding round-trips every value kind, NULs in texts and field names included") {
     // Found by tests/fuzz/fuzz-remote-decoder: a record field name crossed
     // through c_str() and lost everything after an embedded NUL.

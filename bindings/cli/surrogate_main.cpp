@@ -1,6 +1,6 @@
 // marshal-surrogate: the process an isolated library runs in.
 // Started by the host (engine/remote/surrogate.cpp) with its Cap'n Proto
-// socket on fd 3 and the crash pipe on fd 4; not a command for people.
+// socket on fd 3, the crash pipe on fd 4 and the direct channel on fd 5; not a command for people.
 #include "remote/surrogate.hpp"
 
 #include <cstdio>
@@ -27,5 +27,8 @@ int main() {
   // malloc policy, so it reuses its own buffers instead (wire.hpp).
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
-  return marshal::engine::remote::run_surrogate(3, 4);
+  // The direct channel on fd 5, when the host gave one (a socket).
+  struct stat s5 {};
+  const int direct = fstat(5, &s5) == 0 && S_ISSOCK(s5.st_mode) ? 5 : -1;
+  return marshal::engine::remote::run_surrogate(3, 4, direct);
 }

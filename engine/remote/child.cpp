@@ -101,7 +101,7 @@ std::string find_surrogate(const std::string& given) {
 }
 
 std::shared_ptr<Child> Child::spawn(const std::string& program, int generation, kj::UnixEventPort& port, int& sock,
-                                    std::string& error) {
+                                    int& direct, std::string& error) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     error = std::string("cannot start the surrogate: socketpair: ") + std::strerror(errno);
@@ -114,11 +114,18 @@ std::shared_ptr<Child> Child::spawn(const std::string& program, int generation, 
     error = std::string("cannot start the surrogate: pipe: ") + std::strerror(errno);
     return nullptr;
   }
+  int dv[2];  // the direct channel (surrogate.cpp)
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, dv) != 0) {
+    for (int fd : {sv[0], sv[1], crash[0], crash[1]}) close(fd);
+    error = std::string("cannot start the surrogate: socketpair: ") + std::strerror(errno);
+    return nullptr;
+  }
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
   posix_spawn_file_actions_adddup2(&fa, sv[1], 3);  // dup2 clears close-on-exec
   posix_spawn_file_actions_adddup2(&fa, crash[1], 4);
-  posix_spawn_file_actions_addclosefrom_np(&fa, 5);  // nothing else of the host leaks in
+  posix_spawn_file_actions_adddup2(&fa, dv[1], 5);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 6);  // nothing else of the host leaks in
   std::string arg0 = "marshal-surrogate";
   char* argv[] = {arg0.data(), nullptr};
   pid_t child_pid = -1;
@@ -126,9 +133,11 @@ std::shared_ptr<Child> Child::spawn(const std::string& program, int generation, 
   posix_spawn_file_actions_destroy(&fa);
   close(sv[1]);
   close(crash[1]);
+  close(dv[1]);
   if (err != 0) {
     close(sv[0]);
     close(crash[0]);
+    close(dv[0]);
     error = "cannot start the surrogate " + program + ": " + std::strerror(err) +
             " (set MARSHAL_SURROGATE or IsolateOptions::surrogate to the marshal-surrogate program)";
     return nullptr;
@@ -144,6 +153,7 @@ std::shared_ptr<Child> Child::spawn(const std::string& program, int generation, 
     waitpid(child_pid, nullptr, 0);
     child->reaped = true;
     close(sv[0]);
+    close(dv[0]);
     error = std::string("cannot watch the surrogate: pidfd_open: ") + std::strerror(errno);
     return nullptr;
   }
@@ -151,6 +161,7 @@ std::shared_ptr<Child> Child::spawn(const std::string& program, int generation, 
   Child* c = child.get();
   child->exit = child->observer->whenBecomesReadable().then([c]() { return c->describe_exit(); }).fork();
   sock = sv[0];
+  direct = dv[0];
   return child;
 }
 

@@ -1,9 +1,9 @@
 // marshal remote: one surrogate process as its host sees it (private to
-// engine/remote). Spawned with posix_spawn on a socketpair (fd 3) and a crash
-// pipe (fd 4), watched through a pidfd on the I/O thread's event port; when
-// it ends, the crash record it wrote (surrogate.hpp, CrashRecord) and its
-// wait status say how, in words that name the function, the signal and the
-// faulting address.
+// engine/remote). Spawned with posix_spawn on a socketpair (fd 3), a crash
+// pipe (fd 4) and a second socketpair (fd 5, the direct channel), watched
+// through a pidfd on the I/O thread's event port; when it ends, the crash
+// record it wrote (surrogate.hpp, CrashRecord) and its wait status say how,
+// in words that name the function, the signal and the faulting address.
 #pragma once
 
 #include "base/error.hpp"
@@ -46,9 +46,10 @@ struct Child {
   std::string how;  // once reaped: how it ended (describe_exit's words)
 
   // Spawns `program` as surrogate number `generation`, watched on `port`;
-  // `sock` is the host's end of its socket. nullptr with the reason.
+  // `sock` is the host's end of its socket, `direct` of its direct channel
+  // (fd 5 there). nullptr with the reason.
   static std::shared_ptr<Child> spawn(const std::string& program, int generation, kj::UnixEventPort& port, int& sock,
-                                      std::string& error);
+                                      int& direct, std::string& error);
   // Normal shutdown: the connection is gone, so the surrogate exits; one
   // that does not within 2 s is killed. Reaps it.
   ~Child();

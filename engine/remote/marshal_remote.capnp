@@ -168,7 +168,12 @@ interface Surrogate {
   # heartbeatMs: a server's heartbeat timeout (0: none, a surrogate): it ends
   # a client's session, releasing what the client holds, when nothing came
   # from the client for that long; the client pings well within it.
-  open @0 (typemap :Text, file :Text) -> (library :Library, error :Text, errorId :Text, heartbeatMs :UInt32);
+  # direct: a surrogate given a direct channel (its second socket, fd 5)
+  # serves this library's calls on it too: one plain message per call (a
+  # Library.call's params, no capability table) answered by one (its
+  # Outcome), for calls whose values are all data (see surrogate.cpp).
+  open @0 (typemap :Text, file :Text) -> (library :Library, error :Text, errorId :Text, heartbeatMs :UInt32,
+                                         direct :Bool);
   # Does nothing: a client's heartbeat.
   ping @1 () -> ();
 }

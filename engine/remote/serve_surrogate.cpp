@@ -118,15 +118,20 @@ void set_failure(wire::Outcome::Builder outcome, const std::string& error, const
 void set_failure(wire::Outcome::Builder outcome, const std::string& error) { set_failure(outcome, error, last_error()); }
 
 // Decodes a call's arguments into state (false: the outcome says why).
-bool decode_args(capnp::List<wire::Value>::Reader args, CallState& state, wire::Outcome::Builder outcome) {
+// Without capabilities (a direct message), a value needing one is refused.
+bool decode_args(capnp::List<wire::Value>::Reader args, CallState& state, std::string& error, bool capabilities = true) {
   state.args.resize(args.size());
-  std::string error;
   for (unsigned i = 0; i < args.size(); ++i)
-    if (!remote::to_host(args[i], state.args[i], "argument " + std::to_string(i), &state.codec, error)) {
-      set_failure(outcome, error);
+    if (!remote::to_host(args[i], state.args[i], "argument " + std::to_string(i),
+                         capabilities ? &state.codec : nullptr, error))
       return false;
-    }
   return true;
+}
+bool decode_args(capnp::List<wire::Value>::Reader args, CallState& state, wire::Outcome::Builder outcome) {
+  std::string error;
+  if (decode_args(args, state, error)) return true;
+  set_failure(outcome, error);
+  return false;
 }
 
 // An object capability of this side's, for p: the original reference, seen
@@ -178,12 +183,17 @@ kj::Promise<void> resolve(std::shared_ptr<CallState> state) {
 
 // A call's result into its outcome: a raw pointer or a host-only value cannot
 // go back either; the message names where it stood.
+// Without capabilities (a direct reply: no capability table), a handle or an
+// object in the result is refused the same way, and large bytes are
+// referenced (the reply is written while the result lives: serve_direct).
 void put_result(const CallResult& result, const std::string& function, const std::shared_ptr<Served>& served,
-                wire::Outcome::Builder outcome) {
+                wire::Outcome::Builder outcome, bool capabilities = true) {
   SurrogateCodec codec(served);
+  HandleCodec* handles = capabilities ? &codec : nullptr;
+  auto* put = capabilities ? &remote::to_wire : &remote::to_wire_referencing;
   std::string error;
   auto done = outcome.initOk();
-  if (!remote::to_wire(result.ret, done.initRet(), "the return value of " + function, &codec, error)) {
+  if (!put(result.ret, done.initRet(), "the return value of " + function, handles, error)) {
     set_failure(outcome, error);
     return;
   }
@@ -191,8 +201,8 @@ void put_result(const CallResult& result, const std::string& function, const std
   for (std::size_t i = 0; i < result.out.size(); ++i) {
     auto f = out[static_cast<unsigned>(i)];
     f.setName(result.out[i].first);
-    if (!remote::to_wire(result.out[i].second, f.initValue(),
-                         "out parameter '" + result.out[i].first + "' of " + function, &codec, error)) {
+    if (!put(result.out[i].second, f.initValue(), "out parameter '" + result.out[i].first + "' of " + function,
+             handles, error)) {
       set_failure(outcome, error);
       return;
     }
@@ -201,6 +211,66 @@ void put_result(const CallResult& result, const std::string& function, const std
     done.setHasErrno(true);
     done.setErrno(*result.error_number);
   }
+}
+
+// ---- a call of the library's (Library.call, or a direct message) ----
+
+// The native thread: the ordinary in-process call.
+void run_call(Served& served, CallState& s) {
+  Library& lib = *served.lib;
+  clear_last_error();
+  auto fail = [&s] {
+    s.ok = false;
+    s.record = last_error();
+    s.args.clear();
+  };
+  const Plan* plan = lib.bind(s.function, s.error);
+  if (!plan) return fail();
+  // A client may give the computed parameters too (arguments.hpp).
+  ValuePointers given(s.args);
+  std::span<const Value* const> args = given.view;
+  std::vector<const Value*> storage;
+  if (!host_arguments(served.ctx->types(), lib.typemap().file, plan->function(), args, storage, s.error)) return fail();
+  {
+    Current current(s.function);
+    s.ok = plan->call(args, s.result, s.error);
+  }
+  if (!s.ok) return fail();
+  s.args.clear();  // their last references go here, on the native thread
+}
+
+// Decodes params, resolves the capabilities in them (each must be one this
+// side exported), runs the call on the native thread and fills the outcome
+// that `outcome` gives (asked for once, when the call is over or refused).
+// Without capabilities (a direct message), a value needing one is refused,
+// and the outcome references the result's large bytes: the promise gives
+// the call's state, which holds them (null when refused before the call).
+kj::Promise<std::shared_ptr<CallState>> serve_call(std::shared_ptr<Served> served,
+                                                   wire::Library::CallParams::Reader params,
+                                                   std::function<wire::Outcome::Builder()> outcome,
+                                                   bool capabilities = true) {
+  auto fn = params.getFunction();
+  auto state = std::make_shared<CallState>(served);
+  state->function.assign(fn.begin(), fn.size());
+  state->token = params.getToken();
+  state->chain = params.getChain();
+  std::string error;
+  if (!decode_args(params.getArgs(), *state, error, capabilities)) {
+    set_failure(outcome(), error);
+    return std::shared_ptr<CallState>();
+  }
+  return resolve(state)
+      .then([state, served]() -> kj::Promise<void> {
+        if (!state->error.empty()) return kj::READY_NOW;
+        auto* s = served.get();
+        return served->rt->on_native(state->token, state->chain, [state, s] { run_call(*s, *state); });
+      })
+      .then([state, served, outcome = std::move(outcome), capabilities]() mutable {
+        auto o = outcome();
+        if (!state->ok) set_failure(o, state->error, state->record);  // (a record only when the call made one)
+        else put_result(state->result, state->function, served, o, capabilities);
+        return state;
+      });
 }
 
 // ---- objects: one capability per COM identity ----
@@ -354,63 +424,62 @@ class LibraryServer final : public wire::Library::Server {
   }
 
   kj::Promise<void> call(CallContext context) override {
-    auto params = context.getParams();
-    auto fn = params.getFunction();
-    auto state = std::make_shared<CallState>(served_);
-    state->function.assign(fn.begin(), fn.size());
-    state->token = params.getToken();
-    state->chain = params.getChain();
-    if (!decode_args(params.getArgs(), *state, context.getResults().initOutcome())) return kj::READY_NOW;
-    // Handles and objects first: each must be a capability this surrogate
-    // exported. Then the call, on the native thread.
-    return resolve(state)
-        .then([this, state]() -> kj::Promise<void> {
-          if (!state->error.empty()) return kj::READY_NOW;
-          auto* served = served_.get();
-          return served_->rt->on_native(state->token, state->chain, [state, served] { run(*served, *state); });
-        })
-        .then([this, state, context]() mutable {
-          auto outcome = context.getResults().initOutcome();
-          if (!state->ok) set_failure(outcome, state->error, state->record);  // (a record only when the call made one)
-          else put_result(state->result, state->function, served_, outcome);
-        });
+    return serve_call(served_, context.getParams(), [context]() mutable { return context.getResults().initOutcome(); })
+        .ignoreResult();
   }
 
  private:
-  // The native thread: the ordinary in-process call.
-  static void run(Served& served, CallState& s) {
-    Library& lib = *served.lib;
-    clear_last_error();
-    auto fail = [&s] {
-      s.ok = false;
-      s.record = last_error();
-      s.args.clear();
-    };
-    const Plan* plan = lib.bind(s.function, s.error);
-    if (!plan) return fail();
-    // A client may give the computed parameters too (arguments.hpp).
-    ValuePointers given(s.args);
-    std::span<const Value* const> args = given.view;
-    std::vector<const Value*> storage;
-    if (!host_arguments(served.ctx->types(), lib.typemap().file, plan->function(), args, storage, s.error)) return fail();
-    {
-      Current current(s.function);
-      s.ok = plan->call(args, s.result, s.error);
-    }
-    if (!s.ok) return fail();
-    s.args.clear();  // their last references go here, on the native thread
-  }
-
   std::shared_ptr<Served> served_;
 };
 
 using Allowed = std::vector<std::pair<std::string, std::string>>;  // (path, text)
 
+// ---- the direct channel (a surrogate's second socket) ----
+
+// The host sends a call whose values are all plain data (no handle, object or
+// function can be in its arguments or results: surrogate.cpp decides) as one
+// plain message on the surrogate's second socket, written and read by the
+// calling thread itself: two thread hops fewer than through the host's I/O
+// thread and Cap'n Proto RPC (issue 17's add_i32 target, within 3x of a raw
+// ping-pong). Here it is one more source of calls for the I/O thread, run
+// exactly as Library.call is (serve_call: the same native thread and
+// serialization with every other call), its outcome one plain message back.
+// The host holds the channel for the whole call, so calls come one at a time.
+kj::Promise<void> serve_direct(kj::AsyncIoStream& stream, std::shared_ptr<Served> served) {
+  return capnp::tryReadMessage(stream, reader_options())
+      .then([&stream, served](kj::Maybe<kj::Own<capnp::MessageReader>> message) -> kj::Promise<void> {
+        KJ_IF_MAYBE(m, message) {
+          auto request = kj::mv(*m);
+          auto reply = kj::heap<capnp::MallocMessageBuilder>();
+          capnp::MallocMessageBuilder* r = reply.get();
+          auto params = request->getRoot<wire::Library::CallParams>();
+          return kj::evalNow([&] {
+                   return serve_call(served, params, [r] { return r->initRoot<wire::Outcome>(); }, false);
+                 })
+              .catch_([r](kj::Exception&& e) {  // a message it could not read as a call
+                r->initRoot<wire::Outcome>().setError(std::string("the direct call could not be read: ") +
+                                                      e.getDescription().cStr());
+                return std::shared_ptr<CallState>();
+              })
+              // The reply references the result's large bytes: the state
+              // that holds them stays until it is written.
+              .then([&stream, r](std::shared_ptr<CallState> state) {
+                return capnp::writeMessage(stream, *r).attach(kj::mv(state));
+              })
+              .attach(kj::mv(reply), kj::mv(request))
+              .then([&stream, served] { return serve_direct(stream, served); });
+        }
+        return kj::READY_NOW;  // the host closed it
+      });
+}
+
 class SurrogateServer final : public wire::Surrogate::Server {
  public:
   // allowed: a server's allowlist (nullptr: a surrogate, which opens what its host sends).
-  SurrogateServer(std::shared_ptr<Runtime> rt, const Allowed* allowed = nullptr, std::uint32_t heartbeat_ms = 0)
-      : rt_(std::move(rt)), allowed_(allowed), heartbeat_ms_(heartbeat_ms) {}
+  // direct: a surrogate's direct channel (or null), served once the library is open.
+  SurrogateServer(std::shared_ptr<Runtime> rt, const Allowed* allowed = nullptr, std::uint32_t heartbeat_ms = 0,
+                  kj::AsyncIoStream* direct = nullptr)
+      : rt_(std::move(rt)), allowed_(allowed), heartbeat_ms_(heartbeat_ms), direct_(direct) {}
 
   kj::Promise<void> ping(PingContext) override { return kj::READY_NOW; }
 
@@ -457,6 +526,13 @@ class SurrogateServer final : public wire::Surrogate::Server {
     // delivery (a callback queued here for the native thread, blocked in
     // the call that waits for it, would never run).
     served->lib->callbacks().set_inline_only(true);
+    if (direct_ && !direct_started_) {  // the first library opened (a surrogate opens one)
+      direct_started_ = true;
+      // A failure (a message too large or malformed) ends the channel: the
+      // host's caller then sees its end and reports it.
+      direct_loop_ = serve_direct(*direct_, served).eagerlyEvaluate([this](kj::Exception&&) { direct_->shutdownWrite(); });
+      context.getResults().setDirect(true);
+    }
     context.getResults().setLibrary(kj::heap<LibraryServer>(std::move(served)));
     context.getResults().setHeartbeatMs(heartbeat_ms_);
     return kj::READY_NOW;
@@ -466,6 +542,9 @@ class SurrogateServer final : public wire::Surrogate::Server {
   std::shared_ptr<Runtime> rt_;
   const Allowed* allowed_;
   std::uint32_t heartbeat_ms_;
+  kj::AsyncIoStream* direct_;
+  bool direct_started_ = false;
+  kj::Promise<void> direct_loop_ = nullptr;
 };
 
 
@@ -631,7 +710,7 @@ int serve(const std::vector<std::pair<std::string, std::string>>& typemaps, cons
   return 0;
 }
 
-int run_surrogate(int sock, int crash_fd) {
+int run_surrogate(int sock, int crash_fd, int direct_fd) {
   g_crash_fd = crash_fd;
   install_crash_handlers();
   auto io = kj::setupAsyncIo();
@@ -643,9 +722,11 @@ int run_surrogate(int sock, int crash_fd) {
     // A plain stream (not a capability stream): no file descriptors can be
     // passed, whatever a peer sends.
     auto stream = io.lowLevelProvider->wrapSocketFd(sock, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
+    kj::Own<kj::AsyncIoStream> direct;  // outlives the server serving it
+    if (direct_fd >= 0) direct = io.lowLevelProvider->wrapSocketFd(direct_fd, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP);
     auto messages = reusing_message_stream(*stream);  // wire.hpp: reused receive buffers
     capnp::TwoPartyVatNetwork network(*messages, capnp::rpc::twoparty::Side::SERVER, reader_options());
-    auto rpc = capnp::makeRpcServer(network, kj::heap<SurrogateServer>(rt));
+    auto rpc = capnp::makeRpcServer(network, kj::heap<SurrogateServer>(rt, nullptr, 0, direct.get()));
     // At most this many words of calls in flight from the host before capnp
     // stops reading: a flooding peer is slowed, not buffered without bound.
     rpc.setFlowLimit(traversal_limit_words);

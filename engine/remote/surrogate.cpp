@@ -3,6 +3,7 @@
 // caller's thread hands it a call through an IoQueue (io_queue.hpp) and blocks until
 // the reply (or the deadline, or the surrogate's death) settles it.
 #include "remote/child.hpp"
+#include "remote/direct.hpp"
 #include "remote/host_functions.hpp"
 #include "remote/objects.hpp"
 #include "remote/surrogate.hpp"
@@ -29,6 +30,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <sys/socket.h>
 #include <thread>
@@ -220,8 +222,15 @@ struct Imports {
 
   // Runs f on the I/O thread (here when called there) and waits for it; nothing
   // once the I/O thread is ending (its teardown drops every capability).
+  //
+  // Each counts in `releases`: the release goes to the surrogate as an RPC
+  // message, ahead of any later RPC call but not of a direct one (direct.hpp),
+  // so a call made after it takes RPC (and, once that returns, the surrogate
+  // has seen every release counted before it: synced_releases).
+  std::atomic<std::uint64_t> releases{0};
   template <class F>
   void on_io(F&& f) noexcept {
+    releases.fetch_add(1);
     try {
       if (std::this_thread::get_id() == io_thread) {
         f(*this);
@@ -292,6 +301,22 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
   // calls, and the thread for callbacks no waiting thread takes.
   Waiters waiters_;
   Dispatcher dispatcher_;
+
+  // The current surrogate's direct channel (direct.hpp), or null: set and
+  // dropped on the I/O thread, taken by callers' threads; under direct_m,
+  // with which functions are plain data (decided on first use).
+  std::mutex direct_m;
+  std::shared_ptr<DirectChannel> direct;
+  std::map<const Function*, bool> direct_plain;
+  // Once a host function or host object has gone to the surrogate, native
+  // code there may call the host back during any call, and the caller must
+  // wait as RPC waits (run_on: it runs the callbacks that come back for it):
+  // from then on no call takes the direct channel.
+  std::atomic<bool> direct_off{false};
+  // Imports::releases as of the last RPC call sent that has returned: while
+  // it is behind, a release may still be on its way, and calls take RPC.
+  std::atomic<std::uint64_t> synced_releases{0};
+  std::atomic<std::uint64_t> direct_count{0};  // calls sent over it
 
   // I/O thread only:
   kj::AsyncIoContext* io = nullptr;
@@ -389,6 +414,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
         error = where + ": a host function without a body";
         return false;
       }
+      impl_.direct_off.store(true);  // before it can reach the surrogate
       auto& exports = impl_.function_exports;
       if (auto it = exports.find(fn.get()); it != exports.end()) {
         it->second->set_owner(impl_.caller);  // the latest caller owns it, as in-process
@@ -409,6 +435,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
         error = where + ": a null host object";
         return false;
       }
+      impl_.direct_off.store(true);  // before it can reach the surrogate
       auto& exports = impl_.host_object_exports;
       if (auto it = exports.find(obj.get()); it != exports.end()) {
         b.setCap(it->second.server->self());
@@ -618,13 +645,14 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
   // Spawns the surrogate and opens the typemap's library in it; the promise
   // gives "" or the reason it could not.
   kj::Promise<std::string> start() {
-    int sock = -1;
+    int sock = -1, direct_fd = -1;
     std::string error;
-    auto child = Child::spawn(surrogate, generation.load() + 1, io->unixEventPort, sock, error);
+    auto child = Child::spawn(surrogate, generation.load() + 1, io->unixEventPort, sock, direct_fd, error);
     if (!child) return error;
     generation.store(child->generation);
     pid.store(child->pid);
-    return open_over(io->lowLevelProvider->wrapSocketFd(sock, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP), child);
+    return open_over(io->lowLevelProvider->wrapSocketFd(sock, kj::LowLevelAsyncIoProvider::TAKE_OWNERSHIP), child,
+                     std::make_shared<DirectChannel>(direct_fd, child->generation, child->pidfd));
   }
 
   // Connects to `marshal serve` (with mutual TLS when configured) and opens
@@ -677,7 +705,10 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
 
   // Over a fresh connection (to a surrogate, or to a server when child is
   // null): opens the typemap's library; "" or why not.
-  kj::Promise<std::string> open_over(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<Child> child) {
+  // `channel`: a surrogate's direct channel, used once the surrogate says it
+  // serves it.
+  kj::Promise<std::string> open_over(kj::Own<kj::AsyncIoStream> stream, std::shared_ptr<Child> child,
+                                     std::shared_ptr<DirectChannel> channel = nullptr) {
     auto next = kj::heap<Conn>();
     next->child = child;
     next->stream = kj::mv(stream);
@@ -695,7 +726,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     conn = kj::mv(next);
     Conn* cn = conn.get();
     auto opened = req.send().then(
-        [this, cn, boot](capnp::Response<wire::Surrogate::OpenResults> r) mutable -> kj::Promise<std::string> {
+        [this, cn, boot, channel](capnp::Response<wire::Surrogate::OpenResults> r) mutable -> kj::Promise<std::string> {
           if (r.hasError() && r.getError().size() > 0) {
             ErrorId id = ErrorId::unclassified;
             auto name = r.getErrorId();
@@ -703,6 +734,10 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
             return std::string(r.getError().cStr());
           }
           cn->lib = r.getLibrary();
+          if (channel && r.getDirect()) {
+            std::lock_guard lock(direct_m);
+            direct = channel;
+          }
           if (const std::uint32_t ms = r.getHeartbeatMs(); ms > 0)
             cn->heartbeat = ping_loop(kj::mv(boot), io->provider->getTimer(), std::max<std::uint32_t>(ms / 3, 1) * kj::MILLISECONDS)
                                 .eagerlyEvaluate([](kj::Exception&&) {});
@@ -739,6 +774,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     cn->broken = true;
     pid.store(0);
     auto child = cn->child;
+    if (child && cn == conn.get()) drop_direct(child->generation);
     if (!child) {  // a server: it went away (or the deadline closed the connection)
       const std::string how = "the connection to marshal serve at " + connect + " ended";
       imports->deaths[generation.load()] = how;
@@ -781,6 +817,7 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
       imports->deaths[conn->child->generation] = conn->child->ending();
     }
     if (conn && !conn->broken) return std::string();
+    drop_direct(-1);
     conn = nullptr;  // drops the old capabilities and reaps the old process
     start_error = ErrorId::unclassified;
     return connect.empty() ? start() : start_connected();
@@ -860,7 +897,10 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
   }
 
   // A call's outcome as the host's values (I/O thread).
-  Reply read_reply(wire::Outcome::Reader outcome, const std::string& function, const std::shared_ptr<Apartment>& home) {
+  // Without capabilities (a direct reply, on the caller's thread), a value
+  // needing one is refused.
+  Reply read_reply(wire::Outcome::Reader outcome, const std::string& function, const std::shared_ptr<Apartment>& home,
+                   bool capabilities = true) {
     Reply reply;
     if (outcome.isError()) {
       reply.error = remote_record(outcome);
@@ -869,15 +909,16 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
     auto done = outcome.getOk();
     Codec codec(*this);
     codec.home = home;
+    HandleCodec* handles = capabilities ? &codec : nullptr;
     std::string error;
-    if (!remote::to_host(done.getRet(), reply.result.ret, "the return value of " + function, &codec, error))
+    if (!remote::to_host(done.getRet(), reply.result.ret, "the return value of " + function, handles, error))
       return refused(std::move(error), ErrorId::unclassified, function);
     auto out = done.getOut();
     reply.result.out.resize(out.size());
     for (unsigned i = 0; i < out.size(); ++i) {
       reply.result.out[i].first = out[i].getName().cStr();
       if (!remote::to_host(out[i].getValue(), reply.result.out[i].second,
-                           "out parameter '" + reply.result.out[i].first + "'", &codec, error))
+                           "out parameter '" + reply.result.out[i].first + "'", handles, error))
         return refused(std::move(error), ErrorId::unclassified, function);
     }
     if (done.getHasErrno()) reply.result.error_number = done.getErrno();
@@ -950,18 +991,93 @@ struct IsolatedLibrary::Impl final : kj::TaskSet::ErrorHandler, ObjectLink, Call
                            return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
                                .then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
                          }
-                         child->timed_out = true;
-                         child->timeout_message = "function " + function + " timed out after " +
-                                                  std::to_string(limit.count()) + " ms in the surrogate (pid " +
-                                                  std::to_string(child->pid) + "); the surrogate was killed";
-                         child->kill();
+                         kill_for_deadline(*child, function, limit);
                          return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "deadline"), function)
                              .then([](Error why) { return Reply{false, {}, kj::mv(why)}; });
                        });
     return reply.exclusiveJoin(kj::mv(timeout));
   }
 
+  // Kills a surrogate whose call ran past its deadline; the call reports it.
+  static void kill_for_deadline(Child& child, const std::string& function, std::chrono::milliseconds limit) {
+    child.timed_out = true;
+    child.timeout_message = "function " + function + " timed out after " + std::to_string(limit.count()) +
+                            " ms in the surrogate (pid " + std::to_string(child.pid) + "); the surrogate was killed";
+    child.kill();
+  }
+
+  // ---- the direct channel (direct.hpp) ----
+
+  // Drops the channel of surrogate `gen` (-1: whichever): no call takes it
+  // any more; one that has it finishes with it. Any thread.
+  void drop_direct(int gen) {
+    std::lock_guard lock(direct_m);
+    if (direct && (gen < 0 || direct->generation() == gen)) direct = nullptr;
+  }
+
+  // A call over the direct channel, on the caller's thread. nullopt: not sent
+  // (no channel, another call has it, fn is not plain data, or an argument
+  // needs more than data), and RPC takes the call.
+  std::optional<Reply> direct_call(const Function& fn, const std::string& function, std::span<const Value* const> args,
+                                   const std::vector<std::string>& where, std::chrono::milliseconds limit) {
+    std::shared_ptr<DirectChannel> ch;
+    {
+      std::lock_guard lock(direct_m);
+      if (!direct || direct->broken.load() || direct->generation() != generation.load()) return std::nullopt;
+      auto [it, fresh] = direct_plain.try_emplace(&fn, false);
+      if (fresh) it->second = plain_data(ctx->types(), fn);
+      if (!it->second) return std::nullopt;
+      ch = direct;
+    }
+    std::unique_lock busy(ch->in_use(), std::try_to_lock);
+    if (!busy.owns_lock() || !ch->surrogate_runs()) return std::nullopt;
+    // Written before this returns, so large bytes are sent from the
+    // arguments' own memory.
+    capnp::MallocMessageBuilder message(ch->scratch());
+    auto req = message.initRoot<wire::Library::CallParams>();
+    req.setFunction(function);
+    auto wargs = req.initArgs(static_cast<unsigned>(args.size()));
+    std::string error;
+    for (std::size_t i = 0; i < args.size(); ++i)
+      if (!remote::to_wire_referencing(*args[i], wargs[static_cast<unsigned>(i)], where[i], nullptr, error))
+        return std::nullopt;  // RPC refuses it with the same words, or carries it (a host function, variadic)
+    std::optional<capnp::SegmentArrayMessageReader> answer;
+    std::optional<std::chrono::steady_clock::time_point> until;
+    if (limit.count() > 0) until = std::chrono::steady_clock::now() + limit;
+    direct_count.fetch_add(1, std::memory_order_relaxed);
+    const auto status = ch->exchange(message, until, answer, error);
+    if (status == DirectChannel::Status::ok) return read_reply(answer->getRoot<wire::Outcome>(), function, nullptr, false);
+    ch->broken.store(true);
+    const bool timed_out = status == DirectChannel::Status::timed_out;
+    const int gen = ch->generation();
+    try {
+      return run_on<Reply>(*exec, [&] { return direct_failed(gen, function, timed_out, limit); });
+    } catch (const std::exception&) {  // the I/O thread has ended
+      return Reply{false, {}, failure(ErrorId::disconnected, "the surrogate's direct channel failed during " + function +
+                                                                 " (" + error + ") and the connection has ended", function)};
+    }
+  }
+
+  // A direct call's channel failed (its caller saw the surrogate's end, or
+  // the deadline passed): what happened, in the words an RPC call's failure
+  // has (I/O thread).
+  kj::Promise<Reply> direct_failed(int gen, const std::string& function, bool timed_out, std::chrono::milliseconds limit) {
+    drop_direct(gen);
+    Conn* cn = conn.get();
+    if (!cn || !cn->child || cn->child->generation != gen) {  // already replaced
+      auto d = imports->deaths.find(gen);
+      return Reply{false, {}, failure(ErrorId::disconnected, "the surrogate " +
+                                          (d != imports->deaths.end() ? "ended (" + d->second + ")" : std::string("disconnected")) +
+                                          " during " + function, function)};
+    }
+    if (timed_out) kill_for_deadline(*cn->child, function, limit);
+    return explain_failure(cn, KJ_EXCEPTION(DISCONNECTED, "the direct channel ended"), function).then([](Error why) {
+      return Reply{false, {}, kj::mv(why)};
+    });
+  }
+
   void shutdown() {
+    drop_direct(-1);
     if (!io_thread.joinable()) return;
     {
       std::lock_guard lock(imports->mutex);
@@ -992,6 +1108,7 @@ Context& IsolatedLibrary::context() const { return *impl_->ctx; }
 ObjectSpace& IsolatedLibrary::objects() const { return impl_->objects_host->objects(); }
 int IsolatedLibrary::pid() const { return impl_->pid.load(); }
 int IsolatedLibrary::generation() const { return impl_->generation.load(); }
+std::uint64_t IsolatedLibrary::direct_calls() const { return impl_->direct_count.load(); }
 
 std::unique_ptr<IsolatedLibrary> IsolatedLibrary::open_file(Context& ctx, const std::string& path,
                                                             const IsolateOptions& options, std::string& error) {
@@ -1125,12 +1242,20 @@ bool IsolatedLibrary::call_addressed(const std::string& function, std::span<cons
   Reply reply;
   try {
     Impl* im = impl_.get();
-    const std::uint64_t token = im->waiters_.next_token();
     const std::uint64_t chain = current_chain(im);
+    // Plain data, while nothing can call this host back and no release is on
+    // its way ahead of it: the direct channel.
+    const std::uint64_t releases = im->imports->releases.load();
+    if (fn && chain == 0 && !im->direct_off.load() && releases == im->synced_releases.load())
+      if (auto r = im->direct_call(*fn, function, args, where, limit)) return impl_->finish(std::move(*r), true, result, error);
+    const std::uint64_t token = im->waiters_.next_token();
     const CallbackOwner owner = Impl::calling_thread();
     reply = run_on<Reply>(
         *im->exec, [&] { return im->io_call(function, args, where, limit, token, chain, owner, owner_delivery); },
         &im->waiters_, token);
+    // The surrogate has run this call, so it has seen every release sent before it.
+    for (auto seen = im->synced_releases.load(); seen < releases && !im->synced_releases.compare_exchange_weak(seen, releases);) {
+    }
   } catch (const std::exception& e) {
     raise_error(ErrorId::internal, "remote call of " + function + " failed: " + e.what()).function = function;
     error = last_error().message;

@@ -136,6 +136,10 @@ class IsolatedLibrary {
   int pid() const;
   // Surrogates started so far (1 after open; one more after each crash).
   int generation() const;
+  // Calls that went over the direct channel (surrogate.cpp: plain data, no
+  // host function or object sent yet, no release on its way) rather than
+  // Cap'n Proto RPC: for tests and benchmarks.
+  std::uint64_t direct_calls() const;
 
   struct Impl;
  private:
@@ -144,9 +148,11 @@ class IsolatedLibrary {
 };
 
 // The surrogate's side: serves one host on the socket `sock` until it
-// disconnects, reporting a native crash on `crash_fd`. The main of
-// marshal-surrogate; returns its exit status.
-int run_surrogate(int sock, int crash_fd);
+// disconnects, reporting a native crash on `crash_fd`; `direct_fd` (or -1) is
+// the direct channel, where calls of plain data come as one message each
+// (surrogate.cpp, "the direct channel"). The main of marshal-surrogate;
+// returns its exit status.
+int run_surrogate(int sock, int crash_fd, int direct_fd = -1);
 
 // `marshal serve`: serves the typemaps (path, text) on `listen` ("HOST:PORT",
 // loopback only unless `tls` is set: then any address, and every client must

@@ -160,8 +160,10 @@ bool refuse(const std::string& where, const char* what, std::string& error) {
   return false;
 }
 
+// referencing: bytes of reference_bytes_from or more are referenced, not
+// copied (the caller keeps v alive until the message is written).
 bool put(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles, std::size_t depth,
-         std::string& error) {
+         std::string& error, bool referencing = false) {
   if (depth > max_value_depth) {
     error = where + ": values nest more than " + std::to_string(max_value_depth) + " deep";
     return false;
@@ -183,7 +185,11 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
     case Value::Type::bytes: {
       const auto& d = v.as<Bytes>().data;
       if (!fits(d.size(), where, error)) return false;
-      b.setBytes(capnp::Data::Reader(d.data(), d.size()));
+      if (referencing && d.size() >= reference_bytes_from)
+        b.adoptBytes(capnp::Orphanage::getForMessageContaining(b).referenceExternalData(
+            capnp::Data::Reader(d.data(), d.size())));
+      else
+        b.setBytes(capnp::Data::Reader(d.data(), d.size()));
       return true;
     }
     case Value::Type::list: {
@@ -191,7 +197,8 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
       if (!fits(l.size(), where, error)) return false;
       auto out = b.initList(static_cast<unsigned>(l.size()));
       for (std::size_t i = 0; i < l.size(); ++i)
-        if (!put(l[i], out[static_cast<unsigned>(i)], where + "[" + std::to_string(i) + "]", handles, depth + 1, error))
+        if (!put(l[i], out[static_cast<unsigned>(i)], where + "[" + std::to_string(i) + "]", handles, depth + 1, error,
+                 referencing))
           return false;
       return true;
     }
@@ -203,7 +210,8 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
         auto f = out[static_cast<unsigned>(i)];
         // By its length (a std::string would convert through c_str() and stop at a NUL).
         f.setName(capnp::Text::Reader(r[i].first.data(), r[i].first.size()));
-        if (!put(r[i].second, f.initValue(), where + "." + r[i].first, handles, depth + 1, error)) return false;
+        if (!put(r[i].second, f.initValue(), where + "." + r[i].first, handles, depth + 1, error, referencing))
+          return false;
       }
       return true;
     }
@@ -355,6 +363,11 @@ kj::Own<capnp::MessageStream> reusing_message_stream(kj::AsyncIoStream& stream, 
 bool to_wire(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles,
              std::string& error) {
   return put(v, b, where, handles, 0, error);
+}
+
+bool to_wire_referencing(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles,
+                         std::string& error) {
+  return put(v, b, where, handles, 0, error, true);
 }
 
 bool to_host(wire::Value::Reader r, Value& out, const std::string& where, HandleCodec* handles, std::string& error) {
