@@ -114,11 +114,17 @@ std::shared_ptr<Child> Child::spawn(const std::string& program, int generation, 
     error = std::string("cannot start the surrogate: pipe: ") + std::strerror(errno);
     return nullptr;
   }
-  int dv[2];  // the direct channel (surrogate.cpp)
+  int dv[2];  // the direct channel (direct.hpp)
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, dv) != 0) {
     for (int fd : {sv[0], sv[1], crash[0], crash[1]}) close(fd);
     error = std::string("cannot start the surrogate: socketpair: ") + std::strerror(errno);
     return nullptr;
+  }
+  // Room for a large argument or result in one write (the kernel caps it at
+  // net.core.wmem_max): fewer wake-ups of the reader, each for more bytes.
+  for (int fd : {dv[0], dv[1]}) {
+    const int bytes = 4 << 20;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
   }
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
