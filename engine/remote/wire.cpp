@@ -185,7 +185,11 @@ bool put(const Value& v, wire::Value::Builder b, const std::string& where, Handl
     case Value::Type::bytes: {
       const auto& d = v.as<Bytes>().data;
       if (!fits(d.size(), where, error)) return false;
-      if (referencing && d.size() >= reference_bytes_from)
+      // Referenced data is written as whole words from where it lies: only
+      // word-aligned bytes of a whole number of words (else the write would
+      // read past their end).
+      if (referencing && d.size() >= reference_bytes_from && d.size() % sizeof(capnp::word) == 0 &&
+          reinterpret_cast<std::uintptr_t>(d.data()) % sizeof(capnp::word) == 0)
         b.adoptBytes(capnp::Orphanage::getForMessageContaining(b).referenceExternalData(
             capnp::Data::Reader(d.data(), d.size())));
       else

@@ -83,9 +83,10 @@ class HandleCodec {
 // Host value -> wire. `where` names the value in messages.
 bool to_wire(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles,
              std::string& error);
-// The same, except that bytes of reference_bytes_from or more are referenced
-// by the message instead of copied into it (capnp's referenceExternalData:
-// written straight from v's memory): v must outlive the message's write.
+// The same, except that bytes of reference_bytes_from or more (word-aligned,
+// a whole number of words) are referenced by the message instead of copied
+// into it (capnp's referenceExternalData: written straight from v's memory):
+// v must outlive the message's write.
 inline constexpr std::size_t reference_bytes_from = 4096;
 bool to_wire_referencing(const Value& v, wire::Value::Builder b, const std::string& where, HandleCodec* handles,
                          std::string& error);
