@@ -308,7 +308,7 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
   }
   host.leave_blocking();
   std::string foreign;
-  const int cause = host.end_call(outer, foreign);
+  const int cause = host.end_call_quiet(outer) ? LUA_NOREF : host.end_call(outer, foreign);
   if (ok && !args.late_error().empty()) {
     ok = false;
     error = f.file + ": " + f.name + ": " + args.late_error();
@@ -340,8 +340,8 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
 
 int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   Host& host = *f.host;
-  host.drop_refs();
-  host.sweep_host_objects(L);
+  if (host.has_unref.load(std::memory_order_acquire)) host.drop_refs();
+  if (!host.host_objects.empty()) host.sweep_host_objects(L);
   const int given = lua_gettop(L) - first + 1;
   // Built on failure only: the hot path copies no name and clears no storage
   // (an optional<ErrorInfo> is ~250 bytes the compiler zeroes on every call).
@@ -353,9 +353,7 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
     }
     return *made;
   };
-  CallScope scope{&host};
   const Function& fn = *f.fn;
-  ToValue tv{L, f.reg, &f.lib, &scope};
   // The long form (computed parameters given too) is taken when the count says so.
   const bool full = !f.variadic && given != static_cast<int>(f.types.size()) &&
                     given == static_cast<int>(f.full_to_host.size());
@@ -371,6 +369,8 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   // An in-process call on the Lua thread: through the host adapters. The
   // long form, isolated and pumping calls (run on another thread) take Values.
   if (!full && !f.isolated && !f.pump && f.plan) return call_direct(L, f, first, given, named);
+  CallScope scope{&host};
+  ToValue tv{L, f.reg, &f.lib, &scope};
   // Arguments: on the stack for the usual counts.
   const std::size_t nargs = f.variadic ? static_cast<std::size_t>(std::max(given, 0))
                                        : full ? f.full_to_host.size() : f.types.size();
