@@ -490,7 +490,7 @@ int l_function_call(lua_State* L) {
 
 // The scalar entry's rare ends, out of its hot path: a failure from an
 // earlier call still pending (not this call's: dropped, as Plan::call drops it).
-[[gnu::noinline]] void drop_stale_callback_error() {
+[[gnu::noinline, gnu::cold]] void drop_stale_callback_error() {
   try {
     std::string stale;
     callback_take_error(stale);
@@ -502,7 +502,7 @@ int l_function_call(lua_State* L) {
 // pending error, in Plan::call's words) or end_call has something to hand
 // over (a Lua callback's error, a foreign thread's). 0: nothing after all
 // (the call succeeded), -1: the error object is pushed.
-[[gnu::noinline]] int scalar_call_ended(lua_State* L, FunctionUd& f, lua_State* outer, bool callback_failed) {
+[[gnu::noinline, gnu::cold]] int scalar_call_ended(lua_State* L, FunctionUd& f, lua_State* outer, bool callback_failed) {
   Host& host = *f.host;
   std::string foreign;
   int cause = LUA_NOREF;
@@ -618,7 +618,7 @@ int l_scalar_call(lua_State* L) {
 }
 
 // Whether f takes the scalar entry (see FunctionUd::scalar); fills its lanes.
-void choose_scalar_entry(FunctionUd& f, const Plan& plan) {
+[[gnu::cold]] void choose_scalar_entry(FunctionUd& f, const Plan& plan) {
   const Function& fn = *f.fn;
   const TypeRegistry& reg = *f.reg;
   if (f.isolated || f.pump || f.variadic || !plan.laned() || !plan.cif() || !plan.symbol()) return;
@@ -1150,7 +1150,7 @@ int l_host_gc(lua_State* L) {
 // marshal.entry(f): which entry a bound function takes, "scalar" (the
 // scalar entry, FunctionUd::scalar) or "general"; nil for anything else. For
 // tests and for users checking that a hot function takes the scalar entry.
-int l_entry(lua_State* L) {
+[[gnu::cold]] int l_entry(lua_State* L) {
   const lua_CFunction c = lua_tocfunction(L, 1);
   if (c == l_scalar_call) lua_pushliteral(L, "scalar");
   else if (c == l_function_call) lua_pushliteral(L, "general");
