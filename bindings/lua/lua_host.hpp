@@ -154,6 +154,17 @@ struct Host : std::enable_shared_from_this<Host> {
     foreign = take_foreign_error();
     return cause;
   }
+  // end_call when it has nothing to hand over (a nested call, or no Lua
+  // error and no foreign thread's error pending): true, the call ended.
+  // false: nothing changed, end_call takes it (the scalar entry's hot path).
+  bool end_call_quiet(lua_State* outer) {
+    if (call_depth == 1 &&
+        (pending_cause != LUA_NOREF || has_foreign_error.load(std::memory_order_acquire)))
+      return false;
+    L = outer;
+    --call_depth;
+    return true;
+  }
 };
 
 Host& host_of(lua_State* L);

@@ -5,8 +5,12 @@
 // values: lua_values.cpp.
 #include "lua_host.hpp"
 
+#include "abi/abi.hpp"
 #include "apartments/apartment.hpp"
+#include "base/error.hpp"
 #include "call/arguments.hpp"
+#include "callbacks/callback.hpp"
+#include "convert/lane.hpp"
 #include "convert/native.hpp"
 #include "remote/surrogate.hpp"
 
@@ -47,6 +51,21 @@ struct FunctionUd {
   bool has_return = false;
   bool variadic = false;
   bool pump = false;
+  // The scalar entry (l_scalar_call), decided at bind time: an in-process
+  // function whose parameters are all `in` scalars with a fast form (integers,
+  // floats, bools, opaque pointers) and whose return is one or void, with no
+  // computed parameter, check, errno or free_with, made through a specialized
+  // invoker. Each Lua argument is read straight into native bits by the
+  // engine's lane rules (lane_to_native); anything those refuse takes the
+  // general entry (l_function_call), which converts it or reports it.
+  static constexpr std::size_t max_scalar = 14;  // 6 integer and 8 floating-point registers
+  bool scalar = false;
+  std::uint8_t scalar_n = 0;
+  LaneOp lanes[max_scalar];
+  bool u64[max_scalar] = {};  // a uint64 parameter: a negative Lua integer is its two's complement
+  LaneOp ret_lane;
+  Invoker invoker;
+  void* symbol = nullptr;
 };
 }  // namespace
 
@@ -289,7 +308,7 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
   }
   host.leave_blocking();
   std::string foreign;
-  const int cause = host.end_call(outer, foreign);
+  const int cause = host.end_call_quiet(outer) ? LUA_NOREF : host.end_call(outer, foreign);
   if (ok && !args.late_error().empty()) {
     ok = false;
     error = f.file + ": " + f.name + ": " + args.late_error();
@@ -321,8 +340,8 @@ int call_direct(lua_State* L, FunctionUd& f, int first, int given, bool named) {
 
 int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   Host& host = *f.host;
-  host.drop_refs();
-  host.sweep_host_objects(L);
+  if (host.has_unref.load(std::memory_order_acquire)) host.drop_refs();
+  if (!host.host_objects.empty()) host.sweep_host_objects(L);
   const int given = lua_gettop(L) - first + 1;
   // Built on failure only: the hot path copies no name and clears no storage
   // (an optional<ErrorInfo> is ~250 bytes the compiler zeroes on every call).
@@ -334,9 +353,7 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
     }
     return *made;
   };
-  CallScope scope{&host};
   const Function& fn = *f.fn;
-  ToValue tv{L, f.reg, &f.lib, &scope};
   // The long form (computed parameters given too) is taken when the count says so.
   const bool full = !f.variadic && given != static_cast<int>(f.types.size()) &&
                     given == static_cast<int>(f.full_to_host.size());
@@ -352,6 +369,8 @@ int call_body(lua_State* L, FunctionUd& f, int first, bool named) {
   // An in-process call on the Lua thread: through the host adapters. The
   // long form, isolated and pumping calls (run on another thread) take Values.
   if (!full && !f.isolated && !f.pump && f.plan) return call_direct(L, f, first, given, named);
+  CallScope scope{&host};
+  ToValue tv{L, f.reg, &f.lib, &scope};
   // Arguments: on the stack for the usual counts.
   const std::size_t nargs = f.variadic ? static_cast<std::size_t>(std::max(given, 0))
                                        : full ? f.full_to_host.size() : f.types.size();
@@ -469,6 +488,179 @@ int l_function_call(lua_State* L) {
   MARSHAL_LUA_RETURN(guarded(L, f->name.c_str(), [&] { return call_body(L, *f, 1, false); }));
 }
 
+// The scalar entry's rare ends, out of its hot path: a failure from an
+// earlier call still pending (not this call's: dropped, as Plan::call drops it).
+[[gnu::noinline, gnu::cold]] void drop_stale_callback_error() {
+  try {
+    std::string stale;
+    callback_take_error(stale);
+  } catch (...) {  // (out of memory): the engine's next check takes it
+  }
+}
+
+// After the native call: a host callback failed inside it (the engine's
+// pending error, in Plan::call's words) or end_call has something to hand
+// over (a Lua callback's error, a foreign thread's). 0: nothing after all
+// (the call succeeded), -1: the error object is pushed.
+[[gnu::noinline, gnu::cold]] int scalar_call_ended(lua_State* L, FunctionUd& f, lua_State* outer, bool callback_failed) {
+  Host& host = *f.host;
+  std::string foreign;
+  int cause = LUA_NOREF;
+  try {
+    cause = host.end_call(outer, foreign);
+  } catch (...) {  // (out of memory copying the foreign error): its words are lost, not the call's end
+    foreign = "a callback from another thread failed";
+  }
+  return guarded(L, f.name.c_str(), [&]() -> int {
+    std::string error;
+    bool ok = true;
+    std::string text;
+    if (callback_failed && callback_take_error(text)) {
+      Error e = error_for(text);
+      e.message = f.file + ": " + f.fn->name + ": " + text;
+      e.file = f.file;
+      e.function = f.fn->name;
+      set_error(error, std::move(e));
+      ok = false;
+    }
+    if (ok && cause == LUA_NOREF && foreign.empty()) return 0;
+    ErrorInfo E;
+    E.function = f.name;
+    parse_engine_error(!foreign.empty() ? f.name + ": " + foreign : ok ? f.name + ": a Lua callback failed" : error, E);
+    E.cause = cause;
+    for (std::size_t k = 0; k < f.names.size(); ++k)
+      if (f.names[k] == E.parameter) E.position = static_cast<int>(k) + 1;
+    push_error(L, E);
+    return -1;
+  });
+}
+
+// The scalar entry (FunctionUd::scalar): the Lua arguments read straight
+// into native bits, one specialized call, the result pushed. Every argument
+// the lane rules refuse (a wrong kind, out of range, a non-integral number
+// for an integer), a wrong count, guard mode or lanes turned off take the
+// general entry before anything ran, which converts or reports it in its
+// own words. Nothing here has a destructor: raising after it is safe.
+int l_scalar_call(lua_State* L) {
+  auto* f = static_cast<FunctionUd*>(lua_touserdata(L, lua_upvalueindex(1)));
+  const int n = f->scalar_n;
+  if (!f->scalar || lua_gettop(L) != n || !scalar_lanes_enabled.load(std::memory_order_relaxed) || f->lib->guarded())
+    return l_function_call(L);
+  std::uint64_t slots[FunctionUd::max_scalar];
+  void* avalues[FunctionUd::max_scalar];
+  for (int k = 0; k < n; ++k) {
+    const int idx = k + 1;
+    HostScalar s;
+    switch (lua_type(L, idx)) {
+      case LUA_TNUMBER:
+        if (lua_isinteger(L, idx)) {
+          const lua_Integer i = lua_tointeger(L, idx);
+          if (i < 0 && f->u64[k]) {
+            s.kind = HostScalar::Kind::uint64;
+            s.u = static_cast<std::uint64_t>(i);
+          } else {
+            s.kind = HostScalar::Kind::int64;
+            s.i = static_cast<std::int64_t>(i);
+          }
+        } else {
+          s.kind = HostScalar::Kind::real;
+          s.d = static_cast<double>(lua_tonumber(L, idx));
+        }
+        break;
+      case LUA_TBOOLEAN:
+        s.kind = HostScalar::Kind::boolean;
+        s.b = lua_toboolean(L, idx) != 0;
+        break;
+      case LUA_TLIGHTUSERDATA: {
+        void* p = lua_touserdata(L, idx);
+        if (!p || p == static_cast<const void*>(&key_null)) {
+          s.kind = HostScalar::Kind::null;
+        } else {
+          s.kind = HostScalar::Kind::address;
+          s.p = reinterpret_cast<std::uintptr_t>(p);
+        }
+        break;
+      }
+      default: return l_function_call(L);  // nil, strings, tables, userdata, functions: the general entry
+    }
+    if (!lane_to_native(f->lanes[k], s, slots[k])) return l_function_call(L);
+    avalues[k] = &slots[k];
+  }
+  Host& host = *f->host;
+  if (host.has_unref.load(std::memory_order_acquire)) host.drop_refs();
+  if (!host.host_objects.empty()) host.sweep_host_objects(L);
+  if (callback_error_pending()) drop_stale_callback_error();
+  alignas(16) std::byte rvalue[16] = {};
+  lua_State* outer = host.begin_call(L);  // callbacks run on the calling coroutine
+  host.enter_blocking();
+  invoke(f->invoker, f->symbol, avalues, rvalue);
+  host.leave_blocking();
+  const bool callback_failed = callback_error_pending();
+  if (callback_failed || !host.end_call_quiet(outer)) [[unlikely]] {
+    if (scalar_call_ended(L, *f, outer, callback_failed) < 0) return lua_error(L);
+  }
+  if (!f->has_return) return 0;
+  std::uint64_t wide;
+  std::memcpy(&wide, rvalue, 8);
+  const HostScalar r = lane_scalar(f->ret_lane, wide);
+  switch (r.kind) {
+    case HostScalar::Kind::boolean: lua_pushboolean(L, r.b); break;
+    case HostScalar::Kind::int64: lua_pushinteger(L, static_cast<lua_Integer>(r.i)); break;
+    case HostScalar::Kind::uint64: lua_pushinteger(L, static_cast<lua_Integer>(r.u)); break;  // two's complement
+    case HostScalar::Kind::real: lua_pushnumber(L, r.d); break;
+    case HostScalar::Kind::address:
+      if (r.p) lua_pushlightuserdata(L, reinterpret_cast<void*>(r.p));
+      else lua_pushnil(L);
+      break;
+    default: lua_pushnil(L); break;
+  }
+  return 1;
+}
+
+// Whether f takes the scalar entry (see FunctionUd::scalar); fills its lanes.
+[[gnu::cold]] void choose_scalar_entry(FunctionUd& f, const Plan& plan) {
+  const Function& fn = *f.fn;
+  const TypeRegistry& reg = *f.reg;
+  if (f.isolated || f.pump || f.variadic || !plan.laned() || !plan.cif() || !plan.symbol()) return;
+  if (fn.callconv != CallConv::default_ || fn.capture_errno || fn.check.when != Check::When::never ||
+      !fn.computed.empty() || fn.params.size() > FunctionUd::max_scalar ||
+      (fn.free_with.how != FreeWith::How::unset && fn.free_with.how != FreeWith::How::none))
+    return;
+  std::vector<TypeId> by_value;
+  for (std::size_t i = 0; i < fn.params.size(); ++i) {
+    const Param& p = fn.params[i];
+    if (p.dir != Dir::in || !p.host_supplied()) return;
+    LaneOp l;
+    if (!lane_of(reg, p.type, l)) return;
+    switch (l.op) {
+      case LaneOp::Op::sint: case LaneOp::Op::uint: case LaneOp::Op::f32: case LaneOp::Op::f64:
+      case LaneOp::Op::boolean: case LaneOp::Op::pointer:
+        break;
+      default: return;
+    }
+    f.lanes[i] = l;
+    const TypeDesc& d = reg.get(p.type);
+    f.u64[i] = d.kind == Kind::integer && d.size == 8 && !d.has(flag_signed);
+    by_value.push_back(p.type);
+  }
+  LaneOp r;
+  if (!lane_of(reg, fn.returns, r)) return;
+  switch (r.op) {
+    case LaneOp::Op::sint: case LaneOp::Op::uint: case LaneOp::Op::f32: case LaneOp::Op::f64:
+    case LaneOp::Op::boolean: case LaneOp::Op::pointer: case LaneOp::Op::void_:
+      break;
+    default: return;
+  }
+  if (r.op == LaneOp::Op::void_ && f.has_return) return;
+  Invoker inv;
+  if (!choose_invoker(reg, by_value, fn.returns, inv) || !inv.usable()) return;
+  f.ret_lane = r;
+  f.invoker = std::move(inv);
+  f.symbol = plan.symbol();
+  f.scalar_n = static_cast<std::uint8_t>(fn.params.size());
+  f.scalar = true;
+}
+
 // A function's closure, bound once per library and name (cached in the
 // library's uservalue table).
 int push_function(lua_State* L, int lib_idx, LibraryUd& lib, const std::string& name) {
@@ -508,7 +700,8 @@ int push_function(lua_State* L, int lib_idx, LibraryUd& lib, const std::string& 
     }
     f->pump = lib.pump_all;
     for (const auto& n : lib.pump) f->pump = f->pump || n == name;
-    lua_pushcclosure(L, l_function_call, 1);
+    if (plan) choose_scalar_entry(*f, *plan);
+    lua_pushcclosure(L, f->scalar ? l_scalar_call : l_function_call, 1);
     // cache: uservalue table of the library
     lua_getiuservalue(L, lib_idx, 1);
     lua_pushlstring(L, name.data(), name.size());
@@ -722,7 +915,9 @@ int l_library_call_named(lua_State* L) {
   lua_pushvalue(L, 2);
   lua_gettable(L, 1);  // the cached closure (bound on first use)
   FunctionUd* f = nullptr;
-  if (lua_tocfunction(L, -1) == l_function_call && lua_getupvalue(L, -1, 1)) f = test_ud<FunctionUd>(L, -1, &mt_function);
+  const lua_CFunction entry = lua_tocfunction(L, -1);
+  if ((entry == l_function_call || entry == l_scalar_call) && lua_getupvalue(L, -1, 1))
+    f = test_ud<FunctionUd>(L, -1, &mt_function);
   if (!f) return luaL_argerror(L, 2, "not a function of this typemap");
   lua_pop(L, 2);
   MARSHAL_LUA_RETURN(guarded(L, f->name.c_str(), [&] { return call_body(L, *f, 3, true); }));
@@ -952,6 +1147,17 @@ int l_host_gc(lua_State* L) {
   return 0;
 }
 
+// marshal.entry(f): which entry a bound function takes, "scalar" (the
+// scalar entry, FunctionUd::scalar) or "general"; nil for anything else. For
+// tests and for users checking that a hot function takes the scalar entry.
+[[gnu::cold]] int l_entry(lua_State* L) {
+  const lua_CFunction c = lua_tocfunction(L, 1);
+  if (c == l_scalar_call) lua_pushliteral(L, "scalar");
+  else if (c == l_function_call) lua_pushliteral(L, "general");
+  else lua_pushnil(L);
+  return 1;
+}
+
 int l_type(lua_State* L) {
   if (test_ud<HandleUd>(L, 1, &mt_handle)) lua_pushliteral(L, "handle");
   else if (test_ud<BoxUd>(L, 1, &mt_box)) lua_pushliteral(L, "native");
@@ -1027,7 +1233,8 @@ void open_module(lua_State* L) {
     new_metatable(L, &mt_error, "marshal.error", err_fns, nullptr);
     open_objects(L);
   }
-  static const luaL_Reg module[] = {{"load", l_load}, {"pump", l_pump}, {"type", l_type}, {nullptr, nullptr}};
+  static const luaL_Reg module[] = {{"load", l_load}, {"pump", l_pump}, {"type", l_type}, {"entry", l_entry},
+                                         {nullptr, nullptr}};
   luaL_newlib(L, module);
   add_object_functions(L);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &key_null);

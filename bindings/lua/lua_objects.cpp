@@ -134,15 +134,101 @@ bool collect(lua_State* L, const Signature& sig, const TypeRegistry& reg, const 
   return true;
 }
 
+constexpr int no_direct = -2;
+
+// A method call through the host adapters (LuaArgs, LuaResults) with the
+// method's plan (Library::bind_method): the arguments at 2..top. no_direct:
+// not taken (nothing ran: the caller's Value path makes the call or reports
+// the error in its words); else the result count, or -1 with the error pushed.
+int direct_method_call(lua_State* L, const char* name, Host& host, const ObjectRef& ref,
+                       const ObjectSpace::MethodRef& m, const std::shared_ptr<Library>& keep, CallScope& scope) {
+  if (!keep || ref.remote || ref.proxy || !ref.object || !m.view || !m.owner || !m.method) return no_direct;
+  if (ref.home && ref.home->kind() == Apartment::Kind::neutral) return no_direct;
+  if (!usable_here(ref.home)) return no_direct;
+  const Method& method = *m.method;
+  const TypeRegistry& reg = keep->context().types();
+  constexpr std::size_t max_args = 16;
+  TypeId types[max_args];
+  std::size_t count = 0;
+  for (const Param& p : method.params) {
+    if (!p.host_supplied()) continue;
+    if (count == max_args) return no_direct;
+    types[count++] = p.type;
+  }
+  const int given = lua_gettop(L) - 1;
+  if (given != static_cast<int>(count)) return no_direct;  // collect says so
+  const int room = static_cast<int>(method.params.size()) + 8;
+  if (room > LUA_MINSTACK && !lua_checkstack(L, room)) return no_direct;
+  std::string error;
+  const Plan* plan = keep->bind_method(*m.owner, method, error);
+  if (!plan) return no_direct;
+  void* self = ref.object->pointer(*m.view, error);
+  if (!self) return no_direct;
+  void* const* vtable;
+  std::memcpy(&vtable, self, sizeof vtable);
+  void* target = vtable[method.slot];
+  ToValue tv{L, &reg, &keep, &scope};
+  LuaArgs args(tv, 2, count, types, count);
+  std::size_t bad = 0;
+  if (!args.prepare(bad)) return no_direct;  // collect converts it again and reports it
+  const int base = lua_gettop(L);
+  const bool has_return = reg.get(method.returns).kind != Kind::void_;
+  bool ok = false;
+  int pushed = 0;
+  bool oom = false;
+  lua_State* outer = host.begin_call(L);
+  host.enter_blocking();
+  {
+    LuaResults out(L, keep, has_return);
+    ok = plan->call_method(self, target, args, out, error);
+    oom = out.out_of_memory();
+    pushed = out.pushed();
+  }
+  host.leave_blocking();
+  std::string foreign;
+  const int cause = host.end_call(outer, foreign);
+  if (ok && !args.late_error().empty()) {
+    ok = false;
+    error = keep->typemap().file + ": " + m.owner->name + "." + method.name + ": " + args.late_error();
+  }
+  if (!ok || cause != LUA_NOREF || !foreign.empty()) {
+    lua_settop(L, base);
+    ErrorInfo err;
+    err.function = ref.iface->name + "." + name;
+    parse_engine_error(!foreign.empty() ? err.function + ": " + foreign
+                       : ok ? err.function + ": a Lua callback failed" : error, err);
+    int k = 0;
+    for (const Param& p : method.params)
+      if (p.host_supplied() && ++k && p.name == err.parameter) err.position = k;
+    err.cause = cause;
+    push_error(L, err);
+    return -1;
+  }
+  if (oom) {
+    lua_settop(L, base);
+    ErrorInfo err;
+    err.function = ref.iface->name + "." + name;
+    err.message = err.text = err.function + ": out of memory while converting the results";
+    push_error(L, err);
+    return -1;
+  }
+  return pushed;
+}
+
 int l_method_call(lua_State* L) {
   ObjectUd* o = check_object(L, 1);
   const char* name = lua_tostring(L, lua_upvalueindex(1));
   MARSHAL_LUA_RETURN(guarded(L, name, [&]() -> int {
-    ErrorInfo err;  // its function is named on failure only
+    // Built on failure only (an ErrorInfo is ~250 bytes to clear per call).
+    std::unique_ptr<ErrorInfo> made;
+    auto E = [&]() -> ErrorInfo& {
+      if (!made) made = std::make_unique<ErrorInfo>();
+      return *made;
+    };
     if (o->ref.is_null()) {
-      err.function = name;
-      err.message = err.text = std::string(name) + ": this object was released";
-      push_error(L, err);
+      E().function = name;
+      E().message = E().text = std::string(name) + ": this object was released";
+      push_error(L, E());
       return -1;
     }
     const ObjectRef& ref = o->ref.as<ObjectRef>();
@@ -151,15 +237,20 @@ int l_method_call(lua_State* L) {
     std::string error;
     ObjectSpace::MethodRef m;
     if (!lib.objects().find_method(ref, name, m, error)) {
-      err.function = name;
-      parse_engine_error(error, err);
-      push_error(L, err);
+      E().function = name;
+      parse_engine_error(error, E());
+      push_error(L, E());
       return -1;
     }
     Host& host = host_of(L);
     host.drop_refs();
     host.sweep_host_objects(L);
     CallScope scope{&host};
+    // A native object of this process, usable here and not neutral (the cases
+    // ObjectSpace::call hands to Library::call_method): through the host
+    // adapters, as a function call (call_direct) is. Anything else, and
+    // every argument error, takes the Value path below.
+    if (int n = direct_method_call(L, name, host, ref, m, keep, scope); n != no_direct) return n;
     // Argument vectors reused call after call, one per nesting level.
     static thread_local std::deque<std::vector<Value>> pool;  // deque: growing keeps references
     const std::size_t level = static_cast<std::size_t>(host.call_depth);
@@ -173,10 +264,10 @@ int l_method_call(lua_State* L) {
         if (to.capacity() < from.capacity()) to.swap(from);
       }
     } give_back{args, pool[level]};
-    if (!collect(L, *m.method, lib.context().types(), keep, 2, scope, args, err)) {
-      err.function = ref.iface->name + "." + name;
-      err.text = lib.typemap().file + ": " + err.function + ": " + err.text;
-      push_error(L, err);
+    if (!collect(L, *m.method, lib.context().types(), keep, 2, scope, args, E())) {
+      E().function = ref.iface->name + "." + name;
+      E().text = lib.typemap().file + ": " + E().function + ": " + E().text;
+      push_error(L, E());
       return -1;
     }
     CallResult result;
@@ -187,14 +278,14 @@ int l_method_call(lua_State* L) {
     std::string foreign;
     const int cause = host.end_call(outer, foreign);
     if (!ok || cause != LUA_NOREF || !foreign.empty()) {
-      err.function = ref.iface->name + "." + name;
-      parse_engine_error(!foreign.empty() ? err.function + ": " + foreign
-                         : ok ? err.function + ": a Lua callback failed" : error, err);
+      E().function = ref.iface->name + "." + name;
+      parse_engine_error(!foreign.empty() ? E().function + ": " + foreign
+                         : ok ? E().function + ": a Lua callback failed" : error, E());
       int k = 0;
       for (const Param& p : m.method->params)
-        if (p.host_supplied() && ++k && p.name == err.parameter) err.position = k;
-      err.cause = cause;
-      push_error(L, err);
+        if (p.host_supplied() && ++k && p.name == E().parameter) E().position = k;
+      E().cause = cause;
+      push_error(L, E());
       return -1;
     }
     const bool has_return = lib.context().types().get(m.method->returns).kind != Kind::void_;
@@ -270,6 +361,11 @@ int l_object_token(lua_State* L) {
 int l_object_index(lua_State* L) {
   ObjectUd* o = check_object(L, 1);
   if (lua_type(L, 2) != LUA_TSTRING) return 0;
+  // A method seen before (the names below are never in this table).
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &key_methods);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, -2) != LUA_TNIL) return 1;
+  lua_pop(L, 2);
   const char* k = lua_tostring(L, 2);
   if (!std::strcmp(k, "as")) {
     lua_pushcfunction(L, l_object_as);

@@ -46,6 +46,23 @@ do
   check.err(function() return c:Add() end, "expects 1 argument")
   check.err(function() return w:Nothing() end, "Nothing")
   check.eq(w:NothingOrNull(), nil, "a nullable null object")
+  -- methods of a native object take the host adapters (LuaArgs, LuaResults):
+  -- the same checks and the same errors as the Value path
+  local before = c:Get()
+  check.err(function() return c:Add(2 ^ 31) end, "out of range", { ["function"] = "ICounter.Add", parameter = "by", position = 1 })
+  check.err(function() return c:Add(1.5) end, "1.5", { parameter = "by", position = 1 })
+  check.err(function() return c:Add(1, 2) end, "expects 1 argument (by), got 2")
+  check.err(function() return c:Add(nil) end, nil, { parameter = "by", position = 1 })
+  check.eq(c:Get(), before, "no failed call reached the object")
+  check.eq(c:Add(2.0), before + 2, "an integral float")
+  check.eq(math.type(c:Add(0)), "integer", "an integer result")
+  check.eq(c["ICounter.Add"](c, 1), before + 3, "a method by its qualified name")
+  check.eq(c:Add(-3), before, "back to where it was")
+  check.err(function() return w:Sum({ 1, "x" }, 2) end, nil, { parameter = "xs", position = 1 })
+  local hr2, s2 = w:Scale({ x = -1, y = 0.5 }, -2)
+  check.eq(hr2, 0, "S_OK again")
+  check.deq(s2, { x = 2.0, y = -1.0 }, "out struct again")
+  check.err(function() return w:Scale({ x = 1 }, 2) end, "'y'", { parameter = "v", position = 1 })
 
   -- two interfaces, one identity
   local sq = o:create("Square", 2.0)
