@@ -102,11 +102,38 @@ struct NativeBox {
   void* data() const { return storage.get(); }
 };
 
+// An owning pointer to one T, copied with it: a rare kind larger than Value's
+// inline storage (ObjectRef: 80 bytes) lives here, so that every Value, and
+// every element of a list of numbers, is not as large as the rarest kind.
+// Never null while a Value holds it: Value's moves leave a moved-from boxed
+// kind null (Value, not Boxed, since only Value can change its own kind).
+template <class T>
+class Boxed {
+ public:
+  explicit Boxed(T x) : p_(new T(std::move(x))) {}
+  Boxed(const Boxed& o) : p_(new T(*o.p_)) {}
+  Boxed(Boxed&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  Boxed& operator=(const Boxed& o) {
+    *p_ = *o.p_;  // T's own assignment: safe for self-assignment, keeps this box
+    return *this;
+  }
+  Boxed& operator=(Boxed&& o) noexcept {
+    if (this != &o) delete std::exchange(p_, std::exchange(o.p_, nullptr));
+    return *this;
+  }
+  ~Boxed() { delete p_; }
+  const T& get() const { return *p_; }
+  T& get() { return *p_; }
+
+ private:
+  T* p_;
+};
+
 class Value {
  public:
   using Storage = std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Bytes, List,
                                Record, Address, std::shared_ptr<HandleBox>, std::shared_ptr<NativeBox>,
-                               std::shared_ptr<HostFunction>, std::shared_ptr<Callback>, ObjectRef,
+                               std::shared_ptr<HostFunction>, std::shared_ptr<Callback>, Boxed<ObjectRef>,
                                std::shared_ptr<HostObject>>;
   enum class Type : std::uint8_t {
     null, boolean, int64, uint64, real, string, bytes, list, record, address, handle, native, function, callback,
@@ -130,16 +157,23 @@ class Value {
   Value(std::shared_ptr<NativeBox> n) : v_(std::move(n)) {}
   Value(std::shared_ptr<HostFunction> f) : v_(std::move(f)) {}
   Value(std::shared_ptr<Callback> c) : v_(std::move(c)) {}
-  Value(ObjectRef o) : v_(std::move(o)) {}
+  Value(ObjectRef o) : v_(std::in_place_type<Boxed<ObjectRef>>, std::move(o)) {}
   Value(std::shared_ptr<HostObject> h) : v_(std::move(h)) {}
   Value(const Value& o) : v_(o.v_) {}
-  Value(Value&& o) noexcept : v_(std::move(o.v_)) {}
+  // A Value moved from keeps its kind, emptied as that kind's move leaves it
+  // (a string, a list, a shared_ptr), except a boxed kind (an object), which
+  // becomes null: its box went with the move. Moving a Value onto itself
+  // leaves it as it was.
+  Value(Value&& o) noexcept : v_(std::move(o.v_)) { o.box_moved(); }
   Value& operator=(const Value& o) {
     v_ = o.v_;
     return *this;
   }
   Value& operator=(Value&& o) noexcept {
-    v_ = std::move(o.v_);
+    if (this != &o) {
+      v_ = std::move(o.v_);
+      o.box_moved();
+    }
     return *this;
   }
   // Null, bools, numbers and addresses have nothing to destroy: a list of
@@ -153,9 +187,17 @@ class Value {
   Type type() const { return static_cast<Type>(v_.index()); }
   bool is_null() const { return type() == Type::null; }
   bool is_integer() const { return type() == Type::int64 || type() == Type::uint64; }
-  template <class T> bool is() const { return std::holds_alternative<T>(v_); }
-  template <class T> const T& as() const { return std::get<T>(v_); }
-  template <class T> T& as() { return std::get<T>(v_); }
+  // T is the kind as the host sees it (ObjectRef, not its box). as<T> throws
+  // std::bad_variant_access when the Value holds another kind.
+  template <class T> bool is() const { return std::holds_alternative<Stored<T>>(v_); }
+  template <class T> const T& as() const {
+    if constexpr (boxed<T>) return std::get<Boxed<T>>(v_).get();
+    else return std::get<T>(v_);
+  }
+  template <class T> T& as() {
+    if constexpr (boxed<T>) return std::get<Boxed<T>>(v_).get();
+    else return std::get<T>(v_);
+  }
 
   // Replace the value in place: no temporary Value, no visit when the kind is
   // the same as before (the call paths write results this way).
@@ -181,7 +223,11 @@ class Value {
       case Type::uint64: put(o.as<std::uint64_t>()); return;
       case Type::real: put(o.as<double>()); return;
       case Type::address: put(o.as<Address>()); return;
-      default: v_ = std::move(o.v_); return;
+      default:
+        if (this == &o) return;
+        v_ = std::move(o.v_);
+        o.box_moved();
+        return;
     }
   }
 
@@ -218,6 +264,20 @@ class Value {
     if (u <= static_cast<std::uint64_t>(INT64_MAX)) v_ = static_cast<std::int64_t>(u);
     else v_ = u;
   }
+  // The kinds kept in a Boxed rather than inline: those larger than a
+  // std::string (Value's largest inline kind), all rare in bulk data.
+  template <class T> static constexpr bool boxed = std::is_same_v<T, ObjectRef>;
+  template <class T> using Stored = std::conditional_t<boxed<T>, Boxed<T>, T>;
+  // After v_ was moved from: a boxed kind's box is empty now, and a Value
+  // never holds an empty box (as<ObjectRef> would read through null), so it
+  // becomes null. An empty box's destructor does nothing: the variant is made
+  // anew over it without one (ending a lifetime without its destructor is
+  // allowed when nothing depends on its effects, [basic.life]), which keeps
+  // this small enough for every move of a Value to inline it.
+  void box_moved() noexcept {
+    if (type() == Type::object) [[unlikely]]
+      ::new (&v_) Storage();
+  }
   static constexpr bool trivially_destroyed(Type t) { return t <= Type::real || t == Type::address; }
   static_assert(std::is_nothrow_move_constructible_v<Storage> && std::is_nothrow_move_assignable_v<Storage>);
   // In a union so that ~Value decides when the variant's destructor runs.
@@ -225,6 +285,12 @@ class Value {
     Storage v_;
   };
 };
+
+// Out arrays of numbers and every list or record of values are arrays of
+// Value: its size is their memory (10^6 int32 out are 10^6 Values). A kind
+// larger than a std::string goes in a Boxed, keeping Value at a string plus
+// the variant's index (40 bytes with libstdc++ on 64-bit targets).
+static_assert(sizeof(Value) <= 48, "a large kind is stored inline in Value: box it (Boxed, Value::boxed)");
 
 std::string base64_encode(const std::uint8_t* data, std::size_t n);
 bool base64_decode(std::string_view text, std::vector<std::uint8_t>& out);
