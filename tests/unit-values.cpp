@@ -176,14 +176,19 @@ TEST_SUITE("values") {
           CHECK(r.counts() == with(base, {ti, ti}));
         }
         CHECK(r.counts() == base);
-        {  // self copy, self move and self take leave the value as it was
+        {  // self copy leaves the value as it was; self move and self take
+           // keep the kind (a scalar's and an object's value too), and never
+           // leak or release twice
           Value x = s[i];
           x = same(x);
           CHECK(x == s[i]);
           x = std::move(same(x));
-          CHECK(x == s[i]);
+          CHECK(x.type() == ti);
           x.take(std::move(same(x)));
-          CHECK(x == s[i]);
+          CHECK(x.type() == ti);
+          if (ti <= Value::Type::real || ti == Value::Type::address || ti == Value::Type::object) CHECK(x == s[i]);
+          if (ti == Value::Type::object) check_same_object(x, s[i]);
+          x = s[i];
           CHECK(r.counts() == with(base, {ti}));
         }
         CHECK(r.counts() == base);

@@ -122,6 +122,7 @@ class Boxed {
     return *this;
   }
   ~Boxed() { delete p_; }
+  bool empty() const { return p_ == nullptr; }
   const T& get() const { return *p_; }
   T& get() { return *p_; }
 
@@ -162,15 +163,22 @@ class Value {
   Value(const Value& o) : v_(o.v_) {}
   // A Value moved from keeps its kind, emptied as that kind's move leaves it
   // (a string, a list, a shared_ptr), except a boxed kind (an object), which
-  // becomes null: its box went with the move. Moving a Value onto itself
-  // leaves it as it was.
-  Value(Value&& o) noexcept : v_(std::move(o.v_)) { o.box_moved(); }
+  // becomes null: its box went with the move. An object moved onto itself
+  // stays as it was. Scalars move by kind, inline without the variant's
+  // visit: a Value made and moved into place (a list of numbers built from
+  // native memory) costs a store, and no call per element whatever GCC
+  // decides to inline.
+  Value(Value&& o) noexcept { make_from(std::move(o)); }
   Value& operator=(const Value& o) {
     v_ = o.v_;
     return *this;
   }
   Value& operator=(Value&& o) noexcept {
-    if (this != &o) {
+    // A scalar here has nothing to destroy: made anew as o's kind (the call
+    // paths assign scalar arguments this way, call after call).
+    if (trivially_destroyed(type())) {
+      make_from(std::move(o));
+    } else {
       v_ = std::move(o.v_);
       o.box_moved();
     }
@@ -215,7 +223,7 @@ class Value {
   }
 
   // Moves o's value here; scalars are copied by kind, without a visit.
-  void take(Value&& o) {
+  void take(Value&& o) noexcept {
     switch (o.type()) {
       case Type::null: set_null(); return;
       case Type::boolean: put(o.as<bool>()); return;
@@ -224,7 +232,6 @@ class Value {
       case Type::real: put(o.as<double>()); return;
       case Type::address: put(o.as<Address>()); return;
       default:
-        if (this == &o) return;
         v_ = std::move(o.v_);
         o.box_moved();
         return;
@@ -268,16 +275,37 @@ class Value {
   // std::string (Value's largest inline kind), all rare in bulk data.
   template <class T> static constexpr bool boxed = std::is_same_v<T, ObjectRef>;
   template <class T> using Stored = std::conditional_t<boxed<T>, Boxed<T>, T>;
-  // After v_ was moved from: a boxed kind's box is empty now, and a Value
-  // never holds an empty box (as<ObjectRef> would read through null), so it
-  // becomes null. An empty box's destructor does nothing: the variant is made
-  // anew over it without one (ending a lifetime without its destructor is
-  // allowed when nothing depends on its effects, [basic.life]), which keeps
-  // this small enough for every move of a Value to inline it.
+  // After v_ was moved from: a boxed kind's box is empty now (unless it was
+  // moved onto itself), and a Value never holds an empty box (as<ObjectRef>
+  // would read through null), so it becomes null. Inline, only the kind's
+  // test: any more and GCC stops inlining the moves of Values (a list's
+  // elements were moved by a call each, 2x the time of an out array).
+  // Constructs v_ (not alive, or a scalar: nothing to destroy, [basic.life])
+  // from o's value; o may be this Value.
+  void make_from(Value&& o) noexcept {
+    switch (o.type()) {
+      case Type::null: ::new (&v_) Storage(); return;
+      case Type::boolean: make_scalar<Type::boolean>(o); return;
+      case Type::int64: make_scalar<Type::int64>(o); return;
+      case Type::uint64: make_scalar<Type::uint64>(o); return;
+      case Type::real: make_scalar<Type::real>(o); return;
+      case Type::address: make_scalar<Type::address>(o); return;
+      default:  // not a scalar, so not this Value (which holds one or nothing)
+        ::new (&v_) Storage(std::move(o.v_));
+        o.box_moved();
+        return;
+    }
+  }
+  template <Type t> void make_scalar(const Value& o) noexcept {
+    constexpr auto i = static_cast<std::size_t>(t);
+    const auto x = *std::get_if<i>(&o.v_);  // read before v_ is made anew: o may be this
+    ::new (&v_) Storage(std::in_place_index<i>, x);
+  }
   void box_moved() noexcept {
     if (type() == Type::object) [[unlikely]]
-      ::new (&v_) Storage();
+      null_if_box_empty();
   }
+  void null_if_box_empty() noexcept;  // value.cpp
   static constexpr bool trivially_destroyed(Type t) { return t <= Type::real || t == Type::address; }
   static_assert(std::is_nothrow_move_constructible_v<Storage> && std::is_nothrow_move_assignable_v<Storage>);
   // In a union so that ~Value decides when the variant's destructor runs.
