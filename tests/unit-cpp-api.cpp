@@ -560,6 +560,36 @@ TEST_SUITE("cpp-api") {
     }
   }
 
+  // Issue 20's target is at most one allocation for a dynamic out array: its
+  // list (one block of n Values). 256 elements meet it. 10^6 do not yet: their
+  // 4 MB native buffer is past the arena's inline buffer and its spare block,
+  // so the arena allocates a block for it and its list of blocks, and a
+  // second block when the call needs a few more bytes.
+  TEST_CASE("dynamic values: allocations per call of an out int32 array (issue 20: at most one)") {
+    Bound dyn("tests/fixtures/pinvoke.json");
+    std::string error;
+    const marshal::engine::Plan* plan = dyn.lib->bind("fill_out_i32_array", error);
+    REQUIRE(plan);
+    for (const auto& [n, per_call] : {std::pair<size_t, long>{256, 1}, std::pair<size_t, long>{1000000, 4}}) {
+      CAPTURE(n);
+      std::vector<marshal::engine::Value> args{marshal::engine::Value(static_cast<uint64_t>(n))};
+      marshal::engine::CallResult r;
+      REQUIRE(plan->call(args, r, error));  // the result's own vectors get their room
+      constexpr long calls = 10;
+      bool ok = true;
+      const long before = allocations.load();
+      for (long i = 0; i < calls; ++i) {
+        r.out.clear();
+        ok = plan->call(args, r, error) && ok;
+      }
+      const long made = allocations.load() - before;
+      CHECK(ok);
+      CHECK(made == per_call * calls);
+      REQUIRE(r.out.size() == 1);
+      CHECK(r.out[0].second.as<marshal::engine::List>().size() == n);
+    }
+  }
+
   TEST_CASE("in-place out arrays keep the engine's limits and never trust a count") {
     // The fixture with a small max_buffer, and a callee whose reported length
     // (its return value) is larger than the buffer it was given.

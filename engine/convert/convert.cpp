@@ -632,8 +632,8 @@ struct NumberReader {
 // An empty List with room for n values. A large one is memory the allocator
 // maps afresh on every call (glibc maps blocks above its mmap threshold, at
 // most 32 MB, and unmaps them when freed), and the first touch of each 4 KiB
-// page costs more than the Value written there: 10^6 values are 88 MB, some
-// 21,000 page faults, most of an out array's conversion. Such memory is
+// page costs more than the Value written there: 10^6 values are 40 MB, some
+// 10,000 page faults, most of an out array's conversion. Such memory is
 // advised for transparent huge pages before it is touched (Linux, THP
 // "always" or "madvise"): 2 MiB pages, 500 times fewer faults. Only a hint:
 // where it is not taken, nothing changes.

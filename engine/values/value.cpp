@@ -11,6 +11,13 @@
 
 namespace marshal::engine {
 
+// An empty box's destructor does nothing: the variant is made anew over it
+// without one (ending a lifetime without its destructor is allowed when
+// nothing depends on its effects, [basic.life]).
+void Value::null_if_box_empty() noexcept {
+  if (std::get_if<Boxed<ObjectRef>>(&v_)->empty()) ::new (&v_) Storage();
+}
+
 const Value* Value::field(std::string_view name) const {
   if (!is<Record>()) return nullptr;
   for (const auto& [k, v] : as<Record>())

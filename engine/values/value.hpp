@@ -102,11 +102,39 @@ struct NativeBox {
   void* data() const { return storage.get(); }
 };
 
+// An owning pointer to one T, copied with it: a rare kind larger than Value's
+// inline storage (ObjectRef: 80 bytes) lives here, so that every Value, and
+// every element of a list of numbers, is not as large as the rarest kind.
+// Never null while a Value holds it: Value's moves leave a moved-from boxed
+// kind null (Value, not Boxed, since only Value can change its own kind).
+template <class T>
+class Boxed {
+ public:
+  explicit Boxed(T x) : p_(new T(std::move(x))) {}
+  Boxed(const Boxed& o) : p_(new T(*o.p_)) {}
+  Boxed(Boxed&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  Boxed& operator=(const Boxed& o) {
+    *p_ = *o.p_;  // T's own assignment: safe for self-assignment, keeps this box
+    return *this;
+  }
+  Boxed& operator=(Boxed&& o) noexcept {
+    if (this != &o) delete std::exchange(p_, std::exchange(o.p_, nullptr));
+    return *this;
+  }
+  ~Boxed() { delete p_; }
+  bool empty() const { return p_ == nullptr; }
+  const T& get() const { return *p_; }
+  T& get() { return *p_; }
+
+ private:
+  T* p_;
+};
+
 class Value {
  public:
   using Storage = std::variant<std::monostate, bool, std::int64_t, std::uint64_t, double, std::string, Bytes, List,
                                Record, Address, std::shared_ptr<HandleBox>, std::shared_ptr<NativeBox>,
-                               std::shared_ptr<HostFunction>, std::shared_ptr<Callback>, ObjectRef,
+                               std::shared_ptr<HostFunction>, std::shared_ptr<Callback>, Boxed<ObjectRef>,
                                std::shared_ptr<HostObject>>;
   enum class Type : std::uint8_t {
     null, boolean, int64, uint64, real, string, bytes, list, record, address, handle, native, function, callback,
@@ -130,16 +158,30 @@ class Value {
   Value(std::shared_ptr<NativeBox> n) : v_(std::move(n)) {}
   Value(std::shared_ptr<HostFunction> f) : v_(std::move(f)) {}
   Value(std::shared_ptr<Callback> c) : v_(std::move(c)) {}
-  Value(ObjectRef o) : v_(std::move(o)) {}
+  Value(ObjectRef o) : v_(std::in_place_type<Boxed<ObjectRef>>, std::move(o)) {}
   Value(std::shared_ptr<HostObject> h) : v_(std::move(h)) {}
   Value(const Value& o) : v_(o.v_) {}
-  Value(Value&& o) noexcept : v_(std::move(o.v_)) {}
+  // A Value moved from keeps its kind, emptied as that kind's move leaves it
+  // (a string, a list, a shared_ptr), except a boxed kind (an object), which
+  // becomes null: its box went with the move. An object moved onto itself
+  // stays as it was. Scalars move by kind, inline without the variant's
+  // visit: a Value made and moved into place (a list of numbers built from
+  // native memory) costs a store, and no call per element whatever GCC
+  // decides to inline.
+  Value(Value&& o) noexcept { make_from(std::move(o)); }
   Value& operator=(const Value& o) {
     v_ = o.v_;
     return *this;
   }
   Value& operator=(Value&& o) noexcept {
-    v_ = std::move(o.v_);
+    // A scalar here has nothing to destroy: made anew as o's kind (the call
+    // paths assign scalar arguments this way, call after call).
+    if (trivially_destroyed(type())) {
+      make_from(std::move(o));
+    } else {
+      v_ = std::move(o.v_);
+      o.box_moved();
+    }
     return *this;
   }
   // Null, bools, numbers and addresses have nothing to destroy: a list of
@@ -153,9 +195,17 @@ class Value {
   Type type() const { return static_cast<Type>(v_.index()); }
   bool is_null() const { return type() == Type::null; }
   bool is_integer() const { return type() == Type::int64 || type() == Type::uint64; }
-  template <class T> bool is() const { return std::holds_alternative<T>(v_); }
-  template <class T> const T& as() const { return std::get<T>(v_); }
-  template <class T> T& as() { return std::get<T>(v_); }
+  // T is the kind as the host sees it (ObjectRef, not its box). as<T> throws
+  // std::bad_variant_access when the Value holds another kind.
+  template <class T> bool is() const { return std::holds_alternative<Stored<T>>(v_); }
+  template <class T> const T& as() const {
+    if constexpr (boxed<T>) return std::get<Boxed<T>>(v_).get();
+    else return std::get<T>(v_);
+  }
+  template <class T> T& as() {
+    if constexpr (boxed<T>) return std::get<Boxed<T>>(v_).get();
+    else return std::get<T>(v_);
+  }
 
   // Replace the value in place: no temporary Value, no visit when the kind is
   // the same as before (the call paths write results this way).
@@ -173,7 +223,7 @@ class Value {
   }
 
   // Moves o's value here; scalars are copied by kind, without a visit.
-  void take(Value&& o) {
+  void take(Value&& o) noexcept {
     switch (o.type()) {
       case Type::null: set_null(); return;
       case Type::boolean: put(o.as<bool>()); return;
@@ -181,7 +231,10 @@ class Value {
       case Type::uint64: put(o.as<std::uint64_t>()); return;
       case Type::real: put(o.as<double>()); return;
       case Type::address: put(o.as<Address>()); return;
-      default: v_ = std::move(o.v_); return;
+      default:
+        v_ = std::move(o.v_);
+        o.box_moved();
+        return;
     }
   }
 
@@ -218,6 +271,41 @@ class Value {
     if (u <= static_cast<std::uint64_t>(INT64_MAX)) v_ = static_cast<std::int64_t>(u);
     else v_ = u;
   }
+  // The kinds kept in a Boxed rather than inline: those larger than a
+  // std::string (Value's largest inline kind), all rare in bulk data.
+  template <class T> static constexpr bool boxed = std::is_same_v<T, ObjectRef>;
+  template <class T> using Stored = std::conditional_t<boxed<T>, Boxed<T>, T>;
+  // After v_ was moved from: a boxed kind's box is empty now (unless it was
+  // moved onto itself), and a Value never holds an empty box (as<ObjectRef>
+  // would read through null), so it becomes null. Inline, only the kind's
+  // test: any more and GCC stops inlining the moves of Values (a list's
+  // elements were moved by a call each, 2x the time of an out array).
+  // Constructs v_ (not alive, or a scalar: nothing to destroy, [basic.life])
+  // from o's value; o may be this Value.
+  void make_from(Value&& o) noexcept {
+    switch (o.type()) {
+      case Type::null: ::new (&v_) Storage(); return;
+      case Type::boolean: make_scalar<Type::boolean>(o); return;
+      case Type::int64: make_scalar<Type::int64>(o); return;
+      case Type::uint64: make_scalar<Type::uint64>(o); return;
+      case Type::real: make_scalar<Type::real>(o); return;
+      case Type::address: make_scalar<Type::address>(o); return;
+      default:  // not a scalar, so not this Value (which holds one or nothing)
+        ::new (&v_) Storage(std::move(o.v_));
+        o.box_moved();
+        return;
+    }
+  }
+  template <Type t> void make_scalar(const Value& o) noexcept {
+    constexpr auto i = static_cast<std::size_t>(t);
+    const auto x = *std::get_if<i>(&o.v_);  // read before v_ is made anew: o may be this
+    ::new (&v_) Storage(std::in_place_index<i>, x);
+  }
+  void box_moved() noexcept {
+    if (type() == Type::object) [[unlikely]]
+      null_if_box_empty();
+  }
+  void null_if_box_empty() noexcept;  // value.cpp
   static constexpr bool trivially_destroyed(Type t) { return t <= Type::real || t == Type::address; }
   static_assert(std::is_nothrow_move_constructible_v<Storage> && std::is_nothrow_move_assignable_v<Storage>);
   // In a union so that ~Value decides when the variant's destructor runs.
@@ -225,6 +313,12 @@ class Value {
     Storage v_;
   };
 };
+
+// Out arrays of numbers and every list or record of values are arrays of
+// Value: its size is their memory (10^6 int32 out are 10^6 Values). A kind
+// larger than a std::string goes in a Boxed, keeping Value at a string plus
+// the variant's index (40 bytes with libstdc++ on 64-bit targets).
+static_assert(sizeof(Value) <= 48, "a large kind is stored inline in Value: box it (Boxed, Value::boxed)");
 
 std::string base64_encode(const std::uint8_t* data, std::size_t n);
 bool base64_decode(std::string_view text, std::vector<std::uint8_t>& out);
