@@ -553,19 +553,7 @@ int l_scalar_call(lua_State* L) {
     HostScalar s;
     switch (lua_type(L, idx)) {
       case LUA_TNUMBER:
-        if (lua_isinteger(L, idx)) {
-          const lua_Integer i = lua_tointeger(L, idx);
-          if (i < 0 && f->u64[k]) {
-            s.kind = HostScalar::Kind::uint64;
-            s.u = static_cast<std::uint64_t>(i);
-          } else {
-            s.kind = HostScalar::Kind::int64;
-            s.i = static_cast<std::int64_t>(i);
-          }
-        } else {
-          s.kind = HostScalar::Kind::real;
-          s.d = static_cast<double>(lua_tonumber(L, idx));
-        }
+        s = lua_number_scalar(L, idx, f->u64[k]);
         break;
       case LUA_TBOOLEAN:
         s.kind = HostScalar::Kind::boolean;

@@ -355,19 +355,7 @@ bool lua_scalar(lua_State* L, int idx, int lt, const TypeRegistry* reg, TypeId t
       out.b = lua_toboolean(L, idx) != 0;
       return true;
     case LUA_TNUMBER:
-      if (lua_isinteger(L, idx)) {
-        const lua_Integer i = lua_tointeger(L, idx);
-        if (i < 0 && unsigned64(reg, target(reg, t))) {
-          out.kind = HostScalar::Kind::uint64;
-          out.u = static_cast<std::uint64_t>(i);
-        } else {
-          out.kind = HostScalar::Kind::int64;
-          out.i = static_cast<std::int64_t>(i);
-        }
-      } else {
-        out.kind = HostScalar::Kind::real;
-        out.d = static_cast<double>(lua_tonumber(L, idx));
-      }
+      out = lua_number_scalar(L, idx, lua_isinteger(L, idx) && lua_tointeger(L, idx) < 0 && unsigned64(reg, target(reg, t)));
       return true;
     case LUA_TSTRING: {
       if (wants_bytes(reg, target(reg, t))) break;
