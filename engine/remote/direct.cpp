@@ -113,14 +113,21 @@ DirectChannel::Status DirectChannel::read_exact(void* into, std::size_t n,
       error = "the surrogate's end of the channel closed";
       return Status::ended;
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      error = std::string("read: ") + std::strerror(errno);
-      return Status::ended;
-    }
-    bool timed_out = false;
-    if (!wait(POLLIN, deadline, timed_out, error)) return timed_out ? Status::timed_out : Status::ended;
+    if (Status s = retry("read", POLLIN, deadline, error); s != Status::ok) return s;
   }
+  return Status::ok;
+}
+
+DirectChannel::Status DirectChannel::retry(const char* op, short events,
+                                           std::optional<std::chrono::steady_clock::time_point> deadline,
+                                           std::string& error) {
+  if (errno == EINTR) return Status::ok;
+  if (errno != EAGAIN && errno != EWOULDBLOCK) {
+    error = std::string(op) + ": " + std::strerror(errno);
+    return Status::ended;
+  }
+  bool timed_out = false;
+  if (!wait(events, deadline, timed_out, error)) return timed_out ? Status::timed_out : Status::ended;
   return Status::ok;
 }
 
@@ -146,13 +153,7 @@ DirectChannel::Status DirectChannel::exchange(capnp::MessageBuilder& request,
     m.msg_iovlen = static_cast<std::size_t>(count);
     const ssize_t put = ::sendmsg(fd_, &m, MSG_NOSIGNAL);
     if (put < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        error = std::string("write: ") + std::strerror(errno);
-        return Status::ended;
-      }
-      bool timed_out = false;
-      if (!wait(POLLOUT, deadline, timed_out, error)) return timed_out ? Status::timed_out : Status::ended;
+      if (Status s = retry("write", POLLOUT, deadline, error); s != Status::ok) return s;
       continue;
     }
     auto left = static_cast<std::size_t>(put);

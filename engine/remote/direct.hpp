@@ -70,6 +70,10 @@ class DirectChannel {
             std::string& error);
   Status read_exact(void* into, std::size_t n, std::optional<std::chrono::steady_clock::time_point> deadline,
                     std::string& error);
+  // After a read or write `op` that failed with errno: ok to try again
+  // (interrupted, or ready for `events` within the deadline), else why not.
+  Status retry(const char* op, short events, std::optional<std::chrono::steady_clock::time_point> deadline,
+               std::string& error);
 
   int fd_;
   int generation_;
