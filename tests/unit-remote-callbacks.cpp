@@ -43,6 +43,18 @@ std::shared_ptr<HostFunction> host(std::string name, std::function<bool(const st
   return std::make_shared<HostFunction>(HostFunction{std::move(name), std::move(fn)});
 }
 
+// A host function giving its argument + k, counting its calls and those made
+// on another thread than `caller`.
+std::shared_ptr<HostFunction> counting_adder(std::string name, std::int64_t k, std::thread::id caller,
+                                             std::atomic<int>& calls, std::atomic<int>& elsewhere) {
+  return host(std::move(name), [k, caller, &calls, &elsewhere](const std::vector<Value>& a, Value& r, std::string&) {
+    ++calls;
+    if (std::this_thread::get_id() != caller) ++elsewhere;
+    r = Value(I(a[0]) + k);
+    return true;
+  });
+}
+
 std::string slurp(const std::string& path) {
   std::ifstream in(source_path(path), std::ios::binary);
   std::ostringstream s;
@@ -377,15 +389,8 @@ TEST_SUITE("remote") {
     const auto d0 = there.lib->direct_calls();
     CHECK(I(there.call("fire_registered", {5}).ret) == -999);  // plain data: direct
     CHECK(there.lib->direct_calls() == d0 + 1);
-    std::atomic<int> ran{0};
-    const auto caller = std::this_thread::get_id();
-    std::atomic<int> elsewhere{0};
-    auto plus = host("plus", [&](const std::vector<Value>& a, Value& r, std::string&) {
-      ++ran;
-      if (std::this_thread::get_id() != caller) ++elsewhere;
-      r = Value(I(a[0]) + 1000);
-      return true;
-    });
+    std::atomic<int> ran{0}, elsewhere{0};
+    auto plus = counting_adder("plus", 1000, std::this_thread::get_id(), ran, elsewhere);
     std::string error;
     auto registered = there.lib->callback("IntFn", plus, error);
     INFO(error);
@@ -404,14 +409,8 @@ TEST_SUITE("remote") {
 
   TEST_CASE("registered callbacks: made in the surrogate, kept by native code there, released from the host") {
     Isolated there;
-    const auto caller = std::this_thread::get_id();
     std::atomic<int> calls{0}, elsewhere{0};
-    auto h = host("plus_ten", [&](const std::vector<Value>& a, Value& r, std::string&) {
-      ++calls;
-      if (std::this_thread::get_id() != caller) ++elsewhere;
-      r = Value(I(a[0]) + 10);
-      return true;
-    });
+    auto h = counting_adder("plus_ten", 10, std::this_thread::get_id(), calls, elsewhere);
     std::string error;
     CHECK(there.error_of("register_i32", {Value(h)}).find("a registered callback outlives the call") != std::string::npos);
     auto registered = there.lib->callback("IntFn", h, error);
