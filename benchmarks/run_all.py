@@ -89,17 +89,15 @@ def run(cmd, label, env=None):
 THREADED = ("cb_thread", "proxy_call")
 # Why a target was missed, from profiling (benchmarks/README.md, "Where the time
 # goes"): shown next to a missed target only.
-_REMOTE_COPIES = ("page faults: every 1 MiB buffer of a call (the Cap'n Proto messages, the host values, on both "
-                  "sides) is a fresh mmap that glibc's malloc unmaps when freed, so each call faults ~1000 pages in "
-                  "again (~17 ms of CPU in the surrogate); with GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:"
-                  "glibc.malloc.trim_threshold=268435456 the surrogate measured 0.95x and serve/connect 1.29x of the "
-                  "floor (benchmarks/README.md): the fix is to keep such buffers mapped (mallopt in the surrogate and "
-                  "the host, or reused message buffers)")
+_REMOTE_COPIES = ("serve/connect has no direct channel: each call goes through Cap'n Proto RPC over TCP, where "
+                  "the host's I/O thread writes the message (one more hop each way) and each side copies the 1 MiB "
+                  "into and out of a fresh message segment (capnp's RPC messages cannot reference the caller's "
+                  "memory safely: a failed call may return before the write ends); the surrogate's direct channel "
+                  "(engine/remote/direct.hpp) avoids both")
 WHY = {
     "Lua add_i32 below LuaJIT -joff and under 50 ns":
-        "the binding's general entry (a guarded scope, a Value per argument, Plan::call into a CallResult) costs "
-        "more than the engine's scalar lane it calls; needs Lua values fed straight into the lane (the host "
-        "adapter of the architecture issue)",
+        "the scalar entry (bindings/lua/README.md) measured 37.6 ns on a quiet machine and ~51 ns at load 5 "
+        "(callgrind: 787 instructions per call, from 1499): a miss here is the machine's load in that round",
     "Lua: every scenario faster than LuaJIT -joff":
         "each call pays the entry above, and records, out values and out arrays are new Lua tables per call "
         "(fields by name), where the LuaJIT driver reuses cdata it made once; utf16_len is faster (LuaJIT "
@@ -111,9 +109,11 @@ WHY = {
         "the outer call's entry, then the callback enters Lua through lua_pcall with its arguments as Values "
         "through a std::function (Callback::run_lane, ArgLease)",
     "surrogate add_i32 within 3x of the raw socketpair ping-pong":
-        "the caller hands each call to the host's RPC thread and back, and the message crosses two event "
-        "loops (an epoll wake-up on each side), where the floor is one blocking round trip",
-    "surrogate 1 MiB in and out within 2x of the raw socketpair ping-pong": _REMOTE_COPIES,
+        "the direct channel has the floor's shape (two wake-ups per call) and measured 1.3-1.4x; a miss is "
+        "a round where the caller or the surrogate waited for a CPU",
+    "surrogate 1 MiB in and out within 2x of the raw socketpair ping-pong":
+        "beyond the floor and the in-process call, each side decodes the bytes into a host value (two copies "
+        "of 1 MiB); measured 1.8x at load 5",
     "serve/connect (loopback) 1 MiB in and out within 2x of the raw socketpair ping-pong": _REMOTE_COPIES,
 }
 
