@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <thread>
 #include <unistd.h>
+#include <tuple>
 #include <vector>
 
 // Counts every allocation of this test program, to prove the fast path makes none.
@@ -561,16 +562,19 @@ TEST_SUITE("cpp-api") {
   }
 
   // Issue 20's target is at most one allocation for a dynamic out array: its
-  // list (one block of n Values). 256 elements meet it. 10^6 do not yet: their
-  // 4 MB native buffer is past the arena's inline buffer and its spare block,
-  // so the arena allocates a block for it and its list of blocks, and a
-  // second block when the call needs a few more bytes.
+  // list (one block of n Values). 256 elements meet it (exactly one). 10^6 do
+  // not yet: their 4 MB native buffer is past the arena's inline buffer and its
+  // spare block, so the arena allocates a block for it and its list of blocks,
+  // and a second block when the call needs a few more bytes: 4 per call in the
+  // release build, 3 in the debug ASan build (whether that second block is
+  // needed depends on the build's object sizes), so the check there is a range
+  // (at least the list, at most those four).
   TEST_CASE("dynamic values: allocations per call of an out int32 array (issue 20: at most one)") {
     Bound dyn("tests/fixtures/pinvoke.json");
     std::string error;
     const marshal::engine::Plan* plan = dyn.lib->bind("fill_out_i32_array", error);
     REQUIRE(plan);
-    for (const auto& [n, per_call] : {std::pair<size_t, long>{256, 1}, std::pair<size_t, long>{1000000, 4}}) {
+    for (const auto& [n, least, most] : {std::tuple<size_t, long, long>{256, 1, 1}, std::tuple<size_t, long, long>{1000000, 1, 4}}) {
       CAPTURE(n);
       std::vector<marshal::engine::Value> args{marshal::engine::Value(static_cast<uint64_t>(n))};
       marshal::engine::CallResult r;
@@ -584,7 +588,8 @@ TEST_SUITE("cpp-api") {
       }
       const long made = allocations.load() - before;
       CHECK(ok);
-      CHECK(made == per_call * calls);
+      CHECK(made >= least * calls);
+      CHECK(made <= most * calls);
       REQUIRE(r.out.size() == 1);
       CHECK(r.out[0].second.as<marshal::engine::List>().size() == n);
     }
