@@ -103,20 +103,29 @@ class Handles {
     for (;;) {
       if ((st >> 32) != (h >> 32)) return Drop::invalid;
       const std::uint32_t refs = static_cast<std::uint32_t>(st);
-      std::uint64_t next = st - 1;
-      Last what = Last::free;
-      if (refs == 1) {
-        what = last(s->object.load(std::memory_order_relaxed));
-        if (what == Last::refuse) return Drop::refused;
-        // Deferred: kind none at the same generation (dead to every handle,
-        // not free to reuse); freed: the next generation.
-        next = what == Last::defer ? (st >> gen_shift) << gen_shift : freed_state(st);
+      if (refs != 1) {
+        if (s->state.compare_exchange_weak(st, st - 1, std::memory_order_acq_rel, std::memory_order_acquire))
+          return Drop::kept;
+        continue;
       }
-      if (s->state.compare_exchange_weak(st, next, std::memory_order_acq_rel, std::memory_order_acquire)) {
-        if (refs != 1) return Drop::kept;
-        object = s->object.load(std::memory_order_relaxed);
-        return what == Last::defer ? Drop::deferred : Drop::last;
+      // The last reference: claimed first (kind none at the same generation:
+      // dead to every other use of the handle), so that no other thread can
+      // drop and destroy the object while last() looks at it (two threads
+      // releasing one last reference: ASan saw the loser read the freed
+      // object). Deferred: it stays so (not free to reuse); freed: the next
+      // generation; refused: back as it was.
+      const std::uint64_t claimed = (st >> gen_shift) << gen_shift;
+      if (!s->state.compare_exchange_weak(st, claimed, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      object = s->object.load(std::memory_order_relaxed);
+      const Last what = last(object);
+      if (what == Last::refuse) {
+        object = nullptr;
+        s->state.store(st, std::memory_order_release);
+        return Drop::refused;
       }
+      if (what == Last::defer) return Drop::deferred;
+      s->state.store(freed_state(st), std::memory_order_release);
+      return Drop::last;
     }
   }
 
