@@ -416,4 +416,18 @@ inline HostScalar lua_number_scalar(lua_State* L, int idx, bool unsigned64) {
   return s;
 }
 
+// A light userdata (at idx) as the engine's scalar: marshal.null (or a null
+// pointer) is null, any other an address.
+inline HostScalar lua_pointer_scalar(lua_State* L, int idx) {
+  HostScalar s;
+  void* p = lua_touserdata(L, idx);
+  if (!p || p == static_cast<const void*>(&key_null)) {
+    s.kind = HostScalar::Kind::null;
+  } else {
+    s.kind = HostScalar::Kind::address;
+    s.p = reinterpret_cast<std::uintptr_t>(p);
+  }
+  return s;
+}
+
 }  // namespace marshal::lua

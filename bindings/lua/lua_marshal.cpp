@@ -559,16 +559,9 @@ int l_scalar_call(lua_State* L) {
         s.kind = HostScalar::Kind::boolean;
         s.b = lua_toboolean(L, idx) != 0;
         break;
-      case LUA_TLIGHTUSERDATA: {
-        void* p = lua_touserdata(L, idx);
-        if (!p || p == static_cast<const void*>(&key_null)) {
-          s.kind = HostScalar::Kind::null;
-        } else {
-          s.kind = HostScalar::Kind::address;
-          s.p = reinterpret_cast<std::uintptr_t>(p);
-        }
+      case LUA_TLIGHTUSERDATA:
+        s = lua_pointer_scalar(L, idx);
         break;
-      }
       default: return l_function_call(L);  // nil, strings, tables, userdata, functions: the general entry
     }
     if (!lane_to_native(f->lanes[k], s, slots[k])) return l_function_call(L);

@@ -365,16 +365,9 @@ bool lua_scalar(lua_State* L, int idx, int lt, const TypeRegistry* reg, TypeId t
       out.text = std::string_view(s, n);
       return true;
     }
-    case LUA_TLIGHTUSERDATA: {
-      void* p = lua_touserdata(L, idx);
-      if (!p || p == static_cast<const void*>(&key_null)) {
-        out.kind = HostScalar::Kind::null;
-      } else {
-        out.kind = HostScalar::Kind::address;
-        out.p = reinterpret_cast<std::uintptr_t>(p);
-      }
+    case LUA_TLIGHTUSERDATA:
+      out = lua_pointer_scalar(L, idx);
       return true;
-    }
     default: break;
   }
   out.kind = HostScalar::Kind::other;
