@@ -61,7 +61,7 @@ bool plain_data(const TypeRegistry& types, const Signature& fn) {
 }
 
 DirectChannel::DirectChannel(int fd, int generation, int pidfd)
-    : fd_(fd), generation_(generation), pidfd_(fcntl(pidfd, F_DUPFD_CLOEXEC, 0)), scratch_(1024) {
+    : fd_(fd), generation_(generation), pidfd_(fcntl(pidfd, F_DUPFD_CLOEXEC, 0)) {
   fcntl(fd_, F_SETFL, fcntl(fd_, F_GETFL) | O_NONBLOCK);
 }
 
@@ -186,15 +186,18 @@ DirectChannel::Status DirectChannel::exchange(capnp::MessageBuilder& request,
     error = "the reply is " + std::to_string(total) + " words, over the limit of " + std::to_string(traversal_limit_words);
     return Status::ended;
   }
-  if (buffer_.size() < total) buffer_.resize(static_cast<std::size_t>(total));
+  if (buffer_words_ < total) {  // grown to the largest reply (its contents are not kept)
+    buffer_.reset(new capnp::word[static_cast<std::size_t>(total)]);
+    buffer_words_ = static_cast<std::size_t>(total);
+  }
   if (total > 0)
-    if (Status s = read_exact(buffer_.data(), static_cast<std::size_t>(total) * sizeof(capnp::word), deadline, error);
+    if (Status s = read_exact(buffer_.get(), static_cast<std::size_t>(total) * sizeof(capnp::word), deadline, error);
         s != Status::ok)
       return s;
   segments_.clear();
   std::size_t at = 0;
   for (std::uint64_t i = 0; i < count; ++i) {
-    segments_.push_back(kj::arrayPtr(buffer_.data() + at, sizes[i]));
+    segments_.push_back(kj::arrayPtr(buffer_.get() + at, sizes[i]));
     at += sizes[i];
   }
   reply.emplace(kj::arrayPtr(segments_.data(), segments_.size()), reader_options());

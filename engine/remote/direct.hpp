@@ -63,7 +63,7 @@ class DirectChannel {
 
   // A zeroed first segment for the request's builder, reused call after call
   // (capnp zeroes what it used when the builder goes).
-  kj::ArrayPtr<capnp::word> scratch() { return kj::arrayPtr(scratch_.data(), scratch_.size()); }
+  kj::ArrayPtr<capnp::word> scratch() { return kj::arrayPtr(scratch_.get(), scratch_words); }
 
  private:
   bool wait(short events, std::optional<std::chrono::steady_clock::time_point> deadline, bool& timed_out,
@@ -79,8 +79,12 @@ class DirectChannel {
   int generation_;
   int pidfd_;
   std::mutex in_use_;
-  std::vector<capnp::word> scratch_;
-  std::vector<capnp::word> buffer_;  // the last reply's words
+  // (capnp::word cannot be copied, so no std::vector of them: clang refuses
+  // its reallocation path.)
+  static constexpr std::size_t scratch_words = 1024;
+  std::unique_ptr<capnp::word[]> scratch_{new capnp::word[scratch_words]()};  // zeroed
+  std::unique_ptr<capnp::word[]> buffer_;  // the last reply's words
+  std::size_t buffer_words_ = 0;
   std::vector<kj::ArrayPtr<const capnp::word>> segments_;
 };
 
