@@ -430,4 +430,23 @@ inline HostScalar lua_pointer_scalar(lua_State* L, int idx) {
   return s;
 }
 
+// Pushes a scalar that needs no allocation (not a string). in_table: null is marshal.null.
+inline void push_plain(lua_State* L, const HostScalar& s, bool in_table) {
+  switch (s.kind) {
+    case HostScalar::Kind::boolean: lua_pushboolean(L, s.b); return;
+    case HostScalar::Kind::int64: lua_pushinteger(L, static_cast<lua_Integer>(s.i)); return;
+    case HostScalar::Kind::uint64: lua_pushinteger(L, static_cast<lua_Integer>(s.u)); return;  // two's complement
+    case HostScalar::Kind::real: lua_pushnumber(L, s.d); return;
+    case HostScalar::Kind::address:
+      if (s.p) {
+        lua_pushlightuserdata(L, reinterpret_cast<void*>(s.p));
+        return;
+      }
+      break;
+    default: break;
+  }
+  if (in_table) lua_pushlightuserdata(L, const_cast<char*>(&key_null));
+  else lua_pushnil(L);
+}
+
 }  // namespace marshal::lua

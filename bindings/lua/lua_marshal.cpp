@@ -583,18 +583,7 @@ int l_scalar_call(lua_State* L) {
   if (!f->has_return) return 0;
   std::uint64_t wide;
   std::memcpy(&wide, rvalue, 8);
-  const HostScalar r = lane_scalar(f->ret_lane, wide);
-  switch (r.kind) {
-    case HostScalar::Kind::boolean: lua_pushboolean(L, r.b); break;
-    case HostScalar::Kind::int64: lua_pushinteger(L, static_cast<lua_Integer>(r.i)); break;
-    case HostScalar::Kind::uint64: lua_pushinteger(L, static_cast<lua_Integer>(r.u)); break;  // two's complement
-    case HostScalar::Kind::real: lua_pushnumber(L, r.d); break;
-    case HostScalar::Kind::address:
-      if (r.p) lua_pushlightuserdata(L, reinterpret_cast<void*>(r.p));
-      else lua_pushnil(L);
-      break;
-    default: lua_pushnil(L); break;
-  }
+  push_plain(L, lane_scalar(f->ret_lane, wide), false);
   return 1;
 }
 

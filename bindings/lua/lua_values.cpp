@@ -374,25 +374,6 @@ bool lua_scalar(lua_State* L, int idx, int lt, const TypeRegistry* reg, TypeId t
   return false;
 }
 
-// Pushes a scalar that needs no allocation (not a string). in_table: null is marshal.null.
-void push_plain(lua_State* L, const HostScalar& s, bool in_table) {
-  switch (s.kind) {
-    case HostScalar::Kind::boolean: lua_pushboolean(L, s.b); return;
-    case HostScalar::Kind::int64: lua_pushinteger(L, static_cast<lua_Integer>(s.i)); return;
-    case HostScalar::Kind::uint64: lua_pushinteger(L, static_cast<lua_Integer>(s.u)); return;  // two's complement
-    case HostScalar::Kind::real: lua_pushnumber(L, s.d); return;
-    case HostScalar::Kind::address:
-      if (s.p) {
-        lua_pushlightuserdata(L, reinterpret_cast<void*>(s.p));
-        return;
-      }
-      break;
-    default: break;
-  }
-  if (in_table) lua_pushlightuserdata(L, const_cast<char*>(&key_null));
-  else lua_pushnil(L);
-}
-
 // Native bits of a lane at p (little-endian: lanes exist only there).
 HostScalar lane_at(const LaneOp& l, const std::byte* p) {
   std::uint64_t w = 0;
