@@ -138,11 +138,12 @@ DirectChannel::Status DirectChannel::exchange(capnp::MessageBuilder& request,
   reply.reset();
   // ---- write: the segment table, then the segments ----
   auto segments = request.getSegmentsForOutput();
-  std::vector<std::uint32_t> table(segments.size() + 1 + (segments.size() % 2 == 0 ? 1 : 0), 0);
+  auto& table = table_;  // (reused: no allocation per call once grown)
+  table.assign(segments.size() + 1 + (segments.size() % 2 == 0 ? 1 : 0), 0);
   table[0] = static_cast<std::uint32_t>(segments.size() - 1);
   for (std::size_t i = 0; i < segments.size(); ++i) table[i + 1] = static_cast<std::uint32_t>(segments[i].size());
-  std::vector<iovec> iov;
-  iov.reserve(segments.size() + 1);
+  auto& iov = iov_;
+  iov.clear();
   iov.push_back({table.data(), table.size() * sizeof(std::uint32_t)});
   for (auto s : segments) iov.push_back({const_cast<capnp::word*>(s.begin()), s.size() * sizeof(capnp::word)});
   std::size_t first = 0;
@@ -172,12 +173,14 @@ DirectChannel::Status DirectChannel::exchange(capnp::MessageBuilder& request,
     error = "the reply has " + std::to_string(count) + " segments";
     return Status::ended;
   }
-  std::vector<std::uint32_t> sizes(count);
+  auto& sizes = sizes_;
+  sizes.assign(static_cast<std::size_t>(count), 0);
   sizes[0] = head[1];
   // The rest of the table and its padding to a word: (count - 1) sizes, plus
   // one when count is even.
   const std::size_t more = static_cast<std::size_t>(count - 1) + (count % 2 == 0 ? 1 : 0);
-  std::vector<std::uint32_t> rest(more);
+  auto& rest = rest_;
+  rest.assign(more, 0);
   if (more > 0)
     if (Status s = read_exact(rest.data(), more * sizeof(std::uint32_t), deadline, error); s != Status::ok) return s;
   std::uint64_t total = sizes[0];

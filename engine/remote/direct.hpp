@@ -26,6 +26,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <sys/uio.h>
 #include <vector>
 
 namespace marshal::engine::remote {
@@ -86,6 +87,8 @@ class DirectChannel {
   std::unique_ptr<capnp::word[]> buffer_;  // the last reply's words
   std::size_t buffer_words_ = 0;
   std::vector<kj::ArrayPtr<const capnp::word>> segments_;
+  std::vector<std::uint32_t> table_, sizes_, rest_;  // framing, reused call after call
+  std::vector<iovec> iov_;
 };
 
 }  // namespace marshal::engine::remote
