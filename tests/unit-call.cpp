@@ -2,6 +2,7 @@
 // Every export of tests/fixtures/pinvoke.h is called through the engine and
 // compared with a direct C call of the same export.
 #include "call_support.hpp"
+#include "sanitized.hpp"
 
 #include "fixtures/pinvoke.h"
 #include "convert/native.hpp"
@@ -85,7 +86,7 @@ TEST_SUITE("call") {
     CHECK(I(f.call("sum_in_latin1", {"gr\xc3\xbc\xc3\x9f"}).ret) == sum_in_latin1("gr\xfc\xdf"));
     CHECK(f.error_of("sum_in_latin1", {"\xe2\x82\xac"}).find("character U+20AC at byte 0 cannot be encoded in latin1") != std::string::npos);
     CHECK(I(f.call("sum_in_bytes", {Bytes{{1, 0, 2, 255}}, 4}).ret) == sum_in_bytes("\x01\x00\x02\xff", 4));
-    CHECK(I(f.call("count_in_double_nul", {List{"a", "bc", "def"}}).ret) ==
+    CHECK(I(f.call("count_in_double_nul", {Value{List{"a", "bc", "def"}}}).ret) ==
           static_cast<std::int64_t>(count_in_double_nul("a\0bc\0def\0")));
     CHECK(f.error_of("len_in_utf8", {std::string("a\0b", 3)}).find("NUL character at byte 1") != std::string::npos);
     CHECK(f.error_of("len_in_utf8", {"\xff"}).find("invalid UTF-8 at byte 0") != std::string::npos);
@@ -97,7 +98,7 @@ TEST_SUITE("call") {
         "", "plain", "h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", "\x7f", "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80",
         "\xef\xbf\xbf", "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf", "\xee\x80\x80",
         // runs of 8 and more ASCII bytes between other characters (taken 8 at a time)
-        "\xc3\xa9abcdefgh\xe2\x82\xac", "\xc3\xa9abcdefghijklmnopq\xf0\x9f\x98\x80xyz", "\xc3\xa9" "abcdefg\xff",
+        "\xc3\xa9" "abcdefgh\xe2\x82\xac", "\xc3\xa9" "abcdefghijklmnopq\xf0\x9f\x98\x80" "xyz", "\xc3\xa9" "abcdefg\xff",
         // not well-formed: overlong, surrogate, above U+10FFFF, stray, truncated, invalid lead bytes
         "\xc0\xaf", "\xc1\xbf", "\xe0\x80\xaf", "\xed\xa0\x80", "\xed\xbf\xbf", "\xf0\x80\x80\xaf",
         "\xf4\x90\x80\x80", "\x80", "a\xbf", "\xe2\x82", "\xf0\x9f\x98", "\xf8\x88\x80\x80\x80", "\xff", "ok\xc3"};
@@ -170,10 +171,10 @@ TEST_SUITE("call") {
     const Point pv[] = {{1, 2}, {3, 4}};
     CHECK(I(f.call("sum_in_point_array", {List{pt(1, 2), pt(3, 4)}, 2}).ret) == sum_in_point_array(pv, 2));
     const char* names[] = {"a", "b", "c", nullptr};
-    CHECK(I(f.call("count_in_strings_sentinel", {List{"a", "b", "c"}}).ret) ==
+    CHECK(I(f.call("count_in_strings_sentinel", {Value{List{"a", "b", "c"}}}).ret) ==
           static_cast<std::int64_t>(count_in_strings_sentinel(names)));
     const int16_t f4[] = {1, 2, 3, 4};
-    CHECK(I(f.call("sum_in_i16_fixed4", {List{1, 2, 3, 4}}).ret) == sum_in_i16_fixed4(f4));
+    CHECK(I(f.call("sum_in_i16_fixed4", {Value{List{1, 2, 3, 4}}}).ret) == sum_in_i16_fixed4(f4));
     CHECK(f.error_of("sum_in_i32_array", {List{1, 2}, 3}).find("the array has 2 elements but its count is 3") != std::string::npos);
     CHECK(f.error_of("sum_in_i32_array", {List{1, "x"}, 2}).find("element 1: expected an integer") != std::string::npos);
 
@@ -495,7 +496,7 @@ TEST_SUITE("call") {
     // "lib!symbol" resolves in that very file, bypassing interposition: under a
     // sanitizer glibc's own free cannot free the sanitizer's allocations, so the
     // sanitized builds name the fixture's free (which calls the interposed one).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#ifdef MARSHAL_TEST_SANITIZED
     const std::string owner = "libmarshal_fixture.so!fixture_free";
 #else
     const std::string owner = "libc.so.6!free";

@@ -170,7 +170,7 @@ TEST_SUITE("tools") {
     const std::string fixture = library_of(reinterpret_cast<const void*>(&fx_layouts));
     for (const char* tm : {"tests/fixtures/pinvoke.json", "tests/fixtures/layout.json", "tests/fixtures/callbacks.json"}) {
       Run r = run("check --against " + fixture + " --dwarf " + test::source_path(tm));
-      INFO(tm, r.out, r.err);
+      INFO(std::string(tm), r.out, r.err);
       CHECK(r.status == 0);
       CHECK(r.out.find("match the debug info") != std::string::npos);
     }

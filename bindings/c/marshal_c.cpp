@@ -2202,7 +2202,12 @@ const char* marshal_error_expected(const marshal_error* e) { return e ? record_o
 int64_t marshal_error_native_code(const marshal_error* e) { return e ? record_of(e)->native_code : -1; }
 
 const char* marshal_error_code_name(marshal_error_code id) {
-  switch (id) {
+  // A C caller may pass any int (a C enum is one); read it as an int: a C++ load of
+  // an enum value outside its enumerators' range is undefined (clang's UBSan stops).
+  static_assert(sizeof(marshal_error_code) == sizeof(int) && MARSHAL_E_REFUSED == 18, "every code is named below");
+  int code = 0;
+  std::memcpy(&code, &id, sizeof code);
+  switch (code) {
     case MARSHAL_E_NONE: return "MARSHAL_E_NONE";
     case MARSHAL_E_INVALID_ARGUMENT: return "MARSHAL_E_INVALID_ARGUMENT";
     case MARSHAL_E_TYPEMAP: return "MARSHAL_E_TYPEMAP";

@@ -16,7 +16,7 @@
 
 namespace marshal::engine::remote {
 
-class IoQueue : public kj::TaskSet::ErrorHandler {
+class IoQueue final : public kj::TaskSet::ErrorHandler {
  public:
   IoQueue();
   ~IoQueue();
