@@ -398,11 +398,12 @@ template <class F> int guarded(lua_State* L, const char* what, F&& body) {
 // A Lua number (at idx) as the engine's scalar: an integer stays an integer,
 // a negative one read as its uint64 bits when the target is unsigned 64-bit
 // (Lua has no unsigned integers: uint64 beyond math.maxinteger round-trips).
-inline HostScalar lua_number_scalar(lua_State* L, int idx, bool unsigned64) {
+// unsigned64() says so; it is asked only for a negative integer.
+template <class F> HostScalar lua_number_scalar(lua_State* L, int idx, F&& unsigned64) {
   HostScalar s;
   if (lua_isinteger(L, idx)) {
     const lua_Integer i = lua_tointeger(L, idx);
-    if (i < 0 && unsigned64) {
+    if (i < 0 && unsigned64()) {
       s.kind = HostScalar::Kind::uint64;
       s.u = static_cast<std::uint64_t>(i);
     } else {

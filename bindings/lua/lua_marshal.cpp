@@ -553,7 +553,7 @@ int l_scalar_call(lua_State* L) {
     HostScalar s;
     switch (lua_type(L, idx)) {
       case LUA_TNUMBER:
-        s = lua_number_scalar(L, idx, f->u64[k]);
+        s = lua_number_scalar(L, idx, [&] { return f->u64[k]; });
         break;
       case LUA_TBOOLEAN:
         s.kind = HostScalar::Kind::boolean;

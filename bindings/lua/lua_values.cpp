@@ -355,7 +355,7 @@ bool lua_scalar(lua_State* L, int idx, int lt, const TypeRegistry* reg, TypeId t
       out.b = lua_toboolean(L, idx) != 0;
       return true;
     case LUA_TNUMBER:
-      out = lua_number_scalar(L, idx, lua_isinteger(L, idx) && lua_tointeger(L, idx) < 0 && unsigned64(reg, target(reg, t)));
+      out = lua_number_scalar(L, idx, [&] { return unsigned64(reg, target(reg, t)); });
       return true;
     case LUA_TSTRING: {
       if (wants_bytes(reg, target(reg, t))) break;

@@ -275,11 +275,6 @@ class Value {
   // std::string (Value's largest inline kind), all rare in bulk data.
   template <class T> static constexpr bool boxed = std::is_same_v<T, ObjectRef>;
   template <class T> using Stored = std::conditional_t<boxed<T>, Boxed<T>, T>;
-  // After v_ was moved from: a boxed kind's box is empty now (unless it was
-  // moved onto itself), and a Value never holds an empty box (as<ObjectRef>
-  // would read through null), so it becomes null. Inline, only the kind's
-  // test: any more and GCC stops inlining the moves of Values (a list's
-  // elements were moved by a call each, 2x the time of an out array).
   // Constructs v_ (not alive, or a scalar: nothing to destroy, [basic.life])
   // from o's value; o may be this Value.
   void make_from(Value&& o) noexcept {
@@ -301,6 +296,11 @@ class Value {
     const auto x = *std::get_if<i>(&o.v_);  // read before v_ is made anew: o may be this
     ::new (&v_) Storage(std::in_place_index<i>, x);
   }
+  // After v_ was moved from: a boxed kind's box is empty now (unless it was
+  // moved onto itself), and a Value never holds an empty box (as<ObjectRef>
+  // would read through null), so it becomes null. Inline, only the kind's
+  // test: any more and GCC stops inlining the moves of Values (a list's
+  // elements were moved by a call each, 2x the time of an out array).
   void box_moved() noexcept {
     if (type() == Type::object) [[unlikely]]
       null_if_box_empty();
