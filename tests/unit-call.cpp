@@ -690,8 +690,67 @@ TEST_SUITE("call") {
     CHECK_FALSE(f.lib->bind("echo_u8", error)->call(std::vector<Value>{256}, r, error));
     CHECK(error.find("parameter 0 'v' (uint8)") != std::string::npos);
     // What the lane does not take.
-    for (const char* fn : {"sum_in_latin1", "echo_big100", "echo_bits", "sum_var_i32", "next_color", "get_out_i32", "read_in_point",
-                           "res_value", "dup_ret_utf8", "sum_in_f64_array"})
+    for (const char* fn : {"sum_in_latin1", "echo_big100", "echo_bits", "sum_var_i32", "next_color", "read_in_point",
+                           "res_value", "dup_ret_utf8", "sum_in_f64_array", "fill_out_u8_bytes", "fill_out_points_len",
+                           "incr_inout_i64", "alloc_out_points"})
       CHECK_MESSAGE(!f.lib->bind(fn, error)->laned(), fn);
+  }
+  TEST_CASE("out parameters on the scalar lane: one value, a struct, arrays on the stack and the heap") {
+    // The lane's out forms (an out pointer to a number or a struct of scalar
+    // fields, an out array of numbers counted by an in integer or a constant)
+    // give what the general path gives, into a fresh and a reused result;
+    // counts the general path refuses are refused with its words.
+    auto& f = pinvoke();
+    struct Case { const char* fn; std::vector<Value> args; bool ok; };
+    const std::vector<Case> cases = {
+        {"get_out_i32", {}, true}, {"get_out_point", {3, -4}, true}, {"get_out_point", {INT32_MAX, INT32_MIN}, true},
+        {"get_out_point", {Value(std::int64_t{1} << 40), 0}, false},
+        {"fill_out_i32_array", {0}, true}, {"fill_out_i32_array", {3}, true},
+        {"fill_out_i32_array", {256}, true},   // 1 KiB: the stack
+        {"fill_out_i32_array", {5000}, true},  // 20 KB: the heap
+        {"fill_out_i32_array", {-1}, false}, {"fill_out_i32_array", {Value(std::uint64_t{1} << 62)}, false},
+        {"fill_out_i32_array", {"3"}, false}, {"fill_out_i32_array", {}, false}};
+    for (const char* fn : {"get_out_i32", "get_out_point", "fill_out_i32_array"}) {
+      std::string error;
+      CHECK_MESSAGE(f.lib->bind(fn, error)->laned(), fn);
+    }
+    for (const Case& c : cases) {
+      INFO(std::string(c.fn) << " with " << Value(List(c.args.begin(), c.args.end())).to_json().dump());
+      std::string error;
+      const Plan* plan = f.lib->bind(c.fn, error);
+      REQUIRE(plan);
+      CallResult laned, general;
+      std::string laned_error, again_error, general_error;
+      const bool laned_ok = plan->call(c.args, laned, laned_error);
+      CallResult again = laned;
+      again.out.clear();  // out parameters are appended: a reused result starts without them (its return is reused)
+      const bool again_ok = plan->call(c.args, again, again_error);
+      marshal::engine::set_scalar_lanes(false);
+      const bool general_ok = plan->call(c.args, general, general_error);
+      marshal::engine::set_scalar_lanes(true);
+      CHECK(laned_ok == c.ok);
+      CHECK(general_ok == c.ok);
+      CHECK(again_ok == c.ok);
+      CHECK(laned_error == general_error);
+      CHECK(again_error == general_error);
+      if (!c.ok) continue;
+      CHECK(laned.ret == general.ret);
+      REQUIRE(laned.out.size() == 1);
+      CHECK(laned.out == general.out);
+      CHECK(again.out == general.out);
+      CHECK(laned.out[0].second.type() == general.out[0].second.type());
+    }
+    // The values themselves, against the C function.
+    CallResult r;
+    std::string error;
+    REQUIRE(f.lib->bind("fill_out_i32_array", error)->call(std::vector<Value>{5000}, r, error));
+    const List& got = r.out.at(0).second.as<List>();
+    REQUIRE(got.size() == 5000);
+    std::vector<std::int32_t> want(5000);
+    fill_out_i32_array(want.data(), want.size());
+    for (std::size_t k = 0; k < want.size(); ++k) CHECK_MESSAGE(got[k] == Value(want[k]), k);
+    r.out.clear();
+    REQUIRE(f.lib->bind("get_out_point", error)->call(std::vector<Value>{7, -8}, r, error));
+    CHECK(r.out.at(0).second == Value(Record{{"x", 7}, {"y", -8}}));
   }
 }

@@ -213,17 +213,31 @@ TEST_SUITE("call") {
     REQUIRE(arr_out.scalars.size() == 1);
     CHECK(arr_out.scalars[0].second.d == 7.0);
 
-    // An out parameter arrives by its parameter index, after the (void) return.
-    TestArgs none;
-    TestResults out;
-    REQUIRE(plan_of("get_out_i32").call(none, out, error));
-    REQUIRE(out.scalars.size() == 1);
-    CHECK(out.scalars[0].second.kind == HostScalar::Kind::null);
-    REQUIRE(out.values.size() == 1);
-    CHECK(out.values[0].first == 0);
+    // An out parameter arrives by its parameter index, after the (void)
+    // return: a scalar from the lane (its out form), a Value from the general path.
     std::int32_t direct = 0;
     get_out_i32(&direct);
-    CHECK(I(out.values[0].second) == direct);
+    TestArgs none;
+    TestResults out;
+    REQUIRE(plan_of("get_out_i32").laned());
+    REQUIRE(plan_of("get_out_i32").call(none, out, error));
+    REQUIRE(out.scalars.size() == 2);
+    CHECK(out.scalars[0].first == HostResults::ret);
+    CHECK(out.scalars[0].second.kind == HostScalar::Kind::null);
+    CHECK(out.scalars[1].first == 0);
+    CHECK(out.scalars[1].second.kind == HostScalar::Kind::int64);
+    CHECK(out.scalars[1].second.i == direct);
+    CHECK(out.values.empty());
+    set_scalar_lanes(false);
+    TestResults slow;
+    const bool slow_ok = plan_of("get_out_i32").call(none, slow, error);
+    set_scalar_lanes(true);
+    REQUIRE(slow_ok);
+    REQUIRE(slow.scalars.size() == 1);
+    CHECK(slow.scalars[0].second.kind == HostScalar::Kind::null);
+    REQUIRE(slow.values.size() == 1);
+    CHECK(slow.values[0].first == 0);
+    CHECK(I(slow.values[0].second) == direct);
 
     // errno reaches the sink; the failure check still fails the call.
     TestArgs e;

@@ -853,7 +853,8 @@ class ReusedResults final : public marshal::engine::HostResults {
     for (auto& [n, v] : spare_) {
       if (n != name) continue;
       if (!v.is<marshal::engine::List>() || v.as<marshal::engine::List>().capacity() < count) return false;
-      fill(v.as<marshal::engine::List>(), element, static_cast<const std::byte*>(data), count);
+      marshal::engine::lane_elements_to_host(element, static_cast<const std::byte*>(data), count,
+                                             v.as<marshal::engine::List>());
       r_.out.emplace_back(name, std::move(v));
       return true;
     }
@@ -861,31 +862,6 @@ class ReusedResults final : public marshal::engine::HostResults {
   }
 
  private:
-  // The elements as the general converter makes them (elements_to_host): one
-  // tight loop for int32 and double, the lane's rule (lane_scalar) for the rest.
-  static void fill(marshal::engine::List& items, const marshal::engine::LaneOp& e, const std::byte* p, std::size_t n) {
-    items.resize(n);
-    if (e.op == marshal::engine::LaneOp::Op::sint && e.size == 4) {
-      for (std::size_t k = 0; k < n; ++k) {
-        std::int32_t x;
-        std::memcpy(&x, p + k * 4, 4);
-        items[k].set_int(x);
-      }
-    } else if (e.op == marshal::engine::LaneOp::Op::f64) {
-      for (std::size_t k = 0; k < n; ++k) {
-        double x;
-        std::memcpy(&x, p + k * 8, 8);
-        items[k].set_real(x);
-      }
-    } else {
-      for (std::size_t k = 0; k < n; ++k) {
-        std::uint64_t wide = 0;
-        std::memcpy(&wide, p + k * e.size, e.size <= 8 ? e.size : 8);
-        marshal::engine::put_scalar(marshal::engine::lane_scalar(e, wide), items[k]);
-      }
-    }
-  }
-
   marshal::engine::ValueResults values_;
   marshal::engine::CallResult& r_;
   const marshal::engine::Function& fn_;

@@ -219,6 +219,37 @@ static bool record_lane(const TypeRegistry& reg, TypeId t, std::vector<std::vect
   return true;
 }
 
+// The fast form of `out` parameter i: what the typed C++ API writes in place
+// (Plan::in_place) with a pointee or elements the lane reads as the general
+// converter does: a pointer to one integer, floating-point number or struct
+// of scalar fields; an array of integers (not uint8: bytes) or floating-point
+// numbers counted by an `in` integer or a constant, with no separate length.
+// fast: the instruction's form; out: the pointee's or element's lane; an
+// array's count from parameter count_param or the constant count_constant.
+static bool out_form(const TypeRegistry& reg, const Plan& plan, std::size_t i, TypeId type,
+                     std::vector<std::vector<LaneField>>& records, LaneOp& fast, LaneOp& out, int& count_param,
+                     std::uint64_t& count_constant) {
+  const Plan::InPlace at = plan.in_place(i);
+  const TypeDesc& d = reg.get(type);
+  if (at.form == Plan::InPlace::Form::value) {
+    if (reg.get(d.ref).kind == Kind::struct_) {
+      if (!record_lane(reg, d.ref, records, out)) return false;
+    } else if (!lane_of(reg, d.ref, out) || (out.op != LaneOp::Op::sint && out.op != LaneOp::Op::uint &&
+                                             out.op != LaneOp::Op::f32 && out.op != LaneOp::Op::f64)) {
+      return false;
+    }
+    fast.op = LaneOp::Op::out_value;
+    fast.size = sizeof(void*);
+    return true;
+  }
+  if (at.form != Plan::InPlace::Form::array || at.length_is_return || !scalar_elements(reg, d.ref, out)) return false;
+  fast.op = LaneOp::Op::out_array;
+  fast.size = sizeof(void*);
+  count_param = at.count_param;
+  count_constant = at.constant;
+  return true;
+}
+
 // The fast form of parameter i (Plan::Instr::fast); false when it has none
 // and always takes the general converter.
 static bool fast_form(const TypeRegistry& reg, const Function& fn, bool method, std::size_t i,
@@ -365,12 +396,18 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
     bool all = true;
     for (std::size_t i = 0; i < plan->instrs_.size(); ++i) {
       Plan::Instr& in = plan->instrs_[i];
-      in.has_fast = fast_form(reg, fn, method, i, plan->record_fields_, in.fast);
+      in.has_fast = fn.params[i].dir == Dir::out && !(method && i == 0)
+                        ? out_form(reg, *plan, i, in.type, plan->record_fields_, in.fast, in.out, in.count_param,
+                                   in.count_constant)
+                        : fast_form(reg, fn, method, i, plan->record_fields_, in.fast);
       all = all && in.has_fast;
     }
     plan->ret_fast_ = rd.kind == Kind::struct_ ? record_lane(reg, fn.returns, plan->record_fields_, plan->ret_lane_)
                                                : lane_of(reg, fn.returns, plan->ret_lane_);
     plan->laned_ = all && plan->ret_fast_;
+    for (const Plan::Instr& in : plan->instrs_)
+      plan->lane_outs_ = plan->lane_outs_ || (plan->laned_ && (in.fast.op == LaneOp::Op::out_value ||
+                                                               in.fast.op == LaneOp::Op::out_array));
     plan->needs_general_ = !plan->laned_;
   }
   plan->cif_.rtype = rtype;

@@ -322,19 +322,6 @@ struct General {
   std::vector<void*> var_values, split_values;
 };
 
-// The lane of an array's elements when HostResults::array may take them:
-// integers (not uint8: bytes) and floating-point numbers, as elements_to_host
-// converts them.
-bool scalar_elements(const TypeRegistry& reg, TypeId element, LaneOp& l) {
-  const TypeDesc& e = reg.get(element);
-  if (e.kind == Kind::integer) {
-    if (e.size == 1 && !e.has(flag_signed)) return false;
-  } else if (e.kind != Kind::floating) {
-    return false;
-  }
-  return lane_of(reg, element, l) && l.size == e.size;
-}
-
 // Per-parameter storage beyond 16 parameters.
 struct BigArrays {
   explicit BigArrays(std::size_t n) : slots(n), avalues(n), pointee(n), host(n) {}
@@ -365,7 +352,8 @@ class PlanRun {
   // in locals; the general run takes every call the fast forms do not.
   static bool call(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error) {
     if (p.laned_ && scalar_lanes_enabled.load(std::memory_order_relaxed) && !p.lib_->guarded()) {
-      const int done = run_lane(p, self, target, args, out, error);
+      const int done = p.lane_outs_ ? run_lane<true>(p, self, target, args, out, error)
+                                    : run_lane<false>(p, self, target, args, out, error);
       if (done >= 0) return done == 1;
     }
     return run_general(p, self, target, args, out, error);
@@ -374,7 +362,8 @@ class PlanRun {
  private:
   using Instr = Plan::Instr;
   using Op = LaneOp::Op;
-  static constexpr std::size_t scratch_size = 1024;  // fast strings and records, on the stack
+  // Fast strings, records and out data, on the stack (an out int32[256] fits).
+  static constexpr std::size_t scratch_size = 2048;
 
   [[gnu::noinline]] static bool run_general(const Plan& p, void* self, void* target, const Args& args, Results& out,
                                             std::string& error) {
@@ -385,6 +374,10 @@ class PlanRun {
   // parameters: the same stages over the same fast conversions, the state in
   // locals. 1: done, 0: failed (error set), -1: an argument the fast forms do
   // not take (nothing has run yet: the general run then makes the call).
+  // Outs: the plan has `out` parameters (LaneOp out_value, out_array): room
+  // for them once the `in` arguments (their counts) are converted, and their
+  // values to the host after the return, in parameter order.
+  template <bool Outs>
   [[gnu::flatten]] static int run_lane(const Plan& p, void* self, void* target, const Args& args, Results& out, std::string& error) {
     constexpr std::size_t max_params = 16;
     const std::size_t n = p.instrs_.size();
@@ -393,19 +386,116 @@ class PlanRun {
     void* avalues[max_params];
     alignas(16) std::byte scratch[scratch_size];
     std::size_t used = 0;
-    for (std::size_t i = 0; i < n; ++i)
-      if (!fast_arg(p, p.instrs_[i], args, self, slots[i], avalues[i], scratch, used)) return -1;
+    for (std::size_t i = 0; i < n; ++i) {
+      const Instr& in = p.instrs_[i];
+      if (Outs && is_out(in.fast.op)) continue;
+      if (!fast_arg(p, in, args, self, slots[i], avalues[i], scratch, used)) return -1;
+    }
+    [[maybe_unused]] OutRoom room;
+    if constexpr (Outs)
+      if (!out_room(p, slots, avalues, scratch, used, room)) return -1;
     alignas(16) std::byte rvalue[32] = {};  // fast returns: at most 32 bytes
     int saved_errno = 0;
     std::unique_ptr<Error> callback_failure, failed;
     native_call(p, &p.cif_, target, avalues, rvalue, out, saved_errno, callback_failure);
     std::int64_t return_int = 0;
     fast_return(p, out, rvalue, saved_errno, return_int, failed);
+    if constexpr (Outs) out_results(p, out, slots, room);
     if (callback_failure || failed) [[unlikely]] {
       set_error(error, std::move(callback_failure ? *callback_failure : *failed));  // the callback's is the cause
       return 0;
     }
     return 1;
+  }
+
+  static bool is_out(Op op) { return op == Op::out_value || op == Op::out_array; }
+
+  // Out data of a laned call: the stack scratch where it fits, else the heap
+  // (zeroed, as the general converter's buffers are); an array's count.
+  struct OutRoom {
+    std::uint64_t count[16];
+    void* heap[16];
+    bool any_heap = false;  // heap[i] is set only for i that took the heap
+    OutRoom() = default;
+    OutRoom(const OutRoom&) = delete;
+    OutRoom& operator=(const OutRoom&) = delete;
+    ~OutRoom() {
+      if (any_heap) [[unlikely]]
+        for (void* h : heap) std::free(h);
+    }
+  };
+
+  // Room for each `out` parameter; false (-1: the general run makes the call
+  // and reports it) for a count the general converter refuses (negative,
+  // above the buffer limit) or memory that cannot be had.
+  static bool out_room(const Plan& p, std::uint64_t* slots, void** avalues, std::byte* scratch, std::size_t& used,
+                       OutRoom& room) {
+    const TypeRegistry& reg = *p.reg_;
+    for (std::size_t i = 0; i < p.instrs_.size(); ++i) {
+      const Instr& in = p.instrs_[i];
+      std::size_t bytes = 0;
+      if (in.fast.op == Op::out_value) {
+        bytes = in.out.size;
+      } else if (in.fast.op == Op::out_array) {
+        std::int64_t count_arg = 0;
+        if (in.count_param >= 0) std::memcpy(&count_arg, &slots[in.count_param], sizeof count_arg);
+        std::uint64_t count = 0;
+        if (!p.in_place_count(i, count_arg, count)) return false;
+        room.count[i] = count;
+        bytes = static_cast<std::size_t>(count) * reg.get(reg.get(in.type).ref).size;  // checked by in_place_count
+      } else {
+        continue;
+      }
+      void* at;
+      const std::size_t take = (std::max<std::size_t>(bytes, 1) + 15) & ~std::size_t{15};
+      if (take <= scratch_size - used) {
+        at = scratch + used;
+        std::memset(at, 0, take);
+        used += take;
+      } else {
+        if (!room.any_heap) std::fill(std::begin(room.heap), std::end(room.heap), nullptr);
+        room.any_heap = true;
+        at = room.heap[i] = std::calloc(bytes, 1);
+        if (!at) return false;
+      }
+      std::memcpy(&slots[i], &at, sizeof at);
+      avalues[i] = &slots[i];
+    }
+    return true;
+  }
+
+  // The `out` parameters' values to the host, in parameter order (after the
+  // return), as the general converter makes them.
+  static void out_results(const Plan& p, Results& out, const std::uint64_t* slots, const OutRoom& room) {
+    for (std::size_t i = 0; i < p.instrs_.size(); ++i) {
+      const Instr& in = p.instrs_[i];
+      if (!is_out(in.fast.op)) continue;
+      const std::byte* at;
+      std::memcpy(&at, &slots[i], sizeof at);
+      const int r = static_cast<int>(i);
+      if (in.fast.op == Op::out_array) {
+        const auto count = static_cast<std::size_t>(room.count[i]);
+        if (out.array(r, in.out, at, count)) continue;
+        out.value(r, lane_list(in.out, at, count));
+      } else if (in.out.op == Op::record) {
+        record_result(out, r, p.record_fields_[in.out.record], at);
+      } else {
+        out.scalar(r, lane_scalar(in.out, load_unsigned(at, in.out.size)));
+      }
+    }
+  }
+
+  // A struct of scalar fields to the host (result i: the return or an out
+  // parameter): taken by the adapter as bytes, written in place, or a record.
+  static void record_result(Results& out, int i, const std::vector<LaneField>& fields, const std::byte* src) {
+    if (out.record(i, fields, src)) return;  // taken by the adapter
+    if (Value* place = out.place(i)) {
+      record_to_host(fields, src, *place);
+      return;
+    }
+    Value v;
+    record_to_host(fields, src, v);
+    out.value(i, std::move(v));
   }
 
   // ---- setup: the argument count, per-parameter storage, and whether the
@@ -565,6 +655,7 @@ class PlanRun {
         break;
       }
       case Op::void_:
+      case Op::out_value: case Op::out_array:  // the laned run's own (run_lane); the general converter's in a general run
         return false;
     }
     slot = bits;
@@ -863,15 +954,7 @@ class PlanRun {
     std::memcpy(&wide, rvalue, 8);
     return_int = 0;
     if (l.op == Op::record) {
-      if (out.record(HostResults::ret, p.record_fields_[l.record], static_cast<const std::byte*>(rvalue))) {
-        // taken by the adapter
-      } else if (Value* place = out.place(HostResults::ret)) {
-        record_to_host(p.record_fields_[l.record], static_cast<const std::byte*>(rvalue), *place);
-      } else {
-        Value v;
-        record_to_host(p.record_fields_[l.record], static_cast<const std::byte*>(rvalue), v);
-        out.value(HostResults::ret, std::move(v));
-      }
+      record_result(out, HostResults::ret, p.record_fields_[l.record], static_cast<const std::byte*>(rvalue));
     } else {
       const HostScalar s = lane_scalar(l, wide);
       out.scalar(HostResults::ret, s);

@@ -138,6 +138,13 @@ class Plan {
     int host_index = -1;          // position among host arguments; -1 for out
     Releaser free_with;           // out ptr to callee-allocated memory
     bool releases_handle = false; // this function is the release of the handle passed here
+    // fast.op out_value / out_array (the scalar lane only; the general run
+    // converts such a parameter as any other): the pointee's or element's
+    // lane (a record: its fields in record_fields_), and an array's count:
+    // the `in` integer parameter count_param, or count_constant.
+    LaneOp out;
+    int count_param = -1;
+    std::uint64_t count_constant = 0;
   };
   bool marshal_variadic(std::span<const Value* const> extra, std::vector<ffi_type*>& types, std::vector<TypeId>& ids,
                         std::vector<void*>& values,
@@ -160,6 +167,7 @@ class Plan {
   const Method* source_ = nullptr;  // the method a method plan was built for
   Invoker invoker_;      // usable: register-only signature, called without ffi_call
   bool laned_ = false;   // every instruction and the return have a fast form
+  bool lane_outs_ = false;  // laned, with `out` parameters (LaneOp out_value, out_array)
   bool needs_general_ = true;  // a call always needs the general converter (some instruction or the
                               // return has no fast form; variadic, split or computed arguments)
   bool ret_fast_ = false;     // the return has a fast form

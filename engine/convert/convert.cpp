@@ -4,6 +4,7 @@
 
 #include "base/guard.hpp"
 #include "values/handles.hpp"
+#include "convert/lane.hpp"
 #include "convert/numeric.hpp"
 #include "convert/strings.hpp"
 
@@ -671,6 +672,18 @@ Value numbers_to_host(const std::byte* mem, std::uint64_t n) {
   return Value(std::move(items));
 }
 }  // namespace
+
+Value lane_list(const LaneOp& e, const std::byte* mem, std::size_t n) {
+  if (e.op == LaneOp::Op::sint && e.size == 4) return numbers_to_host<std::int32_t, std::int64_t>(mem, n);
+  if (e.op == LaneOp::Op::f64) return numbers_to_host<double, double>(mem, n);
+  List items = reserved_list(n);
+  for (std::size_t k = 0; k < n; ++k) {
+    std::uint64_t wide = 0;
+    std::memcpy(&wide, mem + k * e.size, e.size <= 8 ? e.size : 8);
+    put_scalar(lane_scalar(e, wide), items.emplace_back());
+  }
+  return Value(std::move(items));
+}
 
 bool Marshaler::elements_to_host(TypeId elem, const std::byte* mem, std::uint64_t n, const Ctx& c, Value& out) {
   const TypeDesc& e = reg_.get(elem);

@@ -28,7 +28,13 @@ struct LaneOp {
   // callback: a registered callback; string: an `in` Unicode string copied to
   // the plan's stack scratch (plans only: the plan handles both).
   // record: a struct of scalar fields by value (plans only: Plan::record_lanes_).
-  enum class Op : std::uint8_t { self, sint, uint, f32, f64, boolean, pointer, void_, callback, string, record };
+  // out_value, out_array: an `out` pointer to one scalar or struct of scalar
+  // fields, or an `out` array of scalars counted by an `in` integer or a
+  // constant: room on the plan's stack (or heap), read back through the
+  // lane of the pointee (plans only: Plan::Instr::out).
+  enum class Op : std::uint8_t {
+    self, sint, uint, f32, f64, boolean, pointer, void_, callback, string, record, out_value, out_array
+  };
   Op op = Op::void_;
   std::uint8_t size = 0;
   std::uint64_t true_value = 1;     // boolean
@@ -69,6 +75,19 @@ inline bool lane_of(const TypeRegistry& reg, TypeId t, LaneOp& l) {
   }
 }
 
+// The lane of an array's elements when HostResults::array may take them:
+// integers (not uint8: bytes) and floating-point numbers, as elements_to_host
+// converts them.
+inline bool scalar_elements(const TypeRegistry& reg, TypeId element, LaneOp& l) {
+  const TypeDesc& e = reg.get(element);
+  if (e.kind == Kind::integer) {
+    if (e.size == 1 && !e.has(flag_signed)) return false;
+  } else if (e.kind != Kind::floating) {
+    return false;
+  }
+  return lane_of(reg, element, l) && l.size == e.size;
+}
+
 // A host scalar as native bits (the low `size` bytes are the value); false
 // when the fast form does not take it (then the general conversion converts
 // it or says why). Numbers follow the general conversion's rule (numeric.hpp),
@@ -91,7 +110,7 @@ inline bool lane_to_native(const LaneOp& l, const HostScalar& v, std::uint64_t& 
       else return false;
       return true;
     case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
-    case LaneOp::Op::record:
+    case LaneOp::Op::record: case LaneOp::Op::out_value: case LaneOp::Op::out_array:
       return false;
   }
   return false;
@@ -136,7 +155,7 @@ inline HostScalar lane_scalar(const LaneOp& l, std::uint64_t wide) {
     case LaneOp::Op::boolean: s.kind = HostScalar::Kind::boolean; s.b = low != 0; return s;
     case LaneOp::Op::pointer: s.kind = HostScalar::Kind::address; s.p = static_cast<std::uintptr_t>(wide); return s;
     case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
-    case LaneOp::Op::record:
+    case LaneOp::Op::record: case LaneOp::Op::out_value: case LaneOp::Op::out_array:
       s.kind = HostScalar::Kind::null;
       return s;
   }
@@ -160,4 +179,32 @@ inline std::int64_t lane_to_host(const LaneOp& l, std::uint64_t wide, Value& out
   return scalar_int(s);
 }
 
+// n scalar elements of native memory (each `e.size` bytes at mem) as a new
+// list: the general converter's rule and loops (elements_to_host; convert.cpp).
+Value lane_list(const LaneOp& e, const std::byte* mem, std::size_t n);
+// The same written over `items` (resized to n: a list reused call after call
+// makes no Value anew): one tight loop for int32 and double, the lane's rule
+// for the rest.
+inline void lane_elements_to_host(const LaneOp& e, const std::byte* p, std::size_t n, List& items) {
+  items.resize(n);
+  if (e.op == LaneOp::Op::sint && e.size == 4) {
+    for (std::size_t k = 0; k < n; ++k) {
+      std::int32_t x;
+      std::memcpy(&x, p + k * 4, 4);
+      items[k].set_int(x);
+    }
+  } else if (e.op == LaneOp::Op::f64) {
+    for (std::size_t k = 0; k < n; ++k) {
+      double x;
+      std::memcpy(&x, p + k * 8, 8);
+      items[k].set_real(x);
+    }
+  } else {
+    for (std::size_t k = 0; k < n; ++k) {
+      std::uint64_t wide = 0;
+      std::memcpy(&wide, p + k * e.size, e.size <= 8 ? e.size : 8);
+      put_scalar(lane_scalar(e, wide), items[k]);
+    }
+  }
+}
 }  // namespace marshal::engine
