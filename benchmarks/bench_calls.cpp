@@ -30,6 +30,22 @@
 
 using namespace marshal::bench;
 
+// Every C++ allocation of the process (the engine's included: the replaced
+// operator new serves every library), counted for the allocations-per-call
+// figures (measure()). C-level malloc (libffi's closures, a heap out array
+// above the plan's stack scratch) is not counted.
+static std::atomic<long> cxx_allocations{0};
+void* operator new(std::size_t n) {
+  cxx_allocations.fetch_add(1, std::memory_order_relaxed);
+  if (void* p = std::malloc(n ? n : 1)) return p;
+  throw std::bad_alloc();
+}
+void* operator new[](std::size_t n) { return operator new(n); }
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete[](void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+
 namespace {
 
 struct P { int32_t x, y; };
@@ -73,6 +89,7 @@ int main(int argc, char** argv) {
   const std::string callbacks = root + "/tests/fixtures/callbacks.json";
   const std::string objects = root + "/tests/fixtures/objects.json";
 
+  allocation_counter = &cxx_allocations;
   int failures = 0;
   auto expect = [&](bool ok, const char* what) {
     if (!ok) { std::fprintf(stderr, "wrong result: %s\n", what); ++failures; }
