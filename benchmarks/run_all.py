@@ -548,6 +548,19 @@ def write_markdown(r, path):
             lines.append("| %s | %s | %s-%s | %s |" % (impl, "%.3f" % (row[impl] / 1000), "%.3f" % (lo / 1000),
                                                        "%.3f" % (hi / 1000), "%.2f (%.2f-%.2f)" % tuple(rf) if rf else ""))
         lines.append("")
+    al = r.get("allocations_per_call", {})
+    if al:
+        cols = ["marshal typed C++", "marshal dynamic values", "marshal C API"]
+        lines += ["## Allocations per call", "",
+                  "C++ allocations (operator new, the engine's included) per call, counted by bench-calls over "
+                  "1000 calls after each row's timing (fewer for the scale rows, whose setup is then spread over "
+                  "fewer calls); the most any round saw. C-level malloc is not counted.", "",
+                  "| scenario | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
+        for name in [n for n, _ in SCENARIOS] + [n for n, _, _ in SCALE]:
+            if name in al and any(c in al[name] for c in cols):
+                lines.append("| %s | %s |" % (name, " | ".join("%.2f" % al[name][c] if c in al[name] else ""
+                                                               for c in cols)))
+        lines.append("")
     lines += ["## Targets (from the benchmarks issue), as measured in this run", "",
               "| target | met | measured | why missed |", "|---|---|---|---|"]
     for text, met, detail in targets(r):

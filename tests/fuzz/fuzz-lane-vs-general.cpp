@@ -58,6 +58,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     laned_ok = in.fn->plan->call(in.args, laned, laned_error);
     again = laned;
+    again.out.clear();  // out parameters are appended (callers clear them); the return is reused in place
     again_ok = in.fn->plan->call(in.args, again, again_error);
     {
       ValuePointers p(in.args);
