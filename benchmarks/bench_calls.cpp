@@ -35,16 +35,18 @@ using namespace marshal::bench;
 // figures (measure()). C-level malloc (libffi's closures, a heap out array
 // above the plan's stack scratch) is not counted.
 static std::atomic<long> cxx_allocations{0};
-void* operator new(std::size_t n) {
+// Not inlined: GCC would otherwise see free() of operator new's memory at
+// every call site (-Wmismatched-new-delete; both sides are malloc's here).
+[[gnu::noinline]] void* operator new(std::size_t n) {
   cxx_allocations.fetch_add(1, std::memory_order_relaxed);
   if (void* p = std::malloc(n ? n : 1)) return p;
   throw std::bad_alloc();
 }
-void* operator new[](std::size_t n) { return operator new(n); }
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete[](void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
-void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void* operator new[](std::size_t n) { return operator new(n); }
+[[gnu::noinline]] void operator delete(void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+[[gnu::noinline]] void operator delete[](void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 

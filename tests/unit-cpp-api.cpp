@@ -670,6 +670,98 @@ TEST_SUITE("cpp-api") {
     std::filesystem::remove(path);
   }
 
+  TEST_CASE("out<std::string>: the callee writes the caller's string, read back as the engine's path reads it") {
+    marshal::library lib(fixture);
+    Bound dyn("tests/fixtures/pinvoke.json");
+    auto rev = lib.function<size_t(std::string, marshal::out<std::string>, size_t)>("reverse_out_utf8");
+    static_assert(decltype(rev)::pinnable);
+    // The engine's path for the same call: its string, or its error.
+    std::string engine_error_sink;
+    auto engine = [&](const std::string& in, size_t cap, std::string& error) -> std::optional<std::string> {
+      const marshal::engine::Plan* p = dyn.lib->bind("reverse_out_utf8", error);
+      REQUIRE(p);
+      marshal::engine::CallResult r;
+      if (!p->call(std::vector<marshal::engine::Value>{in, static_cast<std::uint64_t>(cap)}, r, error)) return std::nullopt;
+      return r.out.at(0).second.as<std::string>();
+    };
+    struct Case { std::string in; size_t cap; };
+    // ASCII (the string as it is), a capacity that cuts the text, non-ASCII
+    // output (read by the engine: well-formed UTF-8 reversed by bytes is not),
+    // a capacity of 0 (the engine's own path: it gives the callee one byte).
+    for (const Case& c : {Case{"marshal", 64}, Case{"marshal", 4}, Case{"marshal", 1}, Case{"", 8},
+                          Case{"\xc3\xa9\xc3\xa9", 64}, Case{"h\xc3\xa9", 64}}) {
+      CAPTURE(c.in);
+      CAPTURE(c.cap);
+      std::string got = "stale text that never survives an out call";
+      std::string engine_error, typed_error;
+      const std::optional<std::string> want = engine(c.in, c.cap, engine_error);
+      try {
+        rev(c.in, got, c.cap);
+      } catch (const marshal::error& e) {
+        typed_error = e.what();
+      }
+      if (want) {
+        CHECK(typed_error.empty());
+        CHECK(got == *want);
+      } else {
+        CHECK(typed_error == engine_error);  // a non-ASCII `in` string takes the engine's path: `got` unchanged
+      }
+    }
+    // Any bytes written in place (a pinned byte vector in, copied out by the
+    // callee): plain ASCII as it is, the rest read by the engine, which
+    // decodes and checks it; a failure clears the caller's string (the callee
+    // wrote over it) and says what the engine's path says.
+    auto copy = lib.function<size_t(std::vector<uint8_t>, size_t, marshal::out<std::string>, size_t)>("copy_out_bytes_utf8");
+    static_assert(decltype(copy)::pinnable);
+    const marshal::engine::Plan* cp = dyn.lib->bind("copy_out_bytes_utf8", engine_error_sink);
+    REQUIRE(cp);
+    const std::vector<std::vector<uint8_t>> outputs = {
+        {'a', 'b', 'c'}, {0xc3, 0xa9, 'x'}, {0xe2, 0x82, 0xac}, {0xff, 'a'}, {'a', 0xc3}, {0xed, 0xa0, 0x80},
+        {'a', 0, 'b'}, {}, {'x', 'y', 'z', 'w'}};
+    for (const std::vector<uint8_t>& bytes : outputs) {
+      for (size_t cap : {size_t{1}, size_t{2}, size_t{3}, size_t{4}, size_t{16}}) {
+        CAPTURE(marshal::engine::Value(marshal::engine::Bytes{bytes}).to_json().dump());
+        CAPTURE(cap);
+        marshal::engine::CallResult r;
+        std::string engine_error;
+        marshal::engine::List args{marshal::engine::Bytes{bytes}, static_cast<std::uint64_t>(bytes.size()),
+                                   static_cast<std::uint64_t>(cap)};
+        const bool engine_ok = cp->call(args, r, engine_error);
+        std::string got = "stale", typed_error;
+        try {
+          copy(bytes, bytes.size(), got, cap);
+        } catch (const marshal::error& e) {
+          typed_error = e.what();
+        }
+        CHECK(typed_error == engine_error);
+        if (engine_ok) CHECK(got == r.out.at(0).second.as<std::string>());
+        else CHECK(got.empty());
+      }
+    }
+    // A capacity of 0: the engine's own path (it gives the callee one byte).
+    marshal::library hostile_cap(source_path("tests/fixtures/hostile.json"));
+    std::string none = "stale";
+    CHECK(hostile_cap.function<size_t(marshal::out<std::string>, size_t)>("touch_out_utf8")(none, 0) == 0);
+    CHECK(none.empty());
+    // No terminator in the whole buffer: taken whole, as the engine takes it.
+    marshal::library hostile(source_path("tests/fixtures/hostile.json"));
+    auto unterminated = hostile.function<size_t(marshal::out<std::string>, size_t)>("fill_out_unterminated_nul");
+    std::string whole;
+    CHECK(unterminated(whole, 5) == 5);
+    CHECK(whole == "xxxxx");
+    // The string's own buffer, reused: no allocation once it has room.
+    std::string room;
+    room.reserve(64);
+    const char* storage = room.data();
+    const long before = allocations.load();
+    size_t n = 0;
+    for (int i = 0; i < 100; ++i) n += rev("marshal", room, 64);
+    CHECK(allocations.load() == before);
+    CHECK(n == 700);
+    CHECK(room == "lahsram");
+    CHECK(room.data() == storage);
+  }
+
   TEST_CASE("the engine says which parameters can be written in place") {
     Bound b("tests/fixtures/pinvoke.json");
     std::string error;
@@ -686,7 +778,10 @@ TEST_SUITE("cpp-api") {
     CHECK(plan("get_out_point")->in_place(0).form == Form::value);
     CHECK(plan("fill_out_header")->in_place(0).form == Form::none);    // strings and pointers inside
     CHECK(plan("alloc_out_points")->in_place(0).form == Form::none);   // callee-allocated
-    CHECK(plan("reverse_out_utf8")->in_place(1).form == Form::none);   // strings are converted
+    CHECK(plan("reverse_out_utf8")->in_place(1).form == Form::string);  // an out UTF-8 string with a capacity
+    CHECK(plan("reverse_out_utf8")->in_place(1).count_param == 2);
+    CHECK(plan("reverse_out_utf8")->in_place(0).form == Form::none);    // an `in` string
+    CHECK(plan("fill_out_utf16")->in_place(0).form == Form::none);      // UTF-16: converted
     std::uint64_t count = 0;
     CHECK(plan("fill_out_i32_array")->in_place_count(0, 256, count));
     CHECK(count == 256);

@@ -204,6 +204,23 @@ Plan::InPlace Plan::in_place(std::size_t i) const {
     if (!s.free_with && plain_data(reg, d.ref)) r.form = InPlace::Form::value;
     return r;
   }
+  if (s.op == Instr::Op::string) {
+    const StringInfo& si = d.as<StringInfo>();
+    if (p.dir != Dir::out || si.encoding != Encoding::utf8 || si.terminator != Terminator::nul ||
+        si.length.present() || !si.capacity.present())
+      return r;
+    if (si.capacity.source == Count::Source::param) {
+      const Param& cp = fn_->params[si.capacity.index];
+      if (cp.dir != Dir::in || reg.get(cp.type).kind != Kind::integer) return r;
+      r.count_param = static_cast<int>(si.capacity.index);
+    } else if (si.capacity.source == Count::Source::constant) {
+      r.constant = si.capacity.constant;
+    } else {
+      return r;
+    }
+    r.form = InPlace::Form::string;
+    return r;
+  }
   if (s.op != Instr::Op::array || !plain_data(reg, d.ref)) return r;
   const ArrayInfo& a = d.as<ArrayInfo>();
   if (a.count.source == Count::Source::param) {
@@ -228,14 +245,39 @@ bool Plan::guarded() const { return lib_->guarded(); }
 bool Plan::in_place_count(std::size_t i, std::int64_t count_arg, std::uint64_t& count) const {
   if (lib_->guarded()) return false;
   const TypeDesc& d = reg_->get(instrs_[i].type);
-  const Count& source = d.as<ArrayInfo>().count;
+  const bool string = d.kind == Kind::string;
+  const Count& source = string ? d.as<StringInfo>().capacity : d.as<ArrayInfo>().count;
   // Marshaler::count and buffer_bytes: a count of 63 bits at most, and no more
   // bytes than max_buffer (run() gives the message when this says no).
   if (source.source == Count::Source::constant) count = source.constant;
   else if (count_arg < 0) return false;
   else count = static_cast<std::uint64_t>(count_arg);
   std::size_t bytes = 0;
-  return checked_mul(count, reg_->get(d.ref).size, bytes) && bytes <= lib_->max_buffer();
+  const std::size_t unit = string ? encoding_unit(d.as<StringInfo>().encoding) : reg_->get(d.ref).size;
+  return checked_mul(count, unit, bytes) && bytes <= lib_->max_buffer();
+}
+
+bool Plan::in_place_string(std::size_t i, const char* data, std::uint64_t capacity, std::string& out,
+                           std::string& error) const {
+  const StringInfo& si = reg_->get(instrs_[i].type).as<StringInfo>();
+  Arena arena;
+  Marshaler m(*reg_, arena, nullptr);
+  m.max_buffer = lib_->max_buffer();
+  m.lend(data, static_cast<std::size_t>(capacity));  // read within the buffer the callee was given
+  CallFrame frame;
+  frame.sig = fn_;
+  frame.after = true;
+  Ctx c;
+  c.frame = &frame;
+  Value v;
+  if (m.string_to_host(si, data, static_cast<std::size_t>(capacity), c, v) && v.is<std::string>()) {
+    out = std::move(v.as<std::string>());
+    return true;
+  }
+  const Param& p = fn_->params[i];
+  return set_error(error, param_error(lib_->typemap(), *fn_, i, m,
+                                      lib_->typemap().file + ": " + fn_->name + ": " + std::string(dir_name(p.dir)) +
+                                          " parameter " + std::to_string(i) + " '" + p.name + "': " + m.error));
 }
 
 bool Plan::in_place_length(std::size_t i, std::int64_t ret, std::uint64_t capacity, std::uint64_t& length,

@@ -86,17 +86,20 @@ class Plan {
   //  - array: an array of such elements counted by a constant or by an `in`
   //    integer parameter (count_param), with no length or the return value
   //    as its length (length_is_return).
-  // Everything else (sentinels, counts after the call, strings, handles,
+  //  - string: an `out` UTF-8 string, nul-terminated, with a capacity (an
+  //    `in` integer parameter or a constant) and no length: the callee
+  //    writes the caller's buffer of that many bytes (in_place_string reads it).
+  // Everything else (sentinels, counts after the call, other strings, handles,
   // enums) keeps the general path. Method plans never qualify.
   struct InPlace {
-    enum class Form : std::uint8_t { none, value, array };
+    enum class Form : std::uint8_t { none, value, array, string };
     Form form = Form::none;
     int count_param = -1;        // array: the parameter holding the count, or -1 for a constant
     std::uint64_t constant = 0;  // array: the constant count
     bool length_is_return = false;
   };
   InPlace in_place(std::size_t i) const;
-  // Array parameter i written in place, before the call: the element count
+  // Array (or string: its capacity) parameter i written in place, before the call: the element count
   // run() would give the callee for the count argument `count_arg` (ignored
   // for a constant count). False where run() refuses the call (a negative
   // count, a buffer above max_buffer): the caller then takes run(), which
@@ -106,6 +109,11 @@ class Plan {
   // (its return value `ret`), checked as run() checks it against the
   // `capacity` the callee was given; false with run()'s message.
   bool in_place_length(std::size_t i, std::int64_t ret, std::uint64_t capacity, std::uint64_t& length,
+                       std::string& error) const;
+  // After the call: string parameter i's buffer of `capacity` bytes (written
+  // in place) as the general path converts it (up to the terminator, or the
+  // whole buffer without one; decoded and checked); false with its message.
+  bool in_place_string(std::size_t i, const char* data, std::uint64_t capacity, std::string& out,
                        std::string& error) const;
   // Guard mode is on for this plan's library: in-place writes are not used.
   bool guarded() const;

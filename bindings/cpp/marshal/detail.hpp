@@ -79,16 +79,28 @@ template <class E, class Al> struct pinned_arg<std::vector<E, Al>> : std::bool_c
 };
 template <> struct pinned_arg<std::string> : std::true_type { using type = const char*; };
 // Out data written in place: out<T>/inout<T> of a blittable T (the callee
-// writes the caller's variable) and out/inout<std::vector<E>> of blittable E
-// (the callee writes the vector's storage, sized by the engine's count).
-template <class T> struct in_place_arg : std::false_type { static constexpr bool array = false; };
+// writes the caller's variable), out/inout<std::vector<E>> of blittable E
+// (the callee writes the vector's storage, sized by the engine's count), and
+// out<std::string> for an out UTF-8 string with a capacity (the callee writes
+// the string's buffer, sized by the capacity; read back as the engine reads it).
+template <class T> struct in_place_arg : std::false_type {
+  static constexpr bool array = false;
+  static constexpr bool string = false;
+};
 template <class T, bool R> struct in_place_arg<written<T, R>> : std::bool_constant<blittable<T>()> {
   using type = T*;
   static constexpr bool array = false;
+  static constexpr bool string = false;
 };
 template <class E, class Al, bool R> struct in_place_arg<written<std::vector<E, Al>, R>> : std::bool_constant<blittable<E>()> {
   using type = E*;
   static constexpr bool array = true;
+  static constexpr bool string = false;
+};
+template <> struct in_place_arg<written<std::string, false>> : std::true_type {
+  using type = char*;
+  static constexpr bool array = false;
+  static constexpr bool string = true;
 };
 template <class T> constexpr bool passes_direct() {
   return blittable<T>() || pinned_arg<T>::value || in_place_arg<T>::value;
@@ -105,6 +117,7 @@ template <class T> native_t<T> native_arg(const T& v, void* empty = nullptr) {
   else if constexpr (pinned_arg<U>::value) return v.data();
   else if constexpr (in_place_arg<U>::value && in_place_arg<U>::array)
     return v.get().empty() ? static_cast<native_t<T>>(empty) : v.get().data();
+  else if constexpr (in_place_arg<U>::value && in_place_arg<U>::string) return v.get().data();
   else if constexpr (in_place_arg<U>::value) return &v.get();
   else return v;
 }

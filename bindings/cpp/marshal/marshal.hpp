@@ -220,9 +220,10 @@ class function<R(A...)> {
   // refuses it or an inout vector holds fewer elements (its path reports it).
   template <class T> bool admit(std::size_t k, const T& v, const std::int64_t* ints, std::uint64_t& cap) const {
     using U = std::remove_cvref_t<T>;
-    if constexpr (detail::in_place_arg<U>::value && detail::in_place_arg<U>::array) {
+    if constexpr (detail::in_place_arg<U>::value && (detail::in_place_arg<U>::array || detail::in_place_arg<U>::string)) {
       const int from = places_[k].count_param;
       if (!plan_->in_place_count(k, from >= 0 ? ints[from] : 0, cap)) return false;
+      if constexpr (detail::in_place_arg<U>::string) return cap > 0;  // an empty buffer: the engine's path (1 byte)
       if constexpr (detail::is_inout<U>::value) return v.get().size() >= cap;
     }
     (void)k, (void)v, (void)ints, (void)cap;
@@ -232,7 +233,9 @@ class function<R(A...)> {
   template <class T> void size_before(std::size_t k, const T& v, const std::uint64_t* caps) const {
     using U = std::remove_cvref_t<T>;
     if constexpr (detail::in_place_arg<U>::value && detail::is_out<U>::value) {
-      if constexpr (detail::in_place_arg<U>::array) {
+      if constexpr (detail::in_place_arg<U>::string) {
+        v.get().assign(static_cast<std::size_t>(caps[k]), '\0');  // the string's own buffer, reused call after call
+      } else if constexpr (detail::in_place_arg<U>::array) {
         v.get().clear();
         v.get().resize(static_cast<std::size_t>(caps[k]));
       } else {
@@ -245,7 +248,25 @@ class function<R(A...)> {
   // the engine against the count (a vector is never read past it).
   template <class T> void size_after(std::size_t k, const T& v, const std::uint64_t* caps, std::int64_t ret) const {
     using U = std::remove_cvref_t<T>;
-    if constexpr (detail::in_place_arg<U>::value && detail::in_place_arg<U>::array) {
+    if constexpr (detail::in_place_arg<U>::value && detail::in_place_arg<U>::string) {
+      // Up to the terminator (the whole buffer without one): plain ASCII is
+      // the text as it is; anything else is read by the engine, which
+      // decodes and checks it exactly as its own path does.
+      std::string& s = v.get();
+      const auto cap = static_cast<std::size_t>(caps[k]);
+      const void* nul = std::memchr(s.data(), 0, cap);
+      const std::size_t n = nul ? static_cast<std::size_t>(static_cast<const char*>(nul) - s.data()) : cap;
+      if (engine::plain_ascii(std::string_view(s.data(), n))) {
+        s.resize(n);
+      } else {
+        std::string text, err;
+        if (!plan_->in_place_string(k, s.data(), cap, text, err)) {
+          s.clear();  // what the callee wrote is not trusted
+          throw error(err);
+        }
+        s = std::move(text);
+      }
+    } else if constexpr (detail::in_place_arg<U>::value && detail::in_place_arg<U>::array) {
       std::uint64_t n = caps[k];
       if (places_[k].length_is_return) {
         std::string err;
@@ -460,7 +481,9 @@ class library {
           // checked against the typemap above).
           const engine::Plan::InPlace ip = plan->in_place(k);
           constexpr bool array = detail::in_place_arg<U>::array;
-          ok = ok && ip.form == (array ? engine::Plan::InPlace::Form::array : engine::Plan::InPlace::Form::value);
+          constexpr auto form = detail::in_place_arg<U>::string ? engine::Plan::InPlace::Form::string
+                                : array ? engine::Plan::InPlace::Form::array : engine::Plan::InPlace::Form::value;
+          ok = ok && ip.form == form;
           ok = ok && (!ip.length_is_return || std::is_integral_v<R>);
           ok = ok && (ip.count_param < 0 || integral[ip.count_param]);
           f.places_[k] = {ip.count_param, ip.length_is_return};
