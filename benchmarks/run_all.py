@@ -143,8 +143,9 @@ WHY.update({
         "the host string is checked (well-formed, no NUL, plain ASCII) before it is passed in place: a scan of "
         "its 64 bytes, ~1.5 ns on a 3.4 ns call; the pre-validated string view (issue 20 item 2) is not built",
     "typed C++ utf16_len within 1.2x of direct C (issue 20)":
-        "the UTF-8 std::string is transcoded to UTF-16 per call into a new buffer (2 allocations per call), "
-        "where direct C passes a ready UTF-16 buffer; transcoding into stack scratch (issue 20 item 2) is not built",
+        "the UTF-8 std::string is transcoded to UTF-16 per call (into the plan's stack scratch: no allocation), "
+        "where direct C passes a ready UTF-16 buffer; the call goes through the plan's scalar lane by the host "
+        "adapters (virtual calls per argument and result)",
     "typed C++ out_struct within 1.2x of direct C (issue 20)":
         "the Point is written in place through the caller's variable; ~1.5 ns over a 3.4 ns call (the plan's "
         "function pointer and the in-place checks)",
@@ -163,9 +164,9 @@ WHY.update({
         "measured, not profiled this session: a callback on a thread the engine did not make checks where it "
         "may run (its owner's apartment) on top of call_cb's trampoline cost",
     "typed C++: no allocation per call in any scenario":
-        "utf16_len (the string through the engine's values: a std::string taken as UTF-8 for a UTF-16 "
-        "parameter), proxy_call (the marshaled call's message and its reply), the scale rows' mixed and UTF-16 "
-        "text (transcoding buffers) allocate per call",
+        "proxy_call (the marshaled call's message and its reply) and the scale rows' mixed and UTF-16 text (a "
+        "megabyte of text is beyond the lane's stack scratch: the engine's values and transcoding buffers) "
+        "allocate per call",
     "dynamic values: at most one allocation per call for an out array (fill_i32)": _VALUE_PER_ELEMENT,
     "marshal dynamic values fill_i32 under Koffi": _VALUE_PER_ELEMENT,
     "marshal C API fill_i32 under Koffi": _VALUE_PER_ELEMENT,

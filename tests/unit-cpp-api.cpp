@@ -670,6 +670,42 @@ TEST_SUITE("cpp-api") {
     std::filesystem::remove(path);
   }
 
+  TEST_CASE("scalars and strings the C function cannot take as they are go through the scalar lane, without Values") {
+    // A UTF-8 std::string for a UTF-16 parameter, bools: not passed as they
+    // are (the string is transcoded, a bool has the typemap's width), so the
+    // plan's lane takes them as host scalars (transcoding into its stack
+    // scratch): no allocation. What the lane refuses (text that is not
+    // well-formed, too long for its scratch) goes to the engine's general
+    // path with its words.
+    marshal::library lib(fixture);
+    Bound dyn("tests/fixtures/pinvoke.json");
+    auto len16 = lib.function<size_t(const std::string&)>("len_in_utf16");
+    auto not_b = lib.function<bool(bool)>("not_cbool");
+    static_assert(decltype(len16)::pinnable && !decltype(not_b)::fast);
+    const std::string ascii = "plain text", mixed = "h\xc3\xa9llo \xf0\x9f\x98\x80";
+    long before = allocations.load();
+    size_t n = 0;
+    bool b = false;
+    for (int i = 0; i < 100; ++i) {
+      n += len16(ascii) + len16(mixed);
+      b = not_b(b);
+    }
+    CHECK(allocations.load() == before);
+    CHECK(n == 100 * (10 + 8));
+    CHECK_FALSE(b);  // 100 negations
+    // Refused by the lane: the general path's result, or its error.
+    const std::string longer(5000, 'x');
+    CHECK(len16(longer) == 5000);
+    for (const std::string& bad : {std::string("\xff"), std::string("a\0b", 3), std::string("\xed\xa0\x80")}) {
+      std::string want_error;
+      const marshal::engine::Plan* p = dyn.lib->bind("len_in_utf16", want_error);
+      REQUIRE(p);
+      marshal::engine::CallResult r;
+      REQUIRE_FALSE(p->call(std::vector<marshal::engine::Value>{bad}, r, want_error));
+      CHECK_THROWS_WITH_AS(len16(bad), want_error.c_str(), marshal::error);
+    }
+  }
+
   TEST_CASE("out<std::string>: the callee writes the caller's string, read back as the engine's path reads it") {
     marshal::library lib(fixture);
     Bound dyn("tests/fixtures/pinvoke.json");

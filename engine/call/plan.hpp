@@ -46,8 +46,8 @@ struct Releaser {
 };
 
 class Library;
-// Host adapters (call/host_io.hpp, not included here: it is not part of the
-// installed headers the typed C++ API reaches).
+// Host adapters (call/host_io.hpp; the typed C++ API includes it for its
+// signatures of scalars and strings).
 class HostArgs;
 class HostResults;
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "typemap/context.hpp"
+#include "call/host_io.hpp"
 #include "call/library.hpp"
 #include "convert/strings.hpp"
 #include "values/call_values.hpp"

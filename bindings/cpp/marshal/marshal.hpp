@@ -81,6 +81,8 @@ class function<R(A...)> {
           return reinterpret_cast<Native>(symbol_)(detail::native_arg(args)...);
         }
       }
+      if constexpr (host_scalars)
+        if (laned_) return through_lane(args...);
       return slow(args...);
     } else if constexpr (fast) {
       // The specialized invoker: the C++ types were checked against the
@@ -89,7 +91,11 @@ class function<R(A...)> {
       // stack, struct classification included; the fixture tests compare it
       // with libffi for every blittable signature they have).
       if (direct_) return reinterpret_cast<R (*)(std::remove_cvref_t<A>...)>(symbol_)(args...);
-      if (!cif_) return slow(args...);  // the plan lowers some argument (abi.hpp)
+      if (!cif_) {  // a check, errno, or an argument the plan lowers (abi.hpp)
+        if constexpr (host_scalars)
+          if (laned_) return through_lane(args...);
+        return slow(args...);
+      }
       // Blittable: the C++ arguments are the native arguments.
       void* av[sizeof...(A) > 0 ? sizeof...(A) : 1] = {const_cast<void*>(static_cast<const void*>(&args))...};
       alignas(16) unsigned char rbuf[(sizeof(std::conditional_t<std::is_void_v<R>, char, R>) > 16
@@ -99,6 +105,9 @@ class function<R(A...)> {
     } else if constexpr (with_callbacks) {
       if (callbacks_direct_) return call_with_callbacks(args...);
       return slow(args...);
+    } else if constexpr (host_scalars) {
+      if (laned_) return through_lane(args...);
+      return slow(args...);
     } else {
       return slow(args...);
     }
@@ -107,6 +116,69 @@ class function<R(A...)> {
  private:
   friend class library;
   friend class plain_library;
+
+  // Scalars (bool included) and std::string only, a scalar or void result:
+  // arguments the engine's scalar lane takes as host scalars (host_io.hpp),
+  // text by view, without a Value per argument (a UTF-16 or UTF-32 string
+  // parameter: transcoded into the plan's stack scratch). Values are made only
+  // when the plan asks for them (a value the lane refuses: the general path).
+  // (The fast and pinned forms come first where they apply; this is what
+  // they fall back to before the Values of slow().)
+  static constexpr bool host_scalars =
+      ((detail::scalar_v<std::remove_cvref_t<A>> || std::is_same_v<std::remove_cvref_t<A>, std::string>) && ...) &&
+      (std::is_void_v<R> || detail::scalar_v<R>);
+  class scalar_args final : public engine::HostArgs {
+   public:
+    scalar_args(const function& f, A&... args) : f_(f), args_(args...) {
+      std::size_t k = 0;
+      ((s_[k++] = scalar_of(args)), ...);
+    }
+    std::size_t size() const override { return sizeof...(A); }
+    void scalar(std::size_t i, engine::HostScalar& out) const override { out = s_[i]; }
+    const engine::Value& value(std::size_t i) const override {
+      if (values_.empty()) {
+        values_.reserve(sizeof...(A));
+        std::apply([&](auto&... a) {
+          std::size_t k = 0;
+          (detail::push_arg(*f_.reg_, *f_.fn_, detail::cpp_param(*f_.fn_, k++), a, values_), ...);
+        }, args_);
+      }
+      return values_[i];
+    }
+
+   private:
+    template <class T> static engine::HostScalar scalar_of(const T& v) {
+      if constexpr (std::is_same_v<std::remove_cvref_t<T>, std::string>) return engine::HostScalar::of_text(v);
+      else return detail::to_scalar(v);
+    }
+    const function& f_;
+    std::tuple<A&...> args_;
+    engine::HostScalar s_[sizeof...(A) + 1];
+    mutable std::vector<engine::Value> values_;
+  };
+  // The return: a scalar from the lane, or a Value from the general path.
+  class scalar_result final : public engine::HostResults {
+   public:
+    void scalar(int, const engine::HostScalar& s) override { ret = s; }
+    void value(int, engine::Value&& v) override {
+      value_ = std::move(v);
+      has_value = true;
+    }
+    engine::HostScalar ret;
+    engine::Value value_;
+    bool has_value = false;
+  };
+  R through_lane(A&... args) const {
+    scalar_args in(*this, args...);
+    scalar_result out;
+    std::string err;
+    if (!plan_->call(static_cast<const engine::HostArgs&>(in), static_cast<engine::HostResults&>(out), err))
+      throw error(err);
+    if constexpr (!std::is_void_v<R>) {
+      if (out.has_value) return detail::from_value<R>(*reg_, fn_->returns, out.value_);
+      return detail::from_scalar<R>(out.ret);
+    }
+  }
 
   // ---- callbacks passed directly (with_callbacks) ----
   template <class T> using direct_t =
@@ -306,6 +378,7 @@ class function<R(A...)> {
   bool direct_ = false;  // called through the C++ function type (fast signatures, default convention)
   bool pinned_ = false;  // pinnable signatures the typemap allows to pass by address
   bool callbacks_direct_ = false;  // with_callbacks signatures called directly (see library::bind)
+  bool laned_ = false;  // host_scalars signatures whose plan is laned: through the host adapters (through_lane)
   // Per parameter: the signature of a callback parameter (with_callbacks).
   std::array<const engine::CallbackSig*, sizeof...(A) + 1> callback_sigs_{};
   // Per parameter: the index of the parameter holding a pinned array's count;
@@ -432,6 +505,11 @@ class library {
                             detail::cpp_arity(fn) == fn.params.size();
     if (!plain_call) f.cif_ = nullptr;
     f.direct_ = plain_call && fn.callconv == engine::CallConv::default_ && fn.variadic_from < 0;
+    if constexpr (marshal::function<R(A...)>::host_scalars) {
+      // The plan's arguments are the C++ ones, in order (no out parameter in
+      // a signature of scalars and strings; a laned plan computes nothing).
+      f.laned_ = plan->laned() && plan->host_arity() == sizeof...(A) && detail::cpp_arity(fn) == sizeof...(A);
+    }
     if constexpr (marshal::function<R(A...)>::with_callbacks) {
       // Directly: a plain call (as for fast signatures) whose callbacks are of
       // scope "call" (a registered one is the engine's, which refuses a host function).
