@@ -709,8 +709,22 @@ TEST_SUITE("call") {
         {"fill_out_i32_array", {256}, true},   // 1 KiB: the stack
         {"fill_out_i32_array", {5000}, true},  // 20 KB: the heap
         {"fill_out_i32_array", {-1}, false}, {"fill_out_i32_array", {Value(std::uint64_t{1} << 62)}, false},
-        {"fill_out_i32_array", {"3"}, false}, {"fill_out_i32_array", {}, false}};
-    for (const char* fn : {"get_out_i32", "get_out_point", "fill_out_i32_array"}) {
+        {"fill_out_i32_array", {"3"}, false}, {"fill_out_i32_array", {}, false},
+        // out UTF-8 strings with a capacity: ASCII as it is, the rest read by
+        // the general path's conversion (its errors too), a capacity of 0 by
+        // the general path itself, a full buffer without a terminator whole
+        {"reverse_out_utf8", {"marshal", 64}, true}, {"reverse_out_utf8", {"marshal", 3}, true},
+        {"reverse_out_utf8", {"h\xc3\xa9", 64}, false}, {"reverse_out_utf8", {"\xc3\xa9\xc3\xa9", 64}, false},
+        {"copy_out_bytes_utf8", {Bytes{{'a', 'b'}}, 2, 8}, true},
+        {"copy_out_bytes_utf8", {Bytes{{0xc3, 0xa9}}, 2, 8}, true},
+        {"copy_out_bytes_utf8", {Bytes{{0xc3, 0xa9}}, 2, 1}, false},  // cut inside a character
+        {"copy_out_bytes_utf8", {Bytes{{'a', 'b', 'c'}}, 3, 3}, true},  // no terminator: the whole buffer
+        {"copy_out_bytes_utf8", {Bytes{{'a', 'b', 'c'}}, 3, 0}, true},
+        {"copy_out_bytes_utf8", {Bytes{{0xff}}, 1, 4}, false}, {"copy_out_bytes_utf8", {Bytes{{'a'}}, 1, -1}, false},
+        {"copy_out_utf8", {"h\xc3\xa9llo \xe2\x82\xac", 64}, true}, {"copy_out_utf8", {"h\xc3\xa9", 2}, false},
+        {"copy_out_utf8", {"h\xc3\xa9", 3}, true}, {"copy_out_utf8", {"\xf0\x9f\x98\x80", 4}, true},
+        {"copy_out_utf8", {"abc", 0}, true}, {"copy_out_utf8", {"abc", 2}, true}};
+    for (const char* fn : {"get_out_i32", "get_out_point", "fill_out_i32_array", "reverse_out_utf8", "copy_out_utf8"}) {
       std::string error;
       CHECK_MESSAGE(f.lib->bind(fn, error)->laned(), fn);
     }

@@ -223,7 +223,8 @@ static bool record_lane(const TypeRegistry& reg, TypeId t, std::vector<std::vect
 // (Plan::in_place) with a pointee or elements the lane reads as the general
 // converter does: a pointer to one integer, floating-point number or struct
 // of scalar fields; an array of integers (not uint8: bytes) or floating-point
-// numbers counted by an `in` integer or a constant, with no separate length.
+// numbers counted by an `in` integer or a constant, with no separate length;
+// an out UTF-8 string with a capacity (Plan::InPlace::Form::string).
 // fast: the instruction's form; out: the pointee's or element's lane; an
 // array's count from parameter count_param or the constant count_constant.
 static bool out_form(const TypeRegistry& reg, const Plan& plan, std::size_t i, TypeId type,
@@ -240,6 +241,13 @@ static bool out_form(const TypeRegistry& reg, const Plan& plan, std::size_t i, T
     }
     fast.op = LaneOp::Op::out_value;
     fast.size = sizeof(void*);
+    return true;
+  }
+  if (at.form == Plan::InPlace::Form::string) {
+    fast.op = LaneOp::Op::out_string;
+    fast.size = sizeof(void*);
+    count_param = at.count_param;
+    count_constant = at.constant;
     return true;
   }
   if (at.form != Plan::InPlace::Form::array || at.length_is_return || !scalar_elements(reg, d.ref, out)) return false;
@@ -407,7 +415,8 @@ std::unique_ptr<Plan> Library::build(const Function& fn, void* symbol, bool meth
     plan->laned_ = all && plan->ret_fast_;
     for (const Plan::Instr& in : plan->instrs_)
       plan->lane_outs_ = plan->lane_outs_ || (plan->laned_ && (in.fast.op == LaneOp::Op::out_value ||
-                                                               in.fast.op == LaneOp::Op::out_array));
+                                                               in.fast.op == LaneOp::Op::out_array ||
+                                                               in.fast.op == LaneOp::Op::out_string));
     plan->needs_general_ = !plan->laned_;
   }
   plan->cif_.rtype = rtype;

@@ -442,15 +442,20 @@ class PlanRun {
     native_call(p, &p.cif_, target, avalues, rvalue, out, saved_errno, callback_failure);
     std::int64_t return_int = 0;
     fast_return(p, out, rvalue, saved_errno, return_int, failed);
-    if constexpr (Outs) out_results(p, out, slots, room);
+    std::string conversion;  // an out string the general path's conversion refuses (in_place_string's message)
+    if constexpr (Outs) out_results(p, out, slots, room, conversion);
     if (callback_failure || failed) [[unlikely]] {
       set_error(error, std::move(callback_failure ? *callback_failure : *failed));  // the callback's is the cause
+      return 0;
+    }
+    if (!conversion.empty()) [[unlikely]] {
+      error = std::move(conversion);  // its Error is the thread's last (set by in_place_string)
       return 0;
     }
     return 1;
   }
 
-  static bool is_out(Op op) { return op == Op::out_value || op == Op::out_array; }
+  static bool is_out(Op op) { return op == Op::out_value || op == Op::out_array || op == Op::out_string; }
 
   // Out data of a laned call: the stack scratch where it fits, else the heap
   // (zeroed, as the general converter's buffers are); an array's count.
@@ -478,13 +483,18 @@ class PlanRun {
       std::size_t bytes = 0;
       if (in.fast.op == Op::out_value) {
         bytes = in.out.size;
-      } else if (in.fast.op == Op::out_array) {
+      } else if (in.fast.op == Op::out_array || in.fast.op == Op::out_string) {
         std::int64_t count_arg = 0;
         if (in.count_param >= 0) std::memcpy(&count_arg, &slots[in.count_param], sizeof count_arg);
         std::uint64_t count = 0;
         if (!p.in_place_count(i, count_arg, count)) return false;
         room.count[i] = count;
-        bytes = static_cast<std::size_t>(count) * reg.get(reg.get(in.type).ref).size;  // checked by in_place_count
+        if (in.fast.op == Op::out_string) {
+          if (count == 0) return false;  // the general path gives the callee one byte
+          bytes = static_cast<std::size_t>(count);  // UTF-8: a byte per unit
+        } else {
+          bytes = static_cast<std::size_t>(count) * reg.get(reg.get(in.type).ref).size;  // checked by in_place_count
+        }
       } else {
         continue;
       }
@@ -508,14 +518,35 @@ class PlanRun {
 
   // The `out` parameters' values to the host, in parameter order (after the
   // return), as the general converter makes them.
-  static void out_results(const Plan& p, Results& out, const std::uint64_t* slots, const OutRoom& room) {
+  static void out_results(const Plan& p, Results& out, const std::uint64_t* slots, const OutRoom& room,
+                          std::string& conversion) {
     for (std::size_t i = 0; i < p.instrs_.size(); ++i) {
       const Instr& in = p.instrs_[i];
       if (!is_out(in.fast.op)) continue;
       const std::byte* at;
       std::memcpy(&at, &slots[i], sizeof at);
       const int r = static_cast<int>(i);
-      if (in.fast.op == Op::out_array) {
+      if (in.fast.op == Op::out_string) {
+        // Up to the terminator (the whole buffer without one): plain ASCII as
+        // it is; anything else read by the general path's conversion.
+        const auto cap = static_cast<std::size_t>(room.count[i]);
+        const char* text = reinterpret_cast<const char*>(at);
+        const void* nul = std::memchr(text, 0, cap);
+        const std::size_t n = nul ? static_cast<std::size_t>(static_cast<const char*>(nul) - text) : cap;
+        if (plain_ascii(std::string_view(text, n))) {
+          out.scalar(r, HostScalar::of_text(std::string_view(text, n)));
+          continue;
+        }
+        std::string decoded, why;
+        if (p.in_place_string(i, text, cap, decoded, why)) {
+          out.scalar(r, HostScalar::of_text(decoded));
+        } else {
+          HostScalar none;
+          none.kind = HostScalar::Kind::null;
+          out.scalar(r, none);  // as the general path gives a value it could not convert
+          if (conversion.empty()) conversion = std::move(why);
+        }
+      } else if (in.fast.op == Op::out_array) {
         const auto count = static_cast<std::size_t>(room.count[i]);
         if (out.array(r, in.out, at, count)) continue;
         out.value(r, lane_list(in.out, at, count));
@@ -697,7 +728,7 @@ class PlanRun {
         break;
       }
       case Op::void_:
-      case Op::out_value: case Op::out_array:  // the laned run's own (run_lane); the general converter's in a general run
+      case Op::out_value: case Op::out_array: case Op::out_string:  // run_lane's own; the general converter's in a general run
         return false;
     }
     slot = bits;

@@ -31,9 +31,10 @@ struct LaneOp {
   // out_value, out_array: an `out` pointer to one scalar or struct of scalar
   // fields, or an `out` array of scalars counted by an `in` integer or a
   // constant: room on the plan's stack (or heap), read back through the
-  // lane of the pointee (plans only: Plan::Instr::out).
+  // lane of the pointee (plans only: Plan::Instr::out). out_string: an `out`
+  // UTF-8 string with such a capacity (Plan::InPlace::Form::string).
   enum class Op : std::uint8_t {
-    self, sint, uint, f32, f64, boolean, pointer, void_, callback, string, record, out_value, out_array
+    self, sint, uint, f32, f64, boolean, pointer, void_, callback, string, record, out_value, out_array, out_string
   };
   Op op = Op::void_;
   std::uint8_t size = 0;
@@ -110,7 +111,7 @@ inline bool lane_to_native(const LaneOp& l, const HostScalar& v, std::uint64_t& 
       else return false;
       return true;
     case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
-    case LaneOp::Op::record: case LaneOp::Op::out_value: case LaneOp::Op::out_array:
+    case LaneOp::Op::record: case LaneOp::Op::out_value: case LaneOp::Op::out_array: case LaneOp::Op::out_string:
       return false;
   }
   return false;
@@ -155,7 +156,7 @@ inline HostScalar lane_scalar(const LaneOp& l, std::uint64_t wide) {
     case LaneOp::Op::boolean: s.kind = HostScalar::Kind::boolean; s.b = low != 0; return s;
     case LaneOp::Op::pointer: s.kind = HostScalar::Kind::address; s.p = static_cast<std::uintptr_t>(wide); return s;
     case LaneOp::Op::self: case LaneOp::Op::void_: case LaneOp::Op::callback: case LaneOp::Op::string:
-    case LaneOp::Op::record: case LaneOp::Op::out_value: case LaneOp::Op::out_array:
+    case LaneOp::Op::record: case LaneOp::Op::out_value: case LaneOp::Op::out_array: case LaneOp::Op::out_string:
       s.kind = HostScalar::Kind::null;
       return s;
   }

@@ -237,6 +237,8 @@ P("count_in_double_nul", A({ "a", "bc", "d" }), R(3))
 -- strings out, inout, returned
 P("reverse_out_utf8", A("abcdef", 16), R(6, "fedcba"))
 P("reverse_out_utf8", A("abcdef", 4), R(3, "cba"))  -- cut to the capacity
+P("copy_out_utf8", A("h\u{e9}llo", 16), R(6, "h\u{e9}llo"))
+P("copy_out_utf8", A("abcdef", 4), R(4, "abcd"))  -- a full buffer without a terminator: taken whole
 P("copy_out_bytes_utf8", A(B("abc"), 3, 16), R(3, "abc"))
 P("copy_out_bytes_utf8", A(B("\xc3\xa9x"), 3, 16), R(3, "\u{e9}x"))
 P("copy_out_bytes_utf8", A(B("abcdef"), 6, 4), R(4, "abcd"))  -- a full buffer without a terminator: taken whole
