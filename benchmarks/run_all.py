@@ -124,11 +124,11 @@ _VALUE_PER_ELEMENT = ("one host Value (40 bytes) per element: 256 Values made an
                       "block, no Value per element, issue 20 item 3) is not built")
 _C_API_HANDLES = ("every argument and result is a handle looked up in the C API's table (generation-checked, "
                   "issue 15) on top of the dynamic values' path; issue 16 (blocked) is the C API's own speed")
-_DYN_PEERS = ("out_struct: the out record is a new Record per call (field names as strings) where Mono writes a "
-              "struct in place; vec2_add: libffi's struct-by-value call (the raw libffi row itself is ~51 ns) "
-              "plus records by field name, where Mono calls directly; fill_i32: " + _VALUE_PER_ELEMENT +
-              "; out_string: the out buffer becomes a string Value; sum_f64 and vtable_method: within a few "
-              "percent (round-to-round noise decides)")
+_DYN_PEERS = ("where a scenario is listed: out_struct: the out record is a new Record per call (field names as "
+              "strings: an allocation) where Mono writes a struct in place; vec2_add: libffi's struct-by-value "
+              "call (the raw libffi row itself is ~51 ns) plus records by field name, where Mono calls directly; "
+              "fill_i32: " + _VALUE_PER_ELEMENT + "; out_string: a string Value made per call (the C API: a "
+              "handle too); sum_f64, vtable_method, utf16_len: within a few percent (round-to-round noise decides)")
 WHY.update({
     "typed C++ vec2_add within 1.20x of direct C":
         "2-3 ns over a 13 ns call: the two Vec2 are copied into the plan's argument slots and the call goes "
