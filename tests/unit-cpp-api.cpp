@@ -670,6 +670,25 @@ TEST_SUITE("cpp-api") {
     std::filesystem::remove(path);
   }
 
+  TEST_CASE("an empty pinned array is passed as a valid pointer, never NULL, as the engine passes it") {
+    // The engine gives an array of 0 elements one zeroed byte; the typed
+    // API's pinned and in-place paths give a buffer of their own: a C callee
+    // may hand the pointer to memcpy, where NULL is undefined even for 0 bytes.
+    marshal::library lib(fixture);
+    Bound dyn("tests/fixtures/pinvoke.json");
+    auto addr = lib.function<uint64_t(std::vector<double>, size_t)>("address_in_f64_array");
+    static_assert(decltype(addr)::pinnable);
+    CHECK(addr(std::vector<double>{}, 0) != 0);
+    CHECK(addr(std::vector<double>{1.0, 2.0}, 2) != 0);
+    const marshal::engine::Value general =
+        dyn.call("address_in_f64_array", {marshal::engine::List{}, 0}).ret;
+    CHECK(general.as<std::int64_t>() != 0);
+    auto copy = lib.function<size_t(std::vector<uint8_t>, size_t, marshal::out<std::string>, size_t)>("copy_out_bytes_utf8");
+    std::string got = "stale";
+    CHECK(copy({}, 0, got, 8) == 0);  // memcpy(out, bytes, 0) in the callee: UBSan would stop on NULL
+    CHECK(got.empty());
+  }
+
   TEST_CASE("scalars and strings the C function cannot take as they are go through the scalar lane, without Values") {
     // A UTF-8 std::string for a UTF-16 parameter, bools: not passed as they
     // are (the string is transcoded, a bool has the typemap's width), so the

@@ -110,12 +110,13 @@ template <class T> struct native_of { using type = T; };
 template <class T> requires pinned_arg<T>::value struct native_of<T> { using type = typename pinned_arg<T>::type; };
 template <class T> requires in_place_arg<T>::value struct native_of<T> { using type = typename in_place_arg<T>::type; };
 template <class T> using native_t = typename native_of<std::remove_cvref_t<T>>::type;
-// `empty`: what an empty in-place vector passes (the engine never passes NULL
-// for an out array, even of 0 elements).
-template <class T> native_t<T> native_arg(const T& v, void* empty = nullptr) {
+// `empty`: what an empty pinned or in-place array passes (the engine never
+// passes NULL for an array, even of 0 elements: a C callee may hand it to
+// memcpy, where NULL is undefined even with a size of 0).
+template <class T> native_t<T> native_arg(const T& v, void* empty) {
   using U = std::remove_cvref_t<T>;
   if constexpr (std::is_same_v<U, std::string>) return v.c_str();
-  else if constexpr (pinned_arg<U>::value) return v.data();
+  else if constexpr (pinned_arg<U>::value) return v.empty() ? static_cast<native_t<T>>(empty) : v.data();
   else if constexpr (in_place_arg<U>::value && in_place_arg<U>::array)
     return v.get().empty() ? static_cast<native_t<T>>(empty) : v.get().data();
   else if constexpr (in_place_arg<U>::value && in_place_arg<U>::string) return v.get().data();

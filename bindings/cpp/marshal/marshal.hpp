@@ -63,7 +63,7 @@ class function<R(A...)> {
           if (!ok) return slow(args...);
           k = 0;
           (size_before(k++, args, caps), ...);
-          alignas(std::max_align_t) unsigned char empty[alignof(std::max_align_t)];
+          alignas(std::max_align_t) unsigned char empty[alignof(std::max_align_t)] = {};
           if constexpr (std::is_void_v<R>) {
             reinterpret_cast<Native>(symbol_)(detail::native_arg(args, empty)...);
             k = 0;
@@ -78,7 +78,8 @@ class function<R(A...)> {
             return r;
           }
         } else {
-          return reinterpret_cast<Native>(symbol_)(detail::native_arg(args)...);
+          alignas(std::max_align_t) unsigned char empty[alignof(std::max_align_t)] = {};
+          return reinterpret_cast<Native>(symbol_)(detail::native_arg(args, empty)...);
         }
       }
       if constexpr (host_scalars)
