@@ -204,34 +204,28 @@ Plan::InPlace Plan::in_place(std::size_t i) const {
     if (!s.free_with && plain_data(reg, d.ref)) r.form = InPlace::Form::value;
     return r;
   }
+  // A count known before the call: an `in` integer parameter or a constant.
+  auto known_before = [&](const Count& c) {
+    if (c.source == Count::Source::param) {
+      const Param& cp = fn_->params[c.index];
+      if (cp.dir != Dir::in || reg.get(cp.type).kind != Kind::integer) return false;
+      r.count_param = static_cast<int>(c.index);
+      return true;
+    }
+    r.constant = c.constant;
+    return c.source == Count::Source::constant;
+  };
   if (s.op == Instr::Op::string) {
     const StringInfo& si = d.as<StringInfo>();
     if (p.dir != Dir::out || si.encoding != Encoding::utf8 || si.terminator != Terminator::nul ||
-        si.length.present() || !si.capacity.present())
-      return r;
-    if (si.capacity.source == Count::Source::param) {
-      const Param& cp = fn_->params[si.capacity.index];
-      if (cp.dir != Dir::in || reg.get(cp.type).kind != Kind::integer) return r;
-      r.count_param = static_cast<int>(si.capacity.index);
-    } else if (si.capacity.source == Count::Source::constant) {
-      r.constant = si.capacity.constant;
-    } else {
-      return r;
-    }
+        si.length.present() || !si.capacity.present() || !known_before(si.capacity))
+      return InPlace{};
     r.form = InPlace::Form::string;
     return r;
   }
   if (s.op != Instr::Op::array || !plain_data(reg, d.ref)) return r;
   const ArrayInfo& a = d.as<ArrayInfo>();
-  if (a.count.source == Count::Source::param) {
-    const Param& cp = fn_->params[a.count.index];
-    if (cp.dir != Dir::in || reg.get(cp.type).kind != Kind::integer) return r;
-    r.count_param = static_cast<int>(a.count.index);
-  } else if (a.count.source == Count::Source::constant) {
-    r.constant = a.count.constant;
-  } else {
-    return r;
-  }
+  if (!known_before(a.count)) return InPlace{};
   if (a.length.present()) {
     if (a.length.source != Count::Source::return_value || reg.get(fn_->returns).kind != Kind::integer) return r;
     r.length_is_return = true;
