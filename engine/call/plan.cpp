@@ -410,7 +410,7 @@ class PlanRun {
   // parameters: the same stages over the same fast conversions, the state in
   // locals. 1: done, 0: failed (error set), -1: an argument the fast forms do
   // not take (nothing has run yet: the general run then makes the call).
-  // Outs: the plan has `out` parameters (LaneOp out_value, out_array): room
+  // Outs: the plan has `out` parameters (LaneOp out_value, out_array, out_string): room
   // for them once the `in` arguments (their counts) are converted, and their
   // values to the host after the return, in parameter order.
   template <bool Outs>
