@@ -427,7 +427,7 @@ class PlanRun {
       if (Outs && is_out(in.fast.op)) continue;
       if (!fast_arg(p, in, args, self, slots[i], avalues[i], scratch, used)) return -1;
     }
-    [[maybe_unused]] OutRoom room;
+    [[maybe_unused]] std::conditional_t<Outs, OutRoom, NoRoom> room;  // nothing at all on a plan without outs
     if constexpr (Outs)
       if (!out_room(p, slots, avalues, scratch, used, room)) return -1;
     alignas(16) std::byte rvalue[32] = {};  // fast returns: at most 32 bytes
@@ -465,6 +465,8 @@ class PlanRun {
         for (void* h : heap) std::free(h);
     }
   };
+
+  struct NoRoom {};
 
   // Room for each `out` parameter; false (-1: the general run makes the call
   // and reports it) for a count the general converter refuses (negative,
